@@ -1,0 +1,294 @@
+//! `MessagingAccessPoint`: a broker cluster the operator runs (`managed`), one that exists
+//! elsewhere (`external`), or another cloud's OMS gateway (driver `gateway`, `endpoint`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Capabilities, SecretKeyRef, SecretRef};
+use crate::quantity::{size_message, size_rule};
+
+/// CEL: a `host:port` address (DNS name, IPv4 or bracketed IPv6).
+pub(crate) const HOST_PORT_RULE: &str =
+    r"self.matches('^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$')";
+
+/// The broker family behind an access point.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Apache Kafka (KRaft mode when managed).
+    Kafka,
+    /// NATS with JetStream.
+    Nats,
+    /// RabbitMQ (AMQP 0.9.1), quorum queues by default.
+    Rabbitmq,
+    /// An MQTT broker (Eclipse Mosquitto when managed).
+    Mqtt,
+    /// The OMS gateway of another cloud, reached over mTLS at `spec.endpoint`.
+    Gateway,
+}
+
+impl Driver {
+    /// The name used in specs, URLs and labels.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Kafka => "kafka",
+            Driver::Nats => "nats",
+            Driver::Rabbitmq => "rabbitmq",
+            Driver::Mqtt => "mqtt",
+            Driver::Gateway => "gateway",
+        }
+    }
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The desired state of a MessagingAccessPoint.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "openmessaging.cloud",
+    version = "v1alpha1",
+    kind = "MessagingAccessPoint",
+    doc = "A messaging system that queues live on: a broker cluster the operator runs, one that already exists, or another cloud's OMS gateway.",
+    namespaced,
+    status = "MessagingAccessPointStatus",
+    category = "oms",
+    shortname = "map",
+    shortname = "accesspoint",
+    printcolumn = r#"{"name":"Driver","type":"string","jsonPath":".spec.driver"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Access point","type":"string","jsonPath":".status.accessPoint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.driver == 'gateway' || has(self.managed) != has(self.external)")
+        .message("set exactly one of spec.managed (the operator runs the broker) and spec.external (the broker already exists)"),
+    validation = Rule::new("self.driver != 'gateway' || (has(self.endpoint) && !has(self.managed) && !has(self.external))")
+        .message("driver gateway needs spec.endpoint (host:port of the other cloud's gateway) and neither spec.managed nor spec.external"),
+    validation = Rule::new("self.driver == 'gateway' || !has(self.endpoint)")
+        .message("spec.endpoint is only for driver gateway; use spec.external.servers to reach an existing broker"),
+)]
+pub struct MessagingAccessPointSpec {
+    /// The broker family: kafka, nats, rabbitmq, mqtt, or gateway (another cloud's OMS gateway).
+    /// Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.driver is immutable; create a new MessagingAccessPoint instead"))]
+    pub driver: Driver,
+
+    /// The region written into the access point URL. Defaults to the node label
+    /// `topology.kubernetes.io/region`, or `local` when nodes have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub region: Option<String>,
+
+    /// Run the broker cluster in this namespace (a StatefulSet the operator owns).
+    /// Exactly one of `managed` and `external` is set, except for driver gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedBroker>,
+
+    /// Use a broker cluster that already exists. Exactly one of `managed` and `external` is set,
+    /// except for driver gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalBroker>,
+
+    /// host:port of another cloud's OMS gateway; required for driver gateway, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 260))]
+    #[x_kube(validation = Rule::new(HOST_PORT_RULE).message("spec.endpoint must be host:port, e.g. oms-gateway.cloud-b.example.com:7443"))]
+    pub endpoint: Option<String>,
+
+    /// Expose an mTLS OMS gateway in front of this access point, for bridges in other clouds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayExposure>,
+
+    /// Other namespaces (tenants) allowed to put Queues and Bridges on this access point.
+    /// Default: only this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<Sharing>,
+}
+
+/// A broker cluster the operator runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedBroker {
+    /// Number of broker pods. Kafka derives its controller quorum from it (an odd number of
+    /// voters, at most 5); NATS and RabbitMQ cluster all pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 32))]
+    pub replicas: i32,
+
+    /// Broker version; picks the default image tag of the driver (e.g. 4.1.1 for Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub version: Option<String>,
+
+    /// Container image; overrides the driver's default image and `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Persistent storage per broker pod. Omitted: an emptyDir, and data is lost with the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+
+    /// CPU and memory requests and limits of each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Broker configuration passed through as key/value pairs (e.g. `log.retention.hours`).
+    /// Keys the operator owns (listeners, node ids, paths, cluster membership) are refused with
+    /// a condition that names them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Persistent storage of a managed broker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Volume size per broker pod, e.g. 10Gi.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(size_rule()).message(size_message("spec.managed.storage.size").as_str()))]
+    pub size: String,
+
+    /// StorageClass of the volumes; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// A broker cluster that already exists.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalBroker {
+    /// Bootstrap addresses as host:port.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 260)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, {})", HOST_PORT_RULE.replace("self.", "s.")))
+        .message("every entry of spec.external.servers must be host:port, e.g. b1.example.com:9092"))]
+    pub servers: Vec<String>,
+
+    /// The account (user or tenant id) written into the access point URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub account: Option<String>,
+
+    /// TLS towards the brokers. Omitted: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+
+    /// Secret with keys `username` and `password` for the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+/// TLS settings of a client towards a broker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// PEM bundle of the CAs that sign the brokers' certificates; the system roots when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Secret of type kubernetes.io/tls with a client certificate, for brokers that require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret_ref: Option<SecretRef>,
+}
+
+/// How the OMS gateway of this access point is exposed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayExposure {
+    /// Run the gateway.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The gateway's mTLS port.
+    #[serde(default = "default_gateway_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// The Service in front of the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<GatewayService>,
+}
+
+fn default_gateway_port() -> i32 {
+    7443
+}
+
+/// The Service in front of a gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayService {
+    /// Service type: ClusterIP, NodePort or LoadBalancer.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Fixed node port for type NodePort; chosen by Kubernetes when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+/// Kubernetes Service types a gateway may use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Reachable on every node's port.
+    NodePort,
+    /// Reachable through the cloud's load balancer.
+    LoadBalancer,
+}
+
+/// Which other namespaces may use an access point.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sharing {
+    /// Namespaces (tenants) granted use of this access point, or `*` for every namespace.
+    /// Each tenant's broker-side names get its own prefix.
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = Rule::new("self.all(t, t == '*' || t.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))")
+        .message("every entry of spec.sharing.tenants must be a namespace name or *"))]
+    pub tenants: Vec<String>,
+}
+
+/// The observed state of a MessagingAccessPoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagingAccessPointStatus {
+    /// The OMS access point URL: `oms:<driver>://[account@]host:port[,host:port...]/<region>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_point: Option<String>,
+    /// Name of the Secret that applications mount: ACCESS_POINTS, REGION, ACCOUNT_ID,
+    /// DRIVER_IMPL and credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_secret: Option<String>,
+    /// What the driver can and cannot do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// Broker pods that are ready (managed access points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// host:port where this access point's gateway is reachable, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_endpoint: Option<String>,
+    /// The `metadata.generation` the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The latest observations of the access point's state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,138 @@
+//! `Bridge`: replication of one queue into another, on any two access points, in this cloud or
+//! through another cloud's gateway.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Ordering, QueueRef};
+use crate::quantity::{duration_message, duration_rule};
+
+/// The desired state of a Bridge.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "openmessaging.cloud",
+    version = "v1alpha1",
+    kind = "Bridge",
+    doc = "Replication of a source Queue into a target Queue, across vendors and clouds, acknowledged at the source only after the target confirmed.",
+    namespaced,
+    status = "BridgeStatus",
+    category = "oms",
+    shortname = "omsb",
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source.queueRef.name"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.queueRef.name"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagMessages"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Forwarded","type":"integer","priority":1,"jsonPath":".status.forwardedTotal"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    // `namespace` is a CEL keyword: Kubernetes exposes the property as `__namespace__`.
+    validation = Rule::new("self.source.queueRef.name != self.target.queueRef.name || has(self.source.queueRef.__namespace__) != has(self.target.queueRef.__namespace__) || (has(self.source.queueRef.__namespace__) && self.source.queueRef.__namespace__ != self.target.queueRef.__namespace__)")
+        .message("spec.target must name a different queue than spec.source: a bridge into its own source would loop"),
+    validation = Rule::new("(self.startFrom == 'Timestamp') == has(self.startTimestamp)")
+        .message("spec.startTimestamp is required when spec.startFrom is Timestamp, and only then"),
+)]
+pub struct BridgeSpec {
+    /// The queue messages are read from.
+    pub source: BridgeEndpoint,
+
+    /// The queue messages are written to; may live on a gateway access point of another cloud.
+    pub target: BridgeEndpoint,
+
+    /// AtLeastOnce (default) acknowledges at the source after the target confirmed; ExactlyOnce
+    /// additionally needs a target that deduplicates (NATS, the OMS gateway, Kafka), or the
+    /// Bridge reports `Unsupported`.
+    #[serde(default)]
+    pub delivery: Delivery,
+
+    /// Ordering kept through retries: PerKey (default), PerPartition or None.
+    #[serde(default)]
+    pub ordering: Ordering,
+
+    /// Only messages for which this expression is true are forwarded, e.g.
+    /// `headers['region'] == 'eu'`. All messages when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub filter: Option<String>,
+
+    /// Where a new bridge starts reading: Earliest (default), Latest or Timestamp.
+    #[serde(default)]
+    pub start_from: StartFrom,
+
+    /// With `startFrom: Timestamp`, the first message time to forward (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timestamp: Option<Time>,
+
+    /// Worker pods; 0 pauses the bridge without losing its position.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 16))]
+    pub replicas: i32,
+
+    /// The bridge is `Stalled` when it has lag and forwarded nothing for this long.
+    #[serde(default = "default_stalled_after")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(duration_rule()).message(duration_message("spec.stalledAfter").as_str()))]
+    pub stalled_after: String,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_stalled_after() -> String {
+    "5m".to_owned()
+}
+
+/// One end of a bridge.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeEndpoint {
+    /// The Queue at this end.
+    pub queue_ref: QueueRef,
+}
+
+/// Delivery guarantee of a bridge.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Delivery {
+    /// No message is lost; repeats are possible, bounded by the in-flight window and counted.
+    #[default]
+    AtLeastOnce,
+    /// No message is lost and the target drops repeats by `oms-message-id`.
+    ExactlyOnce,
+}
+
+/// Where a new bridge starts reading.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum StartFrom {
+    /// The oldest message the source still holds.
+    #[default]
+    Earliest,
+    /// Only messages published after the bridge started.
+    Latest,
+    /// Messages from `spec.startTimestamp` on.
+    Timestamp,
+}
+
+/// The observed state of a Bridge, read from its workers' admin endpoints.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeStatus {
+    /// Messages in the source not yet forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_messages: Option<i64>,
+    /// When the target last confirmed a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_forwarded_time: Option<Time>,
+    /// Messages forwarded since the bridge was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_total: Option<i64>,
+    /// The `metadata.generation` the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The latest observations of the bridge's state (`Ready`, `Connected`, `Stalled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

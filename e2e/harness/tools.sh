@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the pinned tools the tests need from the registries this machine reaches, caches them
+# outside the checkout keyed by version, and links them into .bin/.
+#
+#   e2e/harness/tools.sh <tool>...     tools: kube-apiserver kube-controller-manager kubectl
+#                                      etcd helm nats-server kafka
+#
+# Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
+BIN=$ROOT/.bin
+
+# Pinned versions: change them here only.
+KUBE_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16   # must match e2e/tools/etcd/go.mod
+HELM_VERSION=v3.19.5
+NATS_VERSION=v2.15.2
+KAFKA_VERSION=4.1.1
+
+mkdir -p "$BIN" "$OMS_CACHE/tools"
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+
+# link <cached file> <name in .bin>
+link() { ln -sfn "$1" "$BIN/$2"; }
+
+# go_build <out> <module dir> <go build args...>: builds into a temporary name and moves it into
+# place, so that an interrupted build never leaves a half-written binary in the cache.
+go_build() {
+	local out=$1 dir=$2
+	shift 2
+	mkdir -p "$(dirname "$out")"
+	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -o "$out.partial" "$@")
+	mv "$out.partial" "$out"
+}
+
+kube_ldflags() {
+	local minor=${KUBE_VERSION#v1.}
+	minor=${minor%%.*}
+	local flags="-s -w"
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		flags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+		flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+	done
+	echo "$flags"
+}
+
+tool_kube() {
+	local name=$1 out=$OMS_CACHE/tools/kubernetes-$KUBE_VERSION/$1
+	if [[ ! -x $out ]]; then
+		log "building $name $KUBE_VERSION from Go modules (cold: minutes)"
+		go_build "$out" "$ROOT/e2e/tools/kube" -ldflags "$(kube_ldflags)" "k8s.io/kubernetes/cmd/$name"
+	fi
+	link "$out" "$name"
+}
+
+tool_etcd() {
+	local out=$OMS_CACHE/tools/etcd-$ETCD_VERSION/etcd
+	if [[ ! -x $out ]]; then
+		log "building etcd $ETCD_VERSION from Go modules"
+		go_build "$out" "$ROOT/e2e/tools/etcd" -ldflags "-s -w" .
+	fi
+	link "$out" etcd
+}
+
+tool_helm() {
+	local out=$OMS_CACHE/tools/helm-$HELM_VERSION/helm
+	if [[ ! -x $out ]]; then
+		log "building helm $HELM_VERSION from Go modules"
+		local gobin
+		gobin=$(mktemp -d)
+		CGO_ENABLED=0 GOBIN=$gobin go install -trimpath \
+			-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+			"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+		mkdir -p "$(dirname "$out")"
+		mv "$gobin/helm" "$out"
+		rmdir "$gobin"
+	fi
+	link "$out" helm
+}
+
+tool_nats() {
+	local out=$OMS_CACHE/tools/nats-server-$NATS_VERSION/nats-server
+	if [[ ! -x $out ]]; then
+		log "building nats-server $NATS_VERSION from Go modules"
+		local gobin
+		gobin=$(mktemp -d)
+		CGO_ENABLED=0 GOBIN=$gobin go install -trimpath -ldflags "-s -w" \
+			"github.com/nats-io/nats-server/v2@$NATS_VERSION"
+		mkdir -p "$(dirname "$out")"
+		mv "$gobin/nats-server" "$out"
+		rmdir "$gobin"
+	fi
+	link "$out" nats-server
+}
+
+# Kafka: the broker's jars and their dependencies from Maven Central, as a classpath directory.
+tool_kafka() {
+	local dir=$OMS_CACHE/tools/kafka-$KAFKA_VERSION
+	if [[ ! -f $dir/complete ]]; then
+		log "resolving Kafka $KAFKA_VERSION from Maven Central"
+		rm -rf "$dir"
+		mkdir -p "$dir/libs"
+		sed "s/@KAFKA_VERSION@/$KAFKA_VERSION/g" "$ROOT/e2e/tools/kafka/pom.xml" >"$dir/pom.xml"
+		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
+		touch "$dir/complete"
+	fi
+	ln -sfn "$dir" "$BIN/kafka-libs"
+}
+
+for tool in "$@"; do
+	case $tool in
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl) tool_kube "$tool" ;;
+	etcd) tool_etcd ;;
+	helm) tool_helm ;;
+	nats-server) tool_nats ;;
+	kafka) tool_kafka ;;
+	*)
+		echo "tools: unknown tool $tool" >&2
+		exit 2
+		;;
+	esac
+done
