@@ -88,6 +88,8 @@ pub enum Dedup {
 }
 
 /// What a driver can and cannot do; controllers publish it so that nothing is silently dropped.
+// Independent yes/no facts of a protocol, not a state machine: bools are the honest shape.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {

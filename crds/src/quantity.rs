@@ -15,23 +15,27 @@ pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$";
 pub const DURATION_HINT: &str = "must be a duration such as 30s, 15m, 12h or 7d";
 
 /// CEL rule shared by every size field.
+#[must_use]
 pub fn size_rule() -> String {
-    format!("self.matches('{}')", SIZE_PATTERN)
+    format!("self.matches('{SIZE_PATTERN}')")
 }
 
 /// Admission message of a size field that does not parse.
+#[must_use]
 pub fn size_message(field: &str) -> String {
-    format!("{field} {}", SIZE_HINT)
+    format!("{field} {SIZE_HINT}")
 }
 
 /// CEL rule shared by every duration field.
+#[must_use]
 pub fn duration_rule() -> String {
-    format!("self.matches('{}')", DURATION_PATTERN)
+    format!("self.matches('{DURATION_PATTERN}')")
 }
 
 /// Admission message of a duration field that does not parse.
+#[must_use]
 pub fn duration_message(field: &str) -> String {
-    format!("{field} {}", DURATION_HINT)
+    format!("{field} {DURATION_HINT}")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,9 +141,9 @@ mod tests {
     fn durations_parse_single_and_compound_units() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_mins(15)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_hours(7 * 24)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_mins(90)));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! each CEL rule evaluated client-side (with schema defaults applied, as the API server does).
 //! The same rules are proved against a real API server by the e2e tier.
 
+#![allow(clippy::expect_used)]
+
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use oms_crds::generate::{all_crds, to_yaml};
@@ -24,10 +26,7 @@ fn cel_errors<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<
 
 fn assert_refused<K: CustomResourceExt>(object: &Value, old: Option<&Value>, expected: &str) {
     let errors = cel_errors::<K>(object, old);
-    assert!(
-        errors.iter().any(|e| e.contains(expected)),
-        "expected an error containing {expected:?}, got {errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.contains(expected)), "expected an error containing {expected:?}, got {errors:?}");
 }
 
 fn assert_accepted<K: CustomResourceExt>(object: &Value, old: Option<&Value>) {
@@ -82,8 +81,7 @@ fn crds_are_namespaced_kinds_of_the_oms_group_with_status_and_columns() {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, oms_crds::VERSION, "{file}");
         assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{file}");
-        let columns: Vec<_> =
-            version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert!(columns.contains(&"Ready") && columns.contains(&"Age"), "{file}: {columns:?}");
     }
 }
@@ -120,8 +118,7 @@ fn gateway_access_point_needs_an_endpoint_and_no_broker() {
     assert_accepted::<MessagingAccessPoint>(&ok, None);
     let no_endpoint = access_point(&json!({"driver": "gateway"}));
     assert_refused::<MessagingAccessPoint>(&no_endpoint, None, "driver gateway needs spec.endpoint");
-    let endpoint_on_kafka =
-        access_point(&json!({"driver": "kafka", "managed": {}, "endpoint": "gw.example:7443"}));
+    let endpoint_on_kafka = access_point(&json!({"driver": "kafka", "managed": {}, "endpoint": "gw.example:7443"}));
     assert_refused::<MessagingAccessPoint>(&endpoint_on_kafka, None, "spec.endpoint is only for driver gateway");
     let bad_endpoint = access_point(&json!({"driver": "gateway", "endpoint": "gw.example"}));
     assert_refused::<MessagingAccessPoint>(&bad_endpoint, None, "spec.endpoint must be host:port");

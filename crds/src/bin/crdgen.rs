@@ -8,9 +8,7 @@ use std::process::ExitCode;
 use oms_crds::generate::{all_crds, to_yaml};
 
 fn main() -> ExitCode {
-    let out_dir = std::env::args_os()
-        .nth(1)
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let out_dir = std::env::args_os().nth(1).map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     for (file, crd) in all_crds() {
         let path = out_dir.join(file);
         let written = to_yaml(&crd)

@@ -1,0 +1,472 @@
+//! Worker and gateway configuration: parsed once from YAML into validated types. Every error
+//! names the field (`source.servers[1]`) and says how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Largest number of messages a worker may hold unacknowledged.
+const MAX_IN_FLIGHT: u32 = 100_000;
+/// In-flight window when the config does not set one: enough to keep a cross-cloud link busy,
+/// small enough to bound duplicates after a crash.
+const DEFAULT_IN_FLIGHT: u32 = 1_000;
+
+/// A configuration error; `field` is the path inside the file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}: {field}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub problem: String,
+}
+
+/// Wire protocol of one end of a bridge.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Kafka,
+    Nats,
+    /// AMQP 0.9.1 (RabbitMQ).
+    Amqp,
+    Mqtt,
+    /// Another cloud's OMS gateway, over mTLS.
+    Gateway,
+}
+
+/// Where a new worker starts reading.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+    Timestamp,
+}
+
+/// Delivery guarantee.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Delivery {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// Ordering kept through retries.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Ordering {
+    #[default]
+    PerKey,
+    PerPartition,
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawWorker {
+    bridge: RawIdentity,
+    source: RawEndpoint,
+    target: RawEndpoint,
+    #[serde(default)]
+    delivery: Delivery,
+    #[serde(default)]
+    ordering: Ordering,
+    filter: Option<String>,
+    #[serde(default)]
+    start_from: StartFrom,
+    start_timestamp: Option<String>,
+    in_flight: Option<u32>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: String,
+    namespace: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawEndpoint {
+    driver: Protocol,
+    servers: Vec<String>,
+    queue: String,
+    tls: Option<RawTls>,
+    credentials_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    ca_file: PathBuf,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+/// TLS files of a client or server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    /// Certificate and key, both or neither.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// One end of a bridge, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    pub servers: Vec<(String, u16)>,
+    pub queue: String,
+    pub tls: Option<TlsFiles>,
+    /// Directory with `username` and `password` files.
+    pub credentials_dir: Option<PathBuf>,
+}
+
+/// A worker's validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub namespace: String,
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub delivery: Delivery,
+    pub ordering: Ordering,
+    pub filter: Option<String>,
+    pub start_from: StartFrom,
+    pub start_timestamp: Option<String>,
+    pub in_flight: u32,
+    pub admin_listen: SocketAddr,
+}
+
+/// The default admin address of both roles.
+const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:9090";
+
+/// Reads and validates a worker config file.
+pub fn load_worker(path: &Path) -> Result<WorkerConfig, ConfigError> {
+    let text = read(path)?;
+    parse_worker(&path.display().to_string(), &text)
+}
+
+/// Validates a worker config; `file` names the source in errors.
+pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError> {
+    let err = |field: &str, problem: String| ConfigError { file: file.to_owned(), field: field.to_owned(), problem };
+    let raw: RawWorker = deserialize(file, text)?;
+    let name = non_empty(&raw.bridge.name).ok_or_else(|| err("bridge.name", "must not be empty".into()))?;
+    let namespace =
+        non_empty(&raw.bridge.namespace).ok_or_else(|| err("bridge.namespace", "must not be empty".into()))?;
+    let source = endpoint(file, "source", raw.source)?;
+    let target = endpoint(file, "target", raw.target)?;
+    if source.protocol == target.protocol && source.servers == target.servers && source.queue == target.queue {
+        return Err(err("target", "is the same queue as source; a bridge into its own source would loop".into()));
+    }
+    match (raw.start_from, &raw.start_timestamp) {
+        (StartFrom::Timestamp, None) => {
+            return Err(err("startTimestamp", "is required when startFrom is Timestamp (RFC 3339)".into()));
+        }
+        (StartFrom::Earliest | StartFrom::Latest, Some(_)) => {
+            return Err(err("startTimestamp", "is only allowed with startFrom: Timestamp".into()));
+        }
+        _ => {}
+    }
+    if let Some(filter) = &raw.filter
+        && filter.trim().is_empty()
+    {
+        return Err(err("filter", "is empty; remove it to forward every message".into()));
+    }
+    let in_flight = raw.in_flight.unwrap_or(DEFAULT_IN_FLIGHT);
+    if !(1..=MAX_IN_FLIGHT).contains(&in_flight) {
+        return Err(err("inFlight", format!("{in_flight} is out of range; use 1 to {MAX_IN_FLIGHT}")));
+    }
+    let admin_listen = admin_address(file, raw.admin)?;
+    Ok(WorkerConfig {
+        name,
+        namespace,
+        source,
+        target,
+        delivery: raw.delivery,
+        ordering: raw.ordering,
+        filter: raw.filter,
+        start_from: raw.start_from,
+        start_timestamp: raw.start_timestamp,
+        in_flight,
+        admin_listen,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawGateway {
+    listen: String,
+    trust_domain: String,
+    tls: RawTls,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBackend {
+    /// `<namespace>/<name>` of the MessagingAccessPoint this backend serves.
+    access_point: String,
+    driver: Protocol,
+    servers: Vec<String>,
+    credentials_dir: Option<PathBuf>,
+}
+
+/// A local broker the gateway fronts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub namespace: String,
+    pub access_point: String,
+    pub protocol: Protocol,
+    pub servers: Vec<(String, u16)>,
+    pub credentials_dir: Option<PathBuf>,
+}
+
+/// A gateway's validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub trust_domain: String,
+    pub tls: TlsFiles,
+    pub backends: Vec<Backend>,
+    pub admin_listen: SocketAddr,
+}
+
+/// Reads and validates a gateway config file.
+pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = read(path)?;
+    parse_gateway(&path.display().to_string(), &text)
+}
+
+/// Validates a gateway config; `file` names the source in errors.
+pub fn parse_gateway(file: &str, text: &str) -> Result<GatewayConfig, ConfigError> {
+    let err = |field: &str, problem: String| ConfigError { file: file.to_owned(), field: field.to_owned(), problem };
+    let raw: RawGateway = deserialize(file, text)?;
+    let listen = raw
+        .listen
+        .parse()
+        .map_err(|_| err("listen", format!("{:?} is not ip:port; write e.g. 0.0.0.0:7443", raw.listen)))?;
+    let trust_domain = non_empty(&raw.trust_domain)
+        .filter(|d| !d.contains('/'))
+        .ok_or_else(|| err("trustDomain", "must be a DNS-like name without slashes, e.g. cloud-b.oms".into()))?;
+    let tls = tls_files(file, "tls", raw.tls)?;
+    if tls.identity.is_none() {
+        return Err(err("tls", "a gateway needs certFile and keyFile (its server certificate)".into()));
+    }
+    let mut backends = Vec::with_capacity(raw.backends.len());
+    for (i, backend) in raw.backends.into_iter().enumerate() {
+        let field = format!("backends[{i}]");
+        let (namespace, access_point) = backend
+            .access_point
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+            .ok_or_else(|| err(&format!("{field}.accessPoint"), "must be <namespace>/<name>".into()))?;
+        if backend.driver == Protocol::Gateway {
+            return Err(err(&format!("{field}.driver"), "a gateway cannot front another gateway".into()));
+        }
+        backends.push(Backend {
+            namespace: namespace.to_owned(),
+            access_point: access_point.to_owned(),
+            protocol: backend.driver,
+            servers: servers(file, &format!("{field}.servers"), &backend.servers)?,
+            credentials_dir: backend.credentials_dir,
+        });
+    }
+    let admin_listen = admin_address(file, raw.admin)?;
+    Ok(GatewayConfig { listen, trust_domain, tls, backends, admin_listen })
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError {
+        file: path.display().to_string(),
+        field: "(file)".into(),
+        problem: format!("cannot read: {error}"),
+    })
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        ConfigError {
+            file: file.to_owned(),
+            field: if path == "." { "(top level)".into() } else { path },
+            problem: error.into_inner().to_string(),
+        }
+    })
+}
+
+fn endpoint(file: &str, field: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
+    let err =
+        |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
+    let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
+    let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
+    if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
+        return Err(err("tls", "a gateway end needs mTLS: set caFile, certFile and keyFile".into()));
+    }
+    Ok(Endpoint {
+        protocol: raw.driver,
+        servers: servers(file, &format!("{field}.servers"), &raw.servers)?,
+        queue,
+        tls,
+        credentials_dir: raw.credentials_dir,
+    })
+}
+
+fn tls_files(file: &str, field: &str, raw: RawTls) -> Result<TlsFiles, ConfigError> {
+    let identity = match (raw.cert_file, raw.key_file) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                field: field.to_owned(),
+                problem: "set both certFile and keyFile, or neither".into(),
+            });
+        }
+    };
+    Ok(TlsFiles { ca_file: raw.ca_file, identity })
+}
+
+fn servers(file: &str, field: &str, raw: &[String]) -> Result<Vec<(String, u16)>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            field: field.to_owned(),
+            problem: "needs at least one host:port".into(),
+        });
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, server)| {
+            parse_host_port(server).ok_or_else(|| ConfigError {
+                file: file.to_owned(),
+                field: format!("{field}[{i}]"),
+                problem: format!("{server:?} is not host:port; write it like kafka-0.kafka:9092"),
+            })
+        })
+        .collect()
+}
+
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_owned(), port))
+}
+
+fn admin_address(file: &str, raw: Option<RawAdmin>) -> Result<SocketAddr, ConfigError> {
+    let text = raw.map_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned(), |a| a.listen);
+    text.parse().map_err(|_| ConfigError {
+        file: file.to_owned(),
+        field: "admin.listen".into(),
+        problem: format!("{text:?} is not ip:port; write e.g. 0.0.0.0:9090"),
+    })
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORKER: &str = "
+bridge: {name: orders-to-eu, namespace: acme}
+source: {driver: kafka, servers: ['kafka-0.kafka:9092'], queue: orders}
+target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
+";
+
+    fn worker_error(text: &str) -> ConfigError {
+        parse_worker("w.yaml", text).expect_err("config must be refused")
+    }
+
+    #[test]
+    fn minimal_worker_config_gets_defaults() {
+        let config = parse_worker("w.yaml", WORKER).expect("valid");
+        assert_eq!(config.source.servers, vec![("kafka-0.kafka".to_owned(), 9092)]);
+        assert_eq!(config.delivery, Delivery::AtLeastOnce);
+        assert_eq!(config.in_flight, DEFAULT_IN_FLIGHT);
+        assert_eq!(config.admin_listen, "0.0.0.0:9090".parse().expect("addr"));
+    }
+
+    #[test]
+    fn unknown_driver_is_reported_at_its_path() {
+        let error = worker_error(&WORKER.replace("driver: nats", "driver: pulsar"));
+        assert_eq!(error.field, "target.driver");
+        assert!(error.problem.contains("unknown variant `pulsar`"), "{error}");
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_its_parent_path() {
+        let error = worker_error(&format!("{WORKER}admin: {{listen: '0.0.0.0:1', port: 3}}\n"));
+        assert!(error.field.starts_with("admin"), "{error}");
+        assert!(error.problem.contains("unknown field `port`"), "{error}");
+    }
+
+    #[test]
+    fn malformed_server_is_named_by_index() {
+        let error = worker_error(&WORKER.replace("['nats:4222']", "['nats:4222', 'nats-1']"));
+        assert_eq!(error.field, "target.servers[1]");
+        assert!(error.to_string().contains("host:port"), "{error}");
+    }
+
+    #[test]
+    fn bridge_into_its_own_source_is_refused() {
+        let text = WORKER.replace(
+            "{driver: nats, servers: ['nats:4222'], queue: orders-eu}",
+            "{driver: kafka, servers: ['kafka-0.kafka:9092'], queue: orders}",
+        );
+        assert_eq!(worker_error(&text).field, "target");
+    }
+
+    #[test]
+    fn timestamp_start_needs_a_timestamp() {
+        assert_eq!(worker_error(&format!("{WORKER}startFrom: Timestamp\n")).field, "startTimestamp");
+    }
+
+    #[test]
+    fn gateway_target_needs_mutual_tls() {
+        let text = WORKER.replace("driver: nats", "driver: gateway");
+        assert_eq!(worker_error(&text).field, "target.tls");
+    }
+
+    #[test]
+    fn in_flight_is_bounded() {
+        assert_eq!(worker_error(&format!("{WORKER}inFlight: 0\n")).field, "inFlight");
+    }
+
+    const GATEWAY: &str = "
+listen: 0.0.0.0:7443
+trustDomain: cloud-b.oms
+tls: {caFile: /tls/ca.crt, certFile: /tls/tls.crt, keyFile: /tls/tls.key}
+backends:
+  - {accessPoint: acme/orders-nats, driver: nats, servers: ['nats:4222']}
+";
+
+    #[test]
+    fn gateway_config_parses_backends() {
+        let config = parse_gateway("g.yaml", GATEWAY).expect("valid");
+        assert_eq!(config.backends[0].namespace, "acme");
+        assert_eq!(config.backends[0].access_point, "orders-nats");
+    }
+
+    #[test]
+    fn gateway_errors_name_the_field() {
+        let no_key = GATEWAY.replace(", keyFile: /tls/tls.key", "");
+        assert_eq!(parse_gateway("g.yaml", &no_key).expect_err("refused").field, "tls");
+        let bad_ap = GATEWAY.replace("acme/orders-nats", "orders-nats");
+        assert_eq!(parse_gateway("g.yaml", &bad_ap).expect_err("refused").field, "backends[0].accessPoint");
+        let bad_listen = GATEWAY.replace("0.0.0.0:7443", "gateway:7443");
+        assert_eq!(parse_gateway("g.yaml", &bad_listen).expect_err("refused").field, "listen");
+    }
+}

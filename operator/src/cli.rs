@@ -1,0 +1,59 @@
+//! Command-line and environment settings of the operator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use oms_telemetry::logging::LogArgs;
+
+/// Kubernetes operator for OpenMessaging: MessagingAccessPoint, Queue and Bridge.
+#[derive(Debug, clap::Parser)]
+#[command(name = "oms-operator", version)]
+pub struct Args {
+    /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "OMS_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Namespaces to watch; repeat or separate with commas. All namespaces when empty.
+    #[arg(long = "namespace", env = "OMS_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Elect a leader over a coordination.k8s.io Lease so that only one replica reconciles.
+    #[arg(long, env = "OMS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease; defaults to the operator's own namespace.
+    #[arg(long, env = "OMS_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Image of oms-bridge, used for bridge workers and gateways.
+    #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]
+    pub bridge_image: String,
+
+    /// Default images of managed brokers, per driver.
+    #[command(flatten)]
+    pub broker_images: BrokerImages,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Default broker images; a MessagingAccessPoint's `spec.managed.image` overrides them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerImages {
+    /// Default Kafka image (KRaft).
+    #[arg(long, env = "OMS_KAFKA_IMAGE", default_value = "apache/kafka:4.1.1")]
+    pub kafka_image: String,
+    /// Default NATS image.
+    #[arg(long, env = "OMS_NATS_IMAGE", default_value = "nats:2.12.1")]
+    pub nats_image: String,
+    /// Default RabbitMQ image.
+    #[arg(long, env = "OMS_RABBITMQ_IMAGE", default_value = "rabbitmq:4.1.4")]
+    pub rabbitmq_image: String,
+    /// Default MQTT image (Eclipse Mosquitto).
+    #[arg(long, env = "OMS_MQTT_IMAGE", default_value = "eclipse-mosquitto:2.0.22")]
+    pub mqtt_image: String,
+}
