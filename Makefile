@@ -1,0 +1,80 @@
+# The one entry point. `make test` is what CI runs (.ci/run); `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+include e2e/harness/versions.env
+
+CARGO ?= cargo
+BIN := $(CURDIR)/.bin
+TOOLS := e2e/harness/tools.sh
+CLUSTER ?= cloud-a
+RELEASE_NAMESPACE ?= oms-system
+
+# Tools the targets below need; built from the registries and cached by version (see tools.sh).
+CONTROL_PLANE_TOOLS := etcd kube-apiserver kube-controller-manager kubectl
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every crate and binary
+	$(CARGO) build --workspace --all-targets --locked
+
+.PHONY: tools
+tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, ...)
+	$(TOOLS) helm $(CONTROL_PLANE_TOOLS)
+
+.PHONY: lint
+lint: tools ## rustfmt check, clippy with -D warnings, helm lint
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(BIN)/helm lint --strict --kube-version $(KUBE_VERSION) charts/oms-operator
+
+.PHONY: generate
+generate: tools ## Regenerate the CRDs, the chart's CRDs and deploy/ from the Rust types and the chart
+	e2e/harness/generate.sh $(CURDIR)
+
+.PHONY: check-generated
+check-generated: tools ## Fail when a committed generated file differs from what generation produces
+	e2e/harness/generate.sh --check $(CURDIR)
+
+.PHONY: unit
+unit: ## Unit tests and tests that need no cluster
+	$(CARGO) test --workspace --locked --exclude oms-e2e
+
+.PHONY: e2e
+e2e: tools build ## Integration tier against real API servers (starts clusters as needed)
+	$(CARGO) test -p oms-e2e --locked -- --test-threads=2
+
+.PHONY: test
+test: lint check-generated unit e2e ## Everything CI runs
+	@echo "make test: all passed"
+
+.PHONY: cluster-up
+cluster-up: ## Start a local control plane: make cluster-up CLUSTER=cloud-a
+	$(TOOLS) $(CONTROL_PLANE_TOOLS)
+	e2e/harness/cluster.sh up $(CLUSTER)
+
+.PHONY: cluster-down
+cluster-down: ## Stop a local control plane and remove its state: make cluster-down CLUSTER=cloud-a
+	e2e/harness/cluster.sh down $(CLUSTER)
+
+.PHONY: broker-up
+broker-up: ## Start a broker: make broker-up BROKER=kafka NAME=k1 PORT=19092
+	e2e/harness/broker.sh up $(BROKER) $(NAME) $(PORT)
+
+.PHONY: broker-down
+broker-down: ## Stop a broker: make broker-down NAME=k1
+	e2e/harness/broker.sh down $(NAME)
+
+.PHONY: clean-state
+clean-state: ## Stop every local cluster and broker of this checkout
+	for dir in e2e/.state/*/; do \
+		name=$$(basename "$$dir"); \
+		if [[ $$name == brokers ]]; then \
+			for b in e2e/.state/brokers/*/; do [[ -d $$b ]] && e2e/harness/broker.sh down "$$(basename "$$b")"; done; \
+		else e2e/harness/cluster.sh down "$$name"; fi; \
+	done 2>/dev/null || true
