@@ -28,7 +28,8 @@ action=$1 name=$2
 	exit 2
 }
 STATE=$ROOT/e2e/.state/$name
-ETCD_DATA=/dev/shm/oms-e2e-$name-etcd
+# Per checkout, so that two clones (a developer's and CI's) never share an etcd.
+ETCD_DATA=/dev/shm/oms-e2e-$(printf %s "$ROOT" | md5sum | cut -c1-8)-$name-etcd
 
 log() { printf 'cluster %s: %s\n' "$name" "$*" >&2; }
 

@@ -1,1 +1,234 @@
+//! Test harness over the real parts: local control planes started by `e2e/harness/cluster.sh`,
+//! the pinned tools in `.bin/`, and our own binaries run as subprocesses.
+//!
+//! A test asks for a cluster by name ([`Cluster::up`], idempotent), makes a fresh namespace
+//! ([`Cluster::fresh_namespace`], deleted on drop), and drives it with the real kubectl and helm.
 
+// A test harness: a missing tool or path should stop the test loudly, not be handled.
+#![allow(clippy::missing_panics_doc, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The repository root.
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+}
+
+/// A pinned tool linked into `.bin/` by `make tools`.
+#[must_use]
+pub fn tool(name: &str) -> PathBuf {
+    let path = repo_root().join(".bin").join(name);
+    assert!(path.exists(), "{} is missing: run `make tools` (or `make test`, which does)", path.display());
+    path
+}
+
+/// One of our own binaries, built by `cargo build --workspace` into the same target directory
+/// as this test.
+#[must_use]
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe.parent().and_then(Path::parent).expect("target/<profile>").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// Runs a command and returns its output, with the command line in the error.
+pub fn run(command: &mut Command) -> anyhow::Result<Output> {
+    command.output().with_context(|| format!("cannot run {command:?}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(command: &mut Command) -> anyhow::Result<String> {
+    let output = run(command)?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `deadline` with the last error.
+pub fn poll<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        let last = match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => None,
+            Err(error) => Some(error),
+        };
+        if start.elapsed() > deadline {
+            match last {
+                Some(error) => bail!("{what}: not reached after {deadline:?}: {error:#}"),
+                None => bail!("{what}: not reached after {deadline:?}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Serializes cluster start-up: tests of one binary run on several threads.
+static CLUSTER_UP: Mutex<()> = Mutex::new(());
+
+/// A local control plane started by `e2e/harness/cluster.sh`.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the named cluster unless it already runs.
+    pub fn up(name: &str) -> anyhow::Result<Self> {
+        let _guard = CLUSTER_UP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        run_ok(Command::new(repo_root().join("e2e/harness/cluster.sh")).args(["up", name]))?;
+        Ok(Self { name: name.to_owned(), kubeconfig: repo_root().join("e2e/.state").join(name).join("kubeconfig") })
+    }
+
+    /// A Kubernetes client for this cluster, as the cluster admin.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A `kubectl` command bound to this cluster.
+    #[must_use]
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new(tool("kubectl"));
+        command.arg("--kubeconfig").arg(&self.kubeconfig).current_dir(repo_root());
+        command
+    }
+
+    /// A `helm` command bound to this cluster, with its caches inside the cluster's state.
+    #[must_use]
+    pub fn helm(&self) -> Command {
+        let state = self.kubeconfig.parent().expect("state dir").join("helm");
+        let mut command = Command::new(tool("helm"));
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("HELM_CACHE_HOME", state.join("cache"))
+            .env("HELM_CONFIG_HOME", state.join("config"))
+            .env("HELM_DATA_HOME", state.join("data"))
+            .current_dir(repo_root());
+        command
+    }
+
+    /// Applies `crds/` and waits until `kubectl get oms` answers.
+    pub fn install_crds(&self) -> anyhow::Result<()> {
+        run_ok(self.kubectl().args(["apply", "--server-side", "--force-conflicts", "-f", "crds/"]))?;
+        run_ok(self.kubectl().args(["wait", "--for", "condition=established", "--timeout=60s"]).args(CRD_NAMES))?;
+        // Discovery catches up with a newly established CRD a moment later.
+        poll("kubectl get oms", Duration::from_secs(30), || {
+            Ok(run(self.kubectl().args(["get", "oms", "--all-namespaces"]))?.status.success().then_some(()))
+        })
+    }
+
+    /// A new namespace with a unique name; deleted when the guard drops.
+    pub fn fresh_namespace(&self, prefix: &str) -> anyhow::Result<Namespace> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        run_ok(self.kubectl().args(["create", "namespace", &name]))?;
+        Ok(Namespace { name, cluster: self.clone() })
+    }
+}
+
+/// The CRDs of this project, by name.
+pub const CRD_NAMES: [&str; 3] = [
+    "crd/messagingaccesspoints.openmessaging.cloud",
+    "crd/queues.openmessaging.cloud",
+    "crd/bridges.openmessaging.cloud",
+];
+
+/// A namespace that is deleted (without waiting) when dropped.
+#[derive(Debug)]
+pub struct Namespace {
+    pub name: String,
+    cluster: Cluster,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl().args(["delete", "namespace", &self.name, "--wait=false"]).output();
+    }
+}
+
+/// `oms-operator` running as a subprocess; SIGTERM on [`Operator::stop`], SIGKILL on drop.
+pub struct Operator {
+    child: Child,
+    pub admin: SocketAddr,
+}
+
+impl Operator {
+    /// Starts the operator against `cluster` with its admin server on a free port.
+    pub fn start(cluster: &Cluster, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let child = Command::new(workspace_binary("oms-operator"))
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .arg("--admin-addr")
+            .arg(admin.to_string())
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start oms-operator")?;
+        Ok(Self { child, admin })
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and what it wrote to stderr.
+    pub fn stop(mut self, deadline: Duration) -> anyhow::Result<(Option<i32>, String)> {
+        let pid = self.child.id().to_string();
+        run_ok(Command::new("kill").args(["-TERM", &pid]))?;
+        let status = poll("oms-operator exits after SIGTERM", deadline, || Ok(self.child.try_wait()?))?;
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+        }
+        Ok((status.code(), stderr))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body). Enough for the admin endpoints.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).context("no status line")?.parse()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}

@@ -22,8 +22,8 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Logged once, through tracing, so that JSON log pipelines see it as one record.
             tracing::error!(message = "Operator stopped.", error = format!("{error:#}"));
-            eprintln!("oms-operator: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -29,7 +29,8 @@ pub enum PreflightError {
 pub async fn check_crds_installed(client: &Client) -> Result<(), PreflightError> {
     let served = match client.list_api_group_resources(&format!("{GROUP}/{VERSION}")).await {
         Ok(list) => list.resources.into_iter().map(|r| r.kind).collect::<Vec<_>>(),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
+        // An unknown group answers with a plain-text 404, not a Status object.
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
         Err(error) => return Err(PreflightError::ReachApiServer(error)),
     };
     let missing = missing_kinds(&served);
