@@ -78,6 +78,8 @@ impl std::fmt::Display for Driver {
         .message("driver gateway needs spec.endpoint (host:port of the other cloud's gateway) and neither spec.managed nor spec.external"),
     validation = Rule::new("self.driver == 'gateway' || !has(self.endpoint)")
         .message("spec.endpoint is only for driver gateway; use spec.external.servers to reach an existing broker"),
+    validation = Rule::new("self.driver != 'mqtt' || !has(self.managed) || self.managed.replicas <= 1")
+        .message("driver mqtt (Mosquitto) does not cluster: set spec.managed.replicas to 1"),
 )]
 pub struct MessagingAccessPointSpec {
     /// The broker family: kafka, nats, rabbitmq, mqtt, or gateway (another cloud's OMS gateway).
@@ -120,6 +122,10 @@ pub struct MessagingAccessPointSpec {
 /// A broker cluster the operator runs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)")
+        .message("spec.managed.storage cannot change after creation (the StatefulSet's volume claims are immutable); create a new access point to move the data"),
+)]
 pub struct ManagedBroker {
     /// Number of broker pods. Kafka derives its controller quorum from it (an odd number of
     /// voters, at most 5); NATS and RabbitMQ cluster all pods.

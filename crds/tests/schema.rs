@@ -133,6 +133,19 @@ fn access_point_driver_is_immutable() {
 }
 
 #[test]
+fn mosquitto_is_refused_more_than_one_replica_and_storage_never_changes() {
+    let two = access_point(&json!({"driver": "mqtt", "managed": {"replicas": 2}}));
+    assert_refused::<MessagingAccessPoint>(&two, None, "driver mqtt (Mosquitto) does not cluster");
+    assert_accepted::<MessagingAccessPoint>(&access_point(&json!({"driver": "mqtt", "managed": {}})), None);
+    let small = access_point(&json!({"driver": "kafka", "managed": {"storage": {"size": "1Gi"}}}));
+    let big = access_point(&json!({"driver": "kafka", "managed": {"storage": {"size": "2Gi"}}}));
+    let none = access_point(&json!({"driver": "kafka", "managed": {}}));
+    assert_refused::<MessagingAccessPoint>(&big, Some(&small), "spec.managed.storage cannot change");
+    assert_refused::<MessagingAccessPoint>(&none, Some(&small), "spec.managed.storage cannot change");
+    assert_accepted::<MessagingAccessPoint>(&small, Some(&small));
+}
+
+#[test]
 fn access_point_servers_storage_and_tenants_are_checked() {
     let bad_server = access_point(&json!({"driver": "kafka", "external": {"servers": ["b1:9092", "b2"]}}));
     assert_refused::<MessagingAccessPoint>(&bad_server, None, "every entry of spec.external.servers");

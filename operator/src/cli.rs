@@ -25,9 +25,14 @@ pub struct Args {
     #[arg(long, env = "OMS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
 
-    /// Namespace of the leader-election Lease; defaults to the operator's own namespace.
+    /// Namespace of the leader-election Lease; defaults to the operator's own namespace
+    /// (POD_NAMESPACE, or the in-cluster service account's), else `default`.
     #[arg(long, env = "OMS_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
+
+    /// Seconds a leader's Lease stays valid without renewal; a standby takes over after that.
+    #[arg(long, env = "OMS_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration_seconds: u64,
 
     /// Image of oms-bridge, used for bridge workers and gateways.
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]

@@ -3,10 +3,18 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
 use kube::Client;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use oms_operator::access_point;
+use oms_operator::access_point::validate::DefaultImages;
 use oms_operator::cli::Args;
+use oms_operator::context::Context;
+use oms_operator::leader::{Candidate, Timing};
 use oms_operator::metrics::Metrics;
 use oms_operator::preflight;
 use oms_telemetry::admin::{AdminServer, Readiness};
@@ -35,7 +43,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     preflight::check_crds_installed(&client).await?;
 
     let registry = prometheus::Registry::new();
-    let _metrics = Metrics::register(&registry).context("cannot register metrics")?;
+    let metrics = Metrics::register(&registry).context("cannot register metrics")?;
     let readiness = Readiness::default();
     let admin = AdminServer::bind(args.admin_addr, registry, readiness.clone()).await?;
     tracing::info!(
@@ -44,10 +52,74 @@ async fn run(args: Args) -> anyhow::Result<()> {
         namespaces = ?args.namespaces,
         leader_election = args.leader_election,
     );
+    let reporter = Reporter {
+        controller: "oms-operator".into(),
+        // The pod name in a cluster (set by the chart); the host name elsewhere.
+        instance: std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client, reporter),
+        metrics,
+        images: DefaultImages {
+            kafka: args.broker_images.kafka_image.clone(),
+            nats: args.broker_images.nats_image.clone(),
+            rabbitmq: args.broker_images.rabbitmq_image.clone(),
+            mqtt: args.broker_images.mqtt_image.clone(),
+        },
+    });
+    // The admin server answers while this replica waits to lead (it is alive and healthy).
+    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
     readiness.set(true);
-    admin.serve(shutdown).await?;
+    let mut leadership = None;
+    if args.leader_election {
+        let candidate = Candidate::new(
+            ctx.client.clone(),
+            &lease_namespace(&args),
+            LEASE_NAME,
+            identity(),
+            Timing::new(Duration::from_secs(args.lease_duration_seconds)),
+        );
+        if !candidate.acquire(&shutdown).await {
+            admin_task.await??;
+            return Ok(());
+        }
+        let token = shutdown.clone();
+        leadership = Some(tokio::spawn(async move { candidate.hold(token).await }));
+    }
+    // One watch over all namespaces, or one per watched namespace.
+    let scopes: Vec<Option<String>> =
+        if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
+    futures::future::join_all(scopes.into_iter().map(|scope| access_point::run(ctx.clone(), scope, shutdown.clone())))
+        .await;
+    admin_task.await??;
+    if let Some(leadership) = leadership
+        && leadership.await?
+    {
+        anyhow::bail!("lost the leader-election Lease; exiting so that this replica starts again as a candidate");
+    }
     tracing::info!(message = "Operator stopped cleanly.");
     Ok(())
+}
+
+/// Name of the Lease the replicas elect their leader with.
+const LEASE_NAME: &str = "oms-operator-leader";
+
+/// Where the Lease lives: the flag, else the pod's namespace, else `default`.
+fn lease_namespace(args: &Args) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .map_or_else(|| "default".to_owned(), |ns| ns.trim().to_owned())
+}
+
+/// This replica's identity in the Lease: the pod name, else host name and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Client> {

@@ -1,0 +1,248 @@
+//! The MessagingAccessPoint controller against a real API server and controller-manager: each
+//! test runs its own operator, watching only the test's fresh namespace.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use oms_e2e::{Cluster, Namespace, Operator, http_get, poll, run, run_ok};
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Setup {
+    cluster: Cluster,
+    ns: Namespace,
+    operator: Operator,
+}
+
+fn setup(prefix: &str) -> anyhow::Result<Setup> {
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let ns = cluster.fresh_namespace(prefix)?;
+    let operator = Operator::start(&cluster, &["--namespace", &ns.name, "--leader-election=false"])?;
+    Ok(Setup { cluster, ns, operator })
+}
+
+impl Setup {
+    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_ok(self.cluster.kubectl().args(["-n", &self.ns.name]).args(args))
+    }
+
+    fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut child = self
+            .cluster
+            .kubectl()
+            .args(["-n", &self.ns.name, "apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
+        anyhow::ensure!(child.wait()?.success(), "kubectl apply failed for:\n{yaml}");
+        Ok(())
+    }
+
+    fn json(&self, object: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.kubectl(&["get", object, "-o", "json"])?)?)
+    }
+
+    /// Polls `object` until `check` holds; returns the object.
+    fn wait_for(&self, object: &str, what: &str, check: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        poll(&format!("{object}: {what}"), DEADLINE, || {
+            let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object, "-o", "json"]))?;
+            if !output.status.success() {
+                return Ok(None);
+            }
+            let value: Value = serde_json::from_slice(&output.stdout)?;
+            Ok(check(&value).then_some(value))
+        })
+    }
+
+    fn wait_gone(&self, object: &str) -> anyhow::Result<()> {
+        poll(&format!("{object} is deleted"), Duration::from_secs(60), || {
+            let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object]))?;
+            Ok((!output.status.success()).then_some(()))
+        })
+    }
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+const KAFKA: &str = "
+apiVersion: openmessaging.cloud/v1alpha1
+kind: MessagingAccessPoint
+metadata: {name: orders-kafka}
+spec:
+  driver: kafka
+  region: eu-west-1
+  managed:
+    replicas: 3
+    storage: {size: 1Gi}
+    config: {log.retention.hours: '48'}
+";
+
+#[test]
+fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> anyhow::Result<()> {
+    let s = setup("ap-kafka")?;
+    s.apply(KAFKA)?;
+    let ap = s.wait_for("messagingaccesspoint/orders-kafka", "status written", |o| condition(o, "Ready").is_some())?;
+    let uid = ap["metadata"]["uid"].as_str().context("uid")?.to_owned();
+
+    // Every child is owned by the access point (controller reference) and labelled.
+    for child in [
+        "statefulset/orders-kafka",
+        "service/orders-kafka",
+        "service/orders-kafka-client",
+        "configmap/orders-kafka-config",
+        "poddisruptionbudget/orders-kafka",
+        "serviceaccount/orders-kafka",
+        "secret/orders-kafka-binding",
+    ] {
+        let object = s.json(child)?;
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], uid.as_str(), "{child} owner");
+        assert_eq!(owner["controller"], true, "{child} controller reference");
+        assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/managed-by"], "oms-operator", "{child}");
+    }
+    let sts = s.json("statefulset/orders-kafka")?;
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "1Gi");
+    let config = s.json("configmap/orders-kafka-config")?;
+    let properties = config["data"]["server.properties"].as_str().context("server.properties")?;
+    assert!(properties.contains("log.retention.hours=48"), "{properties}");
+
+    // No pods run without nodes: the status says so instead of claiming Ready.
+    let ready = condition(&ap, "Ready").context("Ready")?;
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "BrokersNotReady");
+    assert_eq!(ap["status"]["readyReplicas"], 0);
+    assert_eq!(
+        ap["status"]["accessPoint"],
+        format!(
+            "oms:kafka://orders-kafka-0.orders-kafka.{ns}.svc:9092,orders-kafka-1.orders-kafka.{ns}.svc:9092,orders-kafka-2.orders-kafka.{ns}.svc:9092/eu-west-1",
+            ns = s.ns.name
+        )
+    );
+    assert_eq!(ap["status"]["capabilities"]["partitions"], true);
+    let binding = s.json("secret/orders-kafka-binding")?;
+    for key in ["ACCESS_POINTS", "ACCESS_POINT_URL", "REGION", "ACCOUNT_ID", "DRIVER_IMPL"] {
+        assert!(binding["data"][key].is_string(), "binding Secret lacks {key}");
+    }
+    // Printer columns are filled.
+    let table = s.kubectl(&["get", "messagingaccesspoints"])?;
+    assert!(table.contains("kafka") && table.contains("False") && table.contains("oms:kafka://"), "{table}");
+    Ok(())
+}
+
+#[test]
+fn config_change_rolls_the_pods_and_scaling_updates_the_stateful_set() -> anyhow::Result<()> {
+    let s = setup("ap-roll")?;
+    s.apply(KAFKA)?;
+    let hash_of =
+        |sts: &Value| sts["spec"]["template"]["metadata"]["annotations"]["openmessaging.cloud/config-hash"].clone();
+    let before = hash_of(&s.wait_for("statefulset/orders-kafka", "created", |_| true)?);
+    s.apply(&KAFKA.replace("'48'", "'72'").replace("replicas: 3", "replicas: 5"))?;
+    let after = s.wait_for("statefulset/orders-kafka", "rolled and scaled", |sts| {
+        sts["spec"]["replicas"] == 5 && hash_of(sts) != before
+    })?;
+    assert_ne!(hash_of(&after), before);
+    let config = s.json("configmap/orders-kafka-config")?;
+    let properties = config["data"]["server.properties"].as_str().context("server.properties")?;
+    assert!(properties.contains("log.retention.hours=72"));
+    // Five brokers: a five-voter controller quorum.
+    assert!(properties.contains("4@orders-kafka-4."), "{properties}");
+    Ok(())
+}
+
+#[test]
+fn an_invalid_access_point_gets_a_condition_an_event_and_no_children() -> anyhow::Result<()> {
+    let s = setup("ap-invalid")?;
+    s.apply(&KAFKA.replace("log.retention.hours: '48'", "listeners: 'PLAINTEXT://:1'"))?;
+    let ap = s.wait_for("messagingaccesspoint/orders-kafka", "InvalidSpec", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "InvalidSpec")
+    })?;
+    let message = condition(&ap, "Ready").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+    assert!(message.contains("spec.managed.config") && message.contains("listeners"), "{message}");
+    let children = s.kubectl(&[
+        "get",
+        "statefulsets,configmaps,services,secrets",
+        "-l",
+        "app.kubernetes.io/managed-by=oms-operator",
+        "-o",
+        "name",
+    ])?;
+    assert!(children.trim().is_empty(), "nothing is created for an invalid spec: {children}");
+    let events = poll("InvalidSpec event", DEADLINE, || {
+        let events = s.kubectl(&["get", "events", "--field-selector", "reason=InvalidSpec", "-o", "name"])?;
+        Ok((!events.trim().is_empty()).then_some(events))
+    })?;
+    assert!(!events.is_empty());
+    Ok(())
+}
+
+#[test]
+fn deleting_an_access_point_garbage_collects_its_children() -> anyhow::Result<()> {
+    let s = setup("ap-delete")?;
+    s.apply(KAFKA)?;
+    s.wait_for("statefulset/orders-kafka", "created", |_| true)?;
+    s.wait_for("secret/orders-kafka-binding", "created", |_| true)?;
+    s.kubectl(&["delete", "messagingaccesspoint/orders-kafka", "--wait=true"])?;
+    // The controller-manager's garbage collector follows the owner references.
+    for child in [
+        "statefulset/orders-kafka",
+        "service/orders-kafka",
+        "configmap/orders-kafka-config",
+        "secret/orders-kafka-binding",
+    ] {
+        s.wait_gone(child)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> anyhow::Result<()> {
+    let s = setup("ap-drivers")?;
+    for file in [
+        "deploy/examples/nats.yaml",
+        "deploy/examples/rabbitmq.yaml",
+        "deploy/examples/mqtt.yaml",
+        "deploy/examples/gateway.yaml",
+    ] {
+        run_ok(s.cluster.kubectl().args(["-n", &s.ns.name, "apply", "-f", file]))?;
+    }
+    for (name, file) in
+        [("edge-nats", "nats.conf"), ("billing-rabbit", "rabbitmq.conf"), ("devices-mqtt", "mosquitto.conf")]
+    {
+        let config = s.wait_for(&format!("configmap/{name}-config"), "rendered", |_| true)?;
+        assert!(config["data"][file].is_string(), "{name} lacks {file}");
+        s.wait_for(&format!("statefulset/{name}"), "created", |_| true)?;
+    }
+    // RabbitMQ's generated admin credentials reach the binding Secret.
+    let binding = s.wait_for("secret/billing-rabbit-binding", "credentials", |o| o["data"]["USERNAME"].is_string())?;
+    assert!(binding["data"]["PASSWORD"].is_string());
+    let mqtt =
+        s.wait_for("messagingaccesspoint/devices-mqtt", "status", |o| o["status"]["capabilities"].is_object())?;
+    assert_eq!(mqtt["status"]["capabilities"]["queueObjects"], false);
+    assert_eq!(mqtt["status"]["capabilities"]["headers"], false);
+    let gateway = s.wait_for("messagingaccesspoint/cloud-b", "status", |o| condition(o, "Ready").is_some())?;
+    assert_eq!(condition(&gateway, "Ready").map(|c| c["status"].clone()), Some("Unknown".into()));
+    assert_eq!(gateway["status"]["accessPoint"], "oms:gateway://oms-gateway.cloud-b.example.com:7443/eu-central-1");
+    Ok(())
+}
+
+#[test]
+fn reconcile_metrics_count_by_kind_and_result() -> anyhow::Result<()> {
+    let s = setup("ap-metrics")?;
+    s.apply(KAFKA)?;
+    s.wait_for("messagingaccesspoint/orders-kafka", "status written", |o| condition(o, "Ready").is_some())?;
+    let body = poll("reconcile metrics", DEADLINE, || {
+        let (_, body) = http_get(s.operator.admin, "/metrics")?;
+        Ok(body
+            .contains(r#"oms_operator_reconcile_total{kind="MessagingAccessPoint",result="success"}"#)
+            .then_some(body))
+    })?;
+    assert!(body.contains(r#"oms_operator_reconcile_duration_seconds_count{kind="MessagingAccessPoint"}"#), "{body}");
+    Ok(())
+}

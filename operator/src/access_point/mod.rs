@@ -1,0 +1,349 @@
+//! The MessagingAccessPoint controller.
+//!
+//! Reconcile: dereference (default region, credentials) -> [`validate`] -> [`render`] the
+//! desired objects -> server-side apply in order -> probe or read back -> [`status`]. An invalid
+//! spec gets a condition and waits for a change; API errors back off and retry.
+
+pub mod render;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use oms_crds::access_point::{Driver, MessagingAccessPoint, MessagingAccessPointStatus};
+use oms_crds::common::condition_type::READY;
+use tokio_util::sync::CancellationToken;
+
+use self::render::{Credentials, access_point_url, binding_secret, binding_secret_name, client_hosts, managed_objects};
+use self::validate::{AccessPoint, Plan, validate};
+use crate::apply::{apply, apply_status};
+use crate::conditions::{Decided, Status, merge};
+use crate::context::Context;
+use crate::drivers::{capabilities, managed_driver, rabbitmq_credentials_secret};
+use crate::probe::probe;
+
+/// The `kind` label of this controller's metrics.
+const KIND: &str = "MessagingAccessPoint";
+/// Label on nodes that names their region.
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// Region when neither the spec nor any node names one.
+const FALLBACK_REGION: &str = "local";
+/// How often a healthy access point is looked at again, as a safety net besides watches.
+const RESYNC: Duration = Duration::from_mins(5);
+/// How often an external broker is probed while it does not answer or brokers start.
+const RETRY_SOON: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot list nodes to find the default region: {0}")]
+    ReadNodes(#[source] kube::Error),
+    #[error("cannot read Secret {name}: {source}")]
+    ReadSecret { name: String, source: kube::Error },
+    #[error("cannot create Secret {name}: {source}")]
+    CreateSecret { name: String, source: kube::Error },
+    #[error("cannot apply {kind} {name}: {source}")]
+    Apply { kind: &'static str, name: String, source: kube::Error },
+    #[error("cannot write the status: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// The `result` label of `oms_operator_reconcile_total`.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadNodes(_) => "read_nodes",
+            Error::ReadSecret { .. } => "read_secret",
+            Error::CreateSecret { .. } => "create_secret",
+            Error::Apply { .. } => "apply",
+            Error::WriteStatus(_) => "write_status",
+        }
+    }
+}
+
+/// Runs the controller until `shutdown`; one watch over `namespace`, or all namespaces.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let client = &ctx.client;
+    let namespace = namespace.as_deref();
+    // Children are watched by our label only: the operator does not cache every Secret.
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oms-operator");
+    Controller::new(scoped::<MessagingAccessPoint>(client, namespace), watcher::Config::default())
+        .owns(scoped::<StatefulSet>(client, namespace), owned.clone())
+        .owns(scoped::<Service>(client, namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
+        .owns(scoped::<Secret>(client, namespace), owned)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// An API over one namespace, or over all.
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn reconcile(map: Arc<MessagingAccessPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_access_point(&map, &ctx).await;
+    let label = result.as_ref().map_or_else(Error::metric_label, |_| "success");
+    ctx.metrics.reconcile_total.with_label_values(&[KIND, label]).inc();
+    ctx.metrics.reconcile_duration_seconds.with_label_values(&[KIND]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+// The signature is the error policy callback of kube-runtime.
+#[allow(clippy::needless_pass_by_value)]
+fn error_policy(map: Arc<MessagingAccessPoint>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(message = "Reconcile failed; retrying.", access_point = %map.name_any(), namespace = ?map.namespace(), %error);
+    Action::requeue(RETRY_SOON)
+}
+
+async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Result<Action, Error> {
+    let namespace = map.namespace().unwrap_or_default();
+    let name = map.name_any();
+    let (Some(owner), Some(uid)) = (map.controller_owner_ref(&()), map.uid()) else {
+        return Ok(Action::await_change());
+    };
+
+    // Dereference.
+    let default_region = match map.spec.region {
+        Some(_) => FALLBACK_REGION.to_owned(),
+        None => default_region(ctx).await?,
+    };
+
+    // Validate.
+    let ap = match validate(&name, &namespace, &map.spec, &default_region, &ctx.images) {
+        Ok(ap) => ap,
+        Err(invalid) => {
+            write_status(ctx, map, MessagingAccessPointStatus::default(), &status::invalid(&invalid)).await?;
+            publish(ctx, map, EventType::Warning, "InvalidSpec", &invalid.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let broker = managed_driver(ap.driver);
+    let hosts = client_hosts(&ap, broker);
+    let credentials = match credentials(ctx, &ap, &owner).await {
+        Ok(credentials) => credentials,
+        // A Secret the user has yet to create: say which, and look again soon (Secrets of
+        // users are not watched).
+        Err(Error::ReadSecret { name, source: kube::Error::Api(status) }) if status.code == 404 => {
+            let message = format!(
+                "Secret {name} named by spec.external.credentialsSecretRef does not exist; create it with keys username and password"
+            );
+            let decided = [Decided::new(READY, Status::False, "CredentialsNotFound", message.clone())];
+            announce_ready_change(ctx, map, &decided).await;
+            write_status(ctx, map, MessagingAccessPointStatus::default(), &decided).await?;
+            return Ok(Action::requeue(RETRY_SOON));
+        }
+        Err(error) => return Err(error),
+    };
+
+    // Build and apply; then observe.
+    let mut observed = MessagingAccessPointStatus::default();
+    let (decided, requeue) = match (&ap.plan, broker) {
+        (Plan::Managed(managed), Some(broker)) => {
+            let objects = managed_objects(&ap, managed, broker, &uid, &owner);
+            apply_named(ctx, "ServiceAccount", &objects.service_account).await?;
+            apply_named(ctx, "ConfigMap", &objects.config_map).await?;
+            apply_named(ctx, "Service", &objects.headless_service).await?;
+            apply_named(ctx, "Service", &objects.client_service).await?;
+            apply_named::<PodDisruptionBudget>(ctx, "PodDisruptionBudget", &objects.pod_disruption_budget).await?;
+            match apply(&ctx.client, &objects.stateful_set).await {
+                Ok(stateful_set) => {
+                    let (ready, decided) = status::managed(managed.replicas, &stateful_set);
+                    observed.ready_replicas = Some(ready);
+                    let requeue = if ready >= managed.replicas { RESYNC } else { RETRY_SOON };
+                    (decided, requeue)
+                }
+                // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
+                Err(kube::Error::Api(status)) if status.code == 422 => {
+                    let message = format!("the StatefulSet cannot take this change: {}", status.message);
+                    publish(ctx, map, EventType::Warning, "UpdateRefused", &message).await;
+                    (status::apply_refused(message), RESYNC)
+                }
+                Err(source) => return Err(Error::Apply { kind: "StatefulSet", name, source }),
+            }
+        }
+        (Plan::External(_), _) => {
+            let mut results = Vec::with_capacity(hosts.len());
+            for (host, port) in &hosts {
+                results.push((format!("{host}:{port}"), probe(ap.driver, host, *port).await));
+            }
+            let decided = status::external(ap.driver.as_str(), &results);
+            let ready = decided.iter().any(|d| d.type_ == READY && d.status == Status::True);
+            (decided, if ready { RESYNC } else { RETRY_SOON })
+        }
+        (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
+    };
+    apply_named(ctx, "Secret", &binding_secret(&ap, &hosts, credentials.as_ref(), &owner)).await?;
+
+    observed.access_point = Some(access_point_url(&ap, &hosts));
+    observed.binding_secret = Some(binding_secret_name(&name));
+    observed.capabilities = Some(capabilities(ap.driver));
+    announce_ready_change(ctx, map, &decided).await;
+    write_status(ctx, map, observed, &decided).await?;
+    Ok(Action::requeue(requeue))
+}
+
+async fn apply_named<K>(ctx: &Context, kind: &'static str, object: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    apply(&ctx.client, object).await.map_err(|source| Error::Apply { kind, name: object.name_any(), source })
+}
+
+/// The region of the first node that names one, else `local`.
+async fn default_region(ctx: &Context) -> Result<String, Error> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let list = nodes.list_metadata(&ListParams::default().labels(REGION_LABEL)).await.map_err(Error::ReadNodes)?;
+    Ok(list
+        .items
+        .iter()
+        .find_map(|n| n.metadata.labels.as_ref().and_then(|l| l.get(REGION_LABEL)).cloned())
+        .unwrap_or_else(|| FALLBACK_REGION.to_owned()))
+}
+
+/// Credentials for the binding Secret: the user's Secret for external brokers, and for managed
+/// RabbitMQ the admin credentials the operator generated once.
+async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) -> Result<Option<Credentials>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);
+    let name = match (&ap.plan, ap.driver) {
+        (Plan::External(external), _) => match &external.credentials_secret {
+            Some(name) => name.clone(),
+            None => return Ok(None),
+        },
+        (Plan::Managed(_), Driver::Rabbitmq) => {
+            let name = rabbitmq_credentials_secret(&ap.name);
+            ensure_generated_credentials(&secrets, &name, ap, owner).await?;
+            name
+        }
+        _ => return Ok(None),
+    };
+    let secret = secrets.get(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
+    Ok(Some(Credentials { username: text("username"), password: text("password") }))
+}
+
+/// Creates the generated credentials Secret once; an existing one is never overwritten, so that
+/// passwords survive operator restarts and upgrades.
+async fn ensure_generated_credentials(
+    secrets: &Api<Secret>,
+    name: &str,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+) -> Result<(), Error> {
+    if secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?.is_some() {
+        return Ok(());
+    }
+    let password = random_token();
+    let username = "oms-admin".to_owned();
+    let data = [
+        ("username", username.clone()),
+        ("password", password.clone()),
+        ("erlang-cookie", random_token()),
+        ("credentials.conf", format!("default_user = {username}\ndefault_pass = {password}\n")),
+    ];
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ap.namespace.clone()),
+            labels: Some(render::labels(ap)),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
+        ..Secret::default()
+    };
+    match secrets
+        .create(
+            &PostParams { field_manager: Some(crate::apply::FIELD_MANAGER.into()), ..PostParams::default() },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+        Err(source) => Err(Error::CreateSecret { name: name.to_owned(), source }),
+    }
+}
+
+/// 32 random alphanumeric characters from the OS generator.
+fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    // A failing OS generator is not recoverable; the zero bytes would still be unique per
+    // Secret only by chance, so refuse loudly instead.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut bytes).expect("the OS random generator works");
+    bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
+}
+
+async fn write_status(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    mut status: MessagingAccessPointStatus,
+    decided: &[Decided],
+) -> Result<(), Error> {
+    let previous = map.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status.observed_generation = map.metadata.generation;
+    status.conditions = merge(previous, decided, map.metadata.generation, Timestamp::now());
+    let value = serde_json::to_value(&status).unwrap_or_default();
+    apply_status::<MessagingAccessPoint>(&ctx.client, &map.namespace().unwrap_or_default(), &map.name_any(), value)
+        .await
+        .map(|_| ())
+        .map_err(Error::WriteStatus)
+}
+
+/// Publishes an Event when the Ready condition changes status.
+async fn announce_ready_change(ctx: &Context, map: &MessagingAccessPoint, decided: &[Decided]) {
+    let Some(ready) = decided.iter().find(|d| d.type_ == READY) else { return };
+    let before =
+        map.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)).map(|c| c.status.clone());
+    let now = match ready.status {
+        Status::True => "True",
+        Status::False => "False",
+        Status::Unknown => "Unknown",
+    };
+    if before.as_deref() != Some(now) {
+        let kind = if ready.status == Status::False { EventType::Warning } else { EventType::Normal };
+        publish(ctx, map, kind, ready.reason, &ready.message).await;
+    }
+}
+
+async fn publish(ctx: &Context, map: &MessagingAccessPoint, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &map.object_ref(&())).await {
+        tracing::warn!(message = "Failed to publish an event.", %error);
+    }
+}

@@ -1,0 +1,552 @@
+//! Desired objects of an access point, built from the validated plan: pure functions, tested
+//! without a cluster. The controller applies them in the order of [`ManagedObjects`]'s fields.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_crds::access_point_url::AccessPointUrl;
+use sha2::{Digest, Sha256};
+
+use super::validate::{AccessPoint, Managed, Plan};
+use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod};
+
+/// Annotation on the pod template whose change rolls the pods when the rendered config changes.
+pub const CONFIG_HASH_ANNOTATION: &str = "openmessaging.cloud/config-hash";
+/// Label naming the access point an object belongs to; orphans are found by it.
+pub const ACCESS_POINT_LABEL: &str = "openmessaging.cloud/access-point";
+
+/// Labels every child of an access point carries.
+#[must_use]
+pub fn labels(ap: &AccessPoint) -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", ap.driver.as_str()),
+        ("app.kubernetes.io/instance", ap.name.as_str()),
+        ("app.kubernetes.io/component", "broker"),
+        ("app.kubernetes.io/managed-by", "oms-operator"),
+        (ACCESS_POINT_LABEL, ap.name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The labels that select the broker pods.
+fn selector(ap: &AccessPoint) -> BTreeMap<String, String> {
+    [("app.kubernetes.io/instance", ap.name.as_str()), (ACCESS_POINT_LABEL, ap.name.as_str())]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn meta(ap: &AccessPoint, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(ap.namespace.clone()),
+        labels: Some(labels(ap)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Names of an access point's children.
+#[must_use]
+pub fn headless_service_name(ap: &str) -> String {
+    ap.to_owned()
+}
+#[must_use]
+pub fn client_service_name(ap: &str) -> String {
+    format!("{ap}-client")
+}
+#[must_use]
+pub fn config_map_name(ap: &str) -> String {
+    format!("{ap}-config")
+}
+#[must_use]
+pub fn binding_secret_name(ap: &str) -> String {
+    format!("{ap}-binding")
+}
+
+/// Kafka's cluster id: the object's uid as 22 characters of unpadded URL-safe base64, so that
+/// it is stable for the object's life and unique across access points.
+#[must_use]
+pub fn cluster_id(uid: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let hex: String = uid.chars().filter(char::is_ascii_hexdigit).collect();
+    let bytes: Vec<u8> =
+        (0..16).map(|i| hex.get(i * 2..i * 2 + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).unwrap_or(0)).collect();
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        let symbols = chunk.len() + 1;
+        for i in 0..symbols {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// Everything a managed access point runs, in apply order: identity and config before the
+/// pods that mount them, Services before the StatefulSet that names its headless Service.
+#[derive(Debug, Clone)]
+pub struct ManagedObjects {
+    pub service_account: ServiceAccount,
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub client_service: Service,
+    pub pod_disruption_budget: PodDisruptionBudget,
+    pub stateful_set: StatefulSet,
+}
+
+/// Renders a managed broker cluster.
+#[must_use]
+pub fn managed_objects(
+    ap: &AccessPoint,
+    managed: &Managed,
+    broker: &dyn BrokerDriver,
+    uid: &str,
+    owner: &OwnerReference,
+) -> ManagedObjects {
+    let input = BrokerInput {
+        name: ap.name.clone(),
+        namespace: ap.namespace.clone(),
+        replicas: managed.replicas,
+        config: managed.config.clone(),
+        cluster_id: cluster_id(uid),
+    };
+    let mut pod = broker.render(&input);
+    let config_hash = config_hash(&pod.files, &managed.image);
+    let service_ports: Vec<ServicePort> = broker
+        .ports()
+        .iter()
+        .map(|(name, port)| ServicePort {
+            name: Some((*name).to_owned()),
+            port: i32::from(*port),
+            target_port: Some(IntOrString::String((*name).to_owned())),
+            ..ServicePort::default()
+        })
+        .collect();
+    let files = std::mem::take(&mut pod.files);
+    ManagedObjects {
+        service_account: ServiceAccount {
+            metadata: meta(ap, ap.name.clone(), owner),
+            // Brokers do not talk to the API server.
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        config_map: ConfigMap {
+            metadata: meta(ap, config_map_name(&ap.name), owner),
+            data: Some(files),
+            ..ConfigMap::default()
+        },
+        headless_service: Service {
+            metadata: meta(ap, headless_service_name(&ap.name), owner),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                // Peers must find each other before they are ready, to form the cluster at all.
+                publish_not_ready_addresses: Some(true),
+                selector: Some(selector(ap)),
+                ports: Some(service_ports.clone()),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        },
+        client_service: Service {
+            metadata: meta(ap, client_service_name(&ap.name), owner),
+            spec: Some(ServiceSpec {
+                selector: Some(selector(ap)),
+                ports: Some(service_ports.into_iter().take(1).collect()),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        },
+        pod_disruption_budget: PodDisruptionBudget {
+            metadata: meta(ap, ap.name.clone(), owner),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector { match_labels: Some(selector(ap)), match_expressions: None }),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        },
+        stateful_set: stateful_set(ap, managed, broker, pod, config_hash, owner),
+    }
+}
+
+/// Hash of everything that must roll the pods when it changes: config files and image.
+fn config_hash(files: &BTreeMap<String, String>, image: &str) -> String {
+    let mut hasher = Sha256::new();
+    for (file, content) in files {
+        hasher.update(file.as_bytes());
+        hasher.update([0]);
+        hasher.update(content.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update(image.as_bytes());
+    format!("{:x}", hasher.finalize())
+}
+
+fn stateful_set(
+    ap: &AccessPoint,
+    managed: &Managed,
+    broker: &dyn BrokerDriver,
+    pod: BrokerPod,
+    config_hash: String,
+    owner: &OwnerReference,
+) -> StatefulSet {
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&ap.name),
+                default_mode: Some(0o555),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+    ];
+    if let Some(secret_file) = &pod.secret_file {
+        volumes.push(Volume {
+            name: "credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_file.secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: secret_file.key.clone(),
+                    path: secret_file.file.clone(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    let volume_claim_templates = if let Some((size, class)) = &managed.storage {
+        Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta { name: Some("data".into()), labels: Some(labels(ap)), ..ObjectMeta::default() },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: class.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some([("storage".to_owned(), Quantity(size.clone()))].into()),
+                    limits: None,
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: None,
+        }])
+    } else {
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        None
+    };
+    let mut pod_labels = labels(ap);
+    pod_labels.extend(selector(ap));
+    StatefulSet {
+        metadata: meta(ap, ap.name.clone(), owner),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(managed.replicas),
+            service_name: Some(headless_service_name(&ap.name)),
+            // Quorum members must start together; one-by-one would wait forever for peers.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector { match_labels: Some(selector(ap)), match_expressions: None },
+            // Deleting the access point or scaling down keeps the broker data (PVCs).
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some("Retain".into()),
+                when_scaled: Some("Retain".into()),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash)].into()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(ap.name.clone()),
+                    automount_service_account_token: Some(false),
+                    security_context: broker
+                        .fs_group()
+                        .map(|gid| PodSecurityContext { fs_group: Some(gid), ..PodSecurityContext::default() }),
+                    containers: vec![broker_container(managed, broker, pod)],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates,
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod) -> Container {
+    let mut env = vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")];
+    env.extend(pod.env);
+    let client_probe = Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(broker.client_port())), host: None }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    let mut mounts = vec![
+        VolumeMount { name: "config".into(), mount_path: broker.config_dir().into(), ..VolumeMount::default() },
+        VolumeMount { name: "data".into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
+        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+    ];
+    if let Some(secret_file) = &pod.secret_file {
+        mounts.push(VolumeMount {
+            name: "credentials".into(),
+            mount_path: secret_file.mount_dir.clone(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    Container {
+        name: "broker".into(),
+        image: Some(managed.image.clone()),
+        command: (!pod.command.is_empty()).then_some(pod.command),
+        env: Some(env),
+        ports: Some(
+            broker
+                .ports()
+                .iter()
+                .map(|(name, port)| ContainerPort {
+                    name: Some((*name).to_owned()),
+                    container_port: i32::from(*port),
+                    ..ContainerPort::default()
+                })
+                .collect(),
+        ),
+        readiness_probe: Some(client_probe.clone()),
+        // Generous: a broker replaying its log after a crash must not be killed for it.
+        liveness_probe: Some(Probe { initial_delay_seconds: Some(60), failure_threshold: Some(6), ..client_probe }),
+        resources: managed.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), api_version: None }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The addresses clients use: every broker pod for managed, the servers for external, the
+/// endpoint for a gateway.
+#[must_use]
+pub fn client_hosts(ap: &AccessPoint, broker: Option<&dyn BrokerDriver>) -> Vec<(String, u16)> {
+    match (&ap.plan, broker) {
+        (Plan::Managed(managed), Some(broker)) => (0..managed.replicas)
+            .map(|ordinal| {
+                (
+                    format!("{}-{ordinal}.{}.{}.svc", ap.name, headless_service_name(&ap.name), ap.namespace),
+                    broker.client_port(),
+                )
+            })
+            .collect(),
+        (Plan::External(external), _) => external.servers.clone(),
+        (Plan::Gateway { endpoint }, _) => vec![endpoint.clone()],
+        (Plan::Managed(_), None) => Vec::new(),
+    }
+}
+
+/// The account written into the URL and binding Secret.
+#[must_use]
+pub fn account(ap: &AccessPoint) -> Option<String> {
+    match &ap.plan {
+        Plan::External(external) => external.account.clone(),
+        _ => None,
+    }
+}
+
+/// The OMS access point URL of `status.accessPoint`.
+#[must_use]
+pub fn access_point_url(ap: &AccessPoint, hosts: &[(String, u16)]) -> String {
+    AccessPointUrl {
+        driver: ap.driver.as_str().to_owned(),
+        account: account(ap),
+        hosts: hosts.to_vec(),
+        region: ap.region.clone(),
+    }
+    .to_string()
+}
+
+/// Username and password applications use, where the broker has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// The binding Secret that applications mount (OpenMessaging's environment keys).
+#[must_use]
+pub fn binding_secret(
+    ap: &AccessPoint,
+    hosts: &[(String, u16)],
+    credentials: Option<&Credentials>,
+    owner: &OwnerReference,
+) -> Secret {
+    let access_points = hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
+    let mut data: BTreeMap<String, String> = [
+        ("ACCESS_POINTS", access_points),
+        ("ACCESS_POINT_URL", access_point_url(ap, hosts)),
+        ("REGION", ap.region.clone()),
+        ("ACCOUNT_ID", account(ap).unwrap_or_default()),
+        ("DRIVER_IMPL", ap.driver.as_str().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(credentials) = credentials {
+        data.insert("USERNAME".into(), credentials.username.clone());
+        data.insert("PASSWORD".into(), credentials.password.clone());
+    }
+    Secret {
+        metadata: meta(ap, binding_secret_name(&ap.name), owner),
+        type_: Some("Opaque".into()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        ..Secret::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_point::validate::{DefaultImages, validate};
+    use crate::drivers::managed_driver;
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "openmessaging.cloud/v1alpha1".into(),
+            kind: "MessagingAccessPoint".into(),
+            name: "orders-kafka".into(),
+            uid: "0f8e2a4c-1b2d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn managed(yaml: &str) -> (AccessPoint, Managed) {
+        let spec = serde_yaml::from_str(yaml).expect("spec");
+        let images = DefaultImages {
+            kafka: "apache/kafka:4.1.1".into(),
+            nats: "nats:2.12.1".into(),
+            rabbitmq: "rabbitmq:4.1.4".into(),
+            mqtt: "eclipse-mosquitto:2.0.22".into(),
+        };
+        let ap = validate("orders-kafka", "acme", &spec, "local", &images).expect("valid");
+        let Plan::Managed(m) = ap.plan.clone() else { panic!("managed") };
+        (ap, m)
+    }
+
+    fn render(yaml: &str) -> (AccessPoint, ManagedObjects) {
+        let (ap, m) = managed(yaml);
+        let broker = managed_driver(ap.driver).expect("driver");
+        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner());
+        (ap, objects)
+    }
+
+    #[test]
+    fn cluster_id_is_the_uid_in_url_safe_base64() {
+        assert_eq!(cluster_id("00000000-0000-0000-0000-000000000000"), "AAAAAAAAAAAAAAAAAAAAAA");
+        // base64 of the bytes 00..0f is AAECAwQFBgcICQoLDA0ODw==.
+        assert_eq!(cluster_id("00010203-0405-0607-0809-0a0b0c0d0e0f"), "AAECAwQFBgcICQoLDA0ODw");
+        assert_eq!(cluster_id("fbffffff-ffff-ffff-ffff-ffffffffffff"), "-____________________w");
+    }
+
+    #[test]
+    fn kafka_stateful_set_has_storage_owner_hash_and_parallel_start() {
+        let (_, objects) =
+            render("{driver: kafka, managed: {replicas: 3, storage: {size: 10Gi, storageClassName: fast}}}");
+        let sts = objects.stateful_set;
+        assert_eq!(sts.metadata.owner_references, Some(vec![owner()]));
+        let spec = sts.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("orders-kafka"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let claim = &spec.volume_claim_templates.expect("claims")[0];
+        let claim_spec = claim.spec.as_ref().expect("claim spec");
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim_spec.resources.as_ref().and_then(|r| r.requests.as_ref()).map(|r| r["storage"].0.clone()),
+            Some("10Gi".into())
+        );
+        let template = spec.template;
+        let hash = &template.metadata.expect("meta").annotations.expect("annotations")[CONFIG_HASH_ANNOTATION];
+        assert_eq!(hash.len(), 64);
+        let pod = template.spec.expect("pod");
+        assert_eq!(pod.security_context.and_then(|s| s.fs_group), Some(1000));
+        assert_eq!(pod.containers[0].image.as_deref(), Some("apache/kafka:4.1.1"));
+    }
+
+    #[test]
+    fn config_change_changes_the_pod_template_hash() {
+        let hash = |yaml: &str| {
+            let sts = render(yaml).1.stateful_set;
+            sts.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")
+                [CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let base = hash("{driver: kafka, managed: {replicas: 1}}");
+        assert_eq!(base, hash("{driver: kafka, managed: {replicas: 1}}"));
+        assert_ne!(base, hash("{driver: kafka, managed: {replicas: 1, config: {log.retention.hours: '1'}}}"));
+    }
+
+    #[test]
+    fn without_storage_data_lives_in_an_empty_dir() {
+        let (_, objects) = render("{driver: nats, managed: {replicas: 1}}");
+        let spec = objects.stateful_set.spec.expect("spec");
+        assert!(spec.volume_claim_templates.is_none());
+        let volumes = spec.template.spec.expect("pod").volumes.expect("volumes");
+        assert!(volumes.iter().any(|v| v.name == "data" && v.empty_dir.is_some()));
+    }
+
+    #[test]
+    fn services_are_headless_for_peers_and_plain_for_clients() {
+        let (_, objects) = render("{driver: kafka, managed: {replicas: 3}}");
+        let headless = objects.headless_service.spec.expect("spec");
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        let client = objects.client_service.spec.expect("spec");
+        assert_eq!(client.ports.expect("ports").iter().map(|p| p.port).collect::<Vec<_>>(), vec![9092]);
+    }
+
+    #[test]
+    fn binding_secret_carries_the_openmessaging_keys_and_a_valid_url() {
+        let (ap, _) = managed("{driver: kafka, region: eu-west-1, managed: {replicas: 2}}");
+        let hosts = client_hosts(&ap, managed_driver(ap.driver));
+        let secret = binding_secret(&ap, &hosts, None, &owner());
+        let data = secret.data.expect("data");
+        let get = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf8");
+        assert_eq!(
+            get("ACCESS_POINTS"),
+            "orders-kafka-0.orders-kafka.acme.svc:9092,orders-kafka-1.orders-kafka.acme.svc:9092"
+        );
+        assert_eq!(get("REGION"), "eu-west-1");
+        assert_eq!(get("DRIVER_IMPL"), "kafka");
+        let url = get("ACCESS_POINT_URL");
+        assert_eq!(
+            url,
+            "oms:kafka://orders-kafka-0.orders-kafka.acme.svc:9092,orders-kafka-1.orders-kafka.acme.svc:9092/eu-west-1"
+        );
+        assert!(url.parse::<AccessPointUrl>().is_ok());
+    }
+}

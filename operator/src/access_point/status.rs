@@ -1,0 +1,186 @@
+//! Conditions of an access point, decided from what the controller observed. Pure.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use oms_crds::common::condition_type::READY;
+
+use super::validate::InvalidSpec;
+use crate::conditions::{Decided, Status};
+use crate::probe::ProbeError;
+
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Conditions of a managed cluster from its StatefulSet as the API server returned it.
+#[must_use]
+pub fn managed(desired: i32, stateful_set: &StatefulSet) -> (i32, Vec<Decided>) {
+    let status = stateful_set.status.clone().unwrap_or_default();
+    let ready = status.ready_replicas.unwrap_or(0);
+    let generation = stateful_set.metadata.generation.unwrap_or(0);
+    let rolling = status.observed_generation.unwrap_or(0) < generation
+        || (status.update_revision.is_some() && status.current_revision != status.update_revision)
+        || status.updated_replicas.unwrap_or(0) < desired;
+    let counted = format!("{ready}/{desired} brokers ready");
+    let mut decided = Vec::with_capacity(3);
+    decided.push(if ready >= desired {
+        Decided::new(READY, Status::True, "BrokersReady", counted.clone())
+    } else {
+        Decided::new(READY, Status::False, "BrokersNotReady", counted.clone())
+    });
+    decided.push(match (rolling, ready >= desired) {
+        (true, _) => {
+            Decided::new(PROGRESSING, Status::True, "RollingUpdate", format!("{counted}; pods are being updated"))
+        }
+        (false, false) if ready == 0 => Decided::new(PROGRESSING, Status::True, "Starting", counted.clone()),
+        _ => Decided::new(PROGRESSING, Status::False, "Stable", counted.clone()),
+    });
+    decided.push(if !rolling && ready > 0 && ready < desired {
+        Decided::new(DEGRADED, Status::True, "BrokersUnavailable", counted)
+    } else {
+        Decided::new(DEGRADED, Status::False, "AsDesired", counted)
+    });
+    (ready, decided)
+}
+
+/// Conditions of an external access point from one handshake per server.
+#[must_use]
+pub fn external(driver: &str, results: &[(String, Result<(), ProbeError>)]) -> Vec<Decided> {
+    let failures: Vec<String> =
+        results.iter().filter_map(|(server, r)| r.as_ref().err().map(|e| format!("{server}: {e}"))).collect();
+    let answered = results.len() - failures.len();
+    let ready = if answered > 0 {
+        Decided::new(
+            READY,
+            Status::True,
+            "Reachable",
+            format!("{answered}/{} servers answered the {driver} handshake", results.len()),
+        )
+    } else {
+        Decided::new(READY, Status::False, "Unreachable", failures.join("; "))
+    };
+    let degraded = if answered > 0 && !failures.is_empty() {
+        Decided::new(DEGRADED, Status::True, "SomeServersUnreachable", failures.join("; "))
+    } else {
+        Decided::new(DEGRADED, Status::False, "AsDesired", "")
+    };
+    vec![ready, Decided::new(PROGRESSING, Status::False, "External", "the broker is not run by the operator"), degraded]
+}
+
+/// Conditions of a gateway access point: stored and validated; bridges prove connectivity.
+#[must_use]
+pub fn gateway() -> Vec<Decided> {
+    vec![Decided::new(
+        READY,
+        Status::Unknown,
+        "NotProbed",
+        "the other cloud's gateway is reached with mTLS by the bridges that use it",
+    )]
+}
+
+/// Conditions of a spec the operator cannot act on.
+#[must_use]
+pub fn invalid(error: &InvalidSpec) -> Vec<Decided> {
+    vec![Decided::new(READY, Status::False, "InvalidSpec", error.to_string())]
+}
+
+/// Conditions when the API server refused an update of the broker's objects.
+#[must_use]
+pub fn apply_refused(message: String) -> Vec<Decided> {
+    vec![Decided::new(READY, Status::False, "UpdateRefused", message)]
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn sts(generation: i64, status: StatefulSetStatus) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta { generation: Some(generation), ..ObjectMeta::default() },
+            spec: None,
+            status: Some(status),
+        }
+    }
+
+    fn find<'a>(decided: &'a [Decided], type_: &str) -> &'a Decided {
+        decided.iter().find(|d| d.type_ == type_).expect("condition present")
+    }
+
+    #[test]
+    fn a_new_cluster_is_starting_not_degraded() {
+        let (ready, decided) = managed(
+            3,
+            &sts(
+                1,
+                StatefulSetStatus {
+                    observed_generation: Some(1),
+                    updated_replicas: Some(3),
+                    ..StatefulSetStatus::default()
+                },
+            ),
+        );
+        assert_eq!(ready, 0);
+        assert_eq!(find(&decided, READY).status, Status::False);
+        assert_eq!(find(&decided, PROGRESSING).reason, "Starting");
+        assert_eq!(find(&decided, DEGRADED).status, Status::False);
+    }
+
+    #[test]
+    fn all_ready_is_ready_and_stable() {
+        let status = StatefulSetStatus {
+            observed_generation: Some(2),
+            ready_replicas: Some(3),
+            updated_replicas: Some(3),
+            current_revision: Some("r2".into()),
+            update_revision: Some("r2".into()),
+            ..StatefulSetStatus::default()
+        };
+        let (ready, decided) = managed(3, &sts(2, status));
+        assert_eq!(ready, 3);
+        assert_eq!(find(&decided, READY).reason, "BrokersReady");
+        assert_eq!(find(&decided, PROGRESSING).status, Status::False);
+    }
+
+    #[test]
+    fn a_lost_broker_outside_a_rollout_is_degraded() {
+        let status = StatefulSetStatus {
+            observed_generation: Some(2),
+            ready_replicas: Some(2),
+            updated_replicas: Some(3),
+            current_revision: Some("r2".into()),
+            update_revision: Some("r2".into()),
+            ..StatefulSetStatus::default()
+        };
+        let (_, decided) = managed(3, &sts(2, status));
+        assert_eq!(find(&decided, DEGRADED).reason, "BrokersUnavailable");
+    }
+
+    #[test]
+    fn a_new_revision_is_a_rolling_update() {
+        let status = StatefulSetStatus {
+            observed_generation: Some(3),
+            ready_replicas: Some(3),
+            updated_replicas: Some(1),
+            current_revision: Some("r2".into()),
+            update_revision: Some("r3".into()),
+            ..StatefulSetStatus::default()
+        };
+        let (_, decided) = managed(3, &sts(3, status));
+        assert_eq!(find(&decided, PROGRESSING).reason, "RollingUpdate");
+        assert_eq!(find(&decided, DEGRADED).status, Status::False);
+    }
+
+    #[test]
+    fn external_is_ready_when_any_server_answers_and_names_the_ones_that_did_not() {
+        let results = vec![
+            ("b1:9092".to_owned(), Ok(())),
+            ("b2:9092".to_owned(), Err(ProbeError::Connect("connection refused".into()))),
+        ];
+        let decided = external("kafka", &results);
+        assert_eq!(find(&decided, READY).status, Status::True);
+        assert!(find(&decided, DEGRADED).message.contains("b2:9092: cannot connect: connection refused"));
+        let down = external("kafka", &results[1..]);
+        assert_eq!(find(&down, READY).reason, "Unreachable");
+    }
+}

@@ -1,0 +1,290 @@
+//! Validation of a MessagingAccessPoint's spec into a typed plan. Everything the schema could
+//! not refuse at admission is checked here; downstream code never reads the raw spec.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use oms_crds::access_point::{ClientTls, Driver, MessagingAccessPointSpec, ServiceType};
+use oms_crds::access_point_url::parse_host_port;
+use oms_crds::quantity::parse_size;
+
+use crate::drivers::managed_driver;
+
+/// A spec the operator cannot act on; `field` names where, `message` says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec { field: field.to_owned(), message: message.into() }
+}
+
+/// The validated access point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessPoint {
+    pub name: String,
+    pub namespace: String,
+    pub driver: Driver,
+    pub region: String,
+    pub plan: Plan,
+    /// Namespaces allowed to use this access point besides its own; `*` for all.
+    pub shared_with: Vec<String>,
+    pub gateway: Option<Gateway>,
+}
+
+/// How the broker behind the access point exists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Managed(Managed),
+    External(External),
+    /// Another cloud's gateway.
+    Gateway {
+        endpoint: (String, u16),
+    },
+}
+
+/// A broker cluster the operator runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Managed {
+    pub replicas: i32,
+    pub image: String,
+    /// Size (as written, e.g. `10Gi`) and StorageClass of each pod's volume; None: emptyDir.
+    pub storage: Option<(String, Option<String>)>,
+    pub resources: Option<ResourceRequirements>,
+    pub config: BTreeMap<String, String>,
+}
+
+/// A broker cluster that already exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    pub servers: Vec<(String, u16)>,
+    pub account: Option<String>,
+    pub tls: Option<ClientTls>,
+    pub credentials_secret: Option<String>,
+}
+
+/// Our own gateway in front of this access point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub port: i32,
+    pub service_type: ServiceType,
+    pub node_port: Option<i32>,
+}
+
+/// Default images per driver (from the chart's values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultImages {
+    pub kafka: String,
+    pub nats: String,
+    pub rabbitmq: String,
+    pub mqtt: String,
+}
+
+impl DefaultImages {
+    fn for_driver(&self, driver: Driver) -> Option<&str> {
+        match driver {
+            Driver::Kafka => Some(&self.kafka),
+            Driver::Nats => Some(&self.nats),
+            Driver::Rabbitmq => Some(&self.rabbitmq),
+            Driver::Mqtt => Some(&self.mqtt),
+            Driver::Gateway => None,
+        }
+    }
+}
+
+/// The image to run: the spec's image, else the default image with the spec's version as tag.
+#[must_use]
+pub fn broker_image(default: &str, version: Option<&str>, image: Option<&str>) -> String {
+    if let Some(image) = image {
+        return image.to_owned();
+    }
+    match version {
+        Some(version) => {
+            // Strip the tag, not a registry port (`registry:5000/kafka`).
+            let repository = match default.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo,
+                _ => default,
+            };
+            format!("{repository}:{version}")
+        }
+        None => default.to_owned(),
+    }
+}
+
+/// Validates `spec`; `default_region` is used when the spec names none.
+pub fn validate(
+    name: &str,
+    namespace: &str,
+    spec: &MessagingAccessPointSpec,
+    default_region: &str,
+    images: &DefaultImages,
+) -> Result<AccessPoint, InvalidSpec> {
+    let plan = match (spec.driver, &spec.managed, &spec.external, &spec.endpoint) {
+        (Driver::Gateway, None, None, Some(endpoint)) => {
+            Plan::Gateway { endpoint: parse_host_port(endpoint).map_err(|e| invalid("spec.endpoint", e.to_string()))? }
+        }
+        (Driver::Gateway, ..) => {
+            return Err(invalid(
+                "spec.endpoint",
+                "driver gateway needs spec.endpoint and neither managed nor external",
+            ));
+        }
+        (driver, Some(managed), None, None) => {
+            let broker = managed_driver(driver).ok_or_else(|| invalid("spec.driver", "cannot be managed"))?;
+            if managed.replicas > broker.max_replicas() {
+                return Err(invalid(
+                    "spec.managed.replicas",
+                    format!(
+                        "{driver} runs at most {} replica(s): the broker does not cluster; set replicas: {}",
+                        broker.max_replicas(),
+                        broker.max_replicas()
+                    ),
+                ));
+            }
+            let owned: Vec<&str> =
+                managed.config.keys().map(String::as_str).filter(|k| broker.owned_config_keys().contains(k)).collect();
+            if !owned.is_empty() {
+                return Err(invalid(
+                    "spec.managed.config",
+                    format!("{} set by the operator for {driver}; remove them from the passthrough", owned.join(", ")),
+                ));
+            }
+            if let Some(storage) = &managed.storage {
+                parse_size(&storage.size).map_err(|e| invalid("spec.managed.storage.size", e.to_string()))?;
+            }
+            let default_image = images.for_driver(driver).unwrap_or_default();
+            Plan::Managed(Managed {
+                replicas: managed.replicas,
+                image: broker_image(default_image, managed.version.as_deref(), managed.image.as_deref()),
+                storage: managed.storage.as_ref().map(|s| (s.size.clone(), s.storage_class_name.clone())),
+                resources: managed.resources.clone(),
+                config: managed.config.clone(),
+            })
+        }
+        (_, None, Some(external), None) => Plan::External(External {
+            servers: external
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    parse_host_port(s).map_err(|e| invalid(&format!("spec.external.servers[{i}]"), e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+            account: external.account.clone(),
+            tls: external.tls.clone(),
+            credentials_secret: external.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
+        }),
+        _ => return Err(invalid("spec", "set exactly one of spec.managed and spec.external")),
+    };
+    let gateway = match &spec.gateway {
+        Some(g) if g.enabled && spec.driver == Driver::Gateway => {
+            return Err(invalid("spec.gateway", "a gateway access point cannot expose a gateway of its own"));
+        }
+        Some(g) if g.enabled => Some(Gateway {
+            port: g.port,
+            service_type: g.service.as_ref().map(|s| s.type_).unwrap_or_default(),
+            node_port: g.service.as_ref().and_then(|s| s.node_port),
+        }),
+        _ => None,
+    };
+    Ok(AccessPoint {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        driver: spec.driver,
+        region: spec.region.clone().unwrap_or_else(|| default_region.to_owned()),
+        plan,
+        shared_with: spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default(),
+        gateway,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images() -> DefaultImages {
+        DefaultImages {
+            kafka: "apache/kafka:4.1.1".into(),
+            nats: "nats:2.12.1".into(),
+            rabbitmq: "rabbitmq:4.1.4".into(),
+            mqtt: "eclipse-mosquitto:2.0.22".into(),
+        }
+    }
+
+    fn spec(yaml: &str) -> MessagingAccessPointSpec {
+        serde_yaml::from_str(yaml).expect("spec parses")
+    }
+
+    #[test]
+    fn managed_kafka_gets_the_default_image_with_its_version_and_the_default_region() {
+        let ap =
+            validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 3, version: 4.0.0}}"), "local", &images())
+                .expect("valid");
+        assert_eq!(ap.region, "local");
+        let Plan::Managed(managed) = ap.plan else { panic!("managed") };
+        assert_eq!(managed.image, "apache/kafka:4.0.0");
+        assert_eq!(managed.replicas, 3);
+    }
+
+    #[test]
+    fn image_tag_replacement_keeps_a_registry_port() {
+        assert_eq!(broker_image("registry:5000/kafka", Some("4.0.0"), None), "registry:5000/kafka:4.0.0");
+        assert_eq!(broker_image("nats:2.12.1", None, Some("my/nats:dev")), "my/nats:dev");
+    }
+
+    #[test]
+    fn operator_owned_config_keys_are_refused_by_name() {
+        let error = validate(
+            "k",
+            "acme",
+            &spec("{driver: kafka, managed: {config: {listeners: 'PLAINTEXT://:1', log.retention.hours: '1'}}}"),
+            "local",
+            &images(),
+        )
+        .expect_err("refused");
+        assert_eq!(error.field, "spec.managed.config");
+        assert!(error.message.contains("listeners set by the operator"), "{error}");
+    }
+
+    #[test]
+    fn mosquitto_refuses_more_than_one_replica() {
+        let error = validate("m", "acme", &spec("{driver: mqtt, managed: {replicas: 2}}"), "local", &images())
+            .expect_err("refused");
+        assert_eq!(error.field, "spec.managed.replicas");
+        assert!(error.message.contains("set replicas: 1"), "{error}");
+    }
+
+    #[test]
+    fn external_servers_and_gateway_endpoint_are_parsed() {
+        let ap = validate(
+            "x",
+            "acme",
+            &spec("{driver: nats, region: eu, external: {servers: ['n1:4222', 'n2:4222'], account: acme}}"),
+            "local",
+            &images(),
+        )
+        .expect("valid");
+        assert_eq!(ap.region, "eu");
+        let Plan::External(external) = ap.plan else { panic!("external") };
+        assert_eq!(external.servers, vec![("n1".to_owned(), 4222), ("n2".to_owned(), 4222)]);
+        let gw = validate("g", "acme", &spec("{driver: gateway, endpoint: 'gw.b:7443'}"), "local", &images())
+            .expect("valid");
+        assert_eq!(gw.plan, Plan::Gateway { endpoint: ("gw.b".into(), 7443) });
+    }
+
+    #[test]
+    fn a_gateway_access_point_cannot_expose_a_gateway() {
+        let error = validate(
+            "g",
+            "acme",
+            &spec("{driver: gateway, endpoint: 'gw.b:7443', gateway: {enabled: true}}"),
+            "local",
+            &images(),
+        )
+        .expect_err("refused");
+        assert_eq!(error.field, "spec.gateway");
+    }
+}

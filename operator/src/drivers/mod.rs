@@ -1,0 +1,155 @@
+//! Broker drivers: how each vendor's broker is rendered when the operator runs it, and what each
+//! can and cannot do. One trait, one unit struct per vendor; everything here is pure.
+
+mod kafka;
+mod mqtt;
+mod nats;
+mod rabbitmq;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::EnvVar;
+use oms_crds::access_point::Driver;
+use oms_crds::common::Capabilities;
+
+pub use kafka::Kafka;
+pub use mqtt::Mqtt;
+pub use nats::Nats;
+pub use rabbitmq::{Rabbitmq, credentials_secret as rabbitmq_credentials_secret};
+
+/// What a driver renders from: a validated managed access point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInput {
+    pub name: String,
+    pub namespace: String,
+    pub replicas: i32,
+    /// Passthrough config, already checked against [`BrokerDriver::owned_config_keys`].
+    pub config: BTreeMap<String, String>,
+    /// Stable identity of the cluster (Kafka's cluster id), derived from the object's uid.
+    pub cluster_id: String,
+}
+
+impl BrokerInput {
+    /// DNS name of pod `ordinal` through the headless Service.
+    #[must_use]
+    pub fn pod_host(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}.{}.{}.svc", self.name, self.name, self.namespace)
+    }
+}
+
+/// The broker container as a driver renders it; the common renderer wraps it in a StatefulSet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerPod {
+    /// Files of the config ConfigMap, mounted at [`BrokerDriver::config_dir`].
+    pub files: BTreeMap<String, String>,
+    /// Container command; the image's entrypoint when empty.
+    pub command: Vec<String>,
+    /// Extra environment; `POD_NAME` and `POD_NAMESPACE` are always set.
+    pub env: Vec<EnvVar>,
+    /// A file from a Secret the broker reads its credentials from.
+    pub secret_file: Option<SecretFile>,
+}
+
+/// One key of a Secret mounted as a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretFile {
+    pub secret: String,
+    pub key: String,
+    /// Directory the file appears in, and its name there.
+    pub mount_dir: String,
+    pub file: String,
+}
+
+/// A broker family the operator can run.
+pub trait BrokerDriver: Sync {
+    /// What the driver can and cannot do.
+    fn capabilities(&self) -> Capabilities;
+    /// The port clients connect to.
+    fn client_port(&self) -> u16;
+    /// Every container port by name (client first).
+    fn ports(&self) -> &'static [(&'static str, u16)];
+    /// Config keys the operator sets itself; a user may not pass them through.
+    fn owned_config_keys(&self) -> &'static [&'static str];
+    /// Most replicas the broker can cluster.
+    fn max_replicas(&self) -> i32 {
+        32
+    }
+    /// Where the ConfigMap is mounted.
+    fn config_dir(&self) -> &'static str;
+    /// Where the broker keeps its data (the PVC's mount).
+    fn data_dir(&self) -> &'static str;
+    /// Group id that must own the data volume for the image's user to write it.
+    fn fs_group(&self) -> Option<i64>;
+    /// Renders config files and the container's command and environment.
+    fn render(&self, broker: &BrokerInput) -> BrokerPod;
+}
+
+/// The driver of a managed broker; `None` for `gateway`, which is never run by us.
+#[must_use]
+pub fn managed_driver(driver: Driver) -> Option<&'static dyn BrokerDriver> {
+    match driver {
+        Driver::Kafka => Some(&Kafka),
+        Driver::Nats => Some(&Nats),
+        Driver::Rabbitmq => Some(&Rabbitmq),
+        Driver::Mqtt => Some(&Mqtt),
+        Driver::Gateway => None,
+    }
+}
+
+/// Capabilities of any driver, including `gateway` (which forwards to the other cloud's broker
+/// and deduplicates by message id in its window).
+#[must_use]
+pub fn capabilities(driver: Driver) -> Capabilities {
+    match managed_driver(driver) {
+        Some(d) => d.capabilities(),
+        None => Capabilities {
+            partitions: false,
+            ordering: oms_crds::common::Ordering::PerKey,
+            dedup: oms_crds::common::Dedup::MessageId,
+            delay: false,
+            priority: false,
+            headers: true,
+            queue_objects: true,
+        },
+    }
+}
+
+/// Renders `key<sep>value` lines of passthrough config, sorted, after a marker comment.
+fn passthrough_lines(config: &BTreeMap<String, String>, separator: &str) -> String {
+    if config.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("# From spec.managed.config:\n");
+    for (key, value) in config {
+        out.push_str(key);
+        out.push_str(separator);
+        out.push_str(value);
+        out.push('\n');
+    }
+    out
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_managed_driver_owns_its_cluster_keys_and_has_a_client_port_first() {
+        for driver in [Driver::Kafka, Driver::Nats, Driver::Rabbitmq, Driver::Mqtt] {
+            let d = managed_driver(driver).expect("managed");
+            assert_eq!(d.ports()[0].1, d.client_port(), "{driver}");
+            assert!(!d.owned_config_keys().is_empty(), "{driver}");
+        }
+        assert!(managed_driver(Driver::Gateway).is_none());
+    }
+
+    #[test]
+    fn mqtt_says_it_has_no_queue_objects_and_no_headers() {
+        let caps = capabilities(Driver::Mqtt);
+        assert!(!caps.queue_objects && !caps.headers && !caps.partitions);
+    }
+}

@@ -1,0 +1,92 @@
+//! Eclipse Mosquitto on the official `eclipse-mosquitto` image, with persistence on the data
+//! volume. Mosquitto does not cluster: one replica, and `capabilities` says what MQTT lacks
+//! (no server-side queue objects, no headers in MQTT 3.1.1, no partitions).
+
+use std::fmt::Write as _;
+
+use oms_crds::common::{Capabilities, Dedup, Ordering};
+
+use super::{BrokerDriver, BrokerInput, BrokerPod, passthrough_lines};
+
+pub struct Mqtt;
+
+const CLIENT_PORT: u16 = 1883;
+const CONFIG_DIR: &str = "/mosquitto/config";
+const DATA_DIR: &str = "/mosquitto/data";
+
+impl BrokerDriver for Mqtt {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            partitions: false,
+            ordering: Ordering::PerPartition,
+            dedup: Dedup::None,
+            delay: false,
+            priority: false,
+            headers: false,
+            queue_objects: false,
+        }
+    }
+
+    fn client_port(&self) -> u16 {
+        CLIENT_PORT
+    }
+
+    fn ports(&self) -> &'static [(&'static str, u16)] {
+        &[("mqtt", CLIENT_PORT)]
+    }
+
+    fn owned_config_keys(&self) -> &'static [&'static str] {
+        &["listener", "port", "persistence", "persistence_location", "pid_file"]
+    }
+
+    fn max_replicas(&self) -> i32 {
+        1
+    }
+
+    fn config_dir(&self) -> &'static str {
+        CONFIG_DIR
+    }
+
+    fn data_dir(&self) -> &'static str {
+        DATA_DIR
+    }
+
+    fn fs_group(&self) -> Option<i64> {
+        // The image runs as `mosquitto` (uid/gid 1883).
+        Some(1883)
+    }
+
+    fn render(&self, broker: &BrokerInput) -> BrokerPod {
+        let mut conf = String::from("# Rendered by oms-operator.\n");
+        let _ = write!(
+            conf,
+            "listener {CLIENT_PORT}\npersistence true\npersistence_location {DATA_DIR}/\nallow_anonymous true\n"
+        );
+        conf.push_str(&passthrough_lines(&broker.config, " "));
+        BrokerPod {
+            files: [("mosquitto.conf".to_owned(), conf)].into(),
+            command: vec!["mosquitto".into(), "-c".into(), format!("{CONFIG_DIR}/mosquitto.conf")],
+            env: Vec::new(),
+            secret_file: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistence_is_on_and_passthrough_uses_spaces() {
+        let input = BrokerInput {
+            name: "devices".into(),
+            namespace: "acme".into(),
+            replicas: 1,
+            config: [("max_inflight_messages".to_owned(), "40".to_owned())].into(),
+            cluster_id: "x".into(),
+        };
+        let conf = &Mqtt.render(&input).files["mosquitto.conf"];
+        assert!(conf.contains("persistence true\npersistence_location /mosquitto/data/\n"));
+        assert!(conf.ends_with("max_inflight_messages 40\n"));
+    }
+}
