@@ -4,6 +4,7 @@
 #
 #   e2e/harness/tools.sh <tool>...     tools: kube-apiserver kube-controller-manager kubectl
 #                                      etcd helm nats-server kafka
+#                                      nats (natscli) pika (AMQP client venv)
 #
 # Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
 set -euo pipefail
@@ -12,12 +13,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
 BIN=$ROOT/.bin
 
-# Pinned versions: change them here only.
-KUBE_VERSION=v1.34.4
-ETCD_VERSION=v3.6.16   # must match e2e/tools/etcd/go.mod
-HELM_VERSION=v3.19.5
-NATS_VERSION=v2.15.2
-KAFKA_VERSION=4.1.1
+# shellcheck source=versions.env
+source "$ROOT/e2e/harness/versions.env"   # etcd: keep e2e/tools/etcd/go.mod in step
+# Test clients only (broker.sh smoke).
+NATSCLI_VERSION=${NATSCLI_VERSION:-v0.5.0}
+PIKA_VERSION=${PIKA_VERSION:-1.3.2}
 
 mkdir -p "$BIN" "$OMS_CACHE/tools"
 
@@ -96,6 +96,38 @@ tool_nats() {
 	link "$out" nats-server
 }
 
+# natscli: the NATS client used by broker.sh smoke (publish/subscribe, JetStream admin).
+tool_natscli() {
+	local out=$OMS_CACHE/tools/natscli-$NATSCLI_VERSION/nats
+	if [[ ! -x $out ]]; then
+		log "building natscli $NATSCLI_VERSION from Go modules"
+		local gobin
+		gobin=$(mktemp -d)
+		CGO_ENABLED=0 GOBIN=$gobin go install -trimpath -ldflags "-s -w" \
+			"github.com/nats-io/natscli/nats@$NATSCLI_VERSION"
+		mkdir -p "$(dirname "$out")"
+		mv "$gobin/nats" "$out"
+		rmdir "$gobin"
+	fi
+	link "$out" nats
+}
+
+# pika: an AMQP 0-9-1 client in its own venv, linked as .bin/amqp-venv (run .bin/amqp-venv/bin/python).
+# Keyed by the Python version too: a venv only works with the interpreter that made it.
+tool_pika() {
+	local py dir
+	py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	dir=$OMS_CACHE/tools/pika-$PIKA_VERSION-py$py
+	if [[ ! -f $dir/complete ]]; then
+		log "installing pika $PIKA_VERSION from PyPI"
+		rm -rf "$dir"
+		python3 -m venv "$dir"
+		"$dir/bin/pip" install -q --disable-pip-version-check "pika==$PIKA_VERSION"
+		touch "$dir/complete"
+	fi
+	link "$dir" amqp-venv
+}
+
 # Kafka: the broker's jars and their dependencies from Maven Central, as a classpath directory.
 tool_kafka() {
 	local dir=$OMS_CACHE/tools/kafka-$KAFKA_VERSION
@@ -116,6 +148,8 @@ for tool in "$@"; do
 	etcd) tool_etcd ;;
 	helm) tool_helm ;;
 	nats-server) tool_nats ;;
+	nats) tool_natscli ;;
+	pika) tool_pika ;;
 	kafka) tool_kafka ;;
 	*)
 		echo "tools: unknown tool $tool" >&2

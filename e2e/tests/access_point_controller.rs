@@ -59,7 +59,7 @@ impl Setup {
     }
 
     fn wait_gone(&self, object: &str) -> anyhow::Result<()> {
-        poll(&format!("{object} is deleted"), Duration::from_secs(60), || {
+        poll(&format!("{object} is deleted"), Duration::from_mins(1), || {
             let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object]))?;
             Ok((!output.status.success()).then_some(()))
         })
