@@ -138,6 +138,34 @@ impl Cluster {
         command
     }
 
+    /// `kubectl apply -f -` of `yaml` into `namespace` with extra arguments; returns the output.
+    pub fn apply_output(&self, namespace: &str, yaml: &str, extra_args: &[&str]) -> anyhow::Result<Output> {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(["apply", "-n", namespace, "-f", "-"])
+            .args(extra_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("kubectl stdin")?.write_all(yaml.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `kubectl apply` of `yaml` into `namespace`, which must succeed.
+    pub fn apply(&self, namespace: &str, yaml: &str) -> anyhow::Result<()> {
+        let output = self.apply_output(namespace, yaml, &[])?;
+        if !output.status.success() {
+            bail!(
+                "kubectl apply failed: {}
+{yaml}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Applies `crds/` and waits until `kubectl get oms` answers.
     pub fn install_crds(&self) -> anyhow::Result<()> {
         run_ok(self.kubectl().args(["apply", "--server-side", "--force-conflicts", "-f", "crds/"]))?;
@@ -198,6 +226,19 @@ impl Operator {
             .spawn()
             .context("cannot start oms-operator")?;
         Ok(Self { child, admin })
+    }
+
+    /// The process id (part of the operator's leader-election identity outside a pod).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL, as a node failure would, and reaps it.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Sends SIGTERM and waits for the exit; returns the exit code and what it wrote to stderr.

@@ -29,17 +29,7 @@ impl Setup {
     }
 
     fn apply(&self, yaml: &str) -> anyhow::Result<()> {
-        use std::io::Write;
-        let mut child = self
-            .cluster
-            .kubectl()
-            .args(["-n", &self.ns.name, "apply", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()?;
-        child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
-        anyhow::ensure!(child.wait()?.success(), "kubectl apply failed for:\n{yaml}");
-        Ok(())
+        self.cluster.apply(&self.ns.name, yaml)
     }
 
     fn json(&self, object: &str) -> anyhow::Result<Value> {

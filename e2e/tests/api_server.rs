@@ -85,12 +85,12 @@ fn every_invalid_example_is_refused_with_the_message_it_names() -> anyhow::Resul
         let refused = match documents.as_slice() {
             [only] => *only,
             [existing, update] => {
-                apply_stdin(&cluster, &ns.name, existing, false)?;
+                cluster.apply(&ns.name, existing)?;
                 update
             }
             _ => bail!("{} must hold one or two documents", file.display()),
         };
-        let output = apply_stdin(&cluster, &ns.name, refused, true)?;
+        let output = cluster.apply_output(&ns.name, refused, &["--dry-run=server"])?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.success() {
             failures.push(format!("{}: accepted, expected refusal with {expected:?}", file.display()));
@@ -101,31 +101,6 @@ fn every_invalid_example_is_refused_with_the_message_it_names() -> anyhow::Resul
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!("{} invalid examples refused with their expected messages", files.len());
     Ok(())
-}
-
-fn apply_stdin(
-    cluster: &Cluster,
-    namespace: &str,
-    document: &str,
-    dry_run: bool,
-) -> anyhow::Result<std::process::Output> {
-    use std::io::Write;
-    let mut command = cluster.kubectl();
-    command.args(["apply", "-n", namespace, "-f", "-"]);
-    if dry_run {
-        command.arg("--dry-run=server");
-    }
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(document.as_bytes())?;
-    let output = child.wait_with_output()?;
-    if !dry_run && !output.status.success() {
-        bail!("creating the existing object failed: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(output)
 }
 
 #[test]

@@ -1,0 +1,760 @@
+#!/usr/bin/env bash
+# Real message brokers as local processes on 127.0.0.1, for tests.
+#
+#   e2e/harness/broker.sh up <kafka|nats|rabbitmq|mqtt> <name> <port>
+#   e2e/harness/broker.sh down <name>
+#   e2e/harness/broker.sh smoke <name>
+#
+# Everything a broker owns (config, data, logs, pids, ports.env) lives in e2e/.state/brokers/<name>/.
+# Each broker runs in its own process group (setsid), so `down` can stop exactly what `up` started.
+# Extra ports (Kafka controller, NATS monitor, RabbitMQ distribution/management/epmd) are picked free
+# from a range below the kernel's ephemeral ports and never reuse a port another broker recorded.
+# shellcheck disable=SC1091,SC2153 # state files are written at run time; PORT, KIND... come from them
+set -Eeuo pipefail
+# set -e alone exits silently; name the command that failed (only in the main shell).
+trap 'rc=$?; [[ $BASHPID == "$$" ]] && printf "broker: failed (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STATE=$ROOT/e2e/.state/brokers
+BIN=$ROOT/.bin
+TOOLS=$ROOT/e2e/harness/tools.sh
+OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
+export OMS_CACHE
+
+# Range for picked ports: below the kernel's ephemeral range (32768+), so a port we pick is never
+# in use as some client connection's source port. RabbitMQ's CLI keeps its own 35672-35682.
+PICK_MIN=30000
+PICK_MAX=32767
+
+# Startup deadlines in seconds; cold JVM/Erlang starts on 2 cores are the slow ones.
+KAFKA_START_SECS=${KAFKA_START_SECS:-120}
+RABBIT_START_SECS=${RABBIT_START_SECS:-120}
+NATS_START_SECS=${NATS_START_SECS:-30}
+MQTT_START_SECS=${MQTT_START_SECS:-30}
+STOP_SECS=${STOP_SECS:-60}
+
+RABBIT_BIN=/usr/lib/rabbitmq/bin # Debian's /usr/sbin wrappers would su to the rabbitmq user and drop our env
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+
+log() { printf 'broker: %s\n' "$*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+usage() {
+	sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Small helpers
+
+valid_name() { [[ $1 =~ ^[a-z0-9][a-z0-9_-]{0,39}$ ]]; }
+valid_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1024 <= $1 && $1 <= 65535)); }
+
+# listening <port>: true if anything listens on that TCP port (any address).
+listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+
+# probe <port> <hex to send> <hex expected back; "xx" matches any byte>: a protocol-level check that
+# the server really answers clients, not just that a socket is bound.
+probe() {
+	"$PY" - "$@" <<'PY'
+import socket, sys
+port, send, want = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3]
+want = [None if want[i:i + 2] == "xx" else int(want[i:i + 2], 16) for i in range(0, len(want), 2)]
+try:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(send)
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(len(want) - len(got))
+            if not chunk:
+                break
+            got += chunk
+except OSError:
+    sys.exit(1)
+ok = len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
+sys.exit(0 if ok else 1)
+PY
+}
+
+http_ok() { curl -sf -o /dev/null --max-time 2 "$@"; }
+
+# start_time <pid>: the kernel's start time of a process (field 22 of /proc/<pid>/stat; the
+# command name before it may contain spaces, hence cutting after the last ')').
+start_time() {
+	local stat f
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	read -r -a f <<<"$stat"
+	echo "${f[19]}"
+}
+
+# ours <pgid> <start time>: the group is the one we started, not a later one that reuses its id.
+# While any member of a group lives, Linux does not hand out its id as a new pid; so only a live
+# leader with another start time means the id was reused.
+ours() {
+	local now
+	now=$(start_time "$1") || return 0
+	[[ $now == "$2" ]]
+}
+
+# group_alive <pgid> <start time>: true while any non-zombie process is left in that group.
+group_alive() {
+	ours "$1" "$2" || return 1
+	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
+# all_started_alive: every group this broker started still has a live process.
+all_started_alive() {
+	local role pg start n=0
+	[[ -f $dir/pids ]] || return 1
+	while read -r role pg start; do
+		group_alive "$pg" "$start" || return 1
+		n=$((n + 1))
+	done <"$dir/pids"
+	((n > 0))
+}
+
+# spawn <role> <log file> <command...>: runs the command in a new session, so its pid is also the
+# process group id that `down` signals; its start time guards against pid reuse. Lock fds are
+# closed so a broker never holds our locks.
+spawn() {
+	local role=$1 out=$2
+	shift 2
+	setsid "$@" </dev/null >>"$out" 2>&1 8>&- 9>&- &
+	echo "$role $! $(start_time $! || echo gone)" >>"$dir/pids"
+}
+
+# wait_until <secs> <what> <check command...>: polls the check until it passes. Gives up early
+# when a process we started has died, showing the end of its logs.
+wait_until() {
+	local secs=$1 what=$2
+	shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@"; do
+		if ! all_started_alive; then
+			show_logs
+			die "$name: a $kind process exited while waiting for $what"
+		fi
+		if ((SECONDS >= deadline)); then
+			show_logs
+			die "$name: $what not ready after ${secs}s"
+		fi
+		sleep 0.2
+	done
+}
+
+show_logs() {
+	local f
+	for f in "$dir"/logs/*; do
+		[[ -f $f ]] || continue
+		log "--- tail of $f"
+		tail -n 25 "$f" >&2 || true
+	done
+}
+
+# pick_port <var name>: a free port in the pick range that no broker's ports.env already holds.
+# Callers hold the global allocation lock, so two concurrent `up`s cannot pick the same port.
+pick_port() {
+	local taken=" ${PICKED[*]:-} $port " f key p tries=0
+	for f in "$STATE"/*/ports.env; do
+		[[ -f $f ]] || continue
+		while IFS='=' read -r key p; do
+			[[ $key == *PORT ]] && taken+="$p "
+		done <"$f"
+	done
+	while ((tries++ < 500)); do
+		p=$((PICK_MIN + (RANDOM * 32768 + RANDOM) % (PICK_MAX - PICK_MIN + 1)))
+		[[ $taken == *" $p "* ]] && continue
+		listening "$p" && continue
+		PICKED+=("$p")
+		printf -v "$1" '%s' "$p"
+		return 0
+	done
+	die "no free port in $PICK_MIN-$PICK_MAX"
+}
+
+# apt_ensure <file that proves it is installed> <packages...>: installs Debian packages without
+# letting their maintainer scripts start system services (we run our own instances).
+apt_ensure() {
+	local want=$1
+	shift
+	[[ -e $want ]] && return 0
+	[[ $(id -u) == 0 ]] || die "need root to apt-get install $*"
+	log "installing Debian packages: $*"
+	local guard=""
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		# policy-rc.d exit 101 = "do not start services"; removed again below.
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		guard=/usr/sbin/policy-rc.d
+	fi
+	local rc=0
+	{
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
+			{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
+	} >"$STATE/.apt.log" 2>&1 8>&- 9>&- || rc=$?
+	[[ -z $guard ]] || rm -f "$guard"
+	((rc == 0)) || {
+		tail -n 20 "$STATE/.apt.log" >&2
+		die "apt-get install $* failed"
+	}
+	disable_system_services
+}
+
+# The packages register system services (rabbitmq-server, epmd, mosquitto). Tests never use them:
+# keep them from starting at boot and stop any that did start.
+disable_system_services() {
+	local svc
+	for svc in rabbitmq-server mosquitto; do
+		if [[ -e /etc/init.d/$svc ]]; then update-rc.d "$svc" disable >/dev/null 2>&1 || true; fi
+	done
+	if [[ -d /run/systemd/system ]]; then
+		systemctl disable --now rabbitmq-server.service mosquitto.service epmd.socket epmd.service \
+			>/dev/null 2>&1 8>&- 9>&- || true
+	fi
+	# Without systemd, a service only runs if an init script started it: stop it the same way.
+	if pgrep -u rabbitmq -x beam.smp >/dev/null 2>&1; then service rabbitmq-server stop 8>&- 9>&- || true; fi
+	if pgrep -u mosquitto -x mosquitto >/dev/null 2>&1; then service mosquitto stop 8>&- 9>&- || true; fi
+	return 0
+}
+
+tool() { "$TOOLS" "$@" 8>&- 9>&-; }
+
+load_state() {
+	[[ -f $dir/broker.env ]] || die "no broker named $name (no $dir/broker.env)"
+	# shellcheck disable=SC1091
+	source "$dir/broker.env"
+	# shellcheck disable=SC1091
+	source "$dir/ports.env"
+	kind=$KIND # from broker.env; PORT and friends come from ports.env
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Kafka (KRaft, one node that is both broker and controller)
+
+kafka_libs() { echo "$BIN/kafka-libs/libs"; }
+
+# Short-lived tools start faster with the client compiler and a small serial-GC heap.
+kafka_tool_java() {
+	java -Xshare:auto -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx256m \
+		-Dlog4j2.configurationFile="$dir/config/log4j2-tools.properties" \
+		-cp "$(kafka_libs)/*" "$@"
+}
+
+java_major() { java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'; }
+
+kafka_prepare() {
+	command -v java >/dev/null || die "java not found (Kafka needs Java 17+)"
+	(($(java_major) >= 17)) || die "Kafka $name needs Java 17+, found $(java_major)"
+	tool kafka
+}
+
+kafka_up() {
+	local cport
+	pick_port cport
+	printf 'PORT=%s\nCONTROLLER_PORT=%s\n' "$port" "$cport" >"$dir/ports.env"
+	release_alloc_lock
+
+	mkdir -p "$dir/config" "$dir/data" "$dir/logs"
+	cat >"$dir/config/server.properties" <<EOF
+# Single-node KRaft: this process is the whole cluster, so every replication factor is 1.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+auto.create.topics.enable=true
+# Tests join consumer groups often; the default 3s delay only slows them down.
+group.initial.rebalance.delay.ms=0
+EOF
+	cat >"$dir/config/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $dir/logs/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+EOF
+	cat >"$dir/config/log4j2-tools.properties" <<'EOF'
+status = warn
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = STDERR
+# The producer warns once about the topic it is about to auto-create; that is expected here.
+logger.net.name = org.apache.kafka.clients.NetworkClient
+logger.net.level = ERROR
+EOF
+	# A cluster id is 16 random bytes in URL-safe base64 without padding (what random-uuid prints);
+	# making it here saves a JVM start. Kafka rejects ids starting with '-'.
+	local cluster_id
+	until [[ ${cluster_id:-} && $cluster_id != -* ]]; do
+		cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	done
+	kafka_tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/config/server.properties" \
+		>"$dir/logs/format.log" 2>&1 || {
+		cat "$dir/logs/format.log" >&2
+		die "kafka $name: storage format failed"
+	}
+
+	spawn kafka "$dir/logs/stdout.log" java -Xms256m -Xmx"${KAFKA_HEAP:-768m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+		-Djava.awt.headless=true -Dkafka.logs.dir="$dir/logs" \
+		-Dlog4j2.configurationFile="$dir/config/log4j2.properties" \
+		-cp "$(kafka_libs)/*" kafka.Kafka "$dir/config/server.properties"
+	kafka_wait
+}
+
+# An ApiVersions v0 request (key 18, correlation id 1, client "oms"). The broker only processes
+# requests once it has caught up with the metadata log and been unfenced, so an answer means ready.
+kafka_ready() { probe "$PORT" 0000000d001200000000000100036f6d73 xxxxxxxx000000010000; }
+kafka_wait() {
+	source "$dir/ports.env"
+	wait_until "$KAFKA_START_SECS" "the Kafka API on port $PORT" kafka_ready
+}
+
+kafka_smoke() {
+	tool kafka
+	local topic msg got
+	topic=smoke-$(date +%s%N)
+	msg="hello from $name at $(date -u +%FT%TZ)"
+	printf '%s\n' "$msg" | kafka_tool_java org.apache.kafka.tools.ConsoleProducer \
+		--bootstrap-server "127.0.0.1:$PORT" --topic "$topic" --producer-property acks=all
+	got=$(kafka_tool_java org.apache.kafka.tools.consumer.ConsoleConsumer \
+		--bootstrap-server "127.0.0.1:$PORT" --topic "$topic" --from-beginning \
+		--max-messages 1 --timeout-ms 30000 2>"$dir/logs/smoke-consumer.log") || true
+	smoke_check "$msg" "$got"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# NATS with JetStream
+
+nats_prepare() { tool nats-server; }
+
+nats_up() {
+	local mport
+	pick_port mport
+	printf 'PORT=%s\nMONITOR_PORT=%s\n' "$port" "$mport" >"$dir/ports.env"
+	release_alloc_lock
+
+	mkdir -p "$dir/config" "$dir/data" "$dir/logs"
+	cat >"$dir/config/nats.conf" <<EOF
+server_name: oms-$name
+listen: 127.0.0.1:$port
+http: 127.0.0.1:$mport
+pid_file: "$dir/nats.pid"
+log_file: "$dir/logs/nats.log"
+EOF
+	spawn nats "$dir/logs/stdout.log" "$BIN/nats-server" -c "$dir/config/nats.conf" -js -sd "$dir/data"
+	nats_wait
+}
+
+# The client port greets with INFO; /healthz answers 200 only once JetStream is up as well.
+nats_ready() {
+	probe "$PORT" "" 494e464f20 && http_ok "http://127.0.0.1:$MONITOR_PORT/healthz"
+}
+nats_wait() {
+	source "$dir/ports.env"
+	wait_until "$NATS_START_SECS" "NATS on port $PORT" nats_ready
+}
+
+nats_cli() { XDG_CONFIG_HOME=$dir/client "$BIN/nats" --server "nats://127.0.0.1:$PORT" --timeout 10s "$@"; }
+
+# Publish into a file-backed stream (acknowledged by the server), then read it back through a
+# JetStream consumer: this covers the client port and JetStream storage.
+nats_smoke() {
+	tool nats
+	local subject msg got
+	subject=smoke.$(date +%s%N)
+	msg="hello from $name at $(date -u +%FT%TZ)"
+	nats_cli stream info OMS_SMOKE >/dev/null 2>&1 ||
+		nats_cli stream add OMS_SMOKE --subjects 'smoke.>' --storage file --defaults >/dev/null
+	nats_cli pub --jetstream "$subject" "$msg" >&2
+	got=$(nats_cli sub "$subject" --stream OMS_SMOKE --all --count 1 --raw --wait 10s) || true
+	smoke_check "$msg" "$got"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# RabbitMQ: our own node, epmd and cookie per broker, nothing shared with a system instance
+
+epmd_ready() { epmd -port "$EPMD_PORT" -names >/dev/null 2>&1; }
+
+rabbit_nodename() { echo "oms-$name@localhost"; }
+
+# Everything the server and CLI need to find this node and only this node. Written once at `up`
+# and sourced by every later command for the broker.
+rabbit_write_env() {
+	cat >"$dir/rabbitmq.env" <<EOF
+export HOME="$dir/home"
+export RABBITMQ_NODENAME="$(rabbit_nodename)"
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT=$port
+export RABBITMQ_DIST_PORT=$DIST_PORT
+export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+export RABBITMQ_LOG_BASE="$dir/logs"
+export RABBITMQ_CONFIG_FILE="$dir/config/rabbitmq.conf"
+export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/config/advanced.config"
+export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/config/enabled_plugins"
+export RABBITMQ_PLUGINS_EXPAND_DIR="$dir/plugins-expand"
+export RABBITMQ_PID_FILE="$dir/rabbitmq.pid"
+# A path that does not exist: keeps /etc/rabbitmq/rabbitmq-env.conf from applying to our node.
+export RABBITMQ_CONF_ENV_FILE="$dir/config/no-rabbitmq-env.conf"
+# Our own epmd on its own port, so the system's port 4369 is never touched or shared.
+export ERL_EPMD_PORT=$EPMD_PORT
+export ERL_EPMD_ADDRESS=127.0.0.1
+# Distribution only on loopback, for the node and for the CLI's short-lived node.
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+EOF
+}
+
+rabbitmq_prepare() { apt_ensure "$RABBIT_BIN/rabbitmq-server" rabbitmq-server; }
+
+rabbitmq_up() {
+	local dist mgmt epmd
+	pick_port dist
+	pick_port mgmt
+	pick_port epmd
+	printf 'PORT=%s\nDIST_PORT=%s\nMANAGEMENT_PORT=%s\nEPMD_PORT=%s\n' "$port" "$dist" "$mgmt" "$epmd" >"$dir/ports.env"
+	release_alloc_lock
+	source "$dir/ports.env"
+
+	mkdir -p "$dir/config" "$dir/home" "$dir/mnesia" "$dir/logs"
+	head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$dir/home/.erlang.cookie"
+	chmod 400 "$dir/home/.erlang.cookie"
+	cat >"$dir/config/rabbitmq.conf" <<EOF
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $mgmt
+log.file.level = info
+log.console = false
+EOF
+	# Writing the plugins file directly is what `rabbitmq-plugins enable --offline` does, minus a
+	# second Erlang VM start.
+	echo '[rabbitmq_management,rabbitmq_shovel,rabbitmq_shovel_management].' >"$dir/config/enabled_plugins"
+	rabbit_write_env
+
+	(
+		source "$dir/rabbitmq.env"
+		spawn epmd "$dir/logs/epmd.log" epmd -port "$EPMD_PORT" -address 127.0.0.1
+	)
+	wait_until 10 "epmd on port $EPMD_PORT" epmd_ready
+	(
+		source "$dir/rabbitmq.env"
+		cd "$dir"
+		spawn rabbitmq "$dir/logs/stdout.log" "$RABBIT_BIN/rabbitmq-server"
+	)
+	rabbitmq_wait
+}
+
+# AMQP: the protocol header must be answered by a Connection.Start frame (type 1, channel 0).
+# Management: the HTTP API answers once the plugin is up.
+rabbitmq_ready() {
+	probe "$PORT" 414d515000000901 010000 &&
+		http_ok -u guest:guest "http://127.0.0.1:$MANAGEMENT_PORT/api/overview"
+}
+rabbitmq_wait() {
+	source "$dir/ports.env"
+	wait_until "$RABBIT_START_SECS" "RabbitMQ AMQP on port $PORT and management on $MANAGEMENT_PORT" rabbitmq_ready
+}
+
+# A publisher-confirmed message on a fresh queue, fetched back on a second connection with pika.
+rabbitmq_smoke() {
+	tool pika
+	local queue msg got
+	queue=smoke-$(date +%s%N)
+	msg="hello from $name at $(date -u +%FT%TZ)"
+	got=$("$BIN/amqp-venv/bin/python" - "$PORT" "$queue" "$msg" <<'PY'
+import sys, time
+import pika
+
+port, queue, msg = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+params = pika.ConnectionParameters("127.0.0.1", port, credentials=pika.PlainCredentials("guest", "guest"))
+
+with pika.BlockingConnection(params) as conn:
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(queue=queue, durable=True)
+    ch.basic_publish("", queue, msg.encode(), pika.BasicProperties(delivery_mode=2), mandatory=True)
+
+with pika.BlockingConnection(params) as conn:
+    ch = conn.channel()
+    deadline = time.monotonic() + 10
+    while True:
+        method, _, body = ch.basic_get(queue)
+        if method:
+            ch.basic_ack(method.delivery_tag)
+            break
+        if time.monotonic() > deadline:
+            sys.exit("no message in " + queue)
+        conn.sleep(0.1)
+    ch.queue_delete(queue)
+print(body.decode())
+PY
+	) || true
+	smoke_check "$msg" "$got"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# MQTT (Mosquitto)
+
+mqtt_prepare() { apt_ensure /usr/sbin/mosquitto mosquitto; }
+
+mqtt_up() {
+	printf 'PORT=%s\n' "$port" >"$dir/ports.env"
+	release_alloc_lock
+
+	mkdir -p "$dir/config" "$dir/data" "$dir/logs"
+	cat >"$dir/config/mosquitto.conf" <<EOF
+# Stay root: the default 'mosquitto' user could not write our state dir.
+user root
+persistence true
+persistence_location $dir/data/
+log_dest file $dir/logs/mosquitto.log
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+listener $port 127.0.0.1
+# Tenancy (users, ACLs) comes later.
+allow_anonymous true
+EOF
+	spawn mosquitto "$dir/logs/stdout.log" mosquitto -c "$dir/config/mosquitto.conf"
+	mqtt_wait
+}
+
+# MQTT 3.1.1 CONNECT (clean session, client id "probe") then DISCONNECT; expect CONNACK accepted.
+mqtt_ready() { probe "$PORT" 101100044d5154540402003c000570726f6265e000 20020000; }
+mqtt_wait() {
+	source "$dir/ports.env"
+	wait_until "$MQTT_START_SECS" "MQTT on port $PORT" mqtt_ready
+}
+
+# A retained QoS 1 message is there for a subscriber that connects after the publish, so the two
+# clients need no timing between them. The retained message is cleared afterwards.
+mqtt_smoke() {
+	apt_ensure /usr/bin/mosquitto_sub mosquitto-clients
+	local topic msg got
+	topic=oms/smoke/$(date +%s%N)
+	msg="hello from $name at $(date -u +%FT%TZ)"
+	mosquitto_pub -h 127.0.0.1 -p "$PORT" -q 1 -r -t "$topic" -m "$msg"
+	got=$(mosquitto_sub -h 127.0.0.1 -p "$PORT" -q 1 -t "$topic" -C 1 -W 10) || true
+	mosquitto_pub -h 127.0.0.1 -p "$PORT" -q 1 -r -n -t "$topic" || true
+	smoke_check "$msg" "$got"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+
+smoke_check() {
+	local want=$1 got=$2
+	if [[ $got == "$want" ]]; then
+		echo "$name ($kind) smoke ok: got \"$got\""
+	else
+		die "$name ($kind) smoke FAILED: sent \"$want\", got \"$got\""
+	fi
+}
+
+# The allocation lock serialises port picking across concurrent `up`s; released once ports.env
+# is written, so slow broker starts do not block each other.
+take_alloc_lock() {
+	exec 8>"$STATE/.locks/ports.lock"
+	flock -w 120 8 || die "timed out waiting for the port allocation lock"
+}
+release_alloc_lock() { exec 8>&-; }
+
+running() {
+	[[ -f $dir/broker.env && -f $dir/ports.env ]] && all_started_alive
+}
+
+cmd_up() {
+	kind=$1 name=$2 port=$3
+	case $kind in kafka | nats | rabbitmq | mqtt) ;; *) die "unknown kind '$kind' (kafka|nats|rabbitmq|mqtt)" ;; esac
+	valid_name "$name" || die "bad name '$name' (lowercase letters, digits, - and _)"
+	valid_port "$port" || die "bad port '$port'"
+	((port < PICK_MIN || port > PICK_MAX)) || die "port $port is in the range kept for picked ports ($PICK_MIN-$PICK_MAX)"
+	dir=$STATE/$name
+
+	if running; then
+		local want_kind=$kind want_port=$port
+		load_state
+		[[ $KIND == "$want_kind" && $PORT == "$want_port" ]] ||
+			die "$name is already running as $KIND on port $PORT"
+		"${kind}_wait" # an earlier up may have been interrupted before the broker was ready
+		log "$name ($kind) already up on 127.0.0.1:$PORT"
+		return 0
+	fi
+	# Leftovers of a broker that died or a failed up: clear them before starting afresh.
+	[[ ! -d $dir ]] || stop_broker
+	grep -qs "^PORT=$port\$" "$STATE"/*/ports.env && die "port $port is already recorded by another broker"
+	listening "$port" && die "port $port is already in use"
+
+	local t0=$SECONDS
+	"${kind}_prepare" # installs and builds, before taking the shared port lock
+	take_alloc_lock
+	mkdir -p "$dir"
+	printf 'KIND=%s\nNAME=%s\n' "$kind" "$name" >"$dir/broker.env"
+	: >"$dir/pids"
+	trap up_cleanup EXIT
+	trap 'exit 130' INT TERM # so that the EXIT trap runs on ^C too
+	PICKED=()
+	"${kind}_up"
+	trap - EXIT INT TERM
+	log "$name ($kind) up on 127.0.0.1:$port in $((SECONDS - t0))s; ports: $(tr '\n' ' ' <"$dir/ports.env")"
+}
+
+# members <pgid>: the process group and every descendant of it. Erlang's helpers (erl_child_setup,
+# inet_gethost) put themselves in groups of their own but stay children of the VM.
+members() {
+	ps -e -o pid=,ppid=,pgid= | awk -v g="$1" '
+		{ parent[$1] = $2; if ($3 == g) want[$1] = 1 }
+		END {
+			do {
+				changed = 0
+				for (p in parent) if (!(p in want) && (parent[p] in want)) { want[p] = 1; changed = 1 }
+			} while (changed)
+			for (p in want) print p
+		}'
+}
+
+# alive_among <pid>...: the ones still running (zombies only wait to be reaped, they count as gone).
+alive_among() {
+	(($#)) || return 0
+	ps -o pid=,stat= -p "$(IFS=,; echo "$*")" | awk '$2 !~ /^Z/ { print $1 }'
+}
+
+# wait_gone <secs> <pid>...: true once none of them runs.
+wait_gone() {
+	local deadline=$((SECONDS + $1))
+	shift
+	while [[ -n $(alive_among "$@") ]]; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.2
+	done
+}
+
+# stop_group <pgid> <start time> <secs>: TERM the group and wait for it and its descendants; KILL
+# whatever is left after the deadline. The descendants are listed before signalling, while the
+# tree is intact.
+stop_group() {
+	local pg=$1 start=$2 secs=$3 left
+	local -a pids
+	ours "$pg" "$start" || return 0
+	mapfile -t pids < <(members "$pg")
+	((${#pids[@]})) || return 0
+	kill -TERM -- "-$pg" 2>/dev/null || true
+	wait_gone "$secs" "${pids[@]}" && return 0
+	left=$(alive_among "${pids[@]}" | tr '\n' ' ')
+	log "$name: still running after ${secs}s, killing: $left"
+	# shellcheck disable=SC2086 # a list of pids
+	kill -KILL $left 2>/dev/null || true
+	wait_gone 10 "${pids[@]}" || die "$name: processes survived KILL: $(alive_among "${pids[@]}" | tr '\n' ' ')"
+}
+
+# Processes that mention this broker's state dir on their command line but left our process groups
+# (e.g. something that daemonised). Only ever matches this broker's own directory.
+strays() {
+	local p cmd
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		[[ $p == "$$" ]] && continue
+		cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
+		[[ $cmd == *"$dir/"* ]] && echo "$p"
+	done
+	return 0
+}
+
+# stop_processes: everything this broker started, gracefully first. Leaves the directory alone.
+stop_processes() {
+	local kind=${kind:-}
+	[[ -f $dir/broker.env ]] && kind=$(sed -n 's/^KIND=//p' "$dir/broker.env")
+	# RabbitMQ first gets a clean stop through its own CLI, which flushes its queues to disk.
+	if [[ $kind == rabbitmq && -f $dir/rabbitmq.env ]] && grep -qs '^rabbitmq ' "$dir/pids"; then
+		local pg start
+		read -r pg start < <(awk '$1 == "rabbitmq" { print $2, $3 }' "$dir/pids")
+		if group_alive "$pg" "$start"; then
+			(source "$dir/rabbitmq.env" && cd "$dir" &&
+				exec timeout 60 "$RABBIT_BIN/rabbitmqctl" -n "$RABBITMQ_NODENAME" stop) \
+				>>"$dir/logs/stop.log" 2>&1 8>&- 9>&- || log "$name: rabbitmqctl stop failed, signalling instead"
+		fi
+	fi
+	# Stop in reverse start order (the broker before its epmd).
+	local role pg start
+	if [[ -f $dir/pids ]]; then
+		while read -r role pg start; do
+			stop_group "$pg" "$start" "$STOP_SECS"
+		done < <(tac "$dir/pids")
+	fi
+	local p
+	for p in $(strays); do
+		log "$name: killing stray process $p"
+		kill -KILL "$p" 2>/dev/null || true
+	done
+}
+
+stop_broker() {
+	stop_processes
+	rm -rf "$dir"
+}
+
+# A failed or interrupted up stops what it had started; the directory stays for its logs until
+# the next up or down of that name.
+up_cleanup() {
+	local rc=$?
+	((rc != 0)) || return 0
+	[[ -s $dir/pids ]] || return 0
+	log "$name: up failed, stopping what it started (logs stay in $dir/logs)"
+	stop_processes || true
+}
+
+cmd_down() {
+	name=$1
+	valid_name "$name" || die "bad name '$name'"
+	dir=$STATE/$name
+	if [[ ! -d $dir ]]; then
+		log "$name: not running"
+		return 0
+	fi
+	local t0=$SECONDS
+	stop_broker
+	log "$name down in $((SECONDS - t0))s"
+}
+
+cmd_smoke() {
+	name=$1
+	valid_name "$name" || die "bad name '$name'"
+	dir=$STATE/$name
+	load_state
+	running || die "$name ($kind) is not running"
+	"${kind}_smoke"
+}
+
+[[ $# -ge 1 ]] || usage
+cmd=$1
+shift
+case $cmd in
+up) [[ $# -eq 3 ]] || usage && lock_name=$2 ;;
+down | smoke) [[ $# -eq 1 ]] || usage && lock_name=$1 ;;
+*) usage ;;
+esac
+valid_name "$lock_name" || die "bad name '$lock_name' (lowercase letters, digits, - and _)"
+mkdir -p "$STATE/.locks"
+# One command at a time per broker; the lock file lives outside the state dir that down removes.
+exec 9>"$STATE/.locks/$lock_name.lock"
+flock -w 600 9 || die "timed out waiting for another command on $lock_name"
+"cmd_$cmd" "$@"
