@@ -115,6 +115,30 @@ impl Cluster {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// A kubeconfig that acts as ServiceAccount `namespace/name`, with a one-hour token.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> anyhow::Result<PathBuf> {
+        let token = run_ok(self.kubectl().args(["-n", namespace, "create", "token", name, "--duration", "1h"]))?;
+        let admin = std::fs::read_to_string(&self.kubeconfig)?;
+        let server = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .context("server in the admin kubeconfig")?
+            .to_owned();
+        let state = self.kubeconfig.parent().context("state dir")?;
+        let path = state.join(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: '{server}', certificate-authority: '{ca}'}}}}]\n\
+                 users: [{{name: sa, user: {{token: '{token}'}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: sa}}}}]\n\
+                 current-context: c\n",
+                ca = state.join("pki/ca.crt").display(),
+                token = token.trim(),
+            ),
+        )?;
+        Ok(path)
+    }
+
     /// A `kubectl` command bound to this cluster.
     #[must_use]
     pub fn kubectl(&self) -> Command {
@@ -206,26 +230,39 @@ impl Drop for Namespace {
 }
 
 /// `oms-operator` running as a subprocess; SIGTERM on [`Operator::stop`], SIGKILL on drop.
+/// Its log goes to a file (a pipe nobody reads would block it once full).
 pub struct Operator {
     child: Child,
     pub admin: SocketAddr,
+    pub log: PathBuf,
 }
 
 impl Operator {
-    /// Starts the operator against `cluster` with its admin server on a free port.
+    /// Starts the operator against `cluster` as the cluster admin, admin server on a free port.
     pub fn start(cluster: &Cluster, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_kubeconfig(&cluster.kubeconfig, extra_args)
+    }
+
+    /// Starts the operator with the identity of `kubeconfig`.
+    pub fn start_with_kubeconfig(kubeconfig: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let log = std::env::temp_dir().join(format!(
+            "oms-operator-{}-{}.log",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let child = Command::new(workspace_binary("oms-operator"))
             .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
+            .arg(kubeconfig)
             .arg("--admin-addr")
             .arg(admin.to_string())
             .args(extra_args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("cannot start oms-operator")?;
-        Ok(Self { child, admin })
+        Ok(Self { child, admin, log })
     }
 
     /// The process id (part of the operator's leader-election identity outside a pod).
@@ -246,11 +283,7 @@ impl Operator {
         let pid = self.child.id().to_string();
         run_ok(Command::new("kill").args(["-TERM", &pid]))?;
         let status = poll("oms-operator exits after SIGTERM", deadline, || Ok(self.child.try_wait()?))?;
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
-        }
-        Ok((status.code(), stderr))
+        Ok((status.code(), std::fs::read_to_string(&self.log)?))
     }
 }
 
@@ -258,6 +291,7 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -236,3 +236,35 @@ fn reconcile_metrics_count_by_kind_and_result() -> anyhow::Result<()> {
     assert!(body.contains(r#"oms_operator_reconcile_duration_seconds_count{kind="MessagingAccessPoint"}"#), "{body}");
     Ok(())
 }
+
+#[test]
+fn the_operator_works_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()> {
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let ns = cluster.fresh_namespace("ap-rbac")?;
+    let release = format!("rbac-{}", std::process::id());
+    run_ok(cluster.helm().args(["install", &release, "charts/oms-operator", "--namespace", &ns.name]))?;
+    let account = format!("{release}-oms-operator");
+    let kubeconfig = cluster.service_account_kubeconfig(&ns.name, &account)?;
+    let operator = Operator::start_with_kubeconfig(
+        &kubeconfig,
+        &["--namespace", &ns.name, "--leader-election-namespace", &ns.name],
+    )?;
+    let s = Setup { cluster: cluster.clone(), ns, operator };
+    s.apply(KAFKA)?;
+    s.apply(
+        &KAFKA
+            .replace("orders-kafka", "billing")
+            .replace("driver: kafka", "driver: rabbitmq")
+            .replace("    config: {log.retention.hours: '48'}\n", ""),
+    )?;
+    s.wait_for("messagingaccesspoint/orders-kafka", "reconciled", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "BrokersNotReady")
+    })?;
+    s.wait_for("secret/billing-binding", "credentials", |o| o["data"]["PASSWORD"].is_string())?;
+    s.wait_for("lease/oms-operator-leader", "held by the service account's operator", |_| true)?;
+    let log = std::fs::read_to_string(&s.operator.log)?;
+    assert!(!log.contains("forbidden"), "the chart's RBAC is missing a permission:\n{log}");
+    run_ok(cluster.helm().args(["uninstall", &release, "--namespace", &s.ns.name]))?;
+    Ok(())
+}
