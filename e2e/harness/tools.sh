@@ -16,8 +16,6 @@ BIN=$ROOT/.bin
 # shellcheck source=versions.env
 source "$ROOT/e2e/harness/versions.env"   # etcd: keep e2e/tools/etcd/go.mod in step
 # Test clients only (broker.sh smoke).
-NATSCLI_VERSION=${NATSCLI_VERSION:-v0.5.0}
-PIKA_VERSION=${PIKA_VERSION:-1.3.2}
 
 mkdir -p "$BIN" "$OMS_CACHE/tools"
 

@@ -262,7 +262,16 @@ impl Operator {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("cannot start oms-operator")?;
-        Ok(Self { child, admin, log })
+        let mut operator = Self { child, admin, log };
+        // Started means serving /healthz; an early exit (a bad flag, no CRDs) fails here, with its log.
+        poll("oms-operator serves /healthz", Duration::from_secs(30), || {
+            if let Some(status) = operator.child.try_wait()? {
+                let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
+                bail!("oms-operator exited at start ({status}):\n{log}");
+            }
+            Ok(http_get(operator.admin, "/healthz").ok().filter(|(code, _)| *code == 200).map(|_| ()))
+        })?;
+        Ok(operator)
     }
 
     /// The process id (part of the operator's leader-election identity outside a pod).

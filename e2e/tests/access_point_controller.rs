@@ -268,3 +268,94 @@ fn the_operator_works_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()
     run_ok(cluster.helm().args(["uninstall", &release, "--namespace", &s.ns.name]))?;
     Ok(())
 }
+
+/// A broker started by the harness, stopped on drop.
+struct Broker {
+    name: String,
+    port: u16,
+}
+
+impl Broker {
+    fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
+        let port = oms_e2e::free_port();
+        let broker = Self { name: format!("{name}-{}", std::process::id()), port };
+        run_ok(std::process::Command::new(oms_e2e::repo_root().join("e2e/harness/broker.sh")).args([
+            "up",
+            kind,
+            &broker.name,
+            &port.to_string(),
+        ]))?;
+        Ok(broker)
+    }
+
+    fn down(&self) -> anyhow::Result<()> {
+        run_ok(
+            std::process::Command::new(oms_e2e::repo_root().join("e2e/harness/broker.sh")).args(["down", &self.name]),
+        )?;
+        Ok(())
+    }
+
+    fn restart(&self, kind: &str) -> anyhow::Result<()> {
+        run_ok(std::process::Command::new(oms_e2e::repo_root().join("e2e/harness/broker.sh")).args([
+            "up",
+            kind,
+            &self.name,
+            &self.port.to_string(),
+        ]))?;
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+#[test]
+fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow::Result<()> {
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let ns = cluster.fresh_namespace("ap-external")?;
+    let operator = Operator::start(
+        &cluster,
+        &["--namespace", &ns.name, "--leader-election=false", "--probe-interval-seconds", "1"],
+    )?;
+    let s = Setup { cluster: cluster.clone(), ns, operator };
+    let kinds = [("kafka", "kafka"), ("nats", "nats"), ("rabbitmq", "rabbitmq"), ("mqtt", "mqtt")];
+    let mut brokers = Vec::new();
+    for (kind, driver) in kinds {
+        let broker = Broker::up(kind, &format!("ext-{kind}"))?;
+        s.apply(&format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: ext-{kind}}}\n\
+             spec: {{driver: {driver}, external: {{servers: ['127.0.0.1:{port}'], account: tenant-a}}}}\n",
+            port = broker.port
+        ))?;
+        brokers.push((kind, broker));
+    }
+    let ready = |kind: &str, reason: &'static str| {
+        s.wait_for(&format!("messagingaccesspoint/ext-{kind}"), reason, move |o| {
+            condition(o, "Ready").is_some_and(|c| c["reason"] == reason)
+        })
+    };
+    for (kind, broker) in &brokers {
+        let ap = ready(kind, "Reachable")?;
+        assert_eq!(ap["status"]["accessPoint"], format!("oms:{kind}://tenant-a@127.0.0.1:{}/local", broker.port));
+        s.wait_for(&format!("secret/ext-{kind}-binding"), "written", |_| true)?;
+    }
+    for (_, broker) in &brokers {
+        broker.down()?;
+    }
+    for (kind, _) in &brokers {
+        let ap = ready(kind, "Unreachable")?;
+        let message = condition(&ap, "Ready").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+        assert!(message.contains("cannot connect"), "{kind}: {message}");
+    }
+    for (kind, broker) in &brokers {
+        broker.restart(kind)?;
+    }
+    for (kind, _) in &brokers {
+        ready(kind, "Reachable")?;
+    }
+    Ok(())
+}

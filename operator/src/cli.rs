@@ -34,6 +34,10 @@ pub struct Args {
     #[arg(long, env = "OMS_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub lease_duration_seconds: u64,
 
+    /// Seconds between handshakes with the brokers of external access points.
+    #[arg(long, env = "OMS_PROBE_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub probe_interval_seconds: u64,
+
     /// Image of oms-bridge, used for bridge workers and gateways.
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]
     pub bridge_image: String,

@@ -14,4 +14,6 @@ pub struct Context {
     pub metrics: Metrics,
     /// Default broker images per driver.
     pub images: DefaultImages,
+    /// How often external brokers are probed.
+    pub probe_interval: std::time::Duration,
 }

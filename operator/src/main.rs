@@ -67,6 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rabbitmq: args.broker_images.rabbitmq_image.clone(),
             mqtt: args.broker_images.mqtt_image.clone(),
         },
+        probe_interval: Duration::from_secs(args.probe_interval_seconds),
     });
     // The admin server answers while this replica waits to lead (it is alive and healthy).
     let admin_task = tokio::spawn(admin.serve(shutdown.clone()));

@@ -189,9 +189,8 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
             for (host, port) in &hosts {
                 results.push((format!("{host}:{port}"), probe(ap.driver, host, *port).await));
             }
-            let decided = status::external(ap.driver.as_str(), &results);
-            let ready = decided.iter().any(|d| d.type_ == READY && d.status == Status::True);
-            (decided, if ready { RESYNC } else { RETRY_SOON })
+            // Nothing watches an external broker: probing again is how a change is noticed.
+            (status::external(ap.driver.as_str(), &results), ctx.probe_interval)
         }
         (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
     };
