@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn bridge(args: &[&str]) -> Output {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // cargo runs tests from the package directory (bridge/).
+    let root = PathBuf::from("..");
     Command::new(env!("CARGO_BIN_EXE_oms-bridge")).args(args).current_dir(root).output().expect("oms-bridge runs")
 }
 

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// The repository root.
+/// The repository root. cargo runs tests from the package directory (e2e/); a path baked in at
+/// compile time could name another checkout that shares the target directory.
 #[must_use]
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+    let here = std::env::current_dir().expect("current directory");
+    here.parent().expect("e2e/ has a parent").to_path_buf()
 }
 
 /// A pinned tool linked into `.bin/` by `make tools`.

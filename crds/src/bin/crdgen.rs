@@ -1,4 +1,4 @@
-//! Writes the CRD YAML of every kind into a directory (default: the `crds/` crate directory).
+//! Writes the CRD YAML of every kind into the directory named by its argument.
 //!
 //! `make generate` runs it; `make check-generated` fails when the committed files differ.
 
@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use oms_crds::generate::{all_crds, to_yaml};
 
 fn main() -> ExitCode {
-    let out_dir = std::env::args_os().nth(1).map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let Some(out_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: crdgen <output directory>   (make generate passes crds/)");
+        return ExitCode::from(2);
+    };
     for (file, crd) in all_crds() {
         let path = out_dir.join(file);
         let written = to_yaml(&crd)

@@ -110,7 +110,10 @@ impl BrokerDriver for Rabbitmq {
         BrokerPod {
             files: [
                 ("rabbitmq.conf".to_owned(), conf),
-                ("enabled_plugins".to_owned(), "[rabbitmq_management,rabbitmq_prometheus].\n".to_owned()),
+                (
+                    "enabled_plugins".to_owned(),
+                    "[rabbitmq_peer_discovery_k8s,rabbitmq_management,rabbitmq_prometheus].\n".to_owned(),
+                ),
                 ("start.sh".to_owned(), start),
             ]
             .into(),

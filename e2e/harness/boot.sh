@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Boots one broker pod exactly as the operator renders it, without a container runtime, and
+# round-trips a message through it with a real client.
+#
+#   e2e/harness/boot.sh <kafka|nats|mqtt> <pod dir> <client port>
+#
+# <pod dir> holds what the test extracted from the rendered StatefulSet and ConfigMap:
+#   command   the container command, one argument per line
+#   env       NAME=value per line, references already expanded as the kubelet would
+#   mounts    "<container path> <host path>" per line (config, data, tmp volumes)
+#   hostname  the pod's host name; pod_host  its DNS name through the headless Service
+#
+# Private mount, network and UTS namespaces give the broker the image's paths (bind mounts), its
+# pod host name and DNS name (an /etc/hosts entry for 127.0.0.1) and the ports it listens on,
+# without touching the machine's own network. Where the rendered command calls the vendor image's tools (Kafka's
+# /opt/kafka/bin), small wrappers over the same jars stand in for the image layout.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=$ROOT/.bin
+START_DEADLINE_SECONDS=${START_DEADLINE_SECONDS:-120}
+
+[[ $# -ge 3 ]] || {
+	echo "usage: $0 <kafka|nats|mqtt> <pod dir> <client port>" >&2
+	exit 2
+}
+
+if [[ ${1} != --inside ]]; then
+	kind=$1 pod=$(cd "$2" && pwd) port=$3
+	case $kind in
+	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
+	nats) "$ROOT/e2e/harness/tools.sh" nats-server nats >&2 ;;
+	mqtt) command -v mosquitto_sub >/dev/null || {
+		echo "boot: mosquitto and mosquitto-clients are needed (make broker-up BROKER=mqtt installs them)" >&2
+		exit 1
+	} ;;
+	*)
+		echo "boot: unknown kind $kind" >&2
+		exit 2
+		;;
+	esac
+	: >"$pod/created"
+	status=0
+	unshare --mount --net --uts --fork --kill-child -- "$0" --inside "$kind" "$pod" "$port" || status=$?
+	# Mount points made on the machine's file system for the image paths are removed again.
+	tac "$pod/created" | while read -r dir; do rmdir "$dir" 2>/dev/null || true; done
+	exit $status
+fi
+
+shift
+kind=$1 pod=$2 port=$3
+ip link set lo up
+hostname "$(cat "$pod/hostname")"
+mount --make-rprivate /
+
+# bind <host path> <container path>: records every directory it had to create.
+bind() {
+	local target=$2 missing=$2
+	while [[ ! -e $missing ]]; do
+		echo "$missing" >>"$pod/created.tmp"
+		missing=$(dirname "$missing")
+	done
+	if [[ -f $pod/created.tmp ]]; then
+		tac "$pod/created.tmp" >>"$pod/created"
+		rm "$pod/created.tmp"
+	fi
+	if [[ -d $1 ]]; then mkdir -p "$target"; else
+		mkdir -p "$(dirname "$target")"
+		touch "$target"
+	fi
+	mount --bind "$1" "$target"
+}
+
+while read -r target host; do
+	[[ -n $target ]] && bind "$host" "$target"
+done <"$pod/mounts"
+
+printf '127.0.0.1 localhost\n127.0.0.1 %s %s\n' "$(cat "$pod/pod_host")" "$(cat "$pod/hostname")" >"$pod/hosts"
+mount --bind "$pod/hosts" /etc/hosts
+
+if [[ $kind == kafka ]]; then
+	# The apache/kafka image's tools, as thin wrappers over the same jars.
+	mkdir -p "$pod/kafka-bin"
+	libs=$BIN/kafka-libs/libs
+	cat >"$pod/kafka-bin/kafka-storage.sh" <<EOF
+#!/bin/sh
+exec java -Xmx256m -cp '$libs/*' kafka.tools.StorageTool "\$@"
+EOF
+	cat >"$pod/kafka-bin/kafka-server-start.sh" <<EOF
+#!/bin/sh
+exec java -Xmx512m -XX:+UseSerialGC -cp '$libs/*' kafka.Kafka "\$@"
+EOF
+	chmod +x "$pod/kafka-bin/"*.sh
+	bind "$pod/kafka-bin" /opt/kafka/bin
+fi
+
+mapfile -t command <"$pod/command"
+mapfile -t environment <"$pod/env"
+env -i PATH="$BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/tmp \
+	HOSTNAME="$(cat "$pod/hostname")" "${environment[@]}" "${command[@]}" >"$pod/broker.log" 2>&1 &
+broker=$!
+
+deadline=$((SECONDS + START_DEADLINE_SECONDS))
+until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+	if ! kill -0 "$broker" 2>/dev/null; then
+		echo "boot: the broker exited; its log:" >&2
+		tail -n 40 "$pod/broker.log" >&2
+		exit 1
+	fi
+	((SECONDS < deadline)) || {
+		echo "boot: port $port not open after ${START_DEADLINE_SECONDS}s; log:" >&2
+		tail -n 40 "$pod/broker.log" >&2
+		exit 1
+	}
+	sleep 0.2
+done
+
+message="round trip through the rendered $kind pod at $(date -u +%FT%TZ)"
+pod_host=$(cat "$pod/pod_host")
+case $kind in
+kafka)
+	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$BIN/kafka-libs/libs/*" "$@" 2>>"$pod/client.log"; }
+	# Bootstrap by the pod's DNS name: proves the advertised listener clients are sent to.
+	printf '%s\n' "$message" | java_tool org.apache.kafka.tools.ConsoleProducer \
+		--bootstrap-server "$pod_host:$port" --topic boot --producer-property acks=all
+	got=$(java_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$pod_host:$port" \
+		--topic boot --from-beginning --max-messages 1 --timeout-ms 60000) || true
+	;;
+nats)
+	nats() { XDG_CONFIG_HOME=$pod/client "$BIN/nats" --server "nats://$pod_host:$port" --timeout 10s "$@"; }
+	nats stream add BOOT --subjects 'boot.>' --storage file --defaults >/dev/null
+	nats pub --jetstream boot.one "$message" >/dev/null
+	got=$(nats sub boot.one --stream BOOT --all --count 1 --raw --wait 10s) || true
+	;;
+mqtt)
+	mosquitto_pub -h "$pod_host" -p "$port" -q 1 -r -t boot/one -m "$message"
+	got=$(mosquitto_sub -h "$pod_host" -p "$port" -q 1 -t boot/one -C 1 -W 10) || true
+	;;
+esac
+kill "$broker" 2>/dev/null || true
+wait "$broker" 2>/dev/null || true
+if [[ $got == *"$message"* ]]; then
+	echo "boot: $kind round trip ok"
+else
+	echo "boot: $kind round trip failed: sent '$message', got '$got'; broker log:" >&2
+	tail -n 40 "$pod/broker.log" >&2
+	exit 1
+fi
