@@ -157,6 +157,11 @@ pub struct ManagedBroker {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256))]
     pub config: BTreeMap<String, String>,
+
+    /// Delete the brokers' PersistentVolumeClaims (and their data) when the access point is
+    /// deleted. Default false: the claims stay, so a recreated access point finds its data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_claims: bool,
 }
 
 fn default_replicas() -> i32 {

@@ -234,6 +234,10 @@ fn reconcile_metrics_count_by_kind_and_result() -> anyhow::Result<()> {
             .then_some(body))
     })?;
     assert!(body.contains(r#"oms_operator_reconcile_duration_seconds_count{kind="MessagingAccessPoint"}"#), "{body}");
+    poll("resources gauge counts the not-ready access point", DEADLINE, || {
+        let (_, body) = http_get(s.operator.admin, "/metrics")?;
+        Ok(body.contains(r#"oms_operator_resources{kind="MessagingAccessPoint",ready="False"} 1"#).then_some(()))
+    })?;
     Ok(())
 }
 
@@ -357,5 +361,45 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
     for (kind, _) in &brokers {
         ready(kind, "Reachable")?;
     }
+    Ok(())
+}
+
+#[test]
+fn kafka_scale_down_below_the_copies_of_its_data_is_refused_and_said() -> anyhow::Result<()> {
+    let s = setup("ap-scale")?;
+    s.apply(KAFKA)?;
+    s.wait_for("statefulset/orders-kafka", "created", |sts| sts["spec"]["replicas"] == 3)?;
+    s.apply(&KAFKA.replace("replicas: 3", "replicas: 1"))?;
+    let ap = s.wait_for("messagingaccesspoint/orders-kafka", "scale-down refused", |o| {
+        condition(o, "Progressing").is_some_and(|c| c["reason"] == "ScaleDownRefused")
+    })?;
+    let message = condition(&ap, "Progressing").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+    assert!(message.contains("internal topics keep 3 copies"), "{message}");
+    assert_eq!(s.json("statefulset/orders-kafka")?["spec"]["replicas"], 3, "the StatefulSet kept its size");
+    // Growing stays allowed.
+    s.apply(&KAFKA.replace("replicas: 3", "replicas: 4"))?;
+    s.wait_for("statefulset/orders-kafka", "grown", |sts| sts["spec"]["replicas"] == 4)?;
+    Ok(())
+}
+
+#[test]
+fn volume_claims_outlive_the_access_point_unless_delete_claims_is_set() -> anyhow::Result<()> {
+    let s = setup("ap-claims")?;
+    let nats = |name: &str, delete: bool| {
+        format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: {name}}}\n\
+             spec: {{driver: nats, managed: {{replicas: 1, storage: {{size: 1Gi}}, deleteClaims: {delete}}}}}\n"
+        )
+    };
+    s.apply(&nats("keep", false))?;
+    s.apply(&nats("drop", true))?;
+    // The StatefulSet controller creates each pod's claim, even before any node runs the pod.
+    s.wait_for("persistentvolumeclaim/data-keep-0", "created", |_| true)?;
+    s.wait_for("persistentvolumeclaim/data-drop-0", "created", |_| true)?;
+    s.kubectl(&["delete", "messagingaccesspoint/keep", "messagingaccesspoint/drop", "--wait=true"])?;
+    s.wait_gone("statefulset/keep")?;
+    s.wait_gone("statefulset/drop")?;
+    s.wait_gone("persistentvolumeclaim/data-drop-0")?;
+    s.json("persistentvolumeclaim/data-keep-0").map_err(|e| anyhow::anyhow!("the claim was deleted: {e}"))?;
     Ok(())
 }

@@ -21,10 +21,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use oms_crds::access_point::{Driver, MessagingAccessPoint, MessagingAccessPointStatus};
 use oms_crds::common::condition_type::READY;
+use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use self::render::{Credentials, access_point_url, binding_secret, binding_secret_name, client_hosts, managed_objects};
@@ -33,6 +35,7 @@ use crate::apply::{apply, apply_status};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::drivers::{capabilities, managed_driver, rabbitmq_credentials_secret};
+use crate::metrics::Metrics;
 use crate::probe::probe;
 
 /// The `kind` label of this controller's metrics.
@@ -58,6 +61,10 @@ pub enum Error {
     Apply { kind: &'static str, name: String, source: kube::Error },
     #[error("cannot write the status: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("cannot list Queues: {0}")]
+    ReadQueues(#[source] kube::Error),
+    #[error("cannot read StatefulSet {name}: {source}")]
+    ReadStatefulSet { name: String, source: kube::Error },
 }
 
 impl Error {
@@ -70,6 +77,8 @@ impl Error {
             Error::CreateSecret { .. } => "create_secret",
             Error::Apply { .. } => "apply",
             Error::WriteStatus(_) => "write_status",
+            Error::ReadQueues(_) => "read_queues",
+            Error::ReadStatefulSet { .. } => "read_stateful_set",
         }
     }
 }
@@ -80,15 +89,46 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let namespace = namespace.as_deref();
     // Children are watched by our label only: the operator does not cache every Secret.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oms-operator");
-    Controller::new(scoped::<MessagingAccessPoint>(client, namespace), watcher::Config::default())
+    let controller = Controller::new(scoped::<MessagingAccessPoint>(client, namespace), watcher::Config::default())
         .owns(scoped::<StatefulSet>(client, namespace), owned.clone())
         .owns(scoped::<Service>(client, namespace), owned.clone())
         .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
-        .owns(scoped::<Secret>(client, namespace), owned)
+        .owns(scoped::<Secret>(client, namespace), owned);
+    let counting = count_resources(controller.store(), ctx.metrics.clone(), shutdown.clone());
+    let reconciling = controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(reconciling, counting);
+}
+
+/// How often `oms_operator_resources` is recomputed from the controller's cache.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps `oms_operator_resources{kind,ready}` in step with the cached access points. Several
+/// scopes (watched namespaces) share the gauge, so each adds the change of its own counts.
+async fn count_resources(store: Store<MessagingAccessPoint>, metrics: Metrics, shutdown: CancellationToken) {
+    let mut last = [0i64; 3];
+    loop {
+        let mut counts = [0i64; 3];
+        for map in store.state() {
+            let ready = map.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+            let slot = match ready.map(|c| c.status.as_str()) {
+                Some("True") => 0,
+                Some("False") => 1,
+                _ => 2,
+            };
+            counts[slot] += 1;
+        }
+        for ((label, now), before) in ["True", "False", "Unknown"].iter().zip(counts).zip(last) {
+            metrics.resources.with_label_values(&[KIND, label]).add(now - before);
+        }
+        last = counts;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(COUNT_EVERY) => {}
+        }
+    }
 }
 
 /// An API over one namespace, or over all.
@@ -141,6 +181,18 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
     };
     let broker = managed_driver(ap.driver);
+    // Kafka keeps its current size when the requested one would lose replicas of its data.
+    let mut ap = ap;
+    let scale_down_refused = match &mut ap.plan {
+        Plan::Managed(managed) if ap.driver == Driver::Kafka => {
+            let refusal = kafka_scale_down_refusal(ctx, &name, &namespace, managed.replicas).await?;
+            if let Some((current, _)) = &refusal {
+                managed.replicas = *current;
+            }
+            refusal.map(|(_, message)| message)
+        }
+        _ => None,
+    };
     let hosts = client_hosts(&ap, broker);
     let credentials = match credentials(ctx, &ap, &owner).await {
         Ok(credentials) => credentials,
@@ -170,7 +222,11 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
             apply_named::<PodDisruptionBudget>(ctx, "PodDisruptionBudget", &objects.pod_disruption_budget).await?;
             match apply(&ctx.client, &objects.stateful_set).await {
                 Ok(stateful_set) => {
-                    let (ready, decided) = status::managed(managed.replicas, &stateful_set);
+                    let (ready, mut decided) = status::managed(managed.replicas, &stateful_set);
+                    if let Some(message) = scale_down_refused {
+                        publish(ctx, map, EventType::Warning, "ScaleDownRefused", &message).await;
+                        status::refuse_scale_down(&mut decided, message);
+                    }
                     observed.ready_replicas = Some(ready);
                     let requeue = if ready >= managed.replicas { RESYNC } else { RETRY_SOON };
                     (decided, requeue)
@@ -213,6 +269,40 @@ where
         + serde::de::DeserializeOwned,
 {
     apply(&ctx.client, object).await.map_err(|source| Error::Apply { kind, name: object.name_any(), source })
+}
+
+/// Checks a Kafka scale-down against what the data needs: returns the current size and why,
+/// when the requested size is too small.
+async fn kafka_scale_down_refusal(
+    ctx: &Context,
+    name: &str,
+    namespace: &str,
+    desired: i32,
+) -> Result<Option<(i32, String)>, Error> {
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let read = |source| Error::ReadStatefulSet { name: name.to_owned(), source };
+    let Some(current) = stateful_sets.get_opt(name).await.map_err(read)?.and_then(|s| s.spec).and_then(|s| s.replicas)
+    else {
+        return Ok(None);
+    };
+    if desired >= current {
+        return Ok(None);
+    }
+    let queues: Api<Queue> = Api::all(ctx.client.clone());
+    let queues = queues.list(&ListParams::default()).await.map_err(Error::ReadQueues)?;
+    let replication: Vec<(String, i32)> = queues
+        .items
+        .iter()
+        .filter(|q| {
+            let reference = &q.spec.access_point_ref;
+            reference.name == name
+                && reference.namespace.as_deref().or(q.metadata.namespace.as_deref()) == Some(namespace)
+        })
+        .filter_map(|q| {
+            q.spec.replication.map(|r| (format!("{}/{}", q.namespace().unwrap_or_default(), q.name_any()), r))
+        })
+        .collect();
+    Ok(status::kafka_scale_down_refusal(current, desired, &replication).map(|message| (current, message)))
 }
 
 /// The region of the first node that names one, else `local`.

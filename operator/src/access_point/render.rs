@@ -263,9 +263,9 @@ fn stateful_set(
             // Quorum members must start together; one-by-one would wait forever for peers.
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector { match_labels: Some(selector(ap)), match_expressions: None },
-            // Deleting the access point or scaling down keeps the broker data (PVCs).
+            // Scaling down keeps the broker data (PVCs); deleting keeps it unless deleteClaims.
             persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some("Retain".into()),
+                when_deleted: Some(if managed.delete_claims { "Delete" } else { "Retain" }.into()),
                 when_scaled: Some("Retain".into()),
             }),
             template: PodTemplateSpec {

@@ -55,6 +55,8 @@ pub struct Managed {
     pub storage: Option<(String, Option<String>)>,
     pub resources: Option<ResourceRequirements>,
     pub config: BTreeMap<String, String>,
+    /// Whether the volume claims go with the access point.
+    pub delete_claims: bool,
 }
 
 /// A broker cluster that already exists.
@@ -162,6 +164,7 @@ pub fn validate(
                 storage: managed.storage.as_ref().map(|s| (s.size.clone(), s.storage_class_name.clone())),
                 resources: managed.resources.clone(),
                 config: managed.config.clone(),
+                delete_claims: managed.delete_claims,
             })
         }
         (_, None, Some(external), None) => Plan::External(External {
