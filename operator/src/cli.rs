@@ -38,6 +38,10 @@ pub struct Args {
     #[arg(long, env = "OMS_PROBE_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub probe_interval_seconds: u64,
 
+    /// Seconds between comparisons of each Queue with its broker (drift detection).
+    #[arg(long, env = "OMS_DRIFT_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub drift_interval_seconds: u64,
+
     /// Image of oms-bridge, used for bridge workers and gateways.
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]
     pub bridge_image: String,

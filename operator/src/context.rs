@@ -1,9 +1,13 @@
 //! What every reconcile shares: the client, the event recorder, metrics and settings.
 
-use kube::Client;
-use kube::runtime::events::Recorder;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource};
 
 use crate::access_point::validate::DefaultImages;
+use crate::admin::AdminCache;
 use crate::metrics::Metrics;
 
 /// Shared state of the controllers.
@@ -15,5 +19,38 @@ pub struct Context {
     /// Default broker images per driver.
     pub images: DefaultImages,
     /// How often external brokers are probed.
-    pub probe_interval: std::time::Duration,
+    pub probe_interval: Duration,
+    /// How often queues are compared with their brokers (drift).
+    pub drift_interval: Duration,
+    /// Connected broker admin clients, one per access point endpoint.
+    pub admins: AdminCache,
+}
+
+impl Context {
+    /// An API over one namespace, or over all.
+    #[must_use]
+    pub fn api<K>(&self, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// Publishes an Event about `reference`; a failure is logged, never fatal.
+    pub async fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: &str) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            // The Events API caps notes at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(message = "Failed to publish an event.", %error);
+        }
+    }
 }

@@ -2,9 +2,11 @@
 //! provisioned queues and replication bridges.
 //!
 //! Start-up flows `cli` (validated settings) -> `preflight` (API server reachable, CRDs installed)
-//! -> admin server with `metrics` -> controllers, until the shutdown signal.
+//! -> admin server with `metrics` -> `leader` election -> controllers (`access_point`, `queue`),
+//! until the shutdown signal. `drivers` render managed brokers; `admin` provisions queues on them.
 
 pub mod access_point;
+pub mod admin;
 pub mod apply;
 pub mod cli;
 pub mod conditions;
@@ -14,3 +16,4 @@ pub mod leader;
 pub mod metrics;
 pub mod preflight;
 pub mod probe;
+pub mod queue;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
-use oms_operator::access_point;
+use oms_operator::admin::AdminCache;
+use oms_operator::{access_point, queue};
 use oms_operator::access_point::validate::DefaultImages;
 use oms_operator::cli::Args;
 use oms_operator::context::Context;
@@ -68,6 +69,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mqtt: args.broker_images.mqtt_image.clone(),
         },
         probe_interval: Duration::from_secs(args.probe_interval_seconds),
+        drift_interval: Duration::from_secs(args.drift_interval_seconds),
+        admins: AdminCache::default(),
     });
     // The admin server answers while this replica waits to lead (it is alive and healthy).
     let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
@@ -91,8 +94,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // One watch over all namespaces, or one per watched namespace.
     let scopes: Vec<Option<String>> =
         if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    futures::future::join_all(scopes.into_iter().map(|scope| access_point::run(ctx.clone(), scope, shutdown.clone())))
-        .await;
+    let access_points: Vec<_> =
+        scopes.iter().cloned().map(|scope| access_point::run(ctx.clone(), scope, shutdown.clone())).collect();
+    let queues: Vec<_> = scopes.into_iter().map(|scope| queue::run(ctx.clone(), scope, shutdown.clone())).collect();
+    futures::future::join(futures::future::join_all(access_points), futures::future::join_all(queues)).await;
     admin_task.await??;
     if let Some(leadership) = leadership
         && leadership.await?

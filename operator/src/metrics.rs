@@ -48,3 +48,42 @@ impl Metrics {
         Ok(metrics)
     }
 }
+
+/// How often `oms_operator_resources` is recomputed from a controller's cache.
+const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps `oms_operator_resources{kind,ready}` in step with a controller's cached objects, until
+/// `shutdown`. Several scopes (watched namespaces) share the gauge, so each adds the change of
+/// its own counts.
+pub async fn keep_resources_gauge<K>(
+    store: kube::runtime::reflector::Store<K>,
+    metrics: Metrics,
+    kind: &'static str,
+    ready: fn(&K) -> Option<String>,
+    shutdown: tokio_util::sync::CancellationToken,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    const LABELS: [&str; 3] = ["True", "False", "Unknown"];
+    let mut last = [0i64; 3];
+    loop {
+        let mut counts = [0i64; 3];
+        for object in store.state() {
+            let slot = match ready(&object).as_deref() {
+                Some("True") => 0,
+                Some("False") => 1,
+                _ => 2,
+            };
+            counts[slot] += 1;
+        }
+        for ((label, now), before) in LABELS.iter().zip(counts).zip(last) {
+            metrics.resources.with_label_values(&[kind, label]).add(now - before);
+        }
+        last = counts;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(COUNT_EVERY) => {}
+        }
+    }
+}

@@ -20,8 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::Store;
+use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use oms_crds::access_point::{Driver, MessagingAccessPoint, MessagingAccessPointStatus};
@@ -35,7 +34,7 @@ use crate::apply::{apply, apply_status};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::drivers::{capabilities, managed_driver, rabbitmq_credentials_secret};
-use crate::metrics::Metrics;
+use crate::metrics::keep_resources_gauge;
 use crate::probe::probe;
 
 /// The `kind` label of this controller's metrics.
@@ -85,61 +84,20 @@ impl Error {
 
 /// Runs the controller until `shutdown`; one watch over `namespace`, or all namespaces.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
-    let client = &ctx.client;
     let namespace = namespace.as_deref();
     // Children are watched by our label only: the operator does not cache every Secret.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oms-operator");
-    let controller = Controller::new(scoped::<MessagingAccessPoint>(client, namespace), watcher::Config::default())
-        .owns(scoped::<StatefulSet>(client, namespace), owned.clone())
-        .owns(scoped::<Service>(client, namespace), owned.clone())
-        .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
-        .owns(scoped::<Secret>(client, namespace), owned);
-    let counting = count_resources(controller.store(), ctx.metrics.clone(), shutdown.clone());
+    let controller = Controller::new(ctx.api::<MessagingAccessPoint>(namespace), watcher::Config::default())
+        .owns(ctx.api::<StatefulSet>(namespace), owned.clone())
+        .owns(ctx.api::<Service>(namespace), owned.clone())
+        .owns(ctx.api::<ConfigMap>(namespace), owned.clone())
+        .owns(ctx.api::<Secret>(namespace), owned);
+    let counting = keep_resources_gauge(controller.store(), ctx.metrics.clone(), KIND, ready_status, shutdown.clone());
     let reconciling = controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
     futures::join!(reconciling, counting);
-}
-
-/// How often `oms_operator_resources` is recomputed from the controller's cache.
-const COUNT_EVERY: Duration = Duration::from_secs(10);
-
-/// Keeps `oms_operator_resources{kind,ready}` in step with the cached access points. Several
-/// scopes (watched namespaces) share the gauge, so each adds the change of its own counts.
-async fn count_resources(store: Store<MessagingAccessPoint>, metrics: Metrics, shutdown: CancellationToken) {
-    let mut last = [0i64; 3];
-    loop {
-        let mut counts = [0i64; 3];
-        for map in store.state() {
-            let ready = map.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-            let slot = match ready.map(|c| c.status.as_str()) {
-                Some("True") => 0,
-                Some("False") => 1,
-                _ => 2,
-            };
-            counts[slot] += 1;
-        }
-        for ((label, now), before) in ["True", "False", "Unknown"].iter().zip(counts).zip(last) {
-            metrics.resources.with_label_values(&[KIND, label]).add(now - before);
-        }
-        last = counts;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(COUNT_EVERY) => {}
-        }
-    }
-}
-
-/// An API over one namespace, or over all.
-fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 async fn reconcile(map: Arc<MessagingAccessPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -425,14 +383,10 @@ async fn announce_ready_change(ctx: &Context, map: &MessagingAccessPoint, decide
 }
 
 async fn publish(ctx: &Context, map: &MessagingAccessPoint, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &map.object_ref(&())).await {
-        tracing::warn!(message = "Failed to publish an event.", %error);
-    }
+    ctx.publish(&map.object_ref(&()), type_, reason, note).await;
+}
+
+/// The status of an access point's Ready condition, for the resources gauge.
+fn ready_status(map: &MessagingAccessPoint) -> Option<String> {
+    map.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status.clone())
 }

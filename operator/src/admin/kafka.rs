@@ -1,0 +1,173 @@
+//! Kafka topics through the admin API (librdkafka): create with partitions, replication and
+//! configs; grow partitions; alter configs; delete. Message counts come from the partitions'
+//! watermarks, for `DeleteIfEmpty`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, timed};
+use crate::queue::plan::{Drift, QueuePlan};
+
+pub struct KafkaAdmin {
+    admin: AdminClient<DefaultClientContext>,
+    /// Reads partition watermarks (message counts); metadata calls block, hence the Arc for
+    /// `spawn_blocking`.
+    consumer: Arc<BaseConsumer>,
+}
+
+fn config(endpoint: &Endpoint) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", endpoint.servers.join(","));
+    config.set("socket.timeout.ms", ADMIN_TIMEOUT.as_millis().to_string());
+    if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
+        config.set("security.protocol", "SASL_PLAINTEXT");
+        config.set("sasl.mechanism", "SCRAM-SHA-512");
+        config.set("sasl.username", user);
+        config.set("sasl.password", password);
+    }
+    config
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Timeout::After(ADMIN_TIMEOUT))).request_timeout(Some(Timeout::After(ADMIN_TIMEOUT)))
+}
+
+impl KafkaAdmin {
+    pub fn connect(endpoint: &Endpoint) -> Result<Self, AdminError> {
+        let connect = |e: rdkafka::error::KafkaError| AdminError::Connect { servers: endpoint.servers.join(","), message: e.to_string() };
+        Ok(Self {
+            admin: config(endpoint).create().map_err(connect)?,
+            consumer: Arc::new(config(endpoint).create().map_err(connect)?),
+        })
+    }
+
+    pub async fn observe(&self, topic: &str) -> Result<Option<Observed>, AdminError> {
+        let consumer = self.consumer.clone();
+        let name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some(&name), ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| AdminError::operation("read topic metadata", e))?
+            .map_err(|e| AdminError::operation("read topic metadata", e))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+        if let Some(error) = found.error() {
+            let code = RDKafkaErrorCode::from(error);
+            return if code == RDKafkaErrorCode::UnknownTopicOrPartition { Ok(None) } else { Err(AdminError::operation("read topic metadata", code)) };
+        }
+        let partitions = i32::try_from(found.partitions().len()).unwrap_or(i32::MAX);
+        let described = timed("describe topic configs", async {
+            self.admin
+                .describe_configs(&[ResourceSpecifier::Topic(topic)], &options())
+                .await
+                .map_err(|e| AdminError::operation("describe topic configs", e))
+        })
+        .await?;
+        let mut settings = BTreeMap::new();
+        for resource in described {
+            let resource = resource.map_err(|e| AdminError::operation("describe topic configs", e))?;
+            for entry in resource.entries {
+                if let Some(value) = entry.value {
+                    settings.insert(entry.name, value);
+                }
+            }
+        }
+        let messages = self.count_messages(topic, partitions).await?;
+        Ok(Some(Observed { partitions, settings, messages: Some(messages), reported_drift: Vec::new() }))
+    }
+
+    async fn count_messages(&self, topic: &str, partitions: i32) -> Result<u64, AdminError> {
+        let consumer = self.consumer.clone();
+        let name = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut total = 0u64;
+            for partition in 0..partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&name, partition, ADMIN_TIMEOUT)
+                    .map_err(|e| AdminError::operation("read partition watermarks", e))?;
+                total += u64::try_from(high - low).unwrap_or(0);
+            }
+            Ok(total)
+        })
+        .await
+        .map_err(|e| AdminError::operation("read partition watermarks", e))?
+    }
+
+    pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {
+        // -1 lets the brokers apply their default.replication.factor.
+        let replication = TopicReplication::Fixed(plan.replication.unwrap_or(-1));
+        let mut topic = NewTopic::new(&plan.broker_name, plan.partitions, replication);
+        for (key, value) in &plan.settings {
+            topic = topic.set(key, value);
+        }
+        let results = timed("create topic", async {
+            self.admin.create_topics(&[topic], &options()).await.map_err(|e| AdminError::operation("create topic", e))
+        })
+        .await?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(AdminError::operation("create topic", code)),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn converge(&self, plan: &QueuePlan, observed: &Observed, drift: &[Drift]) -> Result<Vec<String>, AdminError> {
+        let mut cannot = Vec::new();
+        if observed.partitions < plan.partitions {
+            let grow = NewPartitions::new(&plan.broker_name, usize::try_from(plan.partitions).unwrap_or(0));
+            let results = timed("grow partitions", async {
+                self.admin.create_partitions(&[grow], &options()).await.map_err(|e| AdminError::operation("grow partitions", e))
+            })
+            .await?;
+            for result in results {
+                result.map_err(|(_, code)| AdminError::operation("grow partitions", code))?;
+            }
+        } else if observed.partitions > plan.partitions {
+            cannot.push(format!(
+                "partitions: broker has {}, spec wants {} (Kafka cannot remove partitions)",
+                observed.partitions, plan.partitions
+            ));
+        }
+        if drift.iter().any(|d| d.setting != "partitions") {
+            // AlterConfigs sets the topic's whole override set: exactly the planned settings.
+            let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&plan.broker_name));
+            for (key, value) in &plan.settings {
+                alter = alter.set(key, value);
+            }
+            let results = timed("alter topic configs", async {
+                self.admin.alter_configs(&[alter], &options()).await.map_err(|e| AdminError::operation("alter topic configs", e))
+            })
+            .await?;
+            for result in results {
+                result.map_err(|(_, code)| AdminError::operation("alter topic configs", code))?;
+            }
+        }
+        Ok(cannot)
+    }
+
+    pub async fn delete(&self, topic: &str, if_empty: bool) -> Result<Deleted, AdminError> {
+        let Some(observed) = self.observe(topic).await? else { return Ok(Deleted::AlreadyGone) };
+        if if_empty && observed.messages.unwrap_or(0) > 0 {
+            return Ok(Deleted::NotEmpty { messages: observed.messages });
+        }
+        let results = timed("delete topic", async {
+            self.admin.delete_topics(&[topic], &options()).await.map_err(|e| AdminError::operation("delete topic", e))
+        })
+        .await?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((_, code)) => return Err(AdminError::operation("delete topic", code)),
+            }
+        }
+        Ok(Deleted::Deleted)
+    }
+}
+

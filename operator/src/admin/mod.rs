@@ -1,0 +1,168 @@
+//! Queue administration on real brokers, through each broker's own admin protocol: Kafka's
+//! admin API, NATS JetStream's stream API, AMQP 0.9.1 queue methods. MQTT has no server-side
+//! queue object; its "admin" only validates the topic namespace.
+//!
+//! The controller connects with what the access point's binding Secret says (addresses and
+//! credentials), observes a queue, creates it, converges it to the plan, or deletes it.
+
+mod kafka;
+mod nats;
+mod rabbitmq;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use oms_crds::access_point::Driver;
+
+use crate::queue::plan::{Drift, QueuePlan};
+
+/// How long one admin operation may take before it counts as the broker being unreachable.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and as whom to reach a broker, from the access point's binding Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub servers: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// What the broker holds for a queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub partitions: i32,
+    /// Settings by the driver's keys, as in [`QueuePlan::settings`].
+    pub settings: BTreeMap<String, String>,
+    /// Messages the queue holds, where the broker can count them.
+    pub messages: Option<u64>,
+    /// Differences the broker reported itself (RabbitMQ's inequivalent arguments).
+    pub reported_drift: Vec<Drift>,
+}
+
+/// Outcome of a delete request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    AlreadyGone,
+    /// `DeleteIfEmpty` found messages; the queue stays.
+    NotEmpty { messages: Option<u64> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot connect to {servers}: {message}")]
+    Connect { servers: String, message: String },
+    #[error("{action} failed: {message}")]
+    Operation { action: &'static str, message: String },
+    #[error("{action} took longer than {ADMIN_TIMEOUT:?}")]
+    Timeout { action: &'static str },
+}
+
+impl AdminError {
+    fn operation(action: &'static str, error: impl std::fmt::Display) -> Self {
+        AdminError::Operation { action, message: error.to_string() }
+    }
+}
+
+/// A connected admin client for one access point.
+pub enum Admin {
+    Kafka(kafka::KafkaAdmin),
+    Nats(nats::NatsAdmin),
+    Rabbitmq(rabbitmq::RabbitAdmin),
+    /// MQTT: nothing to provision on the broker.
+    Mqtt,
+}
+
+impl Admin {
+    /// Connects to the broker behind `endpoint`.
+    pub async fn connect(driver: Driver, endpoint: &Endpoint) -> Result<Self, AdminError> {
+        Ok(match driver {
+            Driver::Kafka => Admin::Kafka(kafka::KafkaAdmin::connect(endpoint)?),
+            Driver::Nats => Admin::Nats(nats::NatsAdmin::connect(endpoint).await?),
+            Driver::Rabbitmq => Admin::Rabbitmq(rabbitmq::RabbitAdmin::connect(endpoint).await?),
+            Driver::Mqtt => Admin::Mqtt,
+            Driver::Gateway => {
+                return Err(AdminError::Connect {
+                    servers: endpoint.servers.join(","),
+                    message: "queues behind another cloud's gateway are provisioned through that gateway".into(),
+                });
+            }
+        })
+    }
+
+    /// The queue as the broker holds it, or `None` when it does not exist.
+    pub async fn observe(&self, plan: &QueuePlan) -> Result<Option<Observed>, AdminError> {
+        match self {
+            Admin::Kafka(admin) => admin.observe(&plan.broker_name).await,
+            Admin::Nats(admin) => admin.observe(&plan.broker_name).await,
+            Admin::Rabbitmq(admin) => admin.observe(plan).await,
+            Admin::Mqtt => Ok(Some(Observed { partitions: plan.partitions, settings: plan.settings.clone(), ..Observed::default() })),
+        }
+    }
+
+    /// Creates the queue as planned.
+    pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {
+        match self {
+            Admin::Kafka(admin) => admin.create(plan).await,
+            Admin::Nats(admin) => admin.create(plan).await,
+            Admin::Rabbitmq(admin) => admin.create(plan).await,
+            Admin::Mqtt => Ok(()),
+        }
+    }
+
+    /// Corrects the differences the broker can correct; returns the ones it cannot, each with
+    /// the reason appended.
+    pub async fn converge(&self, plan: &QueuePlan, observed: &Observed, drift: &[Drift]) -> Result<Vec<String>, AdminError> {
+        match self {
+            Admin::Kafka(admin) => admin.converge(plan, observed, drift).await,
+            Admin::Nats(admin) => admin.converge(plan, drift).await,
+            // Queue arguments are fixed at declaration in RabbitMQ.
+            Admin::Rabbitmq(_) => Ok(drift
+                .iter()
+                .map(|d| format!("{d} (RabbitMQ cannot change the arguments of an existing queue)"))
+                .collect()),
+            Admin::Mqtt => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes the queue; with `if_empty`, only when it holds no message.
+    pub async fn delete(&self, broker_name: &str, if_empty: bool) -> Result<Deleted, AdminError> {
+        match self {
+            Admin::Kafka(admin) => admin.delete(broker_name, if_empty).await,
+            Admin::Nats(admin) => admin.delete(broker_name, if_empty).await,
+            Admin::Rabbitmq(admin) => admin.delete(broker_name, if_empty).await,
+            Admin::Mqtt => Ok(Deleted::AlreadyGone),
+        }
+    }
+}
+
+/// Runs `future` under [`ADMIN_TIMEOUT`].
+async fn timed<T>(action: &'static str, future: impl Future<Output = Result<T, AdminError>>) -> Result<T, AdminError> {
+    tokio::time::timeout(ADMIN_TIMEOUT, future).await.map_err(|_| AdminError::Timeout { action })?
+}
+
+/// Connected admin clients, one per (driver, endpoint): connecting per reconcile would cost a
+/// broker handshake (and for Kafka, client threads) every time.
+#[derive(Default)]
+pub struct AdminCache {
+    clients: tokio::sync::Mutex<std::collections::HashMap<(Driver, Endpoint), std::sync::Arc<Admin>>>,
+}
+
+impl AdminCache {
+    /// The cached client for `endpoint`, connecting first if there is none.
+    pub async fn get(&self, driver: Driver, endpoint: &Endpoint) -> Result<std::sync::Arc<Admin>, AdminError> {
+        let key = (driver, endpoint.clone());
+        if let Some(admin) = self.clients.lock().await.get(&key) {
+            return Ok(admin.clone());
+        }
+        // Connect without holding the lock: one slow broker must not stall the others.
+        // Boxed: the connect futures of three client libraries would bloat every caller.
+        let admin = std::sync::Arc::new(Box::pin(Admin::connect(driver, endpoint)).await?);
+        Ok(self.clients.lock().await.entry(key).or_insert(admin).clone())
+    }
+
+    /// Forgets the client after a failure, so that the next reconcile connects afresh.
+    pub async fn evict(&self, driver: Driver, endpoint: &Endpoint) {
+        self.clients.lock().await.remove(&(driver, endpoint.clone()));
+    }
+}

@@ -1,0 +1,173 @@
+//! RabbitMQ queues over AMQP 0.9.1: declare with arguments (queue type, TTL, length limits,
+//! priority), observe by passive declare, delete with `if-empty`. RabbitMQ cannot change the
+//! arguments of an existing queue; a redeclare with different ones is refused with a
+//! PRECONDITION_FAILED that names the argument, which is how drift is seen.
+
+use std::collections::BTreeMap;
+
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Connection, ConnectionProperties};
+
+use super::{AdminError, Deleted, Endpoint, Observed, timed};
+use crate::queue::plan::{Drift, QueuePlan};
+
+pub struct RabbitAdmin {
+    connection: Connection,
+}
+
+impl RabbitAdmin {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, AdminError> {
+        let user = endpoint.username.clone().unwrap_or_else(|| "guest".into());
+        let password = endpoint.password.clone().unwrap_or_else(|| "guest".into());
+        let server = endpoint.servers.first().cloned().unwrap_or_default();
+        let uri = format!("amqp://{}:{}@{server}/%2f", encode(&user), encode(&password));
+        let connection = timed("connect", async {
+            Connection::connect(&uri, ConnectionProperties::default())
+                .await
+                .map_err(|e| AdminError::Connect { servers: server.clone(), message: e.to_string() })
+        })
+        .await?;
+        Ok(Self { connection })
+    }
+
+    /// A fresh channel per operation: AMQP closes a channel on every refused method.
+    async fn channel(&self) -> Result<lapin::Channel, AdminError> {
+        self.connection.create_channel().await.map_err(|e| AdminError::operation("open channel", e))
+    }
+
+    pub async fn observe(&self, plan: &QueuePlan) -> Result<Option<Observed>, AdminError> {
+        let name = plan.broker_name.as_str();
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let existing = timed("read queue", async {
+            let channel = self.channel().await?;
+            match channel.queue_declare(name.into(), passive, FieldTable::default()).await {
+                Ok(queue) => Ok(Some(u64::from(queue.message_count()))),
+                Err(error) if refused_with(&error, 404) => Ok(None),
+                Err(error) => Err(AdminError::operation("read queue", error)),
+            }
+        })
+        .await?;
+        let Some(messages) = existing else { return Ok(None) };
+        // Redeclaring with the planned arguments is a no-op when they match, and refused,
+        // naming the argument, when they do not.
+        let reported_drift = timed("compare queue arguments", async {
+            let channel = self.channel().await?;
+            match channel.queue_declare(name.into(), durable(), arguments(plan)).await {
+                Ok(_) => Ok(Vec::new()),
+                Err(error) if refused_with(&error, 406) => Ok(inequivalent_argument(&error.to_string()).into_iter().collect()),
+                Err(error) => Err(AdminError::operation("compare queue arguments", error)),
+            }
+        })
+        .await?;
+        Ok(Some(Observed { partitions: 1, settings: plan.settings.clone(), messages: Some(messages), reported_drift }))
+    }
+
+    pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {
+        timed("declare queue", async {
+            let channel = self.channel().await?;
+            channel
+                .queue_declare(plan.broker_name.as_str().into(), durable(), arguments(plan))
+                .await
+                .map(|_| ())
+                .map_err(|e| AdminError::operation("declare queue", e))
+        })
+        .await
+    }
+
+    pub async fn delete(&self, name: &str, if_empty: bool) -> Result<Deleted, AdminError> {
+        timed("delete queue", async {
+            let channel = self.channel().await?;
+            let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+            let messages = match channel.queue_declare(name.into(), passive, FieldTable::default()).await {
+                Ok(queue) => u64::from(queue.message_count()),
+                Err(error) if refused_with(&error, 404) => return Ok(Deleted::AlreadyGone),
+                Err(error) => return Err(AdminError::operation("read queue", error)),
+            };
+            let options = QueueDeleteOptions { if_empty, ..QueueDeleteOptions::default() };
+            match channel.queue_delete(name.into(), options).await {
+                Ok(_) => Ok(Deleted::Deleted),
+                Err(error) if refused_with(&error, 406) => Ok(Deleted::NotEmpty { messages: Some(messages) }),
+                Err(error) => Err(AdminError::operation("delete queue", error)),
+            }
+        })
+        .await
+    }
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+}
+
+/// The planned settings as AMQP queue arguments.
+fn arguments(plan: &QueuePlan) -> FieldTable {
+    let mut table = BTreeMap::new();
+    for (key, value) in &plan.settings {
+        let value = match value.parse::<i64>() {
+            Ok(number) => AMQPValue::LongLongInt(number),
+            Err(_) => AMQPValue::LongString(LongString::from(value.as_str())),
+        };
+        table.insert(ShortString::from(key.as_str()), value);
+    }
+    FieldTable::from(table)
+}
+
+/// Whether AMQP refused the method with `code` (404 NOT_FOUND, 406 PRECONDITION_FAILED).
+fn refused_with(error: &lapin::Error, code: u16) -> bool {
+    error.to_string().contains(match code {
+        404 => "NOT_FOUND",
+        _ => "PRECONDITION_FAILED",
+    })
+}
+
+/// Reads RabbitMQ's "inequivalent arg 'x' ... received the value 'a' ... but current is the
+/// value 'b'" (either side may be "none").
+fn inequivalent_argument(message: &str) -> Option<Drift> {
+    let after = |text: &str, marker: &str| text.find(marker).map(|i| text[i + marker.len()..].to_owned());
+    let quoted = |text: &str| text.split('\'').nth(1).map(str::to_owned);
+    let rest = after(message, "inequivalent arg '")?;
+    let setting = rest.split('\'').next()?.to_owned();
+    let received = after(&rest, "received ")?;
+    let (received, current) = received.split_once("but current is ")?;
+    let desired = if received.starts_with("none") { None } else { quoted(received) };
+    let actual = if current.starts_with("none") { None } else { quoted(current) };
+    Some(Drift { setting, desired, actual })
+}
+
+/// Percent-encodes user info for an AMQP URI.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inequivalent_arguments_name_the_setting_and_both_values() {
+        let drift = inequivalent_argument(
+            "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': \
+             received the value '3600000' of type 'signedint' but current is the value '60000' of type 'long'",
+        )
+        .expect("parsed");
+        assert_eq!(drift.setting, "x-message-ttl");
+        assert_eq!(drift.desired.as_deref(), Some("3600000"));
+        assert_eq!(drift.actual.as_deref(), Some("60000"));
+        let missing = inequivalent_argument(
+            "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': \
+             received the value 'quorum' of type 'longstr' but current is none",
+        )
+        .expect("parsed");
+        assert_eq!(missing.actual, None);
+    }
+
+    #[test]
+    fn user_info_is_percent_encoded() {
+        assert_eq!(encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+    }
+}

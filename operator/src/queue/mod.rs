@@ -1,0 +1,381 @@
+//! The Queue controller.
+//!
+//! Reconcile: keep the finalizer in step with `deletionPolicy` -> dereference the access point
+//! (existence, sharing grant, binding Secret) -> [`plan`] -> observe the broker -> create, or
+//! compare and converge (`driftPolicy`) -> status, written only when it changed. Deletion runs the
+//! policy; absence of knowledge (access point gone) never deletes anything.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use oms_crds::access_point::MessagingAccessPoint;
+use oms_crds::common::Capabilities;
+use oms_crds::common::condition_type::{READY, UNSUPPORTED};
+use oms_crds::queue::{DeletionPolicy, DriftPolicy, Queue, QueueStatus};
+use tokio_util::sync::CancellationToken;
+
+use self::plan::{QueuePlan, broker_name, drift, is_shared, reference_permitted};
+use crate::admin::{Admin, AdminError, Deleted, Endpoint};
+use crate::apply::apply_status;
+use crate::conditions::{Decided, Status, merge};
+use crate::context::Context;
+use crate::drivers::capabilities;
+use crate::metrics::keep_resources_gauge;
+
+/// The `kind` label of this controller's metrics.
+const KIND: &str = "Queue";
+/// Held while broker-side cleanup is owed (deletionPolicy Delete or DeleteIfEmpty).
+pub const FINALIZER: &str = "openmessaging.cloud/queue-cleanup";
+/// Condition listing differences between the spec and the broker.
+pub const DRIFTED: &str = "Drifted";
+/// Retry soon after a failure that time may fix (broker down, access point not ready).
+const RETRY_SOON: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read MessagingAccessPoint {name}: {source}")]
+    ReadAccessPoint { name: String, source: kube::Error },
+    #[error("cannot read the binding Secret {name}: {source}")]
+    ReadBinding { name: String, source: kube::Error },
+    #[error("cannot update the finalizers: {0}")]
+    PatchFinalizers(#[source] kube::Error),
+    #[error("cannot write the status: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// The `result` label of `oms_operator_reconcile_total`.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadAccessPoint { .. } => "read_access_point",
+            Error::ReadBinding { .. } => "read_binding",
+            Error::PatchFinalizers(_) => "patch_finalizers",
+            Error::WriteStatus(_) => "write_status",
+        }
+    }
+}
+
+/// Runs the controller until `shutdown`; one watch over `namespace`, or all namespaces.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+    let controller = Controller::new(ctx.api::<Queue>(namespace.as_deref()), watcher::Config::default());
+    let queues = controller.store();
+    // An access point that changes (becomes ready, is recreated, is deleted) re-reconciles the
+    // queues on it, so that they converge without waiting for their next drift check.
+    let controller = controller.watches(ctx.api::<MessagingAccessPoint>(None), watcher::Config::default(), move |ap| {
+        let (ap_namespace, ap_name) = (ap.namespace().unwrap_or_default(), ap.name_any());
+        queues
+            .state()
+            .into_iter()
+            .filter(|q| {
+                let reference = &q.spec.access_point_ref;
+                reference.name == ap_name
+                    && reference.namespace.as_deref().or(q.metadata.namespace.as_deref()) == Some(ap_namespace.as_str())
+            })
+            .map(|q| ObjectRef::from_obj(&*q))
+            .collect::<Vec<_>>()
+    });
+    let counting = keep_resources_gauge(controller.store(), ctx.metrics.clone(), KIND, ready_status, shutdown.clone());
+    let reconciling = controller
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(reconciling, counting);
+}
+
+fn ready_status(queue: &Queue) -> Option<String> {
+    queue.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status.clone())
+}
+
+async fn reconcile(queue: Arc<Queue>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_queue(&queue, &ctx).await;
+    let label = result.as_ref().map_or_else(Error::metric_label, |_| "success");
+    ctx.metrics.reconcile_total.with_label_values(&[KIND, label]).inc();
+    ctx.metrics.reconcile_duration_seconds.with_label_values(&[KIND]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+// The signature is the error policy callback of kube-runtime.
+#[allow(clippy::needless_pass_by_value)]
+fn error_policy(queue: Arc<Queue>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(message = "Reconcile failed; retrying.", queue = %queue.name_any(), namespace = ?queue.namespace(), %error);
+    Action::requeue(RETRY_SOON)
+}
+
+/// What the controller learnt about the broker side, for the status.
+struct Outcome {
+    decided: Vec<Decided>,
+    broker_name: Option<String>,
+    partitions: Option<i32>,
+    capabilities: Option<Capabilities>,
+    requeue: Duration,
+}
+
+impl Outcome {
+    fn not_ready(reason: &'static str, message: impl Into<String>, requeue: Duration) -> Self {
+        Self {
+            decided: vec![Decided::new(READY, Status::False, reason, message)],
+            broker_name: None,
+            partitions: None,
+            capabilities: None,
+            requeue,
+        }
+    }
+}
+
+/// The access point, the plan and the connected admin client of a queue, or why not.
+enum Resolved {
+    Ready { plan: QueuePlan, admin: Arc<Admin>, endpoint: Endpoint },
+    /// The access point does not exist (any more).
+    Gone(Outcome),
+    NotReady(Outcome),
+}
+
+async fn reconcile_queue(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
+    let policy = queue.spec.deletion_policy;
+    let has_finalizer = queue.finalizers().iter().any(|f| f == FINALIZER);
+    if queue.metadata.deletion_timestamp.is_some() {
+        return if has_finalizer { clean_up(queue, ctx).await } else { Ok(Action::await_change()) };
+    }
+    // Finalizers only where broker-side cleanup is owed.
+    match (policy == DeletionPolicy::Retain, has_finalizer) {
+        (false, false) => set_finalizer(queue, ctx, true).await?,
+        (true, true) => set_finalizer(queue, ctx, false).await?,
+        _ => {}
+    }
+
+    let outcome = match resolve(queue, ctx).await? {
+        Resolved::Gone(outcome) | Resolved::NotReady(outcome) => outcome,
+        Resolved::Ready { plan, admin, endpoint } => match converge(queue, ctx, &plan, &admin).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                ctx.admins.evict(plan.driver, &endpoint).await;
+                Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
+            }
+        },
+    };
+    write_status(queue, ctx, &outcome).await?;
+    Ok(Action::requeue(outcome.requeue))
+}
+
+/// Dereferences the access point and connects to its broker.
+async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
+    let namespace = queue.namespace().unwrap_or_default();
+    let reference = &queue.spec.access_point_ref;
+    let ap_namespace = reference.namespace.clone().unwrap_or_else(|| namespace.clone());
+    let aps: Api<MessagingAccessPoint> = Api::namespaced(ctx.client.clone(), &ap_namespace);
+    let read = |source| Error::ReadAccessPoint { name: format!("{ap_namespace}/{}", reference.name), source };
+    let Some(ap) = aps.get_opt(&reference.name).await.map_err(read)? else {
+        return Ok(Resolved::Gone(Outcome::not_ready(
+            "AccessPointNotFound",
+            format!("MessagingAccessPoint {ap_namespace}/{} does not exist; nothing on any broker was changed", reference.name),
+            RETRY_SOON,
+        )));
+    };
+    let shared_with = ap.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default();
+    if !reference_permitted(&namespace, &ap_namespace, &shared_with) {
+        let message = format!(
+            "MessagingAccessPoint {ap_namespace}/{} does not share with namespace {namespace}; ask its owner to add {namespace} to spec.sharing.tenants",
+            reference.name
+        );
+        ctx.publish(&queue.object_ref(&()), EventType::Warning, "ReferenceNotPermitted", &message).await;
+        return Ok(Resolved::NotReady(Outcome::not_ready("ReferenceNotPermitted", message, Duration::from_mins(5))));
+    }
+    let driver = ap.spec.driver;
+    let name = broker_name(driver, &namespace, &queue.name_any(), queue.spec.name.as_deref(), is_shared(&ap.spec));
+    let plan = match plan::plan(driver, name, &queue.spec) {
+        Ok(plan) => plan,
+        Err(invalid) => return Ok(Resolved::NotReady(Outcome::not_ready("InvalidSpec", invalid.to_string(), Duration::from_mins(5)))),
+    };
+    let Some(endpoint) = binding_endpoint(ctx, &ap).await? else {
+        return Ok(Resolved::NotReady(Outcome::not_ready(
+            "AccessPointNotReady",
+            format!("MessagingAccessPoint {ap_namespace}/{} has not published its binding Secret yet", reference.name),
+            RETRY_SOON,
+        )));
+    };
+    match ctx.admins.get(driver, &endpoint).await {
+        Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint }),
+        Err(error) => Ok(Resolved::NotReady(Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON))),
+    }
+}
+
+/// Addresses and credentials from the access point's binding Secret.
+async fn binding_endpoint(ctx: &Context, ap: &MessagingAccessPoint) -> Result<Option<Endpoint>, Error> {
+    let Some(name) = ap.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(None) };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace().unwrap_or_default());
+    let Some(secret) = secrets.get_opt(&name).await.map_err(|source| Error::ReadBinding { name: name.clone(), source })? else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).filter(|v| !v.is_empty());
+    let servers: Vec<String> = text("ACCESS_POINTS").map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Endpoint { servers, username: text("USERNAME"), password: text("PASSWORD") }))
+}
+
+/// Observes the queue on the broker and makes it match the plan as the drift policy says.
+async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin) -> Result<Outcome, AdminError> {
+    let unsupported = if plan.unsupported.is_empty() {
+        Decided::new(UNSUPPORTED, Status::False, "AllSupported", "every field is honoured by the broker")
+    } else {
+        Decided::new(UNSUPPORTED, Status::True, "FieldsNotHonoured", plan.unsupported.join("; "))
+    };
+    let provisioned_before = queue.status.as_ref().and_then(|s| s.broker_name.as_deref()) == Some(plan.broker_name.as_str());
+    let report_only = queue.spec.drift_policy == DriftPolicy::Report;
+    let reference = queue.object_ref(&());
+    let (ready, drifted, partitions) = match admin.observe(plan).await? {
+        None if provisioned_before && report_only => (
+            Decided::new(READY, Status::False, "MissingOnBroker", format!("{} was deleted on the broker", plan.broker_name)),
+            Decided::new(DRIFTED, Status::True, "MissingOnBroker", "driftPolicy Report: the queue is not recreated"),
+            None,
+        ),
+        None => {
+            admin.create(plan).await?;
+            let (reason, note) = if provisioned_before {
+                ("Recreated", format!("{} was missing on the broker and was recreated", plan.broker_name))
+            } else {
+                ("Created", format!("created {} on the broker", plan.broker_name))
+            };
+            ctx.publish(&reference, EventType::Normal, reason, &note).await;
+            (
+                Decided::new(READY, Status::True, "Provisioned", format!("{} exists on the broker", plan.broker_name)),
+                Decided::new(DRIFTED, Status::False, "InSync", ""),
+                Some(plan.partitions),
+            )
+        }
+        Some(observed) => {
+            let mut differences = drift(plan, observed.partitions, &observed.settings);
+            differences.extend(observed.reported_drift.iter().cloned());
+            let listed = differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let drifted = if differences.is_empty() {
+                Decided::new(DRIFTED, Status::False, "InSync", "")
+            } else if report_only {
+                Decided::new(DRIFTED, Status::True, "Drifted", listed)
+            } else {
+                let cannot = admin.converge(plan, &observed, &differences).await?;
+                if cannot.is_empty() {
+                    ctx.publish(&reference, EventType::Normal, "DriftCorrected", &listed).await;
+                    Decided::new(DRIFTED, Status::False, "Corrected", format!("corrected: {listed}"))
+                } else {
+                    Decided::new(DRIFTED, Status::True, "CannotConverge", cannot.join("; "))
+                }
+            };
+            let partitions = if report_only { observed.partitions } else { observed.partitions.max(plan.partitions) };
+            (
+                Decided::new(READY, Status::True, "Provisioned", format!("{} exists on the broker", plan.broker_name)),
+                drifted,
+                Some(partitions),
+            )
+        }
+    };
+    Ok(Outcome {
+        decided: vec![ready, drifted, unsupported],
+        broker_name: Some(plan.broker_name.clone()),
+        partitions,
+        capabilities: Some(capabilities(plan.driver)),
+        requeue: ctx.drift_interval,
+    })
+}
+
+/// Runs the deletion policy; removes the finalizer when nothing more is owed.
+async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
+    let reference = queue.object_ref(&());
+    let if_empty = match queue.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            set_finalizer(queue, ctx, false).await?;
+            return Ok(Action::await_change());
+        }
+        DeletionPolicy::Delete => false,
+        DeletionPolicy::DeleteIfEmpty => true,
+    };
+    let (plan, admin, endpoint) = match resolve(queue, ctx).await? {
+        Resolved::Ready { plan, admin, endpoint } => (plan, admin, endpoint),
+        // Without the access point there is nothing to delete through: release, say so.
+        Resolved::Gone(outcome) => {
+            let note = outcome.decided.first().map(|d| d.message.clone()).unwrap_or_default();
+            ctx.publish(&reference, EventType::Warning, "BrokerQueueLeftInPlace", &note).await;
+            set_finalizer(queue, ctx, false).await?;
+            return Ok(Action::await_change());
+        }
+        // Unreachable now: the deletion waits for the broker, never skips it.
+        Resolved::NotReady(outcome) => {
+            write_status(queue, ctx, &Outcome { decided: deletion_blocked(&outcome), ..outcome }).await?;
+            return Ok(Action::requeue(RETRY_SOON));
+        }
+    };
+    match admin.delete(&plan.broker_name, if_empty).await {
+        Ok(Deleted::Deleted | Deleted::AlreadyGone) => {
+            ctx.publish(&reference, EventType::Normal, "Deleted", &format!("deleted {} on the broker", plan.broker_name)).await;
+            set_finalizer(queue, ctx, false).await?;
+            Ok(Action::await_change())
+        }
+        Ok(Deleted::NotEmpty { messages }) => {
+            let count = messages.map_or_else(|| "messages".to_owned(), |n| format!("{n} messages"));
+            let message = format!(
+                "deletionPolicy DeleteIfEmpty: {} still holds {count}, so it stays; drain it, or set deletionPolicy to Retain (keep it) or Delete",
+                plan.broker_name
+            );
+            ctx.publish(&reference, EventType::Warning, "NotEmpty", &message).await;
+            let decided = vec![Decided::new(READY, Status::False, "DeletionWaitsForEmptyQueue", message)];
+            write_status(queue, ctx, &Outcome { decided, broker_name: Some(plan.broker_name.clone()), partitions: None, capabilities: None, requeue: RETRY_SOON }).await?;
+            Ok(Action::requeue(ctx.drift_interval))
+        }
+        Err(error) => {
+            ctx.admins.evict(plan.driver, &endpoint).await;
+            let outcome = Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON);
+            write_status(queue, ctx, &Outcome { decided: deletion_blocked(&outcome), ..outcome }).await?;
+            Ok(Action::requeue(RETRY_SOON))
+        }
+    }
+}
+
+fn deletion_blocked(outcome: &Outcome) -> Vec<Decided> {
+    let why = outcome.decided.first().map(|d| d.message.clone()).unwrap_or_default();
+    vec![Decided::new(READY, Status::False, "DeletionBlocked", format!("the broker-side queue cannot be deleted yet: {why}"))]
+}
+
+/// Adds or removes our finalizer with a merge patch of the whole list.
+async fn set_finalizer(queue: &Queue, ctx: &Context, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = queue.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let api: Api<Queue> = Api::namespaced(ctx.client.clone(), &queue.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": queue.resource_version()}});
+    api.patch(&queue.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).map_err(Error::PatchFinalizers)
+}
+
+/// Writes the status when it differs from the stored one: a steady queue costs no API write.
+async fn write_status(queue: &Queue, ctx: &Context, outcome: &Outcome) -> Result<(), Error> {
+    let previous = queue.status.clone().unwrap_or_default();
+    let status = QueueStatus {
+        broker_name: outcome.broker_name.clone().or(previous.broker_name.clone()),
+        partitions: outcome.partitions.or(previous.partitions),
+        capabilities: outcome.capabilities.clone().or(previous.capabilities.clone()),
+        observed_generation: queue.metadata.generation,
+        conditions: merge(&previous.conditions, &outcome.decided, queue.metadata.generation, Timestamp::now()),
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let value = serde_json::to_value(&status).unwrap_or_default();
+    apply_status::<Queue>(&ctx.client, &queue.namespace().unwrap_or_default(), &queue.name_any(), value)
+        .await
+        .map(|_| ())
+        .map_err(Error::WriteStatus)
+}
