@@ -7,7 +7,7 @@
 # <pod dir> holds what the test extracted from the rendered StatefulSet and ConfigMap:
 #   command   the container command, one argument per line
 #   env       NAME=value per line, references already expanded as the kubelet would
-#   mounts    "<container path> <host path>" per line (config, data, tmp volumes)
+#   mounts    "<container path> <directory relative to the pod dir>" per line (config, data, tmp)
 #   hostname  the pod's host name; pod_host  its DNS name through the headless Service
 #
 # Private mount, network and UTS namespaces give the broker the image's paths (bind mounts), its
@@ -71,8 +71,13 @@ bind() {
 	mount --bind "$1" "$target"
 }
 
-while read -r target host; do
-	[[ -n $target ]] && bind "$host" "$target"
+# The pod gets its own /tmp, which would hide a pod directory under /tmp: work from a second
+# view of it in /run, and mount the pod's volumes (paths relative to the pod directory) from there.
+stage=/run/oms-boot-$$
+bind "$pod" "$stage"
+pod=$stage
+while read -r target relative; do
+	[[ -n $target ]] && bind "$pod/$relative" "$target"
 done <"$pod/mounts"
 
 printf '127.0.0.1 localhost\n127.0.0.1 %s %s\n' "$(cat "$pod/pod_host")" "$(cat "$pod/hostname")" >"$pod/hosts"

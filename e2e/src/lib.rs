@@ -318,3 +318,114 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// A real broker started by `e2e/harness/broker.sh` on a free port; stopped on drop.
+pub struct Broker {
+    pub kind: String,
+    pub name: String,
+    pub port: u16,
+}
+
+impl Broker {
+    fn script() -> Command {
+        let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
+        command.current_dir(repo_root());
+        command
+    }
+
+    /// Starts a broker of `kind` (kafka, nats, rabbitmq, mqtt); `name` gets the test's pid.
+    pub fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
+        let broker = Self { kind: kind.to_owned(), name: format!("{name}-{}", std::process::id()), port: free_port() };
+        broker.restart()?;
+        Ok(broker)
+    }
+
+    /// Stops the broker (its data goes with it).
+    pub fn down(&self) -> anyhow::Result<()> {
+        run_ok(Self::script().args(["down", &self.name]))?;
+        Ok(())
+    }
+
+    /// Starts the broker again on the same port.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        run_ok(Self::script().args(["up", &self.kind, &self.name, &self.port.to_string()]))?;
+        Ok(())
+    }
+
+    /// `127.0.0.1:<port>`.
+    #[must_use]
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+/// How long a test waits for the operator to act on a change.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A fresh namespace on `cloud-a` with the CRDs, and an operator that watches only it.
+pub struct Scenario {
+    pub cluster: Cluster,
+    pub ns: Namespace,
+    pub operator: Operator,
+}
+
+impl Scenario {
+    /// Starts the scenario; `operator_args` add to `--namespace <ns> --leader-election=false`.
+    pub fn start(prefix: &str, operator_args: &[&str]) -> anyhow::Result<Self> {
+        let cluster = Cluster::up("cloud-a")?;
+        cluster.install_crds()?;
+        let ns = cluster.fresh_namespace(prefix)?;
+        let mut args = vec!["--namespace", ns.name.as_str(), "--leader-election=false"];
+        args.extend_from_slice(operator_args);
+        let operator = Operator::start(&cluster, &args)?;
+        Ok(Self { cluster, ns, operator })
+    }
+
+    /// kubectl in the scenario's namespace; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_ok(self.cluster.kubectl().args(["-n", &self.ns.name]).args(args))
+    }
+
+    /// Applies YAML in the namespace.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        self.cluster.apply(&self.ns.name, yaml)
+    }
+
+    /// An object as JSON.
+    pub fn json(&self, object: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.kubectl(&["get", object, "-o", "json"])?)?)
+    }
+
+    /// Polls `object` until `check` holds; returns the object.
+    pub fn wait_for(&self, object: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> anyhow::Result<serde_json::Value> {
+        poll(&format!("{object}: {what}"), DEADLINE, || {
+            let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object, "-o", "json"]))?;
+            if !output.status.success() {
+                return Ok(None);
+            }
+            let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+            Ok(check(&value).then_some(value))
+        })
+    }
+
+    /// Polls until `object` no longer exists.
+    pub fn wait_gone(&self, object: &str) -> anyhow::Result<()> {
+        poll(&format!("{object} is deleted"), Duration::from_mins(1), || {
+            let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object]))?;
+            Ok((!output.status.success()).then_some(()))
+        })
+    }
+}
+
+/// The condition of `type_` in an object's status.
+#[must_use]
+pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+

@@ -1,64 +1,11 @@
 //! The MessagingAccessPoint controller against a real API server and controller-manager: each
 //! test runs its own operator, watching only the test's fresh namespace.
 
-use std::time::Duration;
 
 use anyhow::Context as _;
-use oms_e2e::{Cluster, Namespace, Operator, http_get, poll, run, run_ok};
+use oms_e2e::{Broker, Cluster, DEADLINE, Operator, Scenario, condition, http_get, poll, run_ok};
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-struct Setup {
-    cluster: Cluster,
-    ns: Namespace,
-    operator: Operator,
-}
-
-fn setup(prefix: &str) -> anyhow::Result<Setup> {
-    let cluster = Cluster::up("cloud-a")?;
-    cluster.install_crds()?;
-    let ns = cluster.fresh_namespace(prefix)?;
-    let operator = Operator::start(&cluster, &["--namespace", &ns.name, "--leader-election=false"])?;
-    Ok(Setup { cluster, ns, operator })
-}
-
-impl Setup {
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        run_ok(self.cluster.kubectl().args(["-n", &self.ns.name]).args(args))
-    }
-
-    fn apply(&self, yaml: &str) -> anyhow::Result<()> {
-        self.cluster.apply(&self.ns.name, yaml)
-    }
-
-    fn json(&self, object: &str) -> anyhow::Result<Value> {
-        Ok(serde_json::from_str(&self.kubectl(&["get", object, "-o", "json"])?)?)
-    }
-
-    /// Polls `object` until `check` holds; returns the object.
-    fn wait_for(&self, object: &str, what: &str, check: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        poll(&format!("{object}: {what}"), DEADLINE, || {
-            let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object, "-o", "json"]))?;
-            if !output.status.success() {
-                return Ok(None);
-            }
-            let value: Value = serde_json::from_slice(&output.stdout)?;
-            Ok(check(&value).then_some(value))
-        })
-    }
-
-    fn wait_gone(&self, object: &str) -> anyhow::Result<()> {
-        poll(&format!("{object} is deleted"), Duration::from_mins(1), || {
-            let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object]))?;
-            Ok((!output.status.success()).then_some(()))
-        })
-    }
-}
-
-fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
-    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
-}
 
 const KAFKA: &str = "
 apiVersion: openmessaging.cloud/v1alpha1
@@ -75,7 +22,7 @@ spec:
 
 #[test]
 fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> anyhow::Result<()> {
-    let s = setup("ap-kafka")?;
+    let s = Scenario::start("ap-kafka", &[])?;
     s.apply(KAFKA)?;
     let ap = s.wait_for("messagingaccesspoint/orders-kafka", "status written", |o| condition(o, "Ready").is_some())?;
     let uid = ap["metadata"]["uid"].as_str().context("uid")?.to_owned();
@@ -128,7 +75,7 @@ fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> a
 
 #[test]
 fn config_change_rolls_the_pods_and_scaling_updates_the_stateful_set() -> anyhow::Result<()> {
-    let s = setup("ap-roll")?;
+    let s = Scenario::start("ap-roll", &[])?;
     s.apply(KAFKA)?;
     let hash_of =
         |sts: &Value| sts["spec"]["template"]["metadata"]["annotations"]["openmessaging.cloud/config-hash"].clone();
@@ -148,7 +95,7 @@ fn config_change_rolls_the_pods_and_scaling_updates_the_stateful_set() -> anyhow
 
 #[test]
 fn an_invalid_access_point_gets_a_condition_an_event_and_no_children() -> anyhow::Result<()> {
-    let s = setup("ap-invalid")?;
+    let s = Scenario::start("ap-invalid", &[])?;
     s.apply(&KAFKA.replace("log.retention.hours: '48'", "listeners: 'PLAINTEXT://:1'"))?;
     let ap = s.wait_for("messagingaccesspoint/orders-kafka", "InvalidSpec", |o| {
         condition(o, "Ready").is_some_and(|c| c["reason"] == "InvalidSpec")
@@ -174,7 +121,7 @@ fn an_invalid_access_point_gets_a_condition_an_event_and_no_children() -> anyhow
 
 #[test]
 fn deleting_an_access_point_garbage_collects_its_children() -> anyhow::Result<()> {
-    let s = setup("ap-delete")?;
+    let s = Scenario::start("ap-delete", &[])?;
     s.apply(KAFKA)?;
     s.wait_for("statefulset/orders-kafka", "created", |_| true)?;
     s.wait_for("secret/orders-kafka-binding", "created", |_| true)?;
@@ -193,7 +140,7 @@ fn deleting_an_access_point_garbage_collects_its_children() -> anyhow::Result<()
 
 #[test]
 fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> anyhow::Result<()> {
-    let s = setup("ap-drivers")?;
+    let s = Scenario::start("ap-drivers", &[])?;
     for file in [
         "deploy/examples/nats.yaml",
         "deploy/examples/rabbitmq.yaml",
@@ -224,7 +171,7 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
 
 #[test]
 fn reconcile_metrics_count_by_kind_and_result() -> anyhow::Result<()> {
-    let s = setup("ap-metrics")?;
+    let s = Scenario::start("ap-metrics", &[])?;
     s.apply(KAFKA)?;
     s.wait_for("messagingaccesspoint/orders-kafka", "status written", |o| condition(o, "Ready").is_some())?;
     let body = poll("reconcile metrics", DEADLINE, || {
@@ -254,7 +201,7 @@ fn the_operator_works_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()
         &kubeconfig,
         &["--namespace", &ns.name, "--leader-election-namespace", &ns.name],
     )?;
-    let s = Setup { cluster: cluster.clone(), ns, operator };
+    let s = Scenario { cluster: cluster.clone(), ns, operator };
     s.apply(KAFKA)?;
     s.apply(
         &KAFKA
@@ -273,49 +220,6 @@ fn the_operator_works_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()
     Ok(())
 }
 
-/// A broker started by the harness, stopped on drop.
-struct Broker {
-    name: String,
-    port: u16,
-}
-
-impl Broker {
-    fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
-        let port = oms_e2e::free_port();
-        let broker = Self { name: format!("{name}-{}", std::process::id()), port };
-        run_ok(std::process::Command::new(oms_e2e::repo_root().join("e2e/harness/broker.sh")).args([
-            "up",
-            kind,
-            &broker.name,
-            &port.to_string(),
-        ]))?;
-        Ok(broker)
-    }
-
-    fn down(&self) -> anyhow::Result<()> {
-        run_ok(
-            std::process::Command::new(oms_e2e::repo_root().join("e2e/harness/broker.sh")).args(["down", &self.name]),
-        )?;
-        Ok(())
-    }
-
-    fn restart(&self, kind: &str) -> anyhow::Result<()> {
-        run_ok(std::process::Command::new(oms_e2e::repo_root().join("e2e/harness/broker.sh")).args([
-            "up",
-            kind,
-            &self.name,
-            &self.port.to_string(),
-        ]))?;
-        Ok(())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.down();
-    }
-}
-
 #[test]
 fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow::Result<()> {
     let cluster = Cluster::up("cloud-a")?;
@@ -325,7 +229,7 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
         &cluster,
         &["--namespace", &ns.name, "--leader-election=false", "--probe-interval-seconds", "1"],
     )?;
-    let s = Setup { cluster: cluster.clone(), ns, operator };
+    let s = Scenario { cluster: cluster.clone(), ns, operator };
     let kinds = [("kafka", "kafka"), ("nats", "nats"), ("rabbitmq", "rabbitmq"), ("mqtt", "mqtt")];
     let mut brokers = Vec::new();
     for (kind, driver) in kinds {
@@ -355,8 +259,8 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
         let message = condition(&ap, "Ready").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
         assert!(message.contains("cannot connect"), "{kind}: {message}");
     }
-    for (kind, broker) in &brokers {
-        broker.restart(kind)?;
+    for (_, broker) in &brokers {
+        broker.restart()?;
     }
     for (kind, _) in &brokers {
         ready(kind, "Reachable")?;
@@ -366,7 +270,7 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
 
 #[test]
 fn kafka_scale_down_below_the_copies_of_its_data_is_refused_and_said() -> anyhow::Result<()> {
-    let s = setup("ap-scale")?;
+    let s = Scenario::start("ap-scale", &[])?;
     s.apply(KAFKA)?;
     s.wait_for("statefulset/orders-kafka", "created", |sts| sts["spec"]["replicas"] == 3)?;
     s.apply(&KAFKA.replace("replicas: 3", "replicas: 1"))?;
@@ -384,7 +288,7 @@ fn kafka_scale_down_below_the_copies_of_its_data_is_refused_and_said() -> anyhow
 
 #[test]
 fn volume_claims_outlive_the_access_point_unless_delete_claims_is_set() -> anyhow::Result<()> {
-    let s = setup("ap-claims")?;
+    let s = Scenario::start("ap-claims", &[])?;
     let nats = |name: &str, delete: bool| {
         format!(
             "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: {name}}}\n\

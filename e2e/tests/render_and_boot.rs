@@ -51,7 +51,6 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
     };
     let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner);
 
-    // Not under /tmp: the pod gets its own /tmp, which would hide this directory.
     let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["files", "data", "tmp"] {
@@ -90,7 +89,7 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
     };
     let mut mounts = Vec::new();
     for mount in container.volume_mounts.clone().unwrap_or_default() {
-        mounts.push(format!("{} {}", mount.mount_path, dir.join(volume_dir(&mount.name)?).display()));
+        mounts.push(format!("{} {}", mount.mount_path, volume_dir(&mount.name)?.display()));
     }
     std::fs::write(dir.join("mounts"), mounts.join("\n") + "\n")?;
     std::fs::write(dir.join("hostname"), &hostname)?;

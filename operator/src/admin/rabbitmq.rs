@@ -84,10 +84,14 @@ impl RabbitAdmin {
                 Err(error) if refused_with(&error, 404) => return Ok(Deleted::AlreadyGone),
                 Err(error) => return Err(AdminError::operation("read queue", error)),
             };
-            let options = QueueDeleteOptions { if_empty, ..QueueDeleteOptions::default() };
-            match channel.queue_delete(name.into(), options).await {
+            // Quorum queues refuse the if-empty flag (NOT_IMPLEMENTED), so emptiness is checked
+            // here; a message published between the check and the delete would still be lost.
+            if if_empty && messages > 0 {
+                return Ok(Deleted::NotEmpty { messages: Some(messages) });
+            }
+            match channel.queue_delete(name.into(), QueueDeleteOptions::default()).await {
                 Ok(_) => Ok(Deleted::Deleted),
-                Err(error) if refused_with(&error, 406) => Ok(Deleted::NotEmpty { messages: Some(messages) }),
+                Err(error) if refused_with(&error, 404) => Ok(Deleted::AlreadyGone),
                 Err(error) => Err(AdminError::operation("delete queue", error)),
             }
         })

@@ -1,0 +1,219 @@
+//! The Queue controller against real brokers (Kafka, NATS, RabbitMQ started by the harness)
+//! behind external access points, checked on the broker with the brokers' own tools.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+use oms_e2e::{Broker, DEADLINE, Scenario, condition, poll, repo_root, run, tool};
+use serde_json::Value;
+
+/// Operator flags that make drift checks and probes quick enough for tests.
+const FAST: [&str; 4] = ["--drift-interval-seconds", "2", "--probe-interval-seconds", "2"];
+
+fn access_point(s: &Scenario, name: &str, driver: &str, broker: &Broker) -> anyhow::Result<()> {
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: {name}}}\n\
+         spec: {{driver: {driver}, external: {{servers: ['{}']}}}}\n",
+        broker.address()
+    ))?;
+    s.wait_for(&format!("messagingaccesspoint/{name}"), "Reachable", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "Reachable")
+    })?;
+    Ok(())
+}
+
+fn queue(s: &Scenario, name: &str, spec: &str) -> anyhow::Result<()> {
+    s.apply(&format!("apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: {name}}}\nspec: {spec}\n"))
+}
+
+fn wait_reason(s: &Scenario, name: &str, type_: &str, reason: &'static str) -> anyhow::Result<Value> {
+    s.wait_for(&format!("queue/{name}"), reason, move |o| condition(o, type_).is_some_and(|c| c["reason"] == reason))
+}
+
+fn message_of(object: &Value, type_: &str) -> String {
+    condition(object, type_).and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned()
+}
+
+/// Kafka's own topic tool: `--describe` output, or None when the topic does not exist.
+fn kafka_describe(broker: &Broker, topic: &str) -> anyhow::Result<Option<String>> {
+    let libs = repo_root().join(".bin/kafka-libs/libs/*");
+    let output = run(Command::new("java")
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+        .arg(libs)
+        .args(["org.apache.kafka.tools.TopicCommand", "--bootstrap-server", &broker.address(), "--describe", "--topic", topic]))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    Ok((output.status.success() && stdout.contains(topic)).then_some(stdout))
+}
+
+fn nats(broker: &Broker, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    run(Command::new(tool("nats")).args(["--server", &format!("nats://{}", broker.address()), "--timeout", "5s"]).args(args))
+}
+
+/// A small pika program: `exists <queue>`, `publish <queue>`, answers on stdout.
+fn amqp(broker: &Broker, action: &str, queue: &str) -> anyhow::Result<String> {
+    let script = r#"
+import sys, pika
+port, action, queue = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+channel = connection.channel()
+if action == "exists":
+    try:
+        channel.queue_declare(queue, passive=True)
+        print("yes")
+    except pika.exceptions.ChannelClosedByBroker:
+        print("no")
+elif action == "publish":
+    channel.basic_publish("", queue, b"keep me")
+    print("published")
+connection.close()
+"#;
+    let python = repo_root().join(".bin/amqp-venv/bin/python");
+    let output = run(Command::new(python).args(["-c", script, &broker.port.to_string(), action, queue]))?;
+    anyhow::ensure!(output.status.success(), "pika: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[test]
+fn kafka_topics_are_created_grown_and_reconfigured_and_unsupported_fields_are_named() -> anyhow::Result<()> {
+    let broker = Broker::up("kafka", "q-kafka")?;
+    let s = Scenario::start("q-kafka", &FAST)?;
+    access_point(&s, "kafka", "kafka", &broker)?;
+    queue(&s, "orders", "{accessPointRef: {name: kafka}, partitions: 2, retention: {time: 1d}, messageDefaults: {delay: 30s}}")?;
+    let q = wait_reason(&s, "orders", "Ready", "Provisioned")?;
+    assert_eq!(q["status"]["brokerName"], "orders");
+    assert_eq!(q["status"]["partitions"], 2);
+    let unsupported = message_of(&q, "Unsupported");
+    assert!(unsupported.contains("spec.messageDefaults.delay: kafka has no delayed delivery"), "{unsupported}");
+    let described = kafka_describe(&broker, "orders")?.context("topic exists on the broker")?;
+    assert!(described.contains("PartitionCount: 2") && described.contains("retention.ms=86400000"), "{described}");
+
+    queue(&s, "orders", "{accessPointRef: {name: kafka}, partitions: 5, retention: {time: 2d}, messageDefaults: {delay: 30s}}")?;
+    s.wait_for("queue/orders", "grown", |o| o["status"]["partitions"] == 5)?;
+    let described = poll("the broker has 5 partitions and 2 days of retention", DEADLINE, || {
+        Ok(kafka_describe(&broker, "orders")?.filter(|d| d.contains("PartitionCount: 5") && d.contains("retention.ms=172800000")))
+    })?;
+    assert!(!described.is_empty());
+    Ok(())
+}
+
+#[test]
+fn nats_streams_deleted_out_of_band_are_recreated_under_enforce_and_reported_under_report() -> anyhow::Result<()> {
+    let broker = Broker::up("nats", "q-nats")?;
+    let s = Scenario::start("q-nats", &FAST)?;
+    access_point(&s, "nats", "nats", &broker)?;
+    queue(&s, "enforced", "{accessPointRef: {name: nats}, retention: {time: 1h}}")?;
+    queue(&s, "reported", "{accessPointRef: {name: nats}, driftPolicy: Report}")?;
+    wait_reason(&s, "enforced", "Ready", "Provisioned")?;
+    wait_reason(&s, "reported", "Ready", "Provisioned")?;
+    for stream in ["enforced", "reported"] {
+        let info = nats(&broker, &["stream", "info", stream, "--json"])?;
+        assert!(info.status.success(), "stream {stream} exists on the broker");
+        let removed = nats(&broker, &["stream", "rm", stream, "-f"])?;
+        assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    }
+    poll("the enforced stream is recreated on the broker", DEADLINE, || {
+        Ok(nats(&broker, &["stream", "info", "enforced", "--json"])?.status.success().then_some(()))
+    })?;
+    let reported = wait_reason(&s, "reported", "Drifted", "MissingOnBroker")?;
+    assert_eq!(condition(&reported, "Ready").map(|c| c["status"].clone()), Some("False".into()));
+    assert!(!nats(&broker, &["stream", "info", "reported", "--json"])?.status.success(), "Report must not recreate");
+
+    // Changed settings: corrected under Enforce.
+    let edited = nats(&broker, &["stream", "edit", "enforced", "--max-age", "5m", "-f"])?;
+    assert!(edited.status.success(), "{}", String::from_utf8_lossy(&edited.stderr));
+    let corrected = poll("the retention is put back", DEADLINE, || {
+        let info = nats(&broker, &["stream", "info", "enforced", "--json"])?;
+        let json: Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+        Ok((json["config"]["max_age"] == 3_600_000_000_000u64).then_some(json))
+    })?;
+    assert_eq!(corrected["config"]["max_age"], 3_600_000_000_000u64);
+    Ok(())
+}
+
+#[test]
+fn rabbitmq_deletion_policies_delete_retain_and_keep_non_empty_queues() -> anyhow::Result<()> {
+    let broker = Broker::up("rabbitmq", "q-rabbit")?;
+    let s = Scenario::start("q-rabbit", &FAST)?;
+    access_point(&s, "rabbit", "rabbitmq", &broker)?;
+    for (name, policy) in [("deleted", "Delete"), ("retained", "Retain"), ("guarded", "DeleteIfEmpty")] {
+        queue(&s, name, &format!("{{accessPointRef: {{name: rabbit}}, deletionPolicy: {policy}, messageDefaults: {{expire: 1h}}}}"))?;
+        wait_reason(&s, name, "Ready", "Provisioned")?;
+        assert_eq!(amqp(&broker, "exists", name)?, "yes", "{name} declared on the broker");
+    }
+    assert_eq!(amqp(&broker, "publish", "guarded")?, "published");
+
+    s.kubectl(&["delete", "queue/deleted", "queue/retained", "--wait=true"])?;
+    assert_eq!(amqp(&broker, "exists", "deleted")?, "no", "deletionPolicy Delete removes the broker queue");
+    assert_eq!(amqp(&broker, "exists", "retained")?, "yes", "deletionPolicy Retain keeps the broker queue");
+
+    s.kubectl(&["delete", "queue/guarded", "--wait=false"])?;
+    let guarded = wait_reason(&s, "guarded", "Ready", "DeletionWaitsForEmptyQueue")?;
+    assert!(message_of(&guarded, "Ready").contains("still holds 1 messages"), "{}", message_of(&guarded, "Ready"));
+    assert_eq!(amqp(&broker, "exists", "guarded")?, "yes", "a non-empty queue is kept");
+    // The user decides: keep it on the broker and let the Queue go.
+    s.kubectl(&["patch", "queue/guarded", "--type", "merge", "-p", r#"{"spec":{"deletionPolicy":"Retain"}}"#])?;
+    s.wait_gone("queue/guarded")?;
+    assert_eq!(amqp(&broker, "exists", "guarded")?, "yes");
+    Ok(())
+}
+
+#[test]
+fn an_outage_never_deletes_and_queues_reconverge_when_the_broker_returns() -> anyhow::Result<()> {
+    let broker = Broker::up("kafka", "q-outage")?;
+    let s = Scenario::start("q-outage", &FAST)?;
+    access_point(&s, "kafka", "kafka", &broker)?;
+    queue(&s, "events", "{accessPointRef: {name: kafka}, partitions: 3, deletionPolicy: Delete}")?;
+    wait_reason(&s, "events", "Ready", "Provisioned")?;
+
+    broker.down()?;
+    let down = wait_reason(&s, "events", "Ready", "BrokerUnreachable")?;
+    assert!(!message_of(&down, "Ready").is_empty());
+    // A fresh broker on the same address has lost the topic: it is recreated.
+    broker.restart()?;
+    wait_reason(&s, "events", "Ready", "Provisioned")?;
+    let described = poll("the topic is back", DEADLINE, || kafka_describe(&broker, "events"))?;
+    assert!(described.contains("PartitionCount: 3"), "{described}");
+
+    // The access point goes away: the queue says so, and deleting it deletes nothing.
+    s.kubectl(&["delete", "messagingaccesspoint/kafka", "--wait=true"])?;
+    wait_reason(&s, "events", "Ready", "AccessPointNotFound")?;
+    s.kubectl(&["delete", "queue/events", "--wait=true"])?;
+    assert!(kafka_describe(&broker, "events")?.is_some(), "nothing is deleted without the access point");
+    let events = s.kubectl(&["get", "events", "--field-selector", "reason=BrokerQueueLeftInPlace", "-o", "name"])?;
+    assert!(!events.trim().is_empty(), "an Event says the broker-side queue was left in place");
+    Ok(())
+}
+
+#[test]
+fn queues_on_another_namespaces_access_point_need_its_grant_and_get_the_tenant_prefix() -> anyhow::Result<()> {
+    let broker = Broker::up("kafka", "q-tenant")?;
+    let owner = Scenario::start("q-owner", &FAST)?;
+    let tenant = owner.cluster.fresh_namespace("q-tenant")?;
+    // One operator watching both namespaces.
+    let operator = oms_e2e::Operator::start(
+        &owner.cluster,
+        &["--namespace", &format!("{},{}", owner.ns.name, tenant.name), "--leader-election=false", "--drift-interval-seconds", "2"],
+    )?;
+    access_point(&owner, "shared", "kafka", &broker)?;
+    let reference = format!("{{accessPointRef: {{name: shared, namespace: {}}}}}", owner.ns.name);
+    owner.cluster.apply(&tenant.name, &format!("apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\nspec: {reference}\n"))?;
+    let refused = poll("ReferenceNotPermitted", DEADLINE, || {
+        let out = run(owner.cluster.kubectl().args(["-n", &tenant.name, "get", "queue/orders", "-o", "json"]))?;
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        Ok(condition(&json, "Ready").is_some_and(|c| c["reason"] == "ReferenceNotPermitted").then_some(json))
+    })?;
+    assert!(message_of(&refused, "Ready").contains("spec.sharing.tenants"));
+    assert!(kafka_describe(&broker, "orders")?.is_none(), "nothing is created without a grant");
+
+    owner.kubectl(&["patch", "messagingaccesspoint/shared", "--type", "merge", "-p", &format!(r#"{{"spec":{{"sharing":{{"tenants":["{}"]}}}}}}"#, tenant.name)])?;
+    let granted = poll("provisioned with the tenant prefix", DEADLINE, || {
+        let out = run(owner.cluster.kubectl().args(["-n", &tenant.name, "get", "queue/orders", "-o", "json"]))?;
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        Ok(condition(&json, "Ready").is_some_and(|c| c["reason"] == "Provisioned").then_some(json))
+    })?;
+    let prefixed = format!("{}.orders", tenant.name);
+    assert_eq!(granted["status"]["brokerName"], prefixed.as_str());
+    assert!(kafka_describe(&broker, &prefixed)?.is_some());
+    drop(operator);
+    Ok(())
+}
