@@ -403,7 +403,12 @@ impl Scenario {
     }
 
     /// Polls `object` until `check` holds; returns the object.
-    pub fn wait_for(&self, object: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> anyhow::Result<serde_json::Value> {
+    pub fn wait_for(
+        &self,
+        object: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
         poll(&format!("{object}: {what}"), DEADLINE, || {
             let output = run(self.cluster.kubectl().args(["-n", &self.ns.name, "get", object, "-o", "json"]))?;
             if !output.status.success() {
@@ -428,4 +433,3 @@ impl Scenario {
 pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
     object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
 }
-

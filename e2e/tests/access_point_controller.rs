@@ -1,11 +1,9 @@
 //! The MessagingAccessPoint controller against a real API server and controller-manager: each
 //! test runs its own operator, watching only the test's fresh namespace.
 
-
 use anyhow::Context as _;
 use oms_e2e::{Broker, Cluster, DEADLINE, Operator, Scenario, condition, http_get, poll, run_ok};
 use serde_json::Value;
-
 
 const KAFKA: &str = "
 apiVersion: openmessaging.cloud/v1alpha1

@@ -23,7 +23,9 @@ fn access_point(s: &Scenario, name: &str, driver: &str, broker: &Broker) -> anyh
 }
 
 fn queue(s: &Scenario, name: &str, spec: &str) -> anyhow::Result<()> {
-    s.apply(&format!("apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: {name}}}\nspec: {spec}\n"))
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    ))
 }
 
 fn wait_reason(s: &Scenario, name: &str, type_: &str, reason: &'static str) -> anyhow::Result<Value> {
@@ -37,16 +39,22 @@ fn message_of(object: &Value, type_: &str) -> String {
 /// Kafka's own topic tool: `--describe` output, or None when the topic does not exist.
 fn kafka_describe(broker: &Broker, topic: &str) -> anyhow::Result<Option<String>> {
     let libs = repo_root().join(".bin/kafka-libs/libs/*");
-    let output = run(Command::new("java")
-        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
-        .arg(libs)
-        .args(["org.apache.kafka.tools.TopicCommand", "--bootstrap-server", &broker.address(), "--describe", "--topic", topic]))?;
+    let output = run(Command::new("java").args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"]).arg(libs).args([
+        "org.apache.kafka.tools.TopicCommand",
+        "--bootstrap-server",
+        &broker.address(),
+        "--describe",
+        "--topic",
+        topic,
+    ]))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     Ok((output.status.success() && stdout.contains(topic)).then_some(stdout))
 }
 
 fn nats(broker: &Broker, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    run(Command::new(tool("nats")).args(["--server", &format!("nats://{}", broker.address()), "--timeout", "5s"]).args(args))
+    run(Command::new(tool("nats"))
+        .args(["--server", &format!("nats://{}", broker.address()), "--timeout", "5s"])
+        .args(args))
 }
 
 /// A small pika program: `exists <queue>`, `publish <queue>`, answers on stdout.
@@ -78,7 +86,11 @@ fn kafka_topics_are_created_grown_and_reconfigured_and_unsupported_fields_are_na
     let broker = Broker::up("kafka", "q-kafka")?;
     let s = Scenario::start("q-kafka", &FAST)?;
     access_point(&s, "kafka", "kafka", &broker)?;
-    queue(&s, "orders", "{accessPointRef: {name: kafka}, partitions: 2, retention: {time: 1d}, messageDefaults: {delay: 30s}}")?;
+    queue(
+        &s,
+        "orders",
+        "{accessPointRef: {name: kafka}, partitions: 2, retention: {time: 1d}, messageDefaults: {delay: 30s}}",
+    )?;
     let q = wait_reason(&s, "orders", "Ready", "Provisioned")?;
     assert_eq!(q["status"]["brokerName"], "orders");
     assert_eq!(q["status"]["partitions"], 2);
@@ -87,10 +99,15 @@ fn kafka_topics_are_created_grown_and_reconfigured_and_unsupported_fields_are_na
     let described = kafka_describe(&broker, "orders")?.context("topic exists on the broker")?;
     assert!(described.contains("PartitionCount: 2") && described.contains("retention.ms=86400000"), "{described}");
 
-    queue(&s, "orders", "{accessPointRef: {name: kafka}, partitions: 5, retention: {time: 2d}, messageDefaults: {delay: 30s}}")?;
+    queue(
+        &s,
+        "orders",
+        "{accessPointRef: {name: kafka}, partitions: 5, retention: {time: 2d}, messageDefaults: {delay: 30s}}",
+    )?;
     s.wait_for("queue/orders", "grown", |o| o["status"]["partitions"] == 5)?;
     let described = poll("the broker has 5 partitions and 2 days of retention", DEADLINE, || {
-        Ok(kafka_describe(&broker, "orders")?.filter(|d| d.contains("PartitionCount: 5") && d.contains("retention.ms=172800000")))
+        Ok(kafka_describe(&broker, "orders")?
+            .filter(|d| d.contains("PartitionCount: 5") && d.contains("retention.ms=172800000")))
     })?;
     assert!(!described.is_empty());
     Ok(())
@@ -136,7 +153,11 @@ fn rabbitmq_deletion_policies_delete_retain_and_keep_non_empty_queues() -> anyho
     let s = Scenario::start("q-rabbit", &FAST)?;
     access_point(&s, "rabbit", "rabbitmq", &broker)?;
     for (name, policy) in [("deleted", "Delete"), ("retained", "Retain"), ("guarded", "DeleteIfEmpty")] {
-        queue(&s, name, &format!("{{accessPointRef: {{name: rabbit}}, deletionPolicy: {policy}, messageDefaults: {{expire: 1h}}}}"))?;
+        queue(
+            &s,
+            name,
+            &format!("{{accessPointRef: {{name: rabbit}}, deletionPolicy: {policy}, messageDefaults: {{expire: 1h}}}}"),
+        )?;
         wait_reason(&s, name, "Ready", "Provisioned")?;
         assert_eq!(amqp(&broker, "exists", name)?, "yes", "{name} declared on the broker");
     }
@@ -192,11 +213,22 @@ fn queues_on_another_namespaces_access_point_need_its_grant_and_get_the_tenant_p
     // One operator watching both namespaces.
     let operator = oms_e2e::Operator::start(
         &owner.cluster,
-        &["--namespace", &format!("{},{}", owner.ns.name, tenant.name), "--leader-election=false", "--drift-interval-seconds", "2"],
+        &[
+            "--namespace",
+            &format!("{},{}", owner.ns.name, tenant.name),
+            "--leader-election=false",
+            "--drift-interval-seconds",
+            "2",
+        ],
     )?;
     access_point(&owner, "shared", "kafka", &broker)?;
     let reference = format!("{{accessPointRef: {{name: shared, namespace: {}}}}}", owner.ns.name);
-    owner.cluster.apply(&tenant.name, &format!("apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\nspec: {reference}\n"))?;
+    owner.cluster.apply(
+        &tenant.name,
+        &format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\nspec: {reference}\n"
+        ),
+    )?;
     let refused = poll("ReferenceNotPermitted", DEADLINE, || {
         let out = run(owner.cluster.kubectl().args(["-n", &tenant.name, "get", "queue/orders", "-o", "json"]))?;
         let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -205,7 +237,14 @@ fn queues_on_another_namespaces_access_point_need_its_grant_and_get_the_tenant_p
     assert!(message_of(&refused, "Ready").contains("spec.sharing.tenants"));
     assert!(kafka_describe(&broker, "orders")?.is_none(), "nothing is created without a grant");
 
-    owner.kubectl(&["patch", "messagingaccesspoint/shared", "--type", "merge", "-p", &format!(r#"{{"spec":{{"sharing":{{"tenants":["{}"]}}}}}}"#, tenant.name)])?;
+    owner.kubectl(&[
+        "patch",
+        "messagingaccesspoint/shared",
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"sharing":{{"tenants":["{}"]}}}}}}"#, tenant.name),
+    ])?;
     let granted = poll("provisioned with the tenant prefix", DEADLINE, || {
         let out = run(owner.cluster.kubectl().args(["-n", &tenant.name, "get", "queue/orders", "-o", "json"]))?;
         let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

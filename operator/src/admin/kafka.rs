@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -36,12 +38,17 @@ fn config(endpoint: &Endpoint) -> ClientConfig {
 }
 
 fn options() -> AdminOptions {
-    AdminOptions::new().operation_timeout(Some(Timeout::After(ADMIN_TIMEOUT))).request_timeout(Some(Timeout::After(ADMIN_TIMEOUT)))
+    AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(ADMIN_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(ADMIN_TIMEOUT)))
 }
 
 impl KafkaAdmin {
     pub fn connect(endpoint: &Endpoint) -> Result<Self, AdminError> {
-        let connect = |e: rdkafka::error::KafkaError| AdminError::Connect { servers: endpoint.servers.join(","), message: e.to_string() };
+        let connect = |e: rdkafka::error::KafkaError| AdminError::Connect {
+            servers: endpoint.servers.join(","),
+            message: e.to_string(),
+        };
         Ok(Self {
             admin: config(endpoint).create().map_err(connect)?,
             consumer: Arc::new(config(endpoint).create().map_err(connect)?),
@@ -58,7 +65,11 @@ impl KafkaAdmin {
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
         if let Some(error) = found.error() {
             let code = RDKafkaErrorCode::from(error);
-            return if code == RDKafkaErrorCode::UnknownTopicOrPartition { Ok(None) } else { Err(AdminError::operation("read topic metadata", code)) };
+            return if code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                Ok(None)
+            } else {
+                Err(AdminError::operation("read topic metadata", code))
+            };
         }
         let partitions = i32::try_from(found.partitions().len()).unwrap_or(i32::MAX);
         let described = timed("describe topic configs", async {
@@ -118,12 +129,20 @@ impl KafkaAdmin {
         Ok(())
     }
 
-    pub async fn converge(&self, plan: &QueuePlan, observed: &Observed, drift: &[Drift]) -> Result<Vec<String>, AdminError> {
+    pub async fn converge(
+        &self,
+        plan: &QueuePlan,
+        observed: &Observed,
+        drift: &[Drift],
+    ) -> Result<Vec<String>, AdminError> {
         let mut cannot = Vec::new();
         if observed.partitions < plan.partitions {
             let grow = NewPartitions::new(&plan.broker_name, usize::try_from(plan.partitions).unwrap_or(0));
             let results = timed("grow partitions", async {
-                self.admin.create_partitions(&[grow], &options()).await.map_err(|e| AdminError::operation("grow partitions", e))
+                self.admin
+                    .create_partitions(&[grow], &options())
+                    .await
+                    .map_err(|e| AdminError::operation("grow partitions", e))
             })
             .await?;
             for result in results {
@@ -142,7 +161,10 @@ impl KafkaAdmin {
                 alter = alter.set(key, value);
             }
             let results = timed("alter topic configs", async {
-                self.admin.alter_configs(&[alter], &options()).await.map_err(|e| AdminError::operation("alter topic configs", e))
+                self.admin
+                    .alter_configs(&[alter], &options())
+                    .await
+                    .map_err(|e| AdminError::operation("alter topic configs", e))
             })
             .await?;
             for result in results {
@@ -170,4 +192,3 @@ impl KafkaAdmin {
         Ok(Deleted::Deleted)
     }
 }
-

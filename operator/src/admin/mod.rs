@@ -45,7 +45,9 @@ pub enum Deleted {
     Deleted,
     AlreadyGone,
     /// `DeleteIfEmpty` found messages; the queue stays.
-    NotEmpty { messages: Option<u64> },
+    NotEmpty {
+        messages: Option<u64>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,11 @@ impl Admin {
             Admin::Kafka(admin) => admin.observe(&plan.broker_name).await,
             Admin::Nats(admin) => admin.observe(&plan.broker_name).await,
             Admin::Rabbitmq(admin) => admin.observe(plan).await,
-            Admin::Mqtt => Ok(Some(Observed { partitions: plan.partitions, settings: plan.settings.clone(), ..Observed::default() })),
+            Admin::Mqtt => Ok(Some(Observed {
+                partitions: plan.partitions,
+                settings: plan.settings.clone(),
+                ..Observed::default()
+            })),
         }
     }
 
@@ -112,7 +118,12 @@ impl Admin {
 
     /// Corrects the differences the broker can correct; returns the ones it cannot, each with
     /// the reason appended.
-    pub async fn converge(&self, plan: &QueuePlan, observed: &Observed, drift: &[Drift]) -> Result<Vec<String>, AdminError> {
+    pub async fn converge(
+        &self,
+        plan: &QueuePlan,
+        observed: &Observed,
+        drift: &[Drift],
+    ) -> Result<Vec<String>, AdminError> {
         match self {
             Admin::Kafka(admin) => admin.converge(plan, observed, drift).await,
             Admin::Nats(admin) => admin.converge(plan, drift).await,

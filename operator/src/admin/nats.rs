@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 
 use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, timed};
@@ -23,7 +23,10 @@ impl NatsAdmin {
         }
         let servers: Vec<String> = endpoint.servers.iter().map(|s| format!("nats://{s}")).collect();
         let client = timed("connect", async {
-            options.connect(servers.clone()).await.map_err(|e| AdminError::Connect { servers: servers.join(","), message: e.to_string() })
+            options
+                .connect(servers.clone())
+                .await
+                .map_err(|e| AdminError::Connect { servers: servers.join(","), message: e.to_string() })
         })
         .await?;
         Ok(Self { jetstream: jetstream::new(client) })
@@ -32,7 +35,9 @@ impl NatsAdmin {
     async fn info(&self, name: &str) -> Result<Option<stream::Info>, AdminError> {
         timed("read stream", async {
             match self.jetstream.get_stream(name).await {
-                Ok(mut stream) => stream.info().await.map(|i| Some(i.clone())).map_err(|e| AdminError::operation("read stream", e)),
+                Ok(mut stream) => {
+                    stream.info().await.map(|i| Some(i.clone())).map_err(|e| AdminError::operation("read stream", e))
+                }
                 Err(error) => match error.kind() {
                     GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(None),
                     _ => Err(AdminError::operation("read stream", error)),
@@ -64,12 +69,16 @@ impl NatsAdmin {
 
     fn stream_config(plan: &QueuePlan) -> Result<stream::Config, AdminError> {
         let number = |key: &str| -> Result<Option<i64>, AdminError> {
-            plan.settings.get(key).map(|v| v.parse::<i64>().map_err(|e| AdminError::operation("plan stream", e))).transpose()
+            plan.settings
+                .get(key)
+                .map(|v| v.parse::<i64>().map_err(|e| AdminError::operation("plan stream", e)))
+                .transpose()
         };
         Ok(stream::Config {
             name: plan.broker_name.clone(),
             subjects: vec![plan.broker_name.clone(), format!("{}.>", plan.broker_name)],
-            max_age: number("max_age_ms")?.map_or(Duration::ZERO, |ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            max_age: number("max_age_ms")?
+                .map_or(Duration::ZERO, |ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
             max_bytes: number("max_bytes")?.unwrap_or(-1),
             max_message_size: number("max_msg_size")?.map_or(-1, |v| i32::try_from(v).unwrap_or(i32::MAX)),
             storage: if plan.settings.get("storage").map(String::as_str) == Some("memory") {
@@ -85,22 +94,34 @@ impl NatsAdmin {
     pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {
         let config = Self::stream_config(plan)?;
         timed("create stream", async {
-            self.jetstream.create_stream(config).await.map(|_| ()).map_err(|e| AdminError::operation("create stream", e))
+            self.jetstream
+                .create_stream(config)
+                .await
+                .map(|_| ())
+                .map_err(|e| AdminError::operation("create stream", e))
         })
         .await
     }
 
     pub async fn converge(&self, plan: &QueuePlan, drift: &[Drift]) -> Result<Vec<String>, AdminError> {
         // JetStream fixes the storage type at creation; everything else in the plan updates.
-        let cannot: Vec<String> =
-            drift.iter().filter(|d| d.setting == "storage").map(|d| format!("{d} (JetStream cannot change a stream's storage)")).collect();
+        let cannot: Vec<String> = drift
+            .iter()
+            .filter(|d| d.setting == "storage")
+            .map(|d| format!("{d} (JetStream cannot change a stream's storage)"))
+            .collect();
         if drift.iter().any(|d| d.setting != "storage") {
             let mut config = Self::stream_config(plan)?;
             if let Some(storage) = drift.iter().find(|d| d.setting == "storage").and_then(|d| d.actual.as_deref()) {
-                config.storage = if storage == "memory" { stream::StorageType::Memory } else { stream::StorageType::File };
+                config.storage =
+                    if storage == "memory" { stream::StorageType::Memory } else { stream::StorageType::File };
             }
             timed("update stream", async {
-                self.jetstream.update_stream(config).await.map(|_| ()).map_err(|e| AdminError::operation("update stream", e))
+                self.jetstream
+                    .update_stream(config)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AdminError::operation("update stream", e))
             })
             .await?;
         }
@@ -113,7 +134,11 @@ impl NatsAdmin {
             return Ok(Deleted::NotEmpty { messages: Some(info.state.messages) });
         }
         timed("delete stream", async {
-            self.jetstream.delete_stream(name).await.map(|_| Deleted::Deleted).map_err(|e| AdminError::operation("delete stream", e))
+            self.jetstream
+                .delete_stream(name)
+                .await
+                .map(|_| Deleted::Deleted)
+                .map_err(|e| AdminError::operation("delete stream", e))
         })
         .await
     }

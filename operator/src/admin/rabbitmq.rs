@@ -55,7 +55,9 @@ impl RabbitAdmin {
             let channel = self.channel().await?;
             match channel.queue_declare(name.into(), durable(), arguments(plan)).await {
                 Ok(_) => Ok(Vec::new()),
-                Err(error) if refused_with(&error, 406) => Ok(inequivalent_argument(&error.to_string()).into_iter().collect()),
+                Err(error) if refused_with(&error, 406) => {
+                    Ok(inequivalent_argument(&error.to_string()).into_iter().collect())
+                }
                 Err(error) => Err(AdminError::operation("compare queue arguments", error)),
             }
         })

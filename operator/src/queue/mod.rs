@@ -137,7 +137,11 @@ impl Outcome {
 
 /// The access point, the plan and the connected admin client of a queue, or why not.
 enum Resolved {
-    Ready { plan: QueuePlan, admin: Arc<Admin>, endpoint: Endpoint },
+    Ready {
+        plan: QueuePlan,
+        admin: Arc<Admin>,
+        endpoint: Endpoint,
+    },
     /// The access point does not exist (any more).
     Gone(Outcome),
     NotReady(Outcome),
@@ -180,7 +184,10 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     let Some(ap) = aps.get_opt(&reference.name).await.map_err(read)? else {
         return Ok(Resolved::Gone(Outcome::not_ready(
             "AccessPointNotFound",
-            format!("MessagingAccessPoint {ap_namespace}/{} does not exist; nothing on any broker was changed", reference.name),
+            format!(
+                "MessagingAccessPoint {ap_namespace}/{} does not exist; nothing on any broker was changed",
+                reference.name
+            ),
             RETRY_SOON,
         )));
     };
@@ -197,7 +204,13 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     let name = broker_name(driver, &namespace, &queue.name_any(), queue.spec.name.as_deref(), is_shared(&ap.spec));
     let plan = match plan::plan(driver, name, &queue.spec) {
         Ok(plan) => plan,
-        Err(invalid) => return Ok(Resolved::NotReady(Outcome::not_ready("InvalidSpec", invalid.to_string(), Duration::from_mins(5)))),
+        Err(invalid) => {
+            return Ok(Resolved::NotReady(Outcome::not_ready(
+                "InvalidSpec",
+                invalid.to_string(),
+                Duration::from_mins(5),
+            )));
+        }
     };
     let Some(endpoint) = binding_endpoint(ctx, &ap).await? else {
         return Ok(Resolved::NotReady(Outcome::not_ready(
@@ -216,12 +229,15 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
 async fn binding_endpoint(ctx: &Context, ap: &MessagingAccessPoint) -> Result<Option<Endpoint>, Error> {
     let Some(name) = ap.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(None) };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace().unwrap_or_default());
-    let Some(secret) = secrets.get_opt(&name).await.map_err(|source| Error::ReadBinding { name: name.clone(), source })? else {
+    let Some(secret) =
+        secrets.get_opt(&name).await.map_err(|source| Error::ReadBinding { name: name.clone(), source })?
+    else {
         return Ok(None);
     };
     let data = secret.data.unwrap_or_default();
     let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).filter(|v| !v.is_empty());
-    let servers: Vec<String> = text("ACCESS_POINTS").map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let servers: Vec<String> =
+        text("ACCESS_POINTS").map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default();
     if servers.is_empty() {
         return Ok(None);
     }
@@ -235,12 +251,18 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
     } else {
         Decided::new(UNSUPPORTED, Status::True, "FieldsNotHonoured", plan.unsupported.join("; "))
     };
-    let provisioned_before = queue.status.as_ref().and_then(|s| s.broker_name.as_deref()) == Some(plan.broker_name.as_str());
+    let provisioned_before =
+        queue.status.as_ref().and_then(|s| s.broker_name.as_deref()) == Some(plan.broker_name.as_str());
     let report_only = queue.spec.drift_policy == DriftPolicy::Report;
     let reference = queue.object_ref(&());
     let (ready, drifted, partitions) = match admin.observe(plan).await? {
         None if provisioned_before && report_only => (
-            Decided::new(READY, Status::False, "MissingOnBroker", format!("{} was deleted on the broker", plan.broker_name)),
+            Decided::new(
+                READY,
+                Status::False,
+                "MissingOnBroker",
+                format!("{} was deleted on the broker", plan.broker_name),
+            ),
             Decided::new(DRIFTED, Status::True, "MissingOnBroker", "driftPolicy Report: the queue is not recreated"),
             None,
         ),
@@ -320,7 +342,13 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
     };
     match admin.delete(&plan.broker_name, if_empty).await {
         Ok(Deleted::Deleted | Deleted::AlreadyGone) => {
-            ctx.publish(&reference, EventType::Normal, "Deleted", &format!("deleted {} on the broker", plan.broker_name)).await;
+            ctx.publish(
+                &reference,
+                EventType::Normal,
+                "Deleted",
+                &format!("deleted {} on the broker", plan.broker_name),
+            )
+            .await;
             set_finalizer(queue, ctx, false).await?;
             Ok(Action::await_change())
         }
@@ -332,7 +360,18 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
             );
             ctx.publish(&reference, EventType::Warning, "NotEmpty", &message).await;
             let decided = vec![Decided::new(READY, Status::False, "DeletionWaitsForEmptyQueue", message)];
-            write_status(queue, ctx, &Outcome { decided, broker_name: Some(plan.broker_name.clone()), partitions: None, capabilities: None, requeue: RETRY_SOON }).await?;
+            write_status(
+                queue,
+                ctx,
+                &Outcome {
+                    decided,
+                    broker_name: Some(plan.broker_name.clone()),
+                    partitions: None,
+                    capabilities: None,
+                    requeue: RETRY_SOON,
+                },
+            )
+            .await?;
             Ok(Action::requeue(ctx.drift_interval))
         }
         Err(error) => {
@@ -346,7 +385,12 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
 
 fn deletion_blocked(outcome: &Outcome) -> Vec<Decided> {
     let why = outcome.decided.first().map(|d| d.message.clone()).unwrap_or_default();
-    vec![Decided::new(READY, Status::False, "DeletionBlocked", format!("the broker-side queue cannot be deleted yet: {why}"))]
+    vec![Decided::new(
+        READY,
+        Status::False,
+        "DeletionBlocked",
+        format!("the broker-side queue cannot be deleted yet: {why}"),
+    )]
 }
 
 /// Adds or removes our finalizer with a merge patch of the whole list.
@@ -356,8 +400,12 @@ async fn set_finalizer(queue: &Queue, ctx: &Context, present: bool) -> Result<()
         finalizers.push(FINALIZER.to_owned());
     }
     let api: Api<Queue> = Api::namespaced(ctx.client.clone(), &queue.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": queue.resource_version()}});
-    api.patch(&queue.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).map_err(Error::PatchFinalizers)
+    let patch =
+        serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": queue.resource_version()}});
+    api.patch(&queue.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::PatchFinalizers)
 }
 
 /// Writes the status when it differs from the stored one: a steady queue costs no API write.

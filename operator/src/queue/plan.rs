@@ -97,7 +97,14 @@ pub fn plan(driver: Driver, broker_name: String, spec: &QueueSpec) -> Result<Que
     if spec.replication.is_some() && !matches!(driver, Driver::Kafka | Driver::Nats | Driver::Gateway) {
         unsupported.push(format!("spec.replication: {driver} replicates by the broker cluster's own policy"));
     }
-    Ok(QueuePlan { driver, broker_name, partitions: spec.partitions, replication: spec.replication, settings, unsupported })
+    Ok(QueuePlan {
+        driver,
+        broker_name,
+        partitions: spec.partitions,
+        replication: spec.replication,
+        settings,
+        unsupported,
+    })
 }
 
 fn set(settings: &mut BTreeMap<String, String>, key: &str, value: Option<impl ToString>) {
@@ -158,7 +165,9 @@ fn rabbitmq_settings(parsed: &Parsed, unsupported: &mut Vec<String>) -> BTreeMap
         (None, _) => {}
     }
     if parsed.max_message.is_some() {
-        unsupported.push("spec.maxMessageSize: rabbitmq limits message size per node (max_message_size), not per queue".into());
+        unsupported.push(
+            "spec.maxMessageSize: rabbitmq limits message size per node (max_message_size), not per queue".into(),
+        );
     }
     settings
 }
@@ -306,8 +315,9 @@ mod tests {
 
     #[test]
     fn rabbitmq_queues_are_quorum_unless_transient() {
-        let durable = plan(Driver::Rabbitmq, "q".into(), &spec("{accessPointRef: {name: r}, messageDefaults: {expire: 1h}}"))
-            .expect("valid");
+        let durable =
+            plan(Driver::Rabbitmq, "q".into(), &spec("{accessPointRef: {name: r}, messageDefaults: {expire: 1h}}"))
+                .expect("valid");
         assert_eq!(durable.settings["x-queue-type"], "quorum");
         assert_eq!(durable.settings["x-message-ttl"], "3600000");
         let transient = plan(
@@ -330,8 +340,9 @@ mod tests {
 
     #[test]
     fn drift_lists_only_what_the_plan_names() {
-        let plan = plan(Driver::Kafka, "o".into(), &spec("{accessPointRef: {name: k}, partitions: 3, retention: {time: 1d}}"))
-            .expect("valid");
+        let plan =
+            plan(Driver::Kafka, "o".into(), &spec("{accessPointRef: {name: k}, partitions: 3, retention: {time: 1d}}"))
+                .expect("valid");
         let broker: BTreeMap<String, String> =
             [("retention.ms".into(), "3600000".into()), ("cleanup.policy".into(), "delete".into())].into();
         let drift = drift(&plan, 4, &broker);
