@@ -116,3 +116,21 @@ fn server_reports_the_pinned_kubernetes_version() -> anyhow::Result<()> {
     assert_eq!(json["clientVersion"]["gitVersion"], pinned.as_str());
     Ok(())
 }
+
+#[test]
+fn cluster_down_stops_every_process_it_started_and_removes_its_state() -> anyhow::Result<()> {
+    let name = format!("down-{}", std::process::id());
+    let cluster = Cluster::up(&name)?;
+    let state = cluster.kubeconfig.parent().context("state dir")?.to_path_buf();
+    let pids: Vec<String> = std::fs::read_dir(state.join("pids"))?
+        .map(|entry| std::fs::read_to_string(entry?.path()).map(|p| p.trim().to_owned()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(pids.len(), 3, "etcd, kube-apiserver and kube-controller-manager were recorded");
+    run_ok(std::process::Command::new(repo_root().join("e2e/harness/cluster.sh")).args(["down", &name]))?;
+    for pid in &pids {
+        let alive = std::path::Path::new("/proc").join(pid).exists();
+        assert!(!alive, "process {pid} of cluster {name} still runs after down");
+    }
+    assert!(!state.exists(), "state left in {}", state.display());
+    Ok(())
+}
