@@ -76,6 +76,18 @@ bind() {
 stage=/run/oms-boot-$$
 bind "$pod" "$stage"
 pod=$stage
+# The tools, reached the same way: their real files, bound into the stage before /tmp is covered.
+mkdir -p "$pod/tools"
+for tool in nats-server nats; do
+	if [[ -e $BIN/$tool ]]; then
+		touch "$pod/tools/$tool"
+		mount --bind "$(readlink -f "$BIN/$tool")" "$pod/tools/$tool"
+	fi
+done
+if [[ $kind == kafka ]]; then
+	mkdir -p "$pod/tools/kafka-libs"
+	mount --bind "$(readlink -f "$BIN/kafka-libs")/libs" "$pod/tools/kafka-libs"
+fi
 while read -r target relative; do
 	[[ -n $target ]] && bind "$pod/$relative" "$target"
 done <"$pod/mounts"
@@ -86,7 +98,7 @@ mount --bind "$pod/hosts" /etc/hosts
 if [[ $kind == kafka ]]; then
 	# The apache/kafka image's tools, as thin wrappers over the same jars.
 	mkdir -p "$pod/kafka-bin"
-	libs=$BIN/kafka-libs/libs
+	libs=$pod/tools/kafka-libs
 	cat >"$pod/kafka-bin/kafka-storage.sh" <<EOF
 #!/bin/sh
 exec java -Xmx256m -cp '$libs/*' kafka.tools.StorageTool "\$@"
@@ -101,7 +113,7 @@ fi
 
 mapfile -t command <"$pod/command"
 mapfile -t environment <"$pod/env"
-env -i PATH="$BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/tmp \
+env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/tmp \
 	HOSTNAME="$(cat "$pod/hostname")" "${environment[@]}" "${command[@]}" >"$pod/broker.log" 2>&1 &
 broker=$!
 
@@ -124,7 +136,7 @@ message="round trip through the rendered $kind pod at $(date -u +%FT%TZ)"
 pod_host=$(cat "$pod/pod_host")
 case $kind in
 kafka)
-	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$BIN/kafka-libs/libs/*" "$@" 2>>"$pod/client.log"; }
+	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$pod/tools/kafka-libs/*" "$@" 2>>"$pod/client.log"; }
 	# Bootstrap by the pod's DNS name: proves the advertised listener clients are sent to.
 	printf '%s\n' "$message" | java_tool org.apache.kafka.tools.ConsoleProducer \
 		--bootstrap-server "$pod_host:$port" --topic boot --producer-property acks=all
@@ -132,7 +144,7 @@ kafka)
 		--topic boot --from-beginning --max-messages 1 --timeout-ms 60000) || true
 	;;
 nats)
-	nats() { XDG_CONFIG_HOME=$pod/client "$BIN/nats" --server "nats://$pod_host:$port" --timeout 10s "$@"; }
+	nats() { XDG_CONFIG_HOME=$pod/client "$pod/tools/nats" --server "nats://$pod_host:$port" --timeout 10s "$@"; }
 	nats stream add BOOT --subjects 'boot.>' --storage file --defaults >/dev/null
 	nats pub --jetstream boot.one "$message" >/dev/null
 	got=$(nats sub boot.one --stream BOOT --all --count 1 --raw --wait 10s) || true
