@@ -53,6 +53,11 @@ e2e: tools build ## Integration tier against real API servers (starts clusters a
 test: lint check-generated unit e2e ## Everything CI runs
 	@echo "make test: all passed"
 
+.PHONY: bench
+bench: tools ## Benchmarks and scale runs; results under docs/bench/
+	$(CARGO) build --release --locked -p oms-operator
+	$(CARGO) bench --locked -p oms-e2e --bench queue_scale
+
 .PHONY: cluster-up
 cluster-up: ## Start a local control plane: make cluster-up CLUSTER=cloud-a
 	$(TOOLS) $(CONTROL_PLANE_TOOLS)

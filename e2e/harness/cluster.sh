@@ -6,6 +6,8 @@
 #   e2e/harness/cluster.sh down <name>    stop the processes it started and remove the state
 #   e2e/harness/cluster.sh status <name>  print whether the cluster answers
 #
+# OMS_AUDIT=1 at `up` turns on the API server's audit log (Metadata level, one JSON line per
+# request, in logs/audit.log): benchmarks count the requests of one user with it.
 # State: e2e/.state/<name>/ (kubeconfig, pki/, logs/*.log, pids/, ports.env). etcd keeps its data
 # on tmpfs (/dev/shm) with fsync off: these clusters are for tests and must be fast.
 set -euo pipefail
@@ -162,7 +164,14 @@ EOF
 		--listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
 		--initial-cluster "$name=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
 
-	start kube-apiserver "$BIN/kube-apiserver" \
+	local audit=()
+	if [[ ${OMS_AUDIT:-0} == 1 ]]; then
+		printf '%s\n' "apiVersion: audit.k8s.io/v1" "kind: Policy" "omitStages: [RequestReceived]" \
+			"rules: [{level: Metadata}]" >"$STATE/audit-policy.yaml"
+		audit=(--audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/logs/audit.log" --audit-log-maxsize 0)
+	fi
+
+	start kube-apiserver "$BIN/kube-apiserver" "${audit[@]}" \
 		--etcd-servers "http://127.0.0.1:$ETCD_PORT" --etcd-prefix "/oms-e2e-$name" \
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
 		--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \

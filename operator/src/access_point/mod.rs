@@ -43,6 +43,9 @@ const KIND: &str = "MessagingAccessPoint";
 const REGION_LABEL: &str = "topology.kubernetes.io/region";
 /// Region when neither the spec nor any node names one.
 const FALLBACK_REGION: &str = "local";
+/// Reconciles running at once: bounds API and broker calls when many objects change together
+/// (start-up, an access point coming back).
+const CONCURRENT_RECONCILES: u16 = 8;
 /// How often a healthy access point is looked at again, as a safety net besides watches.
 const RESYNC: Duration = Duration::from_mins(5);
 /// How often an external broker is probed while it does not answer or brokers start.
@@ -94,6 +97,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         .owns(ctx.api::<Secret>(namespace), owned);
     let counting = keep_resources_gauge(controller.store(), ctx.metrics.clone(), KIND, ready_status, shutdown.clone());
     let reconciling = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()));

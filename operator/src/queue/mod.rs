@@ -39,6 +39,9 @@ const KIND: &str = "Queue";
 pub const FINALIZER: &str = "openmessaging.cloud/queue-cleanup";
 /// Condition listing differences between the spec and the broker.
 pub const DRIFTED: &str = "Drifted";
+/// Reconciles running at once: bounds API and broker calls when many objects change together
+/// (start-up, an access point coming back).
+const CONCURRENT_RECONCILES: u16 = 8;
 /// Retry soon after a failure that time may fix (broker down, access point not ready).
 const RETRY_SOON: Duration = Duration::from_secs(15);
 
@@ -88,6 +91,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     });
     let counting = keep_resources_gauge(controller.store(), ctx.metrics.clone(), KIND, ready_status, shutdown.clone());
     let reconciling = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
