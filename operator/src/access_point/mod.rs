@@ -212,7 +212,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
         (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
     };
-    apply_named(ctx, "Secret", &binding_secret(&ap, &hosts, credentials.as_ref(), &owner)).await?;
+    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, credentials.as_ref(), &owner)).await?;
 
     observed.access_point = Some(access_point_url(&ap, &hosts));
     observed.binding_secret = Some(binding_secret_name(&name));
@@ -265,6 +265,23 @@ async fn kafka_scale_down_refusal(
         })
         .collect();
     Ok(status::kafka_scale_down_refusal(current, desired, &replication).map(|message| (current, message)))
+}
+
+/// Applies the binding Secret unless it already holds exactly this: external access points are
+/// reconciled at every probe, and an unchanged Secret must cost no write.
+async fn apply_binding_secret(ctx: &Context, desired: &Secret) -> Result<(), Error> {
+    let name = desired.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &desired.namespace().unwrap_or_default());
+    let existing = secrets.get_opt(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
+    let same = existing.is_some_and(|e| {
+        e.data == desired.data
+            && e.metadata.owner_references == desired.metadata.owner_references
+            && desired.metadata.labels.iter().flatten().all(|(k, v)| e.labels().get(k) == Some(v))
+    });
+    if !same {
+        apply_named(ctx, "Secret", desired).await?;
+    }
+    Ok(())
 }
 
 /// The region of the first node that names one, else `local`.
@@ -363,6 +380,10 @@ async fn write_status(
     let previous = map.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     status.observed_generation = map.metadata.generation;
     status.conditions = merge(previous, decided, map.metadata.generation, Timestamp::now());
+    // A steady access point costs no API write.
+    if map.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
     let value = serde_json::to_value(&status).unwrap_or_default();
     apply_status::<MessagingAccessPoint>(&ctx.client, &map.namespace().unwrap_or_default(), &map.name_any(), value)
         .await
