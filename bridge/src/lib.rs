@@ -6,3 +6,8 @@
 //! field) -> the role's runtime.
 
 pub mod config;
+pub mod connector;
+pub mod message;
+pub mod metrics;
+pub mod pipeline;
+pub mod worker;

@@ -46,42 +46,83 @@ enum Role {
     },
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(error) = oms_telemetry::logging::init(&cli.log) {
         eprintln!("oms-bridge: {error}");
         return ExitCode::from(2);
     }
-    let (summary, check) = match &cli.role {
-        Role::Worker { config, check } => (
-            config::load_worker(config).map(|c| {
-                format!(
-                    "worker {}/{}: {:?} {} -> {:?} {}",
-                    c.namespace, c.name, c.source.protocol, c.source.queue, c.target.protocol, c.target.queue
-                )
-            }),
-            *check,
-        ),
-        Role::Gateway { config, check } => (
-            config::load_gateway(config).map(|c| {
-                format!("gateway on {} for {} backend(s), trust domain {}", c.listen, c.backends.len(), c.trust_domain)
-            }),
-            *check,
-        ),
-    };
-    match summary {
-        Err(error) => {
-            eprintln!("oms-bridge: invalid config: {error}");
-            ExitCode::from(2)
+    match cli.role {
+        Role::Worker { config, check } => {
+            let config = match config::load_worker(&config) {
+                Ok(config) => config,
+                Err(error) => return invalid(&error),
+            };
+            if check {
+                println!(
+                    "config ok: worker {}/{}: {:?} {} -> {:?} {}",
+                    config.namespace,
+                    config.name,
+                    config.source.protocol,
+                    config.source.queue,
+                    config.target.protocol,
+                    config.target.queue
+                );
+                return ExitCode::SUCCESS;
+            }
+            match run_worker(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(message = "Worker failed.", error = format!("{error:#}"));
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Ok(summary) if check => {
-            println!("config ok: {summary}");
-            ExitCode::SUCCESS
-        }
-        Ok(summary) => {
-            // The connectors arrive with the data-plane issue; refuse to pretend to forward.
-            eprintln!("oms-bridge: config ok ({summary}), but this build has no connectors yet; run with --check");
+        Role::Gateway { config, check } => {
+            let config = match config::load_gateway(&config) {
+                Ok(config) => config,
+                Err(error) => return invalid(&error),
+            };
+            let summary = format!(
+                "gateway on {} for {} backend(s), trust domain {}",
+                config.listen,
+                config.backends.len(),
+                config.trust_domain
+            );
+            if check {
+                println!("config ok: {summary}");
+                return ExitCode::SUCCESS;
+            }
+            // The gateway arrives with the gateway issue; refuse to pretend to serve.
+            eprintln!("oms-bridge: config ok ({summary}), but this build has no gateway yet; run with --check");
             ExitCode::from(3)
         }
     }
+}
+
+fn invalid(error: &config::ConfigError) -> ExitCode {
+    eprintln!("oms-bridge: invalid config: {error}");
+    ExitCode::from(2)
+}
+
+async fn run_worker(config: config::WorkerConfig) -> anyhow::Result<()> {
+    let shutdown = oms_telemetry::shutdown::on_signal()?;
+    let registry = prometheus::Registry::new();
+    let labels = [
+        ("bridge", config.name.clone()),
+        ("namespace", config.namespace.clone()),
+        ("source_driver", format!("{:?}", config.source.protocol).to_lowercase()),
+        ("target_driver", format!("{:?}", config.target.protocol).to_lowercase()),
+    ];
+    let metrics = oms_bridge::metrics::BridgeMetrics::register(&registry, &labels)?;
+    let readiness = oms_telemetry::admin::Readiness::default();
+    let admin = oms_telemetry::admin::AdminServer::bind(config.admin_listen, registry, readiness.clone()).await?;
+    tracing::info!(message = "Worker started.", admin = %admin.local_addr()?);
+    let serving = tokio::spawn(admin.serve(shutdown.clone()));
+    readiness.set(true);
+    oms_bridge::worker::run(&config, &metrics, &shutdown).await;
+    shutdown.cancel();
+    serving.await??;
+    Ok(())
 }

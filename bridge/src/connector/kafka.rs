@@ -1,0 +1,128 @@
+//! Kafka through librdkafka. Source: a consumer group whose offsets are stored only for messages
+//! the target confirmed and committed by librdkafka's auto-commit of stored offsets. Sink: an
+//! idempotent producer (acks=all), so retries inside the client never duplicate or reorder.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::{Confirm, ConnectorError, Received, Start};
+use crate::config::{Endpoint, Protocol};
+use crate::message::{MESSAGE_ID_HEADER, Message, take_bridge_headers};
+
+fn servers(endpoint: &Endpoint) -> String {
+    endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
+}
+
+fn connect_error(endpoint: &Endpoint, error: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Connect { protocol: Protocol::Kafka, servers: servers(endpoint), message: error.to_string() }
+}
+
+pub struct KafkaSource {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl KafkaSource {
+    pub fn connect(endpoint: &Endpoint, group: &str, start: Start) -> Result<Self, ConnectorError> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", servers(endpoint))
+            .set("group.id", group)
+            // Offsets are stored by `ack` only, after the target confirmed; librdkafka commits
+            // the stored ones in the background.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", if matches!(start, Start::Latest) { "latest" } else { "earliest" })
+            // A crashed worker's partitions move to its successor after this long (default 45 s).
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000")
+            .create()
+            .map_err(|e| connect_error(endpoint, e))?;
+        consumer.subscribe(&[endpoint.queue.as_str()]).map_err(|e| connect_error(endpoint, e))?;
+        Ok(Self { consumer, topic: endpoint.queue.clone() })
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        let record = self.consumer.recv().await.map_err(|e| ConnectorError::Receive(e.to_string()))?;
+        let mut headers = Vec::new();
+        if let Some(list) = record.headers() {
+            for header in list.iter() {
+                headers.push((header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()));
+            }
+        }
+        let (id, _, headers) = take_bridge_headers(headers);
+        let offset = u64::try_from(record.offset()).unwrap_or(0);
+        let message = Message {
+            key: record.key().map(<[u8]>::to_vec),
+            payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            timestamp_ms: record.timestamp().to_millis(),
+            id: Message::stable_id(id.as_deref(), &self.topic, i64::from(record.partition()), offset),
+        };
+        Ok(Received {
+            message,
+            ack: super::Ack::Kafka { partition: record.partition(), next_offset: record.offset() + 1 },
+        })
+    }
+
+    pub fn ack(&self, partition: i32, next_offset: i64) -> Result<(), ConnectorError> {
+        self.consumer.store_offset(&self.topic, partition, next_offset).map_err(|e| ConnectorError::Ack(e.to_string()))
+    }
+
+    /// Commits the stored offsets synchronously (at shutdown).
+    pub fn commit_now(&self) {
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(message = "Failed to commit offsets.", %error);
+        }
+    }
+}
+
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// How long a send may wait in librdkafka's queue when it is full (backpressure).
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl KafkaSink {
+    pub fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", servers(endpoint))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| connect_error(endpoint, e))?;
+        Ok(Self { producer, topic: endpoint.queue.clone() })
+    }
+
+    pub fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1)
+            .insert(Header { key: MESSAGE_ID_HEADER, value: Some(message.id.as_bytes()) });
+        for (name, value) in &message.headers {
+            headers = headers.insert(Header { key: name, value: Some(value.as_slice()) });
+        }
+        let mut record = FutureRecord::to(&self.topic).payload(&message.payload).headers(headers);
+        if let Some(key) = &message.key {
+            record = record.key(key);
+        }
+        if let Some(ms) = message.timestamp_ms {
+            record = record.timestamp(ms);
+        }
+        let producer = self.producer.clone();
+        let delivery = producer.send_result(record).map_err(|(error, _)| ConnectorError::Send(error.to_string()))?;
+        let _ = ENQUEUE_TIMEOUT;
+        Ok(Box::pin(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(ConnectorError::Send(error.to_string())),
+                Err(_) => Err(ConnectorError::Send("the producer dropped the delivery".into())),
+            }
+        }))
+    }
+}

@@ -1,0 +1,134 @@
+//! Connectors: one source and one sink per protocol, behind two enums so that any source pairs
+//! with any sink. A source hands out messages with an [`Ack`] that the pipeline returns only after
+//! the sink confirmed; a sink's `send` enqueues and returns the confirmation to await.
+
+mod kafka;
+mod nats;
+
+use futures::future::BoxFuture;
+
+use crate::config::{Endpoint, Protocol, StartFrom};
+use crate::message::Message;
+
+/// A message taken from a source, with what acknowledges it there.
+pub struct Received {
+    pub message: Message,
+    pub ack: Ack,
+}
+
+/// How a source is told that a message is safe at the target.
+pub enum Ack {
+    /// Kafka: the offset to store for the next commit (the message's offset + 1).
+    Kafka { partition: i32, next_offset: i64 },
+    /// JetStream: the message itself carries its ack subject.
+    Nats(Box<async_nats::jetstream::Message>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("cannot connect to {protocol:?} at {servers}: {message}")]
+    Connect { protocol: Protocol, servers: String, message: String },
+    #[error("receiving failed: {0}")]
+    Receive(String),
+    #[error("sending failed: {0}")]
+    Send(String),
+    #[error("acknowledging at the source failed: {0}")]
+    Ack(String),
+    #[error("the {0:?} connector is not built yet")]
+    NotBuilt(Protocol),
+}
+
+/// The confirmation of one send: resolves when the target holds the message.
+pub type Confirm = BoxFuture<'static, Result<(), ConnectorError>>;
+
+/// Where a new consumer starts, in the terms every source understands.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    Earliest,
+    Latest,
+    /// Milliseconds since the epoch.
+    Timestamp(i64),
+}
+
+impl Start {
+    #[must_use]
+    pub fn from_config(start: StartFrom, timestamp_ms: Option<i64>) -> Self {
+        match (start, timestamp_ms) {
+            (StartFrom::Latest, _) => Start::Latest,
+            (StartFrom::Timestamp, Some(ms)) => Start::Timestamp(ms),
+            _ => Start::Earliest,
+        }
+    }
+}
+
+pub enum Source {
+    Kafka(kafka::KafkaSource),
+    // Boxed: the JetStream consumer stream is large; one source per worker, so the box is free.
+    Nats(Box<nats::NatsSource>),
+}
+
+impl Source {
+    /// Connects to the source queue; `consumer` names the durable position (group, consumer).
+    pub async fn connect(
+        endpoint: &Endpoint,
+        consumer: &str,
+        start: Start,
+        in_flight: u32,
+    ) -> Result<Self, ConnectorError> {
+        match endpoint.protocol {
+            Protocol::Kafka => Ok(Source::Kafka(kafka::KafkaSource::connect(endpoint, consumer, start)?)),
+            Protocol::Nats => {
+                Ok(Source::Nats(Box::new(nats::NatsSource::connect(endpoint, consumer, start, in_flight).await?)))
+            }
+            other => Err(ConnectorError::NotBuilt(other)),
+        }
+    }
+
+    /// The next message; waits until one arrives.
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        match self {
+            Source::Kafka(source) => source.next().await,
+            Source::Nats(source) => source.next().await,
+        }
+    }
+
+    /// Acknowledges a message the sink confirmed.
+    pub async fn ack(&mut self, ack: Ack) -> Result<(), ConnectorError> {
+        match (self, ack) {
+            (Source::Kafka(source), Ack::Kafka { partition, next_offset }) => source.ack(partition, next_offset),
+            (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
+            _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
+        }
+    }
+
+    /// Makes stored positions durable before a shutdown.
+    pub fn flush(&mut self) {
+        if let Source::Kafka(source) = self {
+            source.commit_now();
+        }
+    }
+}
+
+pub enum Sink {
+    Kafka(kafka::KafkaSink),
+    // Boxed like the source: one per worker.
+    Nats(Box<nats::NatsSink>),
+}
+
+impl Sink {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        match endpoint.protocol {
+            Protocol::Kafka => Ok(Sink::Kafka(kafka::KafkaSink::connect(endpoint)?)),
+            Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint).await?))),
+            other => Err(ConnectorError::NotBuilt(other)),
+        }
+    }
+
+    /// Enqueues `message`; the returned future resolves when the target confirmed it.
+    pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
+        match self {
+            Sink::Kafka(sink) => sink.send(message),
+            Sink::Nats(sink) => sink.send(message).await,
+        }
+    }
+}

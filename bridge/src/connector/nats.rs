@@ -1,0 +1,138 @@
+//! NATS JetStream. Source: a durable pull consumer with explicit acks on the stream named by the
+//! queue. Sink: publishes to the stream's subject with `Nats-Msg-Id` set to the message id, so
+//! JetStream drops repeats inside its duplicate window.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+
+use super::{Confirm, ConnectorError, Received, Start};
+use crate::config::{Endpoint, Protocol};
+use crate::message::{
+    KEY_HEADER, MESSAGE_ID_HEADER, Message, NATS_MSG_ID_HEADER, is_text_header_value, take_bridge_headers,
+};
+
+async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
+    let servers: Vec<String> = endpoint.servers.iter().map(|(h, p)| format!("nats://{h}:{p}")).collect();
+    async_nats::ConnectOptions::new().connect(servers.clone()).await.map_err(|e| ConnectorError::Connect {
+        protocol: Protocol::Nats,
+        servers: servers.join(","),
+        message: e.to_string(),
+    })
+}
+
+pub struct NatsSource {
+    messages: consumer::pull::Stream,
+    stream: String,
+}
+
+impl NatsSource {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        durable: &str,
+        start: Start,
+        in_flight: u32,
+    ) -> Result<Self, ConnectorError> {
+        let js = jetstream::new(client(endpoint).await?);
+        let fail = |e: &dyn std::fmt::Display| ConnectorError::Connect {
+            protocol: Protocol::Nats,
+            servers: format!("{:?}", endpoint.servers),
+            message: e.to_string(),
+        };
+        let stream = js.get_stream(&endpoint.queue).await.map_err(|e| fail(&e))?;
+        let deliver_policy = match start {
+            Start::Earliest => consumer::DeliverPolicy::All,
+            Start::Latest => consumer::DeliverPolicy::New,
+            Start::Timestamp(ms) => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            },
+        };
+        let durable_name = durable.replace(['.', '*', '>', '/'], "_");
+        let consumer = stream
+            .get_or_create_consumer(
+                &durable_name,
+                consumer::pull::Config {
+                    durable_name: Some(durable_name.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    deliver_policy,
+                    // Unacknowledged messages the server lets us hold: the bridge's window.
+                    max_ack_pending: i64::from(in_flight),
+                    ..consumer::pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+        let messages = consumer.messages().await.map_err(|e| fail(&e))?;
+        Ok(Self { messages, stream: endpoint.queue.clone() })
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        let message = self
+            .messages
+            .next()
+            .await
+            .ok_or_else(|| ConnectorError::Receive("the consumer stream ended".into()))?
+            .map_err(|e| ConnectorError::Receive(e.to_string()))?;
+        let info = message.info().map_err(|e| ConnectorError::Receive(e.to_string()))?;
+        let sequence = info.stream_sequence;
+        let timestamp_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok();
+        let mut headers = Vec::new();
+        if let Some(map) = &message.headers {
+            for (name, values) in map.iter() {
+                for value in values {
+                    headers.push((name.to_string(), value.as_str().as_bytes().to_vec()));
+                }
+            }
+        }
+        let (id, key, headers) = take_bridge_headers(headers);
+        let converted = Message {
+            key,
+            payload: message.payload.to_vec(),
+            headers,
+            timestamp_ms,
+            id: Message::stable_id(id.as_deref(), &self.stream, 0, sequence),
+        };
+        Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)) })
+    }
+}
+
+/// Acks at the server and waits for its confirmation, so that a crash right after cannot lose
+/// the acknowledgement silently (the message would be redelivered, never dropped).
+pub async fn ack(message: &jetstream::Message) -> Result<(), ConnectorError> {
+    message.double_ack().await.map_err(|e| ConnectorError::Ack(e.to_string()))
+}
+
+pub struct NatsSink {
+    jetstream: jetstream::Context,
+    subject: String,
+}
+
+impl NatsSink {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        Ok(Self { jetstream: jetstream::new(client(endpoint).await?), subject: endpoint.queue.clone() })
+    }
+
+    pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(MESSAGE_ID_HEADER, message.id.as_str());
+        headers.insert(NATS_MSG_ID_HEADER, message.id.as_str());
+        if let Some(key) = &message.key
+            && is_text_header_value(key)
+        {
+            headers.insert(KEY_HEADER, String::from_utf8_lossy(key).as_ref());
+        }
+        for (name, value) in &message.headers {
+            // NATS headers are text; binary values cannot travel (see bridge/README.md).
+            if is_text_header_value(value) {
+                headers.append(name.as_str(), String::from_utf8_lossy(value).as_ref());
+            }
+        }
+        let pending = self
+            .jetstream
+            .publish_with_headers(self.subject.clone(), headers, message.payload.clone().into())
+            .await
+            .map_err(|e| ConnectorError::Send(e.to_string()))?;
+        Ok(Box::pin(async move { pending.await.map(|_| ()).map_err(|e| ConnectorError::Send(e.to_string())) }))
+    }
+}
