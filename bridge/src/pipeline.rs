@@ -62,13 +62,17 @@ pub async fn forward(
             }
         }
     };
-    // Whatever the sink confirmed before the end is acknowledged; the rest comes again.
-    while let (Some(Ok(())), Some((ack, bytes))) = (confirms.next().await, acks.pop_front()) {
-        if source.ack(ack).await.is_err() {
-            break;
+    // On shutdown, what the sink confirms of the window is acknowledged, in order, up to the first
+    // failure. After a failure nothing more is: acknowledging a later message would move a Kafka
+    // offset past the failed one, and the failed message would never come again.
+    if result.is_ok() {
+        while let (Some(Ok(())), Some((ack, bytes))) = (confirms.next().await, acks.pop_front()) {
+            if source.ack(ack).await.is_err() {
+                break;
+            }
+            metrics.sent.inc();
+            metrics.bytes_sent.inc_by(bytes as u64);
         }
-        metrics.sent.inc();
-        metrics.bytes_sent.inc_by(bytes as u64);
     }
     source.flush();
     result
