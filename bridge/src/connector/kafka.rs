@@ -2,8 +2,6 @@
 //! the target confirmed and committed by librdkafka's auto-commit of stored offsets. Sink: an
 //! idempotent producer (acks=all), so retries inside the client never duplicate or reorder.
 
-use std::time::Duration;
-
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -86,9 +84,6 @@ pub struct KafkaSink {
     topic: String,
 }
 
-/// How long a send may wait in librdkafka's queue when it is full (backpressure).
-const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl KafkaSink {
     pub fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
         let producer: FutureProducer = ClientConfig::new()
@@ -116,7 +111,6 @@ impl KafkaSink {
         }
         let producer = self.producer.clone();
         let delivery = producer.send_result(record).map_err(|(error, _)| ConnectorError::Send(error.to_string()))?;
-        let _ = ENQUEUE_TIMEOUT;
         Ok(Box::pin(async move {
             match delivery.await {
                 Ok(Ok(_)) => Ok(()),
