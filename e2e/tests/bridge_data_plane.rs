@@ -1,4 +1,4 @@
-//! `oms-bridge worker` between real brokers: every Kafka/NATS source-sink pair round-trips keys,
+//! `oms-bridge worker` between real brokers: every Kafka/NATS/AMQP source-sink pair round-trips keys,
 //! headers and per-key order; kill -9 of the worker mid-stream loses nothing.
 
 use std::collections::{BTreeMap, HashSet};
@@ -34,13 +34,16 @@ struct Seen {
 enum Kind {
     Kafka,
     Nats,
+    Amqp,
 }
 
 impl Kind {
+    /// The worker config's driver name.
     fn name(self) -> &'static str {
         match self {
             Kind::Kafka => "kafka",
             Kind::Nats => "nats",
+            Kind::Amqp => "amqp",
         }
     }
 }
@@ -48,18 +51,30 @@ impl Kind {
 struct Brokers {
     kafka: Broker,
     nats: Broker,
+    rabbitmq: Option<Broker>,
 }
 
 impl Brokers {
-    fn up(tag: &str) -> anyhow::Result<Self> {
-        Ok(Self { kafka: Broker::up("kafka", &format!("{tag}-k"))?, nats: Broker::up("nats", &format!("{tag}-n"))? })
+    fn up(tag: &str, with_rabbitmq: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            kafka: Broker::up("kafka", &format!("{tag}-k"))?,
+            nats: Broker::up("nats", &format!("{tag}-n"))?,
+            rabbitmq: with_rabbitmq.then(|| Broker::up("rabbitmq", &format!("{tag}-r"))).transpose()?,
+        })
     }
 
     fn broker(&self, kind: Kind) -> &Broker {
         match kind {
             Kind::Kafka => &self.kafka,
             Kind::Nats => &self.nats,
+            Kind::Amqp => self.rabbitmq.as_ref().unwrap_or(&self.nats),
         }
+    }
+
+    async fn amqp_channel(&self) -> anyhow::Result<lapin::Channel> {
+        let uri = format!("amqp://guest:guest@{}/%2f", self.broker(Kind::Amqp).address());
+        let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await?;
+        Ok(connection.create_channel().await?)
     }
 
     async fn create_queue(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
@@ -80,6 +95,13 @@ impl Brokers {
                     ..Default::default()
                 })
                 .await?;
+            }
+            Kind::Amqp => {
+                let options = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+                self.amqp_channel()
+                    .await?
+                    .queue_declare(name.into(), options, lapin::types::FieldTable::default())
+                    .await?;
             }
         }
         Ok(())
@@ -119,6 +141,35 @@ impl Brokers {
                 }
                 for ack in acks {
                     ack.await?;
+                }
+            }
+            Kind::Amqp => {
+                use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+                let channel = self.amqp_channel().await?;
+                channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+                let mut confirms = Vec::with_capacity(count);
+                for i in from..from + count {
+                    let headers: std::collections::BTreeMap<ShortString, AMQPValue> =
+                        [("region", "eu".to_owned()), ("seq", i.to_string()), ("oms-key", format!("k{}", i % KEYS))]
+                            .into_iter()
+                            .map(|(k, v)| (ShortString::from(k), AMQPValue::LongString(LongString::from(v))))
+                            .collect();
+                    let properties = lapin::BasicProperties::default().with_headers(FieldTable::from(headers));
+                    let payload = format!("msg-{i}");
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                "".into(),
+                                queue.into(),
+                                lapin::options::BasicPublishOptions::default(),
+                                payload.as_bytes(),
+                                properties,
+                            )
+                            .await?,
+                    );
+                }
+                for confirm in confirms {
+                    confirm.await?;
                 }
             }
         }
@@ -181,6 +232,35 @@ impl Brokers {
                         }
                     }
                     let payload = String::from_utf8_lossy(&message.payload).into_owned();
+                    distinct.insert(payload.clone());
+                    seen.push(Seen { key: headers.get("oms-key").cloned(), payload, headers });
+                }
+            }
+            Kind::Amqp => {
+                let channel = self.amqp_channel().await?;
+                let mut consumer = channel
+                    .basic_consume(
+                        queue.into(),
+                        "verify".into(),
+                        lapin::options::BasicConsumeOptions::default(),
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await?;
+                while distinct.len() < expected && started.elapsed() < deadline {
+                    let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+                    else {
+                        continue;
+                    };
+                    delivery.acker.ack(lapin::options::BasicAckOptions::default()).await?;
+                    let mut headers = BTreeMap::new();
+                    if let Some(table) = delivery.properties.headers() {
+                        for (name, value) in table.inner() {
+                            if let lapin::types::AMQPValue::LongString(text) = value {
+                                headers.insert(name.to_string(), String::from_utf8_lossy(text.as_bytes()).into_owned());
+                            }
+                        }
+                    }
+                    let payload = String::from_utf8_lossy(&delivery.data).into_owned();
                     distinct.insert(payload.clone());
                     seen.push(Seen { key: headers.get("oms-key").cloned(), payload, headers });
                 }
@@ -262,10 +342,10 @@ fn check_round_trip(seen: &[Seen], count: usize, pair: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_kafka_and_nats_pair_round_trips_keys_headers_and_per_key_order() -> anyhow::Result<()> {
-    let brokers = Brokers::up("bridge-pairs")?;
-    for source in [Kind::Kafka, Kind::Nats] {
-        for target in [Kind::Kafka, Kind::Nats] {
+async fn every_kafka_nats_and_amqp_pair_round_trips_keys_headers_and_per_key_order() -> anyhow::Result<()> {
+    let brokers = Brokers::up("bridge-pairs", true)?;
+    for source in [Kind::Kafka, Kind::Nats, Kind::Amqp] {
+        for target in [Kind::Kafka, Kind::Nats, Kind::Amqp] {
             let pair = format!("{}-to-{}", source.name(), target.name());
             let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
             brokers.create_queue(source, &from).await?;
@@ -283,7 +363,7 @@ async fn every_kafka_and_nats_pair_round_trips_keys_headers_and_per_key_order() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_worker_mid_stream_loses_nothing_and_nats_drops_the_repeats() -> anyhow::Result<()> {
-    let brokers = Brokers::up("bridge-kill")?;
+    let brokers = Brokers::up("bridge-kill", false)?;
     brokers.create_queue(Kind::Kafka, "kill-in").await?;
     brokers.create_queue(Kind::Nats, "kill-out").await?;
     brokers.produce(Kind::Kafka, "kill-in", 0, KILL_COUNT).await?;

@@ -2,6 +2,7 @@
 //! with any sink. A source hands out messages with an [`Ack`] that the pipeline returns only after
 //! the sink confirmed; a sink's `send` enqueues and returns the confirmation to await.
 
+mod amqp;
 mod kafka;
 mod nats;
 
@@ -22,6 +23,8 @@ pub enum Ack {
     Kafka { partition: i32, next_offset: i64 },
     /// JetStream: the message itself carries its ack subject.
     Nats(Box<async_nats::jetstream::Message>),
+    /// AMQP: the delivery's acker (channel and delivery tag).
+    Amqp(Box<lapin::Acker>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,7 @@ impl Start {
 
 pub enum Source {
     Kafka(kafka::KafkaSource),
+    Amqp(Box<amqp::AmqpSource>),
     // Boxed: the JetStream consumer stream is large; one source per worker, so the box is free.
     Nats(Box<nats::NatsSource>),
 }
@@ -80,6 +84,9 @@ impl Source {
             Protocol::Nats => {
                 Ok(Source::Nats(Box::new(nats::NatsSource::connect(endpoint, consumer, start, in_flight).await?)))
             }
+            Protocol::Amqp => {
+                Ok(Source::Amqp(Box::new(amqp::AmqpSource::connect(endpoint, consumer, in_flight).await?)))
+            }
             other => Err(ConnectorError::NotBuilt(other)),
         }
     }
@@ -89,6 +96,7 @@ impl Source {
         match self {
             Source::Kafka(source) => source.next().await,
             Source::Nats(source) => source.next().await,
+            Source::Amqp(source) => source.next().await,
         }
     }
 
@@ -97,6 +105,7 @@ impl Source {
         match (self, ack) {
             (Source::Kafka(source), Ack::Kafka { partition, next_offset }) => source.ack(partition, next_offset),
             (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
+            (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
         }
     }
@@ -111,6 +120,7 @@ impl Source {
 
 pub enum Sink {
     Kafka(kafka::KafkaSink),
+    Amqp(Box<amqp::AmqpSink>),
     // Boxed like the source: one per worker.
     Nats(Box<nats::NatsSink>),
 }
@@ -120,6 +130,7 @@ impl Sink {
         match endpoint.protocol {
             Protocol::Kafka => Ok(Sink::Kafka(kafka::KafkaSink::connect(endpoint)?)),
             Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint).await?))),
+            Protocol::Amqp => Ok(Sink::Amqp(Box::new(amqp::AmqpSink::connect(endpoint).await?))),
             other => Err(ConnectorError::NotBuilt(other)),
         }
     }
@@ -129,6 +140,7 @@ impl Sink {
         match self {
             Sink::Kafka(sink) => sink.send(message),
             Sink::Nats(sink) => sink.send(message).await,
+            Sink::Amqp(sink) => sink.send(message).await,
         }
     }
 }

@@ -1,0 +1,175 @@
+//! AMQP 0.9.1 (RabbitMQ) through lapin. Source: a consumer with manual acks and a prefetch equal to
+//! the window. Sink: publishes through the default exchange to the queue, persistent, with
+//! publisher confirms: a message counts as sent when the broker confirmed it.
+
+use futures::StreamExt;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+use super::{Ack, Confirm, ConnectorError, Received};
+use crate::config::{Endpoint, Protocol};
+use crate::message::{HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, take_bridge_headers};
+
+/// Persistent delivery: RabbitMQ writes the message to disk before confirming it.
+const PERSISTENT: u8 = 2;
+
+async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
+    let (host, port) = endpoint.servers.first().cloned().unwrap_or_default();
+    let credentials = read_credentials(endpoint);
+    let uri = format!("amqp://{}:{}@{host}:{port}/%2f", credentials.0, credentials.1);
+    let fail = |e: lapin::Error| ConnectorError::Connect {
+        protocol: Protocol::Amqp,
+        servers: format!("{host}:{port}"),
+        message: e.to_string(),
+    };
+    let connection = Connection::connect(&uri, ConnectionProperties::default()).await.map_err(fail)?;
+    connection.create_channel().await.map_err(fail)
+}
+
+/// User and password from the credentials directory, else RabbitMQ's guest account.
+fn read_credentials(endpoint: &Endpoint) -> (String, String) {
+    let read = |file: &str| {
+        endpoint
+            .credentials_dir
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.join(file)).ok())
+            .map(|v| v.trim().to_owned())
+    };
+    (read("username").unwrap_or_else(|| "guest".into()), read("password").unwrap_or_else(|| "guest".into()))
+}
+
+pub struct AmqpSource {
+    consumer: Consumer,
+    queue: String,
+    /// Kept so that the channel (and the consumer on it) lives as long as the source.
+    _channel: Channel,
+}
+
+impl AmqpSource {
+    pub async fn connect(endpoint: &Endpoint, consumer_tag: &str, in_flight: u32) -> Result<Self, ConnectorError> {
+        let channel = channel(endpoint).await?;
+        let fail = |e: lapin::Error| ConnectorError::Connect {
+            protocol: Protocol::Amqp,
+            servers: format!("{:?}", endpoint.servers),
+            message: e.to_string(),
+        };
+        // The window: RabbitMQ sends no more unacknowledged messages than this.
+        let prefetch = u16::try_from(in_flight).unwrap_or(u16::MAX);
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(fail)?;
+        let consumer = channel
+            .basic_consume(
+                endpoint.queue.as_str().into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(fail)?;
+        Ok(Self { consumer, queue: endpoint.queue.clone(), _channel: channel })
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        let delivery = self
+            .consumer
+            .next()
+            .await
+            .ok_or_else(|| ConnectorError::Receive("the consumer was cancelled".into()))?
+            .map_err(|e| ConnectorError::Receive(e.to_string()))?;
+        let properties = &delivery.properties;
+        let mut headers: HeaderList = Vec::new();
+        if let Some(table) = properties.headers() {
+            for (name, value) in table.inner() {
+                if let Some(bytes) = header_bytes(value) {
+                    headers.push((name.to_string(), bytes));
+                }
+            }
+        }
+        let (id, key, headers) = take_bridge_headers(headers);
+        let id = id.or_else(|| properties.message_id().as_ref().map(ToString::to_string));
+        let message = Message {
+            key,
+            payload: delivery.data.clone(),
+            headers,
+            timestamp_ms: properties.timestamp().and_then(|s| i64::try_from(s).ok()).map(|s| s * 1000),
+            // AMQP has no stable position: without an id upstream, the delivery tag is per channel.
+            id: Message::stable_id(id.as_deref(), &self.queue, 0, delivery.delivery_tag),
+        };
+        Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)) })
+    }
+}
+
+pub async fn ack(acker: &lapin::Acker) -> Result<(), ConnectorError> {
+    acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| ConnectorError::Ack(e.to_string()))
+}
+
+/// A header value as bytes; AMQP's typed values are written as text.
+fn header_bytes(value: &AMQPValue) -> Option<Vec<u8>> {
+    match value {
+        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+        AMQPValue::ByteArray(b) => Some(b.as_slice().to_vec()),
+        AMQPValue::Boolean(b) => Some(b.to_string().into_bytes()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string().into_bytes()),
+        AMQPValue::LongInt(n) => Some(n.to_string().into_bytes()),
+        AMQPValue::ShortInt(n) => Some(n.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+pub struct AmqpSink {
+    channel: Channel,
+    queue: String,
+}
+
+impl AmqpSink {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        let channel = channel(endpoint).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| ConnectorError::Connect {
+            protocol: Protocol::Amqp,
+            servers: format!("{:?}", endpoint.servers),
+            message: e.to_string(),
+        })?;
+        Ok(Self { channel, queue: endpoint.queue.clone() })
+    }
+
+    pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
+        let mut table = std::collections::BTreeMap::new();
+        table
+            .insert(ShortString::from(MESSAGE_ID_HEADER), AMQPValue::LongString(LongString::from(message.id.as_str())));
+        if let Some(key) = &message.key {
+            table.insert(ShortString::from(KEY_HEADER), AMQPValue::LongString(LongString::from(key.clone())));
+        }
+        for (name, value) in &message.headers {
+            table.insert(ShortString::from(name.as_str()), AMQPValue::LongString(LongString::from(value.clone())));
+        }
+        let mut properties = BasicProperties::default()
+            .with_headers(FieldTable::from(table))
+            .with_message_id(ShortString::from(message.id.as_str()))
+            .with_delivery_mode(PERSISTENT);
+        if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms / 1000).ok()) {
+            properties = properties.with_timestamp(ms);
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &message.payload,
+                properties,
+            )
+            .await
+            .map_err(|e| ConnectorError::Send(e.to_string()))?;
+        Ok(Box::pin(async move {
+            match confirm.await {
+                Ok(Confirmation::Ack(_)) => Ok(()),
+                Ok(other) => Err(ConnectorError::Send(format!("the broker did not confirm: {other:?}"))),
+                Err(error) => Err(ConnectorError::Send(error.to_string())),
+            }
+        }))
+    }
+}
