@@ -23,7 +23,7 @@ pub async fn run(config: &WorkerConfig, metrics: &BridgeMetrics, shutdown: &Canc
     let mut backoff = BACKOFF_MIN;
     while !shutdown.is_cancelled() {
         let connected = async {
-            let sink = Sink::connect(&config.target).await?;
+            let sink = Sink::connect(&config.target, &consumer).await?;
             let source = Source::connect(&config.source, &consumer, start, config.in_flight).await?;
             Ok::<_, crate::connector::ConnectorError>((source, sink))
         };

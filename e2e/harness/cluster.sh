@@ -35,8 +35,23 @@ ETCD_DATA=/dev/shm/oms-e2e-$(printf %s "$ROOT" | md5sum | cut -c1-8)-$name-etcd
 
 log() { printf 'cluster %s: %s\n' "$name" "$*" >&2; }
 
-# A free TCP port on 127.0.0.1, chosen by the kernel.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free TCP port on 127.0.0.1 in 20000-29999: below the kernel's ephemeral range, so that no
+# outgoing connection can take it before the server binds (broker.sh keeps 30000-32767).
+free_port() {
+	python3 -c '
+import random, socket
+while True:
+    port = random.randint(20000, 29999)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        print(port)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 
 pid_alive() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
 

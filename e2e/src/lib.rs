@@ -85,10 +85,24 @@ pub fn poll<T>(
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free port for a server, below the kernel's ephemeral range (32768 and up): a port the kernel
+/// hands out can be taken by any outgoing connection (other tests connect a lot) before the
+/// server binds it. broker.sh keeps 30000-32767 for brokers' extra ports, so this draws from
+/// 20000-29999, at random, and checks that the port is free now.
 #[must_use]
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+pub fn free_server_port() -> u16 {
+    let mut seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()));
+    loop {
+        // xorshift: no dependency needed for a port number.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = 20_000 + u16::try_from(seed % 10_000).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Serializes cluster start-up: tests of one binary run on several threads.
@@ -248,7 +262,7 @@ impl Operator {
     /// Starts the operator with the identity of `kubeconfig`.
     pub fn start_with_kubeconfig(kubeconfig: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_server_port()).parse()?;
         let log = std::env::temp_dir().join(format!(
             "oms-operator-{}-{}.log",
             std::process::id(),
@@ -335,7 +349,8 @@ impl Broker {
 
     /// Starts a broker of `kind` (kafka, nats, rabbitmq, mqtt); `name` gets the test's pid.
     pub fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
-        let broker = Self { kind: kind.to_owned(), name: format!("{name}-{}", std::process::id()), port: free_port() };
+        let broker =
+            Self { kind: kind.to_owned(), name: format!("{name}-{}", std::process::id()), port: free_server_port() };
         broker.restart()?;
         Ok(broker)
     }

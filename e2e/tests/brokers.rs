@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use oms_e2e::{free_port, repo_root, run, run_ok};
+use oms_e2e::{free_server_port, repo_root, run, run_ok};
 
 fn broker(args: &[&str]) -> Command {
     let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
@@ -20,7 +20,7 @@ fn leftovers(name: &str) -> anyhow::Result<String> {
 
 fn round_trip(kind: &str) -> anyhow::Result<()> {
     let name = format!("t-{kind}-{}", std::process::id());
-    let port = free_port().to_string();
+    let port = free_server_port().to_string();
     run_ok(&mut broker(&["up", kind, &name, &port]))?;
     let smoke = run(&mut broker(&["smoke", &name]));
     // Stopped whatever the smoke test said, so that a failure leaves nothing running.

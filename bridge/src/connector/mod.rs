@@ -4,6 +4,7 @@
 
 mod amqp;
 mod kafka;
+mod mqtt;
 mod nats;
 
 use futures::future::BoxFuture;
@@ -25,6 +26,8 @@ pub enum Ack {
     Nats(Box<async_nats::jetstream::Message>),
     /// AMQP: the delivery's acker (channel and delivery tag).
     Amqp(Box<lapin::Acker>),
+    /// MQTT: the PUBLISH to acknowledge with a PUBACK.
+    Mqtt(Box<rumqttc::Publish>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,7 @@ impl Start {
 pub enum Source {
     Kafka(kafka::KafkaSource),
     Amqp(Box<amqp::AmqpSource>),
+    Mqtt(Box<mqtt::MqttSource>),
     // Boxed: the JetStream consumer stream is large; one source per worker, so the box is free.
     Nats(Box<nats::NatsSource>),
 }
@@ -87,7 +91,10 @@ impl Source {
             Protocol::Amqp => {
                 Ok(Source::Amqp(Box::new(amqp::AmqpSource::connect(endpoint, consumer, in_flight).await?)))
             }
-            other => Err(ConnectorError::NotBuilt(other)),
+            Protocol::Mqtt => {
+                Ok(Source::Mqtt(Box::new(mqtt::MqttSource::connect(endpoint, consumer, in_flight).await?)))
+            }
+            other @ Protocol::Gateway => Err(ConnectorError::NotBuilt(other)),
         }
     }
 
@@ -97,6 +104,7 @@ impl Source {
             Source::Kafka(source) => source.next().await,
             Source::Nats(source) => source.next().await,
             Source::Amqp(source) => source.next().await,
+            Source::Mqtt(source) => source.next().await,
         }
     }
 
@@ -106,6 +114,7 @@ impl Source {
             (Source::Kafka(source), Ack::Kafka { partition, next_offset }) => source.ack(partition, next_offset),
             (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
             (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
+            (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
         }
     }
@@ -121,17 +130,20 @@ impl Source {
 pub enum Sink {
     Kafka(kafka::KafkaSink),
     Amqp(Box<amqp::AmqpSink>),
+    Mqtt(Box<mqtt::MqttSink>),
     // Boxed like the source: one per worker.
     Nats(Box<nats::NatsSink>),
 }
 
 impl Sink {
-    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+    /// Connects to the target queue; `client_id` names the connection where the protocol needs one.
+    pub async fn connect(endpoint: &Endpoint, client_id: &str) -> Result<Self, ConnectorError> {
         match endpoint.protocol {
             Protocol::Kafka => Ok(Sink::Kafka(kafka::KafkaSink::connect(endpoint)?)),
+            Protocol::Mqtt => Ok(Sink::Mqtt(Box::new(mqtt::MqttSink::connect(endpoint, &format!("{client_id}-out"))))),
             Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint).await?))),
             Protocol::Amqp => Ok(Sink::Amqp(Box::new(amqp::AmqpSink::connect(endpoint).await?))),
-            other => Err(ConnectorError::NotBuilt(other)),
+            other @ Protocol::Gateway => Err(ConnectorError::NotBuilt(other)),
         }
     }
 
@@ -141,6 +153,7 @@ impl Sink {
             Sink::Kafka(sink) => sink.send(message),
             Sink::Nats(sink) => sink.send(message).await,
             Sink::Amqp(sink) => sink.send(message).await,
+            Sink::Mqtt(sink) => sink.send(message).await,
         }
     }
 }
