@@ -91,6 +91,7 @@ struct RawEndpoint {
     driver: Protocol,
     servers: Vec<String>,
     queue: String,
+    access_point: Option<String>,
     tls: Option<RawTls>,
     credentials_dir: Option<PathBuf>,
 }
@@ -123,6 +124,8 @@ pub struct Endpoint {
     pub protocol: Protocol,
     pub servers: Vec<(String, u16)>,
     pub queue: String,
+    /// `<namespace>/<name>` of the access point: the provenance that prevents loops.
+    pub access_point: Option<String>,
     pub tls: Option<TlsFiles>,
     /// Directory with `username` and `password` files.
     pub credentials_dir: Option<PathBuf>,
@@ -312,10 +315,16 @@ fn endpoint(file: &str, field: &str, raw: RawEndpoint) -> Result<Endpoint, Confi
     if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
         return Err(err("tls", "a gateway end needs mTLS: set caFile, certFile and keyFile".into()));
     }
+    if let Some(ap) = &raw.access_point
+        && (ap.contains(',') || ap.split_once('/').is_none_or(|(ns, name)| ns.is_empty() || name.is_empty()))
+    {
+        return Err(err("accessPoint", format!("{ap:?} must be <namespace>/<name>")));
+    }
     Ok(Endpoint {
         protocol: raw.driver,
         servers: servers(file, &format!("{field}.servers"), &raw.servers)?,
         queue,
+        access_point: raw.access_point,
         tls,
         credentials_dir: raw.credentials_dir,
     })

@@ -7,6 +7,9 @@ pub const MESSAGE_ID_HEADER: &str = "oms-message-id";
 pub const KEY_HEADER: &str = "oms-key";
 /// NATS JetStream's deduplication header, set to the message id.
 pub const NATS_MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// The access points a message has come from, comma-separated: a bridge never writes a message
+/// back to one of them, so two bridges A->B and B->A run without echo.
+pub const PROVENANCE_HEADER: &str = "oms-provenance";
 
 /// Headers in order, as name and raw value.
 pub type HeaderList = Vec<(String, Vec<u8>)>;
@@ -23,6 +26,8 @@ pub struct Message {
     pub timestamp_ms: Option<i64>,
     /// The stable id (`oms-message-id`).
     pub id: String,
+    /// Access points the message has passed (`oms-provenance`), oldest first.
+    pub provenance: Vec<String>,
 }
 
 impl Message {
@@ -32,24 +37,46 @@ impl Message {
     pub fn stable_id(existing: Option<&str>, source: &str, lane: i64, position: u64) -> String {
         existing.map_or_else(|| format!("{source}/{lane}/{position}"), str::to_owned)
     }
+
+    /// The provenance header value after this hop through `source` (its access point).
+    #[must_use]
+    pub fn provenance_after(&self, source: Option<&str>) -> Option<String> {
+        let mut hops = self.provenance.clone();
+        if let Some(source) = source
+            && !hops.iter().any(|h| h == source)
+        {
+            hops.push(source.to_owned());
+        }
+        (!hops.is_empty()).then(|| hops.join(","))
+    }
 }
 
-/// Splits the bridge's own headers from the application's: returns (id, key, application headers).
+/// What the bridge itself reads from a message's headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BridgeHeaders {
+    pub id: Option<String>,
+    pub key: Option<Vec<u8>>,
+    pub provenance: Vec<String>,
+}
+
+/// Splits the bridge's own headers from the application's.
 #[must_use]
-pub fn take_bridge_headers(headers: HeaderList) -> (Option<String>, Option<Vec<u8>>, HeaderList) {
-    let mut id = None;
-    let mut key = None;
+pub fn take_bridge_headers(headers: HeaderList) -> (BridgeHeaders, HeaderList) {
+    let mut own = BridgeHeaders::default();
     let mut rest = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(MESSAGE_ID_HEADER) {
-            id = String::from_utf8(value).ok();
+            own.id = String::from_utf8(value).ok();
         } else if name.eq_ignore_ascii_case(KEY_HEADER) {
-            key = Some(value);
+            own.key = Some(value);
+        } else if name.eq_ignore_ascii_case(PROVENANCE_HEADER) {
+            let text = String::from_utf8_lossy(&value);
+            own.provenance = text.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned).collect();
         } else if !name.eq_ignore_ascii_case(NATS_MSG_ID_HEADER) {
             rest.push((name, value));
         }
     }
-    (id, key, rest)
+    (own, rest)
 }
 
 /// Whether a header value can travel as a NATS header (text, no line breaks).
@@ -75,11 +102,21 @@ mod tests {
             ("region".to_owned(), b"eu".to_vec()),
             ("OMS-KEY".to_owned(), b"k".to_vec()),
             ("Nats-Msg-Id".to_owned(), b"m1".to_vec()),
+            ("oms-provenance".to_owned(), b"acme/a, acme/b".to_vec()),
         ];
-        let (id, key, rest) = take_bridge_headers(headers);
-        assert_eq!(id.as_deref(), Some("m1"));
-        assert_eq!(key.as_deref(), Some(&b"k"[..]));
+        let (own, rest) = take_bridge_headers(headers);
+        assert_eq!(own.id.as_deref(), Some("m1"));
+        assert_eq!(own.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(own.provenance, vec!["acme/a".to_owned(), "acme/b".to_owned()]);
         assert_eq!(rest, vec![("region".to_owned(), b"eu".to_vec())]);
+    }
+
+    #[test]
+    fn provenance_grows_by_the_source_once() {
+        let message = Message { provenance: vec!["acme/a".into()], ..Message::default() };
+        assert_eq!(message.provenance_after(Some("acme/b")).as_deref(), Some("acme/a,acme/b"));
+        assert_eq!(message.provenance_after(Some("acme/a")).as_deref(), Some("acme/a"));
+        assert_eq!(Message::default().provenance_after(None), None);
     }
 
     #[test]

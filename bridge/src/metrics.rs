@@ -8,6 +8,7 @@ pub struct BridgeMetrics {
     pub sent: IntCounter,
     pub bytes_sent: IntCounter,
     pub failed: IntCounterVec,
+    pub skipped: IntCounterVec,
     pub link_up: IntGauge,
 }
 
@@ -35,12 +36,17 @@ impl BridgeMetrics {
                 "Payload bytes confirmed by the target.",
             ))?,
             failed: IntCounterVec::new(opts("oms_bridge_messages_failed_total", "Failures by step."), &["reason"])?,
+            skipped: IntCounterVec::new(
+                opts("oms_bridge_messages_skipped_total", "Messages acknowledged without being sent, by reason."),
+                &["reason"],
+            )?,
             link_up: IntGauge::with_opts(opts("oms_bridge_link_up", "1 while both ends are connected."))?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
         registry.register(Box::new(metrics.bytes_sent.clone()))?;
         registry.register(Box::new(metrics.failed.clone()))?;
+        registry.register(Box::new(metrics.skipped.clone()))?;
         registry.register(Box::new(metrics.link_up.clone()))?;
         Ok(metrics)
     }

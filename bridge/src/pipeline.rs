@@ -2,7 +2,8 @@
 //! after the sink confirmed, in source order. Up to `in_flight` messages are between the two at
 //! once; a full window stops reading (backpressure). Any failure ends the run without acking what
 //! was not confirmed, so the supervisor's next run gets those messages again: nothing is lost,
-//! repeats are bounded by the window and dropped by targets that deduplicate.
+//! repeats are bounded by the window and dropped by targets that deduplicate. A message whose
+//! provenance names the target's access point is acknowledged without being sent (no echo).
 
 use std::collections::VecDeque;
 
@@ -15,9 +16,23 @@ use crate::metrics::BridgeMetrics;
 
 /// Forwards until `shutdown` or the first failure; returns after acknowledging every confirmed
 /// message.
+/// The access points at both ends, for loop prevention (`oms-provenance`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hops<'a> {
+    pub source: Option<&'a str>,
+    pub target: Option<&'a str>,
+}
+
+/// Whether a message that has passed `provenance` must not go to `target`: it came from there.
+#[must_use]
+pub fn would_loop(provenance: &[String], target: Option<&str>) -> bool {
+    target.is_some_and(|target| provenance.iter().any(|hop| hop == target))
+}
+
 pub async fn forward(
     source: &mut Source,
     sink: &Sink,
+    hops: Hops<'_>,
     in_flight: usize,
     metrics: &BridgeMetrics,
     shutdown: &CancellationToken,
@@ -48,8 +63,19 @@ pub async fn forward(
                     Err(error) => break Err(error),
                 };
                 metrics.received.inc();
-                let bytes = received.message.payload.len();
-                match sink.send(&received.message).await {
+                let mut message = received.message;
+                if would_loop(&message.provenance, hops.target) {
+                    // Acknowledged in order like any other, with nothing sent.
+                    metrics.skipped.with_label_values(&["loop"]).inc();
+                    confirms.push_back(Box::pin(async { Ok(()) }) as crate::connector::Confirm);
+                    acks.push_back((received.ack, 0));
+                    continue;
+                }
+                if let Some(hops) = message.provenance_after(hops.source) {
+                    message.provenance = hops.split(',').map(str::to_owned).collect();
+                }
+                let bytes = message.payload.len();
+                match sink.send(&message).await {
                     Ok(confirm) => {
                         confirms.push_back(confirm);
                         acks.push_back((received.ack, bytes));
@@ -76,4 +102,17 @@ pub async fn forward(
     }
     source.flush();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_never_goes_back_to_an_access_point_it_came_from() {
+        let came_from = vec!["acme/a".to_owned(), "acme/b".to_owned()];
+        assert!(would_loop(&came_from, Some("acme/a")));
+        assert!(!would_loop(&came_from, Some("acme/c")));
+        assert!(!would_loop(&came_from, None));
+    }
 }

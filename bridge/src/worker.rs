@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerConfig;
 use crate::connector::{Sink, Source, Start};
 use crate::metrics::BridgeMetrics;
-use crate::pipeline::forward;
+use crate::pipeline::{Hops, forward};
 
 /// First and longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -32,7 +32,11 @@ pub async fn run(config: &WorkerConfig, metrics: &BridgeMetrics, shutdown: &Canc
                 metrics.link_up.set(1);
                 tracing::info!(message = "Forwarding.", source = %config.source.queue, target = %config.target.queue);
                 backoff = BACKOFF_MIN;
-                let result = forward(&mut source, &sink, in_flight, metrics, shutdown).await;
+                let hops = Hops {
+                    source: config.source.access_point.as_deref(),
+                    target: config.target.access_point.as_deref(),
+                };
+                let result = forward(&mut source, &sink, hops, in_flight, metrics, shutdown).await;
                 metrics.link_up.set(0);
                 result
             }

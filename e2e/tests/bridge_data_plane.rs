@@ -372,12 +372,9 @@ impl Worker {
         (source, source_queue): (Kind, &str),
         (target, target_queue): (Kind, &str),
     ) -> anyhow::Result<Self> {
-        let dir = repo_root().join("e2e/.state/bridges");
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join(format!("{name}-{}.yaml", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
+        Self::start_with(
+            name,
+            &format!(
                 "bridge: {{name: {name}, namespace: e2e}}\n\
                  source: {{driver: {}, servers: ['{}'], queue: {source_queue}}}\n\
                  target: {{driver: {}, servers: ['{}'], queue: {target_queue}}}\n\
@@ -387,7 +384,15 @@ impl Worker {
                 target.name(),
                 brokers.broker(target).address(),
             ),
-        )?;
+        )
+    }
+
+    /// Starts a worker with a config of the caller's.
+    fn start_with(name: &str, yaml: &str) -> anyhow::Result<Self> {
+        let dir = repo_root().join("e2e/.state/bridges");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join(format!("{name}-{}.yaml", std::process::id()));
+        std::fs::write(&config, yaml)?;
         let child = Command::new(workspace_binary("oms-bridge"))
             .args(["worker", "--config"])
             .arg(&config)
@@ -490,5 +495,71 @@ async fn kill_9_of_the_worker_mid_stream_loses_nothing_and_nats_drops_the_repeat
     println!("kill -9 x{KILLS}: sent {KILL_COUNT}, received {}, lost {lost}, duplicated {duplicated}", seen.len());
     assert_eq!(lost, 0, "messages lost across kill -9");
     assert_eq!(duplicated, 0, "JetStream deduplicates by Nats-Msg-Id within its window");
+    Ok(())
+}
+
+/// `oms_bridge_messages_skipped_total{reason="loop"}` of a worker's admin endpoint.
+fn skipped_loops(admin: std::net::SocketAddr) -> u64 {
+    let Ok((_, body)) = oms_e2e::http_get(admin, "/metrics") else { return 0 };
+    body.lines()
+        .find(|l| l.starts_with("oms_bridge_messages_skipped_total") && l.contains(r#"reason="loop""#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_a_to_b_and_b_to_a_run_without_echo() -> anyhow::Result<()> {
+    const EACH: usize = 50;
+    let a = Broker::up("nats", "loop-a")?;
+    let b = Broker::up("nats", "loop-b")?;
+    for (broker, stream) in [(&a, "a"), (&b, "b")] {
+        let js = jetstream::new(async_nats::connect(format!("nats://{}", broker.address())).await?);
+        js.create_stream(jetstream::stream::Config {
+            name: stream.to_owned(),
+            subjects: vec![stream.to_owned()],
+            ..Default::default()
+        })
+        .await?;
+    }
+    let admin_ab: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
+    let admin_ba: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
+    let config = |name: &str,
+                  (from, from_queue, from_ap): (&Broker, &str, &str),
+                  (to, to_queue, to_ap): (&Broker, &str, &str),
+                  admin| {
+        format!(
+            "bridge: {{name: {name}, namespace: e2e}}\n\
+             source: {{driver: nats, servers: ['{}'], queue: {from_queue}, accessPoint: {from_ap}}}\n\
+             target: {{driver: nats, servers: ['{}'], queue: {to_queue}, accessPoint: {to_ap}}}\n\
+             admin: {{listen: '{admin}'}}\n",
+            from.address(),
+            to.address()
+        )
+    };
+    let _ab = Worker::start_with("a-to-b", &config("a-to-b", (&a, "a", "e2e/a"), (&b, "b", "e2e/b"), admin_ab))?;
+    let _ba = Worker::start_with("b-to-a", &config("b-to-a", (&b, "b", "e2e/b"), (&a, "a", "e2e/a"), admin_ba))?;
+    for (broker, stream) in [(&a, "a"), (&b, "b")] {
+        let js = jetstream::new(async_nats::connect(format!("nats://{}", broker.address())).await?);
+        for i in 0..EACH {
+            js.publish(stream.to_owned(), format!("{stream}-{i}").into()).await?.await?;
+        }
+    }
+    // Each side's 50 cross over once; their return trips are the loops each worker must skip.
+    let started = Instant::now();
+    while (skipped_loops(admin_ab) < EACH as u64 || skipped_loops(admin_ba) < EACH as u64)
+        && started.elapsed() < Duration::from_mins(1)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (loops_ab, loops_ba) = (skipped_loops(admin_ab), skipped_loops(admin_ba));
+    let mut counts = Vec::new();
+    for (broker, stream) in [(&a, "a"), (&b, "b")] {
+        let js = jetstream::new(async_nats::connect(format!("nats://{}", broker.address())).await?);
+        counts.push(js.get_stream(stream).await?.info().await?.state.messages);
+    }
+    println!("A<->B: published {EACH} on each side; stored {counts:?}; echoes skipped {loops_ab} and {loops_ba}");
+    assert_eq!((loops_ab, loops_ba), (EACH as u64, EACH as u64), "every echo is recognised");
+    assert_eq!(counts, vec![2 * EACH as u64, 2 * EACH as u64], "each side holds its own and the other's, once");
     Ok(())
 }

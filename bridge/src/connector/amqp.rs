@@ -12,7 +12,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 
 use super::{Ack, Confirm, ConnectorError, Received};
 use crate::config::{Endpoint, Protocol};
-use crate::message::{HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, take_bridge_headers};
+use crate::message::{HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
 
 /// Persistent delivery: RabbitMQ writes the message to disk before confirming it.
 const PERSISTENT: u8 = 2;
@@ -88,15 +88,16 @@ impl AmqpSource {
                 }
             }
         }
-        let (id, key, headers) = take_bridge_headers(headers);
-        let id = id.or_else(|| properties.message_id().as_ref().map(ToString::to_string));
+        let (own, headers) = take_bridge_headers(headers);
+        let id = own.id.or_else(|| properties.message_id().as_ref().map(ToString::to_string));
         let message = Message {
-            key,
+            key: own.key,
             payload: delivery.data.clone(),
             headers,
             timestamp_ms: properties.timestamp().and_then(|s| i64::try_from(s).ok()).map(|s| s * 1000),
             // AMQP has no stable position: without an id upstream, the delivery tag is per channel.
             id: Message::stable_id(id.as_deref(), &self.queue, 0, delivery.delivery_tag),
+            provenance: own.provenance,
         };
         Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)) })
     }
@@ -142,6 +143,10 @@ impl AmqpSink {
             .insert(ShortString::from(MESSAGE_ID_HEADER), AMQPValue::LongString(LongString::from(message.id.as_str())));
         if let Some(key) = &message.key {
             table.insert(ShortString::from(KEY_HEADER), AMQPValue::LongString(LongString::from(key.clone())));
+        }
+        if !message.provenance.is_empty() {
+            let hops = message.provenance.join(",");
+            table.insert(ShortString::from(PROVENANCE_HEADER), AMQPValue::LongString(LongString::from(hops)));
         }
         for (name, value) in &message.headers {
             table.insert(ShortString::from(name.as_str()), AMQPValue::LongString(LongString::from(value.clone())));

@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{Confirm, ConnectorError, Received, Start};
 use crate::config::{Endpoint, Protocol};
-use crate::message::{MESSAGE_ID_HEADER, Message, take_bridge_headers};
+use crate::message::{MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
 
 fn servers(endpoint: &Endpoint) -> String {
     endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
@@ -52,14 +52,15 @@ impl KafkaSource {
                 headers.push((header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()));
             }
         }
-        let (id, _, headers) = take_bridge_headers(headers);
+        let (own, headers) = take_bridge_headers(headers);
         let offset = u64::try_from(record.offset()).unwrap_or(0);
         let message = Message {
             key: record.key().map(<[u8]>::to_vec),
             payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             headers,
             timestamp_ms: record.timestamp().to_millis(),
-            id: Message::stable_id(id.as_deref(), &self.topic, i64::from(record.partition()), offset),
+            id: Message::stable_id(own.id.as_deref(), &self.topic, i64::from(record.partition()), offset),
+            provenance: own.provenance,
         };
         Ok(Received {
             message,
@@ -97,8 +98,12 @@ impl KafkaSink {
     }
 
     pub fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1)
+        let provenance = message.provenance.join(",");
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 2)
             .insert(Header { key: MESSAGE_ID_HEADER, value: Some(message.id.as_bytes()) });
+        if !provenance.is_empty() {
+            headers = headers.insert(Header { key: PROVENANCE_HEADER, value: Some(provenance.as_bytes()) });
+        }
         for (name, value) in &message.headers {
             headers = headers.insert(Header { key: name, value: Some(value.as_slice()) });
         }

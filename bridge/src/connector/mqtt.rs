@@ -86,6 +86,7 @@ impl MqttSource {
             headers: Vec::new(),
             timestamp_ms: None,
             id: Message::stable_id(None, &self.topic, 0, self.received),
+            provenance: Vec::new(),
         };
         Ok(Received { message, ack: Ack::Mqtt(Box::new(publish)) })
     }

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use super::{Confirm, ConnectorError, Received, Start};
 use crate::config::{Endpoint, Protocol};
 use crate::message::{
-    KEY_HEADER, MESSAGE_ID_HEADER, Message, NATS_MSG_ID_HEADER, is_text_header_value, take_bridge_headers,
+    KEY_HEADER, MESSAGE_ID_HEADER, Message, NATS_MSG_ID_HEADER, PROVENANCE_HEADER, is_text_header_value,
+    take_bridge_headers,
 };
 
 async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
@@ -85,13 +86,14 @@ impl NatsSource {
                 }
             }
         }
-        let (id, key, headers) = take_bridge_headers(headers);
+        let (own, headers) = take_bridge_headers(headers);
         let converted = Message {
-            key,
+            key: own.key,
             payload: message.payload.to_vec(),
             headers,
             timestamp_ms,
-            id: Message::stable_id(id.as_deref(), &self.stream, 0, sequence),
+            id: Message::stable_id(own.id.as_deref(), &self.stream, 0, sequence),
+            provenance: own.provenance,
         };
         Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)) })
     }
@@ -117,6 +119,9 @@ impl NatsSink {
         let mut headers = HeaderMap::new();
         headers.insert(MESSAGE_ID_HEADER, message.id.as_str());
         headers.insert(NATS_MSG_ID_HEADER, message.id.as_str());
+        if !message.provenance.is_empty() {
+            headers.insert(PROVENANCE_HEADER, message.provenance.join(",").as_str());
+        }
         if let Some(key) = &message.key
             && is_text_header_value(key)
         {
