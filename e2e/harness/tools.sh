@@ -126,6 +126,25 @@ tool_pika() {
 	link "$dir" amqp-venv
 }
 
+# toxiproxy: a real TCP fault proxy (cuts, latency, resets) for the bridge's fault tests.
+tool_toxiproxy() {
+	local dir=$OMS_CACHE/tools/toxiproxy-$TOXIPROXY_VERSION
+	if [[ ! -x $dir/toxiproxy-server || ! -x $dir/toxiproxy-cli ]]; then
+		log "building toxiproxy $TOXIPROXY_VERSION from Go modules"
+		local gobin
+		gobin=$(mktemp -d)
+		CGO_ENABLED=0 GOBIN=$gobin go install -trimpath -ldflags "-s -w" \
+			"github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" \
+			"github.com/Shopify/toxiproxy/v2/cmd/cli@$TOXIPROXY_VERSION"
+		mkdir -p "$dir"
+		mv "$gobin/server" "$dir/toxiproxy-server"
+		mv "$gobin/cli" "$dir/toxiproxy-cli"
+		rmdir "$gobin"
+	fi
+	link "$dir/toxiproxy-server" toxiproxy-server
+	link "$dir/toxiproxy-cli" toxiproxy-cli
+}
+
 # Kafka: the broker's jars and their dependencies from Maven Central, as a classpath directory.
 tool_kafka() {
 	local dir=$OMS_CACHE/tools/kafka-$KAFKA_VERSION
@@ -149,6 +168,7 @@ for tool in "$@"; do
 	nats) tool_natscli ;;
 	pika) tool_pika ;;
 	kafka) tool_kafka ;;
+	toxiproxy) tool_toxiproxy ;;
 	*)
 		echo "tools: unknown tool $tool" >&2
 		exit 2

@@ -563,3 +563,123 @@ async fn two_bridges_a_to_b_and_b_to_a_run_without_echo() -> anyhow::Result<()> 
     assert_eq!(counts, vec![2 * EACH as u64, 2 * EACH as u64], "each side holds its own and the other's, once");
     Ok(())
 }
+
+/// A real TCP fault proxy (toxiproxy) between the worker and a broker; stopped on drop.
+struct FaultProxy {
+    server: Child,
+    api: String,
+    listen: u16,
+}
+
+impl FaultProxy {
+    fn start(upstream: &str) -> anyhow::Result<Self> {
+        let status = Command::new(repo_root().join("e2e/harness/tools.sh")).arg("toxiproxy").status()?;
+        anyhow::ensure!(status.success(), "cannot build toxiproxy");
+        let api_port = oms_e2e::free_server_port();
+        let server = Command::new(oms_e2e::tool("toxiproxy-server"))
+            .args(["-host", "127.0.0.1", "-port", &api_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let api = format!("http://127.0.0.1:{api_port}");
+        let listen = oms_e2e::free_server_port();
+        let proxy = Self { server, api, listen };
+        oms_e2e::poll("toxiproxy answers", Duration::from_secs(20), || {
+            Ok(proxy.call("GET", "/version", None).is_ok().then_some(()))
+        })?;
+        proxy.call(
+            "POST",
+            "/proxies",
+            Some(&format!(r#"{{"name":"link","listen":"127.0.0.1:{listen}","upstream":"{upstream}","enabled":true}}"#)),
+        )?;
+        Ok(proxy)
+    }
+
+    /// One call of toxiproxy's HTTP API with curl; fails on an HTTP error.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+        let mut command = Command::new("curl");
+        command.args(["-sSf", "-X", method, &format!("{}{path}", self.api)]);
+        if let Some(body) = body {
+            command.args(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        oms_e2e::run_ok(&mut command)
+    }
+
+    fn set_enabled(&self, enabled: bool) -> anyhow::Result<()> {
+        self.call("POST", "/proxies/link", Some(&format!(r#"{{"enabled":{enabled}}}"#)))?;
+        Ok(())
+    }
+
+    fn add_latency(&self, ms: u32) -> anyhow::Result<()> {
+        self.call(
+            "POST",
+            "/proxies/link/toxics",
+            Some(&format!(r#"{{"name":"slow","type":"latency","attributes":{{"latency":{ms}}}}}"#)),
+        )?;
+        Ok(())
+    }
+
+    fn remove_latency(&self) -> anyhow::Result<()> {
+        self.call("DELETE", "/proxies/link/toxics/slow", None)?;
+        Ok(())
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+async fn stored(js: &jetstream::Context, stream: &str) -> anyhow::Result<u64> {
+    Ok(js.get_stream(stream).await?.info().await?.state.messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
+    const COUNT: usize = 3000;
+    let brokers = Brokers::up("bridge-cut", false)?;
+    brokers.create_queue(Kind::Kafka, "cut-in").await?;
+    brokers.create_queue(Kind::Nats, "cut-out").await?;
+    brokers.produce(Kind::Kafka, "cut-in", 0, COUNT).await?;
+    let proxy = FaultProxy::start(&brokers.nats.address())?;
+    let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+
+    // The worker reaches NATS only through the proxy, first over a slow link.
+    proxy.add_latency(50)?;
+    let _worker = Worker::start_with(
+        "cut",
+        &format!(
+            "bridge: {{name: cut, namespace: e2e}}\n\
+             source: {{driver: kafka, servers: ['{}'], queue: cut-in}}\n\
+             target: {{driver: nats, servers: ['127.0.0.1:{}'], queue: cut-out}}\n\
+             inFlight: 64\nadmin: {{listen: '127.0.0.1:0'}}\n",
+            brokers.kafka.address(),
+            proxy.listen
+        ),
+    )?;
+    let started = Instant::now();
+    while stored(&js, "cut-out").await? < (COUNT / 3) as u64 && started.elapsed() < Duration::from_mins(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.remove_latency()?;
+    // Cut the link mid-stream for 30 seconds: the fault itself, not a wait for something.
+    proxy.set_enabled(false)?;
+    let at_cut = stored(&js, "cut-out").await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during_cut = stored(&js, "cut-out").await?;
+    proxy.set_enabled(true)?;
+
+    let seen = brokers.consume(Kind::Nats, "cut-out", COUNT, Duration::from_mins(2)).await?;
+    let distinct: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
+    let (lost, duplicated) = (COUNT - distinct.len(), seen.len() - distinct.len());
+    println!(
+        "slow link then 30 s cut: sent {COUNT}, stored {at_cut} at the cut and {during_cut} at its end, received {}, lost {lost}, duplicated {duplicated}",
+        seen.len()
+    );
+    assert!(during_cut < COUNT as u64, "the cut happened mid-stream");
+    assert_eq!(lost, 0, "messages lost across the cut");
+    assert_eq!(duplicated, 0, "JetStream deduplicates the resent messages");
+    Ok(())
+}
