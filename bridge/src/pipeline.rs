@@ -38,17 +38,30 @@ pub async fn forward(
     shutdown: &CancellationToken,
 ) -> Result<(), ConnectorError> {
     let mut confirms = FuturesOrdered::new();
-    let mut acks: VecDeque<(Ack, usize)> = VecDeque::with_capacity(in_flight);
+    let mut acks: VecDeque<(Ack, usize, String)> = VecDeque::with_capacity(in_flight);
     let result = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
             confirmed = confirms.next(), if !confirms.is_empty() => {
                 // `confirms` and `acks` are pushed together, so the front ack is this message's.
-                let Some((ack, bytes)) = acks.pop_front() else { break Ok(()) };
-                if let Some(Err(error)) = confirmed {
-                    metrics.failed.with_label_values(&["send"]).inc();
-                    break Err(error);
+                let Some((ack, bytes, id)) = acks.pop_front() else { break Ok(()) };
+                match confirmed {
+                    // Refused for good: skipped, counted and logged, never retried in a loop.
+                    Some(Err(ConnectorError::Rejected { reason, message })) => {
+                        metrics.failed.with_label_values(&[reason]).inc();
+                        tracing::warn!(message = "The target refused a message; skipping it.", id = %id, reason, detail = %message);
+                        if let Err(error) = source.ack(ack).await {
+                            metrics.failed.with_label_values(&["ack"]).inc();
+                            break Err(error);
+                        }
+                        continue;
+                    }
+                    Some(Err(error)) => {
+                        metrics.failed.with_label_values(&["send"]).inc();
+                        break Err(error);
+                    }
+                    _ => {}
                 }
                 if let Err(error) = source.ack(ack).await {
                     metrics.failed.with_label_values(&["ack"]).inc();
@@ -68,7 +81,7 @@ pub async fn forward(
                     // Acknowledged in order like any other, with nothing sent.
                     metrics.skipped.with_label_values(&["loop"]).inc();
                     confirms.push_back(Box::pin(async { Ok(()) }) as crate::connector::Confirm);
-                    acks.push_back((received.ack, 0));
+                    acks.push_back((received.ack, 0, message.id));
                     continue;
                 }
                 if let Some(hops) = message.provenance_after(hops.source) {
@@ -78,7 +91,7 @@ pub async fn forward(
                 match sink.send(&message).await {
                     Ok(confirm) => {
                         confirms.push_back(confirm);
-                        acks.push_back((received.ack, bytes));
+                        acks.push_back((received.ack, bytes, message.id));
                     }
                     Err(error) => {
                         metrics.failed.with_label_values(&["send"]).inc();
@@ -92,7 +105,7 @@ pub async fn forward(
     // failure. After a failure nothing more is: acknowledging a later message would move a Kafka
     // offset past the failed one, and the failed message would never come again.
     if result.is_ok() {
-        while let (Some(Ok(())), Some((ack, bytes))) = (confirms.next().await, acks.pop_front()) {
+        while let (Some(Ok(())), Some((ack, bytes, _))) = (confirms.next().await, acks.pop_front()) {
             if source.ack(ack).await.is_err() {
                 break;
             }

@@ -393,11 +393,12 @@ impl Worker {
         std::fs::create_dir_all(&dir)?;
         let config = dir.join(format!("{name}-{}.yaml", std::process::id()));
         std::fs::write(&config, yaml)?;
+        let log = std::fs::File::create(config.with_extension("log"))?;
         let child = Command::new(workspace_binary("oms-bridge"))
             .args(["worker", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?;
         Ok(Self { child })
     }
@@ -648,13 +649,14 @@ async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
 
     // The worker reaches NATS only through the proxy, first over a slow link.
     proxy.add_latency(50)?;
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
     let _worker = Worker::start_with(
         "cut",
         &format!(
             "bridge: {{name: cut, namespace: e2e}}\n\
              source: {{driver: kafka, servers: ['{}'], queue: cut-in}}\n\
              target: {{driver: nats, servers: ['127.0.0.1:{}'], queue: cut-out}}\n\
-             inFlight: 64\nadmin: {{listen: '127.0.0.1:0'}}\n",
+             inFlight: 64\nadmin: {{listen: '{admin}'}}\n",
             brokers.kafka.address(),
             proxy.listen
         ),
@@ -675,11 +677,75 @@ async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
     let distinct: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
     let (lost, duplicated) = (COUNT - distinct.len(), seen.len() - distinct.len());
     println!(
+        "worker: {} reconnects, {} refused as too large",
+        failed_with(admin, "link"),
+        failed_with(admin, "too_large")
+    );
+    if lost > 0 {
+        let missing: Vec<String> =
+            (0..COUNT).map(|i| format!("msg-{i}")).filter(|p| !distinct.contains(p.as_str())).collect();
+        println!("missing {missing:?}; the stream holds {}", stored(&js, "cut-out").await?);
+    }
+    println!(
         "slow link then 30 s cut: sent {COUNT}, stored {at_cut} at the cut and {during_cut} at its end, received {}, lost {lost}, duplicated {duplicated}",
         seen.len()
     );
     assert!(during_cut < COUNT as u64, "the cut happened mid-stream");
     assert_eq!(lost, 0, "messages lost across the cut");
     assert_eq!(duplicated, 0, "JetStream deduplicates the resent messages");
+    Ok(())
+}
+
+/// `oms_bridge_messages_failed_total{reason=...}` of a worker's admin endpoint.
+fn failed_with(admin: std::net::SocketAddr, reason: &str) -> u64 {
+    let Ok((_, body)) = oms_e2e::http_get(admin, "/metrics") else { return 0 };
+    body.lines()
+        .find(|l| l.starts_with("oms_bridge_messages_failed_total") && l.contains(&format!(r#"reason="{reason}""#)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flows() -> anyhow::Result<()> {
+    let brokers = Brokers::up("bridge-large", false)?;
+    brokers.create_queue(Kind::Kafka, "large-in").await?;
+    // The target stream takes messages of at most 1000 bytes.
+    let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+    js.create_stream(jetstream::stream::Config {
+        name: "large-out".to_owned(),
+        subjects: vec!["large-out".to_owned()],
+        max_message_size: 1000,
+        ..Default::default()
+    })
+    .await?;
+    brokers.produce(Kind::Kafka, "large-in", 0, 10).await?;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers.kafka.address()).create()?;
+    let big = "x".repeat(5000);
+    producer
+        .send(FutureRecord::to("large-in").key("k0").payload(&big), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    brokers.produce(Kind::Kafka, "large-in", 10, 10).await?;
+
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
+    let _worker = Worker::start_with(
+        "large",
+        &format!(
+            "bridge: {{name: large, namespace: e2e}}\n\
+             source: {{driver: kafka, servers: ['{}'], queue: large-in}}\n\
+             target: {{driver: nats, servers: ['{}'], queue: large-out}}\n\
+             admin: {{listen: '{admin}'}}\n",
+            brokers.kafka.address(),
+            brokers.nats.address()
+        ),
+    )?;
+    let seen = brokers.consume(Kind::Nats, "large-out", 20, Duration::from_mins(1)).await?;
+    let refused = failed_with(admin, "too_large");
+    let reconnects = failed_with(admin, "link");
+    println!("too large: 21 sent, {} received, {refused} refused as too large, {reconnects} reconnects", seen.len());
+    assert_eq!(seen.len(), 20, "every message that fits arrives, once");
+    assert_eq!(refused, 1, "the large message is counted");
+    assert_eq!(reconnects, 0, "no crash loop: the worker never reconnected over it");
     Ok(())
 }

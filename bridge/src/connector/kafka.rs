@@ -62,14 +62,14 @@ impl KafkaSource {
             id: Message::stable_id(own.id.as_deref(), &self.topic, i64::from(record.partition()), offset),
             provenance: own.provenance,
         };
-        Ok(Received {
-            message,
-            ack: super::Ack::Kafka { partition: record.partition(), next_offset: record.offset() + 1 },
-        })
+        Ok(Received { message, ack: super::Ack::Kafka { partition: record.partition(), offset: record.offset() } })
     }
 
-    pub fn ack(&self, partition: i32, next_offset: i64) -> Result<(), ConnectorError> {
-        self.consumer.store_offset(&self.topic, partition, next_offset).map_err(|e| ConnectorError::Ack(e.to_string()))
+    /// Stores the offset of a message the target confirmed. `rd_kafka_offset_store` itself
+    /// records offset + 1 (the next to read): passing offset + 1 here would skip a message after
+    /// every restart.
+    pub fn ack(&self, partition: i32, offset: i64) -> Result<(), ConnectorError> {
+        self.consumer.store_offset(&self.topic, partition, offset).map_err(|e| ConnectorError::Ack(e.to_string()))
     }
 
     /// Commits the stored offsets synchronously (at shutdown).
@@ -97,7 +97,8 @@ impl KafkaSink {
         Ok(Self { producer, topic: endpoint.queue.clone() })
     }
 
-    pub fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
+    /// Enqueues `message`; every error, even at enqueueing, arrives through the confirmation.
+    pub fn send(&self, message: &Message) -> Confirm {
         let provenance = message.provenance.join(",");
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 2)
             .insert(Header { key: MESSAGE_ID_HEADER, value: Some(message.id.as_bytes()) });
@@ -115,13 +116,30 @@ impl KafkaSink {
             record = record.timestamp(ms);
         }
         let producer = self.producer.clone();
-        let delivery = producer.send_result(record).map_err(|(error, _)| ConnectorError::Send(error.to_string()))?;
-        Ok(Box::pin(async move {
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((error, _)) => {
+                let error = classify(&error);
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        Box::pin(async move {
             match delivery.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((error, _))) => Err(ConnectorError::Send(error.to_string())),
+                Ok(Err((error, _))) => Err(classify(&error)),
                 Err(_) => Err(ConnectorError::Send("the producer dropped the delivery".into())),
             }
-        }))
+        })
+    }
+}
+
+/// A produce error as the pipeline needs it: a message too large for the client or the broker is
+/// refused for good; anything else may pass on a retry.
+fn classify(error: &rdkafka::error::KafkaError) -> ConnectorError {
+    use rdkafka::error::RDKafkaErrorCode::MessageSizeTooLarge;
+    if matches!(error.rdkafka_error_code(), Some(MessageSizeTooLarge)) {
+        ConnectorError::Rejected { reason: "too_large", message: error.to_string() }
+    } else {
+        ConnectorError::Send(error.to_string())
     }
 }

@@ -20,8 +20,8 @@ pub struct Received {
 
 /// How a source is told that a message is safe at the target.
 pub enum Ack {
-    /// Kafka: the offset to store for the next commit (the message's offset + 1).
-    Kafka { partition: i32, next_offset: i64 },
+    /// Kafka: the message's partition and offset (librdkafka commits offset + 1 for it).
+    Kafka { partition: i32, offset: i64 },
     /// JetStream: the message itself carries its ack subject.
     Nats(Box<async_nats::jetstream::Message>),
     /// AMQP: the delivery's acker (channel and delivery tag).
@@ -42,6 +42,9 @@ pub enum ConnectorError {
     Ack(String),
     #[error("the {0:?} connector is not built yet")]
     NotBuilt(Protocol),
+    /// The target refused this one message for good (e.g. too large): retrying cannot help.
+    #[error("the target refused the message ({reason}): {message}")]
+    Rejected { reason: &'static str, message: String },
 }
 
 /// The confirmation of one send: resolves when the target holds the message.
@@ -111,7 +114,7 @@ impl Source {
     /// Acknowledges a message the sink confirmed.
     pub async fn ack(&mut self, ack: Ack) -> Result<(), ConnectorError> {
         match (self, ack) {
-            (Source::Kafka(source), Ack::Kafka { partition, next_offset }) => source.ack(partition, next_offset),
+            (Source::Kafka(source), Ack::Kafka { partition, offset }) => source.ack(partition, offset),
             (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
             (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
             (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
@@ -150,7 +153,7 @@ impl Sink {
     /// Enqueues `message`; the returned future resolves when the target confirmed it.
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
         match self {
-            Sink::Kafka(sink) => sink.send(message),
+            Sink::Kafka(sink) => Ok(sink.send(message)),
             Sink::Nats(sink) => sink.send(message).await,
             Sink::Amqp(sink) => sink.send(message).await,
             Sink::Mqtt(sink) => sink.send(message).await,

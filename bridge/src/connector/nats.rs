@@ -133,11 +133,33 @@ impl NatsSink {
                 headers.append(name.as_str(), String::from_utf8_lossy(value).as_ref());
             }
         }
-        let pending = self
+        let pending = match self
             .jetstream
             .publish_with_headers(self.subject.clone(), headers, message.payload.clone().into())
             .await
-            .map_err(|e| ConnectorError::Send(e.to_string()))?;
-        Ok(Box::pin(async move { pending.await.map(|_| ()).map_err(|e| ConnectorError::Send(e.to_string())) }))
+        {
+            Ok(pending) => pending,
+            Err(error) => {
+                let error = classify(&error);
+                return Ok(Box::pin(async move { Err(error) }));
+            }
+        };
+        Ok(Box::pin(async move { pending.await.map(|_| ()).map_err(|e| classify(&e)) }))
+    }
+}
+
+/// A publish error as the pipeline needs it: a message too large for the server or the stream
+/// is refused for good; anything else may pass on a retry.
+fn classify(error: &jetstream::context::PublishError) -> ConnectorError {
+    use std::error::Error as _;
+    let too_large = error.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded
+        || error
+            .source()
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM);
+    if too_large {
+        ConnectorError::Rejected { reason: "too_large", message: error.to_string() }
+    } else {
+        ConnectorError::Send(error.to_string())
     }
 }
