@@ -49,6 +49,14 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Counts one reconciliation of `kind` with its result label, and its duration since `started`.
+    pub fn observe_reconcile(&self, kind: &str, result: &str, started: std::time::Instant) {
+        self.reconcile_total.with_label_values(&[kind, result]).inc();
+        self.reconcile_duration_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+    }
+}
+
 /// How often `oms_operator_resources` is recomputed from a controller's cache.
 const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -107,9 +107,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
 async fn reconcile(map: Arc<MessagingAccessPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_access_point(&map, &ctx).await;
-    let label = result.as_ref().map_or_else(Error::metric_label, |_| "success");
-    ctx.metrics.reconcile_total.with_label_values(&[KIND, label]).inc();
-    ctx.metrics.reconcile_duration_seconds.with_label_values(&[KIND]).observe(started.elapsed().as_secs_f64());
+    ctx.metrics.observe_reconcile(KIND, result.as_ref().map_or_else(Error::metric_label, |_| "success"), started);
     result
 }
 
