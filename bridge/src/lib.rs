@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod filter;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;

@@ -120,8 +120,8 @@ async fn run_worker(config: config::WorkerConfig) -> anyhow::Result<()> {
     let admin = oms_telemetry::admin::AdminServer::bind(config.admin_listen, registry, readiness.clone()).await?;
     tracing::info!(message = "Worker started.", admin = %admin.local_addr()?);
     let serving = tokio::spawn(admin.serve(shutdown.clone()));
-    readiness.set(true);
-    oms_bridge::worker::run(&config, &metrics, &shutdown).await;
+    // Ready only while both ends are connected; the worker flips it.
+    oms_bridge::worker::run(&config, &metrics, &readiness, &shutdown).await;
     shutdown.cancel();
     serving.await??;
     Ok(())

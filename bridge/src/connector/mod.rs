@@ -16,6 +16,8 @@ use crate::message::Message;
 pub struct Received {
     pub message: Message,
     pub ack: Ack,
+    /// Messages the source lost right before this one, before they could be bridged.
+    pub gap: u64,
 }
 
 /// How a source is told that a message is safe at the target.
@@ -47,8 +49,16 @@ pub enum ConnectorError {
     Rejected { reason: &'static str, message: String },
 }
 
+/// What the target did with a message it confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    Stored,
+    /// The target already held a message with this id and dropped the repeat (JetStream).
+    Duplicate,
+}
+
 /// The confirmation of one send: resolves when the target holds the message.
-pub type Confirm = BoxFuture<'static, Result<(), ConnectorError>>;
+pub type Confirm = BoxFuture<'static, Result<Delivered, ConnectorError>>;
 
 /// Where a new consumer starts, in the terms every source understands.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +129,17 @@ impl Source {
             (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
             (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
+        }
+    }
+
+    /// Messages waiting at the source that the bridge has not taken yet, where the source can tell
+    /// (MQTT cannot).
+    pub async fn backlog(&mut self) -> Option<u64> {
+        match self {
+            Source::Kafka(source) => source.backlog(),
+            Source::Nats(source) => source.backlog().await,
+            Source::Amqp(source) => source.backlog().await,
+            Source::Mqtt(_) => None,
         }
     }
 
