@@ -51,6 +51,9 @@ impl KafkaSource {
             // the stored ones in the background.
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
+            // What a reconnect after a failed commit repeats: at most this much of the stream
+            // (default 5 s). One small request a second.
+            .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", if matches!(start, Start::Latest) { "latest" } else { "earliest" })
             // A crashed worker's partitions move to its successor after this long (default 45 s).
             .set("session.timeout.ms", "10000")
