@@ -226,6 +226,8 @@ pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError>
 struct RawGateway {
     listen: String,
     trust_domain: String,
+    #[serde(default)]
+    peer_trust_domains: Vec<String>,
     tls: RawTls,
     #[serde(default)]
     backends: Vec<RawBackend>,
@@ -240,6 +242,8 @@ struct RawBackend {
     driver: Protocol,
     servers: Vec<String>,
     credentials_dir: Option<PathBuf>,
+    #[serde(default)]
+    shared_with: Vec<String>,
 }
 
 /// A local broker the gateway fronts.
@@ -250,6 +254,23 @@ pub struct Backend {
     pub protocol: Protocol,
     pub servers: Vec<(String, u16)>,
     pub credentials_dir: Option<PathBuf>,
+    /// Other namespaces (tenants) whose bridges may use this access point; `*` for all.
+    pub shared_with: Vec<String>,
+}
+
+impl Backend {
+    /// The endpoint for one of this backend's queues.
+    #[must_use]
+    pub fn endpoint(&self, queue: &str) -> Endpoint {
+        Endpoint {
+            protocol: self.protocol,
+            servers: self.servers.clone(),
+            queue: queue.to_owned(),
+            access_point: Some(format!("{}/{}", self.namespace, self.access_point)),
+            tls: None,
+            credentials_dir: self.credentials_dir.clone(),
+        }
+    }
 }
 
 /// A gateway's validated configuration.
@@ -257,6 +278,9 @@ pub struct Backend {
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub trust_domain: String,
+    /// Trust domains of other clouds whose bridges this gateway accepts (their CAs are in the CA
+    /// bundle); its own is always accepted.
+    pub peer_trust_domains: Vec<String>,
     pub tls: TlsFiles,
     pub backends: Vec<Backend>,
     pub admin_listen: SocketAddr,
@@ -300,10 +324,16 @@ pub fn parse_gateway(file: &str, text: &str) -> Result<GatewayConfig, ConfigErro
             protocol: backend.driver,
             servers: servers(file, &format!("{field}.servers"), &backend.servers)?,
             credentials_dir: backend.credentials_dir,
+            shared_with: backend.shared_with,
         });
     }
+    for (i, domain) in raw.peer_trust_domains.iter().enumerate() {
+        if domain.is_empty() || domain.contains('/') {
+            return Err(err(&format!("peerTrustDomains[{i}]"), "must be a DNS-like name without slashes".into()));
+        }
+    }
     let admin_listen = admin_address(file, raw.admin)?;
-    Ok(GatewayConfig { listen, trust_domain, tls, backends, admin_listen })
+    Ok(GatewayConfig { listen, trust_domain, peer_trust_domains: raw.peer_trust_domains, tls, backends, admin_listen })
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -333,6 +363,12 @@ fn endpoint(file: &str, field: &str, raw: RawEndpoint) -> Result<Endpoint, Confi
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
     if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
         return Err(err("tls", "a gateway end needs mTLS: set caFile, certFile and keyFile".into()));
+    }
+    if raw.driver == Protocol::Gateway && raw.access_point.is_none() {
+        return Err(err(
+            "accessPoint",
+            "a gateway end must name the access point behind the gateway (<namespace>/<name>)".into(),
+        ));
     }
     if let Some(ap) = &raw.access_point
         && (ap.contains(',') || ap.split_once('/').is_none_or(|(ns, name)| ns.is_empty() || name.is_empty()))

@@ -81,3 +81,49 @@ impl BridgeMetrics {
         Ok(metrics)
     }
 }
+
+/// The gateway's metrics.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub published: IntCounter,
+    pub deduplicated: IntCounter,
+    pub consumed: IntCounter,
+    pub denied: IntCounterVec,
+    pub handshake_failures: IntCounter,
+    pub streams: IntGauge,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            published: IntCounter::new(
+                "oms_gateway_messages_published_total",
+                "Messages peers wrote that the local broker confirmed.",
+            )?,
+            deduplicated: IntCounter::new(
+                "oms_gateway_messages_deduplicated_total",
+                "Messages peers resent that were already written (by oms-message-id).",
+            )?,
+            consumed: IntCounter::new("oms_gateway_messages_consumed_total", "Messages peers read and acknowledged.")?,
+            denied: IntCounterVec::new(
+                Opts::new(
+                    "oms_gateway_denied_total",
+                    "Requests refused because the peer's identity may not touch the queue.",
+                ),
+                &["operation"],
+            )?,
+            handshake_failures: IntCounter::new(
+                "oms_gateway_tls_handshake_failures_total",
+                "Connections refused at the TLS handshake (no, unknown, expired or invalid client certificate).",
+            )?,
+            streams: IntGauge::new("oms_gateway_streams", "Publish and consume streams open now.")?,
+        };
+        registry.register(Box::new(metrics.published.clone()))?;
+        registry.register(Box::new(metrics.deduplicated.clone()))?;
+        registry.register(Box::new(metrics.consumed.clone()))?;
+        registry.register(Box::new(metrics.denied.clone()))?;
+        registry.register(Box::new(metrics.handshake_failures.clone()))?;
+        registry.register(Box::new(metrics.streams.clone()))?;
+        Ok(metrics)
+    }
+}

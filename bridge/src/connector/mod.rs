@@ -3,6 +3,7 @@
 //! the sink confirmed; a sink's `send` enqueues and returns the confirmation to await.
 
 mod amqp;
+mod gateway;
 mod kafka;
 mod mqtt;
 mod nats;
@@ -30,6 +31,8 @@ pub enum Ack {
     Amqp(Box<lapin::Acker>),
     /// MQTT: the PUBLISH to acknowledge with a PUBACK.
     Mqtt(Box<rumqttc::Publish>),
+    /// Through a gateway: the delivery id of the consume stream.
+    Gateway(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +45,6 @@ pub enum ConnectorError {
     Send(String),
     #[error("acknowledging at the source failed: {0}")]
     Ack(String),
-    #[error("the {0:?} connector is not built yet")]
-    NotBuilt(Protocol),
     /// The target refused this one message for good (e.g. too large): retrying cannot help.
     #[error("the target refused the message ({reason}): {message}")]
     Rejected { reason: &'static str, message: String },
@@ -86,6 +87,7 @@ pub enum Source {
     Mqtt(Box<mqtt::MqttSource>),
     // Boxed: the JetStream consumer stream is large; one source per worker, so the box is free.
     Nats(Box<nats::NatsSource>),
+    Gateway(Box<gateway::GatewaySource>),
 }
 
 impl Source {
@@ -107,7 +109,9 @@ impl Source {
             Protocol::Mqtt => {
                 Ok(Source::Mqtt(Box::new(mqtt::MqttSource::connect(endpoint, consumer, in_flight).await?)))
             }
-            other @ Protocol::Gateway => Err(ConnectorError::NotBuilt(other)),
+            Protocol::Gateway => Ok(Source::Gateway(Box::new(
+                gateway::GatewaySource::connect(endpoint, consumer, start, in_flight).await?,
+            ))),
         }
     }
 
@@ -118,6 +122,7 @@ impl Source {
             Source::Nats(source) => source.next().await,
             Source::Amqp(source) => source.next().await,
             Source::Mqtt(source) => source.next().await,
+            Source::Gateway(source) => source.next().await,
         }
     }
 
@@ -128,6 +133,7 @@ impl Source {
             (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
             (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
             (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
+            (Source::Gateway(source), Ack::Gateway(id)) => source.ack(id).await,
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
         }
     }
@@ -139,7 +145,8 @@ impl Source {
             Source::Kafka(source) => source.backlog(),
             Source::Nats(source) => source.backlog().await,
             Source::Amqp(source) => source.backlog().await,
-            Source::Mqtt(_) => None,
+            // The gateway's queue is another cloud's; its lag is reported there.
+            Source::Mqtt(_) | Source::Gateway(_) => None,
         }
     }
 
@@ -157,6 +164,7 @@ pub enum Sink {
     Mqtt(Box<mqtt::MqttSink>),
     // Boxed like the source: one per worker.
     Nats(Box<nats::NatsSink>),
+    Gateway(Box<gateway::GatewaySink>),
 }
 
 impl Sink {
@@ -167,7 +175,7 @@ impl Sink {
             Protocol::Mqtt => Ok(Sink::Mqtt(Box::new(mqtt::MqttSink::connect(endpoint, &format!("{client_id}-out"))))),
             Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint).await?))),
             Protocol::Amqp => Ok(Sink::Amqp(Box::new(amqp::AmqpSink::connect(endpoint).await?))),
-            other @ Protocol::Gateway => Err(ConnectorError::NotBuilt(other)),
+            Protocol::Gateway => Ok(Sink::Gateway(Box::new(gateway::GatewaySink::connect(endpoint).await?))),
         }
     }
 
@@ -178,6 +186,7 @@ impl Sink {
             Sink::Nats(sink) => sink.send(message).await,
             Sink::Amqp(sink) => sink.send(message).await,
             Sink::Mqtt(sink) => sink.send(message).await,
+            Sink::Gateway(sink) => sink.send(message).await,
         }
     }
 }
