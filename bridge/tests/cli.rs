@@ -31,7 +31,8 @@ fn bad_worker_config_exits_non_zero_naming_the_field() {
 
 #[test]
 fn example_configs_pass_the_check() {
-    for (role, file) in [("worker", "worker.yaml"), ("gateway", "gateway.yaml")] {
+    for (role, file) in [("worker", "worker.yaml"), ("worker", "worker-via-gateway.yaml"), ("gateway", "gateway.yaml")]
+    {
         let path = format!("deploy/examples/bridge-config/{file}");
         let output = bridge(&[role, "--config", &path, "--check"]);
         assert!(output.status.success(), "{path}: {}", String::from_utf8_lossy(&output.stderr));

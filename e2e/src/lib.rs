@@ -454,3 +454,103 @@ impl Scenario {
 pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
     object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
 }
+
+/// A real TCP fault proxy (toxiproxy) between the worker and a broker; stopped on drop.
+pub struct FaultProxy {
+    server: Child,
+    api: String,
+    /// The port clients dial instead of the upstream.
+    pub listen: u16,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str) -> anyhow::Result<Self> {
+        let status = Command::new(repo_root().join("e2e/harness/tools.sh")).arg("toxiproxy").status()?;
+        anyhow::ensure!(status.success(), "cannot build toxiproxy");
+        let api_port = free_server_port();
+        let server = Command::new(tool("toxiproxy-server"))
+            .args(["-host", "127.0.0.1", "-port", &api_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let api = format!("http://127.0.0.1:{api_port}");
+        let listen = free_server_port();
+        let proxy = Self { server, api, listen };
+        poll("toxiproxy answers", Duration::from_secs(20), || {
+            Ok(proxy.call("GET", "/version", None).is_ok().then_some(()))
+        })?;
+        proxy.call(
+            "POST",
+            "/proxies",
+            Some(&format!(r#"{{"name":"link","listen":"127.0.0.1:{listen}","upstream":"{upstream}","enabled":true}}"#)),
+        )?;
+        Ok(proxy)
+    }
+
+    /// One call of toxiproxy's HTTP API with curl; fails on an HTTP error.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
+        let mut command = Command::new("curl");
+        command.args(["-sSf", "-X", method, &format!("{}{path}", self.api)]);
+        if let Some(body) = body {
+            command.args(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        run_ok(&mut command)
+    }
+
+    pub fn set_enabled(&self, enabled: bool) -> anyhow::Result<()> {
+        self.call("POST", "/proxies/link", Some(&format!(r#"{{"enabled":{enabled}}}"#)))?;
+        Ok(())
+    }
+
+    pub fn add_latency(&self, ms: u32) -> anyhow::Result<()> {
+        self.call(
+            "POST",
+            "/proxies/link/toxics",
+            Some(&format!(r#"{{"name":"slow","type":"latency","attributes":{{"latency":{ms}}}}}"#)),
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_latency(&self) -> anyhow::Result<()> {
+        self.call("DELETE", "/proxies/link/toxics/slow", None)?;
+        Ok(())
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// An integer counter or gauge of an admin endpoint (worker, gateway), optionally the series with
+/// a label of value `label` (e.g. `reason="loop"`, `operation="publish"`); 0 while it does not answer.
+#[must_use]
+pub fn metric(admin: std::net::SocketAddr, name: &str, label: Option<&str>) -> u64 {
+    let Ok((_, body)) = http_get(admin, "/metrics") else { return 0 };
+    let label = label.map(|value| format!(r#"="{value}""#));
+    body.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .find(|l| label.as_ref().is_none_or(|label| l.contains(label.as_str())))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A free loopback address for a worker's admin endpoint, so the test can read its metrics.
+pub fn admin_address() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(format!("127.0.0.1:{}", free_server_port()).parse()?)
+}
+
+/// Polls a worker's metric until it reaches `goal` or `deadline` passes; returns the last value.
+pub async fn wait_metric(admin: std::net::SocketAddr, name: &str, goal: u64, deadline: Duration) -> u64 {
+    let started = Instant::now();
+    loop {
+        let value = metric(admin, name, None);
+        if value >= goal || started.elapsed() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

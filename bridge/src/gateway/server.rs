@@ -31,6 +31,8 @@ use crate::metrics::GatewayMetrics;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ids remembered for deduplication, across all queues of the gateway.
 const DEDUP_WINDOW: usize = 100_000;
+/// After a shutdown signal, how long streams get to end before their connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Who is on the other end of a connection, read from its certificate once at the handshake.
 #[derive(Clone, Debug)]
@@ -80,14 +82,23 @@ pub async fn run(config: GatewayConfig, metrics: GatewayMetrics, shutdown: Cance
         config: Arc::new(config),
         dedup: Arc::new(Mutex::new(DedupWindow::new(DEDUP_WINDOW))),
         metrics,
+        shutdown: shutdown.clone(),
     };
-    tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         // Dead peers are noticed even on an idle stream.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(proto::gateway_server::GatewayServer::new(service))
-        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled())
-        .await?;
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled());
+    // Streams end themselves at shutdown (their peers reconnect elsewhere); a connection that
+    // still lingers after the grace period is dropped.
+    tokio::select! {
+        result = serving => result?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!(message = "Connections still open after the grace period; closing them."),
+    }
     Ok(())
 }
 
@@ -136,6 +147,7 @@ struct GatewayService {
     config: Arc<GatewayConfig>,
     dedup: Arc<Mutex<DedupWindow>>,
     metrics: GatewayMetrics,
+    shutdown: CancellationToken,
 }
 
 impl GatewayService {
@@ -191,7 +203,8 @@ impl proto::gateway_server::Gateway for GatewayService {
         replies.send(Ok(credit)).await.map_err(|_| Status::cancelled("the peer left"))?;
         let key = format!("{}/{}", queue.access_point, queue.queue);
         tracing::info!(message = "Publish stream opened.", peer = %peer, queue = %key);
-        tokio::spawn(publish_stream(frames, sink, replies, key, self.dedup.clone(), self.metrics.clone()));
+        let publishing = PublishStream { queue: key, dedup: self.dedup.clone(), metrics: self.metrics.clone() };
+        tokio::spawn(publishing.run(frames, sink, replies, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
@@ -222,86 +235,103 @@ impl proto::gateway_server::Gateway for GatewayService {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
         tracing::info!(message = "Consume stream opened.", peer = %peer, queue = %queue.queue, consumer = %durable);
-        tokio::spawn(consume_stream(frames, source, replies, self.metrics.clone()));
+        tokio::spawn(consume_stream(frames, source, replies, self.metrics.clone(), self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 }
 
 type Outcome = (u64, String, Result<Delivered, ConnectorError>);
 
-/// Writes each message of a publish stream to the local broker and answers with its outcome, in
-/// order. A broker failure ends the stream with UNAVAILABLE; the peer resends what was not acked.
-async fn publish_stream(
-    mut frames: Streaming<proto::PublishFrame>,
-    sink: Sink,
-    replies: mpsc::Sender<Result<proto::PublishReply, Status>>,
+/// One publish stream's queue and the gateway state it shares.
+struct PublishStream {
+    /// `<access point>/<queue>`, the dedup window's key.
     queue: String,
     dedup: Arc<Mutex<DedupWindow>>,
     metrics: GatewayMetrics,
-) {
-    metrics.streams.inc();
-    let mut outcomes: FuturesOrdered<BoxFuture<'static, Outcome>> = FuturesOrdered::new();
-    let mut sequence = 0u64;
-    let mut closed = false;
-    let remembered = |id: &str| dedup.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&queue, id);
-    let remember = |id: &str| dedup.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(&queue, id);
-    let result: Result<(), Status> = loop {
-        if closed && outcomes.is_empty() {
-            break Ok(());
-        }
-        tokio::select! {
-            Some((sequence, id, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
-                let (outcome, detail) = match outcome {
-                    Ok(Delivered::Stored) => {
-                        remember(&id);
-                        metrics.published.inc();
-                        (proto::Outcome::Stored, String::new())
-                    }
-                    Ok(Delivered::Duplicate) => {
-                        remember(&id);
-                        metrics.deduplicated.inc();
-                        (proto::Outcome::Duplicate, String::new())
-                    }
-                    Err(ConnectorError::Rejected { message, .. }) => (proto::Outcome::Rejected, message),
-                    Err(error) => break Err(Status::unavailable(error.to_string())),
-                };
-                let ack = proto::PublishAck { sequence, outcome: outcome.into(), detail };
-                if replies.send(Ok(proto::PublishReply { reply: Some(publish_reply::Reply::Ack(ack)) })).await.is_err() {
-                    break Ok(());
-                }
-            }
-            frame = frames.message(), if !closed => match frame {
-                Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message)) })) => {
-                    sequence += 1;
-                    if outcomes.len() >= STREAM_CREDIT as usize {
-                        break Err(Status::resource_exhausted("more messages in flight than the credit granted"));
-                    }
-                    let message = match from_wire(message) {
-                        Ok(message) => message,
-                        Err(problem) => break Err(Status::invalid_argument(problem)),
-                    };
-                    let id = message.id.clone();
-                    if remembered(&id) {
-                        outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
-                        continue;
-                    }
-                    match sink.send(&message).await {
-                        Ok(confirm) => outcomes.push_back(Box::pin(async move { (sequence, id, confirm.await) })),
-                        Err(error) => break Err(Status::unavailable(error.to_string())),
-                    }
-                }
-                Ok(Some(_)) => break Err(Status::invalid_argument("only messages may follow `open`")),
-                // The peer finished sending: answer what is in flight, then end.
-                Ok(None) => closed = true,
-                Err(_) => break Ok(()),
-            },
-        }
-    };
-    if let Err(status) = result {
-        tracing::warn!(message = "Publish stream ended.", %queue, %status);
-        let _ = replies.send(Err(status)).await;
+}
+
+impl PublishStream {
+    fn remembered(&self, id: &str) -> bool {
+        self.dedup.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&self.queue, id)
     }
-    metrics.streams.dec();
+
+    fn remember(&self, id: &str) {
+        self.dedup.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(&self.queue, id);
+    }
+
+    /// Writes each message to the local broker and answers with its outcome, in order. A broker
+    /// failure or a shutdown ends the stream with UNAVAILABLE; the peer resends what was not acked.
+    async fn run(
+        self,
+        mut frames: Streaming<proto::PublishFrame>,
+        sink: Sink,
+        replies: mpsc::Sender<Result<proto::PublishReply, Status>>,
+        shutdown: CancellationToken,
+    ) {
+        let metrics = self.metrics.clone();
+        metrics.streams.inc();
+        let mut outcomes: FuturesOrdered<BoxFuture<'static, Outcome>> = FuturesOrdered::new();
+        let mut sequence = 0u64;
+        let mut closed = false;
+        let result: Result<(), Status> = loop {
+            if closed && outcomes.is_empty() {
+                break Ok(());
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break Err(Status::unavailable("the gateway is shutting down")),
+                Some((sequence, id, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
+                    let (outcome, detail) = match outcome {
+                        Ok(Delivered::Stored) => {
+                            self.remember(&id);
+                            metrics.published.inc();
+                            (proto::Outcome::Stored, String::new())
+                        }
+                        Ok(Delivered::Duplicate) => {
+                            self.remember(&id);
+                            metrics.deduplicated.inc();
+                            (proto::Outcome::Duplicate, String::new())
+                        }
+                        Err(ConnectorError::Rejected { message, .. }) => (proto::Outcome::Rejected, message),
+                        Err(error) => break Err(Status::unavailable(error.to_string())),
+                    };
+                    let ack = proto::PublishAck { sequence, outcome: outcome.into(), detail };
+                    if replies.send(Ok(proto::PublishReply { reply: Some(publish_reply::Reply::Ack(ack)) })).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                frame = frames.message(), if !closed => match frame {
+                    Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message)) })) => {
+                        sequence += 1;
+                        if outcomes.len() >= STREAM_CREDIT as usize {
+                            break Err(Status::resource_exhausted("more messages in flight than the credit granted"));
+                        }
+                        let message = match from_wire(message) {
+                            Ok(message) => message,
+                            Err(problem) => break Err(Status::invalid_argument(problem)),
+                        };
+                        let id = message.id.clone();
+                        if self.remembered(&id) {
+                            outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
+                            continue;
+                        }
+                        match sink.send(&message).await {
+                            Ok(confirm) => outcomes.push_back(Box::pin(async move { (sequence, id, confirm.await) })),
+                            Err(error) => break Err(Status::unavailable(error.to_string())),
+                        }
+                    }
+                    Ok(Some(_)) => break Err(Status::invalid_argument("only messages may follow `open`")),
+                    // The peer finished sending: answer what is in flight, then end.
+                    Ok(None) => closed = true,
+                    Err(_) => break Ok(()),
+                },
+            }
+        };
+        if let Err(status) = result {
+            tracing::warn!(message = "Publish stream ended.", queue = %self.queue, %status);
+            let _ = replies.send(Err(status)).await;
+        }
+        metrics.streams.dec();
+    }
 }
 
 /// Sends a local queue's messages to the peer within the credit it granted, and acknowledges each
@@ -311,6 +341,7 @@ async fn consume_stream(
     mut source: Source,
     replies: mpsc::Sender<Result<proto::ConsumeReply, Status>>,
     metrics: GatewayMetrics,
+    shutdown: CancellationToken,
 ) {
     metrics.streams.inc();
     let mut credit = 0u64;
@@ -318,6 +349,7 @@ async fn consume_stream(
     let mut next_id = 1u64;
     let result: Result<(), Status> = loop {
         tokio::select! {
+            () = shutdown.cancelled() => break Err(Status::unavailable("the gateway is shutting down")),
             frame = frames.message() => match frame {
                 Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Credit(more)) })) => credit += u64::from(more),
                 Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Ack(id)) })) => {
