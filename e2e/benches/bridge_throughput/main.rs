@@ -334,6 +334,8 @@ async fn sample_rates(started: Instant, duration: Duration, counters: &Counters)
 
 async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mut Brokers) -> anyhow::Result<Value> {
     let replicator_kind = scenario.replicator;
+    // Other work on the machine would skew the figures; the load before the run shows it.
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let queue = format!("bench{index}-{}", std::process::id());
     let target = brokers.endpoint(scenario.target, Side::Target, &replicator_kind.target_queue(&queue))?;
     let source = match scenario.source {
@@ -402,6 +404,7 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
         "producerRate": workload.producer_rate,
         "testDurationSeconds": window_seconds,
         "readySeconds": ready_seconds,
+        "loadAverage1mBefore": load_before.split(' ').next().and_then(|l| l.parse::<f64>().ok()),
         "publishRate": samples.iter().map(|s| s.0).collect::<Vec<_>>(),
         "consumeRate": samples.iter().map(|s| s.1).collect::<Vec<_>>(),
         "backlog": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
