@@ -41,7 +41,7 @@ def main(results_path, out_path):
         series["peer"].append(peer)
         peers.append(peer["replicator"] if peer else "no peer")
 
-    fig, (rates, latency) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, (rates, latency) = plt.subplots(1, 2, figsize=(14, 6))
     width = 0.27
     colors = {"target alone (ceiling)": "#b0b0b0", "oms-bridge": "#1f77b4", "peer": "#ff7f0e"}
     for i, (name, values) in enumerate(series.items()):
@@ -51,13 +51,15 @@ def main(results_path, out_path):
         rates.bar(xs, rate, width, label=name, color=colors[name])
         latency.bar(xs, p99, width, label=name, color=colors[name])
 
-    # ours / peer above each pair, the ratios the table states.
+    # The ratios the table states, above each pair (with headroom for their two lines).
+    rates.set_ylim(top=rates.get_ylim()[1] * 1.15)
     for p, c in enumerate(doc["comparisons"]):
-        if c.get("oursPerPeer") is not None:
-            top = max(c["oursConsumeRate"] or 0, c["peerConsumeRate"] or 0, c["ceilingConsumeRate"] or 0)
-            rates.annotate(f"ours/peer {c['oursPerPeer']:.2f}", (p, top), ha="center", va="bottom", fontsize=8)
+        text = [f"{name} {c[key]:.2f}" for name, key in (("ours/peer", "oursPerPeer"), ("ours/ceiling", "oursPerCeiling"))
+                if c.get(key) is not None]
+        top = max(c["oursConsumeRate"] or 0, c["peerConsumeRate"] or 0, c["ceilingConsumeRate"] or 0)
+        rates.annotate("\n".join(text), (p, top), ha="center", va="bottom", fontsize=8)
 
-    labels = [f"{pair}\n(peer: {peer})" for pair, peer in zip(pairs, peers)]
+    labels = [f"{pair}\npeer:\n{peer}" for pair, peer in zip(pairs, peers)]
     for ax in (rates, latency):
         ax.set_xticks(range(len(pairs)))
         ax.set_xticklabels(labels, fontsize=8)

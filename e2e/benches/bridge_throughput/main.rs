@@ -16,6 +16,7 @@
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 mod load;
+mod machine_load;
 mod replicator;
 mod report;
 mod workload;
@@ -162,6 +163,17 @@ impl Brokers {
         self.up.retain(|key, _| later.iter().any(|s| s.brokers().contains(key)));
     }
 
+    /// The process groups of every running broker, as broker.sh recorded them.
+    fn process_groups(&self) -> Vec<i32> {
+        let mut groups: Vec<i32> = machine_load::own_group().into_iter().collect();
+        for broker in self.up.values() {
+            let pids = repo_root().join("e2e/.state/brokers").join(&broker.name).join("pids");
+            let text = std::fs::read_to_string(pids).unwrap_or_default();
+            groups.extend(text.lines().filter_map(|l| l.split(' ').nth(1)?.parse::<i32>().ok()));
+        }
+        groups
+    }
+
     /// The RabbitMQ management port `broker.sh` picked for a broker.
     fn management_port(&self, kind: Kind, side: Side) -> Option<u16> {
         let broker = self.up.get(&(kind.broker(), side))?;
@@ -288,6 +300,11 @@ async fn produce_all(
     futures::future::join_all(runs).await.concat()
 }
 
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| (sum + v, count + 1));
+    (count > 0).then(|| sum / f64::from(count))
+}
+
 /// Sends a warm-up message every half second until one has gone all the way through: the
 /// replicator and the consumer are then running. Returns the seconds that took.
 async fn wait_until_ready(
@@ -334,8 +351,6 @@ async fn sample_rates(started: Instant, duration: Duration, counters: &Counters)
 
 async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mut Brokers) -> anyhow::Result<Value> {
     let replicator_kind = scenario.replicator;
-    // Other work on the machine would skew the figures; the load before the run shows it.
-    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let queue = format!("bench{index}-{}", std::process::id());
     let target = brokers.endpoint(scenario.target, Side::Target, &replicator_kind.target_queue(&queue))?;
     let source = match scenario.source {
@@ -348,6 +363,9 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     if !replicator_kind.creates_target_queue() {
         create_queue(&target, workload.partitions_per_topic).await?;
     }
+    // Other work on the machine would skew every figure: wait for it to end, and record it.
+    let groups = brokers.process_groups();
+    let other_share_before = machine_load::wait_for_quiet(&groups).await;
     let name = format!("bench{index}");
     let management_port = brokers.management_port(scenario.target, Side::Target);
     let mut replicator = replicator::start(replicator_kind, &name, &source, &target, management_port).await?;
@@ -369,10 +387,12 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     // The measured window, sampled every STATS_INTERVAL.
     let duration = workload.duration();
     let cpu_before = replicator.cpu_seconds();
+    let load_at_start = machine_load::snapshot(&groups);
     let started = Instant::now();
     let producing = produce_all(&producers, workload, started + duration, false, &counters);
     let sampling = sample_rates(started, duration, &counters);
     let (publish_latencies_us, (samples, received_in_window)) = tokio::join!(producing, sampling);
+    let other_share = machine_load::outside_share(load_at_start, machine_load::snapshot(&groups));
 
     // Drain: give the target time to catch up, then count what is still missing.
     let published = counters.published.load(Ordering::Relaxed);
@@ -404,12 +424,15 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
         "producerRate": workload.producer_rate,
         "testDurationSeconds": window_seconds,
         "readySeconds": ready_seconds,
-        "loadAverage1mBefore": load_before.split(' ').next().and_then(|l| l.parse::<f64>().ok()),
+        "otherCpuShareBefore": other_share_before,
+        "otherCpuShareDuringWindow": other_share,
         "publishRate": samples.iter().map(|s| s.0).collect::<Vec<_>>(),
         "consumeRate": samples.iter().map(|s| s.1).collect::<Vec<_>>(),
         "backlog": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
         "publishRateAvg": published as f64 / window_seconds,
         "consumeRateAvg": received_in_window as f64 / window_seconds,
+        // Without the first interval, in which a JVM replicator is still compiling its hot paths.
+        "consumeRateAfterFirstInterval": mean(samples.iter().skip(1).map(|s| s.1)),
         "publishErrors": counters.publish_errors.load(Ordering::Relaxed),
         "messagesPublished": published,
         "messagesReceived": received_total,

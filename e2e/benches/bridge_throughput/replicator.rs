@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
@@ -225,8 +226,11 @@ impl Drop for Running {
     }
 }
 
-fn clock_ticks_per_second() -> f64 {
-    run_ok(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100.0)
+pub fn clock_ticks_per_second() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        run_ok(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100.0)
+    })
 }
 
 /// One call of RabbitMQ's management API (curl, as the fault tests call toxiproxy's).

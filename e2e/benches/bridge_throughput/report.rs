@@ -45,6 +45,7 @@ pub fn document(runs: &[Value], wall: Duration) -> anyhow::Result<Value> {
                 "peerConsumeRate": peer.map(|p| p["consumeRateAvg"].clone()),
                 "ceilingConsumeRate": ceiling.map(|c| c["consumeRateAvg"].clone()),
                 "oursPerPeer": ratio(Some(ours), peer, "consumeRateAvg"),
+                "oursPerPeerAfterFirstInterval": ratio(Some(ours), peer, "consumeRateAfterFirstInterval"),
                 "oursPerCeiling": ratio(Some(ours), ceiling, "consumeRateAvg"),
                 "peerPerCeiling": ratio(peer, ceiling, "consumeRateAvg"),
                 "endToEndP99OursPerPeer": ratio(Some(ours), peer, "aggregatedEndToEndLatency99pct"),
@@ -125,6 +126,11 @@ const METHOD: &str = "## How these figures are made
 - NATS: two nats-servers with JetStream domains src and dst and a leafnode from dst to src; the
   sourcing target stream reads the source stream through the API prefix $JS.src.API.
 - Kafka -> NATS has no peer replicator; its ceiling is the NATS target alone.
+- Other load = share of the machine's CPU used during the window by processes outside the bench
+  (not its brokers, replicators or clients); each run first waits up to 3 minutes for it to drop
+  below 10 %. A high figure means that run shared the machine with other work.
+- ours / peer after 10 s leaves out each window's first interval, in which a JVM replicator is
+  still compiling its hot paths.
 ";
 
 pub fn markdown(document: &Value) -> String {
@@ -133,21 +139,22 @@ pub fn markdown(document: &Value) -> String {
          Produced by `make bench` (e2e/benches/bridge_throughput); raw figures in bridge-throughput.json,\n\
          plot in bridge-throughput.png. Every figure comes from one run on one machine; compare ratios\n\
          within this file, not across machines.\n\n## Ratios (consume rate at the target)\n\n\
-         | Pair | oms-bridge (msg/s) | Peer | Peer (msg/s) | Ceiling (msg/s) | ours / peer | ours / ceiling | peer / ceiling | e2e p99 ours / peer | peak RSS ours / peer |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | Pair | oms-bridge (msg/s) | Peer | Peer (msg/s) | Ceiling (msg/s) | ours / peer | ours / peer after 10 s | ours / ceiling | peer / ceiling | e2e p99 ours / peer | peak RSS ours / peer |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let number = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.0}"));
     let ratio = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.2}"));
     for c in document["comparisons"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c["driver"].as_str().unwrap_or_default(),
             number(&c["oursConsumeRate"]),
             c["peer"].as_str().unwrap_or("none in this run"),
             number(&c["peerConsumeRate"]),
             number(&c["ceilingConsumeRate"]),
             ratio(&c["oursPerPeer"]),
+            ratio(&c["oursPerPeerAfterFirstInterval"]),
             ratio(&c["oursPerCeiling"]),
             ratio(&c["peerPerCeiling"]),
             ratio(&c["endToEndP99OursPerPeer"]),
@@ -156,8 +163,8 @@ pub fn markdown(document: &Value) -> String {
     }
     out.push_str(
         "\n## Runs\n\n\
-         | Pair | Replicator | Runs in | Target rate (msg/s) | Published (msg/s) | Consumed (msg/s) | e2e p50 / p99 / max (ms) | Missing after drain | Peak RSS (MiB) | CPU (s) |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | Pair | Replicator | Runs in | Target rate (msg/s) | Published (msg/s) | Consumed (msg/s) | e2e p50 / p99 / max (ms) | Missing after drain | Peak RSS (MiB) | CPU (s) | Other load (%) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.1}"));
     for r in document["runs"].as_array().into_iter().flatten() {
@@ -169,7 +176,7 @@ pub fn markdown(document: &Value) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {rate} | {} | {} | {} / {} / {} | {} | {rss} | {} |",
+            "| {} | {} | {} | {rate} | {} | {} | {} / {} / {} | {} | {rss} | {} | {} |",
             r["driver"].as_str().unwrap_or_default(),
             r["replicator"].as_str().unwrap_or_default(),
             r["replicatorRunsIn"].as_str().unwrap_or_default(),
@@ -180,6 +187,7 @@ pub fn markdown(document: &Value) -> String {
             ms(&r["aggregatedEndToEndLatencyMax"]),
             r["missingAfterDrain"],
             r["replicatorCpuSeconds"].as_f64().map_or_else(|| "-".to_owned(), |s| format!("{s:.1}")),
+            r["otherCpuShareDuringWindow"].as_f64().map_or_else(|| "-".to_owned(), |s| format!("{:.0}", s * 100.0)),
         );
     }
     let _ = writeln!(out, "\n{METHOD}");
