@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::filter::Filter;
+
 /// Largest number of messages a worker may hold unacknowledged.
 const MAX_IN_FLIGHT: u32 = 100_000;
 /// In-flight window when the config does not set one: enough to keep a cross-cloud link busy,
@@ -140,9 +142,11 @@ pub struct WorkerConfig {
     pub target: Endpoint,
     pub delivery: Delivery,
     pub ordering: Ordering,
-    pub filter: Option<String>,
+    /// Messages that do not match are acknowledged without being sent.
+    pub filter: Option<Filter>,
     pub start_from: StartFrom,
-    pub start_timestamp: Option<String>,
+    /// `startTimestamp` in milliseconds since the epoch, with `startFrom: Timestamp`.
+    pub start_timestamp_ms: Option<i64>,
     pub in_flight: u32,
     pub admin_listen: SocketAddr,
 }
@@ -168,20 +172,35 @@ pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError>
     if source.protocol == target.protocol && source.servers == target.servers && source.queue == target.queue {
         return Err(err("target", "is the same queue as source; a bridge into its own source would loop".into()));
     }
-    match (raw.start_from, &raw.start_timestamp) {
+    let start_timestamp_ms = match (raw.start_from, &raw.start_timestamp) {
         (StartFrom::Timestamp, None) => {
             return Err(err("startTimestamp", "is required when startFrom is Timestamp (RFC 3339)".into()));
         }
         (StartFrom::Earliest | StartFrom::Latest, Some(_)) => {
             return Err(err("startTimestamp", "is only allowed with startFrom: Timestamp".into()));
         }
-        _ => {}
+        (_, Some(text)) => Some(rfc3339_ms(text).ok_or_else(|| {
+            err("startTimestamp", format!("{text:?} is not an RFC 3339 time; write e.g. 2026-01-31T08:00:00Z"))
+        })?),
+        (_, None) => None,
+    };
+    // AMQP queues and MQTT sessions hand out what they hold and forget it: there is no position
+    // to start from, only the messages waiting.
+    if raw.start_from != StartFrom::Earliest && matches!(source.protocol, Protocol::Amqp | Protocol::Mqtt) {
+        return Err(err(
+            "startFrom",
+            format!(
+                "{:?} sources have no replayable log; remove startFrom (the bridge takes what the queue holds) \
+                 or bridge from a Kafka or NATS source",
+                source.protocol
+            ),
+        ));
     }
-    if let Some(filter) = &raw.filter
-        && filter.trim().is_empty()
-    {
-        return Err(err("filter", "is empty; remove it to forward every message".into()));
-    }
+    let filter = match raw.filter.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(err("filter", "is empty; remove it to forward every message".into())),
+        Some(text) => Some(Filter::parse(text).map_err(|e| err("filter", format!("{e} in {text:?}")))?),
+    };
     let in_flight = raw.in_flight.unwrap_or(DEFAULT_IN_FLIGHT);
     if !(1..=MAX_IN_FLIGHT).contains(&in_flight) {
         return Err(err("inFlight", format!("{in_flight} is out of range; use 1 to {MAX_IN_FLIGHT}")));
@@ -194,9 +213,9 @@ pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError>
         target,
         delivery: raw.delivery,
         ordering: raw.ordering,
-        filter: raw.filter,
+        filter,
         start_from: raw.start_from,
-        start_timestamp: raw.start_timestamp,
+        start_timestamp_ms,
         in_flight,
         admin_listen,
     })
@@ -207,6 +226,8 @@ pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError>
 struct RawGateway {
     listen: String,
     trust_domain: String,
+    #[serde(default)]
+    peer_trust_domains: Vec<String>,
     tls: RawTls,
     #[serde(default)]
     backends: Vec<RawBackend>,
@@ -221,6 +242,8 @@ struct RawBackend {
     driver: Protocol,
     servers: Vec<String>,
     credentials_dir: Option<PathBuf>,
+    #[serde(default)]
+    shared_with: Vec<String>,
 }
 
 /// A local broker the gateway fronts.
@@ -231,6 +254,23 @@ pub struct Backend {
     pub protocol: Protocol,
     pub servers: Vec<(String, u16)>,
     pub credentials_dir: Option<PathBuf>,
+    /// Other namespaces (tenants) whose bridges may use this access point; `*` for all.
+    pub shared_with: Vec<String>,
+}
+
+impl Backend {
+    /// The endpoint for one of this backend's queues.
+    #[must_use]
+    pub fn endpoint(&self, queue: &str) -> Endpoint {
+        Endpoint {
+            protocol: self.protocol,
+            servers: self.servers.clone(),
+            queue: queue.to_owned(),
+            access_point: Some(format!("{}/{}", self.namespace, self.access_point)),
+            tls: None,
+            credentials_dir: self.credentials_dir.clone(),
+        }
+    }
 }
 
 /// A gateway's validated configuration.
@@ -238,6 +278,9 @@ pub struct Backend {
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub trust_domain: String,
+    /// Trust domains of other clouds whose bridges this gateway accepts (their CAs are in the CA
+    /// bundle); its own is always accepted.
+    pub peer_trust_domains: Vec<String>,
     pub tls: TlsFiles,
     pub backends: Vec<Backend>,
     pub admin_listen: SocketAddr,
@@ -281,10 +324,16 @@ pub fn parse_gateway(file: &str, text: &str) -> Result<GatewayConfig, ConfigErro
             protocol: backend.driver,
             servers: servers(file, &format!("{field}.servers"), &backend.servers)?,
             credentials_dir: backend.credentials_dir,
+            shared_with: backend.shared_with,
         });
     }
+    for (i, domain) in raw.peer_trust_domains.iter().enumerate() {
+        if domain.is_empty() || domain.contains('/') {
+            return Err(err(&format!("peerTrustDomains[{i}]"), "must be a DNS-like name without slashes".into()));
+        }
+    }
     let admin_listen = admin_address(file, raw.admin)?;
-    Ok(GatewayConfig { listen, trust_domain, tls, backends, admin_listen })
+    Ok(GatewayConfig { listen, trust_domain, peer_trust_domains: raw.peer_trust_domains, tls, backends, admin_listen })
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -314,6 +363,12 @@ fn endpoint(file: &str, field: &str, raw: RawEndpoint) -> Result<Endpoint, Confi
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
     if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
         return Err(err("tls", "a gateway end needs mTLS: set caFile, certFile and keyFile".into()));
+    }
+    if raw.driver == Protocol::Gateway && raw.access_point.is_none() {
+        return Err(err(
+            "accessPoint",
+            "a gateway end must name the access point behind the gateway (<namespace>/<name>)".into(),
+        ));
     }
     if let Some(ap) = &raw.access_point
         && (ap.contains(',') || ap.split_once('/').is_none_or(|(ns, name)| ns.is_empty() || name.is_empty()))
@@ -380,6 +435,12 @@ fn admin_address(file: &str, raw: Option<RawAdmin>) -> Result<SocketAddr, Config
     })
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time.
+fn rfc3339_ms(text: &str) -> Option<i64> {
+    let time = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 fn non_empty(text: &str) -> Option<String> {
     let trimmed = text.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
@@ -387,6 +448,8 @@ fn non_empty(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const WORKER: &str = "
@@ -444,6 +507,38 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
     }
 
     #[test]
+    fn start_timestamp_is_rfc3339_in_milliseconds() {
+        let config = parse_worker(
+            "w.yaml",
+            &format!("{WORKER}startFrom: Timestamp\nstartTimestamp: '2026-01-31T08:00:00.5Z'\n"),
+        )
+        .expect("valid");
+        assert_eq!(config.start_timestamp_ms, Some(1_769_846_400_500));
+        let error = worker_error(&format!("{WORKER}startFrom: Timestamp\nstartTimestamp: yesterday\n"));
+        assert_eq!(error.field, "startTimestamp");
+        assert!(error.problem.contains("RFC 3339"), "{error}");
+    }
+
+    #[test]
+    fn queues_without_a_log_cannot_start_elsewhere() {
+        let amqp =
+            WORKER.replace("driver: kafka, servers: ['kafka-0.kafka:9092']", "driver: amqp, servers: ['rabbit:5672']");
+        let error = worker_error(&format!("{amqp}startFrom: Latest\n"));
+        assert_eq!(error.field, "startFrom");
+        assert!(error.problem.contains("no replayable log"), "{error}");
+    }
+
+    #[test]
+    fn a_filter_is_parsed_at_load_and_its_errors_name_the_column() {
+        let config =
+            parse_worker("w.yaml", &format!("{WORKER}filter: \"headers['region'] == 'eu'\"\n")).expect("valid");
+        assert!(config.filter.is_some());
+        let error = worker_error(&format!("{WORKER}filter: \"headers['region'] = 'eu'\"\n"));
+        assert_eq!(error.field, "filter");
+        assert!(error.problem.starts_with("at column 19"), "{error}");
+    }
+
+    #[test]
     fn gateway_target_needs_mutual_tls() {
         let text = WORKER.replace("driver: nats", "driver: gateway");
         assert_eq!(worker_error(&text).field, "target.tls");
@@ -477,5 +572,34 @@ backends:
         assert_eq!(parse_gateway("g.yaml", &bad_ap).expect_err("refused").field, "backends[0].accessPoint");
         let bad_listen = GATEWAY.replace("0.0.0.0:7443", "gateway:7443");
         assert_eq!(parse_gateway("g.yaml", &bad_listen).expect_err("refused").field, "listen");
+    }
+
+    proptest! {
+        // Fuzz: any text is a config or an error naming a field; never a panic.
+        #[test]
+        fn any_text_is_a_config_or_an_error_with_a_field(text in "(?s).{0,200}") {
+            if let Err(error) = parse_worker("w.yaml", &text) {
+                prop_assert!(!error.field.is_empty());
+            }
+        }
+
+        // Fuzz from the valid config: replacing one value with arbitrary text is accepted or
+        // refused with that value's field (or an enclosing one), never something unrelated.
+        #[test]
+        fn a_mangled_value_is_blamed_on_its_field(value in "[ -~]{0,24}", which in 0usize..4) {
+            let (original, field) = [
+                ("'kafka-0.kafka:9092'", "source"),
+                ("orders-eu", "target"),
+                ("orders-to-eu", "bridge"),
+                ("acme", "bridge"),
+            ][which];
+            let text = WORKER.replacen(original, &format!("{value:?}"), 1);
+            if let Err(error) = parse_worker("w.yaml", &text) {
+                prop_assert!(
+                    error.field.starts_with(field) || error.field == "(top level)" || error.field == "target",
+                    "{error}"
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod connector;
+pub mod filter;
+pub mod gateway;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;

@@ -94,9 +94,13 @@ async fn main() -> ExitCode {
                 println!("config ok: {summary}");
                 return ExitCode::SUCCESS;
             }
-            // The gateway arrives with the gateway issue; refuse to pretend to serve.
-            eprintln!("oms-bridge: config ok ({summary}), but this build has no gateway yet; run with --check");
-            ExitCode::from(3)
+            match run_gateway(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(message = "Gateway failed.", error = format!("{error:#}"));
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -120,9 +124,25 @@ async fn run_worker(config: config::WorkerConfig) -> anyhow::Result<()> {
     let admin = oms_telemetry::admin::AdminServer::bind(config.admin_listen, registry, readiness.clone()).await?;
     tracing::info!(message = "Worker started.", admin = %admin.local_addr()?);
     let serving = tokio::spawn(admin.serve(shutdown.clone()));
-    readiness.set(true);
-    oms_bridge::worker::run(&config, &metrics, &shutdown).await;
+    // Ready only while both ends are connected; the worker flips it.
+    oms_bridge::worker::run(&config, &metrics, &readiness, &shutdown).await;
     shutdown.cancel();
     serving.await??;
     Ok(())
+}
+
+async fn run_gateway(config: config::GatewayConfig) -> anyhow::Result<()> {
+    let shutdown = oms_telemetry::shutdown::on_signal()?;
+    let registry = prometheus::Registry::new();
+    let metrics = oms_bridge::metrics::GatewayMetrics::register(&registry)?;
+    let readiness = oms_telemetry::admin::Readiness::default();
+    let admin = oms_telemetry::admin::AdminServer::bind(config.admin_listen, registry, readiness.clone()).await?;
+    tracing::info!(message = "Gateway started.", admin = %admin.local_addr()?);
+    let serving = tokio::spawn(admin.serve(shutdown.clone()));
+    // Ready once the TLS material loaded and the port is bound, which `run` does before serving.
+    readiness.set(true);
+    let result = oms_bridge::gateway::server::run(config, metrics, shutdown.clone()).await;
+    shutdown.cancel();
+    serving.await??;
+    result
 }

@@ -87,6 +87,8 @@ pub fn is_text_header_value(value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -124,5 +126,50 @@ mod tests {
         assert!(is_text_header_value(b"eu-west"));
         assert!(!is_text_header_value(b"a\r\nb"));
         assert!(!is_text_header_value(&[0xff, 0xfe]));
+    }
+
+    /// Header names: the bridge's own (in any case) mixed with application names.
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(MESSAGE_ID_HEADER.to_owned()),
+            Just(KEY_HEADER.to_uppercase()),
+            Just(PROVENANCE_HEADER.to_owned()),
+            Just(NATS_MSG_ID_HEADER.to_lowercase()),
+            "[A-Za-z][A-Za-z0-9_.-]{0,12}",
+        ]
+    }
+
+    fn is_bridge_header(name: &str) -> bool {
+        [MESSAGE_ID_HEADER, KEY_HEADER, PROVENANCE_HEADER, NATS_MSG_ID_HEADER]
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    proptest! {
+        // Fuzz of the header mapping: application headers come out complete and in order, the
+        // bridge's never leak into them, and no input panics.
+        #[test]
+        fn application_headers_pass_through_in_order(
+            headers in proptest::collection::vec((header_name(), proptest::collection::vec(any::<u8>(), 0..16)), 0..12)
+        ) {
+            let expected: HeaderList = headers.iter().filter(|(n, _)| !is_bridge_header(n)).cloned().collect();
+            let (own, rest) = take_bridge_headers(headers.clone());
+            prop_assert_eq!(rest, expected);
+            let last_id = headers.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(MESSAGE_ID_HEADER));
+            prop_assert_eq!(own.id, last_id.and_then(|(_, v)| String::from_utf8(v.clone()).ok()));
+        }
+
+        // Provenance written by one hop reads back as the same list at the next.
+        #[test]
+        fn provenance_survives_a_hop(hops in proptest::collection::vec("[a-z]{1,6}/[a-z]{1,6}", 0..5), source in "[a-z]{1,6}/[a-z]{1,6}") {
+            let message = Message { provenance: hops.clone(), ..Message::default() };
+            let written = message.provenance_after(Some(&source)).expect("a hop was added");
+            let (own, _) = take_bridge_headers(vec![(PROVENANCE_HEADER.to_owned(), written.into_bytes())]);
+            let mut want = hops.clone();
+            if !want.contains(&source) {
+                want.push(source);
+            }
+            prop_assert_eq!(own.provenance, want);
+        }
     }
 }

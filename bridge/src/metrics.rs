@@ -1,6 +1,6 @@
 //! The bridge's Prometheus metrics (DESIGN.md section 7), labelled by bridge and drivers.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct BridgeMetrics {
@@ -10,7 +10,14 @@ pub struct BridgeMetrics {
     pub failed: IntCounterVec,
     pub skipped: IntCounterVec,
     pub link_up: IntGauge,
+    pub deduplicated: IntCounter,
+    pub latency: Histogram,
+    pub source_lag: IntGauge,
+    pub gap_detected: IntCounter,
 }
+
+/// Latency buckets in seconds: from a fast local hop to a cross-cloud link after a backlog.
+const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 impl BridgeMetrics {
     /// Registers the metrics with constant labels naming the bridge.
@@ -41,6 +48,25 @@ impl BridgeMetrics {
                 &["reason"],
             )?,
             link_up: IntGauge::with_opts(opts("oms_bridge_link_up", "1 while both ends are connected."))?,
+            deduplicated: IntCounter::with_opts(opts(
+                "oms_bridge_messages_deduplicated_total",
+                "Repeats the target recognised by message id and dropped (resends after a failure).",
+            ))?,
+            latency: Histogram::with_opts(
+                HistogramOpts::from(opts(
+                    "oms_bridge_replication_latency_seconds",
+                    "From the source's timestamp of a message to the target's confirmation.",
+                ))
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            source_lag: IntGauge::with_opts(opts(
+                "oms_bridge_source_lag_messages",
+                "Messages at the source not yet confirmed by the target (waiting plus in flight).",
+            ))?,
+            gap_detected: IntCounter::with_opts(opts(
+                "oms_bridge_gap_detected_total",
+                "Messages the source lost (retention, truncation) before the bridge could forward them.",
+            ))?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
@@ -48,6 +74,56 @@ impl BridgeMetrics {
         registry.register(Box::new(metrics.failed.clone()))?;
         registry.register(Box::new(metrics.skipped.clone()))?;
         registry.register(Box::new(metrics.link_up.clone()))?;
+        registry.register(Box::new(metrics.deduplicated.clone()))?;
+        registry.register(Box::new(metrics.latency.clone()))?;
+        registry.register(Box::new(metrics.source_lag.clone()))?;
+        registry.register(Box::new(metrics.gap_detected.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// The gateway's metrics.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub published: IntCounter,
+    pub deduplicated: IntCounter,
+    pub consumed: IntCounter,
+    pub denied: IntCounterVec,
+    pub handshake_failures: IntCounter,
+    pub streams: IntGauge,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            published: IntCounter::new(
+                "oms_gateway_messages_published_total",
+                "Messages peers wrote that the local broker confirmed.",
+            )?,
+            deduplicated: IntCounter::new(
+                "oms_gateway_messages_deduplicated_total",
+                "Messages peers resent that were already written (by oms-message-id).",
+            )?,
+            consumed: IntCounter::new("oms_gateway_messages_consumed_total", "Messages peers read and acknowledged.")?,
+            denied: IntCounterVec::new(
+                Opts::new(
+                    "oms_gateway_denied_total",
+                    "Requests refused because the peer's identity may not touch the queue.",
+                ),
+                &["operation"],
+            )?,
+            handshake_failures: IntCounter::new(
+                "oms_gateway_tls_handshake_failures_total",
+                "Connections refused at the TLS handshake (no, unknown, expired or invalid client certificate).",
+            )?,
+            streams: IntGauge::new("oms_gateway_streams", "Publish and consume streams open now.")?,
+        };
+        registry.register(Box::new(metrics.published.clone()))?;
+        registry.register(Box::new(metrics.deduplicated.clone()))?;
+        registry.register(Box::new(metrics.consumed.clone()))?;
+        registry.register(Box::new(metrics.denied.clone()))?;
+        registry.register(Box::new(metrics.handshake_failures.clone()))?;
+        registry.register(Box::new(metrics.streams.clone()))?;
         Ok(metrics)
     }
 }

@@ -8,17 +8,22 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerConfig;
 use crate::connector::{Sink, Source, Start};
 use crate::metrics::BridgeMetrics;
-use crate::pipeline::{Hops, forward};
+use crate::pipeline::{Hops, Route, forward};
 
 /// First and longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Runs until `shutdown`.
-pub async fn run(config: &WorkerConfig, metrics: &BridgeMetrics, shutdown: &CancellationToken) {
+/// Runs until `shutdown`; `ready` is true while both ends are connected.
+pub async fn run(
+    config: &WorkerConfig,
+    metrics: &BridgeMetrics,
+    ready: &oms_telemetry::admin::Readiness,
+    shutdown: &CancellationToken,
+) {
     // The durable position (consumer group / durable consumer) belongs to the bridge object.
     let consumer = format!("oms-bridge-{}-{}", config.namespace, config.name);
-    let start = Start::from_config(config.start_from, None);
+    let start = Start::from_config(config.start_from, config.start_timestamp_ms);
     let in_flight = usize::try_from(config.in_flight).unwrap_or(1);
     let mut backoff = BACKOFF_MIN;
     while !shutdown.is_cancelled() {
@@ -30,14 +35,20 @@ pub async fn run(config: &WorkerConfig, metrics: &BridgeMetrics, shutdown: &Canc
         let outcome = match connected.await {
             Ok((mut source, sink)) => {
                 metrics.link_up.set(1);
+                ready.set(true);
                 tracing::info!(message = "Forwarding.", source = %config.source.queue, target = %config.target.queue);
                 backoff = BACKOFF_MIN;
-                let hops = Hops {
-                    source: config.source.access_point.as_deref(),
-                    target: config.target.access_point.as_deref(),
+                let route = Route {
+                    hops: Hops {
+                        source: config.source.access_point.as_deref(),
+                        target: config.target.access_point.as_deref(),
+                    },
+                    filter: config.filter.as_ref(),
+                    in_flight,
                 };
-                let result = forward(&mut source, &sink, hops, in_flight, metrics, shutdown).await;
+                let result = forward(&mut source, &sink, route, metrics, shutdown).await;
                 metrics.link_up.set(0);
+                ready.set(false);
                 result
             }
             Err(error) => Err(error),

@@ -3,6 +3,7 @@
 #
 #   e2e/harness/broker.sh up <kafka|nats|rabbitmq|mqtt> <name> <port>
 #   e2e/harness/broker.sh down <name>
+#   e2e/harness/broker.sh restart <name>     (keeps config, data and ports)
 #   e2e/harness/broker.sh smoke <name>
 #
 # NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`.
@@ -46,7 +47,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -318,7 +319,11 @@ EOF
 		cat "$dir/logs/format.log" >&2
 		die "kafka $name: storage format failed"
 	}
+	kafka_start
+}
 
+# kafka_start: runs the broker on the config and data already in $dir (at up and at restart).
+kafka_start() {
 	spawn kafka "$dir/logs/stdout.log" java -Xms256m -Xmx"${KAFKA_HEAP:-768m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
 		-Djava.awt.headless=true -Dkafka.logs.dir="$dir/logs" \
 		-Dlog4j2.configurationFile="$dir/config/log4j2.properties" \
@@ -368,6 +373,10 @@ log_file: "$dir/logs/nats.log"
 EOF
 	# Extra settings from the caller, e.g. a JetStream domain and leafnodes (the bridge benchmark).
 	[[ -z ${NATS_EXTRA_CONFIG:-} ]] || printf '%s\n' "$NATS_EXTRA_CONFIG" >>"$dir/config/nats.conf"
+	nats_start
+}
+
+nats_start() {
 	spawn nats "$dir/logs/stdout.log" "$BIN/nats-server" -c "$dir/config/nats.conf" -js -sd "$dir/data"
 	nats_wait
 }
@@ -455,7 +464,10 @@ EOF
 	# second Erlang VM start.
 	echo '[rabbitmq_management,rabbitmq_shovel,rabbitmq_shovel_management].' >"$dir/config/enabled_plugins"
 	rabbit_write_env
+	rabbitmq_start
+}
 
+rabbitmq_start() {
 	(
 		source "$dir/rabbitmq.env"
 		spawn epmd "$dir/logs/epmd.log" epmd -port "$EPMD_PORT" -address 127.0.0.1
@@ -538,6 +550,10 @@ listener $port 127.0.0.1
 # Tenancy (users, ACLs) comes later.
 allow_anonymous true
 EOF
+	mqtt_start
+}
+
+mqtt_start() {
 	spawn mosquitto "$dir/logs/stdout.log" mosquitto -c "$dir/config/mosquitto.conf"
 	mqtt_wait
 }
@@ -739,6 +755,20 @@ cmd_down() {
 	log "$name down in $((SECONDS - t0))s"
 }
 
+# restart: stops the broker's processes gracefully and starts them again on the same ports with the
+# same config and data, as after a crash-free reboot; what was confirmed before is still there.
+cmd_restart() {
+	name=$1
+	valid_name "$name" || die "bad name '$name'"
+	dir=$STATE/$name
+	load_state
+	local t0=$SECONDS
+	stop_processes
+	: >"$dir/pids"
+	"${kind}_start"
+	log "$name ($kind) restarted on 127.0.0.1:$PORT in $((SECONDS - t0))s"
+}
+
 cmd_smoke() {
 	name=$1
 	valid_name "$name" || die "bad name '$name'"
@@ -753,7 +783,7 @@ cmd=$1
 shift
 case $cmd in
 up) [[ $# -eq 3 ]] || usage && lock_name=$2 ;;
-down | smoke) [[ $# -eq 1 ]] || usage && lock_name=$1 ;;
+down | restart | smoke) [[ $# -eq 1 ]] || usage && lock_name=$1 ;;
 *) usage ;;
 esac
 valid_name "$lock_name" || die "bad name '$lock_name' (lowercase letters, digits, - and _)"

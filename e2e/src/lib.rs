@@ -351,7 +351,7 @@ impl Broker {
     pub fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
         let broker =
             Self { kind: kind.to_owned(), name: format!("{name}-{}", std::process::id()), port: free_server_port() };
-        broker.restart()?;
+        broker.up_again()?;
         Ok(broker)
     }
 
@@ -361,9 +361,15 @@ impl Broker {
         Ok(())
     }
 
-    /// Starts the broker again on the same port.
-    pub fn restart(&self) -> anyhow::Result<()> {
+    /// Starts the broker again on the same port after `down`, with empty storage.
+    pub fn up_again(&self) -> anyhow::Result<()> {
         run_ok(Self::script().args(["up", &self.kind, &self.name, &self.port.to_string()]))?;
+        Ok(())
+    }
+
+    /// Stops the broker gracefully and starts it again on the same port, keeping its data.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        run_ok(Self::script().args(["restart", &self.name]))?;
         Ok(())
     }
 

@@ -258,7 +258,7 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
         assert!(message.contains("cannot connect"), "{kind}: {message}");
     }
     for (_, broker) in &brokers {
-        broker.restart()?;
+        broker.up_again()?;
     }
     for (kind, _) in &brokers {
         ready(kind, "Reachable")?;

@@ -21,6 +21,8 @@ const KEYS: usize = 8;
 const PAIR_COUNT: usize = 200;
 const KILL_COUNT: usize = 3000;
 const KILLS: usize = 3;
+/// Publish acks the test producer awaits at once (async-nats allows a few thousand pending).
+const NATS_ACK_BATCH: usize = 1000;
 
 /// One message as the test sees it on the target.
 #[derive(Debug, Clone)]
@@ -98,6 +100,27 @@ impl Brokers {
         Ok(())
     }
 
+    /// A worker config from `source` to `target` with 64 in flight, plus `extra` top-level YAML.
+    fn config(
+        &self,
+        name: &str,
+        (source, source_queue): (Kind, &str),
+        (target, target_queue): (Kind, &str),
+        admin: std::net::SocketAddr,
+        extra: &str,
+    ) -> String {
+        format!(
+            "bridge: {{name: {name}, namespace: e2e}}\n\
+             source: {{driver: {}, servers: ['{}'], queue: {source_queue}}}\n\
+             target: {{driver: {}, servers: ['{}'], queue: {target_queue}}}\n\
+             inFlight: 64\nadmin: {{listen: '{admin}'}}\n{extra}",
+            source.name(),
+            self.broker(source).address(),
+            target.name(),
+            self.broker(target).address(),
+        )
+    }
+
     async fn amqp_channel(&self) -> anyhow::Result<lapin::Channel> {
         let uri = format!("amqp://guest:guest@{}/%2f", self.broker(Kind::Amqp).address());
         let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await?;
@@ -106,14 +129,7 @@ impl Brokers {
 
     async fn create_queue(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
         match kind {
-            Kind::Kafka => {
-                let admin: AdminClient<DefaultClientContext> =
-                    ClientConfig::new().set("bootstrap.servers", self.kafka.address()).create()?;
-                let topic = NewTopic::new(name, 3, TopicReplication::Fixed(1));
-                for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
-                    result.map_err(|(topic, code)| anyhow::anyhow!("create {topic}: {code}"))?;
-                }
-            }
+            Kind::Kafka => self.create_topic(name, 3).await?,
             Kind::Nats => {
                 let js = jetstream::new(async_nats::connect(format!("nats://{}", self.nats.address())).await?);
                 js.create_stream(jetstream::stream::Config {
@@ -132,6 +148,16 @@ impl Brokers {
             }
             // The sessions that read the topic are made by the test (`mqtt_session`).
             Kind::Mqtt => {}
+        }
+        Ok(())
+    }
+
+    async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.kafka.address()).create()?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
+            result.map_err(|(topic, code)| anyhow::anyhow!("create {topic}: {code}"))?;
         }
         Ok(())
     }
@@ -167,6 +193,12 @@ impl Brokers {
                     headers.insert("seq", i.to_string().as_str());
                     headers.insert("oms-key", format!("k{}", i % KEYS).as_str());
                     acks.push(js.publish_with_headers(queue.to_owned(), headers, format!("msg-{i}").into()).await?);
+                    // The client holds a bounded number of unawaited acks; await them in batches.
+                    if acks.len() == NATS_ACK_BATCH {
+                        for ack in acks.drain(..) {
+                            ack.await?;
+                        }
+                    }
                 }
                 for ack in acks {
                     ack.await?;
@@ -372,19 +404,8 @@ impl Worker {
         (source, source_queue): (Kind, &str),
         (target, target_queue): (Kind, &str),
     ) -> anyhow::Result<Self> {
-        Self::start_with(
-            name,
-            &format!(
-                "bridge: {{name: {name}, namespace: e2e}}\n\
-                 source: {{driver: {}, servers: ['{}'], queue: {source_queue}}}\n\
-                 target: {{driver: {}, servers: ['{}'], queue: {target_queue}}}\n\
-                 inFlight: 64\nadmin: {{listen: '127.0.0.1:0'}}\n",
-                source.name(),
-                brokers.broker(source).address(),
-                target.name(),
-                brokers.broker(target).address(),
-            ),
-        )
+        let admin = "127.0.0.1:0".parse()?;
+        Self::start_with(name, &brokers.config(name, (source, source_queue), (target, target_queue), admin, ""))
     }
 
     /// Starts a worker with a config of the caller's.
@@ -401,6 +422,14 @@ impl Worker {
             .stderr(log)
             .spawn()?;
         Ok(Self { child })
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod: the worker drains and commits, then exits.
+    fn stop(mut self) -> anyhow::Result<()> {
+        oms_e2e::run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "the worker exited with {status} on SIGTERM");
+        Ok(())
     }
 
     fn kill(mut self) -> anyhow::Result<()> {
@@ -499,14 +528,25 @@ async fn kill_9_of_the_worker_mid_stream_loses_nothing_and_nats_drops_the_repeat
     Ok(())
 }
 
-/// `oms_bridge_messages_skipped_total{reason="loop"}` of a worker's admin endpoint.
-fn skipped_loops(admin: std::net::SocketAddr) -> u64 {
+/// An integer counter or gauge of a worker's admin endpoint, optionally the one labelled `reason`;
+/// 0 while the worker does not answer.
+fn metric(admin: std::net::SocketAddr, name: &str, reason: Option<&str>) -> u64 {
     let Ok((_, body)) = oms_e2e::http_get(admin, "/metrics") else { return 0 };
+    let label = reason.map(|r| format!(r#"reason="{r}""#));
     body.lines()
-        .find(|l| l.starts_with("oms_bridge_messages_skipped_total") && l.contains(r#"reason="loop""#))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .find(|l| label.as_ref().is_none_or(|label| l.contains(label.as_str())))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+fn skipped_loops(admin: std::net::SocketAddr) -> u64 {
+    metric(admin, "oms_bridge_messages_skipped_total", Some("loop"))
+}
+
+fn failed_with(admin: std::net::SocketAddr, reason: &str) -> u64 {
+    metric(admin, "oms_bridge_messages_failed_total", Some(reason))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,16 +736,6 @@ async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `oms_bridge_messages_failed_total{reason=...}` of a worker's admin endpoint.
-fn failed_with(admin: std::net::SocketAddr, reason: &str) -> u64 {
-    let Ok((_, body)) = oms_e2e::http_get(admin, "/metrics") else { return 0 };
-    body.lines()
-        .find(|l| l.starts_with("oms_bridge_messages_failed_total") && l.contains(&format!(r#"reason="{reason}""#)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flows() -> anyhow::Result<()> {
     let brokers = Brokers::up("bridge-large", false)?;
@@ -747,5 +777,213 @@ async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flow
     assert_eq!(seen.len(), 20, "every message that fits arrives, once");
     assert_eq!(refused, 1, "the large message is counted");
     assert_eq!(reconnects, 0, "no crash loop: the worker never reconnected over it");
+    Ok(())
+}
+
+/// A free loopback address for a worker's admin endpoint, so the test can read its metrics.
+fn admin_address() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?)
+}
+
+/// Polls a worker's metric until it reaches `goal` or `deadline` passes; returns the last value.
+async fn wait_metric(admin: std::net::SocketAddr, name: &str, goal: u64, deadline: Duration) -> u64 {
+    let started = Instant::now();
+    loop {
+        let value = metric(admin, name, None);
+        if value >= goal || started.elapsed() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lost and duplicated messages among `seen` for payloads `msg-0..count`.
+fn lost_and_duplicated(seen: &[Seen], count: usize) -> (usize, usize) {
+    let distinct: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
+    let expected = (0..count).filter(|i| distinct.contains(format!("msg-{i}").as_str())).count();
+    (count - expected, seen.len() - distinct.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_source_and_the_target_broker_mid_stream_loses_nothing() -> anyhow::Result<()> {
+    const COUNT: usize = 20_000;
+    let brokers = Brokers::up("bridge-restart", false)?;
+    for (source, target) in [(Kind::Kafka, Kind::Nats), (Kind::Nats, Kind::Kafka)] {
+        let pair = format!("restart-{}-to-{}", source.name(), target.name());
+        let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
+        brokers.create_queue(source, &from).await?;
+        brokers.create_queue(target, &to).await?;
+        brokers.produce(source, &from, 0, COUNT).await?;
+        let admin = admin_address()?;
+        let _worker = Worker::start_with(&pair, &brokers.config(&pair, (source, &from), (target, &to), admin, ""))?;
+        // Restart the source broker a third of the way through, the target at two thirds.
+        for (role, kind, share) in [("source", source, 1), ("target", target, 2)] {
+            let goal = (share * COUNT / 3) as u64;
+            let sent = wait_metric(admin, "oms_bridge_messages_sent_total", goal, Duration::from_mins(2)).await;
+            anyhow::ensure!(
+                (goal..COUNT as u64).contains(&sent),
+                "{pair}: {sent} sent when the {role} was due to restart"
+            );
+            brokers.broker(kind).restart()?;
+        }
+        let seen = brokers.consume(target, &to, COUNT, Duration::from_mins(3)).await?;
+        let (lost, duplicated) = lost_and_duplicated(&seen, COUNT);
+        println!(
+            "{pair}: source restarted at 1/3, target at 2/3: sent {COUNT}, received {}, lost {lost}, duplicated {duplicated}, worker reconnects {}, repeats dropped by the target {}",
+            seen.len(),
+            failed_with(admin, "link"),
+            metric(admin, "oms_bridge_messages_deduplicated_total", None),
+        );
+        assert_eq!(lost, 0, "{pair}: messages lost across broker restarts");
+        if target == Kind::Nats {
+            assert_eq!(duplicated, 0, "{pair}: JetStream drops the resends by Nats-Msg-Id");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_forwards_only_the_matching_messages_and_counts_the_rest() -> anyhow::Result<()> {
+    const COUNT: usize = 200;
+    let brokers = Brokers::up("bridge-filter", false)?;
+    brokers.create_queue(Kind::Kafka, "filter-in").await?;
+    brokers.create_queue(Kind::Nats, "filter-out").await?;
+    brokers.produce(Kind::Kafka, "filter-in", 0, COUNT).await?;
+    let admin = admin_address()?;
+    // Keys k0..k7: keep k3 and every message whose seq ends in 0 (k0, k2, k4, k6 among those).
+    let filter = "filter: \"key == 'k3' || (headers['region'] == 'eu' && headers['seq'].endsWith('0'))\"\n";
+    let config = brokers.config("filter", (Kind::Kafka, "filter-in"), (Kind::Nats, "filter-out"), admin, filter);
+    let _worker = Worker::start_with("filter", &config)?;
+    let wanted: HashSet<String> =
+        (0..COUNT).filter(|i| i % KEYS == 3 || i % 10 == 0).map(|i| format!("msg-{i}")).collect();
+    let skipped = async {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while metric(admin, "oms_bridge_messages_skipped_total", Some("filtered")) < (COUNT - wanted.len()) as u64
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        metric(admin, "oms_bridge_messages_skipped_total", Some("filtered"))
+    }
+    .await;
+    // Everything is decided once the skipped count is complete; read what arrived.
+    let seen = brokers.consume(Kind::Nats, "filter-out", wanted.len(), Duration::from_secs(30)).await?;
+    let arrived: HashSet<String> = seen.iter().map(|s| s.payload.clone()).collect();
+    println!("filter: sent {COUNT}, matching {}, received {}, skipped as filtered {skipped}", wanted.len(), seen.len());
+    assert_eq!(arrived, wanted, "exactly the matching messages arrive");
+    assert_eq!(skipped, (COUNT - wanted.len()) as u64, "every other message is counted as filtered");
+    Ok(())
+}
+
+/// Milliseconds since the epoch, by this machine's clock (the brokers' too).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_a_timestamp_skips_what_came_before_it_on_kafka_and_nats() -> anyhow::Result<()> {
+    const EACH: usize = 100;
+    let brokers = Brokers::up("bridge-since", false)?;
+    for source in [Kind::Kafka, Kind::Nats] {
+        let pair = format!("since-{}", source.name());
+        let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
+        brokers.create_queue(source, &from).await?;
+        brokers.create_queue(Kind::Nats, &to).await?;
+        brokers.produce(source, &from, 0, EACH).await?;
+        // The first batch is confirmed; everything produced from the next millisecond on is newer.
+        let since = now_ms() + 1;
+        while now_ms() <= since {
+            tokio::task::yield_now().await;
+        }
+        brokers.produce(source, &from, EACH, EACH).await?;
+        let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since) * 1_000_000)?
+            .format(&time::format_description::well_known::Rfc3339)?;
+        let extra = format!("startFrom: Timestamp\nstartTimestamp: '{stamp}'\n");
+        let admin = admin_address()?;
+        let _worker =
+            Worker::start_with(&pair, &brokers.config(&pair, (source, &from), (Kind::Nats, &to), admin, &extra))?;
+        let sent = wait_metric(admin, "oms_bridge_messages_sent_total", EACH as u64, Duration::from_mins(1)).await;
+        let seen = brokers.consume(Kind::Nats, &to, EACH, Duration::from_secs(30)).await?;
+        let first_batch =
+            seen.iter().filter(|s| s.payload.trim_start_matches("msg-").parse().unwrap_or(0) < EACH).count();
+        println!(
+            "{pair}: {EACH} before {stamp} and {EACH} after; sent {sent}, received {}, from before {first_batch}",
+            seen.len()
+        );
+        assert_eq!(first_batch, 0, "{pair}: nothing older than startTimestamp is bridged");
+        assert_eq!(lost_and_duplicated(&seen, 2 * EACH).0, EACH, "{pair}: the newer batch arrives, all of it");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_source_lost_before_bridging_are_reported_as_a_gap() -> anyhow::Result<()> {
+    const EACH: usize = 100;
+    const LOST: u64 = 50;
+    let brokers = Brokers::up("bridge-gap", false)?;
+    for source in [Kind::Kafka, Kind::Nats] {
+        let pair = format!("gap-{}", source.name());
+        let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
+        // One partition, so that positions are the message numbers.
+        if source == Kind::Kafka {
+            brokers.create_topic(&from, 1).await?;
+        } else {
+            brokers.create_queue(source, &from).await?;
+        }
+        brokers.create_queue(Kind::Nats, &to).await?;
+        let config = |admin| brokers.config(&pair, (source, &from), (Kind::Nats, &to), admin, "");
+        // Bridge a first batch completely, then stop the worker the way Kubernetes does.
+        brokers.produce(source, &from, 0, EACH).await?;
+        let admin = admin_address()?;
+        let worker = Worker::start_with(&pair, &config(admin))?;
+        wait_metric(admin, "oms_bridge_messages_sent_total", EACH as u64, Duration::from_mins(1)).await;
+        worker.stop()?;
+        // While it is stopped, a second batch arrives and the source loses the first half of it.
+        brokers.produce(source, &from, EACH, EACH).await?;
+        let first_kept = EACH as u64 + LOST;
+        truncate_before(&brokers, source, &from, first_kept).await?;
+        let admin = admin_address()?;
+        let _worker = Worker::start_with(&pair, &config(admin))?;
+        let sent =
+            wait_metric(admin, "oms_bridge_messages_sent_total", EACH as u64 - LOST, Duration::from_mins(1)).await;
+        let gap = wait_metric(admin, "oms_bridge_gap_detected_total", LOST, Duration::from_secs(10)).await;
+        println!(
+            "{pair}: {} produced, {LOST} truncated before bridging; sent after restart {sent}, gap reported {gap}",
+            2 * EACH
+        );
+        assert_eq!(sent, EACH as u64 - LOST, "{pair}: what is left of the second batch is bridged");
+        assert_eq!(gap, LOST, "{pair}: the loss is counted exactly");
+    }
+    Ok(())
+}
+
+/// Removes messages from the start of a one-partition source queue up to (not including) the
+/// 0-based position `keep_from`, as retention would: Kafka's DeleteRecords, JetStream's purge up to
+/// a sequence.
+async fn truncate_before(brokers: &Brokers, kind: Kind, queue: &str, keep_from: u64) -> anyhow::Result<()> {
+    match kind {
+        Kind::Kafka => {
+            let admin: AdminClient<DefaultClientContext> =
+                ClientConfig::new().set("bootstrap.servers", brokers.kafka.address()).create()?;
+            let mut offsets = rdkafka::TopicPartitionList::new();
+            offsets.add_partition_offset(queue, 0, rdkafka::Offset::Offset(i64::try_from(keep_from)?))?;
+            let result = admin.delete_records(&offsets, &AdminOptions::new()).await?;
+            for element in result.elements() {
+                element.error()?;
+            }
+        }
+        Kind::Nats => {
+            // A message limit, as retention does it. (A purge would move the consumer's ack
+            // floor along: the server treats it as a deliberate removal, not a loss.)
+            let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+            let mut stream = js.get_stream(queue).await?;
+            let info = stream.info().await?;
+            let mut config = info.config.clone();
+            config.max_messages = i64::try_from(info.state.last_sequence - keep_from)?;
+            js.update_stream(config).await?;
+        }
+        other => anyhow::bail!("{other:?} has no positions to truncate"),
+    }
     Ok(())
 }

@@ -190,7 +190,7 @@ fn an_outage_never_deletes_and_queues_reconverge_when_the_broker_returns() -> an
     let down = wait_reason(&s, "events", "Ready", "BrokerUnreachable")?;
     assert!(!message_of(&down, "Ready").is_empty());
     // A fresh broker on the same address has lost the topic: it is recreated.
-    broker.restart()?;
+    broker.up_again()?;
     wait_reason(&s, "events", "Ready", "Provisioned")?;
     let described = poll("the topic is back", DEADLINE, || kafka_describe(&broker, "events"))?;
     assert!(described.contains("PartitionCount: 3"), "{described}");

@@ -10,7 +10,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
-use super::{Ack, Confirm, ConnectorError, Received};
+use super::{Ack, Confirm, ConnectorError, Delivered, Received};
 use crate::config::{Endpoint, Protocol};
 use crate::message::{HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
 
@@ -45,8 +45,8 @@ fn read_credentials(endpoint: &Endpoint) -> (String, String) {
 pub struct AmqpSource {
     consumer: Consumer,
     queue: String,
-    /// Kept so that the channel (and the consumer on it) lives as long as the source.
-    _channel: Channel,
+    /// The channel the consumer lives on; also asked for the queue's depth.
+    channel: Channel,
 }
 
 impl AmqpSource {
@@ -69,7 +69,15 @@ impl AmqpSource {
             )
             .await
             .map_err(fail)?;
-        Ok(Self { consumer, queue: endpoint.queue.clone(), _channel: channel })
+        Ok(Self { consumer, queue: endpoint.queue.clone(), channel })
+    }
+
+    /// Messages ready in the queue (not counting those delivered to us and not yet acked).
+    pub async fn backlog(&self) -> Option<u64> {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue =
+            self.channel.queue_declare(self.queue.as_str().into(), passive, FieldTable::default()).await.ok()?;
+        Some(u64::from(queue.message_count()))
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -99,7 +107,8 @@ impl AmqpSource {
             id: Message::stable_id(id.as_deref(), &self.queue, 0, delivery.delivery_tag),
             provenance: own.provenance,
         };
-        Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)) })
+        // A queue hands out what it holds; what it dropped is not visible to a consumer.
+        Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)), gap: 0 })
     }
 }
 
@@ -171,7 +180,7 @@ impl AmqpSink {
             .map_err(|e| ConnectorError::Send(e.to_string()))?;
         Ok(Box::pin(async move {
             match confirm.await {
-                Ok(Confirmation::Ack(_)) => Ok(()),
+                Ok(Confirmation::Ack(_)) => Ok(Delivered::Stored),
                 Ok(other) => Err(ConnectorError::Send(format!("the broker did not confirm: {other:?}"))),
                 Err(error) => Err(ConnectorError::Send(error.to_string())),
             }

@@ -1,14 +1,26 @@
 //! Kafka through librdkafka. Source: a consumer group whose offsets are stored only for messages
 //! the target confirmed and committed by librdkafka's auto-commit of stored offsets. Sink: an
 //! idempotent producer (acks=all), so retries inside the client never duplicate or reorder.
+//!
+//! Start position: `earliest` and `latest` are the group's reset policy; a timestamp is turned into
+//! offsets (`offsets_for_times`) and committed for the group before it first subscribes, so it
+//! applies once, to a group without positions, like the other two.
+//!
+//! Gaps: a partition's offsets run on from the last one the bridge saw (or the group's committed
+//! offset). When they jump and the partition's log now starts past the expected offset, retention
+//! or truncation removed messages before they were bridged: the jump is reported, never silent.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Confirm, ConnectorError, Received, Start};
+use super::{Confirm, ConnectorError, Delivered, Received, Start};
 use crate::config::{Endpoint, Protocol};
 use crate::message::{MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
 
@@ -20,9 +32,14 @@ fn connect_error(endpoint: &Endpoint, error: impl std::fmt::Display) -> Connecto
     ConnectorError::Connect { protocol: Protocol::Kafka, servers: servers(endpoint), message: error.to_string() }
 }
 
+/// How long a metadata or offset request to the brokers may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct KafkaSource {
     consumer: StreamConsumer,
     topic: String,
+    /// Per partition, the offset the next message should have; absent until the first message.
+    expected: HashMap<i32, i64>,
 }
 
 impl KafkaSource {
@@ -34,14 +51,76 @@ impl KafkaSource {
             // the stored ones in the background.
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
+            // What a reconnect after a failed commit repeats: at most this much of the stream
+            // (default 5 s). One small request a second.
+            .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", if matches!(start, Start::Latest) { "latest" } else { "earliest" })
             // A crashed worker's partitions move to its successor after this long (default 45 s).
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
             .create()
             .map_err(|e| connect_error(endpoint, e))?;
+        if let Start::Timestamp(ms) = start {
+            tokio::task::block_in_place(|| seed_positions_at(&consumer, &endpoint.queue, ms))
+                .map_err(|e| connect_error(endpoint, format!("cannot find offsets for startTimestamp: {e}")))?;
+        }
         consumer.subscribe(&[endpoint.queue.as_str()]).map_err(|e| connect_error(endpoint, e))?;
-        Ok(Self { consumer, topic: endpoint.queue.clone() })
+        Ok(Self { consumer, topic: endpoint.queue.clone(), expected: HashMap::new() })
+    }
+
+    /// Messages removed from `partition` before they were bridged, judged at a message with
+    /// `offset`: 0 unless the offsets jumped past where the log now starts.
+    fn gap_before(&mut self, partition: i32, offset: i64) -> u64 {
+        let expected = match self.expected.insert(partition, offset + 1) {
+            Some(expected) => expected,
+            // First message of the partition in this run: compare with the group's position.
+            None => match tokio::task::block_in_place(|| self.committed(partition)) {
+                Some(committed) => committed,
+                None => return 0,
+            },
+        };
+        if offset <= expected {
+            return 0;
+        }
+        // A jump alone can be a transaction marker or compaction; it is a loss only if the log
+        // no longer holds the expected offset.
+        let low =
+            tokio::task::block_in_place(|| self.consumer.fetch_watermarks(&self.topic, partition, REQUEST_TIMEOUT));
+        match low {
+            Ok((low, _)) if low > expected => u64::try_from(low.min(offset) - expected).unwrap_or(0),
+            Ok(_) => 0,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the partition's first offset to check for a gap.", partition, %error);
+                0
+            }
+        }
+    }
+
+    fn committed(&self, partition: i32) -> Option<i64> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        let committed = self.consumer.committed_offsets(list, REQUEST_TIMEOUT).ok()?;
+        match committed.find_partition(&self.topic, partition)?.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        }
+    }
+
+    /// Messages in the assigned partitions not yet taken: high watermark minus position (one
+    /// short request per partition, every few seconds).
+    pub fn backlog(&self) -> Option<u64> {
+        let positions = self.consumer.position().ok()?;
+        let mut total = 0u64;
+        for element in positions.elements() {
+            let watermarks = tokio::task::block_in_place(|| {
+                self.consumer.fetch_watermarks(element.topic(), element.partition(), REQUEST_TIMEOUT)
+            });
+            let Ok((_, high)) = watermarks else { continue };
+            if let Offset::Offset(position) = element.offset() {
+                total += u64::try_from(high - position).unwrap_or(0);
+            }
+        }
+        Some(total)
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -62,7 +141,10 @@ impl KafkaSource {
             id: Message::stable_id(own.id.as_deref(), &self.topic, i64::from(record.partition()), offset),
             provenance: own.provenance,
         };
-        Ok(Received { message, ack: super::Ack::Kafka { partition: record.partition(), offset: record.offset() } })
+        let (partition, offset) = (record.partition(), record.offset());
+        drop(record);
+        let gap = self.gap_before(partition, offset);
+        Ok(Received { message, ack: super::Ack::Kafka { partition, offset }, gap })
     }
 
     /// Stores the offset of a message the target confirmed. `rd_kafka_offset_store` itself
@@ -78,6 +160,40 @@ impl KafkaSource {
             tracing::warn!(message = "Failed to commit offsets.", %error);
         }
     }
+}
+
+/// Commits, for each partition of `topic` the group has no position in, the first offset at or
+/// after `ms` (the end where nothing is that recent). Partitions with a position keep it. Runs
+/// before the group's first subscribe; when other members are active the commit is refused, and
+/// then the group has positions anyway.
+fn seed_positions_at(consumer: &StreamConsumer, topic: &str, ms: i64) -> rdkafka::error::KafkaResult<()> {
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut all = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(rdkafka::metadata::MetadataTopic::partitions) {
+        all.add_partition(topic, partition.id());
+    }
+    let committed = consumer.committed_offsets(all, REQUEST_TIMEOUT)?;
+    let mut wanted = TopicPartitionList::new();
+    for element in committed.elements() {
+        if !matches!(element.offset(), Offset::Offset(_)) {
+            wanted.add_partition_offset(topic, element.partition(), Offset::Offset(ms))?;
+        }
+    }
+    if wanted.count() == 0 {
+        return Ok(());
+    }
+    let found = consumer.offsets_for_times(wanted, REQUEST_TIMEOUT)?;
+    let mut start = TopicPartitionList::new();
+    for element in found.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(offset) => offset,
+            // Nothing at or after the time yet: start at the end.
+            _ => consumer.fetch_watermarks(topic, element.partition(), REQUEST_TIMEOUT)?.1,
+        };
+        start.add_partition_offset(topic, element.partition(), Offset::Offset(offset))?;
+    }
+    tracing::info!(message = "Starting from startTimestamp.", topic, ms, partitions = start.count());
+    consumer.commit(&start, CommitMode::Sync)
 }
 
 pub struct KafkaSink {
@@ -125,7 +241,7 @@ impl KafkaSink {
         };
         Box::pin(async move {
             match delivery.await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => Ok(Delivered::Stored),
                 Ok(Err((error, _))) => Err(classify(&error)),
                 Err(_) => Err(ConnectorError::Send("the producer dropped the delivery".into())),
             }

@@ -3,6 +3,7 @@
 //! the sink confirmed; a sink's `send` enqueues and returns the confirmation to await.
 
 mod amqp;
+mod gateway;
 mod kafka;
 mod mqtt;
 mod nats;
@@ -16,6 +17,8 @@ use crate::message::Message;
 pub struct Received {
     pub message: Message,
     pub ack: Ack,
+    /// Messages the source lost right before this one, before they could be bridged.
+    pub gap: u64,
 }
 
 /// How a source is told that a message is safe at the target.
@@ -28,6 +31,8 @@ pub enum Ack {
     Amqp(Box<lapin::Acker>),
     /// MQTT: the PUBLISH to acknowledge with a PUBACK.
     Mqtt(Box<rumqttc::Publish>),
+    /// Through a gateway: the delivery id of the consume stream.
+    Gateway(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +45,21 @@ pub enum ConnectorError {
     Send(String),
     #[error("acknowledging at the source failed: {0}")]
     Ack(String),
-    #[error("the {0:?} connector is not built yet")]
-    NotBuilt(Protocol),
     /// The target refused this one message for good (e.g. too large): retrying cannot help.
     #[error("the target refused the message ({reason}): {message}")]
     Rejected { reason: &'static str, message: String },
 }
 
+/// What the target did with a message it confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    Stored,
+    /// The target already held a message with this id and dropped the repeat (JetStream).
+    Duplicate,
+}
+
 /// The confirmation of one send: resolves when the target holds the message.
-pub type Confirm = BoxFuture<'static, Result<(), ConnectorError>>;
+pub type Confirm = BoxFuture<'static, Result<Delivered, ConnectorError>>;
 
 /// Where a new consumer starts, in the terms every source understands.
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +87,7 @@ pub enum Source {
     Mqtt(Box<mqtt::MqttSource>),
     // Boxed: the JetStream consumer stream is large; one source per worker, so the box is free.
     Nats(Box<nats::NatsSource>),
+    Gateway(Box<gateway::GatewaySource>),
 }
 
 impl Source {
@@ -97,7 +109,9 @@ impl Source {
             Protocol::Mqtt => {
                 Ok(Source::Mqtt(Box::new(mqtt::MqttSource::connect(endpoint, consumer, in_flight).await?)))
             }
-            other @ Protocol::Gateway => Err(ConnectorError::NotBuilt(other)),
+            Protocol::Gateway => Ok(Source::Gateway(Box::new(
+                gateway::GatewaySource::connect(endpoint, consumer, start, in_flight).await?,
+            ))),
         }
     }
 
@@ -108,6 +122,7 @@ impl Source {
             Source::Nats(source) => source.next().await,
             Source::Amqp(source) => source.next().await,
             Source::Mqtt(source) => source.next().await,
+            Source::Gateway(source) => source.next().await,
         }
     }
 
@@ -118,7 +133,20 @@ impl Source {
             (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
             (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
             (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
+            (Source::Gateway(source), Ack::Gateway(id)) => source.ack(id).await,
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
+        }
+    }
+
+    /// Messages waiting at the source that the bridge has not taken yet, where the source can tell
+    /// (MQTT cannot).
+    pub async fn backlog(&mut self) -> Option<u64> {
+        match self {
+            Source::Kafka(source) => source.backlog(),
+            Source::Nats(source) => source.backlog().await,
+            Source::Amqp(source) => source.backlog().await,
+            // The gateway's queue is another cloud's; its lag is reported there.
+            Source::Mqtt(_) | Source::Gateway(_) => None,
         }
     }
 
@@ -136,6 +164,7 @@ pub enum Sink {
     Mqtt(Box<mqtt::MqttSink>),
     // Boxed like the source: one per worker.
     Nats(Box<nats::NatsSink>),
+    Gateway(Box<gateway::GatewaySink>),
 }
 
 impl Sink {
@@ -146,7 +175,7 @@ impl Sink {
             Protocol::Mqtt => Ok(Sink::Mqtt(Box::new(mqtt::MqttSink::connect(endpoint, &format!("{client_id}-out"))))),
             Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint).await?))),
             Protocol::Amqp => Ok(Sink::Amqp(Box::new(amqp::AmqpSink::connect(endpoint).await?))),
-            other @ Protocol::Gateway => Err(ConnectorError::NotBuilt(other)),
+            Protocol::Gateway => Ok(Sink::Gateway(Box::new(gateway::GatewaySink::connect(endpoint).await?))),
         }
     }
 
@@ -157,6 +186,7 @@ impl Sink {
             Sink::Nats(sink) => sink.send(message).await,
             Sink::Amqp(sink) => sink.send(message).await,
             Sink::Mqtt(sink) => sink.send(message).await,
+            Sink::Gateway(sink) => sink.send(message).await,
         }
     }
 }

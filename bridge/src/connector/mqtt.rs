@@ -13,7 +13,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Publish, QoS};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Ack, Confirm, ConnectorError, Received};
+use super::{Ack, Confirm, ConnectorError, Delivered, Received};
 use crate::config::{Endpoint, Protocol};
 use crate::message::Message;
 
@@ -88,7 +88,7 @@ impl MqttSource {
             id: Message::stable_id(None, &self.topic, 0, self.received),
             provenance: Vec::new(),
         };
-        Ok(Received { message, ack: Ack::Mqtt(Box::new(publish)) })
+        Ok(Received { message, ack: Ack::Mqtt(Box::new(publish)), gap: 0 })
     }
 
     pub async fn ack(&self, publish: &Publish) -> Result<(), ConnectorError> {
@@ -154,7 +154,7 @@ impl MqttSink {
             .map_err(|e| ConnectorError::Send(e.to_string()))?;
         Ok(Box::pin(async move {
             match rx.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Ok(Delivered::Stored),
                 Ok(Err(error)) => Err(ConnectorError::Send(error)),
                 Err(_) => Err(ConnectorError::Send("the MQTT event loop ended".into())),
             }

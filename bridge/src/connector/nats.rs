@@ -1,12 +1,18 @@
 //! NATS JetStream. Source: a durable pull consumer with explicit acks on the stream named by the
 //! queue. Sink: publishes to the stream's subject with `Nats-Msg-Id` set to the message id, so
 //! JetStream drops repeats inside its duplicate window.
+//!
+//! Gaps: stream sequences run on from the consumer's ack floor. When a message arrives past the
+//! next expected sequence and the stream now starts past it too, limits or a purge removed
+//! messages before they were bridged: reported, never silent. (A redelivery arriving later, or
+//! another subject's messages, make sequences jump without a gap; the stream's first sequence
+//! tells the two apart.)
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
-use super::{Confirm, ConnectorError, Received, Start};
+use super::{Confirm, ConnectorError, Delivered, Received, Start};
 use crate::config::{Endpoint, Protocol};
 use crate::message::{
     KEY_HEADER, MESSAGE_ID_HEADER, Message, NATS_MSG_ID_HEADER, PROVENANCE_HEADER, is_text_header_value,
@@ -24,7 +30,11 @@ async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorErro
 
 pub struct NatsSource {
     messages: consumer::pull::Stream,
-    stream: String,
+    consumer: consumer::PullConsumer,
+    stream: jetstream::stream::Stream,
+    name: String,
+    /// Highest stream sequence accounted for: acked before this run, received, or reported lost.
+    seen_through: Option<u64>,
 }
 
 impl NatsSource {
@@ -64,8 +74,43 @@ impl NatsSource {
             )
             .await
             .map_err(|e| fail(&e))?;
+        // A consumer with progress continues from its ack floor; a new one has nothing to lose yet.
+        let floor = consumer.cached_info().ack_floor.stream_sequence;
         let messages = consumer.messages().await.map_err(|e| fail(&e))?;
-        Ok(Self { messages, stream: endpoint.queue.clone() })
+        Ok(Self {
+            messages,
+            consumer,
+            stream,
+            name: endpoint.queue.clone(),
+            seen_through: (floor > 0).then_some(floor),
+        })
+    }
+
+    /// Messages removed from the stream before they were bridged, judged at a message with
+    /// `sequence`.
+    async fn gap_before(&mut self, sequence: u64) -> u64 {
+        let Some(seen) = self.seen_through else {
+            self.seen_through = Some(sequence);
+            return 0;
+        };
+        if sequence <= seen + 1 {
+            self.seen_through = Some(seen.max(sequence));
+            return 0;
+        }
+        let first = match self.stream.get_info().await {
+            Ok(info) => info.state.first_sequence,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the stream's first sequence to check for a gap.", %error);
+                0
+            }
+        };
+        self.seen_through = Some(sequence);
+        first.min(sequence).saturating_sub(seen + 1)
+    }
+
+    /// Messages in the stream the consumer has not handed out yet.
+    pub async fn backlog(&self) -> Option<u64> {
+        self.consumer.get_info().await.ok().map(|info| info.num_pending)
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -92,10 +137,11 @@ impl NatsSource {
             payload: message.payload.to_vec(),
             headers,
             timestamp_ms,
-            id: Message::stable_id(own.id.as_deref(), &self.stream, 0, sequence),
+            id: Message::stable_id(own.id.as_deref(), &self.name, 0, sequence),
             provenance: own.provenance,
         };
-        Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)) })
+        let gap = self.gap_before(sequence).await;
+        Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap })
     }
 }
 
@@ -144,7 +190,14 @@ impl NatsSink {
                 return Ok(Box::pin(async move { Err(error) }));
             }
         };
-        Ok(Box::pin(async move { pending.await.map(|_| ()).map_err(|e| classify(&e)) }))
+        Ok(Box::pin(async move {
+            match pending.await {
+                // Inside JetStream's duplicate window the stream already holds this id.
+                Ok(ack) if ack.duplicate => Ok(Delivered::Duplicate),
+                Ok(_) => Ok(Delivered::Stored),
+                Err(error) => Err(classify(&error)),
+            }
+        }))
     }
 }
 

@@ -1,0 +1,204 @@
+//! The worker's ends through another cloud's gateway (`proto/gateway.proto`), over mTLS with our
+//! bridge certificate. Sink: a publish stream; a message counts as sent when the gateway acked it
+//! (after its local broker confirmed). Source: a consume stream with a durable consumer on the
+//! gateway's side; an ack goes back once our target confirmed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_rustls::TlsConnector;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Uri};
+
+use super::{Ack, Confirm, ConnectorError, Delivered, Received, Start};
+use crate::config::{Endpoint, Protocol};
+use crate::gateway::proto::gateway_client::GatewayClient;
+use crate::gateway::proto::{self, consume_frame, publish_frame, publish_reply};
+use crate::gateway::{STREAM_CREDIT, from_wire, tls};
+use crate::message::Message;
+
+fn servers(endpoint: &Endpoint) -> String {
+    endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
+}
+
+fn connect_error(endpoint: &Endpoint, message: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Connect { protocol: Protocol::Gateway, servers: servers(endpoint), message: message.to_string() }
+}
+
+/// An error with its causes: tonic's own messages ("transport error") say little alone.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// The queue behind the gateway: the access point it names and the queue.
+fn queue_ref(endpoint: &Endpoint) -> proto::QueueRef {
+    proto::QueueRef { access_point: endpoint.access_point.clone().unwrap_or_default(), queue: endpoint.queue.clone() }
+}
+
+/// An HTTP/2 channel over our own TLS to the first server; the gateway's certificate must match
+/// the host name dialled.
+async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
+    let files = endpoint.tls.as_ref().ok_or_else(|| connect_error(endpoint, "no tls files for the gateway"))?;
+    let config = tls::client_config(files).map_err(|e| connect_error(endpoint, e))?;
+    let connector = TlsConnector::from(Arc::new(config));
+    let (host, port) = endpoint.servers.first().cloned().ok_or_else(|| connect_error(endpoint, "no server"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| connect_error(endpoint, e))?;
+    let grpc = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| connect_error(endpoint, e))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
+        let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let stream = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    }))
+    .await
+    .map_err(|e| connect_error(endpoint, with_causes(&e)))
+}
+
+type Waiter = oneshot::Sender<Result<Delivered, ConnectorError>>;
+
+pub struct GatewaySink {
+    frames: mpsc::Sender<proto::PublishFrame>,
+    /// Messages the gateway still lets us send.
+    credit: Arc<Semaphore>,
+    /// Sends awaiting their ack, in send order (the gateway acks in order).
+    waiting: Arc<Mutex<VecDeque<Waiter>>>,
+}
+
+impl GatewaySink {
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        let mut client = GatewayClient::new(channel(endpoint).await?);
+        let (frames, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
+        let open = proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue_ref(endpoint))) };
+        frames.send(open).await.map_err(|e| connect_error(endpoint, e))?;
+        // The gateway answers only after it authorized us and reached its broker.
+        let replies = client
+            .publish(ReceiverStream::new(outgoing))
+            .await
+            .map_err(|status| connect_error(endpoint, format!("{:?}: {}", status.code(), status.message())))?
+            .into_inner();
+        let credit = Arc::new(Semaphore::new(0));
+        let waiting = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(read_acks(replies, credit.clone(), waiting.clone()));
+        Ok(Self { frames, credit, waiting })
+    }
+
+    pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
+        let ended = || ConnectorError::Send("the gateway stream ended".into());
+        self.credit.acquire().await.map_err(|_| ended())?.forget();
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(tx);
+        let frame = proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message.into())) };
+        self.frames.send(frame).await.map_err(|_| ended())?;
+        Ok(Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ended())) }))
+    }
+}
+
+/// Turns the gateway's replies into credit and confirmations; when the stream ends, every send
+/// still waiting fails (the worker reconnects and the source resends).
+async fn read_acks(
+    mut replies: Streaming<proto::PublishReply>,
+    credit: Arc<Semaphore>,
+    waiting: Arc<Mutex<VecDeque<Waiter>>>,
+) {
+    let ended = loop {
+        match replies.message().await {
+            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Credit(more)) })) => {
+                credit.add_permits(more as usize);
+            }
+            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Ack(ack)) })) => {
+                let waiter = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+                let outcome = match ack.outcome() {
+                    proto::Outcome::Stored => Ok(Delivered::Stored),
+                    proto::Outcome::Duplicate => Ok(Delivered::Duplicate),
+                    proto::Outcome::Rejected => {
+                        Err(ConnectorError::Rejected { reason: "rejected_by_gateway", message: ack.detail })
+                    }
+                };
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(outcome);
+                }
+                credit.add_permits(1);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break "the gateway closed the stream".to_owned(),
+            Err(status) => break format!("{:?}: {}", status.code(), status.message()),
+        }
+    };
+    credit.close();
+    let waiters: Vec<Waiter> = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..).collect();
+    for waiter in waiters {
+        let _ = waiter.send(Err(ConnectorError::Send(ended.clone())));
+    }
+}
+
+pub struct GatewaySource {
+    frames: mpsc::Sender<proto::ConsumeFrame>,
+    deliveries: Streaming<proto::ConsumeReply>,
+}
+
+impl GatewaySource {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        consumer: &str,
+        start: Start,
+        in_flight: u32,
+    ) -> Result<Self, ConnectorError> {
+        let mut client = GatewayClient::new(channel(endpoint).await?);
+        let (frames, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
+        let (start, start_timestamp_ms) = match start {
+            Start::Earliest => (proto::Start::Earliest, 0),
+            Start::Latest => (proto::Start::Latest, 0),
+            Start::Timestamp(ms) => (proto::Start::Timestamp, ms),
+        };
+        let open = proto::OpenConsumer {
+            queue: Some(queue_ref(endpoint)),
+            consumer: consumer.to_owned(),
+            start: start.into(),
+            start_timestamp_ms,
+        };
+        for frame in [consume_frame::Frame::Open(open), consume_frame::Frame::Credit(in_flight)] {
+            frames.send(proto::ConsumeFrame { frame: Some(frame) }).await.map_err(|e| connect_error(endpoint, e))?;
+        }
+        let deliveries = client
+            .consume(ReceiverStream::new(outgoing))
+            .await
+            .map_err(|status| connect_error(endpoint, format!("{:?}: {}", status.code(), status.message())))?
+            .into_inner();
+        Ok(Self { frames, deliveries })
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        let reply = self
+            .deliveries
+            .message()
+            .await
+            .map_err(|status| ConnectorError::Receive(format!("{:?}: {}", status.code(), status.message())))?
+            .ok_or_else(|| ConnectorError::Receive("the gateway closed the stream".into()))?;
+        let delivery = reply.delivery.ok_or_else(|| ConnectorError::Receive("an empty delivery".into()))?;
+        let message = delivery.message.ok_or_else(|| ConnectorError::Receive("a delivery without a message".into()))?;
+        let message = from_wire(message).map_err(ConnectorError::Receive)?;
+        Ok(Received { message, ack: Ack::Gateway(delivery.delivery_id), gap: delivery.gap })
+    }
+
+    pub async fn ack(&self, delivery_id: u64) -> Result<(), ConnectorError> {
+        let frame = proto::ConsumeFrame { frame: Some(consume_frame::Frame::Ack(delivery_id)) };
+        self.frames.send(frame).await.map_err(|_| ConnectorError::Ack("the gateway stream ended".into()))
+    }
+}

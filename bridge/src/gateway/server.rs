@@ -1,0 +1,360 @@
+//! The gateway server: accepts TLS connections itself (so that certificates reload and the peer's
+//! identity is read once per connection), then serves the gRPC API over them.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use oms_pki::SpiffeId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::authz::{self, Denial, Operation};
+use super::proto::{self, consume_frame, publish_frame, publish_reply};
+use super::{DedupWindow, STREAM_CREDIT, from_wire, tls};
+use crate::config::{Backend, GatewayConfig};
+use crate::connector::{Ack, ConnectorError, Delivered, Sink, Source, Start};
+use crate::metrics::GatewayMetrics;
+
+/// A TLS handshake must finish within this, or the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ids remembered for deduplication, across all queues of the gateway.
+const DEDUP_WINDOW: usize = 100_000;
+
+/// Who is on the other end of a connection, read from its certificate once at the handshake.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub identity: Result<SpiffeId, String>,
+}
+
+/// An accepted TLS connection with its peer; tonic hands `Peer` to each request.
+pub struct PeerStream {
+    inner: TlsStream<TcpStream>,
+    peer: Peer,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves until `shutdown`.
+pub async fn run(config: GatewayConfig, metrics: GatewayMetrics, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(&config.tls)?));
+    let listener = TcpListener::bind(config.listen).await?;
+    tracing::info!(message = "Gateway listening.", address = %listener.local_addr()?, trust_domain = %config.trust_domain);
+    let (connections, incoming) = mpsc::channel::<Result<PeerStream, std::io::Error>>(64);
+    tokio::spawn(accept(listener, acceptor, connections, metrics.clone(), shutdown.clone()));
+    let service = GatewayService {
+        config: Arc::new(config),
+        dedup: Arc::new(Mutex::new(DedupWindow::new(DEDUP_WINDOW))),
+        metrics,
+    };
+    tonic::transport::Server::builder()
+        // Dead peers are noticed even on an idle stream.
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(proto::gateway_server::GatewayServer::new(service))
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled())
+        .await?;
+    Ok(())
+}
+
+async fn accept(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    connections: mpsc::Sender<Result<PeerStream, std::io::Error>>,
+    metrics: GatewayMetrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, address) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(message = "Accepting a connection failed.", %error);
+                    continue;
+                }
+            },
+        };
+        let (acceptor, connections, metrics) = (acceptor.clone(), connections.clone(), metrics.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                        Some(cert) => oms_pki::identity_of(cert.as_ref()).map_err(|e| e.to_string()),
+                        None => Err("no client certificate".to_owned()),
+                    };
+                    let _ = connections.send(Ok(PeerStream { inner: stream, peer: Peer { identity } })).await;
+                }
+                Ok(Err(error)) => {
+                    metrics.handshake_failures.inc();
+                    tracing::info!(message = "TLS handshake refused.", %address, %error);
+                }
+                Err(_) => {
+                    metrics.handshake_failures.inc();
+                    tracing::info!(message = "TLS handshake timed out.", %address);
+                }
+            }
+        });
+    }
+}
+
+struct GatewayService {
+    config: Arc<GatewayConfig>,
+    dedup: Arc<Mutex<DedupWindow>>,
+    metrics: GatewayMetrics,
+}
+
+impl GatewayService {
+    /// The peer's identity, or UNAUTHENTICATED for a certificate without a valid one.
+    fn peer<T>(request: &Request<T>) -> Result<SpiffeId, Status> {
+        match request.extensions().get::<Peer>().map(|p| p.identity.clone()) {
+            Some(Ok(identity)) => Ok(identity),
+            Some(Err(problem)) => Err(Status::unauthenticated(format!("certificate identity refused: {problem}"))),
+            None => Err(Status::unauthenticated("no peer certificate")),
+        }
+    }
+
+    fn authorize(&self, peer: &SpiffeId, queue: &proto::QueueRef, operation: Operation) -> Result<Backend, Status> {
+        let mut trusted = vec![self.config.trust_domain.as_str()];
+        trusted.extend(self.config.peer_trust_domains.iter().map(String::as_str));
+        authz::authorize(peer, &trusted, &self.config.backends, &queue.access_point, &queue.queue, operation)
+            .cloned()
+            .map_err(|denial| match denial {
+                    Denial::PermissionDenied(message) => {
+                        self.metrics.denied.with_label_values(&[operation.as_str()]).inc();
+                        tracing::warn!(message = "Denied.", peer = %peer, operation = operation.as_str(), reason = %message);
+                        Status::permission_denied(message)
+                    }
+                    Denial::NotFound(message) => Status::not_found(message),
+                    Denial::InvalidArgument(message) => Status::invalid_argument(message),
+            })
+    }
+}
+
+type ReplyStream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl proto::gateway_server::Gateway for GatewayService {
+    type PublishStream = ReplyStream<proto::PublishReply>;
+    type ConsumeStream = ReplyStream<proto::ConsumeReply>;
+
+    async fn publish(
+        &self,
+        request: Request<Streaming<proto::PublishFrame>>,
+    ) -> Result<Response<Self::PublishStream>, Status> {
+        let peer = Self::peer(&request)?;
+        let mut frames = request.into_inner();
+        let Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue)) }) = frames.message().await?
+        else {
+            return Err(Status::invalid_argument("the first frame must be `open`"));
+        };
+        let backend = self.authorize(&peer, &queue, Operation::Publish)?;
+        let sink = Sink::connect(&backend.endpoint(&queue.queue), &format!("oms-gw-{}-{}", peer.namespace, peer.name))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
+        let credit = proto::PublishReply { reply: Some(publish_reply::Reply::Credit(STREAM_CREDIT)) };
+        replies.send(Ok(credit)).await.map_err(|_| Status::cancelled("the peer left"))?;
+        let key = format!("{}/{}", queue.access_point, queue.queue);
+        tracing::info!(message = "Publish stream opened.", peer = %peer, queue = %key);
+        tokio::spawn(publish_stream(frames, sink, replies, key, self.dedup.clone(), self.metrics.clone()));
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
+    async fn consume(
+        &self,
+        request: Request<Streaming<proto::ConsumeFrame>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let peer = Self::peer(&request)?;
+        let mut frames = request.into_inner();
+        let Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Open(open)) }) = frames.message().await?
+        else {
+            return Err(Status::invalid_argument("the first frame must be `open`"));
+        };
+        let queue = open.queue.clone().ok_or_else(|| Status::invalid_argument("`open` names no queue"))?;
+        let backend = self.authorize(&peer, &queue, Operation::Consume)?;
+        if open.consumer.is_empty() {
+            return Err(Status::invalid_argument("`open` names no consumer"));
+        }
+        let start = match open.start() {
+            proto::Start::Earliest => Start::Earliest,
+            proto::Start::Latest => Start::Latest,
+            proto::Start::Timestamp => Start::Timestamp(open.start_timestamp_ms),
+        };
+        // The durable position belongs to the peer's tenant and its consumer name.
+        let durable = format!("oms-gw-{}-{}", peer.namespace, open.consumer);
+        let source = Source::connect(&backend.endpoint(&queue.queue), &durable, start, STREAM_CREDIT)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
+        tracing::info!(message = "Consume stream opened.", peer = %peer, queue = %queue.queue, consumer = %durable);
+        tokio::spawn(consume_stream(frames, source, replies, self.metrics.clone()));
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+type Outcome = (u64, String, Result<Delivered, ConnectorError>);
+
+/// Writes each message of a publish stream to the local broker and answers with its outcome, in
+/// order. A broker failure ends the stream with UNAVAILABLE; the peer resends what was not acked.
+async fn publish_stream(
+    mut frames: Streaming<proto::PublishFrame>,
+    sink: Sink,
+    replies: mpsc::Sender<Result<proto::PublishReply, Status>>,
+    queue: String,
+    dedup: Arc<Mutex<DedupWindow>>,
+    metrics: GatewayMetrics,
+) {
+    metrics.streams.inc();
+    let mut outcomes: FuturesOrdered<BoxFuture<'static, Outcome>> = FuturesOrdered::new();
+    let mut sequence = 0u64;
+    let mut closed = false;
+    let remembered = |id: &str| dedup.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&queue, id);
+    let remember = |id: &str| dedup.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(&queue, id);
+    let result: Result<(), Status> = loop {
+        if closed && outcomes.is_empty() {
+            break Ok(());
+        }
+        tokio::select! {
+            Some((sequence, id, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
+                let (outcome, detail) = match outcome {
+                    Ok(Delivered::Stored) => {
+                        remember(&id);
+                        metrics.published.inc();
+                        (proto::Outcome::Stored, String::new())
+                    }
+                    Ok(Delivered::Duplicate) => {
+                        remember(&id);
+                        metrics.deduplicated.inc();
+                        (proto::Outcome::Duplicate, String::new())
+                    }
+                    Err(ConnectorError::Rejected { message, .. }) => (proto::Outcome::Rejected, message),
+                    Err(error) => break Err(Status::unavailable(error.to_string())),
+                };
+                let ack = proto::PublishAck { sequence, outcome: outcome.into(), detail };
+                if replies.send(Ok(proto::PublishReply { reply: Some(publish_reply::Reply::Ack(ack)) })).await.is_err() {
+                    break Ok(());
+                }
+            }
+            frame = frames.message(), if !closed => match frame {
+                Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message)) })) => {
+                    sequence += 1;
+                    if outcomes.len() >= STREAM_CREDIT as usize {
+                        break Err(Status::resource_exhausted("more messages in flight than the credit granted"));
+                    }
+                    let message = match from_wire(message) {
+                        Ok(message) => message,
+                        Err(problem) => break Err(Status::invalid_argument(problem)),
+                    };
+                    let id = message.id.clone();
+                    if remembered(&id) {
+                        outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
+                        continue;
+                    }
+                    match sink.send(&message).await {
+                        Ok(confirm) => outcomes.push_back(Box::pin(async move { (sequence, id, confirm.await) })),
+                        Err(error) => break Err(Status::unavailable(error.to_string())),
+                    }
+                }
+                Ok(Some(_)) => break Err(Status::invalid_argument("only messages may follow `open`")),
+                // The peer finished sending: answer what is in flight, then end.
+                Ok(None) => closed = true,
+                Err(_) => break Ok(()),
+            },
+        }
+    };
+    if let Err(status) = result {
+        tracing::warn!(message = "Publish stream ended.", %queue, %status);
+        let _ = replies.send(Err(status)).await;
+    }
+    metrics.streams.dec();
+}
+
+/// Sends a local queue's messages to the peer within the credit it granted, and acknowledges each
+/// at the local broker once the peer acked it.
+async fn consume_stream(
+    mut frames: Streaming<proto::ConsumeFrame>,
+    mut source: Source,
+    replies: mpsc::Sender<Result<proto::ConsumeReply, Status>>,
+    metrics: GatewayMetrics,
+) {
+    metrics.streams.inc();
+    let mut credit = 0u64;
+    let mut delivered: std::collections::VecDeque<(u64, Ack)> = std::collections::VecDeque::new();
+    let mut next_id = 1u64;
+    let result: Result<(), Status> = loop {
+        tokio::select! {
+            frame = frames.message() => match frame {
+                Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Credit(more)) })) => credit += u64::from(more),
+                Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Ack(id)) })) => {
+                    let Some((expected, ack)) = delivered.pop_front().filter(|(expected, _)| *expected == id) else {
+                        break Err(Status::invalid_argument(format!("ack {id} is not the oldest delivery outstanding")));
+                    };
+                    if let Err(error) = source.ack(ack).await {
+                        break Err(Status::unavailable(format!("acknowledging delivery {expected}: {error}")));
+                    }
+                    credit += 1;
+                    metrics.consumed.inc();
+                }
+                Ok(Some(_)) => break Err(Status::invalid_argument("only credit and acks may follow `open`")),
+                Ok(None) | Err(_) => break Ok(()),
+            },
+            received = source.next(), if credit > 0 => match received {
+                Ok(received) => {
+                    credit -= 1;
+                    let delivery = proto::Delivery {
+                        delivery_id: next_id,
+                        message: Some((&received.message).into()),
+                        gap: received.gap,
+                    };
+                    delivered.push_back((next_id, received.ack));
+                    next_id += 1;
+                    if replies.send(Ok(proto::ConsumeReply { delivery: Some(delivery) })).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                Err(error) => break Err(Status::unavailable(error.to_string())),
+            },
+        }
+    };
+    source.flush();
+    if let Err(status) = result {
+        tracing::warn!(message = "Consume stream ended.", %status);
+        let _ = replies.send(Err(status)).await;
+    }
+    metrics.streams.dec();
+}
