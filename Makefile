@@ -57,6 +57,14 @@ test: lint check-generated unit e2e ## Everything CI runs
 bench: tools ## Benchmarks and scale runs; results under docs/bench/
 	$(CARGO) build --release --locked -p oms-operator
 	$(CARGO) bench --locked -p oms-e2e --bench queue_scale
+	$(MAKE) bench-bridge
+
+.PHONY: bench-bridge
+bench-bridge: ## Bridge throughput beside MirrorMaker 2, Shovel, JetStream sourcing (part of bench)
+	$(TOOLS) kafka kafka-mirror nats-server plot
+	$(CARGO) build --release --locked -p oms-bridge
+	$(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
+	$(BIN)/plot-venv/bin/python e2e/bench/plot.py docs/bench/bridge-throughput.json docs/bench/bridge-throughput.png
 
 .PHONY: cluster-up
 cluster-up: ## Start a local control plane: make cluster-up CLUSTER=cloud-a

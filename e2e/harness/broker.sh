@@ -6,6 +6,8 @@
 #   e2e/harness/broker.sh restart <name>     (keeps config, data and ports)
 #   e2e/harness/broker.sh smoke <name>
 #
+# NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`.
+#
 # Everything a broker owns (config, data, logs, pids, ports.env) lives in e2e/.state/brokers/<name>/.
 # Each broker runs in its own process group (setsid), so `down` can stop exactly what `up` started.
 # Extra ports (Kafka controller, NATS monitor, RabbitMQ distribution/management/epmd) are picked free
@@ -369,6 +371,8 @@ http: 127.0.0.1:$mport
 pid_file: "$dir/nats.pid"
 log_file: "$dir/logs/nats.log"
 EOF
+	# Extra settings from the caller, e.g. a JetStream domain and leafnodes (the bridge benchmark).
+	[[ -z ${NATS_EXTRA_CONFIG:-} ]] || printf '%s\n' "$NATS_EXTRA_CONFIG" >>"$dir/config/nats.conf"
 	nats_start
 }
 

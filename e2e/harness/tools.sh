@@ -5,6 +5,7 @@
 #   e2e/harness/tools.sh <tool>...     tools: kube-apiserver kube-controller-manager kubectl
 #                                      etcd helm nats-server kafka
 #                                      nats (natscli) pika (AMQP client venv)
+#                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
 #
 # Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
 set -euo pipefail
@@ -159,6 +160,37 @@ tool_kafka() {
 	ln -sfn "$dir" "$BIN/kafka-libs"
 }
 
+# MirrorMaker 2 (the peer of the bridge benchmark) on a classpath of its own, same Kafka version.
+tool_kafka_mirror() {
+	local dir=$OMS_CACHE/tools/kafka-mirror-$KAFKA_VERSION
+	if [[ ! -f $dir/complete ]]; then
+		log "resolving Kafka MirrorMaker 2 $KAFKA_VERSION from Maven Central"
+		rm -rf "$dir"
+		mkdir -p "$dir/libs"
+		sed "s/@KAFKA_VERSION@/$KAFKA_VERSION/g" "$ROOT/e2e/tools/kafka-mirror/pom.xml" >"$dir/pom.xml"
+		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
+		touch "$dir/complete"
+	fi
+	ln -sfn "$dir" "$BIN/kafka-mirror-libs"
+}
+
+# matplotlib for the benchmark plot, in a venv keyed by the pinned requirements and the Python
+# version (a venv only works with the interpreter that made it); linked as .bin/plot-venv.
+tool_plot() {
+	local req=$ROOT/e2e/bench/requirements.txt py key dir
+	py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	key=$(sha256sum "$req" | cut -c1-12)
+	dir=$OMS_CACHE/tools/plot-$key-py$py
+	if [[ ! -f $dir/complete ]]; then
+		log "installing matplotlib from PyPI (pinned in e2e/bench/requirements.txt)"
+		rm -rf "$dir"
+		python3 -m venv "$dir"
+		"$dir/bin/pip" install -q --disable-pip-version-check --no-deps -r "$req"
+		touch "$dir/complete"
+	fi
+	link "$dir" plot-venv
+}
+
 for tool in "$@"; do
 	case $tool in
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl) tool_kube "$tool" ;;
@@ -168,6 +200,8 @@ for tool in "$@"; do
 	nats) tool_natscli ;;
 	pika) tool_pika ;;
 	kafka) tool_kafka ;;
+	kafka-mirror) tool_kafka_mirror ;;
+	plot) tool_plot ;;
 	toxiproxy) tool_toxiproxy ;;
 	*)
 		echo "tools: unknown tool $tool" >&2

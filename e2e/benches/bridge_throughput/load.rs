@@ -1,0 +1,287 @@
+//! The load: one producer client and one consumer client per protocol, the same ones for a raw
+//! run and for every replicator, so that only the replicator differs between runs.
+//!
+//! A payload starts with its send time (nanoseconds since the epoch) and a sequence number whose
+//! top bit marks warm-up messages; the rest is filler up to the workload's message size. The
+//! consumer reads both back: the end-to-end latency is its receive time minus the send time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::workload::STAMP_BYTES;
+
+/// Wire protocol of one end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Kafka,
+    Nats,
+    Amqp,
+}
+
+impl Kind {
+    /// The broker kind for `broker.sh` and the worker config's driver name.
+    pub fn broker(self) -> &'static str {
+        match self {
+            Kind::Kafka => "kafka",
+            Kind::Nats => "nats",
+            Kind::Amqp => "rabbitmq",
+        }
+    }
+
+    pub fn driver(self) -> &'static str {
+        match self {
+            Kind::Kafka => "kafka",
+            Kind::Nats => "nats",
+            Kind::Amqp => "amqp",
+        }
+    }
+}
+
+/// A queue on a broker: a Kafka topic, a JetStream stream (whose subject is its name, as the
+/// bridge's NATS driver expects) or a durable RabbitMQ queue.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub kind: Kind,
+    pub address: String,
+    pub queue: String,
+}
+
+/// Messages per JetStream pull request of the consumer.
+const NATS_PULL_BATCH: usize = 2000;
+
+/// Top bit of the sequence number: a warm-up message, not counted.
+const WARM_UP: u64 = 1 << 63;
+
+/// What a payload says about itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub sent_ns: u64,
+    pub sequence: u64,
+    pub warm_up: bool,
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+pub fn payload(size: usize, sequence: u64, warm_up: bool) -> Vec<u8> {
+    let mut bytes = vec![b'x'; size];
+    bytes[..8].copy_from_slice(&now_ns().to_be_bytes());
+    let sequence = if warm_up { sequence | WARM_UP } else { sequence };
+    bytes[8..STAMP_BYTES].copy_from_slice(&sequence.to_be_bytes());
+    bytes
+}
+
+fn stamp(payload: &[u8]) -> Option<Stamp> {
+    let sent_ns = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let sequence = u64::from_be_bytes(payload.get(8..STAMP_BYTES)?.try_into().ok()?);
+    Some(Stamp { sent_ns, sequence: sequence & !WARM_UP, warm_up: sequence & WARM_UP != 0 })
+}
+
+/// Creates the queue; `partitions` only matters for Kafka.
+pub async fn create_queue(endpoint: &Endpoint, partitions: u32) -> anyhow::Result<()> {
+    match endpoint.kind {
+        Kind::Kafka => {
+            let admin: AdminClient<DefaultClientContext> =
+                ClientConfig::new().set("bootstrap.servers", &endpoint.address).create()?;
+            let partitions = i32::try_from(partitions)?;
+            let topic = NewTopic::new(&endpoint.queue, partitions, TopicReplication::Fixed(1));
+            for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
+                result.map_err(|(topic, code)| anyhow::anyhow!("create topic {topic}: {code}"))?;
+            }
+        }
+        Kind::Nats => {
+            nats_context(&endpoint.address)
+                .await?
+                .create_stream(jetstream::stream::Config {
+                    name: endpoint.queue.clone(),
+                    subjects: vec![endpoint.queue.clone()],
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Kind::Amqp => {
+            let options = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+            amqp_channel(&endpoint.address)
+                .await?
+                .queue_declare(endpoint.queue.as_str().into(), options, lapin::types::FieldTable::default())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn nats_context(address: &str) -> anyhow::Result<jetstream::Context> {
+    Ok(jetstream::new(async_nats::connect(format!("nats://{address}")).await?))
+}
+
+async fn amqp_channel(address: &str) -> anyhow::Result<lapin::Channel> {
+    let uri = format!("amqp://guest:guest@{address}/%2f");
+    let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await?;
+    Ok(connection.create_channel().await?)
+}
+
+/// Resolves when the broker confirmed one publish.
+pub type Confirm = BoxFuture<'static, anyhow::Result<()>>;
+
+/// A producer with the settings a careful application (and the bridge's own sinks) would use:
+/// Kafka acks=all, idempotent, linger 5 ms; JetStream publish acks; RabbitMQ persistent messages
+/// with publisher confirms.
+pub enum Producer {
+    Kafka(FutureProducer, String),
+    Nats(jetstream::Context, String),
+    Amqp(lapin::Channel, String),
+}
+
+impl Producer {
+    pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+        Ok(match endpoint.kind {
+            Kind::Kafka => Producer::Kafka(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &endpoint.address)
+                    .set("acks", "all")
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", "5")
+                    .create()?,
+                endpoint.queue.clone(),
+            ),
+            Kind::Nats => Producer::Nats(nats_context(&endpoint.address).await?, endpoint.queue.clone()),
+            Kind::Amqp => {
+                let channel = amqp_channel(&endpoint.address).await?;
+                channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+                Producer::Amqp(channel, endpoint.queue.clone())
+            }
+        })
+    }
+
+    /// Hands one message to the client; the returned future resolves on the broker's confirm.
+    pub async fn send(&self, payload: Vec<u8>) -> anyhow::Result<Confirm> {
+        Ok(match self {
+            Producer::Kafka(producer, topic) => {
+                let delivery = producer
+                    .send_result(FutureRecord::<(), [u8]>::to(topic).payload(&payload))
+                    .map_err(|(error, _)| error)?;
+                Box::pin(async move {
+                    delivery.await.context("the producer dropped the delivery")?.map_err(|(error, _)| error)?;
+                    Ok(())
+                })
+            }
+            Producer::Nats(context, subject) => {
+                let ack = context.publish(subject.clone(), payload.into()).await?;
+                Box::pin(async move {
+                    ack.await?;
+                    Ok(())
+                })
+            }
+            Producer::Amqp(channel, queue) => {
+                let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        lapin::options::BasicPublishOptions::default(),
+                        &payload,
+                        properties,
+                    )
+                    .await?;
+                Box::pin(async move {
+                    match confirm.await? {
+                        lapin::Confirmation::Ack(_) => Ok(()),
+                        other => anyhow::bail!("the broker did not confirm: {other:?}"),
+                    }
+                })
+            }
+        })
+    }
+}
+
+/// Reads the target queue from its beginning, as fast as the client allows: Kafka from the
+/// earliest offset, JetStream through a pull consumer without acks, RabbitMQ with auto-ack.
+pub enum Consumer {
+    Kafka(Box<StreamConsumer>),
+    Nats(Box<consumer::pull::Stream>),
+    /// The channel is kept so that it lives as long as its consumer.
+    Amqp {
+        consumer: Box<lapin::Consumer>,
+        _channel: lapin::Channel,
+    },
+}
+
+impl Consumer {
+    pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+        Ok(match endpoint.kind {
+            Kind::Kafka => {
+                let consumer: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &endpoint.address)
+                    .set("group.id", format!("bench-{}", endpoint.queue))
+                    .set("auto.offset.reset", "earliest")
+                    .set("enable.auto.commit", "false")
+                    .create()?;
+                consumer.subscribe(&[endpoint.queue.as_str()])?;
+                Consumer::Kafka(Box::new(consumer))
+            }
+            Kind::Nats => {
+                let stream = nats_context(&endpoint.address).await?.get_stream(&endpoint.queue).await?;
+                let consumer = stream
+                    .create_consumer(consumer::pull::Config {
+                        ack_policy: consumer::AckPolicy::None,
+                        deliver_policy: consumer::DeliverPolicy::All,
+                        ..Default::default()
+                    })
+                    .await?;
+                // Bigger pulls than the client's default (200): the consumer must not be what
+                // limits a raw run.
+                Consumer::Nats(Box::new(consumer.stream().max_messages_per_batch(NATS_PULL_BATCH).messages().await?))
+            }
+            Kind::Amqp => {
+                let channel = amqp_channel(&endpoint.address).await?;
+                let options = lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() };
+                let consumer = channel
+                    .basic_consume(
+                        endpoint.queue.as_str().into(),
+                        "bench".into(),
+                        options,
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await?;
+                Consumer::Amqp { consumer: Box::new(consumer), _channel: channel }
+            }
+        })
+    }
+
+    /// The next message's stamp; `None` for a message this bench did not write.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Stamp>> {
+        Ok(match self {
+            Consumer::Kafka(consumer) => stamp(consumer.recv().await?.payload().unwrap_or_default()),
+            Consumer::Nats(messages) => {
+                let message = messages.next().await.context("the JetStream consumer ended")?;
+                stamp(&message.map_err(|e| anyhow::anyhow!("{e}"))?.payload)
+            }
+            Consumer::Amqp { consumer, .. } => {
+                stamp(&consumer.next().await.context("the AMQP consumer was cancelled")??.data)
+            }
+        })
+    }
+}
+
+/// Polls `check` every 200 ms until it holds or `deadline` passed; returns whether it held.
+pub async fn wait_for(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while !check() {
+        if started.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
+}

@@ -1,0 +1,496 @@
+//! Bridge throughput, side by side (a measurement, not a test): oms-bridge against the replicator
+//! each broker ships (Kafka MirrorMaker 2, the RabbitMQ Shovel, JetStream stream sourcing) and
+//! against the target broker alone (the ceiling: the same producer writing to the target with no
+//! replicator), plus Kafka -> NATS across vendors. Real brokers from `broker.sh`, on this machine.
+//!
+//! Each run reads an OpenMessaging Benchmark workload (`e2e/bench/workloads/*.yaml`), produces to
+//! the source at the workload's rate for its duration, consumes the target, and reports OMB-style
+//! figures (publish and consume rates per interval, publish and end-to-end latency percentiles)
+//! with the replicator's peak RSS and CPU time.
+//!
+//! Run with `make bench`; writes docs/bench/bridge-throughput.{json,md} (the plot comes from
+//! e2e/bench/plot.py). `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and
+//! `OMS_BENCH_SECONDS=20` shortens every window, for a quick look while developing.
+
+// A measurement: rates and percentiles are statistics, for which f64 and its casts are ample.
+#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+mod load;
+mod machine_load;
+mod replicator;
+mod report;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use oms_e2e::{Broker, free_server_port, repo_root, run_ok};
+use serde_json::{Value, json};
+
+use crate::load::{Consumer, Endpoint, Kind, Producer, Stamp, create_queue, payload, wait_for};
+use crate::replicator::{NATS_SOURCE_DOMAIN, Replicator, WINDOW};
+use crate::workload::Workload;
+
+/// OMB's reporting interval: one rate figure per interval.
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// Until the first message has gone through; a JVM replicator starts slowly on 2 cores.
+const READY_DEADLINE: Duration = Duration::from_mins(3);
+/// After the window: how long the target may take to catch up before the rest counts as missing.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// One run: what replicates from where to where, under which workload file.
+#[derive(Clone, Copy, Debug)]
+struct Scenario {
+    /// `None`: the producer writes to the target itself (the ceiling run).
+    source: Option<Kind>,
+    target: Kind,
+    replicator: Replicator,
+    workload: &'static str,
+}
+
+impl Scenario {
+    const fn new(source: Kind, target: Kind, replicator: Replicator, workload: &'static str) -> Self {
+        Self { source: Some(source), target, replicator, workload }
+    }
+
+    const fn raw(target: Kind, workload: &'static str) -> Self {
+        Self { source: None, target, replicator: Replicator::Raw, workload }
+    }
+
+    fn id(&self) -> String {
+        let slug = self.replicator.label().to_lowercase().replace(' ', "-");
+        match self.source {
+            None => format!("raw-{}", self.target.broker()),
+            Some(source) => format!("{}-to-{}-{slug}", source.broker(), self.target.broker()),
+        }
+    }
+
+    /// The brokers a run uses; a NATS target also needs the source server its leafnode joins.
+    fn brokers(&self) -> Vec<(&'static str, Side)> {
+        let mut brokers = vec![(self.target.broker(), Side::Target)];
+        if self.target == Kind::Nats {
+            brokers.push((Kind::Nats.broker(), Side::Source));
+        }
+        if let Some(source) = self.source {
+            brokers.push((source.broker(), Side::Source));
+        }
+        brokers
+    }
+
+    fn pair(&self) -> String {
+        match self.source {
+            None => format!("{} alone", self.target.broker()),
+            Some(source) => format!("{} -> {}", source.broker(), self.target.broker()),
+        }
+    }
+}
+
+/// In run order; brokers start on first use and stop after the last run that needs them.
+const SCENARIOS: [Scenario; 10] = [
+    Scenario::raw(Kind::Kafka, "kafka.yaml"),
+    Scenario::new(Kind::Kafka, Kind::Kafka, Replicator::OmsBridge, "kafka.yaml"),
+    Scenario::new(Kind::Kafka, Kind::Kafka, Replicator::MirrorMaker2, "kafka.yaml"),
+    Scenario::new(Kind::Kafka, Kind::Nats, Replicator::OmsBridge, "nats.yaml"),
+    Scenario::raw(Kind::Nats, "nats.yaml"),
+    Scenario::new(Kind::Nats, Kind::Nats, Replicator::OmsBridge, "nats.yaml"),
+    Scenario::new(Kind::Nats, Kind::Nats, Replicator::JetStreamSourcing, "nats.yaml"),
+    Scenario::raw(Kind::Amqp, "rabbitmq.yaml"),
+    Scenario::new(Kind::Amqp, Kind::Amqp, Replicator::OmsBridge, "rabbitmq.yaml"),
+    Scenario::new(Kind::Amqp, Kind::Amqp, Replicator::Shovel, "rabbitmq.yaml"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// The bench's brokers: a source and a target of each kind, started on first use. The two NATS
+/// servers have JetStream domains `src` and `dst` and a leafnode from the target to the source,
+/// which is how the target's stream sources the other server's stream.
+struct Brokers {
+    up: BTreeMap<(&'static str, Side), Broker>,
+    nats_leafnode_port: u16,
+}
+
+impl Brokers {
+    fn endpoint(&mut self, kind: Kind, side: Side, queue: &str) -> anyhow::Result<Endpoint> {
+        if kind == Kind::Nats && side == Side::Target {
+            self.start(kind, Side::Source)?;
+        }
+        let broker = self.start(kind, side)?;
+        Ok(Endpoint { kind, address: broker.address(), queue: queue.to_owned() })
+    }
+
+    fn start(&mut self, kind: Kind, side: Side) -> anyhow::Result<&Broker> {
+        let key = (kind.broker(), side);
+        if !self.up.contains_key(&key) {
+            let role = if side == Side::Source { "src" } else { "dst" };
+            let broker = Broker {
+                kind: kind.broker().to_owned(),
+                name: format!("bench-{}-{role}-{}", kind.broker(), std::process::id()),
+                port: free_server_port(),
+            };
+            let nats_config = match side {
+                Side::Source => format!(
+                    "jetstream {{ domain: {NATS_SOURCE_DOMAIN} }}\nleafnodes {{ listen: 127.0.0.1:{} }}",
+                    self.nats_leafnode_port
+                ),
+                Side::Target => format!(
+                    "jetstream {{ domain: dst }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\" }} ] }}",
+                    self.nats_leafnode_port
+                ),
+            };
+            let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
+            command.args(["up", &broker.kind, &broker.name, &broker.port.to_string()]).current_dir(repo_root());
+            if kind == Kind::Nats {
+                command.env("NATS_EXTRA_CONFIG", nats_config);
+            }
+            run_ok(&mut command)?;
+            self.up.insert(key, broker);
+        }
+        self.up.get(&key).context("just started")
+    }
+
+    /// Stops every broker that none of `later` runs needs (dropping a Broker stops it).
+    fn stop_unused(&mut self, later: &[Scenario]) {
+        self.up.retain(|key, _| later.iter().any(|s| s.brokers().contains(key)));
+    }
+
+    /// The process groups of every running broker, as broker.sh recorded them.
+    fn process_groups(&self) -> Vec<i32> {
+        let mut groups: Vec<i32> = machine_load::own_group().into_iter().collect();
+        for broker in self.up.values() {
+            let pids = repo_root().join("e2e/.state/brokers").join(&broker.name).join("pids");
+            let text = std::fs::read_to_string(pids).unwrap_or_default();
+            groups.extend(text.lines().filter_map(|l| l.split(' ').nth(1)?.parse::<i32>().ok()));
+        }
+        groups
+    }
+
+    /// The RabbitMQ management port `broker.sh` picked for a broker.
+    fn management_port(&self, kind: Kind, side: Side) -> Option<u16> {
+        let broker = self.up.get(&(kind.broker(), side))?;
+        let ports =
+            std::fs::read_to_string(repo_root().join("e2e/.state/brokers").join(&broker.name).join("ports.env"))
+                .ok()?;
+        ports.lines().find_map(|l| l.strip_prefix("MANAGEMENT_PORT="))?.trim().parse().ok()
+    }
+}
+
+/// Counters the producers, the consumer and the sampler share during a run.
+#[derive(Default)]
+struct Counters {
+    /// Window messages the source confirmed.
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    /// Window messages read from the target, repeats included.
+    received: AtomicU64,
+    /// Window messages read from the target, each once.
+    distinct: AtomicU64,
+    warm_up_received: AtomicU64,
+    /// Next sequence number, over all producers.
+    sequence: AtomicU64,
+}
+
+/// What the consumer collected: end-to-end latencies of window messages, in microseconds.
+struct Received {
+    end_to_end_us: Vec<u32>,
+}
+
+/// Reads the target until `stop`; counts window messages and records their latency.
+async fn consume(
+    mut consumer: Consumer,
+    counters: Arc<Counters>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Received> {
+    let mut end_to_end_us = Vec::new();
+    // One bit per sequence number: repeats (at-least-once redeliveries) count once.
+    let mut seen: Vec<u64> = Vec::new();
+    loop {
+        let stamp = tokio::select! {
+            _ = stop.changed() => break,
+            next = consumer.next() => next?,
+        };
+        let Some(Stamp { sent_ns, sequence, warm_up }) = stamp else { continue };
+        if warm_up {
+            counters.warm_up_received.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let latency_us = load::now_ns().saturating_sub(sent_ns) / 1000;
+        end_to_end_us.push(u32::try_from(latency_us).unwrap_or(u32::MAX));
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        let (word, bit) = ((sequence / 64) as usize, 1u64 << (sequence % 64));
+        if seen.len() <= word {
+            seen.resize(word + 1, 0);
+        }
+        if seen[word] & bit == 0 {
+            seen[word] |= bit;
+            counters.distinct.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(Received { end_to_end_us })
+}
+
+/// Publishes at `rate` messages per second (0: as fast as the window allows) until `until`, with
+/// at most `WINDOW` publishes unconfirmed; then waits for the outstanding confirms. Returns the
+/// publish latencies (send to confirm) in microseconds.
+async fn produce(
+    producer: &Producer,
+    rate: f64,
+    until: Instant,
+    message_size: usize,
+    warm_up: bool,
+    counters: &Counters,
+) -> Vec<u32> {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut latencies_us = Vec::new();
+    let mut pending = FuturesUnordered::new();
+    let mut record = |(sent_at, result): (Instant, anyhow::Result<()>)| {
+        if result.is_ok() {
+            latencies_us.push(u32::try_from(sent_at.elapsed().as_micros()).unwrap_or(u32::MAX));
+            if !warm_up {
+                counters.published.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while Instant::now() < until {
+        let due = if rate > 0.0 { (started.elapsed().as_secs_f64() * rate) as u64 } else { u64::MAX };
+        while sent < due && pending.len() < WINDOW as usize && Instant::now() < until {
+            let sequence = counters.sequence.fetch_add(1, Ordering::Relaxed);
+            let sent_at = Instant::now();
+            match producer.send(payload(message_size, sequence, warm_up)).await {
+                Ok(confirm) => pending.push(async move { (sent_at, confirm.await) }),
+                Err(_) => {
+                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            sent += 1;
+        }
+        tokio::select! {
+            Some(done) = pending.next(), if !pending.is_empty() => record(done),
+            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    while let Some(done) = pending.next().await {
+        record(done);
+    }
+    latencies_us
+}
+
+/// Runs every producer at its share of the workload's rate until `until`.
+async fn produce_all(
+    producers: &[Producer],
+    workload: &Workload,
+    until: Instant,
+    warm_up: bool,
+    counters: &Counters,
+) -> Vec<u32> {
+    let rate = workload.producer_rate as f64 / producers.len() as f64;
+    let runs = producers.iter().map(|p| produce(p, rate, until, workload.message_size, warm_up, counters));
+    futures::future::join_all(runs).await.concat()
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| (sum + v, count + 1));
+    (count > 0).then(|| sum / f64::from(count))
+}
+
+/// Sends a warm-up message every half second until one has gone all the way through: the
+/// replicator and the consumer are then running. Returns the seconds that took.
+async fn wait_until_ready(
+    scenario: &Scenario,
+    replicator: &mut replicator::Running,
+    producer: &Producer,
+    workload: &Workload,
+    counters: &Counters,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    while counters.warm_up_received.load(Ordering::Relaxed) == 0 {
+        replicator.check_alive()?;
+        anyhow::ensure!(started.elapsed() < READY_DEADLINE, "{}: nothing arrived in {READY_DEADLINE:?}", scenario.id());
+        let sequence = counters.sequence.fetch_add(1, Ordering::Relaxed);
+        producer.send(payload(workload.message_size, sequence, true)).await?.await?;
+        wait_for(Duration::from_millis(500), || counters.warm_up_received.load(Ordering::Relaxed) > 0).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// One figure per STATS_INTERVAL of the window: (publish rate, consume rate, backlog). Also
+/// returns the messages consumed by the end of the window.
+async fn sample_rates(started: Instant, duration: Duration, counters: &Counters) -> (Vec<(f64, f64, u64)>, u64) {
+    let mut samples = Vec::new();
+    let (mut published, mut received) = (0, 0);
+    let mut boundary = Duration::ZERO;
+    while boundary < duration {
+        let previous = boundary;
+        boundary = (boundary + STATS_INTERVAL).min(duration);
+        tokio::time::sleep_until((started + boundary).into()).await;
+        let seconds = boundary.saturating_sub(previous).as_secs_f64();
+        let (now_published, now_received) =
+            (counters.published.load(Ordering::Relaxed), counters.received.load(Ordering::Relaxed));
+        let backlog = now_published.saturating_sub(counters.distinct.load(Ordering::Relaxed));
+        samples.push((
+            (now_published - published) as f64 / seconds,
+            (now_received - received) as f64 / seconds,
+            backlog,
+        ));
+        (published, received) = (now_published, now_received);
+    }
+    (samples, received)
+}
+
+async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mut Brokers) -> anyhow::Result<Value> {
+    let replicator_kind = scenario.replicator;
+    let queue = format!("bench{index}-{}", std::process::id());
+    let target = brokers.endpoint(scenario.target, Side::Target, &replicator_kind.target_queue(&queue))?;
+    let source = match scenario.source {
+        Some(kind) => brokers.endpoint(kind, Side::Source, &queue)?,
+        None => target.clone(),
+    };
+    if scenario.source.is_some() {
+        create_queue(&source, workload.partitions_per_topic).await?;
+    }
+    if !replicator_kind.creates_target_queue() {
+        create_queue(&target, workload.partitions_per_topic).await?;
+    }
+    // Other work on the machine would skew every figure: wait for it to end, and record it.
+    let groups = brokers.process_groups();
+    let other_share_before = machine_load::wait_for_quiet(&groups).await;
+    let name = format!("bench{index}");
+    let management_port = brokers.management_port(scenario.target, Side::Target);
+    let mut replicator = replicator::start(replicator_kind, &name, &source, &target, management_port).await?;
+
+    let counters = Arc::new(Counters::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let consumer = tokio::spawn(consume(Consumer::connect(&target).await?, counters.clone(), stopped));
+    let mut producers = Vec::new();
+    for _ in 0..workload.producers_per_topic {
+        producers.push(Producer::connect(&source).await?);
+    }
+
+    let ready_seconds = wait_until_ready(&scenario, &mut replicator, &producers[0], workload, &counters).await?;
+    if workload.warmup_duration_minutes > 0 {
+        let until = Instant::now() + Duration::from_mins(workload.warmup_duration_minutes);
+        produce_all(&producers, workload, until, true, &counters).await;
+    }
+
+    // The measured window, sampled every STATS_INTERVAL.
+    let duration = workload.duration();
+    let cpu_before = replicator.cpu_seconds();
+    let load_at_start = machine_load::snapshot(&groups);
+    let started = Instant::now();
+    let producing = produce_all(&producers, workload, started + duration, false, &counters);
+    let sampling = sample_rates(started, duration, &counters);
+    let (publish_latencies_us, (samples, received_in_window)) = tokio::join!(producing, sampling);
+    let other_share = machine_load::outside_share(load_at_start, machine_load::snapshot(&groups));
+
+    // Drain: give the target time to catch up, then count what is still missing.
+    let published = counters.published.load(Ordering::Relaxed);
+    let drain_started = Instant::now();
+    wait_for(DRAIN_DEADLINE, || counters.distinct.load(Ordering::Relaxed) >= published).await;
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+    replicator.check_alive()?;
+    let cpu_seconds = replicator.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    let peak_rss_kib = replicator.peak_rss_kib();
+    drop(replicator);
+    let _ = stop.send(true);
+    let received = consumer.await??;
+
+    let received_total = counters.received.load(Ordering::Relaxed);
+    let distinct = counters.distinct.load(Ordering::Relaxed);
+    let window_seconds = duration.as_secs_f64();
+    let mut result = json!({
+        "workload": workload.name,
+        "driver": scenario.pair(),
+        "replicator": replicator_kind.label(),
+        "replicatorRunsIn": replicator_kind.runs_in(),
+        "id": scenario.id(),
+        "workloadFile": format!("e2e/bench/workloads/{}", scenario.workload),
+        "messageSize": workload.message_size,
+        "topics": workload.topics,
+        "partitions": workload.partitions_per_topic,
+        "producersPerTopic": workload.producers_per_topic,
+        "consumersPerTopic": 1,
+        "producerRate": workload.producer_rate,
+        "testDurationSeconds": window_seconds,
+        "readySeconds": ready_seconds,
+        "otherCpuShareBefore": other_share_before,
+        "otherCpuShareDuringWindow": other_share,
+        "publishRate": samples.iter().map(|s| s.0).collect::<Vec<_>>(),
+        "consumeRate": samples.iter().map(|s| s.1).collect::<Vec<_>>(),
+        "backlog": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
+        "publishRateAvg": published as f64 / window_seconds,
+        "consumeRateAvg": received_in_window as f64 / window_seconds,
+        // Without the first interval, in which a JVM replicator is still compiling its hot paths.
+        "consumeRateAfterFirstInterval": mean(samples.iter().skip(1).map(|s| s.1)),
+        "publishErrors": counters.publish_errors.load(Ordering::Relaxed),
+        "messagesPublished": published,
+        "messagesReceived": received_total,
+        "duplicates": received_total - distinct,
+        "missingAfterDrain": published.saturating_sub(distinct),
+        "drainSeconds": drain_seconds,
+        "replicatorPeakRssKiB": peak_rss_kib,
+        "replicatorCpuSeconds": cpu_seconds,
+    });
+    report::add_latencies(&mut result, "aggregatedPublishLatency", publish_latencies_us);
+    report::add_latencies(&mut result, "aggregatedEndToEndLatency", received.end_to_end_us);
+    Ok(result)
+}
+
+fn main() -> anyhow::Result<()> {
+    let only: Vec<String> = std::env::var("OMS_BENCH_ONLY")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let scenarios: Vec<Scenario> =
+        SCENARIOS.into_iter().filter(|s| only.is_empty() || only.iter().any(|o| s.id().contains(o))).collect();
+    let workloads_dir = repo_root().join("e2e/bench/workloads");
+    let mut workloads = BTreeMap::new();
+    for scenario in &scenarios {
+        workloads.insert(scenario.workload, Workload::load(&workloads_dir.join(scenario.workload))?);
+    }
+    // The same two cores the replicators and brokers use: no more threads than that.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let started = Instant::now();
+    let mut brokers = Brokers { up: BTreeMap::new(), nats_leafnode_port: free_server_port() };
+    let mut runs = Vec::new();
+    for (index, scenario) in scenarios.iter().enumerate() {
+        let workload = &workloads[scenario.workload];
+        eprintln!(
+            "bridge_throughput: {} ({}, {} s window)",
+            scenario.id(),
+            workload.name,
+            workload.duration().as_secs()
+        );
+        let result = runtime.block_on(run(*scenario, index, workload, &mut brokers)).with_context(|| scenario.id())?;
+        eprintln!(
+            "bridge_throughput: {}: published {:.0}/s, consumed {:.0}/s, end-to-end p99 {} ms",
+            scenario.id(),
+            result["publishRateAvg"].as_f64().unwrap_or_default(),
+            result["consumeRateAvg"].as_f64().unwrap_or_default(),
+            result["aggregatedEndToEndLatency99pct"]
+        );
+        runs.push(result);
+        brokers.stop_unused(&scenarios[index + 1..]);
+    }
+    drop(brokers);
+    let document = report::document(&runs, started.elapsed())?;
+    let out_dir = repo_root().join("docs/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("bridge-throughput.json"), serde_json::to_string_pretty(&document)? + "\n")?;
+    std::fs::write(out_dir.join("bridge-throughput.md"), report::markdown(&document))?;
+    println!("{}", report::markdown(&document));
+    Ok(())
+}

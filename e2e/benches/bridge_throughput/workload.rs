@@ -1,0 +1,72 @@
+//! OpenMessaging Benchmark (OMB) workload files: the fields this bench runs, validated once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// One OMB workload (`e2e/bench/workloads/*.yaml`). OMB fields this bench has no use for
+/// (`payloadFile`, `keyDistributor`, `consumerBacklogSizeGB`, ...) are accepted and ignored: the
+/// payloads are made here, because each must carry its send time and sequence number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    pub name: String,
+    pub topics: u32,
+    pub partitions_per_topic: u32,
+    pub message_size: usize,
+    #[serde(default = "one")]
+    pub subscriptions_per_topic: u32,
+    #[serde(default = "one")]
+    pub consumer_per_subscription: u32,
+    pub producers_per_topic: u32,
+    /// Messages per second over all producers; 0 means as fast as the producers' windows allow
+    /// (OMB would search for the highest sustainable rate instead; this bench does not).
+    pub producer_rate: u64,
+    pub test_duration_minutes: u64,
+    /// Published at the workload's rate before the measured window; not counted.
+    #[serde(default)]
+    pub warmup_duration_minutes: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The send time (8 bytes) and the sequence number (8 bytes) lead every payload.
+pub const STAMP_BYTES: usize = 16;
+
+impl Workload {
+    /// Reads and checks a workload file; errors name the field and what this bench supports.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let workload: Self =
+            serde_yaml::from_str(&text).with_context(|| format!("{}: not an OMB workload", path.display()))?;
+        let field = |name: &str, problem: &str| anyhow::anyhow!("{}: {name}: {problem}", path.display());
+        if workload.topics != 1 {
+            return Err(field("topics", "this bench runs one topic per replicator; use 1"));
+        }
+        if workload.subscriptions_per_topic != 1 || workload.consumer_per_subscription != 1 {
+            return Err(field("subscriptionsPerTopic/consumerPerSubscription", "one consumer reads the target; use 1"));
+        }
+        if workload.partitions_per_topic == 0 || workload.producers_per_topic == 0 {
+            return Err(field("partitionsPerTopic/producersPerTopic", "must be at least 1"));
+        }
+        if workload.message_size < STAMP_BYTES {
+            bail!("{}: messageSize: at least {STAMP_BYTES} bytes (send time and sequence number)", path.display());
+        }
+        if workload.test_duration_minutes == 0 {
+            return Err(field("testDurationMinutes", "must be at least 1"));
+        }
+        Ok(workload)
+    }
+
+    /// The measured window; `OMS_BENCH_SECONDS` shortens it for a quick look while developing.
+    pub fn duration(&self) -> Duration {
+        std::env::var("OMS_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(Duration::from_mins(self.test_duration_minutes), Duration::from_secs)
+    }
+}
