@@ -1301,9 +1301,22 @@ async fn rotating_both_certificates_under_load_loses_nothing_and_keeps_the_strea
             gateway_end("localhost", gateway.port, "acme/edge-nats", "gw-rot-out", &client)
         ),
     )?;
+    // One producer for the whole run (a new one per batch would spend the time on connecting).
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers.kafka.address())
+        .set("enable.idempotence", "true")
+        .create()?;
     let producing = async {
         for batch in 0..BATCHES {
-            brokers.produce(Kind::Kafka, "gw-rot-in", batch * BATCH, BATCH).await?;
+            let mut deliveries = Vec::with_capacity(BATCH);
+            for i in batch * BATCH..(batch + 1) * BATCH {
+                let (key, payload) = (format!("k{}", i % KEYS), format!("msg-{i}"));
+                let record = FutureRecord::to("gw-rot-in").key(&key).payload(&payload);
+                deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+            }
+            for delivery in deliveries {
+                delivery.await?.map_err(|(e, _)| e)?;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         anyhow::Ok(())
@@ -1323,8 +1336,8 @@ async fn rotating_both_certificates_under_load_loses_nothing_and_keeps_the_strea
         gateway.restart()?;
         anyhow::Ok((before, at_expiry))
     };
-    let (produced, rotated) = tokio::join!(producing, rotating);
-    produced?;
+    let (all_produced, rotated) = tokio::join!(producing, rotating);
+    all_produced?;
     let (before, (sent_at_expiry, reconnects_at_expiry)) = rotated?;
     let seen = brokers.consume(Kind::Nats, "gw-rot-out", COUNT, Duration::from_mins(2)).await?;
     let (lost, duplicated) = lost_and_duplicated(&seen, COUNT);
