@@ -42,6 +42,26 @@ pub struct Args {
     #[arg(long, env = "OMS_DRIFT_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub drift_interval_seconds: u64,
 
+    /// Trust domain of this cluster's identities: spiffe://<trust-domain>/ns/<namespace>/bridge/<name>.
+    /// Give each cloud its own (e.g. cloud-a.example); gateways accept other clouds by theirs.
+    #[arg(long, env = "OMS_TRUST_DOMAIN", default_value = "cluster.oms")]
+    pub trust_domain: String,
+
+    /// Namespace of the CA Secret (`oms-ca`) and the trust-bundle ConfigMap (`oms-trust-bundle`);
+    /// defaults to the operator's own namespace. Create `oms-ca` there before the first start to
+    /// use your own CA (e.g. a root shared by two clouds).
+    #[arg(long, env = "OMS_PKI_NAMESPACE")]
+    pub pki_namespace: Option<String>,
+
+    /// PEM file with the CA certificates of peer clouds to trust besides our own (added to the
+    /// trust bundle every bridge and gateway gets).
+    #[arg(long, env = "OMS_PEER_TRUST_BUNDLE")]
+    pub peer_trust_bundle: Option<PathBuf>,
+
+    /// Lifetime of the certificates issued to bridges and gateways; renewed at two thirds of it.
+    #[arg(long, env = "OMS_CERTIFICATE_LIFETIME_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(15..=31_536_000))]
+    pub certificate_lifetime_seconds: u64,
+
     /// Image of oms-bridge, used for bridge workers and gateways.
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]
     pub bridge_image: String,

@@ -2,18 +2,20 @@
 //! provisioned queues and replication bridges.
 //!
 //! Start-up flows `cli` (validated settings) -> `preflight` (API server reachable, CRDs installed)
-//! -> admin server with `metrics` -> `leader` election -> controllers (`access_point`, `queue`),
-//! until the shutdown signal. `drivers` render managed brokers; `admin` provisions queues on them.
+//! -> admin server with `metrics` -> `leader` election -> `pki` (the cluster CA) -> controllers
+//! (`access_point`, `queue`, `bridge`), until the shutdown signal. `drivers` render managed brokers; `admin` provisions queues on them.
 
 pub mod access_point;
 pub mod admin;
 pub mod apply;
+pub mod bridge;
 pub mod cli;
 pub mod conditions;
 pub mod context;
 pub mod drivers;
 pub mod leader;
 pub mod metrics;
+pub mod pki;
 pub mod preflight;
 pub mod probe;
 pub mod queue;

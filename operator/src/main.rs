@@ -17,7 +17,7 @@ use oms_operator::context::Context;
 use oms_operator::leader::{Candidate, Timing};
 use oms_operator::metrics::Metrics;
 use oms_operator::preflight;
-use oms_operator::{access_point, queue};
+use oms_operator::{access_point, bridge, queue};
 use oms_telemetry::admin::{AdminServer, Readiness};
 use oms_telemetry::{logging, shutdown};
 
@@ -38,6 +38,8 @@ async fn main() -> ExitCode {
     }
 }
 
+// The CA's expiry in seconds since the epoch fits an f64 exactly.
+#[allow(clippy::cast_precision_loss)]
 async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("cannot install signal handlers")?;
     let client = connect(&args).await?;
@@ -91,13 +93,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let token = shutdown.clone();
         leadership = Some(tokio::spawn(async move { candidate.hold(token).await }));
     }
+    let pki = Arc::new(load_pki(&args, &ctx.client).await?);
+    ctx.metrics
+        .certificate_expiry_timestamp_seconds
+        .with_label_values(&[pki.namespace.as_str(), oms_operator::pki::CA_SECRET])
+        .set(pki.ca_not_after.unix_timestamp() as f64);
     // One watch over all namespaces, or one per watched namespace.
     let scopes: Vec<Option<String>> =
         if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
     let access_points: Vec<_> =
         scopes.iter().cloned().map(|scope| access_point::run(ctx.clone(), scope, shutdown.clone())).collect();
-    let queues: Vec<_> = scopes.into_iter().map(|scope| queue::run(ctx.clone(), scope, shutdown.clone())).collect();
-    futures::future::join(futures::future::join_all(access_points), futures::future::join_all(queues)).await;
+    let queues: Vec<_> = scopes.iter().cloned().map(|scope| queue::run(ctx.clone(), scope, shutdown.clone())).collect();
+    let bridges: Vec<_> =
+        scopes.into_iter().map(|scope| bridge::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
+    futures::future::join3(
+        futures::future::join_all(access_points),
+        futures::future::join_all(queues),
+        futures::future::join_all(bridges),
+    )
+    .await;
     admin_task.await??;
     if let Some(leadership) = leadership
         && leadership.await?
@@ -108,14 +122,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster CA from its Secret (created on first start) and the trust bundle.
+async fn load_pki(args: &Args, client: &kube::Client) -> anyhow::Result<oms_operator::pki::Pki> {
+    let namespace = args.pki_namespace.clone().unwrap_or_else(own_namespace);
+    let peers = match &args.peer_trust_bundle {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --peer-trust-bundle {}", path.display()))?,
+        None => String::new(),
+    };
+    let lifetime = Duration::from_secs(args.certificate_lifetime_seconds);
+    Ok(oms_operator::pki::Pki::load_or_create(client, &namespace, &args.trust_domain, &peers, lifetime).await?)
+}
+
 /// Name of the Lease the replicas elect their leader with.
 const LEASE_NAME: &str = "oms-operator-leader";
 
-/// Where the Lease lives: the flag, else the pod's namespace, else `default`.
+/// Where the Lease lives: the flag, else the operator's own namespace.
 fn lease_namespace(args: &Args) -> String {
-    args.leader_election_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+    args.leader_election_namespace.clone().unwrap_or_else(own_namespace)
+}
+
+/// The pod's namespace, else the in-cluster service account's, else `default`.
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
         .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
         .map_or_else(|| "default".to_owned(), |ns| ns.trim().to_owned())
 }

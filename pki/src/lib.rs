@@ -79,8 +79,10 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        params.not_before = leaf.not_before;
-        params.not_after = leaf.not_before + leaf.valid_for;
+        // X.509 times have whole seconds; `Issued` reports what the certificate says.
+        let not_before = leaf.not_before.replace_nanosecond(0).unwrap_or(leaf.not_before);
+        params.not_before = not_before;
+        params.not_after = not_before + leaf.valid_for;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
