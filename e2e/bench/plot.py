@@ -4,7 +4,9 @@
 
 Left: the consume rate at the target per pair, for the target broker alone (the ceiling),
 oms-bridge and the peer replicator of that pair. Right: the end-to-end p99 latency of the same
-runs (log scale). `make bench` runs this after the bench, with matplotlib from tools.sh plot.
+runs (log scale). A route through the mTLS gateway ('kafka -> gateway -> nats') is a pair of its
+own, labelled with its ratios to the direct route (the price of crossing a cloud boundary).
+`make bench` runs this after the bench, with matplotlib from tools.sh plot.
 """
 
 import json
@@ -51,11 +53,18 @@ def main(results_path, out_path):
         rates.bar(xs, rate, width, label=name, color=colors[name])
         latency.bar(xs, p99, width, label=name, color=colors[name])
 
-    # The ratios the table states, above each pair (with headroom for their two lines).
-    rates.set_ylim(top=rates.get_ylim()[1] * 1.15)
+    # The ratios the table states, above each pair (with headroom for their three lines).
+    rates.set_ylim(top=rates.get_ylim()[1] * 1.2)
+    crossings = {c["driver"]: c for c in doc.get("crossingCloudBoundary", [])}
     for p, c in enumerate(doc["comparisons"]):
         text = [f"{name} {c[key]:.2f}" for name, key in (("ours/peer", "oursPerPeer"), ("ours/ceiling", "oursPerCeiling"))
                 if c.get(key) is not None]
+        crossing = crossings.get(c["driver"])
+        if crossing and crossing.get("consumeRateGatewayPerDirect") is not None:
+            text.append(f"gateway/direct {crossing['consumeRateGatewayPerDirect']:.2f}")
+        if crossing and crossing.get("endToEndP99GatewayPerDirect") is not None:
+            latency.annotate(f"gateway/direct\n{crossing['endToEndP99GatewayPerDirect']:.2f}",
+                             (p, crossing["gatewayEndToEndP99"]), ha="center", va="bottom", fontsize=8)
         top = max(c["oursConsumeRate"] or 0, c["peerConsumeRate"] or 0, c["ceilingConsumeRate"] or 0)
         rates.annotate("\n".join(text), (p, top), ha="center", va="bottom", fontsize=8)
 
@@ -67,6 +76,7 @@ def main(results_path, out_path):
     rates.set_title("Throughput (higher is better)")
     rates.legend(fontsize=8)
     latency.set_yscale("log")
+    latency.set_ylim(top=latency.get_ylim()[1] * 2)  # room for the gateway/direct label
     latency.set_ylabel("end-to-end p99 latency, ms (log)")
     latency.set_title("End-to-end p99 latency (lower is better)")
 

@@ -1,7 +1,8 @@
 //! Bridge throughput, side by side (a measurement, not a test): oms-bridge against the replicator
 //! each broker ships (Kafka MirrorMaker 2, the RabbitMQ Shovel, JetStream stream sourcing) and
 //! against the target broker alone (the ceiling: the same producer writing to the target with no
-//! replicator), plus Kafka -> NATS across vendors. Real brokers from `broker.sh`, on this machine.
+//! replicator), plus Kafka -> NATS across vendors, directly and through the mTLS gateway (the price
+//! of crossing a cloud boundary). Real brokers from `broker.sh`, on this machine.
 //!
 //! Each run reads an OpenMessaging Benchmark workload (`e2e/bench/workloads/*.yaml`), produces to
 //! the source at the workload's rate for its duration, consumes the target, and reports OMB-style
@@ -15,6 +16,7 @@
 // A measurement: rates and percentiles are statistics, for which f64 and its casts are ample.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+mod gateway;
 mod load;
 mod machine_load;
 mod replicator;
@@ -67,7 +69,7 @@ impl Scenario {
         let slug = self.replicator.label().to_lowercase().replace(' ', "-");
         match self.source {
             None => format!("raw-{}", self.target.broker()),
-            Some(source) => format!("{}-to-{}-{slug}", source.broker(), self.target.broker()),
+            Some(_) => format!("{}-{slug}", self.pair().replace(" -> ", "-to-")),
         }
     }
 
@@ -86,17 +88,22 @@ impl Scenario {
     fn pair(&self) -> String {
         match self.source {
             None => format!("{} alone", self.target.broker()),
+            Some(source) if self.replicator == Replicator::OmsBridgeViaGateway => {
+                format!("{} -> gateway -> {}", source.broker(), self.target.broker())
+            }
             Some(source) => format!("{} -> {}", source.broker(), self.target.broker()),
         }
     }
 }
 
 /// In run order; brokers start on first use and stop after the last run that needs them.
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     Scenario::raw(Kind::Kafka, "kafka.yaml"),
     Scenario::new(Kind::Kafka, Kind::Kafka, Replicator::OmsBridge, "kafka.yaml"),
     Scenario::new(Kind::Kafka, Kind::Kafka, Replicator::MirrorMaker2, "kafka.yaml"),
     Scenario::new(Kind::Kafka, Kind::Nats, Replicator::OmsBridge, "nats.yaml"),
+    // Right after the direct run, on the same workload and brokers: the ratio is the boundary's price.
+    Scenario::new(Kind::Kafka, Kind::Nats, Replicator::OmsBridgeViaGateway, "nats.yaml"),
     Scenario::raw(Kind::Nats, "nats.yaml"),
     Scenario::new(Kind::Nats, Kind::Nats, Replicator::OmsBridge, "nats.yaml"),
     Scenario::new(Kind::Nats, Kind::Nats, Replicator::JetStreamSourcing, "nats.yaml"),
@@ -300,6 +307,13 @@ async fn produce_all(
     futures::future::join_all(runs).await.concat()
 }
 
+/// None if there is nothing to add up or one of the figures is unknown.
+fn sum<T: std::iter::Sum<T>>(values: impl Iterator<Item = Option<T>>) -> Option<T> {
+    let mut values = values.peekable();
+    values.peek()?;
+    values.sum()
+}
+
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| (sum + v, count + 1));
     (count > 0).then(|| sum / f64::from(count))
@@ -400,8 +414,14 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     wait_for(DRAIN_DEADLINE, || counters.distinct.load(Ordering::Relaxed) >= published).await;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     replicator.check_alive()?;
-    let cpu_seconds = replicator.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
-    let peak_rss_kib = replicator.peak_rss_kib();
+    // Per process (worker, gateway, ...) and summed: the replicator's whole cost.
+    let cpu_seconds: BTreeMap<&str, Option<f64>> = replicator
+        .cpu_seconds()
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((role, after), (_, before))| (role, after.zip(before).map(|(a, b)| a - b)))
+        .collect();
+    let peak_rss_kib: BTreeMap<&str, Option<u64>> = replicator.peak_rss_kib().into_iter().collect();
     drop(replicator);
     let _ = stop.send(true);
     let received = consumer.await??;
@@ -439,8 +459,10 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
         "duplicates": received_total - distinct,
         "missingAfterDrain": published.saturating_sub(distinct),
         "drainSeconds": drain_seconds,
-        "replicatorPeakRssKiB": peak_rss_kib,
-        "replicatorCpuSeconds": cpu_seconds,
+        "replicatorPeakRssKiB": sum(peak_rss_kib.values().copied()),
+        "replicatorCpuSeconds": sum(cpu_seconds.values().copied()),
+        "peakRssKiBByProcess": peak_rss_kib,
+        "cpuSecondsByProcess": cpu_seconds,
     });
     report::add_latencies(&mut result, "aggregatedPublishLatency", publish_latencies_us);
     report::add_latencies(&mut result, "aggregatedEndToEndLatency", received.end_to_end_us);

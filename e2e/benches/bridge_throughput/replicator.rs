@@ -1,21 +1,27 @@
 //! The replicators under test, each started for one run between a source and a target queue:
 //! oms-bridge and MirrorMaker 2 as processes of their own (their peak RSS and CPU time are read
 //! from /proc), the Shovel plugin and JetStream stream sourcing inside the target broker (no
-//! process of their own to measure).
+//! process of their own to measure). oms-bridge also runs as a worker in "cloud-a" writing through
+//! an `oms-bridge gateway` of "cloud-b" over mTLS: two processes, both measured.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 use oms_e2e::{free_server_port, repo_root, run_ok, workspace_binary};
 
+use crate::gateway;
 use crate::load::{Endpoint, nats_context};
 
 /// Messages a replicator may hold unconfirmed: oms-bridge's `inFlight` and the Shovel's
 /// prefetch, so the two run with the same window (also the producers' window).
 pub const WINDOW: u32 = 1000;
+
+/// How long a started gateway may take to listen.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The JetStream domain of the source NATS server; the target reaches its API over a leafnode.
 pub const NATS_SOURCE_DOMAIN: &str = "src";
@@ -25,6 +31,8 @@ pub enum Replicator {
     /// No replicator: the producer writes to the target broker itself (the ceiling).
     Raw,
     OmsBridge,
+    /// The same worker, writing to the target through an mTLS gateway (a cloud boundary).
+    OmsBridgeViaGateway,
     MirrorMaker2,
     Shovel,
     JetStreamSourcing,
@@ -34,7 +42,8 @@ impl Replicator {
     pub fn label(self) -> &'static str {
         match self {
             Replicator::Raw => "raw target (ceiling)",
-            Replicator::OmsBridge => "oms-bridge",
+            // The same replicator as the direct run: the route, not the label, tells them apart.
+            Replicator::OmsBridge | Replicator::OmsBridgeViaGateway => "oms-bridge",
             Replicator::MirrorMaker2 => "Kafka MirrorMaker 2",
             Replicator::Shovel => "RabbitMQ Shovel",
             Replicator::JetStreamSourcing => "JetStream sourcing",
@@ -46,6 +55,7 @@ impl Replicator {
         match self {
             Replicator::Raw => "none",
             Replicator::OmsBridge => "own process (release build)",
+            Replicator::OmsBridgeViaGateway => "two own processes: worker + mTLS gateway (release build)",
             Replicator::MirrorMaker2 => "own process (JVM, dedicated mode)",
             Replicator::Shovel => "in broker (rabbitmq_shovel on the target node)",
             Replicator::JetStreamSourcing => "in broker (the target nats-server)",
@@ -70,10 +80,17 @@ impl Replicator {
 
 /// A started replicator; stopped (killed, or its broker-side definition deleted) on drop.
 pub struct Running {
-    child: Option<Child>,
-    log: Option<PathBuf>,
+    /// The replicator's own processes by role (`worker`, `gateway`, `mirror-maker`), if any.
+    processes: Vec<OwnProcess>,
     /// The target broker's management port and the shovel's name.
     shovel: Option<(u16, String)>,
+}
+
+/// One process of a replicator, and the log that says why it exited.
+struct OwnProcess {
+    role: &'static str,
+    child: Child,
+    log: PathBuf,
 }
 
 /// Where configs and logs of the bench's own processes go.
@@ -90,30 +107,34 @@ pub async fn start(
     target: &Endpoint,
     target_management_port: Option<u16>,
 ) -> anyhow::Result<Running> {
-    let mut running = Running { child: None, log: None, shovel: None };
+    let mut running = Running { processes: Vec::new(), shovel: None };
     match replicator {
         Replicator::Raw => {}
         Replicator::OmsBridge => {
-            let config = state_dir()?.join(format!("{name}.yaml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "bridge: {{name: {name}, namespace: bench}}\n\
-                     source: {{driver: {}, servers: ['{}'], queue: {}}}\n\
-                     target: {{driver: {}, servers: ['{}'], queue: {}}}\n\
-                     inFlight: {WINDOW}\nadmin: {{listen: '127.0.0.1:{}'}}\n",
-                    source.kind.driver(),
-                    source.address,
-                    source.queue,
-                    target.kind.driver(),
-                    target.address,
-                    target.queue,
-                    free_server_port(),
-                ),
-            )?;
+            let target_yaml = format!(
+                "{{driver: {}, servers: ['{}'], queue: {}}}",
+                target.kind.driver(),
+                target.address,
+                target.queue
+            );
+            running.start_worker(name, "bench", source, &target_yaml)?;
+        }
+        Replicator::OmsBridgeViaGateway => {
+            let gateway = gateway::prepare(name, target)?;
             let mut command = Command::new(workspace_binary("oms-bridge"));
-            command.args(["worker", "--config"]).arg(&config);
-            running.spawn(command, &config.with_extension("log"))?;
+            command.args(["gateway", "--config"]).arg(&gateway.config);
+            let log = gateway.config.with_extension("log");
+            running.spawn("gateway", command, &log, &log)?;
+            running.wait_listening(gateway.port).await?;
+            // Tenant acme's worker in cloud-a, dialling the gateway by the name on its certificate.
+            let target_yaml = format!(
+                "{{driver: gateway, servers: ['localhost:{}'], accessPoint: {}, queue: {}, tls: {}}}",
+                gateway.port,
+                gateway::ACCESS_POINT,
+                target.queue,
+                gateway.bridge_tls.yaml()
+            );
+            running.start_worker(name, gateway::TENANT, source, &target_yaml)?;
         }
         Replicator::MirrorMaker2 => {
             let dir = state_dir()?;
@@ -131,8 +152,7 @@ pub async fn start(
                 .arg(repo_root().join(".bin/kafka-mirror-libs/libs/*"))
                 .arg("org.apache.kafka.connect.mirror.MirrorMaker")
                 .arg(&properties);
-            running.spawn(command, &dir.join(format!("{name}-mm2.stdout.log")))?;
-            running.log = Some(log);
+            running.spawn("mirror-maker", command, &dir.join(format!("{name}-mm2.stdout.log")), &log)?;
         }
         Replicator::Shovel => {
             let port = target_management_port.context("the Shovel needs the target's management port")?;
@@ -171,42 +191,100 @@ pub async fn start(
 }
 
 impl Running {
-    fn spawn(&mut self, mut command: Command, log: &Path) -> anyhow::Result<()> {
-        let file = std::fs::File::create(log)?;
+    /// An `oms-bridge worker` of tenant `namespace` from `source` into `target_yaml` (a config
+    /// endpoint), with the bench's window.
+    fn start_worker(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        source: &Endpoint,
+        target_yaml: &str,
+    ) -> anyhow::Result<()> {
+        let config = state_dir()?.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "bridge: {{name: {name}, namespace: {namespace}}}\n\
+                 source: {{driver: {}, servers: ['{}'], queue: {}}}\n\
+                 target: {target_yaml}\n\
+                 inFlight: {WINDOW}\nadmin: {{listen: '127.0.0.1:{}'}}\n",
+                source.kind.driver(),
+                source.address,
+                source.queue,
+                free_server_port(),
+            ),
+        )?;
+        let mut command = Command::new(workspace_binary("oms-bridge"));
+        command.args(["worker", "--config"]).arg(&config);
+        let log = config.with_extension("log");
+        self.spawn("worker", command, &log, &log)
+    }
+
+    /// Starts `command` with its output in `output`; `log` is what `check_alive` shows if it exits.
+    fn spawn(&mut self, role: &'static str, command: Command, output: &Path, log: &Path) -> anyhow::Result<()> {
+        self.processes.push(OwnProcess::spawn(role, command, output, log)?);
+        Ok(())
+    }
+
+    /// Until the gateway accepts connections, so the worker's first dial finds it. (Its readiness
+    /// turns true before it binds; the probe's bare connection shows in its log as a refused
+    /// handshake.)
+    async fn wait_listening(&mut self, port: u16) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            self.check_alive()?;
+            anyhow::ensure!(started.elapsed() < LISTEN_DEADLINE, "nothing listens on port {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Fails, with the end of its log, if one of the replicator's processes has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for process in &mut self.processes {
+            if let Some(status) = process.child.try_wait()? {
+                let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                bail!(
+                    "the replicator's {} exited ({status}):\n{}",
+                    process.role,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Peak resident set (VmHWM) of each of the replicator's own processes, by role.
+    pub fn peak_rss_kib(&self) -> Vec<(&'static str, Option<u64>)> {
+        self.processes.iter().map(|p| (p.role, p.peak_rss_kib())).collect()
+    }
+
+    /// CPU time (user + system) each of the replicator's own processes has used, by role.
+    pub fn cpu_seconds(&self) -> Vec<(&'static str, Option<f64>)> {
+        self.processes.iter().map(|p| (p.role, p.cpu_seconds())).collect()
+    }
+}
+
+impl OwnProcess {
+    fn spawn(role: &'static str, mut command: Command, output: &Path, log: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(output)?;
         let child = command
             .stdout(file.try_clone()?)
             .stderr(file)
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {command:?}"))?;
-        self.child = Some(child);
-        self.log.get_or_insert_with(|| log.to_owned());
-        Ok(())
+        Ok(Self { role, child, log: log.to_owned() })
     }
 
-    /// Fails, with the end of its log, if the replicator's process has exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(child) = &mut self.child
-            && let Some(status) = child.try_wait()?
-        {
-            let log = self.log.as_ref().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            bail!("the replicator exited ({status}):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-        Ok(())
-    }
-
-    /// Peak resident set (VmHWM) of the replicator's process, if it has one.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
     }
 
-    /// CPU time (user + system) the replicator's process has used, in seconds.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
         // Fields after the command name, which may hold spaces: utime and stime are 14 and 15.
         let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
         let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
@@ -214,11 +292,18 @@ impl Running {
     }
 }
 
+impl Drop for OwnProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
+        // The worker before the gateway it writes through: no refused-connection noise at the end.
+        while let Some(process) = self.processes.pop() {
+            drop(process);
         }
         if let Some((port, name)) = &self.shovel {
             let _ = management(*port, "DELETE", &format!("/api/parameters/shovel/%2F/{name}"), None);

@@ -21,6 +21,43 @@ pub fn add_latencies(result: &mut Value, prefix: &str, mut micros: Vec<u32>) {
     result[format!("{prefix}Max")] = json!(micros.last().copied().map(ms));
 }
 
+/// A ratio of one figure of two runs; None if either lacks it or the divisor is 0.
+fn ratio(a: Option<&Value>, b: Option<&Value>, key: &str) -> Option<f64> {
+    let (a, b) = (a?[key].as_f64()?, b?[key].as_f64()?);
+    (b > 0.0).then(|| a / b)
+}
+
+/// Each run through the mTLS gateway beside the direct run of the same pair: the price of
+/// crossing a cloud boundary, as ratios gateway / direct.
+fn boundary_crossings(runs: &[Value]) -> Vec<Value> {
+    runs.iter()
+        .filter_map(|gateway| {
+            let route = gateway["driver"].as_str()?;
+            let direct_route = route.replace(" -> gateway -> ", " -> ");
+            if direct_route == route || gateway["replicator"] != "oms-bridge" {
+                return None;
+            }
+            let direct = runs.iter().find(|r| r["driver"] == direct_route.as_str() && r["replicator"] == "oms-bridge");
+            Some(json!({
+                "driver": route,
+                "direct": direct_route,
+                "directConsumeRate": direct.map(|d| d["consumeRateAvg"].clone()),
+                "gatewayConsumeRate": gateway["consumeRateAvg"],
+                "consumeRateGatewayPerDirect": ratio(Some(gateway), direct, "consumeRateAvg"),
+                "consumeRateGatewayPerDirectAfterFirstInterval":
+                    ratio(Some(gateway), direct, "consumeRateAfterFirstInterval"),
+                "directEndToEndP99": direct.map(|d| d["aggregatedEndToEndLatency99pct"].clone()),
+                "gatewayEndToEndP99": gateway["aggregatedEndToEndLatency99pct"],
+                "endToEndP99GatewayPerDirect": ratio(Some(gateway), direct, "aggregatedEndToEndLatency99pct"),
+                "endToEndP50GatewayPerDirect": ratio(Some(gateway), direct, "aggregatedEndToEndLatency50pct"),
+                // Worker + gateway against the direct worker alone.
+                "peakRssGatewayPerDirect": ratio(Some(gateway), direct, "replicatorPeakRssKiB"),
+                "cpuGatewayPerDirect": ratio(Some(gateway), direct, "replicatorCpuSeconds"),
+            }))
+        })
+        .collect()
+}
+
 /// Every run, the comparisons, and what they ran on.
 pub fn document(runs: &[Value], wall: Duration) -> anyhow::Result<Value> {
     let comparisons: Vec<Value> = runs
@@ -34,10 +71,6 @@ pub fn document(runs: &[Value], wall: Duration) -> anyhow::Result<Value> {
             });
             let target = ours["driver"].as_str().and_then(|d| d.rsplit(' ').next()).unwrap_or_default();
             let ceiling = runs.iter().find(|r| r["driver"] == format!("{target} alone"));
-            let ratio = |a: Option<&Value>, b: Option<&Value>, key: &str| {
-                let (a, b) = (a?[key].as_f64()?, b?[key].as_f64()?);
-                (b > 0.0).then(|| a / b)
-            };
             json!({
                 "driver": ours["driver"],
                 "peer": peer.map(|p| p["replicator"].clone()),
@@ -59,6 +92,7 @@ pub fn document(runs: &[Value], wall: Duration) -> anyhow::Result<Value> {
         "software": software(),
         "wallSeconds": wall.as_secs(),
         "comparisons": comparisons,
+        "crossingCloudBoundary": boundary_crossings(runs),
         "runs": runs,
     }))
 }
@@ -126,6 +160,14 @@ const METHOD: &str = "## How these figures are made
 - NATS: two nats-servers with JetStream domains src and dst and a leafnode from dst to src; the
   sourcing target stream reads the source stream through the API prefix $JS.src.API.
 - Kafka -> NATS has no peer replicator; its ceiling is the NATS target alone.
+- Kafka -> gateway -> NATS: the same worker (tenant acme, identity
+  spiffe://cloud-a.oms/ns/acme/bridge/<name>) writes through `oms-bridge gateway` (trust domain
+  cloud-b.oms, backend access point acme/edge-nats = the NATS target) over mTLS on loopback, with
+  certificates from the OMS PKI. It runs right after the direct Kafka -> NATS run on the same workload
+  and brokers; gateway / direct is the price of crossing a cloud boundary without the network's
+  latency (both ends on one machine); at a maximum-rate workload the e2e p99 ratio is mostly the
+  ratio of backlog ages. Its peak RSS and CPU are worker + gateway (two processes),
+  each also in the JSON (peakRssKiBByProcess, cpuSecondsByProcess).
 - Other load = share of the machine's CPU used during the window by processes outside the bench
   (not its brokers, replicators or clients); each run first waits up to 3 minutes for it to drop
   below 10 %. A high figure means that run shared the machine with other work.
@@ -144,6 +186,7 @@ pub fn markdown(document: &Value) -> String {
     );
     let number = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.0}"));
     let ratio = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.2}"));
+    let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.1}"));
     for c in document["comparisons"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
@@ -161,12 +204,35 @@ pub fn markdown(document: &Value) -> String {
             ratio(&c["peakRssOursPerPeer"]),
         );
     }
+    let crossings = document["crossingCloudBoundary"].as_array().into_iter().flatten().collect::<Vec<_>>();
+    if !crossings.is_empty() {
+        out.push_str(
+            "\n## Price of crossing a cloud boundary (oms-bridge through the mTLS gateway / direct)\n\n\
+             | Route | Direct (msg/s) | Via gateway (msg/s) | gateway / direct rate | after 10 s | e2e p99 direct / via gateway (ms) | gateway / direct e2e p99 | peak RSS (worker + gateway) / direct | CPU / direct |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+    }
+    for c in crossings {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
+            c["driver"].as_str().unwrap_or_default(),
+            number(&c["directConsumeRate"]),
+            number(&c["gatewayConsumeRate"]),
+            ratio(&c["consumeRateGatewayPerDirect"]),
+            ratio(&c["consumeRateGatewayPerDirectAfterFirstInterval"]),
+            ms(&c["directEndToEndP99"]),
+            ms(&c["gatewayEndToEndP99"]),
+            ratio(&c["endToEndP99GatewayPerDirect"]),
+            ratio(&c["peakRssGatewayPerDirect"]),
+            ratio(&c["cpuGatewayPerDirect"]),
+        );
+    }
     out.push_str(
         "\n## Runs\n\n\
          | Pair | Replicator | Runs in | Target rate (msg/s) | Published (msg/s) | Consumed (msg/s) | e2e p50 / p99 / max (ms) | Missing after drain | Peak RSS (MiB) | CPU (s) | Other load (%) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |n| format!("{n:.1}"));
     for r in document["runs"].as_array().into_iter().flatten() {
         let rate =
             r["producerRate"].as_u64().map_or_else(String::new, |n| if n == 0 { "max".into() } else { n.to_string() });
@@ -174,6 +240,15 @@ pub fn markdown(document: &Value) -> String {
             || if r["replicator"] == "raw target (ceiling)" { "-".into() } else { "in broker".into() },
             |k| format!("{:.0}", k / 1024.0),
         );
+        // Several processes: the sum, then each (worker + gateway).
+        let by_process = r["peakRssKiBByProcess"].as_object().filter(|p| p.len() > 1).map(|p| {
+            let parts: Vec<String> = p
+                .iter()
+                .map(|(role, k)| format!("{role} {}", k.as_f64().map_or(0.0, |k| k / 1024.0).round()))
+                .collect();
+            format!(" ({})", parts.join(" + "))
+        });
+        let rss = rss + &by_process.unwrap_or_default();
         let _ = writeln!(
             out,
             "| {} | {} | {} | {rate} | {} | {} | {} / {} / {} | {} | {rss} | {} | {} |",
