@@ -1,0 +1,191 @@
+//! The operator's PKI against a real API server: the cluster CA, each Bridge's certificate with
+//! its SPIFFE identity, renewal before expiry, the expiry metric, and clean-up with the Bridge.
+//! Certificates are checked with openssl, not with our own code.
+
+use std::process::Command;
+use std::time::Duration;
+
+use oms_e2e::{Cluster, DEADLINE, Operator, poll, run_ok};
+use serde_json::Value;
+
+/// Short-lived certificates so that a renewal happens within the test (renewed at 20 s).
+const LIFETIME_SECONDS: &str = "30";
+
+fn kubectl_json(cluster: &Cluster, namespace: &str, object: &str) -> anyhow::Result<Option<Value>> {
+    let output = oms_e2e::run(cluster.kubectl().args(["-n", namespace, "get", object, "-o", "json"]))?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_slice(&output.stdout)?))
+}
+
+/// A base64 data field of a Secret, decoded.
+fn secret_field(secret: &Value, key: &str) -> anyhow::Result<String> {
+    let encoded = secret["data"][key].as_str().ok_or_else(|| anyhow::anyhow!("no {key}"))?;
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(child.stdin.as_mut().ok_or_else(|| anyhow::anyhow!("stdin"))?, encoded.as_bytes())?;
+    let output = child.wait_with_output()?;
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// `openssl x509` on a PEM certificate written to `dir/<name>`.
+fn openssl_x509(dir: &std::path::Path, name: &str, pem: &str, args: &[&str]) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, pem)?;
+    run_ok(Command::new("openssl").args(["x509", "-noout", "-in"]).arg(&path).args(args))
+}
+
+fn bridge_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: {name}}}\n\
+         spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-copy}}}}}}\n"
+    )
+}
+
+#[test]
+fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_removed_with_it() -> anyhow::Result<()> {
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let ns = cluster.fresh_namespace("pki")?;
+    let namespace = ns.name.as_str();
+    let dir = oms_e2e::repo_root().join(format!("e2e/.state/pki-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // The CA lives in the test's namespace, as it would in the operator's own.
+    let operator = Operator::start(
+        &cluster,
+        &[
+            "--namespace",
+            namespace,
+            "--leader-election=false",
+            "--pki-namespace",
+            namespace,
+            "--trust-domain",
+            "cloud-a.oms",
+            "--certificate-lifetime-seconds",
+            LIFETIME_SECONDS,
+        ],
+    )?;
+    cluster.apply(namespace, &bridge_yaml("orders-to-b"))?;
+    let secret = poll("the bridge's certificate Secret", DEADLINE, || {
+        kubectl_json(&cluster, namespace, "secret/orders-to-b-oms-tls")
+    })?;
+    let ca = kubectl_json(&cluster, namespace, "secret/oms-ca")?.ok_or_else(|| anyhow::anyhow!("no CA Secret"))?;
+    let bundle =
+        kubectl_json(&cluster, namespace, "configmap/oms-trust-bundle")?.ok_or_else(|| anyhow::anyhow!("no bundle"))?;
+    let (cert, ca_cert) = (secret_field(&secret, "tls.crt")?, secret_field(&ca, "tls.crt")?);
+
+    // The identity is the Bridge's, the chain verifies against the CA, the bundle carries the CA.
+    let san = openssl_x509(&dir, "leaf.crt", &cert, &["-ext", "subjectAltName"])?;
+    std::fs::write(dir.join("ca.crt"), &ca_cert)?;
+    let verified =
+        run_ok(Command::new("openssl").arg("verify").arg("-CAfile").arg(dir.join("ca.crt")).arg(dir.join("leaf.crt")))?;
+    println!("pki: issued {}; openssl verify: {}", san.trim().replace('\n', " "), verified.trim());
+    assert!(san.contains(&format!("URI:spiffe://cloud-a.oms/ns/{namespace}/bridge/orders-to-b")), "{san}");
+    assert!(verified.trim().ends_with(": OK"), "{verified}");
+    assert_eq!(secret_field(&secret, "ca.crt")?, ca_cert, "ca.crt is the trust bundle");
+    assert_eq!(bundle["data"]["ca.crt"].as_str(), Some(ca_cert.as_str()), "the trust-bundle ConfigMap holds the CA");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Bridge", "owned by the Bridge");
+
+    // The expiry metric shows the certificate's notAfter.
+    let not_after = openssl_x509(&dir, "leaf.crt", &cert, &["-enddate"])?;
+    let epoch = run_ok(Command::new("date").args(["-d", not_after.trim().trim_start_matches("notAfter="), "+%s"]))?;
+    let series = format!(
+        r#"oms_operator_certificate_expiry_timestamp_seconds{{namespace="{namespace}",secret="orders-to-b-oms-tls"}}"#
+    );
+    let (_, metrics) = oms_e2e::http_get(operator.admin, "/metrics")?;
+    let reported =
+        metrics.lines().find(|l| l.starts_with(&series)).and_then(|l| l.rsplit(' ').next()).unwrap_or("none");
+    assert_eq!(
+        reported.parse::<f64>().ok(),
+        epoch.trim().parse::<f64>().ok(),
+        "metric {reported}, certificate {epoch}"
+    );
+
+    // Renewed at two thirds of the 30 s lifetime: a new certificate, same identity, later expiry.
+    let renewed = poll("the certificate renewed", Duration::from_secs(45), || {
+        let Some(current) = kubectl_json(&cluster, namespace, "secret/orders-to-b-oms-tls")? else { return Ok(None) };
+        let pem = secret_field(&current, "tls.crt")?;
+        Ok((pem != cert).then_some(pem))
+    })?;
+    let renewed_until = openssl_x509(&dir, "renewed.crt", &renewed, &["-enddate"])?;
+    println!("pki: first certificate {}, renewed one {}", not_after.trim(), renewed_until.trim());
+    assert!(openssl_x509(&dir, "renewed.crt", &renewed, &["-ext", "subjectAltName"])?.contains("bridge/orders-to-b"));
+    assert_ne!(renewed_until, not_after, "the renewed certificate expires later");
+
+    // Deleting the Bridge removes its certificate (owner reference, garbage collector).
+    run_ok(cluster.kubectl().args(["-n", namespace, "delete", "bridge/orders-to-b"]))?;
+    poll("the certificate Secret is collected", Duration::from_mins(1), || {
+        Ok(kubectl_json(&cluster, namespace, "secret/orders-to-b-oms-tls")?.is_none().then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_ca_supplied_by_the_user_signs_the_bridge_certificates() -> anyhow::Result<()> {
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let ns = cluster.fresh_namespace("pki-own")?;
+    let namespace = ns.name.as_str();
+    let dir = oms_e2e::repo_root().join(format!("e2e/.state/pki-own-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // A root both clouds share, made outside the operator (here with openssl) and stored first.
+    let (key, cert) = (dir.join("root.key"), dir.join("root.crt"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=shared root",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    )?;
+    let pkcs8 = dir.join("root.pk8");
+    run_ok(Command::new("openssl").args(["pkcs8", "-topk8", "-nocrypt", "-in"]).arg(&key).arg("-out").arg(&pkcs8))?;
+    run_ok(
+        cluster
+            .kubectl()
+            .args(["-n", namespace, "create", "secret", "tls", "oms-ca"])
+            .arg(format!("--cert={}", cert.display()))
+            .arg(format!("--key={}", pkcs8.display())),
+    )?;
+    let _operator = Operator::start(
+        &cluster,
+        &[
+            "--namespace",
+            namespace,
+            "--leader-election=false",
+            "--pki-namespace",
+            namespace,
+            "--trust-domain",
+            "cloud-a.oms",
+        ],
+    )?;
+    cluster.apply(namespace, &bridge_yaml("shared"))?;
+    let secret = poll("the bridge's certificate Secret", DEADLINE, || {
+        kubectl_json(&cluster, namespace, "secret/shared-oms-tls")
+    })?;
+    std::fs::write(dir.join("leaf.crt"), secret_field(&secret, "tls.crt")?)?;
+    let verified = run_ok(Command::new("openssl").arg("verify").arg("-CAfile").arg(&cert).arg(dir.join("leaf.crt")))?;
+    println!("pki: certificate from the user's root: {}", verified.trim());
+    assert!(verified.trim().ends_with(": OK"), "{verified}");
+    Ok(())
+}
