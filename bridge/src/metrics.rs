@@ -11,6 +11,7 @@ pub struct BridgeMetrics {
     pub skipped: IntCounterVec,
     pub link_up: IntGauge,
     pub deduplicated: IntCounter,
+    pub resent: IntCounter,
     pub latency: Histogram,
     pub source_lag: IntGauge,
     pub gap_detected: IntCounter,
@@ -52,6 +53,11 @@ impl BridgeMetrics {
                 "oms_bridge_messages_deduplicated_total",
                 "Repeats the target recognised by message id and dropped (resends after a failure).",
             ))?,
+            resent: IntCounter::with_opts(opts(
+                "oms_bridge_messages_resent_total",
+                "Messages sent but unconfirmed when a run failed: the source delivers them again, so a target \
+                 that does not deduplicate may hold them twice.",
+            ))?,
             latency: Histogram::with_opts(
                 HistogramOpts::from(opts(
                     "oms_bridge_replication_latency_seconds",
@@ -75,6 +81,7 @@ impl BridgeMetrics {
         registry.register(Box::new(metrics.skipped.clone()))?;
         registry.register(Box::new(metrics.link_up.clone()))?;
         registry.register(Box::new(metrics.deduplicated.clone()))?;
+        registry.register(Box::new(metrics.resent.clone()))?;
         registry.register(Box::new(metrics.latency.clone()))?;
         registry.register(Box::new(metrics.source_lag.clone()))?;
         registry.register(Box::new(metrics.gap_detected.clone()))?;

@@ -105,13 +105,7 @@ pub async fn forward(
                     tracing::error!(message = "The source lost messages before they were bridged.", lost = received.gap, next = %received.message.id);
                 }
                 let mut message = received.message;
-                let skip = if would_loop(&message.provenance, route.hops.target) {
-                    Some("loop")
-                } else if route.filter.is_some_and(|filter| !filter.matches(&message)) {
-                    Some("filtered")
-                } else {
-                    None
-                };
+                let skip = skip_reason(&message, route);
                 let pending = Pending {
                     ack: received.ack,
                     bytes: message.payload.len(),
@@ -163,8 +157,24 @@ pub async fn forward(
             tracing::warn!(message = "Shutdown deadline passed with messages in flight; they will be sent again.");
         }
     }
+    if result.is_err() {
+        // Sent but unconfirmed: these come again from the source on the next run.
+        metrics.resent.inc_by(window.iter().filter(|pending| !pending.skipped).count() as u64);
+    }
     source.flush();
     result
+}
+
+/// Why a message is acknowledged without being sent: it would go back where it came from, or
+/// the filter does not match.
+fn skip_reason(message: &crate::message::Message, route: Route<'_>) -> Option<&'static str> {
+    if would_loop(&message.provenance, route.hops.target) {
+        Some("loop")
+    } else if route.filter.is_some_and(|filter| !filter.matches(message)) {
+        Some("filtered")
+    } else {
+        None
+    }
 }
 
 /// Acknowledges a confirmed message at the source and counts it.

@@ -732,9 +732,10 @@ async fn restarting_the_source_and_the_target_broker_mid_stream_loses_nothing() 
         let seen = brokers.consume(target, &to, COUNT, Duration::from_mins(3)).await?;
         let (lost, duplicated) = lost_and_duplicated(&seen, COUNT);
         println!(
-            "{pair}: source restarted at 1/3, target at 2/3: sent {COUNT}, received {}, lost {lost}, duplicated {duplicated}, worker reconnects {}, repeats dropped by the target {}",
+            "{pair}: source restarted at 1/3, target at 2/3: sent {COUNT}, received {}, lost {lost}, duplicated {duplicated}, worker reconnects {}, resent {}, repeats dropped by the target {}",
             seen.len(),
             failed_with(admin, "link"),
+            oms_e2e::metric(admin, "oms_bridge_messages_resent_total", None),
             oms_e2e::metric(admin, "oms_bridge_messages_deduplicated_total", None),
         );
         assert_eq!(lost, 0, "{pair}: messages lost across broker restarts");

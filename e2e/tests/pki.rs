@@ -189,3 +189,45 @@ fn a_ca_supplied_by_the_user_signs_the_bridge_certificates() -> anyhow::Result<(
     assert!(verified.trim().ends_with(": OK"), "{verified}");
     Ok(())
 }
+
+#[test]
+fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_loses_it_when_disabled() -> anyhow::Result<()>
+{
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let ns = cluster.fresh_namespace("pki-gw")?;
+    let namespace = ns.name.as_str();
+    let dir = oms_e2e::repo_root().join(format!("e2e/.state/pki-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _operator = Operator::start(
+        &cluster,
+        &[
+            "--namespace",
+            namespace,
+            "--leader-election=false",
+            "--pki-namespace",
+            namespace,
+            "--trust-domain",
+            "cloud-b.oms",
+        ],
+    )?;
+    let access_point = |enabled: bool| {
+        format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: edge}}\n\
+             spec: {{driver: nats, external: {{servers: ['nats.example:4222']}}, gateway: {{enabled: {enabled}}}}}\n"
+        )
+    };
+    cluster.apply(namespace, &access_point(true))?;
+    let secret = poll("the gateway's certificate Secret", DEADLINE, || {
+        kubectl_json(&cluster, namespace, "secret/edge-oms-gateway-tls")
+    })?;
+    let san = openssl_x509(&dir, "gateway.crt", &secret_field(&secret, "tls.crt")?, &["-ext", "subjectAltName"])?;
+    println!("pki: gateway certificate {}", san.trim().replace('\n', " "));
+    assert!(san.contains(&format!("URI:spiffe://cloud-b.oms/ns/{namespace}/gateway/edge")), "{san}");
+    assert!(san.contains(&format!("DNS:edge-oms-gateway.{namespace}.svc")), "{san}");
+    cluster.apply(namespace, &access_point(false))?;
+    poll("the certificate is removed with the gateway", DEADLINE, || {
+        Ok(kubectl_json(&cluster, namespace, "secret/edge-oms-gateway-tls")?.is_none().then_some(()))
+    })?;
+    Ok(())
+}

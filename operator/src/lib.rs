@@ -3,16 +3,18 @@
 //!
 //! Start-up flows `cli` (validated settings) -> `preflight` (API server reachable, CRDs installed)
 //! -> admin server with `metrics` -> `leader` election -> `pki` (the cluster CA) -> controllers
-//! (`access_point`, `queue`, `bridge`), until the shutdown signal. `drivers` render managed brokers; `admin` provisions queues on them.
+//! (`access_point`, `queue`, `bridge`, `gateway`), until the shutdown signal. `drivers` render managed brokers; `admin` provisions queues on them.
 
 pub mod access_point;
 pub mod admin;
 pub mod apply;
 pub mod bridge;
+pub mod certificates;
 pub mod cli;
 pub mod conditions;
 pub mod context;
 pub mod drivers;
+pub mod gateway;
 pub mod leader;
 pub mod metrics;
 pub mod pki;

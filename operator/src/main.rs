@@ -17,7 +17,7 @@ use oms_operator::context::Context;
 use oms_operator::leader::{Candidate, Timing};
 use oms_operator::metrics::Metrics;
 use oms_operator::preflight;
-use oms_operator::{access_point, bridge, queue};
+use oms_operator::{access_point, bridge, gateway, queue};
 use oms_telemetry::admin::{AdminServer, Readiness};
 use oms_telemetry::{logging, shutdown};
 
@@ -105,11 +105,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         scopes.iter().cloned().map(|scope| access_point::run(ctx.clone(), scope, shutdown.clone())).collect();
     let queues: Vec<_> = scopes.iter().cloned().map(|scope| queue::run(ctx.clone(), scope, shutdown.clone())).collect();
     let bridges: Vec<_> =
-        scopes.into_iter().map(|scope| bridge::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
-    futures::future::join3(
+        scopes.iter().cloned().map(|scope| bridge::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
+    let gateways: Vec<_> =
+        scopes.into_iter().map(|scope| gateway::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
+    futures::future::join4(
         futures::future::join_all(access_points),
         futures::future::join_all(queues),
         futures::future::join_all(bridges),
+        futures::future::join_all(gateways),
     )
     .await;
     admin_task.await??;

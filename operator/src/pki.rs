@@ -98,13 +98,13 @@ impl Pki {
         })
     }
 
-    /// The identity of a Bridge.
+    /// The identity of a `kind` (`bridge`, `gateway`) object in this cluster's trust domain.
     #[must_use]
-    pub fn bridge_identity(&self, namespace: &str, name: &str) -> SpiffeId {
+    pub fn identity(&self, namespace: &str, kind: &str, name: &str) -> SpiffeId {
         SpiffeId {
             trust_domain: self.trust_domain.clone(),
             namespace: namespace.to_owned(),
-            kind: "bridge".to_owned(),
+            kind: kind.to_owned(),
             name: name.to_owned(),
         }
     }

@@ -10,38 +10,19 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use oms_crds::bridge::Bridge;
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::apply;
+use crate::certificates::{self, CertificateError, Subject};
 use crate::context::Context;
-use crate::pki::{Pki, PkiError, Renewal, certificate_secret, renewal};
+use crate::pki::Pki;
 
 /// The `kind` label of this controller's metrics.
 const KIND: &str = "Bridge";
 /// Retry soon after a failure that time may fix (API server busy).
 const RETRY_SOON: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot read or write Secret {name}: {source}")]
-    Secret { name: String, source: kube::Error },
-    #[error(transparent)]
-    Pki(#[from] PkiError),
-}
-
-impl Error {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Secret { .. } => "secret",
-            Error::Pki(_) => "pki",
-        }
-    }
-}
 
 /// The certificate Secret of a Bridge.
 #[must_use]
@@ -60,66 +41,39 @@ pub async fn run(ctx: Arc<Context>, pki: Arc<Pki>, namespace: Option<String>, sh
         .await;
 }
 
-async fn reconcile(bridge: Arc<Bridge>, state: Arc<(Arc<Context>, Arc<Pki>)>) -> Result<Action, Error> {
+async fn reconcile(bridge: Arc<Bridge>, state: Arc<(Arc<Context>, Arc<Pki>)>) -> Result<Action, CertificateError> {
     let (ctx, pki) = (&state.0, &state.1);
     let started = Instant::now();
-    let result = ensure_certificate(&bridge, ctx, pki).await;
-    ctx.metrics.observe_reconcile(KIND, result.as_ref().map_or_else(Error::metric_label, |_| "success"), started);
+    let result = ensure_identity(&bridge, ctx, pki).await;
+    let label = match &result {
+        Ok(_) => "success",
+        Err(CertificateError::Secret { .. }) => "secret",
+        Err(CertificateError::Pki(_)) => "pki",
+    };
+    ctx.metrics.observe_reconcile(KIND, label, started);
     result
 }
 
 // The signature is the error policy callback of kube-runtime.
 #[allow(clippy::needless_pass_by_value)]
-fn error_policy(bridge: Arc<Bridge>, error: &Error, _state: Arc<(Arc<Context>, Arc<Pki>)>) -> Action {
+fn error_policy(bridge: Arc<Bridge>, error: &CertificateError, _state: Arc<(Arc<Context>, Arc<Pki>)>) -> Action {
     tracing::warn!(message = "Bridge reconcile failed; retrying.", bridge = %bridge.name_any(), %error);
     Action::requeue(RETRY_SOON)
 }
 
-/// Issues the Bridge's certificate when it is missing, changed or due, and requeues for the
-/// moment the current one is due.
-async fn ensure_certificate(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<Action, Error> {
+async fn ensure_identity(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<Action, CertificateError> {
+    let Some(owner) = bridge.controller_owner_ref(&()) else { return Ok(Action::await_change()) };
     if bridge.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let (namespace, name) = (bridge.namespace().unwrap_or_default(), bridge.name_any());
-    let secret_name = certificate_secret_name(&name);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret_error = |source| Error::Secret { name: secret_name.clone(), source };
-    let existing = secrets.get_opt(&secret_name).await.map_err(secret_error)?;
-    let identity = pki.bridge_identity(&namespace, &name);
-    let not_after = match renewal(existing.as_ref(), &identity, &pki.bundle, OffsetDateTime::now_utc()) {
-        Renewal::KeepUntil { renew_at, not_after } => {
-            record_expiry(ctx, &namespace, &secret_name, not_after);
-            return Ok(Action::requeue(until(renew_at)));
-        }
-        Renewal::IssueNow(reason) => {
-            let issued = pki.issue(&identity, Vec::new())?;
-            let Some(owner) = bridge.controller_owner_ref(&()) else { return Ok(Action::await_change()) };
-            let secret = certificate_secret(&secret_name, &namespace, owner, &identity, &issued, &pki.bundle);
-            apply(&ctx.client, &secret).await.map_err(secret_error)?;
-            let verb = if existing.is_some() { "Renewed" } else { "Issued" };
-            tracing::info!(message = "Certificate issued.", secret = %secret_name, %identity, reason, not_after = %issued.not_after);
-            let note =
-                format!("{verb} certificate {secret_name} for {identity} ({reason}), valid until {}", issued.not_after);
-            ctx.publish(&bridge.object_ref(&()), EventType::Normal, &format!("Certificate{verb}"), &note).await;
-            issued.not_after
-        }
+    let subject = Subject {
+        identity: pki.identity(&namespace, "bridge", &name),
+        secret: certificate_secret_name(&name),
+        namespace,
+        dns_names: Vec::new(),
+        owner,
+        object: bridge.object_ref(&()),
     };
-    record_expiry(ctx, &namespace, &secret_name, not_after);
-    // Look again when the new certificate is due.
-    let (now, lifetime) = (OffsetDateTime::now_utc(), pki.leaf_lifetime);
-    Ok(Action::requeue(until(now + lifetime * 2 / 3)))
-}
-
-#[allow(clippy::cast_precision_loss)] // seconds since the epoch fit an f64 exactly
-fn record_expiry(ctx: &Context, namespace: &str, secret: &str, not_after: OffsetDateTime) {
-    ctx.metrics
-        .certificate_expiry_timestamp_seconds
-        .with_label_values(&[namespace, secret])
-        .set(not_after.unix_timestamp() as f64);
-}
-
-/// From now until `at`, at least a second.
-fn until(at: OffsetDateTime) -> Duration {
-    Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default().max(Duration::from_secs(1))
+    Ok(Action::requeue(certificates::ensure(ctx, pki, subject).await?))
 }
