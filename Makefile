@@ -47,7 +47,7 @@ unit: ## Unit tests and tests that need no cluster
 
 .PHONY: e2e
 e2e: tools build ## Integration tier against real API servers (starts clusters as needed)
-	$(CARGO) test -p oms-e2e --locked -- --test-threads=2
+	$(CARGO) test -p oms-e2e --locked -- --test-threads=2 --show-output
 
 .PHONY: test
 test: lint check-generated unit e2e ## Everything CI runs

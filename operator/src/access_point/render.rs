@@ -184,7 +184,8 @@ pub fn managed_objects(
 }
 
 /// Hash of everything that must roll the pods when it changes: config files and image.
-fn config_hash(files: &BTreeMap<String, String>, image: &str) -> String {
+#[must_use]
+pub fn config_hash(files: &BTreeMap<String, String>, image: &str) -> String {
     let mut hasher = Sha256::new();
     for (file, content) in files {
         hasher.update(file.as_bytes());

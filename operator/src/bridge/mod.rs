@@ -2,7 +2,10 @@
 //! `<bridge>-oms-tls` (`tls.crt`, `tls.key`, trust bundle `ca.crt`) for
 //! `spiffe://<trust-domain>/ns/<namespace>/bridge/<name>`, owned by the Bridge (garbage-collected
 //! with it) and renewed at two thirds of its lifetime. The worker Deployment, its config and the
-//! status from the data path come with the rest of this controller.
+//! status from the data path come with the rest of this controller; [`render`] already renders
+//! the worker's config and Deployment.
+
+pub mod render;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

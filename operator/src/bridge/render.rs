@@ -1,0 +1,340 @@
+//! Pure rendering of a Bridge's worker: its config file (the format `oms-bridge worker --config`
+//! reads, see bridge/README.md) and the Deployment that runs it. Inputs are the Bridge and its two
+//! ends already resolved from their Queues and access points; no I/O here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
+use oms_crds::common::Ordering;
+use serde_json::json;
+
+use crate::access_point::render::config_hash;
+
+/// The worker's admin port (`/metrics`, `/healthz`, `/readyz`).
+pub const ADMIN_PORT: i32 = 9090;
+/// Where the worker finds its config and its certificate.
+const CONFIG_DIR: &str = "/etc/oms/config";
+const TLS_DIR: &str = "/etc/oms/tls";
+const CREDENTIALS_DIR: &str = "/etc/oms/credentials";
+/// Pod annotation with the hash of the worker config: a changed config rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "openmessaging.cloud/config-hash";
+
+/// One end of a bridge as the worker needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedEnd {
+    /// `kafka`, `nats`, `amqp`, `mqtt` or `gateway`.
+    pub driver: String,
+    /// `host:port` of the brokers, or of the other cloud's gateway.
+    pub servers: Vec<String>,
+    /// The broker-side queue name.
+    pub queue: String,
+    /// `<namespace>/<name>` of the access point serving the queue (for a gateway end: the one
+    /// behind the gateway).
+    pub access_point: String,
+    /// The binding Secret with `username` and `password`, when the broker needs credentials.
+    pub credentials_secret: Option<String>,
+}
+
+/// Names of everything rendered for a Bridge.
+#[must_use]
+pub fn worker_name(bridge: &str) -> String {
+    format!("{bridge}-oms-bridge")
+}
+
+/// The worker config (YAML). `end` names `source` or `target` inside the pod's mounts.
+#[must_use]
+pub fn worker_config(
+    namespace: &str,
+    name: &str,
+    spec: &BridgeSpec,
+    source: &ResolvedEnd,
+    target: &ResolvedEnd,
+) -> String {
+    let end = |role: &str, end: &ResolvedEnd| {
+        let mut value = json!({
+            "driver": end.driver,
+            "servers": end.servers,
+            "queue": end.queue,
+            "accessPoint": end.access_point,
+        });
+        if end.driver == "gateway" {
+            value["tls"] = json!({
+                "caFile": format!("{TLS_DIR}/ca.crt"),
+                "certFile": format!("{TLS_DIR}/tls.crt"),
+                "keyFile": format!("{TLS_DIR}/tls.key"),
+            });
+        }
+        if end.credentials_secret.is_some() {
+            value["credentialsDir"] = json!(format!("{CREDENTIALS_DIR}/{role}"));
+        }
+        value
+    };
+    let mut config = json!({
+        "bridge": {"name": name, "namespace": namespace},
+        "source": end("source", source),
+        "target": end("target", target),
+        "delivery": match spec.delivery { Delivery::AtLeastOnce => "AtLeastOnce", Delivery::ExactlyOnce => "ExactlyOnce" },
+        "ordering": match spec.ordering { Ordering::PerKey => "PerKey", Ordering::PerPartition => "PerPartition", Ordering::None => "None" },
+        "startFrom": match spec.start_from { StartFrom::Earliest => "Earliest", StartFrom::Latest => "Latest", StartFrom::Timestamp => "Timestamp" },
+        "admin": {"listen": format!("0.0.0.0:{ADMIN_PORT}")},
+    });
+    if let Some(filter) = &spec.filter {
+        config["filter"] = json!(filter);
+    }
+    if let Some(time) = &spec.start_timestamp {
+        config["startTimestamp"] = json!(time.0.to_string());
+    }
+    let body = serde_yaml::to_string(&config).unwrap_or_default();
+    format!("# Rendered by oms-operator for Bridge {namespace}/{name}; edits are overwritten.\n{body}")
+}
+
+fn labels(bridge: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "oms-bridge".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), bridge.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "bridge-worker".to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), "oms-operator".to_owned()),
+    ])
+}
+
+/// The ConfigMap holding `worker.yaml`.
+#[must_use]
+pub fn config_map(namespace: &str, bridge: &str, config: &str, owner: OwnerReference) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(worker_name(bridge)),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels(bridge)),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("worker.yaml".to_owned(), config.to_owned())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The worker Deployment: the config, the Bridge's certificate (`<bridge>-oms-tls`) and the ends'
+/// credentials mounted read-only; probes on the admin port; a pod that runs as non-root with
+/// nothing it does not need.
+#[must_use]
+pub fn deployment(
+    namespace: &str,
+    bridge: &str,
+    spec: &BridgeSpec,
+    image: &str,
+    config: &str,
+    (source, target): (&ResolvedEnd, &ResolvedEnd),
+    owner: OwnerReference,
+) -> Deployment {
+    let name = worker_name(bridge);
+    let (volumes, mounts) = volumes_and_mounts(bridge, source, target);
+    let container = worker_container(image, mounts);
+    let selector = BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), bridge.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "bridge-worker".to_owned()),
+    ]);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels(bridge)),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            // One worker at a time per bridge: the old one stops (and commits) before the new starts.
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..DeploymentStrategy::default() }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(bridge)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash(&BTreeMap::from([("worker.yaml".to_owned(), config.to_owned())]), image),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    // The worker drains in flight for up to 10 s on SIGTERM.
+                    termination_grace_period_seconds: Some(30),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65_532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The config, the Bridge's certificate, and the credentials of the ends that have them.
+fn volumes_and_mounts(bridge: &str, source: &ResolvedEnd, target: &ResolvedEnd) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource { name: worker_name(bridge), ..ConfigMapVolumeSource::default() }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(super::certificate_secret_name(bridge)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount { name: "tls".into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
+    ];
+    for (role, end) in [("source", source), ("target", target)] {
+        if let Some(secret) = &end.credentials_secret {
+            volumes.push(Volume {
+                name: format!("{role}-credentials"),
+                secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..SecretVolumeSource::default() }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount {
+                name: format!("{role}-credentials"),
+                mount_path: format!("{CREDENTIALS_DIR}/{role}"),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
+    }
+    (volumes, mounts)
+}
+
+fn worker_container(image: &str, mounts: Vec<VolumeMount>) -> Container {
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    Container {
+        name: "worker".into(),
+        image: Some(image.to_owned()),
+        args: Some(vec!["worker".into(), "--config".into(), format!("{CONFIG_DIR}/worker.yaml")]),
+        // Structured logs for the cluster's log pipeline.
+        env: Some(vec![EnvVar { name: "OMS_LOG_FORMAT".into(), value: Some("json".into()), ..EnvVar::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("admin".into()),
+            container_port: ADMIN_PORT,
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz")),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BridgeSpec {
+        serde_yaml::from_str(yaml).expect("a valid spec")
+    }
+
+    fn kafka_end() -> ResolvedEnd {
+        ResolvedEnd {
+            driver: "kafka".into(),
+            servers: vec!["orders-kafka-0.orders-kafka.acme.svc:9092".into()],
+            queue: "orders".into(),
+            access_point: "acme/orders".into(),
+            credentials_secret: None,
+        }
+    }
+
+    fn gateway_end() -> ResolvedEnd {
+        ResolvedEnd {
+            driver: "gateway".into(),
+            servers: vec!["gateway.cloud-b.example:7443".into()],
+            queue: "orders-eu".into(),
+            access_point: "acme/eu-nats".into(),
+            credentials_secret: Some("eu-binding".into()),
+        }
+    }
+
+    const SPEC: &str = "source: {queueRef: {name: orders}}\ntarget: {queueRef: {name: orders-eu}}\n\
+                        filter: \"headers['region'] == 'eu'\"\nstartFrom: Timestamp\nstartTimestamp: '2026-01-31T08:00:00Z'\n";
+
+    #[test]
+    fn the_rendered_config_is_one_the_worker_accepts() {
+        let config = worker_config("acme", "orders-to-eu", &spec(SPEC), &kafka_end(), &gateway_end());
+        let parsed = oms_bridge::config::parse_worker("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+        assert_eq!(parsed.target.queue, "orders-eu");
+        assert_eq!(parsed.target.access_point.as_deref(), Some("acme/eu-nats"));
+        assert!(parsed.filter.is_some(), "the filter travels");
+        assert_eq!(parsed.start_timestamp_ms, Some(1_769_846_400_000));
+        assert!(parsed.target.tls.is_some(), "a gateway end gets the bridge's certificate");
+        assert_eq!(parsed.target.credentials_dir.as_deref(), Some(std::path::Path::new("/etc/oms/credentials/target")));
+    }
+
+    #[test]
+    fn a_changed_config_changes_the_pod_template_so_the_worker_rolls() {
+        let owner = OwnerReference::default();
+        let bridge = spec(SPEC);
+        let render = |filter: &str| {
+            let mut bridge = bridge.clone();
+            bridge.filter = Some(filter.to_owned());
+            let config = worker_config("acme", "b", &bridge, &kafka_end(), &gateway_end());
+            deployment("acme", "b", &bridge, "oms-bridge:test", &config, (&kafka_end(), &gateway_end()), owner.clone())
+        };
+        let hash = |d: &Deployment| {
+            d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone())
+        };
+        assert_ne!(hash(&render("key == 'a'")), hash(&render("key == 'b'")));
+        assert_eq!(hash(&render("key == 'a'")), hash(&render("key == 'a'")));
+    }
+
+    #[test]
+    fn the_worker_mounts_its_config_certificate_and_only_the_credentials_it_uses() {
+        let bridge = spec(SPEC);
+        let config = worker_config("acme", "b", &bridge, &kafka_end(), &gateway_end());
+        let deployment =
+            deployment("acme", "b", &bridge, "img", &config, (&kafka_end(), &gateway_end()), OwnerReference::default());
+        let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod");
+        let secrets: Vec<String> =
+            pod.volumes.unwrap_or_default().iter().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
+        assert_eq!(secrets, ["b-oms-tls", "eu-binding"]);
+        assert_eq!(pod.automount_service_account_token, Some(false), "the worker never talks to the API server");
+    }
+}
