@@ -18,6 +18,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Default broker images per driver.
     pub images: DefaultImages,
+    /// Image of oms-bridge for bridge workers and gateways.
+    pub bridge_image: String,
     /// How often external brokers are probed.
     pub probe_interval: Duration,
     /// How often queues are compared with their brokers (drift).

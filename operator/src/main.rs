@@ -70,6 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rabbitmq: args.broker_images.rabbitmq_image.clone(),
             mqtt: args.broker_images.mqtt_image.clone(),
         },
+        bridge_image: args.bridge_image.clone(),
         probe_interval: Duration::from_secs(args.probe_interval_seconds),
         drift_interval: Duration::from_secs(args.drift_interval_seconds),
         admins: AdminCache::default(),

@@ -413,3 +413,24 @@ async fn publish(ctx: &Context, map: &MessagingAccessPoint, type_: EventType, re
 fn ready_status(map: &MessagingAccessPoint) -> Option<String> {
     map.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status.clone())
 }
+
+/// Addresses and credentials from an access point's binding Secret (`ACCESS_POINTS`, `USERNAME`,
+/// `PASSWORD`); `None` until the access point has published it. The error names the Secret.
+pub async fn read_binding(
+    client: &kube::Client,
+    ap: &MessagingAccessPoint,
+) -> Result<Option<crate::admin::Endpoint>, (String, kube::Error)> {
+    let Some(name) = ap.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(None) };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ap.namespace().unwrap_or_default());
+    let Some(secret) = secrets.get_opt(&name).await.map_err(|source| (name.clone(), source))? else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).filter(|v| !v.is_empty());
+    let servers: Vec<String> =
+        text("ACCESS_POINTS").map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::admin::Endpoint { servers, username: text("USERNAME"), password: text("PASSWORD") }))
+}

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -229,21 +228,9 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
 
 /// Addresses and credentials from the access point's binding Secret.
 async fn binding_endpoint(ctx: &Context, ap: &MessagingAccessPoint) -> Result<Option<Endpoint>, Error> {
-    let Some(name) = ap.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(None) };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace().unwrap_or_default());
-    let Some(secret) =
-        secrets.get_opt(&name).await.map_err(|source| Error::ReadBinding { name: name.clone(), source })?
-    else {
-        return Ok(None);
-    };
-    let data = secret.data.unwrap_or_default();
-    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).filter(|v| !v.is_empty());
-    let servers: Vec<String> =
-        text("ACCESS_POINTS").map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default();
-    if servers.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Endpoint { servers, username: text("USERNAME"), password: text("PASSWORD") }))
+    crate::access_point::read_binding(&ctx.client, ap)
+        .await
+        .map_err(|(name, source)| Error::ReadBinding { name, source })
 }
 
 /// Observes the queue on the broker and makes it match the plan as the drift policy says.
