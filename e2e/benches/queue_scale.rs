@@ -168,30 +168,17 @@ fn kafka_metadata_writes(broker: &Broker) -> anyhow::Result<BTreeMap<String, i64
     Ok(counts)
 }
 
-fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .with_context(|| format!("{field} in /proc/{pid}/status"))
-}
-
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    status_field(pid, "VmRSS:")
+    oms_e2e::proc_status_kib(pid, "VmRSS:")
 }
 
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    status_field(pid, "VmHWM:")
+    oms_e2e::proc_status_kib(pid, "VmHWM:")
 }
 
 fn machine() -> anyhow::Result<Value> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned());
-    let memory = std::fs::read_to_string("/proc/meminfo")?.lines().next().unwrap_or_default().to_owned();
+    let (model, memory_kib) = oms_e2e::cpu_model_and_memory_kib();
+    let memory = memory_kib.map(|k| format!("MemTotal: {k} kB"));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned();
     Ok(json!({
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),

@@ -554,3 +554,30 @@ pub async fn wait_metric(admin: std::net::SocketAddr, name: &str, goal: u64, dea
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS:` (resident now) or `VmHWM:` (peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{field} in /proc/{pid}/status"))
+}
+
+/// The CPU model and total memory (KiB) of this machine, for the description beside benchmark
+/// figures.
+#[must_use]
+pub fn cpu_model_and_memory_kib() -> (Option<String>, Option<u64>) {
+    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+    });
+    let memory = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    });
+    (model, memory)
+}

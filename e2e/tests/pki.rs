@@ -46,40 +46,57 @@ fn bridge_yaml(name: &str) -> String {
     )
 }
 
-#[test]
-fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_removed_with_it() -> anyhow::Result<()> {
-    let cluster = Cluster::up("cloud-a")?;
-    cluster.install_crds()?;
-    let ns = cluster.fresh_namespace("pki")?;
-    let namespace = ns.name.as_str();
-    let dir = oms_e2e::repo_root().join(format!("e2e/.state/pki-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    // The CA lives in the test's namespace, as it would in the operator's own.
-    let operator = Operator::start(
-        &cluster,
-        &[
+/// A fresh namespace on cloud-a (CRDs installed) that also holds the CA, as the operator's own
+/// namespace would, and a directory for certificate files.
+struct PkiCase {
+    cluster: Cluster,
+    ns: oms_e2e::Namespace,
+    dir: std::path::PathBuf,
+}
+
+impl PkiCase {
+    fn new(prefix: &str) -> anyhow::Result<Self> {
+        let cluster = Cluster::up("cloud-a")?;
+        cluster.install_crds()?;
+        let ns = cluster.fresh_namespace(prefix)?;
+        let dir = oms_e2e::repo_root().join(format!("e2e/.state/{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { cluster, ns, dir })
+    }
+
+    /// An operator watching the namespace, keeping its CA there, with `trust_domain` and `extra` flags.
+    fn operator(&self, trust_domain: &str, extra: &[&str]) -> anyhow::Result<Operator> {
+        let namespace = self.ns.name.as_str();
+        let mut args = vec![
             "--namespace",
             namespace,
             "--leader-election=false",
             "--pki-namespace",
             namespace,
             "--trust-domain",
-            "cloud-a.oms",
-            "--certificate-lifetime-seconds",
-            LIFETIME_SECONDS,
-        ],
-    )?;
+            trust_domain,
+        ];
+        args.extend_from_slice(extra);
+        Operator::start(&self.cluster, &args)
+    }
+}
+
+#[test]
+fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_removed_with_it() -> anyhow::Result<()> {
+    let case = PkiCase::new("pki")?;
+    let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
+    let operator = case.operator("cloud-a.oms", &["--certificate-lifetime-seconds", LIFETIME_SECONDS])?;
     cluster.apply(namespace, &bridge_yaml("orders-to-b"))?;
     let secret = poll("the bridge's certificate Secret", DEADLINE, || {
-        kubectl_json(&cluster, namespace, "secret/orders-to-b-oms-tls")
+        kubectl_json(cluster, namespace, "secret/orders-to-b-oms-tls")
     })?;
-    let ca = kubectl_json(&cluster, namespace, "secret/oms-ca")?.ok_or_else(|| anyhow::anyhow!("no CA Secret"))?;
+    let ca = kubectl_json(cluster, namespace, "secret/oms-ca")?.ok_or_else(|| anyhow::anyhow!("no CA Secret"))?;
     let bundle =
-        kubectl_json(&cluster, namespace, "configmap/oms-trust-bundle")?.ok_or_else(|| anyhow::anyhow!("no bundle"))?;
+        kubectl_json(cluster, namespace, "configmap/oms-trust-bundle")?.ok_or_else(|| anyhow::anyhow!("no bundle"))?;
     let (cert, ca_cert) = (secret_field(&secret, "tls.crt")?, secret_field(&ca, "tls.crt")?);
 
     // The identity is the Bridge's, the chain verifies against the CA, the bundle carries the CA.
-    let san = openssl_x509(&dir, "leaf.crt", &cert, &["-ext", "subjectAltName"])?;
+    let san = openssl_x509(dir, "leaf.crt", &cert, &["-ext", "subjectAltName"])?;
     std::fs::write(dir.join("ca.crt"), &ca_cert)?;
     let verified =
         run_ok(Command::new("openssl").arg("verify").arg("-CAfile").arg(dir.join("ca.crt")).arg(dir.join("leaf.crt")))?;
@@ -91,7 +108,7 @@ fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_remove
     assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Bridge", "owned by the Bridge");
 
     // The expiry metric shows the certificate's notAfter.
-    let not_after = openssl_x509(&dir, "leaf.crt", &cert, &["-enddate"])?;
+    let not_after = openssl_x509(dir, "leaf.crt", &cert, &["-enddate"])?;
     let epoch = run_ok(Command::new("date").args(["-d", not_after.trim().trim_start_matches("notAfter="), "+%s"]))?;
     let series = format!(
         r#"oms_operator_certificate_expiry_timestamp_seconds{{namespace="{namespace}",secret="orders-to-b-oms-tls"}}"#
@@ -107,31 +124,27 @@ fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_remove
 
     // Renewed at two thirds of the 30 s lifetime: a new certificate, same identity, later expiry.
     let renewed = poll("the certificate renewed", Duration::from_secs(45), || {
-        let Some(current) = kubectl_json(&cluster, namespace, "secret/orders-to-b-oms-tls")? else { return Ok(None) };
+        let Some(current) = kubectl_json(cluster, namespace, "secret/orders-to-b-oms-tls")? else { return Ok(None) };
         let pem = secret_field(&current, "tls.crt")?;
         Ok((pem != cert).then_some(pem))
     })?;
-    let renewed_until = openssl_x509(&dir, "renewed.crt", &renewed, &["-enddate"])?;
+    let renewed_until = openssl_x509(dir, "renewed.crt", &renewed, &["-enddate"])?;
     println!("pki: first certificate {}, renewed one {}", not_after.trim(), renewed_until.trim());
-    assert!(openssl_x509(&dir, "renewed.crt", &renewed, &["-ext", "subjectAltName"])?.contains("bridge/orders-to-b"));
+    assert!(openssl_x509(dir, "renewed.crt", &renewed, &["-ext", "subjectAltName"])?.contains("bridge/orders-to-b"));
     assert_ne!(renewed_until, not_after, "the renewed certificate expires later");
 
     // Deleting the Bridge removes its certificate (owner reference, garbage collector).
     run_ok(cluster.kubectl().args(["-n", namespace, "delete", "bridge/orders-to-b"]))?;
     poll("the certificate Secret is collected", Duration::from_mins(1), || {
-        Ok(kubectl_json(&cluster, namespace, "secret/orders-to-b-oms-tls")?.is_none().then_some(()))
+        Ok(kubectl_json(cluster, namespace, "secret/orders-to-b-oms-tls")?.is_none().then_some(()))
     })?;
     Ok(())
 }
 
 #[test]
 fn a_ca_supplied_by_the_user_signs_the_bridge_certificates() -> anyhow::Result<()> {
-    let cluster = Cluster::up("cloud-a")?;
-    cluster.install_crds()?;
-    let ns = cluster.fresh_namespace("pki-own")?;
-    let namespace = ns.name.as_str();
-    let dir = oms_e2e::repo_root().join(format!("e2e/.state/pki-own-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let case = PkiCase::new("pki-own")?;
+    let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
     // A root both clouds share, made outside the operator (here with openssl) and stored first.
     let (key, cert) = (dir.join("root.key"), dir.join("root.crt"));
     run_ok(
@@ -167,21 +180,10 @@ fn a_ca_supplied_by_the_user_signs_the_bridge_certificates() -> anyhow::Result<(
             .arg(format!("--cert={}", cert.display()))
             .arg(format!("--key={}", pkcs8.display())),
     )?;
-    let _operator = Operator::start(
-        &cluster,
-        &[
-            "--namespace",
-            namespace,
-            "--leader-election=false",
-            "--pki-namespace",
-            namespace,
-            "--trust-domain",
-            "cloud-a.oms",
-        ],
-    )?;
+    let _operator = case.operator("cloud-a.oms", &[])?;
     cluster.apply(namespace, &bridge_yaml("shared"))?;
     let secret = poll("the bridge's certificate Secret", DEADLINE, || {
-        kubectl_json(&cluster, namespace, "secret/shared-oms-tls")
+        kubectl_json(cluster, namespace, "secret/shared-oms-tls")
     })?;
     std::fs::write(dir.join("leaf.crt"), secret_field(&secret, "tls.crt")?)?;
     let verified = run_ok(Command::new("openssl").arg("verify").arg("-CAfile").arg(&cert).arg(dir.join("leaf.crt")))?;
@@ -193,24 +195,9 @@ fn a_ca_supplied_by_the_user_signs_the_bridge_certificates() -> anyhow::Result<(
 #[test]
 fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_loses_it_when_disabled() -> anyhow::Result<()>
 {
-    let cluster = Cluster::up("cloud-a")?;
-    cluster.install_crds()?;
-    let ns = cluster.fresh_namespace("pki-gw")?;
-    let namespace = ns.name.as_str();
-    let dir = oms_e2e::repo_root().join(format!("e2e/.state/pki-gw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let _operator = Operator::start(
-        &cluster,
-        &[
-            "--namespace",
-            namespace,
-            "--leader-election=false",
-            "--pki-namespace",
-            namespace,
-            "--trust-domain",
-            "cloud-b.oms",
-        ],
-    )?;
+    let case = PkiCase::new("pki-gw")?;
+    let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
+    let _operator = case.operator("cloud-b.oms", &[])?;
     let access_point = |enabled: bool| {
         format!(
             "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: edge}}\n\
@@ -219,15 +206,15 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_loses_
     };
     cluster.apply(namespace, &access_point(true))?;
     let secret = poll("the gateway's certificate Secret", DEADLINE, || {
-        kubectl_json(&cluster, namespace, "secret/edge-oms-gateway-tls")
+        kubectl_json(cluster, namespace, "secret/edge-oms-gateway-tls")
     })?;
-    let san = openssl_x509(&dir, "gateway.crt", &secret_field(&secret, "tls.crt")?, &["-ext", "subjectAltName"])?;
+    let san = openssl_x509(dir, "gateway.crt", &secret_field(&secret, "tls.crt")?, &["-ext", "subjectAltName"])?;
     println!("pki: gateway certificate {}", san.trim().replace('\n', " "));
     assert!(san.contains(&format!("URI:spiffe://cloud-b.oms/ns/{namespace}/gateway/edge")), "{san}");
     assert!(san.contains(&format!("DNS:edge-oms-gateway.{namespace}.svc")), "{san}");
     cluster.apply(namespace, &access_point(false))?;
     poll("the certificate is removed with the gateway", DEADLINE, || {
-        Ok(kubectl_json(&cluster, namespace, "secret/edge-oms-gateway-tls")?.is_none().then_some(()))
+        Ok(kubectl_json(cluster, namespace, "secret/edge-oms-gateway-tls")?.is_none().then_some(()))
     })?;
     Ok(())
 }

@@ -22,6 +22,17 @@ pub enum CertificateError {
     Pki(#[from] PkiError),
 }
 
+impl CertificateError {
+    /// The `result` label of `oms_operator_reconcile_total`.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            CertificateError::Secret { .. } => "secret",
+            CertificateError::Pki(_) => "pki",
+        }
+    }
+}
+
 /// Who gets a certificate, under which name, owned by what.
 pub struct Subject {
     pub namespace: String,

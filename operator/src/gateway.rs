@@ -65,12 +65,11 @@ async fn reconcile(
     let (ctx, pki) = (&state.0, &state.1);
     let started = Instant::now();
     let result = ensure_identity(&map, ctx, pki).await;
-    let label = match &result {
-        Ok(_) => "success",
-        Err(CertificateError::Secret { .. }) => "secret",
-        Err(CertificateError::Pki(_)) => "pki",
-    };
-    ctx.metrics.observe_reconcile(KIND, label, started);
+    ctx.metrics.observe_reconcile(
+        KIND,
+        result.as_ref().map_or_else(CertificateError::metric_label, |_| "success"),
+        started,
+    );
     result
 }
 

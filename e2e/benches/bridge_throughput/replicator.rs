@@ -279,8 +279,7 @@ impl OwnProcess {
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+        oms_e2e::proc_status_kib(self.child.id(), "VmHWM:").ok()
     }
 
     fn cpu_seconds(&self) -> Option<f64> {

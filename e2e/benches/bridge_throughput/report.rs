@@ -98,15 +98,7 @@ pub fn document(runs: &[Value], wall: Duration) -> anyhow::Result<Value> {
 }
 
 fn machine() -> anyhow::Result<Value> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned());
-    let memory_kib: Option<u64> = std::fs::read_to_string("/proc/meminfo")?
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    let (model, memory_kib) = oms_e2e::cpu_model_and_memory_kib();
     Ok(json!({
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
         "cpuModel": model,

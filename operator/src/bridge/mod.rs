@@ -39,6 +39,10 @@ use self::render::ResolvedEnd;
 const KIND: &str = "Bridge";
 /// Retry soon after a failure that time may fix (API server busy).
 const RETRY_SOON: Duration = Duration::from_secs(15);
+/// Look again at a Bridge whose worker is in place this often: changes to its ConfigMap,
+/// Deployment and Secret wake it through the watches anyway; this catches changed Queues and
+/// access points, without re-applying every few seconds.
+const RESYNC: Duration = Duration::from_mins(5);
 
 /// The certificate Secret of a Bridge.
 #[must_use]
@@ -75,7 +79,7 @@ async fn reconcile(bridge: Arc<Bridge>, state: Arc<(Arc<Context>, Arc<Pki>)>) ->
     let result = reconcile_bridge(&bridge, ctx, pki).await;
     let label = match &result {
         Ok(_) => "success",
-        Err(Error::Certificate(_)) => "certificate",
+        Err(Error::Certificate(error)) => error.metric_label(),
         Err(Error::Read { .. }) => "read",
         Err(Error::Write { .. }) => "write",
     };
@@ -148,7 +152,7 @@ async fn reconcile_bridge(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<A
         )
     };
     write_status(ctx, bridge, status, reason, &message).await?;
-    Ok(Action::requeue(RETRY_SOON.min(renew_in)))
+    Ok(Action::requeue(RESYNC.min(renew_in)))
 }
 
 /// Condition reason for a Queue in another namespace whose access point does not share with us.
