@@ -34,6 +34,10 @@ enum Role {
         /// Validate the config, print a summary and exit.
         #[arg(long)]
         check: bool,
+        /// Serve the admin endpoint here instead of the config's `admin.listen` (several
+        /// processes on one host).
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Serve the mTLS gateway for bridges of other clouds (config: listen, tls, backends).
     Gateway {
@@ -43,6 +47,12 @@ enum Role {
         /// Validate the config, print a summary and exit.
         #[arg(long)]
         check: bool,
+        /// Serve the admin endpoint here instead of the config's `admin.listen`.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// Serve the gateway here instead of the config's `listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -54,11 +64,12 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.role {
-        Role::Worker { config, check } => {
-            let config = match config::load_worker(&config) {
+        Role::Worker { config, check, admin_listen } => {
+            let mut config = match config::load_worker(&config) {
                 Ok(config) => config,
                 Err(error) => return invalid(&error),
             };
+            config.admin_listen = admin_listen.unwrap_or(config.admin_listen);
             if check {
                 println!(
                     "config ok: worker {}/{}: {:?} {} -> {:?} {}",
@@ -79,11 +90,13 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Role::Gateway { config, check } => {
-            let config = match config::load_gateway(&config) {
+        Role::Gateway { config, check, admin_listen, listen } => {
+            let mut config = match config::load_gateway(&config) {
                 Ok(config) => config,
                 Err(error) => return invalid(&error),
             };
+            config.admin_listen = admin_listen.unwrap_or(config.admin_listen);
+            config.listen = listen.unwrap_or(config.listen);
             let summary = format!(
                 "gateway on {} for {} backend(s), trust domain {}",
                 config.listen,

@@ -15,6 +15,10 @@ pub struct BridgeMetrics {
     pub latency: Histogram,
     pub source_lag: IntGauge,
     pub gap_detected: IntCounter,
+    /// Unix time of the last confirmed forward; the operator's `Stalled` reads it.
+    pub last_forwarded: IntGauge,
+    /// Unix time this worker started: a counter reset shows as a new start.
+    pub started: IntGauge,
 }
 
 /// Latency buckets in seconds: from a fast local hop to a cross-cloud link after a backlog.
@@ -73,7 +77,16 @@ impl BridgeMetrics {
                 "oms_bridge_gap_detected_total",
                 "Messages the source lost (retention, truncation) before the bridge could forward them.",
             ))?,
+            last_forwarded: IntGauge::with_opts(opts(
+                "oms_bridge_last_forwarded_timestamp_seconds",
+                "Unix time the target last confirmed a message; 0 before the first.",
+            ))?,
+            started: IntGauge::with_opts(opts(
+                "oms_bridge_start_timestamp_seconds",
+                "Unix time this worker process started.",
+            ))?,
         };
+        metrics.started.set(unix_seconds());
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
         registry.register(Box::new(metrics.bytes_sent.clone()))?;
@@ -85,8 +98,18 @@ impl BridgeMetrics {
         registry.register(Box::new(metrics.latency.clone()))?;
         registry.register(Box::new(metrics.source_lag.clone()))?;
         registry.register(Box::new(metrics.gap_detected.clone()))?;
+        registry.register(Box::new(metrics.last_forwarded.clone()))?;
+        registry.register(Box::new(metrics.started.clone()))?;
         Ok(metrics)
     }
+}
+
+/// Seconds since the Unix epoch, now.
+#[must_use]
+pub fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The gateway's metrics.

@@ -195,6 +195,7 @@ async fn acknowledge(
         metrics.deduplicated.inc();
     }
     metrics.sent.inc();
+    metrics.last_forwarded.set(crate::metrics::unix_seconds());
     metrics.bytes_sent.inc_by(pending.bytes as u64);
     if let Some(ms) = pending.timestamp_ms {
         metrics.latency.observe(seconds_since(ms));

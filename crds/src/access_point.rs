@@ -78,6 +78,8 @@ impl std::fmt::Display for Driver {
         .message("driver gateway needs spec.endpoint (host:port of the other cloud's gateway) and neither spec.managed nor spec.external"),
     validation = Rule::new("self.driver == 'gateway' || !has(self.endpoint)")
         .message("spec.endpoint is only for driver gateway; use spec.external.servers to reach an existing broker"),
+    validation = Rule::new("(self.driver == 'gateway') == has(self.remote)")
+        .message("driver gateway needs spec.remote (the namespace and name of the access point behind the other cloud's gateway); other drivers must not set it"),
     validation = Rule::new("self.driver != 'mqtt' || !has(self.managed) || self.managed.replicas <= 1")
         .message("driver mqtt (Mosquitto) does not cluster: set spec.managed.replicas to 1"),
 )]
@@ -108,6 +110,11 @@ pub struct MessagingAccessPointSpec {
     #[schemars(length(max = 260))]
     #[x_kube(validation = Rule::new(HOST_PORT_RULE).message("spec.endpoint must be host:port, e.g. oms-gateway.cloud-b.example.com:7443"))]
     pub endpoint: Option<String>,
+
+    /// For driver gateway: the access point in the other cloud that the gateway fronts, as that
+    /// cloud names it (its `status.gatewayEndpoint` belongs in `spec.endpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteAccessPoint>,
 
     /// Expose an mTLS OMS gateway in front of this access point, for bridges in other clouds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +226,18 @@ pub struct ClientTls {
     pub client_certificate_secret_ref: Option<SecretRef>,
 }
 
+/// An access point of another cloud, behind its gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteAccessPoint {
+    /// Its namespace in the other cloud.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: String,
+    /// Its name in the other cloud.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
 /// How the OMS gateway of this access point is exposed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -233,6 +252,12 @@ pub struct GatewayExposure {
     /// The Service in front of the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<GatewayService>,
+    /// The DNS name other clouds dial (a load balancer's or a node's); it goes into the gateway's
+    /// certificate and, with the port, into `status.gatewayEndpoint`. The Service's cluster DNS
+    /// name when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub advertised_host: Option<String>,
 }
 
 fn default_gateway_port() -> i32 {

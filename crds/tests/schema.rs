@@ -115,14 +115,19 @@ fn access_point_needs_exactly_one_of_managed_and_external() {
 }
 
 #[test]
-fn gateway_access_point_needs_an_endpoint_and_no_broker() {
-    let ok = access_point(&json!({"driver": "gateway", "endpoint": "gw.cloud-b.example:7443"}));
+fn gateway_access_point_needs_an_endpoint_a_remote_and_no_broker() {
+    let remote = json!({"namespace": "acme", "name": "eu-nats"});
+    let ok = access_point(&json!({"driver": "gateway", "endpoint": "gw.cloud-b.example:7443", "remote": remote}));
     assert_accepted::<MessagingAccessPoint>(&ok, None);
+    let no_remote = access_point(&json!({"driver": "gateway", "endpoint": "gw.cloud-b.example:7443"}));
+    assert_refused::<MessagingAccessPoint>(&no_remote, None, "driver gateway needs spec.remote");
+    let remote_on_kafka = access_point(&json!({"driver": "kafka", "managed": {}, "remote": remote}));
+    assert_refused::<MessagingAccessPoint>(&remote_on_kafka, None, "other drivers must not set it");
     let no_endpoint = access_point(&json!({"driver": "gateway"}));
     assert_refused::<MessagingAccessPoint>(&no_endpoint, None, "driver gateway needs spec.endpoint");
     let endpoint_on_kafka = access_point(&json!({"driver": "kafka", "managed": {}, "endpoint": "gw.example:7443"}));
     assert_refused::<MessagingAccessPoint>(&endpoint_on_kafka, None, "spec.endpoint is only for driver gateway");
-    let bad_endpoint = access_point(&json!({"driver": "gateway", "endpoint": "gw.example"}));
+    let bad_endpoint = access_point(&json!({"driver": "gateway", "endpoint": "gw.example", "remote": remote}));
     assert_refused::<MessagingAccessPoint>(&bad_endpoint, None, "spec.endpoint must be host:port");
 }
 

@@ -58,6 +58,21 @@ pub struct Args {
     #[arg(long, env = "OMS_PEER_TRUST_BUNDLE")]
     pub peer_trust_bundle: Option<PathBuf>,
 
+    /// Trust domains of peer clouds whose bridges our gateways accept (their CAs belong in
+    /// --peer-trust-bundle); repeat or separate with commas.
+    #[arg(long, env = "OMS_PEER_TRUST_DOMAINS", value_delimiter = ',')]
+    pub peer_trust_domains: Vec<String>,
+
+    /// Seconds between reads of each bridge worker's admin endpoint (lag, forwarded, Stalled).
+    #[arg(long, env = "OMS_BRIDGE_OBSERVE_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub bridge_observe_interval_seconds: u64,
+
+    /// Where to read bridge workers' admin endpoints when they do not run as pods of this cluster
+    /// (e.g. `http://127.0.0.1:9090`; `{namespace}` and `{name}` are replaced). Default: each
+    /// worker pod's IP on the admin port.
+    #[arg(long, env = "OMS_BRIDGE_ADMIN_URL")]
+    pub bridge_admin_url: Option<String>,
+
     /// Lifetime of the certificates issued to bridges and gateways; renewed at two thirds of it.
     #[arg(long, env = "OMS_CERTIFICATE_LIFETIME_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(15..=31_536_000))]
     pub certificate_lifetime_seconds: u64,

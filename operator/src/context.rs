@@ -20,6 +20,10 @@ pub struct Context {
     pub images: DefaultImages,
     /// Image of oms-bridge for bridge workers and gateways.
     pub bridge_image: String,
+    /// How often bridge workers' admin endpoints are read for status.
+    pub bridge_observe_interval: Duration,
+    /// Template of a worker's admin URL when workers are not pods of this cluster.
+    pub bridge_admin_url: Option<String>,
     /// How often external brokers are probed.
     pub probe_interval: Duration,
     /// How often queues are compared with their brokers (drift).

@@ -21,3 +21,4 @@ pub mod pki;
 pub mod preflight;
 pub mod probe;
 pub mod queue;
+pub mod workload;

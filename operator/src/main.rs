@@ -71,6 +71,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mqtt: args.broker_images.mqtt_image.clone(),
         },
         bridge_image: args.bridge_image.clone(),
+        bridge_observe_interval: Duration::from_secs(args.bridge_observe_interval_seconds),
+        bridge_admin_url: args.bridge_admin_url.clone(),
         probe_interval: Duration::from_secs(args.probe_interval_seconds),
         drift_interval: Duration::from_secs(args.drift_interval_seconds),
         admins: AdminCache::default(),
@@ -94,7 +96,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let token = shutdown.clone();
         leadership = Some(tokio::spawn(async move { candidate.hold(token).await }));
     }
-    let pki = Arc::new(load_pki(&args, &ctx.client).await?);
+    let mut pki = load_pki(&args, &ctx.client).await?;
+    pki.peer_trust_domains.clone_from(&args.peer_trust_domains);
+    let pki = Arc::new(pki);
     ctx.metrics
         .certificate_expiry_timestamp_seconds
         .with_label_values(&[pki.namespace.as_str(), oms_operator::pki::CA_SECRET])

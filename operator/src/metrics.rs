@@ -14,6 +14,10 @@ pub struct Metrics {
     pub resources: IntGaugeVec,
     /// Expiry time of each certificate the operator issued, by secret.
     pub certificate_expiry_timestamp_seconds: GaugeVec,
+    /// 1 while a Bridge's `Stalled` condition is True, by bridge.
+    pub bridge_stalled: IntGaugeVec,
+    /// A Bridge's `status.lagMessages`, by bridge.
+    pub bridge_lag_messages: IntGaugeVec,
 }
 
 impl Metrics {
@@ -40,11 +44,24 @@ impl Metrics {
                 ),
                 &["namespace", "secret"],
             )?,
+            bridge_stalled: IntGaugeVec::new(
+                Opts::new(
+                    "oms_operator_bridge_stalled",
+                    "1 while the Bridge is Stalled: lag and nothing forwarded, or no worker answering, for spec.stalledAfter.",
+                ),
+                &["namespace", "bridge"],
+            )?,
+            bridge_lag_messages: IntGaugeVec::new(
+                Opts::new("oms_operator_bridge_lag_messages", "Messages at a Bridge's source not yet forwarded."),
+                &["namespace", "bridge"],
+            )?,
         };
         registry.register(Box::new(metrics.reconcile_total.clone()))?;
         registry.register(Box::new(metrics.reconcile_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.resources.clone()))?;
         registry.register(Box::new(metrics.certificate_expiry_timestamp_seconds.clone()))?;
+        registry.register(Box::new(metrics.bridge_stalled.clone()))?;
+        registry.register(Box::new(metrics.bridge_lag_messages.clone()))?;
         Ok(metrics)
     }
 }

@@ -46,6 +46,8 @@ pub struct Pki {
     /// Where the CA lives.
     pub namespace: String,
     pub ca_not_after: OffsetDateTime,
+    /// Trust domains of other clouds whose bridges our gateways accept.
+    pub peer_trust_domains: Vec<String>,
 }
 
 impl Pki {
@@ -95,6 +97,7 @@ impl Pki {
             leaf_lifetime,
             namespace: namespace.to_owned(),
             ca_not_after,
+            peer_trust_domains: Vec::new(),
         })
     }
 

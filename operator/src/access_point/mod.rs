@@ -215,6 +215,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     observed.access_point = Some(access_point_url(&ap, &hosts));
     observed.binding_secret = Some(binding_secret_name(&name));
     observed.capabilities = Some(capabilities(ap.driver));
+    observed.gateway_endpoint = ap.gateway.as_ref().map(|g| g.endpoint(&name, &namespace));
     announce_ready_change(ctx, map, &decided).await;
     write_status(ctx, map, observed, &decided).await?;
     Ok(Action::requeue(requeue))

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use oms_crds::access_point::{ClientTls, Driver, MessagingAccessPointSpec, ServiceType};
+use oms_crds::access_point::{ClientTls, Driver, GatewayExposure, MessagingAccessPointSpec, ServiceType};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
@@ -74,6 +74,37 @@ pub struct Gateway {
     pub port: i32,
     pub service_type: ServiceType,
     pub node_port: Option<i32>,
+    /// The DNS name other clouds dial; in the certificate besides the Service's names.
+    pub advertised_host: Option<String>,
+}
+
+impl Gateway {
+    /// The gateway a spec asks for; `None` unless enabled.
+    #[must_use]
+    pub fn from_spec(exposure: Option<&GatewayExposure>) -> Option<Self> {
+        let g = exposure.filter(|g| g.enabled)?;
+        Some(Self {
+            port: g.port,
+            service_type: g.service.as_ref().map(|s| s.type_).unwrap_or_default(),
+            node_port: g.service.as_ref().and_then(|s| s.node_port),
+            advertised_host: g.advertised_host.clone(),
+        })
+    }
+
+    /// Where other clouds reach this gateway (`status.gatewayEndpoint`): the advertised host, else
+    /// the Service's cluster name; the node port when the Service has a fixed one.
+    #[must_use]
+    pub fn endpoint(&self, access_point: &str, namespace: &str) -> String {
+        let host = self
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| format!("{}.{namespace}.svc", crate::gateway::service_name(access_point)));
+        let port = match (self.service_type, self.node_port) {
+            (ServiceType::NodePort, Some(node_port)) => node_port,
+            _ => self.port,
+        };
+        format!("{host}:{port}")
+    }
 }
 
 /// Default images per driver (from the chart's values).
@@ -125,6 +156,12 @@ pub fn validate(
     images: &DefaultImages,
 ) -> Result<AccessPoint, InvalidSpec> {
     let plan = match (spec.driver, &spec.managed, &spec.external, &spec.endpoint) {
+        (Driver::Gateway, _, _, _) if spec.remote.is_none() => {
+            return Err(invalid(
+                "spec.remote",
+                "driver gateway needs spec.remote: the namespace and name of the access point behind the gateway",
+            ));
+        }
         (Driver::Gateway, None, None, Some(endpoint)) => {
             Plan::Gateway { endpoint: parse_host_port(endpoint).map_err(|e| invalid("spec.endpoint", e.to_string()))? }
         }
@@ -186,12 +223,7 @@ pub fn validate(
         Some(g) if g.enabled && spec.driver == Driver::Gateway => {
             return Err(invalid("spec.gateway", "a gateway access point cannot expose a gateway of its own"));
         }
-        Some(g) if g.enabled => Some(Gateway {
-            port: g.port,
-            service_type: g.service.as_ref().map(|s| s.type_).unwrap_or_default(),
-            node_port: g.service.as_ref().and_then(|s| s.node_port),
-        }),
-        _ => None,
+        gateway => Gateway::from_spec(gateway.as_ref()),
     };
     Ok(AccessPoint {
         name: name.to_owned(),
@@ -273,8 +305,14 @@ mod tests {
         assert_eq!(ap.region, "eu");
         let Plan::External(external) = ap.plan else { panic!("external") };
         assert_eq!(external.servers, vec![("n1".to_owned(), 4222), ("n2".to_owned(), 4222)]);
-        let gw = validate("g", "acme", &spec("{driver: gateway, endpoint: 'gw.b:7443'}"), "local", &images())
-            .expect("valid");
+        let gw = validate(
+            "g",
+            "acme",
+            &spec("{driver: gateway, endpoint: 'gw.b:7443', remote: {namespace: acme, name: eu}}"),
+            "local",
+            &images(),
+        )
+        .expect("valid");
         assert_eq!(gw.plan, Plan::Gateway { endpoint: ("gw.b".into(), 7443) });
     }
 
@@ -283,7 +321,7 @@ mod tests {
         let error = validate(
             "g",
             "acme",
-            &spec("{driver: gateway, endpoint: 'gw.b:7443', gateway: {enabled: true}}"),
+            &spec("{driver: gateway, endpoint: 'gw.b:7443', remote: {namespace: acme, name: eu}, gateway: {enabled: true}}"),
             "local",
             &images(),
         )

@@ -3,25 +3,31 @@
 //! Reconcile: the Bridge's workload identity (a certificate Secret `<bridge>-oms-tls` with
 //! `tls.crt`, `tls.key` and the trust bundle `ca.crt` for
 //! `spiffe://<trust-domain>/ns/<namespace>/bridge/<name>`, renewed at two thirds of its lifetime)
-//! -> dereference both Queues and their access points (existence, sharing grant, binding Secret)
-//! -> [`render`] the worker config and Deployment -> server-side apply -> status. A reference the
-//! access point does not grant creates nothing and says `ReferenceNotPermitted`. Ends behind
-//! another cloud's gateway and status from the data path come next.
+//! -> dereference both Queues and their access points (existence, sharing grant, binding Secret;
+//! for a Queue behind another cloud's gateway, the gateway's endpoint and the access point behind
+//! it) -> [`render`] the worker config, Deployment and NetworkPolicy -> server-side apply ->
+//! [`observe`] the workers' admin endpoints -> status (`Ready`, `Connected`, `Stalled`, lag,
+//! forwarded). A reference the access point does not grant creates nothing and says
+//! `ReferenceNotPermitted`. Every Bridge is looked at again each `--bridge-observe-interval-seconds`.
 
+pub mod observe;
 pub mod render;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
-use oms_crds::access_point::{Driver, MessagingAccessPoint};
-use oms_crds::bridge::Bridge;
+use oms_crds::access_point::MessagingAccessPoint;
+use oms_crds::bridge::{Bridge, BridgeStatus};
 use oms_crds::common::condition_type::READY;
 use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
@@ -39,10 +45,6 @@ use self::render::ResolvedEnd;
 const KIND: &str = "Bridge";
 /// Retry soon after a failure that time may fix (API server busy).
 const RETRY_SOON: Duration = Duration::from_secs(15);
-/// Look again at a Bridge whose worker is in place this often: changes to its ConfigMap,
-/// Deployment and Secret wake it through the watches anyway; this catches changed Queues and
-/// access points, without re-applying every few seconds.
-const RESYNC: Duration = Duration::from_mins(5);
 
 /// The certificate Secret of a Bridge.
 #[must_use]
@@ -50,17 +52,66 @@ pub fn certificate_secret_name(bridge: &str) -> String {
     format!("{bridge}-oms-tls")
 }
 
-/// Runs until `shutdown`; watches the Secrets it owns, so a deleted or edited one is put back.
+/// What the reconciles of one controller share.
+pub struct State {
+    ctx: Arc<Context>,
+    pki: Arc<Pki>,
+    /// Forwarded counts per Bridge (by uid), kept across worker restarts.
+    ledgers: Mutex<HashMap<String, observe::Ledger>>,
+}
+
+/// Runs until `shutdown`; watches what it owns, so a deleted or edited object is put back.
 pub async fn run(ctx: Arc<Context>, pki: Arc<Pki>, namespace: Option<String>, shutdown: CancellationToken) {
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oms-operator");
-    Controller::new(ctx.api::<Bridge>(namespace.as_deref()), watcher::Config::default())
+    let workers = watcher::Config::default().labels("app.kubernetes.io/component=bridge-worker");
+    let controller = Controller::new(ctx.api::<Bridge>(namespace.as_deref()), watcher::Config::default())
         .owns(ctx.api::<Secret>(namespace.as_deref()), owned.clone())
-        .owns(ctx.api::<ConfigMap>(namespace.as_deref()), owned.clone())
-        .owns(ctx.api::<Deployment>(namespace.as_deref()), owned)
+        .owns(ctx.api::<ConfigMap>(namespace.as_deref()), owned)
+        .owns(ctx.api::<Deployment>(namespace.as_deref()), workers);
+    let store = controller.store();
+    let state = Arc::new(State { ctx: ctx.clone(), pki, ledgers: Mutex::new(HashMap::new()) });
+    let sweeping = sweep_deleted(state.clone(), store, shutdown.clone());
+    let reconciling = controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, Arc::new((ctx, pki)))
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .run(reconcile, error_policy, state)
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(reconciling, sweeping);
+}
+
+/// Deleted Bridges get no reconcile: drop their gauges (a stale `stalled` would keep alerting)
+/// and their ledgers.
+async fn sweep_deleted(state: Arc<State>, store: Store<Bridge>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_mins(1)) => {}
+        }
+        let live: HashSet<String> = store.state().iter().filter_map(|b| b.uid()).collect();
+        let gone: Vec<String> = {
+            let mut ledgers = state.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gone = ledgers.keys().filter(|uid| !live.contains(*uid)).cloned().collect();
+            ledgers.retain(|uid, _| live.contains(uid));
+            gone
+        };
+        if gone.is_empty() {
+            continue;
+        }
+        let labelled: HashSet<(String, String)> =
+            store.state().iter().map(|b| (b.namespace().unwrap_or_default(), b.name_any())).collect();
+        for family in [&state.ctx.metrics.bridge_stalled, &state.ctx.metrics.bridge_lag_messages] {
+            for metric in prometheus::core::Collector::collect(family) {
+                for sample in metric.get_metric() {
+                    let label =
+                        |name: &str| sample.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned());
+                    if let (Some(namespace), Some(bridge)) = (label("namespace"), label("bridge"))
+                        && !labelled.contains(&(namespace.clone(), bridge.clone()))
+                    {
+                        let _ = family.remove_label_values(&[&namespace, &bridge]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +124,10 @@ pub enum Error {
     Write { what: String, source: kube::Error },
 }
 
-async fn reconcile(bridge: Arc<Bridge>, state: Arc<(Arc<Context>, Arc<Pki>)>) -> Result<Action, Error> {
-    let (ctx, pki) = (&state.0, &state.1);
+async fn reconcile(bridge: Arc<Bridge>, state: Arc<State>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
     let started = Instant::now();
-    let result = reconcile_bridge(&bridge, ctx, pki).await;
+    let result = reconcile_bridge(&bridge, &state).await;
     let label = match &result {
         Ok(_) => "success",
         Err(Error::Certificate(error)) => error.metric_label(),
@@ -89,12 +140,13 @@ async fn reconcile(bridge: Arc<Bridge>, state: Arc<(Arc<Context>, Arc<Pki>)>) ->
 
 // The signature is the error policy callback of kube-runtime.
 #[allow(clippy::needless_pass_by_value)]
-fn error_policy(bridge: Arc<Bridge>, error: &Error, _state: Arc<(Arc<Context>, Arc<Pki>)>) -> Action {
+fn error_policy(bridge: Arc<Bridge>, error: &Error, _state: Arc<State>) -> Action {
     tracing::warn!(message = "Bridge reconcile failed; retrying.", bridge = %bridge.name_any(), %error);
     Action::requeue(RETRY_SOON)
 }
 
-async fn reconcile_bridge(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<Action, Error> {
+async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Error> {
+    let (ctx, pki) = (&*state.ctx, &*state.pki);
     let Some(owner) = bridge.controller_owner_ref(&()) else { return Ok(Action::await_change()) };
     if bridge.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -106,7 +158,7 @@ async fn reconcile_bridge(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<A
     for end in [&source, &target] {
         if let End::NotReady(reason @ REFERENCE_NOT_PERMITTED, message) = end {
             ctx.publish(&bridge.object_ref(&()), EventType::Warning, reason, message).await;
-            write_status(ctx, bridge, Status::False, reason, message).await?;
+            write_status(ctx, bridge, &not_running(bridge, reason, message)).await?;
             return Ok(Action::requeue(Duration::from_mins(5)));
         }
     }
@@ -122,7 +174,7 @@ async fn reconcile_bridge(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<A
     let ends = match (source, target) {
         (End::Ready(source), End::Ready(target)) => (source, target),
         (End::NotReady(reason, message), _) | (_, End::NotReady(reason, message)) => {
-            write_status(ctx, bridge, Status::False, reason, &message).await?;
+            write_status(ctx, bridge, &not_running(bridge, reason, &message)).await?;
             return Ok(Action::requeue(RETRY_SOON.min(renew_in)));
         }
     };
@@ -134,25 +186,22 @@ async fn reconcile_bridge(bridge: &Bridge, ctx: &Context, pki: &Pki) -> Result<A
     apply(&ctx.client, &render::config_map(&namespace, &name, &config, owner.clone()))
         .await
         .map_err(write("ConfigMap"))?;
-    let deployment =
-        render::deployment(&namespace, &name, &bridge.spec, &ctx.bridge_image, &config, (&ends.0, &ends.1), owner);
+    let deployment = render::deployment(
+        &namespace,
+        &name,
+        &bridge.spec,
+        &ctx.bridge_image,
+        &config,
+        (&ends.0, &ends.1),
+        owner.clone(),
+    );
     let applied = apply(&ctx.client, &deployment).await.map_err(write("Deployment"))?;
-    let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    let (status, reason, message) = if ready > 0 {
-        (
-            Status::True,
-            "WorkerRunning",
-            format!("{ready} worker pod(s) ready, forwarding {} -> {}", ends.0.queue, ends.1.queue),
-        )
-    } else {
-        (
-            Status::False,
-            "WorkerStarting",
-            format!("worker Deployment {} has no ready pod yet", render::worker_name(&name)),
-        )
-    };
-    write_status(ctx, bridge, status, reason, &message).await?;
-    Ok(Action::requeue(RESYNC.min(renew_in)))
+    apply(&ctx.client, &render::network_policy(&namespace, &name, owner)).await.map_err(write("NetworkPolicy"))?;
+    let deployment_ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let route = format!("{} -> {}", ends.0.queue, ends.1.queue);
+    let status = observe_workers(state, bridge, deployment_ready, &route).await?;
+    write_status(ctx, bridge, &status).await?;
+    Ok(Action::requeue(ctx.bridge_observe_interval.min(renew_in)))
 }
 
 /// Condition reason for a Queue in another namespace whose access point does not share with us.
@@ -191,17 +240,25 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             ),
         ));
     }
-    let driver = match ap.spec.driver {
-        Driver::Kafka => "kafka",
-        Driver::Nats => "nats",
-        Driver::Rabbitmq => "amqp",
-        Driver::Mqtt => "mqtt",
-        Driver::Gateway => {
-            return Ok(End::NotReady(
-                "Unsupported",
-                format!("{what} is behind another cloud's gateway; bridges through gateways are not rendered yet"),
-            ));
-        }
+    let queue_name = broker_name(
+        ap.spec.driver,
+        &queue_namespace,
+        &queue.name_any(),
+        queue.spec.name.as_deref(),
+        is_shared(&ap.spec),
+    );
+    let Some(driver) = render::protocol(ap.spec.driver) else {
+        // Behind another cloud's gateway: reached with the Bridge's certificate, no credentials.
+        let (Some(endpoint), Some(remote)) = (&ap.spec.endpoint, &ap.spec.remote) else {
+            return Ok(End::NotReady("AccessPointNotReady", format!("{ap_what} has no spec.endpoint or spec.remote")));
+        };
+        return Ok(End::Ready(ResolvedEnd {
+            driver: "gateway".to_owned(),
+            servers: vec![endpoint.clone()],
+            queue: queue.spec.name.clone().unwrap_or_else(|| queue.name_any()),
+            access_point: format!("{}/{}", remote.namespace, remote.name),
+            credentials_secret: None,
+        }));
     };
     let endpoint = crate::access_point::read_binding(&ctx.client, &ap)
         .await
@@ -216,40 +273,120 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
     Ok(End::Ready(ResolvedEnd {
         driver: driver.to_owned(),
         servers: endpoint.servers,
-        queue: broker_name(
-            ap.spec.driver,
-            &queue_namespace,
-            &queue.name_any(),
-            queue.spec.name.as_deref(),
-            is_shared(&ap.spec),
-        ),
+        queue: queue_name,
         access_point: format!("{ap_namespace}/{}", ap_ref.name),
         credentials_secret,
     }))
 }
 
-async fn write_status(
-    ctx: &Context,
+/// Reads the workers' admin endpoints and decides the status from what they say.
+async fn observe_workers(
+    state: &State,
     bridge: &Bridge,
-    status: Status,
-    reason: &'static str,
-    message: &str,
-) -> Result<(), Error> {
+    deployment_ready: i32,
+    route: &str,
+) -> Result<Observed, Error> {
+    let ctx = &state.ctx;
+    let (namespace, name) = (bridge.namespace().unwrap_or_default(), bridge.name_any());
+
+    // Observe the data path.
+    let readings = observe::read_workers(&ctx.client, ctx.bridge_admin_url.as_deref(), &namespace, &name)
+        .await
+        .map_err(|source| Error::Read { what: format!("pods of {}", render::worker_name(&name)), source })?;
+    let previous = bridge.status.clone().unwrap_or_default();
+    let forwarded = {
+        let mut ledgers = state.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let uid = bridge.uid().unwrap_or_default();
+        let ledger = ledgers.entry(uid).or_insert_with(|| {
+            let known = previous.forwarded_total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
+            observe::Ledger::resume(known, &readings)
+        });
+        ledger.record(&readings)
+    };
+    let observation = observe::Observation {
+        expected: bridge.spec.replicas,
+        readings: readings.into_iter().map(|(_, reading)| reading).collect(),
+    };
+    let stalled_after =
+        oms_crds::quantity::parse_duration(&bridge.spec.stalled_after).unwrap_or(Duration::from_mins(5));
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let [connected, stalled] = observe::decide(&observation, &previous.conditions, now.as_second(), stalled_after);
+    let workers_up = deployment_ready.max(i32::try_from(observation.readings.len()).unwrap_or(i32::MAX));
+    let ready = if stalled.status == Status::True {
+        Decided::new(READY, Status::False, "Stalled", stalled.message.clone())
+    } else if workers_up > 0 && connected.status == Status::True {
+        Decided::new(READY, Status::True, "WorkerRunning", format!("{workers_up} worker(s) forwarding {route}"))
+    } else if workers_up > 0 {
+        Decided::new(READY, Status::False, "Disconnected", connected.message.clone())
+    } else {
+        Decided::new(
+            READY,
+            Status::False,
+            "WorkerStarting",
+            format!("worker Deployment {} has no ready pod yet", render::worker_name(&name)),
+        )
+    };
+    let labels = [namespace.as_str(), name.as_str()];
+    ctx.metrics.bridge_stalled.with_label_values(&labels).set(i64::from(stalled.status == Status::True));
+    let lag = observation.lag().or(previous.lag_messages.filter(|_| observation.readings.is_empty()));
+    ctx.metrics.bridge_lag_messages.with_label_values(&labels).set(lag.unwrap_or(0));
+    let status = Observed {
+        decided: vec![ready, connected, stalled],
+        lag_messages: lag,
+        forwarded_total: Some(i64::try_from(forwarded).unwrap_or(i64::MAX)),
+        last_forwarded_time: observation
+            .last_forwarded()
+            .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
+            .map(Time)
+            .or(previous.last_forwarded_time),
+    };
+    Ok(status)
+}
+
+/// The status a Bridge gets in this reconcile.
+struct Observed {
+    decided: Vec<Decided>,
+    lag_messages: Option<i64>,
+    forwarded_total: Option<i64>,
+    last_forwarded_time: Option<Time>,
+}
+
+/// A Bridge whose worker is not (or not yet) in place: only `Ready` False with why; what the data
+/// path last told stays.
+fn not_running(bridge: &Bridge, reason: &'static str, message: &str) -> Observed {
+    let previous = bridge.status.clone().unwrap_or_default();
+    Observed {
+        decided: vec![Decided::new(READY, Status::False, reason, message)],
+        lag_messages: previous.lag_messages,
+        forwarded_total: previous.forwarded_total,
+        last_forwarded_time: previous.last_forwarded_time,
+    }
+}
+
+async fn write_status(ctx: &Context, bridge: &Bridge, observed: &Observed) -> Result<(), Error> {
     let generation = bridge.metadata.generation;
-    let current = bridge.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let decided = [Decided { type_: READY, status, reason, message: message.to_owned() }];
-    let conditions = merge(&current, &decided, generation, k8s_openapi::jiff::Timestamp::now());
-    if conditions == current {
+    let previous = bridge.status.clone().unwrap_or_default();
+    let mut conditions =
+        merge(&previous.conditions, &observed.decided, generation, k8s_openapi::jiff::Timestamp::now());
+    // Conditions this round did not decide (Connected, Stalled while the worker is not in place) stay.
+    for kept in &previous.conditions {
+        if !conditions.iter().any(|c| c.type_ == kept.type_) {
+            conditions.push(kept.clone());
+        }
+    }
+    let status = BridgeStatus {
+        lag_messages: observed.lag_messages,
+        last_forwarded_time: observed.last_forwarded_time.clone(),
+        forwarded_total: observed.forwarded_total,
+        observed_generation: generation,
+        conditions,
+    };
+    if status == previous {
         return Ok(());
     }
     let (namespace, name) = (bridge.namespace().unwrap_or_default(), bridge.name_any());
-    apply_status::<Bridge>(
-        &ctx.client,
-        &namespace,
-        &name,
-        serde_json::json!({"observedGeneration": generation, "conditions": conditions}),
-    )
-    .await
-    .map_err(|source| Error::Write { what: format!("status of Bridge {name}"), source })?;
+    apply_status::<Bridge>(&ctx.client, &namespace, &name, serde_json::to_value(&status).unwrap_or_default())
+        .await
+        .map_err(|source| Error::Write { what: format!("status of Bridge {name}"), source })?;
     Ok(())
 }

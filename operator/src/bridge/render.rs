@@ -5,25 +5,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Volume, VolumeMount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_crds::access_point::Driver;
 use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
 use oms_crds::common::Ordering;
 use serde_json::json;
 
 use crate::access_point::render::config_hash;
-
-/// The worker's admin port (`/metrics`, `/healthz`, `/readyz`).
-pub const ADMIN_PORT: i32 = 9090;
-/// Where the worker finds its config and its certificate.
-const CONFIG_DIR: &str = "/etc/oms/config";
-const TLS_DIR: &str = "/etc/oms/tls";
-const CREDENTIALS_DIR: &str = "/etc/oms/credentials";
+use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CREDENTIALS_DIR, TLS_DIR};
 /// Pod annotation with the hash of the worker config: a changed config rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "openmessaging.cloud/config-hash";
 
@@ -41,6 +32,18 @@ pub struct ResolvedEnd {
     pub access_point: String,
     /// The binding Secret with `username` and `password`, when the broker needs credentials.
     pub credentials_secret: Option<String>,
+}
+
+/// The `oms-bridge` protocol of a driver; `None` for another cloud's gateway.
+#[must_use]
+pub fn protocol(driver: Driver) -> Option<&'static str> {
+    match driver {
+        Driver::Kafka => Some("kafka"),
+        Driver::Nats => Some("nats"),
+        Driver::Rabbitmq => Some("amqp"),
+        Driver::Mqtt => Some("mqtt"),
+        Driver::Gateway => None,
+    }
 }
 
 /// Names of everything rendered for a Bridge.
@@ -121,6 +124,20 @@ pub fn config_map(namespace: &str, bridge: &str, config: &str, owner: OwnerRefer
     }
 }
 
+/// The labels that select a Bridge's worker pods.
+fn selector(bridge: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), bridge.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "bridge-worker".to_owned()),
+    ])
+}
+
+/// The label selector of a Bridge's worker pods, for listing them.
+#[must_use]
+pub fn pod_selector(bridge: &str) -> String {
+    selector(bridge).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
 /// The worker Deployment: the config, the Bridge's certificate (`<bridge>-oms-tls`) and the ends'
 /// credentials mounted read-only; probes on the admin port; a pod that runs as non-root with
 /// nothing it does not need.
@@ -136,11 +153,8 @@ pub fn deployment(
 ) -> Deployment {
     let name = worker_name(bridge);
     let (volumes, mounts) = volumes_and_mounts(bridge, source, target);
-    let container = worker_container(image, mounts);
-    let selector = BTreeMap::from([
-        ("app.kubernetes.io/instance".to_owned(), bridge.to_owned()),
-        ("app.kubernetes.io/component".to_owned(), "bridge-worker".to_owned()),
-    ]);
+    let args = vec!["worker".into(), "--config".into(), format!("{CONFIG_DIR}/worker.yaml")];
+    let container = workload::container("worker", image, args, Vec::new(), mounts);
     Deployment {
         metadata: ObjectMeta {
             name: Some(name),
@@ -151,7 +165,7 @@ pub fn deployment(
         },
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas),
-            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            selector: LabelSelector { match_labels: Some(selector(bridge)), ..LabelSelector::default() },
             // One worker at a time per bridge: the old one stops (and commits) before the new starts.
             strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..DeploymentStrategy::default() }),
             template: PodTemplateSpec {
@@ -163,23 +177,7 @@ pub fn deployment(
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    // The worker drains in flight for up to 10 s on SIGTERM.
-                    termination_grace_period_seconds: Some(30),
-                    automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65_532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    ..PodSpec::default()
-                }),
+                spec: Some(workload::pod_spec(container, volumes)),
             },
             ..DeploymentSpec::default()
         }),
@@ -187,82 +185,27 @@ pub fn deployment(
     }
 }
 
+/// Nothing reaches a worker but scrapes and probes of its admin port.
+#[must_use]
+pub fn network_policy(namespace: &str, bridge: &str, owner: OwnerReference) -> NetworkPolicy {
+    workload::ingress_policy(&worker_name(bridge), namespace, labels(bridge), selector(bridge), &[ADMIN_PORT], owner)
+}
+
 /// The config, the Bridge's certificate, and the credentials of the ends that have them.
 fn volumes_and_mounts(bridge: &str, source: &ResolvedEnd, target: &ResolvedEnd) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource { name: worker_name(bridge), ..ConfigMapVolumeSource::default() }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(super::certificate_secret_name(bridge)),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
+        workload::config_volume("config", &worker_name(bridge)),
+        workload::secret_volume("tls", &super::certificate_secret_name(bridge)),
     ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        },
-        VolumeMount { name: "tls".into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
-    ];
+    let mut mounts = vec![workload::read_only_mount("config", CONFIG_DIR), workload::read_only_mount("tls", TLS_DIR)];
     for (role, end) in [("source", source), ("target", target)] {
         if let Some(secret) = &end.credentials_secret {
-            volumes.push(Volume {
-                name: format!("{role}-credentials"),
-                secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..SecretVolumeSource::default() }),
-                ..Volume::default()
-            });
-            mounts.push(VolumeMount {
-                name: format!("{role}-credentials"),
-                mount_path: format!("{CREDENTIALS_DIR}/{role}"),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
+            volumes.push(workload::credentials_volume(&format!("{role}-credentials"), secret));
+            mounts
+                .push(workload::read_only_mount(&format!("{role}-credentials"), &format!("{CREDENTIALS_DIR}/{role}")));
         }
     }
     (volumes, mounts)
-}
-
-fn worker_container(image: &str, mounts: Vec<VolumeMount>) -> Container {
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(ADMIN_PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    };
-    Container {
-        name: "worker".into(),
-        image: Some(image.to_owned()),
-        args: Some(vec!["worker".into(), "--config".into(), format!("{CONFIG_DIR}/worker.yaml")]),
-        // Structured logs for the cluster's log pipeline.
-        env: Some(vec![EnvVar { name: "OMS_LOG_FORMAT".into(), value: Some("json".into()), ..EnvVar::default() }]),
-        ports: Some(vec![ContainerPort {
-            name: Some("admin".into()),
-            container_port: ADMIN_PORT,
-            ..ContainerPort::default()
-        }]),
-        liveness_probe: Some(probe("/healthz")),
-        readiness_probe: Some(probe("/readyz")),
-        volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
-        ..Container::default()
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! The gateway of a MessagingAccessPoint (`spec.gateway.enabled`): the one mTLS port through which
+//! bridges of other clouds reach this access point's queues.
+//!
+//! Reconcile: the server certificate (a Secret `<access-point>-oms-gateway-tls` for
+//! `spiffe://<trust-domain>/ns/<namespace>/gateway/<name>`, with the DNS names of its Service and
+//! the advertised host, renewed at two thirds of its lifetime) -> the access point's binding
+//! Secret (its brokers and credentials) -> [`render`] the config, Deployment, Service and
+//! NetworkPolicy -> server-side apply. Switching the gateway off removes all of them. The
+//! access point controller publishes `status.gatewayEndpoint`.
+
+pub mod render;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::DeleteParams;
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use oms_crds::access_point::MessagingAccessPoint;
+use tokio_util::sync::CancellationToken;
+
+use crate::access_point::validate::Gateway;
+use crate::apply::apply;
+use crate::certificates::{self, CertificateError, Subject};
+use crate::context::Context;
+use crate::pki::Pki;
+
+use self::render::GatewayInput;
+
+/// The `kind` label of this controller's metrics.
+const KIND: &str = "Gateway";
+const RETRY_SOON: Duration = Duration::from_secs(15);
+/// Look again this often: changes of the binding Secret (new broker addresses) are not watched.
+const RESYNC: Duration = Duration::from_mins(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    #[error("cannot read {what}: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("cannot write {what}: {source}")]
+    Write { what: String, source: kube::Error },
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Certificate(error) => error.metric_label(),
+            Error::Read { .. } => "read",
+            Error::Write { .. } => "write",
+        }
+    }
+}
+
+/// The gateway's Service name, and the name of its certificate Secret.
+#[must_use]
+pub fn service_name(access_point: &str) -> String {
+    format!("{access_point}-oms-gateway")
+}
+
+#[must_use]
+pub fn certificate_secret_name(access_point: &str) -> String {
+    format!("{access_point}-oms-gateway-tls")
+}
+
+/// The names the gateway answers to inside the cluster.
+#[must_use]
+pub fn dns_names(access_point: &str, namespace: &str) -> Vec<String> {
+    let service = service_name(access_point);
+    vec![
+        service.clone(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// Runs until `shutdown`; watches what it owns, so a deleted or edited object is put back.
+pub async fn run(ctx: Arc<Context>, pki: Arc<Pki>, namespace: Option<String>, shutdown: CancellationToken) {
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oms-operator");
+    let gateways = watcher::Config::default().labels("app.kubernetes.io/component=gateway");
+    Controller::new(ctx.api::<MessagingAccessPoint>(namespace.as_deref()), watcher::Config::default())
+        .owns(ctx.api::<Secret>(namespace.as_deref()), owned)
+        .owns(ctx.api::<Deployment>(namespace.as_deref()), gateways.clone())
+        .owns(ctx.api::<Service>(namespace.as_deref()), gateways)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, Arc::new((ctx, pki)))
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+async fn reconcile(map: Arc<MessagingAccessPoint>, state: Arc<(Arc<Context>, Arc<Pki>)>) -> Result<Action, Error> {
+    let (ctx, pki) = (&state.0, &state.1);
+    let started = Instant::now();
+    let result = reconcile_gateway(&map, ctx, pki).await;
+    ctx.metrics.observe_reconcile(KIND, result.as_ref().map_or_else(Error::metric_label, |_| "success"), started);
+    result
+}
+
+// The signature is the error policy callback of kube-runtime.
+#[allow(clippy::needless_pass_by_value)]
+fn error_policy(map: Arc<MessagingAccessPoint>, error: &Error, _state: Arc<(Arc<Context>, Arc<Pki>)>) -> Action {
+    tracing::warn!(message = "Gateway reconcile failed; retrying.", access_point = %map.name_any(), %error);
+    Action::requeue(RETRY_SOON)
+}
+
+async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki) -> Result<Action, Error> {
+    let Some(owner) = map.controller_owner_ref(&()) else { return Ok(Action::await_change()) };
+    let (namespace, name) = (map.namespace().unwrap_or_default(), map.name_any());
+    let exposure = Gateway::from_spec(map.spec.gateway.as_ref());
+    let protocol = crate::bridge::render::protocol(map.spec.driver);
+    let (Some(exposure), Some(protocol), None) = (exposure, protocol, &map.metadata.deletion_timestamp) else {
+        // A gateway switched off (or on an access point that cannot have one) leaves nothing behind.
+        remove(ctx, &namespace, &name).await?;
+        return Ok(Action::await_change());
+    };
+    let mut dns_names = dns_names(&name, &namespace);
+    dns_names.extend(exposure.advertised_host.clone());
+    let subject = Subject {
+        identity: pki.identity(&namespace, "gateway", &name),
+        dns_names,
+        secret: certificate_secret_name(&name),
+        namespace: namespace.clone(),
+        owner: owner.clone(),
+        object: map.object_ref(&()),
+    };
+    let renew_in = certificates::ensure(ctx, pki, subject).await?;
+    let binding = crate::access_point::read_binding(&ctx.client, map)
+        .await
+        .map_err(|(name, source)| Error::Read { what: format!("binding Secret {name}"), source })?;
+    let Some(binding) = binding else {
+        // The access point controller writes the binding Secret; its watch wakes us only by resync.
+        return Ok(Action::requeue(RETRY_SOON));
+    };
+    let input = GatewayInput {
+        namespace: namespace.clone(),
+        access_point: name.clone(),
+        protocol: protocol.to_owned(),
+        servers: binding.servers,
+        credentials_secret: binding
+            .username
+            .is_some()
+            .then(|| map.status.as_ref().and_then(|s| s.binding_secret.clone()))
+            .flatten(),
+        shared_with: map.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default(),
+        exposure,
+        trust_domain: pki.trust_domain.clone(),
+        peer_trust_domains: pki.peer_trust_domains.clone(),
+    };
+    let config = render::gateway_config(&input);
+    let write = |kind: &str| {
+        let what = format!("{kind} {}", service_name(&name));
+        move |source| Error::Write { what, source }
+    };
+    apply(&ctx.client, &render::config_map(&input, &config, &owner)).await.map_err(write("ConfigMap"))?;
+    apply(&ctx.client, &render::deployment(&input, &ctx.bridge_image, &config, &owner))
+        .await
+        .map_err(write("Deployment"))?;
+    apply(&ctx.client, &render::service(&input, &owner)).await.map_err(write("Service"))?;
+    apply(&ctx.client, &render::network_policy(&input, &owner)).await.map_err(write("NetworkPolicy"))?;
+    Ok(Action::requeue(RESYNC.min(renew_in)))
+}
+
+/// Deletes the gateway's objects; those already gone are fine.
+async fn remove(ctx: &Context, namespace: &str, access_point: &str) -> Result<(), Error> {
+    let name = service_name(access_point);
+    let secret = certificate_secret_name(access_point);
+    delete::<Secret>(ctx, namespace, &secret).await?;
+    delete::<ConfigMap>(ctx, namespace, &name).await?;
+    delete::<Deployment>(ctx, namespace, &name).await?;
+    delete::<Service>(ctx, namespace, &name).await?;
+    delete::<NetworkPolicy>(ctx, namespace, &name).await
+}
+
+async fn delete<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Write { what: format!("{} {name} (delete)", K::kind(&())), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_certificate_names_its_service_at_every_depth() {
+        assert_eq!(
+            dns_names("edge", "acme"),
+            [
+                "edge-oms-gateway",
+                "edge-oms-gateway.acme",
+                "edge-oms-gateway.acme.svc",
+                "edge-oms-gateway.acme.svc.cluster.local"
+            ]
+        );
+    }
+}

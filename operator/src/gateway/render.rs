@@ -1,0 +1,244 @@
+//! Pure rendering of an access point's gateway: its config file (the format
+//! `oms-bridge gateway --config` reads), the Deployment that runs it, the Service in front of it
+//! and the NetworkPolicy that admits only its port and the admin port.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerPort, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_crds::access_point::ServiceType;
+use serde_json::json;
+
+use crate::access_point::render::config_hash;
+use crate::access_point::validate::Gateway;
+use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CREDENTIALS_DIR, TLS_DIR};
+
+/// What a gateway needs to know, resolved from its access point, its binding Secret and the PKI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayInput {
+    pub namespace: String,
+    pub access_point: String,
+    /// The `oms-bridge` protocol of the broker behind it (`kafka`, `nats`, `amqp`, `mqtt`).
+    pub protocol: String,
+    pub servers: Vec<String>,
+    /// The binding Secret with the broker credentials, when the broker needs them.
+    pub credentials_secret: Option<String>,
+    /// Other namespaces whose bridges may use the access point (`spec.sharing.tenants`).
+    pub shared_with: Vec<String>,
+    pub exposure: Gateway,
+    pub trust_domain: String,
+    pub peer_trust_domains: Vec<String>,
+}
+
+/// The gateway config (YAML).
+#[must_use]
+pub fn gateway_config(input: &GatewayInput) -> String {
+    let mut backend = json!({
+        "accessPoint": format!("{}/{}", input.namespace, input.access_point),
+        "driver": input.protocol,
+        "servers": input.servers,
+        "sharedWith": input.shared_with,
+    });
+    if input.credentials_secret.is_some() {
+        backend["credentialsDir"] = json!(CREDENTIALS_DIR);
+    }
+    let config = json!({
+        "listen": format!("0.0.0.0:{}", input.exposure.port),
+        "trustDomain": input.trust_domain,
+        "peerTrustDomains": input.peer_trust_domains,
+        "tls": {
+            "caFile": format!("{TLS_DIR}/ca.crt"),
+            "certFile": format!("{TLS_DIR}/tls.crt"),
+            "keyFile": format!("{TLS_DIR}/tls.key"),
+        },
+        "backends": [backend],
+        "admin": {"listen": format!("0.0.0.0:{ADMIN_PORT}")},
+    });
+    let body = serde_yaml::to_string(&config).unwrap_or_default();
+    format!(
+        "# Rendered by oms-operator for the gateway of MessagingAccessPoint {}/{}; edits are overwritten.\n{body}",
+        input.namespace, input.access_point
+    )
+}
+
+fn labels(access_point: &str) -> BTreeMap<String, String> {
+    let mut labels = selector(access_point);
+    labels.insert("app.kubernetes.io/name".into(), "oms-gateway".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), "oms-operator".into());
+    labels
+}
+
+fn selector(access_point: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), access_point.to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "gateway".to_owned()),
+    ])
+}
+
+fn metadata(input: &GatewayInput, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(super::service_name(&input.access_point)),
+        namespace: Some(input.namespace.clone()),
+        labels: Some(labels(&input.access_point)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The ConfigMap holding `gateway.yaml`.
+#[must_use]
+pub fn config_map(input: &GatewayInput, config: &str, owner: &OwnerReference) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(input, owner),
+        data: Some(BTreeMap::from([("gateway.yaml".to_owned(), config.to_owned())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The gateway Deployment: one pod (the dedup window lives in it), rolled when its config changes.
+#[must_use]
+pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &OwnerReference) -> Deployment {
+    let name = super::service_name(&input.access_point);
+    let mut volumes = vec![
+        workload::config_volume("config", &name),
+        workload::secret_volume("tls", &super::certificate_secret_name(&input.access_point)),
+    ];
+    let mut mounts = vec![workload::read_only_mount("config", CONFIG_DIR), workload::read_only_mount("tls", TLS_DIR)];
+    if let Some(secret) = &input.credentials_secret {
+        volumes.push(workload::credentials_volume("credentials", secret));
+        mounts.push(workload::read_only_mount("credentials", CREDENTIALS_DIR));
+    }
+    let args = vec!["gateway".into(), "--config".into(), format!("{CONFIG_DIR}/gateway.yaml")];
+    let port =
+        ContainerPort { name: Some("gateway".into()), container_port: input.exposure.port, ..ContainerPort::default() };
+    let container = workload::container("gateway", image, args, vec![port], mounts);
+    Deployment {
+        metadata: metadata(input, owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(selector(&input.access_point)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&input.access_point)),
+                    annotations: Some(BTreeMap::from([(
+                        crate::bridge::render::CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash(&BTreeMap::from([("gateway.yaml".to_owned(), config.to_owned())]), image),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(workload::pod_spec(container, volumes)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The Service other clouds reach the gateway through (type and node port from the spec).
+#[must_use]
+pub fn service(input: &GatewayInput, owner: &OwnerReference) -> Service {
+    let type_ = match input.exposure.service_type {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: metadata(input, owner),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector(&input.access_point)),
+            ports: Some(vec![ServicePort {
+                name: Some("gateway".into()),
+                port: input.exposure.port,
+                target_port: Some(IntOrString::Int(input.exposure.port)),
+                node_port: input.exposure.node_port.filter(|_| input.exposure.service_type != ServiceType::ClusterIP),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Peers reach the gateway port, Prometheus and probes the admin port; nothing else comes in.
+#[must_use]
+pub fn network_policy(input: &GatewayInput, owner: &OwnerReference) -> NetworkPolicy {
+    workload::ingress_policy(
+        &super::service_name(&input.access_point),
+        &input.namespace,
+        labels(&input.access_point),
+        selector(&input.access_point),
+        &[input.exposure.port, ADMIN_PORT],
+        owner.clone(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> GatewayInput {
+        GatewayInput {
+            namespace: "acme".into(),
+            access_point: "eu-nats".into(),
+            protocol: "nats".into(),
+            servers: vec!["eu-nats.acme.svc:4222".into()],
+            credentials_secret: Some("eu-nats-binding".into()),
+            shared_with: vec!["globex".into()],
+            exposure: Gateway {
+                port: 7443,
+                service_type: ServiceType::NodePort,
+                node_port: Some(30743),
+                advertised_host: Some("gw.cloud-b.example".into()),
+            },
+            trust_domain: "cloud-b.oms".into(),
+            peer_trust_domains: vec!["cloud-a.oms".into()],
+        }
+    }
+
+    #[test]
+    fn the_rendered_config_is_one_the_gateway_accepts() {
+        let config = gateway_config(&input());
+        let parsed = oms_bridge::config::parse_gateway("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+        assert_eq!(parsed.trust_domain, "cloud-b.oms");
+        assert_eq!(parsed.peer_trust_domains, ["cloud-a.oms"]);
+        assert_eq!(parsed.listen.port(), 7443);
+        let backend = &parsed.backends[0];
+        assert_eq!((backend.namespace.as_str(), backend.access_point.as_str()), ("acme", "eu-nats"));
+        assert_eq!(backend.shared_with, ["globex"]);
+        assert_eq!(backend.credentials_dir.as_deref(), Some(std::path::Path::new(CREDENTIALS_DIR)));
+    }
+
+    #[test]
+    fn the_service_takes_its_type_and_node_port_from_the_spec() {
+        let service = service(&input(), &OwnerReference::default());
+        let spec = service.spec.expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(spec.ports.expect("ports")[0].node_port, Some(30743));
+        let mut cluster_ip = input();
+        cluster_ip.exposure.service_type = ServiceType::ClusterIP;
+        let ports = super::service(&cluster_ip, &OwnerReference::default()).spec.and_then(|s| s.ports).expect("ports");
+        assert_eq!(ports[0].node_port, None, "a ClusterIP Service has no node port");
+    }
+
+    #[test]
+    fn the_gateway_mounts_its_certificate_and_rolls_when_its_config_changes() {
+        let owner = OwnerReference::default();
+        let render = |shared: &str| {
+            let mut input = input();
+            input.shared_with = vec![shared.to_owned()];
+            deployment(&input, "img", &gateway_config(&input), &owner)
+        };
+        let pod = render("globex").spec.and_then(|s| s.template.spec).expect("pod");
+        let secrets: Vec<String> =
+            pod.volumes.unwrap_or_default().iter().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
+        assert_eq!(secrets, ["eu-nats-oms-gateway-tls", "eu-nats-binding"]);
+        let hash =
+            |d: Deployment| d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default();
+        assert_ne!(hash(render("globex")), hash(render("initech")));
+    }
+}

@@ -1,0 +1,194 @@
+//! Pure pieces shared by the two workloads that run `oms-bridge`: bridge workers and gateways.
+//! Both mount a config, a certificate and broker credentials read-only, serve `/metrics`,
+//! `/healthz` and `/readyz` on the admin port, and run as non-root with nothing they do not need.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The admin port (`/metrics`, `/healthz`, `/readyz`) of workers and gateways.
+pub const ADMIN_PORT: i32 = 9090;
+/// Where the process finds its config, its certificate and its broker credentials.
+pub const CONFIG_DIR: &str = "/etc/oms/config";
+pub const TLS_DIR: &str = "/etc/oms/tls";
+pub const CREDENTIALS_DIR: &str = "/etc/oms/credentials";
+
+/// A ConfigMap volume.
+#[must_use]
+pub fn config_volume(name: &str, config_map: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource { name: config_map.into(), ..ConfigMapVolumeSource::default() }),
+        ..Volume::default()
+    }
+}
+
+/// A volume of a whole Secret (a certificate Secret: `tls.crt`, `tls.key`, `ca.crt`).
+#[must_use]
+pub fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource { secret_name: Some(secret.into()), ..SecretVolumeSource::default() }),
+        ..Volume::default()
+    }
+}
+
+/// The credentials of a binding Secret (`USERNAME`, `PASSWORD`) as the files `oms-bridge` reads
+/// (`username`, `password`); nothing else of the Secret is mounted.
+#[must_use]
+pub fn credentials_volume(name: &str, binding_secret: &str) -> Volume {
+    let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(binding_secret.into()),
+            items: Some(vec![item("USERNAME", "username"), item("PASSWORD", "password")]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+#[must_use]
+pub fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
+}
+
+/// The `oms-bridge` container: `args` pick the role; `ports` are served besides the admin port.
+#[must_use]
+pub fn container(
+    name: &str,
+    image: &str,
+    args: Vec<String>,
+    ports: Vec<ContainerPort>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    let mut all_ports = ports;
+    all_ports.push(ContainerPort {
+        name: Some("admin".into()),
+        container_port: ADMIN_PORT,
+        ..ContainerPort::default()
+    });
+    Container {
+        name: name.into(),
+        image: Some(image.to_owned()),
+        args: Some(args),
+        // Structured logs for the cluster's log pipeline.
+        env: Some(vec![EnvVar { name: "OMS_LOG_FORMAT".into(), value: Some("json".into()), ..EnvVar::default() }]),
+        ports: Some(all_ports),
+        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz")),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// A pod of one `oms-bridge` container that never talks to the API server.
+#[must_use]
+pub fn pod_spec(container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        // Workers drain in flight for up to 10 s on SIGTERM, gateways end streams within 5 s.
+        termination_grace_period_seconds: Some(30),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65_532),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+            ..PodSecurityContext::default()
+        }),
+        ..PodSpec::default()
+    }
+}
+
+/// Admits to the pods of `selector` only TCP on `ports` (from anywhere: the gateway's peers are
+/// other clouds, and Prometheus and the operator read the admin port); everything else that
+/// comes in is refused. Outbound traffic is left alone: brokers and gateways may be anywhere.
+#[must_use]
+pub fn ingress_policy(
+    name: &str,
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    selector: BTreeMap<String, String>,
+    ports: &[i32],
+    owner: OwnerReference,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector { match_labels: Some(selector), ..LabelSelector::default() }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: None,
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|port| NetworkPolicyPort {
+                            protocol: Some("TCP".into()),
+                            port: Some(IntOrString::Int(*port)),
+                            ..NetworkPolicyPort::default()
+                        })
+                        .collect(),
+                ),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_mounted_as_the_files_the_bridge_reads_and_nothing_else() {
+        let volume = credentials_volume("c", "orders-binding");
+        let items = volume.secret.and_then(|s| s.items).expect("items");
+        let files: Vec<(&str, &str)> = items.iter().map(|i| (i.key.as_str(), i.path.as_str())).collect();
+        assert_eq!(files, [("USERNAME", "username"), ("PASSWORD", "password")]);
+    }
+
+    #[test]
+    fn the_policy_admits_only_the_listed_ports() {
+        let policy = ingress_policy(
+            "p",
+            "acme",
+            BTreeMap::new(),
+            BTreeMap::new(),
+            &[7443, ADMIN_PORT],
+            OwnerReference::default(),
+        );
+        let rules = policy.spec.and_then(|s| s.ingress).expect("rules");
+        assert_eq!(rules.len(), 1);
+        let ports: Vec<_> = rules[0].ports.iter().flatten().map(|p| p.port.clone()).collect();
+        assert_eq!(ports, [Some(IntOrString::Int(7443)), Some(IntOrString::Int(ADMIN_PORT))]);
+    }
+}
