@@ -15,6 +15,9 @@ RELEASE_NAMESPACE ?= oms-system
 # Tools the targets below need; built from the registries and cached by version (see tools.sh).
 CONTROL_PLANE_TOOLS := etcd kube-apiserver kube-controller-manager kubectl
 
+# Alert rules: one plain Prometheus rule file, embedded by the chart's PrometheusRule.
+PROMETHEUS_RULES := charts/oms-operator/files/prometheus-rules.yaml
+
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,8 +27,8 @@ build: ## Build every crate and binary
 	$(CARGO) build --workspace --all-targets --locked
 
 .PHONY: tools
-tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, ...)
-	$(TOOLS) helm $(CONTROL_PLANE_TOOLS)
+tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, prometheus, ...)
+	$(TOOLS) helm prometheus $(CONTROL_PLANE_TOOLS)
 
 .PHONY: lint
 lint: tools ## rustfmt check, clippy with -D warnings, helm lint
@@ -41,6 +44,17 @@ generate: tools ## Regenerate the CRDs, the chart's CRDs and deploy/ from the Ru
 check-generated: tools ## Fail when a committed generated file differs from what generation produces
 	e2e/harness/generate.sh --check $(CURDIR)
 
+.PHONY: rules
+rules: ## Prometheus rules checked and unit-tested with promtool; dashboard checked
+	$(TOOLS) helm prometheus
+	$(BIN)/promtool check rules $(PROMETHEUS_RULES)
+	$(BIN)/promtool test rules e2e/prometheus/rules-test.yaml
+	@echo "rules: checking that the chart's PrometheusRule is $(PROMETHEUS_RULES) unchanged"
+	$(BIN)/helm template oms-operator charts/oms-operator --kube-version $(KUBE_VERSION) \
+		--set metrics.prometheusRule.enabled=true --show-only templates/prometheusrule.yaml \
+		| sed -e '1,/^spec:$$/d' -e 's/^  //' | diff -u $(PROMETHEUS_RULES) -
+	python3 e2e/prometheus/check_dashboard.py --promtool $(BIN)/promtool deploy/dashboards/oms.json
+
 .PHONY: unit
 unit: ## Unit tests and tests that need no cluster
 	$(CARGO) test --workspace --locked --exclude oms-e2e
@@ -50,7 +64,7 @@ e2e: tools build ## Integration tier against real API servers (starts clusters a
 	$(CARGO) test -p oms-e2e --locked -- --test-threads=2 --show-output
 
 .PHONY: test
-test: lint check-generated unit e2e ## Everything CI runs
+test: lint check-generated rules unit e2e ## Everything CI runs
 	@echo "make test: all passed"
 
 .PHONY: bench

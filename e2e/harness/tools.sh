@@ -6,6 +6,7 @@
 #                                      etcd helm nats-server kafka
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
+#                                      prometheus (promtool and prometheus, Debian package)
 #
 # Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
 set -euo pipefail
@@ -191,6 +192,50 @@ tool_plot() {
 	link "$dir" plot-venv
 }
 
+# promtool (rule checks and rule unit tests) and prometheus from Debian's package at the pinned
+# version, installed on first use. apt puts them in /usr/bin, so there is nothing to cache: .bin/
+# links to the system files. Maintainer scripts may not start the system service (we run none).
+tool_prometheus() {
+	local have
+	have=$(dpkg-query -W -f='${Version}' prometheus 2>/dev/null || true)
+	if [[ $have != "$PROMETHEUS_DEB_VERSION" ]]; then
+		log "installing Debian package prometheus=$PROMETHEUS_DEB_VERSION${have:+ (found $have)}"
+		local sudo=()
+		if [[ $(id -u) != 0 ]]; then
+			if ! { command -v sudo >/dev/null && sudo -n true 2>/dev/null; }; then
+				log "need root (or passwordless sudo) to apt-get install prometheus"
+				exit 1
+			fi
+			sudo=(sudo -n)
+		fi
+		local guard="" rc=0 aptlog
+		if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+			# policy-rc.d exit 101 = "do not start services"; removed again below.
+			printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+			"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+			guard=/usr/sbin/policy-rc.d
+		fi
+		aptlog=$OMS_CACHE/tools/apt-prometheus.log
+		local install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+			--no-install-recommends --allow-downgrades "prometheus=$PROMETHEUS_DEB_VERSION")
+		{ "${install[@]}" || { "${sudo[@]}" apt-get update -q && "${install[@]}"; }; } >"$aptlog" 2>&1 || rc=$?
+		[[ -z $guard ]] || "${sudo[@]}" rm -f "$guard"
+		if ((rc != 0)); then
+			tail -n 20 "$aptlog" >&2
+			log "apt-get install prometheus=$PROMETHEUS_DEB_VERSION failed (log: $aptlog)"
+			exit 1
+		fi
+		# The package enables prometheus.service for boot; nothing here wants a system Prometheus.
+		if [[ -d /run/systemd/system ]]; then
+			"${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+		elif [[ -e /etc/init.d/prometheus ]]; then
+			"${sudo[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+		fi
+	fi
+	link /usr/bin/promtool promtool
+	link /usr/bin/prometheus prometheus
+}
+
 for tool in "$@"; do
 	case $tool in
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl) tool_kube "$tool" ;;
@@ -203,6 +248,7 @@ for tool in "$@"; do
 	kafka-mirror) tool_kafka_mirror ;;
 	plot) tool_plot ;;
 	toxiproxy) tool_toxiproxy ;;
+	prometheus) tool_prometheus ;;
 	*)
 		echo "tools: unknown tool $tool" >&2
 		exit 2

@@ -216,6 +216,12 @@ impl Cluster {
         })
     }
 
+    /// The namespace `name` (a tenant present in several clusters); deleted when the guard drops.
+    pub fn namespace(&self, name: &str) -> anyhow::Result<Namespace> {
+        run_ok(self.kubectl().args(["create", "namespace", name]))?;
+        Ok(Namespace { name: name.to_owned(), cluster: self.clone() })
+    }
+
     /// A new namespace with a unique name; deleted when the guard drops.
     pub fn fresh_namespace(&self, prefix: &str) -> anyhow::Result<Namespace> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -580,4 +586,52 @@ pub fn cpu_model_and_memory_kib() -> (Option<String>, Option<u64>) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     });
     (model, memory)
+}
+
+/// Where `oms-bridge` pods mount their config, certificate and credentials (`/etc/oms/...`).
+pub const POD_MOUNT_ROOT: &str = "/etc/oms";
+
+/// An `oms-bridge` process that sees `files` (paths under `/etc/oms`, contents) exactly where a
+/// pod would have its ConfigMap and Secret volumes: it runs in a mount namespace of its own with a
+/// directory bind-mounted on `/etc/oms`, so two such processes on one host do not see each
+/// other's files. Killed on drop.
+pub struct PodProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl PodProcess {
+    pub fn start(name: &str, files: &[(String, Vec<u8>)], args: &[&str]) -> anyhow::Result<Self> {
+        let dir = repo_root().join("e2e/.state/pods").join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, content) in files {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().context("file in a directory")?)?;
+            std::fs::write(&file, content)?;
+        }
+        std::fs::create_dir_all(POD_MOUNT_ROOT)?;
+        let log = dir.with_extension("log");
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", r#"mount --bind "$0" /etc/oms && exec "$@""#])
+            .arg(&dir)
+            .arg(workspace_binary("oms-bridge"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start oms-bridge in a mount namespace")?;
+        Ok(Self { child, log })
+    }
+
+    /// Stops the process with SIGKILL, as a node failure would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -130,7 +130,9 @@ pub fn trust_bundle(ca_pem: &str, peer_bundles: &str) -> String {
     bundle
 }
 
-fn ca_secret(namespace: &str, ca: &Ca) -> Secret {
+/// The Secret `oms-ca` holding a CA; create one before the first start to bring your own CA.
+#[must_use]
+pub fn ca_secret(namespace: &str, ca: &Ca) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(CA_SECRET.to_owned()),

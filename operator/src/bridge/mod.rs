@@ -78,40 +78,62 @@ pub async fn run(ctx: Arc<Context>, pki: Arc<Pki>, namespace: Option<String>, sh
     futures::join!(reconciling, sweeping);
 }
 
-/// Deleted Bridges get no reconcile: drop their gauges (a stale `stalled` would keep alerting)
-/// and their ledgers.
+/// Deleted Bridges get no reconcile: drop their gauges (a stale `stalled` or certificate expiry
+/// would keep alerting) and their ledgers.
 async fn sweep_deleted(state: Arc<State>, store: Store<Bridge>, shutdown: CancellationToken) {
+    // An empty store before the first list would look like every Bridge was deleted.
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        ready = store.wait_until_ready() => if ready.is_err() { return },
+    }
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_mins(1)) => {}
         }
-        let live: HashSet<String> = store.state().iter().filter_map(|b| b.uid()).collect();
-        let gone: Vec<String> = {
-            let mut ledgers = state.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let gone = ledgers.keys().filter(|uid| !live.contains(*uid)).cloned().collect();
-            ledgers.retain(|uid, _| live.contains(uid));
-            gone
-        };
-        if gone.is_empty() {
-            continue;
-        }
-        let labelled: HashSet<(String, String)> =
+        let uids: HashSet<String> = store.state().iter().filter_map(|b| b.uid()).collect();
+        state.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|uid, _| uids.contains(uid));
+        let live: HashSet<(String, String)> =
             store.state().iter().map(|b| (b.namespace().unwrap_or_default(), b.name_any())).collect();
-        for family in [&state.ctx.metrics.bridge_stalled, &state.ctx.metrics.bridge_lag_messages] {
-            for metric in prometheus::core::Collector::collect(family) {
-                for sample in metric.get_metric() {
-                    let label =
-                        |name: &str| sample.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned());
-                    if let (Some(namespace), Some(bridge)) = (label("namespace"), label("bridge"))
-                        && !labelled.contains(&(namespace.clone(), bridge.clone()))
-                    {
-                        let _ = family.remove_label_values(&[&namespace, &bridge]);
-                    }
-                }
+        let metrics = &state.ctx.metrics;
+        for family in [&metrics.bridge_stalled, &metrics.bridge_lag_messages] {
+            for (namespace, bridge) in series_of_gone(family, "bridge", |bridge| Some(bridge), &live) {
+                let _ = family.remove_label_values(&[&namespace, &bridge]);
+            }
+        }
+        let certificates = &metrics.certificate_expiry_timestamp_seconds;
+        for (namespace, secret) in series_of_gone(certificates, "secret", bridge_of_certificate, &live) {
+            let _ = certificates.remove_label_values(&[&namespace, &secret]);
+        }
+    }
+}
+
+/// The Bridge a certificate Secret belongs to.
+fn bridge_of_certificate(secret: &str) -> Option<&str> {
+    secret.strip_suffix("-oms-tls")
+}
+
+/// The (`namespace`, `label`) values of a metric family's series that belong to a Bridge (named
+/// by `bridge_of` from the label) that no longer exists.
+fn series_of_gone(
+    family: &dyn prometheus::core::Collector,
+    label: &str,
+    bridge_of: fn(&str) -> Option<&str>,
+    live: &HashSet<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut gone = Vec::new();
+    for metric in family.collect() {
+        for sample in metric.get_metric() {
+            let value = |name: &str| sample.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned());
+            let (Some(namespace), Some(value)) = (value("namespace"), value(label)) else { continue };
+            if let Some(bridge) = bridge_of(&value)
+                && !live.contains(&(namespace.clone(), bridge.to_owned()))
+            {
+                gone.push((namespace, value));
             }
         }
     }
+    gone
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,4 +411,23 @@ async fn write_status(ctx: &Context, bridge: &Bridge, observed: &Observed) -> Re
         .await
         .map_err(|source| Error::Write { what: format!("status of Bridge {name}"), source })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_series_of_deleted_bridges_are_swept() {
+        let family =
+            prometheus::GaugeVec::new(prometheus::Opts::new("expiry", "e"), &["namespace", "secret"]).expect("family");
+        for (namespace, secret) in
+            [("acme", "kept-oms-tls"), ("acme", "gone-oms-tls"), ("acme", "edge-oms-gateway-tls")]
+        {
+            family.with_label_values(&[namespace, secret]).set(1.0);
+        }
+        let live = HashSet::from([("acme".to_owned(), "kept".to_owned())]);
+        let gone = series_of_gone(&family, "secret", bridge_of_certificate, &live);
+        assert_eq!(gone, [("acme".to_owned(), "gone-oms-tls".to_owned())], "gateway certificates are not ours");
+    }
 }

@@ -1,0 +1,402 @@
+//! The product's loop across two clouds, on two real API servers with an operator each: a Bridge in
+//! cloud-a from a Kafka queue to a NATS queue that cloud-b serves through its gateway. The worker
+//! and the gateway run from exactly the ConfigMaps and Secrets the operators wrote (mounted where a
+//! pod mounts them); the Bridge's status comes from the worker; a real Prometheus scrapes both
+//! operators, the worker and the gateway.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use oms_e2e::{Broker, Cluster, DEADLINE, Operator, PodProcess, condition, free_server_port, poll, run, run_ok};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+const MESSAGES: usize = 10_000;
+const MESSAGES_U64: u64 = 10_000;
+/// Messages produced while the worker is stopped.
+const WHILE_STOPPED: usize = 100;
+const STALLED_AFTER_SECONDS: u64 = 10;
+/// How often the operator reads the worker.
+const OBSERVE_SECONDS: &str = "2";
+
+fn get(cluster: &Cluster, namespace: &str, object: &str) -> anyhow::Result<Option<Value>> {
+    let output = run(cluster.kubectl().args(["-n", namespace, "get", object, "-o", "json"]))?;
+    Ok(output.status.success().then(|| serde_json::from_slice(&output.stdout)).transpose()?)
+}
+
+fn condition_is(object: &Value, type_: &str, status: &str) -> bool {
+    condition(object, type_).is_some_and(|c| c["status"] == status)
+}
+
+/// A ConfigMap's file and a Secret's keys as `(path under /etc/oms, content)`, as the pod mounts them.
+async fn pod_files(
+    client: &kube::Client,
+    namespace: &str,
+    config_map: &str,
+    file: &str,
+    tls_secret: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let config = config_maps.get(config_map).await?.data.unwrap_or_default();
+    let mut files = vec![(format!("config/{file}"), config.get(file).context("config file")?.as_bytes().to_vec())];
+    for (key, value) in secrets.get(tls_secret).await?.data.unwrap_or_default() {
+        files.push((format!("tls/{key}"), value.0));
+    }
+    Ok(files)
+}
+
+async fn produce(kafka: &Broker, topic: &str, from: usize, count: usize) -> anyhow::Result<()> {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", kafka.address()).set("enable.idempotence", "true").create()?;
+    let mut deliveries = Vec::with_capacity(count);
+    for i in from..from + count {
+        let (key, payload) = (format!("k{}", i % 8), format!("msg-{i}"));
+        deliveries.push(producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)).map_err(|(e, _)| e)?);
+    }
+    for delivery in deliveries {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// How often each payload arrived on the stream, reading until `expected` distinct ones or the deadline.
+async fn arrivals(
+    nats: &Broker,
+    stream: &str,
+    expected: usize,
+    deadline: Duration,
+) -> anyhow::Result<HashMap<String, usize>> {
+    let js = jetstream::new(async_nats::connect(format!("nats://{}", nats.address())).await?);
+    let consumer = js.get_stream(stream).await?.create_consumer(jetstream::consumer::pull::Config::default()).await?;
+    let mut messages = consumer.messages().await?;
+    let started = Instant::now();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while seen.len() < expected && started.elapsed() < deadline {
+        let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await else {
+            continue;
+        };
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        *seen.entry(String::from_utf8_lossy(&message.payload).into_owned()).or_default() += 1;
+    }
+    Ok(seen)
+}
+
+/// A Prometheus server from Debian scraping `targets` every second.
+struct Prometheus {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+}
+
+impl Prometheus {
+    fn start(targets: &[(&str, std::net::SocketAddr)]) -> anyhow::Result<Self> {
+        let dir = oms_e2e::repo_root().join(format!("e2e/.state/prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let jobs: Vec<String> = targets
+            .iter()
+            .map(|(job, address)| format!("  - job_name: {job}\n    static_configs: [{{targets: ['{address}']}}]\n"))
+            .collect();
+        let jobs = jobs.concat();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n{jobs}"),
+        )?;
+        let address: std::net::SocketAddr = format!("127.0.0.1:{}", free_server_port()).parse()?;
+        let child = std::process::Command::new(oms_e2e::tool("prometheus"))
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
+            .spawn()
+            .context("cannot start prometheus")?;
+        Ok(Self { child, address })
+    }
+
+    /// The value of an instant query with one whole-number sample (a count), if any.
+    fn query(&self, promql: &str) -> anyhow::Result<Option<u64>> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let (code, body) = oms_e2e::http_get(self.address, &format!("/api/v1/query?query={encoded}"))?;
+        anyhow::ensure!(code == 200, "prometheus answered {code}: {body}");
+        let answer: Value = serde_json::from_str(&body)?;
+        Ok(answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two clusters with an operator each, one tenant namespace present in both, each cloud its own CA
+/// (brought by the user, as a shared-root setup would) trusting the other's; Kafka for cloud-a and
+/// NATS for cloud-b.
+struct Clouds {
+    kafka: Broker,
+    nats: Broker,
+    a: Cluster,
+    b: Cluster,
+    client_a: kube::Client,
+    client_b: kube::Client,
+    /// The tenant: the same namespace name in both clouds, which is what the gateway authorizes by.
+    ns: String,
+    operator_a: Operator,
+    operator_b: Operator,
+    worker_admin: std::net::SocketAddr,
+    gateway_admin: std::net::SocketAddr,
+    _namespaces: (oms_e2e::Namespace, oms_e2e::Namespace),
+}
+
+impl Clouds {
+    async fn start() -> anyhow::Result<Self> {
+        let (kafka, nats) = (Broker::up("kafka", "clouds-k")?, Broker::up("nats", "clouds-n")?);
+        let (a, b) = (Cluster::up("cloud-a")?, Cluster::up("cloud-b")?);
+        a.install_crds()?;
+        b.install_crds()?;
+        let ns_b = b.fresh_namespace("clouds")?;
+        let ns_a = a.namespace(&ns_b.name)?;
+        let ns = ns_b.name.clone();
+        let state = oms_e2e::repo_root().join(format!("e2e/.state/clouds-{}", std::process::id()));
+        std::fs::create_dir_all(&state)?;
+        let (client_a, client_b) = (a.client().await?, b.client().await?);
+        for (client, domain) in [(&client_a, "cloud-a.oms"), (&client_b, "cloud-b.oms")] {
+            let ca = oms_pki::Ca::generate(&format!("OMS CA {domain}"), Duration::from_hours(24))?;
+            std::fs::write(state.join(format!("{domain}.pem")), ca.cert_pem())?;
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            secrets.create(&kube::api::PostParams::default(), &oms_operator::pki::ca_secret(&ns, &ca)).await?;
+        }
+        let peer = |domain: &str| state.join(format!("{domain}.pem")).display().to_string();
+        let (worker_admin, gateway_admin) = (oms_e2e::admin_address()?, oms_e2e::admin_address()?);
+        let worker_url = format!("http://{worker_admin}");
+        let (peer_a, peer_b) = (peer("cloud-a.oms"), peer("cloud-b.oms"));
+        let common =
+            ["--leader-election=false", "--bridge-observe-interval-seconds", OBSERVE_SECONDS, "--namespace", &ns];
+        let operator_b = Operator::start(
+            &b,
+            &[
+                &common[..],
+                &["--pki-namespace", &ns, "--trust-domain", "cloud-b.oms"],
+                &["--peer-trust-domains", "cloud-a.oms", "--peer-trust-bundle", &peer_a],
+            ]
+            .concat(),
+        )?;
+        // The worker does not run as a pod here: tell the operator where its admin port is.
+        let operator_a = Operator::start(
+            &a,
+            &[
+                &common[..],
+                &["--pki-namespace", &ns, "--trust-domain", "cloud-a.oms"],
+                &["--peer-trust-bundle", &peer_b, "--bridge-admin-url", &worker_url],
+            ]
+            .concat(),
+        )?;
+        Ok(Self {
+            kafka,
+            nats,
+            a,
+            b,
+            client_a,
+            client_b,
+            ns,
+            operator_a,
+            operator_b,
+            worker_admin,
+            gateway_admin,
+            _namespaces: (ns_a, ns_b),
+        })
+    }
+
+    /// cloud-b: NATS behind a gateway, and the queue bridges of cloud-a write into; returns the
+    /// gateway endpoint its status publishes.
+    fn declare_cloud_b(&self) -> anyhow::Result<String> {
+        let (b, ns) = (&self.b, self.ns.as_str());
+        let gateway_port = free_server_port();
+        b.apply(
+            ns,
+            &format!(
+                "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: edge-nats}}\n\
+                 spec: {{driver: nats, external: {{servers: ['{}']}}, gateway: {{enabled: true, port: {gateway_port}, advertisedHost: localhost}}}}\n---\n\
+                 apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-edge}}\n\
+                 spec: {{accessPointRef: {{name: edge-nats}}}}\n",
+                self.nats.address()
+            ),
+        )?;
+        let edge = poll("status.gatewayEndpoint of edge-nats", DEADLINE, || {
+            Ok(get(b, ns, "messagingaccesspoint/edge-nats")?.filter(|m| m["status"]["gatewayEndpoint"].is_string()))
+        })?;
+        let endpoint = edge["status"]["gatewayEndpoint"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(endpoint, format!("localhost:{gateway_port}"));
+        for object in ["configmap", "deployment", "service", "networkpolicy"] {
+            poll(&format!("gateway {object}"), DEADLINE, || get(b, ns, &format!("{object}/edge-nats-oms-gateway")))?;
+        }
+        poll("the NATS stream", DEADLINE, || {
+            Ok(get(b, ns, "queue/orders-edge")?.filter(|q| condition_is(q, "Ready", "True")))
+        })?;
+        Ok(endpoint)
+    }
+
+    /// cloud-a: Kafka, cloud-b's gateway as an access point with a queue behind it, and the Bridge.
+    fn declare_cloud_a(&self, gateway_endpoint: &str) -> anyhow::Result<()> {
+        let (a, ns) = (&self.a, self.ns.as_str());
+        a.apply(
+            ns,
+            &format!(
+                "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: orders-kafka}}\n\
+                 spec: {{driver: kafka, external: {{servers: ['{}']}}}}\n---\n\
+                 apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\n\
+                 spec: {{accessPointRef: {{name: orders-kafka}}}}\n---\n\
+                 apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: cloud-b}}\n\
+                 spec: {{driver: gateway, endpoint: '{gateway_endpoint}', remote: {{namespace: {ns}, name: edge-nats}}}}\n---\n\
+                 apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-b}}\n\
+                 spec: {{accessPointRef: {{name: cloud-b}}, name: orders-edge}}\n---\n\
+                 apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-b}}\n\
+                 spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-b}}}}, stalledAfter: {STALLED_AFTER_SECONDS}s}}\n",
+                self.kafka.address()
+            ),
+        )?;
+        poll("the Kafka topic", DEADLINE, || {
+            Ok(get(a, ns, "queue/orders")?.filter(|q| condition_is(q, "Ready", "True")))
+        })?;
+        poll("the worker's certificate", DEADLINE, || get(a, ns, "secret/to-b-oms-tls"))?;
+        poll("the worker's NetworkPolicy", DEADLINE, || get(a, ns, "networkpolicy/to-b-oms-bridge"))?;
+        Ok(())
+    }
+
+    /// The gateway, from what cloud-b's operator wrote.
+    async fn start_gateway(&self) -> anyhow::Result<PodProcess> {
+        let files =
+            pod_files(&self.client_b, &self.ns, "edge-nats-oms-gateway", "gateway.yaml", "edge-nats-oms-gateway-tls")
+                .await?;
+        let admin = self.gateway_admin.to_string();
+        PodProcess::start(
+            "clouds-gateway",
+            &files,
+            &["gateway", "--config", "/etc/oms/config/gateway.yaml", "--admin-listen", &admin],
+        )
+    }
+
+    /// The worker's files, from what cloud-a's operator wrote.
+    async fn worker_files(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        pod_files(&self.client_a, &self.ns, "to-b-oms-bridge", "worker.yaml", "to-b-oms-tls").await
+    }
+
+    fn start_worker(&self, files: &[(String, Vec<u8>)]) -> anyhow::Result<PodProcess> {
+        let admin = self.worker_admin.to_string();
+        PodProcess::start(
+            "clouds-worker",
+            files,
+            &["worker", "--config", "/etc/oms/config/worker.yaml", "--admin-listen", &admin],
+        )
+    }
+
+    fn bridge(&self) -> anyhow::Result<Option<Value>> {
+        get(&self.a, &self.ns, "bridge/to-b")
+    }
+
+    /// A real Prometheus scraping both operators, the worker and the gateway has the bridged count.
+    fn check_prometheus(&self) -> anyhow::Result<Prometheus> {
+        let prometheus = Prometheus::start(&[
+            ("operator-a", self.operator_a.admin),
+            ("operator-b", self.operator_b.admin),
+            ("bridge", self.worker_admin),
+            ("gateway", self.gateway_admin),
+        ])?;
+        let at_least = |query: &'static str, goal: u64| {
+            poll(query, DEADLINE, || Ok(prometheus.query(query)?.filter(|v| *v >= goal)))
+        };
+        let sent = at_least("sum(oms_bridge_messages_sent_total)", MESSAGES_U64)?;
+        let published = at_least("sum(oms_gateway_messages_published_total)", MESSAGES_U64)?;
+        let reconciles = at_least("sum(oms_operator_reconcile_total)", 1)?;
+        println!("two clouds: Prometheus: bridged {sent}, gateway published {published}, reconciles {reconciles}");
+        assert_eq!(sent, MESSAGES_U64, "the bridge's count in Prometheus is the number of messages bridged");
+        assert_eq!(published, MESSAGES_U64, "the gateway wrote each once");
+        assert_eq!(prometheus.query("count(up == 1)")?, Some(4), "all four targets are up");
+        Ok(prometheus)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_truthful_status() -> anyhow::Result<()> {
+    let clouds = Clouds::start().await?;
+    let endpoint = clouds.declare_cloud_b()?;
+    clouds.declare_cloud_a(&endpoint)?;
+    let _gateway = clouds.start_gateway().await?;
+    let worker_files = clouds.worker_files().await?;
+    let mut worker = clouds.start_worker(&worker_files)?;
+
+    let started = Instant::now();
+    produce(&clouds.kafka, "orders", 0, MESSAGES).await?;
+    let seen = arrivals(&clouds.nats, "orders-edge", MESSAGES, Duration::from_mins(2)).await?;
+    let repeats = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "two clouds: {} of {MESSAGES} arrived in cloud-b in {:.1}s, {repeats} more than once",
+        seen.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(seen.len(), MESSAGES, "every message arrives; worker log: {}", worker.log.display());
+    assert_eq!(repeats, 0, "each message once");
+
+    // The status tells what the worker did.
+    let bridge = poll("Bridge status: forwarded all, lag 0, Ready", Duration::from_mins(1), || {
+        Ok(clouds.bridge()?.filter(|b| {
+            b["status"]["forwardedTotal"] == MESSAGES
+                && b["status"]["lagMessages"] == 0
+                && condition_is(b, "Ready", "True")
+        }))
+    })?;
+    assert!(condition_is(&bridge, "Connected", "True") && condition_is(&bridge, "Stalled", "False"), "{bridge}");
+    assert!(bridge["status"]["lastForwardedTime"].is_string(), "{bridge}");
+    let columns = run_ok(clouds.a.kubectl().args(["-n", &clouds.ns, "get", "bridges"]))?;
+    println!("two clouds: kubectl get bridges\n{columns}");
+    assert!(columns.contains("LAG") && columns.contains("to-b"), "{columns}");
+    let prometheus = clouds.check_prometheus()?;
+
+    // Stop the worker: lag grows, nothing moves; Stalled within stalledAfter (plus a read or two).
+    worker.kill();
+    let stopped = Instant::now();
+    produce(&clouds.kafka, "orders", MESSAGES, WHILE_STOPPED).await?;
+    let bridge = poll("Stalled", Duration::from_secs(STALLED_AFTER_SECONDS * 3), || {
+        Ok(clouds.bridge()?.filter(|b| condition_is(b, "Stalled", "True")))
+    })?;
+    let stalled_in = stopped.elapsed();
+    println!(
+        "two clouds: Stalled after {:.1}s (stalledAfter {STALLED_AFTER_SECONDS}s): {}",
+        stalled_in.as_secs_f64(),
+        condition(&bridge, "Stalled").map(ToString::to_string).unwrap_or_default()
+    );
+    assert!(stalled_in >= Duration::from_secs(STALLED_AFTER_SECONDS), "not before stalledAfter");
+    assert!(condition_is(&bridge, "Ready", "False") && condition_is(&bridge, "Connected", "False"), "{bridge}");
+    let gauge = format!("oms_operator_bridge_stalled{{namespace=\"{}\",bridge=\"to-b\"}}", clouds.ns);
+    poll("the operator's stalled gauge in Prometheus", DEADLINE, || Ok(prometheus.query(&gauge)?.filter(|v| *v == 1)))?;
+
+    // Start it again: it catches up and Stalled clears; the total counts both runs.
+    let _worker = clouds.start_worker(&worker_files)?;
+    let bridge = poll("Stalled clears and the total counts both runs", Duration::from_mins(1), || {
+        Ok(clouds.bridge()?.filter(|b| {
+            condition_is(b, "Stalled", "False") && b["status"]["forwardedTotal"] == MESSAGES + WHILE_STOPPED
+        }))
+    })?;
+    assert!(condition_is(&bridge, "Ready", "True"), "{bridge}");
+    let seen = arrivals(&clouds.nats, "orders-edge", MESSAGES + WHILE_STOPPED, Duration::from_mins(1)).await?;
+    assert_eq!(seen.len(), MESSAGES + WHILE_STOPPED, "the messages produced while it was stopped arrive too");
+    println!("two clouds: restarted worker caught up; forwardedTotal {}", bridge["status"]["forwardedTotal"]);
+    Ok(())
+}
