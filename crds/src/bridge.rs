@@ -23,6 +23,7 @@ use crate::quantity::{duration_message, duration_rule};
     printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source.queueRef.name"}"#,
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.queueRef.name"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Stalled","type":"string","jsonPath":".status.conditions[?(@.type==\"Stalled\")].status"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagMessages"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Forwarded","type":"integer","priority":1,"jsonPath":".status.forwardedTotal"}"#

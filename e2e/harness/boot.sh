@@ -2,12 +2,13 @@
 # Boots one broker pod exactly as the operator renders it, without a container runtime, and
 # round-trips a message through it with a real client.
 #
-#   e2e/harness/boot.sh <kafka|nats|mqtt> <pod dir> <client port>
+#   e2e/harness/boot.sh <kafka|nats|rabbitmq|mqtt> <pod dir> <client port>
 #
 # <pod dir> holds what the test extracted from the rendered StatefulSet and ConfigMap:
 #   command   the container command, one argument per line
 #   env       NAME=value per line, references already expanded as the kubelet would
-#   mounts    "<container path> <directory relative to the pod dir>" per line (config, data, tmp)
+#   mounts    "<container path> <directory relative to the pod dir>" per line (config, data, tmp,
+#             secret)
 #   hostname  the pod's host name; pod_host  its DNS name through the headless Service
 #
 # Private mount, network and UTS namespaces give the broker the image's paths (bind mounts), its
@@ -21,7 +22,7 @@ BIN=$ROOT/.bin
 START_DEADLINE_SECONDS=${START_DEADLINE_SECONDS:-120}
 
 [[ $# -ge 3 ]] || {
-	echo "usage: $0 <kafka|nats|mqtt> <pod dir> <client port>" >&2
+	echo "usage: $0 <kafka|nats|rabbitmq|mqtt> <pod dir> <client port>" >&2
 	exit 2
 }
 
@@ -30,6 +31,7 @@ if [[ ${1} != --inside ]]; then
 	case $kind in
 	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
 	nats) "$ROOT/e2e/harness/tools.sh" nats-server nats >&2 ;;
+	rabbitmq) "$ROOT/e2e/harness/broker.sh" prepare rabbitmq >&2 && "$ROOT/e2e/harness/tools.sh" pika >&2 ;;
 	mqtt) command -v mosquitto_sub >/dev/null || {
 		echo "boot: mosquitto and mosquitto-clients are needed (make broker-up BROKER=mqtt installs them)" >&2
 		exit 1
@@ -111,9 +113,20 @@ EOF
 	bind "$pod/kafka-bin" /opt/kafka/bin
 fi
 
+if [[ $kind == rabbitmq ]]; then
+	# The rabbitmq image's entrypoint and server on PATH: Debian's server scripts, run as this
+	# user (its /usr/sbin wrappers would switch to the rabbitmq user and drop the pod's env).
+	printf '#!/bin/sh\nexec "$@"\n' >"$pod/tools/docker-entrypoint.sh"
+	printf '#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmq-server "$@"\n' >"$pod/tools/rabbitmq-server"
+	chmod +x "$pod/tools/docker-entrypoint.sh" "$pod/tools/rabbitmq-server"
+fi
+
 mapfile -t command <"$pod/command"
 mapfile -t environment <"$pod/env"
-env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/tmp \
+# HOME is the image user's: the rabbitmq image's is its data directory (the Erlang cookie).
+home=/tmp
+[[ $kind != rabbitmq ]] || home=/var/lib/rabbitmq
+env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=$home \
 	HOSTNAME="$(cat "$pod/hostname")" "${environment[@]}" "${command[@]}" >"$pod/broker.log" 2>&1 &
 broker=$!
 
@@ -148,6 +161,27 @@ nats)
 	nats stream add BOOT --subjects 'boot.>' --storage file --defaults >/dev/null
 	nats pub --jetstream boot.one "$message" >/dev/null
 	got=$(nats sub boot.one --stream BOOT --all --count 1 --raw --wait 10s) || true
+	;;
+rabbitmq)
+	# The operator's generated user (conf.d), by the pod's DNS name; a quorum queue as the
+	# Queue controller declares them, publisher-confirmed, fetched back.
+	got=$("$ROOT/.bin/amqp-venv/bin/python" - "$pod_host" "$port" "$(cat "$pod/amqp_user")" "$message" <<'PY'
+import sys, pika
+host, port, user, message = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[4]
+params = pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(*user), connection_attempts=10, retry_delay=1)
+with pika.BlockingConnection(params) as connection:
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("boot", durable=True, arguments={"x-queue-type": "quorum"})
+    channel.basic_publish("", "boot", message.encode(), mandatory=True)
+    for _ in range(50):
+        _, _, body = channel.basic_get("boot", auto_ack=True)
+        if body:
+            print(body.decode())
+            break
+        connection.sleep(0.2)
+PY
+	) || true
 	;;
 mqtt)
 	mosquitto_pub -h "$pod_host" -p "$port" -q 1 -r -t boot/one -m "$message"

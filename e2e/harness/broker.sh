@@ -5,6 +5,7 @@
 #   e2e/harness/broker.sh down <name>
 #   e2e/harness/broker.sh restart <name>     (keeps config, data and ports)
 #   e2e/harness/broker.sh smoke <name>
+#   e2e/harness/broker.sh prepare <kafka|nats|rabbitmq|mqtt>   (installs or builds only)
 #
 # NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`.
 #
@@ -47,7 +48,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -778,10 +779,15 @@ cmd_smoke() {
 	"${kind}_smoke"
 }
 
+cmd_prepare() {
+	case $1 in kafka | nats | rabbitmq | mqtt) "${1}_prepare" ;; *) usage ;; esac
+}
+
 [[ $# -ge 1 ]] || usage
 cmd=$1
 shift
 case $cmd in
+prepare) [[ $# -eq 1 ]] || usage && lock_name=prepare-$1 ;;
 up) [[ $# -eq 3 ]] || usage && lock_name=$2 ;;
 down | restart | smoke) [[ $# -eq 1 ]] || usage && lock_name=$1 ;;
 *) usage ;;

@@ -163,7 +163,11 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
     assert_eq!(mqtt["status"]["capabilities"]["headers"], false);
     let gateway = s.wait_for("messagingaccesspoint/cloud-b", "status", |o| condition(o, "Ready").is_some())?;
     assert_eq!(condition(&gateway, "Ready").map(|c| c["status"].clone()), Some("Unknown".into()));
-    assert_eq!(gateway["status"]["accessPoint"], "oms:gateway://oms-gateway.cloud-b.example.com:7443/eu-central-1");
+    assert_eq!(gateway["status"]["accessPoint"], "oms:gateway://oms-gateway.cloud-b.example.com:30743/eu-central-1");
+    // The access point that exposes a gateway publishes where other clouds reach it.
+    s.wait_for("messagingaccesspoint/eu-nats", "gateway endpoint", |o| {
+        o["status"]["gatewayEndpoint"] == "oms-gateway.cloud-b.example.com:30743"
+    })?;
     Ok(())
 }
 

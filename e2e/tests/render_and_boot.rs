@@ -53,7 +53,7 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
 
     let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["files", "data", "tmp"] {
+    for sub in ["files", "data", "tmp", "secret"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     // The image's broker user writes the data volume (fsGroup in a pod).
@@ -63,7 +63,17 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
         std::fs::write(&path, content)?;
         run(std::process::Command::new("chmod").arg("0555").arg(&path))?;
     }
-    let pod = objects.stateful_set.spec.context("spec")?.template.spec.context("pod spec")?;
+    // What the access point controller would have generated into the credentials Secret.
+    let generated: BTreeMap<&str, String> =
+        oms_operator::drivers::rabbitmq::generated_credentials("oms-admin", "boot-password", "boot-cookie").into();
+    let pod = objects.stateful_set.spec.clone().context("spec")?.template.spec.context("pod spec")?;
+    for volume in pod.volumes.clone().unwrap_or_default() {
+        for item in volume.secret.and_then(|s| s.items).unwrap_or_default() {
+            let content = generated.get(item.key.as_str()).context("a generated Secret key")?;
+            std::fs::write(dir.join("secret").join(&item.path), content)?;
+        }
+    }
+    std::fs::write(dir.join("amqp_user"), format!("{}:{}", generated["username"], generated["password"]))?;
     let container = &pod.containers[0];
     let hostname = format!("{NAME}-0");
     let mut env = BTreeMap::new();
@@ -72,6 +82,10 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
             (Some(value), _) => expand(value, &env),
             (None, Some(field)) if field.field_path == "metadata.name" => hostname.clone(),
             (None, Some(field)) if field.field_path == "metadata.namespace" => NAMESPACE.to_owned(),
+            (None, None) => match var.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()) {
+                Some(secret) => generated.get(secret.key.as_str()).context("a generated Secret key")?.clone(),
+                None => anyhow::bail!("{driver}: env {} has no value", var.name),
+            },
             _ => anyhow::bail!("{driver}: env {} comes from a source boot.sh cannot provide", var.name),
         };
         env.insert(var.name, value);
@@ -84,6 +98,7 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
             "config" => Path::new("files"),
             "data" => Path::new("data"),
             "tmp" => Path::new("tmp"),
+            "credentials" => Path::new("secret"),
             other => anyhow::bail!("{driver}: volume {other} is not provided by boot.sh"),
         })
     };
@@ -115,6 +130,15 @@ fn rendered_kafka_pod_boots_kraft_and_round_trips_through_its_advertised_name() 
 #[test]
 fn rendered_nats_pod_boots_jetstream_and_round_trips() -> anyhow::Result<()> {
     boot(Driver::Nats, "{driver: nats, managed: {replicas: 1, config: {max_payload: '2097152'}}}")
+}
+
+#[test]
+fn rendered_rabbitmq_pod_boots_with_its_generated_user_and_round_trips_a_quorum_queue() -> anyhow::Result<()> {
+    // Debian ships RabbitMQ 3.10: the operator renders for the version of the image it is given.
+    boot(
+        Driver::Rabbitmq,
+        "{driver: rabbitmq, managed: {replicas: 1, image: 'rabbitmq:3.10', config: {channel_max: '512'}}}",
+    )
 }
 
 #[test]

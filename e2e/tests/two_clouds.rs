@@ -366,7 +366,7 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
     assert!(bridge["status"]["lastForwardedTime"].is_string(), "{bridge}");
     let columns = run_ok(clouds.a.kubectl().args(["-n", &clouds.ns, "get", "bridges"]))?;
     println!("two clouds: kubectl get bridges\n{columns}");
-    assert!(columns.contains("LAG") && columns.contains("to-b"), "{columns}");
+    assert!(columns.contains("LAG") && columns.contains("STALLED") && columns.contains("to-b"), "{columns}");
     let prometheus = clouds.check_prometheus()?;
 
     // Stop the worker: lag grows, nothing moves; Stalled within stalledAfter (plus a read or two).

@@ -327,14 +327,7 @@ async fn ensure_generated_credentials(
     if secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?.is_some() {
         return Ok(());
     }
-    let password = random_token();
-    let username = "oms-admin".to_owned();
-    let data = [
-        ("username", username.clone()),
-        ("password", password.clone()),
-        ("erlang-cookie", random_token()),
-        ("credentials.conf", format!("default_user = {username}\ndefault_pass = {password}\n")),
-    ];
+    let data = crate::drivers::rabbitmq::generated_credentials("oms-admin", &random_token(), &random_token());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

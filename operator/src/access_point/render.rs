@@ -123,6 +123,7 @@ pub fn managed_objects(
         replicas: managed.replicas,
         config: managed.config.clone(),
         cluster_id: cluster_id(uid),
+        image: managed.image.clone(),
     };
     let mut pod = broker.render(&input);
     let config_hash = config_hash(&pod.files, &managed.image);

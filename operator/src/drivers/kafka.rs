@@ -149,6 +149,7 @@ mod tests {
             replicas,
             config: [("log.retention.hours".to_owned(), "48".to_owned())].into(),
             cluster_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            image: "img:1.0".into(),
         }
     }
 

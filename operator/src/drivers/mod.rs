@@ -4,7 +4,7 @@
 mod kafka;
 mod mqtt;
 mod nats;
-mod rabbitmq;
+pub mod rabbitmq;
 
 use std::collections::BTreeMap;
 
@@ -27,9 +27,23 @@ pub struct BrokerInput {
     pub config: BTreeMap<String, String>,
     /// Stable identity of the cluster (Kafka's cluster id), derived from the object's uid.
     pub cluster_id: String,
+    /// The container image; its tag tells the broker version where settings differ by version.
+    pub image: String,
 }
 
 impl BrokerInput {
+    /// Major and minor version from the image tag (`rabbitmq:3.10.8-management` -> 3.10); `None`
+    /// for a tag without one (`latest`, a digest), which renders for the newest version.
+    #[must_use]
+    pub fn image_version(&self) -> Option<(u32, u32)> {
+        let name = self.image.split('@').next().unwrap_or_default();
+        let tag = name.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/'))?;
+        let mut numbers = tag.split(|c: char| !c.is_ascii_digit());
+        let major = numbers.next()?.parse().ok()?;
+        let minor = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        Some((major, minor))
+    }
+
     /// DNS name of pod `ordinal` through the headless Service.
     #[must_use]
     pub fn pod_host(&self, ordinal: i32) -> String {

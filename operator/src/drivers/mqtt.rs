@@ -84,6 +84,7 @@ mod tests {
             replicas: 1,
             config: [("max_inflight_messages".to_owned(), "40".to_owned())].into(),
             cluster_id: "x".into(),
+            image: "img:1.0".into(),
         };
         let conf = &Mqtt.render(&input).files["mosquitto.conf"];
         assert!(conf.contains("persistence true\npersistence_location /mosquitto/data/\n"));

@@ -87,6 +87,7 @@ mod tests {
             replicas,
             config: [("max_payload".to_owned(), "2097152".to_owned())].into(),
             cluster_id: "x".into(),
+            image: "img:1.0".into(),
         }
     }
 

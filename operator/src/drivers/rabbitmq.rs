@@ -20,11 +20,25 @@ const DISTRIBUTION_PORT: u16 = 25672;
 const PROMETHEUS_PORT: u16 = 15692;
 const CONFIG_DIR: &str = "/etc/oms/rabbitmq";
 const DATA_DIR: &str = "/var/lib/rabbitmq";
+/// The first release whose rabbitmq.conf knows `default_queue_type` (older ones refuse to start).
+const DEFAULT_QUEUE_TYPE_SINCE: (u32, u32) = (3, 13);
 
 /// Name of the Secret with `username`, `password`, `erlang-cookie` and `credentials.conf`.
 #[must_use]
 pub fn credentials_secret(access_point: &str) -> String {
     format!("{access_point}-credentials")
+}
+
+/// The data of the generated credentials Secret ([`credentials_secret`]): the admin user, the
+/// Erlang cookie the nodes share, and the same user as a conf.d file the image reads.
+#[must_use]
+pub fn generated_credentials(username: &str, password: &str, cookie: &str) -> [(&'static str, String); 4] {
+    [
+        ("username", username.to_owned()),
+        ("password", password.to_owned()),
+        ("erlang-cookie", cookie.to_owned()),
+        ("credentials.conf", format!("default_user = {username}\ndefault_pass = {password}\n")),
+    ]
 }
 
 impl BrokerDriver for Rabbitmq {
@@ -84,18 +98,32 @@ impl BrokerDriver for Rabbitmq {
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {
         let mut conf = String::from("# Rendered by oms-operator; credentials come from conf.d.\n");
+        // Peer discovery runs only on a node's first boot, to find a cluster to join: a single
+        // node has none to find. Scaling up later rolls it onto k8s discovery, which the new
+        // (blank) nodes use to find it.
+        if broker.replicas > 1 {
+            let _ = write!(
+                conf,
+                "cluster_formation.peer_discovery_backend = k8s\n\
+                 cluster_formation.k8s.service_name = {name}\n\
+                 cluster_formation.k8s.hostname_suffix = .{name}.{namespace}.svc\n",
+                name = broker.name,
+                namespace = broker.namespace,
+            );
+        } else {
+            conf.push_str("cluster_formation.peer_discovery_backend = classic_config\n");
+        }
         let _ = write!(
             conf,
-            "cluster_formation.peer_discovery_backend = k8s\n\
-             cluster_formation.k8s.service_name = {name}\n\
-             cluster_formation.k8s.hostname_suffix = .{name}.{namespace}.svc\n\
-             listeners.tcp.default = {CLIENT_PORT}\n\
+            "listeners.tcp.default = {CLIENT_PORT}\n\
              management.tcp.port = {MANAGEMENT_PORT}\n\
-             default_queue_type = quorum\n\
-             loopback_users.guest = false\n",
-            name = broker.name,
-            namespace = broker.namespace,
+             loopback_users.guest = false\n"
         );
+        // Queues the operator declares are quorum queues by their arguments on every version;
+        // this makes them the default for applications too, where the broker knows the setting.
+        if broker.image_version().is_none_or(|version| version >= DEFAULT_QUEUE_TYPE_SINCE) {
+            conf.push_str("default_queue_type = quorum\n");
+        }
         conf.push_str(&passthrough_lines(&broker.config, " = "));
         let start = format!(
             "#!/bin/sh\n\
@@ -119,7 +147,7 @@ impl BrokerDriver for Rabbitmq {
             .into(),
             command: vec!["/bin/sh".into(), format!("{CONFIG_DIR}/start.sh")],
             env: vec![
-                env("RABBITMQ_CONFIG_FILES", format!("{CONFIG_DIR}/rabbitmq.conf")),
+                env("RABBITMQ_CONFIG_FILE", format!("{CONFIG_DIR}/rabbitmq.conf")),
                 env("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{CONFIG_DIR}/enabled_plugins")),
                 env("RABBITMQ_USE_LONGNAME", "true"),
                 env("RABBITMQ_NODENAME", format!("rabbit@$(POD_NAME).{}.{}.svc", broker.name, broker.namespace)),
@@ -159,13 +187,23 @@ mod tests {
             replicas: 3,
             config: [("vm_memory_high_watermark.relative".to_owned(), "0.6".to_owned())].into(),
             cluster_id: "x".into(),
+            image: "rabbitmq:4.1.4".into(),
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];
         assert!(conf.contains("cluster_formation.peer_discovery_backend = k8s\n"));
         assert!(conf.contains("cluster_formation.k8s.hostname_suffix = .billing-rabbit.acme.svc\n"));
         assert!(conf.contains("default_queue_type = quorum\n"));
+        for older in ["rabbitmq:3.10.8-management", "registry.local:5000/rabbitmq:3.12"] {
+            let old = Rabbitmq.render(&BrokerInput { image: older.into(), ..input.clone() });
+            assert!(!old.files["rabbitmq.conf"].contains("default_queue_type"), "{older} does not know it");
+        }
         assert!(conf.ends_with("vm_memory_high_watermark.relative = 0.6\n"));
+        let single = Rabbitmq.render(&BrokerInput { replicas: 1, ..input.clone() });
+        assert!(
+            single.files["rabbitmq.conf"].contains("peer_discovery_backend = classic_config\n"),
+            "nothing to discover"
+        );
         let node = pod.env.iter().find(|e| e.name == "RABBITMQ_NODENAME").and_then(|e| e.value.clone());
         assert_eq!(node.as_deref(), Some("rabbit@$(POD_NAME).billing-rabbit.acme.svc"));
     }
