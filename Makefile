@@ -89,6 +89,18 @@ cluster-up: ## Start a local control plane: make cluster-up CLUSTER=cloud-a
 cluster-down: ## Stop a local control plane and remove its state: make cluster-down CLUSTER=cloud-a
 	e2e/harness/cluster.sh down $(CLUSTER)
 
+.PHONY: node-up
+node-up: ## Start a real node (containerd, kubelet, kube-scheduler) for a cluster: make node-up CLUSTER=cloud-a
+	e2e/harness/node.sh up $(CLUSTER)
+
+.PHONY: node-down
+node-down: ## Stop the cluster's node and remove it: make node-down CLUSTER=cloud-a
+	e2e/harness/node.sh down $(CLUSTER)
+
+.PHONY: node-smoke
+node-smoke: ## Start the node and run a pod on it; prints the timings: make node-smoke CLUSTER=cloud-a
+	e2e/harness/node.sh smoke $(CLUSTER)
+
 .PHONY: broker-up
 broker-up: ## Start a broker: make broker-up BROKER=kafka NAME=k1 PORT=19092
 	e2e/harness/broker.sh up $(BROKER) $(NAME) $(PORT)

@@ -10,6 +10,8 @@
 # request, in logs/audit.log): benchmarks count the requests of one user with it.
 # State: e2e/.state/<name>/ (kubeconfig, pki/, logs/*.log, pids/, ports.env). etcd keeps its data
 # on tmpfs (/dev/shm) with fsync off: these clusters are for tests and must be fast.
+# A real node for the cluster comes from e2e/harness/node.sh (state in e2e/.state/<name>/node/);
+# `down` takes it down first.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -116,6 +118,8 @@ make_pki() {
 		"IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 	leaf admin "/O=system:masters/CN=oms-e2e-admin"
 	leaf controller-manager "/CN=system:kube-controller-manager"
+	# What the API server presents to kubelets (node.sh) for logs, exec and port-forward.
+	leaf apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
 	# The key pair that signs and verifies service-account tokens.
 	openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 	openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -191,6 +195,9 @@ EOF
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
 		--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
 		--client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
+		--kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+		--kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+		--kubelet-preferred-address-types InternalIP,Hostname \
 		--service-cluster-ip-range "$SERVICE_CIDR" --allow-privileged=true \
 		--service-account-issuer "https://kubernetes.default.svc" \
 		--service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
@@ -230,6 +237,10 @@ stop() {
 
 down() {
 	local quiet=${1:-}
+	# A node lives in this cluster's state directory: it goes first, while the API server answers.
+	if [[ -d $STATE/node ]]; then
+		"$ROOT/e2e/harness/node.sh" down "$name" || log "node.sh down failed (see above); removing the cluster anyway"
+	fi
 	# Reverse start order: nothing talks to a component that is already gone.
 	for component in kube-controller-manager kube-apiserver etcd; do
 		stop "$component" "$quiet"

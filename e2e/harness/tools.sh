@@ -3,10 +3,13 @@
 # outside the checkout keyed by version, and links them into .bin/.
 #
 #   e2e/harness/tools.sh <tool>...     tools: kube-apiserver kube-controller-manager kubectl
+#                                      kubelet kube-scheduler kube-proxy (node.sh)
 #                                      etcd helm nats-server kafka
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
 #                                      prometheus (promtool and prometheus, Debian package)
+#                                      node-runtime (containerd, runc, CNI plugins, buildah:
+#                                      Debian packages, for node.sh)
 #
 # Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
 set -euo pipefail
@@ -27,12 +30,14 @@ log() { printf 'tools: %s\n' "$*" >&2; }
 link() { ln -sfn "$1" "$BIN/$2"; }
 
 # go_build <out> <module dir> <go build args...>: builds into a temporary name and moves it into
-# place, so that an interrupted build never leaves a half-written binary in the cache.
+# place, so that an interrupted build never leaves a half-written binary in the cache. At the
+# lowest CPU priority: a cold Kubernetes build takes both cores for many minutes, and tests may
+# be running beside it.
 go_build() {
 	local out=$1 dir=$2
 	shift 2
 	mkdir -p "$(dirname "$out")"
-	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -o "$out.partial" "$@")
+	(cd "$dir" && CGO_ENABLED=0 nice -n 19 go build -trimpath -o "$out.partial" "$@")
 	mv "$out.partial" "$out"
 }
 
@@ -192,48 +197,69 @@ tool_plot() {
 	link "$dir" plot-venv
 }
 
-# promtool (rule checks and rule unit tests) and prometheus from Debian's package at the pinned
-# version, installed on first use. apt puts them in /usr/bin, so there is nothing to cache: .bin/
-# links to the system files. Maintainer scripts may not start the system service (we run none).
-tool_prometheus() {
-	local have
-	have=$(dpkg-query -W -f='${Version}' prometheus 2>/dev/null || true)
-	if [[ $have != "$PROMETHEUS_DEB_VERSION" ]]; then
-		log "installing Debian package prometheus=$PROMETHEUS_DEB_VERSION${have:+ (found $have)}"
-		local sudo=()
-		if [[ $(id -u) != 0 ]]; then
-			if ! { command -v sudo >/dev/null && sudo -n true 2>/dev/null; }; then
-				log "need root (or passwordless sudo) to apt-get install prometheus"
-				exit 1
-			fi
-			sudo=(sudo -n)
-		fi
-		local guard="" rc=0 aptlog
-		if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-			# policy-rc.d exit 101 = "do not start services"; removed again below.
-			printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-			"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
-			guard=/usr/sbin/policy-rc.d
-		fi
-		aptlog=$OMS_CACHE/tools/apt-prometheus.log
-		local install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
-			--no-install-recommends --allow-downgrades "prometheus=$PROMETHEUS_DEB_VERSION")
-		{ "${install[@]}" || { "${sudo[@]}" apt-get update -q && "${install[@]}"; }; } >"$aptlog" 2>&1 || rc=$?
-		[[ -z $guard ]] || "${sudo[@]}" rm -f "$guard"
-		if ((rc != 0)); then
-			tail -n 20 "$aptlog" >&2
-			log "apt-get install prometheus=$PROMETHEUS_DEB_VERSION failed (log: $aptlog)"
+# deb_install <what> <boot service> <package=version>...: installs pinned Debian packages unless
+# dpkg already has exactly those versions. Maintainer scripts may not start services, and the
+# package's boot service is disabled: we run the programs ourselves, never as system services.
+# The apt output goes to $OMS_CACHE/tools/apt-<what>.log.
+deb_install() {
+	local what=$1 service=$2
+	shift 2
+	local pin missing=()
+	for pin in "$@"; do
+		[[ $(dpkg-query -W -f='${Version}' "${pin%%=*}" 2>/dev/null || true) == "${pin#*=}" ]] || missing+=("$pin")
+	done
+	((${#missing[@]})) || return 0
+	log "installing Debian packages ${missing[*]}"
+	local sudo=()
+	if [[ $(id -u) != 0 ]]; then
+		if ! { command -v sudo >/dev/null && sudo -n true 2>/dev/null; }; then
+			log "need root (or passwordless sudo) to apt-get install ${missing[*]}"
 			exit 1
 		fi
-		# The package enables prometheus.service for boot; nothing here wants a system Prometheus.
-		if [[ -d /run/systemd/system ]]; then
-			"${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-		elif [[ -e /etc/init.d/prometheus ]]; then
-			"${sudo[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
-		fi
+		sudo=(sudo -n)
 	fi
+	local guard="" rc=0 aptlog=$OMS_CACHE/tools/apt-$what.log
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		# policy-rc.d exit 101 = "do not start services"; removed again below.
+		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+		"${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+		guard=/usr/sbin/policy-rc.d
+	fi
+	local install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+		--no-install-recommends --allow-downgrades "${missing[@]}")
+	{ "${install[@]}" || { "${sudo[@]}" apt-get update -q && "${install[@]}"; }; } >"$aptlog" 2>&1 || rc=$?
+	[[ -z $guard ]] || "${sudo[@]}" rm -f "$guard"
+	if ((rc != 0)); then
+		tail -n 20 "$aptlog" >&2
+		log "apt-get install ${missing[*]} failed (log: $aptlog)"
+		exit 1
+	fi
+	if [[ -d /run/systemd/system ]]; then
+		"${sudo[@]}" systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+	elif [[ -e /etc/init.d/$service ]]; then
+		"${sudo[@]}" update-rc.d "$service" disable >/dev/null 2>&1 || true
+	fi
+}
+
+# promtool (rule checks and rule unit tests) and prometheus from Debian's package at the pinned
+# version, installed on first use. apt puts them in /usr/bin, so there is nothing to cache: .bin/
+# links to the system files.
+tool_prometheus() {
+	deb_install prometheus prometheus "prometheus=$PROMETHEUS_DEB_VERSION"
 	link /usr/bin/promtool promtool
 	link /usr/bin/prometheus prometheus
+}
+
+# What a real node runs (node.sh): containerd with runc, the CNI plugins (in /usr/lib/cni), and
+# buildah to pack the node's images. Debian packages at pinned versions, linked into .bin/.
+tool_node_runtime() {
+	deb_install node-runtime containerd "containerd=$CONTAINERD_DEB_VERSION" \
+		"runc=$RUNC_DEB_VERSION" "containernetworking-plugins=$CNI_PLUGINS_DEB_VERSION" \
+		"iptables=$IPTABLES_DEB_VERSION" "buildah=$BUILDAH_DEB_VERSION" "socat=$SOCAT_DEB_VERSION"
+	local tool
+	for tool in containerd ctr runc buildah socat; do
+		link "/usr/bin/$tool" "$tool"
+	done
 }
 
 for tool in "$@"; do
@@ -249,6 +275,7 @@ for tool in "$@"; do
 	plot) tool_plot ;;
 	toxiproxy) tool_toxiproxy ;;
 	prometheus) tool_prometheus ;;
+	node-runtime) tool_node_runtime ;;
 	*)
 		echo "tools: unknown tool $tool" >&2
 		exit 2

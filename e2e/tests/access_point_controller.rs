@@ -34,6 +34,7 @@ fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> a
         "poddisruptionbudget/orders-kafka",
         "serviceaccount/orders-kafka",
         "secret/orders-kafka-binding",
+        "networkpolicy/orders-kafka",
     ] {
         let object = s.json(child)?;
         let owner = &object["metadata"]["ownerReferences"][0];
@@ -47,6 +48,11 @@ fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> a
     let config = s.json("configmap/orders-kafka-config")?;
     let properties = config["data"]["server.properties"].as_str().context("server.properties")?;
     assert!(properties.contains("log.retention.hours=48"), "{properties}");
+    // Tenancy on the network: the client port admits only this namespace (the access point shares with no one).
+    let policy = s.json("networkpolicy/orders-kafka")?;
+    let client = &policy["spec"]["ingress"][1];
+    assert_eq!(client["ports"][0]["port"], 9092, "{policy}");
+    assert_eq!(client["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"], serde_json::json!([s.ns.name]));
 
     // No pods run without nodes: the status says so instead of claiming Ready.
     let ready = condition(&ap, "Ready").context("Ready")?;

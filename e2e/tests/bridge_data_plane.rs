@@ -690,7 +690,11 @@ async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flow
         ),
     )?;
     let seen = brokers.consume(Kind::Nats, "large-out", 20, Duration::from_mins(1)).await?;
-    let refused = failed_with(admin, "too_large");
+    // Messages of other keys may overtake the large one: its refusal can land after they arrived.
+    let refused = oms_e2e::poll("the refusal is counted", oms_e2e::DEADLINE, || {
+        Ok(Some(failed_with(admin, "too_large")).filter(|n| *n > 0))
+    })
+    .unwrap_or(0);
     let reconnects = failed_with(admin, "link");
     println!("too large: 21 sent, {} received, {refused} refused as too large, {reconnects} reconnects", seen.len());
     assert_eq!(seen.len(), 20, "every message that fits arrives, once");

@@ -20,6 +20,8 @@ pub struct Context {
     pub images: DefaultImages,
     /// Image of oms-bridge for bridge workers and gateways.
     pub bridge_image: String,
+    /// Where the operator runs: brokers' NetworkPolicies admit its pods.
+    pub operator_namespace: String,
     /// How often bridge workers' admin endpoints are read for status.
     pub bridge_observe_interval: Duration,
     /// Template of a worker's admin URL when workers are not pods of this cluster.

@@ -4,6 +4,7 @@
 //! desired objects -> server-side apply in order -> probe or read back -> [`status`]. An invalid
 //! spec gets a condition and waits for a change; API errors back off and retry.
 
+pub mod policy;
 pub mod render;
 pub mod status;
 pub mod validate;
@@ -106,7 +107,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
 
 async fn reconcile(map: Arc<MessagingAccessPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_access_point(&map, &ctx).await;
+    let result = Box::pin(reconcile_access_point(&map, &ctx)).await;
     ctx.metrics.observe_reconcile(KIND, result.as_ref().map_or_else(Error::metric_label, |_| "success"), started);
     result
 }
@@ -179,6 +180,8 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
             apply_named(ctx, "ConfigMap", &objects.config_map).await?;
             apply_named(ctx, "Service", &objects.headless_service).await?;
             apply_named(ctx, "Service", &objects.client_service).await?;
+            let policy = policy::broker_network_policy(&ap, broker, &ctx.operator_namespace, &owner);
+            apply_named(ctx, "NetworkPolicy", &policy).await?;
             apply_named::<PodDisruptionBudget>(ctx, "PodDisruptionBudget", &objects.pod_disruption_budget).await?;
             match apply(&ctx.client, &objects.stateful_set).await {
                 Ok(stateful_set) => {

@@ -42,6 +42,11 @@ pub fn labels(ap: &AccessPoint) -> BTreeMap<String, String> {
 }
 
 /// The labels that select the broker pods.
+#[must_use]
+pub fn pod_selector(ap: &AccessPoint) -> BTreeMap<String, String> {
+    selector(ap)
+}
+
 fn selector(ap: &AccessPoint) -> BTreeMap<String, String> {
     [("app.kubernetes.io/instance", ap.name.as_str()), (ACCESS_POINT_LABEL, ap.name.as_str())]
         .into_iter()
