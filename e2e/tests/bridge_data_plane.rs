@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use oms_e2e::{Broker, repo_root, workspace_binary};
+use oms_e2e::{Broker, TlsPaths, repo_root, workspace_binary};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -912,24 +912,6 @@ struct Certs {
 }
 
 /// A certificate and key on disk, and the CA bundle that goes with them.
-#[derive(Clone)]
-struct TlsPaths {
-    ca: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-impl TlsPaths {
-    fn yaml(&self) -> String {
-        format!(
-            "{{caFile: '{}', certFile: '{}', keyFile: '{}'}}",
-            self.ca.display(),
-            self.cert.display(),
-            self.key.display()
-        )
-    }
-}
-
 const HOUR: Duration = Duration::from_hours(1);
 
 impl Certs {
@@ -1048,10 +1030,7 @@ impl Drop for GatewayProcess {
 
 /// The worker-side endpoint of a queue behind the gateway, dialled as `host`.
 fn gateway_end(host: &str, port: u16, access_point: &str, queue: &str, tls: &TlsPaths) -> String {
-    format!(
-        "{{driver: gateway, servers: ['{host}:{port}'], accessPoint: {access_point}, queue: {queue}, tls: {}}}",
-        tls.yaml()
-    )
+    oms_e2e::gateway_end(&format!("{host}:{port}"), access_point, queue, tls)
 }
 
 /// The gateway's server certificate and a bridge certificate of tenant acme in cloud-a.
@@ -1166,27 +1145,12 @@ async fn nats_through_the_gateway_into_kafka_survives_kill_9_and_a_gateway_resta
 
 /// One attempt to write a message through the gateway: true only if the gateway stored it.
 async fn publish_attempt(host: &str, port: u16, access_point: &str, tls: &TlsPaths) -> bool {
-    let yaml = format!(
-        "bridge: {{name: probe, namespace: acme}}\nsource: {{driver: nats, servers: ['127.0.0.1:1'], queue: x}}\ntarget: {}\n",
-        gateway_end(host, port, access_point, "gw-sec", tls)
-    );
-    let Ok(config) = oms_bridge::config::parse_worker("probe.yaml", &yaml) else { return false };
-    let Ok(sink) = oms_bridge::connector::Sink::connect(&config.target, "probe").await else { return false };
-    let message =
-        oms_bridge::message::Message { id: "probe-1".into(), payload: b"probe".to_vec(), ..Default::default() };
-    let Ok(confirm) = sink.send(&message).await else { return false };
-    matches!(tokio::time::timeout(Duration::from_secs(10), confirm).await, Ok(Ok(_)))
+    oms_e2e::gateway_publish_attempt(&format!("{host}:{port}"), access_point, "gw-sec", tls).await
 }
 
 /// One attempt to read through the gateway: true only if the gateway opened the stream.
 async fn consume_attempt(port: u16, access_point: &str, tls: &TlsPaths) -> bool {
-    let yaml = format!(
-        "bridge: {{name: probe, namespace: acme}}\nsource: {}\ntarget: {{driver: nats, servers: ['127.0.0.1:1'], queue: x}}\n",
-        gateway_end("localhost", port, access_point, "gw-sec", tls)
-    );
-    let Ok(config) = oms_bridge::config::parse_worker("probe.yaml", &yaml) else { return false };
-    let start = oms_bridge::connector::Start::Earliest;
-    oms_bridge::connector::Source::connect(&config.source, "probe", start, 8).await.is_ok()
+    oms_e2e::gateway_consume_attempt(&format!("localhost:{port}"), access_point, "gw-sec", tls).await
 }
 
 /// A gRPC call over plain TCP, no TLS at all.

@@ -12,7 +12,9 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use oms_e2e::{Broker, Cluster, DEADLINE, Operator, PodProcess, condition, free_server_port, poll, run, run_ok};
+use oms_e2e::{
+    Broker, Cluster, DEADLINE, Operator, PodProcess, TlsPaths, condition, free_server_port, poll, run, run_ok,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -162,27 +164,35 @@ struct Clouds {
     operator_b: Operator,
     worker_admin: std::net::SocketAddr,
     gateway_admin: std::net::SocketAddr,
+    /// The CAs of cloud-a and cloud-b, and where their certificates are written.
+    cas: (oms_pki::Ca, oms_pki::Ca),
+    state: std::path::PathBuf,
     _namespaces: (oms_e2e::Namespace, oms_e2e::Namespace),
 }
 
 impl Clouds {
-    async fn start() -> anyhow::Result<Self> {
-        let (kafka, nats) = (Broker::up("kafka", "clouds-k")?, Broker::up("nats", "clouds-n")?);
+    /// Everything for one test; `tag` keeps its brokers and namespace apart from other tests'.
+    async fn start(tag: &str) -> anyhow::Result<Self> {
+        let (kafka, nats) = (Broker::up("kafka", &format!("{tag}-k"))?, Broker::up("nats", &format!("{tag}-n"))?);
         let (a, b) = (Cluster::up("cloud-a")?, Cluster::up("cloud-b")?);
         a.install_crds()?;
         b.install_crds()?;
-        let ns_b = b.fresh_namespace("clouds")?;
+        let ns_b = b.fresh_namespace(tag)?;
         let ns_a = a.namespace(&ns_b.name)?;
         let ns = ns_b.name.clone();
-        let state = oms_e2e::repo_root().join(format!("e2e/.state/clouds-{}", std::process::id()));
+        let state = oms_e2e::repo_root().join(format!("e2e/.state/{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&state)?;
         let (client_a, client_b) = (a.client().await?, b.client().await?);
+        let mut cas = Vec::new();
         for (client, domain) in [(&client_a, "cloud-a.oms"), (&client_b, "cloud-b.oms")] {
             let ca = oms_pki::Ca::generate(&format!("OMS CA {domain}"), Duration::from_hours(24))?;
             std::fs::write(state.join(format!("{domain}.pem")), ca.cert_pem())?;
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
             secrets.create(&kube::api::PostParams::default(), &oms_operator::pki::ca_secret(&ns, &ca)).await?;
+            cas.push(ca);
         }
+        let ca_b = cas.pop().context("cloud-b's CA")?;
+        let ca_a = cas.pop().context("cloud-a's CA")?;
         let peer = |domain: &str| state.join(format!("{domain}.pem")).display().to_string();
         let (worker_admin, gateway_admin) = (oms_e2e::admin_address()?, oms_e2e::admin_address()?);
         let worker_url = format!("http://{worker_admin}");
@@ -220,6 +230,8 @@ impl Clouds {
             operator_b,
             worker_admin,
             gateway_admin,
+            cas: (ca_a, ca_b),
+            state,
             _namespaces: (ns_a, ns_b),
         })
     }
@@ -287,7 +299,7 @@ impl Clouds {
                 .await?;
         let admin = self.gateway_admin.to_string();
         PodProcess::start(
-            "clouds-gateway",
+            &format!("{}-gateway", self.ns),
             &files,
             &["gateway", "--config", "/etc/oms/config/gateway.yaml", "--admin-listen", &admin],
         )
@@ -301,7 +313,7 @@ impl Clouds {
     fn start_worker(&self, files: &[(String, Vec<u8>)]) -> anyhow::Result<PodProcess> {
         let admin = self.worker_admin.to_string();
         PodProcess::start(
-            "clouds-worker",
+            &format!("{}-worker", self.ns),
             files,
             &["worker", "--config", "/etc/oms/config/worker.yaml", "--admin-listen", &admin],
         )
@@ -335,7 +347,7 @@ impl Clouds {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_truthful_status() -> anyhow::Result<()> {
-    let clouds = Clouds::start().await?;
+    let clouds = Clouds::start("clouds").await?;
     let endpoint = clouds.declare_cloud_b()?;
     clouds.declare_cloud_a(&endpoint)?;
     let _gateway = clouds.start_gateway().await?;
@@ -398,5 +410,67 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
     let seen = arrivals(&clouds.nats, "orders-edge", MESSAGES + WHILE_STOPPED, Duration::from_mins(1)).await?;
     assert_eq!(seen.len(), MESSAGES + WHILE_STOPPED, "the messages produced while it was stopped arrive too");
     println!("two clouds: restarted worker caught up; forwardedTotal {}", bridge["status"]["forwardedTotal"]);
+    Ok(())
+}
+
+/// A client identity for the gateway: `spiffe://<domain>/ns/<namespace>/bridge/probe` signed by
+/// `ca`, trusting cloud-b's CA for the gateway's certificate.
+fn identity(clouds: &Clouds, label: &str, ca: &oms_pki::Ca, domain: &str, namespace: &str) -> anyhow::Result<TlsPaths> {
+    let id = oms_pki::SpiffeId {
+        trust_domain: domain.to_owned(),
+        namespace: namespace.to_owned(),
+        kind: "bridge".to_owned(),
+        name: "probe".to_owned(),
+    };
+    let issued = ca.issue(&oms_pki::Leaf::new(&id, Vec::new(), Duration::from_hours(1)))?;
+    let (cert, key) = (clouds.state.join(format!("{label}.crt")), clouds.state.join(format!("{label}.key")));
+    std::fs::write(&cert, issued.cert_pem)?;
+    std::fs::write(&key, issued.key_pem)?;
+    Ok(TlsPaths { ca: clouds.state.join("cloud-b.oms.pem"), cert, key })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_the_other_clouds_gateway_a_peer_reaches_only_its_own_tenants_queues() -> anyhow::Result<()> {
+    const ATTEMPTS: usize = 3;
+    let clouds = Clouds::start("tenancy").await?;
+    let endpoint = clouds.declare_cloud_b()?;
+    let gateway = clouds.start_gateway().await?;
+    poll("the gateway serves", DEADLINE, || {
+        Ok(oms_e2e::http_get(clouds.gateway_admin, "/readyz").ok().filter(|(code, _)| *code == 200))
+    })
+    .with_context(|| format!("gateway log: {}", gateway.log.display()))?;
+    let access_point = format!("{}/edge-nats", clouds.ns);
+    let stranger = oms_pki::Ca::generate("a CA nobody trusts", Duration::from_hours(1))?;
+    let (ca_a, ns) = (&clouds.cas.0, clouds.ns.as_str());
+    // Who knocks, and whether they may in: only the queue's own tenant, from a peered cloud.
+    let peers = [
+        ("own tenant, cloud-a", identity(&clouds, "own", ca_a, "cloud-a.oms", ns)?, true),
+        ("other tenant, cloud-a", identity(&clouds, "other", ca_a, "cloud-a.oms", "globex")?, false),
+        ("own tenant, unpeered trust domain", identity(&clouds, "unpeered", ca_a, "cloud-c.oms", ns)?, false),
+        ("own tenant, untrusted CA", identity(&clouds, "untrusted", &stranger, "cloud-a.oms", ns)?, false),
+    ];
+    let mut refused_successes = 0;
+    for (who, tls, allowed) in &peers {
+        let mut successes = 0;
+        for _ in 0..ATTEMPTS {
+            successes +=
+                usize::from(oms_e2e::gateway_publish_attempt(&endpoint, &access_point, "orders-edge", tls).await);
+            successes +=
+                usize::from(oms_e2e::gateway_consume_attempt(&endpoint, &access_point, "orders-edge", tls).await);
+        }
+        println!("two clouds tenancy: {who}: {} attempts (publish, consume), {successes} succeeded", 2 * ATTEMPTS);
+        if *allowed {
+            assert_eq!(successes, 2 * ATTEMPTS, "{who}: the queue's own tenant gets in");
+        } else {
+            refused_successes += successes;
+        }
+    }
+    println!(
+        "two clouds tenancy: {} attempts by peers without the right, {refused_successes} succeeded",
+        2 * ATTEMPTS * 3
+    );
+    assert_eq!(refused_successes, 0, "no peer without the right gets in");
+    let denied = oms_e2e::metric(clouds.gateway_admin, "oms_gateway_denied_total", Some("publish"));
+    assert!(denied >= ATTEMPTS as u64, "the gateway counts its authorization denials: {denied}");
     Ok(())
 }
