@@ -86,6 +86,10 @@ for tool in nats-server nats; do
 		mount --bind "$(readlink -f "$BIN/$tool")" "$pod/tools/$tool"
 	fi
 done
+if [[ $kind == rabbitmq ]]; then
+	mkdir -p "$pod/tools/amqp-venv"
+	mount --bind "$(readlink -f "$BIN/amqp-venv")" "$pod/tools/amqp-venv"
+fi
 if [[ $kind == kafka ]]; then
 	mkdir -p "$pod/tools/kafka-libs"
 	mount --bind "$(readlink -f "$BIN/kafka-libs")/libs" "$pod/tools/kafka-libs"
@@ -165,7 +169,7 @@ nats)
 rabbitmq)
 	# The operator's generated user (conf.d), by the pod's DNS name; a quorum queue as the
 	# Queue controller declares them, publisher-confirmed, fetched back.
-	got=$("$ROOT/.bin/amqp-venv/bin/python" - "$pod_host" "$port" "$(cat "$pod/amqp_user")" "$message" <<'PY'
+	got=$("$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$(cat "$pod/amqp_user")" "$message" <<'PY'
 import sys, pika
 host, port, user, message = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[4]
 params = pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(*user), connection_attempts=10, retry_delay=1)
