@@ -101,6 +101,14 @@ node-down: ## Stop the cluster's node and remove it: make node-down CLUSTER=clou
 node-smoke: ## Start the node and run a pod on it; prints the timings: make node-smoke CLUSTER=cloud-a
 	e2e/harness/node.sh smoke $(CLUSTER)
 
+.PHONY: node-dns
+node-dns: ## Start the node and cluster DNS (CoreDNS at 10.96.0.10): make node-dns CLUSTER=cloud-a
+	e2e/harness/node.sh dns $(CLUSTER)
+
+.PHONY: demo-install
+demo-install: ## helm install the operator as a pod on the node, then a managed NATS and a Queue: make demo-install CLUSTER=node-demo
+	e2e/harness/demo-install.sh $(CLUSTER)
+
 .PHONY: broker-up
 broker-up: ## Start a broker: make broker-up BROKER=kafka NAME=k1 PORT=19092
 	e2e/harness/broker.sh up $(BROKER) $(NAME) $(PORT)

@@ -8,6 +8,11 @@
 #   e2e/harness/node.sh status <cluster>  print whether the node is Ready
 #   e2e/harness/node.sh smoke <cluster>   `up`, then a pod from a locally built image, a Service to it
 #                                         and the API from inside the pod; prints the timings
+#   e2e/harness/node.sh dns <cluster>     `up`, then cluster DNS: CoreDNS as a pod, answering at the
+#                                         kubelet's clusterDNS address (Service kube-system/kube-dns)
+#   e2e/harness/node.sh load <cluster> <archive>...
+#                                         imports OCI archives (e2e/harness/images.sh build) into
+#                                         the node's containerd, under the names they carry
 #
 # Network: the node's network namespace (oms-<checkout hash>-<cluster>) is joined to the host by a
 # veth pair in 10.213.<n>.0/24 (host end .1, node .2); its pods get 10.214.<n>.0/24 on a bridge
@@ -30,7 +35,9 @@
 # State: e2e/.state/<cluster>/node/ (net.env, config/, pki/, containerd/, kubelet/, pod-logs/,
 # logs/*.log, pids/). Every process of the node runs in the cgroup oms-<checkout hash>-<cluster>,
 # which is how `down` finds them all (shims and pods included), even without the state directory.
-# Not yet: cluster DNS (clusterDNS is a placeholder address).
+# Cluster DNS (`dns`): CoreDNS built from Go modules (e2e/tools/coredns, image from images.sh) runs
+# as the Deployment kube-system/coredns behind the Service kube-dns at $CLUSTER_DNS, the kubelet's
+# clusterDNS; it answers for cluster.local only (nothing leaves the machine). `down` removes it.
 # OMS_NODE_DEBUG=1 at `up` makes containerd log at debug level, the kubelet and kube-proxy at -v=4.
 set -euo pipefail
 
@@ -44,20 +51,41 @@ NODE_NET_PREFIX=10.213 # 10.213.<n>.0/24: the host end of the veth is .1, the no
 POD_NET_PREFIX=10.214  # 10.214.<n>.0/24: the node's pods
 API_FORWARD_PORT=6443
 SERVICE_CIDR=10.96.0.0/16 # cluster.sh's service range
-CLUSTER_DNS=10.96.0.10    # a placeholder in it: nothing answers there yet
+CLUSTER_DNS=10.96.0.10    # the kubelet's clusterDNS; CoreDNS answers there after `dns`
 # The host-wide sysctls the kubelet insists on (protectKernelDefaults): with it off, the kubelet
 # would rewrite them for the whole machine (kernel.panic, vm.overcommit_memory, ...). Instead
 # the node's private mount namespace gets files with these values bound over /proc/sys.
 KUBELET_SYSCTLS=(vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1
 	kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000)
+# CoreDNS's configuration (`dns`). Cluster names come straight from the API server's watch,
+# without a cache in front, so that a StatefulSet's peers find each other's new pods at once.
+# Every other name is NXDOMAIN (no upstream: nothing leaves the machine), which resolvers take
+# as final, unlike the SERVFAIL of a name no plugin serves.
+COREFILE='cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
+    errors
+    health :8080
+    ready :8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+    }
+    loadbalance
+}
+.:53 {
+    errors
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}'
 
 usage() {
-	echo "usage: $0 up|down|status|smoke <cluster name>" >&2
+	echo "usage: $0 up|down|status|smoke|dns <cluster name>" >&2
+	echo "       $0 load <cluster name> <OCI archive>..." >&2
 	exit 2
 }
 
-[[ $# -eq 2 ]] || usage
+[[ $# -eq 2 || ($# -gt 2 && $1 == load) ]] || usage
 action=$1 cluster=$2
+shift 2
 [[ $cluster =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || {
 	echo "node: cluster name must be a DNS label (e.g. cloud-a), got '$cluster'" >&2
 	exit 2
@@ -68,6 +96,8 @@ STATE=$CLUSTER_STATE/node
 ID=oms-$(printf %s "$ROOT" | md5sum | cut -c1-8)-$cluster
 NODE_NAME=$cluster-node
 API_ENDPOINT_SLICE=kubernetes-$NODE_NAME
+# Labels the cluster DNS objects (`dns`); `down` deletes them by it.
+DNS_LABEL=app.kubernetes.io/part-of=oms-e2e-cluster-dns
 SOCKET=$STATE/containerd/containerd.sock
 
 log() { printf 'node %s: %s\n' "$cluster" "$*" >&2; }
@@ -408,7 +438,8 @@ EOF
   ]
 }
 EOF
-	# No resolver yet: pods' DNS comes from clusterDNS, a placeholder until the cluster has DNS.
+	# No upstream resolver: pods' DNS is clusterDNS (CoreDNS after `dns`); this file is for the
+	# others (dnsPolicy Default, CoreDNS itself).
 	printf '%s\n' "# node $NODE_NAME: no upstream resolver (nothing leaves the machine)" >"$config/resolv.conf"
 	cat >"$config/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -609,6 +640,10 @@ down() {
 		kubectl delete node "$NODE_NAME" --ignore-not-found --wait=false >/dev/null
 		kubectl delete clusterrolebinding "oms-e2e-node-$NODE_NAME" --ignore-not-found >/dev/null
 		kubectl -n default delete endpointslice "$API_ENDPOINT_SLICE" --ignore-not-found >/dev/null
+		# Cluster DNS (`dns`): its pod could not start again on a node without its image.
+		kubectl -n kube-system delete deployment,service,configmap,serviceaccount \
+			-l "$DNS_LABEL" --ignore-not-found --wait=false >/dev/null
+		kubectl delete clusterrole,clusterrolebinding -l "$DNS_LABEL" --ignore-not-found >/dev/null
 	fi
 	if [[ -e /run/netns/$ID ]]; then
 		netns_existed=yes
@@ -726,6 +761,146 @@ EOF
 		"Running to Service answering $(elapsed "$t_running" "$t_service")s, pod deleted in $(elapsed "$t_service" "$t_gone")s"
 }
 
+# load_archives <archive>...: imports OCI archives into the node's containerd, where the images
+# get the names the archives carry (images.sh sets org.opencontainers.image.ref.name).
+load_archives() {
+	local archive out
+	for archive in "$@"; do
+		[[ -f $archive ]] || die "no such archive: $archive"
+		out=$(ctr images import "$archive" 2>&1) || die "ctr images import $archive failed: $out"
+		log "loaded $(grep -o '^unpacking [^ ]*' <<<"$out" | cut -d' ' -f2 | paste -sd' ') from $archive"
+	done
+}
+
+# resolve <name>: the first IPv4 address glibc's resolver gets for <name> in the node's network
+# namespace from cluster DNS (a private mount namespace gets its own /etc/resolv.conf).
+resolve() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	in_node_network unshare --mount bash -c 'mount --bind "$0" /etc/resolv.conf && exec getent ahostsv4 "$1"' \
+		"$STATE/config/cluster-resolv.conf" "$1" 2>/dev/null | awk 'NR == 1 { print $1 }'
+}
+
+cluster_dns_answers() { [[ $(resolve kubernetes.default.svc.cluster.local) == 10.96.0.1 ]]; }
+
+# Cluster DNS as clusters usually have it: CoreDNS in kube-system behind the Service kube-dns at
+# the kubelet's clusterDNS address, reading Services and EndpointSlices through the API with its
+# ServiceAccount (on the Service IP 10.96.0.1). It answers for cluster.local and the reverse
+# zones, pod names under headless Services (StatefulSet pods) included, and forwards nothing.
+dns() {
+	up
+	local began=$EPOCHREALTIME archive image
+	archive=$("$ROOT/e2e/harness/images.sh" build coredns)
+	image=$("$ROOT/e2e/harness/images.sh" ref coredns)
+	load_archives "$archive"
+	printf '%s\n' "nameserver $CLUSTER_DNS" "options timeout:1 attempts:1" >"$STATE/config/cluster-resolv.conf"
+	local label="{${DNS_LABEL%%=*}: ${DNS_LABEL#*=}}" corefile="    ${COREFILE//$'\n'/$'\n'    }" corefile_hash
+	corefile_hash=$(sha256sum <<<"$COREFILE" | cut -c1-16)
+	kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system, labels: $label}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "oms-e2e:coredns", labels: $label}
+rules:
+  - apiGroups: [""]
+    resources: [services, pods, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "oms-e2e:coredns", labels: $label}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "oms-e2e:coredns"}
+subjects:
+  - {kind: ServiceAccount, name: coredns, namespace: kube-system}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system, labels: $label}
+data:
+  Corefile: |
+$corefile
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coredns, namespace: kube-system, labels: $label}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {k8s-app: kube-dns}
+  template:
+    metadata:
+      labels: {k8s-app: kube-dns}
+      annotations:
+        # A changed Corefile or image (same tag, new content) restarts CoreDNS.
+        oms-e2e/corefile-sha256: $corefile_hash
+        oms-e2e/image-archive: $(basename "$archive")
+    spec:
+      serviceAccountName: coredns
+      priorityClassName: system-cluster-critical
+      # CoreDNS itself must not ask cluster DNS.
+      dnsPolicy: Default
+      terminationGracePeriodSeconds: 5
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+        # Port 53 without any capability: a safe sysctl of the pod's own network namespace.
+        sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "53"}]
+      containers:
+        - name: coredns
+          image: $image
+          imagePullPolicy: Never
+          args: [-conf, /etc/coredns/Corefile]
+          ports:
+            - {name: dns, containerPort: 53, protocol: UDP}
+            - {name: dns-tcp, containerPort: 53, protocol: TCP}
+          livenessProbe:
+            httpGet: {path: /health, port: 8080}
+            periodSeconds: 10
+            failureThreshold: 5
+          readinessProbe:
+            httpGet: {path: /ready, port: 8181}
+            periodSeconds: 2
+          resources:
+            requests: {cpu: 50m, memory: 32Mi}
+            limits: {memory: 128Mi}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+          volumeMounts:
+            - {name: config, mountPath: /etc/coredns, readOnly: true}
+      volumes:
+        - name: config
+          configMap: {name: coredns}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: $label}
+spec:
+  clusterIP: $CLUSTER_DNS
+  selector: {k8s-app: kube-dns}
+  ports:
+    - {name: dns, port: 53, protocol: UDP}
+    - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+	if ! kubectl -n kube-system rollout status deployment/coredns --timeout="${READY_DEADLINE_SECONDS}s" >/dev/null; then
+		kubectl -n kube-system describe pods -l k8s-app=kube-dns >&2 || true
+		kubectl -n kube-system logs -l k8s-app=kube-dns --tail=20 >&2 || true
+		die "CoreDNS not Ready"
+	fi
+	# Ready once its kubernetes plugin has synced; kube-proxy then routes the Service to it.
+	wait_until cluster_dns_answers
+	log "cluster DNS up in $(elapsed "$began" "$EPOCHREALTIME")s: $CLUSTER_DNS answers" \
+		"kubernetes.default.svc.cluster.local = $(resolve kubernetes.default.svc.cluster.local)"
+}
+
 case $action in
 up) up ;;
 down) down ;;
@@ -738,5 +913,10 @@ status)
 	fi
 	;;
 smoke) smoke ;;
+dns) dns ;;
+load)
+	containerd_ready || die "node $NODE_NAME is not up: run '$0 up $cluster' first"
+	load_archives "$@"
+	;;
 *) usage ;;
 esac

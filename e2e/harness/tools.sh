@@ -5,6 +5,7 @@
 #   e2e/harness/tools.sh <tool>...     tools: kube-apiserver kube-controller-manager kubectl
 #                                      kubelet kube-scheduler kube-proxy (node.sh)
 #                                      etcd helm nats-server kafka
+#                                      coredns (cluster DNS, node.sh dns)
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
 #                                      prometheus (promtool and prometheus, Debian package)
@@ -68,6 +69,19 @@ tool_etcd() {
 		go_build "$out" "$ROOT/e2e/tools/etcd" -ldflags "-s -w" .
 	fi
 	link "$out" etcd
+}
+
+# CoreDNS with only the plugins cluster DNS needs: a main of our own (e2e/tools/coredns) over
+# CoreDNS's server, pinned there; keyed by its go.mod and main.go, so a change rebuilds it.
+tool_coredns() {
+	local key out
+	key=$(cat "$ROOT/e2e/tools/coredns/go.mod" "$ROOT/e2e/tools/coredns/main.go" | sha256sum | cut -c1-12)
+	out=$OMS_CACHE/tools/coredns-$COREDNS_VERSION-$key/coredns
+	if [[ ! -x $out ]]; then
+		log "building CoreDNS $COREDNS_VERSION from Go modules"
+		go_build "$out" "$ROOT/e2e/tools/coredns" -ldflags "-s -w" .
+	fi
+	link "$out" coredns
 }
 
 tool_helm() {
@@ -266,6 +280,7 @@ for tool in "$@"; do
 	case $tool in
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl) tool_kube "$tool" ;;
 	etcd) tool_etcd ;;
+	coredns) tool_coredns ;;
 	helm) tool_helm ;;
 	nats-server) tool_nats ;;
 	nats) tool_natscli ;;

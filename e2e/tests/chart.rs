@@ -72,6 +72,16 @@ fn operator_deployment_is_hardened_and_probed_on_the_admin_port() -> anyhow::Res
     Ok(())
 }
 
+#[test]
+fn watching_every_namespace_leaves_the_namespace_variable_unset() -> anyhow::Result<()> {
+    // Set but empty, the operator would read one namespace named "" instead of none.
+    let objects = render(&[])?;
+    let env = &find(&objects, "Deployment")?["spec"]["template"]["spec"]["containers"][0]["env"];
+    let names: Vec<&Value> = env.as_array().context("env")?.iter().map(|v| &v["name"]).collect();
+    assert!(!names.contains(&&json!("OMS_WATCH_NAMESPACES")), "{names:?}");
+    Ok(())
+}
+
 /// The reviewed rules: every verb here is one the operator uses (see the chart's comments).
 fn reviewed_rules() -> Value {
     let crud = json!(["get", "list", "watch", "create", "patch", "delete"]);
