@@ -350,7 +350,8 @@ fn deserialize<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
         let path = error.path().to_string();
         ConfigError {
             file: file.to_owned(),
-            field: if path == "." { "(top level)".into() } else { path },
+            // A document that is not YAML at all has no path: blame the whole file.
+            field: if path == "." || path.is_empty() { "(top level)".into() } else { path },
             problem: error.into_inner().to_string(),
         }
     })
