@@ -18,6 +18,13 @@ use sha2::{Digest, Sha512};
 /// tenant's key can be this).
 pub const MOSQUITTO_PASSWORDS_KEY: &str = "mosquitto.passwd";
 
+/// Key of a tenant's user name in the tenants Secret (beside its password under the tenant's
+/// name): mounted, the two make the `username` and `password` files a bridge or gateway reads.
+#[must_use]
+pub fn username_key(tenant: &str) -> String {
+    format!("{tenant}.username")
+}
+
 /// The Secret with each tenant's broker password.
 #[must_use]
 pub fn tenants_secret_name(access_point: &str) -> String {

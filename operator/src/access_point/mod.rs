@@ -347,6 +347,7 @@ async fn ensure_tenants_secret(
     let tenants = tenancy::tenants(&ap.namespace, &ap.shared_with);
     let passwords = tenancy::tenant_passwords(&text, &tenants, random_token);
     let mut data = passwords.clone();
+    data.extend(tenants.iter().map(|t| (tenancy::username_key(t), t.clone())));
     if ap.driver == Driver::Mqtt {
         // Lines of tenants already there keep their salt: the file changes only with the tenants.
         let old: BTreeMap<&str, &str> = text
