@@ -242,6 +242,7 @@ struct RawBackend {
     driver: Protocol,
     servers: Vec<String>,
     credentials_dir: Option<PathBuf>,
+    tenant_credentials_dir: Option<PathBuf>,
     #[serde(default)]
     shared_with: Vec<String>,
 }
@@ -254,22 +255,41 @@ pub struct Backend {
     pub protocol: Protocol,
     pub servers: Vec<(String, u16)>,
     pub credentials_dir: Option<PathBuf>,
+    /// Where each tenant's own broker user is (`<dir>/<tenant>/username`, `password`): a peer then
+    /// reaches the broker as its tenant, never as the access point's owner.
+    pub tenant_credentials_dir: Option<PathBuf>,
     /// Other namespaces (tenants) whose bridges may use this access point; `*` for all.
     pub shared_with: Vec<String>,
 }
 
 impl Backend {
-    /// The endpoint for one of this backend's queues.
+    /// The endpoint for one of this backend's queues, reached as `tenant` where tenants have
+    /// users of their own.
     #[must_use]
-    pub fn endpoint(&self, queue: &str) -> Endpoint {
+    pub fn endpoint(&self, queue: &str, tenant: &str) -> Endpoint {
         Endpoint {
             protocol: self.protocol,
             servers: self.servers.clone(),
             queue: queue.to_owned(),
             access_point: Some(format!("{}/{}", self.namespace, self.access_point)),
             tls: None,
-            credentials_dir: self.credentials_dir.clone(),
+            credentials_dir: match &self.tenant_credentials_dir {
+                Some(dir) => Some(dir.join(tenant)),
+                None => self.credentials_dir.clone(),
+            },
         }
+    }
+
+    /// How queue names of a tenant start on this backend when it is shared (the operator's
+    /// broker names: `<tenant>.`, `<tenant>_` on NATS, `<tenant>/` on MQTT).
+    #[must_use]
+    pub fn tenant_prefix(&self, tenant: &str) -> String {
+        let separator = match self.protocol {
+            Protocol::Nats => "_",
+            Protocol::Mqtt => "/",
+            _ => ".",
+        };
+        format!("{tenant}{separator}")
     }
 }
 
@@ -324,6 +344,7 @@ pub fn parse_gateway(file: &str, text: &str) -> Result<GatewayConfig, ConfigErro
             protocol: backend.driver,
             servers: servers(file, &format!("{field}.servers"), &backend.servers)?,
             credentials_dir: backend.credentials_dir,
+            tenant_credentials_dir: backend.tenant_credentials_dir,
             shared_with: backend.shared_with,
         });
     }

@@ -10,6 +10,9 @@
 #   mounts    "<container path> <directory relative to the pod dir>" per line (config, data, tmp,
 #             secret)
 #   hostname  the pod's host name; pod_host  its DNS name through the headless Service
+#   client_user  (optional) "name:password" the round trip's client logs in with
+#   attempts.sh  (optional) a client script run instead of the round trip, in the pod's network,
+#                with the pod's DNS name and port as arguments; its output and status are the result
 #
 # Private mount, network and UTS namespaces give the broker the image's paths (bind mounts), its
 # pod host name and DNS name (an /etc/hosts entry for 127.0.0.1) and the ports it listens on,
@@ -151,6 +154,23 @@ done
 
 message="round trip through the rendered $kind pod at $(date -u +%FT%TZ)"
 pod_host=$(cat "$pod/pod_host")
+# The client's user, "name:password", where the broker wants one (client_user in the pod dir).
+user=
+password=
+if [[ -f $pod/client_user ]]; then
+	IFS=: read -r user password <"$pod/client_user" || true # no newline at the end
+fi
+
+# A test's own client script instead of the round trip: it runs here (the pod's network), with
+# the tools on PATH, and its output and exit status are the result.
+if [[ -f $pod/attempts.sh ]]; then
+	status=0
+	PATH="$pod/tools:$PATH" XDG_CONFIG_HOME=$pod/client bash "$pod/attempts.sh" "$pod_host" "$port" || status=$?
+	kill "$broker" 2>/dev/null || true
+	wait "$broker" 2>/dev/null || true
+	((status == 0)) || { echo "boot: broker log:" >&2; tail -n 40 "$pod/broker.log" >&2; }
+	exit $status
+fi
 case $kind in
 kafka)
 	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$pod/tools/kafka-libs/*" "$@" 2>>"$pod/client.log"; }
@@ -161,7 +181,10 @@ kafka)
 		--topic boot --from-beginning --max-messages 1 --timeout-ms 60000) || true
 	;;
 nats)
-	nats() { XDG_CONFIG_HOME=$pod/client "$pod/tools/nats" --server "nats://$pod_host:$port" --timeout 10s "$@"; }
+	nats() {
+		XDG_CONFIG_HOME=$pod/client "$pod/tools/nats" --server "nats://$pod_host:$port" --timeout 10s \
+			${user:+--user "$user" --password "$password"} "$@"
+	}
 	nats stream add BOOT --subjects 'boot.>' --storage file --defaults >/dev/null
 	nats pub --jetstream boot.one "$message" >/dev/null
 	got=$(nats sub boot.one --stream BOOT --all --count 1 --raw --wait 10s) || true
@@ -169,7 +192,7 @@ nats)
 rabbitmq)
 	# The operator's generated user (conf.d), by the pod's DNS name; a quorum queue as the
 	# Queue controller declares them, publisher-confirmed, fetched back.
-	got=$("$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$(cat "$pod/amqp_user")" "$message" <<'PY'
+	got=$("$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$user:$password" "$message" <<'PY'
 import sys, pika
 host, port, user, message = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[4]
 params = pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(*user), connection_attempts=10, retry_delay=1)
@@ -188,8 +211,10 @@ PY
 	) || true
 	;;
 mqtt)
-	mosquitto_pub -h "$pod_host" -p "$port" -q 1 -r -t boot/one -m "$message"
-	got=$(mosquitto_sub -h "$pod_host" -p "$port" -q 1 -t boot/one -C 1 -W 10) || true
+	auth=()
+	[[ -z $user ]] || auth=(-u "$user" -P "$password")
+	mosquitto_pub -h "$pod_host" -p "$port" "${auth[@]}" -q 1 -r -t boot/one -m "$message"
+	got=$(mosquitto_sub -h "$pod_host" -p "$port" "${auth[@]}" -q 1 -t boot/one -C 1 -W 10) || true
 	;;
 esac
 kill "$broker" 2>/dev/null || true

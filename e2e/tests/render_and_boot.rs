@@ -12,6 +12,7 @@ use oms_e2e::{repo_root, run};
 use oms_operator::access_point::render::managed_objects;
 use oms_operator::access_point::validate::{DefaultImages, Plan, validate};
 use oms_operator::drivers::managed_driver;
+use oms_operator::tenancy;
 
 const NAME: &str = "boot";
 const NAMESPACE: &str = "oms";
@@ -38,7 +39,31 @@ fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// What the access point controller would have generated: RabbitMQ's admin user and cookie, and
+/// a password per tenant (with Mosquitto's password file of them).
+fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
+    let rabbit = oms_operator::drivers::rabbitmq::generated_credentials("oms-admin", "boot-password", "boot-cookie");
+    let mut generated: BTreeMap<String, String> = rabbit.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let mut lines = String::new();
+    for tenant in tenants {
+        let password = format!("{tenant}-password");
+        lines.push_str(&tenancy::mosquitto_password_line(tenant, &password, b"boot-salt-12"));
+        lines.push('\n');
+        generated.insert(tenant.clone(), password);
+    }
+    generated.insert(tenancy::MOSQUITTO_PASSWORDS_KEY.to_owned(), lines);
+    generated
+}
+
+/// Boots the rendered pod and runs the round trip (or `attempts`, a client script run in the
+/// pod's network with its DNS name and port); returns what it printed.
 fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
+    let output = boot_with(driver, "round-trip", spec_yaml, None)?;
+    assert!(output.contains("round trip ok"), "{driver}: {output}");
+    Ok(())
+}
+
+fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>) -> anyhow::Result<String> {
     let spec: MessagingAccessPointSpec = serde_yaml::from_str(spec_yaml)?;
     let images = DefaultImages { kafka: "k".into(), nats: "n".into(), rabbitmq: "r".into(), mqtt: "m".into() };
     let ap = validate(NAME, NAMESPACE, &spec, "local", &images).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -51,7 +76,7 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
     };
     let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner);
 
-    let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{}", std::process::id()));
+    let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["files", "data", "tmp", "secret"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -63,9 +88,7 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
         std::fs::write(&path, content)?;
         run(std::process::Command::new("chmod").arg("0555").arg(&path))?;
     }
-    // What the access point controller would have generated into the credentials Secret.
-    let generated: BTreeMap<&str, String> =
-        oms_operator::drivers::rabbitmq::generated_credentials("oms-admin", "boot-password", "boot-cookie").into();
+    let generated = generated_secrets(&tenancy::tenants(NAMESPACE, &ap.shared_with));
     let pod = objects.stateful_set.spec.clone().context("spec")?.template.spec.context("pod spec")?;
     for volume in pod.volumes.clone().unwrap_or_default() {
         for item in volume.secret.and_then(|s| s.items).unwrap_or_default() {
@@ -73,7 +96,15 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
             std::fs::write(dir.join("secret").join(&item.path), content)?;
         }
     }
-    std::fs::write(dir.join("amqp_user"), format!("{}:{}", generated["username"], generated["password"]))?;
+    // The client logs in as the broker's admin (RabbitMQ) or as the access point's own tenant.
+    let client = match driver {
+        Driver::Rabbitmq => format!("{}:{}", generated["username"], generated["password"]),
+        _ => format!("{NAMESPACE}:{}", generated[NAMESPACE]),
+    };
+    std::fs::write(dir.join("client_user"), client)?;
+    if let Some(script) = attempts {
+        std::fs::write(dir.join("attempts.sh"), script)?;
+    }
     let container = &pod.containers[0];
     let hostname = format!("{NAME}-0");
     let mut env = BTreeMap::new();
@@ -115,11 +146,11 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
         .arg(kind)
         .arg(&dir)
         .arg(broker.client_port().to_string()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("round trip ok"), "{kind}:\n{stdout}\n{stderr}");
+    assert!(output.status.success(), "{kind}:\n{stdout}\n{stderr}");
     std::fs::remove_dir_all(&dir)?;
-    Ok(())
+    Ok(stdout)
 }
 
 #[test]
@@ -151,4 +182,78 @@ fn kubelet_style_expansion_replaces_known_references_only() {
     let env: BTreeMap<String, String> = [("POD_NAME".to_owned(), "boot-0".to_owned())].into();
     assert_eq!(expand("rabbit@$(POD_NAME).boot.oms.svc", &env), "rabbit@boot-0.boot.oms.svc");
     assert_eq!(expand("$(UNKNOWN)-x", &env), "$(UNKNOWN)-x");
+}
+
+/// Tenant `globex` against tenant `oms` on a managed NATS shared by both (`oms` owns it): every
+/// try is judged by its effect on what `oms` sees, and `oms`'s own operations must work.
+const NATS_ATTEMPTS: &str = r#"
+host=$1 port=$2
+as() { local who=$1; shift; nats --server "nats://$host:$port" --timeout 5s --user "$who" --password "$who-password" "$@" 2>&1; }
+messages() { as oms stream info oms_orders --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"]["messages"])' 2>/dev/null || echo gone; }
+own=0 own_ok=0 tries=0 got_in=0
+mine() { own=$((own + 1)); if "$@" >/dev/null; then own_ok=$((own_ok + 1)); else echo "own operation failed: $*" >&2; fi; }
+try() { tries=$((tries + 1)); if [[ $1 == yes ]]; then got_in=$((got_in + 1)); echo "got in: $2" >&2; fi; }
+mine as oms stream add oms_orders --subjects oms_orders --storage file --defaults
+mine as oms pub oms_orders first --jetstream
+mine as globex stream add globex_orders --subjects globex_orders --storage file --defaults
+mine as globex pub globex_orders theirs --jetstream
+before=$(messages)
+out=$(as globex stream info oms_orders); try "$([[ $out == *"Messages"* ]] && echo yes)" "read the stream"
+out=$(as globex stream get oms_orders 1); try "$([[ $out == *first* ]] && echo yes)" "read a message"
+out=$(as globex sub oms_orders --stream oms_orders --all --count 1 --wait 3s); try "$([[ $out == *first* ]] && echo yes)" "consume"
+as globex pub oms_orders intruder --jetstream >/dev/null; try "$([[ $(messages) != "$before" ]] && echo yes)" "write"
+as globex stream purge oms_orders -f >/dev/null; try "$([[ $(messages) != "$before" ]] && echo yes)" "purge"
+as globex stream rm oms_orders -f >/dev/null; try "$([[ $(messages) == gone ]] && echo yes)" "delete"
+as globex stream add oms_new --subjects oms_new --defaults >/dev/null; out=$(as oms stream info oms_new); try "$([[ $out == *"Messages"* ]] && echo yes)" "create in oms's account"
+out=$(nats --server "nats://$host:$port" --timeout 5s pub oms_orders anonymous 2>&1); try "$([[ $out != *"uthorization"* && $out != *rror* ]] && echo yes)" "connect without a password"
+out=$(nats --server "nats://$host:$port" --timeout 5s --user oms --password wrong pub oms_orders x 2>&1); try "$([[ $out != *"uthorization"* && $out != *rror* ]] && echo yes)" "connect with a wrong password"
+mine as oms stream get oms_orders 1
+echo "tenancy nats: tenant globex: $tries attempts on tenant oms's queues, $got_in succeeded; own operations: $own_ok of $own succeeded"
+"#;
+
+/// The same on a managed Mosquitto: `globex` against `oms`'s topics, judged by what `oms` sees.
+const MQTT_ATTEMPTS: &str = r#"
+host=$1 port=$2
+pub() { local who=$1; shift; mosquitto_pub -h "$host" -p "$port" -u "$who" -P "$who-password" -q 1 "$@" 2>&1; }
+sub() { local who=$1; shift; mosquitto_sub -h "$host" -p "$port" -u "$who" -P "$who-password" -q 1 -W 3 "$@" 2>&1; }
+own=0 own_ok=0 tries=0 got_in=0
+mine() { own=$((own + 1)); if [[ $1 == yes ]]; then own_ok=$((own_ok + 1)); else echo "own operation failed: $2" >&2; fi; }
+try() { tries=$((tries + 1)); if [[ $1 == yes ]]; then got_in=$((got_in + 1)); echo "got in: $2" >&2; fi; }
+retained() { sub oms -t oms/orders -C 1; }
+pub oms -r -t oms/orders -m oms-secret >/dev/null
+mine "$([[ $(retained) == oms-secret ]] && echo yes)" "oms reads its retained message"
+pub globex -r -t globex/orders -m theirs >/dev/null
+mine "$([[ $(sub globex -t globex/orders -C 1) == theirs ]] && echo yes)" "globex reads its own topic"
+out=$(sub globex -t oms/orders -C 1); try "$([[ $out == *oms-secret* ]] && echo yes)" "read oms/orders"
+out=$(sub globex -t '#' -C 2); try "$([[ $out == *oms-secret* ]] && echo yes)" "read everything (#)"
+pub globex -r -t oms/orders -m intruder >/dev/null; try "$([[ $(retained) != oms-secret ]] && echo yes)" "write oms/orders"
+pub globex -r -n -t oms/orders >/dev/null; try "$([[ $(retained) != oms-secret ]] && echo yes)" "delete oms's retained message"
+mosquitto_pub -h "$host" -p "$port" -q 1 -r -t oms/orders -m anonymous >/dev/null 2>&1; try "$([[ $(retained) != oms-secret ]] && echo yes)" "write without a password"
+out=$(mosquitto_sub -h "$host" -p "$port" -u oms -P wrong -q 1 -W 3 -t oms/orders -C 1 2>&1); try "$([[ $out == *oms-secret* ]] && echo yes)" "read with a wrong password"
+echo "tenancy mqtt: tenant globex: $tries attempts on tenant oms's queues, $got_in succeeded; own operations: $own_ok of $own succeeded"
+"#;
+
+/// `(attempts, successes, own operations, own successes)` from an attempts script's summary line.
+fn attempt_counts(output: &str) -> Option<(u32, u32, u32, u32)> {
+    let line = output.lines().find(|l| l.starts_with("tenancy "))?;
+    let numbers: Vec<u32> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).filter_map(|n| n.parse().ok()).collect();
+    match numbers[..] {
+        [tries, got_in, own_ok, own] => Some((tries, got_in, own, own_ok)),
+        _ => None,
+    }
+}
+
+#[test]
+fn on_shared_nats_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
+    for (driver, script) in [(Driver::Nats, NATS_ATTEMPTS), (Driver::Mqtt, MQTT_ATTEMPTS)] {
+        let spec = format!("{{driver: {driver}, managed: {{replicas: 1}}, sharing: {{tenants: [globex]}}}}");
+        let output = boot_with(driver, "tenancy", &spec, Some(script))?;
+        let (tries, got_in, own, own_ok) = attempt_counts(&output).context("a summary line")?;
+        println!("{}", output.lines().find(|l| l.starts_with("tenancy ")).unwrap_or_default());
+        assert!(tries >= 6, "{driver}: {output}");
+        assert_eq!(got_in, 0, "{driver}: no attempt on another tenant's queues succeeds: {output}");
+        assert_eq!(own_ok, own, "{driver}: the tenants' own operations succeed: {output}");
+    }
+    Ok(())
 }

@@ -21,4 +21,5 @@ pub mod pki;
 pub mod preflight;
 pub mod probe;
 pub mod queue;
+pub mod tenancy;
 pub mod workload;

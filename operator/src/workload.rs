@@ -55,6 +55,27 @@ pub fn credentials_volume(name: &str, binding_secret: &str) -> Volume {
     }
 }
 
+/// Each tenant's broker user from the tenants Secret as `<tenant>/username` and `<tenant>/password`.
+#[must_use]
+pub fn tenants_volume(name: &str, tenants_secret: &str, tenants: &[String]) -> Volume {
+    let item = |key: String, path: String| KeyToPath { key, path, mode: None };
+    let items = tenants
+        .iter()
+        .flat_map(|t| {
+            [item(crate::tenancy::username_key(t), format!("{t}/username")), item(t.clone(), format!("{t}/password"))]
+        })
+        .collect();
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tenants_secret.into()),
+            items: Some(items),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 #[must_use]
 pub fn read_only_mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }

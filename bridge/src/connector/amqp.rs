@@ -32,14 +32,7 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
 
 /// User and password from the credentials directory, else RabbitMQ's guest account.
 fn read_credentials(endpoint: &Endpoint) -> (String, String) {
-    let read = |file: &str| {
-        endpoint
-            .credentials_dir
-            .as_ref()
-            .and_then(|dir| std::fs::read_to_string(dir.join(file)).ok())
-            .map(|v| v.trim().to_owned())
-    };
-    (read("username").unwrap_or_else(|| "guest".into()), read("password").unwrap_or_else(|| "guest".into()))
+    super::credentials(endpoint).unwrap_or_else(|| ("guest".into(), "guest".into()))
 }
 
 pub struct AmqpSource {

@@ -13,6 +13,15 @@ use futures::future::BoxFuture;
 use crate::config::{Endpoint, Protocol, StartFrom};
 use crate::message::Message;
 
+/// User and password from the endpoint's credentials directory (files `username` and `password`,
+/// as the operator mounts a binding Secret), when it has one.
+#[must_use]
+pub fn credentials(endpoint: &Endpoint) -> Option<(String, String)> {
+    let dir = endpoint.credentials_dir.as_ref()?;
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok().map(|v| v.trim().to_owned());
+    Some((read("username")?, read("password")?))
+}
+
 /// A message taken from a source, with what acknowledges it there.
 pub struct Received {
     pub message: Message,

@@ -26,6 +26,9 @@ fn options(endpoint: &Endpoint, client_id: &str, clean: bool) -> MqttOptions {
     options.set_keep_alive(Duration::from_secs(10));
     options.set_clean_session(clean);
     options.set_manual_acks(true);
+    if let Some((user, password)) = super::credentials(endpoint) {
+        options.set_credentials(user, password);
+    }
     options
 }
 

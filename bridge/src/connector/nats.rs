@@ -21,7 +21,11 @@ use crate::message::{
 
 async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
     let servers: Vec<String> = endpoint.servers.iter().map(|(h, p)| format!("nats://{h}:{p}")).collect();
-    async_nats::ConnectOptions::new().connect(servers.clone()).await.map_err(|e| ConnectorError::Connect {
+    let options = match super::credentials(endpoint) {
+        Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
+        None => async_nats::ConnectOptions::new(),
+    };
+    options.connect(servers.clone()).await.map_err(|e| ConnectorError::Connect {
         protocol: Protocol::Nats,
         servers: servers.join(","),
         message: e.to_string(),

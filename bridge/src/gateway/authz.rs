@@ -60,6 +60,17 @@ pub fn authorize<'a>(
     let allowed = |ns: &str| ns == peer.namespace;
     let backend = backends.iter().find(|b| b.namespace == namespace && b.access_point == name);
     match backend {
+        // On a shared access point every tenant's queues carry its prefix: a peer names only its own.
+        Some(backend)
+            if !backend.shared_with.is_empty() && !queue.starts_with(&backend.tenant_prefix(&peer.namespace)) =>
+        {
+            Err(Denial::PermissionDenied(format!(
+                "{who} may not {} queue {queue:?} of access point {access_point}: on a shared access point the queues of tenant {} start with {:?}",
+                operation.as_str(),
+                peer.namespace,
+                backend.tenant_prefix(&peer.namespace)
+            )))
+        }
         Some(backend)
             if allowed(&backend.namespace)
                 || backend.shared_with.iter().any(|ns| ns == "*" || ns == &peer.namespace) =>
@@ -95,6 +106,7 @@ mod tests {
             protocol: Protocol::Nats,
             servers: vec![("nats".into(), 4222)],
             credentials_dir: None,
+            tenant_credentials_dir: None,
             shared_with: shared_with.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -120,7 +132,23 @@ mod tests {
         let globex = peer("cloud-a.oms", "globex", "bridge");
         let denied = authorize(&globex, TRUSTED, &private, "acme/edge", "q", Operation::Consume);
         assert!(matches!(denied, Err(Denial::PermissionDenied(m)) if m.contains("has not shared it with globex")));
-        assert!(authorize(&globex, TRUSTED, &shared, "acme/edge", "q", Operation::Consume).is_ok());
+        assert!(authorize(&globex, TRUSTED, &shared, "acme/edge", "globex_q", Operation::Consume).is_ok());
+    }
+
+    #[test]
+    fn on_a_shared_access_point_a_tenant_names_only_its_own_queues() {
+        let shared = [backend("acme", "edge", &["globex"])];
+        let globex = peer("cloud-a.oms", "globex", "bridge");
+        for queue in ["acme_orders", "orders", "globexorders"] {
+            let denied = authorize(&globex, TRUSTED, &shared, "acme/edge", queue, Operation::Publish);
+            assert!(
+                matches!(denied, Err(Denial::PermissionDenied(m)) if m.contains("start with \"globex_\"")),
+                "{queue}"
+            );
+        }
+        let acme = peer("cloud-a.oms", "acme", "bridge");
+        assert!(authorize(&acme, TRUSTED, &shared, "acme/edge", "acme_orders", Operation::Publish).is_ok());
+        assert!(authorize(&acme, TRUSTED, &shared, "acme/edge", "globex_orders", Operation::Publish).is_err());
     }
 
     #[test]
@@ -156,15 +184,17 @@ mod tests {
         fn grants_never_cross_tenants(
             peer_ns in "[a-c]", ap_ns in "[a-c]", shared in proptest::collection::vec("[a-c*]", 0..3),
             domain in prop_oneof![Just("cloud-a.oms"), Just("x.oms")], kind in prop_oneof![Just("bridge"), Just("gateway")],
-            target in "[a-c]/(edge|core)",
+            target in "[a-c]/(edge|core)", queue in "([a-c]_)?q",
         ) {
             let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
             let backends = [backend(&ap_ns, "edge", &shared)];
             let who = peer(domain, &peer_ns, kind);
-            if let Ok(granted) = authorize(&who, TRUSTED, &backends, &target, "q", Operation::Publish) {
+            if let Ok(granted) = authorize(&who, TRUSTED, &backends, &target, &queue, Operation::Publish) {
                 prop_assert_eq!(format!("{}/{}", granted.namespace, granted.access_point), target);
                 prop_assert!(domain == "cloud-a.oms" && kind == "bridge");
                 prop_assert!(granted.namespace == peer_ns || shared.iter().any(|s| *s == "*" || *s == peer_ns));
+                let prefix = format!("{peer_ns}_");
+                prop_assert!(shared.is_empty() || queue.starts_with(&prefix));
             }
         }
     }

@@ -195,9 +195,12 @@ impl proto::gateway_server::Gateway for GatewayService {
             return Err(Status::invalid_argument("the first frame must be `open`"));
         };
         let backend = self.authorize(&peer, &queue, Operation::Publish)?;
-        let sink = Sink::connect(&backend.endpoint(&queue.queue), &format!("oms-gw-{}-{}", peer.namespace, peer.name))
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let sink = Sink::connect(
+            &backend.endpoint(&queue.queue, &peer.namespace),
+            &format!("oms-gw-{}-{}", peer.namespace, peer.name),
+        )
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
         let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
         let credit = proto::PublishReply { reply: Some(publish_reply::Reply::Credit(STREAM_CREDIT)) };
         replies.send(Ok(credit)).await.map_err(|_| Status::cancelled("the peer left"))?;
@@ -230,7 +233,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         };
         // The durable position belongs to the peer's tenant and its consumer name.
         let durable = format!("oms-gw-{}-{}", peer.namespace, open.consumer);
-        let source = Source::connect(&backend.endpoint(&queue.queue), &durable, start, STREAM_CREDIT)
+        let source = Source::connect(&backend.endpoint(&queue.queue, &peer.namespace), &durable, start, STREAM_CREDIT)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);

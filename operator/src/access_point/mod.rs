@@ -9,6 +9,8 @@ pub mod render;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeMap;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,7 @@ use crate::context::Context;
 use crate::drivers::{capabilities, managed_driver, rabbitmq_credentials_secret};
 use crate::metrics::keep_resources_gauge;
 use crate::probe::probe;
+use crate::tenancy;
 
 /// The `kind` label of this controller's metrics.
 const KIND: &str = "MessagingAccessPoint";
@@ -311,12 +314,74 @@ async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) ->
             ensure_generated_credentials(&secrets, &name, ap, owner).await?;
             name
         }
+        // A user per tenant; the binding Secret gets the access point's own namespace's.
+        (Plan::Managed(_), Driver::Nats | Driver::Mqtt) => {
+            let passwords = ensure_tenants_secret(ctx, &secrets, ap, owner).await?;
+            let password = passwords.get(&ap.namespace).cloned().unwrap_or_default();
+            return Ok(Some(Credentials { username: ap.namespace.clone(), password }));
+        }
         _ => return Ok(None),
     };
     let secret = secrets.get(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
     let data = secret.data.unwrap_or_default();
     let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
     Ok(Some(Credentials { username: text("username"), password: text("password") }))
+}
+
+/// The tenants Secret (`<access-point>-tenants`): a password per tenant served, kept once made,
+/// and for Mosquitto the password file of their hashes. Written only when a tenant came or went.
+async fn ensure_tenants_secret(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+) -> Result<BTreeMap<String, String>, Error> {
+    let name = tenancy::tenants_secret_name(&ap.name);
+    let existing = secrets.get_opt(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
+    let text: BTreeMap<String, String> = existing
+        .and_then(|s| s.data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    let tenants = tenancy::tenants(&ap.namespace, &ap.shared_with);
+    let passwords = tenancy::tenant_passwords(&text, &tenants, random_token);
+    let mut data = passwords.clone();
+    data.extend(tenants.iter().map(|t| (tenancy::username_key(t), t.clone())));
+    if ap.driver == Driver::Mqtt {
+        // Lines of tenants already there keep their salt: the file changes only with the tenants.
+        let old: BTreeMap<&str, &str> = text
+            .get(tenancy::MOSQUITTO_PASSWORDS_KEY)
+            .map(|file| file.lines().filter_map(|l| l.split_once(':').map(|(user, _)| (user, l))).collect())
+            .unwrap_or_default();
+        let lines: Vec<String> = passwords
+            .iter()
+            .map(|(tenant, password)| match old.get(tenant.as_str()) {
+                Some(line) if text.get(tenant) == Some(password) => (*line).to_owned(),
+                _ => tenancy::mosquitto_password_line(
+                    tenant,
+                    password,
+                    random_token().as_bytes().get(..12).unwrap_or_default(),
+                ),
+            })
+            .collect();
+        data.insert(tenancy::MOSQUITTO_PASSWORDS_KEY.to_owned(), lines.join("\n") + "\n");
+    }
+    if data != text {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ap.namespace.clone()),
+                labels: Some(render::labels(ap)),
+                owner_references: Some(vec![owner.clone()]),
+                ..ObjectMeta::default()
+            },
+            data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
+            ..Secret::default()
+        };
+        apply_named(ctx, "Secret", &secret).await?;
+    }
+    Ok(passwords)
 }
 
 /// Creates the generated credentials Secret once; an existing one is never overwritten, so that

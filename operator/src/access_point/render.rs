@@ -129,6 +129,8 @@ pub fn managed_objects(
         config: managed.config.clone(),
         cluster_id: cluster_id(uid),
         image: managed.image.clone(),
+        tenants: crate::tenancy::tenants(&ap.namespace, &ap.shared_with),
+        shared: !ap.shared_with.is_empty(),
     };
     let mut pod = broker.render(&input);
     let config_hash = config_hash(&pod.files, &managed.image);

@@ -150,6 +150,8 @@ mod tests {
             config: [("log.retention.hours".to_owned(), "48".to_owned())].into(),
             cluster_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
             image: "img:1.0".into(),
+            tenants: vec!["acme".into()],
+            shared: false,
         }
     }
 

@@ -29,6 +29,10 @@ pub struct BrokerInput {
     pub cluster_id: String,
     /// The container image; its tag tells the broker version where settings differ by version.
     pub image: String,
+    /// The namespaces served, each a broker user of its own ([`crate::tenancy`]).
+    pub tenants: Vec<String>,
+    /// Whether queue names carry their tenant's prefix (the access point shares).
+    pub shared: bool,
 }
 
 impl BrokerInput {
@@ -145,6 +149,22 @@ fn passthrough_lines(config: &BTreeMap<String, String>, separator: &str) -> Stri
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
+}
+
+/// An environment variable from a key of a Secret.
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..k8s_openapi::api::core::v1::EnvVarSource::default()
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,15 @@ use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, passthrough_lines};
+use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, passthrough_lines};
+use crate::tenancy;
 
 pub struct Mqtt;
 
 const CLIENT_PORT: u16 = 1883;
 const CONFIG_DIR: &str = "/mosquitto/config";
 const DATA_DIR: &str = "/mosquitto/data";
+const SECRETS_DIR: &str = "/mosquitto/secrets";
 
 impl BrokerDriver for Mqtt {
     fn capabilities(&self) -> Capabilities {
@@ -36,7 +38,16 @@ impl BrokerDriver for Mqtt {
     }
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
-        &["listener", "port", "persistence", "persistence_location", "pid_file"]
+        &[
+            "listener",
+            "port",
+            "persistence",
+            "persistence_location",
+            "pid_file",
+            "allow_anonymous",
+            "password_file",
+            "acl_file",
+        ]
     }
 
     fn max_replicas(&self) -> i32 {
@@ -60,14 +71,25 @@ impl BrokerDriver for Mqtt {
         let mut conf = String::from("# Rendered by oms-operator.\n");
         let _ = write!(
             conf,
-            "listener {CLIENT_PORT}\npersistence true\npersistence_location {DATA_DIR}/\nallow_anonymous true\n"
+            "listener {CLIENT_PORT}\npersistence true\npersistence_location {DATA_DIR}/\n\
+             allow_anonymous false\npassword_file {SECRETS_DIR}/passwd\nacl_file {CONFIG_DIR}/acl\n"
         );
         conf.push_str(&passthrough_lines(&broker.config, " "));
         BrokerPod {
-            files: [("mosquitto.conf".to_owned(), conf)].into(),
+            files: [
+                ("mosquitto.conf".to_owned(), conf),
+                ("acl".to_owned(), tenancy::mosquitto_acl(&broker.tenants, broker.shared)),
+            ]
+            .into(),
             command: vec!["mosquitto".into(), "-c".into(), format!("{CONFIG_DIR}/mosquitto.conf")],
             env: Vec::new(),
-            secret_file: None,
+            // A user per tenant; the hashes come from the tenants Secret.
+            secret_file: Some(SecretFile {
+                secret: tenancy::tenants_secret_name(&broker.name),
+                key: tenancy::MOSQUITTO_PASSWORDS_KEY.into(),
+                mount_dir: SECRETS_DIR.into(),
+                file: "passwd".into(),
+            }),
         }
     }
 }
@@ -85,6 +107,8 @@ mod tests {
             config: [("max_inflight_messages".to_owned(), "40".to_owned())].into(),
             cluster_id: "x".into(),
             image: "img:1.0".into(),
+            tenants: vec!["acme".into()],
+            shared: false,
         };
         let conf = &Mqtt.render(&input).files["mosquitto.conf"];
         assert!(conf.contains("persistence true\npersistence_location /mosquitto/data/\n"));

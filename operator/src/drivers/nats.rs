@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, passthrough_lines};
+use super::{BrokerDriver, BrokerInput, BrokerPod, passthrough_lines, secret_env};
+use crate::tenancy;
 
 pub struct Nats;
 
@@ -37,7 +38,20 @@ impl BrokerDriver for Nats {
     }
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
-        &["server_name", "port", "listen", "http", "http_port", "cluster", "routes", "jetstream", "store_dir"]
+        &[
+            "server_name",
+            "port",
+            "listen",
+            "http",
+            "http_port",
+            "cluster",
+            "routes",
+            "jetstream",
+            "store_dir",
+            "accounts",
+            "authorization",
+            "no_auth_user",
+        ]
     }
 
     fn config_dir(&self) -> &'static str {
@@ -65,12 +79,26 @@ impl BrokerDriver for Nats {
             }
             conf.push_str("  ]\n}\n");
         }
+        // A tenant is an account: its streams and subjects are invisible to every other one.
+        // Passwords are variables the server reads from the environment (the tenants Secret).
+        let secret = tenancy::tenants_secret_name(&broker.name);
+        let mut env = Vec::with_capacity(broker.tenants.len());
+        conf.push_str("accounts {\n");
+        for tenant in &broker.tenants {
+            let variable = tenancy::password_env(tenant);
+            let _ = write!(
+                conf,
+                "  \"{tenant}\" {{\n    jetstream: enabled\n    users: [{{user: \"{tenant}\", password: ${variable}}}]\n  }}\n"
+            );
+            env.push(secret_env(&variable, &secret, tenant));
+        }
+        conf.push_str("}\n");
         conf.push_str(&passthrough_lines(&broker.config, ": "));
         BrokerPod {
             files: [("nats.conf".to_owned(), conf)].into(),
             command: vec!["nats-server".into(), "--config".into(), format!("{CONFIG_DIR}/nats.conf")],
             // `server_name: $POD_NAME` reads the variable every broker pod gets.
-            env: Vec::new(),
+            env,
             secret_file: None,
         }
     }
@@ -88,6 +116,8 @@ mod tests {
             config: [("max_payload".to_owned(), "2097152".to_owned())].into(),
             cluster_id: "x".into(),
             image: "img:1.0".into(),
+            tenants: vec!["acme".into()],
+            shared: false,
         }
     }
 
@@ -99,6 +129,24 @@ mod tests {
         }
         assert!(conf.contains("store_dir: \"/data/jetstream\""));
         assert!(conf.ends_with("max_payload: 2097152\n"), "{conf}");
+    }
+
+    #[test]
+    fn each_tenant_is_an_account_whose_password_comes_from_the_secret() {
+        let pod = Nats.render(&BrokerInput { tenants: vec!["acme".into(), "globex".into()], shared: true, ..input(1) });
+        let conf = &pod.files["nats.conf"];
+        assert!(
+            conf.contains(
+                "\"globex\" {\n    jetstream: enabled\n    users: [{user: \"globex\", password: $OMS_TENANT_GLOBEX}]"
+            ),
+            "{conf}"
+        );
+        let from = |name: &str| {
+            pod.env.iter().find(|e| e.name == name).and_then(|e| e.value_from.clone()).and_then(|f| f.secret_key_ref)
+        };
+        let globex = from("OMS_TENANT_GLOBEX").expect("from the Secret");
+        assert_eq!((globex.name.as_str(), globex.key.as_str()), ("edge-nats-tenants", "globex"));
+        assert!(!conf.contains(&globex.key.to_uppercase().repeat(2)), "no password in the ConfigMap");
     }
 
     #[test]

@@ -188,6 +188,8 @@ mod tests {
             config: [("vm_memory_high_watermark.relative".to_owned(), "0.6".to_owned())].into(),
             cluster_id: "x".into(),
             image: "rabbitmq:4.1.4".into(),
+            tenants: vec!["acme".into()],
+            shared: false,
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];

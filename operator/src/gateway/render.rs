@@ -16,6 +16,9 @@ use crate::access_point::render::config_hash;
 use crate::access_point::validate::Gateway;
 use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CREDENTIALS_DIR, TLS_DIR};
 
+/// Where each tenant's broker user is mounted: `<dir>/<tenant>/username`, `password`.
+const TENANTS_DIR: &str = "/etc/oms/tenants";
+
 /// What a gateway needs to know, resolved from its access point, its binding Secret and the PKI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayInput {
@@ -28,6 +31,9 @@ pub struct GatewayInput {
     pub credentials_secret: Option<String>,
     /// Other namespaces whose bridges may use the access point (`spec.sharing.tenants`).
     pub shared_with: Vec<String>,
+    /// Where tenants have broker users of their own (managed NATS and Mosquitto): the tenants
+    /// Secret and the tenants in it. Peers then reach the broker as their tenant.
+    pub tenant_users: Option<(String, Vec<String>)>,
     pub exposure: Gateway,
     pub trust_domain: String,
     pub peer_trust_domains: Vec<String>,
@@ -44,6 +50,9 @@ pub fn gateway_config(input: &GatewayInput) -> String {
     });
     if input.credentials_secret.is_some() {
         backend["credentialsDir"] = json!(CREDENTIALS_DIR);
+    }
+    if input.tenant_users.is_some() {
+        backend["tenantCredentialsDir"] = json!(TENANTS_DIR);
     }
     let config = json!({
         "listen": format!("0.0.0.0:{}", input.exposure.port),
@@ -110,6 +119,10 @@ pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &Owner
     if let Some(secret) = &input.credentials_secret {
         volumes.push(workload::credentials_volume("credentials", secret));
         mounts.push(workload::read_only_mount("credentials", CREDENTIALS_DIR));
+    }
+    if let Some((secret, tenants)) = &input.tenant_users {
+        volumes.push(workload::tenants_volume("tenants", secret, tenants));
+        mounts.push(workload::read_only_mount("tenants", TENANTS_DIR));
     }
     let args = vec!["gateway".into(), "--config".into(), format!("{CONFIG_DIR}/gateway.yaml")];
     let port =
@@ -189,6 +202,7 @@ mod tests {
             servers: vec!["eu-nats.acme.svc:4222".into()],
             credentials_secret: Some("eu-nats-binding".into()),
             shared_with: vec!["globex".into()],
+            tenant_users: Some(("eu-nats-tenants".into(), vec!["acme".into(), "globex".into()])),
             exposure: Gateway {
                 port: 7443,
                 service_type: ServiceType::NodePort,
@@ -211,6 +225,8 @@ mod tests {
         assert_eq!((backend.namespace.as_str(), backend.access_point.as_str()), ("acme", "eu-nats"));
         assert_eq!(backend.shared_with, ["globex"]);
         assert_eq!(backend.credentials_dir.as_deref(), Some(std::path::Path::new(CREDENTIALS_DIR)));
+        let globex = backend.endpoint("globex_orders", "globex").credentials_dir;
+        assert_eq!(globex.as_deref(), Some(std::path::Path::new("/etc/oms/tenants/globex")), "a peer is its tenant");
     }
 
     #[test]
@@ -236,7 +252,7 @@ mod tests {
         let pod = render("globex").spec.and_then(|s| s.template.spec).expect("pod");
         let secrets: Vec<String> =
             pod.volumes.unwrap_or_default().iter().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
-        assert_eq!(secrets, ["eu-nats-oms-gateway-tls", "eu-nats-binding"]);
+        assert_eq!(secrets, ["eu-nats-oms-gateway-tls", "eu-nats-binding", "eu-nats-tenants"]);
         let hash =
             |d: Deployment| d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default();
         assert_ne!(hash(render("globex")), hash(render("initech")));

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -18,7 +19,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
-use oms_crds::access_point::MessagingAccessPoint;
+use oms_crds::access_point::{Driver, MessagingAccessPoint};
 use oms_crds::common::Capabilities;
 use oms_crds::common::condition_type::{READY, UNSUPPORTED};
 use oms_crds::queue::{DeletionPolicy, DriftPolicy, Queue, QueueStatus};
@@ -213,17 +214,45 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
             )));
         }
     };
-    let Some(endpoint) = binding_endpoint(ctx, &ap).await? else {
+    let Some(mut endpoint) = binding_endpoint(ctx, &ap).await? else {
         return Ok(Resolved::NotReady(Outcome::not_ready(
             "AccessPointNotReady",
             format!("MessagingAccessPoint {ap_namespace}/{} has not published its binding Secret yet", reference.name),
             RETRY_SOON,
         )));
     };
+    // A NATS tenant's streams live in its own account: provision them as that tenant.
+    if driver == Driver::Nats && ap.spec.managed.is_some() && namespace != ap_namespace {
+        let Some(password) = tenant_password(ctx, &ap_namespace, &reference.name, &namespace).await? else {
+            return Ok(Resolved::NotReady(Outcome::not_ready(
+                "AccessPointNotReady",
+                format!(
+                    "MessagingAccessPoint {ap_namespace}/{} has no broker user for tenant {namespace} yet",
+                    reference.name
+                ),
+                RETRY_SOON,
+            )));
+        };
+        endpoint.username = Some(namespace.clone());
+        endpoint.password = Some(password);
+    }
     match ctx.admins.get(driver, &endpoint).await {
         Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint }),
         Err(error) => Ok(Resolved::NotReady(Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON))),
     }
+}
+
+/// A tenant's broker password from the access point's tenants Secret.
+async fn tenant_password(
+    ctx: &Context,
+    namespace: &str,
+    access_point: &str,
+    tenant: &str,
+) -> Result<Option<String>, Error> {
+    let name = crate::tenancy::tenants_secret_name(access_point);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(&name).await.map_err(|source| Error::ReadBinding { name, source })?;
+    Ok(secret.and_then(|s| s.data).and_then(|d| d.get(tenant).map(|v| String::from_utf8_lossy(&v.0).into_owned())))
 }
 
 /// Addresses and credentials from the access point's binding Secret.
