@@ -131,6 +131,25 @@ fn monitoring_objects_render_only_when_enabled() -> anyhow::Result<()> {
 }
 
 #[test]
+fn peer_clouds_are_trusted_only_when_given() -> anyhow::Result<()> {
+    let env_names = |objects: &[Value]| -> anyhow::Result<Vec<String>> {
+        let env = &find(objects, "Deployment")?["spec"]["template"]["spec"]["containers"][0]["env"];
+        Ok(env.as_array().context("env")?.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect())
+    };
+    let default = render(&[])?;
+    assert!(!env_names(&default)?.iter().any(|n| n.starts_with("OMS_PEER")));
+    assert!(default.iter().all(|o| o["kind"] != "ConfigMap"), "no peer bundle by default");
+    let peered = render(&["pki.peerTrustDomains={cloud-a.oms,cloud-c.oms}", "pki.peerTrustBundle=PEM"])?;
+    let deployment = find(&peered, "Deployment")?;
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let domains = env.as_array().context("env")?.iter().find(|e| e["name"] == "OMS_PEER_TRUST_DOMAINS");
+    assert_eq!(domains.map(|e| e["value"].clone()), Some(json!("cloud-a.oms,cloud-c.oms")));
+    assert_eq!(find(&peered, "ConfigMap")?["data"]["bundle.pem"], "PEM");
+    assert!(env_names(&peered)?.contains(&"OMS_PEER_TRUST_BUNDLE".to_owned()));
+    Ok(())
+}
+
+#[test]
 fn leader_election_off_drops_the_lease_role() -> anyhow::Result<()> {
     let objects = render(&["leaderElection.enabled=false"])?;
     assert!(objects.iter().all(|o| o["kind"] != "Role"), "no Lease Role without leader election");
