@@ -1,5 +1,5 @@
-//! Two operator processes against one API server: only the Lease holder reconciles, and the
-//! standby takes over when the leader dies.
+//! Two operator processes against one API server: only the Lease holder reconciles, the standby
+//! takes over when the leader dies, and a leader that stops cleanly gives the Lease up.
 
 use std::time::Duration;
 
@@ -67,5 +67,8 @@ fn only_the_leader_reconciles_and_the_standby_takes_over_after_a_kill() -> anyho
     poll("the new leader reconciles the change", deadline, || Ok(replicas(&cluster, &ns.name)?.filter(|r| *r == 3)))?;
     let (code, stderr) = second.stop(Duration::from_secs(10))?;
     assert_eq!(code, Some(0), "{stderr}");
+    // A clean stop gives the Lease up, so a rollout's new replica need not wait for it to expire.
+    let (holder, _) = lease_holder(&cluster, &ns.name)?.unwrap_or_default();
+    assert_eq!(holder, "", "the stopped leader released the Lease");
     Ok(())
 }

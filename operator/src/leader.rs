@@ -129,6 +129,22 @@ impl Candidate {
         }
     }
 
+    /// Gives the Lease up after a clean stop, so that a standby (or the replica a rollout starts)
+    /// leads at once instead of waiting out the lease duration. Only the holder empties it; a
+    /// failure is logged, since the Lease then simply expires.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(self.identity.as_str()))
+        else {
+            return;
+        };
+        spec.holder_identity = None;
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(message = "Released the leader's Lease.", lease = %self.name),
+            Err(error) => tracing::warn!(message = "Could not release the Lease; it expires instead.", %error),
+        }
+    }
+
     /// Reads the Lease and takes it when [`decide`] says so.
     async fn try_take(&self) -> Result<Decision, Error> {
         let now = Timestamp::now();

@@ -95,7 +95,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         let token = shutdown.clone();
-        leadership = Some(tokio::spawn(async move { candidate.hold(token).await }));
+        leadership = Some(tokio::spawn(async move {
+            let lost = candidate.hold(token).await;
+            (candidate, lost)
+        }));
     }
     let mut pki = load_pki(&args, &ctx.client).await?;
     pki.peer_trust_domains.clone_from(&args.peer_trust_domains);
@@ -122,10 +125,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await;
     admin_task.await??;
-    if let Some(leadership) = leadership
-        && leadership.await?
-    {
-        anyhow::bail!("lost the leader-election Lease; exiting so that this replica starts again as a candidate");
+    if let Some(leadership) = leadership {
+        let (candidate, lost) = leadership.await?;
+        if lost {
+            anyhow::bail!("lost the leader-election Lease; exiting so that this replica starts again as a candidate");
+        }
+        // Every controller has stopped: the next leader may start now.
+        candidate.release().await;
     }
     tracing::info!(message = "Operator stopped cleanly.");
     Ok(())

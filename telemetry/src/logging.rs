@@ -34,7 +34,9 @@ pub enum LoggingError {
 pub fn init(args: &LogArgs) -> Result<(), LoggingError> {
     let filter = EnvFilter::try_new(&args.log_level)
         .map_err(|source| LoggingError::ParseFilter { level: args.log_level.clone(), source })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a pod's log is a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let installed = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
