@@ -10,6 +10,7 @@
 #   mounts    "<container path> <directory relative to the pod dir>" per line (config, data, tmp,
 #             secret)
 #   hostname  the pod's host name; pod_host  its DNS name through the headless Service
+#   run_as    (optional) the uid (and gid) the broker runs as, the pod's runAsUser
 #   client_user  (optional) "name:password" the round trip's client logs in with
 #   attempts.sh  (optional) a client script run instead of the round trip, in the pod's network,
 #                with the pod's DNS name and port as arguments; its output and status are the result
@@ -121,6 +122,9 @@ EOF
 fi
 
 if [[ $kind == rabbitmq ]]; then
+	# The image's /var/log/rabbitmq belongs to its rabbitmq user (the upgrade log goes there).
+	mkdir -p "$pod/varlog" && chmod 0777 "$pod/varlog"
+	bind "$pod/varlog" /var/log/rabbitmq
 	# The rabbitmq image's entrypoint and server on PATH: Debian's server scripts, run as this
 	# user (its /usr/sbin wrappers would switch to the rabbitmq user and drop the pod's env).
 	printf '#!/bin/sh\nexec "$@"\n' >"$pod/tools/docker-entrypoint.sh"
@@ -133,7 +137,13 @@ mapfile -t environment <"$pod/env"
 # HOME is the image user's: the rabbitmq image's is its data directory (the Erlang cookie).
 home=/tmp
 [[ $kind != rabbitmq ]] || home=/var/lib/rabbitmq
-env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=$home \
+# As the pod's user (runAsUser/runAsGroup of the rendered pod), never as root.
+as_user=()
+if [[ -f $pod/run_as ]]; then
+	uid=$(cat "$pod/run_as")
+	as_user=(setpriv --reuid="$uid" --regid="$uid" --clear-groups)
+fi
+"${as_user[@]}" env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=$home \
 	HOSTNAME="$(cat "$pod/hostname")" "${environment[@]}" "${command[@]}" >"$pod/broker.log" 2>&1 &
 broker=$!
 

@@ -139,6 +139,9 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
     }
     std::fs::write(dir.join("mounts"), mounts.join("\n") + "\n")?;
     std::fs::write(dir.join("hostname"), &hostname)?;
+    let security = pod.security_context.clone().context("pod security context")?;
+    anyhow::ensure!(security.run_as_non_root == Some(true), "{driver}: the broker pod must not run as root");
+    std::fs::write(dir.join("run_as"), security.run_as_user.context("runAsUser")?.to_string())?;
     std::fs::write(dir.join("pod_host"), format!("{hostname}.{NAME}.{NAMESPACE}.svc"))?;
 
     let kind = driver.as_str();
@@ -150,7 +153,8 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{kind}:\n{stdout}\n{stderr}");
     std::fs::remove_dir_all(&dir)?;
-    Ok(stdout)
+    // The script's own lines (which attempt got in, which own operation failed) go to stderr.
+    Ok(stdout + &stderr)
 }
 
 #[test]
@@ -187,9 +191,15 @@ fn kubelet_style_expansion_replaces_known_references_only() {
 /// Tenant `globex` against tenant `oms` on a managed NATS shared by both (`oms` owns it): every
 /// try is judged by its effect on what `oms` sees, and `oms`'s own operations must work.
 const NATS_ATTEMPTS: &str = r#"
+cd / # the checkout may be hidden under the pod's own /tmp
 host=$1 port=$2
 as() { local who=$1; shift; nats --server "nats://$host:$port" --timeout 5s --user "$who" --password "$who-password" "$@" 2>&1; }
-messages() { as oms stream info oms_orders --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"]["messages"])' 2>/dev/null || echo gone; }
+# The count of oms's stream from its JSON state ("messages": N), or "gone" when it is not there.
+messages() {
+	local info
+	info=$(as oms stream info oms_orders --json) || { echo gone; return; }
+	[[ $info =~ \"messages\":\ *([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo gone
+}
 own=0 own_ok=0 tries=0 got_in=0
 mine() { own=$((own + 1)); if "$@" >/dev/null; then own_ok=$((own_ok + 1)); else echo "own operation failed: $*" >&2; fi; }
 try() { tries=$((tries + 1)); if [[ $1 == yes ]]; then got_in=$((got_in + 1)); echo "got in: $2" >&2; fi; }
@@ -213,6 +223,7 @@ echo "tenancy nats: tenant globex: $tries attempts on tenant oms's queues, $got_
 
 /// The same on a managed Mosquitto: `globex` against `oms`'s topics, judged by what `oms` sees.
 const MQTT_ATTEMPTS: &str = r#"
+cd /
 host=$1 port=$2
 pub() { local who=$1; shift; mosquitto_pub -h "$host" -p "$port" -u "$who" -P "$who-password" -q 1 "$@" 2>&1; }
 sub() { local who=$1; shift; mosquitto_sub -h "$host" -p "$port" -u "$who" -P "$who-password" -q 1 -W 3 "$@" 2>&1; }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -286,9 +286,18 @@ fn stateful_set(
                 spec: Some(PodSpec {
                     service_account_name: Some(ap.name.clone()),
                     automount_service_account_token: Some(false),
-                    security_context: broker
-                        .fs_group()
-                        .map(|gid| PodSecurityContext { fs_group: Some(gid), ..PodSecurityContext::default() }),
+                    // The restricted Pod Security Standard: non-root, default seccomp, no privileges.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(broker.run_as()),
+                        run_as_group: Some(broker.run_as()),
+                        fs_group: Some(broker.run_as()),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
                     containers: vec![broker_container(managed, broker, pod)],
                     volumes: Some(volumes),
                     ..PodSpec::default()
@@ -343,6 +352,11 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         liveness_probe: Some(Probe { initial_delay_seconds: Some(60), failure_threshold: Some(6), ..client_probe }),
         resources: managed.resources.clone(),
         volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
         ..Container::default()
     }
 }
@@ -502,8 +516,23 @@ mod tests {
         let hash = &template.metadata.expect("meta").annotations.expect("annotations")[CONFIG_HASH_ANNOTATION];
         assert_eq!(hash.len(), 64);
         let pod = template.spec.expect("pod");
-        assert_eq!(pod.security_context.and_then(|s| s.fs_group), Some(1000));
+        assert_eq!(pod.security_context.as_ref().and_then(|s| s.fs_group), Some(1000));
         assert_eq!(pod.containers[0].image.as_deref(), Some("apache/kafka:4.1.1"));
+    }
+
+    #[test]
+    fn every_broker_pod_meets_the_restricted_pod_security_standard() {
+        for driver in ["kafka", "nats", "rabbitmq", "mqtt"] {
+            let (_, objects) = render(&format!("{{driver: {driver}, managed: {{replicas: 1}}}}"));
+            let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
+            let security = pod.security_context.expect("pod security context");
+            assert_eq!(security.run_as_non_root, Some(true), "{driver}");
+            assert!(security.run_as_user.is_some_and(|uid| uid > 0), "{driver}");
+            assert_eq!(security.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"), "{driver}");
+            let container = pod.containers[0].security_context.clone().expect("container security context");
+            assert_eq!(container.allow_privilege_escalation, Some(false), "{driver}");
+            assert_eq!(container.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_owned()]), "{driver}");
+        }
     }
 
     #[test]

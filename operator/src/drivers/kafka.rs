@@ -72,9 +72,9 @@ impl BrokerDriver for Kafka {
         DATA_DIR
     }
 
-    fn fs_group(&self) -> Option<i64> {
-        // The image runs as `appuser` (uid/gid 1000).
-        Some(1000)
+    fn run_as(&self) -> i64 {
+        // The image's `appuser`.
+        1000
     }
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {

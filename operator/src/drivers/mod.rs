@@ -96,8 +96,9 @@ pub trait BrokerDriver: Sync {
     fn config_dir(&self) -> &'static str;
     /// Where the broker keeps its data (the PVC's mount).
     fn data_dir(&self) -> &'static str;
-    /// Group id that must own the data volume for the image's user to write it.
-    fn fs_group(&self) -> Option<i64>;
+    /// The user (and group) the broker runs as: the image's own non-root user, which also owns
+    /// the data volume (fsGroup).
+    fn run_as(&self) -> i64;
     /// Renders config files and the container's command and environment.
     fn render(&self, broker: &BrokerInput) -> BrokerPod;
 }

@@ -62,9 +62,9 @@ impl BrokerDriver for Mqtt {
         DATA_DIR
     }
 
-    fn fs_group(&self) -> Option<i64> {
-        // The image runs as `mosquitto` (uid/gid 1883).
-        Some(1883)
+    fn run_as(&self) -> i64 {
+        // The image's `mosquitto` user.
+        1883
     }
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {

@@ -62,8 +62,10 @@ impl BrokerDriver for Nats {
         DATA_DIR
     }
 
-    fn fs_group(&self) -> Option<i64> {
-        None
+    fn run_as(&self) -> i64 {
+        // The image has no user of its own (it runs as root by default): any non-root id works,
+        // its data volume is made writable through fsGroup.
+        65_532
     }
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {

@@ -80,6 +80,8 @@ impl BrokerDriver for Rabbitmq {
             "default_user",
             "default_pass",
             "loopback_users.guest",
+            "log.console",
+            "log.file",
         ]
     }
 
@@ -91,9 +93,9 @@ impl BrokerDriver for Rabbitmq {
         DATA_DIR
     }
 
-    fn fs_group(&self) -> Option<i64> {
-        // The image runs as `rabbitmq` (uid/gid 999).
-        Some(999)
+    fn run_as(&self) -> i64 {
+        // The image's `rabbitmq` user; as it, the entrypoint does not switch users.
+        999
     }
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {
@@ -117,7 +119,9 @@ impl BrokerDriver for Rabbitmq {
             conf,
             "listeners.tcp.default = {CLIENT_PORT}\n\
              management.tcp.port = {MANAGEMENT_PORT}\n\
-             loopback_users.guest = false\n"
+             loopback_users.guest = false\n\
+             log.console = true\n\
+             log.file = false\n"
         );
         // Queues the operator declares are quorum queues by their arguments on every version;
         // this makes them the default for applications too, where the broker knows the setting.
