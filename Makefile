@@ -106,8 +106,8 @@ node-dns: ## Start the node and cluster DNS (CoreDNS at 10.96.0.10): make node-d
 	e2e/harness/node.sh dns $(CLUSTER)
 
 .PHONY: demo-install
-demo-install: ## helm install the operator as a pod on the node, then a managed NATS and a Queue: make demo-install CLUSTER=node-demo
-	e2e/harness/demo-install.sh $(CLUSTER)
+demo-install: ## helm install the operator as a pod on the node, then a managed NATS (or DRIVER=kafka: 3 brokers) and a Queue: make demo-install CLUSTER=node-demo
+	e2e/harness/demo-install.sh $(CLUSTER) $(DRIVER)
 
 .PHONY: broker-up
 broker-up: ## Start a broker: make broker-up BROKER=kafka NAME=k1 PORT=19092

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # The operator as users install it, on a real node: the release build of oms-operator in a pod,
-# installed by `helm install` of charts/oms-operator, then a managed NATS access point whose
-# broker pod the operator renders, and a Queue the operator provisions on it through cluster DNS.
+# installed by `helm install` of charts/oms-operator, then a managed access point whose broker
+# pods the operator renders, and a Queue the operator provisions on it through cluster DNS.
 #
-#   e2e/harness/demo-install.sh <cluster>   on a cluster from cluster.sh (`cluster.sh up <cluster>`);
-#                                           starts its node and cluster DNS if needed (node.sh dns)
+#   e2e/harness/demo-install.sh <cluster>         on a cluster from cluster.sh (`cluster.sh up
+#                                                 <cluster>`); starts its node and cluster DNS if
+#                                                 needed (node.sh dns). NATS: 1 replica, a Queue.
+#   e2e/harness/demo-install.sh <cluster> kafka   Kafka instead: 3 brokers (KRaft, the images.sh
+#                                                 kafka image), a Queue of 3 partitions with 3
+#                                                 copies, then a message produced and consumed by
+#                                                 a client pod that bootstraps from the client
+#                                                 Service and is sent on to the brokers' advertised
+#                                                 pod DNS names.
 #
 # Images come from images.sh (cached archives, loaded with `node.sh load`) and are tagged as the
 # chart's values name them; pods use them with imagePullPolicy Never (the operator and bridge) or
@@ -14,18 +21,23 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin
-DEADLINE_SECONDS=${DEADLINE_SECONDS:-180}
 RELEASE=oms
 RELEASE_NAMESPACE=oms-system
 DEMO_NAMESPACE=oms-demo
-ACCESS_POINT=demo-nats
-QUEUE=orders
 
-[[ $# -eq 1 ]] || {
-	echo "usage: $0 <cluster name>" >&2
+[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka)$) ]] || {
+	echo "usage: $0 <cluster name> [nats|kafka]" >&2
 	exit 2
 }
 cluster=$1
+driver=${2:-nats}
+ACCESS_POINT=demo-$driver
+case $driver in
+# Each driver's Queue has its own name: both demos can run on one cluster.
+nats) REPLICAS=1 QUEUE=orders PARTITIONS=1 REPLICATION=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-180} ;;
+# Three JVMs start together on a small machine: give them longer.
+kafka) REPLICAS=3 QUEUE=payments PARTITIONS=3 REPLICATION=3 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420} ;;
+esac
 CLUSTER_STATE=$ROOT/e2e/.state/$cluster
 
 log() { printf 'demo-install %s: %s\n' "$cluster" "$*" >&2; }
@@ -63,7 +75,7 @@ t0=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" dns "$cluster"
 t_node=$EPOCHREALTIME
 
-mapfile -t archives < <("$ROOT/e2e/harness/images.sh" build oms-operator oms-bridge nats)
+mapfile -t archives < <("$ROOT/e2e/harness/images.sh" build oms-operator oms-bridge "$driver")
 t_images=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" load "$cluster" "${archives[@]}"
 t_loaded=$EPOCHREALTIME
@@ -80,6 +92,7 @@ bridge:
   image: $("$ROOT/e2e/harness/images.sh" ref oms-bridge)
 brokerImages:
   nats: $("$ROOT/e2e/harness/images.sh" ref nats)
+  kafka: $("$ROOT/e2e/harness/images.sh" ref kafka)
 EOF
 if helm status "$RELEASE" -n "$RELEASE_NAMESPACE" >/dev/null 2>&1; then
 	log "release $RELEASE exists: helm upgrade"
@@ -103,14 +116,14 @@ kind: MessagingAccessPoint
 metadata:
   name: $ACCESS_POINT
 spec:
-  driver: nats
-  managed: {replicas: 1}
+  driver: $driver
+  managed: {replicas: $REPLICAS}
 EOF
 t_applied=$EPOCHREALTIME
 wait_for "MessagingAccessPoint $ACCESS_POINT Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready \
 	"messagingaccesspoint/$ACCESS_POINT"
-wait_for "MessagingAccessPoint $ACCESS_POINT readyReplicas 1" -n "$DEMO_NAMESPACE" \
-	--for=jsonpath='{.status.readyReplicas}'=1 "messagingaccesspoint/$ACCESS_POINT"
+wait_for "MessagingAccessPoint $ACCESS_POINT readyReplicas $REPLICAS" -n "$DEMO_NAMESPACE" \
+	--for=jsonpath='{.status.readyReplicas}'="$REPLICAS" "messagingaccesspoint/$ACCESS_POINT"
 t_access_point=$EPOCHREALTIME
 log "access point Ready: $(kubectl -n "$DEMO_NAMESPACE" get messagingaccesspoint "$ACCESS_POINT" -o jsonpath='{.status.accessPoint}')"
 
@@ -121,13 +134,52 @@ metadata:
   name: $QUEUE
 spec:
   accessPointRef: {name: $ACCESS_POINT}
-  replication: 1
+  partitions: $PARTITIONS
+  replication: $REPLICATION
 EOF
 t_queue_applied=$EPOCHREALTIME
 wait_for "Queue $QUEUE Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready "queue/$QUEUE"
 t_queue=$EPOCHREALTIME
+t_queue_ready=$t_queue
 log "queue Ready: $(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" \
 	-o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')"
+
+# Kafka: one message through the Queue's topic from a pod of the broker image. The client only
+# knows the client Service; every further connection goes to the address a broker advertises
+# (<pod>.<access point>.<namespace>.svc), so the round trip proves those resolve and serve.
+roundtrip=
+if [[ $driver == kafka ]]; then
+	client=kafka-roundtrip
+	message="round trip through $ACCESS_POINT at $(date -u +%FT%TZ)"
+	kubectl -n "$DEMO_NAMESPACE" delete pod "$client" --ignore-not-found >/dev/null
+	# shellcheck disable=SC2016 # the client's script expands its variables in the pod
+	kubectl -n "$DEMO_NAMESPACE" run "$client" --image="$("$ROOT/e2e/harness/images.sh" ref kafka)" \
+		--image-pull-policy=Never --restart=Never --env="MESSAGE=$message" \
+		--env="BOOTSTRAP=$ACCESS_POINT-client.$DEMO_NAMESPACE.svc:9092" --env="TOPIC=$QUEUE" --command -- /bin/sh -c '
+set -e
+kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --describe --topic "$TOPIC"
+# A rerun finds earlier messages: read them all, and ours.
+before=0
+for end in $(kafka-get-offsets.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC"); do
+  before=$((before + ${end##*:}))
+done
+echo "$MESSAGE" | kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" \
+  --producer-property acks=all
+kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" --from-beginning \
+  --max-messages $((before + 1)) --timeout-ms 60000' >/dev/null
+	kubectl -n "$DEMO_NAMESPACE" wait "pod/$client" --for=jsonpath='{.status.phase}'=Succeeded \
+		--timeout="${DEADLINE_SECONDS}s" >/dev/null || true
+	output=$(kubectl -n "$DEMO_NAMESPACE" logs "$client" 2>&1) || true
+	printf '%s\n' "$output" >&2
+	[[ $output == *"$message"* ]] || {
+		diagnose
+		die "kafka round trip failed: sent '$message'; the client pod said the above"
+	}
+	t_roundtrip=$EPOCHREALTIME
+	roundtrip=", round trip $(elapsed "$t_queue" "$t_roundtrip")s"
+	log "kafka round trip ok: '$message'"
+	t_queue=$t_roundtrip
+fi
 
 kubectl get pods -A -o wide
 kubectl -n "$DEMO_NAMESPACE" get messagingaccesspoints,queues
@@ -135,4 +187,5 @@ log "timings: node and cluster DNS $(elapsed "$t0" "$t_node")s, images $(elapsed
 	"loaded in $(elapsed "$t_images" "$t_loaded")s, helm install $(elapsed "$t_loaded" "$t_helm")s," \
 	"helm install to operator Ready $(elapsed "$t_loaded" "$t_operator")s," \
 	"access point applied to Ready $(elapsed "$t_applied" "$t_access_point")s," \
-	"queue applied to Ready $(elapsed "$t_queue_applied" "$t_queue")s, total $(elapsed "$t0" "$t_queue")s"
+	"queue applied to Ready $(elapsed "$t_queue_applied" "${t_queue_ready:-$t_queue}")s$roundtrip," \
+	"total $(elapsed "$t0" "$t_queue")s"

@@ -14,6 +14,14 @@
 #   nats                      the official image's layout: /nats-server (tools.sh nats-server),
 #                             /nats-server.conf, / on PATH (the operator runs `nats-server`).
 #   coredns                   e2e/tools/coredns (tools.sh coredns) as /coredns; user 65532.
+#   kafka                     the layout of the official apache/kafka image as the operator's
+#                             rendering uses it: the jars of tools.sh kafka in /opt/kafka/libs,
+#                             /opt/kafka/bin/kafka-{storage,server-start,topics,console-producer,
+#                             console-consumer,get-offsets,metadata-quorum,run-class}.sh over
+#                             them in sh (the tools log warnings only, to stderr), a Java 17
+#                             runtime that jlink cuts from the machine's JDK (/opt/java/openjdk),
+#                             Debian's dash as /bin/sh and cat (the rendered start.sh uses both),
+#                             /var/lib/kafka/data; user appuser (1000).
 # node.sh imports the archives (`node.sh load <cluster> <archive>...`); pods then use the images
 # with imagePullPolicy Never or IfNotPresent.
 set -euo pipefail
@@ -35,7 +43,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 build <oms-operator|oms-bridge|nats|coredns>... | ref <image>" >&2
+	echo "usage: $0 build <oms-operator|oms-bridge|nats|coredns|kafka>... | ref <image>" >&2
 	exit 2
 }
 
@@ -44,6 +52,7 @@ ref() {
 	oms-operator | oms-bridge) echo "localhost/oms-e2e/$1:$APP_VERSION" ;;
 	nats) echo "localhost/oms-e2e/nats:${NATS_VERSION#v}" ;;
 	coredns) echo "localhost/oms-e2e/coredns:${COREDNS_VERSION#v}" ;;
+	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_VERSION" ;;
 	*) usage ;;
 	esac
 }
@@ -99,12 +108,149 @@ rootfs_coredns() {
 	install -D -m 0755 "$(readlink -f "$BIN/coredns")" "$1/coredns"
 }
 
+# The Java runtime of the kafka image: the machine's JDK 17, cut by jlink to the modules Kafka's
+# broker and tools load (management and JMX, naming, SASL/Kerberos, TLS, java.beans and sql for
+# Jackson and log4j, jdk.unsupported for Unsafe), which is a fraction of the JDK's size.
+KAFKA_USER=1000
+JAVA_MODULES=java.base,java.compiler,java.desktop,java.instrument,java.logging,java.management,java.management.rmi,java.naming,java.net.http,java.rmi,java.scripting,java.security.jgss,java.security.sasl,java.sql,java.transaction.xa,java.xml,jdk.crypto.cryptoki,jdk.crypto.ec,jdk.jfr,jdk.management,jdk.naming.dns,jdk.net,jdk.security.auth,jdk.security.jgss,jdk.unsupported,jdk.zipfs
+JDK_HOME=
+jdk_home() {
+	if [[ -z $JDK_HOME ]]; then
+		local java
+		java=$(command -v java) || die "kafka: a JDK 17 (java, jlink) is needed on PATH"
+		JDK_HOME=$(dirname "$(dirname "$(readlink -f "$java")")")
+		[[ -x $JDK_HOME/bin/jlink && -d $JDK_HOME/jmods ]] || die "kafka: $JDK_HOME has no jlink or jmods"
+	fi
+	echo "$JDK_HOME"
+}
+
+# The JDK's native code that a broker loads: all of it but graphics and sound (java.desktop is in
+# the runtime for java.beans only; its libawt and friends would pull in X11), accessibility and
+# the debugger agents.
+java_native_code() {
+	local jdk lib
+	jdk=$(jdk_home)
+	echo "$jdk/bin/java"
+	echo "$jdk/lib/server/libjvm.so"
+	for lib in "$jdk"/lib/*.so; do
+		[[ ${lib##*/} =~ ^lib(awt|fontmanager|jawt|splashscreen|lcms|javajpeg|mlib_image|jsound|atk-wrapper|j2pcsc|saproc|jdwp|dt_socket)[._] ]] ||
+			echo "$lib"
+	done
+}
+
+# The machine's libraries the kafka image needs: what the shell, cat and the JDK's native code
+# link, outside the JDK itself.
+kafka_libraries() {
+	local jdk file
+	jdk=$(jdk_home)
+	for file in /bin/dash /usr/bin/cat $(java_native_code); do
+		shared_libraries "$file"
+	done | grep -v "^$jdk/" | sort -u
+}
+
+# The files the kafka image is made of: jars, the jmods jlink reads, the shell, cat and libraries.
+kafka_inputs() {
+	local jdk module
+	jdk=$(jdk_home)
+	readlink -f "$BIN"/kafka-libs/libs/*.jar
+	for module in ${JAVA_MODULES//,/ }; do echo "$jdk/jmods/$module.jmod"; done
+	echo /bin/dash
+	echo /usr/bin/cat
+	kafka_libraries
+}
+
+# kafka_script <dir> <name> <body>: an executable sh script in the image's /opt/kafka/bin.
+kafka_script() {
+	printf '#!/bin/sh\n%s\n' "$3" >"$1/opt/kafka/bin/$2"
+	chmod 0755 "$1/opt/kafka/bin/$2"
+}
+
+# shellcheck disable=SC2016 # the image's scripts expand their own variables when they run
+rootfs_kafka() {
+	local dir=$1 jdk file
+	jdk=$(jdk_home)
+	mkdir -p "$dir/opt/kafka/libs" "$dir/opt/kafka/bin" "$dir/opt/kafka/config" "$dir/opt/java" "$dir/bin" \
+		"$dir/etc" "$dir/tmp"
+	for file in "$BIN"/kafka-libs/libs/*.jar; do
+		install -m 0644 "$(readlink -f "$file")" "$dir/opt/kafka/libs/"
+	done
+	log "jlink of the Java runtime for kafka"
+	nice -n 19 "$jdk/bin/jlink" --module-path "$jdk/jmods" --add-modules "$JAVA_MODULES" \
+		--strip-debug --no-header-files --no-man-pages --compress=2 --output "$dir/opt/java/openjdk"
+	for file in $(kafka_libraries); do
+		install -D -m 0755 "$(readlink -f "$file")" "$dir$file"
+	done
+	# Debian's dash is /bin/sh as in Debian; cat is what start.sh needs beyond the shell's builtins.
+	install -m 0755 /bin/dash "$dir/bin/dash"
+	ln -s dash "$dir/bin/sh"
+	install -m 0755 /usr/bin/cat "$dir/bin/cat"
+	# The distribution's scripts, reduced to what they do for these classes: a classpath of
+	# /opt/kafka/libs and the same environment variables with the same defaults.
+	kafka_script "$dir" kafka-run-class.sh '# Runs a class of the Kafka distribution, as its script of the same name: the heap, JVM,
+# log4j and extra options come from KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS, KAFKA_LOG4J_OPTS
+# and KAFKA_OPTS.
+[ $# -ge 1 ] || { echo "USAGE: $0 classname [opts]" >&2; exit 1; }
+base=/opt/kafka
+: "${KAFKA_HEAP_OPTS:=-Xmx256M}"
+: "${KAFKA_JVM_PERFORMANCE_OPTS:=-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true}"
+: "${KAFKA_LOG4J_OPTS:=-Dlog4j2.configurationFile=$base/config/log4j2.properties}"
+# shellcheck disable=SC2086 # options are lists of words
+exec "$JAVA_HOME/bin/java" $KAFKA_HEAP_OPTS $KAFKA_JVM_PERFORMANCE_OPTS $KAFKA_LOG4J_OPTS $KAFKA_OPTS \
+	-cp "$base/libs/*" "$@"'
+	kafka_script "$dir" kafka-server-start.sh '[ $# -ge 1 ] || { echo "USAGE: $0 server.properties [--override property=value]*" >&2; exit 1; }
+: "${KAFKA_HEAP_OPTS:=-Xmx1G -Xms1G}"
+export KAFKA_HEAP_OPTS
+exec /opt/kafka/bin/kafka-run-class.sh kafka.Kafka "$@"'
+	kafka_script "$dir" kafka-storage.sh 'exec /opt/kafka/bin/kafka-run-class.sh kafka.tools.StorageTool "$@"'
+	# The client tools log warnings only, to stderr, so that their stdout is their output.
+	local tool class
+	for tool in kafka-topics.sh=org.apache.kafka.tools.TopicCommand \
+		kafka-console-producer.sh=org.apache.kafka.tools.ConsoleProducer \
+		kafka-console-consumer.sh=org.apache.kafka.tools.consumer.ConsoleConsumer \
+		kafka-get-offsets.sh=org.apache.kafka.tools.GetOffsetShell \
+		kafka-metadata-quorum.sh=org.apache.kafka.tools.MetadataQuorumCommand; do
+		class=${tool#*=}
+		kafka_script "$dir" "${tool%%=*}" ': "${KAFKA_LOG4J_OPTS:=-Dlog4j2.configurationFile=/opt/kafka/config/tools-log4j2.properties}"
+export KAFKA_LOG4J_OPTS
+exec /opt/kafka/bin/kafka-run-class.sh '"$class"' "$@"'
+	done
+	cat >"$dir/opt/kafka/config/tools-log4j2.properties" <<'EOF'
+# Kafka's command line tools log warnings and errors to stderr.
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+EOF
+	# The broker logs to stdout, as the official image's.
+	cat >"$dir/opt/kafka/config/log4j2.properties" <<'EOF'
+# Kafka logs to stdout at INFO, as in the official image.
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+EOF
+	printf '%s\n' "hosts: files dns" >"$dir/etc/nsswitch.conf"
+	printf '%s\n' "root:x:0:0:root:/root:/sbin/nologin" "appuser:x:$KAFKA_USER:$KAFKA_USER:appuser:/home/appuser:/bin/sh" \
+		>"$dir/etc/passwd"
+	printf '%s\n' "root:x:0:" "appuser:x:$KAFKA_USER:" >"$dir/etc/group"
+	chmod 1777 "$dir/tmp"
+	# appuser's directories, which build copies in owned by appuser ($dir.appuser, same paths;
+	# buildah copies everything else as root's).
+	mkdir -p "$dir.appuser/home/appuser" "$dir.appuser/var/lib/kafka/data" "$dir.appuser/etc/kafka"
+}
+
 # prepare <image>: builds the binaries the image is made of.
 prepare() {
 	case $1 in
 	oms-operator | oms-bridge) cargo_release ;;
 	nats) "$ROOT/e2e/harness/tools.sh" nats-server ;;
 	coredns) "$ROOT/e2e/harness/tools.sh" coredns ;;
+	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
 	esac
 }
 
@@ -116,6 +262,7 @@ input_files() {
 		shared_libraries "$CARGO_TARGET_DIR/release/$1"
 		;;
 	nats | coredns) readlink -f "$BIN/$(binary_name "$1")" ;;
+	kafka) kafka_inputs ;;
 	esac
 }
 
@@ -141,6 +288,13 @@ image_config() {
 	coredns)
 		CONFIG=(--entrypoint '["/coredns"]' --user "$NONROOT:$NONROOT" --env "PATH=$PATH_IN_IMAGE"
 			--port 53/udp --port 53/tcp)
+		;;
+	kafka)
+		# As the official image: appuser, the distribution in /opt/kafka, Java on PATH. The
+		# operator always passes its own command; without one the image prints the usage.
+		CONFIG=(--user "$KAFKA_USER:$KAFKA_USER" --workingdir /opt/kafka --env JAVA_HOME=/opt/java/openjdk
+			--env "PATH=/opt/java/openjdk/bin:/opt/kafka/bin:$PATH_IN_IMAGE"
+			--cmd '["/opt/kafka/bin/kafka-server-start.sh"]' --port 9092 --port 9093)
 		;;
 	esac
 }
@@ -168,6 +322,13 @@ build() {
 			--runroot "$OMS_CACHE/images/buildah/run" --storage-driver vfs)
 		container=$("${buildah[@]}" from --quiet scratch)
 		"${buildah[@]}" copy --quiet "$container" "$work/rootfs" / >/dev/null
+		if [[ -d $work/rootfs.appuser ]]; then
+			local owned
+			for owned in /home/appuser /var/lib/kafka /etc/kafka; do
+				"${buildah[@]}" copy --quiet --chown "$KAFKA_USER:$KAFKA_USER" "$container" \
+					"$work/rootfs.appuser$owned" "$owned" >/dev/null
+			done
+		fi
 		local CONFIG
 		image_config "$name"
 		"${buildah[@]}" config "${CONFIG[@]}" --label "org.opencontainers.image.title=$name" "$container"
