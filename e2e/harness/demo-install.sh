@@ -17,6 +17,7 @@
 # chart's values name them; pods use them with imagePullPolicy Never (the operator and bridge) or
 # IfNotPresent (the broker: the operator does not set a policy, and the tag is not `latest`).
 # Prints `kubectl get pods -A` and the timings at the end; on a failure, what the operator logged.
+# DEMO_VALUES=<file> adds a values file of your own after those (demo-clouds.sh: each cloud's PKI).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -94,11 +95,13 @@ brokerImages:
   nats: $("$ROOT/e2e/harness/images.sh" ref nats)
   kafka: $("$ROOT/e2e/harness/images.sh" ref kafka)
 EOF
+values_files=(-f "$values")
+[[ -z ${DEMO_VALUES:-} ]] || values_files+=(-f "$DEMO_VALUES")
 if helm status "$RELEASE" -n "$RELEASE_NAMESPACE" >/dev/null 2>&1; then
 	log "release $RELEASE exists: helm upgrade"
-	helm upgrade "$RELEASE" "$ROOT/charts/oms-operator" -n "$RELEASE_NAMESPACE" -f "$values" >/dev/null
+	helm upgrade "$RELEASE" "$ROOT/charts/oms-operator" -n "$RELEASE_NAMESPACE" "${values_files[@]}" >/dev/null
 else
-	helm install "$RELEASE" "$ROOT/charts/oms-operator" -n "$RELEASE_NAMESPACE" --create-namespace -f "$values" >/dev/null
+	helm install "$RELEASE" "$ROOT/charts/oms-operator" -n "$RELEASE_NAMESPACE" --create-namespace "${values_files[@]}" >/dev/null
 fi
 t_helm=$EPOCHREALTIME
 deployment=$(kubectl -n "$RELEASE_NAMESPACE" get deployments -l "app.kubernetes.io/instance=$RELEASE" -o name)

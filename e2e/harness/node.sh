@@ -13,11 +13,21 @@
 #   e2e/harness/node.sh load <cluster> <archive>...
 #                                         imports OCI archives (e2e/harness/images.sh build) into
 #                                         the node's containerd, under the names they carry
+#   e2e/harness/node.sh link <cluster> <peer>
+#                                         joins this node and the peer cluster's node (both up) by
+#                                         a private "WAN" of their own, see Network; idempotent
+#   e2e/harness/node.sh unlink <cluster> <peer>
+#                                         removes that link again (`down` of either node does too)
 #
 # Network: the node's network namespace (oms-<checkout hash>-<cluster>) is joined to the host by a
 # veth pair in 10.213.<n>.0/24 (host end .1, node .2); its pods get 10.214.<n>.0/24 on a bridge
 # inside the namespace. <n> is picked per cluster at `up` and recorded in node/net.env. The
 # namespace has no default route and the host does not forward, so nothing leaves the machine.
+# `link` adds a veth pair straight between two node namespaces, never through the host: node <n>
+# is $WAN_NET_PREFIX.<n>.<m> on its end and reaches node <m> at $WAN_NET_PREFIX.<m>.<n> (point-to-point
+# addresses, so a node may have several links), and on each end the node's pods are masqueraded to
+# that address: the peer's kube-proxy answers a NodePort to the address a connection came from,
+# and the peer has no route to our pods. Nothing else crosses, and the host still forwards nothing.
 # The API server listens on 127.0.0.1 only: a socat forwarder on the host end of the veth
 # (10.213.<n>.1:6443) carries the node's connections to it, and the kubelet checks the server
 # certificate for the name "kubernetes", which cluster.sh has always put in it. So a node joins a
@@ -49,6 +59,7 @@ PAUSE_IMAGE=localhost/oms-e2e/pause:1
 SLEEPER_IMAGE=localhost/oms-e2e/sleeper:1
 NODE_NET_PREFIX=10.213 # 10.213.<n>.0/24: the host end of the veth is .1, the node .2
 POD_NET_PREFIX=10.214  # 10.214.<n>.0/24: the node's pods
+WAN_NET_PREFIX=10.215  # `link`: node <n> is 10.215.<n>.<m> towards node <m>, which is 10.215.<m>.<n>
 API_FORWARD_PORT=6443
 SERVICE_CIDR=10.96.0.0/16 # cluster.sh's service range
 CLUSTER_DNS=10.96.0.10    # the kubelet's clusterDNS; CoreDNS answers there after `dns`
@@ -80,10 +91,11 @@ COREFILE='cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
 usage() {
 	echo "usage: $0 up|down|status|smoke|dns <cluster name>" >&2
 	echo "       $0 load <cluster name> <OCI archive>..." >&2
+	echo "       $0 link|unlink <cluster name> <peer cluster name>" >&2
 	exit 2
 }
 
-[[ $# -eq 2 || ($# -gt 2 && $1 == load) ]] || usage
+[[ $# -eq 2 || ($# -gt 2 && $1 == load) || ($# -eq 3 && $1 =~ ^(un)?link$) ]] || usage
 action=$1 cluster=$2
 shift 2
 [[ $cluster =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || {
@@ -901,8 +913,50 @@ EOF
 		"kubernetes.default.svc.cluster.local = $(resolve kubernetes.default.svc.cluster.local)"
 }
 
+# node_network <cluster>: "<network namespace> <n> <pod CIDR>" of that cluster's node, from its net.env.
+node_network() {
+	local env=$ROOT/e2e/.state/$1/node/net.env
+	[[ -f $env && -e /run/netns/$(sed -n 's/^NETNS=//p' "$env") ]] || die "node of cluster $1 is not up: run '$0 up $1' first"
+	# shellcheck source=/dev/null
+	(source "$env" && echo "$NETNS ${HOST_IF#omsn} $POD_CIDR")
+}
+
+# link <peer cluster>: the WAN between this node and the peer's (see Network at the top).
+link() {
+	local ns n pods peer_ns m peer_pods
+	read -r ns n pods < <(node_network "$cluster")
+	read -r peer_ns m peer_pods < <(node_network "$1")
+	[[ $ns != "$peer_ns" ]] || die "a node cannot be linked to itself"
+	if ! ip -n "$ns" link show "wan$m" >/dev/null 2>&1; then
+		ip -n "$ns" link add "wan$m" type veth peer name "wan$n" netns "$peer_ns"
+		ip -n "$ns" addr add "$WAN_NET_PREFIX.$n.$m/32" peer "$WAN_NET_PREFIX.$m.$n/32" dev "wan$m"
+		ip -n "$peer_ns" addr add "$WAN_NET_PREFIX.$m.$n/32" peer "$WAN_NET_PREFIX.$n.$m/32" dev "wan$n"
+		ip -n "$ns" link set "wan$m" up
+		ip -n "$peer_ns" link set "wan$n" up
+	fi
+	local side ns_ if_ pods_
+	for side in "$ns wan$m $pods" "$peer_ns wan$n $peer_pods"; do
+		read -r ns_ if_ pods_ <<<"$side"
+		nsenter --net="/run/netns/$ns_" iptables -w -t nat -C POSTROUTING -s "$pods_" -o "$if_" -j MASQUERADE 2>/dev/null ||
+			nsenter --net="/run/netns/$ns_" iptables -w -t nat -A POSTROUTING -s "$pods_" -o "$if_" -j MASQUERADE
+	done
+	log "linked to $1: this node is $WAN_NET_PREFIX.$n.$m (wan$m), the peer $WAN_NET_PREFIX.$m.$n (wan$n)"
+}
+
+unlink_peer() {
+	local ns n pods peer_ns m peer_pods
+	read -r ns n pods < <(node_network "$cluster")
+	read -r peer_ns m peer_pods < <(node_network "$1")
+	! ip -n "$ns" link show "wan$m" >/dev/null 2>&1 || ip -n "$ns" link delete "wan$m"
+	nsenter --net="/run/netns/$ns" iptables -w -t nat -D POSTROUTING -s "$pods" -o "wan$m" -j MASQUERADE 2>/dev/null || true
+	nsenter --net="/run/netns/$peer_ns" iptables -w -t nat -D POSTROUTING -s "$peer_pods" -o "wan$n" -j MASQUERADE 2>/dev/null || true
+	log "unlinked from $1"
+}
+
 case $action in
 up) up ;;
+link) link "$@" ;;
+unlink) unlink_peer "$@" ;;
 down) down ;;
 status)
 	if cluster_ready && node_ready; then

@@ -623,6 +623,19 @@ impl PodProcess {
         Ok(Self { child, log })
     }
 
+    /// Polls `admin`'s `/readyz` until it answers 200; fails at once, with the log, if the
+    /// process exited (a port taken, a bad file).
+    pub fn wait_ready(&mut self, admin: SocketAddr) -> anyhow::Result<()> {
+        poll("the process is ready", Duration::from_secs(30), || {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                bail!("it exited ({status}):\n{log}");
+            }
+            Ok(http_get(admin, "/readyz").ok().filter(|(code, _)| *code == 200).map(|_| ()))
+        })
+        .with_context(|| format!("log: {}", self.log.display()))
+    }
+
     /// Stops the process with SIGKILL, as a node failure would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -90,7 +90,7 @@ async fn arrivals(
     Ok(seen)
 }
 
-/// A Prometheus server from Debian scraping `targets` every second.
+/// A Prometheus server from Debian scraping `targets` every 2 seconds.
 struct Prometheus {
     child: std::process::Child,
     address: std::net::SocketAddr,
@@ -108,7 +108,7 @@ impl Prometheus {
         let jobs = jobs.concat();
         std::fs::write(
             dir.join("prometheus.yml"),
-            format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n{jobs}"),
+            format!("global: {{scrape_interval: 2s, scrape_timeout: 2s}}\nscrape_configs:\n{jobs}"),
         )?;
         let address: std::net::SocketAddr = format!("127.0.0.1:{}", free_server_port()).parse()?;
         let child = std::process::Command::new(oms_e2e::tool("prometheus"))
@@ -340,7 +340,8 @@ impl Clouds {
         println!("two clouds: Prometheus: bridged {sent}, gateway published {published}, reconciles {reconciles}");
         assert_eq!(sent, MESSAGES_U64, "the bridge's count in Prometheus is the number of messages bridged");
         assert_eq!(published, MESSAGES_U64, "the gateway wrote each once");
-        assert_eq!(prometheus.query("count(up == 1)")?, Some(4), "all four targets are up");
+        // Every target answered its latest scrape (a busy machine may miss one; the next one counts).
+        poll("all four targets up", DEADLINE, || Ok(prometheus.query("count(up == 1)")?.filter(|n| *n == 4)))?;
         Ok(prometheus)
     }
 }
@@ -350,9 +351,11 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
     let clouds = Clouds::start("clouds").await?;
     let endpoint = clouds.declare_cloud_b()?;
     clouds.declare_cloud_a(&endpoint)?;
-    let _gateway = clouds.start_gateway().await?;
+    let mut gateway = clouds.start_gateway().await?;
+    gateway.wait_ready(clouds.gateway_admin)?;
     let worker_files = clouds.worker_files().await?;
     let mut worker = clouds.start_worker(&worker_files)?;
+    worker.wait_ready(clouds.worker_admin)?;
 
     let started = Instant::now();
     produce(&clouds.kafka, "orders", 0, MESSAGES).await?;
@@ -363,7 +366,13 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
         seen.len(),
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(seen.len(), MESSAGES, "every message arrives; worker log: {}", worker.log.display());
+    assert_eq!(
+        seen.len(),
+        MESSAGES,
+        "every message arrives; logs: worker {}, gateway {}",
+        worker.log.display(),
+        gateway.log.display()
+    );
     assert_eq!(repeats, 0, "each message once");
 
     // The status tells what the worker did.
@@ -434,11 +443,8 @@ async fn through_the_other_clouds_gateway_a_peer_reaches_only_its_own_tenants_qu
     const ATTEMPTS: usize = 3;
     let clouds = Clouds::start("tenancy").await?;
     let endpoint = clouds.declare_cloud_b()?;
-    let gateway = clouds.start_gateway().await?;
-    poll("the gateway serves", DEADLINE, || {
-        Ok(oms_e2e::http_get(clouds.gateway_admin, "/readyz").ok().filter(|(code, _)| *code == 200))
-    })
-    .with_context(|| format!("gateway log: {}", gateway.log.display()))?;
+    let mut gateway = clouds.start_gateway().await?;
+    gateway.wait_ready(clouds.gateway_admin)?;
     let access_point = format!("{}/edge-nats", clouds.ns);
     let stranger = oms_pki::Ca::generate("a CA nobody trusts", Duration::from_hours(1))?;
     let (ca_a, ns) = (&clouds.cas.0, clouds.ns.as_str());
