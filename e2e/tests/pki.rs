@@ -193,8 +193,8 @@ fn a_ca_supplied_by_the_user_signs_the_bridge_certificates() -> anyhow::Result<(
 }
 
 #[test]
-fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_loses_it_when_disabled() -> anyhow::Result<()>
-{
+fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_workload_and_loses_them_when_disabled()
+-> anyhow::Result<()> {
     let case = PkiCase::new("pki-gw")?;
     let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
     let _operator = case.operator("cloud-b.oms", &[])?;
@@ -212,9 +212,19 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_loses_
     println!("pki: gateway certificate {}", san.trim().replace('\n', " "));
     assert!(san.contains(&format!("URI:spiffe://cloud-b.oms/ns/{namespace}/gateway/edge")), "{san}");
     assert!(san.contains(&format!("DNS:edge-oms-gateway.{namespace}.svc")), "{san}");
+    // The external NATS is not reachable, but its binding Secret names it: the gateway is rendered.
+    for object in ["deployment", "service", "configmap", "networkpolicy"] {
+        poll(&format!("the gateway {object}"), DEADLINE, || {
+            kubectl_json(cluster, namespace, &format!("{object}/edge-oms-gateway"))
+        })?;
+    }
     cluster.apply(namespace, &access_point(false))?;
     poll("the certificate is removed with the gateway", DEADLINE, || {
         Ok(kubectl_json(cluster, namespace, "secret/edge-oms-gateway-tls")?.is_none().then_some(()))
     })?;
+    for object in ["deployment", "service", "configmap", "networkpolicy"] {
+        let what = format!("{object}/edge-oms-gateway");
+        assert!(kubectl_json(cluster, namespace, &what)?.is_none(), "{what} is removed with the gateway");
+    }
     Ok(())
 }

@@ -174,14 +174,22 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
 }
 
 /// Deletes the gateway's objects; those already gone are fine.
+/// The certificate Secret is made first and deleted last: without it there is nothing to remove,
+/// which spares access points that never had a gateway four deletes per event.
 async fn remove(ctx: &Context, namespace: &str, access_point: &str) -> Result<(), Error> {
     let name = service_name(access_point);
     let secret = certificate_secret_name(access_point);
-    delete::<Secret>(ctx, namespace, &secret).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing =
+        secrets.get_opt(&secret).await.map_err(|source| Error::Read { what: format!("Secret {secret}"), source })?;
+    if existing.is_none() {
+        return Ok(());
+    }
     delete::<ConfigMap>(ctx, namespace, &name).await?;
     delete::<Deployment>(ctx, namespace, &name).await?;
     delete::<Service>(ctx, namespace, &name).await?;
-    delete::<NetworkPolicy>(ctx, namespace, &name).await
+    delete::<NetworkPolicy>(ctx, namespace, &name).await?;
+    delete::<Secret>(ctx, namespace, &secret).await
 }
 
 async fn delete<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
