@@ -117,13 +117,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         scopes.iter().cloned().map(|scope| bridge::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
     let gateways: Vec<_> =
         scopes.into_iter().map(|scope| gateway::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
-    futures::future::join4(
+    let controllers = futures::future::join4(
         futures::future::join_all(access_points),
         futures::future::join_all(queues),
         futures::future::join_all(bridges),
         futures::future::join_all(gateways),
-    )
-    .await;
+    );
+    // After SIGTERM, reconciles in flight get a few seconds to finish; one stuck on an unreachable
+    // broker must not hold the pod past its grace period (every reconcile is safe to repeat).
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = controllers => {}
+        () = grace => tracing::warn!(message = "Reconciles still running after the shutdown grace; stopping anyway.", grace = ?SHUTDOWN_GRACE),
+    }
     admin_task.await??;
     if let Some(leadership) = leadership {
         let (candidate, lost) = leadership.await?;
@@ -148,6 +157,9 @@ async fn load_pki(args: &Args, client: &kube::Client) -> anyhow::Result<oms_oper
     let lifetime = Duration::from_secs(args.certificate_lifetime_seconds);
     Ok(oms_operator::pki::Pki::load_or_create(client, &namespace, &args.trust_domain, &peers, lifetime).await?)
 }
+
+/// How long reconciles in flight may finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Name of the Lease the replicas elect their leader with.
 const LEASE_NAME: &str = "oms-operator-leader";
