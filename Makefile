@@ -109,6 +109,10 @@ node-dns: ## Start the node and cluster DNS (CoreDNS at 10.96.0.10): make node-d
 demo-install: ## helm install the operator as a pod on the node, then a managed NATS (or DRIVER=kafka: 3 brokers) and a Queue: make demo-install CLUSTER=node-demo
 	e2e/harness/demo-install.sh $(CLUSTER) $(DRIVER)
 
+.PHONY: e2e-nodes
+e2e-nodes: ## Real nodes end to end (not in make test): Kafka in one cloud bridged to NATS in another, 100,000 keyed messages through pod deletions, Prometheus, helm upgrade/uninstall; clusters e2e-a e2e-b
+	e2e/harness/e2e-nodes.sh e2e-a e2e-b
+
 .PHONY: broker-up
 broker-up: ## Start a broker: make broker-up BROKER=kafka NAME=k1 PORT=19092
 	e2e/harness/broker.sh up $(BROKER) $(NAME) $(PORT)

@@ -136,10 +136,14 @@ async fn run_worker(config: config::WorkerConfig) -> anyhow::Result<()> {
     let readiness = oms_telemetry::admin::Readiness::default();
     let admin = oms_telemetry::admin::AdminServer::bind(config.admin_listen, registry, readiness.clone()).await?;
     tracing::info!(message = "Worker started.", admin = %admin.local_addr()?);
-    let serving = tokio::spawn(admin.serve(shutdown.clone()));
+    // The admin server outlives the drain after SIGTERM, so that what the worker forwards while
+    // draining is still scraped (and counted) before the process ends.
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(admin.serve(admin_stop.clone()));
     // Ready only while both ends are connected; the worker flips it.
     oms_bridge::worker::run(&config, &metrics, &readiness, &shutdown).await;
     shutdown.cancel();
+    admin_stop.cancel();
     serving.await??;
     Ok(())
 }

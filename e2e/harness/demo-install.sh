@@ -5,7 +5,9 @@
 #
 #   e2e/harness/demo-install.sh <cluster>         on a cluster from cluster.sh (`cluster.sh up
 #                                                 <cluster>`); starts its node and cluster DNS if
-#                                                 needed (node.sh dns). NATS: 1 replica, a Queue.
+#                                                 needed (node.sh dns). NATS: 1 replica, a Queue;
+#                                                 NATS_REPLICAS=<n> gives the access point n
+#                                                 brokers and the Queue min(n, 3) copies.
 #   e2e/harness/demo-install.sh <cluster> kafka   Kafka instead: 3 brokers (KRaft, the images.sh
 #                                                 kafka image), a Queue of 3 partitions with 3
 #                                                 copies, then a message produced and consumed by
@@ -35,7 +37,10 @@ driver=${2:-nats}
 ACCESS_POINT=demo-$driver
 case $driver in
 # Each driver's Queue has its own name: both demos can run on one cluster.
-nats) REPLICAS=1 QUEUE=orders PARTITIONS=1 REPLICATION=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-180} ;;
+nats)
+	REPLICAS=${NATS_REPLICAS:-1} QUEUE=orders PARTITIONS=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-180}
+	REPLICATION=$((REPLICAS < 3 ? REPLICAS : 3))
+	;;
 # Three JVMs start together on a small machine: give them longer.
 kafka) REPLICAS=3 QUEUE=payments PARTITIONS=3 REPLICATION=3 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420} ;;
 esac

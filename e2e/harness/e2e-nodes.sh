@@ -1,0 +1,553 @@
+#!/usr/bin/env bash
+# The whole real-node scenario, end to end, with faults: Kafka in cloud A bridged into NATS in
+# cloud B through B's gateway, keyed messages checked one by one on arrival, a Prometheus
+# scraping the bridge worker, an operator upgrade under the running Bridge, and clean removal.
+#
+#   e2e/harness/e2e-nodes.sh [<cluster a> <cluster b>]   default e2e-a e2e-b; `make e2e-nodes`
+#   MESSAGES=<n> (default 100000) keyed messages, keys k0..k<KEYS-1> (KEYS, default 100), the
+#   key of id i being k<i mod KEYS>. E2E_NODES_KEEP=1 leaves both clusters up at the end.
+#
+# Built as demo-clouds.sh builds its two clouds (each its CA, the other's CA and trust domain as
+# peers, node B's gateway on a NodePort that cloud A's DNS resolves to node B's WAN address):
+#   A: demo-install.sh <a> kafka: 3 brokers, Queue payments (3 partitions, 3 copies); the gateway
+#      of B as an access point, a Queue orders-b on it, a Bridge payments-to-b.
+#   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway.
+# A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
+# (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
+# 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
+# are deleted. Then every message of B's stream is read with .bin/nats from node B's network
+# namespace (the tenant's binding Secret) and checked: each id once at least (lost must be 0),
+# per key in increasing id order; repeats are counted apart (at-least-once delivery may repeat
+# what a deleted worker sent but had not acknowledged). A Prometheus on the host (Debian's,
+# tools.sh prometheus) scrapes the worker pods' admin port, found by their label through cloud A's
+# API server: kubernetes_sd_configs (role pod, the cluster's kubeconfig) where the binary has it;
+# Debian's is built without it, so there a loop in this script lists the pods and writes a
+# file_sd target list. The sum over the worker pods' lifetimes of oms_bridge_messages_sent_total
+# must reach MESSAGES, less what the deleted worker sent after its last scrape (allowed up to two
+# scrape intervals at its highest rate, and reported). Then `helm upgrade` of cloud
+# A's operator with another log.level must leave the worker pod alone and the Bridge Ready; the
+# Bridge's deletion must take its Deployment, ConfigMap, certificate Secret and NetworkPolicy
+# with it; `helm uninstall` in both clouds. The pods of both clusters are printed before the
+# upgrade (operators, brokers, worker and gateway checked Running), the timings at the end; the
+# clusters go down (cluster.sh down), on failure too, unless E2E_NODES_KEEP=1.
+# A failure names the step and line it stopped at.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=$ROOT/.bin
+HARNESS=$ROOT/e2e/harness
+RELEASE=oms
+RELEASE_NAMESPACE=oms-system
+TENANT=oms-demo
+GATEWAY_NODE_PORT=30743
+ADMIN_PORT=9090 # the bridge worker's metrics and probes
+BRIDGE=payments-to-b
+MESSAGES=${MESSAGES:-100000}
+KEYS=${KEYS:-100}
+DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
+
+[[ $# -eq 0 || $# -eq 2 ]] || {
+	echo "usage: $0 [<cluster a> <cluster b>]" >&2
+	exit 2
+}
+a=${1:-e2e-a} b=${2:-e2e-b}
+STATE=$ROOT/e2e/.state/e2e-nodes-$a-$b
+
+step=start
+log() { printf 'e2e-nodes [%s]: %s\n' "$step" "$*" >&2; }
+die() {
+	log "FAILED: $*"
+	exit 1
+}
+kc() {
+	local cluster=$1
+	shift
+	"$BIN/kubectl" --kubeconfig "$ROOT/e2e/.state/$cluster/kubeconfig" --request-timeout=10s "$@"
+}
+elapsed() { awk -v from="$1" -v to="$2" 'BEGIN { printf "%.1f", to - from }'; }
+net() { sed -n "s/^$2=//p" "$ROOT/e2e/.state/$1/node/net.env"; }
+
+# poll <what> <command>...: until the command succeeds, for DEADLINE_SECONDS.
+poll() {
+	local what=$1 deadline=$((SECONDS + DEADLINE_SECONDS))
+	shift
+	until "$@"; do
+		((SECONDS < deadline)) || die "$what: not reached within ${DEADLINE_SECONDS}s"
+		sleep 1
+	done
+}
+
+prometheus_pid='' discovery_pid=''
+finish() {
+	local status=$?
+	trap - EXIT ERR
+	[[ -z $prometheus_pid ]] || kill "$prometheus_pid" 2>/dev/null || true
+	[[ -z $discovery_pid ]] || kill "$discovery_pid" 2>/dev/null || true
+	if ((status != 0)); then
+		log "stopped with exit status $status; pods of both clusters:"
+		for cluster in "$a" "$b"; do
+			if [[ -f $ROOT/e2e/.state/$cluster/kubeconfig ]]; then kc "$cluster" get pods -A -o wide >&2 || true; fi
+		done
+	fi
+	if [[ ${E2E_NODES_KEEP:-} == 1 ]]; then
+		log "E2E_NODES_KEEP=1: clusters $a and $b stay up (cluster.sh down <cluster>)"
+	else
+		for cluster in "$a" "$b"; do
+			"$HARNESS/cluster.sh" down "$cluster" >&2 || log "cluster.sh down $cluster failed"
+		done
+	fi
+	exit "$status"
+}
+trap finish EXIT
+trap 'log "FAILED at line $LINENO: $BASH_COMMAND"' ERR
+
+# The tenant's credentials and a broker's address in cloud B, read once: .bin/nats runs often.
+nats_user='' nats_password='' nats_server=''
+nats_login() {
+	local secret
+	secret=$(kc "$b" -n "$TENANT" get secret demo-nats-binding -o json)
+	nats_user=$(jq -r '.data.USERNAME // empty | @base64d' <<<"$secret")
+	nats_password=$(jq -r '.data.PASSWORD // empty | @base64d' <<<"$secret")
+	# demo-nats-0 is never the broker deleted below.
+	nats_server=$(kc "$b" -n "$TENANT" get pod demo-nats-0 -o jsonpath='{.status.podIP}')
+}
+nats_b() {
+	ip netns exec "$(net "$b" NETNS)" "$BIN/nats" --server "nats://$nats_server:4222" \
+		${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
+}
+# Messages in cloud B's stream, or -1 while it does not answer (a broker is being replaced).
+count_b() { nats_b stream info "$stream" --json 2>/dev/null | jq '.state.messages' 2>/dev/null || echo -1; }
+
+worker_pods() {
+	kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$BRIDGE,app.kubernetes.io/component=bridge-worker" \
+		-o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}'
+}
+pod_ready() {
+	local cluster=$1 pod=$2
+	[[ $(kc "$cluster" -n "$TENANT" get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+pod_uid() { kc "$1" -n "$TENANT" get pod "$2" -o jsonpath='{.metadata.uid}' 2>/dev/null || true; }
+# replaced_and_ready <cluster> <pod> <uid before>: the StatefulSet made the pod anew, and it is Ready.
+replaced_and_ready() {
+	local uid
+	uid=$(pod_uid "$1" "$2")
+	[[ -n $uid && $uid != "$3" ]] && pod_ready "$1" "$2"
+}
+bridge_ready() {
+	[[ $(kc "$a" -n "$TENANT" get bridge "$BRIDGE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+t0=$EPOCHREALTIME
+step=clusters
+"$HARNESS/tools.sh" helm kubectl nats prometheus
+for cluster in "$a" "$b"; do
+	"$HARNESS/cluster.sh" up "$cluster"
+	"$HARNESS/node.sh" dns "$cluster"
+done
+"$HARNESS/node.sh" link "$a" "$b"
+t_nodes=$EPOCHREALTIME
+
+step=install
+# Each cloud's CA, stored before its operator first starts; the peer's CA as trusted values.
+for cluster in "$a" "$b"; do
+	pki=$ROOT/e2e/.state/$cluster/clouds-ca
+	if [[ ! -f $pki/tls.key ]]; then
+		mkdir -p "$pki"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+			-subj "/CN=OMS CA $cluster.oms" -addext basicConstraints=critical,CA:TRUE \
+			-addext keyUsage=critical,keyCertSign,cRLSign -keyout "$pki/tls.key" -out "$pki/tls.crt" 2>/dev/null
+	fi
+	kc "$cluster" create namespace "$RELEASE_NAMESPACE" --dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
+	kc "$cluster" -n "$RELEASE_NAMESPACE" create secret tls oms-ca --cert "$pki/tls.crt" --key "$pki/tls.key" \
+		--dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
+done
+for pair in "$a $b kafka" "$b $a nats"; do
+	read -r cluster peer driver <<<"$pair"
+	values=$ROOT/e2e/.state/$cluster/clouds-values.yaml
+	{
+		printf 'pki:\n  trustDomain: %s.oms\n  peerTrustDomains: [%s.oms]\n  peerTrustBundle: |\n' "$cluster" "$peer"
+		sed 's/^/    /' "$ROOT/e2e/.state/$peer/clouds-ca/tls.crt"
+	} >"$values"
+	NATS_REPLICAS=3 DEMO_VALUES=$values "$HARNESS/demo-install.sh" "$cluster" "$driver" >/dev/null
+done
+t_installed=$EPOCHREALTIME
+
+step=gateway
+gateway_host=$b-gateway.$TENANT.svc.cluster.local
+wan_b=10.215.$(net "$b" HOST_IF | tr -dc 0-9).$(net "$a" HOST_IF | tr -dc 0-9)
+kc "$b" -n "$TENANT" patch messagingaccesspoint demo-nats --type merge -p "{\"spec\": {\"gateway\": {\"enabled\": true,
+	\"service\": {\"type\": \"NodePort\", \"nodePort\": $GATEWAY_NODE_PORT}, \"advertisedHost\": \"$gateway_host\"}}}" >/dev/null
+kc "$b" -n "$TENANT" wait messagingaccesspoint/demo-nats --for=jsonpath='{.status.gatewayEndpoint}' \
+	--timeout="${DEADLINE_SECONDS}s" >/dev/null
+endpoint=$(kc "$b" -n "$TENANT" get messagingaccesspoint demo-nats -o jsonpath='{.status.gatewayEndpoint}')
+broker_queue=$(kc "$b" -n "$TENANT" get queue orders -o jsonpath='{.status.brokerName}')
+kc "$b" -n "$TENANT" rollout status deployment -l app.kubernetes.io/component=gateway --timeout="${DEADLINE_SECONDS}s" >/dev/null
+log "cloud B gateway at $endpoint ($gateway_host = $wan_b), queue orders is '$broker_queue' on the brokers"
+t_gateway=$EPOCHREALTIME
+
+step=bridge
+kc "$a" -n "$TENANT" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $b-gateway}
+spec:
+  clusterIP: None
+  ports: [{name: gateway, port: $GATEWAY_NODE_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $b-gateway
+  labels: {kubernetes.io/service-name: $b-gateway}
+addressType: IPv4
+ports: [{name: gateway, port: $GATEWAY_NODE_PORT}]
+endpoints: [{addresses: ["$wan_b"], conditions: {ready: true}}]
+---
+apiVersion: openmessaging.cloud/v1alpha1
+kind: MessagingAccessPoint
+metadata: {name: $b}
+spec:
+  driver: gateway
+  endpoint: '$endpoint'
+  remote: {namespace: $TENANT, name: demo-nats}
+---
+apiVersion: openmessaging.cloud/v1alpha1
+kind: Queue
+metadata: {name: orders-b}
+spec:
+  accessPointRef: {name: $b}
+  name: '$broker_queue'
+---
+apiVersion: openmessaging.cloud/v1alpha1
+kind: Bridge
+metadata: {name: $BRIDGE}
+spec:
+  source: {queueRef: {name: payments}}
+  target: {queueRef: {name: orders-b}}
+EOF
+t_bridge_applied=$EPOCHREALTIME
+kc "$a" -n "$TENANT" wait "bridge/$BRIDGE" --for=condition=Ready --timeout="${DEADLINE_SECONDS}s" >/dev/null || {
+	kc "$a" -n "$TENANT" get messagingaccesspoints,queues,bridges,pods -o wide >&2
+	kc "$a" -n "$TENANT" get bridge "$BRIDGE" -o yaml >&2
+	die "Bridge $BRIDGE not Ready"
+}
+t_bridge=$EPOCHREALTIME
+
+step=prometheus
+# Discovery through cloud A's API server by the worker label (the API server listens on loopback;
+# the host reaches pod addresses directly), one target per worker pod on its admin port, every
+# second: a deleted pod's counter is only known as far as its last scrape. Debian's Prometheus
+# is built without Kubernetes discovery (promtool: "field kubernetes_sd_configs not found in
+# type config.ScrapeConfig"); then a loop here asks the API server for the labelled pods each
+# second and hands them to Prometheus as a file_sd target list.
+mkdir -p "$STATE"
+rm -rf "$STATE/prometheus-data"
+worker_label=app.kubernetes.io/component=bridge-worker
+cat >"$STATE/prometheus.yml" <<EOF
+# Written by e2e/harness/e2e-nodes.sh.
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 5s}
+scrape_configs:
+  - job_name: bridge-workers
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: $ROOT/e2e/.state/$a/kubeconfig
+        namespaces: {names: [$TENANT]}
+        selectors: [{role: pod, label: "$worker_label"}]
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_ip], regex: '', action: drop}
+      - {source_labels: [__meta_kubernetes_pod_ip], target_label: __address__, replacement: '\${1}:$ADMIN_PORT'}
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+EOF
+discovery=kubernetes_sd_configs
+if ! "$BIN/promtool" check config "$STATE/prometheus.yml" >"$STATE/promtool.log" 2>&1; then
+	grep -q 'kubernetes_sd_configs not found' "$STATE/promtool.log" || {
+		cat "$STATE/promtool.log" >&2
+		die "promtool refuses $STATE/prometheus.yml"
+	}
+	discovery="file_sd_configs fed from $a's API server (no kubernetes_sd_configs in this Prometheus)"
+	cat >"$STATE/prometheus.yml" <<EOF
+# Written by e2e/harness/e2e-nodes.sh. This Prometheus has no kubernetes_sd_configs: the script
+# writes the pods labelled $worker_label in $a/$TENANT to targets.json.
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 5s}
+scrape_configs:
+  - job_name: bridge-workers
+    file_sd_configs: [{files: ["$STATE/targets.json"], refresh_interval: 1s}]
+EOF
+	echo '[]' >"$STATE/targets.json"
+	discover_workers() {
+		while :; do
+			kc "$a" -n "$TENANT" get pods -l "$worker_label" -o json 2>/dev/null | jq --arg port "$ADMIN_PORT" '[.items[]
+				| select(.status.podIP != null and .status.podIP != "")
+				| {targets: ["\(.status.podIP):\($port)"], labels: {pod: .metadata.name}}]' >"$STATE/targets.json.new" &&
+				mv "$STATE/targets.json.new" "$STATE/targets.json"
+			sleep 1
+		done
+	}
+	discover_workers &
+	discovery_pid=$!
+fi
+prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$BIN/prometheus" --config.file "$STATE/prometheus.yml" --storage.tsdb.path "$STATE/prometheus-data" \
+	--web.listen-address "127.0.0.1:$prometheus_port" >"$STATE/prometheus.log" 2>&1 &
+prometheus_pid=$!
+promql() { curl -fsS "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1"; }
+worker_scraped() {
+	kill -0 "$prometheus_pid" 2>/dev/null || die "Prometheus exited: $(tail -n 3 "$STATE/prometheus.log")"
+	[[ $(promql "up{job=\"bridge-workers\"}" 2>/dev/null | jq '[.data.result[] | select(.value[1] == "1")] | length') -ge 1 ]]
+}
+poll "Prometheus scraping the bridge worker (log: $STATE/prometheus.log)" worker_scraped
+log "Prometheus on 127.0.0.1:$prometheus_port ($discovery) scrapes $(promql 'up{job="bridge-workers"}' | jq -c '[.data.result[].metric.pod]')"
+t_prometheus=$EPOCHREALTIME
+
+step=produce
+nats_login
+stream=$(nats_b stream ls --names | head -n 1)
+[[ -n $stream ]] || die "no stream in cloud B for the tenant"
+subject=$(nats_b stream info "$stream" --json | jq -r '.config.subjects[0]')
+before=$(count_b)
+((before >= 0)) || die "cloud B's stream $stream does not answer"
+first_sequence=$(($(nats_b stream info "$stream" --json | jq '.state.last_seq') + 1))
+first_worker=$(worker_pods)
+log "cloud B stream $stream (subject $subject) holds $before; bridge worker pod(s): $first_worker"
+kc "$a" -n "$TENANT" delete pod producer --ignore-not-found >/dev/null
+# shellcheck disable=SC2016 # the producer's script expands its variables in the pod
+kc "$a" -n "$TENANT" run producer --image="$("$HARNESS/images.sh" ref kafka)" --image-pull-policy=Never \
+	--restart=Never --env="MESSAGES=$MESSAGES" --env="KEYS=$KEYS" --env="TOPIC=payments" \
+	--env="BOOTSTRAP=demo-kafka-client.$TENANT.svc:9092" --command -- /bin/sh -c '
+set -e
+generate() {
+  i=0
+  while [ "$i" -lt "$MESSAGES" ]; do
+    printf "k%d\t%d\n" $((i % KEYS)) "$i"
+    i=$((i + 1))
+  done
+}
+produce() {
+  kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" \
+    --property parse.key=true --property "key.separator=$(printf "\t")" \
+    --producer-property acks=all --producer-property enable.idempotence=true \
+    --producer-property linger.ms=20 --producer-property batch.size=131072
+}
+# The image has a writable data directory; without one, the lines go straight in.
+file=/var/lib/kafka/data/messages.tsv
+if (: >"$file") 2>/dev/null; then
+  generate >"$file"
+  echo "generated $(wc -l <"$file" 2>/dev/null || echo "$MESSAGES") lines in $file"
+  produce <"$file"
+else
+  generate | produce
+fi
+echo "produced $MESSAGES"' >/dev/null
+t_produce_start=$EPOCHREALTIME
+
+# Faults by progress in cloud B: the worker, then a Kafka broker, then a NATS broker.
+step=faults
+fault_at=($((MESSAGES * 2 / 10)) $((MESSAGES * 4 / 10)) $((MESSAGES * 6 / 10)))
+fault_what=("bridge worker pod" "Kafka broker pod demo-kafka-1 (cloud A)" "NATS broker pod demo-nats-2 (cloud B)")
+fault_done=(0 0 0)
+fault_time=("" "" "")
+fault_recovered=("" "" "")
+t_produced='' t_arrived='' deleted_worker='' kafka_uid='' nats_uid=''
+deadline=$((SECONDS + DEADLINE_SECONDS * 2))
+while :; do
+	now=$(count_b)
+	arrived=$((now < 0 ? -1 : now - before))
+	phase=$(kc "$a" -n "$TENANT" get pod producer -o jsonpath='{.status.phase}' 2>/dev/null || true)
+	[[ $phase == Failed ]] && {
+		kc "$a" -n "$TENANT" logs producer >&2 || true
+		die "the producer pod failed"
+	}
+	[[ -n $t_produced || $phase != Succeeded ]] || {
+		t_produced=$EPOCHREALTIME
+		log "producer done after $(elapsed "$t_produce_start" "$t_produced")s ($arrived in cloud B)"
+	}
+	for i in 0 1 2; do
+		((fault_done[i] == 0 && arrived >= fault_at[i])) || continue
+		case $i in
+		0)
+			deleted_worker=$(worker_pods)
+			deleted_worker=${deleted_worker%% *}
+			kc "$a" -n "$TENANT" delete pod "$deleted_worker" --wait=false >/dev/null
+			;;
+		1)
+			kafka_uid=$(pod_uid "$a" demo-kafka-1)
+			kc "$a" -n "$TENANT" delete pod demo-kafka-1 --wait=false >/dev/null
+			;;
+		2)
+			nats_uid=$(pod_uid "$b" demo-nats-2)
+			kc "$b" -n "$TENANT" delete pod demo-nats-2 --wait=false >/dev/null
+			;;
+		esac
+		fault_done[i]=1 fault_time[i]=$EPOCHREALTIME
+		log "deleted the ${fault_what[i]}$( ((i > 0)) || echo " $deleted_worker") at $arrived arrived"
+		break # one fault per round
+	done
+	# Recovery: a new Ready worker pod; the broker pod Ready again.
+	if ((fault_done[0] == 1)) && [[ -z ${fault_recovered[0]} ]]; then
+		for pod in $(worker_pods); do
+			[[ $pod != "$deleted_worker" ]] && pod_ready "$a" "$pod" && fault_recovered[0]=$EPOCHREALTIME
+		done
+	fi
+	if ((fault_done[1] == 1)) && [[ -z ${fault_recovered[1]} ]] && replaced_and_ready "$a" demo-kafka-1 "$kafka_uid"; then
+		fault_recovered[1]=$EPOCHREALTIME
+	fi
+	if ((fault_done[2] == 1)) && [[ -z ${fault_recovered[2]} ]] && replaced_and_ready "$b" demo-nats-2 "$nats_uid"; then
+		fault_recovered[2]=$EPOCHREALTIME
+	fi
+	if [[ -z $t_arrived ]] && ((arrived >= MESSAGES)); then
+		t_arrived=$EPOCHREALTIME
+		log "$arrived arrived in cloud B after $(elapsed "$t_produce_start" "$t_arrived")s"
+	fi
+	[[ -n $t_arrived && -n $t_produced && -n ${fault_recovered[0]} && -n ${fault_recovered[1]} && -n ${fault_recovered[2]} ]] && break
+	((SECONDS < deadline)) || die "after $((DEADLINE_SECONDS * 2))s: $arrived of $MESSAGES in cloud B, producer $phase," \
+		"faults done ${fault_done[*]}, recovered '${fault_recovered[*]}'"
+	sleep 1
+done
+kc "$a" -n "$TENANT" logs producer 2>/dev/null | tail -n 3 >&2 || true
+
+step=check
+# Everything from the first sequence of this run, as JSON lines (headers, base64 data).
+total=$(($(count_b) - before))
+t_read_start=$EPOCHREALTIME
+nats_b sub "$subject" --stream "$stream" --start-sequence "$first_sequence" --count "$total" --dump=- 2>/dev/null |
+	tr '\0' '\n' | jq -r '[(.Header["oms-key"][0] // "-"), (.Data | @base64d)] | @tsv' >"$STATE/arrived.tsv"
+t_read=$EPOCHREALTIME
+read -r received unique lost duplicates out_of_order foreign < <(awk -F '\t' -v n="$MESSAGES" -v keys="$KEYS" '
+	$2 !~ /^[0-9]+$/ || $1 !~ /^k[0-9]+$/ { foreign++; next }   # e.g. demo-install.sh'"'"'s round trip
+	{
+		received++
+		id = $2 + 0
+		if ($1 != "k" (id % keys)) { wrong_key++ }
+		if (id in seen) { duplicates++; next }
+		seen[id] = 1
+		if (($1 in last) && id < last[$1]) { out_of_order++ }
+		last[$1] = id
+	}
+	END {
+		for (i = 0; i < n; i++) if (!(i in seen)) lost++
+		printf "%d %d %d %d %d %d\n", received, length(seen), lost, duplicates, out_of_order + wrong_key, foreign
+	}' "$STATE/arrived.tsv")
+log "read $total messages in $(elapsed "$t_read_start" "$t_read")s: $received keyed, $unique distinct ids," \
+	"lost $lost, duplicates $duplicates, out of per-key order $out_of_order, other messages $foreign"
+((lost == 0)) || die "$lost of $MESSAGES ids never arrived ($STATE/arrived.tsv)"
+((out_of_order == 0)) || die "$out_of_order messages out of per-key id order ($STATE/arrived.tsv)"
+
+step=metrics
+# Each worker pod's counter starts at 0: the bridged count is the sum of every pod's highest
+# scraped value. What a deleted pod sent after its last scrape, while it drained, is counted
+# nowhere; that shortfall is reported, and allowed up to two scrape intervals at that pod's
+# highest observed send rate.
+sent_query="sum(max_over_time(oms_bridge_messages_sent_total{job=\"bridge-workers\",bridge=\"$BRIDGE\"}[1h]))"
+sent_sum() { promql "$sent_query" | jq -r '(.data.result[0].value[1] // "0") | tonumber | floor'; }
+sent=0
+for _ in $(seq 20); do
+	sent=$(sent_sum)
+	((sent < MESSAGES)) || break
+	sleep 1
+done
+sent_by_pod=$(promql "sum by (pod) (max_over_time(oms_bridge_messages_sent_total{job=\"bridge-workers\"}[1h]))" |
+	jq -c '[.data.result[] | {(.metric.pod): (.value[1] | tonumber)}] | add')
+unscraped=$((sent < MESSAGES ? MESSAGES - sent : 0))
+slack=$(promql "2 * max_over_time(rate(oms_bridge_messages_sent_total{job=\"bridge-workers\",pod=\"$deleted_worker\"}[3s])[1h:1s])" |
+	jq -r '(.data.result[0].value[1] // "0") | tonumber | floor')
+log "Prometheus: sent over the worker pods' lifetimes $sent (by pod: $sent_by_pod); short of $MESSAGES by" \
+	"$unscraped, allowed $slack (deleted worker $deleted_worker, 2 scrape intervals at its highest rate)"
+((unscraped <= slack)) || die "Prometheus counts $sent sent, $unscraped fewer than $MESSAGES, more than $slack" \
+	"that the deleted worker could have sent after its last scrape"
+t_metrics=$EPOCHREALTIME
+
+step=pods
+for cluster in "$a" "$b"; do
+	log "$cluster:"
+	kc "$cluster" get pods -A -o wide
+done
+# Running now: each operator, the brokers, cloud A's bridge worker, cloud B's gateway.
+running() {
+	local cluster=$1 namespace=$2 selector=$3 want=$4 count
+	count=$(kc "$cluster" -n "$namespace" get pods -l "$selector" --field-selector=status.phase=Running -o name | wc -l)
+	((count >= want)) || die "$cluster/$namespace: $count pods Running with $selector, want $want"
+}
+running "$a" "$RELEASE_NAMESPACE" "app.kubernetes.io/instance=$RELEASE" 1
+running "$b" "$RELEASE_NAMESPACE" "app.kubernetes.io/instance=$RELEASE" 1
+running "$a" "$TENANT" app.kubernetes.io/component=broker 3
+running "$b" "$TENANT" app.kubernetes.io/component=broker 3
+running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
+running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
+
+step=upgrade
+t_upgrade=$EPOCHREALTIME
+worker_before=$(worker_pods)
+restarts_before=$(kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/component=bridge-worker" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+generation_before=$(kc "$a" -n "$TENANT" get deployment "$BRIDGE-oms-bridge" -o jsonpath='{.metadata.generation}')
+operator_pod() {
+	kc "$a" -n "$RELEASE_NAMESPACE" get pods -l "app.kubernetes.io/instance=$RELEASE" -o json |
+		jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name] | join(" ")'
+}
+operator_before=$(operator_pod)
+"$BIN/helm" --kubeconfig "$ROOT/e2e/.state/$a/kubeconfig" upgrade "$RELEASE" "$ROOT/charts/oms-operator" \
+	-n "$RELEASE_NAMESPACE" --reuse-values --set log.level=debug >/dev/null
+kc "$a" -n "$RELEASE_NAMESPACE" rollout status deployment -l "app.kubernetes.io/instance=$RELEASE" --timeout="${DEADLINE_SECONDS}s" >/dev/null
+operator_after=$(operator_pod)
+[[ $operator_after != "$operator_before" ]] || log "the operator pod did not change with the upgrade ($operator_after)"
+t_upgraded=$EPOCHREALTIME
+# The new operator reconciles the Bridge at start; its own metrics (through the API server's pod
+# proxy) say when it has, and only then is the worker compared.
+bridge_reconciled() {
+	kc "$a" get --raw "/api/v1/namespaces/$RELEASE_NAMESPACE/pods/$1:8080/proxy/metrics" 2>/dev/null |
+		grep -q '^oms_operator_reconcile_total{kind="Bridge",result="success"} [1-9]'
+}
+poll "the new operator reconciles the Bridge" bridge_reconciled "$operator_after"
+bridge_ready || die "Bridge $BRIDGE not Ready after the upgrade"
+worker_after=$(worker_pods)
+restarts_after=$(kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/component=bridge-worker" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+generation_after=$(kc "$a" -n "$TENANT" get deployment "$BRIDGE-oms-bridge" -o jsonpath='{.metadata.generation}')
+[[ $worker_after == "$worker_before" && $restarts_after == "$restarts_before" && $generation_after == "$generation_before" ]] ||
+	die "the upgrade disturbed the worker: pods '$worker_before' -> '$worker_after', restarts '$restarts_before' ->" \
+		"'$restarts_after', Deployment generation $generation_before -> $generation_after"
+log "helm upgrade (log.level=debug): operator $operator_before -> $operator_after; worker $worker_after" \
+	"unchanged (restarts $restarts_after, generation $generation_after), Bridge Ready"
+
+step=delete-bridge
+children=("deployment/$BRIDGE-oms-bridge" "configmap/$BRIDGE-oms-bridge" "secret/$BRIDGE-oms-tls" "networkpolicy/$BRIDGE-oms-bridge")
+for child in "${children[@]}"; do
+	kc "$a" -n "$TENANT" get "$child" -o name >/dev/null || die "$child missing before the Bridge's deletion"
+done
+t_bridge_delete=$EPOCHREALTIME
+kc "$a" -n "$TENANT" delete bridge "$BRIDGE" --timeout="${DEADLINE_SECONDS}s" >/dev/null
+children_gone() {
+	local child
+	for child in "${children[@]}"; do
+		[[ -z $(kc "$a" -n "$TENANT" get "$child" -o name --ignore-not-found) ]] || return 1
+	done
+}
+poll "the Bridge's ${children[*]} removed" children_gone
+t_bridge_deleted=$EPOCHREALTIME
+log "Bridge deleted; ${children[*]} gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s after the delete"
+
+step=uninstall
+for cluster in "$a" "$b"; do
+	"$BIN/helm" --kubeconfig "$ROOT/e2e/.state/$cluster/kubeconfig" uninstall "$RELEASE" -n "$RELEASE_NAMESPACE" \
+		--wait --timeout "${DEADLINE_SECONDS}s" >/dev/null
+	[[ -z $(kc "$cluster" -n "$RELEASE_NAMESPACE" get deployments -l "app.kubernetes.io/instance=$RELEASE" -o name) ]] ||
+		die "operator Deployment left in $cluster after helm uninstall"
+done
+t_done=$EPOCHREALTIME
+
+step=timings
+fault_times=
+for i in 0 1 2; do
+	fault_times+="${fault_what[i]} deleted at +$(elapsed "$t_produce_start" "${fault_time[i]}")s, back Ready after"
+	fault_times+=" $(elapsed "${fault_time[i]}" "${fault_recovered[i]}")s; "
+done
+log "result: $MESSAGES produced, lost $lost, duplicates $duplicates, out of order $out_of_order, other $foreign;" \
+	"sent per Prometheus $sent (unscraped $unscraped, allowed $slack)"
+log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and both installs" \
+	"$(elapsed "$t_nodes" "$t_installed")s; gateway $(elapsed "$t_installed" "$t_gateway")s; bridge applied to" \
+	"Ready $(elapsed "$t_bridge_applied" "$t_bridge")s; Prometheus scraping $(elapsed "$t_bridge" "$t_prometheus")s;" \
+	"produced in $(elapsed "$t_produce_start" "$t_produced")s (pod start included); all arrived after" \
+	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
+	"metrics $(elapsed "$t_read" "$t_metrics")s; helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
+	"Bridge deleted to its children gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s; both uninstalls" \
+	"$(elapsed "$t_bridge_deleted" "$t_done")s;" \
+	"total before teardown $(elapsed "$t0" "$t_done")s"
+log "faults: $fault_times"
