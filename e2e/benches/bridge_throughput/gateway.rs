@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use oms_e2e::free_server_port;
+use oms_e2e::{TlsPaths, free_server_port};
 use oms_pki::{Ca, Leaf, SpiffeId};
 
 use crate::load::Endpoint;
@@ -18,30 +18,11 @@ pub const ACCESS_POINT: &str = "acme/edge-nats";
 /// Longer than any run: no rotation during a window.
 const CERT_LIFETIME: Duration = Duration::from_hours(24);
 
-/// A certificate and key on disk, with the CA that signed both sides.
-pub struct TlsFiles {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl TlsFiles {
-    /// As a config's `tls:` value.
-    pub fn yaml(&self) -> String {
-        format!(
-            "{{caFile: '{}', certFile: '{}', keyFile: '{}'}}",
-            self.ca.display(),
-            self.cert.display(),
-            self.key.display()
-        )
-    }
-}
-
 /// A gateway ready to start: its config, its port, and the worker's side of the mTLS pair.
 pub struct Prepared {
     pub config: PathBuf,
     pub port: u16,
-    pub bridge_tls: TlsFiles,
+    pub bridge_tls: TlsPaths,
 }
 
 /// Issues the gateway's server certificate (named `localhost`, which the worker dials) and the
@@ -52,10 +33,10 @@ pub fn prepare(name: &str, target: &Endpoint) -> anyhow::Result<Prepared> {
     let ca = Ca::generate("bridge bench CA", CERT_LIFETIME)?;
     let ca_file = dir.join("ca.crt");
     std::fs::write(&ca_file, ca.cert_pem())?;
-    let issue = |stem: &str, identity: &str, dns: &[&str]| -> anyhow::Result<TlsFiles> {
+    let issue = |stem: &str, identity: &str, dns: &[&str]| -> anyhow::Result<TlsPaths> {
         let leaf = Leaf::new(&SpiffeId::parse(identity)?, dns.iter().map(|d| (*d).to_owned()).collect(), CERT_LIFETIME);
         let issued = ca.issue(&leaf)?;
-        let files = TlsFiles {
+        let files = TlsPaths {
             ca: ca_file.clone(),
             cert: dir.join(format!("{stem}.crt")),
             key: dir.join(format!("{stem}.key")),

@@ -136,6 +136,7 @@ fn series_of_gone(
     gone
 }
 
+/// What fails a reconcile of a workload the operator runs (bridge workers, gateways).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -146,16 +147,23 @@ pub enum Error {
     Write { what: String, source: kube::Error },
 }
 
+impl Error {
+    /// The `result` label of `oms_operator_reconcile_total`.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Certificate(error) => error.metric_label(),
+            Error::Read { .. } => "read",
+            Error::Write { .. } => "write",
+        }
+    }
+}
+
 async fn reconcile(bridge: Arc<Bridge>, state: Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let started = Instant::now();
     let result = reconcile_bridge(&bridge, &state).await;
-    let label = match &result {
-        Ok(_) => "success",
-        Err(Error::Certificate(error)) => error.metric_label(),
-        Err(Error::Read { .. }) => "read",
-        Err(Error::Write { .. }) => "write",
-    };
+    let label = result.as_ref().map_or_else(Error::metric_label, |_| "success");
     ctx.metrics.observe_reconcile(KIND, label, started);
     result
 }

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_point::validate::Gateway;
 use crate::apply::apply;
-use crate::certificates::{self, CertificateError, Subject};
+use crate::bridge::Error;
+use crate::certificates::{self, Subject};
 use crate::context::Context;
 use crate::pki::Pki;
 
@@ -37,26 +38,6 @@ const KIND: &str = "Gateway";
 const RETRY_SOON: Duration = Duration::from_secs(15);
 /// Look again this often: changes of the binding Secret (new broker addresses) are not watched.
 const RESYNC: Duration = Duration::from_mins(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Certificate(#[from] CertificateError),
-    #[error("cannot read {what}: {source}")]
-    Read { what: String, source: kube::Error },
-    #[error("cannot write {what}: {source}")]
-    Write { what: String, source: kube::Error },
-}
-
-impl Error {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Certificate(error) => error.metric_label(),
-            Error::Read { .. } => "read",
-            Error::Write { .. } => "write",
-        }
-    }
-}
 
 /// The gateway's Service name, and the name of its certificate Secret.
 #[must_use]
