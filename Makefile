@@ -28,7 +28,7 @@ build: ## Build every crate and binary
 
 .PHONY: tools
 tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, prometheus, ...)
-	$(TOOLS) helm prometheus $(CONTROL_PLANE_TOOLS)
+	$(TOOLS) helm promtool prometheus $(CONTROL_PLANE_TOOLS)
 
 .PHONY: lint
 lint: tools ## rustfmt check, clippy with -D warnings, helm lint
@@ -46,7 +46,7 @@ check-generated: tools ## Fail when a committed generated file differs from what
 
 .PHONY: rules
 rules: ## Prometheus rules checked and unit-tested with promtool; dashboard checked
-	$(TOOLS) helm prometheus
+	$(TOOLS) helm promtool
 	$(BIN)/promtool check rules $(PROMETHEUS_RULES)
 	$(BIN)/promtool test rules e2e/prometheus/rules-test.yaml
 	@echo "rules: checking that the chart's PrometheusRule is $(PROMETHEUS_RULES) unchanged"
@@ -60,7 +60,10 @@ unit: ## Unit tests and tests that need no cluster
 	$(CARGO) test --workspace --locked --exclude oms-e2e
 
 .PHONY: e2e
-e2e: tools build ## Integration tier against real API servers (starts clusters as needed)
+e2e: e2e-api e2e-nodes ## Both end-to-end tiers: real API servers and brokers, then real nodes
+
+.PHONY: e2e-api
+e2e-api: tools build ## Integration tier against real API servers and brokers (starts clusters as needed)
 	$(CARGO) test -p oms-e2e --locked -- --test-threads=2 --show-output
 
 .PHONY: test
@@ -110,8 +113,16 @@ demo-install: ## helm install the operator as a pod on the node, then a managed 
 	e2e/harness/demo-install.sh $(CLUSTER) $(DRIVER)
 
 .PHONY: e2e-nodes
-e2e-nodes: ## Real nodes end to end (not in make test): Kafka in one cloud bridged to NATS in another, 100,000 keyed messages through pod deletions, Prometheus, helm upgrade/uninstall; clusters e2e-a e2e-b
+e2e-nodes: ## Real nodes end to end: Kafka in one cloud bridged to NATS in another, 100,000 keyed messages through pod deletions, Prometheus, helm upgrade/uninstall; clusters e2e-a e2e-b
 	e2e/harness/e2e-nodes.sh e2e-a e2e-b
+
+.PHONY: demo
+demo: ## Two clouds on real nodes, the operator installed with helm in each, Kafka bridged to NATS, narrated; stays up
+	e2e/harness/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Take down the clusters of make demo
+	e2e/harness/demo.sh down
 
 .PHONY: broker-up
 broker-up: ## Start a broker: make broker-up BROKER=kafka NAME=k1 PORT=19092

@@ -5,6 +5,12 @@
 //! repeats are bounded by the window and dropped by targets that deduplicate. A message whose
 //! provenance names the target's access point, or that the filter does not match, is acknowledged
 //! without being sent.
+//!
+//! Ordering through retries: a sink may store a later message while an earlier one fails (a
+//! client that reconnects and sends on, a JetStream leader change), and the retry then lands
+//! after it. So at most one message per ordering lane (its key under `PerKey`, its source
+//! partition under `PerPartition`) is unconfirmed at a time; the next of that lane waits, and
+//! reading waits with it. Different lanes, and keyless messages under `PerKey`, stay pipelined.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,8 +19,12 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashSet;
+
+use crate::config::Ordering;
 use crate::connector::{Ack, Confirm, ConnectorError, Delivered, Sink, Source};
 use crate::filter::Filter;
+use crate::message::Message;
 use crate::metrics::BridgeMetrics;
 
 /// How often the source's backlog is read for `oms_bridge_source_lag_messages`.
@@ -35,6 +45,45 @@ pub struct Route<'a> {
     pub hops: Hops<'a>,
     pub filter: Option<&'a Filter>,
     pub in_flight: usize,
+    pub ordering: Ordering,
+}
+
+/// What a message must not overtake through a retry: the earlier messages of its lane.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Key(Vec<u8>),
+    Partition(i32),
+}
+
+/// The lane of a message under `ordering`; `None` when it may overtake and be overtaken.
+#[must_use]
+pub fn lane_of(ordering: Ordering, message: &Message, ack: &Ack) -> Option<Lane> {
+    match ordering {
+        Ordering::PerKey => message.key.clone().map(Lane::Key),
+        // Kafka has partitions; every other source is one ordered stream.
+        Ordering::PerPartition => Some(Lane::Partition(match ack {
+            Ack::Kafka { partition, .. } => *partition,
+            _ => 0,
+        })),
+        Ordering::None => None,
+    }
+}
+
+/// Lanes with a message sent and not yet confirmed.
+#[derive(Debug, Default)]
+pub struct BusyLanes(HashSet<Lane>);
+
+impl BusyLanes {
+    /// Whether a message of `lane` may be sent now; if so, its lane is busy until `release`.
+    pub fn take(&mut self, lane: Option<&Lane>) -> bool {
+        lane.is_none_or(|lane| self.0.insert(lane.clone()))
+    }
+
+    pub fn release(&mut self, lane: Option<&Lane>) {
+        if let Some(lane) = lane {
+            self.0.remove(lane);
+        }
+    }
 }
 
 /// Whether a message that has passed `provenance` must not go to `target`: it came from there.
@@ -51,6 +100,37 @@ struct Pending {
     timestamp_ms: Option<i64>,
     /// Skipped (loop, filter): acknowledged in order, not counted as sent.
     skipped: bool,
+    lane: Option<Lane>,
+}
+
+/// The state of one run: what is in flight, in source order, and what waits for its lane.
+struct Flight {
+    confirms: FuturesOrdered<Confirm>,
+    window: VecDeque<Pending>,
+    busy: BusyLanes,
+    /// Received, its lane busy: sent once the lane's earlier message is confirmed.
+    waiting: Option<(Pending, Message)>,
+}
+
+impl Flight {
+    /// Sends `message` if its lane is free, else keeps it waiting.
+    async fn dispatch(&mut self, sink: &Sink, pending: Pending, message: Message) -> Result<(), ConnectorError> {
+        if !self.busy.take(pending.lane.as_ref()) {
+            self.waiting = Some((pending, message));
+            return Ok(());
+        }
+        let confirm = sink.send(&message).await?;
+        self.confirms.push_back(confirm);
+        self.window.push_back(pending);
+        Ok(())
+    }
+
+    /// The message at the front of the window, now confirmed or failed; frees its lane.
+    fn pop_front(&mut self) -> Option<Pending> {
+        let pending = self.window.pop_front()?;
+        self.busy.release(pending.lane.as_ref());
+        Some(pending)
+    }
 }
 
 /// Forwards until `shutdown` or the first failure; returns after acknowledging every confirmed
@@ -62,89 +142,68 @@ pub async fn forward(
     metrics: &BridgeMetrics,
     shutdown: &CancellationToken,
 ) -> Result<(), ConnectorError> {
-    let mut confirms = FuturesOrdered::new();
-    let mut window: VecDeque<Pending> = VecDeque::with_capacity(route.in_flight);
+    let mut flight = Flight {
+        confirms: FuturesOrdered::new(),
+        window: VecDeque::with_capacity(route.in_flight),
+        busy: BusyLanes::default(),
+        waiting: None,
+    };
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     let result = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
-            confirmed = confirms.next(), if !confirms.is_empty() => {
+            confirmed = flight.confirms.next(), if !flight.confirms.is_empty() => {
                 // `confirms` and `window` are pushed together, so the front is this message.
-                let Some(pending) = window.pop_front() else { break Ok(()) };
-                let outcome = match confirmed {
-                    Some(Ok(delivered)) => delivered,
+                let Some(pending) = flight.pop_front() else { break Ok(()) };
+                let settled = match confirmed {
+                    Some(Ok(delivered)) => acknowledge(source, pending, delivered, metrics).await,
                     // Refused for good: skipped, counted and logged, never retried in a loop.
                     Some(Err(ConnectorError::Rejected { reason, message })) => {
                         metrics.failed.with_label_values(&[reason]).inc();
                         tracing::warn!(message = "The target refused a message; skipping it.", id = %pending.id, reason, detail = %message);
-                        if let Err(error) = source.ack(pending.ack).await {
-                            metrics.failed.with_label_values(&["ack"]).inc();
-                            break Err(error);
-                        }
-                        continue;
+                        source.ack(pending.ack).await.inspect_err(|_| metrics.failed.with_label_values(&["ack"]).inc())
                     }
                     Some(Err(error)) => {
                         metrics.failed.with_label_values(&["send"]).inc();
-                        break Err(error);
+                        Err(error)
                     }
                     None => break Ok(()),
                 };
-                if let Err(error) = acknowledge(source, pending, outcome, metrics).await {
+                if let Err(error) = settled {
+                    break Err(error);
+                }
+                // Its lane may be free now.
+                if let Some((pending, message)) = flight.waiting.take()
+                    && let Err(error) = flight.dispatch(sink, pending, message).await
+                {
+                    metrics.failed.with_label_values(&["send"]).inc();
                     break Err(error);
                 }
             }
-            received = source.next(), if window.len() < route.in_flight => {
+            received = source.next(), if flight.window.len() < route.in_flight && flight.waiting.is_none() => {
                 let received = match received {
                     Ok(received) => received,
                     Err(error) => break Err(error),
                 };
-                metrics.received.inc();
-                if received.gap > 0 {
-                    metrics.gap_detected.inc_by(received.gap);
-                    tracing::error!(message = "The source lost messages before they were bridged.", lost = received.gap, next = %received.message.id);
-                }
-                let mut message = received.message;
-                let skip = skip_reason(&message, route);
-                let pending = Pending {
-                    ack: received.ack,
-                    bytes: message.payload.len(),
-                    id: message.id.clone(),
-                    timestamp_ms: message.timestamp_ms,
-                    skipped: skip.is_some(),
-                };
-                if let Some(reason) = skip {
-                    // Acknowledged in order like any other, with nothing sent.
-                    metrics.skipped.with_label_values(&[reason]).inc();
-                    confirms.push_back(Box::pin(async { Ok(Delivered::Stored) }) as Confirm);
-                    window.push_back(pending);
-                    continue;
-                }
-                if let Some(hops) = message.provenance_after(route.hops.source) {
-                    message.provenance = hops.split(',').map(str::to_owned).collect();
-                }
-                match sink.send(&message).await {
-                    Ok(confirm) => {
-                        confirms.push_back(confirm);
-                        window.push_back(pending);
-                    }
-                    Err(error) => {
-                        metrics.failed.with_label_values(&["send"]).inc();
-                        break Err(error);
-                    }
+                if let Err(error) = take_in(&mut flight, sink, received, route, metrics).await {
+                    metrics.failed.with_label_values(&["send"]).inc();
+                    break Err(error);
                 }
             }
             _ = lag_tick.tick() => {
                 if let Some(backlog) = source.backlog().await {
-                    let in_flight = u64::try_from(window.len()).unwrap_or(u64::MAX);
+                    let in_flight = u64::try_from(flight.window.len()).unwrap_or(u64::MAX);
                     metrics.source_lag.set(i64::try_from(backlog.saturating_add(in_flight)).unwrap_or(i64::MAX));
                 }
             }
         }
     };
+    let Flight { mut confirms, mut window, .. } = flight;
     // On shutdown, what the sink confirms of the window within the deadline is acknowledged, in
     // order, up to the first failure. After a failure nothing more is: acknowledging a later
     // message would move a Kafka offset past the failed one, and it would never come again.
+    // A message waiting for its lane was never sent; it comes again on the next run.
     if result.is_ok() {
         let drain = async {
             while let (Some(Ok(outcome)), Some(pending)) = (confirms.next().await, window.pop_front()) {
@@ -165,9 +224,45 @@ pub async fn forward(
     result
 }
 
+/// A received message: counted, then skipped (acknowledged in order with nothing sent), sent, or
+/// kept waiting for its lane.
+async fn take_in(
+    flight: &mut Flight,
+    sink: &Sink,
+    received: crate::connector::Received,
+    route: Route<'_>,
+    metrics: &BridgeMetrics,
+) -> Result<(), ConnectorError> {
+    metrics.received.inc();
+    if received.gap > 0 {
+        metrics.gap_detected.inc_by(received.gap);
+        tracing::error!(message = "The source lost messages before they were bridged.", lost = received.gap, next = %received.message.id);
+    }
+    let mut message = received.message;
+    let skip = skip_reason(&message, route);
+    let pending = Pending {
+        lane: if skip.is_some() { None } else { lane_of(route.ordering, &message, &received.ack) },
+        ack: received.ack,
+        bytes: message.payload.len(),
+        id: message.id.clone(),
+        timestamp_ms: message.timestamp_ms,
+        skipped: skip.is_some(),
+    };
+    if let Some(reason) = skip {
+        metrics.skipped.with_label_values(&[reason]).inc();
+        flight.confirms.push_back(Box::pin(async { Ok(Delivered::Stored) }) as Confirm);
+        flight.window.push_back(pending);
+        return Ok(());
+    }
+    if let Some(hops) = message.provenance_after(route.hops.source) {
+        message.provenance = hops.split(',').map(str::to_owned).collect();
+    }
+    flight.dispatch(sink, pending, message).await
+}
+
 /// Why a message is acknowledged without being sent: it would go back where it came from, or
 /// the filter does not match.
-fn skip_reason(message: &crate::message::Message, route: Route<'_>) -> Option<&'static str> {
+fn skip_reason(message: &Message, route: Route<'_>) -> Option<&'static str> {
     if would_loop(&message.provenance, route.hops.target) {
         Some("loop")
     } else if route.filter.is_some_and(|filter| !filter.matches(message)) {
@@ -221,5 +316,33 @@ mod tests {
         assert!(would_loop(&came_from, Some("acme/a")));
         assert!(!would_loop(&came_from, Some("acme/c")));
         assert!(!would_loop(&came_from, None));
+    }
+
+    fn keyed(key: Option<&str>) -> Message {
+        Message { key: key.map(|k| k.as_bytes().to_vec()), ..Message::default() }
+    }
+
+    #[test]
+    fn lanes_follow_the_ordering_the_bridge_keeps() {
+        let kafka = |partition| Ack::Kafka { partition, offset: 7 };
+        let k1 = keyed(Some("k1"));
+        assert_eq!(lane_of(Ordering::PerKey, &k1, &kafka(2)), Some(Lane::Key(b"k1".to_vec())));
+        // No key, no per-key promise: keyless messages stay pipelined.
+        assert_eq!(lane_of(Ordering::PerKey, &keyed(None), &kafka(2)), None);
+        assert_eq!(lane_of(Ordering::PerPartition, &k1, &kafka(2)), Some(Lane::Partition(2)));
+        assert_eq!(lane_of(Ordering::PerPartition, &keyed(None), &Ack::Gateway(9)), Some(Lane::Partition(0)));
+        assert_eq!(lane_of(Ordering::None, &k1, &kafka(2)), None);
+    }
+
+    #[test]
+    fn a_lane_holds_one_unconfirmed_message_and_frees_on_release() {
+        let mut busy = BusyLanes::default();
+        let (k1, k2) = (Lane::Key(b"k1".to_vec()), Lane::Key(b"k2".to_vec()));
+        assert!(busy.take(Some(&k1)));
+        assert!(!busy.take(Some(&k1)), "a second k1 must wait for the first to be confirmed");
+        assert!(busy.take(Some(&k2)), "another key goes at once");
+        assert!(busy.take(None) && busy.take(None), "messages without a lane never wait");
+        busy.release(Some(&k1));
+        assert!(busy.take(Some(&k1)));
     }
 }

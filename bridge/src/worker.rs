@@ -45,6 +45,7 @@ pub async fn run(
                     },
                     filter: config.filter.as_ref(),
                     in_flight,
+                    ordering: config.ordering,
                 };
                 let result = forward(&mut source, &sink, route, metrics, shutdown).await;
                 metrics.link_up.set(0);

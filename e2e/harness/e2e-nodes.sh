@@ -3,12 +3,14 @@
 # cloud B through B's gateway, keyed messages checked one by one on arrival, a Prometheus
 # scraping the bridge worker, an operator upgrade under the running Bridge, and clean removal.
 #
-#   e2e/harness/e2e-nodes.sh [<cluster a> <cluster b>]   default e2e-a e2e-b; `make e2e-nodes`
+#   e2e/harness/e2e-nodes.sh [<cluster a> <cluster b>]   default e2e-a e2e-b; `make e2e-nodes`,
+#                                                        part of `make e2e` and so `make test`
 #   MESSAGES=<n> (default 100000) keyed messages, keys k0..k<KEYS-1> (KEYS, default 100), the
 #   key of id i being k<i mod KEYS>. E2E_NODES_KEEP=1 leaves both clusters up at the end.
 #
-# Built as demo-clouds.sh builds its two clouds (each its CA, the other's CA and trust domain as
-# peers, node B's gateway on a NodePort that cloud A's DNS resolves to node B's WAN address):
+# The two clouds are built as `make demo` builds them (clouds.sh: each its CA, the other's CA and
+# trust domain as peers, node B's gateway on a NodePort that cloud A's DNS resolves to node B's
+# WAN address):
 #   A: demo-install.sh <a> kafka: 3 brokers, Queue payments (3 partitions, 3 copies); the gateway
 #      of B as an access point, a Queue orders-b on it, a Bridge payments-to-b.
 #   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway.
@@ -18,11 +20,9 @@
 # are deleted. Then every message of B's stream is read with .bin/nats from node B's network
 # namespace (the tenant's binding Secret) and checked: each id once at least (lost must be 0),
 # per key in increasing id order; repeats are counted apart (at-least-once delivery may repeat
-# what a deleted worker sent but had not acknowledged). A Prometheus on the host (Debian's,
-# tools.sh prometheus) scrapes the worker pods' admin port, found by their label through cloud A's
-# API server: kubernetes_sd_configs (role pod, the cluster's kubeconfig) where the binary has it;
-# Debian's is built without it, so there a loop in this script lists the pods and writes a
-# file_sd target list. The sum over the worker pods' lifetimes of oms_bridge_messages_sent_total
+# what a deleted worker sent but had not acknowledged). A Prometheus on the host (tools.sh prometheus)
+# scrapes the worker pods' admin port, found by their label through cloud A's API server
+# (kubernetes_sd_configs, role pod, the cluster's kubeconfig). The sum over the worker pods' lifetimes of oms_bridge_messages_sent_total
 # must reach MESSAGES, less what the deleted worker sent after its last scrape (allowed up to two
 # scrape intervals at its highest rate, and reported). Then `helm upgrade` of cloud
 # A's operator with another log.level must leave the worker pod alone and the Bridge Ready; the
@@ -33,18 +33,12 @@
 # A failure names the step and line it stopped at.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=$ROOT/.bin
-HARNESS=$ROOT/e2e/harness
-RELEASE=oms
-RELEASE_NAMESPACE=oms-system
-TENANT=oms-demo
-GATEWAY_NODE_PORT=30743
+# shellcheck source-path=SCRIPTDIR source=clouds.sh
+source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
 ADMIN_PORT=9090 # the bridge worker's metrics and probes
 BRIDGE=payments-to-b
 MESSAGES=${MESSAGES:-100000}
 KEYS=${KEYS:-100}
-DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
 
 [[ $# -eq 0 || $# -eq 2 ]] || {
 	echo "usage: $0 [<cluster a> <cluster b>]" >&2
@@ -59,30 +53,11 @@ die() {
 	log "FAILED: $*"
 	exit 1
 }
-kc() {
-	local cluster=$1
-	shift
-	"$BIN/kubectl" --kubeconfig "$ROOT/e2e/.state/$cluster/kubeconfig" --request-timeout=10s "$@"
-}
-elapsed() { awk -v from="$1" -v to="$2" 'BEGIN { printf "%.1f", to - from }'; }
-net() { sed -n "s/^$2=//p" "$ROOT/e2e/.state/$1/node/net.env"; }
-
-# poll <what> <command>...: until the command succeeds, for DEADLINE_SECONDS.
-poll() {
-	local what=$1 deadline=$((SECONDS + DEADLINE_SECONDS))
-	shift
-	until "$@"; do
-		((SECONDS < deadline)) || die "$what: not reached within ${DEADLINE_SECONDS}s"
-		sleep 1
-	done
-}
-
-prometheus_pid='' discovery_pid=''
+prometheus_pid=''
 finish() {
 	local status=$?
 	trap - EXIT ERR
 	[[ -z $prometheus_pid ]] || kill "$prometheus_pid" 2>/dev/null || true
-	[[ -z $discovery_pid ]] || kill "$discovery_pid" 2>/dev/null || true
 	if ((status != 0)); then
 		log "stopped with exit status $status; pods of both clusters:"
 		for cluster in "$a" "$b"; do
@@ -100,23 +75,6 @@ finish() {
 }
 trap finish EXIT
 trap 'log "FAILED at line $LINENO: $BASH_COMMAND"' ERR
-
-# The tenant's credentials and a broker's address in cloud B, read once: .bin/nats runs often.
-nats_user='' nats_password='' nats_server=''
-nats_login() {
-	local secret
-	secret=$(kc "$b" -n "$TENANT" get secret demo-nats-binding -o json)
-	nats_user=$(jq -r '.data.USERNAME // empty | @base64d' <<<"$secret")
-	nats_password=$(jq -r '.data.PASSWORD // empty | @base64d' <<<"$secret")
-	# demo-nats-0 is never the broker deleted below.
-	nats_server=$(kc "$b" -n "$TENANT" get pod demo-nats-0 -o jsonpath='{.status.podIP}')
-}
-nats_b() {
-	ip netns exec "$(net "$b" NETNS)" "$BIN/nats" --server "nats://$nats_server:4222" \
-		${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
-}
-# Messages in cloud B's stream, or -1 while it does not answer (a broker is being replaced).
-count_b() { nats_b stream info "$stream" --json 2>/dev/null | jq '.state.messages' 2>/dev/null || echo -1; }
 
 worker_pods() {
 	kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$BRIDGE,app.kubernetes.io/component=bridge-worker" \
@@ -139,107 +97,28 @@ bridge_ready() {
 
 t0=$EPOCHREALTIME
 step=clusters
-"$HARNESS/tools.sh" helm kubectl nats prometheus
-for cluster in "$a" "$b"; do
-	"$HARNESS/cluster.sh" up "$cluster"
-	"$HARNESS/node.sh" dns "$cluster"
-done
-"$HARNESS/node.sh" link "$a" "$b"
+"$HARNESS/tools.sh" prometheus
+clouds_up "$a" "$b"
 t_nodes=$EPOCHREALTIME
 
 step=install
-# Each cloud's CA, stored before its operator first starts; the peer's CA as trusted values.
-for cluster in "$a" "$b"; do
-	pki=$ROOT/e2e/.state/$cluster/clouds-ca
-	if [[ ! -f $pki/tls.key ]]; then
-		mkdir -p "$pki"
-		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-			-subj "/CN=OMS CA $cluster.oms" -addext basicConstraints=critical,CA:TRUE \
-			-addext keyUsage=critical,keyCertSign,cRLSign -keyout "$pki/tls.key" -out "$pki/tls.crt" 2>/dev/null
-	fi
-	kc "$cluster" create namespace "$RELEASE_NAMESPACE" --dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
-	kc "$cluster" -n "$RELEASE_NAMESPACE" create secret tls oms-ca --cert "$pki/tls.crt" --key "$pki/tls.key" \
-		--dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
-done
-for pair in "$a $b kafka" "$b $a nats"; do
-	read -r cluster peer driver <<<"$pair"
-	values=$ROOT/e2e/.state/$cluster/clouds-values.yaml
-	{
-		printf 'pki:\n  trustDomain: %s.oms\n  peerTrustDomains: [%s.oms]\n  peerTrustBundle: |\n' "$cluster" "$peer"
-		sed 's/^/    /' "$ROOT/e2e/.state/$peer/clouds-ca/tls.crt"
-	} >"$values"
-	NATS_REPLICAS=3 DEMO_VALUES=$values "$HARNESS/demo-install.sh" "$cluster" "$driver" >/dev/null
-done
+NATS_REPLICAS=3 clouds_install "$a" kafka "$b" nats >/dev/null
 t_installed=$EPOCHREALTIME
 
 step=gateway
-gateway_host=$b-gateway.$TENANT.svc.cluster.local
-wan_b=10.215.$(net "$b" HOST_IF | tr -dc 0-9).$(net "$a" HOST_IF | tr -dc 0-9)
-kc "$b" -n "$TENANT" patch messagingaccesspoint demo-nats --type merge -p "{\"spec\": {\"gateway\": {\"enabled\": true,
-	\"service\": {\"type\": \"NodePort\", \"nodePort\": $GATEWAY_NODE_PORT}, \"advertisedHost\": \"$gateway_host\"}}}" >/dev/null
-kc "$b" -n "$TENANT" wait messagingaccesspoint/demo-nats --for=jsonpath='{.status.gatewayEndpoint}' \
-	--timeout="${DEADLINE_SECONDS}s" >/dev/null
-endpoint=$(kc "$b" -n "$TENANT" get messagingaccesspoint demo-nats -o jsonpath='{.status.gatewayEndpoint}')
-broker_queue=$(kc "$b" -n "$TENANT" get queue orders -o jsonpath='{.status.brokerName}')
-kc "$b" -n "$TENANT" rollout status deployment -l app.kubernetes.io/component=gateway --timeout="${DEADLINE_SECONDS}s" >/dev/null
-log "cloud B gateway at $endpoint ($gateway_host = $wan_b), queue orders is '$broker_queue' on the brokers"
+clouds_gateway "$a" "$b"
+log "cloud B gateway at $GATEWAY_ENDPOINT, queue orders is '$GATEWAY_QUEUE' on the brokers"
 t_gateway=$EPOCHREALTIME
 
 step=bridge
-kc "$a" -n "$TENANT" apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Service
-metadata: {name: $b-gateway}
-spec:
-  clusterIP: None
-  ports: [{name: gateway, port: $GATEWAY_NODE_PORT}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: $b-gateway
-  labels: {kubernetes.io/service-name: $b-gateway}
-addressType: IPv4
-ports: [{name: gateway, port: $GATEWAY_NODE_PORT}]
-endpoints: [{addresses: ["$wan_b"], conditions: {ready: true}}]
----
-apiVersion: openmessaging.cloud/v1alpha1
-kind: MessagingAccessPoint
-metadata: {name: $b}
-spec:
-  driver: gateway
-  endpoint: '$endpoint'
-  remote: {namespace: $TENANT, name: demo-nats}
----
-apiVersion: openmessaging.cloud/v1alpha1
-kind: Queue
-metadata: {name: orders-b}
-spec:
-  accessPointRef: {name: $b}
-  name: '$broker_queue'
----
-apiVersion: openmessaging.cloud/v1alpha1
-kind: Bridge
-metadata: {name: $BRIDGE}
-spec:
-  source: {queueRef: {name: payments}}
-  target: {queueRef: {name: orders-b}}
-EOF
 t_bridge_applied=$EPOCHREALTIME
-kc "$a" -n "$TENANT" wait "bridge/$BRIDGE" --for=condition=Ready --timeout="${DEADLINE_SECONDS}s" >/dev/null || {
-	kc "$a" -n "$TENANT" get messagingaccesspoints,queues,bridges,pods -o wide >&2
-	kc "$a" -n "$TENANT" get bridge "$BRIDGE" -o yaml >&2
-	die "Bridge $BRIDGE not Ready"
-}
+clouds_bridge "$a" "$b" payments "$BRIDGE"
 t_bridge=$EPOCHREALTIME
 
 step=prometheus
 # Discovery through cloud A's API server by the worker label (the API server listens on loopback;
 # the host reaches pod addresses directly), one target per worker pod on its admin port, every
-# second: a deleted pod's counter is only known as far as its last scrape. Debian's Prometheus
-# is built without Kubernetes discovery (promtool: "field kubernetes_sd_configs not found in
-# type config.ScrapeConfig"); then a loop here asks the API server for the labelled pods each
-# second and hands them to Prometheus as a file_sd target list.
+# second: a deleted pod's counter is only known as far as its last scrape.
 mkdir -p "$STATE"
 rm -rf "$STATE/prometheus-data"
 worker_label=app.kubernetes.io/component=bridge-worker
@@ -258,34 +137,6 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_pod_ip], target_label: __address__, replacement: '\${1}:$ADMIN_PORT'}
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
 EOF
-discovery=kubernetes_sd_configs
-if ! "$BIN/promtool" check config "$STATE/prometheus.yml" >"$STATE/promtool.log" 2>&1; then
-	grep -q 'kubernetes_sd_configs not found' "$STATE/promtool.log" || {
-		cat "$STATE/promtool.log" >&2
-		die "promtool refuses $STATE/prometheus.yml"
-	}
-	discovery="file_sd_configs fed from $a's API server (no kubernetes_sd_configs in this Prometheus)"
-	cat >"$STATE/prometheus.yml" <<EOF
-# Written by e2e/harness/e2e-nodes.sh. This Prometheus has no kubernetes_sd_configs: the script
-# writes the pods labelled $worker_label in $a/$TENANT to targets.json.
-global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 5s}
-scrape_configs:
-  - job_name: bridge-workers
-    file_sd_configs: [{files: ["$STATE/targets.json"], refresh_interval: 1s}]
-EOF
-	echo '[]' >"$STATE/targets.json"
-	discover_workers() {
-		while :; do
-			kc "$a" -n "$TENANT" get pods -l "$worker_label" -o json 2>/dev/null | jq --arg port "$ADMIN_PORT" '[.items[]
-				| select(.status.podIP != null and .status.podIP != "")
-				| {targets: ["\(.status.podIP):\($port)"], labels: {pod: .metadata.name}}]' >"$STATE/targets.json.new" &&
-				mv "$STATE/targets.json.new" "$STATE/targets.json"
-			sleep 1
-		done
-	}
-	discover_workers &
-	discovery_pid=$!
-fi
 prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$BIN/prometheus" --config.file "$STATE/prometheus.yml" --storage.tsdb.path "$STATE/prometheus-data" \
 	--web.listen-address "127.0.0.1:$prometheus_port" >"$STATE/prometheus.log" 2>&1 &
@@ -296,48 +147,20 @@ worker_scraped() {
 	[[ $(promql "up{job=\"bridge-workers\"}" 2>/dev/null | jq '[.data.result[] | select(.value[1] == "1")] | length') -ge 1 ]]
 }
 poll "Prometheus scraping the bridge worker (log: $STATE/prometheus.log)" worker_scraped
-log "Prometheus on 127.0.0.1:$prometheus_port ($discovery) scrapes $(promql 'up{job="bridge-workers"}' | jq -c '[.data.result[].metric.pod]')"
+log "Prometheus on 127.0.0.1:$prometheus_port (kubernetes_sd_configs through $a's API server) scrapes $(promql 'up{job="bridge-workers"}' | jq -c '[.data.result[].metric.pod]')"
 t_prometheus=$EPOCHREALTIME
 
 step=produce
-nats_login
-stream=$(nats_b stream ls --names | head -n 1)
+nats_login "$b"
+stream=$(clouds_stream)
 [[ -n $stream ]] || die "no stream in cloud B for the tenant"
 subject=$(nats_b stream info "$stream" --json | jq -r '.config.subjects[0]')
-before=$(count_b)
+before=$(clouds_count "$stream")
 ((before >= 0)) || die "cloud B's stream $stream does not answer"
 first_sequence=$(($(nats_b stream info "$stream" --json | jq '.state.last_seq') + 1))
 first_worker=$(worker_pods)
 log "cloud B stream $stream (subject $subject) holds $before; bridge worker pod(s): $first_worker"
-kc "$a" -n "$TENANT" delete pod producer --ignore-not-found >/dev/null
-# shellcheck disable=SC2016 # the producer's script expands its variables in the pod
-kc "$a" -n "$TENANT" run producer --image="$("$HARNESS/images.sh" ref kafka)" --image-pull-policy=Never \
-	--restart=Never --env="MESSAGES=$MESSAGES" --env="KEYS=$KEYS" --env="TOPIC=payments" \
-	--env="BOOTSTRAP=demo-kafka-client.$TENANT.svc:9092" --command -- /bin/sh -c '
-set -e
-generate() {
-  i=0
-  while [ "$i" -lt "$MESSAGES" ]; do
-    printf "k%d\t%d\n" $((i % KEYS)) "$i"
-    i=$((i + 1))
-  done
-}
-produce() {
-  kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" \
-    --property parse.key=true --property "key.separator=$(printf "\t")" \
-    --producer-property acks=all --producer-property enable.idempotence=true \
-    --producer-property linger.ms=20 --producer-property batch.size=131072
-}
-# The image has a writable data directory; without one, the lines go straight in.
-file=/var/lib/kafka/data/messages.tsv
-if (: >"$file") 2>/dev/null; then
-  generate >"$file"
-  echo "generated $(wc -l <"$file" 2>/dev/null || echo "$MESSAGES") lines in $file"
-  produce <"$file"
-else
-  generate | produce
-fi
-echo "produced $MESSAGES"' >/dev/null
+clouds_produce_keyed "$a" payments "$MESSAGES" "$KEYS"
 t_produce_start=$EPOCHREALTIME
 
 # Faults by progress in cloud B: the worker, then a Kafka broker, then a NATS broker.
@@ -350,7 +173,7 @@ fault_recovered=("" "" "")
 t_produced='' t_arrived='' deleted_worker='' kafka_uid='' nats_uid=''
 deadline=$((SECONDS + DEADLINE_SECONDS * 2))
 while :; do
-	now=$(count_b)
+	now=$(clouds_count "$stream")
 	arrived=$((now < 0 ? -1 : now - before))
 	phase=$(kc "$a" -n "$TENANT" get pod producer -o jsonpath='{.status.phase}' 2>/dev/null || true)
 	[[ $phase == Failed ]] && {
@@ -407,10 +230,9 @@ kc "$a" -n "$TENANT" logs producer 2>/dev/null | tail -n 3 >&2 || true
 
 step=check
 # Everything from the first sequence of this run, as JSON lines (headers, base64 data).
-total=$(($(count_b) - before))
+total=$(($(clouds_count "$stream") - before))
 t_read_start=$EPOCHREALTIME
-nats_b sub "$subject" --stream "$stream" --start-sequence "$first_sequence" --count "$total" --dump=- 2>/dev/null |
-	tr '\0' '\n' | jq -r '[(.Header["oms-key"][0] // "-"), (.Data | @base64d)] | @tsv' >"$STATE/arrived.tsv"
+clouds_dump_keyed "$stream" "$subject" "$first_sequence" "$total" >"$STATE/arrived.tsv"
 t_read=$EPOCHREALTIME
 read -r received unique lost duplicates out_of_order foreign < <(awk -F '\t' -v n="$MESSAGES" -v keys="$KEYS" '
 	$2 !~ /^[0-9]+$/ || $1 !~ /^k[0-9]+$/ { foreign++; next }   # e.g. demo-install.sh'"'"'s round trip

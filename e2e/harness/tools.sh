@@ -8,7 +8,8 @@
 #                                      coredns (cluster DNS, node.sh dns)
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
-#                                      prometheus (promtool and prometheus, Debian package)
+#                                      promtool (Debian package), prometheus (Go modules,
+#                                      with Kubernetes discovery)
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
 #
@@ -255,13 +256,29 @@ deb_install() {
 	fi
 }
 
-# promtool (rule checks and rule unit tests) and prometheus from Debian's package at the pinned
-# version, installed on first use. apt puts them in /usr/bin, so there is nothing to cache: .bin/
-# links to the system files.
-tool_prometheus() {
+# promtool (rule checks and rule unit tests) from Debian's package at the pinned version,
+# installed on first use. apt puts it in /usr/bin, so there is nothing to cache: .bin/ links to
+# the system file. (Debian's prometheus server is built without Kubernetes discovery.)
+tool_promtool() {
 	deb_install prometheus prometheus "prometheus=$PROMETHEUS_DEB_VERSION"
 	link /usr/bin/promtool promtool
-	link /usr/bin/prometheus prometheus
+}
+
+# The Prometheus server from Go modules (e2e/tools/prometheus pins it), with static, file and
+# Kubernetes discovery only (Prometheus's remove_all_sd and enable_kubernetes_sd build tags: the
+# cloud providers' SDKs would triple the build) and its UI assets left out (the API is all the
+# tests use). Keyed by its go.mod, so a change there rebuilds it.
+tool_prometheus() {
+	local key out
+	key=$(sha256sum <"$ROOT/e2e/tools/prometheus/go.mod" | cut -c1-12)
+	out=$OMS_CACHE/tools/prometheus-$PROMETHEUS_VERSION-$key/prometheus
+	if [[ ! -x $out ]]; then
+		log "building Prometheus $PROMETHEUS_VERSION from Go modules (cold: minutes)"
+		go_build "$out" "$ROOT/e2e/tools/prometheus" -tags remove_all_sd,enable_kubernetes_sd \
+			-ldflags "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}" \
+			github.com/prometheus/prometheus/cmd/prometheus
+	fi
+	link "$out" prometheus
 }
 
 # What a real node runs (node.sh): containerd with runc, the CNI plugins (in /usr/lib/cni), and
@@ -289,6 +306,7 @@ for tool in "$@"; do
 	kafka-mirror) tool_kafka_mirror ;;
 	plot) tool_plot ;;
 	toxiproxy) tool_toxiproxy ;;
+	promtool) tool_promtool ;;
 	prometheus) tool_prometheus ;;
 	node-runtime) tool_node_runtime ;;
 	*)

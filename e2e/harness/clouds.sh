@@ -1,0 +1,221 @@
+# shellcheck shell=bash
+# Two clouds on real nodes: the steps that demo.sh (`make demo`) and e2e-nodes.sh (`make e2e`)
+# share. Sourced, not run. The caller defines die (say why, exit 1).
+#
+#   clouds_up <a> <b>                 clusters (cluster.sh), a node and cluster DNS each (node.sh),
+#                                     the nodes joined by a WAN of their own (node.sh link)
+#   clouds_install <a> <driver a> <b> <driver b>
+#                                     each cloud's CA (the Secret oms-ca before its operator first
+#                                     starts), trust domain <cluster>.oms and the other's CA and
+#                                     trust domain as peers (chart values pki.*); then
+#                                     demo-install.sh: the chart, a managed access point
+#                                     demo-<driver> and its Queue (kafka: payments, nats: orders)
+#                                     in the tenant namespace $TENANT. Its output goes to stdout.
+#   clouds_gateway <a> <b>            cloud B's demo-nats gets its gateway on NodePort
+#                                     $GATEWAY_NODE_PORT, advertised as a name that cloud A's DNS
+#                                     resolves to node B's WAN address (that name is in the
+#                                     gateway's certificate); sets GATEWAY_ENDPOINT and
+#                                     GATEWAY_QUEUE (the broker-side name of B's Queue orders)
+#   clouds_bridge <a> <b> <source queue> <bridge>
+#                                     in cloud A: the name (a headless Service without a selector
+#                                     and an EndpointSlice of node B's WAN address), B's gateway as
+#                                     an access point, a Queue orders-b on it and the Bridge from
+#                                     <source queue> to orders-b; waits until the Bridge is Ready
+#   clouds_produce_keyed <a> <topic> <messages> <keys>
+#                                     a pod `producer` of the kafka image writes lines
+#                                     `k<id mod keys><TAB><id>` for ids 0..messages-1 to cloud A's
+#                                     Kafka topic (the key parsed, acks=all, idempotent)
+#   nats_login <b>, nats_b <nats arguments>...
+#                                     the nats CLI in node B's network namespace, as the tenant
+#                                     (its binding Secret), on demo-nats-0's address
+#   clouds_stream <b>                 the tenant's stream in cloud B (the first one)
+#   clouds_count <stream>             messages in that stream, or -1 while it does not answer
+#   clouds_dump_keyed <stream> <subject> <from sequence> <count>
+#                                     those messages as lines `<oms-key header><TAB><data>`
+#   kc <cluster> <kubectl arguments>..., poll <what> <command>..., elapsed <from> <to>
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=$ROOT/.bin
+HARNESS=$ROOT/e2e/harness
+# shellcheck disable=SC2034 # the sourcing scripts use it
+RELEASE=oms
+RELEASE_NAMESPACE=oms-system
+TENANT=oms-demo
+GATEWAY_NODE_PORT=30743
+DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
+
+kc() {
+	local cluster=$1
+	shift
+	"$BIN/kubectl" --kubeconfig "$ROOT/e2e/.state/$cluster/kubeconfig" --request-timeout=10s "$@"
+}
+elapsed() { awk -v from="$1" -v to="$2" 'BEGIN { printf "%.1f", to - from }'; }
+# net <cluster> <key>: the node's network facts (node.sh writes node/net.env).
+net() { sed -n "s/^$2=//p" "$ROOT/e2e/.state/$1/node/net.env"; }
+
+# poll <what> <command>...: until the command succeeds, for DEADLINE_SECONDS.
+poll() {
+	local what=$1 deadline=$((SECONDS + DEADLINE_SECONDS))
+	shift
+	until "$@"; do
+		((SECONDS < deadline)) || die "$what: not reached within ${DEADLINE_SECONDS}s"
+		sleep 1
+	done
+}
+
+clouds_up() {
+	local cluster
+	"$HARNESS/tools.sh" helm kubectl nats
+	for cluster in "$1" "$2"; do
+		"$HARNESS/cluster.sh" up "$cluster"
+		"$HARNESS/node.sh" dns "$cluster"
+	done
+	"$HARNESS/node.sh" link "$1" "$2"
+}
+
+clouds_install() {
+	local a=$1 driver_a=$2 b=$3 driver_b=$4 cluster peer driver pki values
+	for cluster in "$a" "$b"; do
+		pki=$ROOT/e2e/.state/$cluster/clouds-ca
+		if [[ ! -f $pki/tls.key ]]; then
+			mkdir -p "$pki"
+			openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+				-subj "/CN=OMS CA $cluster.oms" -addext basicConstraints=critical,CA:TRUE \
+				-addext keyUsage=critical,keyCertSign,cRLSign -keyout "$pki/tls.key" -out "$pki/tls.crt" 2>/dev/null
+		fi
+		kc "$cluster" create namespace "$RELEASE_NAMESPACE" --dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
+		kc "$cluster" -n "$RELEASE_NAMESPACE" create secret tls oms-ca --cert "$pki/tls.crt" --key "$pki/tls.key" \
+			--dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
+	done
+	for pair in "$a $b $driver_a" "$b $a $driver_b"; do
+		read -r cluster peer driver <<<"$pair"
+		values=$ROOT/e2e/.state/$cluster/clouds-values.yaml
+		{
+			printf 'pki:\n  trustDomain: %s.oms\n  peerTrustDomains: [%s.oms]\n  peerTrustBundle: |\n' "$cluster" "$peer"
+			sed 's/^/    /' "$ROOT/e2e/.state/$peer/clouds-ca/tls.crt"
+		} >"$values"
+		DEMO_VALUES=$values "$HARNESS/demo-install.sh" "$cluster" "$driver"
+	done
+}
+
+# Node B's address on the WAN to node A (node.sh link: node <n> is 10.215.<n>.<m> towards <m>).
+wan_address() { echo "10.215.$(net "$2" HOST_IF | tr -dc 0-9).$(net "$1" HOST_IF | tr -dc 0-9)"; }
+
+GATEWAY_ENDPOINT='' GATEWAY_QUEUE=''
+clouds_gateway() {
+	local a=$1 b=$2 host=$2-gateway.$TENANT.svc.cluster.local
+	kc "$b" -n "$TENANT" patch messagingaccesspoint demo-nats --type merge -p "{\"spec\": {\"gateway\": {\"enabled\": true,
+		\"service\": {\"type\": \"NodePort\", \"nodePort\": $GATEWAY_NODE_PORT}, \"advertisedHost\": \"$host\"}}}" >/dev/null
+	kc "$b" -n "$TENANT" wait messagingaccesspoint/demo-nats --for=jsonpath='{.status.gatewayEndpoint}' \
+		--timeout="${DEADLINE_SECONDS}s" >/dev/null || die "no gateway endpoint in $b's demo-nats status"
+	GATEWAY_ENDPOINT=$(kc "$b" -n "$TENANT" get messagingaccesspoint demo-nats -o jsonpath='{.status.gatewayEndpoint}')
+	GATEWAY_QUEUE=$(kc "$b" -n "$TENANT" get queue orders -o jsonpath='{.status.brokerName}')
+	kc "$b" -n "$TENANT" rollout status deployment -l app.kubernetes.io/component=gateway \
+		--timeout="${DEADLINE_SECONDS}s" >/dev/null || {
+		kc "$b" -n "$TENANT" get deployments,pods -o wide >&2
+		die "$b's gateway Deployment did not become available"
+	}
+}
+
+clouds_bridge() {
+	local a=$1 b=$2 source=$3 bridge=$4
+	kc "$a" -n "$TENANT" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $b-gateway}
+spec:
+  clusterIP: None
+  ports: [{name: gateway, port: $GATEWAY_NODE_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $b-gateway
+  labels: {kubernetes.io/service-name: $b-gateway}
+addressType: IPv4
+ports: [{name: gateway, port: $GATEWAY_NODE_PORT}]
+endpoints: [{addresses: ["$(wan_address "$a" "$b")"], conditions: {ready: true}}]
+---
+apiVersion: openmessaging.cloud/v1alpha1
+kind: MessagingAccessPoint
+metadata: {name: $b}
+spec:
+  driver: gateway
+  endpoint: '$GATEWAY_ENDPOINT'
+  remote: {namespace: $TENANT, name: demo-nats}
+---
+apiVersion: openmessaging.cloud/v1alpha1
+kind: Queue
+metadata: {name: orders-b}
+spec:
+  accessPointRef: {name: $b}
+  name: '$GATEWAY_QUEUE'
+---
+apiVersion: openmessaging.cloud/v1alpha1
+kind: Bridge
+metadata: {name: $bridge}
+spec:
+  source: {queueRef: {name: $source}}
+  target: {queueRef: {name: orders-b}}
+EOF
+	kc "$a" -n "$TENANT" wait "bridge/$bridge" --for=condition=Ready --timeout="${DEADLINE_SECONDS}s" >/dev/null || {
+		kc "$a" -n "$TENANT" get messagingaccesspoints,queues,bridges,pods -o wide >&2
+		kc "$a" -n "$TENANT" get bridge "$bridge" -o yaml >&2
+		die "Bridge $bridge not Ready"
+	}
+}
+
+clouds_produce_keyed() {
+	local a=$1 topic=$2 messages=$3 keys=$4
+	kc "$a" -n "$TENANT" delete pod producer --ignore-not-found >/dev/null
+	# shellcheck disable=SC2016 # the producer's script expands its variables in the pod
+	kc "$a" -n "$TENANT" run producer --image="$("$HARNESS/images.sh" ref kafka)" --image-pull-policy=Never \
+		--restart=Never --env="MESSAGES=$messages" --env="KEYS=$keys" --env="TOPIC=$topic" \
+		--env="BOOTSTRAP=demo-kafka-client.$TENANT.svc:9092" --command -- /bin/sh -c '
+set -e
+generate() {
+  i=0
+  while [ "$i" -lt "$MESSAGES" ]; do
+    printf "k%d\t%d\n" $((i % KEYS)) "$i"
+    i=$((i + 1))
+  done
+}
+produce() {
+  kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" \
+    --property parse.key=true --property "key.separator=$(printf "\t")" \
+    --producer-property acks=all --producer-property enable.idempotence=true \
+    --producer-property linger.ms=20 --producer-property batch.size=131072
+}
+# The image has a writable data directory; without one, the lines go straight in.
+file=/var/lib/kafka/data/messages.tsv
+if (: >"$file") 2>/dev/null; then
+  generate >"$file"
+  echo "generated $(wc -l <"$file" 2>/dev/null || echo "$MESSAGES") lines in $file"
+  produce <"$file"
+else
+  generate | produce
+fi
+echo "produced $MESSAGES"' >/dev/null
+}
+
+# The tenant's credentials and a broker's address in cloud B, read once: nats_b runs often.
+nats_user='' nats_password='' nats_server='' nats_netns=''
+nats_login() {
+	local secret
+	secret=$(kc "$1" -n "$TENANT" get secret demo-nats-binding -o json)
+	nats_user=$(jq -r '.data.USERNAME // empty | @base64d' <<<"$secret")
+	nats_password=$(jq -r '.data.PASSWORD // empty | @base64d' <<<"$secret")
+	# demo-nats-0 is never the broker e2e-nodes.sh deletes.
+	nats_server=$(kc "$1" -n "$TENANT" get pod demo-nats-0 -o jsonpath='{.status.podIP}')
+	nats_netns=$(net "$1" NETNS)
+}
+nats_b() {
+	ip netns exec "$nats_netns" "$BIN/nats" --server "nats://$nats_server:4222" \
+		${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
+}
+clouds_stream() { nats_b stream ls --names | head -n 1; }
+clouds_count() { nats_b stream info "$1" --json 2>/dev/null | jq '.state.messages' 2>/dev/null || echo -1; }
+clouds_dump_keyed() {
+	nats_b sub "$2" --stream "$1" --start-sequence "$3" --count "$4" --dump=- 2>/dev/null |
+		tr '\0' '\n' | jq -r '[(.Header["oms-key"][0] // "-"), (.Data | @base64d)] | @tsv'
+}
