@@ -9,17 +9,19 @@
 //! Ordering through retries: a sink may store a later message while an earlier one fails (a
 //! client that reconnects and sends on, a JetStream leader change), and the retry then lands
 //! after it. So at most one message per ordering lane (its key under `PerKey`, its source
-//! partition under `PerPartition`) is unconfirmed at a time; the next of that lane waits, and
-//! reading waits with it. Different lanes, and keyless messages under `PerKey`, stay pipelined.
+//! partition under `PerPartition`) is sent and unconfirmed at a time; later ones of that lane take
+//! their place in the window unsent and go out, in order, as the one before them is confirmed.
+//! Different lanes, and keyless messages under `PerKey`, stay pipelined.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::config::Ordering;
 use crate::connector::{Ack, Confirm, ConnectorError, Delivered, Sink, Source};
@@ -69,20 +71,48 @@ pub fn lane_of(ordering: Ordering, message: &Message, ack: &Ack) -> Option<Lane>
     }
 }
 
-/// Lanes with a message sent and not yet confirmed.
-#[derive(Debug, Default)]
-pub struct BusyLanes(HashSet<Lane>);
+/// Lanes with a message sent and not yet confirmed, each with the messages of that lane received
+/// after it (oldest first), which wait to be sent.
+#[derive(Debug)]
+pub struct Lanes<T>(HashMap<Lane, VecDeque<T>>);
 
-impl BusyLanes {
-    /// Whether a message of `lane` may be sent now; if so, its lane is busy until `release`.
+impl<T> Default for Lanes<T> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<T> Lanes<T> {
+    /// Whether a message of `lane` may be sent now; if so, the lane is busy until `settle` finds
+    /// nothing more waiting in it. Messages without a lane always may.
     pub fn take(&mut self, lane: Option<&Lane>) -> bool {
-        lane.is_none_or(|lane| self.0.insert(lane.clone()))
+        let Some(lane) = lane else { return true };
+        if self.0.contains_key(lane) {
+            return false;
+        }
+        self.0.insert(lane.clone(), VecDeque::new());
+        true
     }
 
-    pub fn release(&mut self, lane: Option<&Lane>) {
-        if let Some(lane) = lane {
-            self.0.remove(lane);
+    /// Queues a message of a busy lane behind the ones already waiting there.
+    pub fn defer(&mut self, lane: &Lane, waiting: T) {
+        self.0.entry(lane.clone()).or_default().push_back(waiting);
+    }
+
+    /// The lane's sent message is settled: the next one to send in that lane (the lane stays busy
+    /// with it), or `None` and the lane is free.
+    pub fn settle(&mut self, lane: Option<&Lane>) -> Option<T> {
+        let queue = self.0.get_mut(lane?)?;
+        let next = queue.pop_front();
+        if next.is_none() {
+            self.0.remove(lane?);
         }
+        next
+    }
+
+    /// Messages waiting, in all lanes.
+    pub fn waiting(&self) -> usize {
+        self.0.values().map(VecDeque::len).sum()
     }
 }
 
@@ -103,33 +133,45 @@ struct Pending {
     lane: Option<Lane>,
 }
 
-/// The state of one run: what is in flight, in source order, and what waits for its lane.
+/// The state of one run: the window in source order (sent, or waiting for its lane) and the
+/// confirmations in the same order.
 struct Flight {
     confirms: FuturesOrdered<Confirm>,
     window: VecDeque<Pending>,
-    busy: BusyLanes,
-    /// Received, its lane busy: sent once the lane's earlier message is confirmed.
-    waiting: Option<(Pending, Message)>,
+    /// A waiting message gets its confirmation through the channel once it is sent.
+    lanes: Lanes<(Message, oneshot::Sender<Confirm>)>,
 }
 
 impl Flight {
-    /// Sends `message` if its lane is free, else keeps it waiting.
+    /// Sends `message` if its lane is free; else it takes its place in the window unsent.
     async fn dispatch(&mut self, sink: &Sink, pending: Pending, message: Message) -> Result<(), ConnectorError> {
-        if !self.busy.take(pending.lane.as_ref()) {
-            self.waiting = Some((pending, message));
-            return Ok(());
-        }
-        let confirm = sink.send(&message).await?;
+        let free = self.lanes.take(pending.lane.as_ref());
+        let confirm = match (&pending.lane, free) {
+            (Some(lane), false) => {
+                let (sent, confirmed) = oneshot::channel::<Confirm>();
+                self.lanes.defer(lane, (message, sent));
+                Box::pin(async move {
+                    match confirmed.await {
+                        Ok(confirm) => confirm.await,
+                        Err(_) => Err(ConnectorError::Send("the run ended before this message was sent".to_owned())),
+                    }
+                }) as Confirm
+            }
+            _ => sink.send(&message).await?,
+        };
         self.confirms.push_back(confirm);
         self.window.push_back(pending);
         Ok(())
     }
 
-    /// The message at the front of the window, now confirmed or failed; frees its lane.
-    fn pop_front(&mut self) -> Option<Pending> {
-        let pending = self.window.pop_front()?;
-        self.busy.release(pending.lane.as_ref());
-        Some(pending)
+    /// After the front message was confirmed or refused for good: sends the next of its lane.
+    /// Never after a failure: the next would overtake the failed one.
+    async fn send_next(&mut self, sink: &Sink, lane: Option<&Lane>) -> Result<(), ConnectorError> {
+        if let Some((message, sent)) = self.lanes.settle(lane) {
+            // A closed channel means the run is ending; the message comes again with the next.
+            let _ = sent.send(sink.send(&message).await?);
+        }
+        Ok(())
     }
 }
 
@@ -145,8 +187,7 @@ pub async fn forward(
     let mut flight = Flight {
         confirms: FuturesOrdered::new(),
         window: VecDeque::with_capacity(route.in_flight),
-        busy: BusyLanes::default(),
-        waiting: None,
+        lanes: Lanes::default(),
     };
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     let result = loop {
@@ -155,7 +196,8 @@ pub async fn forward(
             () = shutdown.cancelled() => break Ok(()),
             confirmed = flight.confirms.next(), if !flight.confirms.is_empty() => {
                 // `confirms` and `window` are pushed together, so the front is this message.
-                let Some(pending) = flight.pop_front() else { break Ok(()) };
+                let Some(pending) = flight.window.pop_front() else { break Ok(()) };
+                let lane = pending.lane.clone();
                 let settled = match confirmed {
                     Some(Ok(delivered)) => acknowledge(source, pending, delivered, metrics).await,
                     // Refused for good: skipped, counted and logged, never retried in a loop.
@@ -173,15 +215,12 @@ pub async fn forward(
                 if let Err(error) = settled {
                     break Err(error);
                 }
-                // Its lane may be free now.
-                if let Some((pending, message)) = flight.waiting.take()
-                    && let Err(error) = flight.dispatch(sink, pending, message).await
-                {
+                if let Err(error) = flight.send_next(sink, lane.as_ref()).await {
                     metrics.failed.with_label_values(&["send"]).inc();
                     break Err(error);
                 }
             }
-            received = source.next(), if flight.window.len() < route.in_flight && flight.waiting.is_none() => {
+            received = source.next(), if flight.window.len() < route.in_flight => {
                 let received = match received {
                     Ok(received) => received,
                     Err(error) => break Err(error),
@@ -199,15 +238,18 @@ pub async fn forward(
             }
         }
     };
-    let Flight { mut confirms, mut window, .. } = flight;
     // On shutdown, what the sink confirms of the window within the deadline is acknowledged, in
-    // order, up to the first failure. After a failure nothing more is: acknowledging a later
-    // message would move a Kafka offset past the failed one, and it would never come again.
-    // A message waiting for its lane was never sent; it comes again on the next run.
+    // order, up to the first failure, sending what waits for its lane as the lane frees. After a
+    // failure nothing more is: acknowledging a later message would move a Kafka offset past the
+    // failed one, and it would never come again.
     if result.is_ok() {
         let drain = async {
-            while let (Some(Ok(outcome)), Some(pending)) = (confirms.next().await, window.pop_front()) {
-                if acknowledge(source, pending, outcome, metrics).await.is_err() {
+            while let Some(Ok(outcome)) = flight.confirms.next().await {
+                let Some(pending) = flight.window.pop_front() else { break };
+                let lane = pending.lane.clone();
+                if acknowledge(source, pending, outcome, metrics).await.is_err()
+                    || flight.send_next(sink, lane.as_ref()).await.is_err()
+                {
                     break;
                 }
             }
@@ -217,8 +259,11 @@ pub async fn forward(
         }
     }
     if result.is_err() {
-        // Sent but unconfirmed: these come again from the source on the next run.
-        metrics.resent.inc_by(window.iter().filter(|pending| !pending.skipped).count() as u64);
+        // Sent but unconfirmed: these come again from the source on the next run (as do the
+        // ones that waited for their lane, never sent).
+        let sent =
+            flight.window.iter().filter(|pending| !pending.skipped).count().saturating_sub(flight.lanes.waiting());
+        metrics.resent.inc_by(sent as u64);
     }
     source.flush();
     result
@@ -335,14 +380,27 @@ mod tests {
     }
 
     #[test]
-    fn a_lane_holds_one_unconfirmed_message_and_frees_on_release() {
-        let mut busy = BusyLanes::default();
+    fn a_lane_sends_one_message_at_a_time_and_the_waiting_ones_in_order() {
+        let mut lanes = Lanes::default();
         let (k1, k2) = (Lane::Key(b"k1".to_vec()), Lane::Key(b"k2".to_vec()));
-        assert!(busy.take(Some(&k1)));
-        assert!(!busy.take(Some(&k1)), "a second k1 must wait for the first to be confirmed");
-        assert!(busy.take(Some(&k2)), "another key goes at once");
-        assert!(busy.take(None) && busy.take(None), "messages without a lane never wait");
-        busy.release(Some(&k1));
-        assert!(busy.take(Some(&k1)));
+        assert!(lanes.take(Some(&k1)), "the first k1 goes at once");
+        assert!(!lanes.take(Some(&k1)), "a second k1 waits for the first to be confirmed");
+        lanes.defer(&k1, "k1 second");
+        assert!(!lanes.take(Some(&k1)));
+        lanes.defer(&k1, "k1 third");
+        assert!(lanes.take(Some(&k2)), "another key goes at once");
+        assert!(lanes.take(None) && lanes.take(None), "messages without a lane never wait");
+        assert_eq!(lanes.waiting(), 2);
+        // Each settlement hands over the next of the lane, which keeps the lane busy.
+        assert_eq!(lanes.settle(Some(&k1)), Some("k1 second"));
+        assert!(!lanes.take(Some(&k1)));
+        lanes.defer(&k1, "k1 fourth");
+        assert_eq!(lanes.settle(Some(&k1)), Some("k1 third"));
+        assert_eq!(lanes.settle(Some(&k1)), Some("k1 fourth"));
+        assert_eq!(lanes.settle(Some(&k1)), None, "nothing left: the lane is free");
+        assert!(lanes.take(Some(&k1)));
+        assert_eq!(lanes.settle(Some(&k2)), None);
+        assert_eq!(lanes.settle(None), None);
+        assert_eq!(lanes.waiting(), 0);
     }
 }

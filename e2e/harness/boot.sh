@@ -12,6 +12,7 @@
 #   hostname  the pod's host name; pod_host  its DNS name through the headless Service
 #   run_as    (optional) the uid (and gid) the broker runs as, the pod's runAsUser
 #   client_user  (optional) "name:password" the round trip's client logs in with
+#   client_vhost (optional) the RabbitMQ virtual host it uses (default /)
 #   attempts.sh  (optional) a client script run instead of the round trip, in the pod's network,
 #                with the pod's DNS name and port as arguments; its output and status are the result
 #
@@ -46,6 +47,11 @@ if [[ ${1} != --inside ]]; then
 		;;
 	esac
 	: >"$pod/created"
+	# One pod of a kind at a time: two share the image paths they are mounted on, and removing a
+	# directory one of them made detaches the other's mount there (Linux unmounts a removed mount
+	# point in every namespace), which a RabbitMQ still reading its config does not survive.
+	exec {lock}>"/run/oms-boot-$kind.lock"
+	flock "$lock"
 	status=0
 	unshare --mount --net --uts --fork --kill-child -- "$0" --inside "$kind" "$pod" "$port" || status=$?
 	# Mount points made on the machine's file system for the image paths are removed again.
@@ -200,12 +206,15 @@ nats)
 	got=$(nats sub boot.one --stream BOOT --all --count 1 --raw --wait 10s) || true
 	;;
 rabbitmq)
-	# The operator's generated user (conf.d), by the pod's DNS name; a quorum queue as the
-	# Queue controller declares them, publisher-confirmed, fetched back.
-	got=$("$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$user:$password" "$message" <<'PY'
+	# The tenant's user (the operator's definitions) in its virtual host, by the pod's DNS name; a
+	# quorum queue as the Queue controller declares them, publisher-confirmed, fetched back.
+	vhost=/
+	[[ ! -f $pod/client_vhost ]] || vhost=$(cat "$pod/client_vhost")
+	got=$("$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$user:$password" "$message" "$vhost" <<'PY'
 import sys, pika
-host, port, user, message = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[4]
-params = pika.ConnectionParameters(host, port, credentials=pika.PlainCredentials(*user), connection_attempts=10, retry_delay=1)
+host, port, user, message, vhost = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[4], sys.argv[5]
+params = pika.ConnectionParameters(host, port, virtual_host=vhost, credentials=pika.PlainCredentials(*user),
+                                   connection_attempts=10, retry_delay=1)
 with pika.BlockingConnection(params) as connection:
     channel = connection.channel()
     channel.confirm_delivery()

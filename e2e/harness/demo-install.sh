@@ -61,6 +61,9 @@ diagnose() {
 	kubectl -n "$DEMO_NAMESPACE" get messagingaccesspoints,queues,statefulsets -o wide >&2 || true
 	kubectl -n "$DEMO_NAMESPACE" describe pods >&2 || true
 	kubectl -n "$RELEASE_NAMESPACE" logs -l "app.kubernetes.io/instance=$RELEASE" --tail=40 >&2 || true
+	# The brokers' own last words, of the run that failed when a container restarted.
+	kubectl -n "$DEMO_NAMESPACE" logs -l app.kubernetes.io/component=broker --prefix --tail=20 >&2 || true
+	kubectl -n "$DEMO_NAMESPACE" logs -l app.kubernetes.io/component=broker --prefix --tail=20 --previous >&2 || true
 	kubectl get events -A --sort-by=.lastTimestamp >&2 | tail -n 30 || true
 }
 

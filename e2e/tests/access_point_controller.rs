@@ -2,6 +2,7 @@
 //! test runs its own operator, watching only the test's fresh namespace.
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use oms_e2e::{Broker, Cluster, DEADLINE, Operator, Scenario, condition, http_get, poll, run_ok};
 use serde_json::Value;
 
@@ -160,9 +161,23 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
         assert!(config["data"][file].is_string(), "{name} lacks {file}");
         s.wait_for(&format!("statefulset/{name}"), "created", |_| true)?;
     }
-    // RabbitMQ's generated admin credentials reach the binding Secret.
+    // RabbitMQ: the binding Secret carries the namespace's own tenant user and virtual host, never
+    // the admin; the tenants Secret the definitions of both that the broker imports.
     let binding = s.wait_for("secret/billing-rabbit-binding", "credentials", |o| o["data"]["USERNAME"].is_string())?;
+    let text = |o: &serde_json::Value, key: &str| {
+        o["data"][key].as_str().and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+    };
+    assert_eq!(text(&binding, "USERNAME"), Some(s.ns.name.clone().into_bytes()));
+    assert_eq!(text(&binding, "VHOST"), Some(s.ns.name.clone().into_bytes()));
     assert!(binding["data"]["PASSWORD"].is_string());
+    let tenants = s.wait_for("secret/billing-rabbit-tenants", "definitions", |o| {
+        o["data"]["rabbitmq-definitions.json"].is_string()
+    })?;
+    let definitions: serde_json::Value =
+        serde_json::from_slice(&text(&tenants, "rabbitmq-definitions.json").unwrap_or_default())?;
+    let users: Vec<&str> =
+        definitions["users"].as_array().into_iter().flatten().filter_map(|u| u["name"].as_str()).collect();
+    assert_eq!(users, ["oms-admin", s.ns.name.as_str()]);
     let mqtt =
         s.wait_for("messagingaccesspoint/devices-mqtt", "status", |o| o["status"]["capabilities"].is_object())?;
     assert_eq!(mqtt["status"]["capabilities"]["queueObjects"], false);

@@ -40,18 +40,25 @@ fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 /// What the access point controller would have generated: RabbitMQ's admin user and cookie, and
-/// a password per tenant (with Mosquitto's password file of them).
+/// a password per tenant (with Mosquitto's password file and RabbitMQ's definitions of them).
 fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
     let rabbit = oms_operator::drivers::rabbitmq::generated_credentials("oms-admin", "boot-password", "boot-cookie");
     let mut generated: BTreeMap<String, String> = rabbit.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let mut lines = String::new();
+    let mut users = BTreeMap::from([("oms-admin".to_owned(), "boot-password".to_owned())]);
     for tenant in tenants {
         let password = format!("{tenant}-password");
         lines.push_str(&tenancy::mosquitto_password_line(tenant, &password, b"boot-salt-12"));
         lines.push('\n');
+        users.insert(tenant.clone(), password.clone());
         generated.insert(tenant.clone(), password);
     }
     generated.insert(tenancy::MOSQUITTO_PASSWORDS_KEY.to_owned(), lines);
+    let hashes = tenancy::rabbitmq_hashes(None, &users, || *b"boot");
+    generated.insert(
+        tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(),
+        tenancy::rabbitmq_definitions("oms-admin", tenants, &hashes),
+    );
     generated
 }
 
@@ -96,12 +103,11 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
             std::fs::write(dir.join("secret").join(&item.path), content)?;
         }
     }
-    // The client logs in as the broker's admin (RabbitMQ) or as the access point's own tenant.
-    let client = match driver {
-        Driver::Rabbitmq => format!("{}:{}", generated["username"], generated["password"]),
-        _ => format!("{NAMESPACE}:{}", generated[NAMESPACE]),
-    };
-    std::fs::write(dir.join("client_user"), client)?;
+    // The client logs in as the access point's own tenant (on RabbitMQ, in its virtual host).
+    std::fs::write(dir.join("client_user"), format!("{NAMESPACE}:{}", generated[NAMESPACE]))?;
+    if driver == Driver::Rabbitmq {
+        std::fs::write(dir.join("client_vhost"), NAMESPACE)?;
+    }
     if let Some(script) = attempts {
         std::fs::write(dir.join("attempts.sh"), script)?;
     }
@@ -168,7 +174,7 @@ fn rendered_nats_pod_boots_jetstream_and_round_trips() -> anyhow::Result<()> {
 }
 
 #[test]
-fn rendered_rabbitmq_pod_boots_with_its_generated_user_and_round_trips_a_quorum_queue() -> anyhow::Result<()> {
+fn rendered_rabbitmq_pod_boots_with_its_tenant_user_and_round_trips_a_quorum_queue() -> anyhow::Result<()> {
     // Debian ships RabbitMQ 3.10: the operator renders for the version of the image it is given.
     boot(
         Driver::Rabbitmq,
@@ -244,6 +250,77 @@ out=$(mosquitto_sub -h "$host" -p "$port" -u oms -P wrong -q 1 -W 3 -t oms/order
 echo "tenancy mqtt: tenant globex: $tries attempts on tenant oms's queues, $got_in succeeded; own operations: $own_ok of $own succeeded"
 "#;
 
+/// The same on a managed RabbitMQ: `globex` (its own user and virtual host) against `oms`'s
+/// queue, judged by what `oms` sees in its virtual host.
+const RABBITMQ_ATTEMPTS: &str = r#"
+cd /
+exec "${PATH%%:*}/amqp-venv/bin/python" - "$1" "$2" <<'PY'
+import sys, pika
+host, port = sys.argv[1], int(sys.argv[2])
+def connect(user, vhost, password=None):
+    credentials = pika.PlainCredentials(user, password or f"{user}-password")
+    return pika.BlockingConnection(pika.ConnectionParameters(host, port, virtual_host=vhost, credentials=credentials,
+                                                             connection_attempts=1, socket_timeout=5))
+own = own_ok = tries = got_in = 0
+def mine(what, operation):
+    global own, own_ok
+    own += 1
+    try:
+        operation()
+        own_ok += 1
+    except Exception as error:
+        print(f"own operation failed: {what}: {error!r}", file=sys.stderr)
+def attempt(what, operation):
+    global tries, got_in
+    tries += 1
+    try:
+        succeeded = bool(operation())
+    except Exception:
+        succeeded = False
+    if succeeded:
+        got_in += 1
+        print(f"got in: {what}", file=sys.stderr)
+def messages():
+    """Messages in oms's queue orders, or None when it is gone."""
+    with connect("oms", "oms") as connection:
+        try:
+            return connection.channel().queue_declare("orders", passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return None
+def declare_and_write(who, body):
+    with connect(who, who) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("orders", durable=True, arguments={"x-queue-type": "quorum"})
+        channel.basic_publish("", "orders", body, mandatory=True)
+def in_oms(operation):
+    with connect("globex", "oms") as connection:
+        return operation(connection.channel())
+def in_own(operation):
+    """Whether an operation in globex's own virtual host changed oms's queue."""
+    prior = messages()
+    with connect("globex", "globex") as connection:
+        operation(connection.channel())
+    return messages() != prior
+mine("declare and write oms/orders", lambda: declare_and_write("oms", b"oms-secret"))
+mine("declare and write globex/orders", lambda: declare_and_write("globex", b"theirs"))
+attempt("open oms's virtual host", lambda: in_oms(lambda channel: True))
+attempt("read oms/orders", lambda: in_oms(lambda channel: channel.basic_get("orders")[2] == b"oms-secret"))
+attempt("write into oms's virtual host", lambda: in_oms(lambda channel: channel.basic_publish("", "orders", b"intruder") or True))
+attempt("declare in oms's virtual host", lambda: in_oms(lambda channel: channel.queue_declare("globex-was-here") and True))
+attempt("write to orders through the default exchange", lambda: in_own(lambda channel: channel.basic_publish("", "orders", b"intruder")))
+attempt("purge orders", lambda: in_own(lambda channel: channel.queue_purge("orders")))
+attempt("delete orders", lambda: in_own(lambda channel: channel.queue_delete("orders")))
+attempt("open the admin's virtual host", lambda: connect("globex", "/") and True)
+attempt("connect as oms with a wrong password", lambda: connect("oms", "oms", "wrong") and True)
+def read_back():
+    with connect("oms", "oms") as connection:
+        assert connection.channel().basic_get("orders", auto_ack=True)[2] == b"oms-secret"
+mine("read oms/orders back", read_back)
+print(f"tenancy rabbitmq: tenant globex: {tries} attempts on tenant oms's queues, {got_in} succeeded; own operations: {own_ok} of {own} succeeded")
+PY
+"#;
+
 /// `(attempts, successes, own operations, own successes)` from an attempts script's summary line.
 fn attempt_counts(output: &str) -> Option<(u32, u32, u32, u32)> {
     let line = output.lines().find(|l| l.starts_with("tenancy "))?;
@@ -256,9 +333,13 @@ fn attempt_counts(output: &str) -> Option<(u32, u32, u32, u32)> {
 }
 
 #[test]
-fn on_shared_nats_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
-    for (driver, script) in [(Driver::Nats, NATS_ATTEMPTS), (Driver::Mqtt, MQTT_ATTEMPTS)] {
-        let spec = format!("{{driver: {driver}, managed: {{replicas: 1}}, sharing: {{tenants: [globex]}}}}");
+fn on_shared_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
+    for (driver, script) in
+        [(Driver::Nats, NATS_ATTEMPTS), (Driver::Rabbitmq, RABBITMQ_ATTEMPTS), (Driver::Mqtt, MQTT_ATTEMPTS)]
+    {
+        // RabbitMQ: the only version this machine has (the renderer renders by it).
+        let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
+        let spec = format!("{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}}}");
         let output = boot_with(driver, "tenancy", &spec, Some(script))?;
         let (tries, got_in, own, own_ok) = attempt_counts(&output).context("a summary line")?;
         println!("{}", output.lines().find(|l| l.starts_with("tenancy ")).unwrap_or_default());

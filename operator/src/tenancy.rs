@@ -1,7 +1,7 @@
 //! Tenants on the broker (pure): a namespace is a tenant. A managed access point gives each tenant
 //! it serves (its own namespace and those named in `spec.sharing.tenants`) a broker user of its own
-//! that reaches only that tenant's queues: a NATS account, a Mosquitto user with an ACL on the
-//! tenant's topic prefix. Passwords live in one Secret per access point, `<access-point>-tenants`,
+//! that reaches only that tenant's queues: a NATS account, a RabbitMQ user with a virtual host of
+//! its own, a Mosquitto user with an ACL on the tenant's topic prefix. Passwords live in one Secret per access point, `<access-point>-tenants`,
 //! a key per tenant; brokers read them from it (environment or a mounted file), never from a
 //! ConfigMap.
 //!
@@ -12,17 +12,27 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 /// Key of the Mosquitto password file in the tenants Secret (a namespace name has no dot, so no
 /// tenant's key can be this).
 pub const MOSQUITTO_PASSWORDS_KEY: &str = "mosquitto.passwd";
+
+/// Key of RabbitMQ's definitions (users, virtual hosts, permissions) in the tenants Secret.
+pub const RABBITMQ_DEFINITIONS_KEY: &str = "rabbitmq-definitions.json";
 
 /// Key of a tenant's user name in the tenants Secret (beside its password under the tenant's
 /// name): mounted, the two make the `username` and `password` files a bridge or gateway reads.
 #[must_use]
 pub fn username_key(tenant: &str) -> String {
     format!("{tenant}.username")
+}
+
+/// Key of a tenant's RabbitMQ virtual host in the tenants Secret (its name; mounted as `vhost`
+/// beside the user; other brokers ignore it).
+#[must_use]
+pub fn vhost_key(tenant: &str) -> String {
+    format!("{tenant}.vhost")
 }
 
 /// The Secret with each tenant's broker password.
@@ -79,6 +89,77 @@ pub fn mosquitto_acl(tenants: &[String], shared: bool) -> String {
     acl
 }
 
+/// A RabbitMQ password hash (`rabbit_password_hashing_sha256`): base64 of a 4-byte salt followed
+/// by SHA-256 of the salt and the password.
+#[must_use]
+pub fn rabbitmq_password_hash(password: &str, salt: [u8; 4]) -> String {
+    let digest = Sha256::new().chain_update(salt).chain_update(password.as_bytes()).finalize();
+    base64::engine::general_purpose::STANDARD.encode([&salt[..], &digest[..]].concat())
+}
+
+/// Whether `hash` (as [`rabbitmq_password_hash`] makes them) is of `password`: an unchanged
+/// password keeps its hash, so the definitions change only when a user does.
+#[must_use]
+pub fn rabbitmq_hash_matches(hash: &str, password: &str) -> bool {
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(hash) else { return false };
+    let Some(salt) = bytes.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok()) else { return false };
+    rabbitmq_password_hash(password, salt) == hash
+}
+
+/// Each user's hash for `passwords` (user to password): the one in `existing` definitions when it
+/// is still of the same password, else a new one with a `fresh` salt.
+pub fn rabbitmq_hashes(
+    existing: Option<&str>,
+    passwords: &BTreeMap<String, String>,
+    mut fresh: impl FnMut() -> [u8; 4],
+) -> BTreeMap<String, String> {
+    let old: BTreeMap<String, String> = existing
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|definitions| definitions["users"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|u| Some((u["name"].as_str()?.to_owned(), u["password_hash"].as_str()?.to_owned())))
+        .collect();
+    passwords
+        .iter()
+        .map(|(user, password)| {
+            let hash = match old.get(user) {
+                Some(hash) if rabbitmq_hash_matches(hash, password) => hash.clone(),
+                _ => rabbitmq_password_hash(password, fresh()),
+            };
+            (user.clone(), hash)
+        })
+        .collect()
+}
+
+/// RabbitMQ's definitions, imported at every boot (`load_definitions`): the operator's admin
+/// user (administrator, every virtual host) and, per tenant, a user and a virtual host named
+/// after the tenant, the user allowed everything in its own virtual host and nothing elsewhere.
+/// `hashes` are `(user, password hash)` for the admin and every tenant.
+#[must_use]
+pub fn rabbitmq_definitions(admin: &str, tenants: &[String], hashes: &BTreeMap<String, String>) -> String {
+    let user = |name: &str, tags: &[&str]| {
+        serde_json::json!({
+            "name": name,
+            "password_hash": hashes.get(name).cloned().unwrap_or_default(),
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": tags,
+        })
+    };
+    let everything = |user: &str, vhost: &str| serde_json::json!({"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"});
+    let vhosts: Vec<&str> = std::iter::once("/").chain(tenants.iter().map(String::as_str)).collect();
+    let mut users = vec![user(admin, &["administrator"])];
+    users.extend(tenants.iter().map(|tenant| user(tenant, &[])));
+    let mut permissions: Vec<serde_json::Value> = vhosts.iter().map(|vhost| everything(admin, vhost)).collect();
+    permissions.extend(tenants.iter().map(|tenant| everything(tenant, tenant)));
+    let definitions = serde_json::json!({
+        "users": users,
+        "vhosts": vhosts.iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>(),
+        "permissions": permissions,
+    });
+    serde_json::to_string_pretty(&definitions).unwrap_or_default() + "\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +202,58 @@ mod tests {
         );
         assert!(mosquitto_acl(&["acme".to_owned()], false).contains("user acme\ntopic readwrite #\n"));
         assert_eq!(password_env("team-a"), "OMS_TENANT_TEAM_A");
+    }
+
+    #[test]
+    fn a_rabbitmq_hash_is_the_salt_then_sha256_of_salt_and_password() {
+        let hash = rabbitmq_password_hash("secret", *b"salt");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(&hash).expect("base64");
+        assert_eq!(&bytes[..4], b"salt");
+        assert_eq!(&bytes[4..], &Sha256::new().chain_update(b"saltsecret").finalize()[..]);
+        assert!(rabbitmq_hash_matches(&hash, "secret"));
+        assert!(!rabbitmq_hash_matches(&hash, "other"));
+        assert!(!rabbitmq_hash_matches("not base64!", "secret"));
+    }
+
+    #[test]
+    fn rabbitmq_hashes_of_unchanged_passwords_are_kept() {
+        let passwords = BTreeMap::from([("acme".to_owned(), "a".to_owned()), ("oms-admin".to_owned(), "x".to_owned())]);
+        let first = rabbitmq_hashes(None, &passwords, || *b"salt");
+        let tenants = ["acme".to_owned()];
+        let definitions = rabbitmq_definitions("oms-admin", &tenants, &first);
+        let again = rabbitmq_hashes(Some(&definitions), &passwords, || *b"new!");
+        assert_eq!(again, first, "same passwords, same hashes: the definitions do not change");
+        let changed = BTreeMap::from([("acme".to_owned(), "b".to_owned()), ("oms-admin".to_owned(), "x".to_owned())]);
+        let after = rabbitmq_hashes(Some(&definitions), &changed, || *b"new!");
+        assert!(rabbitmq_hash_matches(&after["acme"], "b"));
+        assert_eq!(after["oms-admin"], first["oms-admin"]);
+    }
+
+    #[test]
+    fn rabbitmq_tenants_get_a_virtual_host_each_and_the_admin_all() {
+        let tenants = ["acme".to_owned(), "globex".to_owned()];
+        let hashes: BTreeMap<String, String> =
+            ["oms-admin", "acme", "globex"].iter().map(|u| ((*u).to_owned(), format!("{u}-hash"))).collect();
+        let definitions: serde_json::Value =
+            serde_json::from_str(&rabbitmq_definitions("oms-admin", &tenants, &hashes)).expect("JSON");
+        let vhosts: Vec<&str> =
+            definitions["vhosts"].as_array().expect("vhosts").iter().filter_map(|v| v["name"].as_str()).collect();
+        assert_eq!(vhosts, ["/", "acme", "globex"]);
+        let grants: Vec<(String, String)> = definitions["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .map(|p| {
+                (p["user"].as_str().unwrap_or_default().to_owned(), p["vhost"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        let of = |user: &str| grants.iter().filter(|(u, _)| u == user).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(of("acme"), ["acme"], "a tenant reaches its own virtual host only");
+        assert_eq!(of("globex"), ["globex"]);
+        assert_eq!(of("oms-admin"), ["/", "acme", "globex"]);
+        let users = definitions["users"].as_array().expect("users");
+        assert_eq!(users[0]["tags"], serde_json::json!(["administrator"]));
+        assert_eq!(users[1]["password_hash"], "acme-hash");
+        assert_eq!(users[2]["tags"], serde_json::json!([]), "tenants are no administrators");
     }
 }

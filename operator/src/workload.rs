@@ -39,8 +39,8 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
-/// The credentials of a binding Secret (`USERNAME`, `PASSWORD`) as the files `oms-bridge` reads
-/// (`username`, `password`); nothing else of the Secret is mounted.
+/// The credentials of a binding Secret (`USERNAME`, `PASSWORD`, and RabbitMQ's `VHOST`) as the
+/// files `oms-bridge` reads (`username`, `password`, `vhost`); nothing else of the Secret is mounted.
 #[must_use]
 pub fn credentials_volume(name: &str, binding_secret: &str) -> Volume {
     let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
@@ -48,21 +48,26 @@ pub fn credentials_volume(name: &str, binding_secret: &str) -> Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(binding_secret.into()),
-            items: Some(vec![item("USERNAME", "username"), item("PASSWORD", "password")]),
+            items: Some(vec![item("USERNAME", "username"), item("PASSWORD", "password"), item("VHOST", "vhost")]),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
     }
 }
 
-/// Each tenant's broker user from the tenants Secret as `<tenant>/username` and `<tenant>/password`.
+/// Each tenant's broker user from the tenants Secret as `<tenant>/username`, `<tenant>/password`
+/// and `<tenant>/vhost`.
 #[must_use]
 pub fn tenants_volume(name: &str, tenants_secret: &str, tenants: &[String]) -> Volume {
     let item = |key: String, path: String| KeyToPath { key, path, mode: None };
     let items = tenants
         .iter()
         .flat_map(|t| {
-            [item(crate::tenancy::username_key(t), format!("{t}/username")), item(t.clone(), format!("{t}/password"))]
+            [
+                item(crate::tenancy::username_key(t), format!("{t}/username")),
+                item(t.clone(), format!("{t}/password")),
+                item(crate::tenancy::vhost_key(t), format!("{t}/vhost")),
+            ]
         })
         .collect();
     Volume {
@@ -194,7 +199,7 @@ mod tests {
         let volume = credentials_volume("c", "orders-binding");
         let items = volume.secret.and_then(|s| s.items).expect("items");
         let files: Vec<(&str, &str)> = items.iter().map(|i| (i.key.as_str(), i.path.as_str())).collect();
-        assert_eq!(files, [("USERNAME", "username"), ("PASSWORD", "password")]);
+        assert_eq!(files, [("USERNAME", "username"), ("PASSWORD", "password"), ("VHOST", "vhost")]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ const PERSISTENT: u8 = 2;
 async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
     let (host, port) = endpoint.servers.first().cloned().unwrap_or_default();
     let credentials = read_credentials(endpoint);
-    let uri = format!("amqp://{}:{}@{host}:{port}/%2f", credentials.0, credentials.1);
+    let uri = format!("amqp://{}:{}@{host}:{port}/{}", credentials.0, credentials.1, encode(&read_vhost(endpoint)));
     let fail = |e: lapin::Error| ConnectorError::Connect {
         protocol: Protocol::Amqp,
         servers: format!("{host}:{port}"),
@@ -33,6 +33,29 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
 /// User and password from the credentials directory, else RabbitMQ's guest account.
 fn read_credentials(endpoint: &Endpoint) -> (String, String) {
     super::credentials(endpoint).unwrap_or_else(|| ("guest".into(), "guest".into()))
+}
+
+/// The virtual host from the credentials directory's `vhost` file (a tenant's on a managed
+/// broker), else `/`.
+fn read_vhost(endpoint: &Endpoint) -> String {
+    endpoint
+        .credentials_dir
+        .as_ref()
+        .and_then(|dir| std::fs::read_to_string(dir.join("vhost")).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// Percent-encodes a URI path segment (`/` is the default virtual host's whole name).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub struct AmqpSource {
@@ -178,5 +201,17 @@ impl AmqpSink {
                 Err(error) => Err(ConnectorError::Send(error.to_string())),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_virtual_host_goes_into_the_uri_percent_encoded() {
+        assert_eq!(encode("/"), "%2F");
+        assert_eq!(encode("team-a"), "team-a");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }

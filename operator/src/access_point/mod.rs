@@ -309,32 +309,44 @@ async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) ->
             Some(name) => name.clone(),
             None => return Ok(None),
         },
+        // A user and virtual host per tenant beside the operator's admin; the binding Secret gets
+        // the access point's own namespace's.
         (Plan::Managed(_), Driver::Rabbitmq) => {
             let name = rabbitmq_credentials_secret(&ap.name);
             ensure_generated_credentials(&secrets, &name, ap, owner).await?;
-            name
+            let admin = read_credentials(&secrets, &name).await?;
+            let passwords = ensure_tenants_secret(ctx, &secrets, ap, owner, Some(&admin)).await?;
+            let password = passwords.get(&ap.namespace).cloned().unwrap_or_default();
+            return Ok(Some(Credentials { username: ap.namespace.clone(), password }));
         }
         // A user per tenant; the binding Secret gets the access point's own namespace's.
         (Plan::Managed(_), Driver::Nats | Driver::Mqtt) => {
-            let passwords = ensure_tenants_secret(ctx, &secrets, ap, owner).await?;
+            let passwords = ensure_tenants_secret(ctx, &secrets, ap, owner, None).await?;
             let password = passwords.get(&ap.namespace).cloned().unwrap_or_default();
             return Ok(Some(Credentials { username: ap.namespace.clone(), password }));
         }
         _ => return Ok(None),
     };
-    let secret = secrets.get(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
+    read_credentials(&secrets, &name).await.map(Some)
+}
+
+/// `username` and `password` of a credentials Secret.
+async fn read_credentials(secrets: &Api<Secret>, name: &str) -> Result<Credentials, Error> {
+    let secret = secrets.get(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?;
     let data = secret.data.unwrap_or_default();
     let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
-    Ok(Some(Credentials { username: text("username"), password: text("password") }))
+    Ok(Credentials { username: text("username"), password: text("password") })
 }
 
 /// The tenants Secret (`<access-point>-tenants`): a password per tenant served, kept once made,
-/// and for Mosquitto the password file of their hashes. Written only when a tenant came or went.
+/// and for Mosquitto the password file of their hashes, for RabbitMQ the definitions of the
+/// `admin` and the tenants. Written only when a tenant came or went.
 async fn ensure_tenants_secret(
     ctx: &Context,
     secrets: &Api<Secret>,
     ap: &AccessPoint,
     owner: &OwnerReference,
+    admin: Option<&Credentials>,
 ) -> Result<BTreeMap<String, String>, Error> {
     let name = tenancy::tenants_secret_name(&ap.name);
     let existing = secrets.get_opt(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
@@ -348,6 +360,7 @@ async fn ensure_tenants_secret(
     let passwords = tenancy::tenant_passwords(&text, &tenants, random_token);
     let mut data = passwords.clone();
     data.extend(tenants.iter().map(|t| (tenancy::username_key(t), t.clone())));
+    data.extend(tenants.iter().map(|t| (tenancy::vhost_key(t), t.clone())));
     if ap.driver == Driver::Mqtt {
         // Lines of tenants already there keep their salt: the file changes only with the tenants.
         let old: BTreeMap<&str, &str> = text
@@ -366,6 +379,16 @@ async fn ensure_tenants_secret(
             })
             .collect();
         data.insert(tenancy::MOSQUITTO_PASSWORDS_KEY.to_owned(), lines.join("\n") + "\n");
+    }
+    if let Some(admin) = admin {
+        let mut users = passwords.clone();
+        users.insert(admin.username.clone(), admin.password.clone());
+        let existing = text.get(tenancy::RABBITMQ_DEFINITIONS_KEY).map(String::as_str);
+        let hashes = tenancy::rabbitmq_hashes(existing, &users, random_salt);
+        data.insert(
+            tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(),
+            tenancy::rabbitmq_definitions(&admin.username, &tenants, &hashes),
+        );
     }
     if data != text {
         let secret = Secret {
@@ -421,6 +444,13 @@ async fn ensure_generated_credentials(
 }
 
 /// 32 random alphanumeric characters from the OS generator.
+fn random_salt() -> [u8; 4] {
+    let mut salt = [0u8; 4];
+    #[allow(clippy::expect_used)] // as in random_token
+    getrandom::fill(&mut salt).expect("the OS random generator works");
+    salt
+}
+
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 32];
@@ -494,5 +524,10 @@ pub async fn read_binding(
     if servers.is_empty() {
         return Ok(None);
     }
-    Ok(Some(crate::admin::Endpoint { servers, username: text("USERNAME"), password: text("PASSWORD") }))
+    Ok(Some(crate::admin::Endpoint {
+        servers,
+        username: text("USERNAME"),
+        password: text("PASSWORD"),
+        vhost: text("VHOST"),
+    }))
 }

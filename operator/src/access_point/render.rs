@@ -15,6 +15,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_crds::access_point::Driver;
 use oms_crds::access_point_url::AccessPointUrl;
 use sha2::{Digest, Sha256};
 
@@ -400,6 +401,18 @@ pub fn account(ap: &AccessPoint) -> Option<String> {
     }
 }
 
+/// The RabbitMQ virtual host applications of the access point's namespace use: their own on a
+/// managed broker (a tenant's is named after it), the account of an external one, else `/`.
+/// Empty for the other drivers, which have none.
+#[must_use]
+pub fn vhost(ap: &AccessPoint) -> String {
+    match (&ap.plan, ap.driver) {
+        (Plan::Managed(_), Driver::Rabbitmq) => ap.namespace.clone(),
+        (Plan::External(external), Driver::Rabbitmq) => external.account.clone().unwrap_or_else(|| "/".to_owned()),
+        _ => String::new(),
+    }
+}
+
 /// The OMS access point URL of `status.accessPoint`.
 #[must_use]
 pub fn access_point_url(ap: &AccessPoint, hosts: &[(String, u16)]) -> String {
@@ -434,6 +447,8 @@ pub fn binding_secret(
         ("REGION", ap.region.clone()),
         ("ACCOUNT_ID", account(ap).unwrap_or_default()),
         ("DRIVER_IMPL", ap.driver.as_str().to_owned()),
+        // Always present (empty where the driver has none): workers mount it as a file.
+        ("VHOST", vhost(ap)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

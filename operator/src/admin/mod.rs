@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub servers: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// RabbitMQ's virtual host; `/` when none.
+    pub vhost: Option<String>,
 }
 
 /// What the broker holds for a queue.

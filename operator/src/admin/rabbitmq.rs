@@ -21,7 +21,8 @@ impl RabbitAdmin {
         let user = endpoint.username.clone().unwrap_or_else(|| "guest".into());
         let password = endpoint.password.clone().unwrap_or_else(|| "guest".into());
         let server = endpoint.servers.first().cloned().unwrap_or_default();
-        let uri = format!("amqp://{}:{}@{server}/%2f", encode(&user), encode(&password));
+        let vhost = endpoint.vhost.as_deref().unwrap_or("/");
+        let uri = format!("amqp://{}:{}@{server}/{}", encode(&user), encode(&password), encode(vhost));
         let connection = timed("connect", async {
             Connection::connect(&uri, ConnectionProperties::default())
                 .await

@@ -4,6 +4,9 @@
 //!
 //! The admin credentials and the Erlang cookie live in the `<name>-credentials` Secret that the
 //! controller creates once; `start.sh` installs the cookie before handing over to the image.
+//! Users, virtual hosts and permissions (the admin, and a user and virtual host per tenant) come
+//! from definitions in the tenants Secret, imported at every boot; a change of tenants changes
+//! `rabbitmq.conf`, which rolls the pods onto the new definitions.
 
 use std::fmt::Write as _;
 
@@ -11,6 +14,7 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
 use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, env, passthrough_lines};
+use crate::tenancy;
 
 pub struct Rabbitmq;
 
@@ -20,25 +24,21 @@ const DISTRIBUTION_PORT: u16 = 25672;
 const PROMETHEUS_PORT: u16 = 15692;
 const CONFIG_DIR: &str = "/etc/oms/rabbitmq";
 const DATA_DIR: &str = "/var/lib/rabbitmq";
+const DEFINITIONS_DIR: &str = "/etc/oms/rabbitmq-users";
 /// The first release whose rabbitmq.conf knows `default_queue_type` (older ones refuse to start).
 const DEFAULT_QUEUE_TYPE_SINCE: (u32, u32) = (3, 13);
 
-/// Name of the Secret with `username`, `password`, `erlang-cookie` and `credentials.conf`.
+/// Name of the Secret with `username`, `password` and `erlang-cookie`.
 #[must_use]
 pub fn credentials_secret(access_point: &str) -> String {
     format!("{access_point}-credentials")
 }
 
-/// The data of the generated credentials Secret ([`credentials_secret`]): the admin user, the
-/// Erlang cookie the nodes share, and the same user as a conf.d file the image reads.
+/// The data of the generated credentials Secret ([`credentials_secret`]): the admin user and the
+/// Erlang cookie the nodes share.
 #[must_use]
-pub fn generated_credentials(username: &str, password: &str, cookie: &str) -> [(&'static str, String); 4] {
-    [
-        ("username", username.to_owned()),
-        ("password", password.to_owned()),
-        ("erlang-cookie", cookie.to_owned()),
-        ("credentials.conf", format!("default_user = {username}\ndefault_pass = {password}\n")),
-    ]
+pub fn generated_credentials(username: &str, password: &str, cookie: &str) -> [(&'static str, String); 3] {
+    [("username", username.to_owned()), ("password", password.to_owned()), ("erlang-cookie", cookie.to_owned())]
 }
 
 impl BrokerDriver for Rabbitmq {
@@ -79,6 +79,7 @@ impl BrokerDriver for Rabbitmq {
             "management.tcp.port",
             "default_user",
             "default_pass",
+            "load_definitions",
             "loopback_users.guest",
             "log.console",
             "log.file",
@@ -99,7 +100,11 @@ impl BrokerDriver for Rabbitmq {
     }
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {
-        let mut conf = String::from("# Rendered by oms-operator; credentials come from conf.d.\n");
+        let mut conf = format!(
+            "# Rendered by oms-operator. Users and virtual hosts (definitions): the admin, and per tenant: {}.\n\
+             load_definitions = {DEFINITIONS_DIR}/definitions.json\n",
+            broker.tenants.join(", ")
+        );
         // Peer discovery runs only on a node's first boot, to find a cluster to join: a single
         // node has none to find. Scaling up later rolls it onto k8s discovery, which the new
         // (blank) nodes use to find it.
@@ -168,12 +173,11 @@ impl BrokerDriver for Rabbitmq {
                     }),
                 },
             ],
-            // The image reads every file of conf.d after rabbitmq.conf.
             secret_file: Some(SecretFile {
-                secret,
-                key: "credentials.conf".into(),
-                mount_dir: "/etc/rabbitmq/conf.d".into(),
-                file: "20-credentials.conf".into(),
+                secret: tenancy::tenants_secret_name(&broker.name),
+                key: tenancy::RABBITMQ_DEFINITIONS_KEY.into(),
+                mount_dir: DEFINITIONS_DIR.into(),
+                file: "definitions.json".into(),
             }),
         }
     }
@@ -212,5 +216,26 @@ mod tests {
         );
         let node = pod.env.iter().find(|e| e.name == "RABBITMQ_NODENAME").and_then(|e| e.value.clone());
         assert_eq!(node.as_deref(), Some("rabbit@$(POD_NAME).billing-rabbit.acme.svc"));
+    }
+
+    #[test]
+    fn users_come_from_the_tenants_definitions_and_a_new_tenant_rolls_the_pods() {
+        let input = BrokerInput {
+            name: "billing-rabbit".into(),
+            namespace: "acme".into(),
+            replicas: 1,
+            config: std::collections::BTreeMap::new(),
+            cluster_id: "x".into(),
+            image: "rabbitmq:4.1.4".into(),
+            tenants: vec!["acme".into()],
+            shared: false,
+        };
+        let pod = Rabbitmq.render(&input);
+        let file = pod.secret_file.as_ref().expect("the definitions file");
+        assert_eq!((file.secret.as_str(), file.key.as_str()), ("billing-rabbit-tenants", "rabbitmq-definitions.json"));
+        let conf = &pod.files["rabbitmq.conf"];
+        assert!(conf.contains(&format!("load_definitions = {}/{}\n", file.mount_dir, file.file)));
+        let more = Rabbitmq.render(&BrokerInput { tenants: vec!["acme".into(), "globex".into()], ..input });
+        assert_ne!(more.files["rabbitmq.conf"], *conf, "the config hash changes with the tenants");
     }
 }

@@ -221,8 +221,9 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
             RETRY_SOON,
         )));
     };
-    // A NATS tenant's streams live in its own account: provision them as that tenant.
-    if driver == Driver::Nats && ap.spec.managed.is_some() && namespace != ap_namespace {
+    // A NATS tenant's streams live in its own account, a RabbitMQ tenant's queues in its own
+    // virtual host: provision them as that tenant.
+    if matches!(driver, Driver::Nats | Driver::Rabbitmq) && ap.spec.managed.is_some() && namespace != ap_namespace {
         let Some(password) = tenant_password(ctx, &ap_namespace, &reference.name, &namespace).await? else {
             return Ok(Resolved::NotReady(Outcome::not_ready(
                 "AccessPointNotReady",
@@ -235,6 +236,9 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
         };
         endpoint.username = Some(namespace.clone());
         endpoint.password = Some(password);
+        if driver == Driver::Rabbitmq {
+            endpoint.vhost = Some(namespace.clone());
+        }
     }
     match ctx.admins.get(driver, &endpoint).await {
         Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint }),
