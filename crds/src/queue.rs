@@ -168,6 +168,10 @@ pub struct QueueStatus {
     /// What the access point's driver can and cannot do for this queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// A Secret in this namespace with this namespace's own broker user for the queue, when the
+    /// access point is another namespace's (its binding Secret holds that namespace's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_secret: Option<String>,
     /// The `metadata.generation` the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -256,3 +256,66 @@ fn queues_on_another_namespaces_access_point_need_its_grant_and_get_the_tenant_p
     drop(operator);
     Ok(())
 }
+
+/// The Secret's `key` as text.
+fn secret_text(secret: &Value, key: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(secret["data"][key].as_str()?).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[test]
+fn a_tenant_of_a_shared_managed_access_point_gets_a_binding_secret_with_its_own_user() -> anyhow::Result<()> {
+    let cluster = oms_e2e::Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let owner_ns = cluster.fresh_namespace("q-bind-owner")?;
+    let tenant = cluster.fresh_namespace("q-bind-tenant")?;
+    let operator = oms_e2e::Operator::start(
+        &cluster,
+        &["--namespace", &format!("{},{}", owner_ns.name, tenant.name), "--leader-election=false"],
+    )?;
+    let owner = Scenario { cluster, ns: owner_ns, operator };
+    // A managed NATS that shares with the tenant (no broker pod runs in this tier: the Queue stays
+    // BrokerUnreachable, but its tenant's binding is written before the broker is needed).
+    owner.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: shared-nats}}\n\
+         spec: {{driver: nats, managed: {{replicas: 1}}, sharing: {{tenants: [{}]}}}}\n",
+        tenant.name
+    ))?;
+    owner.cluster.apply(
+        &tenant.name,
+        &format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\n\
+             spec: {{accessPointRef: {{name: shared-nats, namespace: {}}}}}\n",
+            owner.ns.name
+        ),
+    )?;
+    let in_tenant = |object: &str| -> anyhow::Result<Option<Value>> {
+        let out = run(owner.cluster.kubectl().args(["-n", &tenant.name, "get", object, "-o", "json"]))?;
+        Ok(out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap_or_default()))
+    };
+    let binding = poll("the tenant's binding Secret", DEADLINE, || in_tenant("secret/orders-queue-binding"))?;
+    let tenants = owner
+        .wait_for("secret/shared-nats-tenants", "the tenant's password", |o| secret_text(o, &tenant.name).is_some())?;
+    assert_eq!(secret_text(&binding, "USERNAME"), Some(tenant.name.clone()), "the tenant's own user");
+    assert_eq!(secret_text(&binding, "PASSWORD"), secret_text(&tenants, &tenant.name));
+    assert_eq!(secret_text(&binding, "QUEUE_NAME"), Some(format!("{}_orders", tenant.name)));
+    let owners_binding = owner.json("secret/shared-nats-binding")?;
+    assert_eq!(secret_text(&owners_binding, "USERNAME"), Some(owner.ns.name.clone()));
+    assert_ne!(secret_text(&binding, "PASSWORD"), secret_text(&owners_binding, "PASSWORD"), "never the owner's");
+    assert_eq!(binding["metadata"]["ownerReferences"][0]["kind"], "Queue");
+    let queue = poll("status.bindingSecret", DEADLINE, || {
+        Ok(in_tenant("queue/orders")?.filter(|q| q["status"]["bindingSecret"] == "orders-queue-binding"))
+    })?;
+    assert!(condition(&queue, "Ready").is_some());
+    // The Secret belongs to the Queue: it goes with it.
+    run_ok_in(&owner, &tenant.name, &["delete", "queue/orders"])?;
+    poll("the binding Secret collected with its Queue", DEADLINE, || {
+        Ok(in_tenant("secret/orders-queue-binding")?.is_none().then_some(()))
+    })?;
+    Ok(())
+}
+
+fn run_ok_in(s: &Scenario, namespace: &str, args: &[&str]) -> anyhow::Result<()> {
+    oms_e2e::run_ok(s.cluster.kubectl().args(["-n", namespace]).args(args)).map(|_| ())
+}

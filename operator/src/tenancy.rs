@@ -28,6 +28,14 @@ pub fn username_key(tenant: &str) -> String {
     format!("{tenant}.username")
 }
 
+/// Whether a managed access point of `driver` gives each tenant a broker user of its own (Kafka
+/// does not yet).
+#[must_use]
+pub fn has_tenant_users(driver: oms_crds::access_point::Driver) -> bool {
+    use oms_crds::access_point::Driver;
+    matches!(driver, Driver::Nats | Driver::Rabbitmq | Driver::Mqtt)
+}
+
 /// Key of a tenant's RabbitMQ virtual host in the tenants Secret (its name; mounted as `vhost`
 /// beside the user; other brokers ignore it).
 #[must_use]

@@ -296,10 +296,15 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
     let Some(endpoint) = endpoint else {
         return Ok(End::NotReady("AccessPointNotReady", format!("{ap_what} has not published its binding Secret yet")));
     };
-    // A pod mounts Secrets of its own namespace only.
-    let credentials_secret = (ap_namespace == namespace && endpoint.username.is_some())
-        .then(|| ap.status.as_ref().and_then(|s| s.binding_secret.clone()))
-        .flatten();
+    // A pod mounts Secrets of its own namespace only: the access point's binding Secret when it is
+    // ours, else the tenant's own binding Secret the Queue controller wrote for a Queue of ours.
+    let credentials_secret = if ap_namespace == namespace {
+        endpoint.username.is_some().then(|| ap.status.as_ref().and_then(|s| s.binding_secret.clone())).flatten()
+    } else if queue_namespace == namespace {
+        queue.status.as_ref().and_then(|s| s.binding_secret.clone())
+    } else {
+        None
+    };
     Ok(End::Ready(ResolvedEnd {
         driver: driver.to_owned(),
         servers: endpoint.servers,

@@ -5,6 +5,7 @@
 //! compare and converge (`driftPolicy`) -> status, written only when it changed. Deletion runs the
 //! policy; absence of knowledge (access point gone) never deletes anything.
 
+pub mod binding;
 pub mod plan;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub enum Error {
     PatchFinalizers(#[source] kube::Error),
     #[error("cannot write the status: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("cannot write the tenant's binding Secret {name}: {source}")]
+    WriteBinding { name: String, source: kube::Error },
 }
 
 impl Error {
@@ -66,6 +69,7 @@ impl Error {
             Error::ReadBinding { .. } => "read_binding",
             Error::PatchFinalizers(_) => "patch_finalizers",
             Error::WriteStatus(_) => "write_status",
+            Error::WriteBinding { .. } => "write_binding",
         }
     }
 }
@@ -122,6 +126,8 @@ struct Outcome {
     broker_name: Option<String>,
     partitions: Option<i32>,
     capabilities: Option<Capabilities>,
+    /// The tenant's binding Secret, when the access point is another namespace's.
+    binding_secret: Option<String>,
     requeue: Duration,
 }
 
@@ -132,6 +138,7 @@ impl Outcome {
             broker_name: None,
             partitions: None,
             capabilities: None,
+            binding_secret: None,
             requeue,
         }
     }
@@ -143,6 +150,7 @@ enum Resolved {
         plan: QueuePlan,
         admin: Arc<Admin>,
         endpoint: Endpoint,
+        binding_secret: Option<String>,
     },
     /// The access point does not exist (any more).
     Gone(Outcome),
@@ -164,13 +172,16 @@ async fn reconcile_queue(queue: &Queue, ctx: &Context) -> Result<Action, Error> 
 
     let outcome = match resolve(queue, ctx).await? {
         Resolved::Gone(outcome) | Resolved::NotReady(outcome) => outcome,
-        Resolved::Ready { plan, admin, endpoint } => match converge(queue, ctx, &plan, &admin).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                ctx.admins.evict(plan.driver, &endpoint).await;
-                Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
-            }
-        },
+        Resolved::Ready { plan, admin, endpoint, binding_secret } => {
+            let outcome = match converge(queue, ctx, &plan, &admin).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    ctx.admins.evict(plan.driver, &endpoint).await;
+                    Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
+                }
+            };
+            Outcome { binding_secret, ..outcome }
+        }
     };
     write_status(queue, ctx, &outcome).await?;
     Ok(Action::requeue(outcome.requeue))
@@ -221,9 +232,11 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
             RETRY_SOON,
         )));
     };
-    // A NATS tenant's streams live in its own account, a RabbitMQ tenant's queues in its own
-    // virtual host: provision them as that tenant.
-    if matches!(driver, Driver::Nats | Driver::Rabbitmq) && ap.spec.managed.is_some() && namespace != ap_namespace {
+    // A tenant of another namespace's managed access point has a broker user of its own: its NATS
+    // streams live in its own account, its RabbitMQ queues in its own virtual host, so they are
+    // provisioned as that tenant; and it gets a binding Secret of its own with that user.
+    let mut binding_secret = None;
+    if crate::tenancy::has_tenant_users(driver) && ap.spec.managed.is_some() && namespace != ap_namespace {
         let Some(password) = tenant_password(ctx, &ap_namespace, &reference.name, &namespace).await? else {
             return Ok(Resolved::NotReady(Outcome::not_ready(
                 "AccessPointNotReady",
@@ -236,14 +249,41 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
         };
         endpoint.username = Some(namespace.clone());
         endpoint.password = Some(password);
-        if driver == Driver::Rabbitmq {
-            endpoint.vhost = Some(namespace.clone());
-        }
+        endpoint.vhost = (driver == Driver::Rabbitmq).then(|| namespace.clone());
+        binding_secret = Some(write_tenant_binding(queue, ctx, &ap, &endpoint, &plan.broker_name).await?);
     }
     match ctx.admins.get(driver, &endpoint).await {
-        Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint }),
-        Err(error) => Ok(Resolved::NotReady(Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON))),
+        Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint, binding_secret }),
+        Err(error) => Ok(Resolved::NotReady(Outcome {
+            binding_secret,
+            ..Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
+        })),
     }
+}
+
+/// Writes the tenant's binding Secret of `queue` when it differs from what is there; its name.
+async fn write_tenant_binding(
+    queue: &Queue,
+    ctx: &Context,
+    ap: &MessagingAccessPoint,
+    endpoint: &Endpoint,
+    broker_name: &str,
+) -> Result<String, Error> {
+    let namespace = queue.namespace().unwrap_or_default();
+    let url = ap.status.as_ref().and_then(|s| s.access_point.clone()).unwrap_or_default();
+    let owner = queue.controller_owner_ref(&()).unwrap_or_default();
+    let desired = binding::tenant_binding(owner, &namespace, &url, ap.spec.driver, endpoint, broker_name);
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets.get_opt(&name).await.map_err(|source| Error::ReadBinding { name: name.clone(), source })?;
+    let same = existing
+        .is_some_and(|e| e.data == desired.data && e.metadata.owner_references == desired.metadata.owner_references);
+    if !same {
+        crate::apply::apply(&ctx.client, &desired)
+            .await
+            .map_err(|source| Error::WriteBinding { name: name.clone(), source })?;
+    }
+    Ok(name)
 }
 
 /// A tenant's broker password from the access point's tenants Secret.
@@ -332,6 +372,7 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
         broker_name: Some(plan.broker_name.clone()),
         partitions,
         capabilities: Some(capabilities(plan.driver)),
+        binding_secret: None,
         requeue: ctx.drift_interval,
     })
 }
@@ -348,7 +389,7 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
         DeletionPolicy::DeleteIfEmpty => true,
     };
     let (plan, admin, endpoint) = match resolve(queue, ctx).await? {
-        Resolved::Ready { plan, admin, endpoint } => (plan, admin, endpoint),
+        Resolved::Ready { plan, admin, endpoint, .. } => (plan, admin, endpoint),
         // Without the access point there is nothing to delete through: release, say so.
         Resolved::Gone(outcome) => {
             let note = outcome.decided.first().map(|d| d.message.clone()).unwrap_or_default();
@@ -390,6 +431,7 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
                     broker_name: Some(plan.broker_name.clone()),
                     partitions: None,
                     capabilities: None,
+                    binding_secret: None,
                     requeue: RETRY_SOON,
                 },
             )
@@ -437,6 +479,7 @@ async fn write_status(queue: &Queue, ctx: &Context, outcome: &Outcome) -> Result
         broker_name: outcome.broker_name.clone().or(previous.broker_name.clone()),
         partitions: outcome.partitions.or(previous.partitions),
         capabilities: outcome.capabilities.clone().or(previous.capabilities.clone()),
+        binding_secret: outcome.binding_secret.clone().or(previous.binding_secret.clone()),
         observed_generation: queue.metadata.generation,
         conditions: merge(&previous.conditions, &outcome.decided, queue.metadata.generation, Timestamp::now()),
     };
