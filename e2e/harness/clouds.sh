@@ -65,7 +65,8 @@ poll() {
 
 clouds_up() {
 	local cluster
-	"$HARNESS/tools.sh" helm kubectl nats
+	# What cluster.sh and node.sh do not build themselves: the control plane, helm, the nats CLI.
+	"$HARNESS/tools.sh" etcd kube-apiserver kube-controller-manager kubectl helm nats
 	for cluster in "$1" "$2"; do
 		"$HARNESS/cluster.sh" up "$cluster"
 		"$HARNESS/node.sh" dns "$cluster"

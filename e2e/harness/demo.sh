@@ -8,7 +8,8 @@
 #
 #   e2e/harness/demo.sh                 MESSAGES=<n> (default 1000) messages, KEYS=<n> keys (10)
 #   e2e/harness/demo.sh down            what `make demo-down` runs
-set -euo pipefail
+# -E: the ERR trap below also fires inside functions, so a failure deep in a step is reported.
+set -Eeuo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=clouds.sh
 source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"

@@ -177,7 +177,7 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
         serde_json::from_slice(&text(&tenants, "rabbitmq-definitions.json").unwrap_or_default())?;
     let users: Vec<&str> =
         definitions["users"].as_array().into_iter().flatten().filter_map(|u| u["name"].as_str()).collect();
-    assert_eq!(users, ["oms-admin", s.ns.name.as_str()]);
+    assert_eq!(users, ["oms.admin", s.ns.name.as_str()]);
     let mqtt =
         s.wait_for("messagingaccesspoint/devices-mqtt", "status", |o| o["status"]["capabilities"].is_object())?;
     assert_eq!(mqtt["status"]["capabilities"]["queueObjects"], false);

@@ -294,7 +294,7 @@ fn a_tenant_of_a_shared_managed_access_point_gets_a_binding_secret_with_its_own_
         let out = run(owner.cluster.kubectl().args(["-n", &tenant.name, "get", object, "-o", "json"]))?;
         Ok(out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap_or_default()))
     };
-    let binding = poll("the tenant's binding Secret", DEADLINE, || in_tenant("secret/orders-queue-binding"))?;
+    let binding = poll("the tenant's binding Secret", DEADLINE, || in_tenant("secret/orders.binding"))?;
     let tenants = owner
         .wait_for("secret/shared-nats-tenants", "the tenant's password", |o| secret_text(o, &tenant.name).is_some())?;
     assert_eq!(secret_text(&binding, "USERNAME"), Some(tenant.name.clone()), "the tenant's own user");
@@ -305,13 +305,32 @@ fn a_tenant_of_a_shared_managed_access_point_gets_a_binding_secret_with_its_own_
     assert_ne!(secret_text(&binding, "PASSWORD"), secret_text(&owners_binding, "PASSWORD"), "never the owner's");
     assert_eq!(binding["metadata"]["ownerReferences"][0]["kind"], "Queue");
     let queue = poll("status.bindingSecret", DEADLINE, || {
-        Ok(in_tenant("queue/orders")?.filter(|q| q["status"]["bindingSecret"] == "orders-queue-binding"))
+        Ok(in_tenant("queue/orders")?.filter(|q| q["status"]["bindingSecret"] == "orders.binding"))
     })?;
     assert!(condition(&queue, "Ready").is_some());
+    // The grant withdrawn: the tenant's user is dropped, and so is its binding.
+    let share = |tenants: &str| {
+        owner.kubectl(&[
+            "patch",
+            "messagingaccesspoint/shared-nats",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"sharing":{{"tenants":[{tenants}]}}}}}}"#),
+        ])
+    };
+    share("")?;
+    poll("the binding deleted and the status cleared once the grant is gone", DEADLINE, || {
+        let gone = in_tenant("secret/orders.binding")?.is_none();
+        let cleared = in_tenant("queue/orders")?.is_some_and(|q| q["status"]["bindingSecret"].is_null());
+        Ok((gone && cleared).then_some(()))
+    })?;
+    share(&format!("\"{}\"", tenant.name))?;
+    poll("the binding back with the grant", DEADLINE, || in_tenant("secret/orders.binding"))?;
     // The Secret belongs to the Queue: it goes with it.
     run_ok_in(&owner, &tenant.name, &["delete", "queue/orders"])?;
     poll("the binding Secret collected with its Queue", DEADLINE, || {
-        Ok(in_tenant("secret/orders-queue-binding")?.is_none().then_some(()))
+        Ok(in_tenant("secret/orders.binding")?.is_none().then_some(()))
     })?;
     Ok(())
 }

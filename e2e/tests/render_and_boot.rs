@@ -57,7 +57,7 @@ fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
     let hashes = tenancy::rabbitmq_hashes(None, &users, || *b"boot");
     generated.insert(
         tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(),
-        tenancy::rabbitmq_definitions("oms-admin", tenants, &hashes),
+        tenancy::rabbitmq_definitions("oms-admin", tenants, &hashes, &[]),
     );
     generated
 }

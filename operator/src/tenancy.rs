@@ -114,6 +114,23 @@ pub fn rabbitmq_hash_matches(hash: &str, password: &str) -> bool {
     rabbitmq_password_hash(password, salt) == hash
 }
 
+/// The password hash of a former tenant: 36 zero bytes, salt and digest, which no password hashes
+/// to, so the user cannot log in. RabbitMQ's import at boot adds and updates users but never
+/// deletes one, so a tenant no longer served stays in the definitions, locked.
+pub const RABBITMQ_LOCKED_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// The user names in `existing` definitions.
+#[must_use]
+pub fn rabbitmq_users(existing: Option<&str>) -> Vec<String> {
+    existing
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|definitions| definitions["users"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|u| u["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Each user's hash for `passwords` (user to password): the one in `existing` definitions when it
 /// is still of the same password, else a new one with a `fresh` salt.
 pub fn rabbitmq_hashes(
@@ -142,14 +159,20 @@ pub fn rabbitmq_hashes(
 
 /// RabbitMQ's definitions, imported at every boot (`load_definitions`): the operator's admin
 /// user (administrator, every virtual host) and, per tenant, a user and a virtual host named
-/// after the tenant, the user allowed everything in its own virtual host and nothing elsewhere.
-/// `hashes` are `(user, password hash)` for the admin and every tenant.
+/// after the tenant, the user allowed everything in its own virtual host and nothing elsewhere;
+/// `former` tenants locked ([`RABBITMQ_LOCKED_HASH`]). `hashes` are `(user, password hash)` for the
+/// admin and every tenant.
 #[must_use]
-pub fn rabbitmq_definitions(admin: &str, tenants: &[String], hashes: &BTreeMap<String, String>) -> String {
+pub fn rabbitmq_definitions(
+    admin: &str,
+    tenants: &[String],
+    hashes: &BTreeMap<String, String>,
+    former: &[String],
+) -> String {
     let user = |name: &str, tags: &[&str]| {
         serde_json::json!({
             "name": name,
-            "password_hash": hashes.get(name).cloned().unwrap_or_default(),
+            "password_hash": hashes.get(name).map_or(RABBITMQ_LOCKED_HASH, String::as_str),
             "hashing_algorithm": "rabbit_password_hashing_sha256",
             "tags": tags,
         })
@@ -157,7 +180,7 @@ pub fn rabbitmq_definitions(admin: &str, tenants: &[String], hashes: &BTreeMap<S
     let everything = |user: &str, vhost: &str| serde_json::json!({"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"});
     let vhosts: Vec<&str> = std::iter::once("/").chain(tenants.iter().map(String::as_str)).collect();
     let mut users = vec![user(admin, &["administrator"])];
-    users.extend(tenants.iter().map(|tenant| user(tenant, &[])));
+    users.extend(tenants.iter().chain(former).map(|tenant| user(tenant, &[])));
     let mut permissions: Vec<serde_json::Value> = vhosts.iter().map(|vhost| everything(admin, vhost)).collect();
     permissions.extend(tenants.iter().map(|tenant| everything(tenant, tenant)));
     let definitions = serde_json::json!({
@@ -228,7 +251,7 @@ mod tests {
         let passwords = BTreeMap::from([("acme".to_owned(), "a".to_owned()), ("oms-admin".to_owned(), "x".to_owned())]);
         let first = rabbitmq_hashes(None, &passwords, || *b"salt");
         let tenants = ["acme".to_owned()];
-        let definitions = rabbitmq_definitions("oms-admin", &tenants, &first);
+        let definitions = rabbitmq_definitions("oms-admin", &tenants, &first, &[]);
         let again = rabbitmq_hashes(Some(&definitions), &passwords, || *b"new!");
         assert_eq!(again, first, "same passwords, same hashes: the definitions do not change");
         let changed = BTreeMap::from([("acme".to_owned(), "b".to_owned()), ("oms-admin".to_owned(), "x".to_owned())]);
@@ -243,7 +266,8 @@ mod tests {
         let hashes: BTreeMap<String, String> =
             ["oms-admin", "acme", "globex"].iter().map(|u| ((*u).to_owned(), format!("{u}-hash"))).collect();
         let definitions: serde_json::Value =
-            serde_json::from_str(&rabbitmq_definitions("oms-admin", &tenants, &hashes)).expect("JSON");
+            serde_json::from_str(&rabbitmq_definitions("oms-admin", &tenants, &hashes, &["gone".to_owned()]))
+                .expect("JSON");
         let vhosts: Vec<&str> =
             definitions["vhosts"].as_array().expect("vhosts").iter().filter_map(|v| v["name"].as_str()).collect();
         assert_eq!(vhosts, ["/", "acme", "globex"]);
@@ -263,5 +287,11 @@ mod tests {
         assert_eq!(users[0]["tags"], serde_json::json!(["administrator"]));
         assert_eq!(users[1]["password_hash"], "acme-hash");
         assert_eq!(users[2]["tags"], serde_json::json!([]), "tenants are no administrators");
+        assert_eq!(users[3]["name"], "gone");
+        assert_eq!(users[3]["password_hash"], RABBITMQ_LOCKED_HASH, "a former tenant stays, locked");
+        assert!(!grants.iter().any(|(u, _)| u == "gone"), "and gets no permissions");
+        let locked = base64::engine::general_purpose::STANDARD.decode(RABBITMQ_LOCKED_HASH).expect("base64");
+        assert_eq!(locked, [0u8; 36]);
+        assert_eq!(rabbitmq_users(Some(&definitions.to_string())), ["oms-admin", "acme", "globex", "gone"]);
     }
 }

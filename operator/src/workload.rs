@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
-    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -41,41 +42,62 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
 
 /// The credentials of a binding Secret (`USERNAME`, `PASSWORD`, and RabbitMQ's `VHOST`) as the
 /// files `oms-bridge` reads (`username`, `password`, `vhost`); nothing else of the Secret is mounted.
+/// `VHOST` is optional: a binding Secret written by an older operator has none.
 #[must_use]
 pub fn credentials_volume(name: &str, binding_secret: &str) -> Volume {
     let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
-    Volume {
-        name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(binding_secret.into()),
-            items: Some(vec![item("USERNAME", "username"), item("PASSWORD", "password"), item("VHOST", "vhost")]),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
+    projected_secret(
+        name,
+        binding_secret,
+        vec![item("USERNAME", "username"), item("PASSWORD", "password")],
+        vec![item("VHOST", "vhost")],
+    )
 }
 
 /// Each tenant's broker user from the tenants Secret as `<tenant>/username`, `<tenant>/password`
-/// and `<tenant>/vhost`.
+/// and (optional, as above) `<tenant>/vhost`.
 #[must_use]
 pub fn tenants_volume(name: &str, tenants_secret: &str, tenants: &[String]) -> Volume {
     let item = |key: String, path: String| KeyToPath { key, path, mode: None };
-    let items = tenants
+    let required = tenants
         .iter()
         .flat_map(|t| {
-            [
-                item(crate::tenancy::username_key(t), format!("{t}/username")),
-                item(t.clone(), format!("{t}/password")),
-                item(crate::tenancy::vhost_key(t), format!("{t}/vhost")),
-            ]
+            [item(crate::tenancy::username_key(t), format!("{t}/username")), item(t.clone(), format!("{t}/password"))]
         })
         .collect();
+    let optional = tenants.iter().map(|t| item(crate::tenancy::vhost_key(t), format!("{t}/vhost"))).collect();
+    projected_secret(name, tenants_secret, required, optional)
+}
+
+/// The Secrets a pod's volumes mount, in volume order (renderers' tests check that a pod mounts
+/// only the Secrets it uses).
+#[must_use]
+pub fn mounted_secrets(pod: &PodSpec) -> Vec<String> {
+    pod.volumes
+        .iter()
+        .flatten()
+        .filter_map(|volume| match (&volume.secret, &volume.projected) {
+            (Some(secret), _) => secret.secret_name.clone(),
+            // A projected volume here is always of one Secret (`projected_secret`).
+            (None, Some(projected)) => {
+                projected.sources.iter().flatten().find_map(|source| Some(source.secret.as_ref()?.name.clone()))
+            }
+            (None, None) => None,
+        })
+        .collect()
+}
+
+/// A volume of one Secret's `required` keys and, where the Secret has them, its `optional` ones.
+fn projected_secret(name: &str, secret: &str, required: Vec<KeyToPath>, optional: Vec<KeyToPath>) -> Volume {
+    let source = |items: Vec<KeyToPath>, optional: bool| VolumeProjection {
+        secret: Some(SecretProjection { name: secret.into(), items: Some(items), optional: Some(optional) }),
+        ..VolumeProjection::default()
+    };
     Volume {
         name: name.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(tenants_secret.into()),
-            items: Some(items),
-            ..SecretVolumeSource::default()
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![source(required, false), source(optional, true)]),
+            ..ProjectedVolumeSource::default()
         }),
         ..Volume::default()
     }
@@ -197,9 +219,20 @@ mod tests {
     #[test]
     fn credentials_are_mounted_as_the_files_the_bridge_reads_and_nothing_else() {
         let volume = credentials_volume("c", "orders-binding");
-        let items = volume.secret.and_then(|s| s.items).expect("items");
-        let files: Vec<(&str, &str)> = items.iter().map(|i| (i.key.as_str(), i.path.as_str())).collect();
-        assert_eq!(files, [("USERNAME", "username"), ("PASSWORD", "password"), ("VHOST", "vhost")]);
+        let sources = volume.projected.and_then(|p| p.sources).expect("sources");
+        let files: Vec<(&str, &str, Option<bool>)> = sources
+            .iter()
+            .filter_map(|s| s.secret.as_ref())
+            .flat_map(|s| s.items.iter().flatten().map(move |i| (i.key.as_str(), i.path.as_str(), s.optional)))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("USERNAME", "username", Some(false)),
+                ("PASSWORD", "password", Some(false)),
+                ("VHOST", "vhost", Some(true))
+            ]
+        );
     }
 
     #[test]

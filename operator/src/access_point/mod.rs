@@ -385,10 +385,12 @@ async fn ensure_tenants_secret(
         users.insert(admin.username.clone(), admin.password.clone());
         let existing = text.get(tenancy::RABBITMQ_DEFINITIONS_KEY).map(String::as_str);
         let hashes = tenancy::rabbitmq_hashes(existing, &users, random_salt);
-        data.insert(
-            tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(),
-            tenancy::rabbitmq_definitions(&admin.username, &tenants, &hashes),
-        );
+        let former: Vec<String> = tenancy::rabbitmq_users(existing)
+            .into_iter()
+            .filter(|user| *user != admin.username && !tenants.contains(user))
+            .collect();
+        let definitions = tenancy::rabbitmq_definitions(&admin.username, &tenants, &hashes, &former);
+        data.insert(tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(), definitions);
     }
     if data != text {
         let secret = Secret {
@@ -418,7 +420,7 @@ async fn ensure_generated_credentials(
     if secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?.is_some() {
         return Ok(());
     }
-    let data = crate::drivers::rabbitmq::generated_credentials("oms-admin", &random_token(), &random_token());
+    let data = crate::drivers::rabbitmq::generated_credentials(ADMIN_USER, &random_token(), &random_token());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -443,7 +445,11 @@ async fn ensure_generated_credentials(
     }
 }
 
-/// 32 random alphanumeric characters from the OS generator.
+/// The user of the generated RabbitMQ admin: with a dot, which no namespace (a tenant's user
+/// name) has.
+const ADMIN_USER: &str = "oms.admin";
+
+/// A salt for a RabbitMQ password hash, from the OS generator.
 fn random_salt() -> [u8; 4] {
     let mut salt = [0u8; 4];
     #[allow(clippy::expect_used)] // as in random_token
@@ -451,6 +457,7 @@ fn random_salt() -> [u8; 4] {
     salt
 }
 
+/// 32 random alphanumeric characters from the OS generator.
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 32];

@@ -402,13 +402,13 @@ pub fn account(ap: &AccessPoint) -> Option<String> {
 }
 
 /// The RabbitMQ virtual host applications of the access point's namespace use: their own on a
-/// managed broker (a tenant's is named after it), the account of an external one, else `/`.
-/// Empty for the other drivers, which have none.
+/// managed broker (a tenant's is named after it), `/` on an external one. Empty for the other
+/// drivers, which have none.
 #[must_use]
 pub fn vhost(ap: &AccessPoint) -> String {
     match (&ap.plan, ap.driver) {
         (Plan::Managed(_), Driver::Rabbitmq) => ap.namespace.clone(),
-        (Plan::External(external), Driver::Rabbitmq) => external.account.clone().unwrap_or_else(|| "/".to_owned()),
+        (Plan::External(_), Driver::Rabbitmq) => "/".to_owned(),
         _ => String::new(),
     }
 }

@@ -275,8 +275,7 @@ mod tests {
         let deployment =
             deployment("acme", "b", &bridge, "img", &config, (&kafka_end(), &gateway_end()), OwnerReference::default());
         let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod");
-        let secrets: Vec<String> =
-            pod.volumes.unwrap_or_default().iter().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
+        let secrets = workload::mounted_secrets(&pod);
         assert_eq!(secrets, ["b-oms-tls", "eu-binding"]);
         assert_eq!(pod.automount_service_account_token, Some(false), "the worker never talks to the API server");
     }

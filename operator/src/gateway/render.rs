@@ -250,8 +250,7 @@ mod tests {
             deployment(&input, "img", &gateway_config(&input), &owner)
         };
         let pod = render("globex").spec.and_then(|s| s.template.spec).expect("pod");
-        let secrets: Vec<String> =
-            pod.volumes.unwrap_or_default().iter().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
+        let secrets = workload::mounted_secrets(&pod);
         assert_eq!(secrets, ["eu-nats-oms-gateway-tls", "eu-nats-binding", "eu-nats-tenants"]);
         let hash =
             |d: Deployment| d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default();

@@ -15,7 +15,8 @@ use crate::admin::Endpoint;
 /// The tenant's binding Secret of a Queue.
 #[must_use]
 pub fn secret_name(queue: &str) -> String {
-    format!("{queue}-queue-binding")
+    // The dot keeps it apart from every access point's `<name>-binding`.
+    format!("{queue}.binding")
 }
 
 /// The Secret, owned by the Queue: the access point's OpenMessaging keys (`ACCESS_POINTS`,
@@ -81,7 +82,7 @@ mod tests {
             &endpoint,
             "team-a_orders",
         );
-        assert_eq!(secret.metadata.name.as_deref(), Some("orders-queue-binding"));
+        assert_eq!(secret.metadata.name.as_deref(), Some("orders.binding"));
         assert_eq!(secret.metadata.owner_references.as_ref().map(|o| o[0].name.as_str()), Some("orders"));
         let data = secret.data.unwrap_or_default();
         let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned());

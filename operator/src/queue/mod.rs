@@ -127,8 +127,19 @@ struct Outcome {
     partitions: Option<i32>,
     capabilities: Option<Capabilities>,
     /// The tenant's binding Secret, when the access point is another namespace's.
-    binding_secret: Option<String>,
+    binding: Binding,
     requeue: Duration,
+}
+
+/// What this reconcile learnt about the tenant's binding Secret of the Queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Binding {
+    /// Not reached this time: the status keeps what it says.
+    Unknown,
+    /// There is none to have (not a tenant of another namespace's access point, or no longer
+    /// permitted): one left from before is deleted.
+    None,
+    Secret(String),
 }
 
 impl Outcome {
@@ -138,7 +149,7 @@ impl Outcome {
             broker_name: None,
             partitions: None,
             capabilities: None,
-            binding_secret: None,
+            binding: Binding::Unknown,
             requeue,
         }
     }
@@ -150,7 +161,7 @@ enum Resolved {
         plan: QueuePlan,
         admin: Arc<Admin>,
         endpoint: Endpoint,
-        binding_secret: Option<String>,
+        binding: Binding,
     },
     /// The access point does not exist (any more).
     Gone(Outcome),
@@ -172,7 +183,7 @@ async fn reconcile_queue(queue: &Queue, ctx: &Context) -> Result<Action, Error> 
 
     let outcome = match resolve(queue, ctx).await? {
         Resolved::Gone(outcome) | Resolved::NotReady(outcome) => outcome,
-        Resolved::Ready { plan, admin, endpoint, binding_secret } => {
+        Resolved::Ready { plan, admin, endpoint, binding } => {
             let outcome = match converge(queue, ctx, &plan, &admin).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
@@ -180,9 +191,12 @@ async fn reconcile_queue(queue: &Queue, ctx: &Context) -> Result<Action, Error> 
                     Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
                 }
             };
-            Outcome { binding_secret, ..outcome }
+            Outcome { binding, ..outcome }
         }
     };
+    if outcome.binding == Binding::None {
+        forget_tenant_binding(queue, ctx).await?;
+    }
     write_status(queue, ctx, &outcome).await?;
     Ok(Action::requeue(outcome.requeue))
 }
@@ -195,14 +209,17 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     let aps: Api<MessagingAccessPoint> = Api::namespaced(ctx.client.clone(), &ap_namespace);
     let read = |source| Error::ReadAccessPoint { name: format!("{ap_namespace}/{}", reference.name), source };
     let Some(ap) = aps.get_opt(&reference.name).await.map_err(read)? else {
-        return Ok(Resolved::Gone(Outcome::not_ready(
-            "AccessPointNotFound",
-            format!(
-                "MessagingAccessPoint {ap_namespace}/{} does not exist; nothing on any broker was changed",
-                reference.name
-            ),
-            RETRY_SOON,
-        )));
+        return Ok(Resolved::Gone(Outcome {
+            binding: Binding::None,
+            ..Outcome::not_ready(
+                "AccessPointNotFound",
+                format!(
+                    "MessagingAccessPoint {ap_namespace}/{} does not exist; nothing on any broker was changed",
+                    reference.name
+                ),
+                RETRY_SOON,
+            )
+        }));
     };
     let shared_with = ap.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default();
     if !reference_permitted(&namespace, &ap_namespace, &shared_with) {
@@ -211,7 +228,10 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
             reference.name
         );
         ctx.publish(&queue.object_ref(&()), EventType::Warning, "ReferenceNotPermitted", &message).await;
-        return Ok(Resolved::NotReady(Outcome::not_ready("ReferenceNotPermitted", message, Duration::from_mins(5))));
+        return Ok(Resolved::NotReady(Outcome {
+            binding: Binding::None,
+            ..Outcome::not_ready("ReferenceNotPermitted", message, Duration::from_mins(5))
+        }));
     }
     let driver = ap.spec.driver;
     let name = broker_name(driver, &namespace, &queue.name_any(), queue.spec.name.as_deref(), is_shared(&ap.spec));
@@ -235,8 +255,11 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     // A tenant of another namespace's managed access point has a broker user of its own: its NATS
     // streams live in its own account, its RabbitMQ queues in its own virtual host, so they are
     // provisioned as that tenant; and it gets a binding Secret of its own with that user.
-    let mut binding_secret = None;
-    if crate::tenancy::has_tenant_users(driver) && ap.spec.managed.is_some() && namespace != ap_namespace {
+    let mut binding = Binding::None;
+    // Namespaces admitted only by `*` have no user of their own: they work as the owner (no
+    // broker-side separation, as documented).
+    let named_tenant = namespace != ap_namespace && shared_with.contains(&namespace);
+    if crate::tenancy::has_tenant_users(driver) && ap.spec.managed.is_some() && named_tenant {
         let Some(password) = tenant_password(ctx, &ap_namespace, &reference.name, &namespace).await? else {
             return Ok(Resolved::NotReady(Outcome::not_ready(
                 "AccessPointNotReady",
@@ -250,14 +273,25 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
         endpoint.username = Some(namespace.clone());
         endpoint.password = Some(password);
         endpoint.vhost = (driver == Driver::Rabbitmq).then(|| namespace.clone());
-        binding_secret = Some(write_tenant_binding(queue, ctx, &ap, &endpoint, &plan.broker_name).await?);
+        binding = Binding::Secret(write_tenant_binding(queue, ctx, &ap, &endpoint, &plan.broker_name).await?);
     }
     match ctx.admins.get(driver, &endpoint).await {
-        Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint, binding_secret }),
+        Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint, binding }),
         Err(error) => Ok(Resolved::NotReady(Outcome {
-            binding_secret,
+            binding,
             ..Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
         })),
+    }
+}
+
+/// Deletes the tenant's binding Secret the status names, if any: the tenant no longer gets one.
+async fn forget_tenant_binding(queue: &Queue, ctx: &Context) -> Result<(), Error> {
+    let Some(name) = queue.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(()) };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &queue.namespace().unwrap_or_default());
+    match secrets.delete(&name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::WriteBinding { name, source }),
     }
 }
 
@@ -372,7 +406,7 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
         broker_name: Some(plan.broker_name.clone()),
         partitions,
         capabilities: Some(capabilities(plan.driver)),
-        binding_secret: None,
+        binding: Binding::Unknown,
         requeue: ctx.drift_interval,
     })
 }
@@ -431,7 +465,7 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
                     broker_name: Some(plan.broker_name.clone()),
                     partitions: None,
                     capabilities: None,
-                    binding_secret: None,
+                    binding: Binding::Unknown,
                     requeue: RETRY_SOON,
                 },
             )
@@ -479,7 +513,11 @@ async fn write_status(queue: &Queue, ctx: &Context, outcome: &Outcome) -> Result
         broker_name: outcome.broker_name.clone().or(previous.broker_name.clone()),
         partitions: outcome.partitions.or(previous.partitions),
         capabilities: outcome.capabilities.clone().or(previous.capabilities.clone()),
-        binding_secret: outcome.binding_secret.clone().or(previous.binding_secret.clone()),
+        binding_secret: match &outcome.binding {
+            Binding::Unknown => previous.binding_secret.clone(),
+            Binding::None => None,
+            Binding::Secret(name) => Some(name.clone()),
+        },
         observed_generation: queue.metadata.generation,
         conditions: merge(&previous.conditions, &outcome.decided, queue.metadata.generation, Timestamp::now()),
     };
