@@ -84,7 +84,9 @@ pub fn binding_secret_name(ap: &str) -> String {
 }
 
 /// Kafka's cluster id: the object's uid as 22 characters of unpadded URL-safe base64, so that
-/// it is stable for the object's life and unique across access points.
+/// it is stable for the object's life and unique across access points. Never with a leading `-`
+/// (1 uid in 64): `kafka-storage format --cluster-id -x...` takes it for an option and the
+/// brokers never start, so that first character becomes `A` (Kafka's own ids avoid it too).
 #[must_use]
 pub fn cluster_id(uid: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -98,6 +100,9 @@ pub fn cluster_id(uid: &str) -> String {
         for i in 0..symbols {
             out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
         }
+    }
+    if out.starts_with('-') {
+        out.replace_range(..1, "A");
     }
     out
 }
@@ -507,7 +512,9 @@ mod tests {
         assert_eq!(cluster_id("00000000-0000-0000-0000-000000000000"), "AAAAAAAAAAAAAAAAAAAAAA");
         // base64 of the bytes 00..0f is AAECAwQFBgcICQoLDA0ODw==.
         assert_eq!(cluster_id("00010203-0405-0607-0809-0a0b0c0d0e0f"), "AAECAwQFBgcICQoLDA0ODw");
-        assert_eq!(cluster_id("fbffffff-ffff-ffff-ffff-ffffffffffff"), "-____________________w");
+        // A leading `-` would read as an option to kafka-storage (found on a real node).
+        assert_eq!(cluster_id("fbffffff-ffff-ffff-ffff-ffffffffffff"), "A____________________w");
+        assert_eq!(cluster_id("fbce1b4c-99e4-46c8-afaf-9b7aebc966e8"), "A84bTJnkRsivr5t668lm6A");
     }
 
     #[test]
