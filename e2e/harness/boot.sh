@@ -190,11 +190,17 @@ fi
 case $kind in
 kafka)
 	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$pod/tools/kafka-libs/*" "$@" 2>>"$pod/client.log"; }
+	# Every listener authenticates: SCRAM as client_user.
+	cat >"$pod/client.properties" <<EOF
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$user" password="$password";
+EOF
 	# Bootstrap by the pod's DNS name: proves the advertised listener clients are sent to.
-	printf '%s\n' "$message" | java_tool org.apache.kafka.tools.ConsoleProducer \
+	printf '%s\n' "$message" | java_tool org.apache.kafka.tools.ConsoleProducer --producer.config "$pod/client.properties" \
 		--bootstrap-server "$pod_host:$port" --topic boot --producer-property acks=all
-	got=$(java_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$pod_host:$port" \
-		--topic boot --from-beginning --max-messages 1 --timeout-ms 60000) || true
+	got=$(java_tool org.apache.kafka.tools.consumer.ConsoleConsumer --consumer.config "$pod/client.properties" \
+		--bootstrap-server "$pod_host:$port" --topic boot --from-beginning --max-messages 1 --timeout-ms 60000) || true
 	;;
 nats)
 	nats() {

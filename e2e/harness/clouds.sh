@@ -37,6 +37,8 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin
 HARNESS=$ROOT/e2e/harness
+# shellcheck source-path=SCRIPTDIR source=kafka-client.sh
+source "$HARNESS/kafka-client.sh"
 # shellcheck disable=SC2034 # the sourcing scripts use it
 RELEASE=oms
 RELEASE_NAMESPACE=oms-system
@@ -172,8 +174,10 @@ clouds_produce_keyed() {
 	# shellcheck disable=SC2016 # the producer's script expands its variables in the pod
 	kc "$a" -n "$TENANT" run producer --image="$("$HARNESS/images.sh" ref kafka)" --image-pull-policy=Never \
 		--restart=Never --env="MESSAGES=$messages" --env="KEYS=$keys" --env="TOPIC=$topic" \
-		--env="BOOTSTRAP=demo-kafka-client.$TENANT.svc:9092" --command -- /bin/sh -c '
+		--env="BOOTSTRAP=demo-kafka-client.$TENANT.svc:9092" \
+		--override-type=strategic --overrides="$(kafka_login producer demo-kafka-binding)" --command -- /bin/sh -c '
 set -e
+'"$KAFKA_CLIENT_PROPERTIES"'
 generate() {
   i=0
   while [ "$i" -lt "$MESSAGES" ]; do
@@ -182,7 +186,7 @@ generate() {
   done
 }
 produce() {
-  kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" \
+  kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --producer.config "$CONFIG" --topic "$TOPIC" \
     --property parse.key=true --property "key.separator=$(printf "\t")" \
     --producer-property acks=all --producer-property enable.idempotence=true \
     --producer-property linger.ms=20 --producer-property batch.size=131072

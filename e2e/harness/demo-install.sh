@@ -23,6 +23,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=kafka-client.sh
+source "$ROOT/e2e/harness/kafka-client.sh"
 BIN=$ROOT/.bin
 RELEASE=oms
 RELEASE_NAMESPACE=oms-system
@@ -166,18 +168,20 @@ if [[ $driver == kafka ]]; then
 	# shellcheck disable=SC2016 # the client's script expands its variables in the pod
 	kubectl -n "$DEMO_NAMESPACE" run "$client" --image="$("$ROOT/e2e/harness/images.sh" ref kafka)" \
 		--image-pull-policy=Never --restart=Never --env="MESSAGE=$message" \
-		--env="BOOTSTRAP=$ACCESS_POINT-client.$DEMO_NAMESPACE.svc:9092" --env="TOPIC=$QUEUE" --command -- /bin/sh -c '
+		--env="BOOTSTRAP=$ACCESS_POINT-client.$DEMO_NAMESPACE.svc:9092" --env="TOPIC=$QUEUE" \
+		--override-type=strategic --overrides="$(kafka_login "$client" "$ACCESS_POINT-binding")" --command -- /bin/sh -c '
 set -e
-kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --describe --topic "$TOPIC"
+'"$KAFKA_CLIENT_PROPERTIES"'
+kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --describe --topic "$TOPIC"
 # A rerun finds earlier messages: read them all, and ours.
 before=0
-for end in $(kafka-get-offsets.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC"); do
+for end in $(kafka-get-offsets.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --topic "$TOPIC"); do
   before=$((before + ${end##*:}))
 done
-echo "$MESSAGE" | kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" \
-  --producer-property acks=all
-kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --topic "$TOPIC" --from-beginning \
-  --max-messages $((before + 1)) --timeout-ms 60000' >/dev/null
+echo "$MESSAGE" | kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --producer.config "$CONFIG" \
+  --topic "$TOPIC" --producer-property acks=all
+kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CONFIG" --topic "$TOPIC" \
+  --from-beginning --max-messages $((before + 1)) --timeout-ms 60000' >/dev/null
 	kubectl -n "$DEMO_NAMESPACE" wait "pod/$client" --for=jsonpath='{.status.phase}'=Succeeded \
 		--timeout="${DEADLINE_SECONDS}s" >/dev/null || true
 	output=$(kubectl -n "$DEMO_NAMESPACE" logs "$client" 2>&1) || true

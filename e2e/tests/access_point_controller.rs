@@ -72,6 +72,20 @@ fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> a
     for key in ["ACCESS_POINTS", "ACCESS_POINT_URL", "REGION", "ACCOUNT_ID", "DRIVER_IMPL"] {
         assert!(binding["data"][key].is_string(), "binding Secret lacks {key}");
     }
+    // Every Kafka client logs in: the binding carries this namespace's tenant user, never the
+    // operator's, whose credentials the brokers read from the generated Secret.
+    let text = |secret: &Value, key: &str| -> anyhow::Result<String> {
+        let encoded = secret["data"][key].as_str().with_context(|| format!("{key} in {secret}"))?;
+        Ok(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded)?)?)
+    };
+    assert_eq!(text(&binding, "USERNAME")?, s.ns.name);
+    let tenants = s.json("secret/orders-kafka-tenants")?;
+    assert_eq!(text(&binding, "PASSWORD")?, text(&tenants, &s.ns.name)?);
+    let admin = s.json("secret/orders-kafka-credentials")?;
+    assert_eq!(text(&admin, "username")?, oms_operator::tenancy::ADMIN_USER);
+    assert_ne!(text(&admin, "password")?, text(&binding, "PASSWORD")?);
+    let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(env.to_string().contains("orders-kafka-credentials"), "the brokers read the operator's user: {env}");
     // Printer columns are filled.
     let table = s.kubectl(&["get", "messagingaccesspoints"])?;
     assert!(table.contains("kafka") && table.contains("False") && table.contains("oms:kafka://"), "{table}");
@@ -177,7 +191,7 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
         serde_json::from_slice(&text(&tenants, "rabbitmq-definitions.json").unwrap_or_default())?;
     let users: Vec<&str> =
         definitions["users"].as_array().into_iter().flatten().filter_map(|u| u["name"].as_str()).collect();
-    assert_eq!(users, ["oms.admin", s.ns.name.as_str()]);
+    assert_eq!(users, [oms_operator::tenancy::ADMIN_USER, s.ns.name.as_str()]);
     let mqtt =
         s.wait_for("messagingaccesspoint/devices-mqtt", "status", |o| o["status"]["capabilities"].is_object())?;
     assert_eq!(mqtt["status"]["capabilities"]["queueObjects"], false);

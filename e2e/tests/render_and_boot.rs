@@ -39,13 +39,17 @@ fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// What the access point controller would have generated: RabbitMQ's admin user and cookie, and
-/// a password per tenant (with Mosquitto's password file and RabbitMQ's definitions of them).
+/// The operator's own user's password in the generated credentials Secret.
+const ADMIN_PASSWORD: &str = "boot-password";
+
+/// What the access point controller would have generated: the operator's own user (RabbitMQ's
+/// and Kafka's) and RabbitMQ's cookie, and a password per tenant (with Mosquitto's password file
+/// and RabbitMQ's definitions of them).
 fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
-    let rabbit = oms_operator::drivers::rabbitmq::generated_credentials("oms-admin", "boot-password", "boot-cookie");
-    let mut generated: BTreeMap<String, String> = rabbit.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let admin = oms_operator::drivers::generated_credentials(tenancy::ADMIN_USER, ADMIN_PASSWORD, "boot-cookie");
+    let mut generated: BTreeMap<String, String> = admin.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let mut lines = String::new();
-    let mut users = BTreeMap::from([("oms-admin".to_owned(), "boot-password".to_owned())]);
+    let mut users = BTreeMap::from([(tenancy::ADMIN_USER.to_owned(), ADMIN_PASSWORD.to_owned())]);
     for tenant in tenants {
         let password = format!("{tenant}-password");
         lines.push_str(&tenancy::mosquitto_password_line(tenant, &password, b"boot-salt-12"));
@@ -57,7 +61,7 @@ fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
     let hashes = tenancy::rabbitmq_hashes(None, &users, || *b"boot");
     generated.insert(
         tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(),
-        tenancy::rabbitmq_definitions("oms-admin", tenants, &hashes, &[]),
+        tenancy::rabbitmq_definitions(tenancy::ADMIN_USER, tenants, &hashes, &[]),
     );
     generated
 }
@@ -103,8 +107,18 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
             std::fs::write(dir.join("secret").join(&item.path), content)?;
         }
     }
-    // The client logs in as the access point's own tenant (on RabbitMQ, in its virtual host).
-    std::fs::write(dir.join("client_user"), format!("{NAMESPACE}:{}", generated[NAMESPACE]))?;
+    // The client logs in as the access point's own tenant (on RabbitMQ, in its virtual host); on
+    // Kafka, whose tenant users the operator makes through the admin API once it runs, as the
+    // operator's user, which the storage format made.
+    let client_user = if driver == Driver::Kafka {
+        format!("{}:{ADMIN_PASSWORD}", tenancy::ADMIN_USER)
+    } else {
+        format!("{NAMESPACE}:{}", generated[NAMESPACE])
+    };
+    std::fs::write(dir.join("client_user"), client_user)?;
+    // The Kafka attempts are a program of this crate, run from the pod's tools.
+    std::fs::create_dir_all(dir.join("tools"))?;
+    std::fs::copy(env!("CARGO_BIN_EXE_kafka-tenancy"), dir.join("tools/kafka-tenancy"))?;
     if driver == Driver::Rabbitmq {
         std::fs::write(dir.join("client_vhost"), NAMESPACE)?;
     }
@@ -332,17 +346,29 @@ fn attempt_counts(output: &str) -> Option<(u32, u32, u32, u32)> {
     }
 }
 
+/// The same on a managed Kafka: e2e/src/bin/kafka-tenancy.rs, after it gave both tenants their
+/// users and ACLs as the operator does.
+fn kafka_attempts() -> String {
+    format!("cd /\nexec kafka-tenancy \"$1\" \"$2\" {} {ADMIN_PASSWORD}\n", tenancy::ADMIN_USER)
+}
+
 #[test]
-fn on_shared_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
-    for (driver, script) in
-        [(Driver::Nats, NATS_ATTEMPTS), (Driver::Rabbitmq, RABBITMQ_ATTEMPTS), (Driver::Mqtt, MQTT_ATTEMPTS)]
-    {
+fn on_shared_kafka_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
+    let kafka = kafka_attempts();
+    for (driver, script) in [
+        (Driver::Kafka, kafka.as_str()),
+        (Driver::Nats, NATS_ATTEMPTS),
+        (Driver::Rabbitmq, RABBITMQ_ATTEMPTS),
+        (Driver::Mqtt, MQTT_ATTEMPTS),
+    ] {
         // RabbitMQ: the only version this machine has (the renderer renders by it).
         let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
         let spec = format!("{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}}}");
         let output = boot_with(driver, "tenancy", &spec, Some(script))?;
         let (tries, got_in, own, own_ok) = attempt_counts(&output).context("a summary line")?;
-        println!("{}", output.lines().find(|l| l.starts_with("tenancy ")).unwrap_or_default());
+        for line in output.lines().filter(|l| l.starts_with("tenancy ") || l.starts_with("kafka users:")) {
+            println!("{line}");
+        }
         assert!(tries >= 6, "{driver}: {output}");
         assert_eq!(got_in, 0, "{driver}: no attempt on another tenant's queues succeeds: {output}");
         assert_eq!(own_ok, own, "{driver}: the tenants' own operations succeed: {output}");

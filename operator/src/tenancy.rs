@@ -1,9 +1,10 @@
 //! Tenants on the broker (pure): a namespace is a tenant. A managed access point gives each tenant
 //! it serves (its own namespace and those named in `spec.sharing.tenants`) a broker user of its own
 //! that reaches only that tenant's queues: a NATS account, a RabbitMQ user with a virtual host of
-//! its own, a Mosquitto user with an ACL on the tenant's topic prefix. Passwords live in one Secret per access point, `<access-point>-tenants`,
-//! a key per tenant; brokers read them from it (environment or a mounted file), never from a
-//! ConfigMap.
+//! its own, a Mosquitto user with an ACL on the tenant's topic prefix, a Kafka SCRAM user with
+//! prefixed ACLs. Passwords live in one Secret per access point, `<access-point>-tenants`, a key
+//! per tenant; brokers read them from it (environment or a mounted file) or get them through their
+//! admin API (Kafka), never from a ConfigMap.
 //!
 //! `*` in `spec.sharing.tenants` lets every namespace put queues there without a user of its own:
 //! names are still prefixed per tenant, but the broker does not separate them.
@@ -28,13 +29,17 @@ pub fn username_key(tenant: &str) -> String {
     format!("{tenant}.username")
 }
 
-/// Whether a managed access point of `driver` gives each tenant a broker user of its own (Kafka
-/// does not yet).
+/// Whether a managed access point of `driver` gives each tenant a broker user of its own.
 #[must_use]
 pub fn has_tenant_users(driver: oms_crds::access_point::Driver) -> bool {
     use oms_crds::access_point::Driver;
-    matches!(driver, Driver::Nats | Driver::Rabbitmq | Driver::Mqtt)
+    matches!(driver, Driver::Kafka | Driver::Nats | Driver::Rabbitmq | Driver::Mqtt)
 }
+
+/// The operator's own broker user where a broker has one (RabbitMQ's administrator, Kafka's super
+/// user): no namespace can be named so (no `_` in a DNS label), and Kafka's JAAS options take it
+/// unquoted (a `.` would end the option's name there).
+pub const ADMIN_USER: &str = "oms_admin";
 
 /// Key of a tenant's RabbitMQ virtual host in the tenants Secret (its name; mounted as `vhost`
 /// beside the user; other brokers ignore it).
@@ -191,6 +196,93 @@ pub fn rabbitmq_definitions(
     serde_json::to_string_pretty(&definitions).unwrap_or_default() + "\n"
 }
 
+/// A Kafka resource a tenant is granted (or denied) everything on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KafkaResource {
+    Topic,
+    Group,
+    TransactionalId,
+}
+
+/// One Kafka ACL binding as the operator writes them: operation `ALL`, from any host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KafkaAcl {
+    /// `User:<name>`.
+    pub principal: String,
+    pub resource: KafkaResource,
+    /// The name, or its prefix when `prefixed`; `*` with `prefixed: false` is every name.
+    pub name: String,
+    pub prefixed: bool,
+    /// Deny instead of allow (a deny wins over any allow).
+    pub deny: bool,
+}
+
+/// The Kafka principal of a user.
+#[must_use]
+pub fn kafka_principal(user: &str) -> String {
+    format!("User:{user}")
+}
+
+/// The prefix of the consumer groups of a namespace's bridges (`oms-bridge-<namespace>-<bridge>`).
+#[must_use]
+pub fn bridge_group_prefix(namespace: &str) -> String {
+    format!("oms-bridge-{namespace}-")
+}
+
+/// The ACLs of a managed Kafka's tenants. On a shared access point each tenant gets everything on
+/// the topics, groups and transactional ids under its prefix (`<tenant>.`, which no other tenant's
+/// name starts with, since namespaces have no dot) and on its bridges' consumer groups; because
+/// `oms-bridge-acme-` is also how the groups of a namespace `acme-x` begin, a tenant is denied the
+/// groups of every served tenant whose name extends its own. The owner of an unshared access point,
+/// or of one shared with `*` (whose namespaces work as the owner), gets every name.
+#[must_use]
+pub fn kafka_acls(owner: &str, tenants: &[String], shared: bool, wildcard: bool) -> Vec<KafkaAcl> {
+    let grant = |tenant: &str, resource, name: String, prefixed, deny| KafkaAcl {
+        principal: kafka_principal(tenant),
+        resource,
+        name,
+        prefixed,
+        deny,
+    };
+    let mut acls = Vec::new();
+    for tenant in tenants {
+        let everything = tenant == owner && (!shared || wildcard);
+        for resource in [KafkaResource::Topic, KafkaResource::Group, KafkaResource::TransactionalId] {
+            if everything {
+                acls.push(grant(tenant, resource, "*".to_owned(), false, false));
+            } else {
+                acls.push(grant(tenant, resource, format!("{tenant}."), true, false));
+            }
+        }
+        if everything {
+            continue;
+        }
+        acls.push(grant(tenant, KafkaResource::Group, bridge_group_prefix(tenant), true, false));
+        for longer in tenants.iter().filter(|other| other.starts_with(&format!("{tenant}-"))) {
+            acls.push(grant(tenant, KafkaResource::Group, bridge_group_prefix(longer), true, true));
+        }
+    }
+    acls.sort();
+    acls
+}
+
+/// What to change on a Kafka cluster to go from `observed` to `desired` ACLs: `(create, delete)`.
+/// Only principals in `managed` are touched: ACLs someone else made for other users stay.
+#[must_use]
+pub fn kafka_acl_changes(
+    desired: &[KafkaAcl],
+    observed: &[KafkaAcl],
+    managed: &[String],
+) -> (Vec<KafkaAcl>, Vec<KafkaAcl>) {
+    let create = desired.iter().filter(|acl| !observed.contains(acl)).cloned().collect();
+    let delete = observed
+        .iter()
+        .filter(|acl| !desired.contains(acl) && managed.iter().any(|user| kafka_principal(user) == acl.principal))
+        .cloned()
+        .collect();
+    (create, delete)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +385,62 @@ mod tests {
         let locked = base64::engine::general_purpose::STANDARD.decode(RABBITMQ_LOCKED_HASH).expect("base64");
         assert_eq!(locked, [0u8; 36]);
         assert_eq!(rabbitmq_users(Some(&definitions.to_string())), ["oms-admin", "acme", "globex", "gone"]);
+    }
+
+    fn acl(principal: &str, resource: KafkaResource, name: &str, prefixed: bool, deny: bool) -> KafkaAcl {
+        KafkaAcl { principal: principal.into(), resource, name: name.into(), prefixed, deny }
+    }
+
+    #[test]
+    fn kafka_tenants_get_their_prefix_and_their_bridges_groups() {
+        let tenants = ["acme".to_owned(), "acme-x".to_owned(), "globex".to_owned()];
+        let acls = kafka_acls("acme", &tenants, true, false);
+        let of = |principal: &str| acls.iter().filter(|a| a.principal == principal).cloned().collect::<Vec<_>>();
+        assert_eq!(
+            of("User:acme"),
+            [
+                acl("User:acme", KafkaResource::Topic, "acme.", true, false),
+                acl("User:acme", KafkaResource::Group, "acme.", true, false),
+                acl("User:acme", KafkaResource::Group, "oms-bridge-acme-", true, false),
+                acl("User:acme", KafkaResource::Group, "oms-bridge-acme-x-", true, true),
+                acl("User:acme", KafkaResource::TransactionalId, "acme.", true, false),
+            ],
+            "the owner of a shared access point is a tenant like the others; acme-x's groups are denied to it"
+        );
+        assert!(
+            of("User:globex")
+                .iter()
+                .all(|a| !a.deny && (a.name.starts_with("globex.") || a.name == "oms-bridge-globex-"))
+        );
+        assert!(of("User:acme-x").iter().all(|a| !a.deny), "no served tenant's name extends acme-x");
+        assert!(acls.iter().all(|a| a.name != "*"), "nobody gets every name");
+    }
+
+    #[test]
+    fn the_owner_of_an_unshared_or_wildcard_kafka_gets_every_name() {
+        let everything = |owner: &str| {
+            [KafkaResource::Topic, KafkaResource::Group, KafkaResource::TransactionalId]
+                .map(|r| acl(&kafka_principal(owner), r, "*", false, false))
+                .to_vec()
+        };
+        assert_eq!(kafka_acls("acme", &["acme".to_owned()], false, false), everything("acme"));
+        let with_wildcard = kafka_acls("acme", &["acme".to_owned(), "globex".to_owned()], true, true);
+        assert!(everything("acme").iter().all(|a| with_wildcard.contains(a)));
+        assert!(with_wildcard.iter().filter(|a| a.principal == "User:globex").all(|a| a.name != "*"));
+    }
+
+    #[test]
+    fn kafka_acl_changes_touch_only_managed_principals() {
+        let keep = acl("User:acme", KafkaResource::Topic, "acme.", true, false);
+        let stale = acl("User:gone", KafkaResource::Topic, "gone.", true, false);
+        let foreign = acl("User:someone", KafkaResource::Topic, "x", false, false);
+        let new = acl("User:globex", KafkaResource::Topic, "globex.", true, false);
+        let (create, delete) = kafka_acl_changes(
+            &[keep.clone(), new.clone()],
+            &[keep, stale.clone(), foreign],
+            &["acme".to_owned(), "gone".to_owned(), "globex".to_owned()],
+        );
+        assert_eq!(create, [new]);
+        assert_eq!(delete, [stale], "ACLs of users the operator does not manage stay");
     }
 }

@@ -28,6 +28,21 @@ fn servers(endpoint: &Endpoint) -> String {
     endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
 }
 
+/// A client of the endpoint's brokers; with credentials, SCRAM-SHA-512 (what managed Kafka
+/// access points serve, and the operator assumes of external ones with credentials).
+fn client(endpoint: &Endpoint) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", servers(endpoint));
+    if let Some((user, password)) = super::credentials(endpoint) {
+        config
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", user)
+            .set("sasl.password", password);
+    }
+    config
+}
+
 fn connect_error(endpoint: &Endpoint, error: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Connect { protocol: Protocol::Kafka, servers: servers(endpoint), message: error.to_string() }
 }
@@ -44,8 +59,7 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     pub fn connect(endpoint: &Endpoint, group: &str, start: Start) -> Result<Self, ConnectorError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", servers(endpoint))
+        let consumer: StreamConsumer = client(endpoint)
             .set("group.id", group)
             // Offsets are stored by `ack` only, after the target confirmed; librdkafka commits
             // the stored ones in the background.
@@ -203,8 +217,7 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", servers(endpoint))
+        let producer: FutureProducer = client(endpoint)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -36,7 +36,7 @@ use self::validate::{AccessPoint, Plan, validate};
 use crate::apply::{apply, apply_status};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
-use crate::drivers::{capabilities, managed_driver, rabbitmq_credentials_secret};
+use crate::drivers::{capabilities, credentials_secret, managed_driver};
 use crate::metrics::keep_resources_gauge;
 use crate::probe::probe;
 use crate::tenancy;
@@ -158,8 +158,8 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         _ => None,
     };
     let hosts = client_hosts(&ap, broker);
-    let credentials = match credentials(ctx, &ap, &owner).await {
-        Ok(credentials) => credentials,
+    let logins = match credentials(ctx, &ap, &owner).await {
+        Ok(logins) => logins,
         // A Secret the user has yet to create: say which, and look again soon (Secrets of
         // users are not watched).
         Err(Error::ReadSecret { name, source: kube::Error::Api(status) }) if status.code == 404 => {
@@ -193,8 +193,17 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
                         publish(ctx, map, EventType::Warning, "ScaleDownRefused", &message).await;
                         status::refuse_scale_down(&mut decided, message);
                     }
+                    // Tenant users go through the brokers' admin API, once one of them answers.
+                    let mut users_failed = false;
+                    if ap.driver == Driver::Kafka
+                        && ready > 0
+                        && let Err(message) = apply_kafka_tenants(ctx, &ap, &hosts, &logins).await
+                    {
+                        status::tenant_users_failed(&mut decided, message);
+                        users_failed = true;
+                    }
                     observed.ready_replicas = Some(ready);
-                    let requeue = if ready >= managed.replicas { RESYNC } else { RETRY_SOON };
+                    let requeue = if ready >= managed.replicas && !users_failed { RESYNC } else { RETRY_SOON };
                     (decided, requeue)
                 }
                 // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
@@ -216,7 +225,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
         (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
     };
-    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, credentials.as_ref(), &owner)).await?;
+    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, logins.binding.as_ref(), &owner)).await?;
 
     observed.access_point = Some(access_point_url(&ap, &hosts));
     observed.binding_secret = Some(binding_secret_name(&name));
@@ -300,34 +309,91 @@ async fn default_region(ctx: &Context) -> Result<String, Error> {
         .unwrap_or_else(|| FALLBACK_REGION.to_owned()))
 }
 
-/// Credentials for the binding Secret: the user's Secret for external brokers, and for managed
-/// RabbitMQ the admin credentials the operator generated once.
-async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) -> Result<Option<Credentials>, Error> {
+/// Who logs in to an access point's broker.
+#[derive(Default)]
+struct Logins {
+    /// For the binding Secret: the user's Secret for external brokers, the access point's own
+    /// namespace's tenant user for managed ones.
+    binding: Option<Credentials>,
+    /// The operator's own user on a managed RabbitMQ or Kafka, generated once.
+    admin: Option<Credentials>,
+    /// Each served tenant's password, on managed brokers.
+    tenants: BTreeMap<String, String>,
+}
+
+/// The logins of an access point: for external brokers the user's Secret; for managed ones a user
+/// per tenant (the tenants Secret) and, for RabbitMQ and Kafka, the operator's own.
+async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) -> Result<Logins, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);
-    let name = match (&ap.plan, ap.driver) {
-        (Plan::External(external), _) => match &external.credentials_secret {
-            Some(name) => name.clone(),
-            None => return Ok(None),
-        },
-        // A user and virtual host per tenant beside the operator's admin; the binding Secret gets
-        // the access point's own namespace's.
-        (Plan::Managed(_), Driver::Rabbitmq) => {
-            let name = rabbitmq_credentials_secret(&ap.name);
-            ensure_generated_credentials(&secrets, &name, ap, owner).await?;
-            let admin = read_credentials(&secrets, &name).await?;
-            let passwords = ensure_tenants_secret(ctx, &secrets, ap, owner, Some(&admin)).await?;
-            let password = passwords.get(&ap.namespace).cloned().unwrap_or_default();
-            return Ok(Some(Credentials { username: ap.namespace.clone(), password }));
+    match (&ap.plan, ap.driver) {
+        (Plan::External(external), _) => {
+            let Some(name) = &external.credentials_secret else { return Ok(Logins::default()) };
+            Ok(Logins { binding: Some(read_credentials(&secrets, name).await?), ..Logins::default() })
         }
-        // A user per tenant; the binding Secret gets the access point's own namespace's.
-        (Plan::Managed(_), Driver::Nats | Driver::Mqtt) => {
-            let passwords = ensure_tenants_secret(ctx, &secrets, ap, owner, None).await?;
-            let password = passwords.get(&ap.namespace).cloned().unwrap_or_default();
-            return Ok(Some(Credentials { username: ap.namespace.clone(), password }));
+        (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
+            let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka) {
+                let name = credentials_secret(&ap.name);
+                ensure_generated_credentials(&secrets, &name, ap, owner).await?;
+                Some(read_credentials(&secrets, &name).await?)
+            } else {
+                None
+            };
+            // RabbitMQ's definitions list the admin beside the tenants.
+            let definitions_admin = admin.as_ref().filter(|_| ap.driver == Driver::Rabbitmq);
+            let tenants = ensure_tenants_secret(ctx, &secrets, ap, owner, definitions_admin).await?;
+            let password = tenants.get(&ap.namespace).cloned().unwrap_or_default();
+            Ok(Logins { binding: Some(Credentials { username: ap.namespace.clone(), password }), admin, tenants })
         }
-        _ => return Ok(None),
+        _ => Ok(Logins::default()),
+    }
+}
+
+/// Makes a managed Kafka's SCRAM users and ACLs those of its tenants, as the operator's user.
+/// Passwords are set when a user is new, and all of them once per operator process (a tenants
+/// Secret made anew has new ones); after that only changes cost a write.
+async fn apply_kafka_tenants(
+    ctx: &Context,
+    ap: &AccessPoint,
+    hosts: &[(String, u16)],
+    logins: &Logins,
+) -> Result<(), String> {
+    let Some(admin) = &logins.admin else { return Ok(()) };
+    let endpoint = crate::admin::Endpoint {
+        servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+        username: Some(admin.username.clone()),
+        password: Some(admin.password.clone()),
+        vhost: None,
     };
-    read_credentials(&secrets, &name).await.map(Some)
+    let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
+    let acls = tenancy::kafka_acls(
+        &ap.namespace,
+        &tenants,
+        !ap.shared_with.is_empty(),
+        ap.shared_with.iter().any(|t| t == "*"),
+    );
+    let fingerprint = crate::admin::fingerprint(&logins.tenants);
+    let refresh = ctx.admins.tenants_applied(&endpoint).await != Some(fingerprint);
+    let result = async {
+        let client = ctx.admins.get(Driver::Kafka, &endpoint).await?;
+        let crate::admin::Admin::Kafka(kafka) = client.as_ref() else {
+            return Ok(crate::admin::TenantChanges::default());
+        };
+        kafka.apply_tenants(&logins.tenants, &acls, &admin.username, refresh).await
+    }
+    .await;
+    match result {
+        Ok(changes) => {
+            if !changes.is_empty() {
+                tracing::info!(message = "Applied Kafka tenant users and ACLs.", access_point = %ap.name, namespace = %ap.namespace, ?changes);
+            }
+            ctx.admins.record_tenants_applied(&endpoint, fingerprint).await;
+            Ok(())
+        }
+        Err(error) => {
+            ctx.admins.evict(Driver::Kafka, &endpoint).await;
+            Err(format!("cannot apply the tenants' Kafka users and ACLs as {}: {error}", admin.username))
+        }
+    }
 }
 
 /// `username` and `password` of a credentials Secret.
@@ -420,7 +486,7 @@ async fn ensure_generated_credentials(
     if secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?.is_some() {
         return Ok(());
     }
-    let data = crate::drivers::rabbitmq::generated_credentials(ADMIN_USER, &random_token(), &random_token());
+    let data = crate::drivers::generated_credentials(tenancy::ADMIN_USER, &random_token(), &random_token());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -444,10 +510,6 @@ async fn ensure_generated_credentials(
         Err(source) => Err(Error::CreateSecret { name: name.to_owned(), source }),
     }
 }
-
-/// The user of the generated RabbitMQ admin: with a dot, which no namespace (a tenant's user
-/// name) has.
-const ADMIN_USER: &str = "oms.admin";
 
 /// A salt for a RabbitMQ password hash, from the OS generator.
 fn random_salt() -> [u8; 4] {

@@ -74,6 +74,14 @@ pub fn refuse_scale_down(decided: &mut [Decided], message: String) {
     }
 }
 
+/// Replaces the Ready condition when the tenants' broker users could not be applied: their
+/// clients would be refused.
+pub fn tenant_users_failed(decided: &mut [Decided], message: String) {
+    if let Some(ready) = decided.iter_mut().find(|d| d.type_ == READY) {
+        *ready = Decided::new(READY, Status::False, "TenantUsersNotApplied", message);
+    }
+}
+
 /// Conditions of an external access point from one handshake per server.
 #[must_use]
 pub fn external(driver: &str, results: &[(String, Result<(), ProbeError>)]) -> Vec<Decided> {

@@ -1,6 +1,7 @@
 //! Kafka topics through the admin API (librdkafka): create with partitions, replication and
 //! configs; grow partitions; alter configs; delete. Message counts come from the partitions'
-//! watermarks, for `DeleteIfEmpty`.
+//! watermarks, for `DeleteIfEmpty`. On a managed cluster, as the operator's own user: the
+//! tenants' SCRAM users and ACLs ([`super::kafka_users`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,11 +15,30 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
-use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, timed};
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, kafka_users, timed};
 use crate::queue::plan::{Drift, QueuePlan};
+use crate::tenancy::{self, KafkaAcl};
+
+/// What [`KafkaAdmin::apply_tenants`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantChanges {
+    /// Users whose credential was set (new, or all with `refresh`).
+    pub users_set: Vec<String>,
+    pub users_removed: Vec<String>,
+    pub acls_created: usize,
+    pub acls_deleted: usize,
+}
+
+impl TenantChanges {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 pub struct KafkaAdmin {
-    admin: AdminClient<DefaultClientContext>,
+    /// Shared with blocking threads for the calls rust-rdkafka does not wrap.
+    admin: Arc<AdminClient<DefaultClientContext>>,
     /// Reads partition watermarks (message counts); metadata calls block, hence the Arc for
     /// `spawn_blocking`.
     consumer: Arc<BaseConsumer>,
@@ -50,7 +70,7 @@ impl KafkaAdmin {
             message: e.to_string(),
         };
         Ok(Self {
-            admin: config(endpoint).create().map_err(connect)?,
+            admin: Arc::new(config(endpoint).create().map_err(connect)?),
             consumer: Arc::new(config(endpoint).create().map_err(connect)?),
         })
     }
@@ -172,6 +192,48 @@ impl KafkaAdmin {
             }
         }
         Ok(cannot)
+    }
+
+    /// Makes the cluster's SCRAM users and ACLs those of `users` (user to password) and `acls`:
+    /// missing users are created (all of them again with `refresh`, which sets their passwords),
+    /// users no longer served are removed, with their ACLs; `keep` (the operator's own user) is never
+    /// touched. Returns what changed, for the log.
+    pub async fn apply_tenants(
+        &self,
+        users: &BTreeMap<String, String>,
+        acls: &[KafkaAcl],
+        keep: &str,
+        refresh: bool,
+    ) -> Result<TenantChanges, AdminError> {
+        let admin = self.admin.clone();
+        let users = users.clone();
+        let desired = acls.to_vec();
+        let keep = keep.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = admin.inner().native_ptr();
+            let existing = kafka_users::scram_users(client)?;
+            let former: Vec<String> =
+                existing.iter().filter(|u| **u != keep && !users.contains_key(*u)).cloned().collect();
+            let upsert: Vec<(String, String)> = users
+                .iter()
+                .filter(|(u, _)| refresh || !existing.contains(u))
+                .map(|(u, p)| (u.clone(), p.clone()))
+                .collect();
+            let observed = kafka_users::acls(client)?;
+            let managed: Vec<String> = users.keys().chain(&former).cloned().collect();
+            let (create, delete) = tenancy::kafka_acl_changes(&desired, &observed, &managed);
+            kafka_users::create_acls(client, &create)?;
+            kafka_users::alter_scram_users(client, &upsert, &former)?;
+            kafka_users::delete_acls(client, &delete)?;
+            Ok(TenantChanges {
+                users_set: upsert.into_iter().map(|(u, _)| u).collect(),
+                users_removed: former,
+                acls_created: create.len(),
+                acls_deleted: delete.len(),
+            })
+        })
+        .await
+        .map_err(|e| AdminError::operation("apply tenant users", e))?
     }
 
     pub async fn delete(&self, topic: &str, if_empty: bool) -> Result<Deleted, AdminError> {

@@ -6,6 +6,7 @@
 //! credentials), observes a queue, creates it, converges it to the plan, or deletes it.
 
 mod kafka;
+mod kafka_users;
 mod nats;
 mod rabbitmq;
 
@@ -67,6 +68,8 @@ impl AdminError {
         AdminError::Operation { action, message: error.to_string() }
     }
 }
+
+pub use kafka::{KafkaAdmin, TenantChanges};
 
 /// A connected admin client for one access point.
 pub enum Admin {
@@ -159,6 +162,18 @@ async fn timed<T>(action: &'static str, future: impl Future<Output = Result<T, A
 #[derive(Default)]
 pub struct AdminCache {
     clients: tokio::sync::Mutex<std::collections::HashMap<(Driver, Endpoint), std::sync::Arc<Admin>>>,
+    /// Per admin endpoint, the [`fingerprint`] of the tenant passwords last applied to its broker
+    /// (Kafka's users), so that unchanged ones are not written again.
+    tenants_applied: tokio::sync::Mutex<std::collections::HashMap<Endpoint, u64>>,
+}
+
+/// A fingerprint of tenant passwords, to tell whether they changed since they were applied.
+#[must_use]
+pub fn fingerprint(passwords: &BTreeMap<String, String>) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    passwords.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl AdminCache {
@@ -174,8 +189,19 @@ impl AdminCache {
         Ok(self.clients.lock().await.entry(key).or_insert(admin).clone())
     }
 
-    /// Forgets the client after a failure, so that the next reconcile connects afresh.
+    /// Forgets the client after a failure, so that the next reconcile connects afresh (and
+    /// applies tenant users again).
     pub async fn evict(&self, driver: Driver, endpoint: &Endpoint) {
         self.clients.lock().await.remove(&(driver, endpoint.clone()));
+        self.tenants_applied.lock().await.remove(endpoint);
+    }
+
+    /// The fingerprint of the tenant passwords last applied through `endpoint`.
+    pub async fn tenants_applied(&self, endpoint: &Endpoint) -> Option<u64> {
+        self.tenants_applied.lock().await.get(endpoint).copied()
+    }
+
+    pub async fn record_tenants_applied(&self, endpoint: &Endpoint, fingerprint: u64) {
+        self.tenants_applied.lock().await.insert(endpoint.clone(), fingerprint);
     }
 }

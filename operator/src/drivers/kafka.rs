@@ -3,12 +3,20 @@
 //! All pods share one StatefulSet template, so the per-pod parts (node id, roles, listeners,
 //! advertised address) are derived at start from the pod's ordinal by a rendered script. The
 //! first `voters` pods (an odd number, at most 5) form the controller quorum.
+//!
+//! Every connection authenticates. Clients and brokers use SCRAM-SHA-512 on the client listener
+//! (brokers as the operator's own user, a super user; tenants as their own users, which the
+//! operator creates with prefixed ACLs through the admin API); controllers use PLAIN (SCRAM
+//! credentials live in the metadata log the controllers serve, so they cannot check them). The
+//! operator's user gets its SCRAM credential when the storage is formatted. Its name and password
+//! come from the credentials Secret as environment and are written into the pod's own copy of
+//! the properties, never into the ConfigMap.
 
 use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, passthrough_lines};
+use super::{BrokerDriver, BrokerInput, BrokerPod, credentials_secret, passthrough_lines, secret_env};
 
 pub struct Kafka;
 
@@ -61,6 +69,16 @@ impl BrokerDriver for Kafka {
             "log.dir",
             "metadata.log.dir",
             "cluster.id",
+            "authorizer.class.name",
+            "super.users",
+            "allow.everyone.if.no.acl.found",
+            "sasl.enabled.mechanisms",
+            "sasl.mechanism.inter.broker.protocol",
+            "sasl.mechanism.controller.protocol",
+            "listener.name.client.sasl.enabled.mechanisms",
+            "listener.name.controller.sasl.enabled.mechanisms",
+            "listener.name.client.scram-sha-512.sasl.jaas.config",
+            "listener.name.controller.plain.sasl.jaas.config",
         ]
     }
 
@@ -88,8 +106,14 @@ impl BrokerDriver for Kafka {
         let _ = write!(
             properties,
             "controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n\
+             inter.broker.listener.name=CLIENT\n\
+             listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
+             listener.name.controller.sasl.enabled.mechanisms=PLAIN\n\
+             sasl.mechanism.controller.protocol=PLAIN\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             allow.everyone.if.no.acl.found=false\n\
              controller.quorum.voters={}\n\
              log.dirs={DATA_DIR}\n\
              offsets.topic.replication.factor={copies}\n\
@@ -103,36 +127,47 @@ impl BrokerDriver for Kafka {
 
         let start = format!(
             r#"#!/bin/sh
-# Rendered by oms-operator: derives this pod's node id and roles from its StatefulSet ordinal.
+# Rendered by oms-operator: derives this pod's node id and roles from its StatefulSet ordinal, and
+# adds the operator's user (OMS_ADMIN_USER, OMS_ADMIN_PASSWORD from the credentials Secret).
 set -eu
+umask 077
 ordinal="${{HOSTNAME##*-}}"
 if [ "$ordinal" -lt {voters} ]; then
   roles=broker,controller
-  listeners="PLAINTEXT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
+  listeners="CLIENT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
 else
   roles=broker
-  listeners="PLAINTEXT://:{CLIENT_PORT}"
+  listeners="CLIENT://:{CLIENT_PORT}"
 fi
 {{
   cat {CONFIG_DIR}/server.properties
   echo "node.id=$ordinal"
   echo "process.roles=$roles"
   echo "listeners=$listeners"
-  echo "advertised.listeners=PLAINTEXT://$HOSTNAME.{name}.{namespace}.svc:{CLIENT_PORT}"
+  echo "advertised.listeners=CLIENT://$HOSTNAME.{name}.{namespace}.svc:{CLIENT_PORT}"
+  echo "super.users=User:$OMS_ADMIN_USER"
+  echo "listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$OMS_ADMIN_USER\" password=\"$OMS_ADMIN_PASSWORD\";"
+  echo "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$OMS_ADMIN_USER\" password=\"$OMS_ADMIN_PASSWORD\" user_$OMS_ADMIN_USER=\"$OMS_ADMIN_PASSWORD\";"
 }} > /tmp/server.properties
 if [ ! -f {DATA_DIR}/meta.properties ]; then
-  /opt/kafka/bin/kafka-storage.sh format --cluster-id {cluster_id} --config /tmp/server.properties --ignore-formatted
+  /opt/kafka/bin/kafka-storage.sh format --cluster-id {cluster_id} --config /tmp/server.properties --ignore-formatted \
+    --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]"
 fi
+unset OMS_ADMIN_PASSWORD
 exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
 "#,
             name = broker.name,
             namespace = broker.namespace,
             cluster_id = broker.cluster_id,
         );
+        let credentials = credentials_secret(&broker.name);
         BrokerPod {
             files: [("server.properties".to_owned(), properties), ("start.sh".to_owned(), start)].into(),
             command: vec!["/bin/sh".into(), format!("{CONFIG_DIR}/start.sh")],
-            env: Vec::new(),
+            env: vec![
+                secret_env("OMS_ADMIN_USER", &credentials, "username"),
+                secret_env("OMS_ADMIN_PASSWORD", &credentials, "password"),
+            ],
             secret_file: None,
         }
     }
@@ -174,8 +209,32 @@ mod tests {
         assert!(properties.ends_with("# From spec.managed.config:\nlog.retention.hours=48\n"), "{properties}");
         let start = &pod.files["start.sh"];
         assert!(start.contains(r#"if [ "$ordinal" -lt 3 ]; then"#));
-        assert!(start.contains("advertised.listeners=PLAINTEXT://$HOSTNAME.orders-kafka.acme.svc:9092"));
+        assert!(start.contains("advertised.listeners=CLIENT://$HOSTNAME.orders-kafka.acme.svc:9092"));
         assert!(start.contains("--cluster-id AAAAAAAAAAAAAAAAAAAAAA"));
+    }
+
+    #[test]
+    fn every_listener_authenticates_and_the_operator_is_the_only_super_user() {
+        let pod = Kafka.render(&input(3));
+        let properties = &pod.files["server.properties"];
+        assert!(
+            properties.contains("listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n")
+        );
+        assert!(!properties.contains(":PLAINTEXT"), "no listener without authentication");
+        assert!(properties.contains("allow.everyone.if.no.acl.found=false\n"));
+        assert!(!properties.contains("PASSWORD"), "no password in the ConfigMap: {properties}");
+        let start = &pod.files["start.sh"];
+        assert!(start.contains(r#"echo "super.users=User:$OMS_ADMIN_USER""#));
+        assert!(start.contains(r#"--add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]""#));
+        let from_secret: Vec<_> = pod
+            .env
+            .iter()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref().map(|r| (e.name.as_str(), r.name.as_str())))
+            .collect();
+        assert_eq!(
+            from_secret,
+            [("OMS_ADMIN_USER", "orders-kafka-credentials"), ("OMS_ADMIN_PASSWORD", "orders-kafka-credentials")]
+        );
     }
 
     #[test]

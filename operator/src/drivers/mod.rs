@@ -15,7 +15,20 @@ use oms_crds::common::Capabilities;
 pub use kafka::Kafka;
 pub use mqtt::Mqtt;
 pub use nats::Nats;
-pub use rabbitmq::{Rabbitmq, credentials_secret as rabbitmq_credentials_secret};
+pub use rabbitmq::Rabbitmq;
+
+/// Name of the Secret with the operator's own broker user, generated once (`username`,
+/// `password`, and for RabbitMQ `erlang-cookie`, the cookie its nodes share).
+#[must_use]
+pub fn credentials_secret(access_point: &str) -> String {
+    format!("{access_point}-credentials")
+}
+
+/// The data of the generated credentials Secret ([`credentials_secret`]).
+#[must_use]
+pub fn generated_credentials(username: &str, password: &str, cookie: &str) -> [(&'static str, String); 3] {
+    [("username", username.to_owned()), ("password", password.to_owned()), ("erlang-cookie", cookie.to_owned())]
+}
 
 /// What a driver renders from: a validated managed access point.
 #[derive(Clone, Debug, PartialEq, Eq)]

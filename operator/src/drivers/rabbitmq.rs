@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, env, passthrough_lines};
+use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, credentials_secret, env, passthrough_lines};
 use crate::tenancy;
 
 pub struct Rabbitmq;
@@ -27,19 +27,6 @@ const DATA_DIR: &str = "/var/lib/rabbitmq";
 const DEFINITIONS_DIR: &str = "/etc/oms/rabbitmq-users";
 /// The first release whose rabbitmq.conf knows `default_queue_type` (older ones refuse to start).
 const DEFAULT_QUEUE_TYPE_SINCE: (u32, u32) = (3, 13);
-
-/// Name of the Secret with `username`, `password` and `erlang-cookie`.
-#[must_use]
-pub fn credentials_secret(access_point: &str) -> String {
-    format!("{access_point}-credentials")
-}
-
-/// The data of the generated credentials Secret ([`credentials_secret`]): the admin user and the
-/// Erlang cookie the nodes share.
-#[must_use]
-pub fn generated_credentials(username: &str, password: &str, cookie: &str) -> [(&'static str, String); 3] {
-    [("username", username.to_owned()), ("password", password.to_owned()), ("erlang-cookie", cookie.to_owned())]
-}
 
 impl BrokerDriver for Rabbitmq {
     fn capabilities(&self) -> Capabilities {

@@ -253,8 +253,9 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
         )));
     };
     // A tenant of another namespace's managed access point has a broker user of its own: its NATS
-    // streams live in its own account, its RabbitMQ queues in its own virtual host, so they are
-    // provisioned as that tenant; and it gets a binding Secret of its own with that user.
+    // streams live in its own account, its RabbitMQ queues in its own virtual host, its Kafka
+    // topics under its own ACLs, so they are provisioned as that tenant; and it gets a binding
+    // Secret of its own with that user.
     let mut binding = Binding::None;
     // Namespaces admitted only by `*` have no user of their own: they work as the owner (no
     // broker-side separation, as documented).

@@ -1,0 +1,283 @@
+//! Tenant `globex` against tenant `oms` on a managed Kafka shared by both (`oms` owns it), run by
+//! render_and_boot.rs inside the booted pod's network:
+//!
+//!   kafka-tenancy <host> <port> <admin user> <admin password>
+//!
+//! First, as the operator's user, the operator's own code gives both tenants their SCRAM users and
+//! ACLs (and a second pass must change nothing). Then each try of `globex` is judged by its effect
+//! on what `oms` sees, and both tenants' own operations must work. Prints the summary line
+//! `tenancy kafka: ...` that the test reads; which try got in goes to stderr.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use oms_operator::admin::{Endpoint, KafkaAdmin};
+use oms_operator::tenancy;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the tenants' own operations may take to be allowed: ACLs reach the broker's
+/// authorizer through the metadata log, a moment after CreateAcls returns.
+const ALLOWED_WITHIN: Duration = Duration::from_secs(30);
+const SECRET: &str = "oms-secret";
+
+struct Tenancy {
+    servers: String,
+}
+
+impl Tenancy {
+    /// A client config as `user` (password `<user>-password`, or `password`); none without a user.
+    fn config(&self, user: Option<&str>, password: Option<&str>) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.servers).set("socket.timeout.ms", "5000");
+        if let Some(user) = user {
+            let password = password.map_or_else(|| format!("{user}-password"), str::to_owned);
+            config
+                .set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
+        config
+    }
+
+    fn admin(&self, user: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+        Ok(self.config(Some(user), None).create()?)
+    }
+
+    fn consumer(&self, user: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+        Ok(self.config(Some(user), None).set("group.id", group).set("enable.auto.commit", "false").create()?)
+    }
+
+    async fn create_topic(&self, user: &str, topic: &str) -> anyhow::Result<()> {
+        let options = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let results =
+            self.admin(user)?.create_topics(&[NewTopic::new(topic, 1, TopicReplication::Fixed(1))], &options).await?;
+        for result in results {
+            result.map_err(|(_, code)| anyhow::anyhow!("create {topic}: {code}"))?;
+        }
+        Ok(())
+    }
+
+    async fn produce(&self, user: &str, topic: &str, body: &str) -> anyhow::Result<()> {
+        let producer: FutureProducer =
+            self.config(Some(user), None).set("message.timeout.ms", "5000").set("acks", "all").create()?;
+        producer
+            .send(FutureRecord::<(), _>::to(topic).payload(body), TIMEOUT)
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("produce to {topic}: {error}"))?;
+        Ok(())
+    }
+
+    /// The first message of partition 0 of `topic`, read as `user` in `group` (committed).
+    fn read_first(&self, user: &str, group: &str, topic: &str) -> anyhow::Result<String> {
+        let consumer = self.consumer(user, group)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+                let message = message?;
+                let body = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                consumer.commit_message(&message, CommitMode::Sync)?;
+                return Ok(body);
+            }
+        }
+        anyhow::bail!("nothing to read in {topic}")
+    }
+
+    /// Messages in partition 0 of `topic` as `oms` sees them; `None` when it cannot see the topic.
+    fn oms_count(&self, topic: &str) -> Option<i64> {
+        let consumer = self.consumer("oms", "oms.counter").ok()?;
+        consumer.fetch_watermarks(topic, 0, TIMEOUT).ok().map(|(low, high)| high - low)
+    }
+
+    /// Partitions of `topic` as `oms` sees them; 0 when it does not exist.
+    fn oms_partitions(&self, topic: &str) -> usize {
+        let Ok(consumer) = self.consumer("oms", "oms.counter") else { return 0 };
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), TIMEOUT) else { return 0 };
+        metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map_or(0, |t| t.partitions().len())
+    }
+
+    /// `retention.ms` of `topic` as `oms` sees it.
+    async fn oms_retention(&self, topic: &str) -> Option<String> {
+        let described = self
+            .admin("oms")
+            .ok()?
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
+            .await
+            .ok()?;
+        described.into_iter().flatten().flat_map(|r| r.entries).find(|e| e.name == "retention.ms").and_then(|e| e.value)
+    }
+
+    /// The offset `oms.reader` committed for `oms.orders`, as `oms` sees it.
+    fn oms_committed(&self) -> Option<i64> {
+        let consumer = self.consumer("oms", "oms.reader").ok()?;
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition("oms.orders", 0);
+        let committed = consumer.committed_offsets(partitions, TIMEOUT).ok()?;
+        committed.find_partition("oms.orders", 0)?.offset().to_raw()
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    own: u32,
+    own_ok: u32,
+    tries: u32,
+    got_in: u32,
+}
+
+impl Tally {
+    /// A tenant's own operation: it must succeed once its ACLs apply.
+    async fn mine<F, Fut>(&mut self, what: &str, mut operation: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        self.own += 1;
+        let deadline = Instant::now() + ALLOWED_WITHIN;
+        loop {
+            match operation().await {
+                Ok(()) => {
+                    self.own_ok += 1;
+                    return;
+                }
+                Err(error) if Instant::now() >= deadline => {
+                    eprintln!("own operation failed: {what}: {error:#}");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// An attempt on the other tenant's queues, judged `succeeded` by its effect.
+    fn attempt(&mut self, what: &str, succeeded: bool) {
+        self.tries += 1;
+        if succeeded {
+            self.got_in += 1;
+            eprintln!("got in: {what}");
+        }
+    }
+}
+
+fn users(tenants: &[String]) -> BTreeMap<String, String> {
+    tenants.iter().map(|t| (t.clone(), format!("{t}-password"))).collect()
+}
+
+/// Gives `oms` and `globex` their users and ACLs as the operator does; a second pass must change
+/// nothing.
+async fn apply_users(admin: &KafkaAdmin, admin_user: &str) -> anyhow::Result<String> {
+    let tenants = ["globex".to_owned(), "oms".to_owned()];
+    let acls = tenancy::kafka_acls("oms", &tenants, true, false);
+    let first = admin.apply_tenants(&users(&tenants), &acls, admin_user, false).await.context("first apply")?;
+    let second = admin.apply_tenants(&users(&tenants), &acls, admin_user, false).await.context("second apply")?;
+    anyhow::ensure!(first.users_set.len() == 2 && first.acls_created == acls.len(), "first apply: {first:?}");
+    anyhow::ensure!(second.is_empty(), "a second apply must change nothing: {second:?}");
+    Ok(format!("kafka users: the first apply set 2 users and {} ACLs, the second changed nothing", acls.len()))
+}
+
+/// Takes `globex` off the access point as the operator does: its user and ACLs go.
+async fn remove_globex(admin: &KafkaAdmin, admin_user: &str) -> anyhow::Result<()> {
+    let tenants = ["oms".to_owned()];
+    let acls = tenancy::kafka_acls("oms", &tenants, true, false);
+    let changes = admin.apply_tenants(&users(&tenants), &acls, admin_user, false).await?;
+    anyhow::ensure!(
+        changes.users_removed == ["globex"] && changes.acls_deleted == 4 && changes.users_set.is_empty(),
+        "removing globex: {changes:?}"
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, host, port, admin_user, admin_password] = &args[..] else {
+        anyhow::bail!("usage: kafka-tenancy <host> <port> <admin user> <admin password>")
+    };
+    let servers = format!("{host}:{port}");
+    let admin = KafkaAdmin::connect(&Endpoint {
+        servers: vec![servers.clone()],
+        username: Some(admin_user.clone()),
+        password: Some(admin_password.clone()),
+        vhost: None,
+    })?;
+    eprintln!("{}", apply_users(&admin, admin_user).await?);
+    let k = Tenancy { servers };
+    let mut tally = Tally::default();
+
+    tally.mine("oms creates oms.orders", || k.create_topic("oms", "oms.orders")).await;
+    tally.mine("oms writes oms.orders", || k.produce("oms", "oms.orders", SECRET)).await;
+    tally.mine("globex creates globex.orders", || k.create_topic("globex", "globex.orders")).await;
+    tally.mine("globex writes globex.orders", || k.produce("globex", "globex.orders", "theirs")).await;
+    tally
+        .mine("oms reads oms.orders", || async {
+            anyhow::ensure!(k.read_first("oms", "oms.reader", "oms.orders")? == SECRET, "not its message");
+            Ok(())
+        })
+        .await;
+    let before = k.oms_count("oms.orders");
+    let committed = k.oms_committed();
+    let retention = k.oms_retention("oms.orders").await;
+
+    let read = k.read_first("globex", "globex.reader", "oms.orders");
+    tally.attempt("read oms.orders", read.is_ok_and(|body| body == SECRET));
+    let sneaky = k.read_first("globex", "oms.reader", "oms.orders");
+    tally.attempt("read oms.orders in oms's consumer group", sneaky.is_ok_and(|body| body == SECRET));
+    let _ = k.produce("globex", "oms.orders", "intruder").await;
+    tally.attempt("write oms.orders", k.oms_count("oms.orders") != before);
+    let created = k.create_topic("globex", "oms.new").await;
+    tally.attempt("create oms.new", created.is_ok() || k.oms_partitions("oms.new") > 0);
+    let grow = NewPartitions::new("oms.orders", 2);
+    let options = AdminOptions::new().request_timeout(Some(TIMEOUT));
+    let _ = k.admin("globex")?.create_partitions(&[grow], &options).await;
+    tally.attempt("add partitions to oms.orders", k.oms_partitions("oms.orders") != 1);
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("oms.orders")).set("retention.ms", "1000");
+    let _ = k.admin("globex")?.alter_configs(&[alter], &options).await;
+    tally.attempt("change oms.orders' retention", k.oms_retention("oms.orders").await != retention);
+    let _ = k.admin("globex")?.delete_groups(&["oms.reader"], &options).await;
+    tally.attempt("delete oms's consumer group", k.oms_committed() != committed);
+    let _ = k.admin("globex")?.delete_topics(&["oms.orders"], &options).await;
+    tally.attempt("delete oms.orders", k.oms_partitions("oms.orders") == 0);
+    let listed = k.consumer("globex", "globex.lister")?.fetch_metadata(None, TIMEOUT);
+    tally.attempt("see oms.orders listed", listed.is_ok_and(|m| m.topics().iter().any(|t| t.name() == "oms.orders")));
+    let wrong: anyhow::Result<BaseConsumer> =
+        k.config(Some("oms"), Some("wrong")).set("group.id", "oms.x").create().map_err(Into::into);
+    let wrong_read = wrong.and_then(|c| Ok(c.fetch_metadata(Some("oms.orders"), TIMEOUT)?));
+    tally.attempt("connect as oms with a wrong password", wrong_read.is_ok());
+    let anonymous: anyhow::Result<BaseConsumer> =
+        k.config(None, None).set("group.id", "x").create().map_err(Into::into);
+    let anonymous_read = anonymous.and_then(|c| Ok(c.fetch_metadata(Some("oms.orders"), TIMEOUT)?));
+    tally.attempt("connect without a password", anonymous_read.is_ok());
+
+    tally
+        .mine("oms reads oms.orders back", || async {
+            anyhow::ensure!(k.read_first("oms", "oms.reader2", "oms.orders")? == SECRET, "not its message");
+            anyhow::ensure!(k.oms_count("oms.orders") == before, "oms.orders changed");
+            Ok(())
+        })
+        .await;
+    tally
+        .mine("globex reads globex.orders", || async {
+            anyhow::ensure!(k.read_first("globex", "globex.reader", "globex.orders")? == "theirs", "not its message");
+            Ok(())
+        })
+        .await;
+    tally.mine("taking globex off removes its user and ACLs", || remove_globex(&admin, admin_user)).await;
+    let removed = k.read_first("globex", "globex.reader3", "globex.orders");
+    tally.attempt("log in as globex after its grant was removed", removed.is_ok());
+    println!(
+        "tenancy kafka: tenant globex: {} attempts on tenant oms's queues, {} succeeded; own operations: {} of {} succeeded",
+        tally.tries, tally.got_in, tally.own_ok, tally.own
+    );
+    Ok(())
+}
