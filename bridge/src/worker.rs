@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
-use crate::connector::{Sink, Source, Start};
+use crate::connector::{Durable, Sink, Source, Start};
 use crate::metrics::BridgeMetrics;
 use crate::pipeline::{Hops, Route, forward};
 
@@ -21,15 +21,15 @@ pub async fn run(
     ready: &oms_telemetry::admin::Readiness,
     shutdown: &CancellationToken,
 ) {
-    // The durable position (consumer group / durable consumer) belongs to the bridge object.
-    let consumer = format!("oms-bridge-{}-{}", config.namespace, config.name);
+    let durable = Durable::bridge(&config.namespace, &config.name);
+    let consumer = durable.flat();
     let start = Start::from_config(config.start_from, config.start_timestamp_ms);
     let in_flight = usize::try_from(config.in_flight).unwrap_or(1);
     let mut backoff = BACKOFF_MIN;
     while !shutdown.is_cancelled() {
         let connected = async {
             let sink = Sink::connect(&config.target, &consumer).await?;
-            let source = Source::connect(&config.source, &consumer, start, config.in_flight).await?;
+            let source = Source::connect(&config.source, &durable, start, config.in_flight).await?;
             Ok::<_, crate::connector::ConnectorError>((source, sink))
         };
         let outcome = match connected.await {

@@ -24,6 +24,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin
+# shellcheck source-path=SCRIPTDIR source=kafka-client.sh
+source "$ROOT/e2e/harness/kafka-client.sh"
 START_DEADLINE_SECONDS=${START_DEADLINE_SECONDS:-120}
 
 [[ $# -ge 3 ]] || {
@@ -191,11 +193,7 @@ case $kind in
 kafka)
 	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$pod/tools/kafka-libs/*" "$@" 2>>"$pod/client.log"; }
 	# Every listener authenticates: SCRAM as client_user.
-	cat >"$pod/client.properties" <<EOF
-security.protocol=SASL_PLAINTEXT
-sasl.mechanism=SCRAM-SHA-512
-sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$user" password="$password";
-EOF
+	kafka_client_properties "$user" "$password" >"$pod/client.properties"
 	# Bootstrap by the pod's DNS name: proves the advertised listener clients are sent to.
 	printf '%s\n' "$message" | java_tool org.apache.kafka.tools.ConsoleProducer --producer.config "$pod/client.properties" \
 		--bootstrap-server "$pod_host:$port" --topic boot --producer-property acks=all

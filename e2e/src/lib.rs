@@ -704,5 +704,12 @@ pub async fn gateway_consume_attempt(server: &str, access_point: &str, queue: &s
     );
     let Ok(config) = oms_bridge::config::parse_worker("probe.yaml", &yaml) else { return false };
     let start = oms_bridge::connector::Start::Earliest;
-    oms_bridge::connector::Source::connect(&config.source, "probe", start, 8).await.is_ok()
+    oms_bridge::connector::Source::connect(
+        &config.source,
+        &oms_bridge::connector::Durable::bridge("e2e", "probe"),
+        start,
+        8,
+    )
+    .await
+    .is_ok()
 }

@@ -323,6 +323,57 @@ fn kafka_scale_down_below_the_copies_of_its_data_is_refused_and_said() -> anyhow
     Ok(())
 }
 
+/// Kafka's metadata holds the operator's user from the first format: a lost credentials Secret is
+/// said, never made anew; and brokers an earlier version ran without authentication (no operator
+/// user in their environment) are left as they are, and said.
+#[test]
+fn a_kafka_whose_operator_user_cannot_be_had_is_left_alone_and_said() -> anyhow::Result<()> {
+    let s = Scenario::start("ap-kafka-user", &[])?;
+    s.apply(KAFKA)?;
+    s.wait_for("statefulset/orders-kafka", "created", |_| true)?;
+    let created = s.json("secret/orders-kafka-credentials")?["metadata"]["uid"].clone();
+    s.kubectl(&["delete", "secret/orders-kafka-credentials"])?;
+    let ap = s.wait_for("messagingaccesspoint/orders-kafka", "credentials lost", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "CredentialsLost")
+    })?;
+    let message = condition(&ap, "Ready").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+    assert!(message.contains("Secret orders-kafka-credentials") && message.contains("restore"), "{message}");
+    assert!(s.json("secret/orders-kafka-credentials").is_err(), "no new password the brokers do not know");
+    assert!(!ap["status"]["bindingSecret"].is_null(), "the status keeps what it said before");
+
+    // Back from a backup: the access point carries on.
+    let restore = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-kafka-credentials}}\n\
+         stringData: {{username: {}, password: restored}}\n",
+        oms_operator::tenancy::ADMIN_USER
+    );
+    s.apply(&restore)?;
+    s.wait_for("messagingaccesspoint/orders-kafka", "credentials back", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "BrokersNotReady")
+    })?;
+    assert_ne!(s.json("secret/orders-kafka-credentials")?["metadata"]["uid"], created);
+
+    // An earlier version's brokers: no operator user in their environment.
+    s.kubectl(&[
+        "patch",
+        "statefulset/orders-kafka",
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/template/spec/containers/0/env"}]"#,
+    ])?;
+    s.apply(&KAFKA.replace("'48'", "'72'"))?;
+    let ap = s.wait_for("messagingaccesspoint/orders-kafka", "recreate required", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "RecreateRequired")
+    })?;
+    let message = condition(&ap, "Ready").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+    assert!(message.contains("without authentication") && message.contains("new access point"), "{message}");
+    let sts = s.json("statefulset/orders-kafka")?;
+    assert!(sts["spec"]["template"]["spec"]["containers"][0]["env"].is_null(), "the StatefulSet is left as it was");
+    let config = s.json("configmap/orders-kafka-config")?;
+    assert!(config["data"]["server.properties"].as_str().unwrap_or_default().contains("=48"), "so is its config");
+    Ok(())
+}
+
 #[test]
 fn volume_claims_outlive_the_access_point_unless_delete_claims_is_set() -> anyhow::Result<()> {
     let s = Scenario::start("ap-claims", &[])?;

@@ -831,6 +831,41 @@ async fn start_from_a_timestamp_skips_what_came_before_it_on_kafka_and_nats() ->
     Ok(())
 }
 
+/// Workers of earlier versions kept their Kafka positions in `oms-bridge-<namespace>-<bridge>`;
+/// today's group is `<namespace>.oms-bridge.<bridge>` (under the tenant's ACL prefix). A worker
+/// whose group has no positions continues where the earlier group stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_kafka_group_continues_where_its_earlier_name_stopped() -> anyhow::Result<()> {
+    const EACH: usize = 100;
+    let brokers = Brokers::up("bridge-legacy", false)?;
+    let (pair, from, to) = ("legacy", "legacy-in", "legacy-out");
+    brokers.create_queue(Kind::Kafka, from).await?;
+    brokers.create_queue(Kind::Nats, to).await?;
+    brokers.produce(Kind::Kafka, from, 0, EACH).await?;
+    // An earlier worker bridged the first batch: its group committed the end of every partition.
+    let earlier: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers.kafka.address())
+        .set("group.id", format!("oms-bridge-e2e-{pair}"))
+        .create()?;
+    let metadata = earlier.fetch_metadata(Some(from), Duration::from_secs(10))?;
+    let mut ends = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(rdkafka::metadata::MetadataTopic::partitions) {
+        let (_, high) = earlier.fetch_watermarks(from, partition.id(), Duration::from_secs(10))?;
+        ends.add_partition_offset(from, partition.id(), rdkafka::Offset::Offset(high))?;
+    }
+    earlier.commit(&ends, rdkafka::consumer::CommitMode::Sync)?;
+    brokers.produce(Kind::Kafka, from, EACH, EACH).await?;
+    let admin = oms_e2e::admin_address()?;
+    let _worker = Worker::start_with(pair, &brokers.config(pair, (Kind::Kafka, from), (Kind::Nats, to), admin, ""))?;
+    let sent = oms_e2e::wait_metric(admin, "oms_bridge_messages_sent_total", EACH as u64, Duration::from_mins(1)).await;
+    let seen = brokers.consume(Kind::Nats, to, EACH, Duration::from_secs(30)).await?;
+    let first_batch = seen.iter().filter(|s| s.payload.trim_start_matches("msg-").parse().unwrap_or(0) < EACH).count();
+    println!("{pair}: {EACH} bridged under the earlier group, {EACH} after; sent {sent}, received {}", seen.len());
+    assert_eq!(first_batch, 0, "what the earlier group had bridged is not bridged again");
+    assert_eq!(lost_and_duplicated(&seen, 2 * EACH).0, EACH, "the rest arrives, all of it");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_the_source_lost_before_bridging_are_reported_as_a_gap() -> anyhow::Result<()> {
     const EACH: usize = 100;

@@ -58,7 +58,7 @@ fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
         generated.insert(tenant.clone(), password);
     }
     generated.insert(tenancy::MOSQUITTO_PASSWORDS_KEY.to_owned(), lines);
-    let hashes = tenancy::rabbitmq_hashes(None, &users, || *b"boot");
+    let hashes = tenancy::rabbitmq_hashes(&BTreeMap::new(), &users, || *b"boot");
     generated.insert(
         tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(),
         tenancy::rabbitmq_definitions(tenancy::ADMIN_USER, tenants, &hashes, &[]),
@@ -347,24 +347,29 @@ fn attempt_counts(output: &str) -> Option<(u32, u32, u32, u32)> {
 }
 
 /// The same on a managed Kafka: e2e/src/bin/kafka-tenancy.rs, after it gave both tenants their
-/// users and ACLs as the operator does.
-fn kafka_attempts() -> String {
-    format!("cd /\nexec kafka-tenancy \"$1\" \"$2\" {} {ADMIN_PASSWORD}\n", tenancy::ADMIN_USER)
+/// users and ACLs as the operator does (and, `permissive`, `globex` every name besides).
+fn kafka_attempts(permissive: bool) -> String {
+    let mode = if permissive { " permissive" } else { "" };
+    format!("cd /\nexec kafka-tenancy \"$1\" \"$2\" {} {ADMIN_PASSWORD}{mode}\n", tenancy::ADMIN_USER)
+}
+
+/// The spec the tenancy tests boot: `oms`'s access point, shared with `globex`.
+fn shared_spec(driver: Driver) -> String {
+    // RabbitMQ: the only version this machine has (the renderer renders by it).
+    let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
+    format!("{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}}}")
 }
 
 #[test]
 fn on_shared_kafka_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
-    let kafka = kafka_attempts();
+    let kafka = kafka_attempts(false);
     for (driver, script) in [
         (Driver::Kafka, kafka.as_str()),
         (Driver::Nats, NATS_ATTEMPTS),
         (Driver::Rabbitmq, RABBITMQ_ATTEMPTS),
         (Driver::Mqtt, MQTT_ATTEMPTS),
     ] {
-        // RabbitMQ: the only version this machine has (the renderer renders by it).
-        let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
-        let spec = format!("{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}}}");
-        let output = boot_with(driver, "tenancy", &spec, Some(script))?;
+        let output = boot_with(driver, "tenancy", &shared_spec(driver), Some(script))?;
         let (tries, got_in, own, own_ok) = attempt_counts(&output).context("a summary line")?;
         for line in output.lines().filter(|l| l.starts_with("tenancy ") || l.starts_with("kafka users:")) {
             println!("{line}");
@@ -373,5 +378,15 @@ fn on_shared_kafka_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_que
         assert_eq!(got_in, 0, "{driver}: no attempt on another tenant's queues succeeds: {output}");
         assert_eq!(own_ok, own, "{driver}: the tenants' own operations succeed: {output}");
     }
+    Ok(())
+}
+
+/// The control of the Kafka attempts: with ACLs that give `globex` every name, they see it get in.
+#[test]
+fn kafka_attempts_see_a_tenant_get_in_where_acls_let_it() -> anyhow::Result<()> {
+    let output = boot_with(Driver::Kafka, "permissive", &shared_spec(Driver::Kafka), Some(&kafka_attempts(true)))?;
+    let (tries, got_in, _, _) = attempt_counts(&output).context("a summary line")?;
+    println!("control, globex granted every name: {tries} attempts, {got_in} got in");
+    assert!(got_in >= 6, "the attempts must tell a way in when there is one: {output}");
     Ok(())
 }

@@ -124,32 +124,26 @@ pub fn rabbitmq_hash_matches(hash: &str, password: &str) -> bool {
 /// deletes one, so a tenant no longer served stays in the definitions, locked.
 pub const RABBITMQ_LOCKED_HASH: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-/// The user names in `existing` definitions.
+/// Each user's password hash in `existing` definitions (none without them).
 #[must_use]
-pub fn rabbitmq_users(existing: Option<&str>) -> Vec<String> {
+pub fn rabbitmq_existing_hashes(existing: Option<&str>) -> BTreeMap<String, String> {
     existing
         .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
         .and_then(|definitions| definitions["users"].as_array().cloned())
         .unwrap_or_default()
         .iter()
-        .filter_map(|u| u["name"].as_str().map(str::to_owned))
+        .filter_map(|u| Some((u["name"].as_str()?.to_owned(), u["password_hash"].as_str()?.to_owned())))
         .collect()
 }
 
-/// Each user's hash for `passwords` (user to password): the one in `existing` definitions when it
-/// is still of the same password, else a new one with a `fresh` salt.
+/// Each user's hash for `passwords` (user to password): the one in `old` (from
+/// [`rabbitmq_existing_hashes`]) when it is still of the same password, else a new one with a
+/// `fresh` salt.
 pub fn rabbitmq_hashes(
-    existing: Option<&str>,
+    old: &BTreeMap<String, String>,
     passwords: &BTreeMap<String, String>,
     mut fresh: impl FnMut() -> [u8; 4],
 ) -> BTreeMap<String, String> {
-    let old: BTreeMap<String, String> = existing
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-        .and_then(|definitions| definitions["users"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|u| Some((u["name"].as_str()?.to_owned(), u["password_hash"].as_str()?.to_owned())))
-        .collect();
     passwords
         .iter()
         .map(|(user, password)| {
@@ -196,7 +190,7 @@ pub fn rabbitmq_definitions(
     serde_json::to_string_pretty(&definitions).unwrap_or_default() + "\n"
 }
 
-/// A Kafka resource a tenant is granted (or denied) everything on.
+/// A Kafka resource a tenant is granted everything on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KafkaResource {
     Topic,
@@ -204,7 +198,7 @@ pub enum KafkaResource {
     TransactionalId,
 }
 
-/// One Kafka ACL binding as the operator writes them: operation `ALL`, from any host.
+/// One Kafka ACL binding as the operator writes them: allow operation `ALL`, from any host.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KafkaAcl {
     /// `User:<name>`.
@@ -213,8 +207,6 @@ pub struct KafkaAcl {
     /// The name, or its prefix when `prefixed`; `*` with `prefixed: false` is every name.
     pub name: String,
     pub prefixed: bool,
-    /// Deny instead of allow (a deny wins over any allow).
-    pub deny: bool,
 }
 
 /// The Kafka principal of a user.
@@ -223,43 +215,23 @@ pub fn kafka_principal(user: &str) -> String {
     format!("User:{user}")
 }
 
-/// The prefix of the consumer groups of a namespace's bridges (`oms-bridge-<namespace>-<bridge>`).
-#[must_use]
-pub fn bridge_group_prefix(namespace: &str) -> String {
-    format!("oms-bridge-{namespace}-")
-}
-
 /// The ACLs of a managed Kafka's tenants. On a shared access point each tenant gets everything on
-/// the topics, groups and transactional ids under its prefix (`<tenant>.`, which no other tenant's
-/// name starts with, since namespaces have no dot) and on its bridges' consumer groups; because
-/// `oms-bridge-acme-` is also how the groups of a namespace `acme-x` begin, a tenant is denied the
-/// groups of every served tenant whose name extends its own. The owner of an unshared access point,
-/// or of one shared with `*` (whose namespaces work as the owner), gets every name.
+/// the topics, consumer groups and transactional ids that begin with `<tenant>.` (its queues'
+/// names on the broker, and the groups bridges and gateways keep positions in); no namespace has
+/// a dot, so no tenant's prefix begins another's. The owner of an unshared access point, or of one
+/// shared with `*` (whose namespaces work as the owner), gets every name.
 #[must_use]
 pub fn kafka_acls(owner: &str, tenants: &[String], shared: bool, wildcard: bool) -> Vec<KafkaAcl> {
-    let grant = |tenant: &str, resource, name: String, prefixed, deny| KafkaAcl {
-        principal: kafka_principal(tenant),
-        resource,
-        name,
-        prefixed,
-        deny,
-    };
     let mut acls = Vec::new();
     for tenant in tenants {
         let everything = tenant == owner && (!shared || wildcard);
         for resource in [KafkaResource::Topic, KafkaResource::Group, KafkaResource::TransactionalId] {
-            if everything {
-                acls.push(grant(tenant, resource, "*".to_owned(), false, false));
-            } else {
-                acls.push(grant(tenant, resource, format!("{tenant}."), true, false));
-            }
-        }
-        if everything {
-            continue;
-        }
-        acls.push(grant(tenant, KafkaResource::Group, bridge_group_prefix(tenant), true, false));
-        for longer in tenants.iter().filter(|other| other.starts_with(&format!("{tenant}-"))) {
-            acls.push(grant(tenant, KafkaResource::Group, bridge_group_prefix(longer), true, true));
+            acls.push(KafkaAcl {
+                principal: kafka_principal(tenant),
+                resource,
+                name: if everything { "*".to_owned() } else { format!("{tenant}.") },
+                prefixed: !everything,
+            });
         }
     }
     acls.sort();
@@ -267,17 +239,14 @@ pub fn kafka_acls(owner: &str, tenants: &[String], shared: bool, wildcard: bool)
 }
 
 /// What to change on a Kafka cluster to go from `observed` to `desired` ACLs: `(create, delete)`.
-/// Only principals in `managed` are touched: ACLs someone else made for other users stay.
+/// Every ACL not desired goes except those of `keep` (the operator's own user): on a managed
+/// Kafka only the operator, its only super user, can write ACLs.
 #[must_use]
-pub fn kafka_acl_changes(
-    desired: &[KafkaAcl],
-    observed: &[KafkaAcl],
-    managed: &[String],
-) -> (Vec<KafkaAcl>, Vec<KafkaAcl>) {
+pub fn kafka_acl_changes(desired: &[KafkaAcl], observed: &[KafkaAcl], keep: &str) -> (Vec<KafkaAcl>, Vec<KafkaAcl>) {
     let create = desired.iter().filter(|acl| !observed.contains(acl)).cloned().collect();
     let delete = observed
         .iter()
-        .filter(|acl| !desired.contains(acl) && managed.iter().any(|user| kafka_principal(user) == acl.principal))
+        .filter(|acl| !desired.contains(acl) && acl.principal != kafka_principal(keep))
         .cloned()
         .collect();
     (create, delete)
@@ -341,13 +310,14 @@ mod tests {
     #[test]
     fn rabbitmq_hashes_of_unchanged_passwords_are_kept() {
         let passwords = BTreeMap::from([("acme".to_owned(), "a".to_owned()), ("oms-admin".to_owned(), "x".to_owned())]);
-        let first = rabbitmq_hashes(None, &passwords, || *b"salt");
+        let first = rabbitmq_hashes(&BTreeMap::new(), &passwords, || *b"salt");
         let tenants = ["acme".to_owned()];
         let definitions = rabbitmq_definitions("oms-admin", &tenants, &first, &[]);
-        let again = rabbitmq_hashes(Some(&definitions), &passwords, || *b"new!");
+        let old = rabbitmq_existing_hashes(Some(&definitions));
+        let again = rabbitmq_hashes(&old, &passwords, || *b"new!");
         assert_eq!(again, first, "same passwords, same hashes: the definitions do not change");
         let changed = BTreeMap::from([("acme".to_owned(), "b".to_owned()), ("oms-admin".to_owned(), "x".to_owned())]);
-        let after = rabbitmq_hashes(Some(&definitions), &changed, || *b"new!");
+        let after = rabbitmq_hashes(&old, &changed, || *b"new!");
         assert!(rabbitmq_hash_matches(&after["acme"], "b"));
         assert_eq!(after["oms-admin"], first["oms-admin"]);
     }
@@ -384,63 +354,55 @@ mod tests {
         assert!(!grants.iter().any(|(u, _)| u == "gone"), "and gets no permissions");
         let locked = base64::engine::general_purpose::STANDARD.decode(RABBITMQ_LOCKED_HASH).expect("base64");
         assert_eq!(locked, [0u8; 36]);
-        assert_eq!(rabbitmq_users(Some(&definitions.to_string())), ["oms-admin", "acme", "globex", "gone"]);
+        let users: Vec<String> = rabbitmq_existing_hashes(Some(&definitions.to_string())).into_keys().collect();
+        assert_eq!(users, ["acme", "globex", "gone", "oms-admin"]);
     }
 
-    fn acl(principal: &str, resource: KafkaResource, name: &str, prefixed: bool, deny: bool) -> KafkaAcl {
-        KafkaAcl { principal: principal.into(), resource, name: name.into(), prefixed, deny }
+    fn acl(principal: &str, resource: KafkaResource, name: &str, prefixed: bool) -> KafkaAcl {
+        KafkaAcl { principal: principal.into(), resource, name: name.into(), prefixed }
     }
 
     #[test]
-    fn kafka_tenants_get_their_prefix_and_their_bridges_groups() {
+    fn kafka_tenants_of_a_shared_access_point_get_their_prefix_only() {
         let tenants = ["acme".to_owned(), "acme-x".to_owned(), "globex".to_owned()];
         let acls = kafka_acls("acme", &tenants, true, false);
         let of = |principal: &str| acls.iter().filter(|a| a.principal == principal).cloned().collect::<Vec<_>>();
         assert_eq!(
             of("User:acme"),
             [
-                acl("User:acme", KafkaResource::Topic, "acme.", true, false),
-                acl("User:acme", KafkaResource::Group, "acme.", true, false),
-                acl("User:acme", KafkaResource::Group, "oms-bridge-acme-", true, false),
-                acl("User:acme", KafkaResource::Group, "oms-bridge-acme-x-", true, true),
-                acl("User:acme", KafkaResource::TransactionalId, "acme.", true, false),
+                acl("User:acme", KafkaResource::Topic, "acme.", true),
+                acl("User:acme", KafkaResource::Group, "acme.", true),
+                acl("User:acme", KafkaResource::TransactionalId, "acme.", true),
             ],
-            "the owner of a shared access point is a tenant like the others; acme-x's groups are denied to it"
+            "the owner of a shared access point is a tenant like the others"
         );
-        assert!(
-            of("User:globex")
-                .iter()
-                .all(|a| !a.deny && (a.name.starts_with("globex.") || a.name == "oms-bridge-globex-"))
-        );
-        assert!(of("User:acme-x").iter().all(|a| !a.deny), "no served tenant's name extends acme-x");
-        assert!(acls.iter().all(|a| a.name != "*"), "nobody gets every name");
+        assert!(of("User:acme-x").iter().all(|a| a.name == "acme-x."), "acme's prefix does not begin acme-x's");
+        assert!(of("User:globex").iter().all(|a| a.name == "globex." && a.prefixed));
+        assert_eq!(acls.len(), 9);
     }
 
     #[test]
     fn the_owner_of_an_unshared_or_wildcard_kafka_gets_every_name() {
         let everything = |owner: &str| {
             [KafkaResource::Topic, KafkaResource::Group, KafkaResource::TransactionalId]
-                .map(|r| acl(&kafka_principal(owner), r, "*", false, false))
+                .map(|r| acl(&kafka_principal(owner), r, "*", false))
                 .to_vec()
         };
         assert_eq!(kafka_acls("acme", &["acme".to_owned()], false, false), everything("acme"));
         let with_wildcard = kafka_acls("acme", &["acme".to_owned(), "globex".to_owned()], true, true);
         assert!(everything("acme").iter().all(|a| with_wildcard.contains(a)));
-        assert!(with_wildcard.iter().filter(|a| a.principal == "User:globex").all(|a| a.name != "*"));
+        assert!(with_wildcard.iter().filter(|a| a.principal == "User:globex").all(|a| a.name == "globex."));
     }
 
     #[test]
-    fn kafka_acl_changes_touch_only_managed_principals() {
-        let keep = acl("User:acme", KafkaResource::Topic, "acme.", true, false);
-        let stale = acl("User:gone", KafkaResource::Topic, "gone.", true, false);
-        let foreign = acl("User:someone", KafkaResource::Topic, "x", false, false);
-        let new = acl("User:globex", KafkaResource::Topic, "globex.", true, false);
-        let (create, delete) = kafka_acl_changes(
-            &[keep.clone(), new.clone()],
-            &[keep, stale.clone(), foreign],
-            &["acme".to_owned(), "gone".to_owned(), "globex".to_owned()],
-        );
+    fn kafka_acl_changes_keep_the_operators_own() {
+        let keep = acl("User:acme", KafkaResource::Topic, "acme.", true);
+        let stale = acl("User:gone", KafkaResource::Topic, "gone.", true);
+        let operator = acl("User:oms_admin", KafkaResource::Topic, "x", false);
+        let new = acl("User:globex", KafkaResource::Topic, "globex.", true);
+        let (create, delete) =
+            kafka_acl_changes(&[keep.clone(), new.clone()], &[keep, stale.clone(), operator], "oms_admin");
         assert_eq!(create, [new]);
-        assert_eq!(delete, [stale], "ACLs of users the operator does not manage stay");
+        assert_eq!(delete, [stale], "everything not desired goes, but the operator's own");
     }
 }

@@ -8,6 +8,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
@@ -19,14 +20,19 @@ const PERSISTENT: u8 = 2;
 
 async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
     let (host, port) = endpoint.servers.first().cloned().unwrap_or_default();
-    let credentials = read_credentials(endpoint);
-    let uri = format!("amqp://{}:{}@{host}:{port}/{}", credentials.0, credentials.1, encode(&read_vhost(endpoint)));
+    let (username, password) = read_credentials(endpoint);
+    // The URI as parts: user, password and virtual host go in as they are, nothing to escape.
+    let uri = AMQPUri {
+        authority: AMQPAuthority { userinfo: AMQPUserInfo { username, password }, host: host.clone(), port },
+        vhost: read_vhost(endpoint),
+        ..AMQPUri::default()
+    };
     let fail = |e: lapin::Error| ConnectorError::Connect {
         protocol: Protocol::Amqp,
         servers: format!("{host}:{port}"),
         message: e.to_string(),
     };
-    let connection = Connection::connect(&uri, ConnectionProperties::default()).await.map_err(fail)?;
+    let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await.map_err(fail)?;
     connection.create_channel().await.map_err(fail)
 }
 
@@ -38,24 +44,7 @@ fn read_credentials(endpoint: &Endpoint) -> (String, String) {
 /// The virtual host from the credentials directory's `vhost` file (a tenant's on a managed
 /// broker), else `/`.
 fn read_vhost(endpoint: &Endpoint) -> String {
-    endpoint
-        .credentials_dir
-        .as_ref()
-        .and_then(|dir| std::fs::read_to_string(dir.join("vhost")).ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "/".to_owned())
-}
-
-/// Percent-encodes a URI path segment (`/` is the default virtual host's whole name).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    super::credential_file(endpoint, "vhost").filter(|v| !v.is_empty()).unwrap_or_else(|| "/".to_owned())
 }
 
 pub struct AmqpSource {
@@ -201,17 +190,5 @@ impl AmqpSink {
                 Err(error) => Err(ConnectorError::Send(error.to_string())),
             }
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_virtual_host_goes_into_the_uri_percent_encoded() {
-        assert_eq!(encode("/"), "%2F");
-        assert_eq!(encode("team-a"), "team-a");
-        assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }

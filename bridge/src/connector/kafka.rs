@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Confirm, ConnectorError, Delivered, Received, Start};
+use super::{Confirm, ConnectorError, Delivered, Durable, Received, Start};
 use crate::config::{Endpoint, Protocol};
 use crate::message::{MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
 
@@ -58,9 +58,9 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn connect(endpoint: &Endpoint, group: &str, start: Start) -> Result<Self, ConnectorError> {
+    pub fn connect(endpoint: &Endpoint, durable: &Durable, start: Start) -> Result<Self, ConnectorError> {
         let consumer: StreamConsumer = client(endpoint)
-            .set("group.id", group)
+            .set("group.id", durable.kafka_group())
             // Offsets are stored by `ack` only, after the target confirmed; librdkafka commits
             // the stored ones in the background.
             .set("enable.auto.commit", "true")
@@ -74,6 +74,13 @@ impl KafkaSource {
             .set("heartbeat.interval.ms", "3000")
             .create()
             .map_err(|e| connect_error(endpoint, e))?;
+        // Groups of earlier versions were named without the tenant's prefix: a group without
+        // positions takes theirs, once. Best effort: without them it starts as configured.
+        if let Err(error) = tokio::task::block_in_place(|| {
+            adopt_legacy_positions(&consumer, endpoint, &endpoint.queue, &durable.flat())
+        }) {
+            tracing::warn!(message = "Cannot read the positions of the group's earlier name.", legacy = %durable.flat(), %error);
+        }
         if let Start::Timestamp(ms) = start {
             tokio::task::block_in_place(|| seed_positions_at(&consumer, &endpoint.queue, ms))
                 .map_err(|e| connect_error(endpoint, format!("cannot find offsets for startTimestamp: {e}")))?;
@@ -180,13 +187,49 @@ impl KafkaSource {
 /// after `ms` (the end where nothing is that recent). Partitions with a position keep it. Runs
 /// before the group's first subscribe; when other members are active the commit is refused, and
 /// then the group has positions anyway.
-fn seed_positions_at(consumer: &StreamConsumer, topic: &str, ms: i64) -> rdkafka::error::KafkaResult<()> {
+/// Every partition of `topic`.
+fn partitions(consumer: &StreamConsumer, topic: &str) -> rdkafka::error::KafkaResult<TopicPartitionList> {
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let mut all = TopicPartitionList::new();
     for partition in metadata.topics().iter().flat_map(rdkafka::metadata::MetadataTopic::partitions) {
         all.add_partition(topic, partition.id());
     }
-    let committed = consumer.committed_offsets(all, REQUEST_TIMEOUT)?;
+    Ok(all)
+}
+
+/// Commits for `consumer`'s group the positions group `legacy` committed, when the group has none.
+fn adopt_legacy_positions(
+    consumer: &StreamConsumer,
+    endpoint: &Endpoint,
+    topic: &str,
+    legacy: &str,
+) -> rdkafka::error::KafkaResult<()> {
+    let all = partitions(consumer, topic)?;
+    let own = consumer.committed_offsets(all.clone(), REQUEST_TIMEOUT)?;
+    if own.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_))) {
+        return Ok(());
+    }
+    let earlier: BaseConsumer = client(endpoint).set("group.id", legacy).create()?;
+    let theirs = earlier.committed_offsets(all, REQUEST_TIMEOUT)?;
+    let mut adopted = TopicPartitionList::new();
+    for element in theirs.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            adopted.add_partition_offset(topic, element.partition(), Offset::Offset(offset))?;
+        }
+    }
+    if adopted.count() == 0 {
+        return Ok(());
+    }
+    tracing::info!(
+        message = "Continuing where the group's earlier name stopped.",
+        legacy,
+        partitions = adopted.count()
+    );
+    consumer.commit(&adopted, CommitMode::Sync)
+}
+
+fn seed_positions_at(consumer: &StreamConsumer, topic: &str, ms: i64) -> rdkafka::error::KafkaResult<()> {
+    let committed = consumer.committed_offsets(partitions(consumer, topic)?, REQUEST_TIMEOUT)?;
     let mut wanted = TopicPartitionList::new();
     for element in committed.elements() {
         if !matches!(element.offset(), Offset::Offset(_)) {

@@ -17,9 +17,51 @@ use crate::message::Message;
 /// as the operator mounts a binding Secret), when it has one.
 #[must_use]
 pub fn credentials(endpoint: &Endpoint) -> Option<(String, String)> {
+    Some((credential_file(endpoint, "username")?, credential_file(endpoint, "password")?))
+}
+
+/// A file of the endpoint's credentials directory, trimmed; `None` without the directory or file.
+#[must_use]
+pub fn credential_file(endpoint: &Endpoint, file: &str) -> Option<String> {
     let dir = endpoint.credentials_dir.as_ref()?;
-    let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok().map(|v| v.trim().to_owned());
-    Some((read("username")?, read("password")?))
+    std::fs::read_to_string(dir.join(file)).ok().map(|v| v.trim().to_owned())
+}
+
+/// Whose durable position a source keeps (consumer group, durable consumer): a tenant
+/// (namespace), what keeps it (`oms-bridge`, `oms-gw`) and its name there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Durable {
+    pub tenant: String,
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl Durable {
+    /// A bridge worker's: the position belongs to the Bridge object.
+    #[must_use]
+    pub fn bridge(namespace: &str, bridge: &str) -> Self {
+        Self { tenant: namespace.to_owned(), kind: "oms-bridge", name: bridge.to_owned() }
+    }
+
+    /// A gateway's, for a peer of tenant `namespace` and the consumer name it asked for.
+    #[must_use]
+    pub fn gateway(namespace: &str, consumer: &str) -> Self {
+        Self { tenant: namespace.to_owned(), kind: "oms-gw", name: consumer.to_owned() }
+    }
+
+    /// The name on NATS, AMQP and MQTT (NATS names take no dot), and a Kafka group's before groups
+    /// carried their tenant's prefix: `<kind>-<tenant>-<name>`.
+    #[must_use]
+    pub fn flat(&self) -> String {
+        format!("{}-{}-{}", self.kind, self.tenant, self.name)
+    }
+
+    /// The Kafka consumer group: `<tenant>.<kind>.<name>`, under the prefix a tenant's ACLs allow
+    /// on a shared managed Kafka (no namespace has a dot, so no tenant's prefix is another's).
+    #[must_use]
+    pub fn kafka_group(&self) -> String {
+        format!("{}.{}.{}", self.tenant, self.kind, self.name)
+    }
 }
 
 /// A message taken from a source, with what acknowledges it there.
@@ -100,15 +142,16 @@ pub enum Source {
 }
 
 impl Source {
-    /// Connects to the source queue; `consumer` names the durable position (group, consumer).
+    /// Connects to the source queue, keeping the position of `durable`.
     pub async fn connect(
         endpoint: &Endpoint,
-        consumer: &str,
+        durable: &Durable,
         start: Start,
         in_flight: u32,
     ) -> Result<Self, ConnectorError> {
+        let consumer = &durable.flat();
         match endpoint.protocol {
-            Protocol::Kafka => Ok(Source::Kafka(kafka::KafkaSource::connect(endpoint, consumer, start)?)),
+            Protocol::Kafka => Ok(Source::Kafka(kafka::KafkaSource::connect(endpoint, durable, start)?)),
             Protocol::Nats => {
                 Ok(Source::Nats(Box::new(nats::NatsSource::connect(endpoint, consumer, start, in_flight).await?)))
             }
@@ -197,5 +240,20 @@ impl Sink {
             Sink::Mqtt(sink) => sink.send(message).await,
             Sink::Gateway(sink) => sink.send(message).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_groups_sit_under_the_tenants_prefix_and_other_names_stay_as_they_were() {
+        let worker = Durable::bridge("acme", "orders-to-eu");
+        assert_eq!(worker.kafka_group(), "acme.oms-bridge.orders-to-eu");
+        assert_eq!(worker.flat(), "oms-bridge-acme-orders-to-eu", "the name earlier versions used everywhere");
+        let gateway = Durable::gateway("acme", "oms-bridge-acme-orders-to-eu");
+        assert_eq!(gateway.kafka_group(), "acme.oms-gw.oms-bridge-acme-orders-to-eu");
+        assert!(!gateway.flat().contains('.'), "NATS consumer names take no dot");
     }
 }

@@ -24,7 +24,7 @@ use super::authz::{self, Denial, Operation};
 use super::proto::{self, consume_frame, publish_frame, publish_reply};
 use super::{DedupWindow, STREAM_CREDIT, from_wire, tls};
 use crate::config::{Backend, GatewayConfig};
-use crate::connector::{Ack, ConnectorError, Delivered, Sink, Source, Start};
+use crate::connector::{Ack, ConnectorError, Delivered, Durable, Sink, Source, Start};
 use crate::metrics::GatewayMetrics;
 
 /// A TLS handshake must finish within this, or the connection is dropped.
@@ -197,7 +197,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         let backend = self.authorize(&peer, &queue, Operation::Publish)?;
         let sink = Sink::connect(
             &backend.endpoint(&queue.queue, &peer.namespace),
-            &format!("oms-gw-{}-{}", peer.namespace, peer.name),
+            &Durable::gateway(&peer.namespace, &peer.name).flat(),
         )
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -232,12 +232,12 @@ impl proto::gateway_server::Gateway for GatewayService {
             proto::Start::Timestamp => Start::Timestamp(open.start_timestamp_ms),
         };
         // The durable position belongs to the peer's tenant and its consumer name.
-        let durable = format!("oms-gw-{}-{}", peer.namespace, open.consumer);
+        let durable = Durable::gateway(&peer.namespace, &open.consumer);
         let source = Source::connect(&backend.endpoint(&queue.queue, &peer.namespace), &durable, start, STREAM_CREDIT)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
-        tracing::info!(message = "Consume stream opened.", peer = %peer, queue = %queue.queue, consumer = %durable);
+        tracing::info!(message = "Consume stream opened.", peer = %peer, queue = %queue.queue, consumer = %durable.flat());
         tokio::spawn(consume_stream(frames, source, replies, self.metrics.clone(), self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(stream)))
     }

@@ -1,19 +1,20 @@
 //! Tenant `globex` against tenant `oms` on a managed Kafka shared by both (`oms` owns it), run by
 //! render_and_boot.rs inside the booted pod's network:
 //!
-//!   kafka-tenancy <host> <port> <admin user> <admin password>
+//!   kafka-tenancy <host> <port> <admin user> <admin password> [permissive]
 //!
 //! First, as the operator's user, the operator's own code gives both tenants their SCRAM users and
-//! ACLs (and a second pass must change nothing). Then each try of `globex` is judged by its effect
+//! ACLs (and a second pass must change nothing); `permissive` gives `globex` every name as well, the
+//! control that shows the attempts can tell a way in. Then each try of `globex` is judged by its effect
 //! on what `oms` sees, and both tenants' own operations must work. Prints the summary line
 //! `tenancy kafka: ...` that the test reads; which try got in goes to stderr.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use oms_operator::admin::{Endpoint, KafkaAdmin};
-use oms_operator::tenancy;
+use oms_operator::admin::{Endpoint, KafkaAdmin, kafka_log_in};
+use oms_operator::tenancy::{self, KafkaAcl};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
@@ -39,11 +40,7 @@ impl Tenancy {
         config.set("bootstrap.servers", &self.servers).set("socket.timeout.ms", "5000");
         if let Some(user) = user {
             let password = password.map_or_else(|| format!("{user}-password"), str::to_owned);
-            config
-                .set("security.protocol", "SASL_PLAINTEXT")
-                .set("sasl.mechanism", "SCRAM-SHA-512")
-                .set("sasl.username", user)
-                .set("sasl.password", password);
+            kafka_log_in(&mut config, user, &password);
         }
         config
     }
@@ -174,25 +171,27 @@ fn users(tenants: &[String]) -> BTreeMap<String, String> {
     tenants.iter().map(|t| (t.clone(), format!("{t}-password"))).collect()
 }
 
-/// Gives `oms` and `globex` their users and ACLs as the operator does; a second pass must change
+/// Gives `oms` and `globex` their users and `acls` as the operator does; a second pass must change
 /// nothing.
-async fn apply_users(admin: &KafkaAdmin, admin_user: &str) -> anyhow::Result<String> {
-    let tenants = ["globex".to_owned(), "oms".to_owned()];
-    let acls = tenancy::kafka_acls("oms", &tenants, true, false);
-    let first = admin.apply_tenants(&users(&tenants), &acls, admin_user, false).await.context("first apply")?;
-    let second = admin.apply_tenants(&users(&tenants), &acls, admin_user, false).await.context("second apply")?;
+async fn apply_users(admin: &KafkaAdmin, admin_user: &str, acls: &[KafkaAcl]) -> anyhow::Result<String> {
+    let tenants = users(&["globex".to_owned(), "oms".to_owned()]);
+    let none = BTreeSet::new();
+    let first = admin.apply_tenants(&tenants, acls, admin_user, &none).await.context("first apply")?;
+    let applied: BTreeSet<String> = tenants.keys().cloned().collect();
+    let second = admin.apply_tenants(&tenants, acls, admin_user, &applied).await.context("second apply")?;
     anyhow::ensure!(first.users_set.len() == 2 && first.acls_created == acls.len(), "first apply: {first:?}");
     anyhow::ensure!(second.is_empty(), "a second apply must change nothing: {second:?}");
     Ok(format!("kafka users: the first apply set 2 users and {} ACLs, the second changed nothing", acls.len()))
 }
 
-/// Takes `globex` off the access point as the operator does: its user and ACLs go.
-async fn remove_globex(admin: &KafkaAdmin, admin_user: &str) -> anyhow::Result<()> {
+/// Takes `globex` off the access point as the operator does: its user and its `acls` go.
+async fn remove_globex(admin: &KafkaAdmin, admin_user: &str, acls: usize) -> anyhow::Result<()> {
     let tenants = ["oms".to_owned()];
-    let acls = tenancy::kafka_acls("oms", &tenants, true, false);
-    let changes = admin.apply_tenants(&users(&tenants), &acls, admin_user, false).await?;
+    let oms_only = tenancy::kafka_acls("oms", &tenants, true, false);
+    let applied: BTreeSet<String> = tenants.iter().cloned().collect();
+    let changes = admin.apply_tenants(&users(&tenants), &oms_only, admin_user, &applied).await?;
     anyhow::ensure!(
-        changes.users_removed == ["globex"] && changes.acls_deleted == 4 && changes.users_set.is_empty(),
+        changes.users_removed == ["globex"] && changes.acls_deleted == acls && changes.users_set.is_empty(),
         "removing globex: {changes:?}"
     );
     Ok(())
@@ -201,8 +200,10 @@ async fn remove_globex(admin: &KafkaAdmin, admin_user: &str) -> anyhow::Result<(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, host, port, admin_user, admin_password] = &args[..] else {
-        anyhow::bail!("usage: kafka-tenancy <host> <port> <admin user> <admin password>")
+    let (host, port, admin_user, admin_password, permissive) = match &args[..] {
+        [_, host, port, user, password] => (host, port, user, password, false),
+        [_, host, port, user, password, mode] if mode == "permissive" => (host, port, user, password, true),
+        _ => anyhow::bail!("usage: kafka-tenancy <host> <port> <admin user> <admin password> [permissive]"),
     };
     let servers = format!("{host}:{port}");
     let admin = KafkaAdmin::connect(&Endpoint {
@@ -211,7 +212,13 @@ async fn main() -> anyhow::Result<()> {
         password: Some(admin_password.clone()),
         vhost: None,
     })?;
-    eprintln!("{}", apply_users(&admin, admin_user).await?);
+    let tenants = ["globex".to_owned(), "oms".to_owned()];
+    let mut acls = tenancy::kafka_acls("oms", &tenants, true, false);
+    if permissive {
+        acls.extend(tenancy::kafka_acls("globex", &["globex".to_owned()], false, false));
+    }
+    let globex_acls = acls.iter().filter(|a| a.principal == "User:globex").count();
+    eprintln!("{}", apply_users(&admin, admin_user, &acls).await?);
     let k = Tenancy { servers };
     let mut tally = Tally::default();
 
@@ -272,9 +279,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         })
         .await;
-    tally.mine("taking globex off removes its user and ACLs", || remove_globex(&admin, admin_user)).await;
+    tally.mine("taking globex off removes its user and ACLs", || remove_globex(&admin, admin_user, globex_acls)).await;
     let removed = k.read_first("globex", "globex.reader3", "globex.orders");
-    tally.attempt("log in as globex after its grant was removed", removed.is_ok());
+    tally.attempt("read globex.orders after globex's grant was removed", removed.is_ok());
     println!(
         "tenancy kafka: tenant globex: {} attempts on tenant oms's queues, {} succeeded; own operations: {} of {} succeeded",
         tally.tries, tally.got_in, tally.own_ok, tally.own

@@ -32,11 +32,11 @@ use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use self::render::{Credentials, access_point_url, binding_secret, binding_secret_name, client_hosts, managed_objects};
-use self::validate::{AccessPoint, Plan, validate};
+use self::validate::{AccessPoint, Managed, Plan, validate};
 use crate::apply::{apply, apply_status};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
-use crate::drivers::{capabilities, credentials_secret, managed_driver};
+use crate::drivers::{BrokerDriver, capabilities, credentials_secret, managed_driver};
 use crate::metrics::keep_resources_gauge;
 use crate::probe::probe;
 use crate::tenancy;
@@ -71,6 +71,8 @@ pub enum Error {
     ReadQueues(#[source] kube::Error),
     #[error("cannot read StatefulSet {name}: {source}")]
     ReadStatefulSet { name: String, source: kube::Error },
+    #[error("Secret {name} with the operator's broker user is gone while its brokers hold that user")]
+    CredentialsLost { name: String },
 }
 
 impl Error {
@@ -85,6 +87,7 @@ impl Error {
             Error::WriteStatus(_) => "write_status",
             Error::ReadQueues(_) => "read_queues",
             Error::ReadStatefulSet { .. } => "read_stateful_set",
+            Error::CredentialsLost { .. } => "credentials_lost",
         }
     }
 }
@@ -145,11 +148,28 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
     };
     let broker = managed_driver(ap.driver);
+    let existing_kafka = match &ap.plan {
+        Plan::Managed(_) if ap.driver == Driver::Kafka => {
+            let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+            stateful_sets
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::ReadStatefulSet { name: name.clone(), source })?
+        }
+        _ => None,
+    };
+    // A Kafka an earlier version made without authentication cannot move to it in place: leave
+    // it as it is, and say so.
+    if let Some(message) = existing_kafka.as_ref().and_then(status::kafka_without_users) {
+        say_not_ready(ctx, map, "RecreateRequired", message, map.status.clone().unwrap_or_default()).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     // Kafka keeps its current size when the requested one would lose replicas of its data.
     let mut ap = ap;
     let scale_down_refused = match &mut ap.plan {
         Plan::Managed(managed) if ap.driver == Driver::Kafka => {
-            let refusal = kafka_scale_down_refusal(ctx, &name, &namespace, managed.replicas).await?;
+            let current = existing_kafka.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+            let refusal = kafka_scale_down_refusal(ctx, &name, &namespace, current, managed.replicas).await?;
             if let Some((current, _)) = &refusal {
                 managed.replicas = *current;
             }
@@ -158,17 +178,24 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         _ => None,
     };
     let hosts = client_hosts(&ap, broker);
-    let logins = match credentials(ctx, &ap, &owner).await {
+    let logins = match credentials(ctx, &ap, &owner, existing_kafka.is_some()).await {
         Ok(logins) => logins,
+        Err(Error::CredentialsLost { name }) => {
+            let message = format!(
+                "Secret {name} with the operator's Kafka user is gone, and the brokers' metadata still holds that user's \
+                 password: restore the Secret (keys username and password), or bridge the queues to a new access point \
+                 and delete this one"
+            );
+            say_not_ready(ctx, map, "CredentialsLost", message, map.status.clone().unwrap_or_default()).await?;
+            return Ok(Action::requeue(RETRY_SOON));
+        }
         // A Secret the user has yet to create: say which, and look again soon (Secrets of
         // users are not watched).
         Err(Error::ReadSecret { name, source: kube::Error::Api(status) }) if status.code == 404 => {
             let message = format!(
                 "Secret {name} named by spec.external.credentialsSecretRef does not exist; create it with keys username and password"
             );
-            let decided = [Decided::new(READY, Status::False, "CredentialsNotFound", message.clone())];
-            announce_ready_change(ctx, map, &decided).await;
-            write_status(ctx, map, MessagingAccessPointStatus::default(), &decided).await?;
+            say_not_ready(ctx, map, "CredentialsNotFound", message, MessagingAccessPointStatus::default()).await?;
             return Ok(Action::requeue(RETRY_SOON));
         }
         Err(error) => return Err(error),
@@ -178,42 +205,11 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     let mut observed = MessagingAccessPointStatus::default();
     let (decided, requeue) = match (&ap.plan, broker) {
         (Plan::Managed(managed), Some(broker)) => {
-            let objects = managed_objects(&ap, managed, broker, &uid, &owner);
-            apply_named(ctx, "ServiceAccount", &objects.service_account).await?;
-            apply_named(ctx, "ConfigMap", &objects.config_map).await?;
-            apply_named(ctx, "Service", &objects.headless_service).await?;
-            apply_named(ctx, "Service", &objects.client_service).await?;
-            let policy = policy::broker_network_policy(&ap, broker, &ctx.operator_namespace, &owner);
-            apply_named(ctx, "NetworkPolicy", &policy).await?;
-            apply_named::<PodDisruptionBudget>(ctx, "PodDisruptionBudget", &objects.pod_disruption_budget).await?;
-            match apply(&ctx.client, &objects.stateful_set).await {
-                Ok(stateful_set) => {
-                    let (ready, mut decided) = status::managed(managed.replicas, &stateful_set);
-                    if let Some(message) = scale_down_refused {
-                        publish(ctx, map, EventType::Warning, "ScaleDownRefused", &message).await;
-                        status::refuse_scale_down(&mut decided, message);
-                    }
-                    // Tenant users go through the brokers' admin API, once one of them answers.
-                    let mut users_failed = false;
-                    if ap.driver == Driver::Kafka
-                        && ready > 0
-                        && let Err(message) = apply_kafka_tenants(ctx, &ap, &hosts, &logins).await
-                    {
-                        status::tenant_users_failed(&mut decided, message);
-                        users_failed = true;
-                    }
-                    observed.ready_replicas = Some(ready);
-                    let requeue = if ready >= managed.replicas && !users_failed { RESYNC } else { RETRY_SOON };
-                    (decided, requeue)
-                }
-                // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
-                Err(kube::Error::Api(status)) if status.code == 422 => {
-                    let message = format!("the StatefulSet cannot take this change: {}", status.message);
-                    publish(ctx, map, EventType::Warning, "UpdateRefused", &message).await;
-                    (status::apply_refused(message), RESYNC)
-                }
-                Err(source) => return Err(Error::Apply { kind: "StatefulSet", name, source }),
-            }
+            let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner };
+            let (decided, requeue, ready) =
+                apply_managed(ctx, map, &cluster, &hosts, &logins, scale_down_refused).await?;
+            observed.ready_replicas = ready;
+            (decided, requeue)
         }
         (Plan::External(_), _) => {
             let mut results = Vec::with_capacity(hosts.len());
@@ -236,6 +232,76 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     Ok(Action::requeue(requeue))
 }
 
+/// A managed cluster to apply: the validated access point and what renders it.
+struct Cluster<'a> {
+    ap: &'a AccessPoint,
+    managed: &'a Managed,
+    broker: &'a dyn BrokerDriver,
+    uid: &'a str,
+    owner: &'a OwnerReference,
+}
+
+/// Applies a managed cluster's objects, then its tenants' broker users where they go through the
+/// admin API (Kafka); returns its conditions, when to look again and the ready brokers.
+async fn apply_managed(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    cluster: &Cluster<'_>,
+    hosts: &[(String, u16)],
+    logins: &Logins,
+    scale_down_refused: Option<String>,
+) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
+    let Cluster { ap, managed, broker, uid, owner } = *cluster;
+    let objects = managed_objects(ap, managed, broker, uid, owner);
+    apply_named(ctx, "ServiceAccount", &objects.service_account).await?;
+    apply_named(ctx, "ConfigMap", &objects.config_map).await?;
+    apply_named(ctx, "Service", &objects.headless_service).await?;
+    apply_named(ctx, "Service", &objects.client_service).await?;
+    let policy = policy::broker_network_policy(ap, broker, &ctx.operator_namespace, owner);
+    apply_named(ctx, "NetworkPolicy", &policy).await?;
+    apply_named::<PodDisruptionBudget>(ctx, "PodDisruptionBudget", &objects.pod_disruption_budget).await?;
+    match apply(&ctx.client, &objects.stateful_set).await {
+        Ok(stateful_set) => {
+            let (ready, mut decided) = status::managed(managed.replicas, &stateful_set);
+            if let Some(message) = scale_down_refused {
+                publish(ctx, map, EventType::Warning, "ScaleDownRefused", &message).await;
+                status::refuse_scale_down(&mut decided, message);
+            }
+            // Tenant users go through the brokers' admin API, once one of them answers.
+            let mut users_failed = false;
+            if ap.driver == Driver::Kafka
+                && ready > 0
+                && let Err(message) = apply_kafka_tenants(ctx, ap, hosts, logins).await
+            {
+                status::tenant_users_failed(&mut decided, message);
+                users_failed = true;
+            }
+            let requeue = if ready >= managed.replicas && !users_failed { RESYNC } else { RETRY_SOON };
+            Ok((decided, requeue, Some(ready)))
+        }
+        // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            let message = format!("the StatefulSet cannot take this change: {}", status.message);
+            publish(ctx, map, EventType::Warning, "UpdateRefused", &message).await;
+            Ok((status::apply_refused(message), RESYNC, None))
+        }
+        Err(source) => Err(Error::Apply { kind: "StatefulSet", name: ap.name.clone(), source }),
+    }
+}
+
+/// Says Ready=False with `reason` and `message`, with `status` for the other fields.
+async fn say_not_ready(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    reason: &'static str,
+    message: String,
+    status: MessagingAccessPointStatus,
+) -> Result<(), Error> {
+    let decided = [Decided::new(READY, Status::False, reason, message)];
+    announce_ready_change(ctx, map, &decided).await;
+    write_status(ctx, map, status, &decided).await
+}
+
 async fn apply_named<K>(ctx: &Context, kind: &'static str, object: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -247,20 +313,16 @@ where
     apply(&ctx.client, object).await.map_err(|source| Error::Apply { kind, name: object.name_any(), source })
 }
 
-/// Checks a Kafka scale-down against what the data needs: returns the current size and why,
-/// when the requested size is too small.
+/// Checks a Kafka scale-down from `current` brokers (none before the StatefulSet exists) against
+/// what the data needs: returns the current size and why, when the requested size is too small.
 async fn kafka_scale_down_refusal(
     ctx: &Context,
     name: &str,
     namespace: &str,
+    current: Option<i32>,
     desired: i32,
 ) -> Result<Option<(i32, String)>, Error> {
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let read = |source| Error::ReadStatefulSet { name: name.to_owned(), source };
-    let Some(current) = stateful_sets.get_opt(name).await.map_err(read)?.and_then(|s| s.spec).and_then(|s| s.replicas)
-    else {
-        return Ok(None);
-    };
+    let Some(current) = current else { return Ok(None) };
     if desired >= current {
         return Ok(None);
     }
@@ -322,8 +384,14 @@ struct Logins {
 }
 
 /// The logins of an access point: for external brokers the user's Secret; for managed ones a user
-/// per tenant (the tenants Secret) and, for RabbitMQ and Kafka, the operator's own.
-async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) -> Result<Logins, Error> {
+/// per tenant (the tenants Secret) and, for RabbitMQ and Kafka, the operator's own (made anew
+/// only when `brokers_exist` is false: Kafka's metadata keeps the first one).
+async fn credentials(
+    ctx: &Context,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+    brokers_exist: bool,
+) -> Result<Logins, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);
     match (&ap.plan, ap.driver) {
         (Plan::External(external), _) => {
@@ -333,7 +401,7 @@ async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) ->
         (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
             let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka) {
                 let name = credentials_secret(&ap.name);
-                ensure_generated_credentials(&secrets, &name, ap, owner).await?;
+                ensure_generated_credentials(&secrets, &name, ap, owner, !brokers_exist).await?;
                 Some(read_credentials(&secrets, &name).await?)
             } else {
                 None
@@ -349,8 +417,8 @@ async fn credentials(ctx: &Context, ap: &AccessPoint, owner: &OwnerReference) ->
 }
 
 /// Makes a managed Kafka's SCRAM users and ACLs those of its tenants, as the operator's user.
-/// Passwords are set when a user is new, and all of them once per operator process (a tenants
-/// Secret made anew has new ones); after that only changes cost a write.
+/// A password is set when its user is new or it changed, and each once per operator process (a
+/// tenants Secret made anew has new ones); after that only changes cost a write.
 async fn apply_kafka_tenants(
     ctx: &Context,
     ap: &AccessPoint,
@@ -371,14 +439,13 @@ async fn apply_kafka_tenants(
         !ap.shared_with.is_empty(),
         ap.shared_with.iter().any(|t| t == "*"),
     );
-    let fingerprint = crate::admin::fingerprint(&logins.tenants);
-    let refresh = ctx.admins.tenants_applied(&endpoint).await != Some(fingerprint);
+    let applied = ctx.admins.tenants_applied(&endpoint, &logins.tenants).await;
     let result = async {
         let client = ctx.admins.get(Driver::Kafka, &endpoint).await?;
         let crate::admin::Admin::Kafka(kafka) = client.as_ref() else {
             return Ok(crate::admin::TenantChanges::default());
         };
-        kafka.apply_tenants(&logins.tenants, &acls, &admin.username, refresh).await
+        kafka.apply_tenants(&logins.tenants, &acls, &admin.username, &applied).await
     }
     .await;
     match result {
@@ -386,7 +453,7 @@ async fn apply_kafka_tenants(
             if !changes.is_empty() {
                 tracing::info!(message = "Applied Kafka tenant users and ACLs.", access_point = %ap.name, namespace = %ap.namespace, ?changes);
             }
-            ctx.admins.record_tenants_applied(&endpoint, fingerprint).await;
+            ctx.admins.record_tenants_applied(&endpoint, &logins.tenants).await;
             Ok(())
         }
         Err(error) => {
@@ -449,12 +516,10 @@ async fn ensure_tenants_secret(
     if let Some(admin) = admin {
         let mut users = passwords.clone();
         users.insert(admin.username.clone(), admin.password.clone());
-        let existing = text.get(tenancy::RABBITMQ_DEFINITIONS_KEY).map(String::as_str);
-        let hashes = tenancy::rabbitmq_hashes(existing, &users, random_salt);
-        let former: Vec<String> = tenancy::rabbitmq_users(existing)
-            .into_iter()
-            .filter(|user| *user != admin.username && !tenants.contains(user))
-            .collect();
+        let old = tenancy::rabbitmq_existing_hashes(text.get(tenancy::RABBITMQ_DEFINITIONS_KEY).map(String::as_str));
+        let hashes = tenancy::rabbitmq_hashes(&old, &users, random_salt);
+        let former: Vec<String> =
+            old.into_keys().filter(|user| *user != admin.username && !tenants.contains(user)).collect();
         let definitions = tenancy::rabbitmq_definitions(&admin.username, &tenants, &hashes, &former);
         data.insert(tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(), definitions);
     }
@@ -476,15 +541,20 @@ async fn ensure_tenants_secret(
 }
 
 /// Creates the generated credentials Secret once; an existing one is never overwritten, so that
-/// passwords survive operator restarts and upgrades.
+/// passwords survive operator restarts and upgrades. A missing one is [`Error::CredentialsLost`]
+/// unless `may_create`.
 async fn ensure_generated_credentials(
     secrets: &Api<Secret>,
     name: &str,
     ap: &AccessPoint,
     owner: &OwnerReference,
+    may_create: bool,
 ) -> Result<(), Error> {
     if secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?.is_some() {
         return Ok(());
+    }
+    if !may_create {
+        return Err(Error::CredentialsLost { name: name.to_owned() });
     }
     let data = crate::drivers::generated_credentials(tenancy::ADMIN_USER, &random_token(), &random_token());
     let secret = Secret {

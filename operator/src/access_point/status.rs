@@ -67,6 +67,25 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
     ))
 }
 
+/// Why a Kafka StatefulSet an earlier operator version made, whose brokers run without
+/// authentication (no operator user in their environment), cannot take today's configuration: its
+/// storage was formatted without the operator's user, so authenticated brokers could not reach
+/// each other. `None` for one that has the user.
+#[must_use]
+pub fn kafka_without_users(existing: &StatefulSet) -> Option<String> {
+    let containers = existing.spec.as_ref()?.template.spec.as_ref()?.containers.as_slice();
+    let has_user =
+        containers.iter().flat_map(|c| c.env.iter().flatten()).any(|e| e.name == crate::drivers::KAFKA_ADMIN_USER_ENV);
+    (!has_user).then(|| {
+        format!(
+            "StatefulSet {} runs Kafka without authentication (made by an earlier operator version): its data has no \
+             operator user, so its brokers cannot move to authenticated listeners in place; it is left as it is. \
+             Bridge its queues to a new access point and delete this one",
+            existing.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
+}
+
 /// Replaces the Progressing condition with the scale-down refusal.
 pub fn refuse_scale_down(decided: &mut [Decided], message: String) {
     if let Some(progressing) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
@@ -74,10 +93,10 @@ pub fn refuse_scale_down(decided: &mut [Decided], message: String) {
     }
 }
 
-/// Replaces the Ready condition when the tenants' broker users could not be applied: their
-/// clients would be refused.
+/// Replaces a true Ready condition when the tenants' broker users could not be applied: their
+/// clients would be refused. Brokers not all ready already say why, better.
 pub fn tenant_users_failed(decided: &mut [Decided], message: String) {
-    if let Some(ready) = decided.iter_mut().find(|d| d.type_ == READY) {
+    if let Some(ready) = decided.iter_mut().find(|d| d.type_ == READY && d.status == Status::True) {
         *ready = Decided::new(READY, Status::False, "TenantUsersNotApplied", message);
     }
 }
@@ -235,5 +254,33 @@ mod tests {
         assert!(find(&decided, DEGRADED).message.contains("b2:9092: cannot connect: connection refused"));
         let down = external("kafka", &results[1..]);
         assert_eq!(find(&down, READY).reason, "Unreachable");
+    }
+
+    #[test]
+    fn a_kafka_without_the_operators_user_is_left_alone_and_said() {
+        use k8s_openapi::api::apps::v1::StatefulSetSpec;
+        use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+        let with_env = |env: Vec<EnvVar>| StatefulSet {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("orders-kafka".into()),
+                ..Default::default()
+            },
+            spec: Some(StatefulSetSpec {
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        containers: vec![Container { name: "broker".into(), env: Some(env), ..Container::default() }],
+                        ..PodSpec::default()
+                    }),
+                    ..PodTemplateSpec::default()
+                },
+                ..StatefulSetSpec::default()
+            }),
+            ..StatefulSet::default()
+        };
+        let earlier = with_env(vec![EnvVar { name: "POD_NAME".into(), ..EnvVar::default() }]);
+        let message = kafka_without_users(&earlier).expect("refused");
+        assert!(message.contains("StatefulSet orders-kafka") && message.contains("new access point"), "{message}");
+        let today = with_env(vec![EnvVar { name: crate::drivers::KAFKA_ADMIN_USER_ENV.into(), ..EnvVar::default() }]);
+        assert_eq!(kafka_without_users(&today), None);
     }
 }

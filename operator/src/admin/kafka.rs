@@ -3,7 +3,7 @@
 //! watermarks, for `DeleteIfEmpty`. On a managed cluster, as the operator's own user: the
 //! tenants' SCRAM users and ACLs ([`super::kafka_users`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rdkafka::ClientConfig;
@@ -49,12 +49,19 @@ fn config(endpoint: &Endpoint) -> ClientConfig {
     config.set("bootstrap.servers", endpoint.servers.join(","));
     config.set("socket.timeout.ms", ADMIN_TIMEOUT.as_millis().to_string());
     if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
-        config.set("security.protocol", "SASL_PLAINTEXT");
-        config.set("sasl.mechanism", "SCRAM-SHA-512");
-        config.set("sasl.username", user);
-        config.set("sasl.password", password);
+        log_in(&mut config, user, password);
     }
     config
+}
+
+/// Client settings that log in as `user`: SCRAM-SHA-512, what managed Kafka serves (and what the
+/// operator assumes of external brokers with credentials).
+pub fn log_in(config: &mut ClientConfig, user: &str, password: &str) {
+    config
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", user)
+        .set("sasl.password", password);
 }
 
 fn options() -> AdminOptions {
@@ -195,36 +202,35 @@ impl KafkaAdmin {
     }
 
     /// Makes the cluster's SCRAM users and ACLs those of `users` (user to password) and `acls`:
-    /// missing users are created (all of them again with `refresh`, which sets their passwords),
-    /// users no longer served are removed, with their ACLs; `keep` (the operator's own user) is never
-    /// touched. Returns what changed, for the log.
+    /// ACLs not desired go first, then missing ones are made; users are set when they are missing
+    /// or not in `applied` (those whose current password is known to be set), and users no longer
+    /// served are removed. `keep` (the operator's own user) is never touched. Returns what changed.
     pub async fn apply_tenants(
         &self,
         users: &BTreeMap<String, String>,
         acls: &[KafkaAcl],
         keep: &str,
-        refresh: bool,
+        applied: &BTreeSet<String>,
     ) -> Result<TenantChanges, AdminError> {
         let admin = self.admin.clone();
         let users = users.clone();
         let desired = acls.to_vec();
         let keep = keep.to_owned();
+        let applied = applied.clone();
         tokio::task::spawn_blocking(move || {
             let client = admin.inner().native_ptr();
+            let (create, delete) = tenancy::kafka_acl_changes(&desired, &kafka_users::acls(client)?, &keep);
+            kafka_users::delete_acls(client, &delete)?;
+            kafka_users::create_acls(client, &create)?;
             let existing = kafka_users::scram_users(client)?;
             let former: Vec<String> =
                 existing.iter().filter(|u| **u != keep && !users.contains_key(*u)).cloned().collect();
             let upsert: Vec<(String, String)> = users
                 .iter()
-                .filter(|(u, _)| refresh || !existing.contains(u))
+                .filter(|(u, _)| !applied.contains(*u) || !existing.contains(u))
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect();
-            let observed = kafka_users::acls(client)?;
-            let managed: Vec<String> = users.keys().chain(&former).cloned().collect();
-            let (create, delete) = tenancy::kafka_acl_changes(&desired, &observed, &managed);
-            kafka_users::create_acls(client, &create)?;
             kafka_users::alter_scram_users(client, &upsert, &former)?;
-            kafka_users::delete_acls(client, &delete)?;
             Ok(TenantChanges {
                 users_set: upsert.into_iter().map(|(u, _)| u).collect(),
                 users_removed: former,

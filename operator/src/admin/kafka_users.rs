@@ -46,6 +46,18 @@ impl Drop for Binding {
     }
 }
 
+// Error codes as plain integers: the bindings model them as a Rust enum, and a code the bindings
+// do not list (a newer broker's) would not be a valid value of it.
+#[allow(clashing_extern_declarations)]
+unsafe extern "C" {
+    #[link_name = "rd_kafka_event_error"]
+    fn event_error_code(event: *mut rd::rd_kafka_event_t) -> i32;
+    #[link_name = "rd_kafka_error_code"]
+    fn error_code(error: *const rd::rd_kafka_error_t) -> i32;
+    #[link_name = "rd_kafka_err2str"]
+    fn error_name(code: i32) -> *const c_char;
+}
+
 /// A C string librdkafka returned, copied; empty for null.
 fn text(pointer: *const c_char) -> String {
     if pointer.is_null() {
@@ -61,16 +73,16 @@ fn error_text(error: *const rd::rd_kafka_error_t) -> Option<String> {
         return None;
     }
     // SAFETY: a non-null error belongs to its result object, alive during this call.
-    let (code, message) = unsafe { (rd::rd_kafka_error_code(error), text(rd::rd_kafka_error_string(error))) };
+    let (code, message) = unsafe { (error_code(error), text(rd::rd_kafka_error_string(error))) };
     // Some results carry an error object that says "no error".
-    (code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| describe(code, message))
+    (code != 0).then(|| describe(code, message))
 }
 
 /// `message`, or the code's own description when the message is empty.
-fn describe(code: rd::rd_kafka_resp_err_t, message: String) -> String {
+fn describe(code: i32, message: String) -> String {
     if message.is_empty() {
-        // SAFETY: err2str returns a static string for every code.
-        format!("{code:?}: {}", text(unsafe { rd::rd_kafka_err2str(code) }))
+        // SAFETY: err2str returns a static string for every code, known or not.
+        format!("error {code}: {}", text(unsafe { error_name(code) }))
     } else {
         message
     }
@@ -97,8 +109,8 @@ fn call(
     }
     let event = Event(event);
     // SAFETY: a live event.
-    let code = unsafe { rd::rd_kafka_event_error(event.0) };
-    if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+    let code = unsafe { event_error_code(event.0) };
+    if code != 0 {
         // SAFETY: as above.
         let message = text(unsafe { rd::rd_kafka_event_error_string(event.0) });
         return Err(AdminError::operation(action, describe(code, message)));
@@ -118,6 +130,9 @@ pub fn scram_users(client: Native) -> Result<Vec<String>, AdminError> {
     // as long as the event.
     unsafe {
         let result = rd::rd_kafka_event_DescribeUserScramCredentials_result(event.0);
+        if result.is_null() {
+            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
+        }
         let mut count = 0;
         let descriptions = rd::rd_kafka_DescribeUserScramCredentials_result_descriptions(result, &raw mut count);
         for i in 0..count {
@@ -182,6 +197,9 @@ pub fn alter_scram_users(client: Native, upsert: &[(String, String)], delete: &[
     // SAFETY: an AlterUserScramCredentials result, alive with the event.
     unsafe {
         let result = rd::rd_kafka_event_AlterUserScramCredentials_result(event.0);
+        if result.is_null() {
+            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
+        }
         let mut count = 0;
         let responses = rd::rd_kafka_AlterUserScramCredentials_result_responses(result, &raw mut count);
         for i in 0..count {
@@ -212,11 +230,7 @@ fn binding(action: &'static str, acl: &KafkaAcl, filter: bool) -> Result<Binding
     } else {
         rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_LITERAL
     };
-    let permission = if acl.deny {
-        rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_DENY
-    } else {
-        rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW
-    };
+    let permission = rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW;
     let new = if filter { rd::rd_kafka_AclBindingFilter_new } else { rd::rd_kafka_AclBinding_new };
     let mut message = [0 as c_char; 256];
     // SAFETY: the strings are valid for the call, which copies them; the error buffer is ours.
@@ -239,8 +253,9 @@ fn binding(action: &'static str, acl: &KafkaAcl, filter: bool) -> Result<Binding
     Ok(Binding(made))
 }
 
-/// The binding as a [`KafkaAcl`], when it has the form the operator writes (operation ALL from
-/// any host, on a topic, group or transactional id); `None` for any other.
+/// The binding as a [`KafkaAcl`], when it has the form the operator writes (allow operation ALL
+/// from any host, on a topic, group or transactional id); `None` for any other. librdkafka maps
+/// values it does not know to UNKNOWN, so the enums hold valid values.
 ///
 /// # Safety
 /// `acl` must be a live binding.
@@ -266,17 +281,16 @@ unsafe fn read_binding(acl: *const rd::rd_kafka_AclBinding_t) -> Option<KafkaAcl
         {
             return None;
         }
-        let deny = match rd::rd_kafka_AclBinding_permission_type(acl) {
-            rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_DENY => true,
-            rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW => false,
-            _ => return None,
-        };
+        if rd::rd_kafka_AclBinding_permission_type(acl)
+            != rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW
+        {
+            return None;
+        }
         Some(KafkaAcl {
             principal: text(rd::rd_kafka_AclBinding_principal(acl)),
             resource,
             name: text(rd::rd_kafka_AclBinding_name(acl)),
             prefixed,
-            deny,
         })
     }
 }
@@ -311,6 +325,9 @@ pub fn acls(client: Native) -> Result<Vec<KafkaAcl>, AdminError> {
     // SAFETY: a DescribeAcls result; its bindings live with the event.
     unsafe {
         let result = rd::rd_kafka_event_DescribeAcls_result(event.0);
+        if result.is_null() {
+            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
+        }
         let mut count = 0;
         let bindings = rd::rd_kafka_DescribeAcls_result_acls(result, &raw mut count);
         for i in 0..count {
@@ -335,6 +352,9 @@ pub fn create_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> 
     // SAFETY: a CreateAcls result; its results live with the event.
     unsafe {
         let result = rd::rd_kafka_event_CreateAcls_result(event.0);
+        if result.is_null() {
+            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
+        }
         let mut count = 0;
         let results = rd::rd_kafka_CreateAcls_result_acls(result, &raw mut count);
         for i in 0..count {
@@ -361,6 +381,9 @@ pub fn delete_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> 
     // SAFETY: a DeleteAcls result; its responses live with the event.
     unsafe {
         let result = rd::rd_kafka_event_DeleteAcls_result(event.0);
+        if result.is_null() {
+            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
+        }
         let mut count = 0;
         let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &raw mut count);
         for i in 0..count {

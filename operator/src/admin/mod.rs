@@ -69,7 +69,7 @@ impl AdminError {
     }
 }
 
-pub use kafka::{KafkaAdmin, TenantChanges};
+pub use kafka::{KafkaAdmin, TenantChanges, log_in as kafka_log_in};
 
 /// A connected admin client for one access point.
 pub enum Admin {
@@ -162,17 +162,17 @@ async fn timed<T>(action: &'static str, future: impl Future<Output = Result<T, A
 #[derive(Default)]
 pub struct AdminCache {
     clients: tokio::sync::Mutex<std::collections::HashMap<(Driver, Endpoint), std::sync::Arc<Admin>>>,
-    /// Per admin endpoint, the [`fingerprint`] of the tenant passwords last applied to its broker
-    /// (Kafka's users), so that unchanged ones are not written again.
-    tenants_applied: tokio::sync::Mutex<std::collections::HashMap<Endpoint, u64>>,
+    /// Per admin endpoint, each tenant user's password [`fingerprint`] as last applied to its
+    /// broker (Kafka's users), so that unchanged ones are not written again.
+    tenants_applied: tokio::sync::Mutex<std::collections::HashMap<Endpoint, BTreeMap<String, u64>>>,
 }
 
-/// A fingerprint of tenant passwords, to tell whether they changed since they were applied.
+/// A fingerprint of a password, to tell whether it changed since it was applied.
 #[must_use]
-pub fn fingerprint(passwords: &BTreeMap<String, String>) -> u64 {
+pub fn fingerprint(password: &str) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    passwords.hash(&mut hasher);
+    password.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -196,12 +196,20 @@ impl AdminCache {
         self.tenants_applied.lock().await.remove(endpoint);
     }
 
-    /// The fingerprint of the tenant passwords last applied through `endpoint`.
-    pub async fn tenants_applied(&self, endpoint: &Endpoint) -> Option<u64> {
-        self.tenants_applied.lock().await.get(endpoint).copied()
+    /// The users of `passwords` whose password is the one last applied through `endpoint`.
+    pub async fn tenants_applied(
+        &self,
+        endpoint: &Endpoint,
+        passwords: &BTreeMap<String, String>,
+    ) -> std::collections::BTreeSet<String> {
+        let recorded = self.tenants_applied.lock().await;
+        let Some(recorded) = recorded.get(endpoint) else { return std::collections::BTreeSet::new() };
+        passwords.iter().filter(|(u, p)| recorded.get(*u) == Some(&fingerprint(p))).map(|(u, _)| u.clone()).collect()
     }
 
-    pub async fn record_tenants_applied(&self, endpoint: &Endpoint, fingerprint: u64) {
-        self.tenants_applied.lock().await.insert(endpoint.clone(), fingerprint);
+    /// Records `passwords` as applied through `endpoint`.
+    pub async fn record_tenants_applied(&self, endpoint: &Endpoint, passwords: &BTreeMap<String, String>) {
+        let fingerprints = passwords.iter().map(|(u, p)| (u.clone(), fingerprint(p))).collect();
+        self.tenants_applied.lock().await.insert(endpoint.clone(), fingerprints);
     }
 }

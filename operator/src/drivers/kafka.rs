@@ -20,6 +20,8 @@ use super::{BrokerDriver, BrokerInput, BrokerPod, credentials_secret, passthroug
 
 pub struct Kafka;
 
+/// The environment variable the brokers read the operator's user name from.
+pub const ADMIN_USER_ENV: &str = "OMS_ADMIN_USER";
 const CLIENT_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
 const CONFIG_DIR: &str = "/etc/oms/kafka";
@@ -165,7 +167,7 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
             files: [("server.properties".to_owned(), properties), ("start.sh".to_owned(), start)].into(),
             command: vec!["/bin/sh".into(), format!("{CONFIG_DIR}/start.sh")],
             env: vec![
-                secret_env("OMS_ADMIN_USER", &credentials, "username"),
+                secret_env(ADMIN_USER_ENV, &credentials, "username"),
                 secret_env("OMS_ADMIN_PASSWORD", &credentials, "password"),
             ],
             secret_file: None,

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use oms_crds::access_point::Driver;
 use oms_crds::common::Capabilities;
 
-pub use kafka::Kafka;
+pub use kafka::{ADMIN_USER_ENV as KAFKA_ADMIN_USER_ENV, Kafka};
 pub use mqtt::Mqtt;
 pub use nats::Nats;
 pub use rabbitmq::Rabbitmq;
