@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use oms_bridge::connector::Durable;
 use oms_operator::admin::{Endpoint, KafkaAdmin, kafka_log_in};
 use oms_operator::tenancy::{self, KafkaAcl};
 use rdkafka::admin::{
@@ -232,6 +233,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         })
         .await;
+    // The groups bridge workers and gateways keep a tenant's positions in are the tenant's.
+    for group in
+        [Durable::bridge("globex", "orders-out").kafka_group(), Durable::gateway("globex", "peer").kafka_group()]
+    {
+        let what = format!("globex reads globex.orders in group {group}");
+        tally
+            .mine(&what, || async {
+                anyhow::ensure!(k.read_first("globex", &group, "globex.orders")? == "theirs", "not its message");
+                Ok(())
+            })
+            .await;
+    }
     let before = k.oms_count("oms.orders");
     let committed = k.oms_committed();
     let retention = k.oms_retention("oms.orders").await;
@@ -240,6 +253,9 @@ async fn main() -> anyhow::Result<()> {
     tally.attempt("read oms.orders", read.is_ok_and(|body| body == SECRET));
     let sneaky = k.read_first("globex", "oms.reader", "oms.orders");
     tally.attempt("read oms.orders in oms's consumer group", sneaky.is_ok_and(|body| body == SECRET));
+    let oms_bridge = Durable::bridge("oms", "orders-out").kafka_group();
+    let in_oms_group = k.read_first("globex", &oms_bridge, "globex.orders");
+    tally.attempt("keep positions in oms's bridge group", in_oms_group.is_ok());
     let _ = k.produce("globex", "oms.orders", "intruder").await;
     tally.attempt("write oms.orders", k.oms_count("oms.orders") != before);
     let created = k.create_topic("globex", "oms.new").await;
