@@ -437,6 +437,33 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// The keys every binding Secret has: where the broker is (`ACCESS_POINTS`, `ACCESS_POINT_URL`,
+/// `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker has users) and
+/// `VHOST`, always present (empty where the driver has none): workers mount it as a file.
+#[must_use]
+pub fn binding_keys(
+    access_points: String,
+    access_point_url: String,
+    driver: Driver,
+    credentials: Option<&Credentials>,
+    vhost: String,
+) -> BTreeMap<String, String> {
+    let mut data: BTreeMap<String, String> = [
+        ("ACCESS_POINTS", access_points),
+        ("ACCESS_POINT_URL", access_point_url),
+        ("DRIVER_IMPL", driver.as_str().to_owned()),
+        ("VHOST", vhost),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(credentials) = credentials {
+        data.insert("USERNAME".into(), credentials.username.clone());
+        data.insert("PASSWORD".into(), credentials.password.clone());
+    }
+    data
+}
+
 /// The binding Secret that applications mount (OpenMessaging's environment keys).
 #[must_use]
 pub fn binding_secret(
@@ -446,22 +473,9 @@ pub fn binding_secret(
     owner: &OwnerReference,
 ) -> Secret {
     let access_points = hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
-    let mut data: BTreeMap<String, String> = [
-        ("ACCESS_POINTS", access_points),
-        ("ACCESS_POINT_URL", access_point_url(ap, hosts)),
-        ("REGION", ap.region.clone()),
-        ("ACCOUNT_ID", account(ap).unwrap_or_default()),
-        ("DRIVER_IMPL", ap.driver.as_str().to_owned()),
-        // Always present (empty where the driver has none): workers mount it as a file.
-        ("VHOST", vhost(ap)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if let Some(credentials) = credentials {
-        data.insert("USERNAME".into(), credentials.username.clone());
-        data.insert("PASSWORD".into(), credentials.password.clone());
-    }
+    let mut data = binding_keys(access_points, access_point_url(ap, hosts), ap.driver, credentials, vhost(ap));
+    data.insert("REGION".into(), ap.region.clone());
+    data.insert("ACCOUNT_ID".into(), account(ap).unwrap_or_default());
     Secret {
         metadata: meta(ap, binding_secret_name(&ap.name), owner),
         type_: Some("Opaque".into()),

@@ -3,13 +3,12 @@
 //! of the tenant never see the owner's credentials (the access point's binding Secret lives in
 //! the owner's namespace and holds the owner's user).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use oms_crds::access_point::Driver;
 
+use crate::access_point::render::{Credentials, binding_keys};
 use crate::admin::Endpoint;
 
 /// The tenant's binding Secret of a Queue.
@@ -31,16 +30,18 @@ pub fn tenant_binding(
     endpoint: &Endpoint,
     broker_name: &str,
 ) -> Secret {
-    let data: BTreeMap<&str, String> = [
-        ("ACCESS_POINTS", endpoint.servers.join(",")),
-        ("ACCESS_POINT_URL", access_point_url.to_owned()),
-        ("DRIVER_IMPL", driver.as_str().to_owned()),
-        ("USERNAME", endpoint.username.clone().unwrap_or_default()),
-        ("PASSWORD", endpoint.password.clone().unwrap_or_default()),
-        ("VHOST", endpoint.vhost.clone().unwrap_or_default()),
-        ("QUEUE_NAME", broker_name.to_owned()),
-    ]
-    .into();
+    let credentials = Credentials {
+        username: endpoint.username.clone().unwrap_or_default(),
+        password: endpoint.password.clone().unwrap_or_default(),
+    };
+    let mut data = binding_keys(
+        endpoint.servers.join(","),
+        access_point_url.to_owned(),
+        driver,
+        Some(&credentials),
+        endpoint.vhost.clone().unwrap_or_default(),
+    );
+    data.insert("QUEUE_NAME".into(), broker_name.to_owned());
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(&owner.name)),
@@ -56,7 +57,7 @@ pub fn tenant_binding(
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
         ..Secret::default()
     }
 }
