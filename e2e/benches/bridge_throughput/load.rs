@@ -262,7 +262,16 @@ impl Consumer {
     /// The next message's stamp; `None` for a message this bench did not write.
     pub async fn next(&mut self) -> anyhow::Result<Option<Stamp>> {
         Ok(match self {
-            Consumer::Kafka(consumer) => stamp(consumer.recv().await?.payload().unwrap_or_default()),
+            Consumer::Kafka(consumer) => match consumer.recv().await {
+                Ok(message) => stamp(message.payload().unwrap_or_default()),
+                // librdkafka reports a dropped broker connection and reconnects by itself: not an
+                // end of the run (a loaded broker closes idle-looking fetch connections).
+                Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+                )) => None,
+                Err(error) => return Err(error.into()),
+            },
             Consumer::Nats(messages) => {
                 let message = messages.next().await.context("the JetStream consumer ended")?;
                 stamp(&message.map_err(|e| anyhow::anyhow!("{e}"))?.payload)
