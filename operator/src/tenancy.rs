@@ -29,13 +29,6 @@ pub fn username_key(tenant: &str) -> String {
     format!("{tenant}.username")
 }
 
-/// Whether a managed access point of `driver` gives each tenant a broker user of its own.
-#[must_use]
-pub fn has_tenant_users(driver: oms_crds::access_point::Driver) -> bool {
-    use oms_crds::access_point::Driver;
-    matches!(driver, Driver::Kafka | Driver::Nats | Driver::Rabbitmq | Driver::Mqtt)
-}
-
 /// The operator's own broker user where a broker has one (RabbitMQ's administrator, Kafka's super
 /// user): no namespace can be named so (no `_` in a DNS label), and Kafka's JAAS options take it
 /// unquoted (a `.` would end the option's name there).

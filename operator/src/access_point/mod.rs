@@ -401,8 +401,7 @@ async fn credentials(
         (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
             let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka) {
                 let name = credentials_secret(&ap.name);
-                ensure_generated_credentials(&secrets, &name, ap, owner, !brokers_exist).await?;
-                Some(read_credentials(&secrets, &name).await?)
+                Some(ensure_generated_credentials(&secrets, &name, ap, owner, !brokers_exist).await?)
             } else {
                 None
             };
@@ -466,9 +465,13 @@ async fn apply_kafka_tenants(
 /// `username` and `password` of a credentials Secret.
 async fn read_credentials(secrets: &Api<Secret>, name: &str) -> Result<Credentials, Error> {
     let secret = secrets.get(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?;
-    let data = secret.data.unwrap_or_default();
+    Ok(secret_credentials(&secret))
+}
+
+fn secret_credentials(secret: &Secret) -> Credentials {
+    let data = secret.data.clone().unwrap_or_default();
     let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
-    Ok(Credentials { username: text("username"), password: text("password") })
+    Credentials { username: text("username"), password: text("password") }
 }
 
 /// The tenants Secret (`<access-point>-tenants`): a password per tenant served, kept once made,
@@ -542,16 +545,18 @@ async fn ensure_tenants_secret(
 
 /// Creates the generated credentials Secret once; an existing one is never overwritten, so that
 /// passwords survive operator restarts and upgrades. A missing one is [`Error::CredentialsLost`]
-/// unless `may_create`.
+/// unless `may_create`. Returns its user and password.
 async fn ensure_generated_credentials(
     secrets: &Api<Secret>,
     name: &str,
     ap: &AccessPoint,
     owner: &OwnerReference,
     may_create: bool,
-) -> Result<(), Error> {
-    if secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?.is_some() {
-        return Ok(());
+) -> Result<Credentials, Error> {
+    if let Some(existing) =
+        secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?
+    {
+        return Ok(secret_credentials(&existing));
     }
     if !may_create {
         return Err(Error::CredentialsLost { name: name.to_owned() });
@@ -575,8 +580,9 @@ async fn ensure_generated_credentials(
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+        Ok(created) => Ok(secret_credentials(&created)),
+        // Another reconcile made it first: its passwords are the ones.
+        Err(kube::Error::Api(status)) if status.is_already_exists() => read_credentials(secrets, name).await,
         Err(source) => Err(Error::CreateSecret { name: name.to_owned(), source }),
     }
 }

@@ -22,7 +22,7 @@ use crate::tenancy::{self, KafkaAcl};
 /// What [`KafkaAdmin::apply_tenants`] changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TenantChanges {
-    /// Users whose credential was set (new, or all with `refresh`).
+    /// Users whose credential was set (new, or not among those known applied).
     pub users_set: Vec<String>,
     pub users_removed: Vec<String>,
     pub acls_created: usize,

@@ -92,6 +92,27 @@ fn c_string(action: &'static str, value: &str) -> Result<CString, AdminError> {
     CString::new(value).map_err(|_| AdminError::operation(action, format!("{value:?} contains a NUL byte")))
 }
 
+/// The typed result of an event; an error when the answer is of another kind (null).
+fn answer<T>(action: &'static str, result: *const T) -> Result<*const T, AdminError> {
+    if result.is_null() {
+        return Err(AdminError::operation(action, "the broker's answer was of another kind"));
+    }
+    Ok(result)
+}
+
+/// The elements of an array a result hands out with its count.
+///
+/// # Safety
+/// `array` must hold `count` pointers that live as long as the result, and the slice must not
+/// outlive it.
+unsafe fn elements<'a, T>(array: *mut *const T, count: usize) -> &'a [*const T] {
+    if array.is_null() || count == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::slice::from_raw_parts(array, count) }
+}
+
 /// Starts one admin call on a fresh result queue and waits for its event.
 fn call(
     client: Native,
@@ -129,14 +150,10 @@ pub fn scram_users(client: Native) -> Result<Vec<String>, AdminError> {
     // SAFETY: the event is a DescribeUserScramCredentials result; the array and its elements live
     // as long as the event.
     unsafe {
-        let result = rd::rd_kafka_event_DescribeUserScramCredentials_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
-        }
+        let result = answer(ACTION, rd::rd_kafka_event_DescribeUserScramCredentials_result(event.0))?;
         let mut count = 0;
         let descriptions = rd::rd_kafka_DescribeUserScramCredentials_result_descriptions(result, &raw mut count);
-        for i in 0..count {
-            let description = *descriptions.add(i);
+        for &description in elements(descriptions, count) {
             if let Some(error) = error_text(rd::rd_kafka_UserScramCredentialsDescription_error(description)) {
                 return Err(AdminError::operation(ACTION, error));
             }
@@ -196,14 +213,10 @@ pub fn alter_scram_users(client: Native, upsert: &[(String, String)], delete: &[
     let event = event?;
     // SAFETY: an AlterUserScramCredentials result, alive with the event.
     unsafe {
-        let result = rd::rd_kafka_event_AlterUserScramCredentials_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
-        }
+        let result = answer(ACTION, rd::rd_kafka_event_AlterUserScramCredentials_result(event.0))?;
         let mut count = 0;
         let responses = rd::rd_kafka_AlterUserScramCredentials_result_responses(result, &raw mut count);
-        for i in 0..count {
-            let response = *responses.add(i);
+        for &response in elements(responses, count) {
             if let Some(error) = error_text(rd::rd_kafka_AlterUserScramCredentials_result_response_error(response)) {
                 let user = text(rd::rd_kafka_AlterUserScramCredentials_result_response_user(response));
                 return Err(AdminError::operation(ACTION, format!("user {user}: {error}")));
@@ -324,14 +337,11 @@ pub fn acls(client: Native) -> Result<Vec<KafkaAcl>, AdminError> {
     let mut found = Vec::new();
     // SAFETY: a DescribeAcls result; its bindings live with the event.
     unsafe {
-        let result = rd::rd_kafka_event_DescribeAcls_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
-        }
+        let result = answer(ACTION, rd::rd_kafka_event_DescribeAcls_result(event.0))?;
         let mut count = 0;
         let bindings = rd::rd_kafka_DescribeAcls_result_acls(result, &raw mut count);
-        for i in 0..count {
-            found.extend(read_binding(*bindings.add(i)));
+        for &binding in elements(bindings, count) {
+            found.extend(read_binding(binding));
         }
     }
     Ok(found)
@@ -340,57 +350,67 @@ pub fn acls(client: Native) -> Result<Vec<KafkaAcl>, AdminError> {
 /// Creates `acls`.
 pub fn create_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> {
     const ACTION: &str = "create ACLs";
-    if acls.is_empty() {
-        return Ok(());
-    }
-    let bindings = acls.iter().map(|acl| binding(ACTION, acl, false)).collect::<Result<Vec<_>, _>>()?;
-    let mut pointers: Vec<_> = bindings.iter().map(|b| b.0).collect();
-    let event = call(client, ACTION, |queue| {
-        // SAFETY: live bindings, copied by the call.
-        unsafe { rd::rd_kafka_CreateAcls(client, pointers.as_mut_ptr(), pointers.len(), ptr::null(), queue) }
-    })?;
-    // SAFETY: a CreateAcls result; its results live with the event.
-    unsafe {
-        let result = rd::rd_kafka_event_CreateAcls_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
-        }
-        let mut count = 0;
-        let results = rd::rd_kafka_CreateAcls_result_acls(result, &raw mut count);
-        for i in 0..count {
-            if let Some(error) = error_text(rd::rd_kafka_acl_result_error(*results.add(i))) {
-                return Err(AdminError::operation(ACTION, error));
-            }
-        }
-    }
-    Ok(())
+    // SAFETY: the bindings are live for the call, which copies them; the results live with the
+    // event they are read from.
+    change_acls(
+        client,
+        ACTION,
+        acls,
+        false,
+        |pointers, count, queue| unsafe {
+            rd::rd_kafka_CreateAcls(client, pointers, count, ptr::null(), queue);
+        },
+        |event| unsafe {
+            let result = answer(ACTION, rd::rd_kafka_event_CreateAcls_result(event.0))?;
+            let mut count = 0;
+            let results = rd::rd_kafka_CreateAcls_result_acls(result, &raw mut count);
+            Ok(elements(results, count).iter().map(|&r| error_text(rd::rd_kafka_acl_result_error(r))).collect())
+        },
+    )
 }
 
 /// Deletes exactly `acls`.
 pub fn delete_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> {
     const ACTION: &str = "delete ACLs";
+    // SAFETY: as in `create_acls`, with filters.
+    change_acls(
+        client,
+        ACTION,
+        acls,
+        true,
+        |pointers, count, queue| unsafe {
+            rd::rd_kafka_DeleteAcls(client, pointers, count, ptr::null(), queue);
+        },
+        |event| unsafe {
+            let result = answer(ACTION, rd::rd_kafka_event_DeleteAcls_result(event.0))?;
+            let mut count = 0;
+            let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &raw mut count);
+            Ok(elements(responses, count)
+                .iter()
+                .map(|&r| error_text(rd::rd_kafka_DeleteAcls_result_response_error(r)))
+                .collect())
+        },
+    )
+}
+
+/// Creates or deletes `acls` (as bindings, or as exact filters when `filter`): `start` makes the
+/// call, `errors` reads each one's error from the event.
+fn change_acls(
+    client: Native,
+    action: &'static str,
+    acls: &[KafkaAcl],
+    filter: bool,
+    start: impl FnOnce(*mut *mut rd::rd_kafka_AclBinding_t, usize, *mut rd::rd_kafka_queue_t),
+    errors: impl FnOnce(&Event) -> Result<Vec<Option<String>>, AdminError>,
+) -> Result<(), AdminError> {
     if acls.is_empty() {
         return Ok(());
     }
-    let filters = acls.iter().map(|acl| binding(ACTION, acl, true)).collect::<Result<Vec<_>, _>>()?;
-    let mut pointers: Vec<_> = filters.iter().map(|b| b.0).collect();
-    let event = call(client, ACTION, |queue| {
-        // SAFETY: live filters, copied by the call.
-        unsafe { rd::rd_kafka_DeleteAcls(client, pointers.as_mut_ptr(), pointers.len(), ptr::null(), queue) }
-    })?;
-    // SAFETY: a DeleteAcls result; its responses live with the event.
-    unsafe {
-        let result = rd::rd_kafka_event_DeleteAcls_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::operation(ACTION, "the broker's answer was of another kind"));
-        }
-        let mut count = 0;
-        let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &raw mut count);
-        for i in 0..count {
-            if let Some(error) = error_text(rd::rd_kafka_DeleteAcls_result_response_error(*responses.add(i))) {
-                return Err(AdminError::operation(ACTION, error));
-            }
-        }
+    let bindings = acls.iter().map(|acl| binding(action, acl, filter)).collect::<Result<Vec<_>, _>>()?;
+    let mut pointers: Vec<_> = bindings.iter().map(|b| b.0).collect();
+    let event = call(client, action, |queue| start(pointers.as_mut_ptr(), pointers.len(), queue))?;
+    match errors(&event)?.into_iter().flatten().next() {
+        Some(error) => Err(AdminError::operation(action, error)),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -130,10 +130,12 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
             .then(|| map.status.as_ref().and_then(|s| s.binding_secret.clone()))
             .flatten(),
         shared_with: map.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default(),
-        tenant_users: (map.spec.managed.is_some() && crate::tenancy::has_tenant_users(map.spec.driver)).then(|| {
-            let shared = map.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default();
-            (crate::tenancy::tenants_secret_name(&name), crate::tenancy::tenants(&namespace, &shared))
-        }),
+        tenant_users: (map.spec.managed.is_some() && crate::drivers::managed_driver(map.spec.driver).is_some()).then(
+            || {
+                let shared = map.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default();
+                (crate::tenancy::tenants_secret_name(&name), crate::tenancy::tenants(&namespace, &shared))
+            },
+        ),
         exposure,
         trust_domain: pki.trust_domain.clone(),
         peer_trust_domains: pki.peer_trust_domains.clone(),

@@ -260,7 +260,7 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     // Namespaces admitted only by `*` have no user of their own: they work as the owner (no
     // broker-side separation, as documented).
     let named_tenant = namespace != ap_namespace && shared_with.contains(&namespace);
-    if crate::tenancy::has_tenant_users(driver) && ap.spec.managed.is_some() && named_tenant {
+    if crate::drivers::managed_driver(driver).is_some() && ap.spec.managed.is_some() && named_tenant {
         let Some(password) = tenant_password(ctx, &ap_namespace, &reference.name, &namespace).await? else {
             return Ok(Resolved::NotReady(Outcome::not_ready(
                 "AccessPointNotReady",
