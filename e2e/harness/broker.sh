@@ -105,10 +105,12 @@ ours() {
 	[[ $now == "$2" ]]
 }
 
-# group_alive <pgid> <start time>: true while any non-zombie process is left in that group.
+# group_alive <pgid> <start time>: true while any non-zombie process is left in that group. The
+# leader counts by its pid too: just after spawn forks it, until its setsid() runs, it is still in
+# the spawning shell's group (a check then once took a starting epmd for dead).
 group_alive() {
 	ours "$1" "$2" || return 1
-	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+	ps -e -o pid=,pgid=,stat= | awk -v g="$1" '($1 == g || $2 == g) && $3 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
 # all_started_alive: every group this broker started still has a live process.
@@ -285,6 +287,8 @@ share.coordinator.state.topic.min.isr=1
 auto.create.topics.enable=true
 # Tests join consumer groups often; the default 3s delay only slows them down.
 group.initial.rebalance.delay.ms=0
+# Benches delete each run's topics to free the disk; the default keeps their files a minute more.
+file.delete.delay.ms=1000
 EOF
 	cat >"$dir/config/log4j2.properties" <<EOF
 status = warn
