@@ -121,6 +121,30 @@ pub async fn create_queue(endpoint: &Endpoint, partitions: u32) -> anyhow::Resul
     Ok(())
 }
 
+/// Deletes the queue and its data: a minute of Kafka at full rate is ~10 GB, and the runs one
+/// after another would otherwise fill the disk.
+pub async fn delete_queue(endpoint: &Endpoint) -> anyhow::Result<()> {
+    match endpoint.kind {
+        Kind::Kafka => {
+            let admin: AdminClient<DefaultClientContext> =
+                ClientConfig::new().set("bootstrap.servers", &endpoint.address).create()?;
+            for result in admin.delete_topics(&[endpoint.queue.as_str()], &AdminOptions::new()).await? {
+                result.map_err(|(topic, code)| anyhow::anyhow!("delete topic {topic}: {code}"))?;
+            }
+        }
+        Kind::Nats => {
+            nats_context(&endpoint.address).await?.delete_stream(&endpoint.queue).await?;
+        }
+        Kind::Amqp => {
+            amqp_channel(&endpoint.address)
+                .await?
+                .queue_delete(endpoint.queue.as_str().into(), lapin::options::QueueDeleteOptions::default())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn nats_context(address: &str) -> anyhow::Result<jetstream::Context> {
     Ok(jetstream::new(async_nats::connect(format!("nats://{address}")).await?))
 }

@@ -35,7 +35,7 @@ use futures::stream::FuturesUnordered;
 use oms_e2e::{Broker, free_server_port, repo_root, run_ok};
 use serde_json::{Value, json};
 
-use crate::load::{Consumer, Endpoint, Kind, Producer, Stamp, create_queue, payload, wait_for};
+use crate::load::{Consumer, Endpoint, Kind, Producer, Stamp, create_queue, delete_queue, payload, wait_for};
 use crate::replicator::{NATS_SOURCE_DOMAIN, Replicator, WINDOW};
 use crate::workload::Workload;
 
@@ -425,6 +425,10 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     drop(replicator);
     let _ = stop.send(true);
     let received = consumer.await??;
+    delete_queue(&target).await.context("delete the target queue")?;
+    if scenario.source.is_some() {
+        delete_queue(&source).await.context("delete the source queue")?;
+    }
 
     let received_total = counters.received.load(Ordering::Relaxed);
     let distinct = counters.distinct.load(Ordering::Relaxed);
