@@ -265,7 +265,7 @@ pub async fn forward(
             flight.window.iter().filter(|pending| !pending.skipped).count().saturating_sub(flight.lanes.waiting());
         metrics.resent.inc_by(sent as u64);
     }
-    source.flush();
+    source.flush().await;
     result
 }
 

@@ -230,6 +230,11 @@ stop() {
 			sleep 0.1
 		done
 		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+		# A killed process lingers until the kernel has reaped it: `down` returns once it is gone.
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
 	fi
 	rm -f "$pidfile"
 	[[ ${2:-} == quiet ]] || log "stopped $component"

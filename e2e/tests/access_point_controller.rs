@@ -330,7 +330,11 @@ fn kafka_scale_down_below_the_copies_of_its_data_is_refused_and_said() -> anyhow
 fn a_kafka_whose_operator_user_cannot_be_had_is_left_alone_and_said() -> anyhow::Result<()> {
     let s = Scenario::start("ap-kafka-user", &[])?;
     s.apply(KAFKA)?;
-    s.wait_for("statefulset/orders-kafka", "created", |_| true)?;
+    // The whole first reconcile, status included, before its Secret goes.
+    s.wait_for("messagingaccesspoint/orders-kafka", "first status", |o| {
+        !o["status"]["bindingSecret"].is_null()
+            && condition(o, "Ready").is_some_and(|c| c["reason"] == "BrokersNotReady")
+    })?;
     let created = s.json("secret/orders-kafka-credentials")?["metadata"]["uid"].clone();
     s.kubectl(&["delete", "secret/orders-kafka-credentials"])?;
     let ap = s.wait_for("messagingaccesspoint/orders-kafka", "credentials lost", |o| {

@@ -624,9 +624,10 @@ async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
     while stored(&js, "cut-out").await? < (COUNT / 3) as u64 && started.elapsed() < Duration::from_mins(2) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    proxy.remove_latency()?;
-    // Cut the link mid-stream for 30 seconds: the fault itself, not a wait for something.
+    // Cut the link mid-stream for 30 seconds: the fault itself, not a wait for something. Cut
+    // first, then lift the latency: the other way round the worker could finish in between.
     proxy.set_enabled(false)?;
+    proxy.remove_latency()?;
     let at_cut = stored(&js, "cut-out").await?;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during_cut = stored(&js, "cut-out").await?;

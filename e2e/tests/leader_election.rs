@@ -29,7 +29,7 @@ fn only_the_leader_reconciles_and_the_standby_takes_over_after_a_kill() -> anyho
     let cluster = Cluster::up("cloud-a")?;
     cluster.install_crds()?;
     let ns = cluster.fresh_namespace("leader")?;
-    let args = ["--namespace", &ns.name, "--leader-election-namespace", &ns.name, "--lease-duration-seconds", "4"];
+    let args = ["--namespace", &ns.name, "--leader-election-namespace", &ns.name, "--lease-duration-seconds", "10"];
     let first = Operator::start(&cluster, &args)?;
     let deadline = Duration::from_secs(30);
     let first_id = format!("-{}", first.pid());

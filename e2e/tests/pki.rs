@@ -113,14 +113,14 @@ fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_remove
     let series = format!(
         r#"oms_operator_certificate_expiry_timestamp_seconds{{namespace="{namespace}",secret="orders-to-b-oms-tls"}}"#
     );
-    let (_, metrics) = oms_e2e::http_get(operator.admin, "/metrics")?;
-    let reported =
-        metrics.lines().find(|l| l.starts_with(&series)).and_then(|l| l.rsplit(' ').next()).unwrap_or("none");
-    assert_eq!(
-        reported.parse::<f64>().ok(),
-        epoch.trim().parse::<f64>().ok(),
-        "metric {reported}, certificate {epoch}"
-    );
+    // The gauge is set just after the Secret is written: poll for it.
+    let expected = epoch.trim().parse::<f64>()?;
+    poll(&format!("the expiry metric at the certificate's notAfter ({expected})"), DEADLINE, || {
+        let (_, metrics) = oms_e2e::http_get(operator.admin, "/metrics")?;
+        let reported =
+            metrics.lines().find(|l| l.starts_with(&series)).and_then(|l| l.rsplit(' ').next()?.parse().ok());
+        Ok(reported.filter(|r: &f64| (r - expected).abs() < 0.5))
+    })?;
 
     // Renewed at two thirds of the 30 s lifetime: a new certificate, same identity, later expiry.
     let renewed = poll("the certificate renewed", Duration::from_secs(45), || {

@@ -203,9 +203,11 @@ impl Source {
     }
 
     /// Makes stored positions durable before a shutdown.
-    pub fn flush(&mut self) {
-        if let Source::Kafka(source) = self {
-            source.commit_now();
+    pub async fn flush(&mut self) {
+        match self {
+            Source::Kafka(source) => source.commit_now(),
+            Source::Nats(source) => source.flush().await,
+            Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) => {}
         }
     }
 }

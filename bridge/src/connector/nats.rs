@@ -19,6 +19,9 @@ use crate::message::{
     take_bridge_headers,
 };
 
+/// How long a shutdown waits for queued acks to reach the server.
+const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
     let servers: Vec<String> = endpoint.servers.iter().map(|(h, p)| format!("nats://{h}:{p}")).collect();
     let options = match super::credentials(endpoint) {
@@ -33,6 +36,8 @@ async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorErro
 }
 
 pub struct NatsSource {
+    /// Kept to flush the acks it queued before a shutdown.
+    client: async_nats::Client,
     messages: consumer::pull::Stream,
     consumer: consumer::PullConsumer,
     stream: jetstream::stream::Stream,
@@ -48,7 +53,8 @@ impl NatsSource {
         start: Start,
         in_flight: u32,
     ) -> Result<Self, ConnectorError> {
-        let js = jetstream::new(client(endpoint).await?);
+        let connection = client(endpoint).await?;
+        let js = jetstream::new(connection.clone());
         let fail = |e: &dyn std::fmt::Display| ConnectorError::Connect {
             protocol: Protocol::Nats,
             servers: format!("{:?}", endpoint.servers),
@@ -82,12 +88,21 @@ impl NatsSource {
         let floor = consumer.cached_info().ack_floor.stream_sequence;
         let messages = consumer.messages().await.map_err(|e| fail(&e))?;
         Ok(Self {
+            client: connection,
             messages,
             consumer,
             stream,
             name: endpoint.queue.clone(),
             seen_through: (floor > 0).then_some(floor),
         })
+    }
+
+    /// Sends the acks still queued in the client: acks do not wait for the server, and ones left
+    /// behind at exit would bring their messages again after the ack wait.
+    pub async fn flush(&self) {
+        if let Ok(Err(error)) = tokio::time::timeout(FLUSH_DEADLINE, self.client.flush()).await {
+            tracing::warn!(message = "Acks not flushed before shutdown; their messages come again.", %error);
+        }
     }
 
     /// Messages removed from the stream before they were bridged, judged at a message with

@@ -386,7 +386,7 @@ async fn consume_stream(
             },
         }
     };
-    source.flush();
+    source.flush().await;
     if let Err(status) = result {
         tracing::warn!(message = "Consume stream ended.", %status);
         let _ = replies.send(Err(status)).await;

@@ -92,37 +92,50 @@ impl Tenancy {
         anyhow::bail!("nothing to read in {topic}")
     }
 
-    /// Messages in partition 0 of `topic` as `oms` sees them; `None` when it cannot see the topic.
-    fn oms_count(&self, topic: &str) -> Option<i64> {
-        let consumer = self.consumer("oms", "oms.counter").ok()?;
-        consumer.fetch_watermarks(topic, 0, TIMEOUT).ok().map(|(low, high)| high - low)
+    // What `oms` itself sees, to judge an attempt by. A look that fails stops the run: an error
+    // here must not pass for a change the attempt made.
+
+    /// Messages in partition 0 of `topic` as `oms` sees them.
+    fn oms_count(&self, topic: &str) -> anyhow::Result<i64> {
+        let consumer = self.consumer("oms", "oms.counter")?;
+        let (low, high) =
+            consumer.fetch_watermarks(topic, 0, TIMEOUT).with_context(|| format!("oms counts {topic}"))?;
+        Ok(high - low)
     }
 
     /// Partitions of `topic` as `oms` sees them; 0 when it does not exist.
-    fn oms_partitions(&self, topic: &str) -> usize {
-        let Ok(consumer) = self.consumer("oms", "oms.counter") else { return 0 };
-        let Ok(metadata) = consumer.fetch_metadata(Some(topic), TIMEOUT) else { return 0 };
-        metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map_or(0, |t| t.partitions().len())
+    fn oms_partitions(&self, topic: &str) -> anyhow::Result<usize> {
+        let consumer = self.consumer("oms", "oms.counter")?;
+        let metadata =
+            consumer.fetch_metadata(Some(topic), TIMEOUT).with_context(|| format!("oms looks up {topic}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len()))
     }
 
     /// `retention.ms` of `topic` as `oms` sees it.
-    async fn oms_retention(&self, topic: &str) -> Option<String> {
+    async fn oms_retention(&self, topic: &str) -> anyhow::Result<Option<String>> {
         let described = self
-            .admin("oms")
-            .ok()?
+            .admin("oms")?
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
             .await
-            .ok()?;
-        described.into_iter().flatten().flat_map(|r| r.entries).find(|e| e.name == "retention.ms").and_then(|e| e.value)
+            .with_context(|| format!("oms describes {topic}"))?;
+        let mut entries = Vec::new();
+        for resource in described {
+            entries.extend(resource.map_err(|code| anyhow::anyhow!("oms describes {topic}: {code}"))?.entries);
+        }
+        Ok(entries.into_iter().find(|e| e.name == "retention.ms").and_then(|e| e.value))
     }
 
     /// The offset `oms.reader` committed for `oms.orders`, as `oms` sees it.
-    fn oms_committed(&self) -> Option<i64> {
-        let consumer = self.consumer("oms", "oms.reader").ok()?;
+    fn oms_committed(&self) -> anyhow::Result<Option<i64>> {
+        let consumer = self.consumer("oms", "oms.reader")?;
         let mut partitions = TopicPartitionList::new();
         partitions.add_partition("oms.orders", 0);
-        let committed = consumer.committed_offsets(partitions, TIMEOUT).ok()?;
-        committed.find_partition("oms.orders", 0)?.offset().to_raw()
+        let committed = consumer.committed_offsets(partitions, TIMEOUT).context("oms reads its committed offset")?;
+        Ok(committed.find_partition("oms.orders", 0).and_then(|p| p.offset().to_raw()))
     }
 }
 
@@ -185,6 +198,17 @@ async fn apply_users(admin: &KafkaAdmin, admin_user: &str, acls: &[KafkaAcl]) ->
     Ok(format!("kafka users: the first apply set 2 users and {} ACLs, the second changed nothing", acls.len()))
 }
 
+/// Waits for the broker to answer the operator's user: the pod's port opens before Kafka serves
+/// requests, and boot.sh only waits for the port.
+async fn wait_until_answering(admin: &KafkaAdmin) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while let Err(error) = admin.observe("oms.orders").await {
+        anyhow::ensure!(Instant::now() < deadline, "the broker does not answer the operator's user: {error}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 /// Takes `globex` off the access point as the operator does: its user and its `acls` go.
 async fn remove_globex(admin: &KafkaAdmin, admin_user: &str, acls: usize) -> anyhow::Result<()> {
     let tenants = ["oms".to_owned()];
@@ -219,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
         acls.extend(tenancy::kafka_acls("globex", &["globex".to_owned()], false, false));
     }
     let globex_acls = acls.iter().filter(|a| a.principal == "User:globex").count();
+    wait_until_answering(&admin).await?;
     eprintln!("{}", apply_users(&admin, admin_user, &acls).await?);
     let k = Tenancy { servers };
     let mut tally = Tally::default();
@@ -245,9 +270,9 @@ async fn main() -> anyhow::Result<()> {
             })
             .await;
     }
-    let before = k.oms_count("oms.orders");
-    let committed = k.oms_committed();
-    let retention = k.oms_retention("oms.orders").await;
+    let before = k.oms_count("oms.orders")?;
+    let committed = k.oms_committed()?;
+    let retention = k.oms_retention("oms.orders").await?;
 
     let read = k.read_first("globex", "globex.reader", "oms.orders");
     tally.attempt("read oms.orders", read.is_ok_and(|body| body == SECRET));
@@ -257,20 +282,20 @@ async fn main() -> anyhow::Result<()> {
     let in_oms_group = k.read_first("globex", &oms_bridge, "globex.orders");
     tally.attempt("keep positions in oms's bridge group", in_oms_group.is_ok());
     let _ = k.produce("globex", "oms.orders", "intruder").await;
-    tally.attempt("write oms.orders", k.oms_count("oms.orders") != before);
+    tally.attempt("write oms.orders", k.oms_count("oms.orders")? != before);
     let created = k.create_topic("globex", "oms.new").await;
-    tally.attempt("create oms.new", created.is_ok() || k.oms_partitions("oms.new") > 0);
+    tally.attempt("create oms.new", created.is_ok() || k.oms_partitions("oms.new")? > 0);
     let grow = NewPartitions::new("oms.orders", 2);
     let options = AdminOptions::new().request_timeout(Some(TIMEOUT));
     let _ = k.admin("globex")?.create_partitions(&[grow], &options).await;
-    tally.attempt("add partitions to oms.orders", k.oms_partitions("oms.orders") != 1);
+    tally.attempt("add partitions to oms.orders", k.oms_partitions("oms.orders")? != 1);
     let alter = AlterConfig::new(ResourceSpecifier::Topic("oms.orders")).set("retention.ms", "1000");
     let _ = k.admin("globex")?.alter_configs(&[alter], &options).await;
-    tally.attempt("change oms.orders' retention", k.oms_retention("oms.orders").await != retention);
+    tally.attempt("change oms.orders' retention", k.oms_retention("oms.orders").await? != retention);
     let _ = k.admin("globex")?.delete_groups(&["oms.reader"], &options).await;
-    tally.attempt("delete oms's consumer group", k.oms_committed() != committed);
+    tally.attempt("delete oms's consumer group", k.oms_committed()? != committed);
     let _ = k.admin("globex")?.delete_topics(&["oms.orders"], &options).await;
-    tally.attempt("delete oms.orders", k.oms_partitions("oms.orders") == 0);
+    tally.attempt("delete oms.orders", k.oms_partitions("oms.orders")? == 0);
     let listed = k.consumer("globex", "globex.lister")?.fetch_metadata(None, TIMEOUT);
     tally.attempt("see oms.orders listed", listed.is_ok_and(|m| m.topics().iter().any(|t| t.name() == "oms.orders")));
     let wrong: anyhow::Result<BaseConsumer> =
@@ -285,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
     tally
         .mine("oms reads oms.orders back", || async {
             anyhow::ensure!(k.read_first("oms", "oms.reader2", "oms.orders")? == SECRET, "not its message");
-            anyhow::ensure!(k.oms_count("oms.orders") == before, "oms.orders changed");
+            anyhow::ensure!(k.oms_count("oms.orders")? == before, "oms.orders changed");
             Ok(())
         })
         .await;
