@@ -11,8 +11,9 @@
 # The two clouds are built as `make demo` builds them (clouds.sh: each its CA, the other's CA and
 # trust domain as peers, node B's gateway on a NodePort that cloud A's DNS resolves to node B's
 # WAN address):
-#   A: demo-install.sh <a> kafka: 3 brokers, Queue payments (3 partitions, 3 copies); the gateway
-#      of B as an access point, a Queue orders-b on it, a Bridge payments-to-b.
+#   A: KAFKA_REPLICAS=4 demo-install.sh <a> kafka: 4 brokers (3 of them the controllers, the
+#      4th a broker only), Queue payments (3 partitions, 3 copies); the gateway of B as an access
+#      point, a Queue orders-b on it, a Bridge payments-to-b.
 #   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
@@ -102,7 +103,7 @@ clouds_up "$a" "$b"
 t_nodes=$EPOCHREALTIME
 
 step=install
-NATS_REPLICAS=3 clouds_install "$a" kafka "$b" nats >/dev/null
+NATS_REPLICAS=3 KAFKA_REPLICAS=4 clouds_install "$a" kafka "$b" nats >/dev/null
 t_installed=$EPOCHREALTIME
 
 step=gateway

@@ -17,7 +17,8 @@
 #   kafka                     the layout of the official apache/kafka image as the operator's
 #                             rendering uses it: the jars of tools.sh kafka in /opt/kafka/libs,
 #                             /opt/kafka/bin/kafka-{storage,server-start,topics,console-producer,
-#                             console-consumer,get-offsets,metadata-quorum,run-class}.sh over
+#                             console-consumer,get-offsets,metadata-quorum,broker-api-versions,
+#                             run-class}.sh over
 #                             them in sh (the tools log warnings only, to stderr), a Java 17
 #                             runtime that jlink cuts from the machine's JDK (/opt/java/openjdk),
 #                             Debian's dash as /bin/sh and cat (the rendered start.sh uses both),
@@ -208,7 +209,8 @@ exec /opt/kafka/bin/kafka-run-class.sh kafka.Kafka "$@"'
 		kafka-console-producer.sh=org.apache.kafka.tools.ConsoleProducer \
 		kafka-console-consumer.sh=org.apache.kafka.tools.consumer.ConsoleConsumer \
 		kafka-get-offsets.sh=org.apache.kafka.tools.GetOffsetShell \
-		kafka-metadata-quorum.sh=org.apache.kafka.tools.MetadataQuorumCommand; do
+		kafka-metadata-quorum.sh=org.apache.kafka.tools.MetadataQuorumCommand \
+		kafka-broker-api-versions.sh=org.apache.kafka.tools.BrokerApiVersionsCommand; do
 		class=${tool#*=}
 		kafka_script "$dir" "${tool%%=*}" ': "${KAFKA_LOG4J_OPTS:=-Dlog4j2.configurationFile=/opt/kafka/config/tools-log4j2.properties}"
 export KAFKA_LOG4J_OPTS
