@@ -230,7 +230,8 @@ stop() {
 			sleep 0.1
 		done
 		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-		# A killed process lingers until the kernel has reaped it: `down` returns once it is gone.
+		# A killed process stays a zombie until its parent (init) reaps it: `down` returns once
+		# it is gone, or after 10 s.
 		for _ in $(seq 1 100); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1

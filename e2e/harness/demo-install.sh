@@ -9,8 +9,8 @@
 #                                                 NATS_REPLICAS=<n> gives the access point n
 #                                                 brokers and the Queue min(n, 3) copies.
 #   e2e/harness/demo-install.sh <cluster> kafka   Kafka instead: 3 brokers (KRaft, the images.sh
-#                                                 kafka image), a Queue of 3 partitions with 3
-#                                                 copies, then a message produced and consumed by
+#                                                 kafka image), a Queue of 3 partitions with
+#                                                 min(n, 3) copies, then a message produced and consumed by
 #                                                 a client pod that bootstraps from the client
 #                                                 Service and is sent on to the brokers' advertised
 #                                                 pod DNS names. KAFKA_REPLICAS=<n> gives it n
@@ -44,8 +44,11 @@ nats)
 	REPLICAS=${NATS_REPLICAS:-1} QUEUE=orders PARTITIONS=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-180}
 	REPLICATION=$((REPLICAS < 3 ? REPLICAS : 3))
 	;;
-# Three JVMs start together on a small machine: give them longer.
-kafka) REPLICAS=${KAFKA_REPLICAS:-3} QUEUE=payments PARTITIONS=3 REPLICATION=3 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420} ;;
+# Several JVMs start together on a small machine: give them longer.
+kafka)
+	REPLICAS=${KAFKA_REPLICAS:-3} QUEUE=payments PARTITIONS=3 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
+	REPLICATION=$((REPLICAS < 3 ? REPLICAS : 3))
+	;;
 esac
 CLUSTER_STATE=$ROOT/e2e/.state/$cluster
 

@@ -292,7 +292,7 @@ running() {
 }
 running "$a" "$RELEASE_NAMESPACE" "app.kubernetes.io/instance=$RELEASE" 1
 running "$b" "$RELEASE_NAMESPACE" "app.kubernetes.io/instance=$RELEASE" 1
-running "$a" "$TENANT" app.kubernetes.io/component=broker 3
+running "$a" "$TENANT" app.kubernetes.io/component=broker 4
 running "$b" "$TENANT" app.kubernetes.io/component=broker 3
 running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
 running "$b" "$TENANT" app.kubernetes.io/component=gateway 1

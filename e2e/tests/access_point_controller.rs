@@ -360,11 +360,11 @@ fn a_kafka_whose_operator_user_cannot_be_had_is_left_alone_and_said() -> anyhow:
     // An earlier version's brokers: no operator user in their environment. Made as a StatefulSet
     // of its own before its access point, so no reconcile of the one above can race the change.
     let mut earlier = s.json("statefulset/orders-kafka")?;
-    earlier["metadata"] = serde_json::json!({"name": "legacy-kafka"});
-    earlier["status"].take();
+    earlier["metadata"] = serde_json::json!({"name": "orders-kafka"});
+    earlier.as_object_mut().map(|o| o.remove("status"));
     let container = &mut earlier["spec"]["template"]["spec"]["containers"][0];
     container.as_object_mut().map(|c| c.remove("env"));
-    s.apply(&earlier.to_string())?;
+    s.apply(&earlier.to_string().replace("orders-kafka", "legacy-kafka"))?;
     s.apply(&KAFKA.replace("orders-kafka", "legacy-kafka"))?;
     let ap = s.wait_for("messagingaccesspoint/legacy-kafka", "recreate required", |o| {
         condition(o, "Ready").is_some_and(|c| c["reason"] == "RecreateRequired")

@@ -119,7 +119,8 @@ fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_remove
         let (_, metrics) = oms_e2e::http_get(operator.admin, "/metrics")?;
         let reported =
             metrics.lines().find(|l| l.starts_with(&series)).and_then(|l| l.rsplit(' ').next()?.parse().ok());
-        Ok(reported.filter(|r: &f64| (r - expected).abs() < 0.5))
+        // At or after it: under load the renewal at 20 s may already have moved the gauge on.
+        Ok(reported.filter(|r: &f64| *r > expected - 0.5))
     })?;
 
     // Renewed at two thirds of the 30 s lifetime: a new certificate, same identity, later expiry.

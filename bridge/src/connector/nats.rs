@@ -19,7 +19,7 @@ use crate::message::{
     take_bridge_headers,
 };
 
-/// How long a shutdown waits for queued acks to reach the server.
+/// How long a shutdown waits to write queued acks to the connection.
 const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
@@ -97,12 +97,15 @@ impl NatsSource {
         })
     }
 
-    /// Sends the acks still queued in the client: acks do not wait for the server, and ones left
-    /// behind at exit would bring their messages again after the ack wait.
+    /// Writes the acks still queued in the client to the connection: acks do not wait for the
+    /// server, and ones left behind at exit would bring their messages again after the ack wait.
     pub async fn flush(&self) {
-        if let Ok(Err(error)) = tokio::time::timeout(FLUSH_DEADLINE, self.client.flush()).await {
-            tracing::warn!(message = "Acks not flushed before shutdown; their messages come again.", %error);
-        }
+        let unsent = match tokio::time::timeout(FLUSH_DEADLINE, self.client.flush()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("not written within {FLUSH_DEADLINE:?}"),
+        };
+        tracing::warn!(message = "Acks not flushed before shutdown; their messages come again.", error = %unsent);
     }
 
     /// Messages removed from the stream before they were bridged, judged at a message with

@@ -386,10 +386,11 @@ async fn consume_stream(
             },
         }
     };
-    source.flush().await;
+    // The peer hears why first; the acks then go out while it reconnects.
     if let Err(status) = result {
         tracing::warn!(message = "Consume stream ended.", %status);
         let _ = replies.send(Err(status)).await;
     }
+    source.flush().await;
     metrics.streams.dec();
 }

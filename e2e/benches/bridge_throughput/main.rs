@@ -425,10 +425,7 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     drop(replicator);
     let _ = stop.send(true);
     let received = consumer.await??;
-    delete_queue(&target).await.context("delete the target queue")?;
-    if scenario.source.is_some() {
-        delete_queue(&source).await.context("delete the source queue")?;
-    }
+    delete_queues(if scenario.source.is_some() { vec![&target, &source] } else { vec![&target] }).await;
 
     let received_total = counters.received.load(Ordering::Relaxed);
     let distinct = counters.distinct.load(Ordering::Relaxed);
@@ -471,6 +468,15 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     report::add_latencies(&mut result, "aggregatedPublishLatency", publish_latencies_us);
     report::add_latencies(&mut result, "aggregatedEndToEndLatency", received.end_to_end_us);
     Ok(result)
+}
+
+/// Deletes a run's queues, best effort: a queue left behind costs disk, not the figures so far.
+async fn delete_queues(endpoints: Vec<&Endpoint>) {
+    for endpoint in endpoints {
+        if let Err(error) = delete_queue(endpoint).await {
+            eprintln!("bridge_throughput: {} stays on {}: {error:#}", endpoint.queue, endpoint.address);
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
