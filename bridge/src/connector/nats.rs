@@ -19,6 +19,10 @@ use crate::message::{
     take_bridge_headers,
 };
 
+/// Messages per pull request at least, and the idle heartbeat of a pull (the client's defaults).
+const PULL_BATCH: usize = 200;
+const PULL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How long a shutdown waits to write queued acks to the connection.
 const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -86,7 +90,15 @@ impl NatsSource {
             .map_err(|e| fail(&e))?;
         // A consumer with progress continues from its ack floor; a new one has nothing to lose yet.
         let floor = consumer.cached_info().ack_floor.stream_sequence;
-        let messages = consumer.messages().await.map_err(|e| fail(&e))?;
+        // One pull request asks for as many messages as the window may hold (the client's default
+        // is 200): fewer requests per message, and the server can fill the window at once.
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(usize::try_from(in_flight).unwrap_or(PULL_BATCH).max(PULL_BATCH))
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| fail(&e))?;
         Ok(Self {
             client: connection,
             messages,
