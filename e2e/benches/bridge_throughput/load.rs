@@ -92,8 +92,7 @@ fn stamp(payload: &[u8]) -> Option<Stamp> {
 pub async fn create_queue(endpoint: &Endpoint, partitions: u32) -> anyhow::Result<()> {
     match endpoint.kind {
         Kind::Kafka => {
-            let admin: AdminClient<DefaultClientContext> =
-                ClientConfig::new().set("bootstrap.servers", &endpoint.address).create()?;
+            let admin = kafka_admin(&endpoint.address)?;
             let partitions = i32::try_from(partitions)?;
             let topic = NewTopic::new(&endpoint.queue, partitions, TopicReplication::Fixed(1));
             for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
@@ -126,8 +125,7 @@ pub async fn create_queue(endpoint: &Endpoint, partitions: u32) -> anyhow::Resul
 pub async fn delete_queue(endpoint: &Endpoint) -> anyhow::Result<()> {
     match endpoint.kind {
         Kind::Kafka => {
-            let admin: AdminClient<DefaultClientContext> =
-                ClientConfig::new().set("bootstrap.servers", &endpoint.address).create()?;
+            let admin = kafka_admin(&endpoint.address)?;
             for result in admin.delete_topics(&[endpoint.queue.as_str()], &AdminOptions::new()).await? {
                 result.map_err(|(topic, code)| anyhow::anyhow!("delete topic {topic}: {code}"))?;
             }
@@ -143,6 +141,10 @@ pub async fn delete_queue(endpoint: &Endpoint) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn kafka_admin(address: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    Ok(ClientConfig::new().set("bootstrap.servers", address).create()?)
 }
 
 pub async fn nats_context(address: &str) -> anyhow::Result<jetstream::Context> {
