@@ -31,13 +31,6 @@ pub struct Message {
 }
 
 impl Message {
-    /// The id a message keeps for its life: the one it arrived with, else `<source>/<lane>/<position>`
-    /// (queue, partition, offset or stream sequence), which a redelivery reproduces exactly.
-    #[must_use]
-    pub fn stable_id(existing: Option<&str>, source: &str, lane: i64, position: u64) -> String {
-        existing.map_or_else(|| format!("{source}/{lane}/{position}"), str::to_owned)
-    }
-
     /// The provenance header value after this hop through `source` (its access point).
     #[must_use]
     pub fn provenance_after(&self, source: Option<&str>) -> Option<String> {
@@ -49,6 +42,69 @@ impl Message {
         }
         (!hops.is_empty()).then(|| hops.join(","))
     }
+}
+
+/// How a source names the messages that arrive without an id of their own (no `oms-message-id`
+/// header, no AMQP `message-id`). The id must never be one an earlier, different message had:
+/// targets that deduplicate (JetStream's `Nats-Msg-Id` window, the gateway's window) would drop
+/// the new message as a repeat while the source is acknowledged, a silent loss.
+///
+/// - Positional: the source keeps positions across restarts (Kafka partition and offset, JetStream
+///   stream sequence), so `<origin>/<lane>/<position>` is the same for every delivery of a message
+///   and a redelivery is dropped by such targets.
+/// - Per delivery: the source's numbers restart with each connection (AMQP delivery tags, the
+///   count of an MQTT session), so a random epoch drawn once per connection goes into the id,
+///   `<origin>/<lane>@<epoch>/<number>`: a redelivery gets a new id and arrives as a duplicate,
+///   never in place of another message.
+///
+/// `<origin>` is `<access point>/<queue>` when the worker knows its source's access point (the
+/// operator always fills it), else `<queue>`: two bridges from same-named queues on different
+/// brokers into one target never share ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageIds {
+    origin: String,
+    epoch: Option<u64>,
+}
+
+impl MessageIds {
+    /// Ids from positions that survive restarts.
+    #[must_use]
+    pub fn positional(access_point: Option<&str>, queue: &str) -> Self {
+        Self { origin: origin(access_point, queue), epoch: None }
+    }
+
+    /// Ids from numbers that restart with the connection: call once per connection.
+    #[must_use]
+    pub fn per_delivery(access_point: Option<&str>, queue: &str) -> Self {
+        Self { origin: origin(access_point, queue), epoch: Some(random_epoch()) }
+    }
+
+    /// The id a message keeps: the one it arrived with (if not empty), else its own from `lane`
+    /// (partition) and `position` (offset, stream sequence, delivery number).
+    #[must_use]
+    pub fn id(&self, existing: Option<String>, lane: i64, position: u64) -> String {
+        match (existing.filter(|id| !id.is_empty()), self.epoch) {
+            (Some(id), _) => id,
+            (None, None) => format!("{}/{lane}/{position}", self.origin),
+            (None, Some(epoch)) => format!("{}/{lane}@{epoch:016x}/{position}", self.origin),
+        }
+    }
+}
+
+fn origin(access_point: Option<&str>, queue: &str) -> String {
+    access_point.map_or_else(|| queue.to_owned(), |ap| format!("{ap}/{queue}"))
+}
+
+/// 64 random bits from the OS; should it ever fail, the clock's nanoseconds and the process id,
+/// which no earlier connection of this or another worker had either.
+fn random_epoch() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        // Truncation keeps the fast-changing low bits, which is all that matters here.
+        #[allow(clippy::cast_possible_truncation)]
+        let low = nanos as u64;
+        low ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 /// What the bridge itself reads from a message's headers.
@@ -92,9 +148,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_existing_id_is_kept_and_a_new_one_is_positional() {
-        assert_eq!(Message::stable_id(Some("upstream-1"), "orders", 3, 42), "upstream-1");
-        assert_eq!(Message::stable_id(None, "orders", 3, 42), "orders/3/42");
+    fn an_existing_id_is_kept_and_a_positional_one_names_access_point_queue_lane_and_position() {
+        let ids = MessageIds::positional(Some("acme/orders-kafka"), "orders");
+        assert_eq!(ids.id(Some("upstream-1".into()), 3, 42), "upstream-1");
+        assert_eq!(ids.id(None, 3, 42), "acme/orders-kafka/orders/3/42");
+        assert_eq!(ids.id(Some(String::new()), 3, 42), "acme/orders-kafka/orders/3/42", "an empty id is none");
+        assert_eq!(MessageIds::positional(None, "orders").id(None, 0, 7), "orders/0/7");
+    }
+
+    #[test]
+    fn a_positional_id_is_the_same_for_every_delivery_of_a_message() {
+        let (before, after) = (MessageIds::positional(None, "q"), MessageIds::positional(None, "q"));
+        assert_eq!(before.id(None, 1, 9), after.id(None, 1, 9), "a restarted worker names it the same");
+    }
+
+    #[test]
+    fn delivery_numbers_of_two_connections_never_give_the_same_id() {
+        // Delivery tag 1 on the first channel and tag 1 on the next are different messages.
+        let (first, second) = (MessageIds::per_delivery(None, "q"), MessageIds::per_delivery(None, "q"));
+        assert_ne!(first.id(None, 0, 1), second.id(None, 0, 1));
+        assert_eq!(first.id(None, 0, 1), first.id(None, 0, 1), "one connection names one delivery once");
+        assert!(first.id(None, 0, 1).starts_with("q/0@"), "{}", first.id(None, 0, 1));
+        assert_eq!(first.id(Some("producer-7".into()), 0, 1), "producer-7", "the producer's own id wins");
+    }
+
+    #[test]
+    fn same_named_queues_of_two_access_points_never_share_an_id() {
+        let a = MessageIds::positional(Some("acme/kafka-eu"), "orders");
+        let b = MessageIds::positional(Some("acme/kafka-us"), "orders");
+        assert_ne!(a.id(None, 0, 5), b.id(None, 0, 5));
     }
 
     #[test]

@@ -1389,3 +1389,159 @@ async fn rotating_both_certificates_under_load_loses_nothing_and_keeps_the_strea
     assert_eq!(duplicated, 0, "JetStream drops the resends");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Message identities: a message that arrives without an id of its own must never get the id of an
+// earlier, different message, or a target that deduplicates drops it while the source is acked.
+
+/// Messages per batch in the identity test.
+const ID_BATCH: usize = 100;
+
+/// Where an identity bridge writes: JetStream (`Nats-Msg-Id`) or the gateway's window (into Kafka,
+/// which keeps repeats, so only the gateway could drop a message).
+#[derive(Clone, Copy, Debug)]
+enum DedupTarget {
+    JetStream,
+    Gateway,
+}
+
+/// One bridge of the identity test and its worker, started and stopped as the test goes.
+struct IdentityBridge {
+    name: String,
+    target: DedupTarget,
+    config: String,
+    admin: std::net::SocketAddr,
+}
+
+impl IdentityBridge {
+    /// The source queue, the target queue and the config of a bridge from `source` into `target`.
+    async fn set_up(
+        brokers: &Brokers,
+        gateway: (u16, &TlsPaths),
+        source: Kind,
+        target: DedupTarget,
+    ) -> anyhow::Result<Self> {
+        let name = format!("ids-{}-to-{target:?}", source.name()).to_lowercase();
+        let (from, to) = (format!("{name}-in"), format!("{name}-out"));
+        brokers.create_queue(source, &from).await?;
+        if source == Kind::Mqtt {
+            // The worker's persistent session (oms-bridge-<namespace>-<bridge>) queues from now on.
+            brokers.mqtt_session(&format!("oms-bridge-acme-{name}"), &from).await?;
+        }
+        let target_end = match target {
+            DedupTarget::JetStream => {
+                brokers.create_queue(Kind::Nats, &to).await?;
+                format!(
+                    "{{driver: nats, servers: ['{}'], queue: {to}, accessPoint: acme/ids-out}}",
+                    brokers.nats.address()
+                )
+            }
+            DedupTarget::Gateway => {
+                brokers.create_queue(Kind::Kafka, &to).await?;
+                gateway_end("localhost", gateway.0, "acme/edge-kafka", &to, gateway.1)
+            }
+        };
+        let admin = oms_e2e::admin_address()?;
+        // The source's access point is named, as the operator always does: ids carry it.
+        let config = format!(
+            "bridge: {{name: {name}, namespace: acme}}\n\
+             source: {{driver: {}, servers: ['{}'], queue: {from}, accessPoint: acme/ids-in}}\n\
+             target: {target_end}\ninFlight: 64\nadmin: {{listen: '{admin}'}}\n",
+            source.name(),
+            brokers.broker(source).address(),
+        );
+        Ok(Self { name, target, config, admin })
+    }
+
+    fn source_queue(&self) -> String {
+        format!("{}-in", self.name)
+    }
+
+    /// Starts the worker and waits until both its ends are connected.
+    fn start(&self) -> anyhow::Result<Worker> {
+        let worker = Worker::start_with(&self.name, &self.config)?;
+        oms_e2e::poll(&format!("{} is connected", self.name), Duration::from_mins(1), || {
+            Ok(oms_e2e::http_get(self.admin, "/readyz").ok().filter(|(code, _)| *code == 200).map(|_| ()))
+        })?;
+        Ok(worker)
+    }
+
+    /// Every message on the target, repeats included, once `expected` distinct ones arrived or a
+    /// minute passed.
+    async fn received(&self, brokers: &Brokers, expected: usize) -> anyhow::Result<Vec<Seen>> {
+        let kind = match self.target {
+            DedupTarget::JetStream => Kind::Nats,
+            DedupTarget::Gateway => Kind::Kafka,
+        };
+        brokers.consume(kind, &format!("{}-out", self.name), expected, Duration::from_mins(1)).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_ids_survive_worker_and_broker_restarts_into_deduplicating_targets() -> anyhow::Result<()> {
+    let brokers = Brokers::up("bridge-ids", true)?;
+    let certs = Certs::new("bridge-ids")?;
+    let (server, client) = gateway_and_bridge_certs(&certs, "ids")?;
+    let gateway = GatewayProcess::start("bridge-ids", &brokers, &server)?;
+    let (mut failures, mut gateway_dropped) = (Vec::new(), 0);
+    for source in [Kind::Kafka, Kind::Nats, Kind::Amqp, Kind::Mqtt] {
+        let mut bridges = Vec::new();
+        for target in [DedupTarget::JetStream, DedupTarget::Gateway] {
+            bridges.push(IdentityBridge::set_up(&brokers, (gateway.port, &client), source, target).await?);
+        }
+        // First batch through, then SIGTERM; a new worker is killed with -9; the source broker
+        // restarts; a third worker carries the second batch.
+        for bridge in &bridges {
+            brokers.produce(source, &bridge.source_queue(), 0, ID_BATCH).await?;
+        }
+        let workers = bridges.iter().map(IdentityBridge::start).collect::<anyhow::Result<Vec<_>>>()?;
+        for bridge in &bridges {
+            let sent = oms_e2e::wait_metric(
+                bridge.admin,
+                "oms_bridge_messages_sent_total",
+                ID_BATCH as u64,
+                Duration::from_mins(1),
+            )
+            .await;
+            anyhow::ensure!(sent == ID_BATCH as u64, "{}: {sent} of the first {ID_BATCH} sent", bridge.name);
+        }
+        for worker in workers {
+            worker.stop()?;
+        }
+        for worker in bridges.iter().map(IdentityBridge::start).collect::<anyhow::Result<Vec<_>>>()? {
+            worker.kill()?;
+        }
+        brokers.broker(source).restart()?;
+        let _workers = bridges.iter().map(IdentityBridge::start).collect::<anyhow::Result<Vec<_>>>()?;
+        for bridge in &bridges {
+            brokers.produce(source, &bridge.source_queue(), ID_BATCH, ID_BATCH).await?;
+        }
+        let mut received = Vec::new();
+        for bridge in &bridges {
+            received.push(bridge.received(&brokers, 2 * ID_BATCH).await?);
+        }
+        let dropped_by_gateway = gateway.metric("oms_gateway_messages_deduplicated_total", None) - gateway_dropped;
+        gateway_dropped += dropped_by_gateway;
+        for (bridge, seen) in bridges.iter().zip(received) {
+            let (lost, duplicated) = lost_and_duplicated(&seen, 2 * ID_BATCH);
+            println!(
+                "{} -> {:?}: published {} without ids around SIGTERM, kill -9 and a source broker restart; \
+                 the target holds {} distinct, lost {lost}, duplicated {duplicated}; the target dropped {} as repeats",
+                source.name(),
+                bridge.target,
+                2 * ID_BATCH,
+                seen.len() - duplicated,
+                match bridge.target {
+                    DedupTarget::JetStream =>
+                        oms_e2e::metric(bridge.admin, "oms_bridge_messages_deduplicated_total", None),
+                    DedupTarget::Gateway => dropped_by_gateway,
+                },
+            );
+            if lost > 0 {
+                failures.push(format!("{}: lost {lost}", bridge.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "new messages were taken for earlier ones: {failures:?}");
+    Ok(())
+}

@@ -13,7 +13,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
 use crate::config::{Endpoint, Protocol};
-use crate::message::{HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
+use crate::message::{
+    HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, take_bridge_headers,
+};
 
 /// Persistent delivery: RabbitMQ writes the message to disk before confirming it.
 const PERSISTENT: u8 = 2;
@@ -52,6 +54,8 @@ pub struct AmqpSource {
     queue: String,
     /// The channel the consumer lives on; also asked for the queue's depth.
     channel: Channel,
+    /// Delivery tags count from 1 on every channel: ids carry this channel's epoch.
+    ids: MessageIds,
 }
 
 impl AmqpSource {
@@ -74,7 +78,8 @@ impl AmqpSource {
             )
             .await
             .map_err(fail)?;
-        Ok(Self { consumer, queue: endpoint.queue.clone(), channel })
+        let ids = MessageIds::per_delivery(endpoint.access_point.as_deref(), &endpoint.queue);
+        Ok(Self { consumer, queue: endpoint.queue.clone(), channel, ids })
     }
 
     /// Messages ready in the queue (not counting those delivered to us and not yet acked).
@@ -108,8 +113,7 @@ impl AmqpSource {
             payload: delivery.data.clone(),
             headers,
             timestamp_ms: properties.timestamp().and_then(|s| i64::try_from(s).ok()).map(|s| s * 1000),
-            // AMQP has no stable position: without an id upstream, the delivery tag is per channel.
-            id: Message::stable_id(id.as_deref(), &self.queue, 0, delivery.delivery_tag),
+            id: self.ids.id(id, 0, delivery.delivery_tag),
             provenance: own.provenance,
         };
         // A queue hands out what it holds; what it dropped is not visible to a consumer.

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Confirm, ConnectorError, Delivered, Durable, Received, Start};
 use crate::config::{Endpoint, Protocol};
-use crate::message::{MESSAGE_ID_HEADER, Message, PROVENANCE_HEADER, take_bridge_headers};
+use crate::message::{MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, take_bridge_headers};
 
 fn servers(endpoint: &Endpoint) -> String {
     endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
@@ -53,6 +53,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KafkaSource {
     consumer: StreamConsumer,
     topic: String,
+    /// Partition and offset: the same for every delivery of a record.
+    ids: MessageIds,
     /// Per partition, the offset the next message should have; absent until the first message.
     expected: HashMap<i32, i64>,
 }
@@ -86,7 +88,8 @@ impl KafkaSource {
                 .map_err(|e| connect_error(endpoint, format!("cannot find offsets for startTimestamp: {e}")))?;
         }
         consumer.subscribe(&[endpoint.queue.as_str()]).map_err(|e| connect_error(endpoint, e))?;
-        Ok(Self { consumer, topic: endpoint.queue.clone(), expected: HashMap::new() })
+        let ids = MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue);
+        Ok(Self { consumer, topic: endpoint.queue.clone(), ids, expected: HashMap::new() })
     }
 
     /// Messages removed from `partition` before they were bridged, judged at a message with
@@ -159,7 +162,7 @@ impl KafkaSource {
             payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             headers,
             timestamp_ms: record.timestamp().to_millis(),
-            id: Message::stable_id(own.id.as_deref(), &self.topic, i64::from(record.partition()), offset),
+            id: self.ids.id(own.id, i64::from(record.partition()), offset),
             provenance: own.provenance,
         };
         let (partition, offset) = (record.partition(), record.offset());

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
 use crate::config::{Endpoint, Protocol};
-use crate::message::Message;
+use crate::message::{Message, MessageIds};
 
 /// Requests rumqttc may hold before `publish` waits (its own bounded queue).
 const CLIENT_QUEUE: usize = 1024;
@@ -43,7 +43,8 @@ fn fail(endpoint: &Endpoint, error: impl std::fmt::Display) -> ConnectorError {
 pub struct MqttSource {
     client: AsyncClient,
     incoming: mpsc::Receiver<Result<Publish, String>>,
-    topic: String,
+    /// MQTT 3.1.1 has no id and no position: ids count the messages of this connection, under its epoch.
+    ids: MessageIds,
     received: u64,
 }
 
@@ -71,7 +72,8 @@ impl MqttSource {
                 }
             }
         });
-        Ok(Self { client, incoming, topic: endpoint.queue.clone(), received: 0 })
+        let ids = MessageIds::per_delivery(endpoint.access_point.as_deref(), &endpoint.queue);
+        Ok(Self { client, incoming, ids, received: 0 })
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -82,13 +84,12 @@ impl MqttSource {
             .ok_or_else(|| ConnectorError::Receive("the MQTT event loop ended".into()))?
             .map_err(ConnectorError::Receive)?;
         self.received += 1;
-        // MQTT 3.1.1 carries no headers and no stable id: the id is positional in this session.
         let message = Message {
             key: None,
             payload: publish.payload.to_vec(),
             headers: Vec::new(),
             timestamp_ms: None,
-            id: Message::stable_id(None, &self.topic, 0, self.received),
+            id: self.ids.id(None, 0, self.received),
             provenance: Vec::new(),
         };
         Ok(Received { message, ack: Ack::Mqtt(Box::new(publish)), gap: 0 })

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use super::{Confirm, ConnectorError, Delivered, Received, Start};
 use crate::config::{Endpoint, Protocol};
 use crate::message::{
-    KEY_HEADER, MESSAGE_ID_HEADER, Message, NATS_MSG_ID_HEADER, PROVENANCE_HEADER, is_text_header_value,
+    KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, NATS_MSG_ID_HEADER, PROVENANCE_HEADER, is_text_header_value,
     take_bridge_headers,
 };
 
@@ -45,7 +45,8 @@ pub struct NatsSource {
     messages: consumer::pull::Stream,
     consumer: consumer::PullConsumer,
     stream: jetstream::stream::Stream,
-    name: String,
+    /// Stream sequences: the same for every delivery of a message.
+    ids: MessageIds,
     /// Highest stream sequence accounted for: acked before this run, received, or reported lost.
     seen_through: Option<u64>,
 }
@@ -104,7 +105,7 @@ impl NatsSource {
             messages,
             consumer,
             stream,
-            name: endpoint.queue.clone(),
+            ids: MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue),
             seen_through: (floor > 0).then_some(floor),
         })
     }
@@ -171,7 +172,7 @@ impl NatsSource {
             payload: message.payload.to_vec(),
             headers,
             timestamp_ms,
-            id: Message::stable_id(own.id.as_deref(), &self.name, 0, sequence),
+            id: self.ids.id(own.id, 0, sequence),
             provenance: own.provenance,
         };
         let gap = self.gap_before(sequence).await;
