@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_e2e::{repo_root, run};
 use oms_operator::access_point::render::managed_objects;
-use oms_operator::access_point::validate::{DefaultImages, Plan, validate};
+use oms_operator::access_point::validate::{Plan, validate};
+use oms_operator::drivers::DefaultImages;
 use oms_operator::drivers::managed_driver;
 use oms_operator::tenancy;
 

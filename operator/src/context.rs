@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 
-use crate::access_point::validate::DefaultImages;
 use crate::admin::AdminCache;
+use crate::drivers::DefaultImages;
 use crate::metrics::Metrics;
 
 /// Shared state of the controllers.

@@ -8,12 +8,14 @@
 pub mod access_point;
 pub mod admin;
 pub mod apply;
+pub mod binding;
 pub mod bridge;
 pub mod certificates;
 pub mod cli;
 pub mod conditions;
 pub mod context;
 pub mod drivers;
+pub mod exposure;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;

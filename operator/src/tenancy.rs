@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
+use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use sha2::{Digest, Sha256, Sha512};
 
 /// Key of the Mosquitto password file in the tenants Secret (a namespace name has no dot, so no
@@ -245,9 +246,54 @@ pub fn kafka_acl_changes(desired: &[KafkaAcl], observed: &[KafkaAcl], keep: &str
     (create, delete)
 }
 
+/// Whether namespace `tenant` may use an access point in `home` with the given sharing list.
+#[must_use]
+pub fn reference_permitted(tenant: &str, home: &str, shared_with: &[String]) -> bool {
+    tenant == home || shared_with.iter().any(|t| t == "*" || t == tenant)
+}
+
+/// The broker-side name: `spec.name` or the object's name, prefixed with the tenant on an
+/// access point shared between namespaces, so that tenants never collide.
+#[must_use]
+pub fn broker_name(driver: Driver, namespace: &str, name: &str, spec_name: Option<&str>, shared: bool) -> String {
+    let base = spec_name.unwrap_or(name);
+    if !shared {
+        return base.to_owned();
+    }
+    // NATS stream names may not contain dots; MQTT topics nest with slashes.
+    let separator = match driver {
+        Driver::Nats => "_",
+        Driver::Mqtt => "/",
+        _ => ".",
+    };
+    format!("{namespace}{separator}{base}")
+}
+
+/// Whether an access point with this spec is shared between namespaces.
+#[must_use]
+pub fn is_shared(spec: &MessagingAccessPointSpec) -> bool {
+    spec.sharing.as_ref().is_some_and(|s| !s.tenants.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_across_namespaces_need_a_grant() {
+        assert!(reference_permitted("acme", "acme", &[]));
+        assert!(!reference_permitted("beta", "acme", &[]));
+        assert!(reference_permitted("beta", "acme", &["beta".into()]));
+        assert!(reference_permitted("gamma", "acme", &["*".into()]));
+    }
+
+    #[test]
+    fn shared_access_points_prefix_the_tenant_with_the_driver_separator() {
+        assert_eq!(broker_name(Driver::Kafka, "acme", "orders", None, false), "orders");
+        assert_eq!(broker_name(Driver::Kafka, "acme", "q", Some("orders"), true), "acme.orders");
+        assert_eq!(broker_name(Driver::Nats, "acme", "orders", None, true), "acme_orders");
+        assert_eq!(broker_name(Driver::Mqtt, "acme", "devices", None, true), "acme/devices");
+    }
 
     #[test]
     fn tenants_are_the_own_namespace_and_the_named_ones() {

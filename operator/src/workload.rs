@@ -1,6 +1,8 @@
 //! Pure pieces shared by the two workloads that run `oms-bridge`: bridge workers and gateways.
 //! Both mount a config, a certificate and broker credentials read-only, serve `/metrics`,
 //! `/healthz` and `/readyz` on the admin port, and run as non-root with nothing they do not need.
+//! Also the config hash that rolls any pod of ours (brokers too) when its config changes, and the
+//! error of a workload's reconcile.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +14,62 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_crds::access_point::Driver;
+use sha2::{Digest, Sha256};
+
+use crate::certificates::CertificateError;
+
+/// Pod template annotation with the hash of the pod's config: a changed config rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "openmessaging.cloud/config-hash";
+
+/// Hash of everything that must roll the pods when it changes: config files and image.
+#[must_use]
+pub fn config_hash(files: &BTreeMap<String, String>, image: &str) -> String {
+    let mut hasher = Sha256::new();
+    for (file, content) in files {
+        hasher.update(file.as_bytes());
+        hasher.update([0]);
+        hasher.update(content.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update(image.as_bytes());
+    format!("{:x}", hasher.finalize())
+}
+
+/// The `oms-bridge` protocol of a driver; `None` for another cloud's gateway.
+#[must_use]
+pub fn protocol(driver: Driver) -> Option<&'static str> {
+    match driver {
+        Driver::Kafka => Some("kafka"),
+        Driver::Nats => Some("nats"),
+        Driver::Rabbitmq => Some("amqp"),
+        Driver::Mqtt => Some("mqtt"),
+        Driver::Gateway => None,
+    }
+}
+
+/// What fails a reconcile of a workload the operator runs (bridge workers, gateways).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    #[error("cannot read {what}: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("cannot write {what}: {source}")]
+    Write { what: String, source: kube::Error },
+}
+
+impl Error {
+    /// The `result` label of `oms_operator_reconcile_total`.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Certificate(error) => error.metric_label(),
+            Error::Read { .. } => "read",
+            Error::Write { .. } => "write",
+        }
+    }
+}
 
 /// The admin port (`/metrics`, `/healthz`, `/readyz`) of workers and gateways.
 pub const ADMIN_PORT: i32 = 9090;

@@ -31,9 +31,10 @@ use oms_crds::common::condition_type::READY;
 use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
-use self::render::{Credentials, access_point_url, binding_secret, binding_secret_name, client_hosts, managed_objects};
+use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::validate::{AccessPoint, Managed, Plan, validate};
 use crate::apply::{apply, apply_status};
+use crate::binding::{self, Credentials};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::drivers::{BrokerDriver, capabilities, credentials_secret, managed_driver};
@@ -224,7 +225,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     apply_binding_secret(ctx, &binding_secret(&ap, &hosts, logins.binding.as_ref(), &owner)).await?;
 
     observed.access_point = Some(access_point_url(&ap, &hosts));
-    observed.binding_secret = Some(binding_secret_name(&name));
+    observed.binding_secret = Some(binding::secret_name(&name));
     observed.capabilities = Some(capabilities(ap.driver));
     observed.gateway_endpoint = ap.gateway.as_ref().map(|g| g.endpoint(&name, &namespace));
     announce_ready_change(ctx, map, &decided).await;
@@ -649,30 +650,4 @@ async fn publish(ctx: &Context, map: &MessagingAccessPoint, type_: EventType, re
 /// The status of an access point's Ready condition, for the resources gauge.
 fn ready_status(map: &MessagingAccessPoint) -> Option<String> {
     map.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY).map(|c| c.status.clone())
-}
-
-/// Addresses and credentials from an access point's binding Secret (`ACCESS_POINTS`, `USERNAME`,
-/// `PASSWORD`); `None` until the access point has published it. The error names the Secret.
-pub async fn read_binding(
-    client: &kube::Client,
-    ap: &MessagingAccessPoint,
-) -> Result<Option<crate::admin::Endpoint>, (String, kube::Error)> {
-    let Some(name) = ap.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(None) };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ap.namespace().unwrap_or_default());
-    let Some(secret) = secrets.get_opt(&name).await.map_err(|source| (name.clone(), source))? else {
-        return Ok(None);
-    };
-    let data = secret.data.unwrap_or_default();
-    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).filter(|v| !v.is_empty());
-    let servers: Vec<String> =
-        text("ACCESS_POINTS").map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default();
-    if servers.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(crate::admin::Endpoint {
-        servers,
-        username: text("USERNAME"),
-        password: text("PASSWORD"),
-        vhost: text("VHOST"),
-    }))
 }

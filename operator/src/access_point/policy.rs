@@ -106,7 +106,8 @@ pub fn broker_network_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_point::validate::{DefaultImages, validate};
+    use crate::access_point::validate::validate;
+    use crate::drivers::DefaultImages;
     use crate::drivers::managed_driver;
 
     fn access_point(sharing: &str) -> AccessPoint {

@@ -17,13 +17,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use oms_crds::access_point::Driver;
 use oms_crds::access_point_url::AccessPointUrl;
-use sha2::{Digest, Sha256};
 
 use super::validate::{AccessPoint, Managed, Plan};
+use crate::binding::{self, Credentials};
 use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod};
+use crate::workload::{CONFIG_HASH_ANNOTATION, config_hash};
 
-/// Annotation on the pod template whose change rolls the pods when the rendered config changes.
-pub const CONFIG_HASH_ANNOTATION: &str = "openmessaging.cloud/config-hash";
 /// Label naming the access point an object belongs to; orphans are found by it.
 pub const ACCESS_POINT_LABEL: &str = "openmessaging.cloud/access-point";
 
@@ -78,11 +77,6 @@ pub fn client_service_name(ap: &str) -> String {
 pub fn config_map_name(ap: &str) -> String {
     format!("{ap}-config")
 }
-#[must_use]
-pub fn binding_secret_name(ap: &str) -> String {
-    format!("{ap}-binding")
-}
-
 /// Kafka's cluster id: the object's uid as 22 characters of unpadded URL-safe base64, so that
 /// it is stable for the object's life and unique across access points. Never with a leading `-`
 /// (1 uid in 64): `kafka-storage format --cluster-id -x...` takes it for an option and the
@@ -195,20 +189,6 @@ pub fn managed_objects(
         },
         stateful_set: stateful_set(ap, managed, broker, pod, config_hash, owner),
     }
-}
-
-/// Hash of everything that must roll the pods when it changes: config files and image.
-#[must_use]
-pub fn config_hash(files: &BTreeMap<String, String>, image: &str) -> String {
-    let mut hasher = Sha256::new();
-    for (file, content) in files {
-        hasher.update(file.as_bytes());
-        hasher.update([0]);
-        hasher.update(content.as_bytes());
-        hasher.update([0]);
-    }
-    hasher.update(image.as_bytes());
-    format!("{:x}", hasher.finalize())
 }
 
 fn stateful_set(
@@ -430,40 +410,6 @@ pub fn access_point_url(ap: &AccessPoint, hosts: &[(String, u16)]) -> String {
     .to_string()
 }
 
-/// Username and password applications use, where the broker has them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-/// The keys every binding Secret has: where the broker is (`ACCESS_POINTS`, `ACCESS_POINT_URL`,
-/// `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker has users) and
-/// `VHOST`, always present (empty where the driver has none): workers mount it as a file.
-#[must_use]
-pub fn binding_keys(
-    access_points: String,
-    access_point_url: String,
-    driver: Driver,
-    credentials: Option<&Credentials>,
-    vhost: String,
-) -> BTreeMap<String, String> {
-    let mut data: BTreeMap<String, String> = [
-        ("ACCESS_POINTS", access_points),
-        ("ACCESS_POINT_URL", access_point_url),
-        ("DRIVER_IMPL", driver.as_str().to_owned()),
-        ("VHOST", vhost),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if let Some(credentials) = credentials {
-        data.insert("USERNAME".into(), credentials.username.clone());
-        data.insert("PASSWORD".into(), credentials.password.clone());
-    }
-    data
-}
-
 /// The binding Secret that applications mount (OpenMessaging's environment keys).
 #[must_use]
 pub fn binding_secret(
@@ -473,11 +419,11 @@ pub fn binding_secret(
     owner: &OwnerReference,
 ) -> Secret {
     let access_points = hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
-    let mut data = binding_keys(access_points, access_point_url(ap, hosts), ap.driver, credentials, vhost(ap));
+    let mut data = binding::keys(access_points, access_point_url(ap, hosts), ap.driver, credentials, vhost(ap));
     data.insert("REGION".into(), ap.region.clone());
     data.insert("ACCOUNT_ID".into(), account(ap).unwrap_or_default());
     Secret {
-        metadata: meta(ap, binding_secret_name(&ap.name), owner),
+        metadata: meta(ap, binding::secret_name(&ap.name), owner),
         type_: Some("Opaque".into()),
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
         ..Secret::default()
@@ -487,7 +433,8 @@ pub fn binding_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_point::validate::{DefaultImages, validate};
+    use crate::access_point::validate::validate;
+    use crate::drivers::DefaultImages;
     use crate::drivers::managed_driver;
 
     fn owner() -> OwnerReference {

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use oms_crds::access_point::{ClientTls, Driver, GatewayExposure, MessagingAccessPointSpec, ServiceType};
+use oms_crds::access_point::{ClientTls, Driver, MessagingAccessPointSpec};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
-use crate::drivers::managed_driver;
+use crate::drivers::{DefaultImages, broker_image, managed_driver};
+use crate::exposure::Gateway;
 
 /// A spec the operator cannot act on; `field` names where, `message` says how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,85 +67,6 @@ pub struct External {
     pub account: Option<String>,
     pub tls: Option<ClientTls>,
     pub credentials_secret: Option<String>,
-}
-
-/// Our own gateway in front of this access point.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gateway {
-    pub port: i32,
-    pub service_type: ServiceType,
-    pub node_port: Option<i32>,
-    /// The DNS name other clouds dial; in the certificate besides the Service's names.
-    pub advertised_host: Option<String>,
-}
-
-impl Gateway {
-    /// The gateway a spec asks for; `None` unless enabled.
-    #[must_use]
-    pub fn from_spec(exposure: Option<&GatewayExposure>) -> Option<Self> {
-        let g = exposure.filter(|g| g.enabled)?;
-        Some(Self {
-            port: g.port,
-            service_type: g.service.as_ref().map(|s| s.type_).unwrap_or_default(),
-            node_port: g.service.as_ref().and_then(|s| s.node_port),
-            advertised_host: g.advertised_host.clone(),
-        })
-    }
-
-    /// Where other clouds reach this gateway (`status.gatewayEndpoint`): the advertised host, else
-    /// the Service's cluster name; the node port when the Service has a fixed one.
-    #[must_use]
-    pub fn endpoint(&self, access_point: &str, namespace: &str) -> String {
-        let host = self
-            .advertised_host
-            .clone()
-            .unwrap_or_else(|| format!("{}.{namespace}.svc", crate::gateway::service_name(access_point)));
-        let port = match (self.service_type, self.node_port) {
-            (ServiceType::NodePort, Some(node_port)) => node_port,
-            _ => self.port,
-        };
-        format!("{host}:{port}")
-    }
-}
-
-/// Default images per driver (from the chart's values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefaultImages {
-    pub kafka: String,
-    pub nats: String,
-    pub rabbitmq: String,
-    pub mqtt: String,
-}
-
-impl DefaultImages {
-    fn for_driver(&self, driver: Driver) -> Option<&str> {
-        match driver {
-            Driver::Kafka => Some(&self.kafka),
-            Driver::Nats => Some(&self.nats),
-            Driver::Rabbitmq => Some(&self.rabbitmq),
-            Driver::Mqtt => Some(&self.mqtt),
-            Driver::Gateway => None,
-        }
-    }
-}
-
-/// The image to run: the spec's image, else the default image with the spec's version as tag.
-#[must_use]
-pub fn broker_image(default: &str, version: Option<&str>, image: Option<&str>) -> String {
-    if let Some(image) = image {
-        return image.to_owned();
-    }
-    match version {
-        Some(version) => {
-            // Strip the tag, not a registry port (`registry:5000/kafka`).
-            let repository = match default.rsplit_once(':') {
-                Some((repo, tag)) if !tag.contains('/') => repo,
-                _ => default,
-            };
-            format!("{repository}:{version}")
-        }
-        None => default.to_owned(),
-    }
 }
 
 /// Validates `spec`; `default_region` is used when the spec names none.
@@ -262,12 +184,6 @@ mod tests {
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.image, "apache/kafka:4.0.0");
         assert_eq!(managed.replicas, 3);
-    }
-
-    #[test]
-    fn image_tag_replacement_keeps_a_registry_port() {
-        assert_eq!(broker_image("registry:5000/kafka", Some("4.0.0"), None), "registry:5000/kafka:4.0.0");
-        assert_eq!(broker_image("nats:2.12.1", None, Some("my/nats:dev")), "my/nats:dev");
     }
 
     #[test]

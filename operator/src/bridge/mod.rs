@@ -33,11 +33,12 @@ use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply, apply_status};
-use crate::certificates::{self, CertificateError, Subject};
+use crate::certificates::{self, Subject};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::pki::Pki;
-use crate::queue::plan::{broker_name, is_shared, reference_permitted};
+use crate::tenancy::{broker_name, is_shared, reference_permitted};
+use crate::workload::Error;
 
 use self::render::ResolvedEnd;
 
@@ -134,29 +135,6 @@ fn series_of_gone(
         }
     }
     gone
-}
-
-/// What fails a reconcile of a workload the operator runs (bridge workers, gateways).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Certificate(#[from] CertificateError),
-    #[error("cannot read {what}: {source}")]
-    Read { what: String, source: kube::Error },
-    #[error("cannot write {what}: {source}")]
-    Write { what: String, source: kube::Error },
-}
-
-impl Error {
-    /// The `result` label of `oms_operator_reconcile_total`.
-    #[must_use]
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Certificate(error) => error.metric_label(),
-            Error::Read { .. } => "read",
-            Error::Write { .. } => "write",
-        }
-    }
 }
 
 async fn reconcile(bridge: Arc<Bridge>, state: Arc<State>) -> Result<Action, Error> {
@@ -277,7 +255,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
         queue.spec.name.as_deref(),
         is_shared(&ap.spec),
     );
-    let Some(driver) = render::protocol(ap.spec.driver) else {
+    let Some(driver) = crate::workload::protocol(ap.spec.driver) else {
         // Behind another cloud's gateway: reached with the Bridge's certificate, no credentials.
         let (Some(endpoint), Some(remote)) = (&ap.spec.endpoint, &ap.spec.remote) else {
             return Ok(End::NotReady("AccessPointNotReady", format!("{ap_what} has no spec.endpoint or spec.remote")));
@@ -290,7 +268,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             credentials_secret: None,
         }));
     };
-    let endpoint = crate::access_point::read_binding(&ctx.client, &ap)
+    let endpoint = crate::binding::read(&ctx.client, &ap)
         .await
         .map_err(|(name, source)| Error::Read { what: format!("binding Secret {name}"), source })?;
     let Some(endpoint) = endpoint else {

@@ -8,15 +8,11 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Volume, VolumeMount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use oms_crds::access_point::Driver;
 use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
 use oms_crds::common::Ordering;
 use serde_json::json;
 
-use crate::access_point::render::config_hash;
-use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CREDENTIALS_DIR, TLS_DIR};
-/// Pod annotation with the hash of the worker config: a changed config rolls the pods.
-pub const CONFIG_HASH_ANNOTATION: &str = "openmessaging.cloud/config-hash";
+use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, TLS_DIR, config_hash};
 
 /// One end of a bridge as the worker needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,18 +28,6 @@ pub struct ResolvedEnd {
     pub access_point: String,
     /// The binding Secret with `username` and `password`, when the broker needs credentials.
     pub credentials_secret: Option<String>,
-}
-
-/// The `oms-bridge` protocol of a driver; `None` for another cloud's gateway.
-#[must_use]
-pub fn protocol(driver: Driver) -> Option<&'static str> {
-    match driver {
-        Driver::Kafka => Some("kafka"),
-        Driver::Nats => Some("nats"),
-        Driver::Rabbitmq => Some("amqp"),
-        Driver::Mqtt => Some("mqtt"),
-        Driver::Gateway => None,
-    }
 }
 
 /// Names of everything rendered for a Bridge.

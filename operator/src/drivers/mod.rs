@@ -1,6 +1,7 @@
 //! Broker drivers: how each vendor's broker is rendered when the operator runs it, and what each
 //! can and cannot do. One trait, one unit struct per vendor; everything here is pure.
 
+mod images;
 mod kafka;
 mod mqtt;
 mod nats;
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use oms_crds::access_point::Driver;
 use oms_crds::common::Capabilities;
 
+pub use images::{DefaultImages, broker_image};
 pub use kafka::{ADMIN_USER_ENV as KAFKA_ADMIN_USER_ENV, Kafka};
 pub use mqtt::Mqtt;
 pub use nats::Nats;

@@ -24,12 +24,12 @@ use kube::{Api, Resource, ResourceExt};
 use oms_crds::access_point::MessagingAccessPoint;
 use tokio_util::sync::CancellationToken;
 
-use crate::access_point::validate::Gateway;
 use crate::apply::apply;
-use crate::bridge::Error;
 use crate::certificates::{self, Subject};
 use crate::context::Context;
+use crate::exposure::{Gateway, certificate_secret_name, dns_names, service_name};
 use crate::pki::Pki;
+use crate::workload::Error;
 
 use self::render::GatewayInput;
 
@@ -38,29 +38,6 @@ const KIND: &str = "Gateway";
 const RETRY_SOON: Duration = Duration::from_secs(15);
 /// Look again this often: changes of the binding Secret (new broker addresses) are not watched.
 const RESYNC: Duration = Duration::from_mins(5);
-
-/// The gateway's Service name, and the name of its certificate Secret.
-#[must_use]
-pub fn service_name(access_point: &str) -> String {
-    format!("{access_point}-oms-gateway")
-}
-
-#[must_use]
-pub fn certificate_secret_name(access_point: &str) -> String {
-    format!("{access_point}-oms-gateway-tls")
-}
-
-/// The names the gateway answers to inside the cluster.
-#[must_use]
-pub fn dns_names(access_point: &str, namespace: &str) -> Vec<String> {
-    let service = service_name(access_point);
-    vec![
-        service.clone(),
-        format!("{service}.{namespace}"),
-        format!("{service}.{namespace}.svc"),
-        format!("{service}.{namespace}.svc.cluster.local"),
-    ]
-}
 
 /// Runs until `shutdown`; watches what it owns, so a deleted or edited object is put back.
 pub async fn run(ctx: Arc<Context>, pki: Arc<Pki>, namespace: Option<String>, shutdown: CancellationToken) {
@@ -95,7 +72,7 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
     let Some(owner) = map.controller_owner_ref(&()) else { return Ok(Action::await_change()) };
     let (namespace, name) = (map.namespace().unwrap_or_default(), map.name_any());
     let exposure = Gateway::from_spec(map.spec.gateway.as_ref());
-    let protocol = crate::bridge::render::protocol(map.spec.driver);
+    let protocol = crate::workload::protocol(map.spec.driver);
     let (Some(exposure), Some(protocol), None) = (exposure, protocol, &map.metadata.deletion_timestamp) else {
         // A gateway switched off (or on an access point that cannot have one) leaves nothing behind.
         remove(ctx, &namespace, &name).await?;
@@ -112,7 +89,7 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
         object: map.object_ref(&()),
     };
     let renew_in = certificates::ensure(ctx, pki, subject).await?;
-    let binding = crate::access_point::read_binding(&ctx.client, map)
+    let binding = crate::binding::read(&ctx.client, map)
         .await
         .map_err(|(name, source)| Error::Read { what: format!("binding Secret {name}"), source })?;
     let Some(binding) = binding else {
@@ -185,23 +162,5 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(Error::Write { what: format!("{} {name} (delete)", K::kind(&())), source }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_gateway_certificate_names_its_service_at_every_depth() {
-        assert_eq!(
-            dns_names("edge", "acme"),
-            [
-                "edge-oms-gateway",
-                "edge-oms-gateway.acme",
-                "edge-oms-gateway.acme.svc",
-                "edge-oms-gateway.acme.svc.cluster.local"
-            ]
-        );
     }
 }

@@ -12,9 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use oms_crds::access_point::ServiceType;
 use serde_json::json;
 
-use crate::access_point::render::config_hash;
-use crate::access_point::validate::Gateway;
-use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CREDENTIALS_DIR, TLS_DIR};
+use crate::exposure::{self, Gateway};
+use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, TLS_DIR, config_hash};
 
 /// Where each tenant's broker user is mounted: `<dir>/<tenant>/username`, `password`.
 const TENANTS_DIR: &str = "/etc/oms/tenants";
@@ -89,7 +88,7 @@ fn selector(access_point: &str) -> BTreeMap<String, String> {
 
 fn metadata(input: &GatewayInput, owner: &OwnerReference) -> ObjectMeta {
     ObjectMeta {
-        name: Some(super::service_name(&input.access_point)),
+        name: Some(exposure::service_name(&input.access_point)),
         namespace: Some(input.namespace.clone()),
         labels: Some(labels(&input.access_point)),
         owner_references: Some(vec![owner.clone()]),
@@ -110,10 +109,10 @@ pub fn config_map(input: &GatewayInput, config: &str, owner: &OwnerReference) ->
 /// The gateway Deployment: one pod (the dedup window lives in it), rolled when its config changes.
 #[must_use]
 pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &OwnerReference) -> Deployment {
-    let name = super::service_name(&input.access_point);
+    let name = exposure::service_name(&input.access_point);
     let mut volumes = vec![
         workload::config_volume("config", &name),
-        workload::secret_volume("tls", &super::certificate_secret_name(&input.access_point)),
+        workload::secret_volume("tls", &exposure::certificate_secret_name(&input.access_point)),
     ];
     let mut mounts = vec![workload::read_only_mount("config", CONFIG_DIR), workload::read_only_mount("tls", TLS_DIR)];
     if let Some(secret) = &input.credentials_secret {
@@ -137,7 +136,7 @@ pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &Owner
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&input.access_point)),
                     annotations: Some(BTreeMap::from([(
-                        crate::bridge::render::CONFIG_HASH_ANNOTATION.to_owned(),
+                        CONFIG_HASH_ANNOTATION.to_owned(),
                         config_hash(&BTreeMap::from([("gateway.yaml".to_owned(), config.to_owned())]), image),
                     )])),
                     ..ObjectMeta::default()
@@ -181,7 +180,7 @@ pub fn service(input: &GatewayInput, owner: &OwnerReference) -> Service {
 #[must_use]
 pub fn network_policy(input: &GatewayInput, owner: &OwnerReference) -> NetworkPolicy {
     workload::ingress_policy(
-        &super::service_name(&input.access_point),
+        &exposure::service_name(&input.access_point),
         &input.namespace,
         labels(&input.access_point),
         selector(&input.access_point),

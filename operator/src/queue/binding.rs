@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use oms_crds::access_point::Driver;
 
-use crate::access_point::render::{Credentials, binding_keys};
 use crate::admin::Endpoint;
+use crate::binding::{self, Credentials};
 
 /// The tenant's binding Secret of a Queue.
 #[must_use]
@@ -34,7 +34,7 @@ pub fn tenant_binding(
         username: endpoint.username.clone().unwrap_or_default(),
         password: endpoint.password.clone().unwrap_or_default(),
     };
-    let mut data = binding_keys(
+    let mut data = binding::keys(
         endpoint.servers.join(","),
         access_point_url.to_owned(),
         driver,

@@ -26,13 +26,14 @@ use oms_crds::common::condition_type::{READY, UNSUPPORTED};
 use oms_crds::queue::{DeletionPolicy, DriftPolicy, Queue, QueueStatus};
 use tokio_util::sync::CancellationToken;
 
-use self::plan::{QueuePlan, broker_name, drift, is_shared, reference_permitted};
+use self::plan::{QueuePlan, drift};
 use crate::admin::{Admin, AdminError, Deleted, Endpoint};
 use crate::apply::apply_status;
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::drivers::capabilities;
 use crate::metrics::keep_resources_gauge;
+use crate::tenancy::{broker_name, is_shared, reference_permitted};
 
 /// The `kind` label of this controller's metrics.
 const KIND: &str = "Queue";
@@ -336,9 +337,7 @@ async fn tenant_password(
 
 /// Addresses and credentials from the access point's binding Secret.
 async fn binding_endpoint(ctx: &Context, ap: &MessagingAccessPoint) -> Result<Option<Endpoint>, Error> {
-    crate::access_point::read_binding(&ctx.client, ap)
-        .await
-        .map_err(|(name, source)| Error::ReadBinding { name, source })
+    crate::binding::read(&ctx.client, ap).await.map_err(|(name, source)| Error::ReadBinding { name, source })
 }
 
 /// Observes the queue on the broker and makes it match the plan as the drift policy says.

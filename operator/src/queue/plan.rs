@@ -4,32 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
+use oms_crds::access_point::Driver;
 use oms_crds::quantity::{parse_duration, parse_size};
 use oms_crds::queue::{Durability, QueueSpec};
-
-/// Whether namespace `tenant` may use an access point in `home` with the given sharing list.
-#[must_use]
-pub fn reference_permitted(tenant: &str, home: &str, shared_with: &[String]) -> bool {
-    tenant == home || shared_with.iter().any(|t| t == "*" || t == tenant)
-}
-
-/// The broker-side name: `spec.name` or the object's name, prefixed with the tenant on an
-/// access point shared between namespaces, so that tenants never collide.
-#[must_use]
-pub fn broker_name(driver: Driver, namespace: &str, name: &str, spec_name: Option<&str>, shared: bool) -> String {
-    let base = spec_name.unwrap_or(name);
-    if !shared {
-        return base.to_owned();
-    }
-    // NATS stream names may not contain dots; MQTT topics nest with slashes.
-    let separator = match driver {
-        Driver::Nats => "_",
-        Driver::Mqtt => "/",
-        _ => ".",
-    };
-    format!("{namespace}{separator}{base}")
-}
 
 /// The settings of a queue as the broker will hold them, by the driver's own keys (Kafka topic
 /// configs, NATS stream fields, RabbitMQ queue arguments), with the values as the broker reports
@@ -253,34 +230,12 @@ fn size(text: Option<&str>, field: &str) -> Result<Option<u64>, InvalidQueue> {
     text.map(|t| parse_size(t).map_err(|e| InvalidQueue { field: field.into(), message: e.to_string() })).transpose()
 }
 
-/// Whether an access point with this spec is shared between namespaces.
-#[must_use]
-pub fn is_shared(spec: &MessagingAccessPointSpec) -> bool {
-    spec.sharing.as_ref().is_some_and(|s| !s.tenants.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> QueueSpec {
         serde_yaml::from_str(yaml).expect("spec")
-    }
-
-    #[test]
-    fn references_across_namespaces_need_a_grant() {
-        assert!(reference_permitted("acme", "acme", &[]));
-        assert!(!reference_permitted("beta", "acme", &[]));
-        assert!(reference_permitted("beta", "acme", &["beta".into()]));
-        assert!(reference_permitted("gamma", "acme", &["*".into()]));
-    }
-
-    #[test]
-    fn shared_access_points_prefix_the_tenant_with_the_driver_separator() {
-        assert_eq!(broker_name(Driver::Kafka, "acme", "orders", None, false), "orders");
-        assert_eq!(broker_name(Driver::Kafka, "acme", "q", Some("orders"), true), "acme.orders");
-        assert_eq!(broker_name(Driver::Nats, "acme", "orders", None, true), "acme_orders");
-        assert_eq!(broker_name(Driver::Mqtt, "acme", "devices", None, true), "acme/devices");
     }
 
     #[test]
