@@ -66,8 +66,13 @@ e2e: e2e-api e2e-nodes ## Both end-to-end tiers: real API servers and brokers, t
 e2e-api: tools build ## Integration tier against real API servers and brokers (starts clusters as needed)
 	$(CARGO) test -p oms-e2e --locked -- --test-threads=2 --show-output
 
+# The phases of `make test`, in order; each is timed (tools and the build first, so that the
+# later phases' times are their own).
+TEST_PHASES := tools build lint check-generated rules unit e2e-api e2e-nodes
+
 .PHONY: test
-test: lint check-generated rules unit e2e ## Everything CI runs
+test: ## Everything CI runs, phase by phase, with a table of times at the end
+	MAKE="$(MAKE)" e2e/harness/phases.sh $(TEST_PHASES)
 	@echo "make test: all passed"
 
 .PHONY: bench
