@@ -31,10 +31,13 @@ tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserv
 	$(TOOLS) helm promtool prometheus $(CONTROL_PLANE_TOOLS)
 
 .PHONY: lint
-lint: tools ## rustfmt check, clippy with -D warnings, helm lint
+lint: tools ## rustfmt, clippy -D warnings, helm lint, shellcheck, cargo deny
+	$(TOOLS) shellcheck cargo-deny
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(BIN)/helm lint --strict --kube-version $(KUBE_VERSION) charts/oms-operator
+	$(BIN)/shellcheck -x e2e/harness/*.sh .ci/run
+	$(BIN)/cargo-deny --locked check --hide-inclusion-graph licenses bans sources
 
 .PHONY: generate
 generate: tools ## Regenerate the CRDs, the chart's CRDs and deploy/ from the Rust types and the chart

@@ -13,7 +13,7 @@ set -Eeuo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=clouds.sh
 source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$HARNESS/versions.env"
 A=demo-a B=demo-b
 BRIDGE=payments-to-b

@@ -15,7 +15,7 @@ if [[ ${1:-} == --check ]]; then
 fi
 ROOT=$(cd "${1:?usage: generate.sh [--check] <repo root>}" && pwd)
 HELM=$ROOT/.bin/helm
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$ROOT/e2e/harness/versions.env"
 NAMESPACE=oms-system
 GENERATED=(crds/messagingaccesspoints.yaml crds/queues.yaml crds/bridges.yaml charts/oms-operator/crds deploy/oms-operator.yaml)

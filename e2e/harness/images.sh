@@ -31,7 +31,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin
 OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OMS_CACHE/target}
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$ROOT/e2e/harness/versions.env"
 APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/oms-operator/Chart.yaml")
 NONROOT=65532

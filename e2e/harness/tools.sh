@@ -12,6 +12,7 @@
 #                                      with Kubernetes discovery)
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
+#                                      lint tools: shellcheck (Debian package) and cargo-deny
 #
 # Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
 set -euo pipefail
@@ -20,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
 BIN=$ROOT/.bin
 
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$ROOT/e2e/harness/versions.env"   # etcd: keep e2e/tools/etcd/go.mod in step
 # Test clients only (broker.sh smoke).
 
@@ -281,6 +282,26 @@ tool_prometheus() {
 	link "$out" prometheus
 }
 
+# The shell linter for `make lint`, from Debian's package at the pinned version (into /usr/bin).
+tool_shellcheck() {
+	deb_install shellcheck none "shellcheck=$SHELLCHECK_DEB_VERSION"
+	link /usr/bin/shellcheck shellcheck
+}
+
+# cargo-deny for `make lint` (licences, bans, sources), built from crates.io with its own
+# lock file into the cache, keyed by version.
+tool_cargo_deny() {
+	local dir=$OMS_CACHE/tools/cargo-deny-$CARGO_DENY_VERSION
+	if [[ ! -x $dir/bin/cargo-deny ]]; then
+		log "building cargo-deny $CARGO_DENY_VERSION from crates.io (cold: minutes)"
+		CARGO_TARGET_DIR=$OMS_CACHE/tools/cargo-deny-build nice -n 19 \
+			cargo install --locked --quiet --root "$dir.partial" --version "$CARGO_DENY_VERSION" cargo-deny
+		rm -rf "$dir" "$OMS_CACHE/tools/cargo-deny-build"
+		mv "$dir.partial" "$dir"
+	fi
+	link "$dir/bin/cargo-deny" cargo-deny
+}
+
 # What a real node runs (node.sh): containerd with runc, the CNI plugins (in /usr/lib/cni), and
 # buildah to pack the node's images. Debian packages at pinned versions, linked into .bin/.
 tool_node_runtime() {
@@ -309,6 +330,8 @@ for tool in "$@"; do
 	promtool) tool_promtool ;;
 	prometheus) tool_prometheus ;;
 	node-runtime) tool_node_runtime ;;
+	shellcheck) tool_shellcheck ;;
+	cargo-deny) tool_cargo_deny ;;
 	*)
 		echo "tools: unknown tool $tool" >&2
 		exit 2
