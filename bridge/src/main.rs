@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oms_bridge::config;
+use oms_bridge_config as config;
 
 /// OMS bridge data plane.
 ///

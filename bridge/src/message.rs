@@ -44,6 +44,16 @@ impl Message {
     }
 }
 
+impl oms_bridge_config::filter::Fields for Message {
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+}
+
 /// How a source names the messages that arrive without an id of their own (no `oms-message-id`
 /// header, no AMQP `message-id`). The id must never be one an earlier, different message had:
 /// targets that deduplicate (JetStream's `Nats-Msg-Id` window, the gateway's window) would drop

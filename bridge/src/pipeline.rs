@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
 
-use crate::config::Ordering;
 use crate::connector::{Ack, Confirm, ConnectorError, Delivered, Sink, Source};
-use crate::filter::Filter;
 use crate::message::Message;
 use crate::metrics::BridgeMetrics;
+use oms_bridge_config::Ordering;
+use oms_bridge_config::filter::Filter;
 
 /// How often the source's backlog is read for `oms_bridge_source_lag_messages`.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);

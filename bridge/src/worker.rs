@@ -6,10 +6,10 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WorkerConfig;
 use crate::connector::{Durable, Sink, Source, Start};
 use crate::metrics::BridgeMetrics;
 use crate::pipeline::{Hops, Route, forward};
+use oms_bridge_config::WorkerConfig;
 
 /// First and longest wait between reconnection attempts, before jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);

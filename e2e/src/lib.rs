@@ -24,6 +24,14 @@ pub fn repo_root() -> PathBuf {
     here.parent().expect("e2e/ has a parent").to_path_buf()
 }
 
+/// `e2e/.state/<name>`, created if missing: where a test or bench keeps its files (gitignored,
+/// removed by `make clean-state`).
+pub fn state_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = repo_root().join("e2e/.state").join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// A pinned tool linked into `.bin/` by `make tools`.
 #[must_use]
 pub fn tool(name: &str) -> PathBuf {
@@ -687,7 +695,7 @@ pub async fn gateway_publish_attempt(server: &str, access_point: &str, queue: &s
         "bridge: {{name: probe, namespace: probe}}\nsource: {{driver: nats, servers: ['127.0.0.1:1'], queue: x}}\ntarget: {}\n",
         gateway_end(server, access_point, queue, tls)
     );
-    let Ok(config) = oms_bridge::config::parse_worker("probe.yaml", &yaml) else { return false };
+    let Ok(config) = oms_bridge_config::parse_worker("probe.yaml", &yaml) else { return false };
     let Ok(sink) = oms_bridge::connector::Sink::connect(&config.target, "probe").await else { return false };
     let message =
         oms_bridge::message::Message { id: "probe-1".into(), payload: b"probe".to_vec(), ..Default::default() };
@@ -702,7 +710,7 @@ pub async fn gateway_consume_attempt(server: &str, access_point: &str, queue: &s
         "bridge: {{name: probe, namespace: probe}}\nsource: {}\ntarget: {{driver: nats, servers: ['127.0.0.1:1'], queue: x}}\n",
         gateway_end(server, access_point, queue, tls)
     );
-    let Ok(config) = oms_bridge::config::parse_worker("probe.yaml", &yaml) else { return false };
+    let Ok(config) = oms_bridge_config::parse_worker("probe.yaml", &yaml) else { return false };
     let start = oms_bridge::connector::Start::Earliest;
     oms_bridge::connector::Source::connect(
         &config.source,

@@ -1,7 +1,8 @@
 //! The Bridge controller against a real API server and real brokers (behind external access
 //! points): the worker config it renders is one `oms-bridge` accepts and names the right brokers
-//! and queues, the Deployment runs it with the Bridge's certificate, and a reference to another
-//! tenant's queue without a grant creates nothing and says why.
+//! and queues, the Deployment runs it with the Bridge's certificate, a reference to another
+//! tenant's queue without a grant creates nothing and says why, and a spec the worker would
+//! refuse is `InvalidSpec` at once, naming the field, with no worker deployed.
 
 use std::process::Command;
 
@@ -88,5 +89,55 @@ fn a_bridge_gets_a_worker_config_and_deployment_and_a_foreign_queue_needs_a_gran
     assert!(get(&cluster, ns2, "configmap/borrow-oms-bridge")?.is_none(), "no worker config for a refused reference");
     assert!(get(&cluster, ns2, "deployment/borrow-oms-bridge")?.is_none(), "no worker for a refused reference");
     assert!(get(&cluster, ns2, "secret/borrow-oms-tls")?.is_none(), "no identity for a refused reference");
+    Ok(())
+}
+
+#[test]
+fn a_bridge_whose_filter_the_worker_would_refuse_is_invalid_spec_and_gets_no_worker() -> anyhow::Result<()> {
+    let nats = Broker::up("nats", "bridge-invalid-n")?;
+    let cluster = Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let home = cluster.fresh_namespace("bridge-invalid")?;
+    let ns = home.name.as_str();
+    let _operator = Operator::start(&cluster, &["--namespace", ns, "--leader-election=false", "--pki-namespace", ns])?;
+    // `=` where `==` is meant: the CRD schema cannot tell, the worker's parser can.
+    cluster.apply(
+        ns,
+        &format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: edge-nats}}\n\
+             spec: {{driver: nats, external: {{servers: ['{}']}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\n\
+             spec: {{accessPointRef: {{name: edge-nats}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-eu}}\n\
+             spec: {{accessPointRef: {{name: edge-nats}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-eu}}\n\
+             spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-eu}}}}, filter: \"headers['region'] = 'eu'\"}}\n",
+            nats.address()
+        ),
+    )?;
+    let refused = poll("InvalidSpec", DEADLINE, || {
+        Ok(get(&cluster, ns, "bridge/to-eu")?.filter(|b| ready_reason(b).as_deref() == Some("InvalidSpec")))
+    })?;
+    let message = condition(&refused, "Ready").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+    println!("bridge controller: bad filter: {message}");
+    assert!(message.starts_with("spec.filter: at column 19"), "names the field and where: {message}");
+    assert!(get(&cluster, ns, "configmap/to-eu-oms-bridge")?.is_none(), "no worker config for a refused spec");
+    assert!(get(&cluster, ns, "deployment/to-eu-oms-bridge")?.is_none(), "no worker for a refused spec");
+
+    // The fix is an edit of the Bridge; the worker follows at once.
+    run_ok(cluster.kubectl().args([
+        "-n",
+        ns,
+        "patch",
+        "bridge/to-eu",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"filter":"headers['region'] == 'eu'"}}"#,
+    ]))?;
+    poll("the worker Deployment after the fix", DEADLINE, || get(&cluster, ns, "deployment/to-eu-oms-bridge"))?;
+    let fixed = poll("Ready no longer InvalidSpec", DEADLINE, || {
+        Ok(get(&cluster, ns, "bridge/to-eu")?.filter(|b| ready_reason(b).as_deref() != Some("InvalidSpec")))
+    })?;
+    println!("bridge controller: after the fix: Ready reason {:?}", ready_reason(&fixed));
     Ok(())
 }

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_bridge_config::Protocol;
 use oms_crds::access_point::Driver;
 use sha2::{Digest, Sha256};
 
@@ -36,14 +37,15 @@ pub fn config_hash(files: &BTreeMap<String, String>, image: &str) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// The `oms-bridge` protocol of a driver; `None` for another cloud's gateway.
+/// The `oms-bridge` protocol of a driver's brokers; `None` for another cloud's gateway (a
+/// Bridge reaches it as `Protocol::Gateway`, a gateway never fronts one).
 #[must_use]
-pub fn protocol(driver: Driver) -> Option<&'static str> {
+pub fn protocol(driver: Driver) -> Option<Protocol> {
     match driver {
-        Driver::Kafka => Some("kafka"),
-        Driver::Nats => Some("nats"),
-        Driver::Rabbitmq => Some("amqp"),
-        Driver::Mqtt => Some("mqtt"),
+        Driver::Kafka => Some(Protocol::Kafka),
+        Driver::Nats => Some(Protocol::Nats),
+        Driver::Rabbitmq => Some(Protocol::Amqp),
+        Driver::Mqtt => Some(Protocol::Mqtt),
         Driver::Gateway => None,
     }
 }

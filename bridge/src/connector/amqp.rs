@@ -12,10 +12,10 @@ use lapin::uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
-use crate::config::{Endpoint, Protocol};
 use crate::message::{
     HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, take_bridge_headers,
 };
+use oms_bridge_config::{Endpoint, Protocol};
 
 /// Persistent delivery: RabbitMQ writes the message to disk before confirming it.
 const PERSISTENT: u8 = 2;

@@ -15,11 +15,11 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Uri};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received, Start};
-use crate::config::{Endpoint, Protocol};
 use crate::gateway::proto::gateway_client::GatewayClient;
 use crate::gateway::proto::{self, consume_frame, publish_frame, publish_reply};
 use crate::gateway::{STREAM_CREDIT, from_wire, tls};
 use crate::message::Message;
+use oms_bridge_config::{Endpoint, Protocol};
 
 fn servers(endpoint: &Endpoint) -> String {
     endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")

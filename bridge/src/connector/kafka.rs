@@ -21,8 +21,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Confirm, ConnectorError, Delivered, Durable, Received, Start};
-use crate::config::{Endpoint, Protocol};
 use crate::message::{MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, take_bridge_headers};
+use oms_bridge_config::{Endpoint, Protocol};
 
 fn servers(endpoint: &Endpoint) -> String {
     endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")

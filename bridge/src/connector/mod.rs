@@ -10,8 +10,8 @@ mod nats;
 
 use futures::future::BoxFuture;
 
-use crate::config::{Endpoint, Protocol, StartFrom};
 use crate::message::Message;
+use oms_bridge_config::{Endpoint, Protocol, StartFrom};
 
 /// User and password from the endpoint's credentials directory (files `username` and `password`,
 /// as the operator mounts a binding Secret), when it has one.

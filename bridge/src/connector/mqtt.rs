@@ -14,8 +14,8 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Publish, QoS}
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
-use crate::config::{Endpoint, Protocol};
 use crate::message::{Message, MessageIds};
+use oms_bridge_config::{Endpoint, Protocol};
 
 /// Requests rumqttc may hold before `publish` waits (its own bounded queue).
 const CLIENT_QUEUE: usize = 1024;

@@ -13,11 +13,11 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
 use super::{Confirm, ConnectorError, Delivered, Received, Start};
-use crate::config::{Endpoint, Protocol};
 use crate::message::{
     KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, NATS_MSG_ID_HEADER, PROVENANCE_HEADER, is_text_header_value,
     take_bridge_headers,
 };
+use oms_bridge_config::{Endpoint, Protocol};
 
 /// Messages per pull request at least, and the idle heartbeat of a pull (the client's defaults).
 const PULL_BATCH: usize = 200;

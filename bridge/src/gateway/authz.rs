@@ -3,7 +3,7 @@
 
 use oms_pki::SpiffeId;
 
-use crate::config::Backend;
+use oms_bridge_config::Backend;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -97,7 +97,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::Protocol;
+    use oms_bridge_config::Protocol;
 
     fn backend(namespace: &str, name: &str, shared_with: &[&str]) -> Backend {
         Backend {

@@ -23,9 +23,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::{self, Denial, Operation};
 use super::proto::{self, consume_frame, publish_frame, publish_reply};
 use super::{DedupWindow, STREAM_CREDIT, from_wire, tls};
-use crate::config::{Backend, GatewayConfig};
 use crate::connector::{Ack, ConnectorError, Delivered, Durable, Sink, Source, Start};
 use crate::metrics::GatewayMetrics;
+use oms_bridge_config::{Backend, GatewayConfig};
 
 /// A TLS handshake must finish within this, or the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

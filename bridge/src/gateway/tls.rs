@@ -20,7 +20,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::config::TlsFiles;
+use oms_bridge_config::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {problem}")]

@@ -9,7 +9,6 @@ use oms_e2e::{TlsPaths, free_server_port};
 use oms_pki::{Ca, Leaf, SpiffeId};
 
 use crate::load::Endpoint;
-use crate::replicator::state_dir;
 
 /// The tenant whose worker crosses the boundary; the gateway admits only its access points.
 pub const TENANT: &str = "acme";
@@ -28,7 +27,7 @@ pub struct Prepared {
 /// Issues the gateway's server certificate (named `localhost`, which the worker dials) and the
 /// bridge `name`'s client certificate from one fresh CA, and writes the gateway's config.
 pub fn prepare(name: &str, target: &Endpoint) -> anyhow::Result<Prepared> {
-    let dir = state_dir()?.join(format!("{name}-certs"));
+    let dir = oms_e2e::state_dir("bench")?.join(format!("{name}-certs"));
     std::fs::create_dir_all(&dir)?;
     let ca = Ca::generate("bridge bench CA", CERT_LIFETIME)?;
     let ca_file = dir.join("ca.crt");
@@ -49,7 +48,7 @@ pub fn prepare(name: &str, target: &Endpoint) -> anyhow::Result<Prepared> {
     let bridge_tls = issue(name, &format!("spiffe://cloud-a.oms/ns/{TENANT}/bridge/{name}"), &[])?;
 
     let port = free_server_port();
-    let config = state_dir()?.join(format!("{name}-gateway.yaml"));
+    let config = oms_e2e::state_dir("bench")?.join(format!("{name}-gateway.yaml"));
     std::fs::write(
         &config,
         format!(

@@ -93,13 +93,6 @@ struct OwnProcess {
     log: PathBuf,
 }
 
-/// Where configs and logs of the bench's own processes go.
-pub fn state_dir() -> anyhow::Result<PathBuf> {
-    let dir = repo_root().join("e2e/.state/bench");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 pub async fn start(
     replicator: Replicator,
     name: &str,
@@ -137,7 +130,7 @@ pub async fn start(
             running.start_worker(name, gateway::TENANT, source, &target_yaml)?;
         }
         Replicator::MirrorMaker2 => {
-            let dir = state_dir()?;
+            let dir = oms_e2e::state_dir("bench")?;
             let properties = dir.join(format!("{name}-mm2.properties"));
             std::fs::write(&properties, mirror_maker_properties(source, target))?;
             let log = dir.join(format!("{name}-mm2.log"));
@@ -200,7 +193,7 @@ impl Running {
         source: &Endpoint,
         target_yaml: &str,
     ) -> anyhow::Result<()> {
-        let config = state_dir()?.join(format!("{name}.yaml"));
+        let config = oms_e2e::state_dir("bench")?.join(format!("{name}.yaml"));
         std::fs::write(
             &config,
             format!(

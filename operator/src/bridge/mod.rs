@@ -5,13 +5,16 @@
 //! `spiffe://<trust-domain>/ns/<namespace>/bridge/<name>`, renewed at two thirds of its lifetime)
 //! -> dereference both Queues and their access points (existence, sharing grant, binding Secret;
 //! for a Queue behind another cloud's gateway, the gateway's endpoint and the access point behind
-//! it) -> [`render`] the worker config, Deployment and NetworkPolicy -> server-side apply ->
+//! it) -> [`render`] the worker config, [`validate`] it with the worker's own checks (a refusal is
+//! `Ready=False, reason InvalidSpec` naming the spec field; nothing is deployed, and a worker
+//! already running keeps its last accepted config) -> render the Deployment and NetworkPolicy -> server-side apply ->
 //! [`observe`] the workers' admin endpoints -> status (`Ready`, `Connected`, `Stalled`, lag,
 //! forwarded). A reference the access point does not grant creates nothing and says
 //! `ReferenceNotPermitted`. Every Bridge is looked at again each `--bridge-observe-interval-seconds`.
 
 pub mod observe;
 pub mod render;
+pub mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -186,7 +189,15 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
             return Ok(Action::requeue(RETRY_SOON.min(renew_in)));
         }
     };
-    let config = render::worker_config(&namespace, &name, &bridge.spec, &ends.0, &ends.1);
+    let file = render::worker_file(&namespace, &name, &bridge.spec, &ends.0, &ends.1);
+    if let Err(invalid) = validate::check(&file) {
+        let message = invalid.to_string();
+        ctx.publish(&bridge.object_ref(&()), EventType::Warning, INVALID_SPEC, &message).await;
+        write_status(ctx, bridge, &not_running(bridge, INVALID_SPEC, &message)).await?;
+        // An edit of the Bridge reconciles at once; one of its Queues or access points is seen here.
+        return Ok(Action::requeue(Duration::from_mins(5).min(renew_in)));
+    }
+    let config = render::worker_config(&file);
     let write = |what: &str| {
         let what = format!("{what} {}", render::worker_name(&name));
         move |source| Error::Write { what, source }
@@ -214,6 +225,8 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
 
 /// Condition reason for a Queue in another namespace whose access point does not share with us.
 const REFERENCE_NOT_PERMITTED: &str = "ReferenceNotPermitted";
+/// Condition reason for a Bridge whose worker would refuse its config.
+const INVALID_SPEC: &str = "InvalidSpec";
 
 enum End {
     Ready(ResolvedEnd),
@@ -261,7 +274,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             return Ok(End::NotReady("AccessPointNotReady", format!("{ap_what} has no spec.endpoint or spec.remote")));
         };
         return Ok(End::Ready(ResolvedEnd {
-            driver: "gateway".to_owned(),
+            driver: oms_bridge_config::Protocol::Gateway,
             servers: vec![endpoint.clone()],
             queue: queue.spec.name.clone().unwrap_or_else(|| queue.name_any()),
             access_point: format!("{}/{}", remote.namespace, remote.name),
@@ -284,7 +297,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
         None
     };
     Ok(End::Ready(ResolvedEnd {
-        driver: driver.to_owned(),
+        driver,
         servers: endpoint.servers,
         queue: queue_name,
         access_point: format!("{ap_namespace}/{}", ap_ref.name),

@@ -8,17 +8,17 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Volume, VolumeMount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use oms_bridge_config::{BridgeName, EndpointFile, Protocol, TlsFile, WorkerFile};
 use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
 use oms_crds::common::Ordering;
-use serde_json::json;
 
 use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, TLS_DIR, config_hash};
 
 /// One end of a bridge as the worker needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedEnd {
-    /// `kafka`, `nats`, `amqp`, `mqtt` or `gateway`.
-    pub driver: String,
+    /// How the worker talks to this end: a broker's protocol, or another cloud's gateway.
+    pub driver: Protocol,
     /// `host:port` of the brokers, or of the other cloud's gateway.
     pub servers: Vec<String>,
     /// The broker-side queue name.
@@ -36,50 +36,63 @@ pub fn worker_name(bridge: &str) -> String {
     format!("{bridge}-oms-bridge")
 }
 
-/// The worker config (YAML). `end` names `source` or `target` inside the pod's mounts.
+/// The worker config file of a Bridge whose ends are resolved. `oms_bridge_config::validate_worker`
+/// says whether the worker would accept it.
 #[must_use]
-pub fn worker_config(
+pub fn worker_file(
     namespace: &str,
     name: &str,
     spec: &BridgeSpec,
     source: &ResolvedEnd,
     target: &ResolvedEnd,
-) -> String {
-    let end = |role: &str, end: &ResolvedEnd| {
-        let mut value = json!({
-            "driver": end.driver,
-            "servers": end.servers,
-            "queue": end.queue,
-            "accessPoint": end.access_point,
-        });
-        if end.driver == "gateway" {
-            value["tls"] = json!({
-                "caFile": format!("{TLS_DIR}/ca.crt"),
-                "certFile": format!("{TLS_DIR}/tls.crt"),
-                "keyFile": format!("{TLS_DIR}/tls.key"),
-            });
-        }
-        if end.credentials_secret.is_some() {
-            value["credentialsDir"] = json!(format!("{CREDENTIALS_DIR}/{role}"));
-        }
-        value
-    };
-    let mut config = json!({
-        "bridge": {"name": name, "namespace": namespace},
-        "source": end("source", source),
-        "target": end("target", target),
-        "delivery": match spec.delivery { Delivery::AtLeastOnce => "AtLeastOnce", Delivery::ExactlyOnce => "ExactlyOnce" },
-        "ordering": match spec.ordering { Ordering::PerKey => "PerKey", Ordering::PerPartition => "PerPartition", Ordering::None => "None" },
-        "startFrom": match spec.start_from { StartFrom::Earliest => "Earliest", StartFrom::Latest => "Latest", StartFrom::Timestamp => "Timestamp" },
-        "admin": {"listen": format!("0.0.0.0:{ADMIN_PORT}")},
-    });
-    if let Some(filter) = &spec.filter {
-        config["filter"] = json!(filter);
+) -> WorkerFile {
+    WorkerFile {
+        bridge: BridgeName { name: name.to_owned(), namespace: namespace.to_owned() },
+        source: end_file("source", source),
+        target: end_file("target", target),
+        delivery: match spec.delivery {
+            Delivery::AtLeastOnce => oms_bridge_config::Delivery::AtLeastOnce,
+            Delivery::ExactlyOnce => oms_bridge_config::Delivery::ExactlyOnce,
+        },
+        ordering: match spec.ordering {
+            Ordering::PerKey => oms_bridge_config::Ordering::PerKey,
+            Ordering::PerPartition => oms_bridge_config::Ordering::PerPartition,
+            Ordering::None => oms_bridge_config::Ordering::None,
+        },
+        filter: spec.filter.clone(),
+        start_from: match spec.start_from {
+            StartFrom::Earliest => oms_bridge_config::StartFrom::Earliest,
+            StartFrom::Latest => oms_bridge_config::StartFrom::Latest,
+            StartFrom::Timestamp => oms_bridge_config::StartFrom::Timestamp,
+        },
+        start_timestamp: spec.start_timestamp.as_ref().map(|time| time.0.to_string()),
+        in_flight: None,
+        admin: Some(oms_bridge_config::AdminFile { listen: format!("0.0.0.0:{ADMIN_PORT}") }),
     }
-    if let Some(time) = &spec.start_timestamp {
-        config["startTimestamp"] = json!(time.0.to_string());
+}
+
+/// One end as the worker reads it; `role` (`source`, `target`) names its mounts in the pod.
+fn end_file(role: &str, end: &ResolvedEnd) -> EndpointFile {
+    EndpointFile {
+        driver: end.driver,
+        servers: end.servers.clone(),
+        queue: end.queue.clone(),
+        access_point: Some(end.access_point.clone()),
+        // A gateway end is reached with the Bridge's own certificate.
+        tls: (end.driver == Protocol::Gateway).then(|| TlsFile {
+            ca_file: format!("{TLS_DIR}/ca.crt").into(),
+            cert_file: Some(format!("{TLS_DIR}/tls.crt").into()),
+            key_file: Some(format!("{TLS_DIR}/tls.key").into()),
+        }),
+        credentials_dir: end.credentials_secret.as_ref().map(|_| format!("{CREDENTIALS_DIR}/{role}").into()),
     }
-    let body = serde_yaml::to_string(&config).unwrap_or_default();
+}
+
+/// The worker config as the ConfigMap holds it (YAML).
+#[must_use]
+pub fn worker_config(file: &WorkerFile) -> String {
+    let body = serde_yaml::to_string(file).unwrap_or_default();
+    let WorkerFile { bridge: BridgeName { namespace, name }, .. } = file;
     format!("# Rendered by oms-operator for Bridge {namespace}/{name}; edits are overwritten.\n{body}")
 }
 
@@ -202,7 +215,7 @@ mod tests {
 
     fn kafka_end() -> ResolvedEnd {
         ResolvedEnd {
-            driver: "kafka".into(),
+            driver: Protocol::Kafka,
             servers: vec!["orders-kafka-0.orders-kafka.acme.svc:9092".into()],
             queue: "orders".into(),
             access_point: "acme/orders".into(),
@@ -212,7 +225,7 @@ mod tests {
 
     fn gateway_end() -> ResolvedEnd {
         ResolvedEnd {
-            driver: "gateway".into(),
+            driver: Protocol::Gateway,
             servers: vec!["gateway.cloud-b.example:7443".into()],
             queue: "orders-eu".into(),
             access_point: "acme/eu-nats".into(),
@@ -223,10 +236,14 @@ mod tests {
     const SPEC: &str = "source: {queueRef: {name: orders}}\ntarget: {queueRef: {name: orders-eu}}\n\
                         filter: \"headers['region'] == 'eu'\"\nstartFrom: Timestamp\nstartTimestamp: '2026-01-31T08:00:00Z'\n";
 
+    fn rendered_config(namespace: &str, name: &str, spec: &BridgeSpec) -> String {
+        worker_config(&worker_file(namespace, name, spec, &kafka_end(), &gateway_end()))
+    }
+
     #[test]
     fn the_rendered_config_is_one_the_worker_accepts() {
-        let config = worker_config("acme", "orders-to-eu", &spec(SPEC), &kafka_end(), &gateway_end());
-        let parsed = oms_bridge::config::parse_worker("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+        let config = rendered_config("acme", "orders-to-eu", &spec(SPEC));
+        let parsed = oms_bridge_config::parse_worker("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
         assert_eq!(parsed.target.queue, "orders-eu");
         assert_eq!(parsed.target.access_point.as_deref(), Some("acme/eu-nats"));
         assert!(parsed.filter.is_some(), "the filter travels");
@@ -242,7 +259,7 @@ mod tests {
         let render = |filter: &str| {
             let mut bridge = bridge.clone();
             bridge.filter = Some(filter.to_owned());
-            let config = worker_config("acme", "b", &bridge, &kafka_end(), &gateway_end());
+            let config = rendered_config("acme", "b", &bridge);
             deployment("acme", "b", &bridge, "oms-bridge:test", &config, (&kafka_end(), &gateway_end()), owner.clone())
         };
         let hash = |d: &Deployment| {
@@ -255,7 +272,7 @@ mod tests {
     #[test]
     fn the_worker_mounts_its_config_certificate_and_only_the_credentials_it_uses() {
         let bridge = spec(SPEC);
-        let config = worker_config("acme", "b", &bridge, &kafka_end(), &gateway_end());
+        let config = rendered_config("acme", "b", &bridge);
         let deployment =
             deployment("acme", "b", &bridge, "img", &config, (&kafka_end(), &gateway_end()), OwnerReference::default());
         let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod");

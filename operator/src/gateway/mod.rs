@@ -99,7 +99,7 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
     let input = GatewayInput {
         namespace: namespace.clone(),
         access_point: name.clone(),
-        protocol: protocol.to_owned(),
+        protocol,
         servers: binding.servers,
         credentials_secret: binding
             .username

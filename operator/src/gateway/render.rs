@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerPort, PodTemplateSpec, Serv
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use oms_bridge_config::{AdminFile, BackendFile, GatewayFile, Protocol, TlsFile};
 use oms_crds::access_point::ServiceType;
-use serde_json::json;
 
 use crate::exposure::{self, Gateway};
 use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, TLS_DIR, config_hash};
@@ -23,8 +23,8 @@ const TENANTS_DIR: &str = "/etc/oms/tenants";
 pub struct GatewayInput {
     pub namespace: String,
     pub access_point: String,
-    /// The `oms-bridge` protocol of the broker behind it (`kafka`, `nats`, `amqp`, `mqtt`).
-    pub protocol: String,
+    /// The protocol of the broker behind it.
+    pub protocol: Protocol,
     pub servers: Vec<String>,
     /// The binding Secret with the broker credentials, when the broker needs them.
     pub credentials_secret: Option<String>,
@@ -38,34 +38,35 @@ pub struct GatewayInput {
     pub peer_trust_domains: Vec<String>,
 }
 
-/// The gateway config (YAML).
+/// The gateway config file.
+#[must_use]
+pub fn gateway_file(input: &GatewayInput) -> GatewayFile {
+    let backend = BackendFile {
+        access_point: format!("{}/{}", input.namespace, input.access_point),
+        driver: input.protocol,
+        servers: input.servers.clone(),
+        credentials_dir: input.credentials_secret.as_ref().map(|_| CREDENTIALS_DIR.into()),
+        tenant_credentials_dir: input.tenant_users.as_ref().map(|_| TENANTS_DIR.into()),
+        shared_with: input.shared_with.clone(),
+    };
+    GatewayFile {
+        listen: format!("0.0.0.0:{}", input.exposure.port),
+        trust_domain: input.trust_domain.clone(),
+        peer_trust_domains: input.peer_trust_domains.clone(),
+        tls: TlsFile {
+            ca_file: format!("{TLS_DIR}/ca.crt").into(),
+            cert_file: Some(format!("{TLS_DIR}/tls.crt").into()),
+            key_file: Some(format!("{TLS_DIR}/tls.key").into()),
+        },
+        backends: vec![backend],
+        admin: Some(AdminFile { listen: format!("0.0.0.0:{ADMIN_PORT}") }),
+    }
+}
+
+/// The gateway config as the ConfigMap holds it (YAML).
 #[must_use]
 pub fn gateway_config(input: &GatewayInput) -> String {
-    let mut backend = json!({
-        "accessPoint": format!("{}/{}", input.namespace, input.access_point),
-        "driver": input.protocol,
-        "servers": input.servers,
-        "sharedWith": input.shared_with,
-    });
-    if input.credentials_secret.is_some() {
-        backend["credentialsDir"] = json!(CREDENTIALS_DIR);
-    }
-    if input.tenant_users.is_some() {
-        backend["tenantCredentialsDir"] = json!(TENANTS_DIR);
-    }
-    let config = json!({
-        "listen": format!("0.0.0.0:{}", input.exposure.port),
-        "trustDomain": input.trust_domain,
-        "peerTrustDomains": input.peer_trust_domains,
-        "tls": {
-            "caFile": format!("{TLS_DIR}/ca.crt"),
-            "certFile": format!("{TLS_DIR}/tls.crt"),
-            "keyFile": format!("{TLS_DIR}/tls.key"),
-        },
-        "backends": [backend],
-        "admin": {"listen": format!("0.0.0.0:{ADMIN_PORT}")},
-    });
-    let body = serde_yaml::to_string(&config).unwrap_or_default();
+    let body = serde_yaml::to_string(&gateway_file(input)).unwrap_or_default();
     format!(
         "# Rendered by oms-operator for the gateway of MessagingAccessPoint {}/{}; edits are overwritten.\n{body}",
         input.namespace, input.access_point
@@ -197,7 +198,7 @@ mod tests {
         GatewayInput {
             namespace: "acme".into(),
             access_point: "eu-nats".into(),
-            protocol: "nats".into(),
+            protocol: Protocol::Nats,
             servers: vec!["eu-nats.acme.svc:4222".into()],
             credentials_secret: Some("eu-nats-binding".into()),
             shared_with: vec!["globex".into()],
@@ -216,7 +217,7 @@ mod tests {
     #[test]
     fn the_rendered_config_is_one_the_gateway_accepts() {
         let config = gateway_config(&input());
-        let parsed = oms_bridge::config::parse_gateway("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+        let parsed = oms_bridge_config::parse_gateway("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
         assert_eq!(parsed.trust_domain, "cloud-b.oms");
         assert_eq!(parsed.peer_trust_domains, ["cloud-a.oms"]);
         assert_eq!(parsed.listen.port(), 7443);

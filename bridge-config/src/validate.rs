@@ -1,11 +1,11 @@
-//! Worker and gateway configuration: parsed once from YAML into validated types. Every error
-//! names the field (`source.servers[1]`) and says how to fix it.
+//! Validation: a config file's types ([`crate::file`]) into the validated configs the worker and
+//! the gateway run with. Every error names the field (`source.servers[1]`) and says how to fix it.
+//! The operator runs the same functions on what it renders, before it deploys anything.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use crate::file::{AdminFile, Delivery, EndpointFile, GatewayFile, Ordering, Protocol, StartFrom, TlsFile, WorkerFile};
 use crate::filter::Filter;
 
 /// Largest number of messages a worker may hold unacknowledged.
@@ -21,95 +21,6 @@ pub struct ConfigError {
     pub file: String,
     pub field: String,
     pub problem: String,
-}
-
-/// Wire protocol of one end of a bridge.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Kafka,
-    Nats,
-    /// AMQP 0.9.1 (RabbitMQ).
-    Amqp,
-    Mqtt,
-    /// Another cloud's OMS gateway, over mTLS.
-    Gateway,
-}
-
-/// Where a new worker starts reading.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum StartFrom {
-    #[default]
-    Earliest,
-    Latest,
-    Timestamp,
-}
-
-/// Delivery guarantee.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Delivery {
-    #[default]
-    AtLeastOnce,
-    ExactlyOnce,
-}
-
-/// Ordering kept through retries.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Ordering {
-    #[default]
-    PerKey,
-    PerPartition,
-    None,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawWorker {
-    bridge: RawIdentity,
-    source: RawEndpoint,
-    target: RawEndpoint,
-    #[serde(default)]
-    delivery: Delivery,
-    #[serde(default)]
-    ordering: Ordering,
-    filter: Option<String>,
-    #[serde(default)]
-    start_from: StartFrom,
-    start_timestamp: Option<String>,
-    in_flight: Option<u32>,
-    admin: Option<RawAdmin>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIdentity {
-    name: String,
-    namespace: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawEndpoint {
-    driver: Protocol,
-    servers: Vec<String>,
-    queue: String,
-    access_point: Option<String>,
-    tls: Option<RawTls>,
-    credentials_dir: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawTls {
-    ca_file: PathBuf,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmin {
-    listen: String,
 }
 
 /// TLS files of a client or server.
@@ -160,10 +71,14 @@ pub fn load_worker(path: &Path) -> Result<WorkerConfig, ConfigError> {
     parse_worker(&path.display().to_string(), &text)
 }
 
-/// Validates a worker config; `file` names the source in errors.
+/// Parses and validates a worker config; `file` names the source in errors.
 pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError> {
+    validate_worker(file, deserialize(file, text)?)
+}
+
+/// Validates a worker config file's contents; `file` names the source in errors.
+pub fn validate_worker(file: &str, raw: WorkerFile) -> Result<WorkerConfig, ConfigError> {
     let err = |field: &str, problem: String| ConfigError { file: file.to_owned(), field: field.to_owned(), problem };
-    let raw: RawWorker = deserialize(file, text)?;
     let name = non_empty(&raw.bridge.name).ok_or_else(|| err("bridge.name", "must not be empty".into()))?;
     let namespace =
         non_empty(&raw.bridge.namespace).ok_or_else(|| err("bridge.namespace", "must not be empty".into()))?;
@@ -219,32 +134,6 @@ pub fn parse_worker(file: &str, text: &str) -> Result<WorkerConfig, ConfigError>
         in_flight,
         admin_listen,
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawGateway {
-    listen: String,
-    trust_domain: String,
-    #[serde(default)]
-    peer_trust_domains: Vec<String>,
-    tls: RawTls,
-    #[serde(default)]
-    backends: Vec<RawBackend>,
-    admin: Option<RawAdmin>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawBackend {
-    /// `<namespace>/<name>` of the MessagingAccessPoint this backend serves.
-    access_point: String,
-    driver: Protocol,
-    servers: Vec<String>,
-    credentials_dir: Option<PathBuf>,
-    tenant_credentials_dir: Option<PathBuf>,
-    #[serde(default)]
-    shared_with: Vec<String>,
 }
 
 /// A local broker the gateway fronts.
@@ -312,10 +201,14 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
     parse_gateway(&path.display().to_string(), &text)
 }
 
-/// Validates a gateway config; `file` names the source in errors.
+/// Parses and validates a gateway config; `file` names the source in errors.
 pub fn parse_gateway(file: &str, text: &str) -> Result<GatewayConfig, ConfigError> {
+    validate_gateway(file, deserialize(file, text)?)
+}
+
+/// Validates a gateway config file's contents; `file` names the source in errors.
+pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, ConfigError> {
     let err = |field: &str, problem: String| ConfigError { file: file.to_owned(), field: field.to_owned(), problem };
-    let raw: RawGateway = deserialize(file, text)?;
     let listen = raw
         .listen
         .parse()
@@ -378,7 +271,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
     })
 }
 
-fn endpoint(file: &str, field: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
+fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, ConfigError> {
     let err =
         |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
     let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
@@ -407,7 +300,7 @@ fn endpoint(file: &str, field: &str, raw: RawEndpoint) -> Result<Endpoint, Confi
     })
 }
 
-fn tls_files(file: &str, field: &str, raw: RawTls) -> Result<TlsFiles, ConfigError> {
+fn tls_files(file: &str, field: &str, raw: TlsFile) -> Result<TlsFiles, ConfigError> {
     let identity = match (raw.cert_file, raw.key_file) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
@@ -448,7 +341,7 @@ fn parse_host_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_owned(), port))
 }
 
-fn admin_address(file: &str, raw: Option<RawAdmin>) -> Result<SocketAddr, ConfigError> {
+fn admin_address(file: &str, raw: Option<AdminFile>) -> Result<SocketAddr, ConfigError> {
     let text = raw.map_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned(), |a| a.listen);
     text.parse().map_err(|_| ConfigError {
         file: file.to_owned(),

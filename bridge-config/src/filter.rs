@@ -23,8 +23,16 @@
 //! A header that is absent (or a message without a key) equals no string, so `==`, `in` and the
 //! string functions are false for it and `!=` is true; `has()` asks for presence. A repeated header
 //! is compared by its first value.
+//!
+//! It lives with the config so that the operator refuses a bad expression when the Bridge is
+//! applied, with the same parser the worker runs.
 
-use crate::message::Message;
+/// What a filter reads from a message: its key and its headers.
+pub trait Fields {
+    fn key(&self) -> Option<&[u8]>;
+    /// The first value of header `name`, if the message has one.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
 
 /// A parsed filter expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +96,7 @@ impl Filter {
 
     /// Whether `message` passes.
     #[must_use]
-    pub fn matches(&self, message: &Message) -> bool {
+    pub fn matches(&self, message: &impl Fields) -> bool {
         match self {
             Filter::Const(value) => *value,
             Filter::Not(inner) => !inner.matches(message),
@@ -115,14 +123,14 @@ impl Filter {
     }
 }
 
-fn read<'m>(field: &Field, message: &'m Message) -> Option<&'m [u8]> {
+fn read<'m>(field: &Field, message: &'m impl Fields) -> Option<&'m [u8]> {
     match field {
-        Field::Key => message.key.as_deref(),
-        Field::Header(name) => message.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice()),
+        Field::Key => message.key(),
+        Field::Header(name) => message.header(name),
     }
 }
 
-fn resolve<'m>(value: &'m Value, message: &'m Message) -> Option<&'m [u8]> {
+fn resolve<'m>(value: &'m Value, message: &'m impl Fields) -> Option<&'m [u8]> {
     match value {
         Value::Field(field) => read(field, message),
         Value::Literal(text) => Some(text.as_bytes()),
@@ -378,15 +386,31 @@ mod tests {
 
     use super::*;
 
-    fn message(key: Option<&str>, headers: &[(&str, &str)]) -> Message {
-        Message {
-            key: key.map(|k| k.as_bytes().to_vec()),
-            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec())).collect(),
-            ..Message::default()
+    /// A message as the filter sees it.
+    #[derive(Default)]
+    struct Sample {
+        key: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<u8>)>,
+    }
+
+    impl Fields for Sample {
+        fn key(&self) -> Option<&[u8]> {
+            self.key.as_deref()
+        }
+
+        fn header(&self, name: &str) -> Option<&[u8]> {
+            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
         }
     }
 
-    fn check(expression: &str, message: &Message) -> bool {
+    fn message(key: Option<&str>, headers: &[(&str, &str)]) -> Sample {
+        Sample {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec())).collect(),
+        }
+    }
+
+    fn check(expression: &str, message: &Sample) -> bool {
         Filter::parse(expression).unwrap_or_else(|e| panic!("{expression}: {e}")).matches(message)
     }
 
@@ -455,7 +479,7 @@ mod tests {
         #[test]
         fn any_text_parses_or_fails_with_a_column_in_range(text in ".{0,80}") {
             match Filter::parse(&text) {
-                Ok(filter) => { let _ = filter.matches(&Message::default()); }
+                Ok(filter) => { let _ = filter.matches(&Sample::default()); }
                 Err(error) => prop_assert!((1..=text.chars().count() + 1).contains(&error.column), "{error}"),
             }
         }

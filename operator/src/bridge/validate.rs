@@ -1,0 +1,104 @@
+//! Whether a Bridge's worker would start: the rendered worker config goes through the worker's
+//! own validation (`oms_bridge_config::validate_worker`: the filter's grammar, the start position
+//! against the source, the in-flight bounds, mTLS to a gateway) before anything is deployed, and a
+//! refusal is reported on the Bridge, named by its spec field, instead of as a crash-looping pod.
+
+use oms_bridge_config::{ConfigError, WorkerFile};
+
+/// A Bridge the worker would refuse; `field` is the Bridge's, `message` the worker's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidBridge {
+    pub field: String,
+    pub message: String,
+}
+
+/// Checks the worker config rendered for a Bridge.
+pub fn check(file: &WorkerFile) -> Result<(), InvalidBridge> {
+    let name = format!("Bridge {}/{}", file.bridge.namespace, file.bridge.name);
+    oms_bridge_config::validate_worker(&name, file.clone()).map(drop).map_err(|error| blame(&error))
+}
+
+/// The spec field behind a worker config error. The ends' fields (servers, queue names, TLS) come
+/// from the Queues and their access points, not from the Bridge: the message says which.
+fn blame(error: &ConfigError) -> InvalidBridge {
+    let field = error.field.as_str();
+    let top = field.split(['.', '[']).next().unwrap_or(field);
+    let spec_field = match top {
+        "filter" | "startFrom" | "startTimestamp" | "delivery" | "ordering" | "inFlight" => format!("spec.{top}"),
+        "source" | "target" if field == top => format!("spec.{top}"),
+        "source" | "target" => {
+            return InvalidBridge {
+                field: format!("spec.{top}"),
+                message: format!(
+                    "the {top} Queue's access point gives the worker an unusable {field}: {}",
+                    error.problem
+                ),
+            };
+        }
+        _ => "spec".to_owned(),
+    };
+    InvalidBridge { field: spec_field, message: error.problem.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use oms_bridge_config::{BridgeName, EndpointFile, Protocol};
+
+    use super::*;
+
+    fn file(edit: impl FnOnce(&mut WorkerFile)) -> WorkerFile {
+        let end = |queue: &str| EndpointFile {
+            driver: Protocol::Nats,
+            servers: vec!["nats.acme.svc:4222".into()],
+            queue: queue.into(),
+            access_point: Some("acme/edge".into()),
+            tls: None,
+            credentials_dir: None,
+        };
+        let mut file = WorkerFile {
+            bridge: BridgeName { name: "to-edge".into(), namespace: "acme".into() },
+            source: end("orders"),
+            target: end("orders-edge"),
+            delivery: oms_bridge_config::Delivery::AtLeastOnce,
+            ordering: oms_bridge_config::Ordering::PerKey,
+            filter: None,
+            start_from: oms_bridge_config::StartFrom::Earliest,
+            start_timestamp: None,
+            in_flight: None,
+            admin: None,
+        };
+        edit(&mut file);
+        file
+    }
+
+    #[test]
+    fn a_bridge_the_worker_accepts_passes() {
+        assert_eq!(check(&file(|_| {})), Ok(()));
+    }
+
+    #[test]
+    fn a_bad_filter_is_blamed_on_spec_filter_with_the_column() {
+        let error = check(&file(|f| f.filter = Some("headers['region'] = 'eu'".into()))).expect_err("refused");
+        assert_eq!(error.field, "spec.filter");
+        assert!(error.message.starts_with("at column 19"), "{error}");
+    }
+
+    #[test]
+    fn a_start_position_the_source_cannot_honour_is_blamed_on_spec_start_from() {
+        let error = check(&file(|f| {
+            f.source.driver = Protocol::Amqp;
+            f.start_from = oms_bridge_config::StartFrom::Latest;
+        }))
+        .expect_err("refused");
+        assert_eq!(error.field, "spec.startFrom");
+        assert!(error.message.contains("no replayable log"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_end_is_blamed_on_its_queue_and_access_point() {
+        let error = check(&file(|f| f.target.servers = vec!["nats-no-port".into()])).expect_err("refused");
+        assert_eq!(error.field, "spec.target");
+        assert!(error.message.contains("target.servers[0]"), "{error}");
+    }
+}
