@@ -1,6 +1,8 @@
 //! The MessagingAccessPoint controller.
 //!
-//! Reconcile: dereference (default region, credentials) -> [`validate`] -> [`render`] the
+//! Reconcile: dereference (default region; a managed Kafka's StatefulSet, and its Queues when the
+//! spec asks to shrink) -> [`validate`] into an [`AccessPoint`] (which also decides the size to run,
+//! never rewriting the spec) -> credentials (read, or generated and written once) -> [`render`] the
 //! desired objects -> server-side apply in order -> probe or read back -> [`status`]. An invalid
 //! spec gets a condition and waits for a change; API errors back off and retry.
 
@@ -32,7 +34,7 @@ use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
-use self::validate::{AccessPoint, Managed, Plan, validate};
+use self::validate::{AccessPoint, Managed, Plan, RunningKafka, validate};
 use crate::apply::{apply, apply_status};
 use crate::binding::{self, Credentials};
 use crate::conditions::{Decided, Status, merge};
@@ -133,14 +135,19 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         return Ok(Action::await_change());
     };
 
-    // Dereference.
+    // Dereference: everything the decisions below need is read first.
     let default_region = match map.spec.region {
         Some(_) => FALLBACK_REGION.to_owned(),
         None => default_region(ctx).await?,
     };
+    let existing_kafka = read_managed_kafka(ctx, map).await?;
+    let running = match existing_kafka.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
+        Some(replicas) => Some(RunningKafka { replicas, queues: queues_if_shrinking(ctx, map, replicas).await? }),
+        None => None,
+    };
 
-    // Validate.
-    let ap = match validate(&name, &namespace, &map.spec, &default_region, &ctx.images) {
+    // Validate (and decide the size to run), without touching the spec.
+    let ap = match validate(&name, &namespace, &map.spec, &default_region, running.as_ref(), &ctx.images) {
         Ok(ap) => ap,
         Err(invalid) => {
             write_status(ctx, map, MessagingAccessPointStatus::default(), &status::invalid(&invalid)).await?;
@@ -149,35 +156,12 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
     };
     let broker = managed_driver(ap.driver);
-    let existing_kafka = match &ap.plan {
-        Plan::Managed(_) if ap.driver == Driver::Kafka => {
-            let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-            stateful_sets
-                .get_opt(&name)
-                .await
-                .map_err(|source| Error::ReadStatefulSet { name: name.clone(), source })?
-        }
-        _ => None,
-    };
     // A Kafka an earlier version made without authentication cannot move to it in place: leave
     // it as it is, and say so.
     if let Some(message) = existing_kafka.as_ref().and_then(status::kafka_without_users) {
         say_not_ready(ctx, map, "RecreateRequired", message, map.status.clone().unwrap_or_default()).await?;
         return Ok(Action::requeue(RESYNC));
     }
-    // Kafka keeps its current size when the requested one would lose replicas of its data.
-    let mut ap = ap;
-    let scale_down_refused = match &mut ap.plan {
-        Plan::Managed(managed) if ap.driver == Driver::Kafka => {
-            let current = existing_kafka.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
-            let refusal = kafka_scale_down_refusal(ctx, &name, &namespace, current, managed.replicas).await?;
-            if let Some((current, _)) = &refusal {
-                managed.replicas = *current;
-            }
-            refusal.map(|(_, message)| message)
-        }
-        _ => None,
-    };
     let hosts = client_hosts(&ap, broker);
     let logins = match credentials(ctx, &ap, &owner, existing_kafka.is_some()).await {
         Ok(logins) => logins,
@@ -207,8 +191,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     let (decided, requeue) = match (&ap.plan, broker) {
         (Plan::Managed(managed), Some(broker)) => {
             let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner };
-            let (decided, requeue, ready) =
-                apply_managed(ctx, map, &cluster, &hosts, &logins, scale_down_refused).await?;
+            let (decided, requeue, ready) = apply_managed(ctx, map, &cluster, &hosts, &logins).await?;
             observed.ready_replicas = ready;
             (decided, requeue)
         }
@@ -250,7 +233,6 @@ async fn apply_managed(
     cluster: &Cluster<'_>,
     hosts: &[(String, u16)],
     logins: &Logins,
-    scale_down_refused: Option<String>,
 ) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
     let Cluster { ap, managed, broker, uid, owner } = *cluster;
     let objects = managed_objects(ap, managed, broker, uid, owner);
@@ -264,9 +246,9 @@ async fn apply_managed(
     match apply(&ctx.client, &objects.stateful_set).await {
         Ok(stateful_set) => {
             let (ready, mut decided) = status::managed(managed.replicas, &stateful_set);
-            if let Some(message) = scale_down_refused {
-                publish(ctx, map, EventType::Warning, "ScaleDownRefused", &message).await;
-                status::refuse_scale_down(&mut decided, message);
+            if let Some(message) = &managed.scale_down_refused {
+                publish(ctx, map, EventType::Warning, "ScaleDownRefused", message).await;
+                status::refuse_scale_down(&mut decided, message.clone());
             }
             // Tenant users go through the brokers' admin API, once one of them answers.
             let mut users_failed = false;
@@ -314,34 +296,41 @@ where
     apply(&ctx.client, object).await.map_err(|source| Error::Apply { kind, name: object.name_any(), source })
 }
 
-/// Checks a Kafka scale-down from `current` brokers (none before the StatefulSet exists) against
-/// what the data needs: returns the current size and why, when the requested size is too small.
-async fn kafka_scale_down_refusal(
-    ctx: &Context,
-    name: &str,
-    namespace: &str,
-    current: Option<i32>,
-    desired: i32,
-) -> Result<Option<(i32, String)>, Error> {
-    let Some(current) = current else { return Ok(None) };
-    if desired >= current {
+/// The StatefulSet of a managed Kafka access point, if it exists yet.
+async fn read_managed_kafka(ctx: &Context, map: &MessagingAccessPoint) -> Result<Option<StatefulSet>, Error> {
+    if map.spec.driver != Driver::Kafka || map.spec.managed.is_none() {
         return Ok(None);
     }
+    let name = map.name_any();
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &map.namespace().unwrap_or_default());
+    stateful_sets.get_opt(&name).await.map_err(|source| Error::ReadStatefulSet { name, source })
+}
+
+/// (namespace/name, replication) of the Queues on this access point, when the spec asks for
+/// fewer brokers than `running`: what a scale-down would have to keep.
+async fn queues_if_shrinking(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    running: i32,
+) -> Result<Vec<(String, i32)>, Error> {
+    if map.spec.managed.as_ref().is_none_or(|m| m.replicas >= running) {
+        return Ok(Vec::new());
+    }
+    let (name, namespace) = (map.name_any(), map.namespace().unwrap_or_default());
     let queues: Api<Queue> = Api::all(ctx.client.clone());
     let queues = queues.list(&ListParams::default()).await.map_err(Error::ReadQueues)?;
-    let replication: Vec<(String, i32)> = queues
+    Ok(queues
         .items
         .iter()
         .filter(|q| {
             let reference = &q.spec.access_point_ref;
             reference.name == name
-                && reference.namespace.as_deref().or(q.metadata.namespace.as_deref()) == Some(namespace)
+                && reference.namespace.as_deref().or(q.metadata.namespace.as_deref()) == Some(namespace.as_str())
         })
         .filter_map(|q| {
             q.spec.replication.map(|r| (format!("{}/{}", q.namespace().unwrap_or_default(), q.name_any()), r))
         })
-        .collect();
-    Ok(status::kafka_scale_down_refusal(current, desired, &replication).map(|message| (current, message)))
+        .collect())
 }
 
 /// Applies the binding Secret unless it already holds exactly this: external access points are

@@ -114,7 +114,7 @@ mod tests {
         let spec =
             serde_yaml::from_str(&format!("{{driver: rabbitmq, managed: {{replicas: 3}}{sharing}}}")).expect("spec");
         let images = DefaultImages { kafka: "k".into(), nats: "n".into(), rabbitmq: "r:4.1".into(), mqtt: "m".into() };
-        validate("billing", "acme", &spec, "local", &images).expect("valid")
+        validate("billing", "acme", &spec, "local", None, &images).expect("valid")
     }
 
     fn rules(ap: &AccessPoint) -> Vec<NetworkPolicyIngressRule> {

@@ -456,7 +456,7 @@ mod tests {
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
         };
-        let ap = validate("orders-kafka", "acme", &spec, "local", &images).expect("valid");
+        let ap = validate("orders-kafka", "acme", &spec, "local", None, &images).expect("valid");
         let Plan::Managed(m) = ap.plan.clone() else { panic!("managed") };
         (ap, m)
     }

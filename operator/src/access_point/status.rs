@@ -41,32 +41,6 @@ pub fn managed(desired: i32, stateful_set: &StatefulSet) -> (i32, Vec<Decided>) 
     (ready, decided)
 }
 
-/// Why Kafka may not shrink from `current` to `desired` brokers, if it may not: the internal
-/// topics keep up to 3 copies, and each Queue its `spec.replication`; fewer brokers than copies
-/// would lose data. `queues` lists (namespace/name, replication) of the Queues on the cluster.
-#[must_use]
-pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i32)]) -> Option<String> {
-    if desired >= current {
-        return None;
-    }
-    let internal = current.min(3);
-    let widest = queues.iter().max_by_key(|(_, r)| *r);
-    let needed = widest.map_or(internal, |(_, r)| (*r).max(internal));
-    if desired >= needed {
-        return None;
-    }
-    let because = match widest {
-        Some((queue, replication)) if *replication >= internal => {
-            format!("Queue {queue} keeps {replication} copies of each message")
-        }
-        _ => format!("the internal topics keep {internal} copies"),
-    };
-    Some(format!(
-        "scaling Kafka from {current} to {desired} brokers is refused: {because}, so at least {needed} brokers are needed; \
-         keeping {current}. Lower the replication first, or create a new access point and bridge the data over"
-    ))
-}
-
 /// Why a Kafka StatefulSet an earlier operator version made, whose brokers run without
 /// authentication (no operator user in their environment), cannot take today's configuration: its
 /// storage was formatted without the operator's user, so authenticated brokers could not reach
@@ -229,18 +203,6 @@ mod tests {
         let (_, decided) = managed(3, &sts(3, status));
         assert_eq!(find(&decided, PROGRESSING).reason, "RollingUpdate");
         assert_eq!(find(&decided, DEGRADED).status, Status::False);
-    }
-
-    #[test]
-    fn kafka_refuses_to_shrink_below_its_copies() {
-        assert_eq!(kafka_scale_down_refusal(3, 5, &[]), None);
-        assert_eq!(kafka_scale_down_refusal(5, 3, &[]), None);
-        let internal = kafka_scale_down_refusal(3, 1, &[]).expect("refused");
-        assert!(internal.contains("internal topics keep 3 copies") && internal.contains("keeping 3"), "{internal}");
-        let queues = vec![("acme/orders".to_owned(), 4)];
-        let queue = kafka_scale_down_refusal(5, 3, &queues).expect("refused");
-        assert!(queue.contains("Queue acme/orders keeps 4 copies") && queue.contains("at least 4 brokers"), "{queue}");
-        assert_eq!(kafka_scale_down_refusal(5, 4, &queues), None);
     }
 
     #[test]

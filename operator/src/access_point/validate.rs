@@ -50,7 +50,10 @@ pub enum Plan {
 /// A broker cluster the operator runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Managed {
+    /// Brokers to run: `spec.managed.replicas`, or the current size when shrinking is refused.
     pub replicas: i32,
+    /// Why the requested size is not the one run, when Kafka may not shrink to it.
+    pub scale_down_refused: Option<String>,
     pub image: String,
     /// Size (as written, e.g. `10Gi`) and StorageClass of each pod's volume; None: emptyDir.
     pub storage: Option<(String, Option<String>)>,
@@ -69,12 +72,23 @@ pub struct External {
     pub credentials_secret: Option<String>,
 }
 
-/// Validates `spec`; `default_region` is used when the spec names none.
+/// A managed Kafka cluster as it runs now, for deciding whether it may shrink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunningKafka {
+    /// Brokers in its StatefulSet.
+    pub replicas: i32,
+    /// (namespace/name, `spec.replication`) of the Queues on it; read only when shrinking is asked.
+    pub queues: Vec<(String, i32)>,
+}
+
+/// Validates `spec`; `default_region` is used when the spec names none; `running` is the managed
+/// Kafka cluster as it is now, if there is one.
 pub fn validate(
     name: &str,
     namespace: &str,
     spec: &MessagingAccessPointSpec,
     default_region: &str,
+    running: Option<&RunningKafka>,
     images: &DefaultImages,
 ) -> Result<AccessPoint, InvalidSpec> {
     let plan = match (spec.driver, &spec.managed, &spec.external, &spec.endpoint) {
@@ -117,8 +131,16 @@ pub fn validate(
                 parse_size(&storage.size).map_err(|e| invalid("spec.managed.storage.size", e.to_string()))?;
             }
             let default_image = images.for_driver(driver).unwrap_or_default();
+            // Kafka keeps its current size when the requested one would lose copies of its data.
+            let scale_down_refused = running
+                .filter(|_| driver == Driver::Kafka)
+                .and_then(|now| kafka_scale_down_refusal(now.replicas, managed.replicas, &now.queues));
             Plan::Managed(Managed {
-                replicas: managed.replicas,
+                replicas: match (&scale_down_refused, running) {
+                    (Some(_), Some(now)) => now.replicas,
+                    _ => managed.replicas,
+                },
+                scale_down_refused,
                 image: broker_image(default_image, managed.version.as_deref(), managed.image.as_deref()),
                 storage: managed.storage.as_ref().map(|s| (s.size.clone(), s.storage_class_name.clone())),
                 resources: managed.resources.clone(),
@@ -158,6 +180,32 @@ pub fn validate(
     })
 }
 
+/// Why Kafka may not shrink from `current` to `desired` brokers, if it may not: the internal
+/// topics keep up to 3 copies, and each Queue its `spec.replication`; fewer brokers than copies
+/// would lose data. `queues` lists (namespace/name, replication) of the Queues on the cluster.
+#[must_use]
+pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i32)]) -> Option<String> {
+    if desired >= current {
+        return None;
+    }
+    let internal = current.min(3);
+    let widest = queues.iter().max_by_key(|(_, r)| *r);
+    let needed = widest.map_or(internal, |(_, r)| (*r).max(internal));
+    if desired >= needed {
+        return None;
+    }
+    let because = match widest {
+        Some((queue, replication)) if *replication >= internal => {
+            format!("Queue {queue} keeps {replication} copies of each message")
+        }
+        _ => format!("the internal topics keep {internal} copies"),
+    };
+    Some(format!(
+        "scaling Kafka from {current} to {desired} brokers is refused: {because}, so at least {needed} brokers are needed; \
+         keeping {current}. Lower the replication first, or create a new access point and bridge the data over"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,9 +225,15 @@ mod tests {
 
     #[test]
     fn managed_kafka_gets_the_default_image_with_its_version_and_the_default_region() {
-        let ap =
-            validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 3, version: 4.0.0}}"), "local", &images())
-                .expect("valid");
+        let ap = validate(
+            "k",
+            "acme",
+            &spec("{driver: kafka, managed: {replicas: 3, version: 4.0.0}}"),
+            "local",
+            None,
+            &images(),
+        )
+        .expect("valid");
         assert_eq!(ap.region, "local");
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.image, "apache/kafka:4.0.0");
@@ -193,6 +247,7 @@ mod tests {
             "acme",
             &spec("{driver: kafka, managed: {config: {listeners: 'PLAINTEXT://:1', log.retention.hours: '1'}}}"),
             "local",
+            None,
             &images(),
         )
         .expect_err("refused");
@@ -202,7 +257,7 @@ mod tests {
 
     #[test]
     fn mosquitto_refuses_more_than_one_replica() {
-        let error = validate("m", "acme", &spec("{driver: mqtt, managed: {replicas: 2}}"), "local", &images())
+        let error = validate("m", "acme", &spec("{driver: mqtt, managed: {replicas: 2}}"), "local", None, &images())
             .expect_err("refused");
         assert_eq!(error.field, "spec.managed.replicas");
         assert!(error.message.contains("set replicas: 1"), "{error}");
@@ -215,6 +270,7 @@ mod tests {
             "acme",
             &spec("{driver: nats, region: eu, external: {servers: ['n1:4222', 'n2:4222'], account: acme}}"),
             "local",
+            None,
             &images(),
         )
         .expect("valid");
@@ -226,6 +282,7 @@ mod tests {
             "acme",
             &spec("{driver: gateway, endpoint: 'gw.b:7443', remote: {namespace: acme, name: eu}}"),
             "local",
+            None,
             &images(),
         )
         .expect("valid");
@@ -239,9 +296,37 @@ mod tests {
             "acme",
             &spec("{driver: gateway, endpoint: 'gw.b:7443', remote: {namespace: acme, name: eu}, gateway: {enabled: true}}"),
             "local",
+            None,
             &images(),
         )
         .expect_err("refused");
         assert_eq!(error.field, "spec.gateway");
+    }
+
+    #[test]
+    fn kafka_refuses_to_shrink_below_its_copies() {
+        assert_eq!(kafka_scale_down_refusal(3, 5, &[]), None);
+        assert_eq!(kafka_scale_down_refusal(5, 3, &[]), None);
+        let internal = kafka_scale_down_refusal(3, 1, &[]).expect("refused");
+        assert!(internal.contains("internal topics keep 3 copies") && internal.contains("keeping 3"), "{internal}");
+        let queues = vec![("acme/orders".to_owned(), 4)];
+        let queue = kafka_scale_down_refusal(5, 3, &queues).expect("refused");
+        assert!(queue.contains("Queue acme/orders keeps 4 copies") && queue.contains("at least 4 brokers"), "{queue}");
+        assert_eq!(kafka_scale_down_refusal(5, 4, &queues), None);
+    }
+
+    #[test]
+    fn a_refused_kafka_scale_down_runs_the_current_size_and_leaves_the_spec_as_asked() {
+        let asked = spec("{driver: kafka, managed: {replicas: 1}}");
+        let running = RunningKafka { replicas: 3, queues: vec![("acme/orders".into(), 3)] };
+        let ap = validate("k", "acme", &asked, "local", Some(&running), &images()).expect("valid");
+        let Plan::Managed(managed) = ap.plan else { panic!("managed") };
+        assert_eq!(managed.replicas, 3, "the brokers that hold the copies keep running");
+        assert!(managed.scale_down_refused.is_some_and(|m| m.contains("Queue acme/orders keeps 3 copies")));
+        assert_eq!(asked.managed.map(|m| m.replicas), Some(1), "the spec is not rewritten");
+        let growing =
+            validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 5}}"), "local", Some(&running), &images());
+        let Ok(AccessPoint { plan: Plan::Managed(managed), .. }) = growing else { panic!("managed") };
+        assert_eq!((managed.replicas, managed.scale_down_refused), (5, None));
     }
 }
