@@ -20,6 +20,20 @@ pub enum Protocol {
     Gateway,
 }
 
+impl Protocol {
+    /// The name as the config file writes it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Kafka => "kafka",
+            Protocol::Nats => "nats",
+            Protocol::Amqp => "amqp",
+            Protocol::Mqtt => "mqtt",
+            Protocol::Gateway => "gateway",
+        }
+    }
+}
+
 /// Where a new worker starts reading.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StartFrom {

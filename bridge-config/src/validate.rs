@@ -111,6 +111,18 @@ pub fn validate_worker(file: &str, raw: WorkerFile) -> Result<WorkerConfig, Conf
             ),
         ));
     }
+    if raw.delivery == Delivery::ExactlyOnce
+        && let Some(why) = exactly_once_unsupported(source.protocol, target.protocol)
+    {
+        return Err(err(
+            "delivery",
+            format!(
+                "ExactlyOnce is unsupported from {} to {}: {why}; use delivery: AtLeastOnce (repeats are counted)",
+                source.protocol.name(),
+                target.protocol.name()
+            ),
+        ));
+    }
     let filter = match raw.filter.as_deref().map(str::trim) {
         None => None,
         Some("") => return Err(err("filter", "is empty; remove it to forward every message".into())),
@@ -248,6 +260,33 @@ pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, C
     }
     let admin_listen = admin_address(file, raw.admin)?;
     Ok(GatewayConfig { listen, trust_domain, peer_trust_domains: raw.peer_trust_domains, tls, backends, admin_listen })
+}
+
+/// Why a bridge from `source` to `target` cannot deliver each message exactly once, if it cannot.
+/// Exactly once here means: the source's ids are stable (a redelivery has the id of its first
+/// delivery: Kafka offsets, JetStream sequences) and the target drops a repeat by id in a
+/// window that outlives the worker's recovery (JetStream's duplicate window, 2 minutes by
+/// default). Every other pair is at least once, and says so.
+#[must_use]
+pub fn exactly_once_unsupported(source: Protocol, target: Protocol) -> Option<&'static str> {
+    let source_gap = match source {
+        Protocol::Kafka | Protocol::Nats => None,
+        Protocol::Amqp | Protocol::Mqtt => {
+            Some("the source gives a redelivered message a new id, so no target can tell it from a new one")
+        }
+        Protocol::Gateway => Some(
+            "ids from behind another cloud's gateway are only as stable as its source, which this cloud cannot see",
+        ),
+    };
+    let target_gap = match target {
+        Protocol::Nats => None,
+        Protocol::Kafka => Some("a Kafka target keeps every write (Kafka transactions are not built yet)"),
+        Protocol::Amqp | Protocol::Mqtt => Some("the target cannot drop a repeat by id"),
+        Protocol::Gateway => {
+            Some("the gateway's window of recent ids lives in its memory and is gone when it restarts")
+        }
+    };
+    source_gap.or(target_gap)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -457,6 +496,22 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
     fn gateway_target_needs_mutual_tls() {
         let text = WORKER.replace("driver: nats", "driver: gateway");
         assert_eq!(worker_error(&text).field, "target.tls");
+    }
+
+    #[test]
+    fn exactly_once_needs_stable_ids_at_the_source_and_a_deduplicating_target() {
+        use Protocol::{Amqp, Gateway, Kafka, Mqtt, Nats};
+        let supported: Vec<(Protocol, Protocol)> = [Kafka, Nats, Amqp, Mqtt, Gateway]
+            .into_iter()
+            .flat_map(|source| [Kafka, Nats, Amqp, Mqtt, Gateway].map(|target| (source, target)))
+            .filter(|(source, target)| exactly_once_unsupported(*source, *target).is_none())
+            .collect();
+        assert_eq!(supported, [(Kafka, Nats), (Nats, Nats)]);
+        let error = worker_error(&format!("{WORKER}delivery: ExactlyOnce\n").replace("driver: nats", "driver: kafka"));
+        assert_eq!(error.field, "delivery");
+        assert!(error.problem.starts_with("ExactlyOnce is unsupported from kafka to kafka: a Kafka target"), "{error}");
+        let config = parse_worker("w.yaml", &format!("{WORKER}delivery: ExactlyOnce\n")).expect("kafka -> nats");
+        assert_eq!(config.delivery, Delivery::ExactlyOnce);
     }
 
     #[test]

@@ -26,7 +26,8 @@ use crate::quantity::{duration_message, duration_rule};
     printcolumn = r#"{"name":"Stalled","type":"string","jsonPath":".status.conditions[?(@.type==\"Stalled\")].status"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lagMessages"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Forwarded","type":"integer","priority":1,"jsonPath":".status.forwardedTotal"}"#
+    printcolumn = r#"{"name":"Forwarded","type":"integer","priority":1,"jsonPath":".status.forwardedTotal"}"#,
+    printcolumn = r#"{"name":"Delivery","type":"string","priority":1,"jsonPath":".status.delivery"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -43,9 +44,10 @@ pub struct BridgeSpec {
     /// The queue messages are written to; may live on a gateway access point of another cloud.
     pub target: BridgeEndpoint,
 
-    /// AtLeastOnce (default) acknowledges at the source after the target confirmed; ExactlyOnce
-    /// additionally needs a target that deduplicates (NATS, the OMS gateway, Kafka), or the
-    /// Bridge reports `Unsupported`.
+    /// AtLeastOnce (default) acknowledges at the source after the target confirmed; repeats after
+    /// a failure are possible and counted. ExactlyOnce additionally needs a source whose ids are
+    /// stable (Kafka, NATS) and a target that drops repeats by id (NATS JetStream); any other pair
+    /// is `Ready=False`, reason `Unsupported`, and gets no worker.
     #[serde(default)]
     pub delivery: Delivery,
 
@@ -130,6 +132,10 @@ pub struct BridgeStatus {
     /// Messages forwarded since the bridge was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarded_total: Option<i64>,
+    /// The delivery guarantee in force: ExactlyOnce only where spec.delivery asks for it and the
+    /// two ends keep it (otherwise the Bridge is `Unsupported` and runs no worker); else AtLeastOnce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
     /// The `metadata.generation` the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -6,7 +6,7 @@
 //! -> dereference both Queues and their access points (existence, sharing grant, binding Secret;
 //! for a Queue behind another cloud's gateway, the gateway's endpoint and the access point behind
 //! it) -> [`render`] the worker config, [`validate`] it with the worker's own checks (a refusal is
-//! `Ready=False, reason InvalidSpec` naming the spec field; nothing is deployed, and a worker
+//! `Ready=False`, reason `InvalidSpec` or `Unsupported`, naming the spec field; nothing is deployed, and a worker
 //! already running keeps its last accepted config) -> render the Deployment and NetworkPolicy -> server-side apply ->
 //! [`observe`] the workers' admin endpoints -> status (`Ready`, `Connected`, `Stalled`, lag,
 //! forwarded). A reference the access point does not grant creates nothing and says
@@ -192,8 +192,8 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
     let file = render::worker_file(&namespace, &name, &bridge.spec, &ends.0, &ends.1);
     if let Err(invalid) = validate::check(&file) {
         let message = invalid.to_string();
-        ctx.publish(&bridge.object_ref(&()), EventType::Warning, INVALID_SPEC, &message).await;
-        write_status(ctx, bridge, &not_running(bridge, INVALID_SPEC, &message)).await?;
+        ctx.publish(&bridge.object_ref(&()), EventType::Warning, invalid.reason, &message).await;
+        write_status(ctx, bridge, &not_running(bridge, invalid.reason, &message)).await?;
         // An edit of the Bridge reconciles at once; one of its Queues or access points is seen here.
         return Ok(Action::requeue(Duration::from_mins(5).min(renew_in)));
     }
@@ -225,8 +225,6 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
 
 /// Condition reason for a Queue in another namespace whose access point does not share with us.
 const REFERENCE_NOT_PERMITTED: &str = "ReferenceNotPermitted";
-/// Condition reason for a Bridge whose worker would refuse its config.
-const INVALID_SPEC: &str = "InvalidSpec";
 
 enum End {
     Ready(ResolvedEnd),
@@ -358,6 +356,8 @@ async fn observe_workers(
     ctx.metrics.bridge_lag_messages.with_label_values(&labels).set(lag.unwrap_or(0));
     let status = Observed {
         decided: vec![ready, connected, stalled],
+        // The worker runs with the spec's guarantee: validation refused any the ends cannot keep.
+        delivery: Some(bridge.spec.delivery),
         lag_messages: lag,
         forwarded_total: Some(i64::try_from(forwarded).unwrap_or(i64::MAX)),
         last_forwarded_time: observation
@@ -372,6 +372,7 @@ async fn observe_workers(
 /// The status a Bridge gets in this reconcile.
 struct Observed {
     decided: Vec<Decided>,
+    delivery: Option<oms_crds::bridge::Delivery>,
     lag_messages: Option<i64>,
     forwarded_total: Option<i64>,
     last_forwarded_time: Option<Time>,
@@ -383,6 +384,7 @@ fn not_running(bridge: &Bridge, reason: &'static str, message: &str) -> Observed
     let previous = bridge.status.clone().unwrap_or_default();
     Observed {
         decided: vec![Decided::new(READY, Status::False, reason, message)],
+        delivery: previous.delivery,
         lag_messages: previous.lag_messages,
         forwarded_total: previous.forwarded_total,
         last_forwarded_time: previous.last_forwarded_time,
@@ -404,6 +406,7 @@ async fn write_status(ctx: &Context, bridge: &Bridge, observed: &Observed) -> Re
         lag_messages: observed.lag_messages,
         last_forwarded_time: observed.last_forwarded_time.clone(),
         forwarded_total: observed.forwarded_total,
+        delivery: observed.delivery,
         observed_generation: generation,
         conditions,
     };

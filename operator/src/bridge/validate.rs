@@ -2,13 +2,22 @@
 //! own validation (`oms_bridge_config::validate_worker`: the filter's grammar, the start position
 //! against the source, the in-flight bounds, mTLS to a gateway) before anything is deployed, and a
 //! refusal is reported on the Bridge, named by its spec field, instead of as a crash-looping pod.
+//! A guarantee the pair of ends cannot keep (`delivery: ExactlyOnce` where the source's ids are not
+//! stable or the target does not drop repeats) is `Unsupported`; anything else the worker refuses
+//! is `InvalidSpec`.
 
 use oms_bridge_config::{ConfigError, WorkerFile};
 
-/// A Bridge the worker would refuse; `field` is the Bridge's, `message` the worker's reason.
+/// Condition reasons of a refused Bridge.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+pub const UNSUPPORTED: &str = "Unsupported";
+
+/// A Bridge the worker would refuse; `field` is the Bridge's, `message` the worker's reason,
+/// `reason` the condition reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct InvalidBridge {
+    pub reason: &'static str,
     pub field: String,
     pub message: String,
 }
@@ -29,6 +38,7 @@ fn blame(error: &ConfigError) -> InvalidBridge {
         "source" | "target" if field == top => format!("spec.{top}"),
         "source" | "target" => {
             return InvalidBridge {
+                reason: INVALID_SPEC,
                 field: format!("spec.{top}"),
                 message: format!(
                     "the {top} Queue's access point gives the worker an unusable {field}: {}",
@@ -38,7 +48,8 @@ fn blame(error: &ConfigError) -> InvalidBridge {
         }
         _ => "spec".to_owned(),
     };
-    InvalidBridge { field: spec_field, message: error.problem.clone() }
+    let reason = if top == "delivery" { UNSUPPORTED } else { INVALID_SPEC };
+    InvalidBridge { reason, field: spec_field, message: error.problem.clone() }
 }
 
 #[cfg(test)]
@@ -80,7 +91,7 @@ mod tests {
     #[test]
     fn a_bad_filter_is_blamed_on_spec_filter_with_the_column() {
         let error = check(&file(|f| f.filter = Some("headers['region'] = 'eu'".into()))).expect_err("refused");
-        assert_eq!(error.field, "spec.filter");
+        assert_eq!((error.reason, error.field.as_str()), (INVALID_SPEC, "spec.filter"));
         assert!(error.message.starts_with("at column 19"), "{error}");
     }
 
@@ -93,6 +104,19 @@ mod tests {
         .expect_err("refused");
         assert_eq!(error.field, "spec.startFrom");
         assert!(error.message.contains("no replayable log"), "{error}");
+    }
+
+    #[test]
+    fn exactly_once_from_a_source_without_stable_ids_is_unsupported_naming_the_pair() {
+        let error = check(&file(|f| {
+            f.source.driver = Protocol::Amqp;
+            f.delivery = oms_bridge_config::Delivery::ExactlyOnce;
+        }))
+        .expect_err("refused");
+        assert_eq!((error.reason, error.field.as_str()), (UNSUPPORTED, "spec.delivery"));
+        assert!(error.message.contains("from amqp to nats"), "{error}");
+        let nats_to_nats = file(|f| f.delivery = oms_bridge_config::Delivery::ExactlyOnce);
+        assert_eq!(check(&nats_to_nats), Ok(()));
     }
 
     #[test]
