@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Capabilities, SecretKeyRef, SecretRef};
 use crate::quantity::{size_message, size_rule};
 
-/// CEL: a `host:port` address (DNS name, IPv4 or bracketed IPv6).
-pub(crate) const HOST_PORT_RULE: &str =
-    r"self.matches('^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$')";
+/// CEL: a `host:port` address (DNS name, IPv4 or bracketed IPv6) with a port from 1 to 65535,
+/// what the operator's own address parser accepts.
+pub(crate) const HOST_PORT_RULE: &str = r"self.matches('^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$')";
 
 /// The broker family behind an access point.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]

@@ -25,7 +25,7 @@ pub struct AccessPointRef {
     /// Namespace of the MessagingAccessPoint; defaults to the referring object's namespace.
     /// Another namespace works only where that access point's `spec.sharing.tenants` lists ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 
@@ -39,7 +39,7 @@ pub struct QueueRef {
     /// Namespace of the Queue; defaults to the Bridge's namespace. Another namespace works only
     /// where the queue's access point shares with ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 }
 

@@ -31,7 +31,9 @@ use crate::quantity::{duration_message, duration_rule, size_message, size_rule};
         .message("spec.name is immutable (brokers cannot rename a queue); create a new Queue instead"),
 )]
 pub struct QueueSpec {
-    /// The access point the queue lives on.
+    /// The access point the queue lives on. Immutable: the data stays on the broker it is on; to
+    /// move a queue, create a new Queue on the other access point and bridge the messages over.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.accessPointRef is immutable (the messages stay on their broker); create a new Queue on the other access point and bridge them over"))]
     pub access_point_ref: AccessPointRef,
 
     /// Broker-side name; defaults to `metadata.name`. On a shared access point the tenant prefix

@@ -166,6 +166,39 @@ fn access_point_servers_storage_and_tenants_are_checked() {
     assert_accepted::<MessagingAccessPoint>(&ok, None);
 }
 
+#[test]
+fn server_ports_are_1_to_65535_like_the_operators_parser() {
+    for (port, accepted) in
+        [("1", true), ("9092", true), ("65535", true), ("65536", false), ("99999", false), ("0", false)]
+    {
+        let ap = access_point(&json!({"driver": "kafka", "external": {"servers": [format!("b1.example.com:{port}")]}}));
+        let errors = cel_errors::<MessagingAccessPoint>(&ap, None);
+        assert_eq!(errors.is_empty(), accepted, "port {port}: {errors:?}");
+    }
+}
+
+#[test]
+fn references_name_namespaces_as_kubernetes_spells_them() {
+    let pattern =
+        |schema: &Value, path: &str| schema.pointer(path).and_then(|p| p["pattern"].as_str()).map(str::to_owned);
+    let queue = schema_of::<Queue>();
+    let bridge = schema_of::<Bridge>();
+    let dns_label = Some("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$".to_owned());
+    assert_eq!(pattern(&queue, "/properties/spec/properties/accessPointRef/properties/namespace"), dns_label);
+    assert_eq!(
+        pattern(&bridge, "/properties/spec/properties/target/properties/queueRef/properties/namespace"),
+        dns_label
+    );
+}
+
+#[test]
+fn a_queue_never_moves_to_another_access_point() {
+    let old = queue(&json!({"accessPointRef": {"name": "orders-kafka"}}));
+    let moved = queue(&json!({"accessPointRef": {"name": "edge-nats"}}));
+    assert_accepted::<Queue>(&old, Some(&old));
+    assert_refused::<Queue>(&moved, Some(&old), "spec.accessPointRef is immutable");
+}
+
 fn queue(spec: &Value) -> Value {
     json!({"apiVersion": "openmessaging.cloud/v1alpha1", "kind": "Queue", "metadata": {"name": "q"}, "spec": spec})
 }

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use anyhow::Context;
-use oms_e2e::{Cluster, repo_root, run, run_ok, tool};
+use oms_e2e::{Cluster, DEADLINE, poll, repo_root, run, run_ok, tool};
 use serde_json::{Value, json};
 
 const CHART: &str = "charts/oms-operator";
@@ -192,6 +192,21 @@ fn helm_install_creates_the_operator_objects_and_uninstall_removes_them() -> any
     let status: Value = serde_json::from_str(&status)?;
     assert_eq!(status["info"]["status"], "deployed");
 
+    // The chart's admission policy sees what the schema cannot: a target that is the source once
+    // the Bridge's own namespace is spelled out. (The API server loads a new policy within a few
+    // seconds, hence the poll.)
+    let looping = format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: loop}}\n\
+         spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders, namespace: {}}}}}}}\n",
+        ns.name
+    );
+    let refusal = poll("the admission policy refusing a looping Bridge", DEADLINE, || {
+        let output = cluster.apply_output(&ns.name, &looping, &["--dry-run=server"])?;
+        Ok((!output.status.success()).then(|| String::from_utf8_lossy(&output.stderr).into_owned()))
+    })?;
+    println!("chart: looping Bridge refused: {}", refusal.trim());
+    assert!(refusal.contains("spec.target must name a different queue than spec.source"), "{refusal}");
+
     run_ok(cluster.helm().args(["uninstall", &release, "--namespace", &ns.name, "--wait"]))?;
     let left = run(cluster.kubectl().args(["get", &format!("clusterrole/{fullname}")]))?;
     assert!(!left.status.success(), "ClusterRole left after uninstall");
@@ -199,6 +214,8 @@ fn helm_install_creates_the_operator_objects_and_uninstall_removes_them() -> any
         let left = run(cluster.kubectl().args(["get", "-n", &ns.name, object]))?;
         assert!(!left.status.success(), "{object} left after uninstall");
     }
+    let policy = run(cluster.kubectl().args(["get", &format!("validatingadmissionpolicy/{fullname}-bridges")]))?;
+    assert!(!policy.status.success(), "the admission policy left after uninstall");
     // The CRDs stay: deleting them would delete every user's objects (Helm's rule for crds/).
     run_ok(cluster.kubectl().args(["get", "crd", "queues.openmessaging.cloud"]))?;
     Ok(())
