@@ -120,6 +120,13 @@ mod tests {
     }
 
     #[test]
+    fn a_bridge_into_its_own_source_is_invalid_spec_on_spec_target() {
+        let error = check(&file(|f| f.target.queue = "orders".into())).expect_err("refused");
+        assert_eq!((error.reason, error.field.as_str()), (INVALID_SPEC, "spec.target"));
+        assert!(error.message.contains("would loop"), "{error}");
+    }
+
+    #[test]
     fn a_bad_end_is_blamed_on_its_queue_and_access_point() {
         let error = check(&file(|f| f.target.servers = vec!["nats-no-port".into()])).expect_err("refused");
         assert_eq!(error.field, "spec.target");
