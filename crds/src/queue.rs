@@ -36,8 +36,9 @@ pub struct QueueSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.accessPointRef is immutable (the messages stay on their broker); create a new Queue on the other access point and bridge them over"))]
     pub access_point_ref: AccessPointRef,
 
-    /// Broker-side name; defaults to `metadata.name`. On a shared access point the tenant prefix
-    /// is added (see `status.brokerName`). Immutable.
+    /// Broker-side name; defaults to `metadata.name`. On an access point shared when the Queue is
+    /// first reconciled, the tenant prefix is added. The name is decided once and kept in
+    /// `status.brokerName`: sharing the access point later never renames the queue. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 200), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
     pub name: Option<String>,
@@ -161,7 +162,8 @@ pub enum DriftPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
-    /// The name of the queue on the broker, with any tenant prefix.
+    /// The name of the queue on the broker, with any tenant prefix: decided at the first
+    /// reconcile and kept (Bridges and deletion use it), whatever later happens to sharing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_name: Option<String>,
     /// Partitions the broker reports.

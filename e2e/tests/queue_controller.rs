@@ -206,6 +206,45 @@ fn an_outage_never_deletes_and_queues_reconverge_when_the_broker_returns() -> an
 }
 
 #[test]
+fn sharing_an_access_point_later_never_renames_its_queues() -> anyhow::Result<()> {
+    let broker = Broker::up("nats", "q-keep")?;
+    let s = Scenario::start("q-keep", &FAST)?;
+    access_point(&s, "nats", "nats", &broker)?;
+    queue(&s, "orders", "{accessPointRef: {name: nats}, retention: {time: 1h}}")?;
+    let first = wait_reason(&s, "orders", "Ready", "Provisioned")?;
+    assert_eq!(first["status"]["brokerName"], "orders");
+
+    // Shared from now on: new Queues get the tenant prefix, this one keeps its name.
+    s.kubectl(&[
+        "patch",
+        "messagingaccesspoint/nats",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"sharing":{"tenants":["elsewhere"]}}}"#,
+    ])?;
+    // An edit makes the Queue reconcile against the shared access point; the edit lands on the
+    // recorded name.
+    s.kubectl(&["patch", "queue/orders", "--type=merge", "-p", r#"{"spec":{"retention":{"time":"2h"}}}"#])?;
+    let after = s.wait_for("queue/orders", "the edit reconciled", |o| {
+        o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            && condition(o, "Ready").is_some_and(|c| c["reason"] == "Provisioned")
+    })?;
+    println!("queue controller: after sharing, brokerName {}", after["status"]["brokerName"]);
+    assert_eq!(after["status"]["brokerName"], "orders", "the recorded name stays");
+    poll("the new retention on the stream it always was", DEADLINE, || {
+        let info = nats(&broker, &["stream", "info", "orders", "--json"])?;
+        let json: Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+        Ok((json["config"]["max_age"] == 7_200_000_000_000u64).then_some(()))
+    })?;
+    let prefixed = format!("{}_orders", s.ns.name);
+    assert!(!nats(&broker, &["stream", "info", &prefixed, "--json"])?.status.success(), "no empty {prefixed} appeared");
+    queue(&s, "invoices", "{accessPointRef: {name: nats}}")?;
+    let new = wait_reason(&s, "invoices", "Ready", "Provisioned")?;
+    assert_eq!(new["status"]["brokerName"], format!("{}_invoices", s.ns.name), "a new Queue gets the prefix");
+    Ok(())
+}
+
+#[test]
 fn queues_on_another_namespaces_access_point_need_its_grant_and_get_the_tenant_prefix() -> anyhow::Result<()> {
     let broker = Broker::up("kafka", "q-tenant")?;
     let owner = Scenario::start("q-owner", &FAST)?;

@@ -40,7 +40,7 @@ use crate::certificates::{self, Subject};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::pki::Pki;
-use crate::tenancy::{broker_name, is_shared, reference_permitted};
+use crate::tenancy::reference_permitted;
 use crate::workload::Error;
 
 use self::render::ResolvedEnd;
@@ -259,13 +259,6 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             ),
         ));
     }
-    let queue_name = broker_name(
-        ap.spec.driver,
-        &queue_namespace,
-        &queue.name_any(),
-        queue.spec.name.as_deref(),
-        is_shared(&ap.spec),
-    );
     let Some(driver) = crate::workload::protocol(ap.spec.driver) else {
         // Behind another cloud's gateway: reached with the Bridge's certificate, no credentials.
         let (Some(endpoint), Some(remote)) = (&ap.spec.endpoint, &ap.spec.remote) else {
@@ -278,6 +271,10 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             access_point: format!("{}/{}", remote.namespace, remote.name),
             credentials_secret: None,
         }));
+    };
+    // The name the Queue controller decided and recorded; never recomputed from today's sharing.
+    let Some(queue_name) = queue.status.as_ref().and_then(|s| s.broker_name.clone()) else {
+        return Ok(End::NotReady("QueueNotReady", format!("{what} has not decided its broker-side name yet")));
     };
     let endpoint = crate::binding::read(&ctx.client, &ap)
         .await

@@ -235,7 +235,12 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
         }));
     }
     let driver = ap.spec.driver;
-    let name = broker_name(driver, &namespace, &queue.name_any(), queue.spec.name.as_deref(), is_shared(&ap.spec));
+    // The broker-side name is decided once and kept in status.brokerName (also as written by earlier
+    // versions): sharing the access point later never renames, re-points or orphans a queue.
+    let recorded = queue.status.as_ref().and_then(|s| s.broker_name.clone());
+    let name = recorded.unwrap_or_else(|| {
+        broker_name(driver, &namespace, &queue.name_any(), queue.spec.name.as_deref(), is_shared(&ap.spec))
+    });
     let plan = match plan::plan(driver, name, &queue.spec) {
         Ok(plan) => plan,
         Err(invalid) => {
@@ -246,8 +251,11 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
             )));
         }
     };
+    // From here on the name is decided: every outcome records it.
+    let named =
+        |outcome: Outcome| Resolved::NotReady(Outcome { broker_name: Some(plan.broker_name.clone()), ..outcome });
     let Some(mut endpoint) = binding_endpoint(ctx, &ap).await? else {
-        return Ok(Resolved::NotReady(Outcome::not_ready(
+        return Ok(named(Outcome::not_ready(
             "AccessPointNotReady",
             format!("MessagingAccessPoint {ap_namespace}/{} has not published its binding Secret yet", reference.name),
             RETRY_SOON,
@@ -263,7 +271,7 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     let named_tenant = namespace != ap_namespace && shared_with.contains(&namespace);
     if crate::drivers::managed_driver(driver).is_some() && ap.spec.managed.is_some() && named_tenant {
         let Some(password) = tenant_password(ctx, &ap_namespace, &reference.name, &namespace).await? else {
-            return Ok(Resolved::NotReady(Outcome::not_ready(
+            return Ok(named(Outcome::not_ready(
                 "AccessPointNotReady",
                 format!(
                     "MessagingAccessPoint {ap_namespace}/{} has no broker user for tenant {namespace} yet",
@@ -279,10 +287,9 @@ async fn resolve(queue: &Queue, ctx: &Context) -> Result<Resolved, Error> {
     }
     match ctx.admins.get(driver, &endpoint).await {
         Ok(admin) => Ok(Resolved::Ready { plan, admin, endpoint, binding }),
-        Err(error) => Ok(Resolved::NotReady(Outcome {
-            binding,
-            ..Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON)
-        })),
+        Err(error) => {
+            Ok(named(Outcome { binding, ..Outcome::not_ready("BrokerUnreachable", error.to_string(), RETRY_SOON) }))
+        }
     }
 }
 
