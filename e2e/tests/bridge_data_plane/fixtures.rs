@@ -1,0 +1,640 @@
+//! What the bridge data-plane tests share: the brokers of a test, a worker process, the
+//! gateway and its certificates, and the verdicts (lost, duplicated, overtaken, round-tripped).
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use oms_e2e::{Broker, TlsPaths, repo_root, workspace_binary};
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KEYS: usize = 8;
+/// Messages per pair in the round trip, and in the kill -9 run.
+pub const PAIR_COUNT: usize = 200;
+pub const KILL_COUNT: usize = 3000;
+pub const KILLS: usize = 3;
+/// Publish acks the test producer awaits at once (async-nats allows a few thousand pending).
+pub const NATS_ACK_BATCH: usize = 1000;
+
+/// One message as the test sees it on the target.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub key: Option<String>,
+    pub payload: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Kafka,
+    Nats,
+    Amqp,
+    Mqtt,
+}
+
+impl Kind {
+    /// The worker config's driver name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Kafka => "kafka",
+            Kind::Nats => "nats",
+            Kind::Amqp => "amqp",
+            Kind::Mqtt => "mqtt",
+        }
+    }
+
+    /// MQTT 3.1.1 carries neither headers nor keys (see bridge/README.md).
+    pub fn carries_headers(self) -> bool {
+        self != Kind::Mqtt
+    }
+}
+
+pub struct Brokers {
+    pub kafka: Broker,
+    pub nats: Broker,
+    pub rabbitmq: Option<Broker>,
+    pub mosquitto: Option<Broker>,
+}
+
+impl Brokers {
+    pub fn up(tag: &str, with_rabbitmq: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            kafka: Broker::up("kafka", &format!("{tag}-k"))?,
+            nats: Broker::up("nats", &format!("{tag}-n"))?,
+            rabbitmq: with_rabbitmq.then(|| Broker::up("rabbitmq", &format!("{tag}-r"))).transpose()?,
+            mosquitto: with_rabbitmq.then(|| Broker::up("mqtt", &format!("{tag}-m"))).transpose()?,
+        })
+    }
+
+    pub fn broker(&self, kind: Kind) -> &Broker {
+        match kind {
+            Kind::Kafka => &self.kafka,
+            Kind::Nats => &self.nats,
+            Kind::Amqp => self.rabbitmq.as_ref().unwrap_or(&self.nats),
+            Kind::Mqtt => self.mosquitto.as_ref().unwrap_or(&self.nats),
+        }
+    }
+
+    /// An MQTT persistent session subscribed to `topic`: the broker queues QoS 1 messages for it
+    /// from now on, which is what makes an MQTT topic a queue for the bridge and for the test.
+    pub async fn mqtt_session(&self, client_id: &str, topic: &str) -> anyhow::Result<()> {
+        let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", self.broker(Kind::Mqtt).port);
+        options.set_clean_session(false);
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+        client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await?;
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::SubAck(_)) = events.poll().await? {
+                break;
+            }
+        }
+        client.disconnect().await?;
+        while events.poll().await.is_ok() {}
+        Ok(())
+    }
+
+    /// A worker config from `source` to `target` with 64 in flight, plus `extra` top-level YAML.
+    pub fn config(
+        &self,
+        name: &str,
+        (source, source_queue): (Kind, &str),
+        (target, target_queue): (Kind, &str),
+        admin: std::net::SocketAddr,
+        extra: &str,
+    ) -> String {
+        format!(
+            "bridge: {{name: {name}, namespace: e2e}}\n\
+             source: {{driver: {}, servers: ['{}'], queue: {source_queue}}}\n\
+             target: {{driver: {}, servers: ['{}'], queue: {target_queue}}}\n\
+             inFlight: 64\nadmin: {{listen: '{admin}'}}\n{extra}",
+            source.name(),
+            self.broker(source).address(),
+            target.name(),
+            self.broker(target).address(),
+        )
+    }
+
+    pub async fn amqp_channel(&self) -> anyhow::Result<lapin::Channel> {
+        let uri = format!("amqp://guest:guest@{}/%2f", self.broker(Kind::Amqp).address());
+        let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await?;
+        Ok(connection.create_channel().await?)
+    }
+
+    pub async fn create_queue(&self, kind: Kind, name: &str) -> anyhow::Result<()> {
+        match kind {
+            Kind::Kafka => self.create_topic(name, 3).await?,
+            Kind::Nats => {
+                let js = jetstream::new(async_nats::connect(format!("nats://{}", self.nats.address())).await?);
+                js.create_stream(jetstream::stream::Config {
+                    name: name.to_owned(),
+                    subjects: vec![name.to_owned(), format!("{name}.>")],
+                    ..Default::default()
+                })
+                .await?;
+            }
+            Kind::Amqp => {
+                let options = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+                self.amqp_channel()
+                    .await?
+                    .queue_declare(name.into(), options, lapin::types::FieldTable::default())
+                    .await?;
+            }
+            // The sessions that read the topic are made by the test (`mqtt_session`).
+            Kind::Mqtt => {}
+        }
+        Ok(())
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.kafka.address()).create()?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
+            result.map_err(|(topic, code)| anyhow::anyhow!("create {topic}: {code}"))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `count` messages with keys `k0..`, headers `region` and `seq`.
+    pub async fn produce(&self, kind: Kind, queue: &str, from: usize, count: usize) -> anyhow::Result<()> {
+        match kind {
+            Kind::Kafka => {
+                let producer: FutureProducer = ClientConfig::new()
+                    .set("bootstrap.servers", self.kafka.address())
+                    .set("enable.idempotence", "true")
+                    .create()?;
+                let mut deliveries = Vec::with_capacity(count);
+                for i in from..from + count {
+                    let (key, payload, seq) = (format!("k{}", i % KEYS), format!("msg-{i}"), i.to_string());
+                    let headers = OwnedHeaders::new()
+                        .insert(Header { key: "region", value: Some("eu") })
+                        .insert(Header { key: "seq", value: Some(seq.as_str()) });
+                    let record = FutureRecord::to(queue).key(&key).payload(&payload).headers(headers);
+                    deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+                }
+                // Pipelined like any real producer; each delivery must still succeed.
+                for delivery in deliveries {
+                    delivery.await?.map_err(|(e, _)| e)?;
+                }
+            }
+            Kind::Nats => {
+                let js = jetstream::new(async_nats::connect(format!("nats://{}", self.nats.address())).await?);
+                let mut acks = Vec::with_capacity(count);
+                for i in from..from + count {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("region", "eu");
+                    headers.insert("seq", i.to_string().as_str());
+                    headers.insert("oms-key", format!("k{}", i % KEYS).as_str());
+                    acks.push(js.publish_with_headers(queue.to_owned(), headers, format!("msg-{i}").into()).await?);
+                    // The client holds a bounded number of unawaited acks; await them in batches.
+                    if acks.len() == NATS_ACK_BATCH {
+                        for ack in acks.drain(..) {
+                            ack.await?;
+                        }
+                    }
+                }
+                for ack in acks {
+                    ack.await?;
+                }
+            }
+            Kind::Amqp => {
+                use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+                let channel = self.amqp_channel().await?;
+                channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+                let mut confirms = Vec::with_capacity(count);
+                for i in from..from + count {
+                    let headers: std::collections::BTreeMap<ShortString, AMQPValue> =
+                        [("region", "eu".to_owned()), ("seq", i.to_string()), ("oms-key", format!("k{}", i % KEYS))]
+                            .into_iter()
+                            .map(|(k, v)| (ShortString::from(k), AMQPValue::LongString(LongString::from(v))))
+                            .collect();
+                    let properties = lapin::BasicProperties::default().with_headers(FieldTable::from(headers));
+                    let payload = format!("msg-{i}");
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                "".into(),
+                                queue.into(),
+                                lapin::options::BasicPublishOptions::default(),
+                                payload.as_bytes(),
+                                properties,
+                            )
+                            .await?,
+                    );
+                }
+                for confirm in confirms {
+                    confirm.await?;
+                }
+            }
+            Kind::Mqtt => {
+                let options =
+                    rumqttc::MqttOptions::new(format!("producer-{queue}"), "127.0.0.1", self.broker(Kind::Mqtt).port);
+                let (client, mut events) = rumqttc::AsyncClient::new(options, 256);
+                let mut acked = 0;
+                let publishing = async {
+                    for i in from..from + count {
+                        client.publish(queue, rumqttc::QoS::AtLeastOnce, false, format!("msg-{i}")).await?;
+                    }
+                    anyhow::Ok(())
+                };
+                let confirming = async {
+                    while acked < count {
+                        if let rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_)) = events.poll().await? {
+                            acked += 1;
+                        }
+                    }
+                    anyhow::Ok(())
+                };
+                let (published, confirmed) = tokio::join!(publishing, confirming);
+                published?;
+                confirmed?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads everything on the target queue until `expected` distinct payloads arrived or the
+    /// deadline passed; returns all messages seen, repeats included, in arrival order.
+    pub async fn consume(
+        &self,
+        kind: Kind,
+        queue: &str,
+        expected: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<Vec<Seen>> {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let mut distinct = HashSet::new();
+        match kind {
+            Kind::Kafka => {
+                let consumer: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", self.kafka.address())
+                    .set("group.id", format!("verify-{queue}-{}", std::process::id()))
+                    .set("auto.offset.reset", "earliest")
+                    .create()?;
+                consumer.subscribe(&[queue])?;
+                while distinct.len() < expected && started.elapsed() < deadline {
+                    let Ok(Ok(record)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await else {
+                        continue;
+                    };
+                    let mut headers = BTreeMap::new();
+                    if let Some(list) = record.headers() {
+                        for header in list.iter() {
+                            headers.insert(
+                                header.key.to_owned(),
+                                String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                            );
+                        }
+                    }
+                    let payload = String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned();
+                    distinct.insert(payload.clone());
+                    seen.push(Seen {
+                        key: record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        payload,
+                        headers,
+                    });
+                }
+            }
+            Kind::Nats => {
+                let js = jetstream::new(async_nats::connect(format!("nats://{}", self.nats.address())).await?);
+                let stream = js.get_stream(queue).await?;
+                let consumer = stream.create_consumer(jetstream::consumer::pull::Config::default()).await?;
+                let mut messages = consumer.messages().await?;
+                while distinct.len() < expected && started.elapsed() < deadline {
+                    let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+                    else {
+                        continue;
+                    };
+                    message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut headers = BTreeMap::new();
+                    if let Some(map) = &message.headers {
+                        for (name, values) in map.iter() {
+                            if let Some(value) = values.first() {
+                                headers.insert(name.to_string(), value.as_str().to_owned());
+                            }
+                        }
+                    }
+                    let payload = String::from_utf8_lossy(&message.payload).into_owned();
+                    distinct.insert(payload.clone());
+                    seen.push(Seen { key: headers.get("oms-key").cloned(), payload, headers });
+                }
+            }
+            Kind::Amqp => self.consume_amqp(queue, expected, deadline, &mut seen, &mut distinct).await?,
+            Kind::Mqtt => self.consume_mqtt(queue, expected, deadline, &mut seen, &mut distinct).await?,
+        }
+        Ok(seen)
+    }
+
+    pub async fn consume_amqp(
+        &self,
+        queue: &str,
+        expected: usize,
+        deadline: Duration,
+        seen: &mut Vec<Seen>,
+        distinct: &mut HashSet<String>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let channel = self.amqp_channel().await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "verify".into(),
+                lapin::options::BasicConsumeOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await?;
+        while distinct.len() < expected && started.elapsed() < deadline {
+            let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await else {
+                continue;
+            };
+            delivery.acker.ack(lapin::options::BasicAckOptions::default()).await?;
+            let mut headers = BTreeMap::new();
+            if let Some(table) = delivery.properties.headers() {
+                for (name, value) in table.inner() {
+                    if let lapin::types::AMQPValue::LongString(text) = value {
+                        headers.insert(name.to_string(), String::from_utf8_lossy(text.as_bytes()).into_owned());
+                    }
+                }
+            }
+            let payload = String::from_utf8_lossy(&delivery.data).into_owned();
+            distinct.insert(payload.clone());
+            seen.push(Seen { key: headers.get("oms-key").cloned(), payload, headers });
+        }
+        Ok(())
+    }
+
+    pub async fn consume_mqtt(
+        &self,
+        queue: &str,
+        expected: usize,
+        deadline: Duration,
+        seen: &mut Vec<Seen>,
+        distinct: &mut HashSet<String>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut options =
+            rumqttc::MqttOptions::new(format!("verify-{queue}"), "127.0.0.1", self.broker(Kind::Mqtt).port);
+        options.set_clean_session(false);
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 256);
+        client.subscribe(queue, rumqttc::QoS::AtLeastOnce).await?;
+        while distinct.len() < expected && started.elapsed() < deadline {
+            let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(2), events.poll()).await else {
+                continue;
+            };
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(publish)) = event {
+                let payload = String::from_utf8_lossy(&publish.payload).into_owned();
+                distinct.insert(payload.clone());
+                seen.push(Seen { key: None, payload, headers: BTreeMap::new() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worker process with its config file; SIGKILL on drop.
+pub struct Worker {
+    pub child: Child,
+}
+
+impl Worker {
+    pub fn start(
+        name: &str,
+        brokers: &Brokers,
+        (source, source_queue): (Kind, &str),
+        (target, target_queue): (Kind, &str),
+    ) -> anyhow::Result<Self> {
+        let admin = "127.0.0.1:0".parse()?;
+        Self::start_with(name, &brokers.config(name, (source, source_queue), (target, target_queue), admin, ""))
+    }
+
+    /// Starts a worker with a config of the caller's.
+    pub fn start_with(name: &str, yaml: &str) -> anyhow::Result<Self> {
+        let dir = repo_root().join("e2e/.state/bridges");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join(format!("{name}-{}.yaml", std::process::id()));
+        std::fs::write(&config, yaml)?;
+        let log = std::fs::File::create(config.with_extension("log"))?;
+        let child = Command::new(workspace_binary("oms-bridge"))
+            .args(["worker", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod: the worker drains and commits, then exits.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        oms_e2e::run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "the worker exited with {status} on SIGTERM");
+        Ok(())
+    }
+
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn check_round_trip(seen: &[Seen], count: usize, pair: &str, headers_travel: bool) {
+    let payloads: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
+    let lost: Vec<String> = (0..count).map(|i| format!("msg-{i}")).filter(|p| !payloads.contains(p.as_str())).collect();
+    assert!(lost.is_empty(), "{pair}: lost {} messages, e.g. {:?}", lost.len(), lost.first());
+    if !headers_travel {
+        return;
+    }
+    let mut last_seq: BTreeMap<String, i64> = BTreeMap::new();
+    for message in seen {
+        assert_eq!(message.headers.get("region").map(String::as_str), Some("eu"), "{pair}: header kept");
+        assert!(message.headers.contains_key("oms-message-id"), "{pair}: message id written");
+        let seq: i64 = message.headers.get("seq").and_then(|s| s.parse().ok()).unwrap_or(-1);
+        let key = message.key.clone().unwrap_or_default();
+        assert_eq!(key, format!("k{}", seq.rem_euclid(i64::try_from(KEYS).unwrap_or(1))), "{pair}: key mapped");
+        let previous = last_seq.insert(key.clone(), seq).unwrap_or(-1);
+        // A repeat after a retry may go back; a first delivery never overtakes an earlier one.
+        assert!(
+            seq > previous || seen.iter().filter(|s| s.payload == message.payload).count() > 1,
+            "{pair}: key {key} out of order: {previous} then {seq}"
+        );
+    }
+}
+
+/// Lost and duplicated messages among `seen` for payloads `msg-0..count`.
+pub fn lost_and_duplicated(seen: &[Seen], count: usize) -> (usize, usize) {
+    let distinct: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
+    let expected = (0..count).filter(|i| distinct.contains(format!("msg-{i}").as_str())).count();
+    (count - expected, seen.len() - distinct.len())
+}
+
+/// First deliveries that arrived after a later message of their key (payload `msg-<i>`, key
+/// `k<i % KEYS>`, as `produce` writes them); repeats of a message are not counted.
+pub fn overtaken(seen: &[Seen]) -> usize {
+    let mut newest: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut delivered = HashSet::new();
+    let mut count = 0;
+    for message in seen {
+        let Ok(i) = message.payload.trim_start_matches("msg-").parse::<usize>() else { continue };
+        if !delivered.insert(i) {
+            continue;
+        }
+        match newest.get(&(i % KEYS)) {
+            Some(&later) if later > i => count += 1,
+            _ => {
+                newest.insert(i % KEYS, i);
+            }
+        }
+    }
+    count
+}
+
+/// Certificate files for one test, written like a mounted Secret (replaced by rename).
+pub struct Certs {
+    pub dir: std::path::PathBuf,
+    pub ca: oms_pki::Ca,
+}
+
+/// A certificate and key on disk, and the CA bundle that goes with them.
+pub const HOUR: Duration = Duration::from_hours(1);
+
+impl Certs {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = repo_root().join(format!("e2e/.state/gateway/{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca = oms_pki::Ca::generate(&format!("{tag} test CA"), HOUR * 24)?;
+        std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
+        Ok(Self { dir, ca })
+    }
+
+    /// Issues `identity` (and `dns` names) valid from `from` for `valid_for`, into `<stem>.crt/.key`.
+    pub fn issue(
+        &self,
+        stem: &str,
+        identity: &str,
+        dns: &[&str],
+        from: time::OffsetDateTime,
+        valid_for: Duration,
+    ) -> anyhow::Result<TlsPaths> {
+        let leaf = oms_pki::Leaf {
+            common_name: stem.to_owned(),
+            spiffe_id: Some(identity.to_owned()),
+            dns_names: dns.iter().map(|d| (*d).to_owned()).collect(),
+            not_before: from,
+            valid_for,
+        };
+        let issued = self.ca.issue(&leaf)?;
+        let paths = TlsPaths {
+            ca: self.dir.join("ca.crt"),
+            cert: self.dir.join(format!("{stem}.crt")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        for (path, text) in [(&paths.key, &issued.key_pem), (&paths.cert, &issued.cert_pem)] {
+            let partial = path.with_extension("tmp");
+            std::fs::write(&partial, text)?;
+            std::fs::rename(&partial, path)?;
+        }
+        Ok(paths)
+    }
+
+    pub fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(1)
+    }
+}
+
+/// An `oms-bridge gateway` process; SIGKILL on drop.
+pub struct GatewayProcess {
+    pub child: Child,
+    pub config: std::path::PathBuf,
+    pub port: u16,
+    pub admin: std::net::SocketAddr,
+}
+
+impl GatewayProcess {
+    /// A gateway in trust domain cloud-b.oms accepting cloud-a.oms bridges, fronting the NATS
+    /// broker as `acme/edge-nats`, Kafka as `acme/edge-kafka`, and NATS again as `globex/private`.
+    pub fn start(name: &str, brokers: &Brokers, tls: &TlsPaths) -> anyhow::Result<Self> {
+        let (port, admin) = (oms_e2e::free_server_port(), oms_e2e::admin_address()?);
+        let yaml = format!(
+            "listen: '127.0.0.1:{port}'\ntrustDomain: cloud-b.oms\npeerTrustDomains: [cloud-a.oms]\ntls: {}\n\
+             backends:\n\
+             - {{accessPoint: acme/edge-nats, driver: nats, servers: ['{}']}}\n\
+             - {{accessPoint: acme/edge-kafka, driver: kafka, servers: ['{}']}}\n\
+             - {{accessPoint: globex/private, driver: nats, servers: ['{}']}}\n\
+             admin: {{listen: '{admin}'}}\n",
+            tls.yaml(),
+            brokers.nats.address(),
+            brokers.kafka.address(),
+            brokers.nats.address(),
+        );
+        let config = repo_root().join(format!("e2e/.state/bridges/{name}-gateway-{}.yaml", std::process::id()));
+        std::fs::create_dir_all(config.parent().unwrap_or(&repo_root()))?;
+        std::fs::write(&config, yaml)?;
+        let child = Self::spawn(&config)?;
+        let gateway = Self { child, config, port, admin };
+        gateway.wait_listening()?;
+        Ok(gateway)
+    }
+
+    pub fn spawn(config: &std::path::Path) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(config.with_extension("log"))?;
+        Ok(Command::new(workspace_binary("oms-bridge"))
+            .args(["gateway", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?)
+    }
+
+    pub fn wait_listening(&self) -> anyhow::Result<()> {
+        oms_e2e::poll("the gateway listens", Duration::from_secs(20), || {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok().then_some(()))
+        })
+    }
+
+    /// SIGTERM, then the same config again on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        oms_e2e::run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        self.child.wait()?;
+        self.child = Self::spawn(&self.config)?;
+        self.wait_listening()
+    }
+
+    pub fn metric(&self, name: &str, reason: Option<&str>) -> u64 {
+        oms_e2e::metric(self.admin, name, reason)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The worker-side endpoint of a queue behind the gateway, dialled as `host`.
+pub fn gateway_end(host: &str, port: u16, access_point: &str, queue: &str, tls: &TlsPaths) -> String {
+    oms_e2e::gateway_end(&format!("{host}:{port}"), access_point, queue, tls)
+}
+
+/// The gateway's server certificate and a bridge certificate of tenant acme in cloud-a.
+pub fn gateway_and_bridge_certs(certs: &Certs, bridge: &str) -> anyhow::Result<(TlsPaths, TlsPaths)> {
+    let server =
+        certs.issue("gateway", "spiffe://cloud-b.oms/ns/acme/gateway/edge", &["localhost"], Certs::now(), HOUR)?;
+    let client =
+        certs.issue(bridge, &format!("spiffe://cloud-a.oms/ns/acme/bridge/{bridge}"), &[], Certs::now(), HOUR)?;
+    Ok((server, client))
+}
