@@ -144,6 +144,21 @@ fn nats_streams_deleted_out_of_band_are_recreated_under_enforce_and_reported_und
         Ok((json["config"]["max_age"] == 3_600_000_000_000u64).then_some(json))
     })?;
     assert_eq!(corrected["config"]["max_age"], 3_600_000_000_000u64);
+
+    // More partitions than a stream has: named unsupported, never claimed, never "corrected".
+    s.kubectl(&["patch", "queue/enforced", "--type=merge", "-p", r#"{"spec":{"partitions":3}}"#])?;
+    let widened = s.wait_for("queue/enforced", "the edit reconciled", |o| {
+        o["status"]["observedGeneration"] == o["metadata"]["generation"] && condition(o, "Drifted").is_some()
+    })?;
+    println!(
+        "queue controller: nats partitions 3: status.partitions {}, Drifted {}, Unsupported {}",
+        widened["status"]["partitions"],
+        condition(&widened, "Drifted").map(|c| c["reason"].clone()).unwrap_or_default(),
+        message_of(&widened, "Unsupported")
+    );
+    assert_eq!(widened["status"]["partitions"], 1, "the status says what the broker has");
+    assert_eq!(condition(&widened, "Drifted").map(|c| c["reason"].clone()), Some("InSync".into()));
+    assert!(message_of(&widened, "Unsupported").contains("spec.partitions"), "and names what it cannot do");
     Ok(())
 }
 

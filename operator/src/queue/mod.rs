@@ -387,20 +387,32 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
             let mut differences = drift(plan, observed.partitions, &observed.settings);
             differences.extend(observed.reported_drift.iter().cloned());
             let listed = differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            let drifted = if differences.is_empty() {
-                Decided::new(DRIFTED, Status::False, "InSync", "")
+            // The partitions the broker has, never what the spec asks; read again after an update.
+            let (drifted, partitions) = if differences.is_empty() {
+                (Decided::new(DRIFTED, Status::False, "InSync", ""), observed.partitions)
             } else if report_only {
-                Decided::new(DRIFTED, Status::True, "Drifted", listed)
+                (Decided::new(DRIFTED, Status::True, "Drifted", listed), observed.partitions)
             } else {
-                let cannot = admin.converge(plan, &observed, &differences).await?;
+                let mut cannot = admin.converge(plan, &observed, &differences).await?;
+                // Corrected only when the broker, read again, agrees.
+                let after = admin.observe(plan).await?;
+                let left: Vec<_> = after
+                    .iter()
+                    .flat_map(|a| {
+                        drift(plan, a.partitions, &a.settings).into_iter().chain(a.reported_drift.iter().cloned())
+                    })
+                    .collect();
+                if cannot.is_empty() && !left.is_empty() {
+                    cannot = left.iter().map(|d| format!("{d} after the update")).collect();
+                }
+                let partitions = after.map_or(observed.partitions, |a| a.partitions);
                 if cannot.is_empty() {
                     ctx.publish(&reference, EventType::Normal, "DriftCorrected", &listed).await;
-                    Decided::new(DRIFTED, Status::False, "Corrected", format!("corrected: {listed}"))
+                    (Decided::new(DRIFTED, Status::False, "Corrected", format!("corrected: {listed}")), partitions)
                 } else {
-                    Decided::new(DRIFTED, Status::True, "CannotConverge", cannot.join("; "))
+                    (Decided::new(DRIFTED, Status::True, "CannotConverge", cannot.join("; ")), partitions)
                 }
             };
-            let partitions = if report_only { observed.partitions } else { observed.partitions.max(plan.partitions) };
             (
                 Decided::new(READY, Status::True, "Provisioned", format!("{} exists on the broker", plan.broker_name)),
                 drifted,

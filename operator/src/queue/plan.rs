@@ -77,7 +77,9 @@ pub fn plan(driver: Driver, broker_name: String, spec: &QueueSpec) -> Result<Que
     Ok(QueuePlan {
         driver,
         broker_name,
-        partitions: spec.partitions,
+        // What the broker can have: a partition count named unsupported above is not planned,
+        // so it is never reported as drift nor "corrected".
+        partitions: if driver == Driver::Kafka { spec.partitions } else { 1 },
         replication: spec.replication,
         settings,
         unsupported,
@@ -266,6 +268,8 @@ mod tests {
         let nats = super::plan(Driver::Nats, "orders".into(), &spec("{accessPointRef: {name: n}, partitions: 4}"))
             .expect("valid");
         assert!(nats.unsupported[0].starts_with("spec.partitions:"), "{:?}", nats.unsupported);
+        assert_eq!(nats.partitions, 1, "what NATS cannot do is not planned");
+        assert!(drift(&nats, 1, &nats.settings).is_empty(), "so a stream of one partition is in sync");
     }
 
     #[test]
