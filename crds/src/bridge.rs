@@ -69,7 +69,9 @@ pub struct BridgeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,
 
-    /// Worker pods; 0 pauses the bridge without losing its position.
+    /// Worker pods; 0 pauses the bridge without losing its position. More than one shares a Kafka
+    /// source through its consumer group, or a NATS or AMQP source as competing workers with
+    /// `ordering: None`; any other source or ordering is `Unsupported` with more than one.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,

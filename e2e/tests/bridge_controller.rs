@@ -102,7 +102,8 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
     let _operator = Operator::start(&cluster, &["--namespace", ns, "--leader-election=false", "--pki-namespace", ns])?;
     // to-eu: `=` where `==` is meant, which the CRD schema cannot tell and the worker's parser can.
     // from-rabbit: ExactlyOnce from a source whose redeliveries get new ids. (Its access point
-    // needs no broker: the Bridge is refused before anything connects.)
+    // needs no broker: the Bridge is refused before anything connects.) two-workers: competing
+    // workers on a stream would break the per-key order the Bridge keeps by default.
     cluster.apply(
         ns,
         &format!(
@@ -119,13 +120,16 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-eu}}\n\
              spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-eu}}}}, delivery: ExactlyOnce, filter: \"headers['region'] = 'eu'\"}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: from-rabbit}}\n\
-             spec: {{source: {{queueRef: {{name: legacy}}}}, target: {{queueRef: {{name: orders-eu}}}}, delivery: ExactlyOnce}}\n",
+             spec: {{source: {{queueRef: {{name: legacy}}}}, target: {{queueRef: {{name: orders-eu}}}}, delivery: ExactlyOnce}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: two-workers}}\n\
+             spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-eu}}}}, replicas: 2}}\n",
             nats.address()
         ),
     )?;
     for (bridge, reason, field) in [
         ("to-eu", "InvalidSpec", "spec.filter: at column 19"),
         ("from-rabbit", "Unsupported", "spec.delivery: ExactlyOnce is unsupported from amqp to nats"),
+        ("two-workers", "Unsupported", "spec.replicas: 2 workers from a nats source are unsupported"),
     ] {
         let refused = poll(reason, DEADLINE, || {
             Ok(get(&cluster, ns, &format!("bridge/{bridge}"))?.filter(|b| ready_reason(b).as_deref() == Some(reason)))

@@ -190,7 +190,7 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
         }
     };
     let file = render::worker_file(&namespace, &name, &bridge.spec, &ends.0, &ends.1);
-    if let Err(invalid) = validate::check(&file) {
+    if let Err(invalid) = validate::check(&file, bridge.spec.replicas) {
         let message = invalid.to_string();
         ctx.publish(&bridge.object_ref(&()), EventType::Warning, invalid.reason, &message).await;
         write_status(ctx, bridge, &not_running(bridge, invalid.reason, &message)).await?;

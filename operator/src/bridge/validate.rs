@@ -3,10 +3,11 @@
 //! against the source, the in-flight bounds, mTLS to a gateway) before anything is deployed, and a
 //! refusal is reported on the Bridge, named by its spec field, instead of as a crash-looping pod.
 //! A guarantee the pair of ends cannot keep (`delivery: ExactlyOnce` where the source's ids are not
-//! stable or the target does not drop repeats) is `Unsupported`; anything else the worker refuses
-//! is `InvalidSpec`.
+//! stable or the target does not drop repeats) is `Unsupported`, as are worker replicas the
+//! source cannot share without breaking order or sessions; anything else the worker refuses is
+//! `InvalidSpec`.
 
-use oms_bridge_config::{ConfigError, WorkerFile};
+use oms_bridge_config::{ConfigError, Ordering, Protocol, WorkerFile};
 
 /// Condition reasons of a refused Bridge.
 pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -22,10 +23,39 @@ pub struct InvalidBridge {
     pub message: String,
 }
 
-/// Checks the worker config rendered for a Bridge.
-pub fn check(file: &WorkerFile) -> Result<(), InvalidBridge> {
+/// Checks the worker config rendered for a Bridge that asks for `replicas` workers.
+pub fn check(file: &WorkerFile, replicas: i32) -> Result<(), InvalidBridge> {
     let name = format!("Bridge {}/{}", file.bridge.namespace, file.bridge.name);
-    oms_bridge_config::validate_worker(&name, file.clone()).map(drop).map_err(|error| blame(&error))
+    oms_bridge_config::validate_worker(&name, file.clone()).map_err(|error| blame(&error))?;
+    match replicas_unsupported(file.source.driver, file.ordering) {
+        Some(why) if replicas > 1 => Err(InvalidBridge {
+            reason: UNSUPPORTED,
+            field: "spec.replicas".into(),
+            message: format!(
+                "{replicas} workers from a {} source are unsupported: {why}; use replicas: 1",
+                file.source.driver.name()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Why more than one worker cannot share a source with this ordering, if it cannot. A Kafka
+/// consumer group gives each worker its own partitions; JetStream and AMQP hand their messages to
+/// whichever worker asks next, which is fine only where no order is promised; an MQTT session
+/// belongs to one client at a time.
+fn replicas_unsupported(source: Protocol, ordering: Ordering) -> Option<&'static str> {
+    match (source, ordering) {
+        (Protocol::Kafka, _) | (Protocol::Nats | Protocol::Amqp, Ordering::None) => None,
+        (Protocol::Mqtt, _) => {
+            Some("the workers would share one MQTT session (client id), each taking it from the other")
+        }
+        (Protocol::Gateway, _) => Some("several workers reading through one gateway are not built or proved yet"),
+        (Protocol::Nats | Protocol::Amqp, _) => Some(
+            "the workers would compete for messages and break the order the Bridge keeps; set ordering: None \
+             for competing workers",
+        ),
+    }
 }
 
 /// The spec field behind a worker config error. The ends' fields (servers, queue names, TLS) come
@@ -58,6 +88,10 @@ mod tests {
 
     use super::*;
 
+    fn check1(file: &WorkerFile) -> Result<(), InvalidBridge> {
+        check(file, 1)
+    }
+
     fn file(edit: impl FnOnce(&mut WorkerFile)) -> WorkerFile {
         let end = |queue: &str| EndpointFile {
             driver: Protocol::Nats,
@@ -85,19 +119,19 @@ mod tests {
 
     #[test]
     fn a_bridge_the_worker_accepts_passes() {
-        assert_eq!(check(&file(|_| {})), Ok(()));
+        assert_eq!(check(&file(|_| {}), 1), Ok(()));
     }
 
     #[test]
     fn a_bad_filter_is_blamed_on_spec_filter_with_the_column() {
-        let error = check(&file(|f| f.filter = Some("headers['region'] = 'eu'".into()))).expect_err("refused");
+        let error = check1(&file(|f| f.filter = Some("headers['region'] = 'eu'".into()))).expect_err("refused");
         assert_eq!((error.reason, error.field.as_str()), (INVALID_SPEC, "spec.filter"));
         assert!(error.message.starts_with("at column 19"), "{error}");
     }
 
     #[test]
     fn a_start_position_the_source_cannot_honour_is_blamed_on_spec_start_from() {
-        let error = check(&file(|f| {
+        let error = check1(&file(|f| {
             f.source.driver = Protocol::Amqp;
             f.start_from = oms_bridge_config::StartFrom::Latest;
         }))
@@ -108,7 +142,7 @@ mod tests {
 
     #[test]
     fn exactly_once_from_a_source_without_stable_ids_is_unsupported_naming_the_pair() {
-        let error = check(&file(|f| {
+        let error = check1(&file(|f| {
             f.source.driver = Protocol::Amqp;
             f.delivery = oms_bridge_config::Delivery::ExactlyOnce;
         }))
@@ -116,20 +150,36 @@ mod tests {
         assert_eq!((error.reason, error.field.as_str()), (UNSUPPORTED, "spec.delivery"));
         assert!(error.message.contains("from amqp to nats"), "{error}");
         let nats_to_nats = file(|f| f.delivery = oms_bridge_config::Delivery::ExactlyOnce);
-        assert_eq!(check(&nats_to_nats), Ok(()));
+        assert_eq!(check1(&nats_to_nats), Ok(()));
     }
 
     #[test]
     fn a_bridge_into_its_own_source_is_invalid_spec_on_spec_target() {
-        let error = check(&file(|f| f.target.queue = "orders".into())).expect_err("refused");
+        let error = check1(&file(|f| f.target.queue = "orders".into())).expect_err("refused");
         assert_eq!((error.reason, error.field.as_str()), (INVALID_SPEC, "spec.target"));
         assert!(error.message.contains("would loop"), "{error}");
     }
 
     #[test]
     fn a_bad_end_is_blamed_on_its_queue_and_access_point() {
-        let error = check(&file(|f| f.target.servers = vec!["nats-no-port".into()])).expect_err("refused");
+        let error = check1(&file(|f| f.target.servers = vec!["nats-no-port".into()])).expect_err("refused");
         assert_eq!(error.field, "spec.target");
         assert!(error.message.contains("target.servers[0]"), "{error}");
+    }
+
+    #[test]
+    fn replicas_share_a_kafka_group_or_compete_only_where_no_order_is_kept() {
+        let nats = file(|_| {});
+        let refused = check(&nats, 2).expect_err("per-key order would break");
+        assert_eq!((refused.reason, refused.field.as_str()), (UNSUPPORTED, "spec.replicas"));
+        assert!(refused.message.starts_with("2 workers from a nats source are unsupported"), "{refused}");
+        assert_eq!(check(&file(|f| f.ordering = Ordering::None), 3), Ok(()), "competing workers, no order");
+        assert_eq!(check(&file(|f| f.source.driver = Protocol::Kafka), 4), Ok(()), "a consumer group");
+        let mqtt = file(|f| {
+            f.source.driver = Protocol::Mqtt;
+            f.ordering = Ordering::None;
+        });
+        assert!(check(&mqtt, 2).expect_err("one session").message.contains("MQTT session"));
+        assert_eq!(check(&nats, 0), Ok(()), "paused");
     }
 }
