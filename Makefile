@@ -67,7 +67,7 @@ e2e: e2e-api e2e-nodes ## Both end-to-end tiers: real API servers and brokers, t
 
 .PHONY: e2e-api
 e2e-api: tools build ## Integration tier against real API servers and brokers (starts clusters as needed)
-	$(CARGO) test -p oms-e2e --locked -- --test-threads=2 --show-output
+	CARGO="$(CARGO)" e2e/harness/e2e-api.sh
 
 # The phases of `make test`, in order; each is timed (tools and the build first, so that the
 # later phases' times are their own).

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# e2e-api.sh: the integration tier (`make e2e-api`) in two lanes that run side by side. The
+# tests spend most of their time waiting on brokers, API servers and fault injections, not on
+# the two cores: the bridge data-plane binary (the longest, about half the tier) runs in one
+# lane, every other test binary of oms-e2e in the other. Each binary still runs two tests at a
+# time. The data-plane lane's output goes to a log, printed when both lanes are done, so the
+# two never interleave.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+cargo=${CARGO:-cargo}
+long=bridge_data_plane
+log=$ROOT/e2e/.state/e2e-api-$long.log
+mkdir -p "$(dirname "$log")"
+
+# Every other integration test file, so that a new one is never left out.
+others=()
+for file in e2e/tests/*.rs; do
+	name=$(basename "$file" .rs)
+	[[ $name == "$long" ]] || others+=(--test "$name")
+done
+run=(-- --test-threads=2 --show-output)
+
+# Built once up front: the lanes only run.
+"$cargo" test -p oms-e2e --locked --no-run
+
+start=$SECONDS
+"$cargo" test -p oms-e2e --locked --test "$long" "${run[@]}" >"$log" 2>&1 &
+lane=$!
+others_rc=0
+"$cargo" test -p oms-e2e --locked --lib --bins "${others[@]}" "${run[@]}" || others_rc=$?
+others_done=$((SECONDS - start))
+long_rc=0
+wait "$lane" || long_rc=$?
+
+echo "e2e-api: lane $long (output below, also in $log)"
+cat "$log"
+echo "e2e-api: lanes: others ${others_done}s (exit $others_rc), $long $((SECONDS - start))s (exit $long_rc)"
+((others_rc == 0 && long_rc == 0))
