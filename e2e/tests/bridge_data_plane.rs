@@ -400,7 +400,10 @@ async fn a_workers_kafka_group_continues_where_its_earlier_name_stopped() -> any
         let (_, high) = earlier.fetch_watermarks(from, partition.id(), Duration::from_secs(10))?;
         ends.add_partition_offset(from, partition.id(), rdkafka::Offset::Offset(high))?;
     }
-    earlier.commit(&ends, rdkafka::consumer::CommitMode::Sync)?;
+    // A broker just started may not coordinate groups yet (NotCoordinator): retried until it does.
+    oms_e2e::poll("the earlier group's commit", Duration::from_mins(1), || {
+        Ok(earlier.commit(&ends, rdkafka::consumer::CommitMode::Sync).map(Some)?)
+    })?;
     brokers.produce(Kind::Kafka, from, EACH, EACH).await?;
     let admin = oms_e2e::admin_address()?;
     let _worker = Worker::start_with(pair, &brokers.config(pair, (Kind::Kafka, from), (Kind::Nats, to), admin, ""))?;
