@@ -156,9 +156,8 @@ async fn run_gateway(config: config::GatewayConfig) -> anyhow::Result<()> {
     let admin = oms_telemetry::admin::AdminServer::bind(config.admin_listen, registry, readiness.clone()).await?;
     tracing::info!(message = "Gateway started.", admin = %admin.local_addr()?);
     let serving = tokio::spawn(admin.serve(shutdown.clone()));
-    // Ready once the TLS material loaded and the port is bound, which `run` does before serving.
-    readiness.set(true);
-    let result = oms_bridge::gateway::server::run(config, metrics, shutdown.clone()).await;
+    // `run` says ready once the TLS material is loaded and the port is bound.
+    let result = oms_bridge::gateway::server::run(config, metrics, &readiness, shutdown.clone()).await;
     shutdown.cancel();
     serving.await??;
     result

@@ -71,11 +71,18 @@ impl AsyncWrite for PeerStream {
     }
 }
 
-/// Serves until `shutdown`.
-pub async fn run(config: GatewayConfig, metrics: GatewayMetrics, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serves until `shutdown`; `ready` turns true once the TLS material is loaded and the port is
+/// bound, not before: a peer (or a kubelet) told "ready" must find the port open.
+pub async fn run(
+    config: GatewayConfig,
+    metrics: GatewayMetrics,
+    ready: &oms_telemetry::admin::Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(&config.tls)?));
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(message = "Gateway listening.", address = %listener.local_addr()?, trust_domain = %config.trust_domain);
+    ready.set(true);
     let (connections, incoming) = mpsc::channel::<Result<PeerStream, std::io::Error>>(64);
     tokio::spawn(accept(listener, acceptor, connections, metrics.clone(), shutdown.clone()));
     let service = GatewayService {
