@@ -184,24 +184,7 @@ pub fn rabbitmq_definitions(
     serde_json::to_string_pretty(&definitions).unwrap_or_default() + "\n"
 }
 
-/// A Kafka resource a tenant is granted everything on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KafkaResource {
-    Topic,
-    Group,
-    TransactionalId,
-}
-
-/// One Kafka ACL binding as the operator writes them: allow operation `ALL`, from any host.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KafkaAcl {
-    /// `User:<name>`.
-    pub principal: String,
-    pub resource: KafkaResource,
-    /// The name, or its prefix when `prefixed`; `*` with `prefixed: false` is every name.
-    pub name: String,
-    pub prefixed: bool,
-}
+pub use oms_kafka_users::{KafkaAcl, KafkaResource};
 
 /// The Kafka principal of a user.
 #[must_use]

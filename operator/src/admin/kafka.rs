@@ -1,7 +1,7 @@
 //! Kafka topics through the admin API (librdkafka): create with partitions, replication and
 //! configs; grow partitions; alter configs; delete. Message counts come from the partitions'
 //! watermarks, for `DeleteIfEmpty`. On a managed cluster, as the operator's own user: the
-//! tenants' SCRAM users and ACLs ([`super::kafka_users`]).
+//! tenants' SCRAM users and ACLs (the `oms-kafka-users` crate, the only one that calls C).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,7 +15,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
-use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, kafka_users, timed};
+use oms_kafka_users as kafka_users;
+
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, timed};
 use crate::queue::plan::{Drift, QueuePlan};
 use crate::tenancy::{self, KafkaAcl};
 
@@ -218,7 +220,7 @@ impl KafkaAdmin {
         let keep = keep.to_owned();
         let applied = applied.clone();
         tokio::task::spawn_blocking(move || {
-            let client = admin.inner().native_ptr();
+            let client = &kafka_users::Handle::new(admin.inner(), ADMIN_TIMEOUT);
             let (create, delete) = tenancy::kafka_acl_changes(&desired, &kafka_users::acls(client)?, &keep);
             kafka_users::delete_acls(client, &delete)?;
             kafka_users::create_acls(client, &create)?;

@@ -6,7 +6,6 @@
 //! credentials), observes a queue, creates it, converges it to the plan, or deletes it.
 
 mod kafka;
-mod kafka_users;
 mod nats;
 mod rabbitmq;
 
@@ -66,6 +65,15 @@ pub enum AdminError {
 impl AdminError {
     fn operation(action: &'static str, error: impl std::fmt::Display) -> Self {
         AdminError::Operation { action, message: error.to_string() }
+    }
+}
+
+impl From<oms_kafka_users::Error> for AdminError {
+    fn from(error: oms_kafka_users::Error) -> Self {
+        match error {
+            oms_kafka_users::Error::Operation { action, message } => AdminError::Operation { action, message },
+            oms_kafka_users::Error::Timeout { action, .. } => AdminError::Timeout { action },
+        }
     }
 }
 

@@ -1,19 +1,69 @@
-//! Users and ACLs of a managed Kafka through librdkafka's admin API in C: rust-rdkafka wraps
-//! neither SCRAM credentials nor ACLs. Each call gets a result queue of its own and blocks until
-//! its event arrives (callers run these on a blocking thread); librdkafka copies the objects a call
-//! is given, and every object it hands out is freed by a guard here.
-#![allow(unsafe_code)] // the workspace's only calls into C; each block says why it is sound
+//! Users and ACLs of a Kafka cluster through librdkafka's admin API in C: rust-rdkafka wraps
+//! neither SCRAM credentials nor ACLs. The workspace's only calls into C live here, so every other
+//! crate forbids `unsafe`; each block says why it is sound. Each call gets a result queue of its
+//! own and blocks until its event arrives (callers run these on a blocking thread); librdkafka
+//! copies the objects a call is given, and every object it hands out is freed by a guard here.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, c_char};
 use std::ptr;
 
 use rdkafka_sys as rd;
 
-use super::{ADMIN_TIMEOUT, AdminError};
-use crate::tenancy::{KafkaAcl, KafkaResource};
+use std::marker::PhantomData;
+use std::time::Duration;
 
-/// The native client handle of an admin client.
-pub type Native = *mut rd::rd_kafka_t;
+use rdkafka::ClientContext;
+use rdkafka::client::Client;
+
+/// A Kafka resource a tenant is granted everything on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KafkaResource {
+    Topic,
+    Group,
+    TransactionalId,
+}
+
+/// One Kafka ACL binding as the operator writes them: allow operation `ALL`, from any host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KafkaAcl {
+    /// `User:<name>`.
+    pub principal: String,
+    pub resource: KafkaResource,
+    /// The name, or its prefix when `prefixed`; `*` with `prefixed: false` is every name.
+    pub name: String,
+    pub prefixed: bool,
+}
+
+/// What fails a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} failed: {message}")]
+    Operation { action: &'static str, message: String },
+    #[error("{action} took longer than {after:?}")]
+    Timeout { action: &'static str, after: Duration },
+}
+
+impl Error {
+    fn operation(action: &'static str, error: impl std::fmt::Display) -> Self {
+        Error::Operation { action, message: error.to_string() }
+    }
+}
+
+/// An admin client's native handle, borrowed for the calls, and how long each may wait.
+pub struct Handle<'a> {
+    native: *mut rd::rd_kafka_t,
+    timeout: Duration,
+    client: PhantomData<&'a ()>,
+}
+
+impl<'a> Handle<'a> {
+    /// Borrows `client` (an `AdminClient`'s `inner()`) for calls that wait up to `timeout`.
+    #[must_use]
+    pub fn new<C: ClientContext>(client: &'a Client<C>, timeout: Duration) -> Self {
+        Self { native: client.native_ptr(), timeout, client: PhantomData }
+    }
+}
 
 /// PBKDF2 iterations of a SCRAM credential: Kafka's minimum for SCRAM-SHA-512.
 const SCRAM_ITERATIONS: i32 = 4096;
@@ -88,14 +138,14 @@ fn describe(code: i32, message: String) -> String {
     }
 }
 
-fn c_string(action: &'static str, value: &str) -> Result<CString, AdminError> {
-    CString::new(value).map_err(|_| AdminError::operation(action, format!("{value:?} contains a NUL byte")))
+fn c_string(action: &'static str, value: &str) -> Result<CString, Error> {
+    CString::new(value).map_err(|_| Error::operation(action, format!("{value:?} contains a NUL byte")))
 }
 
 /// The typed result of an event; an error when the answer is of another kind (null).
-fn answer<T>(action: &'static str, result: *const T) -> Result<*const T, AdminError> {
+fn answer<T>(action: &'static str, result: *const T) -> Result<*const T, Error> {
     if result.is_null() {
-        return Err(AdminError::operation(action, "the broker's answer was of another kind"));
+        return Err(Error::operation(action, "the broker's answer was of another kind"));
     }
     Ok(result)
 }
@@ -115,18 +165,18 @@ unsafe fn elements<'a, T>(array: *mut *const T, count: usize) -> &'a [*const T] 
 
 /// Starts one admin call on a fresh result queue and waits for its event.
 fn call(
-    client: Native,
+    client: &Handle<'_>,
     action: &'static str,
     start: impl FnOnce(*mut rd::rd_kafka_queue_t),
-) -> Result<Event, AdminError> {
-    // SAFETY: `client` is a live client handle (the caller holds its AdminClient).
-    let queue = ResultQueue(unsafe { rd::rd_kafka_queue_new(client) });
+) -> Result<Event, Error> {
+    // SAFETY: the handle borrows a live client.
+    let queue = ResultQueue(unsafe { rd::rd_kafka_queue_new(client.native) });
     start(queue.0);
-    let wait = i32::try_from(ADMIN_TIMEOUT.as_millis()).unwrap_or(i32::MAX);
+    let wait = i32::try_from(client.timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: the queue is alive; the event, if any, is ours.
     let event = unsafe { rd::rd_kafka_queue_poll(queue.0, wait) };
     if event.is_null() {
-        return Err(AdminError::Timeout { action });
+        return Err(Error::Timeout { action, after: client.timeout });
     }
     let event = Event(event);
     // SAFETY: a live event.
@@ -134,17 +184,17 @@ fn call(
     if code != 0 {
         // SAFETY: as above.
         let message = text(unsafe { rd::rd_kafka_event_error_string(event.0) });
-        return Err(AdminError::operation(action, describe(code, message)));
+        return Err(Error::operation(action, describe(code, message)));
     }
     Ok(event)
 }
 
 /// The users that have a SCRAM credential.
-pub fn scram_users(client: Native) -> Result<Vec<String>, AdminError> {
+pub fn scram_users(client: &Handle<'_>) -> Result<Vec<String>, Error> {
     const ACTION: &str = "describe SCRAM users";
     let event = call(client, ACTION, |queue| {
         // SAFETY: no user list (NULL, 0) means every user; default options.
-        unsafe { rd::rd_kafka_DescribeUserScramCredentials(client, ptr::null_mut(), 0, ptr::null(), queue) }
+        unsafe { rd::rd_kafka_DescribeUserScramCredentials(client.native, ptr::null_mut(), 0, ptr::null(), queue) }
     })?;
     let mut users = Vec::new();
     // SAFETY: the event is a DescribeUserScramCredentials result; the array and its elements live
@@ -155,7 +205,7 @@ pub fn scram_users(client: Native) -> Result<Vec<String>, AdminError> {
         let descriptions = rd::rd_kafka_DescribeUserScramCredentials_result_descriptions(result, &raw mut count);
         for &description in elements(descriptions, count) {
             if let Some(error) = error_text(rd::rd_kafka_UserScramCredentialsDescription_error(description)) {
-                return Err(AdminError::operation(ACTION, error));
+                return Err(Error::operation(ACTION, error));
             }
             if rd::rd_kafka_UserScramCredentialsDescription_scramcredentialinfo_count(description) > 0 {
                 users.push(text(rd::rd_kafka_UserScramCredentialsDescription_user(description)));
@@ -167,7 +217,7 @@ pub fn scram_users(client: Native) -> Result<Vec<String>, AdminError> {
 
 /// Sets the SCRAM-SHA-512 credential of each `(user, password)` in `upsert` (a random salt each)
 /// and removes those of `delete`.
-pub fn alter_scram_users(client: Native, upsert: &[(String, String)], delete: &[String]) -> Result<(), AdminError> {
+pub fn alter_scram_users(client: &Handle<'_>, upsert: &[(String, String)], delete: &[String]) -> Result<(), Error> {
     const ACTION: &str = "alter SCRAM users";
     if upsert.is_empty() && delete.is_empty() {
         return Ok(());
@@ -200,7 +250,7 @@ pub fn alter_scram_users(client: Native, upsert: &[(String, String)], delete: &[
         // SAFETY: the alterations are live; librdkafka copies them.
         unsafe {
             rd::rd_kafka_AlterUserScramCredentials(
-                client,
+                client.native,
                 alterations.as_mut_ptr(),
                 alterations.len(),
                 ptr::null(),
@@ -219,7 +269,7 @@ pub fn alter_scram_users(client: Native, upsert: &[(String, String)], delete: &[
         for &response in elements(responses, count) {
             if let Some(error) = error_text(rd::rd_kafka_AlterUserScramCredentials_result_response_error(response)) {
                 let user = text(rd::rd_kafka_AlterUserScramCredentials_result_response_user(response));
-                return Err(AdminError::operation(ACTION, format!("user {user}: {error}")));
+                return Err(Error::operation(ACTION, format!("user {user}: {error}")));
             }
         }
     }
@@ -235,7 +285,7 @@ fn resource_type(resource: KafkaResource) -> rd::rd_kafka_ResourceType_t {
 }
 
 /// A binding for `acl` (a filter matching exactly it when `filter`).
-fn binding(action: &'static str, acl: &KafkaAcl, filter: bool) -> Result<Binding, AdminError> {
+fn binding(action: &'static str, acl: &KafkaAcl, filter: bool) -> Result<Binding, Error> {
     let name = c_string(action, &acl.name)?;
     let principal = c_string(action, &acl.principal)?;
     let pattern = if acl.prefixed {
@@ -261,7 +311,7 @@ fn binding(action: &'static str, acl: &KafkaAcl, filter: bool) -> Result<Binding
         )
     };
     if made.is_null() {
-        return Err(AdminError::operation(action, text(message.as_ptr())));
+        return Err(Error::operation(action, text(message.as_ptr())));
     }
     Ok(Binding(made))
 }
@@ -309,7 +359,7 @@ unsafe fn read_binding(acl: *const rd::rd_kafka_AclBinding_t) -> Option<KafkaAcl
 }
 
 /// Every ACL of the cluster that has the form the operator writes.
-pub fn acls(client: Native) -> Result<Vec<KafkaAcl>, AdminError> {
+pub fn acls(client: &Handle<'_>) -> Result<Vec<KafkaAcl>, Error> {
     const ACTION: &str = "describe ACLs";
     let mut message = [0 as c_char; 256];
     // SAFETY: a filter matching everything (ANY, NULLs for any name, principal and host).
@@ -327,12 +377,12 @@ pub fn acls(client: Native) -> Result<Vec<KafkaAcl>, AdminError> {
         )
     };
     if filter.is_null() {
-        return Err(AdminError::operation(ACTION, text(message.as_ptr())));
+        return Err(Error::operation(ACTION, text(message.as_ptr())));
     }
     let filter = Binding(filter);
     let event = call(client, ACTION, |queue| {
         // SAFETY: a live filter, copied by the call.
-        unsafe { rd::rd_kafka_DescribeAcls(client, filter.0, ptr::null(), queue) }
+        unsafe { rd::rd_kafka_DescribeAcls(client.native, filter.0, ptr::null(), queue) }
     })?;
     let mut found = Vec::new();
     // SAFETY: a DescribeAcls result; its bindings live with the event.
@@ -348,7 +398,7 @@ pub fn acls(client: Native) -> Result<Vec<KafkaAcl>, AdminError> {
 }
 
 /// Creates `acls`.
-pub fn create_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> {
+pub fn create_acls(client: &Handle<'_>, acls: &[KafkaAcl]) -> Result<(), Error> {
     const ACTION: &str = "create ACLs";
     // SAFETY: the bindings are live for the call, which copies them; the results live with the
     // event they are read from.
@@ -358,7 +408,7 @@ pub fn create_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> 
         acls,
         false,
         |pointers, count, queue| unsafe {
-            rd::rd_kafka_CreateAcls(client, pointers, count, ptr::null(), queue);
+            rd::rd_kafka_CreateAcls(client.native, pointers, count, ptr::null(), queue);
         },
         |event| unsafe {
             let result = answer(ACTION, rd::rd_kafka_event_CreateAcls_result(event.0))?;
@@ -370,7 +420,7 @@ pub fn create_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> 
 }
 
 /// Deletes exactly `acls`.
-pub fn delete_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> {
+pub fn delete_acls(client: &Handle<'_>, acls: &[KafkaAcl]) -> Result<(), Error> {
     const ACTION: &str = "delete ACLs";
     // SAFETY: as in `create_acls`, with filters.
     change_acls(
@@ -379,7 +429,7 @@ pub fn delete_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> 
         acls,
         true,
         |pointers, count, queue| unsafe {
-            rd::rd_kafka_DeleteAcls(client, pointers, count, ptr::null(), queue);
+            rd::rd_kafka_DeleteAcls(client.native, pointers, count, ptr::null(), queue);
         },
         |event| unsafe {
             let result = answer(ACTION, rd::rd_kafka_event_DeleteAcls_result(event.0))?;
@@ -396,13 +446,13 @@ pub fn delete_acls(client: Native, acls: &[KafkaAcl]) -> Result<(), AdminError> 
 /// Creates or deletes `acls` (as bindings, or as exact filters when `filter`): `start` makes the
 /// call, `errors` reads each one's error from the event.
 fn change_acls(
-    client: Native,
+    client: &Handle<'_>,
     action: &'static str,
     acls: &[KafkaAcl],
     filter: bool,
     start: impl FnOnce(*mut *mut rd::rd_kafka_AclBinding_t, usize, *mut rd::rd_kafka_queue_t),
-    errors: impl FnOnce(&Event) -> Result<Vec<Option<String>>, AdminError>,
-) -> Result<(), AdminError> {
+    errors: impl FnOnce(&Event) -> Result<Vec<Option<String>>, Error>,
+) -> Result<(), Error> {
     if acls.is_empty() {
         return Ok(());
     }
@@ -410,7 +460,7 @@ fn change_acls(
     let mut pointers: Vec<_> = bindings.iter().map(|b| b.0).collect();
     let event = call(client, action, |queue| start(pointers.as_mut_ptr(), pointers.len(), queue))?;
     match errors(&event)?.into_iter().flatten().next() {
-        Some(error) => Err(AdminError::operation(action, error)),
+        Some(error) => Err(Error::operation(action, error)),
         None => Ok(()),
     }
 }
