@@ -25,7 +25,7 @@
 #                                     a pod `producer` of the kafka image writes lines
 #                                     `k<id mod keys><TAB><id>` for ids 0..messages-1 to cloud A's
 #                                     Kafka topic (the key parsed, acks=all, idempotent)
-#   nats_login <b>, nats_b <nats arguments>...
+#   nats_login <b>, nats_b <nats arguments>..., nats_b_within <seconds> <nats arguments>...
 #                                     the nats CLI in node B's network namespace, as the tenant
 #                                     (its binding Secret), on demo-nats-0's address
 #   clouds_stream <b>                 the tenant's stream in cloud B (the first one)
@@ -214,13 +214,30 @@ nats_login() {
 	nats_server=$(kc "$1" -n "$TENANT" get pod demo-nats-0 -o jsonpath='{.status.podIP}')
 	nats_netns=$(net "$1" NETNS)
 }
-nats_b() {
-	ip netns exec "$nats_netns" "$BIN/nats" --server "nats://$nats_server:4222" \
+# nats_b, optionally under a deadline: `nats_b_within <seconds> <nats arguments>...`.
+nats_b_within() {
+	local seconds=$1
+	shift
+	timeout "$seconds" ip netns exec "$nats_netns" "$BIN/nats" --server "nats://$nats_server:4222" \
 		${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
 }
+nats_b() { nats_b_within infinity "$@"; }
 clouds_stream() { nats_b stream ls --names | head -n 1; }
 clouds_count() { nats_b stream info "$1" --json 2>/dev/null | jq '.state.messages' 2>/dev/null || echo -1; }
+# A read whose consumer was made while the stream's leader moved (a NATS pod was just deleted)
+# can wait forever for messages that are there: each attempt has a deadline, and a stalled one is
+# made again (seen once in make e2e-nodes: 100,000 messages stored, the reader idle for minutes).
 clouds_dump_keyed() {
-	nats_b sub "$2" --stream "$1" --start-sequence "$3" --count "$4" --dump=- 2>/dev/null |
-		tr '\0' '\n' | jq -r '[(.Header["oms-key"][0] // "-"), (.Data | @base64d)] | @tsv'
+	local attempt raw
+	raw=$(mktemp)
+	for attempt in 1 2 3; do
+		if nats_b_within 120 sub "$2" --stream "$1" --start-sequence "$3" --count "$4" --dump=- >"$raw" 2>/dev/null; then
+			tr '\0' '\n' <"$raw" | jq -r '[(.Header["oms-key"][0] // "-"), (.Data | @base64d)] | @tsv'
+			rm -f "$raw"
+			return 0
+		fi
+		echo "clouds: reading $4 messages of stream $1 did not finish (attempt $attempt of 3)" >&2
+	done
+	rm -f "$raw"
+	return 1
 }
