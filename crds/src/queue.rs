@@ -158,6 +158,17 @@ pub enum DriftPolicy {
     Report,
 }
 
+impl Queue {
+    /// Whether this Queue lives on the MessagingAccessPoint `namespace`/`name` (a reference
+    /// without a namespace names one in the Queue's own namespace).
+    #[must_use]
+    pub fn is_on(&self, namespace: &str, name: &str) -> bool {
+        let reference = &self.spec.access_point_ref;
+        reference.name == name
+            && reference.namespace.as_deref().or(self.metadata.namespace.as_deref()) == Some(namespace)
+    }
+}
+
 /// The observed state of a Queue.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -182,4 +193,23 @@ pub struct QueueStatus {
     /// The latest observations of the queue's state (`Ready`, `Unsupported`, drift).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_is_on_the_access_point_its_reference_names_in_its_namespace_by_default() {
+        let mut queue: Queue = serde_json::from_value(serde_json::json!({
+            "apiVersion": "openmessaging.cloud/v1alpha1", "kind": "Queue",
+            "metadata": {"name": "orders", "namespace": "acme"},
+            "spec": {"accessPointRef": {"name": "kafka"}}
+        }))
+        .expect("a Queue");
+        assert!(queue.is_on("acme", "kafka"));
+        assert!(!queue.is_on("globex", "kafka") && !queue.is_on("acme", "nats"));
+        queue.spec.access_point_ref.namespace = Some("shared".into());
+        assert!(queue.is_on("shared", "kafka") && !queue.is_on("acme", "kafka"));
+    }
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use oms_bridge_config::Protocol;
+use oms_bridge_config::{AdminFile, Protocol, TlsFile};
 use oms_crds::access_point::Driver;
 use sha2::{Digest, Sha256};
 
@@ -79,6 +79,23 @@ pub const ADMIN_PORT: i32 = 9090;
 pub const CONFIG_DIR: &str = "/etc/oms/config";
 pub const TLS_DIR: &str = "/etc/oms/tls";
 pub const CREDENTIALS_DIR: &str = "/etc/oms/credentials";
+
+/// The workload's certificate Secret (trust bundle, certificate, key) as mounted at [`TLS_DIR`],
+/// in the terms of a worker or gateway config file.
+#[must_use]
+pub fn mounted_tls() -> TlsFile {
+    TlsFile {
+        ca_file: format!("{TLS_DIR}/ca.crt").into(),
+        cert_file: Some(format!("{TLS_DIR}/tls.crt").into()),
+        key_file: Some(format!("{TLS_DIR}/tls.key").into()),
+    }
+}
+
+/// The admin server (metrics, probes) on every interface at [`ADMIN_PORT`], as a config file names it.
+#[must_use]
+pub fn admin_file() -> AdminFile {
+    AdminFile { listen: format!("0.0.0.0:{ADMIN_PORT}") }
+}
 
 /// A ConfigMap volume.
 #[must_use]

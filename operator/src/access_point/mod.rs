@@ -322,11 +322,7 @@ async fn queues_if_shrinking(
     Ok(queues
         .items
         .iter()
-        .filter(|q| {
-            let reference = &q.spec.access_point_ref;
-            reference.name == name
-                && reference.namespace.as_deref().or(q.metadata.namespace.as_deref()) == Some(namespace.as_str())
-        })
+        .filter(|q| q.is_on(&namespace, &name))
         .filter_map(|q| {
             q.spec.replication.map(|r| (format!("{}/{}", q.namespace().unwrap_or_default(), q.name_any()), r))
         })

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Volume, VolumeMount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use oms_bridge_config::{BridgeName, EndpointFile, Protocol, TlsFile, WorkerFile};
+use oms_bridge_config::{BridgeName, EndpointFile, Protocol, WorkerFile};
 use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
 use oms_crds::common::Ordering;
 
@@ -67,7 +67,7 @@ pub fn worker_file(
         },
         start_timestamp: spec.start_timestamp.as_ref().map(|time| time.0.to_string()),
         in_flight: None,
-        admin: Some(oms_bridge_config::AdminFile { listen: format!("0.0.0.0:{ADMIN_PORT}") }),
+        admin: Some(workload::admin_file()),
     }
 }
 
@@ -79,11 +79,7 @@ fn end_file(role: &str, end: &ResolvedEnd) -> EndpointFile {
         queue: end.queue.clone(),
         access_point: Some(end.access_point.clone()),
         // A gateway end is reached with the Bridge's own certificate.
-        tls: (end.driver == Protocol::Gateway).then(|| TlsFile {
-            ca_file: format!("{TLS_DIR}/ca.crt").into(),
-            cert_file: Some(format!("{TLS_DIR}/tls.crt").into()),
-            key_file: Some(format!("{TLS_DIR}/tls.key").into()),
-        }),
+        tls: (end.driver == Protocol::Gateway).then(workload::mounted_tls),
         credentials_dir: end.credentials_secret.as_ref().map(|_| format!("{CREDENTIALS_DIR}/{role}").into()),
     }
 }

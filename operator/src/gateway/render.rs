@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerPort, PodTemplateSpec, Serv
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use oms_bridge_config::{AdminFile, BackendFile, GatewayFile, Protocol, TlsFile};
+use oms_bridge_config::{BackendFile, GatewayFile, Protocol};
 use oms_crds::access_point::ServiceType;
 
 use crate::exposure::{self, Gateway};
@@ -53,13 +53,9 @@ pub fn gateway_file(input: &GatewayInput) -> GatewayFile {
         listen: format!("0.0.0.0:{}", input.exposure.port),
         trust_domain: input.trust_domain.clone(),
         peer_trust_domains: input.peer_trust_domains.clone(),
-        tls: TlsFile {
-            ca_file: format!("{TLS_DIR}/ca.crt").into(),
-            cert_file: Some(format!("{TLS_DIR}/tls.crt").into()),
-            key_file: Some(format!("{TLS_DIR}/tls.key").into()),
-        },
+        tls: workload::mounted_tls(),
         backends: vec![backend],
-        admin: Some(AdminFile { listen: format!("0.0.0.0:{ADMIN_PORT}") }),
+        admin: Some(workload::admin_file()),
     }
 }
 

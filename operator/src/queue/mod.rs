@@ -86,11 +86,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
         queues
             .state()
             .into_iter()
-            .filter(|q| {
-                let reference = &q.spec.access_point_ref;
-                reference.name == ap_name
-                    && reference.namespace.as_deref().or(q.metadata.namespace.as_deref()) == Some(ap_namespace.as_str())
-            })
+            .filter(|q| q.is_on(&ap_namespace, &ap_name))
             .map(|q| ObjectRef::from_obj(&*q))
             .collect::<Vec<_>>()
     });
