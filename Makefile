@@ -84,6 +84,9 @@ bench: tools ## Benchmarks and scale runs; results under docs/bench/
 	$(CARGO) bench --locked -p oms-e2e --bench queue_scale
 	$(MAKE) bench-bridge
 
+# Brokers in benchmarks run as in production (e2e/harness/broker.sh picks lighter options for tests).
+bench bench-bridge: export KAFKA_JVM_OPTS = -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+
 .PHONY: bench-bridge
 bench-bridge: ## Bridge throughput beside MirrorMaker 2, Shovel, JetStream sourcing (part of bench)
 	$(TOOLS) kafka kafka-mirror nats-server plot

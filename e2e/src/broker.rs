@@ -1,6 +1,9 @@
-//! Real brokers started by `e2e/harness/broker.sh`.
+//! Real brokers started by `e2e/harness/broker.sh`: a test's own, or one that the tests of a
+//! test binary share.
 
+use std::ops::Deref;
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 
 use crate::process::{free_server_port, repo_root, run_ok};
 
@@ -23,6 +26,33 @@ impl Broker {
         let broker =
             Self { kind: kind.to_owned(), name: format!("{name}-{}", std::process::id()), port: free_server_port() };
         broker.up_again()?;
+        Ok(broker)
+    }
+
+    /// The broker of `kind` that this test binary's tests share: started by the first test that
+    /// asks, stopped by broker.sh once the binary has exited. For tests that neither restart nor
+    /// reconfigure it, each with queues and names of its own: a broker start is seconds of CPU
+    /// that every test would otherwise pay.
+    pub fn shared(kind: &str) -> anyhow::Result<&'static Broker> {
+        static SHARED: Mutex<Vec<&'static Broker>> = Mutex::new(Vec::new());
+        // Held while a broker starts: a test that asks meanwhile waits for that one.
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(broker) = shared.iter().find(|broker| broker.kind == kind) {
+            return Ok(broker);
+        }
+        let broker = Self {
+            kind: kind.to_owned(),
+            name: format!("shared-{kind}-{}", std::process::id()),
+            port: free_server_port(),
+        };
+        run_ok(
+            Self::script()
+                .args(["up", kind, &broker.name, &broker.port.to_string()])
+                .env("BROKER_OWNER_PID", std::process::id().to_string()),
+        )?;
+        // Never dropped: broker.sh takes it down when this process is gone.
+        let broker = Box::leak(Box::new(broker));
+        shared.push(broker);
         Ok(broker)
     }
 
@@ -54,5 +84,22 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.down();
+    }
+}
+
+/// A test's broker: its own, stopped when the test drops it, or the binary's shared one.
+pub enum TestBroker {
+    Own(Broker),
+    Shared(&'static Broker),
+}
+
+impl Deref for TestBroker {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        match self {
+            TestBroker::Own(broker) => broker,
+            TestBroker::Shared(broker) => broker,
+        }
     }
 }

@@ -16,7 +16,7 @@ mod pod;
 mod process;
 
 pub use admin::{admin_address, cpu_model_and_memory_kib, http_get, metric, proc_status_kib, wait_metric};
-pub use broker::Broker;
+pub use broker::{Broker, TestBroker};
 pub use cluster::{CRD_NAMES, Cluster, Namespace, Operator, Scenario, condition};
 pub use fault::FaultProxy;
 pub use gateway::{TlsPaths, gateway_consume_attempt, gateway_end, gateway_publish_attempt};
