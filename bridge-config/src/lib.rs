@@ -18,6 +18,6 @@ pub use file::{
     WorkerFile,
 };
 pub use validate::{
-    Backend, ConfigError, Endpoint, GatewayConfig, TlsFiles, WorkerConfig, exactly_once_unsupported, load_gateway,
-    load_worker, parse_gateway, parse_worker, validate_gateway, validate_worker,
+    Backend, ConfigError, Endpoint, GatewayConfig, TlsFiles, WorkerConfig, exactly_once_unsupported,
+    in_kafka_transactions, load_gateway, load_worker, parse_gateway, parse_worker, validate_gateway, validate_worker,
 };

@@ -263,12 +263,16 @@ pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, C
 }
 
 /// Why a bridge from `source` to `target` cannot deliver each message exactly once, if it cannot.
-/// Exactly once here means: the source's ids are stable (a redelivery has the id of its first
-/// delivery: Kafka offsets, JetStream sequences) and the target drops a repeat by id in a
-/// window that outlives the worker's recovery (JetStream's duplicate window, 2 minutes by
-/// default). Every other pair is at least once, and says so.
+/// Exactly once here means one of two things. Kafka to Kafka: the records and the source offsets
+/// after them commit in one Kafka transaction. Into JetStream: the source's ids are stable (a
+/// redelivery has the id of its first delivery: Kafka offsets, JetStream sequences) and the
+/// target drops a repeat by id in a window that outlives the worker's recovery (JetStream's
+/// duplicate window, 2 minutes by default). Every other pair is at least once, and says so.
 #[must_use]
 pub fn exactly_once_unsupported(source: Protocol, target: Protocol) -> Option<&'static str> {
+    if in_kafka_transactions(source, target) {
+        return None;
+    }
     let source_gap = match source {
         Protocol::Kafka | Protocol::Nats => None,
         Protocol::Amqp | Protocol::Mqtt => {
@@ -280,13 +284,21 @@ pub fn exactly_once_unsupported(source: Protocol, target: Protocol) -> Option<&'
     };
     let target_gap = match target {
         Protocol::Nats => None,
-        Protocol::Kafka => Some("a Kafka target keeps every write (Kafka transactions are not built yet)"),
+        Protocol::Kafka => {
+            Some("a Kafka target keeps every write; only a Kafka source commits in the same transaction")
+        }
         Protocol::Amqp | Protocol::Mqtt => Some("the target cannot drop a repeat by id"),
         Protocol::Gateway => {
             Some("the gateway's window of recent ids lives in its memory and is gone when it restarts")
         }
     };
     source_gap.or(target_gap)
+}
+
+/// Whether the pair forwards in Kafka transactions under `ExactlyOnce`: Kafka to Kafka.
+#[must_use]
+pub fn in_kafka_transactions(source: Protocol, target: Protocol) -> bool {
+    source == Protocol::Kafka && target == Protocol::Kafka
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -506,10 +518,14 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
             .flat_map(|source| [Kafka, Nats, Amqp, Mqtt, Gateway].map(|target| (source, target)))
             .filter(|(source, target)| exactly_once_unsupported(*source, *target).is_none())
             .collect();
-        assert_eq!(supported, [(Kafka, Nats), (Nats, Nats)]);
-        let error = worker_error(&format!("{WORKER}delivery: ExactlyOnce\n").replace("driver: nats", "driver: kafka"));
+        assert_eq!(supported, [(Kafka, Kafka), (Kafka, Nats), (Nats, Nats)]);
+        let nats_to_kafka = "bridge: {name: b, namespace: acme}\n\
+            source: {driver: nats, servers: ['nats:4222'], queue: orders}\n\
+            target: {driver: kafka, servers: ['kafka:9092'], queue: orders}\n\
+            delivery: ExactlyOnce\n";
+        let error = worker_error(nats_to_kafka);
         assert_eq!(error.field, "delivery");
-        assert!(error.problem.starts_with("ExactlyOnce is unsupported from kafka to kafka: a Kafka target"), "{error}");
+        assert!(error.problem.starts_with("ExactlyOnce is unsupported from nats to kafka: a Kafka target"), "{error}");
         let config = parse_worker("w.yaml", &format!("{WORKER}delivery: ExactlyOnce\n")).expect("kafka -> nats");
         assert_eq!(config.delivery, Delivery::ExactlyOnce);
     }

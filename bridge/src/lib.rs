@@ -10,4 +10,5 @@ pub mod gateway;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod transactional;
 pub mod worker;

@@ -30,7 +30,7 @@ use oms_bridge_config::Ordering;
 use oms_bridge_config::filter::Filter;
 
 /// How often the source's backlog is read for `oms_bridge_source_lag_messages`.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
+pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the target to confirm what is in flight.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -278,11 +278,7 @@ async fn take_in(
     route: Route<'_>,
     metrics: &BridgeMetrics,
 ) -> Result<(), ConnectorError> {
-    metrics.received.inc();
-    if received.gap > 0 {
-        metrics.gap_detected.inc_by(received.gap);
-        tracing::error!(message = "The source lost messages before they were bridged.", lost = received.gap, next = %received.message.id);
-    }
+    count_received(metrics, &received);
     let mut message = received.message;
     let skip = skip_reason(&message, route);
     let pending = Pending {
@@ -299,21 +295,46 @@ async fn take_in(
         flight.window.push_back(pending);
         return Ok(());
     }
-    if let Some(hops) = message.provenance_after(route.hops.source) {
-        message.provenance = hops.split(',').map(str::to_owned).collect();
-    }
+    add_source_hop(&mut message, route);
     flight.dispatch(sink, pending, message).await
 }
 
 /// Why a message is acknowledged without being sent: it would go back where it came from, or
 /// the filter does not match.
-fn skip_reason(message: &Message, route: Route<'_>) -> Option<&'static str> {
+#[must_use]
+pub fn skip_reason(message: &Message, route: Route<'_>) -> Option<&'static str> {
     if would_loop(&message.provenance, route.hops.target) {
         Some("loop")
     } else if route.filter.is_some_and(|filter| !filter.matches(message)) {
         Some("filtered")
     } else {
         None
+    }
+}
+
+/// Records the source's access point in the provenance of a message about to be sent.
+pub fn add_source_hop(message: &mut Message, route: Route<'_>) {
+    if let Some(hops) = message.provenance_after(route.hops.source) {
+        message.provenance = hops.split(',').map(str::to_owned).collect();
+    }
+}
+
+/// Counts a message taken from the source, and the messages it lost right before it.
+pub fn count_received(metrics: &BridgeMetrics, received: &crate::connector::Received) {
+    metrics.received.inc();
+    if received.gap > 0 {
+        metrics.gap_detected.inc_by(received.gap);
+        tracing::error!(message = "The source lost messages before they were bridged.", lost = received.gap, next = %received.message.id);
+    }
+}
+
+/// Counts a message the target holds.
+pub fn count_sent(metrics: &BridgeMetrics, bytes: usize, timestamp_ms: Option<i64>) {
+    metrics.sent.inc();
+    metrics.last_forwarded.set(crate::metrics::unix_seconds());
+    metrics.bytes_sent.inc_by(bytes as u64);
+    if let Some(ms) = timestamp_ms {
+        metrics.latency.observe(seconds_since(ms));
     }
 }
 
@@ -334,12 +355,7 @@ async fn acknowledge(
     if outcome == Delivered::Duplicate {
         metrics.deduplicated.inc();
     }
-    metrics.sent.inc();
-    metrics.last_forwarded.set(crate::metrics::unix_seconds());
-    metrics.bytes_sent.inc_by(pending.bytes as u64);
-    if let Some(ms) = pending.timestamp_ms {
-        metrics.latency.observe(seconds_since(ms));
-    }
+    count_sent(metrics, pending.bytes, pending.timestamp_ms);
     Ok(())
 }
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::connector::{Durable, Sink, Source, Start};
+use crate::connector::{ConnectorError, Durable, KafkaSource, Sink, Source, Start, TransactionalSink};
 use crate::metrics::BridgeMetrics;
 use crate::pipeline::{Hops, Route, forward};
-use oms_bridge_config::WorkerConfig;
+use crate::transactional::forward_in_transactions;
+use oms_bridge_config::{Delivery, WorkerConfig, in_kafka_transactions};
 
 /// First and longest wait between reconnection attempts, before jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -27,6 +28,41 @@ fn reconnect_waits() -> ExponentialBackoff {
         .build()
 }
 
+/// The two ends of a run: any source and sink through the pipeline, or Kafka to Kafka in
+/// transactions (`ExactlyOnce`).
+enum Ends {
+    Pipeline(Source, Sink),
+    Transactions(KafkaSource, TransactionalSink),
+}
+
+impl Ends {
+    async fn connect(config: &WorkerConfig, durable: &Durable, start: Start) -> Result<Self, ConnectorError> {
+        if config.delivery == Delivery::ExactlyOnce
+            && in_kafka_transactions(config.source.protocol, config.target.protocol)
+        {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+            let sink = TransactionalSink::connect(&config.target, &durable.kafka_transactional_id(&host))?;
+            let source = KafkaSource::connect(&config.source, durable, start, true)?;
+            return Ok(Ends::Transactions(source, sink));
+        }
+        let sink = Sink::connect(&config.target, &durable.flat()).await?;
+        let source = Source::connect(&config.source, durable, start, config.in_flight).await?;
+        Ok(Ends::Pipeline(source, sink))
+    }
+
+    async fn forward(
+        &mut self,
+        route: Route<'_>,
+        metrics: &BridgeMetrics,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConnectorError> {
+        match self {
+            Ends::Pipeline(source, sink) => forward(source, sink, route, metrics, shutdown).await,
+            Ends::Transactions(source, sink) => forward_in_transactions(source, sink, route, metrics, shutdown).await,
+        }
+    }
+}
+
 /// Runs until `shutdown`; `ready` is true while both ends are connected.
 pub async fn run(
     config: &WorkerConfig,
@@ -35,21 +71,15 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) {
     let durable = Durable::bridge(&config.namespace, &config.name);
-    let consumer = durable.flat();
     let start = Start::from_config(config.start_from, config.start_timestamp_ms);
     let in_flight = usize::try_from(config.in_flight).unwrap_or(1);
     let mut waits = reconnect_waits();
     while !shutdown.is_cancelled() {
-        let connected = async {
-            let sink = Sink::connect(&config.target, &consumer).await?;
-            let source = Source::connect(&config.source, &durable, start, config.in_flight).await?;
-            Ok::<_, crate::connector::ConnectorError>((source, sink))
-        };
-        let outcome = match connected.await {
-            Ok((mut source, sink)) => {
+        let outcome = match Ends::connect(config, &durable, start).await {
+            Ok(mut ends) => {
                 metrics.link_up.set(1);
                 ready.set(true);
-                tracing::info!(message = "Forwarding.", source = %config.source.queue, target = %config.target.queue);
+                tracing::info!(message = "Forwarding.", source = %config.source.queue, target = %config.target.queue, delivery = ?config.delivery);
                 waits = reconnect_waits();
                 let route = Route {
                     hops: Hops {
@@ -60,7 +90,7 @@ pub async fn run(
                     in_flight,
                     ordering: config.ordering,
                 };
-                let result = forward(&mut source, &sink, route, metrics, shutdown).await;
+                let result = ends.forward(route, metrics, shutdown).await;
                 metrics.link_up.set(0);
                 ready.set(false);
                 result

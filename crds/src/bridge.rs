@@ -45,9 +45,9 @@ pub struct BridgeSpec {
     pub target: BridgeEndpoint,
 
     /// AtLeastOnce (default) acknowledges at the source after the target confirmed; repeats after
-    /// a failure are possible and counted. ExactlyOnce additionally needs a source whose ids are
-    /// stable (Kafka, NATS) and a target that drops repeats by id (NATS JetStream); any other pair
-    /// is `Ready=False`, reason `Unsupported`, and gets no worker.
+    /// a failure are possible and counted. ExactlyOnce: Kafka to Kafka in Kafka transactions, or a
+    /// source whose ids are stable (Kafka, NATS) into a target that drops repeats by id (NATS
+    /// JetStream); any other pair is `Ready=False`, reason `Unsupported`, and gets no worker.
     #[serde(default)]
     pub delivery: Delivery,
 

@@ -20,7 +20,7 @@ use fixtures::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pair_of_kafka_nats_amqp_and_mqtt_round_trips_keys_headers_and_per_key_order() -> anyhow::Result<()> {
-    let brokers = Brokers::up("bridge-pairs", true)?;
+    let brokers = Brokers::shared(true)?;
     for source in [Kind::Kafka, Kind::Nats, Kind::Amqp, Kind::Mqtt] {
         for target in [Kind::Kafka, Kind::Nats, Kind::Amqp, Kind::Mqtt] {
             let pair = format!("{}-to-{}", source.name(), target.name());
@@ -46,7 +46,7 @@ async fn every_pair_of_kafka_nats_amqp_and_mqtt_round_trips_keys_headers_and_per
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_worker_mid_stream_loses_nothing_and_nats_drops_the_repeats() -> anyhow::Result<()> {
-    let brokers = Brokers::up("bridge-kill", false)?;
+    let brokers = Brokers::shared(false)?;
     brokers.create_queue(Kind::Kafka, "kill-in").await?;
     brokers.create_queue(Kind::Nats, "kill-out").await?;
     brokers.produce(Kind::Kafka, "kill-in", 0, KILL_COUNT).await?;
@@ -74,6 +74,47 @@ async fn kill_9_of_the_worker_mid_stream_loses_nothing_and_nats_drops_the_repeat
     println!("kill -9 x{KILLS}: sent {KILL_COUNT}, received {}, lost {lost}, duplicated {duplicated}", seen.len());
     assert_eq!(lost, 0, "messages lost across kill -9");
     assert_eq!(duplicated, 0, "JetStream deduplicates by Nats-Msg-Id within its window");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_kafka_exactly_once_commits_each_message_once_through_kill_9() -> anyhow::Result<()> {
+    const COUNT: usize = 20_000;
+    let brokers = Brokers::shared(false)?;
+    brokers.create_queue(Kind::Kafka, "eos-in").await?;
+    brokers.create_queue(Kind::Kafka, "eos-out").await?;
+    brokers.produce(Kind::Kafka, "eos-in", 0, COUNT).await?;
+    let config = |admin| {
+        brokers.config("eos", (Kind::Kafka, "eos-in"), (Kind::Kafka, "eos-out"), admin, "delivery: ExactlyOnce\n")
+    };
+    let mut sent_before_kills = 0;
+    for kill in 0..KILLS {
+        let admin = oms_e2e::admin_address()?;
+        let worker = Worker::start_with("eos", &config(admin))?;
+        // Killed in the middle of its work, at a different point each time; most likely with a
+        // transaction open.
+        let goal = ((kill + 1) * COUNT / 10) as u64;
+        sent_before_kills +=
+            oms_e2e::wait_metric(admin, "oms_bridge_messages_sent_total", goal, Duration::from_mins(2)).await;
+        worker.kill()?;
+    }
+    let admin = oms_e2e::admin_address()?;
+    let worker = Worker::start_with("eos", &config(admin))?;
+    let arrived = brokers.consume(Kind::Kafka, "eos-out", COUNT, Duration::from_mins(3)).await?;
+    let distinct: HashSet<&str> = arrived.iter().map(|s| s.payload.as_str()).collect();
+    anyhow::ensure!(distinct.len() == COUNT, "{} of {COUNT} arrived", distinct.len());
+    // SIGTERM ends the last transaction; then every committed record is read, to the end.
+    worker.stop()?;
+    let committed = brokers.kafka_read_to_end("eos-out", Duration::from_mins(1)).await?;
+    let distinct: HashSet<&str> = committed.iter().map(|s| s.payload.as_str()).collect();
+    let (lost, duplicated) = (COUNT - distinct.len(), committed.len() - distinct.len());
+    println!(
+        "kafka -> kafka ExactlyOnce, kill -9 x{KILLS}: produced {COUNT}, committed in the target {}, lost {lost}, \
+         duplicates {duplicated} (the killed workers had sent {sent_before_kills}, their open transactions aborted)",
+        committed.len()
+    );
+    assert_eq!(lost, 0, "messages lost across kill -9");
+    assert_eq!(duplicated, 0, "a read_committed consumer saw a message twice");
     Ok(())
 }
 
@@ -148,7 +189,7 @@ async fn stored(js: &jetstream::Context, stream: &str) -> anyhow::Result<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
     const COUNT: usize = 3000;
-    let brokers = Brokers::up("bridge-cut", false)?;
+    let brokers = Brokers::shared(false)?;
     brokers.create_queue(Kind::Kafka, "cut-in").await?;
     brokers.create_queue(Kind::Nats, "cut-out").await?;
     brokers.produce(Kind::Kafka, "cut-in", 0, COUNT).await?;
@@ -207,7 +248,7 @@ async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flows() -> anyhow::Result<()> {
-    let brokers = Brokers::up("bridge-large", false)?;
+    let brokers = Brokers::shared(false)?;
     brokers.create_queue(Kind::Kafka, "large-in").await?;
     // The target stream takes messages of at most 1000 bytes.
     let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
@@ -256,7 +297,9 @@ async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_source_and_the_target_broker_mid_stream_loses_nothing_and_keeps_key_order() -> anyhow::Result<()>
 {
-    const COUNT: usize = 20_000;
+    // Enough that each broker restarts while the stream flows (checked below), at the slowest
+    // pair's paced rate (a few hundred a second into Kafka with two in flight).
+    const COUNT: usize = 10_000;
     let brokers = Brokers::up("bridge-restart", true)?;
     // NATS to RabbitMQ: the target restarts while the source stays up.
     for (source, target) in [(Kind::Kafka, Kind::Nats), (Kind::Nats, Kind::Kafka), (Kind::Nats, Kind::Amqp)] {
@@ -304,7 +347,7 @@ async fn restarting_the_source_and_the_target_broker_mid_stream_loses_nothing_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_forwards_only_the_matching_messages_and_counts_the_rest() -> anyhow::Result<()> {
     const COUNT: usize = 200;
-    let brokers = Brokers::up("bridge-filter", false)?;
+    let brokers = Brokers::shared(false)?;
     brokers.create_queue(Kind::Kafka, "filter-in").await?;
     brokers.create_queue(Kind::Nats, "filter-out").await?;
     brokers.produce(Kind::Kafka, "filter-in", 0, COUNT).await?;
@@ -344,7 +387,7 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_from_a_timestamp_skips_what_came_before_it_on_kafka_and_nats() -> anyhow::Result<()> {
     const EACH: usize = 100;
-    let brokers = Brokers::up("bridge-since", false)?;
+    let brokers = Brokers::shared(false)?;
     for source in [Kind::Kafka, Kind::Nats] {
         let pair = format!("since-{}", source.name());
         let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
@@ -384,7 +427,7 @@ async fn start_from_a_timestamp_skips_what_came_before_it_on_kafka_and_nats() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_kafka_group_continues_where_its_earlier_name_stopped() -> anyhow::Result<()> {
     const EACH: usize = 100;
-    let brokers = Brokers::up("bridge-legacy", false)?;
+    let brokers = Brokers::shared(false)?;
     let (pair, from, to) = ("legacy", "legacy-in", "legacy-out");
     brokers.create_queue(Kind::Kafka, from).await?;
     brokers.create_queue(Kind::Nats, to).await?;
@@ -420,7 +463,7 @@ async fn a_workers_kafka_group_continues_where_its_earlier_name_stopped() -> any
 async fn messages_the_source_lost_before_bridging_are_reported_as_a_gap() -> anyhow::Result<()> {
     const EACH: usize = 100;
     const LOST: u64 = 50;
-    let brokers = Brokers::up("bridge-gap", false)?;
+    let brokers = Brokers::shared(false)?;
     for source in [Kind::Kafka, Kind::Nats] {
         let pair = format!("gap-{}", source.name());
         let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
@@ -497,7 +540,7 @@ async fn truncate_before(brokers: &Brokers, kind: Kind, queue: &str, keep_from: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_through_the_gateway_into_nats_survives_kill_9_a_gateway_restart_and_a_cut_link() -> anyhow::Result<()> {
     const COUNT: usize = 6000;
-    let brokers = Brokers::up("gw-in", false)?;
+    let brokers = Brokers::shared(false)?;
     let certs = Certs::new("gw-in")?;
     let (server, client) = gateway_and_bridge_certs(&certs, "k2n")?;
     let mut gateway = GatewayProcess::start("gw-in", &brokers, &server)?;
@@ -558,7 +601,7 @@ async fn kafka_through_the_gateway_into_nats_survives_kill_9_a_gateway_restart_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_through_the_gateway_into_kafka_survives_kill_9_and_a_gateway_restart() -> anyhow::Result<()> {
     const COUNT: usize = 6000;
-    let brokers = Brokers::up("gw-out", false)?;
+    let brokers = Brokers::shared(false)?;
     let certs = Certs::new("gw-out")?;
     let (server, client) = gateway_and_bridge_certs(&certs, "n2k")?;
     let mut gateway = GatewayProcess::start("gw-out", &brokers, &server)?;
@@ -624,7 +667,7 @@ async fn plaintext_attempt(port: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_admits_only_trusted_unexpired_certificates_of_the_queues_tenant() -> anyhow::Result<()> {
     const ATTEMPTS: usize = 3;
-    let brokers = Brokers::up("gw-sec", false)?;
+    let brokers = Brokers::shared(false)?;
     brokers.create_queue(Kind::Nats, "gw-sec").await?;
     let certs = Certs::new("gw-sec")?;
     let (server, acme) = gateway_and_bridge_certs(&certs, "acme-probe")?;
@@ -698,7 +741,7 @@ async fn rotating_both_certificates_under_load_loses_nothing_and_keeps_the_strea
     const COUNT: usize = BATCH * BATCHES;
     // Short enough to expire during the test, long enough to outlast the first part of the stream.
     const FIRST_LIFETIME: Duration = Duration::from_secs(20);
-    let brokers = Brokers::up("gw-rot", false)?;
+    let brokers = Brokers::shared(false)?;
     let certs = Certs::new("gw-rot")?;
     let issued_at = time::OffsetDateTime::now_utc();
     let server = certs.issue(

@@ -6,18 +6,22 @@
 //! offsets (`offsets_for_times`) and committed for the group before it first subscribes, so it
 //! applies once, to a group without positions, like the other two.
 //!
+//! Exactly-once into Kafka ([`TransactionalSink`]): the source reads only committed records and
+//! never commits by itself; the records of a batch and the source offsets after them are committed
+//! in one Kafka transaction (see `crate::transactional`).
+//!
 //! Gaps: a partition's offsets run on from the last one the bridge saw (or the group's committed
 //! offset). When they jump and the partition's log now starts past the expected offset, retention
 //! or truncation removed messages before they were bridged: the jump is reported, never silent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Confirm, ConnectorError, Delivered, Durable, Received, Start};
@@ -57,15 +61,26 @@ pub struct KafkaSource {
     ids: MessageIds,
     /// Per partition, the offset the next message should have; absent until the first message.
     expected: HashMap<i32, i64>,
+    /// Offsets move only inside the target's transactions, never by a commit of the source's own.
+    transactional: bool,
 }
 
 impl KafkaSource {
-    pub fn connect(endpoint: &Endpoint, durable: &Durable, start: Start) -> Result<Self, ConnectorError> {
+    /// A consumer of the group of `durable`; `transactional`: for [`TransactionalSink`], which
+    /// commits its offsets.
+    pub fn connect(
+        endpoint: &Endpoint,
+        durable: &Durable,
+        start: Start,
+        transactional: bool,
+    ) -> Result<Self, ConnectorError> {
         let consumer: StreamConsumer = client(endpoint)
             .set("group.id", durable.kafka_group())
             // Offsets are stored by `ack` only, after the target confirmed; librdkafka commits
-            // the stored ones in the background.
-            .set("enable.auto.commit", "true")
+            // the stored ones in the background. Transactions commit them instead.
+            .set("enable.auto.commit", if transactional { "false" } else { "true" })
+            // Records of aborted transactions are never bridged (librdkafka's default, said).
+            .set("isolation.level", "read_committed")
             .set("enable.auto.offset.store", "false")
             // What a reconnect after a failed commit repeats: at most this much of the stream
             // (default 5 s). One small request a second.
@@ -89,7 +104,7 @@ impl KafkaSource {
         }
         consumer.subscribe(&[endpoint.queue.as_str()]).map_err(|e| connect_error(endpoint, e))?;
         let ids = MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue);
-        Ok(Self { consumer, topic: endpoint.queue.clone(), ids, expected: HashMap::new() })
+        Ok(Self { consumer, topic: endpoint.queue.clone(), ids, expected: HashMap::new(), transactional })
     }
 
     /// Messages removed from `partition` before they were bridged, judged at a message with
@@ -132,6 +147,7 @@ impl KafkaSource {
 
     /// Messages in the assigned partitions not yet taken: high watermark minus position (one
     /// short request per partition, every few seconds).
+    #[must_use]
     pub fn backlog(&self) -> Option<u64> {
         let positions = self.consumer.position().ok()?;
         let mut total = 0u64;
@@ -178,8 +194,11 @@ impl KafkaSource {
         self.consumer.store_offset(&self.topic, partition, offset).map_err(|e| ConnectorError::Ack(e.to_string()))
     }
 
-    /// Commits the stored offsets synchronously (at shutdown).
+    /// Commits the stored offsets synchronously (at shutdown); nothing under transactions.
     pub fn commit_now(&self) {
+        if self.transactional {
+            return;
+        }
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(message = "Failed to commit offsets.", %error);
         }
@@ -305,6 +324,76 @@ impl KafkaSink {
                 Err(_) => Err(ConnectorError::Send("the producer dropped the delivery".into())),
             }
         })
+    }
+}
+
+/// How long a transaction may stay open before the broker aborts it: how long a worker killed in
+/// the middle of a batch holds up the offsets of its partitions when its successor has another
+/// transactional id (one with the same id aborts it at once).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the transaction calls (init, offsets, commit, abort) may take.
+const TRANSACTION_CALL: Duration = Duration::from_secs(30);
+
+/// A producer whose records commit together with the source's offsets, in Kafka transactions:
+/// begin, send, then [`TransactionalSink::commit`] or [`TransactionalSink::abort`].
+pub struct TransactionalSink(KafkaSink);
+
+impl TransactionalSink {
+    /// Connects as `transactional_id`, fencing off an earlier producer of that id and aborting
+    /// the transaction it left open.
+    pub fn connect(endpoint: &Endpoint, transactional_id: &str) -> Result<Self, ConnectorError> {
+        let timeout = TRANSACTION_TIMEOUT.as_millis().to_string();
+        let producer: FutureProducer = client(endpoint)
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", &timeout)
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| connect_error(endpoint, e))?;
+        tokio::task::block_in_place(|| producer.init_transactions(TRANSACTION_CALL))
+            .map_err(|e| connect_error(endpoint, format!("cannot start transactions as {transactional_id}: {e}")))?;
+        Ok(Self(KafkaSink { producer, topic: endpoint.queue.clone() }))
+    }
+
+    pub fn begin(&self) -> Result<(), ConnectorError> {
+        self.0
+            .producer
+            .begin_transaction()
+            .map_err(|e| ConnectorError::Send(format!("cannot begin a transaction: {e}")))
+    }
+
+    /// Enqueues `message` in the open transaction; the confirmation says whether it was written.
+    #[must_use]
+    pub fn send(&self, message: &Message) -> Confirm {
+        self.0.send(message)
+    }
+
+    /// Commits what was sent since `begin` together with `offsets` (per partition, the next to
+    /// read) of `source`'s group: both happen, or neither.
+    pub fn commit(&self, source: &KafkaSource, offsets: &BTreeMap<i32, i64>) -> Result<(), ConnectorError> {
+        let failed = |e: rdkafka::error::KafkaError| ConnectorError::Send(format!("the transaction failed: {e}"));
+        let group = source
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| ConnectorError::Send("the source's consumer has no group yet".to_owned()))?;
+        let mut next = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            next.add_partition_offset(&source.topic, *partition, Offset::Offset(*offset)).map_err(failed)?;
+        }
+        let producer = &self.0.producer;
+        tokio::task::block_in_place(|| {
+            if next.count() > 0 {
+                producer.send_offsets_to_transaction(&next, &group, TRANSACTION_CALL)?;
+            }
+            producer.commit_transaction(TRANSACTION_CALL)
+        })
+        .map_err(failed)
+    }
+
+    /// Aborts the open transaction: read_committed consumers never see what it sent.
+    pub fn abort(&self) {
+        if let Err(error) = tokio::task::block_in_place(|| self.0.producer.abort_transaction(TRANSACTION_CALL)) {
+            tracing::warn!(message = "Cannot abort the transaction; the broker will when it times out.", %error);
+        }
     }
 }
 

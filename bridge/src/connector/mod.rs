@@ -10,6 +10,8 @@ mod nats;
 
 use futures::future::BoxFuture;
 
+pub use kafka::{KafkaSource, TransactionalSink};
+
 use crate::message::Message;
 use oms_bridge_config::{Endpoint, Protocol, StartFrom};
 
@@ -61,6 +63,14 @@ impl Durable {
     #[must_use]
     pub fn kafka_group(&self) -> String {
         format!("{}.{}.{}", self.tenant, self.kind, self.name)
+    }
+
+    /// The Kafka transactional id of the worker on `host`: under the group's name, so the same
+    /// ACL prefix covers it, and one per host, so that replicas never fence each other while a
+    /// worker restarted on its host fences off its own earlier self.
+    #[must_use]
+    pub fn kafka_transactional_id(&self, host: &str) -> String {
+        format!("{}.{host}", self.kafka_group())
     }
 }
 
@@ -151,7 +161,7 @@ impl Source {
     ) -> Result<Self, ConnectorError> {
         let consumer = &durable.flat();
         match endpoint.protocol {
-            Protocol::Kafka => Ok(Source::Kafka(kafka::KafkaSource::connect(endpoint, durable, start)?)),
+            Protocol::Kafka => Ok(Source::Kafka(kafka::KafkaSource::connect(endpoint, durable, start, false)?)),
             Protocol::Nats => {
                 Ok(Source::Nats(Box::new(nats::NatsSource::connect(endpoint, consumer, start, in_flight).await?)))
             }
@@ -257,5 +267,6 @@ mod tests {
         let gateway = Durable::gateway("acme", "oms-bridge-acme-orders-to-eu");
         assert_eq!(gateway.kafka_group(), "acme.oms-gw.oms-bridge-acme-orders-to-eu");
         assert!(!gateway.flat().contains('.'), "NATS consumer names take no dot");
+        assert_eq!(worker.kafka_transactional_id("pod-1"), "acme.oms-bridge.orders-to-eu.pod-1");
     }
 }

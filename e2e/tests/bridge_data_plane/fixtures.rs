@@ -3,7 +3,7 @@
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use oms_e2e::{Broker, TlsPaths, repo_root, workspace_binary};
+use oms_e2e::{Broker, TestBroker, TlsPaths, repo_root, workspace_binary};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -57,19 +57,33 @@ impl Kind {
 }
 
 pub struct Brokers {
-    pub kafka: Broker,
-    pub nats: Broker,
-    pub rabbitmq: Option<Broker>,
-    pub mosquitto: Option<Broker>,
+    pub kafka: TestBroker,
+    pub nats: TestBroker,
+    pub rabbitmq: Option<TestBroker>,
+    pub mosquitto: Option<TestBroker>,
 }
 
 impl Brokers {
+    /// Brokers of the test's own, for a test that restarts them.
     pub fn up(tag: &str, with_rabbitmq: bool) -> anyhow::Result<Self> {
+        let own = |kind, suffix| Broker::up(kind, &format!("{tag}-{suffix}")).map(TestBroker::Own);
         Ok(Self {
-            kafka: Broker::up("kafka", &format!("{tag}-k"))?,
-            nats: Broker::up("nats", &format!("{tag}-n"))?,
-            rabbitmq: with_rabbitmq.then(|| Broker::up("rabbitmq", &format!("{tag}-r"))).transpose()?,
-            mosquitto: with_rabbitmq.then(|| Broker::up("mqtt", &format!("{tag}-m"))).transpose()?,
+            kafka: own("kafka", "k")?,
+            nats: own("nats", "n")?,
+            rabbitmq: with_rabbitmq.then(|| own("rabbitmq", "r")).transpose()?,
+            mosquitto: with_rabbitmq.then(|| own("mqtt", "m")).transpose()?,
+        })
+    }
+
+    /// The brokers this binary's tests share: for a test that leaves them running as they are
+    /// and names its queues, bridges and sessions after itself.
+    pub fn shared(with_rabbitmq: bool) -> anyhow::Result<Self> {
+        let shared = |kind| Broker::shared(kind).map(TestBroker::Shared);
+        Ok(Self {
+            kafka: shared("kafka")?,
+            nats: shared("nats")?,
+            rabbitmq: with_rabbitmq.then(|| shared("rabbitmq")).transpose()?,
+            mosquitto: with_rabbitmq.then(|| shared("mqtt")).transpose()?,
         })
     }
 
@@ -273,32 +287,15 @@ impl Brokers {
         let mut distinct = HashSet::new();
         match kind {
             Kind::Kafka => {
-                let consumer: StreamConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", self.kafka.address())
-                    .set("group.id", format!("verify-{queue}-{}", std::process::id()))
-                    .set("auto.offset.reset", "earliest")
-                    .create()?;
+                let consumer = self.kafka_reader(queue, "verify")?;
                 consumer.subscribe(&[queue])?;
                 while distinct.len() < expected && started.elapsed() < deadline {
                     let Ok(Ok(record)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await else {
                         continue;
                     };
-                    let mut headers = BTreeMap::new();
-                    if let Some(list) = record.headers() {
-                        for header in list.iter() {
-                            headers.insert(
-                                header.key.to_owned(),
-                                String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                            );
-                        }
-                    }
-                    let payload = String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned();
-                    distinct.insert(payload.clone());
-                    seen.push(Seen {
-                        key: record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        payload,
-                        headers,
-                    });
+                    let record = seen_kafka(&record);
+                    distinct.insert(record.payload.clone());
+                    seen.push(record);
                 }
             }
             Kind::Nats => {
@@ -327,6 +324,46 @@ impl Brokers {
             }
             Kind::Amqp => self.consume_amqp(queue, expected, deadline, &mut seen, &mut distinct).await?,
             Kind::Mqtt => self.consume_mqtt(queue, expected, deadline, &mut seen, &mut distinct).await?,
+        }
+        Ok(seen)
+    }
+
+    /// A consumer of `topic` from its start, in a group of its own, that sees only committed
+    /// records (as consumers of a transactional producer's topic must read).
+    fn kafka_reader(&self, topic: &str, role: &str) -> anyhow::Result<StreamConsumer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", self.kafka.address())
+            .set("group.id", format!("{role}-{topic}-{}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create()?)
+    }
+
+    /// Every committed record of `topic`, read to the end of each partition: for a topic that
+    /// nobody writes to any more and that has no transaction open.
+    pub async fn kafka_read_to_end(&self, topic: &str, deadline: Duration) -> anyhow::Result<Vec<Seen>> {
+        let consumer = self.kafka_reader(topic, "to-end")?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+        consumer.subscribe(&[topic])?;
+        let (mut seen, mut at_end) = (Vec::new(), HashSet::new());
+        let started = Instant::now();
+        while at_end.len() < partitions {
+            anyhow::ensure!(
+                started.elapsed() < deadline,
+                "{topic}: {} of {partitions} partitions read to the end",
+                at_end.len()
+            );
+            match tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+                Ok(Ok(record)) => seen.push(seen_kafka(&record)),
+                Ok(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
+                Ok(Err(error)) => anyhow::bail!("{topic}: {error}"),
+                Err(_) => {}
+            }
         }
         Ok(seen)
     }
@@ -448,6 +485,22 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Kafka record as the test sees it.
+fn seen_kafka(record: &rdkafka::message::BorrowedMessage<'_>) -> Seen {
+    let mut headers = BTreeMap::new();
+    if let Some(list) = record.headers() {
+        for header in list.iter() {
+            headers
+                .insert(header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+        }
+    }
+    Seen {
+        key: record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload: String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned(),
+        headers,
     }
 }
 
