@@ -55,7 +55,8 @@ if [[ ${1} != --inside ]]; then
 	exec {lock}>"/run/oms-boot-$kind.lock"
 	flock "$lock"
 	status=0
-	unshare --mount --net --uts --fork --kill-child -- "$0" --inside "$kind" "$pod" "$port" || status=$?
+	# A pid namespace too: whatever the pod started dies with it.
+	unshare --mount --net --uts --pid --fork --kill-child -- "$0" --inside "$kind" "$pod" "$port" || status=$?
 	# Mount points made on the machine's file system for the image paths are removed again.
 	tac "$pod/created" | while read -r dir; do rmdir "$dir" 2>/dev/null || true; done
 	exit $status
@@ -114,16 +115,17 @@ printf '127.0.0.1 localhost\n127.0.0.1 %s %s\n' "$(cat "$pod/pod_host")" "$(cat 
 mount --bind "$pod/hosts" /etc/hosts
 
 if [[ $kind == kafka ]]; then
-	# The apache/kafka image's tools, as thin wrappers over the same jars.
+	# The apache/kafka image's tools, as thin wrappers over the same jars; with the light JVM
+	# options of the test brokers (broker.sh), as a booted pod lives for seconds.
 	mkdir -p "$pod/kafka-bin"
 	libs=$pod/tools/kafka-libs
 	cat >"$pod/kafka-bin/kafka-storage.sh" <<EOF
 #!/bin/sh
-exec java -Xmx256m -cp '$libs/*' kafka.tools.StorageTool "\$@"
+exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp '$libs/*' kafka.tools.StorageTool "\$@"
 EOF
 	cat >"$pod/kafka-bin/kafka-server-start.sh" <<EOF
 #!/bin/sh
-exec java -Xmx512m -XX:+UseSerialGC -cp '$libs/*' kafka.Kafka "\$@"
+exec java -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp '$libs/*' kafka.Kafka "\$@"
 EOF
 	chmod +x "$pod/kafka-bin/"*.sh
 	bind "$pod/kafka-bin" /opt/kafka/bin
@@ -184,7 +186,7 @@ fi
 if [[ -f $pod/attempts.sh ]]; then
 	status=0
 	PATH="$pod/tools:$PATH" XDG_CONFIG_HOME=$pod/client bash "$pod/attempts.sh" "$pod_host" "$port" || status=$?
-	kill "$broker" 2>/dev/null || true
+	kill -KILL "$broker" 2>/dev/null || true # its data goes with the pod directory
 	wait "$broker" 2>/dev/null || true
 	((status == 0)) || { echo "boot: broker log:" >&2; tail -n 40 "$pod/broker.log" >&2; }
 	exit $status
@@ -240,7 +242,7 @@ mqtt)
 	got=$(mosquitto_sub -h "$pod_host" -p "$port" "${auth[@]}" -q 1 -t boot/one -C 1 -W 10) || true
 	;;
 esac
-kill "$broker" 2>/dev/null || true
+kill -KILL "$broker" 2>/dev/null || true
 wait "$broker" 2>/dev/null || true
 if [[ $got == *"$message"* ]]; then
 	echo "boot: $kind round trip ok"
