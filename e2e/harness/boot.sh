@@ -88,7 +88,9 @@ bind() {
 
 # The pod gets its own /tmp, which would hide a pod directory under /tmp: work from a second
 # view of it in /run, and mount the pod's volumes (paths relative to the pod directory) from there.
-stage=/run/oms-boot-$$
+# Named by kind (one pod of a kind at a time, see the lock), not by pid: in its pid namespace
+# every pod is pid 1.
+stage=/run/oms-boot-$kind-pod
 bind "$pod" "$stage"
 pod=$stage
 # The tools, reached the same way: their real files, bound into the stage before /tmp is covered.
