@@ -1,0 +1,255 @@
+//! Who logs in to an access point's broker: the user's Secret for external brokers; for managed
+//! ones the operator's own user (generated once, never overwritten) and a user per tenant (the
+//! tenants Secret, with Mosquitto's password file and RabbitMQ's definitions), and on Kafka the
+//! SCRAM users and ACLs made from them through the admin API.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Api;
+use kube::api::PostParams;
+use oms_crds::access_point::Driver;
+
+use super::validate::{AccessPoint, Plan};
+use super::{Error, apply_named, render};
+use crate::binding::Credentials;
+use crate::context::Context;
+use crate::drivers::credentials_secret;
+use crate::tenancy;
+
+/// Who logs in to an access point's broker.
+#[derive(Default)]
+pub(super) struct Logins {
+    /// For the binding Secret: the user's Secret for external brokers, the access point's own
+    /// namespace's tenant user for managed ones.
+    pub binding: Option<Credentials>,
+    /// The operator's own user on a managed RabbitMQ or Kafka, generated once.
+    pub admin: Option<Credentials>,
+    /// Each served tenant's password, on managed brokers.
+    pub tenants: BTreeMap<String, String>,
+}
+
+/// The logins of an access point: for external brokers the user's Secret; for managed ones a user
+/// per tenant (the tenants Secret) and, for RabbitMQ and Kafka, the operator's own (made anew
+/// only when `brokers_exist` is false: Kafka's metadata keeps the first one).
+pub(super) async fn credentials(
+    ctx: &Context,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+    brokers_exist: bool,
+) -> Result<Logins, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);
+    match (&ap.plan, ap.driver) {
+        (Plan::External(external), _) => {
+            let Some(name) = &external.credentials_secret else { return Ok(Logins::default()) };
+            Ok(Logins { binding: Some(read_credentials(&secrets, name).await?), ..Logins::default() })
+        }
+        (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
+            let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka) {
+                let name = credentials_secret(&ap.name);
+                Some(ensure_generated_credentials(&secrets, &name, ap, owner, !brokers_exist).await?)
+            } else {
+                None
+            };
+            // RabbitMQ's definitions list the admin beside the tenants.
+            let definitions_admin = admin.as_ref().filter(|_| ap.driver == Driver::Rabbitmq);
+            let tenants = ensure_tenants_secret(ctx, &secrets, ap, owner, definitions_admin).await?;
+            let password = tenants.get(&ap.namespace).cloned().unwrap_or_default();
+            Ok(Logins { binding: Some(Credentials { username: ap.namespace.clone(), password }), admin, tenants })
+        }
+        _ => Ok(Logins::default()),
+    }
+}
+
+/// Makes a managed Kafka's SCRAM users and ACLs those of its tenants, as the operator's user.
+/// A password is set when its user is new or it changed, and each once per operator process (a
+/// tenants Secret made anew has new ones); after that only changes cost a write.
+pub(super) async fn apply_kafka_tenants(
+    ctx: &Context,
+    ap: &AccessPoint,
+    hosts: &[(String, u16)],
+    logins: &Logins,
+) -> Result<(), String> {
+    let Some(admin) = &logins.admin else { return Ok(()) };
+    let endpoint = crate::admin::Endpoint {
+        servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+        username: Some(admin.username.clone()),
+        password: Some(admin.password.clone()),
+        vhost: None,
+    };
+    let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
+    let acls = tenancy::kafka_acls(
+        &ap.namespace,
+        &tenants,
+        !ap.shared_with.is_empty(),
+        ap.shared_with.iter().any(|t| t == "*"),
+    );
+    let applied = ctx.admins.tenants_applied(&endpoint, &logins.tenants).await;
+    let result = async {
+        let client = ctx.admins.get(Driver::Kafka, &endpoint).await?;
+        let crate::admin::Admin::Kafka(kafka) = client.as_ref() else {
+            return Ok(crate::admin::TenantChanges::default());
+        };
+        kafka.apply_tenants(&logins.tenants, &acls, &admin.username, &applied).await
+    }
+    .await;
+    match result {
+        Ok(changes) => {
+            if !changes.is_empty() {
+                tracing::info!(message = "Applied Kafka tenant users and ACLs.", access_point = %ap.name, namespace = %ap.namespace, ?changes);
+            }
+            ctx.admins.record_tenants_applied(&endpoint, &logins.tenants).await;
+            Ok(())
+        }
+        Err(error) => {
+            ctx.admins.evict(Driver::Kafka, &endpoint).await;
+            Err(format!("cannot apply the tenants' Kafka users and ACLs as {}: {error}", admin.username))
+        }
+    }
+}
+
+/// `username` and `password` of a credentials Secret.
+async fn read_credentials(secrets: &Api<Secret>, name: &str) -> Result<Credentials, Error> {
+    let secret = secrets.get(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?;
+    Ok(secret_credentials(&secret))
+}
+
+fn secret_credentials(secret: &Secret) -> Credentials {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).unwrap_or_default();
+    Credentials { username: text("username"), password: text("password") }
+}
+
+/// The tenants Secret (`<access-point>-tenants`): a password per tenant served, kept once made,
+/// and for Mosquitto the password file of their hashes, for RabbitMQ the definitions of the
+/// `admin` and the tenants. Written only when a tenant came or went.
+async fn ensure_tenants_secret(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+    admin: Option<&Credentials>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let name = tenancy::tenants_secret_name(&ap.name);
+    let existing = secrets.get_opt(&name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
+    let text: BTreeMap<String, String> = existing
+        .and_then(|s| s.data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    let tenants = tenancy::tenants(&ap.namespace, &ap.shared_with);
+    let passwords = tenancy::tenant_passwords(&text, &tenants, random_token);
+    let mut data = passwords.clone();
+    data.extend(tenants.iter().map(|t| (tenancy::username_key(t), t.clone())));
+    data.extend(tenants.iter().map(|t| (tenancy::vhost_key(t), t.clone())));
+    if ap.driver == Driver::Mqtt {
+        // Lines of tenants already there keep their salt: the file changes only with the tenants.
+        let old: BTreeMap<&str, &str> = text
+            .get(tenancy::MOSQUITTO_PASSWORDS_KEY)
+            .map(|file| file.lines().filter_map(|l| l.split_once(':').map(|(user, _)| (user, l))).collect())
+            .unwrap_or_default();
+        let lines: Vec<String> = passwords
+            .iter()
+            .map(|(tenant, password)| match old.get(tenant.as_str()) {
+                Some(line) if text.get(tenant) == Some(password) => (*line).to_owned(),
+                _ => tenancy::mosquitto_password_line(
+                    tenant,
+                    password,
+                    random_token().as_bytes().get(..12).unwrap_or_default(),
+                ),
+            })
+            .collect();
+        data.insert(tenancy::MOSQUITTO_PASSWORDS_KEY.to_owned(), lines.join("\n") + "\n");
+    }
+    if let Some(admin) = admin {
+        let mut users = passwords.clone();
+        users.insert(admin.username.clone(), admin.password.clone());
+        let old = tenancy::rabbitmq_existing_hashes(text.get(tenancy::RABBITMQ_DEFINITIONS_KEY).map(String::as_str));
+        let hashes = tenancy::rabbitmq_hashes(&old, &users, random_salt);
+        let former: Vec<String> =
+            old.into_keys().filter(|user| *user != admin.username && !tenants.contains(user)).collect();
+        let definitions = tenancy::rabbitmq_definitions(&admin.username, &tenants, &hashes, &former);
+        data.insert(tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(), definitions);
+    }
+    if data != text {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ap.namespace.clone()),
+                labels: Some(render::labels(ap)),
+                owner_references: Some(vec![owner.clone()]),
+                ..ObjectMeta::default()
+            },
+            data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
+            ..Secret::default()
+        };
+        apply_named(ctx, "Secret", &secret).await?;
+    }
+    Ok(passwords)
+}
+
+/// Creates the generated credentials Secret once; an existing one is never overwritten, so that
+/// passwords survive operator restarts and upgrades. A missing one is [`Error::CredentialsLost`]
+/// unless `may_create`. Returns its user and password.
+async fn ensure_generated_credentials(
+    secrets: &Api<Secret>,
+    name: &str,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+    may_create: bool,
+) -> Result<Credentials, Error> {
+    if let Some(existing) =
+        secrets.get_opt(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?
+    {
+        return Ok(secret_credentials(&existing));
+    }
+    if !may_create {
+        return Err(Error::CredentialsLost { name: name.to_owned() });
+    }
+    let data = crate::drivers::generated_credentials(tenancy::ADMIN_USER, &random_token(), &random_token());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ap.namespace.clone()),
+            labels: Some(render::labels(ap)),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
+        ..Secret::default()
+    };
+    match secrets
+        .create(
+            &PostParams { field_manager: Some(crate::apply::FIELD_MANAGER.into()), ..PostParams::default() },
+            &secret,
+        )
+        .await
+    {
+        Ok(created) => Ok(secret_credentials(&created)),
+        // Another reconcile made it first: its passwords are the ones.
+        Err(kube::Error::Api(status)) if status.is_already_exists() => read_credentials(secrets, name).await,
+        Err(source) => Err(Error::CreateSecret { name: name.to_owned(), source }),
+    }
+}
+
+/// A salt for a RabbitMQ password hash, from the OS generator.
+fn random_salt() -> [u8; 4] {
+    let mut salt = [0u8; 4];
+    #[allow(clippy::expect_used)] // as in random_token
+    getrandom::fill(&mut salt).expect("the OS random generator works");
+    salt
+}
+
+/// 32 random alphanumeric characters from the OS generator.
+fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    // A failing OS generator is not recoverable; the zero bytes would still be unique per
+    // Secret only by chance, so refuse loudly instead.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut bytes).expect("the OS random generator works");
+    bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
+}
