@@ -31,7 +31,7 @@ fn render(sets: &[&str]) -> anyhow::Result<Vec<Value>> {
     }
     let yaml = run_ok(&mut command)?;
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&yaml) {
+    for document in serde_yaml_ng::Deserializer::from_str(&yaml) {
         let value: Value = serde::Deserialize::deserialize(document)?;
         if !value.is_null() {
             objects.push(value);

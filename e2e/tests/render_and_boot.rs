@@ -76,7 +76,7 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
 }
 
 fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>) -> anyhow::Result<String> {
-    let spec: MessagingAccessPointSpec = serde_yaml::from_str(spec_yaml)?;
+    let spec: MessagingAccessPointSpec = serde_yaml_ng::from_str(spec_yaml)?;
     let images = DefaultImages { kafka: "k".into(), nats: "n".into(), rabbitmq: "r".into(), mqtt: "m".into() };
     let ap = validate(NAME, NAMESPACE, &spec, "local", None, &images).map_err(|e| anyhow::anyhow!("{e}"))?;
     let Plan::Managed(managed) = ap.plan.clone() else { anyhow::bail!("managed spec expected") };

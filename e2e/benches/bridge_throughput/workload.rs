@@ -42,7 +42,7 @@ impl Workload {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let workload: Self =
-            serde_yaml::from_str(&text).with_context(|| format!("{}: not an OMB workload", path.display()))?;
+            serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not an OMB workload", path.display()))?;
         let field = |name: &str, problem: &str| anyhow::anyhow!("{}: {name}: {problem}", path.display());
         if workload.topics != 1 {
             return Err(field("topics", "this bench runs one topic per replicator; use 1"));

@@ -112,7 +112,7 @@ mod tests {
 
     fn access_point(sharing: &str) -> AccessPoint {
         let spec =
-            serde_yaml::from_str(&format!("{{driver: rabbitmq, managed: {{replicas: 3}}{sharing}}}")).expect("spec");
+            serde_yaml_ng::from_str(&format!("{{driver: rabbitmq, managed: {{replicas: 3}}{sharing}}}")).expect("spec");
         let images = DefaultImages { kafka: "k".into(), nats: "n".into(), rabbitmq: "r:4.1".into(), mqtt: "m".into() };
         validate("billing", "acme", &spec, "local", None, &images).expect("valid")
     }

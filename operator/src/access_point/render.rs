@@ -449,7 +449,7 @@ mod tests {
     }
 
     fn managed(yaml: &str) -> (AccessPoint, Managed) {
-        let spec = serde_yaml::from_str(yaml).expect("spec");
+        let spec = serde_yaml_ng::from_str(yaml).expect("spec");
         let images = DefaultImages {
             kafka: "apache/kafka:4.1.1".into(),
             nats: "nats:2.12.1".into(),

@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn spec(yaml: &str) -> MessagingAccessPointSpec {
-        serde_yaml::from_str(yaml).expect("spec parses")
+        serde_yaml_ng::from_str(yaml).expect("spec parses")
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn end_file(role: &str, end: &ResolvedEnd) -> EndpointFile {
 /// The worker config as the ConfigMap holds it (YAML).
 #[must_use]
 pub fn worker_config(file: &WorkerFile) -> String {
-    let body = serde_yaml::to_string(file).unwrap_or_default();
+    let body = serde_yaml_ng::to_string(file).unwrap_or_default();
     let WorkerFile { bridge: BridgeName { namespace, name }, .. } = file;
     format!("# Rendered by oms-operator for Bridge {namespace}/{name}; edits are overwritten.\n{body}")
 }
@@ -206,7 +206,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> BridgeSpec {
-        serde_yaml::from_str(yaml).expect("a valid spec")
+        serde_yaml_ng::from_str(yaml).expect("a valid spec")
     }
 
     fn kafka_end() -> ResolvedEnd {

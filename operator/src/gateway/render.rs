@@ -62,7 +62,7 @@ pub fn gateway_file(input: &GatewayInput) -> GatewayFile {
 /// The gateway config as the ConfigMap holds it (YAML).
 #[must_use]
 pub fn gateway_config(input: &GatewayInput) -> String {
-    let body = serde_yaml::to_string(&gateway_file(input)).unwrap_or_default();
+    let body = serde_yaml_ng::to_string(&gateway_file(input)).unwrap_or_default();
     format!(
         "# Rendered by oms-operator for the gateway of MessagingAccessPoint {}/{}; edits are overwritten.\n{body}",
         input.namespace, input.access_point

@@ -237,7 +237,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> QueueSpec {
-        serde_yaml::from_str(yaml).expect("spec")
+        serde_yaml_ng::from_str(yaml).expect("spec")
     }
 
     #[test]
