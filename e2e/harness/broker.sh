@@ -46,8 +46,6 @@ MQTT_START_SECS=${MQTT_START_SECS:-30}
 STOP_SECS=${STOP_SECS:-60}
 
 RABBIT_BIN=/usr/lib/rabbitmq/bin # Debian's /usr/sbin wrappers would su to the rabbitmq user and drop our env
-PY=/usr/bin/python3
-[[ -x $PY ]] || PY=python3
 
 log() { printf 'broker: %s\n' "$*" >&2; }
 die() {
@@ -69,27 +67,17 @@ valid_port() { [[ $1 =~ ^[0-9]+$ ]] && ((1024 <= $1 && $1 <= 65535)); }
 # listening <port>: true if anything listens on that TCP port (any address).
 listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
-# probe <port> <hex to send> <hex expected back; "xx" matches any byte>: a protocol-level check that
-# the server really answers clients, not just that a socket is bound.
-probe() {
-	"$PY" - "$@" <<'PY'
-import socket, sys
-port, send, want = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3]
-want = [None if want[i:i + 2] == "xx" else int(want[i:i + 2], 16) for i in range(0, len(want), 2)]
-try:
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-        s.sendall(send)
-        got = b""
-        while len(got) < len(want):
-            chunk = s.recv(len(want) - len(got))
-            if not chunk:
-                break
-            got += chunk
-except OSError:
-    sys.exit(1)
-ok = len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
-sys.exit(0 if ok else 1)
-PY
+# handshake <kafka|nats|rabbitmq|mqtt> <port>: the operator's own protocol-level check
+# (oms_operator::probe, run by e2e's broker-probe) that the server really answers clients, not
+# just that a socket is bound.
+handshake() { "$BROKER_PROBE" "$1" 127.0.0.1 "$2" >/dev/null 2>&1; }
+
+# need_probe: BROKER_PROBE as the tests pass it, else built here once (make broker-up).
+need_probe() {
+	[[ -n ${BROKER_PROBE:-} ]] ||
+		BROKER_PROBE=$(cd "$ROOT" && cargo build --quiet --locked -p oms-e2e --bin broker-probe --message-format=json |
+			jq -r 'select(.executable != null) | .executable')
+	[[ -x $BROKER_PROBE ]] || die "no broker-probe binary ($BROKER_PROBE)"
 }
 
 http_ok() { curl -sf -o /dev/null --max-time 2 "$@"; }
@@ -348,9 +336,9 @@ kafka_start() {
 	kafka_wait
 }
 
-# An ApiVersions v0 request (key 18, correlation id 1, client "oms"). The broker only processes
-# requests once it has caught up with the metadata log and been unfenced, so an answer means ready.
-kafka_ready() { probe "$PORT" 0000000d001200000000000100036f6d73 xxxxxxxx000000010000; }
+# ApiVersions: the broker only processes requests once it has caught up with the metadata log and
+# been unfenced, so an answer means ready.
+kafka_ready() { handshake kafka "$PORT"; }
 kafka_wait() {
 	source "$dir/ports.env"
 	wait_until "$KAFKA_START_SECS" "the Kafka API on port $PORT" kafka_ready
@@ -400,7 +388,7 @@ nats_start() {
 
 # The client port greets with INFO; /healthz answers 200 only once JetStream is up as well.
 nats_ready() {
-	probe "$PORT" "" 494e464f20 && http_ok "http://127.0.0.1:$MONITOR_PORT/healthz"
+	handshake nats "$PORT" && http_ok "http://127.0.0.1:$MONITOR_PORT/healthz"
 }
 nats_wait() {
 	source "$dir/ports.env"
@@ -501,7 +489,7 @@ rabbitmq_start() {
 # AMQP: the protocol header must be answered by a Connection.Start frame (type 1, channel 0).
 # Management: the HTTP API answers once the plugin is up.
 rabbitmq_ready() {
-	probe "$PORT" 414d515000000901 010000 &&
+	handshake rabbitmq "$PORT" &&
 		http_ok -u guest:guest "http://127.0.0.1:$MANAGEMENT_PORT/api/overview"
 }
 rabbitmq_wait() {
@@ -575,8 +563,8 @@ mqtt_start() {
 	mqtt_wait
 }
 
-# MQTT 3.1.1 CONNECT (clean session, client id "probe") then DISCONNECT; expect CONNACK accepted.
-mqtt_ready() { probe "$PORT" 101100044d5154540402003c000570726f6265e000 20020000; }
+# A CONNECT answered by a CONNACK that accepts it.
+mqtt_ready() { handshake mqtt "$PORT"; }
 mqtt_wait() {
 	source "$dir/ports.env"
 	wait_until "$MQTT_START_SECS" "MQTT on port $PORT" mqtt_ready
@@ -642,6 +630,7 @@ cmd_up() {
 	listening "$port" && die "port $port is already in use"
 
 	local t0=$SECONDS
+	need_probe
 	"${kind}_prepare" # installs and builds, before taking the shared port lock
 	take_alloc_lock
 	mkdir -p "$dir"
@@ -791,6 +780,7 @@ cmd_restart() {
 	valid_name "$name" || die "bad name '$name'"
 	dir=$STATE/$name
 	load_state
+	need_probe
 	local t0=$SECONDS
 	stop_processes keep
 	: >"$dir/pids"

@@ -5,7 +5,16 @@ use std::ops::Deref;
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 
-use crate::process::{free_server_port, repo_root, run_ok};
+use crate::process::{free_server_port, repo_root, run_ok, workspace_binary};
+
+/// `e2e/harness/broker.sh`, run from the repository root, with the readiness handshake it
+/// waits on (the operator's own, `broker-probe`) built with the tests.
+#[must_use]
+pub fn broker_script() -> Command {
+    let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
+    command.current_dir(repo_root()).env("BROKER_PROBE", workspace_binary("broker-probe"));
+    command
+}
 
 /// A real broker started by `e2e/harness/broker.sh` on a free port; stopped on drop.
 pub struct Broker {
@@ -16,9 +25,7 @@ pub struct Broker {
 
 impl Broker {
     fn script() -> Command {
-        let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
-        command.current_dir(repo_root());
-        command
+        broker_script()
     }
 
     /// Starts a broker of `kind` (kafka, nats, rabbitmq, mqtt); `name` gets the test's pid.

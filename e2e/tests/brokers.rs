@@ -6,8 +6,8 @@ use std::process::Command;
 use oms_e2e::{free_server_port, repo_root, run, run_ok};
 
 fn broker(args: &[&str]) -> Command {
-    let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
-    command.args(args).current_dir(repo_root());
+    let mut command = oms_e2e::broker_script();
+    command.args(args);
     command
 }
 

@@ -24,7 +24,6 @@ mod report;
 mod workload;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -154,8 +153,8 @@ impl Brokers {
                     self.nats_leafnode_port
                 ),
             };
-            let mut command = Command::new(repo_root().join("e2e/harness/broker.sh"));
-            command.args(["up", &broker.kind, &broker.name, &broker.port.to_string()]).current_dir(repo_root());
+            let mut command = oms_e2e::broker_script();
+            command.args(["up", &broker.kind, &broker.name, &broker.port.to_string()]);
             if kind == Kind::Nats {
                 command.env("NATS_EXTRA_CONFIG", nats_config);
             }

@@ -527,32 +527,23 @@ pub fn check_round_trip(seen: &[Seen], count: usize, pair: &str, headers_travel:
     }
 }
 
-/// Lost and duplicated messages among `seen` for payloads `msg-0..count`.
-pub fn lost_and_duplicated(seen: &[Seen], count: usize) -> (usize, usize) {
-    let distinct: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
-    let expected = (0..count).filter(|i| distinct.contains(format!("msg-{i}").as_str())).count();
-    (count - expected, seen.len() - distinct.len())
+/// The verdict on what a target received (payload `msg-<i>`, key `k<i % KEYS>` as `produce`
+/// writes them), by the rule every tier uses. Keys are checked by `check_round_trip`; here each
+/// message's own key orders it, as on MQTT, which carries none.
+pub fn verdict(seen: &[Seen], count: usize) -> oms_e2e::Verdict {
+    let number = |s: &Seen| s.payload.strip_prefix("msg-").and_then(|n| n.parse().ok());
+    oms_e2e::Verdict::of(seen.iter().map(|s| (number(s), None)), count, KEYS)
 }
 
-/// First deliveries that arrived after a later message of their key (payload `msg-<i>`, key
-/// `k<i % KEYS>`, as `produce` writes them); repeats of a message are not counted.
+/// Messages of `0..count` that never arrived, and repeats.
+pub fn lost_and_duplicated(seen: &[Seen], count: usize) -> (usize, usize) {
+    let verdict = verdict(seen, count);
+    (verdict.lost, verdict.duplicates)
+}
+
+/// First deliveries that arrived after a later message of their key.
 pub fn overtaken(seen: &[Seen]) -> usize {
-    let mut newest: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut delivered = HashSet::new();
-    let mut count = 0;
-    for message in seen {
-        let Ok(i) = message.payload.trim_start_matches("msg-").parse::<usize>() else { continue };
-        if !delivered.insert(i) {
-            continue;
-        }
-        match newest.get(&(i % KEYS)) {
-            Some(&later) if later > i => count += 1,
-            _ => {
-                newest.insert(i % KEYS, i);
-            }
-        }
-    }
-    count
+    verdict(seen, 0).out_of_order
 }
 
 /// Certificate files for one test, written like a mounted Secret (replaced by rename).
