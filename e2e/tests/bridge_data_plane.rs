@@ -295,8 +295,8 @@ async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_the_source_and_the_target_broker_mid_stream_loses_nothing_and_keeps_key_order() -> anyhow::Result<()>
-{
+async fn a_broker_restart_at_the_source_and_the_target_mid_stream_loses_nothing_and_keeps_key_order()
+-> anyhow::Result<()> {
     // Enough that each broker restarts while the stream flows (checked below), at the slowest
     // pair's paced rate (a few hundred a second into Kafka with two in flight).
     const COUNT: usize = 10_000;
