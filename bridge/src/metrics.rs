@@ -12,6 +12,7 @@ pub struct BridgeMetrics {
     pub link_up: IntGauge,
     pub deduplicated: IntCounter,
     pub resent: IntCounter,
+    pub redelivered: IntCounter,
     pub latency: Histogram,
     pub source_lag: IntGauge,
     pub gap_detected: IntCounter,
@@ -62,6 +63,12 @@ impl BridgeMetrics {
                 "Messages sent but unconfirmed when a run failed: the source delivers them again, so a target \
                  that does not deduplicate may hold them twice.",
             ))?,
+            redelivered: IntCounter::with_opts(opts(
+                "oms_bridge_messages_redelivered_total",
+                "Messages the source delivered again after an unacknowledged delivery (a failed or killed \
+                 worker) and the target stored again: repeats the target may hold. Sources that mark no \
+                 redelivery (Kafka, a gateway) add none.",
+            ))?,
             latency: Histogram::with_opts(
                 HistogramOpts::from(opts(
                     "oms_bridge_replication_latency_seconds",
@@ -95,6 +102,7 @@ impl BridgeMetrics {
         registry.register(Box::new(metrics.link_up.clone()))?;
         registry.register(Box::new(metrics.deduplicated.clone()))?;
         registry.register(Box::new(metrics.resent.clone()))?;
+        registry.register(Box::new(metrics.redelivered.clone()))?;
         registry.register(Box::new(metrics.latency.clone()))?;
         registry.register(Box::new(metrics.source_lag.clone()))?;
         registry.register(Box::new(metrics.gap_detected.clone()))?;

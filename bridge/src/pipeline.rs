@@ -130,6 +130,8 @@ struct Pending {
     timestamp_ms: Option<i64>,
     /// Skipped (loop, filter): acknowledged in order, not counted as sent.
     skipped: bool,
+    /// The source delivered it again: stored, it counts as a repeat the target may hold.
+    redelivered: bool,
     lane: Option<Lane>,
 }
 
@@ -288,6 +290,7 @@ async fn take_in(
         id: message.id.clone(),
         timestamp_ms: message.timestamp_ms,
         skipped: skip.is_some(),
+        redelivered: received.redelivered,
     };
     if let Some(reason) = skip {
         metrics.skipped.with_label_values(&[reason]).inc();
@@ -352,8 +355,10 @@ async fn acknowledge(
     if pending.skipped {
         return Ok(());
     }
-    if outcome == Delivered::Duplicate {
-        metrics.deduplicated.inc();
+    match outcome {
+        Delivered::Duplicate => metrics.deduplicated.inc(),
+        Delivered::Stored if pending.redelivered => metrics.redelivered.inc(),
+        Delivered::Stored => {}
     }
     count_sent(metrics, pending.bytes, pending.timestamp_ms);
     Ok(())

@@ -159,7 +159,7 @@ mod tests {
     use super::*;
 
     fn at(partition: i32, offset: i64) -> Received {
-        Received { message: Message::default(), ack: Ack::Kafka { partition, offset }, gap: 0 }
+        Received { message: Message::default(), ack: Ack::Kafka { partition, offset }, gap: 0, redelivered: false }
     }
 
     #[test]

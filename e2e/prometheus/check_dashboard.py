@@ -32,6 +32,7 @@ COUNTERS_AND_GAUGES = {
     "oms_bridge_messages_skipped_total",
     "oms_bridge_messages_deduplicated_total",
     "oms_bridge_messages_resent_total",
+    "oms_bridge_messages_redelivered_total",
     "oms_bridge_link_up",
     "oms_bridge_source_lag_messages",
     "oms_bridge_gap_detected_total",

@@ -117,7 +117,8 @@ impl AmqpSource {
             provenance: own.provenance,
         };
         // A queue hands out what it holds; what it dropped is not visible to a consumer.
-        Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)), gap: 0 })
+        let redelivered = delivery.redelivered;
+        Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)), gap: 0, redelivered })
     }
 }
 

@@ -194,7 +194,7 @@ impl GatewaySource {
         let delivery = reply.delivery.ok_or_else(|| ConnectorError::Receive("an empty delivery".into()))?;
         let message = delivery.message.ok_or_else(|| ConnectorError::Receive("a delivery without a message".into()))?;
         let message = from_wire(message).map_err(ConnectorError::Receive)?;
-        Ok(Received { message, ack: Ack::Gateway(delivery.delivery_id), gap: delivery.gap })
+        Ok(Received { message, ack: Ack::Gateway(delivery.delivery_id), gap: delivery.gap, redelivered: false })
     }
 
     pub async fn ack(&self, delivery_id: u64) -> Result<(), ConnectorError> {

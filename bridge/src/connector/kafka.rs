@@ -184,7 +184,7 @@ impl KafkaSource {
         let (partition, offset) = (record.partition(), record.offset());
         drop(record);
         let gap = self.gap_before(partition, offset);
-        Ok(Received { message, ack: super::Ack::Kafka { partition, offset }, gap })
+        Ok(Received { message, ack: super::Ack::Kafka { partition, offset }, gap, redelivered: false })
     }
 
     /// Stores the offset of a message the target confirmed. `rd_kafka_offset_store` itself

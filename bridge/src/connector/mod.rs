@@ -80,6 +80,10 @@ pub struct Received {
     pub ack: Ack,
     /// Messages the source lost right before this one, before they could be bridged.
     pub gap: u64,
+    /// The source delivers this message again (an earlier delivery was not acknowledged: a worker
+    /// that failed or was killed): the target may hold it already. Kafka and the gateway cannot
+    /// tell, and say false.
+    pub redelivered: bool,
 }
 
 /// How a source is told that a message is safe at the target.

@@ -92,7 +92,8 @@ impl MqttSource {
             id: self.ids.id(None, 0, self.received),
             provenance: Vec::new(),
         };
-        Ok(Received { message, ack: Ack::Mqtt(Box::new(publish)), gap: 0 })
+        let redelivered = publish.dup;
+        Ok(Received { message, ack: Ack::Mqtt(Box::new(publish)), gap: 0, redelivered })
     }
 
     pub async fn ack(&self, publish: &Publish) -> Result<(), ConnectorError> {

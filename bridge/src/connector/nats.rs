@@ -156,7 +156,7 @@ impl NatsSource {
             .ok_or_else(|| ConnectorError::Receive("the consumer stream ended".into()))?
             .map_err(|e| ConnectorError::Receive(e.to_string()))?;
         let info = message.info().map_err(|e| ConnectorError::Receive(e.to_string()))?;
-        let sequence = info.stream_sequence;
+        let (sequence, redelivered) = (info.stream_sequence, info.delivered > 1);
         let timestamp_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok();
         let mut headers = Vec::new();
         if let Some(map) = &message.headers {
@@ -176,7 +176,7 @@ impl NatsSource {
             provenance: own.provenance,
         };
         let gap = self.gap_before(sequence).await;
-        Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap })
+        Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap, redelivered })
     }
 }
 

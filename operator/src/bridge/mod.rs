@@ -61,7 +61,8 @@ pub struct State {
     ctx: Arc<Context>,
     pki: Arc<Pki>,
     /// Forwarded counts per Bridge (by uid), kept across worker restarts.
-    ledgers: Mutex<HashMap<String, observe::Ledger>>,
+    /// Per Bridge (uid): the forwarded and the duplicate counts over its workers' lives.
+    ledgers: Mutex<HashMap<String, [observe::Ledger; 2]>>,
 }
 
 /// Runs until `shutdown`; watches what it owns, so a deleted or edited object is put back.
@@ -315,14 +316,17 @@ async fn observe_workers(
         .await
         .map_err(|source| Error::Read { what: format!("pods of {}", render::worker_name(&name)), source })?;
     let previous = bridge.status.clone().unwrap_or_default();
-    let forwarded = {
+    let [forwarded, duplicates] = {
         let mut ledgers = state.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let uid = bridge.uid().unwrap_or_default();
-        let ledger = ledgers.entry(uid).or_insert_with(|| {
-            let known = previous.forwarded_total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
-            observe::Ledger::resume(known, &readings)
+        let known = |total: Option<i64>| total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
+        let [forwarded, duplicates] = ledgers.entry(uid).or_insert_with(|| {
+            [
+                observe::Ledger::resume(observe::forwarded, known(previous.forwarded_total), &readings),
+                observe::Ledger::resume(observe::duplicates, known(previous.duplicates_total), &readings),
+            ]
         });
-        ledger.record(&readings)
+        [forwarded.record(&readings), duplicates.record(&readings)]
     };
     let observation = observe::Observation {
         expected: bridge.spec.replicas,
@@ -357,6 +361,7 @@ async fn observe_workers(
         delivery: Some(bridge.spec.delivery),
         lag_messages: lag,
         forwarded_total: Some(i64::try_from(forwarded).unwrap_or(i64::MAX)),
+        duplicates_total: Some(i64::try_from(duplicates).unwrap_or(i64::MAX)),
         last_forwarded_time: observation
             .last_forwarded()
             .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
@@ -372,6 +377,7 @@ struct Observed {
     delivery: Option<oms_crds::bridge::Delivery>,
     lag_messages: Option<i64>,
     forwarded_total: Option<i64>,
+    duplicates_total: Option<i64>,
     last_forwarded_time: Option<Time>,
 }
 
@@ -384,6 +390,7 @@ fn not_running(bridge: &Bridge, reason: &'static str, message: &str) -> Observed
         delivery: previous.delivery,
         lag_messages: previous.lag_messages,
         forwarded_total: previous.forwarded_total,
+        duplicates_total: previous.duplicates_total,
         last_forwarded_time: previous.last_forwarded_time,
     }
 }
@@ -403,6 +410,7 @@ async fn write_status(ctx: &Context, bridge: &Bridge, observed: &Observed) -> Re
         lag_messages: observed.lag_messages,
         last_forwarded_time: observed.last_forwarded_time.clone(),
         forwarded_total: observed.forwarded_total,
+        duplicates_total: observed.duplicates_total,
         delivery: observed.delivery,
         observed_generation: generation,
         conditions,

@@ -1,6 +1,6 @@
 //! Status from the data path: the operator reads each worker's admin endpoint (`/metrics`; a pull,
 //! so the data plane cannot write arbitrary status) and decides `Connected` and `Stalled`, the lag
-//! and the forwarded count. Parsing and deciding are pure; [`read_workers`] is the I/O edge.
+//! and the forwarded and duplicate counts. Parsing and deciding are pure; [`read_workers`] is the I/O edge.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +23,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Reading {
     /// `oms_bridge_messages_sent_total`: confirmed by the target since this process started.
     pub sent: u64,
+    /// `oms_bridge_messages_redelivered_total`: redeliveries the target stored again (0 from
+    /// workers that do not count them).
+    pub redelivered: u64,
     /// `oms_bridge_source_lag_messages`; `None` where the source cannot tell (MQTT).
     pub lag: Option<i64>,
     /// Unix seconds of the last confirmed forward; `None` before the first.
@@ -51,6 +54,7 @@ pub fn parse(text: &str) -> Option<Reading> {
     let started = whole("oms_bridge_start_timestamp_seconds")?;
     Some(Reading {
         sent: u64::try_from(sent).unwrap_or(0),
+        redelivered: whole("oms_bridge_messages_redelivered_total").and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
         lag: whole("oms_bridge_source_lag_messages"),
         last_forwarded: whole("oms_bridge_last_forwarded_timestamp_seconds").filter(|t| *t > 0),
         started,
@@ -58,10 +62,26 @@ pub fn parse(text: &str) -> Option<Reading> {
     })
 }
 
-/// Messages forwarded over a Bridge's life, across worker restarts (each restart resets the
-/// worker's counter): what ended processes sent, plus what each live one has sent so far.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Which counter of a worker's reading a [`Ledger`] adds up.
+pub type Counter = fn(&Reading) -> u64;
+
+/// `status.forwardedTotal`: what the target confirmed.
+#[must_use]
+pub fn forwarded(reading: &Reading) -> u64 {
+    reading.sent
+}
+
+/// `status.duplicatesTotal`: redeliveries the target stored again.
+#[must_use]
+pub fn duplicates(reading: &Reading) -> u64 {
+    reading.redelivered
+}
+
+/// One counter over a Bridge's life, across worker restarts (each restart resets the worker's
+/// counter): what ended processes counted, plus what each live one has counted so far.
+#[derive(Clone, Debug)]
 pub struct Ledger {
+    counter: Counter,
     /// Forwarded by processes that have ended, and what the status held before we looked.
     committed: u64,
     /// Per worker (pod): its start time and its counter when last read.
@@ -69,14 +89,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Continues from `status.forwardedTotal` after an operator restart: what the workers report
-    /// now is taken as already counted (what they forwarded since the last status write is lost
-    /// from the total; nothing is counted twice).
+    /// Continues from the status's total after an operator restart (0 for a new Bridge): what the
+    /// workers report now is taken as already counted (what they counted since the last status
+    /// write is lost from the total; nothing is counted twice).
     #[must_use]
-    pub fn resume(total: u64, readings: &[(String, Reading)]) -> Self {
-        let live: u64 = readings.iter().map(|(_, r)| r.sent).sum();
-        let processes = readings.iter().map(|(key, r)| (key.clone(), (r.started, r.sent))).collect();
-        Self { committed: total.saturating_sub(live), processes }
+    pub fn resume(counter: Counter, total: u64, readings: &[(String, Reading)]) -> Self {
+        let live: u64 = readings.iter().map(|(_, r)| counter(r)).sum();
+        let processes = readings.iter().map(|(key, r)| (key.clone(), (r.started, counter(r)))).collect();
+        Self { counter, committed: total.saturating_sub(live), processes }
     }
 
     /// Takes in this round's readings; returns the total.
@@ -89,7 +109,7 @@ impl Ledger {
                 Some((_, sent)) => self.committed += sent,
                 None => {}
             }
-            self.processes.insert(key.clone(), (reading.started, reading.sent));
+            self.processes.insert(key.clone(), (reading.started, (self.counter)(reading)));
         }
         self.total()
     }
@@ -247,15 +267,24 @@ mod tests {
         oms_bridge_link_up{bridge=\"b\"} 1\n";
 
     fn reading(sent: u64, started: i64) -> Reading {
-        Reading { sent, lag: Some(0), last_forwarded: None, started, link_up: true }
+        Reading { sent, redelivered: sent / 10, lag: Some(0), last_forwarded: None, started, link_up: true }
     }
 
     #[test]
     fn a_worker_page_is_read_and_anything_else_is_not() {
         assert_eq!(
             parse(PAGE),
-            Some(Reading { sent: 1200, lag: Some(30), last_forwarded: Some(1000), started: 900, link_up: true })
+            Some(Reading {
+                sent: 1200,
+                redelivered: 0,
+                lag: Some(30),
+                last_forwarded: Some(1000),
+                started: 900,
+                link_up: true
+            })
         );
+        let counted = format!("{PAGE}oms_bridge_messages_redelivered_total{{bridge=\"b\"}} 7\n");
+        assert_eq!(parse(&counted).map(|r| r.redelivered), Some(7));
         assert_eq!(parse("oms_operator_reconcile_total{kind=\"Bridge\"} 3\n"), None, "not a worker");
         let never = PAGE.replace("} 1000", "} 0");
         assert_eq!(parse(&never).and_then(|r| r.last_forwarded), None, "0 means never");
@@ -263,7 +292,7 @@ mod tests {
 
     #[test]
     fn the_total_survives_worker_restarts_and_operator_restarts() {
-        let mut ledger = Ledger::default();
+        let mut ledger = Ledger::resume(forwarded, 0, &[]);
         assert_eq!(ledger.record(&[("pod-a".into(), reading(100, 1))]), 100);
         assert_eq!(ledger.record(&[("pod-a".into(), reading(250, 1))]), 250);
         // The worker restarted: its counter starts again from 0.
@@ -273,9 +302,13 @@ mod tests {
         // Unanswered this round: counted as last seen, not lost.
         assert_eq!(ledger.record(&[]), 305);
         // The operator restarted with 305 in the status; the worker reports 50 it has already counted.
-        let mut resumed = Ledger::resume(305, &[("pod-a".into(), reading(50, 2))]);
+        let mut resumed = Ledger::resume(forwarded, 305, &[("pod-a".into(), reading(50, 2))]);
         assert_eq!(resumed.total(), 305);
         assert_eq!(resumed.record(&[("pod-a".into(), reading(60, 2))]), 315);
+        // Each counter on its own ledger, by the same rules.
+        let mut duplicated = Ledger::resume(duplicates, 0, &[]);
+        assert_eq!(duplicated.record(&[("pod-a".into(), reading(100, 1))]), 10);
+        assert_eq!(duplicated.record(&[("pod-a".into(), reading(40, 2))]), 14);
     }
 
     fn condition(type_: &str, status: &str, since: i64) -> Condition {
@@ -296,7 +329,14 @@ mod tests {
     #[test]
     fn lag_without_progress_for_the_threshold_is_stalled() {
         let after = Duration::from_mins(1);
-        let working = Reading { sent: 10, lag: Some(5), last_forwarded: Some(1_000), started: 500, link_up: true };
+        let working = Reading {
+            sent: 10,
+            redelivered: 0,
+            lag: Some(5),
+            last_forwarded: Some(1_000),
+            started: 500,
+            link_up: true,
+        };
         let observation = Observation { expected: 1, readings: vec![working.clone()] };
         assert_eq!(stalled(&decide(&observation, &[], 1_059, after)), (Status::False, "Forwarding"));
         assert_eq!(stalled(&decide(&observation, &[], 1_060, after)), (Status::True, "NoProgress"));
@@ -324,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_worker_that_lost_an_end_is_not_connected() {
-        let down = Reading { sent: 0, lag: None, last_forwarded: None, started: 1, link_up: false };
+        let down = Reading { sent: 0, redelivered: 0, lag: None, last_forwarded: None, started: 1, link_up: false };
         let decided = decide(&Observation { expected: 1, readings: vec![down] }, &[], 2, Duration::from_mins(1));
         assert_eq!((decided[0].status, decided[0].reason), (Status::False, "Disconnected"));
     }
