@@ -233,10 +233,7 @@ pub async fn forward(
                 }
             }
             _ = lag_tick.tick() => {
-                if let Some(backlog) = source.backlog().await {
-                    let in_flight = u64::try_from(flight.window.len()).unwrap_or(u64::MAX);
-                    metrics.source_lag.set(i64::try_from(backlog.saturating_add(in_flight)).unwrap_or(i64::MAX));
-                }
+                report_lag(metrics, source.backlog().await, flight.window.len());
             }
         }
     };
@@ -319,6 +316,15 @@ pub fn skip_reason(message: &Message, route: Route<'_>) -> Option<&'static str> 
 pub fn add_source_hop(message: &mut Message, route: Route<'_>) {
     if let Some(hops) = message.provenance_after(route.hops.source) {
         message.provenance = hops.split(',').map(str::to_owned).collect();
+    }
+}
+
+/// `oms_bridge_source_lag_messages`: what waits at the source (where it can tell) plus what is
+/// taken and not yet confirmed.
+pub fn report_lag(metrics: &BridgeMetrics, backlog: Option<u64>, in_flight: usize) {
+    if let Some(backlog) = backlog {
+        let in_flight = u64::try_from(in_flight).unwrap_or(u64::MAX);
+        metrics.source_lag.set(i64::try_from(backlog.saturating_add(in_flight)).unwrap_or(i64::MAX));
     }
 }
 

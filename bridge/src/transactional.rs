@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connector::{Ack, ConnectorError, KafkaSource, Received, TransactionalSink};
 use crate::message::Message;
 use crate::metrics::BridgeMetrics;
-use crate::pipeline::{LAG_INTERVAL, Route, add_source_hop, count_received, count_sent, skip_reason};
+use crate::pipeline::{LAG_INTERVAL, Route, add_source_hop, count_received, count_sent, report_lag, skip_reason};
 
 /// How long a batch waits for more messages after its first: a transaction costs a few round
 /// trips to the broker, so under load batches fill up, and when idle a message waits this long.
@@ -40,9 +40,8 @@ pub async fn forward_in_transactions(
             () = shutdown.cancelled() => return Ok(()),
             first = source.next() => first?,
             _ = lag_tick.tick() => {
-                if let Some(backlog) = source.backlog() {
-                    metrics.source_lag.set(i64::try_from(backlog).unwrap_or(i64::MAX));
-                }
+                // Between batches nothing is in flight.
+                report_lag(metrics, source.backlog(), 0);
                 continue;
             }
         };

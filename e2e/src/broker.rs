@@ -24,10 +24,6 @@ pub struct Broker {
 }
 
 impl Broker {
-    fn script() -> Command {
-        broker_script()
-    }
-
     /// Starts a broker of `kind` (kafka, nats, rabbitmq, mqtt); `name` gets the test's pid.
     pub fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
         let broker =
@@ -53,7 +49,7 @@ impl Broker {
             port: free_server_port(),
         };
         run_ok(
-            Self::script()
+            broker_script()
                 .args(["up", kind, &broker.name, &broker.port.to_string()])
                 .env("BROKER_OWNER_PID", std::process::id().to_string()),
         )?;
@@ -65,19 +61,19 @@ impl Broker {
 
     /// Stops the broker (its data goes with it).
     pub fn down(&self) -> anyhow::Result<()> {
-        run_ok(Self::script().args(["down", &self.name]))?;
+        run_ok(broker_script().args(["down", &self.name]))?;
         Ok(())
     }
 
     /// Starts the broker again on the same port after `down`, with empty storage.
     pub fn up_again(&self) -> anyhow::Result<()> {
-        run_ok(Self::script().args(["up", &self.kind, &self.name, &self.port.to_string()]))?;
+        run_ok(broker_script().args(["up", &self.kind, &self.name, &self.port.to_string()]))?;
         Ok(())
     }
 
     /// Stops the broker gracefully and starts it again on the same port, keeping its data.
     pub fn restart(&self) -> anyhow::Result<()> {
-        run_ok(Self::script().args(["restart", &self.name]))?;
+        run_ok(broker_script().args(["restart", &self.name]))?;
         Ok(())
     }
 

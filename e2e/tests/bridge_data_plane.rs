@@ -101,13 +101,12 @@ async fn kafka_to_kafka_exactly_once_commits_each_message_once_through_kill_9() 
     let admin = oms_e2e::admin_address()?;
     let worker = Worker::start_with("eos", &config(admin))?;
     let arrived = brokers.consume(Kind::Kafka, "eos-out", COUNT, Duration::from_mins(3)).await?;
-    let distinct: HashSet<&str> = arrived.iter().map(|s| s.payload.as_str()).collect();
-    anyhow::ensure!(distinct.len() == COUNT, "{} of {COUNT} arrived", distinct.len());
+    let missing = lost_and_duplicated(&arrived, COUNT).0;
+    anyhow::ensure!(missing == 0, "{missing} of {COUNT} never arrived");
     // SIGTERM ends the last transaction; then every committed record is read, to the end.
     worker.stop()?;
     let committed = brokers.kafka_read_to_end("eos-out", Duration::from_mins(1)).await?;
-    let distinct: HashSet<&str> = committed.iter().map(|s| s.payload.as_str()).collect();
-    let (lost, duplicated) = (COUNT - distinct.len(), committed.len() - distinct.len());
+    let (lost, duplicated) = lost_and_duplicated(&committed, COUNT);
     println!(
         "kafka -> kafka ExactlyOnce, kill -9 x{KILLS}: produced {COUNT}, committed in the target {}, lost {lost}, \
          duplicates {duplicated} (the killed workers had sent {sent_before_kills}, their open transactions aborted)",

@@ -175,18 +175,7 @@ async fn ensure_tenants_secret(
         data.insert(tenancy::RABBITMQ_DEFINITIONS_KEY.to_owned(), definitions);
     }
     if data != text {
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ap.namespace.clone()),
-                labels: Some(render::labels(ap)),
-                owner_references: Some(vec![owner.clone()]),
-                ..ObjectMeta::default()
-            },
-            data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()),
-            ..Secret::default()
-        };
-        apply_named(ctx, "Secret", &secret).await?;
+        apply_named(ctx, "Secret", &owned_secret(&name, ap, owner, data)).await?;
     }
     Ok(passwords)
 }
@@ -210,17 +199,7 @@ async fn ensure_generated_credentials(
         return Err(Error::CredentialsLost { name: name.to_owned() });
     }
     let data = crate::drivers::generated_credentials(tenancy::ADMIN_USER, &random_token(), &random_token());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(ap.namespace.clone()),
-            labels: Some(render::labels(ap)),
-            owner_references: Some(vec![owner.clone()]),
-            ..ObjectMeta::default()
-        },
-        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect()),
-        ..Secret::default()
-    };
+    let secret = owned_secret(name, ap, owner, data);
     match secrets
         .create(
             &PostParams { field_manager: Some(crate::apply::FIELD_MANAGER.into()), ..PostParams::default() },
@@ -232,6 +211,26 @@ async fn ensure_generated_credentials(
         // Another reconcile made it first: its passwords are the ones.
         Err(kube::Error::Api(status)) if status.is_already_exists() => read_credentials(secrets, name).await,
         Err(source) => Err(Error::CreateSecret { name: name.to_owned(), source }),
+    }
+}
+
+/// Secret `name` of the access point's namespace with its labels, owned by it, holding `data`.
+fn owned_secret<K: Into<String>>(
+    name: &str,
+    ap: &AccessPoint,
+    owner: &OwnerReference,
+    data: impl IntoIterator<Item = (K, String)>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ap.namespace.clone()),
+            labels: Some(render::labels(ap)),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data.into_iter().map(|(k, v)| (k.into(), ByteString(v.into_bytes()))).collect()),
+        ..Secret::default()
     }
 }
 
