@@ -2,6 +2,7 @@
 //! expressions the CRD schema checks them against at admission. The parsers here and the
 //! patterns accept exactly the same strings; a unit test holds them together.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// A size: an integer with an optional binary (`Ki`..`Ei`) or decimal (`k`..`E`) suffix.
@@ -109,6 +110,36 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseError> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// Writes `duration` the way a spec would (`7d`, `1h30m`, `250ms`): [`parse_duration`] reads it
+/// back to the same value, so a status field can be compared with the spec it answers.
+#[must_use]
+pub fn format_duration(duration: Duration) -> String {
+    let mut rest = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    if rest == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, ms) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if rest >= ms {
+            let _ = write!(out, "{}{unit}", rest / ms);
+            rest %= ms;
+        }
+    }
+    out
+}
+
+/// Writes `bytes` the way a spec would: the largest binary suffix that divides it exactly
+/// (`10Gi`, `512Mi`), else plain bytes. [`parse_size`] reads it back to the same value.
+#[must_use]
+pub fn format_size(bytes: u64) -> String {
+    for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes > 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +183,20 @@ mod tests {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.to_string().contains("7d"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn formatted_durations_and_sizes_read_back_to_the_same_value() {
+        for ms in [0u64, 1, 250, 1_000, 90_000, 5_400_000, 604_800_000, 90_061_001] {
+            let text = format_duration(Duration::from_millis(ms));
+            assert_eq!(parse_duration(&text), Ok(Duration::from_millis(ms)), "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_hours(7 * 24)), "7d");
+        assert_eq!(format_duration(Duration::from_mins(90)), "1h30m");
+        for bytes in [0u64, 1, 1000, 1024, 1_048_576, 10 << 30, 1_073_741_825] {
+            assert_eq!(parse_size(&format_size(bytes)), Ok(bytes), "{}", format_size(bytes));
+        }
+        assert_eq!(format_size(10 << 30), "10Gi");
+        assert_eq!(format_size(1000), "1000");
     }
 }

@@ -23,7 +23,9 @@ use crate::quantity::{duration_message, duration_rule, size_message, size_rule};
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".status.partitions"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Broker name","type":"string","priority":1,"jsonPath":".status.brokerName"}"#
+    printcolumn = r#"{"name":"Broker name","type":"string","priority":1,"jsonPath":".status.brokerName"}"#,
+    printcolumn = r#"{"name":"Retention","type":"string","priority":1,"jsonPath":".status.retention.time"}"#,
+    printcolumn = r#"{"name":"Replication","type":"integer","priority":1,"jsonPath":".status.replication"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -180,6 +182,19 @@ pub struct QueueStatus {
     /// Partitions the broker reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<i32>,
+    /// How long and how much the broker keeps, as it reports it (absent where the broker keeps no
+    /// such limit for a queue: MQTT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionStatus>,
+    /// Copies of each message the broker reports keeping (absent where it does not say: RabbitMQ
+    /// and MQTT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<i32>,
+    /// How long the broker drops a repeat of a message id it stored (JetStream's duplicate window,
+    /// e.g. 2m): what `delivery: ExactlyOnce` into this queue rests on. Absent where the broker
+    /// keeps no such window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_window: Option<String>,
     /// What the access point's driver can and cannot do for this queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
@@ -194,6 +209,17 @@ pub struct QueueStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// Retention limits as the broker reports them, written as in a spec (`7d`, `10Gi`) or `unlimited`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionStatus {
+    pub time: String,
+    pub bytes: String,
+}
+
+/// What a status says of a limit the broker does not set.
+pub const UNLIMITED: &str = "unlimited";
 
 #[cfg(test)]
 mod tests {

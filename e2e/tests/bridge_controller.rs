@@ -6,6 +6,7 @@
 
 use std::process::Command;
 
+use anyhow::Context as _;
 use oms_e2e::{Broker, Cluster, DEADLINE, Operator, condition, poll, run, run_ok, workspace_binary};
 use serde_json::Value;
 
@@ -115,6 +116,8 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
              spec: {{accessPointRef: {{name: edge-nats}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-eu}}\n\
              spec: {{accessPointRef: {{name: edge-nats}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: brief}}\n\
+             spec: {{accessPointRef: {{name: edge-nats}}, retention: {{time: 30s}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: legacy}}\n\
              spec: {{accessPointRef: {{name: rabbit}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-eu}}\n\
@@ -122,7 +125,9 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: from-rabbit}}\n\
              spec: {{source: {{queueRef: {{name: legacy}}}}, target: {{queueRef: {{name: orders-eu}}}}, delivery: ExactlyOnce}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: two-workers}}\n\
-             spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-eu}}}}, replicas: 2}}\n",
+             spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-eu}}}}, replicas: 2}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: short-window}}\n\
+             spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: brief}}}}, delivery: ExactlyOnce}}\n",
             nats.address()
         ),
     )?;
@@ -130,6 +135,11 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
         ("to-eu", "InvalidSpec", "spec.filter: at column 19"),
         ("from-rabbit", "Unsupported", "spec.delivery: ExactlyOnce is unsupported from amqp to nats"),
         ("two-workers", "Unsupported", "spec.replicas: 2 workers from a nats source are unsupported"),
+        (
+            "short-window",
+            "Unsupported",
+            "spec.delivery: ExactlyOnce into stream brief needs a duplicate window of at least 2m",
+        ),
     ] {
         let refused = poll(reason, DEADLINE, || {
             Ok(get(&cluster, ns, &format!("bridge/{bridge}"))?.filter(|b| ready_reason(b).as_deref() == Some(reason)))
@@ -140,6 +150,13 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
         let worker = format!("{bridge}-oms-bridge");
         assert!(get(&cluster, ns, &format!("configmap/{worker}"))?.is_none(), "no worker config for {bridge}");
         assert!(get(&cluster, ns, &format!("deployment/{worker}"))?.is_none(), "no worker for {bridge}");
+    }
+
+    // What short-window was judged by is what the broker reports, in the target Queue's status.
+    for (queue, window) in [("brief", "30s"), ("orders-eu", "2m")] {
+        let reported = get(&cluster, ns, &format!("queue/{queue}"))?.context("the Queue")?;
+        println!("bridge controller: queue {queue}: duplicateWindow {}", reported["status"]["duplicateWindow"]);
+        assert_eq!(reported["status"]["duplicateWindow"], window, "{queue}: the stream's window, read back");
     }
 
     // The fix is an edit of the Bridge; the worker follows at once, with the guarantee asked for.

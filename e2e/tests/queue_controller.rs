@@ -2,9 +2,13 @@
 //! behind external access points, checked on the broker with the brokers' own tools.
 
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use oms_e2e::{Broker, DEADLINE, Scenario, condition, poll, repo_root, run, tool};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use serde_json::Value;
 
 /// Operator flags that make drift checks and probes quick enough for tests.
@@ -57,7 +61,7 @@ fn nats(broker: &Broker, args: &[&str]) -> anyhow::Result<std::process::Output> 
         .args(args))
 }
 
-/// A small pika program: `exists <queue>`, `publish <queue>`, answers on stdout.
+/// A small pika program: `exists <queue>`, `publish <queue>`, `count <queue>`, answers on stdout.
 fn amqp(broker: &Broker, action: &str, queue: &str) -> anyhow::Result<String> {
     let script = r#"
 import sys, pika
@@ -73,6 +77,8 @@ if action == "exists":
 elif action == "publish":
     channel.basic_publish("", queue, b"keep me")
     print("published")
+elif action == "count":
+    print(channel.queue_declare(queue, passive=True).method.message_count)
 connection.close()
 "#;
     let python = repo_root().join(".bin/amqp-venv/bin/python");
@@ -94,6 +100,13 @@ fn kafka_topics_are_created_grown_and_reconfigured_and_unsupported_fields_are_na
     let q = wait_reason(&s, "orders", "Ready", "Provisioned")?;
     assert_eq!(q["status"]["brokerName"], "orders");
     assert_eq!(q["status"]["partitions"], 2);
+    println!(
+        "queue controller: kafka status.retention {} replication {}",
+        q["status"]["retention"], q["status"]["replication"]
+    );
+    assert_eq!(q["status"]["retention"]["time"], "1d", "retention.ms read back from the topic");
+    assert_eq!(q["status"]["retention"]["bytes"], "unlimited");
+    assert_eq!(q["status"]["replication"], 1, "the replicas the broker reports for a topic on one broker");
     let unsupported = message_of(&q, "Unsupported");
     assert!(unsupported.contains("spec.messageDefaults.delay: kafka has no delayed delivery"), "{unsupported}");
     let described = kafka_describe(&broker, "orders")?.context("topic exists on the broker")?;
@@ -104,7 +117,9 @@ fn kafka_topics_are_created_grown_and_reconfigured_and_unsupported_fields_are_na
         "orders",
         "{accessPointRef: {name: kafka}, partitions: 5, retention: {time: 2d}, messageDefaults: {delay: 30s}}",
     )?;
-    s.wait_for("queue/orders", "grown", |o| o["status"]["partitions"] == 5)?;
+    s.wait_for("queue/orders", "grown, with the retention the broker has", |o| {
+        o["status"]["partitions"] == 5 && o["status"]["retention"]["time"] == "2d"
+    })?;
     let described = poll("the broker has 5 partitions and 2 days of retention", DEADLINE, || {
         Ok(kafka_describe(&broker, "orders")?
             .filter(|d| d.contains("PartitionCount: 5") && d.contains("retention.ms=172800000")))
@@ -120,8 +135,15 @@ fn nats_streams_deleted_out_of_band_are_recreated_under_enforce_and_reported_und
     access_point(&s, "nats", "nats", &broker)?;
     queue(&s, "enforced", "{accessPointRef: {name: nats}, retention: {time: 1h}}")?;
     queue(&s, "reported", "{accessPointRef: {name: nats}, driftPolicy: Report}")?;
-    wait_reason(&s, "enforced", "Ready", "Provisioned")?;
+    let enforced = wait_reason(&s, "enforced", "Ready", "Provisioned")?;
     wait_reason(&s, "reported", "Ready", "Provisioned")?;
+    let status = &enforced["status"];
+    println!(
+        "queue controller: nats status.retention {} replication {} duplicateWindow {}",
+        status["retention"], status["replication"], status["duplicateWindow"]
+    );
+    assert_eq!(status["retention"], serde_json::json!({"time": "1h", "bytes": "unlimited"}), "read from the stream");
+    assert_eq!((status["replication"].clone(), status["duplicateWindow"].clone()), (1.into(), "2m".into()));
     for stream in ["enforced", "reported"] {
         let info = nats(&broker, &["stream", "info", stream, "--json"])?;
         assert!(info.status.success(), "stream {stream} exists on the broker");
@@ -173,8 +195,9 @@ fn rabbitmq_deletion_policies_delete_retain_and_keep_non_empty_queues() -> anyho
             name,
             &format!("{{accessPointRef: {{name: rabbit}}, deletionPolicy: {policy}, messageDefaults: {{expire: 1h}}}}"),
         )?;
-        wait_reason(&s, name, "Ready", "Provisioned")?;
+        let provisioned = wait_reason(&s, name, "Ready", "Provisioned")?;
         assert_eq!(amqp(&broker, "exists", name)?, "yes", "{name} declared on the broker");
+        assert_eq!(provisioned["status"]["retention"]["time"], "1h", "the message TTL the broker accepted");
     }
     assert_eq!(amqp(&broker, "publish", "guarded")?, "published");
 
@@ -256,6 +279,76 @@ fn sharing_an_access_point_later_never_renames_its_queues() -> anyhow::Result<()
     queue(&s, "invoices", "{accessPointRef: {name: nats}}")?;
     let new = wait_reason(&s, "invoices", "Ready", "Provisioned")?;
     assert_eq!(new["status"]["brokerName"], format!("{}_invoices", s.ns.name), "a new Queue gets the prefix");
+    Ok(())
+}
+
+/// Writes one record to partition 0 of `topic`, as a client of the broker would.
+fn kafka_produce(broker: &Broker, topic: &str) -> anyhow::Result<()> {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", broker.address()).create()?;
+    producer.send(BaseRecord::<(), _>::to(topic).partition(0).payload("keep me")).map_err(|(e, _)| e)?;
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Records in partition 0 of `topic`.
+fn kafka_count(broker: &Broker, topic: &str) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).set("group.id", "q-count").create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    Ok(high - low)
+}
+
+#[test]
+fn sharing_a_kafka_or_rabbitmq_access_point_later_keeps_names_data_and_the_owners_access() -> anyhow::Result<()> {
+    let (kafka, rabbit) = (Broker::shared("kafka")?, Broker::shared("rabbitmq")?);
+    let s = Scenario::start("q-share", &FAST)?;
+    access_point(&s, "kafka", "kafka", kafka)?;
+    access_point(&s, "rabbit", "rabbitmq", rabbit)?;
+    let topic = format!("{}-orders", s.ns.name);
+    queue(&s, "orders", &format!("{{accessPointRef: {{name: kafka}}, name: {topic}}}"))?;
+    let jobs = format!("{}-jobs", s.ns.name);
+    queue(&s, "jobs", &format!("{{accessPointRef: {{name: rabbit}}, name: {jobs}}}"))?;
+    for name in ["orders", "jobs"] {
+        wait_reason(&s, name, "Ready", "Provisioned")?;
+    }
+    // The owner's applications write to both before anything is shared.
+    for _ in 0..3 {
+        kafka_produce(kafka, &topic)?;
+        assert_eq!(amqp(rabbit, "publish", &jobs)?, "published");
+    }
+
+    for access_point in ["kafka", "rabbit"] {
+        s.kubectl(&[
+            "patch",
+            &format!("messagingaccesspoint/{access_point}"),
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"sharing":{"tenants":["elsewhere"]}}}"#,
+        ])?;
+    }
+    // An edit makes each Queue reconcile against its now shared access point.
+    for (name, edit) in
+        [("orders", r#"{"spec":{"retention":{"time":"2d"}}}"#), ("jobs", r#"{"spec":{"driftPolicy":"Report"}}"#)]
+    {
+        s.kubectl(&["patch", &format!("queue/{name}"), "--type=merge", "-p", edit])?;
+    }
+    let orders = s.wait_for("queue/orders", "the edit on the recorded name", |o| {
+        o["status"]["observedGeneration"] == o["metadata"]["generation"] && o["status"]["retention"]["time"] == "2d"
+    })?;
+    let reconciled = s.wait_for("queue/jobs", "the edit reconciled", |o| {
+        o["status"]["observedGeneration"] == o["metadata"]["generation"]
+    })?;
+    assert_eq!(orders["status"]["brokerName"], topic.as_str(), "the Kafka topic keeps its name");
+    assert_eq!(reconciled["status"]["brokerName"], jobs.as_str(), "the RabbitMQ queue keeps its name");
+    // The owner's client reads and writes the same queues, which still hold what they held.
+    kafka_produce(kafka, &topic)?;
+    assert_eq!(amqp(rabbit, "publish", &jobs)?, "published");
+    let (records, messages) = (kafka_count(kafka, &topic)?, amqp(rabbit, "count", &jobs)?);
+    println!("queue controller: after sharing kafka and rabbitmq: {topic} holds {records}, {jobs} holds {messages}");
+    assert_eq!((records, messages.as_str()), (4, "4"), "3 from before sharing and 1 after, in each");
+    let prefixed = format!("{}.{jobs}", s.ns.name);
+    assert_eq!(amqp(rabbit, "exists", &prefixed)?, "no", "no empty {prefixed} appeared");
+    assert_eq!(kafka_count(kafka, &format!("{}.{topic}", s.ns.name)).ok(), None, "no prefixed topic appeared");
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use rdkafka::util::Timeout;
 
 use oms_kafka_users as kafka_users;
 
-use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, timed};
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Kept, Observed, retention_status, timed};
 use crate::queue::plan::{Drift, QueuePlan};
 use crate::tenancy::{self, KafkaAcl};
 
@@ -101,6 +101,8 @@ impl KafkaAdmin {
             };
         }
         let partitions = i32::try_from(found.partitions().len()).unwrap_or(i32::MAX);
+        let replication = found.partitions().first().and_then(|p| i32::try_from(p.replicas().len()).ok());
+        drop(metadata);
         let described = timed("describe topic configs", async {
             self.admin
                 .describe_configs(&[ResourceSpecifier::Topic(topic)], &options())
@@ -118,7 +120,14 @@ impl KafkaAdmin {
             }
         }
         let messages = self.count_messages(topic, partitions).await?;
-        Ok(Some(Observed { partitions, settings, messages: Some(messages), reported_drift: Vec::new() }))
+        // Kafka says "no limit" with -1.
+        let limit = |key: &str| settings.get(key).and_then(|v| v.parse::<u64>().ok());
+        let kept = Kept {
+            retention: Some(retention_status(limit("retention.ms"), limit("retention.bytes"))),
+            replication,
+            duplicate_window: None,
+        };
+        Ok(Some(Observed { partitions, settings, messages: Some(messages), reported_drift: Vec::new(), kept }))
     }
 
     async fn count_messages(&self, topic: &str, partitions: i32) -> Result<u64, AdminError> {

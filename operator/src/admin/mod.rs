@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use oms_crds::access_point::Driver;
+use oms_crds::quantity::{format_duration, format_size};
+use oms_crds::queue::{RetentionStatus, UNLIMITED};
 
 use crate::queue::plan::{Drift, QueuePlan};
 
@@ -39,6 +41,26 @@ pub struct Observed {
     pub messages: Option<u64>,
     /// Differences the broker reported itself (RabbitMQ's inequivalent arguments).
     pub reported_drift: Vec<Drift>,
+    /// Retention, replication and duplicate window as the broker reports them, for the status.
+    pub kept: Kept,
+}
+
+/// What the broker reports keeping for a queue; `None` where it does not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub retention: Option<RetentionStatus>,
+    pub replication: Option<i32>,
+    pub duplicate_window: Option<Duration>,
+}
+
+/// A retention status from the broker's limits; `None` (or a value the broker uses for "no limit")
+/// is unlimited.
+#[must_use]
+pub fn retention_status(time_ms: Option<u64>, bytes: Option<u64>) -> RetentionStatus {
+    RetentionStatus {
+        time: time_ms.map_or_else(|| UNLIMITED.to_owned(), |ms| format_duration(Duration::from_millis(ms))),
+        bytes: bytes.map_or_else(|| UNLIMITED.to_owned(), format_size),
+    }
 }
 
 /// Outcome of a delete request.
@@ -114,6 +136,7 @@ impl Admin {
             Admin::Mqtt => Ok(Some(Observed {
                 partitions: plan.partitions,
                 settings: plan.settings.clone(),
+                // MQTT keeps no limit for a topic namespace; nothing to report.
                 ..Observed::default()
             })),
         }

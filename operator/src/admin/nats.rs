@@ -8,7 +8,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 
-use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, timed};
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Kept, Observed, retention_status, timed};
 use crate::queue::plan::{Drift, QueuePlan};
 
 pub struct NatsAdmin {
@@ -64,7 +64,24 @@ impl NatsAdmin {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        Ok(Some(Observed { partitions: 1, settings, messages: Some(info.state.messages), reported_drift: Vec::new() }))
+        let kept = Kept {
+            // JetStream says "no limit" with a zero age and -1 bytes.
+            retention: Some(retention_status(
+                Some(config.max_age)
+                    .filter(|age| !age.is_zero())
+                    .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                u64::try_from(config.max_bytes).ok(),
+            )),
+            replication: i32::try_from(config.num_replicas).ok(),
+            duplicate_window: Some(config.duplicate_window),
+        };
+        Ok(Some(Observed {
+            partitions: 1,
+            settings,
+            messages: Some(info.state.messages),
+            reported_drift: Vec::new(),
+            kept,
+        }))
     }
 
     fn stream_config(plan: &QueuePlan) -> Result<stream::Config, AdminError> {

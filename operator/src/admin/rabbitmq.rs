@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties};
 
-use super::{AdminError, Deleted, Endpoint, Observed, timed};
+use super::{AdminError, Deleted, Endpoint, Kept, Observed, retention_status, timed};
 use crate::queue::plan::{Drift, QueuePlan};
 
 /// AMQP's port, for a server address without one.
@@ -75,7 +75,22 @@ impl RabbitAdmin {
             }
         })
         .await?;
-        Ok(Some(Observed { partitions: 1, settings: plan.settings.clone(), messages: Some(messages), reported_drift }))
+        // A redeclare RabbitMQ accepted confirms the planned arguments, missing ones included; the
+        // queue's own are unknown when it refused.
+        let limit = |key: &str| plan.settings.get(key).and_then(|v| v.parse::<u64>().ok());
+        let kept = Kept {
+            retention: reported_drift
+                .is_empty()
+                .then(|| retention_status(limit("x-message-ttl"), limit("x-max-length-bytes"))),
+            ..Kept::default()
+        };
+        Ok(Some(Observed {
+            partitions: 1,
+            settings: plan.settings.clone(),
+            messages: Some(messages),
+            reported_drift,
+            kept,
+        }))
     }
 
     pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {

@@ -32,6 +32,7 @@ use kube::{Api, Resource, ResourceExt};
 use oms_crds::access_point::MessagingAccessPoint;
 use oms_crds::bridge::{Bridge, BridgeStatus};
 use oms_crds::common::condition_type::READY;
+use oms_crds::quantity::parse_duration;
 use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
@@ -191,7 +192,9 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
         }
     };
     let file = render::worker_file(&namespace, &name, &bridge.spec, &ends.0, &ends.1);
-    if let Err(invalid) = validate::check(&file, bridge.spec.replicas) {
+    let checked = validate::check(&file, bridge.spec.replicas)
+        .and_then(|()| validate::check_target_window(&file, ends.1.duplicate_window));
+    if let Err(invalid) = checked {
         let message = invalid.to_string();
         ctx.publish(&bridge.object_ref(&()), EventType::Warning, invalid.reason, &message).await;
         write_status(ctx, bridge, &not_running(bridge, invalid.reason, &message)).await?;
@@ -271,6 +274,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             queue: queue.spec.name.clone().unwrap_or_else(|| queue.name_any()),
             access_point: format!("{}/{}", remote.namespace, remote.name),
             credentials_secret: None,
+            duplicate_window: None,
         }));
     };
     // The name the Queue controller decided and recorded; never recomputed from today's sharing.
@@ -298,6 +302,11 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
         queue: queue_name,
         access_point: format!("{ap_namespace}/{}", ap_ref.name),
         credentials_secret,
+        duplicate_window: queue
+            .status
+            .as_ref()
+            .and_then(|s| s.duplicate_window.as_deref())
+            .and_then(|w| parse_duration(w).ok()),
     }))
 }
 

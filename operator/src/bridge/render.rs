@@ -28,6 +28,9 @@ pub struct ResolvedEnd {
     pub access_point: String,
     /// The binding Secret with `username` and `password`, when the broker needs credentials.
     pub credentials_secret: Option<String>,
+    /// How long the queue's broker drops a repeated message id, as its Queue reports it (not
+    /// rendered; [`super::validate::check_target_window`] reads it).
+    pub duplicate_window: Option<std::time::Duration>,
 }
 
 /// Names of everything rendered for a Bridge.
@@ -216,6 +219,7 @@ mod tests {
             queue: "orders".into(),
             access_point: "acme/orders".into(),
             credentials_secret: None,
+            duplicate_window: None,
         }
     }
 
@@ -226,6 +230,7 @@ mod tests {
             queue: "orders-eu".into(),
             access_point: "acme/eu-nats".into(),
             credentials_secret: Some("eu-binding".into()),
+            duplicate_window: None,
         }
     }
 

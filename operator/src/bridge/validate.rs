@@ -7,11 +7,16 @@
 //! source cannot share without breaking order or sessions; anything else the worker refuses is
 //! `InvalidSpec`.
 
-use oms_bridge_config::{ConfigError, Ordering, Protocol, WorkerFile};
+use std::time::Duration;
+
+use oms_bridge_config::{ConfigError, Delivery, Ordering, Protocol, WorkerFile, in_kafka_transactions};
+use oms_crds::quantity::format_duration;
 
 /// Condition reasons of a refused Bridge.
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const UNSUPPORTED: &str = "Unsupported";
+/// A Queue at one end has not reported what the Bridge needs to know yet.
+pub const QUEUE_NOT_READY: &str = "QueueNotReady";
 
 /// A Bridge the worker would refuse; `field` is the Bridge's, `message` the worker's reason,
 /// `reason` the condition reason.
@@ -37,6 +42,40 @@ pub fn check(file: &WorkerFile, replicas: i32) -> Result<(), InvalidBridge> {
             ),
         }),
         _ => Ok(()),
+    }
+}
+
+/// The shortest duplicate window `delivery: ExactlyOnce` into JetStream accepts: JetStream's
+/// default, time enough for a killed worker's successor to start and send the same ids again.
+pub const LEAST_DUPLICATE_WINDOW: Duration = Duration::from_mins(2);
+
+/// Checks that a JetStream target drops repeats long enough for `delivery: ExactlyOnce`:
+/// `window` is the target stream's duplicate window as its Queue reports it (`None`: not yet).
+pub fn check_target_window(file: &WorkerFile, window: Option<Duration>) -> Result<(), InvalidBridge> {
+    let relies_on_window = file.delivery == Delivery::ExactlyOnce
+        && file.target.driver == Protocol::Nats
+        && !in_kafka_transactions(file.source.driver, file.target.driver);
+    let stream = &file.target.queue;
+    match window {
+        _ if !relies_on_window => Ok(()),
+        None => Err(InvalidBridge {
+            reason: QUEUE_NOT_READY,
+            field: "spec.target".into(),
+            message: format!("the target Queue has not reported stream {stream}'s duplicate window yet"),
+        }),
+        Some(window) if window < LEAST_DUPLICATE_WINDOW => Err(InvalidBridge {
+            reason: UNSUPPORTED,
+            field: "spec.delivery".into(),
+            message: format!(
+                "ExactlyOnce into stream {stream} needs a duplicate window of at least {least}, the time a \
+                 restarted worker may take to send the same ids again; the stream drops repeats for {window} \
+                 only (status.duplicateWindow of the target Queue; JetStream caps it at the stream's max age). \
+                 Give the target Queue a spec.retention.time of at least {least}, or use delivery: AtLeastOnce",
+                least = format_duration(LEAST_DUPLICATE_WINDOW),
+                window = format_duration(window),
+            ),
+        }),
+        Some(_) => Ok(()),
     }
 }
 
@@ -181,5 +220,23 @@ mod tests {
         });
         assert!(check(&mqtt, 2).expect_err("one session").message.contains("MQTT session"));
         assert_eq!(check(&nats, 0), Ok(()), "paused");
+    }
+    #[test]
+    fn exactly_once_into_jetstream_needs_a_duplicate_window_of_two_minutes() {
+        let exactly_once = file(|f| f.delivery = Delivery::ExactlyOnce);
+        assert_eq!(check_target_window(&exactly_once, Some(Duration::from_mins(2))), Ok(()));
+        let short = check_target_window(&exactly_once, Some(Duration::from_secs(30))).expect_err("too short");
+        assert_eq!((short.reason, short.field.as_str()), (UNSUPPORTED, "spec.delivery"));
+        assert!(short.message.contains("drops repeats for 30s only"), "{short}");
+        assert!(short.message.contains("spec.retention.time of at least 2m"), "{short}");
+        let unknown = check_target_window(&exactly_once, None).expect_err("not reported yet");
+        assert_eq!(unknown.reason, QUEUE_NOT_READY);
+        assert_eq!(check_target_window(&file(|_| {}), None), Ok(()), "at least once needs no window");
+        let kafka = file(|f| {
+            f.delivery = Delivery::ExactlyOnce;
+            f.source.driver = Protocol::Kafka;
+            f.target.driver = Protocol::Kafka;
+        });
+        assert_eq!(check_target_window(&kafka, None), Ok(()), "Kafka transactions need no window");
     }
 }

@@ -23,11 +23,12 @@ use kube::{Api, Resource, ResourceExt};
 use oms_crds::access_point::{Driver, MessagingAccessPoint};
 use oms_crds::common::Capabilities;
 use oms_crds::common::condition_type::{READY, UNSUPPORTED};
+use oms_crds::quantity::format_duration;
 use oms_crds::queue::{DeletionPolicy, DriftPolicy, Queue, QueueStatus};
 use tokio_util::sync::CancellationToken;
 
 use self::plan::{QueuePlan, drift};
-use crate::admin::{Admin, AdminError, Deleted, Endpoint};
+use crate::admin::{Admin, AdminError, Deleted, Endpoint, Kept};
 use crate::apply::apply_status;
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
@@ -122,6 +123,8 @@ struct Outcome {
     decided: Vec<Decided>,
     broker_name: Option<String>,
     partitions: Option<i32>,
+    /// Retention, replication and duplicate window as the broker reports them.
+    kept: Option<Kept>,
     capabilities: Option<Capabilities>,
     /// The tenant's binding Secret, when the access point is another namespace's.
     binding: Binding,
@@ -145,6 +148,7 @@ impl Outcome {
             decided: vec![Decided::new(READY, Status::False, reason, message)],
             broker_name: None,
             partitions: None,
+            kept: None,
             capabilities: None,
             binding: Binding::Unknown,
             requeue,
@@ -354,7 +358,7 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
         queue.status.as_ref().and_then(|s| s.broker_name.as_deref()) == Some(plan.broker_name.as_str());
     let report_only = queue.spec.drift_policy == DriftPolicy::Report;
     let reference = queue.object_ref(&());
-    let (ready, drifted, partitions) = match admin.observe(plan).await? {
+    let (ready, drifted, read) = match admin.observe(plan).await? {
         None if provisioned_before && report_only => (
             Decided::new(
                 READY,
@@ -376,18 +380,19 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
             (
                 Decided::new(READY, Status::True, "Provisioned", format!("{} exists on the broker", plan.broker_name)),
                 Decided::new(DRIFTED, Status::False, "InSync", ""),
-                Some(plan.partitions),
+                // What the broker made of the plan, read back.
+                admin.observe(plan).await?,
             )
         }
         Some(observed) => {
             let mut differences = drift(plan, observed.partitions, &observed.settings);
             differences.extend(observed.reported_drift.iter().cloned());
             let listed = differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            // The partitions the broker has, never what the spec asks; read again after an update.
-            let (drifted, partitions) = if differences.is_empty() {
-                (Decided::new(DRIFTED, Status::False, "InSync", ""), observed.partitions)
+            // What the broker has, never what the spec asks; read again after an update.
+            let (drifted, read) = if differences.is_empty() {
+                (Decided::new(DRIFTED, Status::False, "InSync", ""), observed)
             } else if report_only {
-                (Decided::new(DRIFTED, Status::True, "Drifted", listed), observed.partitions)
+                (Decided::new(DRIFTED, Status::True, "Drifted", listed), observed)
             } else {
                 let mut cannot = admin.converge(plan, &observed, &differences).await?;
                 // Corrected only when the broker, read again, agrees.
@@ -401,25 +406,26 @@ async fn converge(queue: &Queue, ctx: &Context, plan: &QueuePlan, admin: &Admin)
                 if cannot.is_empty() && !left.is_empty() {
                     cannot = left.iter().map(|d| format!("{d} after the update")).collect();
                 }
-                let partitions = after.map_or(observed.partitions, |a| a.partitions);
+                let read = after.unwrap_or(observed);
                 if cannot.is_empty() {
                     ctx.publish(&reference, EventType::Normal, "DriftCorrected", &listed).await;
-                    (Decided::new(DRIFTED, Status::False, "Corrected", format!("corrected: {listed}")), partitions)
+                    (Decided::new(DRIFTED, Status::False, "Corrected", format!("corrected: {listed}")), read)
                 } else {
-                    (Decided::new(DRIFTED, Status::True, "CannotConverge", cannot.join("; ")), partitions)
+                    (Decided::new(DRIFTED, Status::True, "CannotConverge", cannot.join("; ")), read)
                 }
             };
             (
                 Decided::new(READY, Status::True, "Provisioned", format!("{} exists on the broker", plan.broker_name)),
                 drifted,
-                Some(partitions),
+                Some(read),
             )
         }
     };
     Ok(Outcome {
         decided: vec![ready, drifted, unsupported],
         broker_name: Some(plan.broker_name.clone()),
-        partitions,
+        partitions: read.as_ref().map(|r| r.partitions),
+        kept: read.map(|r| r.kept),
         capabilities: Some(capabilities(plan.driver)),
         binding: Binding::Unknown,
         requeue: ctx.drift_interval,
@@ -479,6 +485,7 @@ async fn clean_up(queue: &Queue, ctx: &Context) -> Result<Action, Error> {
                     decided,
                     broker_name: Some(plan.broker_name.clone()),
                     partitions: None,
+                    kept: None,
                     capabilities: None,
                     binding: Binding::Unknown,
                     requeue: RETRY_SOON,
@@ -527,6 +534,12 @@ async fn write_status(queue: &Queue, ctx: &Context, outcome: &Outcome) -> Result
     let status = QueueStatus {
         broker_name: outcome.broker_name.clone().or(previous.broker_name.clone()),
         partitions: outcome.partitions.or(previous.partitions),
+        retention: outcome.kept.as_ref().map_or(previous.retention.clone(), |k| k.retention.clone()),
+        replication: outcome.kept.as_ref().map_or(previous.replication, |k| k.replication),
+        duplicate_window: outcome
+            .kept
+            .as_ref()
+            .map_or(previous.duplicate_window.clone(), |k| k.duplicate_window.map(format_duration)),
         capabilities: outcome.capabilities.clone().or(previous.capabilities.clone()),
         binding_secret: match &outcome.binding {
             Binding::Unknown => previous.binding_secret.clone(),
