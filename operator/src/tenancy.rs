@@ -197,21 +197,38 @@ pub fn kafka_principal(user: &str) -> String {
 /// names on the broker, and the groups bridges and gateways keep positions in); no namespace has
 /// a dot, so no tenant's prefix begins another's. The owner of an unshared access point, or of one
 /// shared with `*` (whose namespaces work as the owner), gets every name.
+///
+/// Sharing later takes nothing from the owner that its applications used: `recorded` holds
+/// (namespace, `status.brokerName`) of the Queues on the access point, and a name outside its
+/// namespace's prefix (made before the access point was shared) gets a literal topic ACL for that
+/// namespace; the owner, who runs the cluster, keeps every consumer group and transactional id
+/// (they hold positions and fence producers, not messages), so its consumers keep their groups.
 #[must_use]
-pub fn kafka_acls(owner: &str, tenants: &[String], shared: bool, wildcard: bool) -> Vec<KafkaAcl> {
+pub fn kafka_acls(
+    owner: &str,
+    tenants: &[String],
+    shared: bool,
+    wildcard: bool,
+    recorded: &[(String, String)],
+) -> Vec<KafkaAcl> {
     let mut acls = Vec::new();
     for tenant in tenants {
+        let (principal, prefix) = (kafka_principal(tenant), format!("{tenant}."));
         let everything = tenant == owner && (!shared || wildcard);
         for resource in [KafkaResource::Topic, KafkaResource::Group, KafkaResource::TransactionalId] {
-            acls.push(KafkaAcl {
-                principal: kafka_principal(tenant),
-                resource,
-                name: if everything { "*".to_owned() } else { format!("{tenant}.") },
-                prefixed: !everything,
-            });
+            let every_name = everything || (tenant == owner && resource != KafkaResource::Topic);
+            let name = if every_name { "*".to_owned() } else { prefix.clone() };
+            acls.push(KafkaAcl { principal: principal.clone(), resource, name, prefixed: !every_name });
+        }
+        let named_before_sharing =
+            recorded.iter().filter(|(namespace, name)| namespace == tenant && !name.starts_with(&prefix));
+        for (_, name) in named_before_sharing.filter(|_| !everything) {
+            let resource = KafkaResource::Topic;
+            acls.push(KafkaAcl { principal: principal.clone(), resource, name: name.clone(), prefixed: false });
         }
     }
     acls.sort();
+    acls.dedup();
     acls
 }
 
@@ -387,20 +404,37 @@ mod tests {
     #[test]
     fn kafka_tenants_of_a_shared_access_point_get_their_prefix_only() {
         let tenants = ["acme".to_owned(), "acme-x".to_owned(), "globex".to_owned()];
-        let acls = kafka_acls("acme", &tenants, true, false);
+        let acls = kafka_acls("acme", &tenants, true, false, &[]);
         let of = |principal: &str| acls.iter().filter(|a| a.principal == principal).cloned().collect::<Vec<_>>();
         assert_eq!(
             of("User:acme"),
             [
                 acl("User:acme", KafkaResource::Topic, "acme.", true),
-                acl("User:acme", KafkaResource::Group, "acme.", true),
-                acl("User:acme", KafkaResource::TransactionalId, "acme.", true),
+                acl("User:acme", KafkaResource::Group, "*", false),
+                acl("User:acme", KafkaResource::TransactionalId, "*", false),
             ],
-            "the owner of a shared access point is a tenant like the others"
+            "the owner of a shared access point reaches its own topics only, and keeps its groups"
         );
         assert!(of("User:acme-x").iter().all(|a| a.name == "acme-x."), "acme's prefix does not begin acme-x's");
         assert!(of("User:globex").iter().all(|a| a.name == "globex." && a.prefixed));
         assert_eq!(acls.len(), 9);
+    }
+
+    #[test]
+    fn queues_named_before_sharing_keep_a_literal_acl_for_their_namespace() {
+        let tenants = ["acme".to_owned(), "globex".to_owned()];
+        let recorded = [
+            ("acme".to_owned(), "orders".to_owned()),
+            ("acme".to_owned(), "acme.invoices".to_owned()),
+            ("globex".to_owned(), "globex.orders".to_owned()),
+            ("gone".to_owned(), "legacy".to_owned()),
+        ];
+        let acls = kafka_acls("acme", &tenants, true, false, &recorded);
+        let literal: Vec<_> = acls.iter().filter(|a| !a.prefixed && a.resource == KafkaResource::Topic).collect();
+        assert_eq!(literal, [&acl("User:acme", KafkaResource::Topic, "orders", false)], "{acls:?}");
+        assert_eq!(acls.len(), 7, "nothing for names under a prefix, nor for a namespace no longer served");
+        let unshared = kafka_acls("acme", &["acme".to_owned()], false, false, &recorded);
+        assert_eq!(unshared.len(), 3, "an unshared owner already has every name");
     }
 
     #[test]
@@ -410,8 +444,8 @@ mod tests {
                 .map(|r| acl(&kafka_principal(owner), r, "*", false))
                 .to_vec()
         };
-        assert_eq!(kafka_acls("acme", &["acme".to_owned()], false, false), everything("acme"));
-        let with_wildcard = kafka_acls("acme", &["acme".to_owned(), "globex".to_owned()], true, true);
+        assert_eq!(kafka_acls("acme", &["acme".to_owned()], false, false, &[]), everything("acme"));
+        let with_wildcard = kafka_acls("acme", &["acme".to_owned(), "globex".to_owned()], true, true, &[]);
         assert!(everything("acme").iter().all(|a| with_wildcard.contains(a)));
         assert!(with_wildcard.iter().filter(|a| a.principal == "User:globex").all(|a| a.name == "globex."));
     }

@@ -29,6 +29,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// authorizer through the metadata log, a moment after CreateAcls returns.
 const ALLOWED_WITHIN: Duration = Duration::from_secs(30);
 const SECRET: &str = "oms-secret";
+/// What `oms` wrote before its access point was shared.
+const LEGACY: &str = "oms-before-sharing";
 
 struct Tenancy {
     servers: String,
@@ -181,21 +183,58 @@ impl Tally {
     }
 }
 
+/// The Queues on the access point as the operator reads them: oms's `orders`, named before sharing.
+fn recorded() -> [(String, String); 1] {
+    [("oms".to_owned(), "orders".to_owned())]
+}
+
 fn users(tenants: &[String]) -> BTreeMap<String, String> {
     tenants.iter().map(|t| (t.clone(), format!("{t}-password"))).collect()
 }
 
 /// Gives `oms` and `globex` their users and `acls` as the operator does; a second pass must change
-/// nothing.
-async fn apply_users(admin: &KafkaAdmin, admin_user: &str, acls: &[KafkaAcl]) -> anyhow::Result<String> {
+/// nothing. `before` are the ACLs the cluster had (those of the access point before it was shared).
+async fn apply_users(
+    admin: &KafkaAdmin,
+    admin_user: &str,
+    acls: &[KafkaAcl],
+    before: &[KafkaAcl],
+) -> anyhow::Result<String> {
     let tenants = users(&["globex".to_owned(), "oms".to_owned()]);
     let none = BTreeSet::new();
     let first = admin.apply_tenants(&tenants, acls, admin_user, &none).await.context("first apply")?;
     let applied: BTreeSet<String> = tenants.keys().cloned().collect();
     let second = admin.apply_tenants(&tenants, acls, admin_user, &applied).await.context("second apply")?;
-    anyhow::ensure!(first.users_set.len() == 2 && first.acls_created == acls.len(), "first apply: {first:?}");
+    let new = acls.iter().filter(|a| !before.contains(a)).count();
+    let gone = before.iter().filter(|a| !acls.contains(a)).count();
+    anyhow::ensure!(
+        first.users_set.len() == 2 && first.acls_created == new && first.acls_deleted == gone,
+        "first apply: {first:?}"
+    );
     anyhow::ensure!(second.is_empty(), "a second apply must change nothing: {second:?}");
-    Ok(format!("kafka users: the first apply set 2 users and {} ACLs, the second changed nothing", acls.len()))
+    Ok(format!(
+        "kafka users: the first apply set 2 users, made {new} ACLs and removed {gone}, the second changed nothing"
+    ))
+}
+
+/// The access point before it is shared: `oms` alone, with every name. `oms` makes `orders` (a
+/// name without its prefix, as an unshared access point gives), writes to it and reads it in a
+/// group of its own; returns the ACLs this left on the cluster.
+async fn before_sharing(admin: &KafkaAdmin, admin_user: &str, k: &Tenancy) -> anyhow::Result<Vec<KafkaAcl>> {
+    let oms = ["oms".to_owned()];
+    let acls = tenancy::kafka_acls("oms", &oms, false, false, &[]);
+    admin.apply_tenants(&users(&oms), &acls, admin_user, &BTreeSet::new()).await.context("unshared apply")?;
+    let mut tally = Tally::default();
+    tally.mine("oms creates orders before sharing", || k.create_topic("oms", "orders")).await;
+    tally.mine("oms writes orders before sharing", || k.produce("oms", "orders", LEGACY)).await;
+    tally
+        .mine("oms reads orders before sharing", || async {
+            anyhow::ensure!(k.read_first("oms", "reader", "orders")? == LEGACY, "not its message");
+            Ok(())
+        })
+        .await;
+    anyhow::ensure!(tally.own_ok == tally.own, "oms works on its unshared access point");
+    Ok(acls)
 }
 
 /// Waits for the broker to answer the operator's user: the pod's port opens before Kafka serves
@@ -212,7 +251,7 @@ async fn wait_until_answering(admin: &KafkaAdmin) -> anyhow::Result<()> {
 /// Takes `globex` off the access point as the operator does: its user and its `acls` go.
 async fn remove_globex(admin: &KafkaAdmin, admin_user: &str, acls: usize) -> anyhow::Result<()> {
     let tenants = ["oms".to_owned()];
-    let oms_only = tenancy::kafka_acls("oms", &tenants, true, false);
+    let oms_only = tenancy::kafka_acls("oms", &tenants, true, false, &recorded());
     let applied: BTreeSet<String> = tenants.iter().cloned().collect();
     let changes = admin.apply_tenants(&users(&tenants), &oms_only, admin_user, &applied).await?;
     anyhow::ensure!(
@@ -220,6 +259,37 @@ async fn remove_globex(admin: &KafkaAdmin, admin_user: &str, acls: usize) -> any
         "removing globex: {changes:?}"
     );
     Ok(())
+}
+
+/// What `oms` made before sharing stays its own: it reads `orders` in its unprefixed group and
+/// writes to it; `globex` cannot read it.
+async fn after_sharing(k: &Tenancy, tally: &mut Tally) {
+    tally
+        .mine("oms reads orders, written before sharing, in its own group", || async {
+            anyhow::ensure!(k.read_first("oms", "reader2", "orders")? == LEGACY, "not its message");
+            Ok(())
+        })
+        .await;
+    tally.mine("oms writes orders after sharing", || k.produce("oms", "orders", LEGACY)).await;
+    let legacy = k.read_first("globex", "globex.legacy", "orders");
+    tally.attempt("read orders, oms's from before sharing", legacy.is_ok_and(|body| body == LEGACY));
+}
+
+/// After every attempt, each tenant still reads what it wrote, and `oms.orders` holds `before`.
+async fn both_still_have_their_own(k: &Tenancy, tally: &mut Tally, before: i64) {
+    tally
+        .mine("oms reads oms.orders back", || async {
+            anyhow::ensure!(k.read_first("oms", "oms.reader2", "oms.orders")? == SECRET, "not its message");
+            anyhow::ensure!(k.oms_count("oms.orders")? == before, "oms.orders changed");
+            Ok(())
+        })
+        .await;
+    tally
+        .mine("globex reads globex.orders", || async {
+            anyhow::ensure!(k.read_first("globex", "globex.reader", "globex.orders")? == "theirs", "not its message");
+            Ok(())
+        })
+        .await;
 }
 
 #[tokio::main]
@@ -238,15 +308,18 @@ async fn main() -> anyhow::Result<()> {
         vhost: None,
     })?;
     let tenants = ["globex".to_owned(), "oms".to_owned()];
-    let mut acls = tenancy::kafka_acls("oms", &tenants, true, false);
+    let mut acls = tenancy::kafka_acls("oms", &tenants, true, false, &recorded());
     if permissive {
-        acls.extend(tenancy::kafka_acls("globex", &["globex".to_owned()], false, false));
+        acls.extend(tenancy::kafka_acls("globex", &["globex".to_owned()], false, false, &[]));
     }
     let globex_acls = acls.iter().filter(|a| a.principal == "User:globex").count();
     wait_until_answering(&admin).await?;
-    eprintln!("{}", apply_users(&admin, admin_user, &acls).await?);
     let k = Tenancy { servers };
+    let unshared_acls = before_sharing(&admin, admin_user, &k).await?;
+    // Now shared with globex, as the operator does it: oms's Queue `orders` keeps its name.
+    eprintln!("{}", apply_users(&admin, admin_user, &acls, &unshared_acls).await?);
     let mut tally = Tally::default();
+    after_sharing(&k, &mut tally).await;
 
     tally.mine("oms creates oms.orders", || k.create_topic("oms", "oms.orders")).await;
     tally.mine("oms writes oms.orders", || k.produce("oms", "oms.orders", SECRET)).await;
@@ -307,19 +380,7 @@ async fn main() -> anyhow::Result<()> {
     let anonymous_read = anonymous.and_then(|c| Ok(c.fetch_metadata(Some("oms.orders"), TIMEOUT)?));
     tally.attempt("connect without a password", anonymous_read.is_ok());
 
-    tally
-        .mine("oms reads oms.orders back", || async {
-            anyhow::ensure!(k.read_first("oms", "oms.reader2", "oms.orders")? == SECRET, "not its message");
-            anyhow::ensure!(k.oms_count("oms.orders")? == before, "oms.orders changed");
-            Ok(())
-        })
-        .await;
-    tally
-        .mine("globex reads globex.orders", || async {
-            anyhow::ensure!(k.read_first("globex", "globex.reader", "globex.orders")? == "theirs", "not its message");
-            Ok(())
-        })
-        .await;
+    both_still_have_their_own(&k, &mut tally, before).await;
     tally.mine("taking globex off removes its user and ACLs", || remove_globex(&admin, admin_user, globex_acls)).await;
     let removed = k.read_first("globex", "globex.reader3", "globex.orders");
     tally.attempt("read globex.orders after globex's grant was removed", removed.is_ok());

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use oms_crds::access_point::Driver;
+use oms_crds::queue::Queue;
 
 use super::validate::{AccessPoint, Plan};
 use super::{Error, apply_named, render};
@@ -80,12 +81,9 @@ pub(super) async fn apply_kafka_tenants(
         vhost: None,
     };
     let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
-    let acls = tenancy::kafka_acls(
-        &ap.namespace,
-        &tenants,
-        !ap.shared_with.is_empty(),
-        ap.shared_with.iter().any(|t| t == "*"),
-    );
+    let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
+    let recorded = if shared && !wildcard { recorded_names(ctx, ap).await? } else { Vec::new() };
+    let acls = tenancy::kafka_acls(&ap.namespace, &tenants, shared, wildcard, &recorded);
     let applied = ctx.admins.tenants_applied(&endpoint, &logins.tenants).await;
     let result = async {
         let client = ctx.admins.get(Driver::Kafka, &endpoint).await?;
@@ -108,6 +106,19 @@ pub(super) async fn apply_kafka_tenants(
             Err(format!("cannot apply the tenants' Kafka users and ACLs as {}: {error}", admin.username))
         }
     }
+}
+
+/// (namespace, `status.brokerName`) of the Queues on this access point: the names they keep
+/// whatever the sharing is now.
+async fn recorded_names(ctx: &Context, ap: &AccessPoint) -> Result<Vec<(String, String)>, String> {
+    let queues: Api<Queue> = Api::all(ctx.client.clone());
+    let queues = queues.list(&ListParams::default()).await.map_err(|e| format!("cannot list Queues: {e}"))?;
+    Ok(queues
+        .items
+        .into_iter()
+        .filter(|q| q.is_on(&ap.namespace, &ap.name))
+        .filter_map(|q| Some((q.namespace()?, q.status?.broker_name?)))
+        .collect())
 }
 
 /// `username` and `password` of a credentials Secret.
