@@ -214,7 +214,9 @@ pub struct QueueStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionStatus {
+    /// How long the broker keeps a message (`7d`), or `unlimited`.
     pub time: String,
+    /// How much the broker keeps of this queue (`10Gi`), or `unlimited`.
     pub bytes: String,
 }
 
