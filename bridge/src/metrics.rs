@@ -10,6 +10,8 @@ pub struct BridgeMetrics {
     pub failed: IntCounterVec,
     pub skipped: IntCounterVec,
     pub link_up: IntGauge,
+    /// 1 while this worker takes messages from the source, 0 while it stands by.
+    pub active: IntGauge,
     pub deduplicated: IntCounter,
     pub resent: IntCounter,
     pub redelivered: IntCounter,
@@ -54,6 +56,11 @@ impl BridgeMetrics {
                 &["reason"],
             )?,
             link_up: IntGauge::with_opts(opts("oms_bridge_link_up", "1 while both ends are connected."))?,
+            active: IntGauge::with_opts(opts(
+                "oms_bridge_worker_active",
+                "1 while this worker takes messages from the source; 0 while it stands by (another worker of \
+                 the Bridge holds the source, or a Kafka group gave it no partition) or is disconnected.",
+            ))?,
             deduplicated: IntCounter::with_opts(opts(
                 "oms_bridge_messages_deduplicated_total",
                 "Repeats the target recognised by message id and dropped (resends after a failure).",
@@ -100,6 +107,7 @@ impl BridgeMetrics {
         registry.register(Box::new(metrics.failed.clone()))?;
         registry.register(Box::new(metrics.skipped.clone()))?;
         registry.register(Box::new(metrics.link_up.clone()))?;
+        registry.register(Box::new(metrics.active.clone()))?;
         registry.register(Box::new(metrics.deduplicated.clone()))?;
         registry.register(Box::new(metrics.resent.clone()))?;
         registry.register(Box::new(metrics.redelivered.clone()))?;

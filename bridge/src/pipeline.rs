@@ -234,6 +234,7 @@ pub async fn forward(
             }
             _ = lag_tick.tick() => {
                 report_lag(metrics, source.backlog().await, flight.window.len());
+                metrics.active.set(i64::from(source.takes_messages()));
             }
         }
     };

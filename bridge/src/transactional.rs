@@ -42,6 +42,7 @@ pub async fn forward_in_transactions(
             _ = lag_tick.tick() => {
                 // Between batches nothing is in flight.
                 report_lag(metrics, source.backlog(), 0);
+                metrics.active.set(i64::from(source.assigned_partitions() > 0));
                 continue;
             }
         };

@@ -28,6 +28,37 @@ fn reconnect_waits() -> ExponentialBackoff {
         .build()
 }
 
+/// How often a standby worker asks for the source again. Its holder's connection ending frees
+/// the source at once (kill -9 closes the socket; a lost host within the heartbeat timeout).
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// What a worker does while another worker of the Bridge holds the source: it is healthy (ready,
+/// both brokers answer) and not active; it asks again every [`STANDBY_RETRY`] until shutdown.
+struct Standby<'a> {
+    metrics: &'a BridgeMetrics,
+    ready: &'a oms_telemetry::admin::Readiness,
+    shutdown: &'a CancellationToken,
+    said: bool,
+}
+
+impl Standby<'_> {
+    /// Waits before the next try; false on shutdown.
+    async fn wait(&mut self, why: &str) -> bool {
+        if !self.said {
+            tracing::info!(message = "Standing by: another worker of this Bridge holds the source.", why);
+            self.said = true;
+        }
+        self.metrics.active.set(0);
+        self.metrics.source_lag.set(0);
+        self.metrics.link_up.set(1);
+        self.ready.set(true);
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            () = tokio::time::sleep(STANDBY_RETRY) => true,
+        }
+    }
+}
+
 /// The two ends of a run: any source and sink through the pipeline, or Kafka to Kafka in
 /// transactions (`ExactlyOnce`).
 enum Ends {
@@ -36,7 +67,14 @@ enum Ends {
 }
 
 impl Ends {
-    async fn connect(config: &WorkerConfig, durable: &Durable, start: Start) -> Result<Self, ConnectorError> {
+    /// Connects the sink, then the source; while another worker holds the source, stands by with
+    /// the sink connected.
+    async fn connect(
+        config: &WorkerConfig,
+        durable: &Durable,
+        start: Start,
+        standby: &mut Standby<'_>,
+    ) -> Result<Self, ConnectorError> {
         if config.delivery == Delivery::ExactlyOnce
             && in_kafka_transactions(config.source.protocol, config.target.protocol)
         {
@@ -46,8 +84,23 @@ impl Ends {
             return Ok(Ends::Transactions(source, sink));
         }
         let sink = Sink::connect(&config.target, &durable.flat()).await?;
-        let source = Source::connect(&config.source, durable, start, config.in_flight).await?;
-        Ok(Ends::Pipeline(source, sink))
+        loop {
+            match Source::connect(&config.source, durable, start, config.in_flight, config.ordering).await {
+                Err(ConnectorError::Standby(why)) => {
+                    if !standby.wait(&why).await {
+                        return Err(ConnectorError::Standby(why));
+                    }
+                }
+                source => return Ok(Ends::Pipeline(source?, sink)),
+            }
+        }
+    }
+
+    fn takes_messages(&self) -> bool {
+        match self {
+            Ends::Pipeline(source, _) => source.takes_messages(),
+            Ends::Transactions(source, _) => source.assigned_partitions() > 0,
+        }
     }
 
     async fn forward(
@@ -75,9 +128,11 @@ pub async fn run(
     let in_flight = usize::try_from(config.in_flight).unwrap_or(1);
     let mut waits = reconnect_waits();
     while !shutdown.is_cancelled() {
-        let outcome = match Ends::connect(config, &durable, start).await {
+        let mut standby = Standby { metrics, ready, shutdown, said: false };
+        let outcome = match Ends::connect(config, &durable, start, &mut standby).await {
             Ok(mut ends) => {
                 metrics.link_up.set(1);
+                metrics.active.set(i64::from(ends.takes_messages()));
                 ready.set(true);
                 tracing::info!(message = "Forwarding.", source = %config.source.queue, target = %config.target.queue, delivery = ?config.delivery);
                 waits = reconnect_waits();
@@ -92,9 +147,12 @@ pub async fn run(
                 };
                 let result = ends.forward(route, metrics, shutdown).await;
                 metrics.link_up.set(0);
+                metrics.active.set(0);
                 ready.set(false);
                 result
             }
+            // Only a shutdown ends a standby.
+            Err(ConnectorError::Standby(_)) => Ok(()),
             Err(error) => Err(error),
         };
         if let Err(error) = outcome {

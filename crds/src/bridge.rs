@@ -28,7 +28,9 @@ use crate::quantity::{duration_message, duration_rule};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Forwarded","type":"integer","priority":1,"jsonPath":".status.forwardedTotal"}"#,
     printcolumn = r#"{"name":"Duplicates","type":"integer","priority":1,"jsonPath":".status.duplicatesTotal"}"#,
-    printcolumn = r#"{"name":"Delivery","type":"string","priority":1,"jsonPath":".status.delivery"}"#
+    printcolumn = r#"{"name":"Delivery","type":"string","priority":1,"jsonPath":".status.delivery"}"#,
+    printcolumn = r#"{"name":"Active","type":"integer","priority":1,"jsonPath":".status.activeReplicas"}"#,
+    printcolumn = r#"{"name":"Standby","type":"integer","priority":1,"jsonPath":".status.standbyReplicas"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -72,7 +74,8 @@ pub struct BridgeSpec {
 
     /// Worker pods; 0 pauses the bridge without losing its position. More than one shares a Kafka
     /// source through its consumer group, or a NATS or AMQP source as competing workers with
-    /// `ordering: None`; any other source or ordering is `Unsupported` with more than one.
+    /// `ordering: None`; on an AMQP source with order kept, one worker consumes (exclusive) and the
+    /// others stand by to take over. Any other source or ordering is `Unsupported` with more than one.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,
@@ -145,6 +148,15 @@ pub struct BridgeStatus {
     /// two ends keep it (otherwise the Bridge is `Unsupported` and runs no worker); else AtLeastOnce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// Workers taking messages from the source, as they report it: all of them where they share
+    /// the source (a Kafka group's members with partitions; AMQP or JetStream with ordering None),
+    /// one where the source keeps order by having one reader (an AMQP queue with ordering kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_replicas: Option<i32>,
+    /// Workers that answer but take no messages: they stand by to take over the source when the
+    /// active one goes (or, on Kafka, wait for a partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_replicas: Option<i32>,
     /// The `metadata.generation` the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

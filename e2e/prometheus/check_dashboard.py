@@ -34,6 +34,7 @@ COUNTERS_AND_GAUGES = {
     "oms_bridge_messages_resent_total",
     "oms_bridge_messages_redelivered_total",
     "oms_bridge_link_up",
+    "oms_bridge_worker_active",
     "oms_bridge_source_lag_messages",
     "oms_bridge_gap_detected_total",
     "oms_gateway_messages_published_total",

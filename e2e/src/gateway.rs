@@ -63,6 +63,7 @@ pub async fn gateway_consume_attempt(server: &str, access_point: &str, queue: &s
         &oms_bridge::connector::Durable::bridge("e2e", "probe"),
         start,
         8,
+        config.ordering,
     )
     .await
     .is_ok()

@@ -1011,3 +1011,77 @@ async fn messages_without_ids_survive_worker_and_broker_restarts_into_deduplicat
     assert!(failures.is_empty(), "new messages were taken for earlier ones: {failures:?}");
     Ok(())
 }
+
+/// Waits until `want` of the workers at `admins` take messages (`oms_bridge_worker_active`) and
+/// every one answers with its link up (a worker that does not answer reads as 0, not standby);
+/// returns which ones.
+async fn active_workers(
+    admins: &[std::net::SocketAddr],
+    want: usize,
+    deadline: Duration,
+) -> anyhow::Result<Vec<usize>> {
+    let started = Instant::now();
+    loop {
+        let up = admins.iter().all(|&admin| oms_e2e::metric(admin, "oms_bridge_link_up", None) == 1);
+        let active: Vec<usize> =
+            (0..admins.len()).filter(|&i| oms_e2e::metric(admins[i], "oms_bridge_worker_active", None) == 1).collect();
+        if up && active.len() == want {
+            return Ok(active);
+        }
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "{} of {admins:?} active after {deadline:?} (links up: {up}), not {want}",
+            active.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Three workers of one Bridge (ordering PerKey): on an AMQP queue one holds the exclusive consumer
+/// and two stand by; a Kafka group gives each a partition. The active worker is killed mid-stream:
+/// a standby takes over (RabbitMQ puts the killed one's unacknowledged messages back at the head),
+/// the group rebalances, and the target holds every message with each key's order kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_killed() -> anyhow::Result<()> {
+    const COUNT: usize = 4000;
+    let brokers = Brokers::shared(true)?;
+    for (source, target, expected_active) in [(Kind::Amqp, Kind::Kafka, 1), (Kind::Kafka, Kind::Nats, 3)] {
+        let pair = format!("replicas-{}", source.name());
+        let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
+        if source == Kind::Kafka {
+            brokers.create_topic(&from, 3).await?;
+        } else {
+            brokers.create_queue(source, &from).await?;
+        }
+        brokers.create_queue(target, &to).await?;
+        let admins = [oms_e2e::admin_address()?, oms_e2e::admin_address()?, oms_e2e::admin_address()?];
+        let mut workers = Vec::new();
+        for (i, &admin) in admins.iter().enumerate() {
+            let config = brokers.config(&pair, (source, &from), (target, &to), admin, "");
+            workers.push(Some(Worker::start_with(&format!("{pair}-{i}"), &config)?));
+        }
+        let active = active_workers(&admins, expected_active, Duration::from_mins(1)).await?;
+        brokers.produce(source, &from, 0, COUNT).await?;
+        let victim = active[0];
+        let sent =
+            oms_e2e::wait_metric(admins[victim], "oms_bridge_messages_sent_total", 300, Duration::from_mins(1)).await;
+        workers[victim].take().expect("running").kill()?;
+        anyhow::ensure!(sent < COUNT as u64, "{pair}: the stream was over before the kill");
+        let survivors: Vec<_> = (0..3).filter(|&i| i != victim).map(|i| admins[i]).collect();
+        let took_over = Instant::now();
+        // A standby takes the AMQP queue; the group gives the killed member's partition to another.
+        let after = active_workers(&survivors, expected_active.min(2), Duration::from_mins(1)).await?;
+        let takeover = took_over.elapsed();
+        let seen = brokers.consume(target, &to, COUNT, Duration::from_mins(2)).await?;
+        let verdict = verdict(&seen, COUNT);
+        println!(
+            "{pair} -> {}: 3 workers, {expected_active} active; killed the active one after it sent {sent}; \
+             {} active of the 2 left after {takeover:?}; {verdict:?}",
+            target.name(),
+            after.len()
+        );
+        assert_eq!(verdict.lost, 0, "{pair}: messages lost when the active worker was killed");
+        assert_eq!(verdict.out_of_order, 0, "{pair}: per-key order broken by the takeover");
+    }
+    Ok(())
+}

@@ -376,11 +376,14 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
     assert_eq!(repeats, 0, "each message once");
 
     // The status tells what the worker did.
-    let bridge = poll("Bridge status: forwarded all, lag 0, Ready", Duration::from_mins(1), || {
+    let bridge = poll("Bridge status: forwarded all, lag 0, 1 active, Ready", Duration::from_mins(1), || {
         Ok(clouds.bridge()?.filter(|b| {
             b["status"]["forwardedTotal"] == MESSAGES
                 // A Kafka source marks no redeliveries: the count is there, and 0.
                 && b["status"]["duplicatesTotal"] == 0
+                // One worker, with the topic's partitions: active, none standing by.
+                && b["status"]["activeReplicas"] == 1
+                && b["status"]["standbyReplicas"] == 0
                 && b["status"]["lagMessages"] == 0
                 && condition_is(b, "Ready", "True")
         }))
@@ -391,7 +394,7 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
     println!("two clouds: kubectl get bridges\n{columns}");
     assert!(columns.contains("LAG") && columns.contains("STALLED") && columns.contains("to-b"), "{columns}");
     let wide = run_ok(clouds.a.kubectl().args(["-n", &clouds.ns, "get", "bridges", "-o", "wide"]))?;
-    assert!(wide.contains("FORWARDED") && wide.contains("DUPLICATES"), "{wide}");
+    assert!(["FORWARDED", "DUPLICATES", "ACTIVE", "STANDBY"].iter().all(|c| wide.contains(c)), "{wide}");
     let prometheus = clouds.check_prometheus()?;
 
     // Stop the worker: lag grows, nothing moves; Stalled within stalledAfter (plus a read or two).

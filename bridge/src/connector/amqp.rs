@@ -59,7 +59,16 @@ pub struct AmqpSource {
 }
 
 impl AmqpSource {
-    pub async fn connect(endpoint: &Endpoint, consumer_tag: &str, in_flight: u32) -> Result<Self, ConnectorError> {
+    /// An `exclusive` consumer is the queue's only one: while another worker holds the queue,
+    /// RabbitMQ refuses it (ACCESS_REFUSED) and this is [`ConnectorError::Standby`]. When the holder's
+    /// connection ends, RabbitMQ puts its unacknowledged messages back at the head of the queue, so
+    /// the next worker takes them first and the queue's order holds.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        consumer_tag: &str,
+        in_flight: u32,
+        exclusive: bool,
+    ) -> Result<Self, ConnectorError> {
         let channel = channel(endpoint).await?;
         let fail = |e: lapin::Error| ConnectorError::Connect {
             protocol: Protocol::Amqp,
@@ -69,15 +78,18 @@ impl AmqpSource {
         // The window: RabbitMQ sends no more unacknowledged messages than this.
         let prefetch = u16::try_from(in_flight).unwrap_or(u16::MAX);
         channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(fail)?;
-        let consumer = channel
-            .basic_consume(
-                endpoint.queue.as_str().into(),
-                consumer_tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(fail)?;
+        let options = BasicConsumeOptions { exclusive, ..BasicConsumeOptions::default() };
+        let consuming =
+            channel.basic_consume(endpoint.queue.as_str().into(), consumer_tag.into(), options, FieldTable::default());
+        let consumer = match consuming.await {
+            Err(error) if exclusive && is_access_refused(&error) => {
+                return Err(ConnectorError::Standby(format!(
+                    "another consumer holds queue {} (exclusive; {error})",
+                    endpoint.queue
+                )));
+            }
+            other => other.map_err(fail)?,
+        };
         let ids = MessageIds::per_delivery(endpoint.access_point.as_deref(), &endpoint.queue);
         Ok(Self { consumer, queue: endpoint.queue.clone(), channel, ids })
     }
@@ -120,6 +132,13 @@ impl AmqpSource {
         let redelivered = delivery.redelivered;
         Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)), gap: 0, redelivered })
     }
+}
+
+/// RabbitMQ's answer to a consumer that cannot have the queue (403: an exclusive consumer exists,
+/// or other consumers exist when this one asks to be exclusive).
+fn is_access_refused(error: &lapin::Error) -> bool {
+    const ACCESS_REFUSED: u16 = 403;
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == ACCESS_REFUSED)
 }
 
 pub async fn ack(acker: &lapin::Acker) -> Result<(), ConnectorError> {

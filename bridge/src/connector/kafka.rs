@@ -145,6 +145,12 @@ impl KafkaSource {
         }
     }
 
+    /// Partitions the group gave this consumer.
+    #[must_use]
+    pub fn assigned_partitions(&self) -> usize {
+        self.consumer.assignment().map_or(0, |list| list.count())
+    }
+
     /// Messages in the assigned partitions not yet taken: high watermark minus position (one
     /// short request per partition, every few seconds).
     #[must_use]

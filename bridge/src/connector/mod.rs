@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 pub use kafka::{KafkaSource, TransactionalSink};
 
 use crate::message::Message;
-use oms_bridge_config::{Endpoint, Protocol, StartFrom};
+use oms_bridge_config::{Endpoint, Ordering, Protocol, StartFrom};
 
 /// User and password from the endpoint's credentials directory (files `username` and `password`,
 /// as the operator mounts a binding Secret), when it has one.
@@ -110,6 +110,10 @@ pub enum ConnectorError {
     Send(String),
     #[error("acknowledging at the source failed: {0}")]
     Ack(String),
+    /// Another worker of the Bridge holds the source (an AMQP queue's exclusive consumer): this
+    /// one stands by and tries again.
+    #[error("standing by: {0}")]
+    Standby(String),
     /// The target refused this one message for good (e.g. too large): retrying cannot help.
     #[error("the target refused the message ({reason}): {message}")]
     Rejected { reason: &'static str, message: String },
@@ -156,12 +160,14 @@ pub enum Source {
 }
 
 impl Source {
-    /// Connects to the source queue, keeping the position of `durable`.
+    /// Connects to the source queue, keeping the position of `durable`. Where `ordering` is kept,
+    /// an AMQP queue is consumed by one worker at a time: the others get [`ConnectorError::Standby`].
     pub async fn connect(
         endpoint: &Endpoint,
         durable: &Durable,
         start: Start,
         in_flight: u32,
+        ordering: Ordering,
     ) -> Result<Self, ConnectorError> {
         let consumer = &durable.flat();
         match endpoint.protocol {
@@ -170,7 +176,8 @@ impl Source {
                 Ok(Source::Nats(Box::new(nats::NatsSource::connect(endpoint, consumer, start, in_flight).await?)))
             }
             Protocol::Amqp => {
-                Ok(Source::Amqp(Box::new(amqp::AmqpSource::connect(endpoint, consumer, in_flight).await?)))
+                let exclusive = ordering != Ordering::None;
+                Ok(Source::Amqp(Box::new(amqp::AmqpSource::connect(endpoint, consumer, in_flight, exclusive).await?)))
             }
             Protocol::Mqtt => {
                 Ok(Source::Mqtt(Box::new(mqtt::MqttSource::connect(endpoint, consumer, in_flight).await?)))
@@ -189,6 +196,15 @@ impl Source {
             Source::Amqp(source) => source.next().await,
             Source::Mqtt(source) => source.next().await,
             Source::Gateway(source) => source.next().await,
+        }
+    }
+
+    /// Whether this worker is given messages: a Kafka group member with no partition is not.
+    #[must_use]
+    pub fn takes_messages(&self) -> bool {
+        match self {
+            Source::Kafka(source) => source.assigned_partitions() > 0,
+            Source::Nats(_) | Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) => true,
         }
     }
 

@@ -25,7 +25,7 @@ use super::proto::{self, consume_frame, publish_frame, publish_reply};
 use super::{DedupWindow, STREAM_CREDIT, from_wire, tls};
 use crate::connector::{Ack, ConnectorError, Delivered, Durable, Sink, Source, Start};
 use crate::metrics::GatewayMetrics;
-use oms_bridge_config::{Backend, GatewayConfig};
+use oms_bridge_config::{Backend, GatewayConfig, Ordering};
 
 /// A TLS handshake must finish within this, or the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,7 +240,10 @@ impl proto::gateway_server::Gateway for GatewayService {
         };
         // The durable position belongs to the peer's tenant and its consumer name.
         let durable = Durable::gateway(&peer.namespace, &open.consumer);
-        let source = Source::connect(&backend.endpoint(&queue.queue, &peer.namespace), &durable, start, STREAM_CREDIT)
+        // One worker reads a queue through a gateway (replicas > 1 is refused there), so the stream
+        // needs no exclusive consumer; one would only keep a reconnect out until the old one closed.
+        let endpoint = backend.endpoint(&queue.queue, &peer.namespace);
+        let source = Source::connect(&endpoint, &durable, start, STREAM_CREDIT, Ordering::None)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);

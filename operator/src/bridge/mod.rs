@@ -346,10 +346,17 @@ async fn observe_workers(
     let now = k8s_openapi::jiff::Timestamp::now();
     let [connected, stalled] = observe::decide(&observation, &previous.conditions, now.as_second(), stalled_after);
     let workers_up = deployment_ready.max(i32::try_from(observation.readings.len()).unwrap_or(i32::MAX));
+    let (active, standby) = observation.active_and_standby();
     let ready = if stalled.status == Status::True {
         Decided::new(READY, Status::False, "Stalled", stalled.message.clone())
     } else if workers_up > 0 && connected.status == Status::True {
-        Decided::new(READY, Status::True, "WorkerRunning", format!("{workers_up} worker(s) forwarding {route}"))
+        let standing_by = if standby > 0 { format!(", {standby} standing by") } else { String::new() };
+        Decided::new(
+            READY,
+            Status::True,
+            "WorkerRunning",
+            format!("{active} worker(s) forwarding {route}{standing_by}"),
+        )
     } else if workers_up > 0 {
         Decided::new(READY, Status::False, "Disconnected", connected.message.clone())
     } else {
@@ -371,6 +378,7 @@ async fn observe_workers(
         lag_messages: lag,
         forwarded_total: Some(i64::try_from(forwarded).unwrap_or(i64::MAX)),
         duplicates_total: Some(i64::try_from(duplicates).unwrap_or(i64::MAX)),
+        replicas: Some((active, standby)),
         last_forwarded_time: observation
             .last_forwarded()
             .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
@@ -387,7 +395,13 @@ struct Observed {
     lag_messages: Option<i64>,
     forwarded_total: Option<i64>,
     duplicates_total: Option<i64>,
+    /// Workers active and standing by among those that answered.
+    replicas: Option<(i32, i32)>,
     last_forwarded_time: Option<Time>,
+}
+
+fn previous_replicas(previous: &BridgeStatus) -> Option<(i32, i32)> {
+    Some((previous.active_replicas?, previous.standby_replicas?))
 }
 
 /// A Bridge whose worker is not (or not yet) in place: only `Ready` False with why; what the data
@@ -400,6 +414,7 @@ fn not_running(bridge: &Bridge, reason: &'static str, message: &str) -> Observed
         lag_messages: previous.lag_messages,
         forwarded_total: previous.forwarded_total,
         duplicates_total: previous.duplicates_total,
+        replicas: previous_replicas(&previous),
         last_forwarded_time: previous.last_forwarded_time,
     }
 }
@@ -420,6 +435,8 @@ async fn write_status(ctx: &Context, bridge: &Bridge, observed: &Observed) -> Re
         last_forwarded_time: observed.last_forwarded_time.clone(),
         forwarded_total: observed.forwarded_total,
         duplicates_total: observed.duplicates_total,
+        active_replicas: observed.replicas.map(|(active, _)| active),
+        standby_replicas: observed.replicas.map(|(_, standby)| standby),
         delivery: observed.delivery,
         observed_generation: generation,
         conditions,

@@ -34,6 +34,9 @@ pub struct Reading {
     pub started: i64,
     /// `oms_bridge_link_up`: both ends connected.
     pub link_up: bool,
+    /// `oms_bridge_worker_active`: takes messages from the source (a worker too old to say is
+    /// active while its link is up).
+    pub active: bool,
 }
 
 /// A worker's metrics page (Prometheus text format), or `None` when it is not one.
@@ -59,6 +62,7 @@ pub fn parse(text: &str) -> Option<Reading> {
         last_forwarded: whole("oms_bridge_last_forwarded_timestamp_seconds").filter(|t| *t > 0),
         started,
         link_up: whole("oms_bridge_link_up").is_some_and(|v| v > 0),
+        active: whole("oms_bridge_worker_active").map_or(whole("oms_bridge_link_up").is_some_and(|v| v > 0), |v| v > 0),
     })
 }
 
@@ -133,6 +137,14 @@ impl Observation {
     #[must_use]
     pub fn lag(&self) -> Option<i64> {
         self.readings.iter().filter_map(|r| r.lag).reduce(|a, b| a + b)
+    }
+
+    /// Workers taking messages, and workers standing by.
+    #[must_use]
+    pub fn active_and_standby(&self) -> (i32, i32) {
+        let active = self.readings.iter().filter(|r| r.active).count();
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        (count(active), count(self.readings.len() - active))
     }
 
     #[must_use]
@@ -267,7 +279,15 @@ mod tests {
         oms_bridge_link_up{bridge=\"b\"} 1\n";
 
     fn reading(sent: u64, started: i64) -> Reading {
-        Reading { sent, redelivered: sent / 10, lag: Some(0), last_forwarded: None, started, link_up: true }
+        Reading {
+            sent,
+            redelivered: sent / 10,
+            lag: Some(0),
+            last_forwarded: None,
+            started,
+            link_up: true,
+            active: true,
+        }
     }
 
     #[test]
@@ -280,12 +300,15 @@ mod tests {
                 lag: Some(30),
                 last_forwarded: Some(1000),
                 started: 900,
-                link_up: true
+                link_up: true,
+                active: true,
             })
         );
         let counted = format!("{PAGE}oms_bridge_messages_redelivered_total{{bridge=\"b\"}} 7\n");
         assert_eq!(parse(&counted).map(|r| r.redelivered), Some(7));
         assert_eq!(parse("oms_operator_reconcile_total{kind=\"Bridge\"} 3\n"), None, "not a worker");
+        let standby = format!("{PAGE}oms_bridge_worker_active{{bridge=\"b\"}} 0\n");
+        assert_eq!(parse(&standby).map(|r| (r.link_up, r.active)), Some((true, false)), "up, standing by");
         let never = PAGE.replace("} 1000", "} 0");
         assert_eq!(parse(&never).and_then(|r| r.last_forwarded), None, "0 means never");
     }
@@ -336,6 +359,7 @@ mod tests {
             last_forwarded: Some(1_000),
             started: 500,
             link_up: true,
+            active: true,
         };
         let observation = Observation { expected: 1, readings: vec![working.clone()] };
         assert_eq!(stalled(&decide(&observation, &[], 1_059, after)), (Status::False, "Forwarding"));
@@ -363,8 +387,25 @@ mod tests {
     }
 
     #[test]
+    fn workers_that_answer_are_active_or_standing_by() {
+        let active = reading(1, 1);
+        let standby = Reading { active: false, ..reading(0, 1) };
+        let observation = Observation { expected: 3, readings: vec![standby.clone(), active, standby] };
+        assert_eq!(observation.active_and_standby(), (1, 2));
+        assert_eq!(Observation { expected: 3, readings: vec![] }.active_and_standby(), (0, 0), "none answers");
+    }
+
+    #[test]
     fn a_worker_that_lost_an_end_is_not_connected() {
-        let down = Reading { sent: 0, redelivered: 0, lag: None, last_forwarded: None, started: 1, link_up: false };
+        let down = Reading {
+            sent: 0,
+            redelivered: 0,
+            lag: None,
+            last_forwarded: None,
+            started: 1,
+            link_up: false,
+            active: false,
+        };
         let decided = decide(&Observation { expected: 1, readings: vec![down] }, &[], 2, Duration::from_mins(1));
         assert_eq!((decided[0].status, decided[0].reason), (Status::False, "Disconnected"));
     }

@@ -81,18 +81,21 @@ pub fn check_target_window(file: &WorkerFile, window: Option<Duration>) -> Resul
 
 /// Why more than one worker cannot share a source with this ordering, if it cannot. A Kafka
 /// consumer group gives each worker its own partitions; JetStream and AMQP hand their messages to
-/// whichever worker asks next, which is fine only where no order is promised; an MQTT session
-/// belongs to one client at a time.
+/// whichever worker asks next, which is fine only where no order is promised; where order is kept
+/// an AMQP queue has one exclusive consumer and the other workers stand by. A JetStream worker
+/// that dies leaves its unacknowledged messages to come again only after the ack wait, behind
+/// newer ones, so standbys there would not keep order; an MQTT session belongs to one client.
 fn replicas_unsupported(source: Protocol, ordering: Ordering) -> Option<&'static str> {
     match (source, ordering) {
-        (Protocol::Kafka, _) | (Protocol::Nats | Protocol::Amqp, Ordering::None) => None,
+        (Protocol::Kafka | Protocol::Amqp, _) | (Protocol::Nats, Ordering::None) => None,
         (Protocol::Mqtt, _) => {
             Some("the workers would share one MQTT session (client id), each taking it from the other")
         }
         (Protocol::Gateway, _) => Some("several workers reading through one gateway are not built or proved yet"),
-        (Protocol::Nats | Protocol::Amqp, _) => Some(
-            "the workers would compete for messages and break the order the Bridge keeps; set ordering: None \
-             for competing workers",
+        (Protocol::Nats, _) => Some(
+            "the workers would compete for messages and break the order the Bridge keeps, and a standby taking \
+             over would get newer messages before the ones the lost worker held; set ordering: None for \
+             competing workers",
         ),
     }
 }
@@ -214,6 +217,7 @@ mod tests {
         assert!(refused.message.starts_with("2 workers from a nats source are unsupported"), "{refused}");
         assert_eq!(check(&file(|f| f.ordering = Ordering::None), 3), Ok(()), "competing workers, no order");
         assert_eq!(check(&file(|f| f.source.driver = Protocol::Kafka), 4), Ok(()), "a consumer group");
+        assert_eq!(check(&file(|f| f.source.driver = Protocol::Amqp), 3), Ok(()), "one exclusive consumer, standbys");
         let mqtt = file(|f| {
             f.source.driver = Protocol::Mqtt;
             f.ordering = Ordering::None;
