@@ -74,8 +74,9 @@ pub struct BridgeSpec {
 
     /// Worker pods; 0 pauses the bridge without losing its position. More than one shares a Kafka
     /// source through its consumer group, or a NATS or AMQP source as competing workers with
-    /// `ordering: None`; on an AMQP source with order kept, one worker consumes (exclusive) and the
-    /// others stand by to take over. Any other source or ordering is `Unsupported` with more than one.
+    /// `ordering: None`; on an AMQP or NATS source with order kept, one worker consumes (the AMQP
+    /// queue's exclusive consumer, the JetStream consumer's pin) and the others stand by to take
+    /// over. An MQTT or gateway source is `Unsupported` with more than one.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,
@@ -150,7 +151,8 @@ pub struct BridgeStatus {
     pub delivery: Option<Delivery>,
     /// Workers taking messages from the source, as they report it: all of them where they share
     /// the source (a Kafka group's members with partitions; AMQP or JetStream with ordering None),
-    /// one where the source keeps order by having one reader (an AMQP queue with ordering kept).
+    /// one where the source keeps order by having one reader (an AMQP queue or a JetStream
+    /// consumer with ordering kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_replicas: Option<i32>,
     /// Workers that answer but take no messages: they stand by to take over the source when the

@@ -117,6 +117,53 @@ async fn kafka_to_kafka_exactly_once_commits_each_message_once_through_kill_9() 
     Ok(())
 }
 
+/// ExactlyOnce into JetStream from each source whose ids are stable (Kafka offsets, JetStream
+/// sequences): three kill -9 of the worker mid-stream, then the stream holds each message once,
+/// its duplicate window dropping what the killed workers had sent and not acknowledged, and each
+/// key's messages in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_into_jetstream_stores_each_message_once_through_kill_9() -> anyhow::Result<()> {
+    const COUNT: usize = 20_000;
+    let brokers = Brokers::shared(false)?;
+    let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+    for source in [Kind::Kafka, Kind::Nats] {
+        let pair = format!("eos-{}-nats", source.name());
+        let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
+        brokers.create_queue(source, &from).await?;
+        brokers.create_queue(Kind::Nats, &to).await?;
+        brokers.produce(source, &from, 0, COUNT).await?;
+        let config =
+            |admin| brokers.config(&pair, (source, &from), (Kind::Nats, &to), admin, "delivery: ExactlyOnce\n");
+        let mut sent_before_kills = 0;
+        for kill in 0..KILLS {
+            let admin = oms_e2e::admin_address()?;
+            let worker = Worker::start_with(&pair, &config(admin))?;
+            let goal = ((kill + 1) * COUNT / 10) as u64;
+            sent_before_kills +=
+                oms_e2e::wait_metric(admin, "oms_bridge_messages_sent_total", goal, Duration::from_mins(2)).await;
+            worker.kill()?;
+        }
+        let admin = oms_e2e::admin_address()?;
+        let worker = Worker::start_with(&pair, &config(admin))?;
+        let seen = brokers.consume(Kind::Nats, &to, COUNT, Duration::from_mins(3)).await?;
+        // SIGTERM drains what is in flight; then the stream is what it will stay.
+        worker.stop()?;
+        let verdict = verdict(&seen, COUNT);
+        let stored = stored(&js, &to).await?;
+        println!(
+            "{pair} ExactlyOnce, kill -9 x{KILLS}: produced {COUNT}, the stream holds {stored}, {verdict:?} \
+             (the killed workers had sent {sent_before_kills})"
+        );
+        assert_eq!(verdict.lost, 0, "{pair}: messages lost across kill -9");
+        assert_eq!(verdict.duplicates, 0, "{pair}: a message read twice from the target");
+        assert_eq!(stored, COUNT as u64, "{pair}: the stream holds each message once");
+        // A restarted NATS worker resets its consumer to the ack floor: the killed one's messages
+        // come first, so keys keep their order.
+        assert_eq!(verdict.out_of_order, 0, "{pair}: per-key order broken by a restart");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_repeat_a_kill_9_leaves_in_a_kafka_target_is_counted_as_a_redelivery() -> anyhow::Result<()> {
     const COUNT: usize = 3000;
@@ -1038,14 +1085,21 @@ async fn active_workers(
 }
 
 /// Three workers of one Bridge (ordering PerKey): on an AMQP queue one holds the exclusive consumer
-/// and two stand by; a Kafka group gives each a partition. The active worker is killed mid-stream:
-/// a standby takes over (RabbitMQ puts the killed one's unacknowledged messages back at the head),
-/// the group rebalances, and the target holds every message with each key's order kept.
+/// and two stand by; on a JetStream consumer one holds the pin and two stand by; a Kafka group
+/// gives each a partition. The active worker is killed mid-stream: a standby takes over (RabbitMQ
+/// puts the killed one's unacknowledged messages back at the head; the new JetStream holder resets
+/// the consumer to its ack floor), the group rebalances, and the target holds every message with
+/// each key's order kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_killed() -> anyhow::Result<()> {
-    const COUNT: usize = 4000;
+    const COUNT: usize = 20_000;
+    // JetStream pins a holder at its first delivery: a few messages go before the workers are
+    // counted, the rest after.
+    const FIRST: usize = 100;
     let brokers = Brokers::shared(true)?;
-    for (source, target, expected_active) in [(Kind::Amqp, Kind::Kafka, 1), (Kind::Kafka, Kind::Nats, 3)] {
+    for (source, target, expected_active) in
+        [(Kind::Amqp, Kind::Kafka, 1), (Kind::Nats, Kind::Kafka, 1), (Kind::Kafka, Kind::Nats, 3)]
+    {
         let pair = format!("replicas-{}", source.name());
         let (from, to) = (format!("{pair}-in"), format!("{pair}-out"));
         if source == Kind::Kafka {
@@ -1060,16 +1114,19 @@ async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_k
             let config = brokers.config(&pair, (source, &from), (target, &to), admin, "");
             workers.push(Some(Worker::start_with(&format!("{pair}-{i}"), &config)?));
         }
+        brokers.produce(source, &from, 0, FIRST).await?;
         let active = active_workers(&admins, expected_active, Duration::from_mins(1)).await?;
-        brokers.produce(source, &from, 0, COUNT).await?;
         let victim = active[0];
+        let goal = oms_e2e::metric(admins[victim], "oms_bridge_messages_sent_total", None) + 1000;
+        brokers.produce(source, &from, FIRST, COUNT - FIRST).await?;
         let sent =
-            oms_e2e::wait_metric(admins[victim], "oms_bridge_messages_sent_total", 300, Duration::from_mins(1)).await;
+            oms_e2e::wait_metric(admins[victim], "oms_bridge_messages_sent_total", goal, Duration::from_mins(1)).await;
         workers[victim].take().expect("running").kill()?;
         anyhow::ensure!(sent < COUNT as u64, "{pair}: the stream was over before the kill");
         let survivors: Vec<_> = (0..3).filter(|&i| i != victim).map(|i| admins[i]).collect();
         let took_over = Instant::now();
-        // A standby takes the AMQP queue; the group gives the killed member's partition to another.
+        // A standby takes the AMQP queue or the pin; the group gives the killed member's partition
+        // to another.
         let after = active_workers(&survivors, expected_active.min(2), Duration::from_mins(1)).await?;
         let takeover = took_over.elapsed();
         let seen = brokers.consume(target, &to, COUNT, Duration::from_mins(2)).await?;

@@ -96,7 +96,7 @@ pub struct BrokerImages {
     #[arg(long, env = "OMS_KAFKA_IMAGE", default_value = "apache/kafka:4.1.1")]
     pub kafka_image: String,
     /// Default NATS image.
-    #[arg(long, env = "OMS_NATS_IMAGE", default_value = "nats:2.12.1")]
+    #[arg(long, env = "OMS_NATS_IMAGE", default_value = "nats:2.15.2")]
     pub nats_image: String,
     /// Default RabbitMQ image.
     #[arg(long, env = "OMS_RABBITMQ_IMAGE", default_value = "rabbitmq:4.1.4")]

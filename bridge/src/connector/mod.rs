@@ -161,7 +161,8 @@ pub enum Source {
 
 impl Source {
     /// Connects to the source queue, keeping the position of `durable`. Where `ordering` is kept,
-    /// an AMQP queue is consumed by one worker at a time: the others get [`ConnectorError::Standby`].
+    /// one worker at a time takes the messages: an AMQP queue's exclusive consumer (the others get
+    /// [`ConnectorError::Standby`]), a JetStream consumer's pin (the others wait in its group).
     pub async fn connect(
         endpoint: &Endpoint,
         durable: &Durable,
@@ -170,14 +171,14 @@ impl Source {
         ordering: Ordering,
     ) -> Result<Self, ConnectorError> {
         let consumer = &durable.flat();
+        let keep_order = ordering != Ordering::None;
         match endpoint.protocol {
             Protocol::Kafka => Ok(Source::Kafka(kafka::KafkaSource::connect(endpoint, durable, start, false)?)),
-            Protocol::Nats => {
-                Ok(Source::Nats(Box::new(nats::NatsSource::connect(endpoint, consumer, start, in_flight).await?)))
-            }
+            Protocol::Nats => Ok(Source::Nats(Box::new(
+                nats::NatsSource::connect(endpoint, consumer, start, in_flight, keep_order).await?,
+            ))),
             Protocol::Amqp => {
-                let exclusive = ordering != Ordering::None;
-                Ok(Source::Amqp(Box::new(amqp::AmqpSource::connect(endpoint, consumer, in_flight, exclusive).await?)))
+                Ok(Source::Amqp(Box::new(amqp::AmqpSource::connect(endpoint, consumer, in_flight, keep_order).await?)))
             }
             Protocol::Mqtt => {
                 Ok(Source::Mqtt(Box::new(mqtt::MqttSource::connect(endpoint, consumer, in_flight).await?)))
@@ -199,12 +200,14 @@ impl Source {
         }
     }
 
-    /// Whether this worker is given messages: a Kafka group member with no partition is not.
+    /// Whether this worker is given messages: a Kafka group member with no partition is not, nor
+    /// a JetStream worker that does not hold the consumer's pin (as of the last backlog read).
     #[must_use]
     pub fn takes_messages(&self) -> bool {
         match self {
             Source::Kafka(source) => source.assigned_partitions() > 0,
-            Source::Nats(_) | Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) => true,
+            Source::Nats(source) => source.takes_messages(),
+            Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) => true,
         }
     }
 

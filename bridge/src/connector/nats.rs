@@ -2,6 +2,12 @@
 //! queue. Sink: publishes to the stream's subject with `Nats-Msg-Id` set to the message id, so
 //! JetStream drops repeats inside its duplicate window.
 //!
+//! One holder at a time where order is kept: the consumer pins one pull client of the group
+//! [`PIN_GROUP`] and holds the other workers back. A worker whose messages carry a pin it has not
+//! seen before has just become the holder; it resets the consumer to its ack floor, so that what
+//! an earlier holder took and never acknowledged comes again, in stream order, before anything
+//! newer, and it drops (unacknowledged) what was delivered to it before the reset.
+//!
 //! Gaps: stream sequences run on from the consumer's ack floor. When a message arrives past the
 //! next expected sequence and the stream now starts past it too, limits or a purge removed
 //! messages before they were bridged: reported, never silent. (A redelivery arriving later, or
@@ -26,6 +32,18 @@ const PULL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long a shutdown waits to write queued acks to the connection.
 const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The priority group whose pin says which worker of a Bridge takes the messages.
+const PIN_GROUP: &str = "oms-bridge";
+/// How long a pin outlives its holder's last pull request: a standby takes over this long after
+/// its holder was killed (a holder that stops cleanly gives the pin up at once). Above the pull
+/// expiry plus the 5 s the client waits before pulling again when nobody reads its messages, so
+/// a holder with a full window keeps its pin.
+const PIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A holder renews its pin with every pull request, so pulls expire well inside [`PIN_TIMEOUT`];
+/// the heartbeat must be under half the expiry.
+const PINNED_PULL_EXPIRY: std::time::Duration = std::time::Duration::from_secs(2);
+const PINNED_PULL_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(900);
+
 async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
     let servers: Vec<String> = endpoint.servers.iter().map(|(h, p)| format!("nats://{h}:{p}")).collect();
     let options = match super::credentials(endpoint) {
@@ -42,21 +60,91 @@ async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorErro
 pub struct NatsSource {
     /// Kept to flush the acks it queued before a shutdown.
     client: async_nats::Client,
-    messages: consumer::pull::Stream,
+    /// `None` after a shutdown: a holder stops pulling before it gives its pin up.
+    messages: Option<consumer::pull::Stream>,
     consumer: consumer::PullConsumer,
     stream: jetstream::stream::Stream,
     /// Stream sequences: the same for every delivery of a message.
     ids: MessageIds,
     /// Highest stream sequence accounted for: acked before this run, received, or reported lost.
     seen_through: Option<u64>,
+    /// Where order is kept: this worker's standing in the consumer's priority group.
+    pin: Option<Pin>,
+}
+
+/// A worker's standing in the consumer's priority group, and what a new pin still asks of it.
+#[derive(Debug, Default)]
+struct Pin {
+    /// The `Nats-Pin-Id` of the messages delivered to this worker.
+    id: Option<String>,
+    /// The pin the server names as held, at the last backlog read.
+    held: Option<String>,
+    /// A new pin came and the consumer is not reset yet.
+    reset_due: bool,
+    /// Reset: what was delivered before it is dropped until the first delivery after it.
+    stale: bool,
+    /// Stream sequences an earlier holder was given: they come again as redeliveries.
+    redelivered_through: u64,
+}
+
+/// What a worker does with a message delivered under a pin.
+#[derive(Debug, PartialEq, Eq)]
+enum Under {
+    /// Forward it.
+    Take,
+    /// Drop it unacknowledged: the reset brings it again.
+    Drop,
+    /// First message of a new pin: reset the consumer, then drop it.
+    Reset,
+}
+
+impl Pin {
+    /// What to do with a message that carries `pin`, with its stream sequence, delivery count and
+    /// consumer (delivery) sequence: a reset starts the consumer sequence at 1 again.
+    fn judge(&mut self, pin: Option<&str>, sequence: u64, delivered: i64, consumer_sequence: u64) -> Under {
+        if pin.is_some() && pin != self.id.as_deref() {
+            self.id = pin.map(str::to_owned);
+            self.reset_due = true;
+            // JetStream hands out new messages in stream order: every sequence before the first
+            // new one given to this worker went to an earlier holder.
+            self.redelivered_through = if delivered > 1 { sequence } else { sequence.saturating_sub(1) };
+        }
+        if self.reset_due {
+            return Under::Reset;
+        }
+        if self.stale && consumer_sequence != 1 {
+            return Under::Drop;
+        }
+        self.stale = false;
+        Under::Take
+    }
+
+    /// The reset asked for by a new pin is over: `done` when the server reset the consumer, so
+    /// what was delivered before it is dropped; not done where the server cannot reset.
+    fn reset_over(&mut self, done: bool) {
+        self.reset_due = false;
+        self.stale = done;
+    }
+}
+
+/// The consumer's priority settings: one pinned holder where order is kept, none otherwise.
+fn set_priority(config: &mut consumer::pull::Config, pinned: bool) {
+    (config.priority_policy, config.priority_groups, config.priority_timeout) = if pinned {
+        (consumer::PriorityPolicy::PinnedClient, vec![PIN_GROUP.to_owned()], PIN_TIMEOUT)
+    } else {
+        (consumer::PriorityPolicy::None, Vec::new(), std::time::Duration::ZERO)
+    };
 }
 
 impl NatsSource {
+    /// Connects to the stream named by the endpoint's queue through the durable consumer
+    /// `durable`; where `keep_order`, only the worker holding the consumer's pin gets messages.
     pub async fn connect(
         endpoint: &Endpoint,
         durable: &str,
         start: Start,
         in_flight: u32,
+        keep_order: bool,
     ) -> Result<Self, ConnectorError> {
         let connection = client(endpoint).await?;
         let js = jetstream::new(connection.clone());
@@ -75,50 +163,103 @@ impl NatsSource {
             },
         };
         let durable_name = durable.replace(['.', '*', '>', '/'], "_");
-        let consumer = stream
-            .get_or_create_consumer(
-                &durable_name,
-                consumer::pull::Config {
-                    durable_name: Some(durable_name.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy,
-                    // Unacknowledged messages the server lets us hold: the bridge's window.
-                    max_ack_pending: i64::from(in_flight),
-                    ..consumer::pull::Config::default()
-                },
-            )
-            .await
-            .map_err(|e| fail(&e))?;
+        let mut config = consumer::pull::Config {
+            durable_name: Some(durable_name.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy,
+            // Unacknowledged messages the server lets us hold: the bridge's window.
+            max_ack_pending: i64::from(in_flight),
+            ..consumer::pull::Config::default()
+        };
+        set_priority(&mut config, keep_order);
+        let wanted_policy = config.priority_policy.clone();
+        let mut consumer = stream.get_or_create_consumer(&durable_name, config).await.map_err(|e| fail(&e))?;
+        // A consumer made by an earlier version or under the other ordering takes this one's
+        // priority settings (JetStream updates them in place, keeping the position).
+        let existing = &consumer.cached_info().config;
+        if existing.priority_policy != wanted_policy {
+            let mut updated =
+                <consumer::pull::Config as consumer::FromConsumer>::try_from_consumer_config(existing.clone())
+                    .map_err(|e| fail(&e))?;
+            set_priority(&mut updated, keep_order);
+            consumer = stream.update_consumer(updated).await.map_err(|e| fail(&e))?;
+        }
         // A consumer with progress continues from its ack floor; a new one has nothing to lose yet.
         let floor = consumer.cached_info().ack_floor.stream_sequence;
         // One pull request asks for as many messages as the window may hold (the client's default
         // is 200): fewer requests per message, and the server can fill the window at once.
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(usize::try_from(in_flight).unwrap_or(PULL_BATCH).max(PULL_BATCH))
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| fail(&e))?;
+        let pull =
+            consumer.stream().max_messages_per_batch(usize::try_from(in_flight).unwrap_or(PULL_BATCH).max(PULL_BATCH));
+        let pull = if keep_order {
+            pull.group(PIN_GROUP).expires(PINNED_PULL_EXPIRY).heartbeat(PINNED_PULL_HEARTBEAT)
+        } else {
+            pull.heartbeat(PULL_HEARTBEAT)
+        };
+        let messages = pull.messages().await.map_err(|e| fail(&e))?;
         Ok(Self {
             client: connection,
-            messages,
+            messages: Some(messages),
             consumer,
             stream,
             ids: MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue),
             seen_through: (floor > 0).then_some(floor),
+            pin: keep_order.then(Pin::default),
         })
     }
 
-    /// Writes the acks still queued in the client to the connection: acks do not wait for the
-    /// server, and ones left behind at exit would bring their messages again after the ack wait.
-    pub async fn flush(&self) {
+    /// Whether this worker gets messages: always without pins; with them, while the server names
+    /// this worker's pin as held (read with the backlog).
+    pub fn takes_messages(&self) -> bool {
+        self.pin.as_ref().is_none_or(|pin| pin.id.is_some() && pin.id == pin.held)
+    }
+
+    /// Writes the acks still queued in the client to the connection (acks do not wait for the
+    /// server, and ones left behind at exit would bring their messages again after the ack wait),
+    /// then stops pulling and gives up the pin, so that a standby takes over at once.
+    pub async fn flush(&mut self) {
         let unsent = match tokio::time::timeout(FLUSH_DEADLINE, self.client.flush()).await {
-            Ok(Ok(())) => return,
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("not written within {FLUSH_DEADLINE:?}"),
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("not written within {FLUSH_DEADLINE:?}")),
         };
-        tracing::warn!(message = "Acks not flushed before shutdown; their messages come again.", error = %unsent);
+        if let Some(unsent) = unsent {
+            tracing::warn!(message = "Acks not flushed before shutdown; their messages come again.", error = %unsent);
+        }
+        if self.pin.as_ref().is_some_and(|pin| pin.id.is_some()) {
+            self.messages = None;
+            let name = self.consumer.cached_info().name.clone();
+            if let Err(error) = self.stream.unpin_consumer(&name, PIN_GROUP).await {
+                tracing::warn!(message = "Cannot give up the pin; a standby takes over after the pin timeout.", %error, timeout_s = PIN_TIMEOUT.as_secs());
+            }
+        }
+    }
+
+    /// Becomes the holder: the consumer starts again after its ack floor, so what an earlier
+    /// holder was given and did not acknowledge comes first, in stream order.
+    async fn reset_to_ack_floor(&mut self) -> Result<(), ConnectorError> {
+        let Some(pin) = self.pin.as_mut() else { return Ok(()) };
+        match self.consumer.reset(None).await {
+            Ok(reset) => {
+                let floor = reset.info.ack_floor.stream_sequence;
+                self.seen_through = (floor > 0).then_some(floor);
+                pin.reset_over(true);
+                tracing::info!(
+                    message = "Holding the source; its consumer starts again after the ack floor.",
+                    ack_floor = floor
+                );
+            }
+            // A server before 2.14 has no consumer reset: an earlier holder's messages come
+            // again after the ack wait, maybe behind newer ones of their key.
+            Err(error) if matches!(error.kind(), jetstream::stream::ConsumerResetErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::BAD_REQUEST) =>
+            {
+                tracing::warn!(message = "The NATS server cannot reset a consumer (needs 2.14): order may break at this takeover.", %error);
+                pin.reset_over(false);
+            }
+            Err(error) => {
+                return Err(ConnectorError::Receive(format!("resetting the consumer to its ack floor: {error}")));
+            }
+        }
+        Ok(())
     }
 
     /// Messages removed from the stream before they were bridged, judged at a message with
@@ -143,40 +284,81 @@ impl NatsSource {
         first.min(sequence).saturating_sub(seen + 1)
     }
 
-    /// Messages in the stream the consumer has not handed out yet.
-    pub async fn backlog(&self) -> Option<u64> {
-        self.consumer.get_info().await.ok().map(|info| info.num_pending)
-    }
-
-    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
-        let message = self
-            .messages
-            .next()
-            .await
-            .ok_or_else(|| ConnectorError::Receive("the consumer stream ended".into()))?
-            .map_err(|e| ConnectorError::Receive(e.to_string()))?;
-        let info = message.info().map_err(|e| ConnectorError::Receive(e.to_string()))?;
-        let (sequence, redelivered) = (info.stream_sequence, info.delivered > 1);
-        let timestamp_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok();
-        let mut headers = Vec::new();
-        if let Some(map) = &message.headers {
-            for (name, values) in map.iter() {
-                for value in values {
-                    headers.push((name.to_string(), value.as_str().as_bytes().to_vec()));
+    /// Messages in the stream the consumer has not handed out yet: 0 for a standby, which holds
+    /// none of them. Reads which pin the server names as held, too.
+    pub async fn backlog(&mut self) -> Option<u64> {
+        let info = self.consumer.get_info().await.ok()?;
+        if let Some(pin) = self.pin.as_mut() {
+            pin.held =
+                info.priority_groups.iter().find(|g| g.group == PIN_GROUP).and_then(|g| g.pinned_client_id.clone());
+            // A holder that is gone left messages it was given. A pin goes with a delivery, and a
+            // consumer whose ack-pending limit they fill delivers nothing until the ack wait (30 s)
+            // brings them back: any worker resets it to the ack floor, the next delivery pins a
+            // new holder, and that one resets once more.
+            if pin.held.is_none() && info.num_ack_pending > 0 {
+                match self.consumer.reset(None).await {
+                    Ok(_) => tracing::info!(
+                        message = "No worker holds the pin and a gone one's messages are pending: the consumer starts again after its ack floor.",
+                        pending = info.num_ack_pending
+                    ),
+                    Err(error) => {
+                        tracing::warn!(message = "Cannot reset the consumer whose holder is gone; its messages come again after the ack wait.", %error);
+                    }
                 }
             }
         }
-        let (own, headers) = take_bridge_headers(headers);
-        let converted = Message {
-            key: own.key,
-            payload: message.payload.to_vec(),
-            headers,
-            timestamp_ms,
-            id: self.ids.id(own.id, 0, sequence),
-            provenance: own.provenance,
-        };
-        let gap = self.gap_before(sequence).await;
-        Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap, redelivered })
+        Some(if self.takes_messages() { info.num_pending } else { 0 })
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        loop {
+            let message = self
+                .messages
+                .as_mut()
+                .ok_or_else(|| ConnectorError::Receive("the source was shut down".into()))?
+                .next()
+                .await
+                .ok_or_else(|| ConnectorError::Receive("the consumer stream ended".into()))?
+                .map_err(|e| ConnectorError::Receive(e.to_string()))?;
+            let info = message.info().map_err(|e| ConnectorError::Receive(e.to_string()))?;
+            let (sequence, delivered) = (info.stream_sequence, info.delivered);
+            let mut redelivered = delivered > 1;
+            if let Some(pin) = self.pin.as_mut() {
+                let id = message.headers.as_ref().and_then(|h| h.get_last(async_nats::header::NATS_PIN_ID));
+                match pin.judge(id.map(async_nats::HeaderValue::as_str), sequence, delivered, info.consumer_sequence) {
+                    Under::Take => redelivered |= sequence <= pin.redelivered_through,
+                    Under::Drop => continue,
+                    Under::Reset => {
+                        self.reset_to_ack_floor().await?;
+                        continue;
+                    }
+                }
+            }
+            let timestamp_ms = i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok();
+            let mut headers = Vec::new();
+            if let Some(map) = &message.headers {
+                for (name, values) in map.iter() {
+                    // The server's pin id is for this consumer only.
+                    if *name == async_nats::header::NATS_PIN_ID {
+                        continue;
+                    }
+                    for value in values {
+                        headers.push((name.to_string(), value.as_str().as_bytes().to_vec()));
+                    }
+                }
+            }
+            let (own, headers) = take_bridge_headers(headers);
+            let converted = Message {
+                key: own.key,
+                payload: message.payload.to_vec(),
+                headers,
+                timestamp_ms,
+                id: self.ids.id(own.id, 0, sequence),
+                provenance: own.provenance,
+            };
+            let gap = self.gap_before(sequence).await;
+            return Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap, redelivered });
+        }
     }
 }
 
@@ -250,5 +432,36 @@ fn classify(error: &jetstream::context::PublishError) -> ConnectorError {
         ConnectorError::Rejected { reason: "too_large", message: error.to_string() }
     } else {
         ConnectorError::Send(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_pin_resets_the_consumer_once_and_drops_what_came_before_the_reset() {
+        let mut pin = Pin::default();
+        // An earlier holder was given sequences 1 to 40; this worker's first message is 41.
+        assert_eq!(pin.judge(Some("a"), 41, 1, 41), Under::Reset);
+        assert_eq!(pin.redelivered_through, 40, "what the earlier holder was given comes again");
+        assert_eq!(pin.judge(Some("a"), 42, 1, 42), Under::Reset, "until the reset is over");
+        pin.reset_over(true);
+        assert_eq!(pin.judge(Some("a"), 43, 1, 43), Under::Drop, "delivered before the reset");
+        assert_eq!(pin.judge(Some("a"), 31, 1, 1), Under::Take, "the first delivery after it (ack floor 30)");
+        assert_eq!(pin.judge(Some("a"), 32, 1, 2), Under::Take);
+        assert_eq!(pin.judge(Some("a"), 33, 1, 3), Under::Take);
+        // The pin came back to this worker after another held it: a new reset.
+        assert_eq!(pin.judge(Some("b"), 90, 2, 9), Under::Reset);
+        assert_eq!(pin.redelivered_through, 90, "a redelivery was given before");
+        pin.reset_over(false);
+        assert_eq!(pin.judge(Some("b"), 91, 1, 10), Under::Take, "a server that cannot reset: taken as it comes");
+    }
+
+    #[test]
+    fn a_message_without_a_pin_is_taken_as_it_comes() {
+        let mut pin = Pin::default();
+        assert_eq!(pin.judge(None, 5, 1, 5), Under::Take);
+        assert!(!pin.reset_due);
     }
 }

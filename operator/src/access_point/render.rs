@@ -452,7 +452,7 @@ mod tests {
         let spec = serde_yaml_ng::from_str(yaml).expect("spec");
         let images = DefaultImages {
             kafka: "apache/kafka:4.1.1".into(),
-            nats: "nats:2.12.1".into(),
+            nats: "nats:2.15.2".into(),
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
         };

@@ -213,7 +213,7 @@ mod tests {
     fn images() -> DefaultImages {
         DefaultImages {
             kafka: "apache/kafka:4.1.1".into(),
-            nats: "nats:2.12.1".into(),
+            nats: "nats:2.15.2".into(),
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
         }

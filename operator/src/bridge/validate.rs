@@ -4,12 +4,12 @@
 //! refusal is reported on the Bridge, named by its spec field, instead of as a crash-looping pod.
 //! A guarantee the pair of ends cannot keep (`delivery: ExactlyOnce` where the source's ids are not
 //! stable or the target does not drop repeats) is `Unsupported`, as are worker replicas the
-//! source cannot share without breaking order or sessions; anything else the worker refuses is
+//! source cannot share without breaking sessions; anything else the worker refuses is
 //! `InvalidSpec`.
 
 use std::time::Duration;
 
-use oms_bridge_config::{ConfigError, Delivery, Ordering, Protocol, WorkerFile, in_kafka_transactions};
+use oms_bridge_config::{ConfigError, Delivery, Protocol, WorkerFile, in_kafka_transactions};
 use oms_crds::quantity::format_duration;
 
 /// Condition reasons of a refused Bridge.
@@ -32,7 +32,7 @@ pub struct InvalidBridge {
 pub fn check(file: &WorkerFile, replicas: i32) -> Result<(), InvalidBridge> {
     let name = format!("Bridge {}/{}", file.bridge.namespace, file.bridge.name);
     oms_bridge_config::validate_worker(&name, file.clone()).map_err(|error| blame(&error))?;
-    match replicas_unsupported(file.source.driver, file.ordering) {
+    match replicas_unsupported(file.source.driver) {
         Some(why) if replicas > 1 => Err(InvalidBridge {
             reason: UNSUPPORTED,
             field: "spec.replicas".into(),
@@ -79,24 +79,16 @@ pub fn check_target_window(file: &WorkerFile, window: Option<Duration>) -> Resul
     }
 }
 
-/// Why more than one worker cannot share a source with this ordering, if it cannot. A Kafka
+/// Why more than one worker cannot share a source, if it cannot. A Kafka
 /// consumer group gives each worker its own partitions; JetStream and AMQP hand their messages to
 /// whichever worker asks next, which is fine only where no order is promised; where order is kept
-/// an AMQP queue has one exclusive consumer and the other workers stand by. A JetStream worker
-/// that dies leaves its unacknowledged messages to come again only after the ack wait, behind
-/// newer ones, so standbys there would not keep order; an MQTT session belongs to one client.
-fn replicas_unsupported(source: Protocol, ordering: Ordering) -> Option<&'static str> {
-    match (source, ordering) {
-        (Protocol::Kafka | Protocol::Amqp, _) | (Protocol::Nats, Ordering::None) => None,
-        (Protocol::Mqtt, _) => {
-            Some("the workers would share one MQTT session (client id), each taking it from the other")
-        }
-        (Protocol::Gateway, _) => Some("several workers reading through one gateway are not built or proved yet"),
-        (Protocol::Nats, _) => Some(
-            "the workers would compete for messages and break the order the Bridge keeps, and a standby taking \
-             over would get newer messages before the ones the lost worker held; set ordering: None for \
-             competing workers",
-        ),
+/// one worker holds the source (an AMQP queue's exclusive consumer, a JetStream consumer's pin)
+/// and the others stand by. An MQTT session belongs to one client.
+fn replicas_unsupported(source: Protocol) -> Option<&'static str> {
+    match source {
+        Protocol::Kafka | Protocol::Amqp | Protocol::Nats => None,
+        Protocol::Mqtt => Some("the workers would share one MQTT session (client id), each taking it from the other"),
+        Protocol::Gateway => Some("several workers reading through one gateway are not built or proved yet"),
     }
 }
 
@@ -126,7 +118,7 @@ fn blame(error: &ConfigError) -> InvalidBridge {
 
 #[cfg(test)]
 mod tests {
-    use oms_bridge_config::{BridgeName, EndpointFile, Protocol};
+    use oms_bridge_config::{BridgeName, EndpointFile, Ordering, Protocol};
 
     use super::*;
 
@@ -148,7 +140,7 @@ mod tests {
             source: end("orders"),
             target: end("orders-edge"),
             delivery: oms_bridge_config::Delivery::AtLeastOnce,
-            ordering: oms_bridge_config::Ordering::PerKey,
+            ordering: Ordering::PerKey,
             filter: None,
             start_from: oms_bridge_config::StartFrom::Earliest,
             start_timestamp: None,
@@ -210,20 +202,23 @@ mod tests {
     }
 
     #[test]
-    fn replicas_share_a_kafka_group_or_compete_only_where_no_order_is_kept() {
+    fn replicas_share_a_group_or_stand_by_and_an_mqtt_session_is_never_shared() {
         let nats = file(|_| {});
-        let refused = check(&nats, 2).expect_err("per-key order would break");
-        assert_eq!((refused.reason, refused.field.as_str()), (UNSUPPORTED, "spec.replicas"));
-        assert!(refused.message.starts_with("2 workers from a nats source are unsupported"), "{refused}");
+        assert_eq!(check(&nats, 3), Ok(()), "one pinned holder, standbys");
         assert_eq!(check(&file(|f| f.ordering = Ordering::None), 3), Ok(()), "competing workers, no order");
         assert_eq!(check(&file(|f| f.source.driver = Protocol::Kafka), 4), Ok(()), "a consumer group");
         assert_eq!(check(&file(|f| f.source.driver = Protocol::Amqp), 3), Ok(()), "one exclusive consumer, standbys");
-        let mqtt = file(|f| {
-            f.source.driver = Protocol::Mqtt;
-            f.ordering = Ordering::None;
-        });
-        assert!(check(&mqtt, 2).expect_err("one session").message.contains("MQTT session"));
-        assert_eq!(check(&nats, 0), Ok(()), "paused");
+        for ordering in [Ordering::None, Ordering::PerKey] {
+            let mqtt = file(|f| {
+                f.source.driver = Protocol::Mqtt;
+                f.ordering = ordering;
+            });
+            let refused = check(&mqtt, 2).expect_err("one session");
+            assert_eq!((refused.reason, refused.field.as_str()), (UNSUPPORTED, "spec.replicas"));
+            assert!(refused.message.starts_with("2 workers from a mqtt source are unsupported"), "{refused}");
+            assert!(refused.message.contains("MQTT session"), "{refused}");
+            assert_eq!(check(&mqtt, 1), Ok(()));
+        }
     }
     #[test]
     fn exactly_once_into_jetstream_needs_a_duplicate_window_of_two_minutes() {

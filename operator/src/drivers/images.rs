@@ -50,6 +50,6 @@ mod tests {
     #[test]
     fn image_tag_replacement_keeps_a_registry_port() {
         assert_eq!(broker_image("registry:5000/kafka", Some("4.0.0"), None), "registry:5000/kafka:4.0.0");
-        assert_eq!(broker_image("nats:2.12.1", None, Some("my/nats:dev")), "my/nats:dev");
+        assert_eq!(broker_image("nats:2.15.2", None, Some("my/nats:dev")), "my/nats:dev");
     }
 }
