@@ -15,6 +15,7 @@
 //! tells the two apart.)
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::{ConsumerResetError, ConsumerResetResponse};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
@@ -70,6 +71,8 @@ pub struct NatsSource {
     seen_through: Option<u64>,
     /// Where order is kept: this worker's standing in the consumer's priority group.
     pin: Option<Pin>,
+    /// A reset to the ack floor under way.
+    resetting: Option<tokio::task::JoinHandle<Result<ConsumerResetResponse, ConsumerResetError>>>,
 }
 
 /// A worker's standing in the consumer's priority group, and what a new pin still asks of it.
@@ -204,6 +207,7 @@ impl NatsSource {
             ids: MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue),
             seen_through: (floor > 0).then_some(floor),
             pin: keep_order.then(Pin::default),
+            resetting: None,
         })
     }
 
@@ -235,11 +239,23 @@ impl NatsSource {
     }
 
     /// Becomes the holder: the consumer starts again after its ack floor, so what an earlier
-    /// holder was given and did not acknowledge comes first, in stream order.
-    async fn reset_to_ack_floor(&mut self) -> Result<(), ConnectorError> {
+    /// holder was given and did not acknowledge comes first, in stream order. The reset runs as
+    /// a task that [`Self::finish_reset`] awaits: `next` may be dropped mid-way (the pipeline
+    /// selects on it), and a reset sent twice would deliver the stream twice.
+    fn start_reset(&mut self) {
+        let mut consumer = self.consumer.clone();
+        self.resetting = Some(tokio::spawn(async move { consumer.reset(None).await }));
+    }
+
+    /// Awaits a reset [`Self::start_reset`] began, if one runs; cancel-safe (the task goes on
+    /// and its handle stays).
+    async fn finish_reset(&mut self) -> Result<(), ConnectorError> {
+        let Some(resetting) = self.resetting.as_mut() else { return Ok(()) };
+        let outcome = resetting.await;
+        self.resetting = None;
         let Some(pin) = self.pin.as_mut() else { return Ok(()) };
-        match self.consumer.reset(None).await {
-            Ok(reset) => {
+        match outcome {
+            Ok(Ok(reset)) => {
                 let floor = reset.info.ack_floor.stream_sequence;
                 self.seen_through = (floor > 0).then_some(floor);
                 pin.reset_over(true);
@@ -250,14 +266,15 @@ impl NatsSource {
             }
             // A server before 2.14 has no consumer reset: an earlier holder's messages come
             // again after the ack wait, maybe behind newer ones of their key.
-            Err(error) if matches!(error.kind(), jetstream::stream::ConsumerResetErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::BAD_REQUEST) =>
+            Ok(Err(error)) if matches!(error.kind(), jetstream::stream::ConsumerResetErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::BAD_REQUEST) =>
             {
                 tracing::warn!(message = "The NATS server cannot reset a consumer (needs 2.14): order may break at this takeover.", %error);
                 pin.reset_over(false);
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 return Err(ConnectorError::Receive(format!("resetting the consumer to its ack floor: {error}")));
             }
+            Err(error) => return Err(ConnectorError::Receive(format!("resetting the consumer: {error}"))),
         }
         Ok(())
     }
@@ -312,6 +329,7 @@ impl NatsSource {
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
         loop {
+            self.finish_reset().await?;
             let message = self
                 .messages
                 .as_mut()
@@ -329,7 +347,7 @@ impl NatsSource {
                     Under::Take => redelivered |= sequence <= pin.redelivered_through,
                     Under::Drop => continue,
                     Under::Reset => {
-                        self.reset_to_ack_floor().await?;
+                        self.start_reset();
                         continue;
                     }
                 }
