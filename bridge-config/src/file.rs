@@ -83,6 +83,11 @@ pub struct WorkerFile {
     /// Messages between source and target at most; 1,000 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<u32>,
+    /// A Lease in the Bridge's namespace that one worker at a time holds while it reads the
+    /// source, for several workers of a source with no lock of its own (an MQTT session); the
+    /// others stand by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminFile>,
 }

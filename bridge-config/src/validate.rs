@@ -59,6 +59,9 @@ pub struct WorkerConfig {
     /// `startTimestamp` in milliseconds since the epoch, with `startFrom: Timestamp`.
     pub start_timestamp_ms: Option<i64>,
     pub in_flight: u32,
+    /// The Lease (in `namespace`) a worker holds while it reads the source; without one, every
+    /// worker reads.
+    pub lease: Option<String>,
     pub admin_listen: SocketAddr,
 }
 
@@ -132,6 +135,14 @@ pub fn validate_worker(file: &str, raw: WorkerFile) -> Result<WorkerConfig, Conf
     if !(1..=MAX_IN_FLIGHT).contains(&in_flight) {
         return Err(err("inFlight", format!("{in_flight} is out of range; use 1 to {MAX_IN_FLIGHT}")));
     }
+    if let Some(lease) = &raw.lease
+        && !is_object_name(lease)
+    {
+        return Err(err(
+            "lease",
+            format!("{lease:?} is not a Kubernetes object name; use lowercase letters, digits, '-' and '.'"),
+        ));
+    }
     let admin_listen = admin_address(file, raw.admin)?;
     Ok(WorkerConfig {
         name,
@@ -144,8 +155,20 @@ pub fn validate_worker(file: &str, raw: WorkerFile) -> Result<WorkerConfig, Conf
         start_from: raw.start_from,
         start_timestamp_ms,
         in_flight,
+        lease: raw.lease,
         admin_listen,
     })
+}
+
+/// A DNS subdomain name, as Kubernetes names most objects (a Lease among them).
+fn is_object_name(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// A local broker the gateway fronts.
@@ -533,6 +556,18 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
     #[test]
     fn in_flight_is_bounded() {
         assert_eq!(worker_error(&format!("{WORKER}inFlight: 0\n")).field, "inFlight");
+    }
+
+    #[test]
+    fn a_lease_is_named_like_a_kubernetes_object() {
+        let config = parse_worker("w.yaml", &format!("{WORKER}lease: orders-oms-bridge\n")).expect("valid");
+        assert_eq!(config.lease.as_deref(), Some("orders-oms-bridge"));
+        assert_eq!(parse_worker("w.yaml", WORKER).expect("valid").lease, None, "no lease: every worker reads");
+        for bad in ["Orders", "-orders", "orders_1", "a..b", "''"] {
+            let error = worker_error(&format!("{WORKER}lease: {bad}\n"));
+            assert_eq!(error.field, "lease", "{bad}");
+            assert!(error.problem.contains("not a Kubernetes object name"), "{bad}: {error}");
+        }
     }
 
     const GATEWAY: &str = "

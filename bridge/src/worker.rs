@@ -11,6 +11,7 @@ use crate::metrics::BridgeMetrics;
 use crate::pipeline::{Hops, Route, forward};
 use crate::transactional::forward_in_transactions;
 use oms_bridge_config::{Delivery, WorkerConfig, in_kafka_transactions};
+use oms_lease::{Candidate, Timing};
 
 /// First and longest wait between reconnection attempts, before jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -42,8 +43,8 @@ struct Standby<'a> {
 }
 
 impl Standby<'_> {
-    /// Waits before the next try; false on shutdown.
-    async fn wait(&mut self, why: &str) -> bool {
+    /// Says so (once) and in the metrics: ready, connected, not active.
+    fn show(&mut self, why: &str) {
         if !self.said {
             tracing::info!(message = "Standing by: another worker of this Bridge holds the source.", why);
             self.said = true;
@@ -52,6 +53,11 @@ impl Standby<'_> {
         self.metrics.source_lag.set(0);
         self.metrics.link_up.set(1);
         self.ready.set(true);
+    }
+
+    /// Waits before the next try; false on shutdown.
+    async fn wait(&mut self, why: &str) -> bool {
+        self.show(why);
         tokio::select! {
             () = self.shutdown.cancelled() => false,
             () = tokio::time::sleep(STANDBY_RETRY) => true,
@@ -67,13 +73,14 @@ enum Ends {
 }
 
 impl Ends {
-    /// Connects the sink, then the source; while another worker holds the source, stands by with
-    /// the sink connected.
+    /// Connects the sink, then the source; while another worker holds the source (or the
+    /// Bridge's Lease), stands by with the sink connected.
     async fn connect(
         config: &WorkerConfig,
         durable: &Durable,
         start: Start,
         standby: &mut Standby<'_>,
+        lease: Option<&Candidate>,
     ) -> Result<Self, ConnectorError> {
         if config.delivery == Delivery::ExactlyOnce
             && in_kafka_transactions(config.source.protocol, config.target.protocol)
@@ -84,6 +91,12 @@ impl Ends {
             return Ok(Ends::Transactions(source, sink));
         }
         let sink = Sink::connect(&config.target, &durable.flat()).await?;
+        if let Some(lease) = lease {
+            standby.show("another worker holds the Bridge's Lease");
+            if !lease.acquire(standby.shutdown).await {
+                return Err(ConnectorError::Standby("shut down while waiting for the Lease".into()));
+            }
+        }
         loop {
             match Source::connect(&config.source, durable, start, config.in_flight, config.ordering).await {
                 Err(ConnectorError::Standby(why)) => {
@@ -116,6 +129,40 @@ impl Ends {
     }
 }
 
+/// How long a worker's Lease stays valid without renewal (renewed every fifth of it): a killed
+/// holder's standby takes over this long after the last renewal.
+const LEASE_DURATION: Duration = Duration::from_secs(10);
+
+/// The Bridge's Lease, where the config names one, with this pod as the candidate.
+async fn lease_candidate(config: &WorkerConfig) -> Result<Option<Candidate>, ConnectorError> {
+    let Some(name) = &config.lease else { return Ok(None) };
+    let identity = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("worker-{}", std::process::id()));
+    Candidate::from_environment(&config.namespace, name, identity, Timing::new(LEASE_DURATION))
+        .await
+        .map(Some)
+        .map_err(|error| ConnectorError::Lease(error.to_string()))
+}
+
+/// Forwards until `shutdown`; with a Lease, while it is held: its renewals run beside the
+/// forwarding and stop it before the Lease could pass to another worker. Returns whether the
+/// Lease was lost.
+async fn forward_holding(
+    ends: &mut Ends,
+    lease: Option<&Candidate>,
+    route: Route<'_>,
+    metrics: &BridgeMetrics,
+    shutdown: &CancellationToken,
+) -> (Result<(), ConnectorError>, bool) {
+    let Some(lease) = lease else { return (ends.forward(route, metrics, shutdown).await, false) };
+    let holding = shutdown.child_token();
+    let forwarding = async {
+        let result = ends.forward(route, metrics, &holding).await;
+        holding.cancel();
+        result
+    };
+    tokio::join!(forwarding, lease.hold(holding.clone()))
+}
+
 /// Runs until `shutdown`; `ready` is true while both ends are connected.
 pub async fn run(
     config: &WorkerConfig,
@@ -127,9 +174,23 @@ pub async fn run(
     let start = Start::from_config(config.start_from, config.start_timestamp_ms);
     let in_flight = usize::try_from(config.in_flight).unwrap_or(1);
     let mut waits = reconnect_waits();
+    let mut lease = None;
     while !shutdown.is_cancelled() {
         let mut standby = Standby { metrics, ready, shutdown, said: false };
-        let outcome = match Ends::connect(config, &durable, start, &mut standby).await {
+        if config.lease.is_some() && lease.is_none() {
+            lease = match lease_candidate(config).await {
+                Ok(candidate) => candidate,
+                Err(error) => {
+                    tracing::warn!(message = "Cannot reach the Bridge's Lease; retrying.", %error);
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(waits.next().unwrap_or(BACKOFF_MAX)) => {}
+                    }
+                    continue;
+                }
+            };
+        }
+        let outcome = match Ends::connect(config, &durable, start, &mut standby, lease.as_ref()).await {
             Ok(mut ends) => {
                 metrics.link_up.set(1);
                 metrics.active.set(i64::from(ends.takes_messages()));
@@ -145,10 +206,13 @@ pub async fn run(
                     in_flight,
                     ordering: config.ordering,
                 };
-                let result = ends.forward(route, metrics, shutdown).await;
+                let (result, lost) = forward_holding(&mut ends, lease.as_ref(), route, metrics, shutdown).await;
                 metrics.link_up.set(0);
                 metrics.active.set(0);
                 ready.set(false);
+                if lost {
+                    tracing::warn!(message = "Lost the Bridge's Lease; standing by.");
+                }
                 result
             }
             // Only a shutdown ends a standby.
@@ -164,6 +228,10 @@ pub async fn run(
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+    // The source is closed: a standby may take it at once instead of after the lease duration.
+    if let Some(lease) = &lease {
+        lease.release().await;
     }
     tracing::info!(message = "Worker stopped; confirmed messages were acknowledged.");
 }

@@ -76,7 +76,8 @@ pub struct BridgeSpec {
     /// source through its consumer group, or a NATS or AMQP source as competing workers with
     /// `ordering: None`; on an AMQP or NATS source with order kept, one worker consumes (the AMQP
     /// queue's exclusive consumer, the JetStream consumer's pin) and the others stand by to take
-    /// over. An MQTT or gateway source is `Unsupported` with more than one.
+    /// over. On an MQTT source the workers take turns through a Lease the operator makes (an MQTT
+    /// session belongs to one client). A gateway source is `Unsupported` with more than one.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,
@@ -152,7 +153,7 @@ pub struct BridgeStatus {
     /// Workers taking messages from the source, as they report it: all of them where they share
     /// the source (a Kafka group's members with partitions; AMQP or JetStream with ordering None),
     /// one where the source keeps order by having one reader (an AMQP queue or a JetStream
-    /// consumer with ordering kept).
+    /// consumer with ordering kept, an MQTT session whose Lease one worker holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_replicas: Option<i32>,
     /// Workers that answer but take no messages: they stand by to take over the source when the

@@ -251,6 +251,23 @@ fn the_operator_works_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()
     })?;
     s.wait_for("secret/billing-binding", "credentials", |o| o["data"]["PASSWORD"].is_string())?;
     s.wait_for("lease/oms-operator-leader", "held by the service account's operator", |_| true)?;
+    // Workers of an MQTT source take turns through a Lease: the operator makes it and grants a
+    // Role over it, which RBAC allows only to one that holds those rights itself.
+    let mqtt = Broker::up("mqtt", "ap-rbac-mqtt")?;
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
+         spec: {{driver: mqtt, external: {{servers: ['{}']}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings}}\n\
+         spec: {{accessPointRef: {{name: sensors}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings-copy}}\n\
+         spec: {{accessPointRef: {{name: sensors}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: turns}}\n\
+         spec: {{source: {{queueRef: {{name: readings}}}}, target: {{queueRef: {{name: readings-copy}}}}, replicas: 2}}\n",
+        mqtt.address()
+    ))?;
+    for object in ["lease", "serviceaccount", "role", "rolebinding", "deployment"] {
+        s.wait_for(&format!("{object}/turns-oms-bridge"), "made for the workers' turns", |_| true)?;
+    }
     let log = std::fs::read_to_string(&s.operator.log)?;
     assert!(!log.contains("forbidden"), "the chart's RBAC is missing a permission:\n{log}");
     run_ok(cluster.helm().args(["uninstall", &release, "--namespace", &s.ns.name]))?;

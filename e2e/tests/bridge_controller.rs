@@ -103,8 +103,8 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
     let _operator = Operator::start(&cluster, &["--namespace", ns, "--leader-election=false", "--pki-namespace", ns])?;
     // to-eu: `=` where `==` is meant, which the CRD schema cannot tell and the worker's parser can.
     // from-rabbit: ExactlyOnce from a source whose redeliveries get new ids. (Its access point
-    // needs no broker: the Bridge is refused before anything connects.) two-workers: two workers
-    // cannot share one MQTT session.
+    // needs no broker: the Bridge is refused before anything connects.) two-workers: several
+    // workers reading through one gateway are not built.
     cluster.apply(
         ns,
         &format!(
@@ -112,10 +112,10 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
              spec: {{driver: nats, external: {{servers: ['{}']}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: rabbit}}\n\
              spec: {{driver: rabbitmq, external: {{servers: ['127.0.0.1:1']}}}}\n---\n\
-             apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
-             spec: {{driver: mqtt, external: {{servers: ['127.0.0.1:1']}}}}\n---\n\
-             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings}}\n\
-             spec: {{accessPointRef: {{name: sensors}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: cloud-b}}\n\
+             spec: {{driver: gateway, endpoint: '127.0.0.1:1', remote: {{namespace: {ns}, name: edge-nats}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-b}}\n\
+             spec: {{accessPointRef: {{name: cloud-b}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\n\
              spec: {{accessPointRef: {{name: edge-nats}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-eu}}\n\
@@ -129,7 +129,7 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: from-rabbit}}\n\
              spec: {{source: {{queueRef: {{name: legacy}}}}, target: {{queueRef: {{name: orders-eu}}}}, delivery: ExactlyOnce}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: two-workers}}\n\
-             spec: {{source: {{queueRef: {{name: readings}}}}, target: {{queueRef: {{name: orders-eu}}}}, replicas: 2}}\n---\n\
+             spec: {{source: {{queueRef: {{name: orders-b}}}}, target: {{queueRef: {{name: orders-eu}}}}, replicas: 2}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: short-window}}\n\
              spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: brief}}}}, delivery: ExactlyOnce}}\n",
             nats.address()
@@ -138,7 +138,7 @@ fn a_bridge_the_worker_would_refuse_is_invalid_spec_or_unsupported_and_gets_no_w
     for (bridge, reason, field) in [
         ("to-eu", "InvalidSpec", "spec.filter: at column 19"),
         ("from-rabbit", "Unsupported", "spec.delivery: ExactlyOnce is unsupported from amqp to nats"),
-        ("two-workers", "Unsupported", "spec.replicas: 2 workers from a mqtt source are unsupported"),
+        ("two-workers", "Unsupported", "spec.replicas: 2 workers from a gateway source are unsupported"),
         (
             "short-window",
             "Unsupported",

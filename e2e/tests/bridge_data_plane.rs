@@ -1142,3 +1142,112 @@ async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_k
     }
     Ok(())
 }
+
+/// The holder of a Lease, as the API server has it.
+fn lease_holder(cluster: &oms_e2e::Cluster, namespace: &str, lease: &str) -> anyhow::Result<String> {
+    let holder = oms_e2e::run_ok(cluster.kubectl().args([
+        "-n",
+        namespace,
+        "get",
+        "lease",
+        lease,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]))?;
+    Ok(holder.trim().to_owned())
+}
+
+/// Three workers of a Bridge from an MQTT source (a session belongs to one client) take turns
+/// through the Lease the operator made for them, each acting as the ServiceAccount the operator
+/// made: one holds the Lease and the session, two stand by. The holder is killed mid-stream; a
+/// standby takes the Lease once it lapses and resumes the session: lost 0, order kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_mqtt_workers_take_turns_through_the_lease_the_operator_made() -> anyhow::Result<()> {
+    // Mosquitto queues at most 1,000 messages for a session whose client is away: the stream
+    // stays under that while no worker reads.
+    const COUNT: usize = 1000;
+    let brokers = Brokers::shared(true)?;
+    let cluster = oms_e2e::Cluster::up("cloud-a")?;
+    cluster.install_crds()?;
+    let home = cluster.fresh_namespace("mqtt-turns")?;
+    let ns = home.name.as_str();
+    let _operator =
+        oms_e2e::Operator::start(&cluster, &["--namespace", ns, "--leader-election=false", "--pki-namespace", ns])?;
+    cluster.apply(
+        ns,
+        &format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
+             spec: {{driver: mqtt, external: {{servers: ['{}']}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: lake}}\n\
+             spec: {{driver: kafka, external: {{servers: ['{}']}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings}}\n\
+             spec: {{accessPointRef: {{name: sensors}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings-lake}}\n\
+             spec: {{accessPointRef: {{name: lake}}}}\n---\n\
+             apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: turns}}\n\
+             spec: {{source: {{queueRef: {{name: readings}}}}, target: {{queueRef: {{name: readings-lake}}}}, replicas: 3}}\n",
+            brokers.broker(Kind::Mqtt).address(),
+            brokers.kafka.address()
+        ),
+    )?;
+    let read = |object: &str| -> anyhow::Result<Option<String>> {
+        let out = cluster.kubectl().args(["-n", ns, "get", object, "-o", "json", "--ignore-not-found"]).output()?;
+        Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()).filter(|json| !json.trim().is_empty()))
+    };
+    let config_map = oms_e2e::poll("the worker ConfigMap", oms_e2e::DEADLINE, || read("configmap/turns-oms-bridge"))?;
+    oms_e2e::poll("the workers' RoleBinding", oms_e2e::DEADLINE, || read("rolebinding/turns-oms-bridge"))?;
+    let rendered: serde_json::Value = serde_json::from_str(&config_map)?;
+    let yaml = rendered["data"]["worker.yaml"].as_str().unwrap_or_default().to_owned();
+    let parsed = oms_bridge_config::parse_worker("rendered", &yaml).map_err(|e| anyhow::anyhow!("{e}\n{yaml}"))?;
+    anyhow::ensure!(parsed.lease.as_deref() == Some("turns-oms-bridge"), "no Lease in the config:\n{yaml}");
+    let (topic, lake) = (parsed.source.queue, parsed.target.queue);
+    // What the Role lets the workers do: that one Lease, and nothing else.
+    let account = format!("system:serviceaccount:{ns}:turns-oms-bridge");
+    let can = |verb: &str, object: &str| {
+        let out = cluster.kubectl().args(["-n", ns, "auth", "can-i", verb, object, "--as", &account]).output()?;
+        anyhow::Ok(String::from_utf8_lossy(&out.stdout).trim() == "yes")
+    };
+    let allowed = (can("update", "leases/turns-oms-bridge")?, can("update", "leases/other")?, can("get", "secrets")?);
+    assert_eq!(allowed, (true, false, false), "update its Lease, another Lease, read Secrets");
+    let kubeconfig = cluster.service_account_kubeconfig(ns, "turns-oms-bridge")?;
+
+    brokers.mqtt_session(&format!("oms-bridge-{ns}-turns"), &topic).await?;
+    let admins = [oms_e2e::admin_address()?, oms_e2e::admin_address()?, oms_e2e::admin_address()?];
+    let mut workers = Vec::new();
+    for (i, admin) in admins.iter().enumerate() {
+        let host = format!("turns-{i}");
+        let env = [("KUBECONFIG", kubeconfig.as_os_str()), ("HOSTNAME", std::ffi::OsStr::new(&host))];
+        let config = yaml.replace("0.0.0.0:9090", &admin.to_string());
+        workers.push(Some(Worker::start_with_env(&format!("mqtt-turns-{i}"), &config, &env)?));
+    }
+    let victim = active_workers(&admins, 1, Duration::from_mins(1)).await?[0];
+    assert_eq!(
+        lease_holder(&cluster, ns, "turns-oms-bridge")?,
+        format!("turns-{victim}"),
+        "the reader holds the Lease"
+    );
+    let kill = async {
+        let sent =
+            oms_e2e::wait_metric(admins[victim], "oms_bridge_messages_sent_total", 300, Duration::from_mins(1)).await;
+        workers[victim].take().expect("running").kill().map(|()| sent)
+    };
+    let (produced, sent) = tokio::join!(brokers.produce(Kind::Mqtt, &topic, 0, COUNT), kill);
+    let (sent, took_over) = (sent?, Instant::now());
+    produced?;
+    anyhow::ensure!(sent < COUNT as u64, "the stream was over before the kill");
+    let survivors: Vec<_> = (0..3).filter(|&i| i != victim).map(|i| admins[i]).collect();
+    let after = active_workers(&survivors, 1, Duration::from_mins(1)).await?;
+    let takeover = took_over.elapsed();
+    let holder = lease_holder(&cluster, ns, "turns-oms-bridge")?;
+    let seen = brokers.consume(Kind::Kafka, &lake, COUNT, Duration::from_mins(2)).await?;
+    let verdict = verdict(&seen, COUNT);
+    println!(
+        "mqtt -> kafka: 3 workers taking turns through a Lease; killed the holder turns-{victim} after it sent {sent}; \
+         {holder} holds the Lease and {} of the 2 left read after {takeover:?}; {verdict:?}",
+        after.len()
+    );
+    assert_ne!(holder, format!("turns-{victim}"), "the Lease passed on");
+    assert_eq!(verdict.lost, 0, "messages lost when the holder was killed");
+    assert_eq!(verdict.out_of_order, 0, "order broken by the takeover");
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! provisioned queues and replication bridges.
 //!
 //! Start-up flows `cli` (validated settings) -> `preflight` (API server reachable, CRDs installed)
-//! -> admin server with `metrics` -> `leader` election -> `pki` (the cluster CA) -> controllers
+//! -> admin server with `metrics` -> leader election (`oms_lease`) -> `pki` (the cluster CA) -> controllers
 //! (`access_point`, `queue`, `bridge`, `gateway`), until the shutdown signal. `drivers` render managed brokers; `admin` provisions queues on them.
 
 pub mod access_point;
@@ -17,7 +17,6 @@ pub mod context;
 pub mod drivers;
 pub mod exposure;
 pub mod gateway;
-pub mod leader;
 pub mod metrics;
 pub mod pki;
 pub mod preflight;

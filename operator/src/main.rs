@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
+use oms_lease::{Candidate, Timing};
 use oms_operator::admin::AdminCache;
 use oms_operator::cli::Args;
 use oms_operator::context::Context;
 use oms_operator::drivers::DefaultImages;
-use oms_operator::leader::{Candidate, Timing};
 use oms_operator::metrics::Metrics;
 use oms_operator::preflight;
 use oms_operator::{access_point, bridge, gateway, queue};

@@ -114,6 +114,9 @@ pub enum ConnectorError {
     /// one stands by and tries again.
     #[error("standing by: {0}")]
     Standby(String),
+    /// The Bridge's Lease cannot be read or written (no API server, no permission).
+    #[error("the Bridge's Lease: {0}")]
+    Lease(String),
     /// The target refused this one message for good (e.g. too large): retrying cannot help.
     #[error("the target refused the message ({reason}): {message}")]
     Rejected { reason: &'static str, message: String },

@@ -452,6 +452,12 @@ impl Worker {
 
     /// Starts a worker with a config of the caller's.
     pub fn start_with(name: &str, yaml: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(name, yaml, &[])
+    }
+
+    /// Starts a worker with a config of the caller's and environment variables (`KUBECONFIG`,
+    /// `HOSTNAME`: what a pod gives it).
+    pub fn start_with_env(name: &str, yaml: &str, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<Self> {
         let dir = repo_root().join("e2e/.state/bridges");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join(format!("{name}-{}.yaml", std::process::id()));
@@ -460,6 +466,7 @@ impl Worker {
         let child = Command::new(workspace_binary("oms-bridge"))
             .args(["worker", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;

@@ -7,7 +7,8 @@
 //! for a Queue behind another cloud's gateway, the gateway's endpoint and the access point behind
 //! it) -> [`render`] the worker config, [`validate`] it with the worker's own checks (a refusal is
 //! `Ready=False`, reason `InvalidSpec` or `Unsupported`, naming the spec field; nothing is deployed, and a worker
-//! already running keeps its last accepted config) -> render the Deployment and NetworkPolicy -> server-side apply ->
+//! already running keeps its last accepted config) -> render the Deployment and NetworkPolicy (and, for workers that
+//! take turns on an MQTT source, their Lease with a ServiceAccount and Role for it) -> server-side apply ->
 //! [`observe`] the workers' admin endpoints -> status (`Ready`, `Connected`, `Stalled`, lag,
 //! forwarded). A reference the access point does not grant creates nothing and says
 //! `ReferenceNotPermitted`. Every Bridge is looked at again each `--bridge-observe-interval-seconds`.
@@ -209,6 +210,13 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
     apply(&ctx.client, &render::config_map(&namespace, &name, &config, owner.clone()))
         .await
         .map_err(write("ConfigMap"))?;
+    if render::takes_turns(&bridge.spec, &ends.0) {
+        let (lease, account, role, binding) = render::lease_access(&namespace, &name, owner.clone());
+        apply(&ctx.client, &lease).await.map_err(write("Lease"))?;
+        apply(&ctx.client, &account).await.map_err(write("ServiceAccount"))?;
+        apply(&ctx.client, &role).await.map_err(write("Role"))?;
+        apply(&ctx.client, &binding).await.map_err(write("RoleBinding"))?;
+    }
     let deployment = render::deployment(
         &namespace,
         &name,

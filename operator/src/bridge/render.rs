@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Volume, VolumeMount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, PodTemplateSpec, ServiceAccount, Volume, VolumeMount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use oms_bridge_config::{BridgeName, EndpointFile, Protocol, WorkerFile};
 use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
@@ -70,8 +72,58 @@ pub fn worker_file(
         },
         start_timestamp: spec.start_timestamp.as_ref().map(|time| time.0.to_string()),
         in_flight: None,
+        lease: takes_turns(spec, source).then(|| worker_name(name)),
         admin: Some(workload::admin_file()),
     }
+}
+
+/// Whether the Bridge's workers take turns through a Lease: several of them on a source with no
+/// lock of its own (an MQTT session belongs to one client). The others have one: a Kafka group,
+/// an AMQP queue's exclusive consumer, a JetStream consumer's pin.
+#[must_use]
+pub fn takes_turns(spec: &BridgeSpec, source: &ResolvedEnd) -> bool {
+    spec.replicas > 1 && source.driver == Protocol::Mqtt
+}
+
+/// What workers that take turns need to hold the Bridge's Lease `<bridge>-oms-bridge`, and no
+/// more: the Lease itself (made here, so that no worker needs to create one), a ServiceAccount,
+/// and a Role to read and renew that one Lease, bound to it.
+#[must_use]
+pub fn lease_access(
+    namespace: &str,
+    bridge: &str,
+    owner: OwnerReference,
+) -> (Lease, ServiceAccount, Role, RoleBinding) {
+    let name = worker_name(bridge);
+    let metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels(bridge)),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    };
+    let role = Role {
+        metadata: metadata.clone(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            resource_names: Some(vec![name.clone()]),
+            verbs: vec!["get".into(), "update".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: metadata.clone(),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    };
+    let service_account = ServiceAccount { metadata: metadata.clone(), ..ServiceAccount::default() };
+    (Lease { metadata, spec: None }, service_account, role, binding)
 }
 
 /// One end as the worker reads it; `role` (`source`, `target`) names its mounts in the pod.
@@ -173,12 +225,23 @@ pub fn deployment(
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(workload::pod_spec(container, volumes)),
+                spec: Some(pod_spec(container, volumes, takes_turns(spec, source).then(|| worker_name(bridge)))),
             },
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
     }
+}
+
+/// The worker's pod: one that never talks to the API server, unless it takes turns through the
+/// Bridge's Lease; then as the ServiceAccount `service_account` of [`lease_access`], with its token.
+fn pod_spec(container: Container, volumes: Vec<Volume>, service_account: Option<String>) -> PodSpec {
+    let mut pod = workload::pod_spec(container, volumes);
+    if service_account.is_some() {
+        pod.service_account_name = service_account;
+        pod.automount_service_account_token = Some(true);
+    }
+    pod
 }
 
 /// Nothing reaches a worker but scrapes and probes of its admin port.
@@ -268,6 +331,47 @@ mod tests {
         };
         assert_ne!(hash(&render("key == 'a'")), hash(&render("key == 'b'")));
         assert_eq!(hash(&render("key == 'a'")), hash(&render("key == 'a'")));
+    }
+
+    fn mqtt_end() -> ResolvedEnd {
+        ResolvedEnd {
+            driver: Protocol::Mqtt,
+            servers: vec!["sensors-mqtt.acme.svc:1883".into()],
+            queue: "readings".into(),
+            access_point: "acme/sensors".into(),
+            credentials_secret: None,
+            duplicate_window: None,
+        }
+    }
+
+    #[test]
+    fn workers_of_an_mqtt_source_take_turns_through_a_lease_only_they_may_renew() {
+        let mut three = spec(SPEC);
+        three.replicas = 3;
+        let file = worker_file("acme", "b", &three, &mqtt_end(), &kafka_end());
+        assert_eq!(file.lease.as_deref(), Some("b-oms-bridge"));
+        let config = worker_config(&file);
+        let deployment =
+            deployment("acme", "b", &three, "img", &config, (&mqtt_end(), &kafka_end()), OwnerReference::default());
+        let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod");
+        assert_eq!(pod.service_account_name.as_deref(), Some("b-oms-bridge"));
+        assert_eq!(pod.automount_service_account_token, Some(true), "its token renews the Lease");
+        let (lease, account, role, binding) = lease_access("acme", "b", OwnerReference::default());
+        assert_eq!(lease.metadata.name.as_deref(), Some("b-oms-bridge"));
+        assert_eq!(account.metadata.name, lease.metadata.name);
+        let rules = role.rules.expect("rules");
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0].resource_names, Some(vec!["b-oms-bridge".to_owned()]), "that Lease alone");
+        assert_eq!(rules[0].verbs, ["get", "update"]);
+        assert_eq!(binding.role_ref.name, "b-oms-bridge");
+        assert_eq!(binding.subjects.expect("subjects")[0].name, "b-oms-bridge");
+        // One worker, or a source with a lock of its own: no Lease, no token.
+        for (replicas, source) in [(1, mqtt_end()), (3, kafka_end())] {
+            let mut bridge = spec(SPEC);
+            bridge.replicas = replicas;
+            assert!(!takes_turns(&bridge, &source), "{replicas} workers of {:?}", source.driver);
+            assert!(worker_file("acme", "b", &bridge, &source, &kafka_end()).lease.is_none());
+        }
     }
 
     #[test]

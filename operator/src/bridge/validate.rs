@@ -79,15 +79,14 @@ pub fn check_target_window(file: &WorkerFile, window: Option<Duration>) -> Resul
     }
 }
 
-/// Why more than one worker cannot share a source, if it cannot. A Kafka
-/// consumer group gives each worker its own partitions; JetStream and AMQP hand their messages to
-/// whichever worker asks next, which is fine only where no order is promised; where order is kept
-/// one worker holds the source (an AMQP queue's exclusive consumer, a JetStream consumer's pin)
-/// and the others stand by. An MQTT session belongs to one client.
+/// Why more than one worker cannot share a source, if it cannot. A Kafka consumer group gives
+/// each worker its own partitions; JetStream and AMQP hand their messages to whichever worker asks
+/// next, which is fine only where no order is promised; where order is kept one worker holds the
+/// source (an AMQP queue's exclusive consumer, a JetStream consumer's pin) and the others stand
+/// by. An MQTT session belongs to one client: the workers take turns through a Lease.
 fn replicas_unsupported(source: Protocol) -> Option<&'static str> {
     match source {
-        Protocol::Kafka | Protocol::Amqp | Protocol::Nats => None,
-        Protocol::Mqtt => Some("the workers would share one MQTT session (client id), each taking it from the other"),
+        Protocol::Kafka | Protocol::Amqp | Protocol::Nats | Protocol::Mqtt => None,
         Protocol::Gateway => Some("several workers reading through one gateway are not built or proved yet"),
     }
 }
@@ -145,6 +144,7 @@ mod tests {
             start_from: oms_bridge_config::StartFrom::Earliest,
             start_timestamp: None,
             in_flight: None,
+            lease: None,
             admin: None,
         };
         edit(&mut file);
@@ -202,23 +202,24 @@ mod tests {
     }
 
     #[test]
-    fn replicas_share_a_group_or_stand_by_and_an_mqtt_session_is_never_shared() {
-        let nats = file(|_| {});
-        assert_eq!(check(&nats, 3), Ok(()), "one pinned holder, standbys");
+    fn replicas_share_a_group_or_stand_by_and_only_a_gateway_source_is_refused() {
+        assert_eq!(check(&file(|_| {}), 3), Ok(()), "one pinned holder, standbys");
         assert_eq!(check(&file(|f| f.ordering = Ordering::None), 3), Ok(()), "competing workers, no order");
         assert_eq!(check(&file(|f| f.source.driver = Protocol::Kafka), 4), Ok(()), "a consumer group");
         assert_eq!(check(&file(|f| f.source.driver = Protocol::Amqp), 3), Ok(()), "one exclusive consumer, standbys");
-        for ordering in [Ordering::None, Ordering::PerKey] {
-            let mqtt = file(|f| {
-                f.source.driver = Protocol::Mqtt;
-                f.ordering = ordering;
+        assert_eq!(check(&file(|f| f.source.driver = Protocol::Mqtt), 3), Ok(()), "turns through a Lease");
+        let gateway = file(|f| {
+            f.source.driver = Protocol::Gateway;
+            f.source.tls = Some(oms_bridge_config::TlsFile {
+                ca_file: "/tls/ca.crt".into(),
+                cert_file: Some("/tls/tls.crt".into()),
+                key_file: Some("/tls/tls.key".into()),
             });
-            let refused = check(&mqtt, 2).expect_err("one session");
-            assert_eq!((refused.reason, refused.field.as_str()), (UNSUPPORTED, "spec.replicas"));
-            assert!(refused.message.starts_with("2 workers from a mqtt source are unsupported"), "{refused}");
-            assert!(refused.message.contains("MQTT session"), "{refused}");
-            assert_eq!(check(&mqtt, 1), Ok(()));
-        }
+        });
+        let refused = check(&gateway, 2).expect_err("not built");
+        assert_eq!((refused.reason, refused.field.as_str()), (UNSUPPORTED, "spec.replicas"));
+        assert!(refused.message.starts_with("2 workers from a gateway source are unsupported"), "{refused}");
+        assert_eq!(check(&gateway, 1), Ok(()));
     }
     #[test]
     fn exactly_once_into_jetstream_needs_a_duplicate_window_of_two_minutes() {

@@ -1,10 +1,11 @@
-//! Leader election over a `coordination.k8s.io` Lease, so that two operator replicas never
-//! reconcile at once.
+//! One holder among candidates over a `coordination.k8s.io` Lease: the operator's replicas elect
+//! the one that reconciles, and the workers of a Bridge whose source has no lock of its own (an
+//! MQTT session, a gateway stream) the one that reads it.
 //!
 //! A candidate takes the Lease when it is free or expired, with optimistic concurrency (the
 //! write carries the Lease's resourceVersion, so only one of two racing candidates wins). The
-//! leader renews it; if it cannot renew before the Lease would expire, it steps down by
-//! cancelling its token: the process then exits and its Deployment restarts it as a candidate.
+//! holder renews it; if it cannot renew before the Lease would expire, it steps down by
+//! cancelling its token, before any other candidate may take the Lease.
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Timing {
     /// How long a Lease stays valid without renewal.
     pub lease_duration: Duration,
-    /// How often the leader renews, and a candidate retries.
+    /// How often the holder renews, and a candidate retries.
     pub retry_period: Duration,
 }
 
@@ -34,6 +35,8 @@ impl Timing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("cannot reach the API server: {source}")]
+    Client { source: kube::Error },
     #[error("cannot read Lease {name}: {source}")]
     ReadLease { name: String, source: kube::Error },
     #[error("cannot write Lease {name}: {source}")]
@@ -75,22 +78,34 @@ impl Candidate {
         Self { api: Api::namespaced(client, namespace), name: name.to_owned(), identity, timing }
     }
 
+    /// A candidate with the client of this process's environment: in a pod, its service
+    /// account's; elsewhere `KUBECONFIG`'s.
+    pub async fn from_environment(
+        namespace: &str,
+        name: &str,
+        identity: String,
+        timing: Timing,
+    ) -> Result<Self, Error> {
+        let client = Client::try_default().await.map_err(|source| Error::Client { source })?;
+        Ok(Self::new(client, namespace, name, identity, timing))
+    }
+
     /// Waits until this candidate holds the Lease; returns `false` if `shutdown` came first.
     pub async fn acquire(&self, shutdown: &CancellationToken) -> bool {
         let mut waiting_for = String::new();
         loop {
             match self.try_take().await {
                 Ok(Decision::Take { .. }) => {
-                    tracing::info!(message = "Became the leader.", lease = %self.name, identity = %self.identity);
+                    tracing::info!(message = "Holding the Lease.", lease = %self.name, identity = %self.identity);
                     return true;
                 }
                 Ok(Decision::Wait { holder }) => {
                     if holder != waiting_for {
-                        tracing::info!(message = "Waiting for the leader's Lease.", lease = %self.name, %holder);
+                        tracing::info!(message = "Waiting for the Lease.", lease = %self.name, %holder);
                         waiting_for = holder;
                     }
                 }
-                Err(error) => tracing::warn!(message = "Leader election failed; retrying.", %error),
+                Err(error) => tracing::warn!(message = "Cannot take the Lease; retrying.", %error),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return false,
@@ -99,9 +114,8 @@ impl Candidate {
         }
     }
 
-    /// Renews the Lease until `shutdown`; cancels `shutdown` itself when leadership is lost, so
-    /// that the process stops reconciling before another replica starts. Returns whether
-    /// leadership was lost.
+    /// Renews the Lease until `shutdown`; cancels `shutdown` itself when the Lease is lost, so
+    /// that the holder stops before another candidate starts. Returns whether it was lost.
     pub async fn hold(&self, shutdown: CancellationToken) -> bool {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
@@ -112,13 +126,13 @@ impl Candidate {
             match self.try_take().await {
                 Ok(Decision::Take { .. }) => last_renewal = tokio::time::Instant::now(),
                 Ok(Decision::Wait { holder }) => {
-                    tracing::error!(message = "Lost the leader's Lease; stopping.", lease = %self.name, %holder);
+                    tracing::error!(message = "Lost the Lease; stopping.", lease = %self.name, %holder);
                     shutdown.cancel();
                     return true;
                 }
                 Err(error) => {
                     tracing::warn!(message = "Could not renew the Lease.", %error);
-                    // Step down before the Lease expires, so that two leaders never overlap.
+                    // Step down before the Lease expires, so that two holders never overlap.
                     if last_renewal.elapsed() + self.timing.retry_period >= self.timing.lease_duration {
                         tracing::error!(message = "Lease renewal deadline passed; stopping.", lease = %self.name);
                         shutdown.cancel();
@@ -130,7 +144,7 @@ impl Candidate {
     }
 
     /// Gives the Lease up after a clean stop, so that a standby (or the replica a rollout starts)
-    /// leads at once instead of waiting out the lease duration. Only the holder empties it; a
+    /// takes it at once instead of waiting out the lease duration. Only the holder empties it; a
     /// failure is logged, since the Lease then simply expires.
     pub async fn release(&self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
@@ -140,7 +154,7 @@ impl Candidate {
         };
         spec.holder_identity = None;
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-            Ok(_) => tracing::info!(message = "Released the leader's Lease.", lease = %self.name),
+            Ok(_) => tracing::info!(message = "Released the Lease.", lease = %self.name),
             Err(error) => tracing::warn!(message = "Could not release the Lease; it expires instead.", %error),
         }
     }
