@@ -350,6 +350,17 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
         |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
     let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
+    // Accepted, it would be ignored: the connectors reach brokers in plaintext.
+    if raw.driver != Protocol::Gateway && tls.is_some() {
+        return Err(err(
+            "tls",
+            format!(
+                "TLS to a {} broker is not supported yet (the worker would connect in plaintext); remove tls, \
+                 or reach the broker through another cloud's OMS gateway",
+                raw.driver.name()
+            ),
+        ));
+    }
     if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
         return Err(err("tls", "a gateway end needs mTLS: set caFile, certFile and keyFile".into()));
     }
@@ -556,6 +567,14 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
     #[test]
     fn in_flight_is_bounded() {
         assert_eq!(worker_error(&format!("{WORKER}inFlight: 0\n")).field, "inFlight");
+    }
+
+    #[test]
+    fn tls_on_a_broker_end_is_refused_rather_than_ignored() {
+        let text = WORKER.replace("queue: orders-eu}", "queue: orders-eu, tls: {caFile: /ca.crt}}");
+        let error = worker_error(&text);
+        assert_eq!(error.field, "target.tls");
+        assert!(error.problem.starts_with("TLS to a nats broker is not supported yet"), "{error}");
     }
 
     #[test]

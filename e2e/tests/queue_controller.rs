@@ -201,6 +201,21 @@ fn rabbitmq_deletion_policies_delete_retain_and_keep_non_empty_queues() -> anyho
     }
     assert_eq!(amqp(&broker, "publish", "guarded")?, "published");
 
+    // More partitions than a RabbitMQ queue has: named unsupported, and the status keeps 1.
+    s.kubectl(&["patch", "queue/retained", "--type=merge", "-p", r#"{"spec":{"partitions":3}}"#])?;
+    let widened = s.wait_for("queue/retained", "the edit reconciled", |o| {
+        o["status"]["observedGeneration"] == o["metadata"]["generation"] && condition(o, "Drifted").is_some()
+    })?;
+    println!(
+        "queue controller: rabbitmq partitions 3: status.partitions {}, Drifted {}, Unsupported {}",
+        widened["status"]["partitions"],
+        condition(&widened, "Drifted").map(|c| c["reason"].clone()).unwrap_or_default(),
+        message_of(&widened, "Unsupported")
+    );
+    assert_eq!(widened["status"]["partitions"], 1, "the status says what the broker has");
+    assert_eq!(condition(&widened, "Drifted").map(|c| c["reason"].clone()), Some("InSync".into()), "never Corrected");
+    assert!(message_of(&widened, "Unsupported").contains("spec.partitions"), "and names what it cannot do");
+
     s.kubectl(&["delete", "queue/deleted", "queue/retained", "--wait=true"])?;
     assert_eq!(amqp(&broker, "exists", "deleted")?, "no", "deletionPolicy Delete removes the broker queue");
     assert_eq!(amqp(&broker, "exists", "retained")?, "yes", "deletionPolicy Retain keeps the broker queue");
@@ -213,6 +228,25 @@ fn rabbitmq_deletion_policies_delete_retain_and_keep_non_empty_queues() -> anyho
     s.kubectl(&["patch", "queue/guarded", "--type", "merge", "-p", r#"{"spec":{"deletionPolicy":"Retain"}}"#])?;
     s.wait_gone("queue/guarded")?;
     assert_eq!(amqp(&broker, "exists", "guarded")?, "yes");
+    Ok(())
+}
+
+/// An MQTT topic is one stream: more partitions are named unsupported and never claimed.
+#[test]
+fn an_mqtt_queue_reports_the_one_partition_a_topic_has() -> anyhow::Result<()> {
+    let broker = Broker::up("mqtt", "q-mqtt")?;
+    let s = Scenario::start("q-mqtt", &FAST)?;
+    access_point(&s, "sensors", "mqtt", &broker)?;
+    queue(&s, "readings", "{accessPointRef: {name: sensors}, partitions: 3}")?;
+    let widened = wait_reason(&s, "readings", "Unsupported", "FieldsNotHonoured")?;
+    println!(
+        "queue controller: mqtt partitions 3: status.partitions {}, Ready {}, Unsupported {}",
+        widened["status"]["partitions"],
+        condition(&widened, "Ready").map(|c| c["reason"].clone()).unwrap_or_default(),
+        message_of(&widened, "Unsupported")
+    );
+    assert_eq!(widened["status"]["partitions"], 1, "the status says what the broker has");
+    assert!(message_of(&widened, "Unsupported").contains("spec.partitions"), "and names what it cannot do");
     Ok(())
 }
 

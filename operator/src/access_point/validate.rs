@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use oms_crds::access_point::{ClientTls, Driver, MessagingAccessPointSpec};
+use oms_crds::access_point::{Driver, ExternalBroker, MessagingAccessPointSpec};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
@@ -68,7 +68,6 @@ pub struct Managed {
 pub struct External {
     pub servers: Vec<(String, u16)>,
     pub account: Option<String>,
-    pub tls: Option<ClientTls>,
     pub credentials_secret: Option<String>,
 }
 
@@ -148,6 +147,10 @@ pub fn validate(
                 delete_claims: managed.delete_claims,
             })
         }
+        // Accepted, it would be ignored: the connections would stay plaintext.
+        (_, None, Some(ExternalBroker { tls: Some(_), .. }), None) => {
+            return Err(invalid("spec.external.tls", oms_crds::access_point::EXTERNAL_TLS_REFUSED));
+        }
         (_, None, Some(external), None) => Plan::External(External {
             servers: external
                 .servers
@@ -158,7 +161,6 @@ pub fn validate(
                 })
                 .collect::<Result<_, _>>()?,
             account: external.account.clone(),
-            tls: external.tls.clone(),
             credentials_secret: external.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
         }),
         _ => return Err(invalid("spec", "set exactly one of spec.managed and spec.external")),
@@ -287,6 +289,14 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(gw.plan, Plan::Gateway { endpoint: ("gw.b".into(), 7443) });
+    }
+
+    #[test]
+    fn external_tls_is_refused_rather_than_ignored() {
+        let yaml = "{driver: kafka, external: {servers: ['k1:9093'], tls: {caSecretRef: {name: ca, key: ca.crt}}}}";
+        let error = validate("x", "acme", &spec(yaml), "local", None, &images()).expect_err("refused");
+        assert_eq!(error.field, "spec.external.tls");
+        assert!(error.message.contains("would still connect to these brokers in plaintext"), "{error}");
     }
 
     #[test]
