@@ -350,8 +350,8 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
         |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
     let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
-    // Accepted, it would be ignored: the connectors reach brokers in plaintext.
-    if raw.driver != Protocol::Gateway && tls.is_some() {
+    // Accepted, it would be ignored: only the NATS connector speaks TLS to its broker so far.
+    if !matches!(raw.driver, Protocol::Gateway | Protocol::Nats) && tls.is_some() {
         return Err(err(
             "tls",
             format!(
@@ -570,11 +570,14 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
     }
 
     #[test]
-    fn tls_on_a_broker_end_is_refused_rather_than_ignored() {
-        let text = WORKER.replace("queue: orders-eu}", "queue: orders-eu, tls: {caFile: /ca.crt}}");
+    fn tls_to_a_broker_is_taken_where_the_connector_speaks_it_and_refused_elsewhere() {
+        let text = WORKER.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.crt}}");
         let error = worker_error(&text);
-        assert_eq!(error.field, "target.tls");
-        assert!(error.problem.starts_with("TLS to a nats broker is not supported yet"), "{error}");
+        assert_eq!(error.field, "source.tls");
+        assert!(error.problem.starts_with("TLS to a kafka broker is not supported yet"), "{error}");
+        let nats = WORKER.replace("queue: orders-eu}", "queue: orders-eu, tls: {caFile: /ca.crt}}");
+        let config = parse_worker("w.yaml", &nats).expect("NATS speaks TLS");
+        assert_eq!(config.target.tls.map(|t| t.ca_file), Some("/ca.crt".into()));
     }
 
     #[test]

@@ -1167,6 +1167,9 @@ async fn three_mqtt_workers_take_turns_through_the_lease_the_operator_made() -> 
     // stays under that while no worker reads.
     const COUNT: usize = 1000;
     let brokers = Brokers::shared(true)?;
+    // The workers reach Mosquitto over a slow link, so that the holder is killed mid-stream.
+    let proxy = oms_e2e::FaultProxy::start(&brokers.broker(Kind::Mqtt).address())?;
+    proxy.add_latency(40)?;
     let cluster = oms_e2e::Cluster::up("cloud-a")?;
     cluster.install_crds()?;
     let home = cluster.fresh_namespace("mqtt-turns")?;
@@ -1177,7 +1180,7 @@ async fn three_mqtt_workers_take_turns_through_the_lease_the_operator_made() -> 
         ns,
         &format!(
             "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
-             spec: {{driver: mqtt, external: {{servers: ['{}']}}}}\n---\n\
+             spec: {{driver: mqtt, external: {{servers: ['127.0.0.1:{}']}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: lake}}\n\
              spec: {{driver: kafka, external: {{servers: ['{}']}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings}}\n\
@@ -1186,7 +1189,7 @@ async fn three_mqtt_workers_take_turns_through_the_lease_the_operator_made() -> 
              spec: {{accessPointRef: {{name: lake}}}}\n---\n\
              apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: turns}}\n\
              spec: {{source: {{queueRef: {{name: readings}}}}, target: {{queueRef: {{name: readings-lake}}}}, replicas: 3}}\n",
-            brokers.broker(Kind::Mqtt).address(),
+            proxy.listen,
             brokers.kafka.address()
         ),
     )?;
@@ -1249,5 +1252,148 @@ async fn three_mqtt_workers_take_turns_through_the_lease_the_operator_made() -> 
     assert_ne!(holder, format!("turns-{victim}"), "the Lease passed on");
     assert_eq!(verdict.lost, 0, "messages lost when the holder was killed");
     assert_eq!(verdict.out_of_order, 0, "order broken by the takeover");
+    Ok(())
+}
+
+/// A NATS server of the test's own that takes TLS only, with a certificate for `localhost` from
+/// `certs`' CA; killed on drop.
+struct TlsOnlyNats {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsOnlyNats {
+    fn start(certs: &Certs) -> anyhow::Result<Self> {
+        let server = certs.issue("nats-server", "spiffe://e2e.test/nats", &["localhost"], Certs::now(), HOUR)?;
+        let port = oms_e2e::free_server_port();
+        let dir = certs.dir.join("nats");
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: '{}' }}\ntls {{ cert_file: '{}', key_file: '{}' }}\n",
+                dir.display(),
+                server.cert.display(),
+                server.key.display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("nats.log"))?;
+        let child = std::process::Command::new(oms_e2e::tool("nats-server"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        oms_e2e::poll("the TLS-only NATS server listens", Duration::from_secs(20), || {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+        })?;
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for TlsOnlyNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plaintext NATS client's publish: true only if the server answered its PING (it takes the
+/// message), false if it insists on TLS.
+fn plaintext_publish(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    if stream.write_all(b"CONNECT {\"verbose\":false}\r\nPUB tls-out 5\r\nhello\r\nPING\r\n").is_err() {
+        return false;
+    }
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buffer[..n]);
+        if String::from_utf8_lossy(&seen).contains("PONG") {
+            return true;
+        }
+    }
+    false
+}
+
+/// The worker reaches a NATS server that takes TLS only with the CA bundle its config names, and
+/// forwards everything; with another CA it connects to nothing and says why; a plaintext client is
+/// refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another() -> anyhow::Result<()> {
+    const COUNT: usize = 5000;
+    let brokers = Brokers::shared(false)?;
+    let certs = Certs::new("nats-tls")?;
+    let nats = TlsOnlyNats::start(&certs)?;
+    let ca = certs.dir.join("ca.crt");
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.clone())
+        .require_tls(true)
+        .connect(format!("localhost:{}", nats.port))
+        .await?;
+    let js = jetstream::new(client);
+    js.create_stream(jetstream::stream::Config {
+        name: "tls-out".into(),
+        subjects: vec!["tls-out".into()],
+        ..Default::default()
+    })
+    .await?;
+    brokers.create_queue(Kind::Kafka, "tls-in").await?;
+    brokers.produce(Kind::Kafka, "tls-in", 0, COUNT).await?;
+    let config = |admin: std::net::SocketAddr, ca: &std::path::Path| {
+        format!(
+            "bridge: {{name: tls, namespace: e2e}}\n\
+             source: {{driver: kafka, servers: ['{}'], queue: tls-in}}\n\
+             target: {{driver: nats, servers: ['localhost:{}'], queue: tls-out, tls: {{caFile: '{}'}}}}\n\
+             inFlight: 64\nadmin: {{listen: '{admin}'}}\n",
+            brokers.kafka.address(),
+            nats.port,
+            ca.display()
+        )
+    };
+
+    // Another CA: the worker reaches nothing, and its log names the certificate it refused.
+    let stranger = Certs::new("nats-tls-stranger")?;
+    let admin = oms_e2e::admin_address()?;
+    let refused = Worker::start_with("tls-stranger", &config(admin, &stranger.dir.join("ca.crt")))?;
+    let failed = oms_e2e::poll("two refused connections", Duration::from_secs(30), || {
+        let failed = oms_e2e::metric(admin, "oms_bridge_messages_failed_total", Some("link"));
+        Ok((failed >= 2).then_some(failed))
+    })?;
+    let link_up = oms_e2e::metric(admin, "oms_bridge_link_up", None);
+    drop(refused);
+    let log = std::fs::read_to_string(
+        oms_e2e::repo_root().join(format!("e2e/.state/bridges/tls-stranger-{}.log", std::process::id())),
+    )?;
+    let reason = log.lines().find(|l| l.contains("reconnecting")).unwrap_or_default().to_owned();
+    println!("nats tls: worker with another CA: link up {link_up}, {failed} failed connections; {reason}");
+    assert_eq!(link_up, 0, "a server of another CA is never trusted");
+    assert!(reason.contains("UnknownIssuer") || reason.contains("unknown issuer"), "{reason}");
+    assert_eq!(stored(&js, "tls-out").await?, 0);
+
+    let plaintext = (0..3).filter(|_| plaintext_publish(nats.port)).count();
+    println!("nats tls: plaintext client: 3 attempts, {plaintext} successes");
+    assert_eq!(plaintext, 0, "the server takes TLS only");
+
+    let admin = oms_e2e::admin_address()?;
+    let worker = Worker::start_with("tls", &config(admin, &ca))?;
+    let started = Instant::now();
+    let held = oms_e2e::poll("every message in the TLS-only stream", Duration::from_mins(2), || {
+        let stored = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
+        Ok((stored >= COUNT as u64).then_some(stored))
+    })?;
+    worker.stop()?;
+    let stored = stored(&js, "tls-out").await?;
+    println!(
+        "nats tls: kafka -> TLS-only NATS: produced {COUNT}, sent {held}, the stream holds {stored} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stored, COUNT as u64, "each message once");
     Ok(())
 }

@@ -47,15 +47,19 @@ const PINNED_PULL_HEARTBEAT: std::time::Duration = std::time::Duration::from_mil
 
 async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorError> {
     let servers: Vec<String> = endpoint.servers.iter().map(|(h, p)| format!("nats://{h}:{p}")).collect();
-    let options = match super::credentials(endpoint) {
+    let fail =
+        |message: String| ConnectorError::Connect { protocol: Protocol::Nats, servers: servers.join(","), message };
+    let mut options = match super::credentials(endpoint) {
         Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
         None => async_nats::ConnectOptions::new(),
     };
-    options.connect(servers.clone()).await.map_err(|e| ConnectorError::Connect {
-        protocol: Protocol::Nats,
-        servers: servers.join(","),
-        message: e.to_string(),
-    })
+    // With a CA bundle the connection is TLS or nothing: the server's certificate is checked
+    // against it and the name dialled, never against the system roots.
+    if let Some(files) = &endpoint.tls {
+        let config = crate::gateway::tls::broker_client_config(files).map_err(|e| fail(e.to_string()))?;
+        options = options.tls_client_config(config).require_tls(true);
+    }
+    options.connect(servers.clone()).await.map_err(|e| fail(e.to_string()))
 }
 
 pub struct NatsSource {

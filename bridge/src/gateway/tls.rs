@@ -1,4 +1,5 @@
-//! mTLS for the gateway and its clients, with certificates that reload from their files: every
+//! mTLS for the gateway and its clients, and TLS towards brokers, with certificates that reload
+//! from their files: every
 //! handshake checks the files' modification times and, when they changed (the operator renewed a
 //! Secret, the kubelet swapped the mounted files), reads them again. Established connections and
 //! their streams are untouched; the next handshake uses the new certificate and trust bundle. A
@@ -57,23 +58,36 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// The client side: our certificate for the gateway, and the gateway's certificate checked
-/// against the CA bundle and the name we dial.
+/// The client side towards the gateway: our certificate, required, and ALPN for gRPC; the rest
+/// as towards a broker.
 pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
-    let (cert, key) = files.identity.clone().ok_or_else(|| TlsError {
-        path: files.ca_file.display().to_string(),
-        problem: "a gateway client needs certFile and keyFile".into(),
-    })?;
-    let identity = Arc::new(Reloading::new(IdentityFiles { cert, key })?);
+    if files.identity.is_none() {
+        return Err(TlsError {
+            path: files.ca_file.display().to_string(),
+            problem: "a gateway client needs certFile and keyFile".into(),
+        });
+    }
+    let mut config = broker_client_config(files)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+/// The client side towards a broker: its certificate checked against the CA bundle and the name
+/// dialled; ours where the files name one (a broker that asks for client certificates).
+pub fn broker_client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     let trust = Arc::new(Reloading::new(ServerTrust { ca_file: files.ca_file.clone() })?);
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let verifying = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError { path: String::new(), problem: e.to_string() })?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier(trust)))
-        .with_client_cert_resolver(Arc::new(ReloadingCert(identity)));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(config)
+        .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier(trust)));
+    Ok(match &files.identity {
+        Some((cert, key)) => {
+            let identity = Arc::new(Reloading::new(IdentityFiles { cert: cert.clone(), key: key.clone() })?);
+            verifying.with_client_cert_resolver(Arc::new(ReloadingCert(identity)))
+        }
+        None => verifying.with_no_client_auth(),
+    })
 }
 
 /// Something built from files, rebuilt when any of them changes.
