@@ -350,8 +350,8 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
         |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
     let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
-    // Accepted, it would be ignored: only the NATS connector speaks TLS to its broker so far.
-    if !matches!(raw.driver, Protocol::Gateway | Protocol::Nats) && tls.is_some() {
+    // Accepted, it would be ignored: the Kafka and AMQP connectors do not speak TLS yet.
+    if matches!(raw.driver, Protocol::Kafka | Protocol::Amqp) && tls.is_some() {
         return Err(err(
             "tls",
             format!(

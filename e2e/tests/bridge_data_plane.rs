@@ -1255,47 +1255,36 @@ async fn three_mqtt_workers_take_turns_through_the_lease_the_operator_made() -> 
     Ok(())
 }
 
-/// A NATS server of the test's own that takes TLS only, with a certificate for `localhost` from
-/// `certs`' CA; killed on drop.
-struct TlsOnlyNats {
-    child: std::process::Child,
-    port: u16,
+/// What a worker whose CA bundle does not sign the broker's certificate did until it had failed
+/// to connect twice.
+struct Refused {
+    failed_connections: u64,
+    received: u64,
+    link_up: u64,
+    /// The log line that says why.
+    reason: String,
 }
 
-impl TlsOnlyNats {
-    fn start(certs: &Certs) -> anyhow::Result<Self> {
-        let server = certs.issue("nats-server", "spiffe://e2e.test/nats", &["localhost"], Certs::now(), HOUR)?;
-        let port = oms_e2e::free_server_port();
-        let dir = certs.dir.join("nats");
-        std::fs::create_dir_all(&dir)?;
-        let conf = dir.join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: '{}' }}\ntls {{ cert_file: '{}', key_file: '{}' }}\n",
-                dir.display(),
-                server.cert.display(),
-                server.key.display()
-            ),
-        )?;
-        let log = std::fs::File::create(dir.join("nats.log"))?;
-        let child = std::process::Command::new(oms_e2e::tool("nats-server"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        oms_e2e::poll("the TLS-only NATS server listens", Duration::from_secs(20), || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-        })?;
-        Ok(Self { child, port })
-    }
+fn refused_by_another_ca(name: &str, config: impl Fn(std::net::SocketAddr) -> String) -> anyhow::Result<Refused> {
+    let admin = oms_e2e::admin_address()?;
+    let worker = Worker::start_with(name, &config(admin))?;
+    let failed_connections = oms_e2e::poll("two refused connections", Duration::from_secs(30), || {
+        let failed = oms_e2e::metric(admin, "oms_bridge_messages_failed_total", Some("link"));
+        Ok((failed >= 2).then_some(failed))
+    })?;
+    let received = oms_e2e::metric(admin, "oms_bridge_messages_received_total", None);
+    let link_up = oms_e2e::metric(admin, "oms_bridge_link_up", None);
+    drop(worker);
+    let log = oms_e2e::repo_root().join(format!("e2e/.state/bridges/{name}-{}.log", std::process::id()));
+    let reason =
+        std::fs::read_to_string(log)?.lines().find(|l| l.contains("reconnecting")).unwrap_or_default().to_owned();
+    Ok(Refused { failed_connections, received, link_up, reason })
 }
 
-impl Drop for TlsOnlyNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Refused { failed_connections, received, link_up, reason } = self;
+        write!(f, "{failed_connections} failed connections, {received} received, link up {link_up}; {reason}")
     }
 }
 
@@ -1330,7 +1319,7 @@ async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another()
     const COUNT: usize = 5000;
     let brokers = Brokers::shared(false)?;
     let certs = Certs::new("nats-tls")?;
-    let nats = TlsOnlyNats::start(&certs)?;
+    let nats = TlsOnlyBroker::start(&certs, Kind::Nats)?;
     let ca = certs.dir.join("ca.crt");
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(ca.clone())
@@ -1360,21 +1349,10 @@ async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another()
 
     // Another CA: the worker reaches nothing, and its log names the certificate it refused.
     let stranger = Certs::new("nats-tls-stranger")?;
-    let admin = oms_e2e::admin_address()?;
-    let refused = Worker::start_with("tls-stranger", &config(admin, &stranger.dir.join("ca.crt")))?;
-    let failed = oms_e2e::poll("two refused connections", Duration::from_secs(30), || {
-        let failed = oms_e2e::metric(admin, "oms_bridge_messages_failed_total", Some("link"));
-        Ok((failed >= 2).then_some(failed))
-    })?;
-    let link_up = oms_e2e::metric(admin, "oms_bridge_link_up", None);
-    drop(refused);
-    let log = std::fs::read_to_string(
-        oms_e2e::repo_root().join(format!("e2e/.state/bridges/tls-stranger-{}.log", std::process::id())),
-    )?;
-    let reason = log.lines().find(|l| l.contains("reconnecting")).unwrap_or_default().to_owned();
-    println!("nats tls: worker with another CA: link up {link_up}, {failed} failed connections; {reason}");
-    assert_eq!(link_up, 0, "a server of another CA is never trusted");
-    assert!(reason.contains("UnknownIssuer") || reason.contains("unknown issuer"), "{reason}");
+    let refused = refused_by_another_ca("nats-tls-stranger", |admin| config(admin, &stranger.dir.join("ca.crt")))?;
+    println!("nats tls: worker with another CA: {refused}");
+    assert_eq!(refused.link_up, 0, "a server of another CA is never trusted");
+    assert!(refused.reason.contains("UnknownIssuer"), "{}", refused.reason);
     assert_eq!(stored(&js, "tls-out").await?, 0);
 
     let plaintext = (0..3).filter(|_| plaintext_publish(nats.port)).count();
@@ -1395,5 +1373,160 @@ async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another()
         started.elapsed()
     );
     assert_eq!(stored, COUNT as u64, "each message once");
+    Ok(())
+}
+
+/// A broker of the test's own that takes TLS only (nats-server with JetStream, or a Mosquitto
+/// listener), with a certificate for `localhost` from `certs`' CA; killed on drop.
+struct TlsOnlyBroker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsOnlyBroker {
+    fn start(certs: &Certs, kind: Kind) -> anyhow::Result<Self> {
+        let name = kind.name();
+        let server = certs.issue(name, &format!("spiffe://e2e.test/{name}"), &["localhost"], Certs::now(), HOUR)?;
+        let port = oms_e2e::free_server_port();
+        let dir = certs.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let (dir_text, cert, key) = (dir.display(), server.cert.display(), server.key.display());
+        let (program, conf) = match kind {
+            Kind::Nats => (
+                oms_e2e::tool("nats-server"),
+                format!(
+                    "listen: 127.0.0.1:{port}\njetstream {{ store_dir: '{dir_text}' }}\n\
+                     tls {{ cert_file: '{cert}', key_file: '{key}' }}\n"
+                ),
+            ),
+            Kind::Mqtt => (
+                std::path::PathBuf::from("/usr/sbin/mosquitto"),
+                format!(
+                    "user root\npersistence false\nlog_dest file {dir_text}/broker.log\nlistener {port} 127.0.0.1\n\
+                     allow_anonymous true\ncafile {}\ncertfile {cert}\nkeyfile {key}\n",
+                    certs.dir.join("ca.crt").display()
+                ),
+            ),
+            Kind::Kafka | Kind::Amqp => anyhow::bail!("no TLS-only {name} in these tests"),
+        };
+        let path = dir.join("broker.conf");
+        std::fs::write(&path, conf)?;
+        let child = std::process::Command::new(program)
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
+            .spawn()?;
+        oms_e2e::poll(&format!("the TLS-only {name} listens"), Duration::from_secs(20), || {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+        })?;
+        Ok(Self { child, port })
+    }
+
+    /// An MQTT client over TLS that trusts `ca`.
+    fn client(
+        &self,
+        client_id: &str,
+        ca: &std::path::Path,
+        clean: bool,
+    ) -> anyhow::Result<(rumqttc::AsyncClient, rumqttc::EventLoop)> {
+        let files = oms_bridge_config::TlsFiles { ca_file: ca.to_owned(), identity: None };
+        let config = oms_bridge::gateway::tls::broker_client_config(&files)?;
+        let mut options = rumqttc::MqttOptions::new(client_id, "localhost", self.port);
+        options.set_clean_session(clean);
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            std::sync::Arc::new(config),
+        )));
+        Ok(rumqttc::AsyncClient::new(options, 64))
+    }
+}
+
+impl Drop for TlsOnlyBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plaintext MQTT CONNECT: true only if the broker answered it with a CONNACK.
+fn plaintext_mqtt_connect(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'p'];
+    if stream.write_all(&connect).is_err() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    matches!(stream.read(&mut first), Ok(1) if first[0] == 0x20)
+}
+
+/// The worker reads an MQTT broker that takes TLS only with the CA bundle its config names and
+/// forwards everything; with another CA it reads nothing and says why; a plaintext client gets no
+/// CONNACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reads_a_tls_only_mosquitto_with_its_ca_and_nothing_with_another() -> anyhow::Result<()> {
+    const COUNT: usize = 500;
+    let brokers = Brokers::shared(true)?;
+    let certs = Certs::new("mqtt-tls")?;
+    let mqtt = TlsOnlyBroker::start(&certs, Kind::Mqtt)?;
+    let ca = certs.dir.join("ca.crt");
+    brokers.create_topic("mqtt-tls-out", 1).await?;
+    // The bridge's persistent session, so that the broker keeps what is published from now on.
+    let (session, mut events) = mqtt.client("oms-bridge-e2e-mqtt-tls", &ca, false)?;
+    session.subscribe("mqtt-tls-in", rumqttc::QoS::AtLeastOnce).await?;
+    while !matches!(events.poll().await?, rumqttc::Event::Incoming(rumqttc::Incoming::SubAck(_))) {}
+    session.disconnect().await?;
+    while events.poll().await.is_ok() {}
+    let config = |admin: std::net::SocketAddr, ca: &std::path::Path| {
+        format!(
+            "bridge: {{name: mqtt-tls, namespace: e2e}}\n\
+             source: {{driver: mqtt, servers: ['localhost:{}'], queue: mqtt-tls-in, tls: {{caFile: '{}'}}}}\n\
+             target: {{driver: kafka, servers: ['{}'], queue: mqtt-tls-out}}\n\
+             inFlight: 64\nadmin: {{listen: '{admin}'}}\n",
+            mqtt.port,
+            ca.display(),
+            brokers.kafka.address()
+        )
+    };
+
+    // Another CA: the worker reads nothing, and its log names the certificate it refused.
+    let stranger = Certs::new("mqtt-tls-stranger")?;
+    let refused = refused_by_another_ca("mqtt-tls-stranger", |admin| config(admin, &stranger.dir.join("ca.crt")))?;
+    println!("mqtt tls: worker with another CA: {refused}");
+    assert_eq!(refused.received, 0, "a broker of another CA is never read");
+    assert!(refused.reason.contains("UnknownIssuer"), "{}", refused.reason);
+
+    let plaintext = (0..3).filter(|_| plaintext_mqtt_connect(mqtt.port)).count();
+    println!("mqtt tls: plaintext client: 3 attempts, {plaintext} successes");
+    assert_eq!(plaintext, 0, "the listener takes TLS only");
+
+    let (publisher, mut events) = mqtt.client("mqtt-tls-publisher", &ca, true)?;
+    let publishing = async {
+        for i in 0..COUNT {
+            publisher.publish("mqtt-tls-in", rumqttc::QoS::AtLeastOnce, false, format!("msg-{i}")).await?;
+        }
+        anyhow::Ok(())
+    };
+    let acknowledged = async {
+        let mut acks = 0;
+        while acks < COUNT {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_)) = events.poll().await? {
+                acks += 1;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let (sent, confirmed) = tokio::join!(publishing, acknowledged);
+    sent?;
+    confirmed?;
+    let admin = oms_e2e::admin_address()?;
+    let worker = Worker::start_with("mqtt-tls", &config(admin, &ca))?;
+    let seen = brokers.consume(Kind::Kafka, "mqtt-tls-out", COUNT, Duration::from_mins(2)).await?;
+    worker.stop()?;
+    let verdict = verdict(&seen, COUNT);
+    println!("mqtt tls: TLS-only Mosquitto -> kafka: published {COUNT}; {verdict:?}");
+    assert_eq!(verdict.lost, 0, "every message over TLS");
+    assert_eq!(verdict.out_of_order, 0, "in the order published (one partition)");
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Publish, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
@@ -20,7 +20,7 @@ use oms_bridge_config::{Endpoint, Protocol};
 /// Requests rumqttc may hold before `publish` waits (its own bounded queue).
 const CLIENT_QUEUE: usize = 1024;
 
-fn options(endpoint: &Endpoint, client_id: &str, clean: bool) -> MqttOptions {
+fn options(endpoint: &Endpoint, client_id: &str, clean: bool) -> Result<MqttOptions, ConnectorError> {
     let (host, port) = endpoint.servers.first().cloned().unwrap_or_default();
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_keep_alive(Duration::from_secs(10));
@@ -29,7 +29,13 @@ fn options(endpoint: &Endpoint, client_id: &str, clean: bool) -> MqttOptions {
     if let Some((user, password)) = super::credentials(endpoint) {
         options.set_credentials(user, password);
     }
-    options
+    // With a CA bundle the connection is TLS or nothing, the broker checked against it and the
+    // name dialled.
+    if let Some(files) = &endpoint.tls {
+        let config = crate::gateway::tls::broker_client_config(files).map_err(|e| fail(endpoint, e))?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))));
+    }
+    Ok(options)
 }
 
 fn fail(endpoint: &Endpoint, error: impl std::fmt::Display) -> ConnectorError {
@@ -50,7 +56,7 @@ pub struct MqttSource {
 
 impl MqttSource {
     pub async fn connect(endpoint: &Endpoint, client_id: &str, in_flight: u32) -> Result<Self, ConnectorError> {
-        let mut options = options(endpoint, client_id, false);
+        let mut options = options(endpoint, client_id, false)?;
         options.set_inflight(u16::try_from(in_flight).unwrap_or(u16::MAX));
         let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
         client.subscribe(&endpoint.queue, QoS::AtLeastOnce).await.map_err(|e| fail(endpoint, e))?;
@@ -115,8 +121,8 @@ pub struct MqttSink {
 }
 
 impl MqttSink {
-    pub fn connect(endpoint: &Endpoint, client_id: &str) -> Self {
-        let (client, mut events) = AsyncClient::new(options(endpoint, client_id, true), CLIENT_QUEUE);
+    pub fn connect(endpoint: &Endpoint, client_id: &str) -> Result<Self, ConnectorError> {
+        let (client, mut events) = AsyncClient::new(options(endpoint, client_id, true)?, CLIENT_QUEUE);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let tracked = pending.clone();
         tokio::spawn(async move {
@@ -147,7 +153,7 @@ impl MqttSink {
                 }
             }
         });
-        Self { client, pending, topic: endpoint.queue.clone() }
+        Ok(Self { client, pending, topic: endpoint.queue.clone() })
     }
 
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
