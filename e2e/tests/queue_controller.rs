@@ -36,6 +36,25 @@ fn wait_reason(s: &Scenario, name: &str, type_: &str, reason: &'static str) -> a
     s.wait_for(&format!("queue/{name}"), reason, move |o| condition(o, type_).is_some_and(|c| c["reason"] == reason))
 }
 
+/// Asks `queue` (on a broker whose queues have one partition) for 3: the status keeps what the
+/// broker has, Unsupported names the field, and Drifted never claims a correction.
+fn asks_for_three_partitions(s: &Scenario, queue: &str, driver: &str) -> anyhow::Result<()> {
+    s.kubectl(&["patch", &format!("queue/{queue}"), "--type=merge", "-p", r#"{"spec":{"partitions":3}}"#])?;
+    let widened = s.wait_for(&format!("queue/{queue}"), "the edit reconciled", |o| {
+        o["status"]["observedGeneration"] == o["metadata"]["generation"] && condition(o, "Drifted").is_some()
+    })?;
+    let drifted = condition(&widened, "Drifted").map(|c| c["reason"].clone()).unwrap_or_default();
+    println!(
+        "queue controller: {driver} partitions 3: status.partitions {}, Drifted {drifted}, Unsupported {}",
+        widened["status"]["partitions"],
+        message_of(&widened, "Unsupported")
+    );
+    assert_eq!(widened["status"]["partitions"], 1, "{driver}: the status says what the broker has");
+    assert_eq!(drifted, "InSync", "{driver}: never Corrected");
+    assert!(message_of(&widened, "Unsupported").contains("spec.partitions"), "{driver}: and names what it cannot do");
+    Ok(())
+}
+
 fn message_of(object: &Value, type_: &str) -> String {
     condition(object, type_).and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned()
 }
@@ -168,19 +187,7 @@ fn nats_streams_deleted_out_of_band_are_recreated_under_enforce_and_reported_und
     assert_eq!(corrected["config"]["max_age"], 3_600_000_000_000u64);
 
     // More partitions than a stream has: named unsupported, never claimed, never "corrected".
-    s.kubectl(&["patch", "queue/enforced", "--type=merge", "-p", r#"{"spec":{"partitions":3}}"#])?;
-    let widened = s.wait_for("queue/enforced", "the edit reconciled", |o| {
-        o["status"]["observedGeneration"] == o["metadata"]["generation"] && condition(o, "Drifted").is_some()
-    })?;
-    println!(
-        "queue controller: nats partitions 3: status.partitions {}, Drifted {}, Unsupported {}",
-        widened["status"]["partitions"],
-        condition(&widened, "Drifted").map(|c| c["reason"].clone()).unwrap_or_default(),
-        message_of(&widened, "Unsupported")
-    );
-    assert_eq!(widened["status"]["partitions"], 1, "the status says what the broker has");
-    assert_eq!(condition(&widened, "Drifted").map(|c| c["reason"].clone()), Some("InSync".into()));
-    assert!(message_of(&widened, "Unsupported").contains("spec.partitions"), "and names what it cannot do");
+    asks_for_three_partitions(&s, "enforced", "nats")?;
     Ok(())
 }
 
@@ -202,19 +209,7 @@ fn rabbitmq_deletion_policies_delete_retain_and_keep_non_empty_queues() -> anyho
     assert_eq!(amqp(&broker, "publish", "guarded")?, "published");
 
     // More partitions than a RabbitMQ queue has: named unsupported, and the status keeps 1.
-    s.kubectl(&["patch", "queue/retained", "--type=merge", "-p", r#"{"spec":{"partitions":3}}"#])?;
-    let widened = s.wait_for("queue/retained", "the edit reconciled", |o| {
-        o["status"]["observedGeneration"] == o["metadata"]["generation"] && condition(o, "Drifted").is_some()
-    })?;
-    println!(
-        "queue controller: rabbitmq partitions 3: status.partitions {}, Drifted {}, Unsupported {}",
-        widened["status"]["partitions"],
-        condition(&widened, "Drifted").map(|c| c["reason"].clone()).unwrap_or_default(),
-        message_of(&widened, "Unsupported")
-    );
-    assert_eq!(widened["status"]["partitions"], 1, "the status says what the broker has");
-    assert_eq!(condition(&widened, "Drifted").map(|c| c["reason"].clone()), Some("InSync".into()), "never Corrected");
-    assert!(message_of(&widened, "Unsupported").contains("spec.partitions"), "and names what it cannot do");
+    asks_for_three_partitions(&s, "retained", "rabbitmq")?;
 
     s.kubectl(&["delete", "queue/deleted", "queue/retained", "--wait=true"])?;
     assert_eq!(amqp(&broker, "exists", "deleted")?, "no", "deletionPolicy Delete removes the broker queue");

@@ -86,8 +86,6 @@ struct Pin {
     id: Option<String>,
     /// The pin the server names as held, at the last backlog read.
     held: Option<String>,
-    /// A new pin came and the consumer is not reset yet.
-    reset_due: bool,
     /// Reset: what was delivered before it is dropped until the first delivery after it.
     stale: bool,
     /// Stream sequences an earlier holder was given: they come again as redeliveries.
@@ -101,7 +99,8 @@ enum Under {
     Take,
     /// Drop it unacknowledged: the reset brings it again.
     Drop,
-    /// First message of a new pin: reset the consumer, then drop it.
+    /// First message of a new pin: reset the consumer, then drop it. `next` reads nothing more
+    /// until the reset is over.
     Reset,
 }
 
@@ -111,12 +110,9 @@ impl Pin {
     fn judge(&mut self, pin: Option<&str>, sequence: u64, delivered: i64, consumer_sequence: u64) -> Under {
         if pin.is_some() && pin != self.id.as_deref() {
             self.id = pin.map(str::to_owned);
-            self.reset_due = true;
             // JetStream hands out new messages in stream order: every sequence before the first
             // new one given to this worker went to an earlier holder.
             self.redelivered_through = if delivered > 1 { sequence } else { sequence.saturating_sub(1) };
-        }
-        if self.reset_due {
             return Under::Reset;
         }
         if self.stale && consumer_sequence != 1 {
@@ -129,7 +125,6 @@ impl Pin {
     /// The reset asked for by a new pin is over: `done` when the server reset the consumer, so
     /// what was delivered before it is dropped; not done where the server cannot reset.
     fn reset_over(&mut self, done: bool) {
-        self.reset_due = false;
         self.stale = done;
     }
 }
@@ -467,7 +462,6 @@ mod tests {
         // An earlier holder was given sequences 1 to 40; this worker's first message is 41.
         assert_eq!(pin.judge(Some("a"), 41, 1, 41), Under::Reset);
         assert_eq!(pin.redelivered_through, 40, "what the earlier holder was given comes again");
-        assert_eq!(pin.judge(Some("a"), 42, 1, 42), Under::Reset, "until the reset is over");
         pin.reset_over(true);
         assert_eq!(pin.judge(Some("a"), 43, 1, 43), Under::Drop, "delivered before the reset");
         assert_eq!(pin.judge(Some("a"), 31, 1, 1), Under::Take, "the first delivery after it (ack floor 30)");
@@ -484,6 +478,6 @@ mod tests {
     fn a_message_without_a_pin_is_taken_as_it_comes() {
         let mut pin = Pin::default();
         assert_eq!(pin.judge(None, 5, 1, 5), Under::Take);
-        assert!(!pin.reset_due);
+        assert_eq!(pin.judge(None, 6, 1, 6), Under::Take);
     }
 }
