@@ -129,6 +129,9 @@ pub struct TlsFile {
     pub cert_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Towards a broker: the name checked in its certificate, where it is not the host dialled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// The admin server (metrics, probes); `0.0.0.0:9090` when absent.
@@ -165,6 +168,9 @@ pub struct BackendFile {
     pub access_point: String,
     pub driver: Protocol,
     pub servers: Vec<String>,
+    /// TLS towards the brokers (NATS and MQTT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_dir: Option<PathBuf>,
     /// `<dir>/<tenant>/username` and `password` per tenant, where tenants have broker users.

@@ -29,6 +29,8 @@ pub struct TlsFiles {
     pub ca_file: PathBuf,
     /// Certificate and key, both or neither.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name checked in a broker's certificate instead of the host dialled.
+    pub server_name: Option<String>,
 }
 
 /// One end of a bridge, validated.
@@ -178,6 +180,7 @@ pub struct Backend {
     pub access_point: String,
     pub protocol: Protocol,
     pub servers: Vec<(String, u16)>,
+    pub tls: Option<TlsFiles>,
     pub credentials_dir: Option<PathBuf>,
     /// Where each tenant's own broker user is (`<dir>/<tenant>/username`, `password`): a peer then
     /// reaches the broker as its tenant, never as the access point's owner.
@@ -196,7 +199,7 @@ impl Backend {
             servers: self.servers.clone(),
             queue: queue.to_owned(),
             access_point: Some(format!("{}/{}", self.namespace, self.access_point)),
-            tls: None,
+            tls: self.tls.clone(),
             credentials_dir: match &self.tenant_credentials_dir {
                 Some(dir) => Some(dir.join(tenant)),
                 None => self.credentials_dir.clone(),
@@ -255,6 +258,9 @@ pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, C
     if tls.identity.is_none() {
         return Err(err("tls", "a gateway needs certFile and keyFile (its server certificate)".into()));
     }
+    if tls.server_name.is_some() {
+        return Err(err("tls.serverName", "is for connections to brokers; a gateway serves its own name".into()));
+    }
     let mut backends = Vec::with_capacity(raw.backends.len());
     for (i, backend) in raw.backends.into_iter().enumerate() {
         let field = format!("backends[{i}]");
@@ -266,11 +272,18 @@ pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, C
         if backend.driver == Protocol::Gateway {
             return Err(err(&format!("{field}.driver"), "a gateway cannot front another gateway".into()));
         }
+        let backend_tls = backend.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
+        if backend_tls.is_some()
+            && let Some(problem) = broker_tls_unsupported(backend.driver)
+        {
+            return Err(err(&format!("{field}.tls"), problem));
+        }
         backends.push(Backend {
             namespace: namespace.to_owned(),
             access_point: access_point.to_owned(),
             protocol: backend.driver,
             servers: servers(file, &format!("{field}.servers"), &backend.servers)?,
+            tls: backend_tls,
             credentials_dir: backend.credentials_dir,
             tenant_credentials_dir: backend.tenant_credentials_dir,
             shared_with: backend.shared_with,
@@ -350,19 +363,19 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
         |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
     let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
-    // Accepted, it would be ignored: the Kafka and AMQP connectors do not speak TLS yet.
-    if matches!(raw.driver, Protocol::Kafka | Protocol::Amqp) && tls.is_some() {
-        return Err(err(
-            "tls",
-            format!(
-                "TLS to a {} broker is not supported yet (the worker would connect in plaintext); remove tls, \
-                 or reach the broker through another cloud's OMS gateway",
-                raw.driver.name()
-            ),
-        ));
+    if tls.is_some()
+        && let Some(problem) = broker_tls_unsupported(raw.driver)
+    {
+        return Err(err("tls", problem));
     }
     if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
         return Err(err("tls", "a gateway end needs mTLS: set caFile, certFile and keyFile".into()));
+    }
+    if raw.driver == Protocol::Gateway && tls.as_ref().is_some_and(|t| t.server_name.is_some()) {
+        return Err(err(
+            "tls.serverName",
+            "is for connections to brokers; a gateway is reached by its own name".into(),
+        ));
     }
     if raw.driver == Protocol::Gateway && raw.access_point.is_none() {
         return Err(err(
@@ -385,6 +398,18 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
     })
 }
 
+/// Why TLS towards a `driver` broker is refused, if it is: accepted, it would be ignored, since
+/// the Kafka and AMQP connectors do not speak TLS yet.
+fn broker_tls_unsupported(driver: Protocol) -> Option<String> {
+    matches!(driver, Protocol::Kafka | Protocol::Amqp).then(|| {
+        format!(
+            "TLS to a {} broker is not supported yet (it would be reached in plaintext); remove tls, or reach the \
+             broker through another cloud's OMS gateway",
+            driver.name()
+        )
+    })
+}
+
 fn tls_files(file: &str, field: &str, raw: TlsFile) -> Result<TlsFiles, ConfigError> {
     let identity = match (raw.cert_file, raw.key_file) {
         (Some(cert), Some(key)) => Some((cert, key)),
@@ -397,7 +422,7 @@ fn tls_files(file: &str, field: &str, raw: TlsFile) -> Result<TlsFiles, ConfigEr
             });
         }
     };
-    Ok(TlsFiles { ca_file: raw.ca_file, identity })
+    Ok(TlsFiles { ca_file: raw.ca_file, identity, server_name: raw.server_name })
 }
 
 fn servers(file: &str, field: &str, raw: &[String]) -> Result<Vec<(String, u16)>, ConfigError> {

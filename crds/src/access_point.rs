@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Capabilities, SecretKeyRef, SecretRef};
+use crate::common::{Capabilities, ConfigMapKeyRef, SecretKeyRef, SecretRef};
 use crate::quantity::{size_message, size_rule};
 
 /// CEL: a `host:port` address (DNS name, IPv4 or bracketed IPv6) with a port from 1 to 65535,
@@ -82,6 +82,8 @@ impl std::fmt::Display for Driver {
         .message("driver gateway needs spec.remote (the namespace and name of the access point behind the other cloud's gateway); other drivers must not set it"),
     validation = Rule::new("self.driver != 'mqtt' || !has(self.managed) || self.managed.replicas <= 1")
         .message("driver mqtt (Mosquitto) does not cluster: set spec.managed.replicas to 1"),
+    validation = Rule::new("!has(self.external) || !has(self.external.tls) || self.driver in ['nats', 'mqtt']")
+        .message(EXTERNAL_TLS_REFUSED),
 )]
 pub struct MessagingAccessPointSpec {
     /// The broker family: kafka, nats, rabbitmq, mqtt, or gateway (another cloud's OMS gateway).
@@ -190,17 +192,14 @@ pub struct Storage {
     pub storage_class_name: Option<String>,
 }
 
-/// Why `spec.external.tls` is refused, at admission and by the operator.
-pub const EXTERNAL_TLS_REFUSED: &str = "spec.external.tls is not supported yet: the operator and the bridge workers \
-would still connect to these brokers in plaintext; remove spec.external.tls, or reach the brokers through another \
-cloud's OMS gateway (mTLS)";
+/// Why `spec.external.tls` is refused for Kafka and RabbitMQ, at admission and by the operator.
+pub const EXTERNAL_TLS_REFUSED: &str = "spec.external.tls is supported for drivers nats and mqtt only: the operator \
+and the bridge workers would still reach Kafka and RabbitMQ brokers in plaintext; remove spec.external.tls, or reach \
+the brokers through another cloud's OMS gateway (mTLS)";
 
 /// A broker cluster that already exists.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(
-    validation = Rule::new("!has(self.tls)").message(EXTERNAL_TLS_REFUSED),
-)]
 pub struct ExternalBroker {
     /// Bootstrap addresses as host:port.
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 260)))]
@@ -213,9 +212,9 @@ pub struct ExternalBroker {
     #[schemars(length(min = 1, max = 253))]
     pub account: Option<String>,
 
-    /// TLS towards the brokers: not built yet, so an access point that sets it is refused
-    /// rather than reached in plaintext. Without it the operator and the workers connect in
-    /// plaintext.
+    /// TLS towards the brokers (drivers nats and mqtt): the probe, the operator's admin client,
+    /// bridge workers and gateways all connect over TLS and check the brokers' certificates
+    /// against this CA bundle. Without it they connect in plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
 
@@ -224,16 +223,29 @@ pub struct ExternalBroker {
     pub credentials_secret_ref: Option<SecretRef>,
 }
 
-/// TLS settings of a client towards a broker.
+/// TLS settings of a client towards a broker. The brokers' certificates are always checked.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.caSecretRef) != has(self.caConfigMapRef)")
+        .message("spec.external.tls needs exactly one of caSecretRef and caConfigMapRef: the PEM bundle of the CAs that sign the brokers' certificates"),
+)]
 pub struct ClientTls {
-    /// PEM bundle of the CAs that sign the brokers' certificates; the system roots when omitted.
+    /// A Secret key holding the PEM bundle of the CAs that sign the brokers' certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
-    /// Secret of type kubernetes.io/tls with a client certificate, for brokers that require one.
+    /// A ConfigMap key holding that PEM bundle, where the CA is not a secret (a public CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map_ref: Option<ConfigMapKeyRef>,
+    /// Secret of type kubernetes.io/tls (keys `tls.crt`, `tls.key`) with a client certificate,
+    /// for brokers that require one (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_secret_ref: Option<SecretRef>,
+    /// The name checked in the brokers' certificates, where it is not the host of
+    /// `spec.external.servers` (brokers reached through an IP or a tunnel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"))]
+    pub server_name: Option<String>,
 }
 
 /// An access point of another cloud, behind its gateway.

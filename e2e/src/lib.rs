@@ -14,6 +14,7 @@ mod fault;
 mod gateway;
 mod pod;
 mod process;
+mod tls;
 mod verdict;
 
 pub use admin::{admin_address, cpu_model_and_memory_kib, http_get, metric, proc_status_kib, wait_metric};
@@ -21,6 +22,7 @@ pub use broker::{Broker, TestBroker, broker_script};
 pub use cluster::{CRD_NAMES, Cluster, Namespace, Operator, Scenario, condition};
 pub use fault::FaultProxy;
 pub use gateway::{TlsPaths, gateway_consume_attempt, gateway_end, gateway_publish_attempt};
-pub use pod::{POD_MOUNT_ROOT, PodProcess};
+pub use pod::{POD_MOUNT_ROOT, PodProcess, deployment_files};
 pub use process::{DEADLINE, free_server_port, poll, repo_root, run, run_ok, state_dir, tool, workspace_binary};
+pub use tls::{Certs, HOUR, TlsBroker, TlsBrokerKind, TlsBrokerSpec};
 pub use verdict::Verdict;

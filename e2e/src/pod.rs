@@ -6,6 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
 
 use crate::admin::http_get;
 use crate::process::{poll, repo_root, workspace_binary};
@@ -69,4 +72,47 @@ impl Drop for PodProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The files the first container of Deployment `name` sees under [`POD_MOUNT_ROOT`], read from
+/// the API server as the kubelet would mount them: whole ConfigMaps and Secrets, and projected
+/// Secret items by their paths (optional sources skip missing keys, required ones fail).
+pub async fn deployment_files(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace).get(name).await?;
+    let pod = deployment.spec.and_then(|s| s.template.spec).context("a pod template")?;
+    let container = pod.containers.first().context("a container")?;
+    let (config_maps, secrets) =
+        (Api::<ConfigMap>::namespaced(client.clone(), namespace), Api::<Secret>::namespaced(client.clone(), namespace));
+    let mut files = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let dir = mount.mount_path.strip_prefix(POD_MOUNT_ROOT).context("mounted under /etc/oms")?.trim_matches('/');
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).context("the mounted volume")?;
+        let mut add = |path: &str, content: Vec<u8>| files.push((format!("{dir}/{path}"), content));
+        if let Some(source) = &volume.config_map {
+            for (key, value) in config_maps.get(&source.name).await?.data.unwrap_or_default() {
+                add(&key, value.into_bytes());
+            }
+        } else if let Some(source) = &volume.secret {
+            let secret = secrets.get(source.secret_name.as_deref().unwrap_or_default()).await?;
+            for (key, value) in secret.data.unwrap_or_default() {
+                add(&key, value.0);
+            }
+        } else if let Some(projected) = &volume.projected {
+            for source in projected.sources.iter().flatten().filter_map(|s| s.secret.as_ref()) {
+                let data = secrets.get(&source.name).await?.data.unwrap_or_default();
+                for item in source.items.iter().flatten() {
+                    match data.get(&item.key) {
+                        Some(value) => add(&item.path, value.0.clone()),
+                        None if source.optional == Some(true) => {}
+                        None => bail!("Secret {} has no key {}: the pod would not start", source.name, item.key),
+                    }
+                }
+            }
+        }
+    }
+    Ok(files)
 }

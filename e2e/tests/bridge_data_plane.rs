@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use oms_e2e::{Broker, TlsPaths};
+use oms_e2e::{Broker, Certs, HOUR, TlsBroker, TlsBrokerKind, TlsBrokerSpec, TlsPaths};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -1319,7 +1319,7 @@ async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another()
     const COUNT: usize = 5000;
     let brokers = Brokers::shared(false)?;
     let certs = Certs::new("nats-tls")?;
-    let nats = TlsOnlyBroker::start(&certs, Kind::Nats)?;
+    let nats = TlsBroker::start(&certs, &TlsBrokerSpec::localhost(TlsBrokerKind::Nats))?;
     let ca = certs.dir.join("ca.crt");
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(ca.clone())
@@ -1376,78 +1376,6 @@ async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another()
     Ok(())
 }
 
-/// A broker of the test's own that takes TLS only (nats-server with JetStream, or a Mosquitto
-/// listener), with a certificate for `localhost` from `certs`' CA; killed on drop.
-struct TlsOnlyBroker {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl TlsOnlyBroker {
-    fn start(certs: &Certs, kind: Kind) -> anyhow::Result<Self> {
-        let name = kind.name();
-        let server = certs.issue(name, &format!("spiffe://e2e.test/{name}"), &["localhost"], Certs::now(), HOUR)?;
-        let port = oms_e2e::free_server_port();
-        let dir = certs.dir.join(name);
-        std::fs::create_dir_all(&dir)?;
-        let (dir_text, cert, key) = (dir.display(), server.cert.display(), server.key.display());
-        let (program, conf) = match kind {
-            Kind::Nats => (
-                oms_e2e::tool("nats-server"),
-                format!(
-                    "listen: 127.0.0.1:{port}\njetstream {{ store_dir: '{dir_text}' }}\n\
-                     tls {{ cert_file: '{cert}', key_file: '{key}' }}\n"
-                ),
-            ),
-            Kind::Mqtt => (
-                std::path::PathBuf::from("/usr/sbin/mosquitto"),
-                format!(
-                    "user root\npersistence false\nlog_dest file {dir_text}/broker.log\nlistener {port} 127.0.0.1\n\
-                     allow_anonymous true\ncafile {}\ncertfile {cert}\nkeyfile {key}\n",
-                    certs.dir.join("ca.crt").display()
-                ),
-            ),
-            Kind::Kafka | Kind::Amqp => anyhow::bail!("no TLS-only {name} in these tests"),
-        };
-        let path = dir.join("broker.conf");
-        std::fs::write(&path, conf)?;
-        let child = std::process::Command::new(program)
-            .arg("-c")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
-            .spawn()?;
-        oms_e2e::poll(&format!("the TLS-only {name} listens"), Duration::from_secs(20), || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-        })?;
-        Ok(Self { child, port })
-    }
-
-    /// An MQTT client over TLS that trusts `ca`.
-    fn client(
-        &self,
-        client_id: &str,
-        ca: &std::path::Path,
-        clean: bool,
-    ) -> anyhow::Result<(rumqttc::AsyncClient, rumqttc::EventLoop)> {
-        let files = oms_bridge_config::TlsFiles { ca_file: ca.to_owned(), identity: None };
-        let config = oms_bridge::gateway::tls::broker_client_config(&files)?;
-        let mut options = rumqttc::MqttOptions::new(client_id, "localhost", self.port);
-        options.set_clean_session(clean);
-        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            std::sync::Arc::new(config),
-        )));
-        Ok(rumqttc::AsyncClient::new(options, 64))
-    }
-}
-
-impl Drop for TlsOnlyBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A plaintext MQTT CONNECT: true only if the broker answered it with a CONNACK.
 fn plaintext_mqtt_connect(port: u16) -> bool {
     use std::io::{Read, Write};
@@ -1469,11 +1397,11 @@ async fn a_worker_reads_a_tls_only_mosquitto_with_its_ca_and_nothing_with_anothe
     const COUNT: usize = 500;
     let brokers = Brokers::shared(true)?;
     let certs = Certs::new("mqtt-tls")?;
-    let mqtt = TlsOnlyBroker::start(&certs, Kind::Mqtt)?;
+    let mqtt = TlsBroker::start(&certs, &TlsBrokerSpec::localhost(TlsBrokerKind::Mqtt))?;
     let ca = certs.dir.join("ca.crt");
     brokers.create_topic("mqtt-tls-out", 1).await?;
     // The bridge's persistent session, so that the broker keeps what is published from now on.
-    let (session, mut events) = mqtt.client("oms-bridge-e2e-mqtt-tls", &ca, false)?;
+    let (session, mut events) = mqtt.mqtt_client("oms-bridge-e2e-mqtt-tls", &ca, false)?;
     session.subscribe("mqtt-tls-in", rumqttc::QoS::AtLeastOnce).await?;
     while !matches!(events.poll().await?, rumqttc::Event::Incoming(rumqttc::Incoming::SubAck(_))) {}
     session.disconnect().await?;
@@ -1501,7 +1429,7 @@ async fn a_worker_reads_a_tls_only_mosquitto_with_its_ca_and_nothing_with_anothe
     println!("mqtt tls: plaintext client: 3 attempts, {plaintext} successes");
     assert_eq!(plaintext, 0, "the listener takes TLS only");
 
-    let (publisher, mut events) = mqtt.client("mqtt-tls-publisher", &ca, true)?;
+    let (publisher, mut events) = mqtt.mqtt_client("mqtt-tls-publisher", &ca, true)?;
     let publishing = async {
         for i in 0..COUNT {
             publisher.publish("mqtt-tls-in", rumqttc::QoS::AtLeastOnce, false, format!("msg-{i}")).await?;

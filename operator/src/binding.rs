@@ -21,9 +21,30 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// How to speak TLS to the brokers: the CA bundle their certificates are checked against, the
+/// client certificate where they ask for one, and the name to check where it is not the host
+/// dialled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerTls {
+    pub ca_pem: String,
+    /// Certificate and key (PEM).
+    pub client: Option<(String, String)>,
+    pub server_name: Option<String>,
+}
+
+/// The binding Secret's TLS keys, also the file names workers mount them as (see
+/// `workload::MountedBinding`).
+pub const TLS_KEY: &str = "TLS";
+pub const CA_CERT_KEY: &str = "CA_CERT";
+pub const TLS_CERT_KEY: &str = "TLS_CERT";
+pub const TLS_KEY_KEY: &str = "TLS_KEY";
+pub const TLS_SERVER_NAME_KEY: &str = "TLS_SERVER_NAME";
+
 /// The keys every binding Secret has: where the broker is (`ACCESS_POINTS`, `ACCESS_POINT_URL`,
-/// `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker has users) and
-/// `VHOST`, always present (empty where the driver has none): workers mount it as a file.
+/// `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker has users),
+/// `VHOST`, always present (empty where the driver has none: workers mount it as a file), and
+/// `TLS` (`true` or `false`), with `CA_CERT` and, where set, `TLS_CERT`, `TLS_KEY` and
+/// `TLS_SERVER_NAME` when it is true.
 #[must_use]
 pub fn keys(
     access_points: String,
@@ -31,12 +52,14 @@ pub fn keys(
     driver: Driver,
     credentials: Option<&Credentials>,
     vhost: String,
+    tls: Option<&BrokerTls>,
 ) -> BTreeMap<String, String> {
     let mut data: BTreeMap<String, String> = [
         ("ACCESS_POINTS", access_points),
         ("ACCESS_POINT_URL", access_point_url),
         ("DRIVER_IMPL", driver.as_str().to_owned()),
         ("VHOST", vhost),
+        (TLS_KEY, tls.is_some().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -45,11 +68,34 @@ pub fn keys(
         data.insert("USERNAME".into(), credentials.username.clone());
         data.insert("PASSWORD".into(), credentials.password.clone());
     }
+    if let Some(tls) = tls {
+        data.insert(CA_CERT_KEY.into(), tls.ca_pem.clone());
+        if let Some((cert, key)) = &tls.client {
+            data.insert(TLS_CERT_KEY.into(), cert.clone());
+            data.insert(TLS_KEY_KEY.into(), key.clone());
+        }
+        if let Some(name) = &tls.server_name {
+            data.insert(TLS_SERVER_NAME_KEY.into(), name.clone());
+        }
+    }
     data
 }
 
-/// Addresses and credentials from an access point's binding Secret (`ACCESS_POINTS`, `USERNAME`,
-/// `PASSWORD`); `None` until the access point has published it. The error names the Secret.
+/// The TLS settings written by [`keys`], read back from a binding Secret's text values.
+#[must_use]
+pub fn tls_from_keys(text: impl Fn(&str) -> Option<String>) -> Option<BrokerTls> {
+    if text(TLS_KEY).as_deref() != Some("true") {
+        return None;
+    }
+    Some(BrokerTls {
+        ca_pem: text(CA_CERT_KEY).unwrap_or_default(),
+        client: text(TLS_CERT_KEY).zip(text(TLS_KEY_KEY)),
+        server_name: text(TLS_SERVER_NAME_KEY),
+    })
+}
+
+/// Addresses, credentials and TLS settings from an access point's binding Secret (`ACCESS_POINTS`,
+/// `USERNAME`, `PASSWORD`, `VHOST`, the TLS keys); `None` until the access point has published it. The error names the Secret.
 pub async fn read(
     client: &kube::Client,
     ap: &MessagingAccessPoint,
@@ -71,5 +117,32 @@ pub async fn read(
         username: text("USERNAME"),
         password: text("PASSWORD"),
         vhost: text("VHOST"),
+        tls: tls_from_keys(text),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_survive_the_round_trip_through_the_secret_and_plaintext_says_so() {
+        let tls = BrokerTls {
+            ca_pem: "CA".into(),
+            client: Some(("CERT".into(), "KEY".into())),
+            server_name: Some("nats.example.com".into()),
+        };
+        for tls in [Some(tls), None] {
+            let data = keys(
+                "n:4222".into(),
+                "oms:nats://n:4222/local".into(),
+                Driver::Nats,
+                None,
+                String::new(),
+                tls.as_ref(),
+            );
+            assert_eq!(data[TLS_KEY], tls.is_some().to_string(), "the flag is always there");
+            assert_eq!(tls_from_keys(|k| data.get(k).cloned()), tls);
+        }
+    }
 }

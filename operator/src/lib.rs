@@ -10,6 +10,7 @@ pub mod admin;
 pub mod apply;
 pub mod binding;
 pub mod bridge;
+pub mod broker_tls;
 pub mod certificates;
 pub mod cli;
 pub mod conditions;

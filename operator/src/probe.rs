@@ -1,14 +1,26 @@
 //! Reachability of an external broker, proved with the first exchange of its real protocol (a
-//! TCP connect alone would call a load balancer with no broker behind it "ready").
+//! TCP connect alone would call a load balancer with no broker behind it "ready"): over TLS when
+//! the access point says so, and with its login where the probe speaks it (NATS, MQTT), so that a
+//! wrong CA, an expired certificate, a wrong name or a wrong password is named as such.
 
 use std::time::Duration;
 
 use oms_crds::access_point::Driver;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::{AlertDescription, CertificateError};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+use crate::binding::{BrokerTls, Credentials};
 
 /// How long one server may take to answer the handshake.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the probe logs in: the access point's credentials and TLS settings, where it has them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Login<'a> {
+    pub credentials: Option<&'a Credentials>,
+    pub tls: Option<&'a BrokerTls>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProbeError {
@@ -20,48 +32,175 @@ pub enum ProbeError {
     WrongProtocol { driver: Driver, detail: String },
     #[error("I/O error during the handshake: {0}")]
     Io(String),
+    #[error("TLS: the broker's certificate is signed by no CA of spec.external.tls ({0})")]
+    TlsUnknownAuthority(String),
+    #[error("TLS: the broker's certificate has expired or is not valid yet ({0})")]
+    TlsExpired(String),
+    #[error(
+        "TLS: the broker's certificate is not valid for the name checked ({0}); set spec.external.tls.serverName to a name it carries"
+    )]
+    TlsNameMismatch(String),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    #[error("the broker refused the login: {0}; check spec.external.credentialsSecretRef")]
+    LoginRefused(String),
 }
 
-/// Performs `driver`'s handshake against `host:port`.
-pub async fn probe(driver: Driver, host: &str, port: u16) -> Result<(), ProbeError> {
-    tokio::time::timeout(PROBE_TIMEOUT, handshake(driver, host, port))
+impl ProbeError {
+    /// The reason of a Ready=False condition that this failure explains.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProbeError::TlsUnknownAuthority(_) => "TlsUnknownAuthority",
+            ProbeError::TlsExpired(_) => "TlsCertificateExpired",
+            ProbeError::TlsNameMismatch(_) => "TlsNameMismatch",
+            ProbeError::Tls(_) => "TlsHandshakeFailed",
+            ProbeError::LoginRefused(_) => "LoginRefused",
+            ProbeError::Connect(_) | ProbeError::Timeout(_) | ProbeError::WrongProtocol { .. } | ProbeError::Io(_) => {
+                "Unreachable"
+            }
+        }
+    }
+}
+
+/// Performs `driver`'s handshake against `host:port`, as `login` says.
+pub async fn probe(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
+    tokio::time::timeout(PROBE_TIMEOUT, handshake(driver, host, port, login))
         .await
         .map_err(|_| ProbeError::Timeout(PROBE_TIMEOUT))?
 }
 
-async fn handshake(driver: Driver, host: &str, port: u16) -> Result<(), ProbeError> {
-    let mut stream = TcpStream::connect((host, port)).await.map_err(|e| ProbeError::Connect(e.to_string()))?;
-    let io = |e: std::io::Error| ProbeError::Io(e.to_string());
+/// A connection, plaintext or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl From<std::io::Error> for ProbeError {
+    fn from(error: std::io::Error) -> Self {
+        ProbeError::Io(error.to_string())
+    }
+}
+
+async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
+    let tcp = TcpStream::connect((host, port)).await.map_err(|e| ProbeError::Connect(e.to_string()))?;
     let wrong = |detail: String| ProbeError::WrongProtocol { driver, detail };
+    // NATS greets in plaintext and turns to TLS after its INFO; the others speak TLS at once.
+    if driver == Driver::Nats {
+        return nats(tcp, host, login).await;
+    }
+    let mut stream: Box<dyn Stream> = match login.tls {
+        Some(tls) => Box::new(upgrade(tcp, host, tls).await?),
+        None => Box::new(tcp),
+    };
     match driver {
         Driver::Kafka => {
-            stream.write_all(&kafka_api_versions_request(CORRELATION_ID)).await.map_err(io)?;
+            stream.write_all(&kafka_api_versions_request(CORRELATION_ID)).await?;
             let mut header = [0u8; 8];
-            stream.read_exact(&mut header).await.map_err(io)?;
+            stream.read_exact(&mut header).await?;
             check_kafka_response(header).map_err(wrong)
         }
-        Driver::Nats => {
-            let mut first = [0u8; 5];
-            stream.read_exact(&mut first).await.map_err(io)?;
-            (&first == b"INFO ").then_some(()).ok_or_else(|| wrong(format!("greeting {first:?}")))
-        }
         Driver::Rabbitmq => {
-            stream.write_all(b"AMQP\x00\x00\x09\x01").await.map_err(io)?;
+            stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
             let mut frame = [0u8; 11];
-            stream.read_exact(&mut frame).await.map_err(io)?;
+            stream.read_exact(&mut frame).await?;
             check_amqp_connection_start(&frame).map_err(wrong)
         }
         Driver::Mqtt => {
-            stream.write_all(&MQTT_CONNECT).await.map_err(io)?;
+            stream.write_all(&mqtt_connect(login.credentials)).await?;
             let mut connack = [0u8; 4];
-            stream.read_exact(&mut connack).await.map_err(io)?;
-            check_mqtt_connack(connack).map_err(wrong)?;
+            stream.read_exact(&mut connack).await?;
+            check_mqtt_connack(connack)?;
             // DISCONNECT, so that the broker does not log an unexpected close.
             let _ = stream.write_all(&[0xe0, 0x00]).await;
             Ok(())
         }
-        Driver::Gateway => Err(wrong("gateways are probed with mTLS by the gateway issue's code".into())),
+        Driver::Nats | Driver::Gateway => {
+            Err(wrong("gateways are probed with mTLS by the bridges that use them".into()))
+        }
     }
+}
+
+/// The TLS handshake, its failure named by cause.
+async fn upgrade(
+    tcp: TcpStream,
+    host: &str,
+    tls: &BrokerTls,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
+    let config = crate::broker_tls::client_config(tls).map_err(ProbeError::Tls)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| ProbeError::Tls(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.map_err(|e| tls_failure(&e))
+}
+
+/// What a failed handshake says about its cause.
+fn tls_failure(error: &std::io::Error) -> ProbeError {
+    let detail = error.to_string();
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(cause)) => match cause {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => ProbeError::TlsUnknownAuthority(detail),
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => ProbeError::TlsExpired(detail),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                ProbeError::TlsNameMismatch(detail)
+            }
+            _ => ProbeError::Tls(detail),
+        },
+        Some(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired | AlertDescription::BadCertificate | AlertDescription::UnknownCA,
+        )) => ProbeError::Tls(format!(
+            "{detail}: the broker refused our client certificate (spec.external.tls.clientCertificateSecretRef)"
+        )),
+        _ => ProbeError::Tls(detail),
+    }
+}
+
+/// NATS: read the server's INFO, turn to TLS if asked, then CONNECT (with the login) and PING;
+/// a PONG proves the login, `-ERR` refuses it.
+async fn nats(tcp: TcpStream, host: &str, login: &Login<'_>) -> Result<(), ProbeError> {
+    let wrong = |detail: String| ProbeError::WrongProtocol { driver: Driver::Nats, detail };
+    let mut plain = BufReader::new(tcp);
+    let info = read_line(&mut plain).await?;
+    if !info.starts_with("INFO ") {
+        return Err(wrong(format!("greeting {:?}", info.chars().take(16).collect::<String>())));
+    }
+    let server_wants_tls = info.contains("\"tls_required\":true");
+    let mut stream: BufReader<Box<dyn Stream>> = match login.tls {
+        Some(tls) => BufReader::new(Box::new(upgrade(plain.into_inner(), host, tls).await?)),
+        None if server_wants_tls => {
+            return Err(ProbeError::Tls("the broker requires TLS: set spec.external.tls".into()));
+        }
+        None => BufReader::new(Box::new(plain.into_inner())),
+    };
+    let connect = nats_connect(login.credentials, login.tls.is_some());
+    stream.get_mut().write_all(connect.as_bytes()).await?;
+    // Asynchronous INFOs and PINGs may come first.
+    for _ in 0..4 {
+        let line = read_line(&mut stream).await?;
+        match line.as_str() {
+            "PONG" => return Ok(()),
+            error if error.starts_with("-ERR") => return Err(ProbeError::LoginRefused(error.to_owned())),
+            _ => {}
+        }
+    }
+    Err(wrong("no PONG after CONNECT".into()))
+}
+
+async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> Result<String, ProbeError> {
+    let mut line = String::new();
+    // INFO lines are a few KiB at most; a server sending more is not NATS.
+    let mut limited = (&mut *reader).take(64 * 1024);
+    limited.read_line(&mut line).await?;
+    Ok(line.trim_end().to_owned())
+}
+
+/// CONNECT (quiet, with the user and password when there are some) and a PING.
+fn nats_connect(credentials: Option<&Credentials>, tls: bool) -> String {
+    let mut fields = serde_json::json!({"verbose": false, "pedantic": false, "tls_required": tls, "name": "oms-probe"});
+    if let Some(credentials) = credentials {
+        fields["user"] = credentials.username.clone().into();
+        fields["pass"] = credentials.password.clone().into();
+    }
+    format!("CONNECT {fields}\r\nPING\r\n")
 }
 
 const CORRELATION_ID: i32 = 0x4f4d_5301;
@@ -95,21 +234,50 @@ fn check_amqp_connection_start(frame: &[u8; 11]) -> Result<(), String> {
     }
 }
 
-/// MQTT 3.1.1 CONNECT, clean session, keep-alive 10 s, client id `oms-probe`.
-const MQTT_CONNECT: [u8; 23] = [
-    0x10, 21, // CONNECT, remaining length
-    0, 4, b'M', b'Q', b'T', b'T', 4,    // protocol name and level 4 (3.1.1)
-    0x02, // clean session
-    0, 10, // keep-alive
-    0, 9, b'o', b'm', b's', b'-', b'p', b'r', b'o', b'b', b'e',
-];
+/// MQTT 3.1.1 CONNECT, clean session, keep-alive 10 s, client id `oms-probe`, with the user and
+/// password when there are some.
+fn mqtt_connect(credentials: Option<&Credentials>) -> Vec<u8> {
+    let field = |bytes: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(&bytes[..bytes.len().min(usize::from(u16::MAX))]);
+    };
+    let mut body = Vec::new();
+    field(b"MQTT", &mut body);
+    body.push(4); // protocol level 4 (3.1.1)
+    body.push(if credentials.is_some() { 0xc2 } else { 0x02 }); // user, password, clean session
+    body.extend_from_slice(&10u16.to_be_bytes()); // keep-alive
+    field(b"oms-probe", &mut body);
+    if let Some(credentials) = credentials {
+        field(credentials.username.as_bytes(), &mut body);
+        field(credentials.password.as_bytes(), &mut body);
+    }
+    let mut packet = vec![0x10];
+    // Remaining length, variable-length encoded.
+    let mut length = body.len();
+    loop {
+        let byte = u8::try_from(length % 128).unwrap_or(0);
+        length /= 128;
+        packet.push(if length > 0 { byte | 0x80 } else { byte });
+        if length == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
 
-/// CONNACK; return codes 4 and 5 (bad credentials, not authorized) still prove an MQTT broker.
-fn check_mqtt_connack(connack: [u8; 4]) -> Result<(), String> {
+/// CONNACK: 0 accepts; 4 (bad user name or password) and 5 (not authorized) refuse the login.
+fn check_mqtt_connack(connack: [u8; 4]) -> Result<(), ProbeError> {
     match connack {
-        [0x20, 2, _, 0 | 4 | 5] => Ok(()),
-        [0x20, 2, _, code] => Err(format!("broker refused the connection with return code {code}")),
-        other => Err(format!("expected CONNACK, got {other:?}")),
+        [0x20, 2, _, 0] => Ok(()),
+        [0x20, 2, _, code @ (4 | 5)] => Err(ProbeError::LoginRefused(format!("CONNACK return code {code}"))),
+        [0x20, 2, _, code] => Err(ProbeError::WrongProtocol {
+            driver: Driver::Mqtt,
+            detail: format!("broker refused the connection with return code {code}"),
+        }),
+        other => {
+            Err(ProbeError::WrongProtocol { driver: Driver::Mqtt, detail: format!("expected CONNACK, got {other:?}") })
+        }
     }
 }
 
@@ -126,10 +294,31 @@ mod tests {
     }
 
     #[test]
-    fn mqtt_connect_remaining_length_matches_its_body() {
-        assert_eq!(usize::from(MQTT_CONNECT[1]), MQTT_CONNECT.len() - 2);
+    fn mqtt_connect_remaining_length_matches_its_body_with_and_without_a_login() {
+        let anonymous = mqtt_connect(None);
+        assert_eq!(usize::from(anonymous[1]), anonymous.len() - 2);
+        assert_eq!(anonymous[9], 0x02, "clean session only");
+        let long = Credentials { username: "u".repeat(100), password: "p".repeat(100) };
+        let with_login = mqtt_connect(Some(&long));
+        let (first, second) = (usize::from(with_login[1] & 0x7f), usize::from(with_login[2]));
+        assert_eq!(first + 128 * second, with_login.len() - 3, "two length bytes past 127");
+        assert_eq!(with_login[10], 0xc2, "user and password flags");
         assert_eq!(check_mqtt_connack([0x20, 2, 0, 0]), Ok(()));
-        assert!(check_mqtt_connack([0x20, 2, 0, 2]).is_err());
+        assert!(matches!(check_mqtt_connack([0x20, 2, 0, 5]), Err(ProbeError::LoginRefused(_))));
+        assert!(matches!(check_mqtt_connack([0x20, 2, 0, 2]), Err(ProbeError::WrongProtocol { .. })));
+    }
+
+    #[test]
+    fn nats_connect_carries_the_login_only_when_there_is_one() {
+        let anonymous = nats_connect(None, false);
+        assert!(anonymous.starts_with("CONNECT {") && anonymous.ends_with("}\r\nPING\r\n"), "{anonymous}");
+        assert!(!anonymous.contains("\"user\""), "{anonymous}");
+        let login = Credentials { username: "a\"b".into(), password: "p".into() };
+        let with_login = nats_connect(Some(&login), true);
+        assert!(
+            with_login.contains(r#""user":"a\"b""#) && with_login.contains(r#""tls_required":true"#),
+            "{with_login}"
+        );
     }
 
     #[test]
@@ -144,7 +333,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr").port()
         };
-        assert!(matches!(probe(Driver::Nats, "127.0.0.1", port).await, Err(ProbeError::Connect(_))));
+        assert!(matches!(probe(Driver::Nats, "127.0.0.1", port, &Login::default()).await, Err(ProbeError::Connect(_))));
     }
 
     #[tokio::test]
@@ -156,6 +345,9 @@ mod tests {
                 let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
             }
         });
-        assert!(matches!(probe(Driver::Nats, "127.0.0.1", port).await, Err(ProbeError::WrongProtocol { .. })));
+        assert!(matches!(
+            probe(Driver::Nats, "127.0.0.1", port, &Login::default()).await,
+            Err(ProbeError::WrongProtocol { .. })
+        ));
     }
 }

@@ -5,6 +5,7 @@
 //! error of a workload's reconcile.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
@@ -18,6 +19,7 @@ use oms_bridge_config::{AdminFile, Protocol, TlsFile};
 use oms_crds::access_point::Driver;
 use sha2::{Digest, Sha256};
 
+use crate::binding;
 use crate::certificates::CertificateError;
 
 /// Pod template annotation with the hash of the pod's config: a changed config rolls the pods.
@@ -88,6 +90,7 @@ pub fn mounted_tls() -> TlsFile {
         ca_file: format!("{TLS_DIR}/ca.crt").into(),
         cert_file: Some(format!("{TLS_DIR}/tls.crt").into()),
         key_file: Some(format!("{TLS_DIR}/tls.key").into()),
+        server_name: None,
     }
 }
 
@@ -117,18 +120,67 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
-/// The credentials of a binding Secret (`USERNAME`, `PASSWORD`, and RabbitMQ's `VHOST`) as the
-/// files `oms-bridge` reads (`username`, `password`, `vhost`); nothing else of the Secret is mounted.
-/// `VHOST` is optional: a binding Secret written by an older operator has none.
-#[must_use]
-pub fn credentials_volume(name: &str, binding_secret: &str) -> Volume {
-    let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
-    projected_secret(
-        name,
-        binding_secret,
-        vec![item("USERNAME", "username"), item("PASSWORD", "password")],
-        vec![item("VHOST", "vhost")],
-    )
+/// A broker's binding Secret as a workload mounts it: its login (`USERNAME`, `PASSWORD`, and
+/// RabbitMQ's `VHOST`), its TLS settings (`CA_CERT`, and `TLS_CERT`, `TLS_KEY` for a client
+/// certificate), or both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountedBinding {
+    pub secret: String,
+    pub login: bool,
+    /// Whether the brokers speak TLS, with the client certificate and the name to check.
+    pub tls: Option<BrokerTlsMount>,
+}
+
+/// What of a binding's TLS settings a workload mounts and names in its config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerTlsMount {
+    pub client_certificate: bool,
+    pub server_name: Option<String>,
+}
+
+impl MountedBinding {
+    /// The binding Secret `secret` as `endpoint` (read from it) says to mount it; `None` for a
+    /// broker with neither a login nor TLS.
+    #[must_use]
+    pub fn of(secret: String, endpoint: &crate::admin::Endpoint) -> Option<Self> {
+        let tls = endpoint.tls.as_ref().map(|tls| BrokerTlsMount {
+            client_certificate: tls.client.is_some(),
+            server_name: tls.server_name.clone(),
+        });
+        let login = endpoint.username.is_some();
+        (login || tls.is_some()).then_some(Self { secret, login, tls })
+    }
+
+    /// The volume: the keys used as the files `oms-bridge` reads (`username`, `password`,
+    /// `vhost`, `ca.crt`, `tls.crt`, `tls.key`); nothing else of the Secret. `VHOST` is optional:
+    /// a binding Secret written by an older operator has none.
+    #[must_use]
+    pub fn volume(&self, name: &str) -> Volume {
+        let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
+        let mut required = Vec::new();
+        if self.login {
+            required.extend([item("USERNAME", "username"), item("PASSWORD", "password")]);
+        }
+        if let Some(tls) = &self.tls {
+            required.push(item(binding::CA_CERT_KEY, "ca.crt"));
+            if tls.client_certificate {
+                required.extend([item(binding::TLS_CERT_KEY, "tls.crt"), item(binding::TLS_KEY_KEY, "tls.key")]);
+            }
+        }
+        projected_secret(name, &self.secret, required, vec![item("VHOST", "vhost")])
+    }
+
+    /// The config's credentials directory and TLS files, for the volume mounted at `dir`.
+    #[must_use]
+    pub fn files(&self, dir: &str) -> (Option<PathBuf>, Option<TlsFile>) {
+        let tls = self.tls.as_ref().map(|tls| TlsFile {
+            ca_file: format!("{dir}/ca.crt").into(),
+            cert_file: tls.client_certificate.then(|| format!("{dir}/tls.crt").into()),
+            key_file: tls.client_certificate.then(|| format!("{dir}/tls.key").into()),
+            server_name: tls.server_name.clone(),
+        });
+        (self.login.then(|| dir.into()), tls)
+    }
 }
 
 /// Each tenant's broker user from the tenants Secret as `<tenant>/username`, `<tenant>/password`
@@ -293,22 +345,51 @@ pub fn ingress_policy(
 mod tests {
     use super::*;
 
-    #[test]
-    fn credentials_are_mounted_as_the_files_the_bridge_reads_and_nothing_else() {
-        let volume = credentials_volume("c", "orders-binding");
+    fn mounted_keys(binding: &MountedBinding) -> Vec<(String, String, Option<bool>)> {
+        let volume = binding.volume("c");
         let sources = volume.projected.and_then(|p| p.sources).expect("sources");
-        let files: Vec<(&str, &str, Option<bool>)> = sources
+        sources
             .iter()
             .filter_map(|s| s.secret.as_ref())
-            .flat_map(|s| s.items.iter().flatten().map(move |i| (i.key.as_str(), i.path.as_str(), s.optional)))
-            .collect();
+            .flat_map(|s| s.items.iter().flatten().map(move |i| (i.key.clone(), i.path.clone(), s.optional)))
+            .collect()
+    }
+
+    #[test]
+    fn a_binding_is_mounted_as_the_files_the_bridge_reads_and_nothing_else() {
+        let owned = |keys: &[(&str, &str, Option<bool>)]| -> Vec<(String, String, Option<bool>)> {
+            keys.iter().map(|(k, p, o)| ((*k).to_owned(), (*p).to_owned(), *o)).collect()
+        };
+        let login = MountedBinding { secret: "orders-binding".into(), login: true, tls: None };
         assert_eq!(
-            files,
-            [
+            mounted_keys(&login),
+            owned(&[
                 ("USERNAME", "username", Some(false)),
                 ("PASSWORD", "password", Some(false)),
                 ("VHOST", "vhost", Some(true))
-            ]
+            ])
+        );
+        assert_eq!(login.files("/etc/oms/credentials/source"), (Some("/etc/oms/credentials/source".into()), None));
+        let mtls = MountedBinding {
+            secret: "orders-binding".into(),
+            login: false,
+            tls: Some(BrokerTlsMount { client_certificate: true, server_name: Some("nats.example".into()) }),
+        };
+        assert_eq!(
+            mounted_keys(&mtls),
+            owned(&[
+                ("CA_CERT", "ca.crt", Some(false)),
+                ("TLS_CERT", "tls.crt", Some(false)),
+                ("TLS_KEY", "tls.key", Some(false)),
+                ("VHOST", "vhost", Some(true))
+            ])
+        );
+        let (credentials, tls) = mtls.files("/d");
+        assert_eq!(credentials, None, "no login, no credentials directory");
+        let tls = tls.expect("tls");
+        assert_eq!(
+            (tls.ca_file, tls.cert_file, tls.server_name.as_deref()),
+            ("/d/ca.crt".into(), Some("/d/tls.crt".into()), Some("nats.example"))
         );
     }
 

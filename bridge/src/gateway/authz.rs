@@ -105,6 +105,7 @@ mod tests {
             access_point: name.into(),
             protocol: Protocol::Nats,
             servers: vec![("nats".into(), 4222)],
+            tls: None,
             credentials_dir: None,
             tenant_credentials_dir: None,
             shared_with: shared_with.iter().map(|s| (*s).to_owned()).collect(),

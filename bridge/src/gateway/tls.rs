@@ -73,14 +73,21 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
 }
 
 /// The client side towards a broker: its certificate checked against the CA bundle and the name
-/// dialled; ours where the files name one (a broker that asks for client certificates).
+/// dialled (or the files' server name); ours where the files name one (a broker that asks for
+/// client certificates).
 pub fn broker_client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     let trust = Arc::new(Reloading::new(ServerTrust { ca_file: files.ca_file.clone() })?);
+    let name = files
+        .server_name
+        .as_ref()
+        .map(|name| ServerName::try_from(name.clone()))
+        .transpose()
+        .map_err(|e| TlsError { path: files.ca_file.display().to_string(), problem: format!("serverName: {e}") })?;
     let verifying = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError { path: String::new(), problem: e.to_string() })?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier(trust)));
+        .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier { trust, name }));
     Ok(match &files.identity {
         Some((cert, key)) => {
             let identity = Arc::new(Reloading::new(IdentityFiles { cert: cert.clone(), key: key.clone() })?);
@@ -279,7 +286,12 @@ impl ClientCertVerifier for ReloadingClientVerifier {
     }
 }
 
-struct ReloadingServerVerifier(Arc<Reloading<ServerTrust>>);
+/// Checks against the CA bundle as it is now, and against `name` instead of the host dialled
+/// where one is set.
+struct ReloadingServerVerifier {
+    trust: Arc<Reloading<ServerTrust>>,
+    name: Option<ServerName<'static>>,
+}
 
 impl fmt::Debug for ReloadingServerVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -296,7 +308,8 @@ impl ServerCertVerifier for ReloadingServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.get().verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let name = self.name.as_ref().unwrap_or(server_name);
+        self.trust.get().verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -305,7 +318,7 @@ impl ServerCertVerifier for ReloadingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.get().verify_tls12_signature(message, cert, dss)
+        self.trust.get().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -314,10 +327,10 @@ impl ServerCertVerifier for ReloadingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.get().verify_tls13_signature(message, cert, dss)
+        self.trust.get().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.get().supported_verify_schemes()
+        self.trust.get().supported_verify_schemes()
     }
 }

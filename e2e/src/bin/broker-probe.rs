@@ -22,5 +22,7 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("unknown driver '{other}' (kafka, nats, rabbitmq, mqtt)"),
     };
     let port: u16 = port.parse().context("<port> is a TCP port")?;
-    oms_operator::probe::probe(driver, host, port).await.with_context(|| format!("{driver} at {host}:{port}"))
+    oms_operator::probe::probe(driver, host, port, &oms_operator::probe::Login::default())
+        .await
+        .with_context(|| format!("{driver} at {host}:{port}"))
 }

@@ -306,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
         username: Some(admin_user.clone()),
         password: Some(admin_password.clone()),
         vhost: None,
+        tls: None,
     })?;
     let tenants = ["globex".to_owned(), "oms".to_owned()];
     let mut acls = tenancy::kafka_acls("oms", &tenants, true, false, &recorded());

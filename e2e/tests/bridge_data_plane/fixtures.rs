@@ -3,7 +3,7 @@
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use oms_e2e::{Broker, TestBroker, TlsPaths, repo_root, workspace_binary};
+use oms_e2e::{Broker, Certs, HOUR, TestBroker, TlsPaths, repo_root, workspace_binary};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -551,59 +551,6 @@ pub fn lost_and_duplicated(seen: &[Seen], count: usize) -> (usize, usize) {
 /// First deliveries that arrived after a later message of their key.
 pub fn overtaken(seen: &[Seen]) -> usize {
     verdict(seen, 0).out_of_order
-}
-
-/// Certificate files for one test, written like a mounted Secret (replaced by rename).
-pub struct Certs {
-    pub dir: std::path::PathBuf,
-    pub ca: oms_pki::Ca,
-}
-
-/// A certificate and key on disk, and the CA bundle that goes with them.
-pub const HOUR: Duration = Duration::from_hours(1);
-
-impl Certs {
-    pub fn new(tag: &str) -> anyhow::Result<Self> {
-        let dir = repo_root().join(format!("e2e/.state/gateway/{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let ca = oms_pki::Ca::generate(&format!("{tag} test CA"), HOUR * 24)?;
-        std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-        Ok(Self { dir, ca })
-    }
-
-    /// Issues `identity` (and `dns` names) valid from `from` for `valid_for`, into `<stem>.crt/.key`.
-    pub fn issue(
-        &self,
-        stem: &str,
-        identity: &str,
-        dns: &[&str],
-        from: time::OffsetDateTime,
-        valid_for: Duration,
-    ) -> anyhow::Result<TlsPaths> {
-        let leaf = oms_pki::Leaf {
-            common_name: stem.to_owned(),
-            spiffe_id: Some(identity.to_owned()),
-            dns_names: dns.iter().map(|d| (*d).to_owned()).collect(),
-            not_before: from,
-            valid_for,
-        };
-        let issued = self.ca.issue(&leaf)?;
-        let paths = TlsPaths {
-            ca: self.dir.join("ca.crt"),
-            cert: self.dir.join(format!("{stem}.crt")),
-            key: self.dir.join(format!("{stem}.key")),
-        };
-        for (path, text) in [(&paths.key, &issued.key_pem), (&paths.cert, &issued.cert_pem)] {
-            let partial = path.with_extension("tmp");
-            std::fs::write(&partial, text)?;
-            std::fs::rename(&partial, path)?;
-        }
-        Ok(paths)
-    }
-
-    pub fn now() -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc() - time::Duration::minutes(1)
-    }
 }
 
 /// An `oms-bridge gateway` process; SIGKILL on drop.

@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use oms_crds::access_point::Driver;
 use oms_crds::queue::Queue;
 
-use super::validate::{AccessPoint, Plan};
+use super::validate::{AccessPoint, External, Plan};
 use super::{Error, apply_named, render};
-use crate::binding::Credentials;
+use crate::binding::{BrokerTls, Credentials};
 use crate::context::Context;
 use crate::drivers::credentials_secret;
 use crate::tenancy;
@@ -79,6 +79,7 @@ pub(super) async fn apply_kafka_tenants(
         username: Some(admin.username.clone()),
         password: Some(admin.password.clone()),
         vhost: None,
+        tls: None,
     };
     let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
     let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
@@ -122,6 +123,77 @@ async fn recorded_names(ctx: &Context, ap: &AccessPoint) -> Result<Vec<(String, 
 }
 
 /// `username` and `password` of a credentials Secret.
+/// The TLS settings of an external access point with `spec.external.tls`, read from the Secrets
+/// and ConfigMap it names; a missing object or key is [`Error::TlsMaterialMissing`], naming it.
+pub(super) async fn broker_tls(ctx: &Context, ap: &AccessPoint) -> Result<Option<BrokerTls>, Error> {
+    let Plan::External(External { tls: Some(tls), .. }) = &ap.plan else { return Ok(None) };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);
+    let secret_data = |name: String| {
+        let secrets = secrets.clone();
+        async move {
+            let secret = secrets.get_opt(&name).await.map_err(|source| Error::ReadSecret { name, source })?;
+            Ok::<_, Error>(secret.map(|s| text_of(s.data.unwrap_or_default())))
+        }
+    };
+    let missing = |message: String| Error::TlsMaterialMissing { message };
+    let ca_pem = match (&tls.ca_secret_ref, &tls.ca_config_map_ref) {
+        (Some(reference), _) => {
+            let data = secret_data(reference.name.clone()).await?.ok_or_else(|| {
+                missing(format!("Secret {} named by spec.external.tls.caSecretRef does not exist", reference.name))
+            })?;
+            data.get(&reference.key).cloned().ok_or_else(|| {
+                missing(format!(
+                    "Secret {} has no key {} (spec.external.tls.caSecretRef)",
+                    reference.name, reference.key
+                ))
+            })?
+        }
+        (None, Some(reference)) => {
+            let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ap.namespace);
+            let config_map = config_maps
+                .get_opt(&reference.name)
+                .await
+                .map_err(|source| Error::ReadConfigMap { name: reference.name.clone(), source })?
+                .ok_or_else(|| {
+                    missing(format!(
+                        "ConfigMap {} named by spec.external.tls.caConfigMapRef does not exist",
+                        reference.name
+                    ))
+                })?;
+            config_map.data.unwrap_or_default().get(&reference.key).cloned().ok_or_else(|| {
+                missing(format!(
+                    "ConfigMap {} has no key {} (spec.external.tls.caConfigMapRef)",
+                    reference.name, reference.key
+                ))
+            })?
+        }
+        (None, None) => return Err(missing("spec.external.tls names no CA bundle".into())),
+    };
+    let client = match &tls.client_certificate_secret_ref {
+        Some(reference) => {
+            let data = secret_data(reference.name.clone()).await?.ok_or_else(|| {
+                missing(format!(
+                    "Secret {} named by spec.external.tls.clientCertificateSecretRef does not exist",
+                    reference.name
+                ))
+            })?;
+            let pair = data.get("tls.crt").cloned().zip(data.get("tls.key").cloned());
+            Some(pair.ok_or_else(|| {
+                missing(format!(
+                    "Secret {} (spec.external.tls.clientCertificateSecretRef) needs keys tls.crt and tls.key",
+                    reference.name
+                ))
+            })?)
+        }
+        None => None,
+    };
+    Ok(Some(BrokerTls { ca_pem, client, server_name: tls.server_name.clone() }))
+}
+
+fn text_of(data: BTreeMap<String, ByteString>) -> BTreeMap<String, String> {
+    data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect()
+}
+
 async fn read_credentials(secrets: &Api<Secret>, name: &str) -> Result<Credentials, Error> {
     let secret = secrets.get(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?;
     Ok(secret_credentials(&secret))

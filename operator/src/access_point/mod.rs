@@ -31,7 +31,7 @@ use oms_crds::common::condition_type::READY;
 use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
-use self::credentials::{Logins, apply_kafka_tenants, credentials};
+use self::credentials::{Logins, apply_kafka_tenants, broker_tls, credentials};
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::validate::{AccessPoint, Managed, Plan, RunningKafka, validate};
 use crate::apply::{apply, apply_status};
@@ -40,7 +40,7 @@ use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::drivers::{BrokerDriver, capabilities, managed_driver};
 use crate::metrics::keep_resources_gauge;
-use crate::probe::probe;
+use crate::probe::{Login, probe};
 
 /// The `kind` label of this controller's metrics.
 const KIND: &str = "MessagingAccessPoint";
@@ -74,6 +74,10 @@ pub enum Error {
     ReadStatefulSet { name: String, source: kube::Error },
     #[error("Secret {name} with the operator's broker user is gone while its brokers hold that user")]
     CredentialsLost { name: String },
+    #[error("cannot read ConfigMap {name}: {source}")]
+    ReadConfigMap { name: String, source: kube::Error },
+    #[error("{message}")]
+    TlsMaterialMissing { message: String },
 }
 
 impl Error {
@@ -89,6 +93,8 @@ impl Error {
             Error::ReadQueues(_) => "read_queues",
             Error::ReadStatefulSet { .. } => "read_stateful_set",
             Error::CredentialsLost { .. } => "credentials_lost",
+            Error::ReadConfigMap { .. } => "read_config_map",
+            Error::TlsMaterialMissing { .. } => "tls_material_missing",
         }
     }
 }
@@ -183,6 +189,15 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
         Err(error) => return Err(error),
     };
+    let tls = match broker_tls(ctx, &ap).await {
+        Ok(tls) => tls,
+        // Secrets and ConfigMaps of users are not watched: look again soon.
+        Err(Error::TlsMaterialMissing { message }) => {
+            say_not_ready(ctx, map, "TlsSettingsNotFound", message, MessagingAccessPointStatus::default()).await?;
+            return Ok(Action::requeue(RETRY_SOON));
+        }
+        Err(error) => return Err(error),
+    };
 
     // Build and apply; then observe.
     let mut observed = MessagingAccessPointStatus::default();
@@ -195,15 +210,16 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
         (Plan::External(_), _) => {
             let mut results = Vec::with_capacity(hosts.len());
+            let login = Login { credentials: logins.binding.as_ref(), tls: tls.as_ref() };
             for (host, port) in &hosts {
-                results.push((format!("{host}:{port}"), probe(ap.driver, host, *port).await));
+                results.push((format!("{host}:{port}"), probe(ap.driver, host, *port, &login).await));
             }
             // Nothing watches an external broker: probing again is how a change is noticed.
             (status::external(ap.driver.as_str(), &results), ctx.probe_interval)
         }
         (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
     };
-    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, logins.binding.as_ref(), &owner)).await?;
+    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, logins.binding.as_ref(), tls.as_ref(), &owner)).await?;
 
     observed.access_point = Some(access_point_url(&ap, &hosts));
     observed.binding_secret = Some(binding::secret_name(&name));

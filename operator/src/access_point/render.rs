@@ -416,10 +416,11 @@ pub fn binding_secret(
     ap: &AccessPoint,
     hosts: &[(String, u16)],
     credentials: Option<&Credentials>,
+    tls: Option<&binding::BrokerTls>,
     owner: &OwnerReference,
 ) -> Secret {
     let access_points = hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
-    let mut data = binding::keys(access_points, access_point_url(ap, hosts), ap.driver, credentials, vhost(ap));
+    let mut data = binding::keys(access_points, access_point_url(ap, hosts), ap.driver, credentials, vhost(ap), tls);
     data.insert("REGION".into(), ap.region.clone());
     data.insert("ACCOUNT_ID".into(), account(ap).unwrap_or_default());
     Secret {
@@ -554,7 +555,7 @@ mod tests {
     fn binding_secret_carries_the_openmessaging_keys_and_a_valid_url() {
         let (ap, _) = managed("{driver: kafka, region: eu-west-1, managed: {replicas: 2}}");
         let hosts = client_hosts(&ap, managed_driver(ap.driver));
-        let secret = binding_secret(&ap, &hosts, None, &owner());
+        let secret = binding_secret(&ap, &hosts, None, None, &owner());
         let data = secret.data.expect("data");
         let get = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf8");
         assert_eq!(

@@ -75,12 +75,14 @@ pub fn tenant_users_failed(decided: &mut [Decided], message: String) {
     }
 }
 
-/// Conditions of an external access point from one handshake per server.
+/// Conditions of an external access point from one handshake per server. When none answered,
+/// the reason names the first server's cause (a TLS or login failure, or Unreachable).
 #[must_use]
 pub fn external(driver: &str, results: &[(String, Result<(), ProbeError>)]) -> Vec<Decided> {
     let failures: Vec<String> =
         results.iter().filter_map(|(server, r)| r.as_ref().err().map(|e| format!("{server}: {e}"))).collect();
     let answered = results.len() - failures.len();
+    let reason = results.iter().find_map(|(_, r)| r.as_ref().err()).map_or("Unreachable", ProbeError::reason);
     let ready = if answered > 0 {
         Decided::new(
             READY,
@@ -89,7 +91,7 @@ pub fn external(driver: &str, results: &[(String, Result<(), ProbeError>)]) -> V
             format!("{answered}/{} servers answered the {driver} handshake", results.len()),
         )
     } else {
-        Decided::new(READY, Status::False, "Unreachable", failures.join("; "))
+        Decided::new(READY, Status::False, reason, failures.join("; "))
     };
     let degraded = if answered > 0 && !failures.is_empty() {
         Decided::new(DEGRADED, Status::True, "SomeServersUnreachable", failures.join("; "))
@@ -216,6 +218,11 @@ mod tests {
         assert!(find(&decided, DEGRADED).message.contains("b2:9092: cannot connect: connection refused"));
         let down = external("kafka", &results[1..]);
         assert_eq!(find(&down, READY).reason, "Unreachable");
+        let refused =
+            vec![("n1:4222".to_owned(), Err(ProbeError::LoginRefused("-ERR 'Authorization Violation'".into())))];
+        let decided = external("nats", &refused);
+        assert_eq!((find(&decided, READY).status, find(&decided, READY).reason), (Status::False, "LoginRefused"));
+        assert!(find(&decided, READY).message.contains("credentialsSecretRef"), "the message says where to look");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Endpoint {
     pub password: Option<String>,
     /// RabbitMQ's virtual host; `/` when none.
     pub vhost: Option<String>,
+    /// TLS towards the brokers; plaintext when none.
+    pub tls: Option<crate::binding::BrokerTls>,
 }
 
 /// What the broker holds for a queue.
@@ -113,6 +115,14 @@ pub enum Admin {
 impl Admin {
     /// Connects to the broker behind `endpoint`.
     pub async fn connect(driver: Driver, endpoint: &Endpoint) -> Result<Self, AdminError> {
+        // Never plaintext where the binding says TLS (validation keeps these apart; this holds
+        // even if a Secret was edited by hand).
+        if endpoint.tls.is_some() && matches!(driver, Driver::Kafka | Driver::Rabbitmq) {
+            return Err(AdminError::Connect {
+                servers: endpoint.servers.join(","),
+                message: format!("the operator's {driver} admin client does not speak TLS yet"),
+            });
+        }
         Ok(match driver {
             Driver::Kafka => Admin::Kafka(kafka::KafkaAdmin::connect(endpoint)?),
             Driver::Nats => Admin::Nats(nats::NatsAdmin::connect(endpoint).await?),

@@ -21,6 +21,11 @@ impl NatsAdmin {
         if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
             options = options.user_and_password(user.clone(), password.clone());
         }
+        if let Some(tls) = &endpoint.tls {
+            let config = crate::broker_tls::client_config(tls)
+                .map_err(|message| AdminError::Connect { servers: endpoint.servers.join(","), message })?;
+            options = options.tls_client_config(config).require_tls(true);
+        }
         let servers: Vec<String> = endpoint.servers.iter().map(|s| format!("nats://{s}")).collect();
         let client = timed("connect", async {
             options

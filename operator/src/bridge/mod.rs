@@ -281,7 +281,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             servers: vec![endpoint.clone()],
             queue: queue.spec.name.clone().unwrap_or_else(|| queue.name_any()),
             access_point: format!("{}/{}", remote.namespace, remote.name),
-            credentials_secret: None,
+            binding: None,
             duplicate_window: None,
         }));
     };
@@ -297,19 +297,20 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
     };
     // A pod mounts Secrets of its own namespace only: the access point's binding Secret when it is
     // ours, else the tenant's own binding Secret the Queue controller wrote for a Queue of ours.
-    let credentials_secret = if ap_namespace == namespace {
-        endpoint.username.is_some().then(|| ap.status.as_ref().and_then(|s| s.binding_secret.clone())).flatten()
+    let secret = if ap_namespace == namespace {
+        ap.status.as_ref().and_then(|s| s.binding_secret.clone())
     } else if queue_namespace == namespace {
         queue.status.as_ref().and_then(|s| s.binding_secret.clone())
     } else {
         None
     };
+    let binding = secret.and_then(|secret| crate::workload::MountedBinding::of(secret, &endpoint));
     Ok(End::Ready(ResolvedEnd {
         driver,
         servers: endpoint.servers,
         queue: queue_name,
         access_point: format!("{ap_namespace}/{}", ap_ref.name),
-        credentials_secret,
+        binding,
         duplicate_window: queue
             .status
             .as_ref()

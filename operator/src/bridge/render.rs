@@ -14,7 +14,9 @@ use oms_bridge_config::{BridgeName, EndpointFile, Protocol, WorkerFile};
 use oms_crds::bridge::{BridgeSpec, Delivery, StartFrom};
 use oms_crds::common::Ordering;
 
-use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, TLS_DIR, config_hash};
+use crate::workload::{
+    self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, MountedBinding, TLS_DIR, config_hash,
+};
 
 /// One end of a bridge as the worker needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +30,8 @@ pub struct ResolvedEnd {
     /// `<namespace>/<name>` of the access point serving the queue (for a gateway end: the one
     /// behind the gateway).
     pub access_point: String,
-    /// The binding Secret with `username` and `password`, when the broker needs credentials.
-    pub credentials_secret: Option<String>,
+    /// The binding Secret the worker mounts for this end's login and TLS settings, if it has either.
+    pub binding: Option<MountedBinding>,
     /// How long the queue's broker drops a repeated message id, as its Queue reports it (not
     /// rendered; [`super::validate::check_target_window`] reads it).
     pub duplicate_window: Option<std::time::Duration>,
@@ -128,14 +130,16 @@ pub fn lease_access(
 
 /// One end as the worker reads it; `role` (`source`, `target`) names its mounts in the pod.
 fn end_file(role: &str, end: &ResolvedEnd) -> EndpointFile {
+    let (credentials_dir, broker_tls) =
+        end.binding.as_ref().map(|b| b.files(&format!("{CREDENTIALS_DIR}/{role}"))).unwrap_or_default();
     EndpointFile {
         driver: end.driver,
         servers: end.servers.clone(),
         queue: end.queue.clone(),
         access_point: Some(end.access_point.clone()),
         // A gateway end is reached with the Bridge's own certificate.
-        tls: (end.driver == Protocol::Gateway).then(workload::mounted_tls),
-        credentials_dir: end.credentials_secret.as_ref().map(|_| format!("{CREDENTIALS_DIR}/{role}").into()),
+        tls: if end.driver == Protocol::Gateway { Some(workload::mounted_tls()) } else { broker_tls },
+        credentials_dir,
     }
 }
 
@@ -250,7 +254,7 @@ pub fn network_policy(namespace: &str, bridge: &str, owner: OwnerReference) -> N
     workload::ingress_policy(&worker_name(bridge), namespace, labels(bridge), selector(bridge), &[ADMIN_PORT], owner)
 }
 
-/// The config, the Bridge's certificate, and the credentials of the ends that have them.
+/// The config, the Bridge's certificate, and the login and TLS settings of the ends that have them.
 fn volumes_and_mounts(bridge: &str, source: &ResolvedEnd, target: &ResolvedEnd) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
         workload::config_volume("config", &worker_name(bridge)),
@@ -258,8 +262,8 @@ fn volumes_and_mounts(bridge: &str, source: &ResolvedEnd, target: &ResolvedEnd) 
     ];
     let mut mounts = vec![workload::read_only_mount("config", CONFIG_DIR), workload::read_only_mount("tls", TLS_DIR)];
     for (role, end) in [("source", source), ("target", target)] {
-        if let Some(secret) = &end.credentials_secret {
-            volumes.push(workload::credentials_volume(&format!("{role}-credentials"), secret));
+        if let Some(binding) = &end.binding {
+            volumes.push(binding.volume(&format!("{role}-credentials")));
             mounts
                 .push(workload::read_only_mount(&format!("{role}-credentials"), &format!("{CREDENTIALS_DIR}/{role}")));
         }
@@ -281,7 +285,7 @@ mod tests {
             servers: vec!["orders-kafka-0.orders-kafka.acme.svc:9092".into()],
             queue: "orders".into(),
             access_point: "acme/orders".into(),
-            credentials_secret: None,
+            binding: None,
             duplicate_window: None,
         }
     }
@@ -292,7 +296,7 @@ mod tests {
             servers: vec!["gateway.cloud-b.example:7443".into()],
             queue: "orders-eu".into(),
             access_point: "acme/eu-nats".into(),
-            credentials_secret: Some("eu-binding".into()),
+            binding: Some(MountedBinding { secret: "eu-binding".into(), login: true, tls: None }),
             duplicate_window: None,
         }
     }
@@ -339,7 +343,7 @@ mod tests {
             servers: vec!["sensors-mqtt.acme.svc:1883".into()],
             queue: "readings".into(),
             access_point: "acme/sensors".into(),
-            credentials_secret: None,
+            binding: None,
             duplicate_window: None,
         }
     }

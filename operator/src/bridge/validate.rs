@@ -210,11 +210,7 @@ mod tests {
         assert_eq!(check(&file(|f| f.source.driver = Protocol::Mqtt), 3), Ok(()), "turns through a Lease");
         let gateway = file(|f| {
             f.source.driver = Protocol::Gateway;
-            f.source.tls = Some(oms_bridge_config::TlsFile {
-                ca_file: "/tls/ca.crt".into(),
-                cert_file: Some("/tls/tls.crt".into()),
-                key_file: Some("/tls/tls.key".into()),
-            });
+            f.source.tls = Some(crate::workload::mounted_tls());
         });
         let refused = check(&gateway, 2).expect_err("not built");
         assert_eq!((refused.reason, refused.field.as_str()), (UNSUPPORTED, "spec.replicas"));

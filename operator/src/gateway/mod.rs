@@ -29,7 +29,7 @@ use crate::certificates::{self, Subject};
 use crate::context::Context;
 use crate::exposure::{Gateway, certificate_secret_name, dns_names, service_name};
 use crate::pki::Pki;
-use crate::workload::Error;
+use crate::workload::{Error, MountedBinding};
 
 use self::render::GatewayInput;
 
@@ -100,12 +100,12 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
         namespace: namespace.clone(),
         access_point: name.clone(),
         protocol,
-        servers: binding.servers,
-        credentials_secret: binding
-            .username
-            .is_some()
-            .then(|| map.status.as_ref().and_then(|s| s.binding_secret.clone()))
-            .flatten(),
+        servers: binding.servers.clone(),
+        binding: map
+            .status
+            .as_ref()
+            .and_then(|s| s.binding_secret.clone())
+            .and_then(|secret| MountedBinding::of(secret, &binding)),
         shared_with: map.spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default(),
         tenant_users: (map.spec.managed.is_some() && crate::drivers::managed_driver(map.spec.driver).is_some()).then(
             || {

@@ -13,7 +13,9 @@ use oms_bridge_config::{BackendFile, GatewayFile, Protocol};
 use oms_crds::access_point::ServiceType;
 
 use crate::exposure::{self, Gateway};
-use crate::workload::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, TLS_DIR, config_hash};
+use crate::workload::{
+    self, ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CREDENTIALS_DIR, MountedBinding, TLS_DIR, config_hash,
+};
 
 /// Where each tenant's broker user is mounted: `<dir>/<tenant>/username`, `password`.
 const TENANTS_DIR: &str = "/etc/oms/tenants";
@@ -26,8 +28,8 @@ pub struct GatewayInput {
     /// The protocol of the broker behind it.
     pub protocol: Protocol,
     pub servers: Vec<String>,
-    /// The binding Secret with the broker credentials, when the broker needs them.
-    pub credentials_secret: Option<String>,
+    /// The binding Secret mounted for the broker's login and TLS settings, if it has either.
+    pub binding: Option<MountedBinding>,
     /// Other namespaces whose bridges may use the access point (`spec.sharing.tenants`).
     pub shared_with: Vec<String>,
     /// Where tenants have broker users of their own (managed NATS and Mosquitto): the tenants
@@ -41,11 +43,13 @@ pub struct GatewayInput {
 /// The gateway config file.
 #[must_use]
 pub fn gateway_file(input: &GatewayInput) -> GatewayFile {
+    let (credentials_dir, tls) = input.binding.as_ref().map(|b| b.files(CREDENTIALS_DIR)).unwrap_or_default();
     let backend = BackendFile {
         access_point: format!("{}/{}", input.namespace, input.access_point),
         driver: input.protocol,
         servers: input.servers.clone(),
-        credentials_dir: input.credentials_secret.as_ref().map(|_| CREDENTIALS_DIR.into()),
+        tls,
+        credentials_dir,
         tenant_credentials_dir: input.tenant_users.as_ref().map(|_| TENANTS_DIR.into()),
         shared_with: input.shared_with.clone(),
     };
@@ -112,8 +116,8 @@ pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &Owner
         workload::secret_volume("tls", &exposure::certificate_secret_name(&input.access_point)),
     ];
     let mut mounts = vec![workload::read_only_mount("config", CONFIG_DIR), workload::read_only_mount("tls", TLS_DIR)];
-    if let Some(secret) = &input.credentials_secret {
-        volumes.push(workload::credentials_volume("credentials", secret));
+    if let Some(binding) = &input.binding {
+        volumes.push(binding.volume("credentials"));
         mounts.push(workload::read_only_mount("credentials", CREDENTIALS_DIR));
     }
     if let Some((secret, tenants)) = &input.tenant_users {
@@ -196,7 +200,7 @@ mod tests {
             access_point: "eu-nats".into(),
             protocol: Protocol::Nats,
             servers: vec!["eu-nats.acme.svc:4222".into()],
-            credentials_secret: Some("eu-nats-binding".into()),
+            binding: Some(MountedBinding { secret: "eu-nats-binding".into(), login: true, tls: None }),
             shared_with: vec!["globex".into()],
             tenant_users: Some(("eu-nats-tenants".into(), vec!["acme".into(), "globex".into()])),
             exposure: Gateway {

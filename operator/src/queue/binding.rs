@@ -40,6 +40,7 @@ pub fn tenant_binding(
         driver,
         Some(&credentials),
         endpoint.vhost.clone().unwrap_or_default(),
+        endpoint.tls.as_ref(),
     );
     data.insert("QUEUE_NAME".into(), broker_name.to_owned());
     Secret {
@@ -74,6 +75,7 @@ mod tests {
             username: Some("team-a".into()),
             password: Some("pw".into()),
             vhost: None,
+            tls: None,
         };
         let secret = tenant_binding(
             owner,

@@ -1,0 +1,198 @@
+//! Certificates from a test CA of our own PKI, and brokers that take TLS only with them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::gateway::TlsPaths;
+use crate::process::{free_server_port, poll, repo_root, tool};
+
+/// A certificate's usual lifetime in these tests.
+pub const HOUR: Duration = Duration::from_hours(1);
+
+/// Certificate files for one test, written like a mounted Secret (replaced by rename).
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: oms_pki::Ca,
+}
+
+impl Certs {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = repo_root().join(format!("e2e/.state/gateway/{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca = oms_pki::Ca::generate(&format!("{tag} test CA"), HOUR * 24)?;
+        std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
+        Ok(Self { dir, ca })
+    }
+
+    /// Issues `identity` (and `dns` names) valid from `from` for `valid_for`, into `<stem>.crt/.key`.
+    pub fn issue(
+        &self,
+        stem: &str,
+        identity: &str,
+        dns: &[&str],
+        from: time::OffsetDateTime,
+        valid_for: Duration,
+    ) -> anyhow::Result<TlsPaths> {
+        let leaf = oms_pki::Leaf {
+            common_name: stem.to_owned(),
+            spiffe_id: Some(identity.to_owned()),
+            dns_names: dns.iter().map(|d| (*d).to_owned()).collect(),
+            not_before: from,
+            valid_for,
+        };
+        let issued = self.ca.issue(&leaf)?;
+        let paths = TlsPaths {
+            ca: self.dir.join("ca.crt"),
+            cert: self.dir.join(format!("{stem}.crt")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        for (path, text) in [(&paths.key, &issued.key_pem), (&paths.cert, &issued.cert_pem)] {
+            let partial = path.with_extension("tmp");
+            std::fs::write(&partial, text)?;
+            std::fs::rename(&partial, path)?;
+        }
+        Ok(paths)
+    }
+
+    #[must_use]
+    pub fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(1)
+    }
+}
+
+/// The brokers [`TlsBroker`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsBrokerKind {
+    /// nats-server with JetStream.
+    Nats,
+    /// A Mosquitto listener.
+    Mqtt,
+}
+
+/// How a [`TlsBroker`] is set up.
+#[derive(Clone, Debug)]
+pub struct TlsBrokerSpec {
+    pub kind: TlsBrokerKind,
+    /// DNS names in the server certificate.
+    pub dns: Vec<String>,
+    /// When the server certificate starts to be valid, and for how long.
+    pub valid_from: time::OffsetDateTime,
+    pub valid_for: Duration,
+    /// A user and password every client must log in with (NATS only).
+    pub login: Option<(String, String)>,
+    /// Whether clients must present a certificate of the CA (NATS `verify`).
+    pub verify_clients: bool,
+}
+
+impl TlsBrokerSpec {
+    /// A certificate for `localhost`, valid now, no login, no client certificates.
+    #[must_use]
+    pub fn localhost(kind: TlsBrokerKind) -> Self {
+        Self {
+            kind,
+            dns: vec!["localhost".into()],
+            valid_from: Certs::now(),
+            valid_for: HOUR,
+            login: None,
+            verify_clients: false,
+        }
+    }
+}
+
+/// A broker of the test's own that takes TLS only, with a server certificate from `certs`' CA;
+/// killed on drop.
+pub struct TlsBroker {
+    child: Child,
+    pub port: u16,
+}
+
+impl TlsBroker {
+    pub fn start(certs: &Certs, spec: &TlsBrokerSpec) -> anyhow::Result<Self> {
+        let name = match spec.kind {
+            TlsBrokerKind::Nats => "nats",
+            TlsBrokerKind::Mqtt => "mqtt",
+        };
+        let port = free_server_port();
+        let stem = format!("{name}-{port}");
+        let dns: Vec<&str> = spec.dns.iter().map(String::as_str).collect();
+        let server = certs.issue(&stem, &format!("spiffe://e2e.test/{name}"), &dns, spec.valid_from, spec.valid_for)?;
+        let dir = certs.dir.join(&stem);
+        std::fs::create_dir_all(&dir)?;
+        let (dir_text, cert, key, ca) = (
+            dir.display(),
+            server.cert.display(),
+            server.key.display(),
+            certs.dir.join("ca.crt").display().to_string(),
+        );
+        let (program, conf) = match spec.kind {
+            TlsBrokerKind::Nats => {
+                let verify =
+                    if spec.verify_clients { format!(", ca_file: '{ca}', verify: true") } else { String::new() };
+                let login = spec
+                    .login
+                    .as_ref()
+                    .map(|(user, password)| format!("authorization {{ user: '{user}', password: '{password}' }}\n"))
+                    .unwrap_or_default();
+                (
+                    tool("nats-server"),
+                    format!(
+                        "listen: 127.0.0.1:{port}\njetstream {{ store_dir: '{dir_text}' }}\n\
+                         tls {{ cert_file: '{cert}', key_file: '{key}'{verify} }}\n{login}"
+                    ),
+                )
+            }
+            TlsBrokerKind::Mqtt => {
+                anyhow::ensure!(
+                    spec.login.is_none() && !spec.verify_clients,
+                    "no login or client certificates for Mosquitto here"
+                );
+                (
+                    PathBuf::from("/usr/sbin/mosquitto"),
+                    format!(
+                        "user root\npersistence false\nlog_dest file {dir_text}/broker.log\nlistener {port} 127.0.0.1\n\
+                         allow_anonymous true\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+                    ),
+                )
+            }
+        };
+        let path = dir.join("broker.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
+            .spawn()?;
+        poll(&format!("the TLS-only {name} listens"), Duration::from_secs(20), || {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
+        })?;
+        Ok(Self { child, port })
+    }
+}
+
+impl TlsBroker {
+    /// An MQTT client of this (Mosquitto) broker over TLS that trusts `ca`.
+    pub fn mqtt_client(
+        &self,
+        client_id: &str,
+        ca: &std::path::Path,
+        clean: bool,
+    ) -> anyhow::Result<(rumqttc::AsyncClient, rumqttc::EventLoop)> {
+        let files = oms_bridge_config::TlsFiles { ca_file: ca.to_owned(), identity: None, server_name: None };
+        let config = oms_bridge::gateway::tls::broker_client_config(&files)?;
+        let mut options = rumqttc::MqttOptions::new(client_id, "localhost", self.port);
+        options.set_clean_session(clean);
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            std::sync::Arc::new(config),
+        )));
+        Ok(rumqttc::AsyncClient::new(options, 64))
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
