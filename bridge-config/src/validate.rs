@@ -273,9 +273,7 @@ pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, C
             return Err(err(&format!("{field}.driver"), "a gateway cannot front another gateway".into()));
         }
         let backend_tls = backend.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
-        if backend_tls.is_some()
-            && let Some(problem) = broker_tls_unsupported(backend.driver)
-        {
+        if let Some(problem) = backend_tls.as_ref().and_then(|tls| broker_tls_unsupported(backend.driver, tls)) {
             return Err(err(&format!("{field}.tls"), problem));
         }
         backends.push(Backend {
@@ -363,9 +361,7 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
         |sub: &str, problem: String| ConfigError { file: file.to_owned(), field: format!("{field}.{sub}"), problem };
     let queue = non_empty(&raw.queue).ok_or_else(|| err("queue", "must name the broker-side queue".into()))?;
     let tls = raw.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
-    if tls.is_some()
-        && let Some(problem) = broker_tls_unsupported(raw.driver)
-    {
+    if let Some(problem) = tls.as_ref().and_then(|tls| broker_tls_unsupported(raw.driver, tls)) {
         return Err(err("tls", problem));
     }
     if raw.driver == Protocol::Gateway && tls.as_ref().is_none_or(|t| t.identity.is_none()) {
@@ -398,16 +394,23 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
     })
 }
 
-/// Why TLS towards a `driver` broker is refused, if it is: accepted, it would be ignored, since
-/// the Kafka and AMQP connectors do not speak TLS yet.
-fn broker_tls_unsupported(driver: Protocol) -> Option<String> {
-    matches!(driver, Protocol::Kafka | Protocol::Amqp).then(|| {
-        format!(
-            "TLS to a {} broker is not supported yet (it would be reached in plaintext); remove tls, or reach the \
-             broker through another cloud's OMS gateway",
-            driver.name()
-        )
-    })
+/// Why `tls` towards a `driver` broker is refused, if it is: accepted, it would be ignored (the
+/// AMQP connector does not speak TLS yet; librdkafka checks each Kafka broker against the name it
+/// advertises, with no other name to check).
+fn broker_tls_unsupported(driver: Protocol, tls: &TlsFiles) -> Option<String> {
+    match driver {
+        Protocol::Amqp => Some(
+            "TLS to an amqp broker is not supported yet (it would be reached in plaintext); remove tls, or reach the \
+             broker through another cloud's OMS gateway"
+                .into(),
+        ),
+        Protocol::Kafka if tls.server_name.is_some() => Some(
+            "serverName is not supported for Kafka: each broker's certificate is checked against the host it \
+             advertises"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 fn tls_files(file: &str, field: &str, raw: TlsFile) -> Result<TlsFiles, ConfigError> {
@@ -596,10 +599,15 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
 
     #[test]
     fn tls_to_a_broker_is_taken_where_the_connector_speaks_it_and_refused_elsewhere() {
-        let text = WORKER.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.crt}}");
-        let error = worker_error(&text);
+        let kafka = WORKER.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.crt}}");
+        assert!(parse_worker("w.yaml", &kafka).expect("Kafka speaks TLS").source.tls.is_some());
+        let named = WORKER.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.crt, serverName: k.example}}");
+        let error = worker_error(&named);
         assert_eq!(error.field, "source.tls");
-        assert!(error.problem.starts_with("TLS to a kafka broker is not supported yet"), "{error}");
+        assert!(error.problem.starts_with("serverName is not supported for Kafka"), "{error}");
+        let amqp = kafka.replace("driver: kafka", "driver: amqp");
+        let error = worker_error(&amqp);
+        assert!(error.problem.starts_with("TLS to an amqp broker is not supported yet"), "{error}");
         let nats = WORKER.replace("queue: orders-eu}", "queue: orders-eu, tls: {caFile: /ca.crt}}");
         let config = parse_worker("w.yaml", &nats).expect("NATS speaks TLS");
         assert_eq!(config.target.tls.map(|t| t.ca_file), Some("/ca.crt".into()));

@@ -82,8 +82,12 @@ impl std::fmt::Display for Driver {
         .message("driver gateway needs spec.remote (the namespace and name of the access point behind the other cloud's gateway); other drivers must not set it"),
     validation = Rule::new("self.driver != 'mqtt' || !has(self.managed) || self.managed.replicas <= 1")
         .message("driver mqtt (Mosquitto) does not cluster: set spec.managed.replicas to 1"),
-    validation = Rule::new("!has(self.external) || !has(self.external.tls) || self.driver in ['nats', 'mqtt']")
+    validation = Rule::new("!has(self.external) || !has(self.external.tls) || self.driver in ['kafka', 'nats', 'mqtt']")
         .message(EXTERNAL_TLS_REFUSED),
+    validation = Rule::new("!has(self.external) || !has(self.external.tls) || !has(self.external.tls.serverName) || self.driver != 'kafka'")
+        .message(KAFKA_SERVER_NAME_REFUSED),
+    validation = Rule::new("!has(self.external) || !has(self.external.saslMechanism) || self.driver == 'kafka'")
+        .message("spec.external.saslMechanism is for driver kafka: the SASL mechanism of a Kafka login"),
 )]
 pub struct MessagingAccessPointSpec {
     /// The broker family: kafka, nats, rabbitmq, mqtt, or gateway (another cloud's OMS gateway).
@@ -192,14 +196,23 @@ pub struct Storage {
     pub storage_class_name: Option<String>,
 }
 
-/// Why `spec.external.tls` is refused for Kafka and RabbitMQ, at admission and by the operator.
-pub const EXTERNAL_TLS_REFUSED: &str = "spec.external.tls is supported for drivers nats and mqtt only: the operator \
-and the bridge workers would still reach Kafka and RabbitMQ brokers in plaintext; remove spec.external.tls, or reach \
+/// Why `spec.external.tls` is refused for RabbitMQ, at admission and by the operator.
+pub const EXTERNAL_TLS_REFUSED: &str = "spec.external.tls is supported for drivers kafka, nats and mqtt: the \
+operator and the bridge workers would still reach RabbitMQ brokers in plaintext; remove spec.external.tls, or reach \
 the brokers through another cloud's OMS gateway (mTLS)";
+
+/// Why `spec.external.tls.serverName` is refused for Kafka.
+pub const KAFKA_SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is not supported for driver kafka: Kafka \
+clients check each broker's certificate against the host that broker advertises; give the brokers certificates for \
+their advertised names";
 
 /// A broker cluster that already exists.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.saslMechanism) || has(self.credentialsSecretRef)")
+        .message("spec.external.saslMechanism needs spec.external.credentialsSecretRef: the user and password it logs in with"),
+)]
 pub struct ExternalBroker {
     /// Bootstrap addresses as host:port.
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 260)))]
@@ -212,15 +225,55 @@ pub struct ExternalBroker {
     #[schemars(length(min = 1, max = 253))]
     pub account: Option<String>,
 
-    /// TLS towards the brokers (drivers nats and mqtt): the probe, the operator's admin client,
-    /// bridge workers and gateways all connect over TLS and check the brokers' certificates
-    /// against this CA bundle. Without it they connect in plaintext.
+    /// TLS towards the brokers (drivers kafka, nats and mqtt): the probe, the operator's admin
+    /// client, bridge workers and gateways all connect over TLS and check the brokers'
+    /// certificates against this CA bundle. Without it they connect in plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
 
     /// Secret with keys `username` and `password` for the brokers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+
+    /// Driver kafka: the SASL mechanism of that login; SCRAM-SHA-512 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<SaslMechanism>,
+}
+
+/// SASL mechanisms of a Kafka login (what managed Kafka services offer).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum SaslMechanism {
+    /// The password in the clear, inside TLS: use it with spec.external.tls.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// Salted challenge and response with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// Salted challenge and response with SHA-512, what managed access points serve.
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// Every mechanism.
+    pub const ALL: [SaslMechanism; 3] = [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512];
+
+    /// The name Kafka clients and brokers use.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The mechanism of that name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
 }
 
 /// TLS settings of a client towards a broker. The brokers' certificates are always checked.

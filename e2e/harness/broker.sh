@@ -8,6 +8,11 @@
 #   e2e/harness/broker.sh prepare <kafka|nats|rabbitmq|mqtt>   (installs or builds only)
 #
 # NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`.
+# KAFKA_SASL_SSL_PORT, KAFKA_TLS_DIR, KAFKA_SASL_USER, KAFKA_SASL_PASSWORD (optional, together) at
+# `up kafka`: a second listener SASL_SSL://localhost:<port> with the server certificate
+# $KAFKA_TLS_DIR/server.pem (key and certificate) and the CA $KAFKA_TLS_DIR/ca.crt, taking that
+# user with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, as managed Kafka services do. The plaintext
+# listener on <port> stays for readiness checks and the tests' own clients.
 # BROKER_OWNER_PID (optional) at `up`: the broker goes down by itself once that process has
 # exited, however it ended (brokers that the tests of one test binary share).
 #
@@ -261,17 +266,41 @@ kafka_up() {
 	printf 'PORT=%s\nCONTROLLER_PORT=%s\n' "$port" "$cport" >"$dir/ports.env"
 	release_alloc_lock
 
+	local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+	local advertised="PLAINTEXT://127.0.0.1:$port" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+	local sasl_ssl="" scram=()
+	if [[ -n ${KAFKA_SASL_SSL_PORT:-} ]]; then
+		valid_port "$KAFKA_SASL_SSL_PORT" || die "bad KAFKA_SASL_SSL_PORT '$KAFKA_SASL_SSL_PORT'"
+		[[ -r $KAFKA_TLS_DIR/server.pem && -r $KAFKA_TLS_DIR/ca.crt ]] || die "no server.pem and ca.crt in KAFKA_TLS_DIR"
+		listeners+=",SASL_SSL://localhost:$KAFKA_SASL_SSL_PORT"
+		advertised+=",SASL_SSL://localhost:$KAFKA_SASL_SSL_PORT"
+		protocols+=",SASL_SSL:SASL_SSL"
+		sasl_ssl="sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_DIR/server.pem
+listener.name.sasl_ssl.ssl.truststore.type=PEM
+listener.name.sasl_ssl.ssl.truststore.location=$KAFKA_TLS_DIR/ca.crt
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER=\"$KAFKA_SASL_PASSWORD\";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+		local mechanism
+		for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+			scram+=(--add-scram "$mechanism=[name=$KAFKA_SASL_USER,password=$KAFKA_SASL_PASSWORD]")
+		done
+	fi
+
 	mkdir -p "$dir/config" "$dir/data" "$dir/logs"
 	cat >"$dir/config/server.properties" <<EOF
 # Single-node KRaft: this process is the whole cluster, so every replication factor is 1.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
+$sasl_ssl
 log.dirs=$dir/data
 num.partitions=1
 # One partition for each internal topic: a coordinator is ready at once, not after 50 partitions.
@@ -318,7 +347,7 @@ EOF
 	until [[ ${cluster_id:-} && $cluster_id != -* ]]; do
 		cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 	done
-	kafka_tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/config/server.properties" \
+	kafka_tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/config/server.properties" "${scram[@]}" \
 		>"$dir/logs/format.log" 2>&1 || {
 		cat "$dir/logs/format.log" >&2
 		die "kafka $name: storage format failed"

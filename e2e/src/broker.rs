@@ -26,9 +26,18 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker of `kind` (kafka, nats, rabbitmq, mqtt); `name` gets the test's pid.
     pub fn up(kind: &str, name: &str) -> anyhow::Result<Self> {
+        Self::up_with(kind, name, &[])
+    }
+
+    /// [`Broker::up`] with environment variables for broker.sh (e.g. `KAFKA_SASL_SSL_PORT`).
+    pub fn up_with(kind: &str, name: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let broker =
             Self { kind: kind.to_owned(), name: format!("{name}-{}", std::process::id()), port: free_server_port() };
-        broker.up_again()?;
+        run_ok(
+            broker_script()
+                .args(["up", kind, &broker.name, &broker.port.to_string()])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+        )?;
         Ok(broker)
     }
 

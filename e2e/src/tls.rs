@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::broker::Broker;
 use crate::gateway::TlsPaths;
 use crate::process::{free_server_port, poll, repo_root, tool};
 
@@ -194,5 +195,33 @@ impl Drop for TlsBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Kafka broker with a SASL_SSL listener on `localhost:<tls_port>` (server certificate from
+/// `certs`' CA, the user `user` with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), as managed Kafka
+/// services serve; its plaintext listener (`broker.port`) is for the test's own clients.
+pub struct SaslSslKafka {
+    pub broker: Broker,
+    pub tls_port: u16,
+}
+
+impl SaslSslKafka {
+    pub fn start(certs: &Certs, name: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let tls_port = free_server_port();
+        let server =
+            certs.issue(&format!("kafka-{tls_port}"), "spiffe://e2e.test/kafka", &["localhost"], Certs::now(), HOUR)?;
+        let dir = certs.dir.join(format!("kafka-{tls_port}"));
+        std::fs::create_dir_all(&dir)?;
+        let pem = [std::fs::read_to_string(&server.key)?, std::fs::read_to_string(&server.cert)?].concat();
+        std::fs::write(dir.join("server.pem"), pem)?;
+        std::fs::copy(&server.ca, dir.join("ca.crt"))?;
+        let env = [
+            ("KAFKA_SASL_SSL_PORT", tls_port.to_string()),
+            ("KAFKA_TLS_DIR", dir.display().to_string()),
+            ("KAFKA_SASL_USER", user.to_owned()),
+            ("KAFKA_SASL_PASSWORD", password.to_owned()),
+        ];
+        Ok(Self { broker: Broker::up_with("kafka", name, &env)?, tls_port })
     }
 }

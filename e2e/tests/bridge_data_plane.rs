@@ -1458,3 +1458,62 @@ async fn a_worker_reads_a_tls_only_mosquitto_with_its_ca_and_nothing_with_anothe
     assert_eq!(verdict.out_of_order, 0, "in the order published (one partition)");
     Ok(())
 }
+
+/// A gateway reaches a TLS-only NATS backend with the CA its config names, and one of another CA
+/// not at all: a bridge's write through it lands only where the backend's certificate checks out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reaches_a_tls_only_nats_backend_with_its_ca_and_nothing_with_another() -> anyhow::Result<()> {
+    let certs = Certs::new("gw-tls-backend")?;
+    let nats = TlsBroker::start(&certs, &TlsBrokerSpec::localhost(TlsBrokerKind::Nats))?;
+    let ca = certs.dir.join("ca.crt");
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.clone())
+        .require_tls(true)
+        .connect(format!("localhost:{}", nats.port))
+        .await?;
+    let js = jetstream::new(client);
+    js.create_stream(jetstream::stream::Config {
+        name: "gw-tls".into(),
+        subjects: vec!["gw-tls".into()],
+        ..Default::default()
+    })
+    .await?;
+    let stranger = Certs::new("gw-tls-backend-stranger")?;
+    let (server, bridge) = gateway_and_bridge_certs(&certs, "probe")?;
+    let (port, admin) = (oms_e2e::free_server_port(), oms_e2e::admin_address()?);
+    let backend = |access_point: &str, ca: &std::path::Path| {
+        format!(
+            "- {{accessPoint: {access_point}, driver: nats, servers: ['localhost:{}'], tls: {{caFile: '{}'}}}}\n",
+            nats.port,
+            ca.display()
+        )
+    };
+    let yaml = format!(
+        "listen: '127.0.0.1:{port}'\ntrustDomain: cloud-b.oms\npeerTrustDomains: [cloud-a.oms]\ntls: {}\nbackends:\n{}{}\
+         admin: {{listen: '{admin}'}}\n",
+        server.yaml(),
+        backend("acme/tls-nats", &ca),
+        backend("acme/stranger-nats", &stranger.dir.join("ca.crt")),
+    );
+    let config = oms_e2e::repo_root().join(format!("e2e/.state/bridges/gw-tls-backend-{}.yaml", std::process::id()));
+    std::fs::create_dir_all(config.parent().unwrap_or(&oms_e2e::repo_root()))?;
+    std::fs::write(&config, yaml)?;
+    let gateway = GatewayProcess { child: GatewayProcess::spawn(&config)?, config, port, admin };
+    gateway.wait_listening()?;
+    let server = format!("localhost:{port}");
+    let mut through_stranger = 0;
+    for _ in 0..3 {
+        through_stranger +=
+            usize::from(oms_e2e::gateway_publish_attempt(&server, "acme/stranger-nats", "gw-tls", &bridge).await);
+    }
+    let through_ca = oms_e2e::gateway_publish_attempt(&server, "acme/tls-nats", "gw-tls", &bridge).await;
+    let held = stored(&js, "gw-tls").await?;
+    println!(
+        "gateway tls backend: with its CA stored {through_ca}; with another CA 3 attempts, {through_stranger} stored; the stream holds {held}"
+    );
+    assert!(through_ca, "the backend with the right CA takes the write");
+    assert_eq!(through_stranger, 0, "a backend of another CA is never trusted");
+    assert_eq!(held, 1);
+    drop(gateway);
+    Ok(())
+}

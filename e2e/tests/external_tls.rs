@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use oms_e2e::{Certs, Cluster, Operator, Scenario, TlsBroker, TlsBrokerKind, TlsBrokerSpec, condition};
+use base64::Engine as _;
+use oms_e2e::{Certs, Cluster, Operator, SaslSslKafka, Scenario, TlsBroker, TlsBrokerKind, TlsBrokerSpec, condition};
 use serde_json::Value;
 
 /// A NATS server that takes TLS only, a Secret with its CA (`nats-ca`), and an operator that
@@ -264,6 +265,136 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         "external tls: mqtt (TLS) -> nats (mTLS + login): published {COUNT}, sent {sent}, the stream holds {held}"
     );
     assert_eq!(held, COUNT as u64, "each reading once");
+    worker.kill();
+    Ok(())
+}
+
+/// Kafka over SASL_SSL, as managed Kafka services serve it: Ready with each mechanism, and a
+/// wrong password named.
+#[test]
+fn a_kafka_over_sasl_ssl_is_ready_with_each_mechanism_and_a_wrong_password_is_named() -> anyhow::Result<()> {
+    let t = TlsNats::start("tls-kafka", |_| {})?;
+    let kafka = SaslSslKafka::start(&t.certs, "tls-kafka", "app", "secret")?;
+    for (name, password) in [("kafka-user", "secret"), ("kafka-wrong", "wrong")] {
+        t.s.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            "--from-literal=username=app",
+            &format!("--from-literal=password={password}"),
+        ])?;
+    }
+    let declare = |name: &str, user: &str, mechanism: &str, reason: &str| {
+        t.s.apply(&format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: {name}}}\n\
+             spec: {{driver: kafka, external: {{servers: ['localhost:{}'], {CA}, credentialsSecretRef: {{name: {user}}}, \
+             saslMechanism: {mechanism}}}}}\n",
+            kafka.tls_port
+        ))?;
+        t.s.wait_for(&format!("messagingaccesspoint/{name}"), reason, |o| {
+            condition(o, "Ready").is_some_and(|c| c["reason"] == reason)
+        })
+    };
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let ap = declare(&format!("kafka-{}", mechanism.to_lowercase()), "kafka-user", mechanism, "Reachable")?;
+        let binding = t.s.json(&format!("secret/{}", ap["status"]["bindingSecret"].as_str().unwrap_or_default()))?;
+        let written = binding["data"]["SASL_MECHANISM"].as_str().context("SASL_MECHANISM")?;
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(written)?, mechanism.as_bytes(), "{binding}");
+    }
+    let wrong = declare("kafka-wrong", "kafka-wrong", "SCRAM-SHA-512", "LoginRefused")?;
+    let ready = condition(&wrong, "Ready").cloned().unwrap_or_default();
+    println!("external tls: kafka wrong password: {}", message(&ready));
+    assert!(message(&ready).contains("Authentication failed"), "{ready}");
+    Ok(())
+}
+
+/// Kafka over SASL_SSL (SCRAM-SHA-256) into NATS over TLS: the operator makes the topic over
+/// SASL_SSL, and the worker reads it with exactly its pod's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::Result<()> {
+    const COUNT: usize = 2000;
+    let t = TlsNats::start("tls-kafka-bridge", |_| {})?;
+    let s = &t.s;
+    let kafka = SaslSslKafka::start(&t.certs, "tls-kafka-bridge", "app", "secret")?;
+    s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka-user",
+        "--from-literal=username=app",
+        "--from-literal=password=secret",
+    ])?;
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: payments}}\n\
+         spec: {{driver: kafka, external: {{servers: ['localhost:{kafka}'], {CA}, credentialsSecretRef: {{name: kafka-user}}, \
+         saslMechanism: SCRAM-SHA-256}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
+         spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], {CA}}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: payments}}\n\
+         spec: {{accessPointRef: {{name: payments}}, partitions: 3}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: payments-hub}}\n\
+         spec: {{accessPointRef: {{name: hub}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-hub}}\n\
+         spec: {{source: {{queueRef: {{name: payments}}}}, target: {{queueRef: {{name: payments-hub}}}}}}\n",
+        kafka = kafka.tls_port,
+        nats = t.nats.port,
+    ))?;
+    let ready = |queue: &str| {
+        s.wait_for(&format!("queue/{queue}"), "provisioned", |o| {
+            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+    };
+    // The topic was made by the operator's admin client over SASL_SSL.
+    let topic = ready("payments")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    let stream = ready("payments-hub")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    s.wait_for("deployment/to-hub-oms-bridge", "rendered", |_| true)?;
+    let kube = s.cluster.client().await?;
+    let files = oms_e2e::deployment_files(&kube, &s.ns.name, "to-hub-oms-bridge").await?;
+    let mechanism = files.iter().find(|(path, _)| path == "credentials/source/sasl_mechanism").map(|(_, v)| v.clone());
+    assert_eq!(
+        mechanism.as_deref(),
+        Some(&b"SCRAM-SHA-256"[..]),
+        "the worker logs in with the access point's mechanism"
+    );
+    let admin = oms_e2e::admin_address()?;
+    let mut worker = oms_e2e::PodProcess::start(
+        &format!("{}-worker", s.ns.name),
+        &files,
+        &["worker", "--config", "/etc/oms/config/worker.yaml", "--admin-listen", &admin.to_string()],
+    )?;
+    worker.wait_ready(admin)?;
+
+    // Produced through the broker's plaintext listener, the test's own; read over SASL_SSL.
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.broker.address())
+        .set("enable.idempotence", "true")
+        .create()?;
+    let records: Vec<(String, String)> = (0..COUNT).map(|i| (format!("k{}", i % 7), format!("payment-{i}"))).collect();
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|(key, payload)| {
+            producer
+                .send(rdkafka::producer::FutureRecord::to(&topic).payload(payload).key(key), Duration::from_secs(10))
+        })
+        .collect();
+    for delivery in futures::future::join_all(deliveries).await {
+        delivery.map_err(|(e, _)| e)?;
+    }
+    let sent = oms_e2e::poll("every payment in the stream", Duration::from_mins(2), || {
+        let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
+        Ok((sent >= COUNT as u64).then_some(sent))
+    })?;
+    let nats = async_nats::ConnectOptions::new()
+        .add_root_certificates(t.certs.dir.join("ca.crt"))
+        .require_tls(true)
+        .connect(format!("localhost:{}", t.nats.port))
+        .await?;
+    let held = async_nats::jetstream::new(nats).get_stream(&stream).await?.info().await?.state.messages;
+    println!(
+        "external tls: kafka (SASL_SSL, SCRAM-SHA-256) -> nats (TLS): produced {COUNT}, sent {sent}, the stream holds {held}"
+    );
+    assert_eq!(held, COUNT as u64, "each payment once");
     worker.kill();
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
-use oms_crds::access_point::{Driver, MessagingAccessPoint};
+use oms_crds::access_point::{Driver, MessagingAccessPoint, SaslMechanism};
+
+use crate::admin::Endpoint;
 
 /// The access point's binding Secret.
 #[must_use]
@@ -40,35 +42,34 @@ pub const TLS_CERT_KEY: &str = "TLS_CERT";
 pub const TLS_KEY_KEY: &str = "TLS_KEY";
 pub const TLS_SERVER_NAME_KEY: &str = "TLS_SERVER_NAME";
 
-/// The keys every binding Secret has: where the broker is (`ACCESS_POINTS`, `ACCESS_POINT_URL`,
-/// `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker has users),
-/// `VHOST`, always present (empty where the driver has none: workers mount it as a file), and
-/// `TLS` (`true` or `false`), with `CA_CERT` and, where set, `TLS_CERT`, `TLS_KEY` and
-/// `TLS_SERVER_NAME` when it is true.
+/// The binding Secret's key with the SASL mechanism of a Kafka login, also a file workers mount.
+pub const SASL_MECHANISM_KEY: &str = "SASL_MECHANISM";
+
+/// The keys every binding Secret has, from `endpoint`: where the broker is (`ACCESS_POINTS`,
+/// `ACCESS_POINT_URL`, `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker
+/// has users, and `SASL_MECHANISM` on Kafka), `VHOST`, always present (empty where the driver has
+/// none: workers mount it as a file), and `TLS` (`true` or `false`), with `CA_CERT` and, where
+/// set, `TLS_CERT`, `TLS_KEY` and `TLS_SERVER_NAME` when it is true. [`read`] reads them back.
 #[must_use]
-pub fn keys(
-    access_points: String,
-    access_point_url: String,
-    driver: Driver,
-    credentials: Option<&Credentials>,
-    vhost: String,
-    tls: Option<&BrokerTls>,
-) -> BTreeMap<String, String> {
+pub fn keys(endpoint: &Endpoint, access_point_url: String, driver: Driver) -> BTreeMap<String, String> {
     let mut data: BTreeMap<String, String> = [
-        ("ACCESS_POINTS", access_points),
+        ("ACCESS_POINTS", endpoint.servers.join(",")),
         ("ACCESS_POINT_URL", access_point_url),
         ("DRIVER_IMPL", driver.as_str().to_owned()),
-        ("VHOST", vhost),
-        (TLS_KEY, tls.is_some().to_string()),
+        ("VHOST", endpoint.vhost.clone().unwrap_or_default()),
+        (TLS_KEY, endpoint.tls.is_some().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    if let Some(credentials) = credentials {
-        data.insert("USERNAME".into(), credentials.username.clone());
-        data.insert("PASSWORD".into(), credentials.password.clone());
+    if let Some(username) = &endpoint.username {
+        data.insert("USERNAME".into(), username.clone());
+        data.insert("PASSWORD".into(), endpoint.password.clone().unwrap_or_default());
+        if driver == Driver::Kafka {
+            data.insert(SASL_MECHANISM_KEY.into(), endpoint.sasl_mechanism.unwrap_or_default().as_str().to_owned());
+        }
     }
-    if let Some(tls) = tls {
+    if let Some(tls) = &endpoint.tls {
         data.insert(CA_CERT_KEY.into(), tls.ca_pem.clone());
         if let Some((cert, key)) = &tls.client {
             data.insert(TLS_CERT_KEY.into(), cert.clone());
@@ -96,10 +97,7 @@ pub fn tls_from_keys(text: impl Fn(&str) -> Option<String>) -> Option<BrokerTls>
 
 /// Addresses, credentials and TLS settings from an access point's binding Secret (`ACCESS_POINTS`,
 /// `USERNAME`, `PASSWORD`, `VHOST`, the TLS keys); `None` until the access point has published it. The error names the Secret.
-pub async fn read(
-    client: &kube::Client,
-    ap: &MessagingAccessPoint,
-) -> Result<Option<crate::admin::Endpoint>, (String, kube::Error)> {
+pub async fn read(client: &kube::Client, ap: &MessagingAccessPoint) -> Result<Option<Endpoint>, (String, kube::Error)> {
     let Some(name) = ap.status.as_ref().and_then(|s| s.binding_secret.clone()) else { return Ok(None) };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ap.namespace().unwrap_or_default());
     let Some(secret) = secrets.get_opt(&name).await.map_err(|source| (name.clone(), source))? else {
@@ -112,11 +110,12 @@ pub async fn read(
     if servers.is_empty() {
         return Ok(None);
     }
-    Ok(Some(crate::admin::Endpoint {
+    Ok(Some(Endpoint {
         servers,
         username: text("USERNAME"),
         password: text("PASSWORD"),
         vhost: text("VHOST"),
+        sasl_mechanism: text(SASL_MECHANISM_KEY).as_deref().and_then(SaslMechanism::parse),
         tls: tls_from_keys(text),
     }))
 }
@@ -133,16 +132,30 @@ mod tests {
             server_name: Some("nats.example.com".into()),
         };
         for tls in [Some(tls), None] {
-            let data = keys(
-                "n:4222".into(),
-                "oms:nats://n:4222/local".into(),
-                Driver::Nats,
-                None,
-                String::new(),
-                tls.as_ref(),
-            );
+            let endpoint = Endpoint { servers: vec!["n:4222".into()], tls: tls.clone(), ..Endpoint::default() };
+            let data = keys(&endpoint, "oms:nats://n:4222/local".into(), Driver::Nats);
             assert_eq!(data[TLS_KEY], tls.is_some().to_string(), "the flag is always there");
             assert_eq!(tls_from_keys(|k| data.get(k).cloned()), tls);
+        }
+    }
+
+    #[test]
+    fn a_kafka_login_names_its_mechanism_and_scram_sha_512_is_the_default() {
+        let login = |mechanism| Endpoint {
+            servers: vec!["k:9092".into()],
+            username: Some("app".into()),
+            password: Some("pw".into()),
+            sasl_mechanism: mechanism,
+            ..Endpoint::default()
+        };
+        let url = || "oms:kafka://k:9092/local".to_owned();
+        assert_eq!(keys(&login(None), url(), Driver::Kafka)[SASL_MECHANISM_KEY], "SCRAM-SHA-512");
+        assert_eq!(keys(&login(Some(SaslMechanism::Plain)), url(), Driver::Kafka)[SASL_MECHANISM_KEY], "PLAIN");
+        assert!(!keys(&login(None), url(), Driver::Nats).contains_key(SASL_MECHANISM_KEY), "Kafka's only");
+        let anonymous = Endpoint { username: None, password: None, ..login(None) };
+        assert!(!keys(&anonymous, url(), Driver::Kafka).contains_key(SASL_MECHANISM_KEY), "no login, no mechanism");
+        for mechanism in SaslMechanism::ALL {
+            assert_eq!(SaslMechanism::parse(mechanism.as_str()), Some(mechanism));
         }
     }
 }

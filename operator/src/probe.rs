@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use oms_crds::access_point::Driver;
+use oms_crds::access_point::{Driver, SaslMechanism};
+use rdkafka::consumer::Consumer as _;
 use rustls::{AlertDescription, CertificateError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -20,6 +21,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Login<'a> {
     pub credentials: Option<&'a Credentials>,
     pub tls: Option<&'a BrokerTls>,
+    /// Kafka: the SASL mechanism of the credentials.
+    pub sasl_mechanism: Option<SaslMechanism>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,7 +99,11 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
             stream.write_all(&kafka_api_versions_request(CORRELATION_ID)).await?;
             let mut header = [0u8; 8];
             stream.read_exact(&mut header).await?;
-            check_kafka_response(header).map_err(wrong)
+            check_kafka_response(header).map_err(wrong)?;
+            match login.credentials {
+                Some(_) => kafka_login(host, port, login).await,
+                None => Ok(()),
+            }
         }
         Driver::Rabbitmq => {
             stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
@@ -118,6 +125,56 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
         }
     }
 }
+
+/// Kafka's login (SASL, inside TLS where set), tried by librdkafka as the operator's admin
+/// client and the workers log in: a metadata request, and the authentication error its error
+/// callback reports if the broker refused.
+async fn kafka_login(host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
+    let endpoint = crate::admin::Endpoint {
+        servers: vec![format!("{host}:{port}")],
+        username: login.credentials.map(|c| c.username.clone()),
+        password: login.credentials.map(|c| c.password.clone()),
+        sasl_mechanism: login.sasl_mechanism,
+        tls: login.tls.cloned(),
+        ..crate::admin::Endpoint::default()
+    };
+    let mut config = crate::admin::kafka_client_config(&endpoint);
+    config.set("client.id", "oms-probe");
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer<LoginErrors> = config
+            .create_with_context(LoginErrors::default())
+            .map_err(|e| ProbeError::Io(format!("cannot make a Kafka client: {e}")))?;
+        let result = consumer.fetch_metadata(None, PROBE_TIMEOUT.saturating_sub(Duration::from_secs(1)));
+        if result.is_err() {
+            // Error callbacks are served by polling.
+            let _ = consumer.poll(Duration::from_millis(200));
+        }
+        let refused = consumer.context().refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match (result, refused) {
+            (_, Some(reason)) => Err(ProbeError::LoginRefused(reason)),
+            (Ok(_), None) => Ok(()),
+            (Err(error), None) => Err(ProbeError::Io(format!("metadata request after the login: {error}"))),
+        }
+    })
+    .await
+    .map_err(|e| ProbeError::Io(e.to_string()))?
+}
+
+/// Keeps the authentication error librdkafka reports through its error callback.
+#[derive(Default)]
+struct LoginErrors {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for LoginErrors {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Authentication) {
+            *self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_owned());
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LoginErrors {}
 
 /// The TLS handshake, its failure named by cause.
 async fn upgrade(

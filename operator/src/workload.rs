@@ -152,8 +152,7 @@ impl MountedBinding {
     }
 
     /// The volume: the keys used as the files `oms-bridge` reads (`username`, `password`,
-    /// `vhost`, `ca.crt`, `tls.crt`, `tls.key`); nothing else of the Secret. `VHOST` is optional:
-    /// a binding Secret written by an older operator has none.
+    /// `vhost`, `sasl_mechanism`, `ca.crt`, `tls.crt`, `tls.key`); nothing else of the Secret.
     #[must_use]
     pub fn volume(&self, name: &str) -> Volume {
         let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
@@ -167,7 +166,9 @@ impl MountedBinding {
                 required.extend([item(binding::TLS_CERT_KEY, "tls.crt"), item(binding::TLS_KEY_KEY, "tls.key")]);
             }
         }
-        projected_secret(name, &self.secret, required, vec![item("VHOST", "vhost")])
+        // Kafka's mechanism: optional, a binding Secret written by an older operator has none.
+        let optional = vec![item("VHOST", "vhost"), item(binding::SASL_MECHANISM_KEY, "sasl_mechanism")];
+        projected_secret(name, &self.secret, required, optional)
     }
 
     /// The config's credentials directory and TLS files, for the volume mounted at `dir`.
@@ -366,7 +367,8 @@ mod tests {
             owned(&[
                 ("USERNAME", "username", Some(false)),
                 ("PASSWORD", "password", Some(false)),
-                ("VHOST", "vhost", Some(true))
+                ("VHOST", "vhost", Some(true)),
+                ("SASL_MECHANISM", "sasl_mechanism", Some(true))
             ])
         );
         assert_eq!(login.files("/etc/oms/credentials/source"), (Some("/etc/oms/credentials/source".into()), None));
@@ -381,7 +383,8 @@ mod tests {
                 ("CA_CERT", "ca.crt", Some(false)),
                 ("TLS_CERT", "tls.crt", Some(false)),
                 ("TLS_KEY", "tls.key", Some(false)),
-                ("VHOST", "vhost", Some(true))
+                ("VHOST", "vhost", Some(true)),
+                ("SASL_MECHANISM", "sasl_mechanism", Some(true))
             ])
         );
         let (credentials, tls) = mtls.files("/d");

@@ -32,17 +32,32 @@ fn servers(endpoint: &Endpoint) -> String {
     endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
 }
 
-/// A client of the endpoint's brokers; with credentials, SCRAM-SHA-512 (what managed Kafka
-/// access points serve, and the operator assumes of external ones with credentials).
+/// A client of the endpoint's brokers: with credentials, logged in with the mechanism of the
+/// credentials directory's `sasl_mechanism` file (SCRAM-SHA-512 without one, what managed Kafka
+/// access points serve); over TLS with the endpoint's CA bundle (and certificate) where it has
+/// them, each broker checked against the host it advertises. librdkafka reads the files at each
+/// connect: a renewed CA is used from the next reconnect.
 fn client(endpoint: &Endpoint) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", servers(endpoint));
-    if let Some((user, password)) = super::credentials(endpoint) {
+    let login = super::credentials(endpoint);
+    if let Some((user, password)) = &login {
+        let mechanism = super::credential_file(endpoint, "sasl_mechanism").unwrap_or_else(|| "SCRAM-SHA-512".into());
         config
             .set("security.protocol", "SASL_PLAINTEXT")
-            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.mechanism", mechanism)
             .set("sasl.username", user)
             .set("sasl.password", password);
+    }
+    if let Some(tls) = &endpoint.tls {
+        config
+            .set("security.protocol", if login.is_some() { "SASL_SSL" } else { "SSL" })
+            .set("ssl.ca.location", tls.ca_file.display().to_string());
+        if let Some((cert, key)) = &tls.identity {
+            config
+                .set("ssl.certificate.location", cert.display().to_string())
+                .set("ssl.key.location", key.display().to_string());
+        }
     }
     config
 }

@@ -305,8 +305,7 @@ async fn main() -> anyhow::Result<()> {
         servers: vec![servers.clone()],
         username: Some(admin_user.clone()),
         password: Some(admin_password.clone()),
-        vhost: None,
-        tls: None,
+        ..Endpoint::default()
     })?;
     let tenants = ["globex".to_owned(), "oms".to_owned()];
     let mut acls = tenancy::kafka_acls("oms", &tenants, true, false, &recorded());

@@ -78,8 +78,7 @@ pub(super) async fn apply_kafka_tenants(
         servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
         username: Some(admin.username.clone()),
         password: Some(admin.password.clone()),
-        vhost: None,
-        tls: None,
+        ..crate::admin::Endpoint::default()
     };
     let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
     let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));

@@ -419,8 +419,18 @@ pub fn binding_secret(
     tls: Option<&binding::BrokerTls>,
     owner: &OwnerReference,
 ) -> Secret {
-    let access_points = hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
-    let mut data = binding::keys(access_points, access_point_url(ap, hosts), ap.driver, credentials, vhost(ap), tls);
+    let endpoint = crate::admin::Endpoint {
+        servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+        username: credentials.map(|c| c.username.clone()),
+        password: credentials.map(|c| c.password.clone()),
+        vhost: Some(vhost(ap)),
+        sasl_mechanism: match &ap.plan {
+            Plan::External(external) => external.sasl_mechanism,
+            _ => None,
+        },
+        tls: tls.cloned(),
+    };
+    let mut data = binding::keys(&endpoint, access_point_url(ap, hosts), ap.driver);
     data.insert("REGION".into(), ap.region.clone());
     data.insert("ACCOUNT_ID".into(), account(ap).unwrap_or_default());
     Secret {

@@ -71,6 +71,8 @@ pub struct External {
     pub credentials_secret: Option<String>,
     /// Where the TLS settings towards the brokers are, when they speak TLS.
     pub tls: Option<oms_crds::access_point::ClientTls>,
+    /// Kafka: the SASL mechanism of the login.
+    pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
 }
 
 /// A managed Kafka cluster as it runs now, for deciding whether it may shrink.
@@ -150,7 +152,7 @@ pub fn validate(
             })
         }
         // Accepted, it would be ignored: the connections would stay plaintext.
-        (Driver::Kafka | Driver::Rabbitmq, None, Some(ExternalBroker { tls: Some(_), .. }), None) => {
+        (Driver::Rabbitmq, None, Some(ExternalBroker { tls: Some(_), .. }), None) => {
             return Err(invalid("spec.external.tls", oms_crds::access_point::EXTERNAL_TLS_REFUSED));
         }
         (_, None, Some(external), None) => Plan::External(External {
@@ -165,6 +167,7 @@ pub fn validate(
             account: external.account.clone(),
             credentials_secret: external.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
             tls: external.tls.clone(),
+            sasl_mechanism: external.sasl_mechanism,
         }),
         _ => return Err(invalid("spec", "set exactly one of spec.managed and spec.external")),
     };
@@ -297,13 +300,11 @@ mod tests {
     #[test]
     fn external_tls_is_refused_where_it_would_be_ignored_and_kept_where_it_works() {
         let tls = "tls: {caSecretRef: {name: ca, key: ca.crt}}";
-        for driver in ["kafka", "rabbitmq"] {
-            let yaml = format!("{{driver: {driver}, external: {{servers: ['k1:9093'], {tls}}}}}");
-            let error = validate("x", "acme", &spec(&yaml), "local", None, &images()).expect_err("refused");
-            assert_eq!(error.field, "spec.external.tls");
-            assert!(error.message.contains("would still reach Kafka and RabbitMQ brokers in plaintext"), "{error}");
-        }
-        for driver in ["nats", "mqtt"] {
+        let yaml = format!("{{driver: rabbitmq, external: {{servers: ['r1:5671'], {tls}}}}}");
+        let error = validate("x", "acme", &spec(&yaml), "local", None, &images()).expect_err("refused");
+        assert_eq!(error.field, "spec.external.tls");
+        assert!(error.message.contains("would still reach RabbitMQ brokers in plaintext"), "{error}");
+        for driver in ["kafka", "nats", "mqtt"] {
             let yaml = format!("{{driver: {driver}, external: {{servers: ['n1:4222'], {tls}}}}}");
             let ap = validate("x", "acme", &spec(&yaml), "local", None, &images()).expect("valid");
             let Plan::External(external) = ap.plan else { panic!("external") };

@@ -46,18 +46,28 @@ pub struct KafkaAdmin {
     consumer: Arc<BaseConsumer>,
 }
 
-fn config(endpoint: &Endpoint) -> ClientConfig {
+/// A client of the endpoint's brokers: over TLS with its CA (and client certificate) when it has
+/// them, logged in with its mechanism when it has a user.
+pub(crate) fn config(endpoint: &Endpoint) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", endpoint.servers.join(","));
     config.set("socket.timeout.ms", ADMIN_TIMEOUT.as_millis().to_string());
     if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
         log_in(&mut config, user, password);
+        config.set("sasl.mechanism", endpoint.sasl_mechanism.unwrap_or_default().as_str());
+    }
+    if let Some(tls) = &endpoint.tls {
+        let login = endpoint.username.is_some();
+        config.set("security.protocol", if login { "SASL_SSL" } else { "SSL" }).set("ssl.ca.pem", &tls.ca_pem);
+        if let Some((cert, key)) = &tls.client {
+            config.set("ssl.certificate.pem", cert).set("ssl.key.pem", key);
+        }
     }
     config
 }
 
-/// Client settings that log in as `user`: SCRAM-SHA-512, what managed Kafka serves (and what the
-/// operator assumes of external brokers with credentials).
+/// Client settings that log in as `user` with SCRAM-SHA-512 in plaintext, what managed Kafka
+/// serves; [`config`] turns them to TLS and another mechanism where the access point says so.
 pub fn log_in(config: &mut ClientConfig, user: &str, password: &str) {
     config
         .set("security.protocol", "SASL_PLAINTEXT")

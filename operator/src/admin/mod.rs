@@ -18,17 +18,25 @@ use oms_crds::queue::{RetentionStatus, UNLIMITED};
 
 use crate::queue::plan::{Drift, QueuePlan};
 
+/// The librdkafka settings of a client of `endpoint` (TLS, SASL mechanism, login).
+#[must_use]
+pub fn kafka_client_config(endpoint: &Endpoint) -> rdkafka::ClientConfig {
+    kafka::config(endpoint)
+}
+
 /// How long one admin operation may take before it counts as the broker being unreachable.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where and as whom to reach a broker, from the access point's binding Secret.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Where and as whom to reach a broker: what the access point's binding Secret holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub servers: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// RabbitMQ's virtual host; `/` when none.
     pub vhost: Option<String>,
+    /// Kafka: the SASL mechanism of the login; SCRAM-SHA-512 when none.
+    pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
     /// TLS towards the brokers; plaintext when none.
     pub tls: Option<crate::binding::BrokerTls>,
 }
@@ -117,7 +125,7 @@ impl Admin {
     pub async fn connect(driver: Driver, endpoint: &Endpoint) -> Result<Self, AdminError> {
         // Never plaintext where the binding says TLS (validation keeps these apart; this holds
         // even if a Secret was edited by hand).
-        if endpoint.tls.is_some() && matches!(driver, Driver::Kafka | Driver::Rabbitmq) {
+        if endpoint.tls.is_some() && driver == Driver::Rabbitmq {
             return Err(AdminError::Connect {
                 servers: endpoint.servers.join(","),
                 message: format!("the operator's {driver} admin client does not speak TLS yet"),

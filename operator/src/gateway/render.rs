@@ -227,6 +227,22 @@ mod tests {
         assert_eq!(backend.credentials_dir.as_deref(), Some(std::path::Path::new(CREDENTIALS_DIR)));
         let globex = backend.endpoint("globex_orders", "globex").credentials_dir;
         assert_eq!(globex.as_deref(), Some(std::path::Path::new("/etc/oms/tenants/globex")), "a peer is its tenant");
+        assert_eq!(backend.tls, None, "plaintext where the binding says so");
+    }
+
+    #[test]
+    fn a_backend_over_tls_gets_the_bindings_ca_and_every_peer_uses_it() {
+        let mut over_tls = input();
+        over_tls.binding = Some(MountedBinding {
+            secret: "eu-nats-binding".into(),
+            login: true,
+            tls: Some(workload::BrokerTlsMount { client_certificate: false, server_name: None }),
+        });
+        let config = gateway_config(&over_tls);
+        let parsed = oms_bridge_config::parse_gateway("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+        let tls = parsed.backends[0].endpoint("globex_orders", "globex").tls.expect("tls");
+        assert_eq!(tls.ca_file, std::path::Path::new("/etc/oms/credentials/ca.crt"));
+        assert_eq!(tls.identity, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use oms_crds::access_point::Driver;
 
 use crate::admin::Endpoint;
-use crate::binding::{self, Credentials};
+use crate::binding;
 
 /// The tenant's binding Secret of a Queue.
 #[must_use]
@@ -30,18 +30,9 @@ pub fn tenant_binding(
     endpoint: &Endpoint,
     broker_name: &str,
 ) -> Secret {
-    let credentials = Credentials {
-        username: endpoint.username.clone().unwrap_or_default(),
-        password: endpoint.password.clone().unwrap_or_default(),
-    };
-    let mut data = binding::keys(
-        endpoint.servers.join(","),
-        access_point_url.to_owned(),
-        driver,
-        Some(&credentials),
-        endpoint.vhost.clone().unwrap_or_default(),
-        endpoint.tls.as_ref(),
-    );
+    // The tenant's user, always written: an empty one where the broker has no users.
+    let tenant = Endpoint { username: Some(endpoint.username.clone().unwrap_or_default()), ..endpoint.clone() };
+    let mut data = binding::keys(&tenant, access_point_url.to_owned(), driver);
     data.insert("QUEUE_NAME".into(), broker_name.to_owned());
     Secret {
         metadata: ObjectMeta {
@@ -74,8 +65,7 @@ mod tests {
             servers: vec!["nats-0.nats.owner.svc:4222".into()],
             username: Some("team-a".into()),
             password: Some("pw".into()),
-            vhost: None,
-            tls: None,
+            ..Endpoint::default()
         };
         let secret = tenant_binding(
             owner,
