@@ -394,23 +394,15 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
     })
 }
 
-/// Why `tls` towards a `driver` broker is refused, if it is: accepted, it would be ignored (the
-/// AMQP connector does not speak TLS yet; librdkafka checks each Kafka broker against the name it
-/// advertises, with no other name to check).
+/// Why `tls` towards a `driver` broker is refused, if it is: a `serverName` the Kafka and AMQP
+/// clients would ignore (they check the host they dial; for Kafka, the one each broker advertises).
 fn broker_tls_unsupported(driver: Protocol, tls: &TlsFiles) -> Option<String> {
-    match driver {
-        Protocol::Amqp => Some(
-            "TLS to an amqp broker is not supported yet (it would be reached in plaintext); remove tls, or reach the \
-             broker through another cloud's OMS gateway"
-                .into(),
-        ),
-        Protocol::Kafka if tls.server_name.is_some() => Some(
-            "serverName is not supported for Kafka: each broker's certificate is checked against the host it \
-             advertises"
-                .into(),
-        ),
-        _ => None,
-    }
+    (matches!(driver, Protocol::Kafka | Protocol::Amqp) && tls.server_name.is_some()).then(|| {
+        format!(
+            "serverName is not supported for {}: each broker's certificate is checked against the host dialled",
+            driver.name()
+        )
+    })
 }
 
 fn tls_files(file: &str, field: &str, raw: TlsFile) -> Result<TlsFiles, ConfigError> {
@@ -604,10 +596,11 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
         let named = WORKER.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.crt, serverName: k.example}}");
         let error = worker_error(&named);
         assert_eq!(error.field, "source.tls");
-        assert!(error.problem.starts_with("serverName is not supported for Kafka"), "{error}");
+        assert!(error.problem.starts_with("serverName is not supported for kafka"), "{error}");
         let amqp = kafka.replace("driver: kafka", "driver: amqp");
-        let error = worker_error(&amqp);
-        assert!(error.problem.starts_with("TLS to an amqp broker is not supported yet"), "{error}");
+        assert!(parse_worker("w.yaml", &amqp).expect("AMQP speaks TLS").source.tls.is_some());
+        let error = worker_error(&named.replace("driver: kafka", "driver: amqp"));
+        assert!(error.problem.starts_with("serverName is not supported for amqp"), "{error}");
         let nats = WORKER.replace("queue: orders-eu}", "queue: orders-eu, tls: {caFile: /ca.crt}}");
         let config = parse_worker("w.yaml", &nats).expect("NATS speaks TLS");
         assert_eq!(config.target.tls.map(|t| t.ca_file), Some("/ca.crt".into()));

@@ -82,10 +82,8 @@ impl std::fmt::Display for Driver {
         .message("driver gateway needs spec.remote (the namespace and name of the access point behind the other cloud's gateway); other drivers must not set it"),
     validation = Rule::new("self.driver != 'mqtt' || !has(self.managed) || self.managed.replicas <= 1")
         .message("driver mqtt (Mosquitto) does not cluster: set spec.managed.replicas to 1"),
-    validation = Rule::new("!has(self.external) || !has(self.external.tls) || self.driver in ['kafka', 'nats', 'mqtt']")
-        .message(EXTERNAL_TLS_REFUSED),
-    validation = Rule::new("!has(self.external) || !has(self.external.tls) || !has(self.external.tls.serverName) || self.driver != 'kafka'")
-        .message(KAFKA_SERVER_NAME_REFUSED),
+    validation = Rule::new("!has(self.external) || !has(self.external.tls) || !has(self.external.tls.serverName) || self.driver in ['nats', 'mqtt']")
+        .message(SERVER_NAME_REFUSED),
     validation = Rule::new("!has(self.external) || !has(self.external.saslMechanism) || self.driver == 'kafka'")
         .message("spec.external.saslMechanism is for driver kafka: the SASL mechanism of a Kafka login"),
 )]
@@ -196,15 +194,10 @@ pub struct Storage {
     pub storage_class_name: Option<String>,
 }
 
-/// Why `spec.external.tls` is refused for RabbitMQ, at admission and by the operator.
-pub const EXTERNAL_TLS_REFUSED: &str = "spec.external.tls is supported for drivers kafka, nats and mqtt: the \
-operator and the bridge workers would still reach RabbitMQ brokers in plaintext; remove spec.external.tls, or reach \
-the brokers through another cloud's OMS gateway (mTLS)";
-
-/// Why `spec.external.tls.serverName` is refused for Kafka.
-pub const KAFKA_SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is not supported for driver kafka: Kafka \
-clients check each broker's certificate against the host that broker advertises; give the brokers certificates for \
-their advertised names";
+/// Why `spec.external.tls.serverName` is refused for Kafka and RabbitMQ.
+pub const SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is supported for drivers nats and mqtt: the \
+Kafka and AMQP clients check each broker's certificate against the host they dial (for Kafka, the host each broker \
+advertises); give the brokers certificates for those names";
 
 /// A broker cluster that already exists.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
@@ -225,8 +218,8 @@ pub struct ExternalBroker {
     #[schemars(length(min = 1, max = 253))]
     pub account: Option<String>,
 
-    /// TLS towards the brokers (drivers kafka, nats and mqtt): the probe, the operator's admin
-    /// client, bridge workers and gateways all connect over TLS and check the brokers'
+    /// TLS towards the brokers: the probe, the operator's admin client, bridge workers and
+    /// gateways all connect over TLS (Kafka SASL_SSL or SSL, amqps) and check the brokers'
     /// certificates against this CA bundle. Without it they connect in plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
@@ -294,8 +287,8 @@ pub struct ClientTls {
     /// for brokers that require one (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_secret_ref: Option<SecretRef>,
-    /// The name checked in the brokers' certificates, where it is not the host of
-    /// `spec.external.servers` (brokers reached through an IP or a tunnel).
+    /// Drivers nats and mqtt: the name checked in the brokers' certificates, where it is not the
+    /// host of `spec.external.servers` (brokers reached through an IP or a tunnel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"))]
     pub server_name: Option<String>,

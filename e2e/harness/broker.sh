@@ -13,6 +13,8 @@
 # $KAFKA_TLS_DIR/server.pem (key and certificate) and the CA $KAFKA_TLS_DIR/ca.crt, taking that
 # user with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, as managed Kafka services do. The plaintext
 # listener on <port> stays for readiness checks and the tests' own clients.
+# RABBITMQ_SSL_PORT, RABBITMQ_TLS_DIR (optional, together) at `up rabbitmq`: an amqps listener on
+# that port with $RABBITMQ_TLS_DIR/server.crt, server.key and ca.crt; no client certificates asked.
 # BROKER_OWNER_PID (optional) at `up`: the broker goes down by itself once that process has
 # exited, however it ended (brokers that the tests of one test binary share).
 #
@@ -494,6 +496,17 @@ management.tcp.port = $mgmt
 log.file.level = info
 log.console = false
 EOF
+	if [[ -n ${RABBITMQ_SSL_PORT:-} ]]; then
+		valid_port "$RABBITMQ_SSL_PORT" || die "bad RABBITMQ_SSL_PORT '$RABBITMQ_SSL_PORT'"
+		cat >>"$dir/config/rabbitmq.conf" <<EOF
+listeners.ssl.default = 127.0.0.1:$RABBITMQ_SSL_PORT
+ssl_options.cacertfile = $RABBITMQ_TLS_DIR/ca.crt
+ssl_options.certfile = $RABBITMQ_TLS_DIR/server.crt
+ssl_options.keyfile = $RABBITMQ_TLS_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+	fi
 	# Writing the plugins file directly is what `rabbitmq-plugins enable --offline` does, minus a
 	# second Erlang VM start.
 	echo '[rabbitmq_management,rabbitmq_shovel,rabbitmq_shovel_management].' >"$dir/config/enabled_plugins"

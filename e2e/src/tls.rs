@@ -225,3 +225,26 @@ impl SaslSslKafka {
         Ok(Self { broker: Broker::up_with("kafka", name, &env)?, tls_port })
     }
 }
+
+/// A RabbitMQ broker with an amqps listener on `127.0.0.1:<tls_port>` (server certificate for
+/// `localhost` from `certs`' CA; no client certificates asked); its plaintext listener
+/// (`broker.port`) is for the test's own clients.
+pub struct AmqpsRabbit {
+    pub broker: Broker,
+    pub tls_port: u16,
+}
+
+impl AmqpsRabbit {
+    pub fn start(certs: &Certs, name: &str) -> anyhow::Result<Self> {
+        let tls_port = free_server_port();
+        let stem = format!("rabbitmq-{tls_port}");
+        let server = certs.issue(&stem, "spiffe://e2e.test/rabbitmq", &["localhost"], Certs::now(), HOUR)?;
+        let dir = certs.dir.join(&stem);
+        std::fs::create_dir_all(&dir)?;
+        for (from, to) in [(&server.cert, "server.crt"), (&server.key, "server.key"), (&server.ca, "ca.crt")] {
+            std::fs::copy(from, dir.join(to))?;
+        }
+        let env = [("RABBITMQ_SSL_PORT", tls_port.to_string()), ("RABBITMQ_TLS_DIR", dir.display().to_string())];
+        Ok(Self { broker: Broker::up_with("rabbitmq", name, &env)?, tls_port })
+    }
+}

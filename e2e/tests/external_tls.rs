@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use oms_e2e::{Certs, Cluster, Operator, SaslSslKafka, Scenario, TlsBroker, TlsBrokerKind, TlsBrokerSpec, condition};
+use oms_e2e::{
+    AmqpsRabbit, Certs, Cluster, Operator, SaslSslKafka, Scenario, TlsBroker, TlsBrokerKind, TlsBrokerSpec, condition,
+};
 use serde_json::Value;
 
 /// A NATS server that takes TLS only, a Secret with its CA (`nats-ca`), and an operator that
@@ -46,16 +48,55 @@ impl TlsNats {
 
     /// Declares access point `name` at `host` with `tls` (a YAML flow mapping) and extra fields
     /// of `spec.external`; returns its Ready condition once it has `reason`.
+    /// A Secret `name` with keys `username` and `password`.
+    fn login_secret(&self, name: &str, username: &str, password: &str) -> anyhow::Result<()> {
+        let (username, password) =
+            (format!("--from-literal=username={username}"), format!("--from-literal=password={password}"));
+        self.s.kubectl(&["create", "secret", "generic", name, &username, &password])?;
+        Ok(())
+    }
+
+    /// The files a Deployment's pod mounts, once the operator has rendered it.
+    async fn pod_files(&self, deployment: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        self.s.wait_for(&format!("deployment/{deployment}"), "rendered", |_| true)?;
+        let kube = self.s.cluster.client().await?;
+        oms_e2e::deployment_files(&kube, &self.s.ns.name, deployment).await
+    }
+
+    /// A bridge worker run with `files` where its pod has them, ready; and its admin address.
+    fn run_worker(&self, files: &[(String, Vec<u8>)]) -> anyhow::Result<(oms_e2e::PodProcess, std::net::SocketAddr)> {
+        let admin = oms_e2e::admin_address()?;
+        let mut worker = oms_e2e::PodProcess::start(
+            &format!("{}-worker", self.s.ns.name),
+            files,
+            &["worker", "--config", "/etc/oms/config/worker.yaml", "--admin-listen", &admin.to_string()],
+        )?;
+        worker.wait_ready(admin)?;
+        Ok((worker, admin))
+    }
+
     fn declare(&self, name: &str, host: &str, external: &str, reason: &str) -> anyhow::Result<Value> {
+        let ap = self.declare_on("nats", name, &format!("{host}:{}", self.nats.port), external, reason)?;
+        Ok(condition(&ap, "Ready").cloned().unwrap_or_default())
+    }
+
+    /// Declares access point `name` of `driver` at `server` with extra fields of
+    /// `spec.external`; returns it once its Ready condition has `reason`.
+    fn declare_on(
+        &self,
+        driver: &str,
+        name: &str,
+        server: &str,
+        external: &str,
+        reason: &str,
+    ) -> anyhow::Result<Value> {
         self.s.apply(&format!(
             "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: {name}}}\n\
-             spec: {{driver: nats, external: {{servers: ['{host}:{}'], {external}}}}}\n",
-            self.nats.port
+             spec: {{driver: {driver}, external: {{servers: ['{server}'], {external}}}}}\n"
         ))?;
-        let ap = self.s.wait_for(&format!("messagingaccesspoint/{name}"), reason, |o| {
+        self.s.wait_for(&format!("messagingaccesspoint/{name}"), reason, |o| {
             condition(o, "Ready").is_some_and(|c| c["reason"] == reason)
-        })?;
-        Ok(condition(&ap, "Ready").cloned().unwrap_or_default())
+        })
     }
 }
 
@@ -117,14 +158,7 @@ fn a_name_the_certificate_lacks_is_named_and_server_name_fixes_it() -> anyhow::R
 fn a_wrong_password_is_named_login_refused() -> anyhow::Result<()> {
     let t = TlsNats::start("tls-login", |spec| spec.login = Some(("app".into(), "right".into())))?;
     for (name, password) in [("wrong", "wrong"), ("right", "right")] {
-        t.s.kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            name,
-            "--from-literal=username=app",
-            &format!("--from-literal=password={password}"),
-        ])?;
+        t.login_secret(name, "app", password)?;
     }
     let wrong = t.declare(
         "wrong-password",
@@ -180,14 +214,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         &format!("--cert={}", client.cert.display()),
         &format!("--key={}", client.key.display()),
     ])?;
-    s.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "nats-user",
-        "--from-literal=username=app",
-        "--from-literal=password=secret",
-    ])?;
+    t.login_secret("nats-user", "app", "secret")?;
     s.apply(&format!(
         "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
          spec: {{driver: mqtt, external: {{servers: ['localhost:{mqtt}'], {CA}}}}}\n---\n\
@@ -220,9 +247,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
     assert!(key("CA_CERT") && key("TLS_CERT") && key("TLS_KEY"), "the binding carries the TLS settings: {binding}");
     assert_eq!(binding["data"]["TLS"], "dHJ1ZQ==", "TLS=true");
 
-    s.wait_for("deployment/to-hub-oms-bridge", "rendered", |_| true)?;
-    let kube = s.cluster.client().await?;
-    let files = oms_e2e::deployment_files(&kube, &s.ns.name, "to-hub-oms-bridge").await?;
+    let files = t.pod_files("to-hub-oms-bridge").await?;
     let names: Vec<&str> = files.iter().map(|(path, _)| path.as_str()).collect();
     println!("external tls: the worker pod mounts {names:?}");
     for expected in [
@@ -233,13 +258,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
     }
-    let admin = oms_e2e::admin_address()?;
-    let mut worker = oms_e2e::PodProcess::start(
-        &format!("{}-worker", s.ns.name),
-        &files,
-        &["worker", "--config", "/etc/oms/config/worker.yaml", "--admin-listen", &admin.to_string()],
-    )?;
-    worker.wait_ready(admin)?;
+    let (mut worker, admin) = t.run_worker(&files)?;
     oms_e2e::poll("the worker's link is up", Duration::from_mins(1), || {
         Ok((oms_e2e::metric(admin, "oms_bridge_link_up", None) == 1).then_some(()))
     })?;
@@ -276,25 +295,12 @@ fn a_kafka_over_sasl_ssl_is_ready_with_each_mechanism_and_a_wrong_password_is_na
     let t = TlsNats::start("tls-kafka", |_| {})?;
     let kafka = SaslSslKafka::start(&t.certs, "tls-kafka", "app", "secret")?;
     for (name, password) in [("kafka-user", "secret"), ("kafka-wrong", "wrong")] {
-        t.s.kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            name,
-            "--from-literal=username=app",
-            &format!("--from-literal=password={password}"),
-        ])?;
+        t.login_secret(name, "app", password)?;
     }
+    let server = format!("localhost:{}", kafka.tls_port);
     let declare = |name: &str, user: &str, mechanism: &str, reason: &str| {
-        t.s.apply(&format!(
-            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: {name}}}\n\
-             spec: {{driver: kafka, external: {{servers: ['localhost:{}'], {CA}, credentialsSecretRef: {{name: {user}}}, \
-             saslMechanism: {mechanism}}}}}\n",
-            kafka.tls_port
-        ))?;
-        t.s.wait_for(&format!("messagingaccesspoint/{name}"), reason, |o| {
-            condition(o, "Ready").is_some_and(|c| c["reason"] == reason)
-        })
+        let external = format!("{CA}, credentialsSecretRef: {{name: {user}}}, saslMechanism: {mechanism}");
+        t.declare_on("kafka", name, &server, &external, reason)
     };
     for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
         let ap = declare(&format!("kafka-{}", mechanism.to_lowercase()), "kafka-user", mechanism, "Reachable")?;
@@ -317,14 +323,7 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
     let t = TlsNats::start("tls-kafka-bridge", |_| {})?;
     let s = &t.s;
     let kafka = SaslSslKafka::start(&t.certs, "tls-kafka-bridge", "app", "secret")?;
-    s.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "kafka-user",
-        "--from-literal=username=app",
-        "--from-literal=password=secret",
-    ])?;
+    t.login_secret("kafka-user", "app", "secret")?;
     s.apply(&format!(
         "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: payments}}\n\
          spec: {{driver: kafka, external: {{servers: ['localhost:{kafka}'], {CA}, credentialsSecretRef: {{name: kafka-user}}, \
@@ -348,22 +347,14 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
     // The topic was made by the operator's admin client over SASL_SSL.
     let topic = ready("payments")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
     let stream = ready("payments-hub")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
-    s.wait_for("deployment/to-hub-oms-bridge", "rendered", |_| true)?;
-    let kube = s.cluster.client().await?;
-    let files = oms_e2e::deployment_files(&kube, &s.ns.name, "to-hub-oms-bridge").await?;
+    let files = t.pod_files("to-hub-oms-bridge").await?;
     let mechanism = files.iter().find(|(path, _)| path == "credentials/source/sasl_mechanism").map(|(_, v)| v.clone());
     assert_eq!(
         mechanism.as_deref(),
         Some(&b"SCRAM-SHA-256"[..]),
         "the worker logs in with the access point's mechanism"
     );
-    let admin = oms_e2e::admin_address()?;
-    let mut worker = oms_e2e::PodProcess::start(
-        &format!("{}-worker", s.ns.name),
-        &files,
-        &["worker", "--config", "/etc/oms/config/worker.yaml", "--admin-listen", &admin.to_string()],
-    )?;
-    worker.wait_ready(admin)?;
+    let (mut worker, admin) = t.run_worker(&files)?;
 
     // Produced through the broker's plaintext listener, the test's own; read over SASL_SSL.
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
@@ -395,6 +386,98 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
         "external tls: kafka (SASL_SSL, SCRAM-SHA-256) -> nats (TLS): produced {COUNT}, sent {sent}, the stream holds {held}"
     );
     assert_eq!(held, COUNT as u64, "each payment once");
+    worker.kill();
+    Ok(())
+}
+
+/// RabbitMQ over amqps: Ready with the right login, and a wrong password named.
+#[test]
+fn a_rabbitmq_over_amqps_is_ready_and_a_wrong_password_is_named() -> anyhow::Result<()> {
+    let t = TlsNats::start("tls-rabbit", |_| {})?;
+    let rabbit = AmqpsRabbit::start(&t.certs, "tls-rabbit")?;
+    for (name, password) in [("guest-right", "guest"), ("guest-wrong", "wrong")] {
+        t.login_secret(name, "guest", password)?;
+    }
+    let server = format!("localhost:{}", rabbit.tls_port);
+    let declare = |name: &str, user: &str, reason: &str| {
+        t.declare_on("rabbitmq", name, &server, &format!("{CA}, credentialsSecretRef: {{name: {user}}}"), reason)
+    };
+    declare("rabbit-right", "guest-right", "Reachable")?;
+    let wrong = declare("rabbit-wrong", "guest-wrong", "LoginRefused")?;
+    let ready = condition(&wrong, "Ready").cloned().unwrap_or_default();
+    println!("external tls: rabbitmq wrong password: {}", message(&ready));
+    assert!(message(&ready).contains("ACCESS_REFUSED"), "{ready}");
+    Ok(())
+}
+
+/// RabbitMQ over amqps into Kafka over SASL_SSL: the operator declares the queue over amqps
+/// and makes the topic over SASL_SSL; the worker runs with exactly its pod's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_forwards_rabbitmq_over_amqps_into_kafka_over_sasl_ssl() -> anyhow::Result<()> {
+    const COUNT: usize = 1000;
+    let t = TlsNats::start("tls-rabbit-bridge", |_| {})?;
+    let s = &t.s;
+    let rabbit = AmqpsRabbit::start(&t.certs, "tls-rabbit-bridge-r")?;
+    let kafka = SaslSslKafka::start(&t.certs, "tls-rabbit-bridge-k", "app", "secret")?;
+    t.login_secret("rabbit-user", "guest", "guest")?;
+    t.login_secret("kafka-user", "app", "secret")?;
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: orders}}\n\
+         spec: {{driver: rabbitmq, external: {{servers: ['localhost:{rabbit}'], {CA}, credentialsSecretRef: {{name: rabbit-user}}}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: ledger}}\n\
+         spec: {{driver: kafka, external: {{servers: ['localhost:{kafka}'], {CA}, credentialsSecretRef: {{name: kafka-user}}}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\n\
+         spec: {{accessPointRef: {{name: orders}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-ledger}}\n\
+         spec: {{accessPointRef: {{name: ledger}}, partitions: 1}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-ledger}}\n\
+         spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-ledger}}}}}}\n",
+        rabbit = rabbit.tls_port,
+        kafka = kafka.tls_port,
+    ))?;
+    let ready = |queue: &str| {
+        s.wait_for(&format!("queue/{queue}"), "provisioned", |o| {
+            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+    };
+    // Declared by the operator over amqps, made by it over SASL_SSL.
+    let queue = ready("orders")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    let topic = ready("orders-ledger")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    let files = t.pod_files("to-ledger-oms-bridge").await?;
+    let (mut worker, admin) = t.run_worker(&files)?;
+
+    // Published through the broker's plaintext listener, the test's own; read over amqps.
+    let connection = lapin::Connection::connect(
+        &format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbit.broker.port),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+    for i in 0..COUNT {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                format!("order-{i}").as_bytes(),
+                lapin::BasicProperties::default(),
+            )
+            .await?
+            .await?;
+    }
+    let sent = oms_e2e::poll("every order in the topic", Duration::from_mins(2), || {
+        let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
+        Ok((sent >= COUNT as u64).then_some(sent))
+    })?;
+    let consumer: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka.broker.address()).create()?;
+    let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(&consumer, &topic, 0, Duration::from_secs(10))?;
+    let held = u64::try_from(high - low)?;
+    println!(
+        "external tls: rabbitmq (amqps) -> kafka (SASL_SSL): published {COUNT}, sent {sent}, the topic holds {held}"
+    );
+    assert_eq!(held, COUNT as u64, "each order once");
     worker.kill();
     Ok(())
 }

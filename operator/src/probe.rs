@@ -109,7 +109,11 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
             stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
             let mut frame = [0u8; 11];
             stream.read_exact(&mut frame).await?;
-            check_amqp_connection_start(&frame).map_err(wrong)
+            check_amqp_connection_start(&frame).map_err(wrong)?;
+            match login.credentials {
+                Some(_) => rabbitmq_login(host, port, login).await,
+                None => Ok(()),
+            }
         }
         Driver::Mqtt => {
             stream.write_all(&mqtt_connect(login.credentials)).await?;
@@ -126,18 +130,33 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
     }
 }
 
-/// Kafka's login (SASL, inside TLS where set), tried by librdkafka as the operator's admin
-/// client and the workers log in: a metadata request, and the authentication error its error
-/// callback reports if the broker refused.
-async fn kafka_login(host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
-    let endpoint = crate::admin::Endpoint {
+/// Where and as whom the probe logs in, as the admin clients take it.
+fn login_endpoint(host: &str, port: u16, login: &Login<'_>) -> crate::admin::Endpoint {
+    crate::admin::Endpoint {
         servers: vec![format!("{host}:{port}")],
         username: login.credentials.map(|c| c.username.clone()),
         password: login.credentials.map(|c| c.password.clone()),
         sasl_mechanism: login.sasl_mechanism,
         tls: login.tls.cloned(),
         ..crate::admin::Endpoint::default()
-    };
+    }
+}
+
+/// RabbitMQ's login (inside TLS where set), by the operator's own admin client: a refusal is
+/// the broker's ACCESS_REFUSED.
+async fn rabbitmq_login(host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
+    match crate::admin::Admin::connect(Driver::Rabbitmq, &login_endpoint(host, port, login)).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.to_string().contains("ACCESS_REFUSED") => Err(ProbeError::LoginRefused(error.to_string())),
+        Err(error) => Err(ProbeError::Io(format!("login: {error}"))),
+    }
+}
+
+/// Kafka's login (SASL, inside TLS where set), tried by librdkafka as the operator's admin
+/// client and the workers log in: a metadata request, and the authentication error its error
+/// callback reports if the broker refused.
+async fn kafka_login(host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
+    let endpoint = login_endpoint(host, port, login);
     let mut config = crate::admin::kafka_client_config(&endpoint);
     config.set("client.id", "oms-probe");
     tokio::task::spawn_blocking(move || {

@@ -7,8 +7,9 @@ use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
+use lapin::uri::{AMQPAuthority, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
@@ -25,17 +26,42 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
     let (username, password) = read_credentials(endpoint);
     // The URI as parts: user, password and virtual host go in as they are, nothing to escape.
     let uri = AMQPUri {
+        scheme: if endpoint.tls.is_some() { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
         authority: AMQPAuthority { userinfo: AMQPUserInfo { username, password }, host: host.clone(), port },
         vhost: read_vhost(endpoint),
         ..AMQPUri::default()
     };
-    let fail = |e: lapin::Error| ConnectorError::Connect {
+    let fail = |message: String| ConnectorError::Connect {
         protocol: Protocol::Amqp,
         servers: format!("{host}:{port}"),
-        message: e.to_string(),
+        message,
     };
-    let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await.map_err(fail)?;
-    connection.create_channel().await.map_err(fail)
+    let lapin_fail = |e: lapin::Error| fail(e.to_string());
+    let connection = match &endpoint.tls {
+        None => Connection::connect_uri(uri, ConnectionProperties::default()).await.map_err(lapin_fail)?,
+        Some(files) => {
+            let runtime = lapin::runtime::default_runtime().map_err(lapin_fail)?;
+            let config = tls_config(files).map_err(fail)?;
+            Connection::connect_uri_with_config(uri, ConnectionProperties::default(), config, runtime)
+                .await
+                .map_err(lapin_fail)?
+        }
+    };
+    connection.create_channel().await.map_err(lapin_fail)
+}
+
+/// amqps with the CA bundle of the files as the only trust (lapin's rustls has no roots of its
+/// own) and their certificate, if any; read at each connect, so a renewed CA counts from the
+/// next reconnect.
+fn tls_config(files: &oms_bridge_config::TlsFiles) -> Result<OwnedTLSConfig, String> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let cert_chain =
+        String::from_utf8(read(&files.ca_file)?).map_err(|e| format!("{}: {e}", files.ca_file.display()))?;
+    let identity = match &files.identity {
+        Some((cert, key)) => Some(OwnedIdentity::PKCS8 { pem: read(cert)?, key: read(key)? }),
+        None => None,
+    };
+    Ok(OwnedTLSConfig { identity, cert_chain: Some(cert_chain) })
 }
 
 /// User and password from the credentials directory, else RabbitMQ's guest account.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use oms_crds::access_point::{Driver, ExternalBroker, MessagingAccessPointSpec};
+use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
@@ -151,10 +151,6 @@ pub fn validate(
                 delete_claims: managed.delete_claims,
             })
         }
-        // Accepted, it would be ignored: the connections would stay plaintext.
-        (Driver::Rabbitmq, None, Some(ExternalBroker { tls: Some(_), .. }), None) => {
-            return Err(invalid("spec.external.tls", oms_crds::access_point::EXTERNAL_TLS_REFUSED));
-        }
         (_, None, Some(external), None) => Plan::External(External {
             servers: external
                 .servers
@@ -298,13 +294,9 @@ mod tests {
     }
 
     #[test]
-    fn external_tls_is_refused_where_it_would_be_ignored_and_kept_where_it_works() {
+    fn external_tls_is_kept_for_every_driver() {
         let tls = "tls: {caSecretRef: {name: ca, key: ca.crt}}";
-        let yaml = format!("{{driver: rabbitmq, external: {{servers: ['r1:5671'], {tls}}}}}");
-        let error = validate("x", "acme", &spec(&yaml), "local", None, &images()).expect_err("refused");
-        assert_eq!(error.field, "spec.external.tls");
-        assert!(error.message.contains("would still reach RabbitMQ brokers in plaintext"), "{error}");
-        for driver in ["kafka", "nats", "mqtt"] {
+        for driver in ["kafka", "nats", "rabbitmq", "mqtt"] {
             let yaml = format!("{{driver: {driver}, external: {{servers: ['n1:4222'], {tls}}}}}");
             let ap = validate("x", "acme", &spec(&yaml), "local", None, &images()).expect("valid");
             let Plan::External(external) = ap.plan else { panic!("external") };

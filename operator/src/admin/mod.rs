@@ -123,14 +123,6 @@ pub enum Admin {
 impl Admin {
     /// Connects to the broker behind `endpoint`.
     pub async fn connect(driver: Driver, endpoint: &Endpoint) -> Result<Self, AdminError> {
-        // Never plaintext where the binding says TLS (validation keeps these apart; this holds
-        // even if a Secret was edited by hand).
-        if endpoint.tls.is_some() && driver == Driver::Rabbitmq {
-            return Err(AdminError::Connect {
-                servers: endpoint.servers.join(","),
-                message: format!("the operator's {driver} admin client does not speak TLS yet"),
-            });
-        }
         Ok(match driver {
             Driver::Kafka => Admin::Kafka(kafka::KafkaAdmin::connect(endpoint)?),
             Driver::Nats => Admin::Nats(nats::NatsAdmin::connect(endpoint).await?),

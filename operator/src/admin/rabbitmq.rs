@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
+use lapin::uri::{AMQPAuthority, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties};
 
 use super::{AdminError, Deleted, Endpoint, Kept, Observed, retention_status, timed};
@@ -15,6 +16,18 @@ use crate::queue::plan::{Drift, QueuePlan};
 
 /// AMQP's port, for a server address without one.
 const AMQP_PORT: u16 = 5672;
+
+/// amqps with the binding's CA bundle as the only trust (lapin's rustls has no roots of its own)
+/// and its client certificate, if any; the host dialled is the name checked.
+fn tls_config(tls: &crate::binding::BrokerTls) -> OwnedTLSConfig {
+    OwnedTLSConfig {
+        cert_chain: Some(tls.ca_pem.clone()),
+        identity: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| OwnedIdentity::PKCS8 { pem: cert.clone().into_bytes(), key: key.clone().into_bytes() }),
+    }
+}
 
 pub struct RabbitAdmin {
     connection: Connection,
@@ -31,14 +44,22 @@ impl RabbitAdmin {
         };
         // The URI as parts: user, password and virtual host go in as they are, nothing to escape.
         let uri = AMQPUri {
+            scheme: if endpoint.tls.is_some() { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
             authority: AMQPAuthority { userinfo: AMQPUserInfo { username: user, password }, host, port },
             vhost: endpoint.vhost.clone().unwrap_or_else(|| "/".to_owned()),
             ..AMQPUri::default()
         };
+        let refused = |e: lapin::Error| AdminError::Connect { servers: server.clone(), message: e.to_string() };
         let connection = timed("connect", async {
-            Connection::connect_uri(uri, ConnectionProperties::default())
-                .await
-                .map_err(|e| AdminError::Connect { servers: server.clone(), message: e.to_string() })
+            match &endpoint.tls {
+                None => Connection::connect_uri(uri, ConnectionProperties::default()).await.map_err(refused),
+                Some(tls) => {
+                    let runtime = lapin::runtime::default_runtime().map_err(refused)?;
+                    Connection::connect_uri_with_config(uri, ConnectionProperties::default(), tls_config(tls), runtime)
+                        .await
+                        .map_err(refused)
+                }
+            }
         })
         .await?;
         Ok(Self { connection })
