@@ -23,6 +23,8 @@ pub const POD_MOUNT_ROOT: &str = "/etc/oms";
 pub struct PodProcess {
     child: Child,
     pub log: PathBuf,
+    /// What the process sees as `/etc/oms`.
+    dir: PathBuf,
 }
 
 impl PodProcess {
@@ -45,7 +47,17 @@ impl PodProcess {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("cannot start oms-bridge in a mount namespace")?;
-        Ok(Self { child, log })
+        Ok(Self { child, log, dir })
+    }
+
+    /// Replaces the file at `path` under `/etc/oms` with `content` in one step, as the kubelet
+    /// updates a mounted Secret.
+    pub fn update_file(&self, path: &str, content: &[u8]) -> anyhow::Result<()> {
+        let file = self.dir.join(path);
+        let partial = file.with_extension("updating");
+        std::fs::write(&partial, content)?;
+        std::fs::rename(&partial, &file)?;
+        Ok(())
     }
 
     /// Polls `admin`'s `/readyz` until it answers 200; fails at once, with the log, if the

@@ -106,6 +106,10 @@ impl TlsBrokerSpec {
 pub struct TlsBroker {
     child: Child,
     pub port: u16,
+    /// The server certificate the broker reads at start.
+    pub server: TlsPaths,
+    program: PathBuf,
+    conf: PathBuf,
 }
 
 impl TlsBroker {
@@ -159,16 +163,30 @@ impl TlsBroker {
         };
         let path = dir.join("broker.conf");
         std::fs::write(&path, conf)?;
-        let child = Command::new(program)
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
-            .spawn()?;
-        poll(&format!("the TLS-only {name} listens"), Duration::from_secs(20), || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-        })?;
-        Ok(Self { child, port })
+        let child = Self::spawn(&program, &path)?;
+        let broker = Self { child, port, server, program, conf: path };
+        broker.wait_listening()?;
+        Ok(broker)
+    }
+
+    fn spawn(program: &std::path::Path, conf: &std::path::Path) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(conf.with_file_name("stderr.log"))?;
+        Ok(Command::new(program).arg("-c").arg(conf).stdout(Stdio::null()).stderr(log).spawn()?)
+    }
+
+    fn wait_listening(&self) -> anyhow::Result<()> {
+        poll("the TLS-only broker listens", Duration::from_secs(20), || {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok().then_some(()))
+        })
+    }
+
+    /// Stops the broker (SIGKILL) and starts it again on the same port and storage with the
+    /// server certificate now in [`TlsBroker::server`]'s files: every client reconnects.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.program, &self.conf)?;
+        self.wait_listening()
     }
 }
 

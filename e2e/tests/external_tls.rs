@@ -48,6 +48,14 @@ impl TlsNats {
 
     /// Declares access point `name` at `host` with `tls` (a YAML flow mapping) and extra fields
     /// of `spec.external`; returns its Ready condition once it has `reason`.
+    /// Queue `name`'s name on its broker, once the operator has provisioned it.
+    fn provisioned(&self, queue: &str) -> anyhow::Result<String> {
+        let queue = self.s.wait_for(&format!("queue/{queue}"), "provisioned", |o| {
+            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })?;
+        Ok(queue["status"]["brokerName"].as_str().context("brokerName")?.to_owned())
+    }
+
     /// A Secret `name` with keys `username` and `password`.
     fn login_secret(&self, name: &str, username: &str, password: &str) -> anyhow::Result<()> {
         let (username, password) =
@@ -105,6 +113,21 @@ fn secret_from_files(s: &Scenario, name: &str, files: &[(&str, &std::path::Path)
     let mut args = vec!["create".to_owned(), "secret".to_owned(), "generic".to_owned(), name.to_owned()];
     args.extend(files.iter().map(|(key, path)| format!("--from-file={key}={}", path.display())));
     s.kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    Ok(())
+}
+
+/// Records `message-<i>` for each i of `range`, keyed `k<i mod 7>`, into `topic` through the
+/// plaintext listener at `address` (the test's own client), each acknowledged.
+async fn produce(address: &str, topic: &str, range: std::ops::Range<usize>) -> anyhow::Result<()> {
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", address).set("enable.idempotence", "true").create()?;
+    let records: Vec<(String, String)> = range.map(|i| (format!("k{}", i % 7), format!("message-{i}"))).collect();
+    let sends = records.iter().map(|(key, payload)| {
+        producer.send(rdkafka::producer::FutureRecord::to(topic).payload(payload).key(key), Duration::from_secs(10))
+    });
+    for delivery in futures::future::join_all(sends).await {
+        delivery.map_err(|(e, _)| e)?;
+    }
     Ok(())
 }
 
@@ -195,7 +218,9 @@ fn a_missing_ca_secret_is_named_and_nothing_connects_in_plaintext() -> anyhow::R
 }
 
 /// MQTT over TLS into NATS over mutual TLS with a login, through access points, Queues and a
-/// Bridge the operator renders; the worker runs with the files its pod would mount.
+/// Bridge the operator renders; the worker runs with the files its pod would mount. NATS is
+/// dialled by IP with `serverName: localhost`, the name its certificate carries: the probe, the
+/// stream provisioning and the worker all check that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login() -> anyhow::Result<()> {
     const COUNT: usize = 1000;
@@ -219,8 +244,9 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
          spec: {{driver: mqtt, external: {{servers: ['localhost:{mqtt}'], {CA}}}}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
-         spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], credentialsSecretRef: {{name: nats-user}}, \
-         tls: {{caSecretRef: {{name: nats-ca, key: ca.crt}}, clientCertificateSecretRef: {{name: nats-client}}}}}}}}\n---\n\
+         spec: {{driver: nats, external: {{servers: ['127.0.0.1:{nats}'], credentialsSecretRef: {{name: nats-user}}, \
+         tls: {{caSecretRef: {{name: nats-ca, key: ca.crt}}, clientCertificateSecretRef: {{name: nats-client}}, \
+         serverName: localhost}}}}}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings}}\n\
          spec: {{accessPointRef: {{name: sensors}}}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: readings-hub}}\n\
@@ -236,10 +262,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         })?;
     }
     // The stream was made through the operator's admin client, over mutual TLS with the login.
-    let queue = s.wait_for("queue/readings-hub", "provisioned", |o| {
-        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-    })?;
-    let stream = queue["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    let stream = t.provisioned("readings-hub")?;
     let readings = s.wait_for("queue/readings", "named", |o| o["status"]["brokerName"].is_string())?;
     let topic = readings["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
     let binding = s.json("secret/hub-binding")?;
@@ -258,6 +281,8 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
     }
+    let config = files.iter().find(|(path, _)| path == "config/worker.yaml").map(|(_, v)| String::from_utf8_lossy(v));
+    assert!(config.as_deref().is_some_and(|c| c.contains("serverName: localhost")), "{config:?}");
     let (mut worker, admin) = t.run_worker(&files)?;
     oms_e2e::poll("the worker's link is up", Duration::from_mins(1), || {
         Ok((oms_e2e::metric(admin, "oms_bridge_link_up", None) == 1).then_some(()))
@@ -339,14 +364,9 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
         kafka = kafka.tls_port,
         nats = t.nats.port,
     ))?;
-    let ready = |queue: &str| {
-        s.wait_for(&format!("queue/{queue}"), "provisioned", |o| {
-            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-        })
-    };
     // The topic was made by the operator's admin client over SASL_SSL.
-    let topic = ready("payments")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
-    let stream = ready("payments-hub")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    let topic = t.provisioned("payments")?;
+    let stream = t.provisioned("payments-hub")?;
     let files = t.pod_files("to-hub-oms-bridge").await?;
     let mechanism = files.iter().find(|(path, _)| path == "credentials/source/sasl_mechanism").map(|(_, v)| v.clone());
     assert_eq!(
@@ -357,21 +377,7 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
     let (mut worker, admin) = t.run_worker(&files)?;
 
     // Produced through the broker's plaintext listener, the test's own; read over SASL_SSL.
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka.broker.address())
-        .set("enable.idempotence", "true")
-        .create()?;
-    let records: Vec<(String, String)> = (0..COUNT).map(|i| (format!("k{}", i % 7), format!("payment-{i}"))).collect();
-    let deliveries: Vec<_> = records
-        .iter()
-        .map(|(key, payload)| {
-            producer
-                .send(rdkafka::producer::FutureRecord::to(&topic).payload(payload).key(key), Duration::from_secs(10))
-        })
-        .collect();
-    for delivery in futures::future::join_all(deliveries).await {
-        delivery.map_err(|(e, _)| e)?;
-    }
+    produce(&kafka.broker.address(), &topic, 0..COUNT).await?;
     let sent = oms_e2e::poll("every payment in the stream", Duration::from_mins(2), || {
         let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
         Ok((sent >= COUNT as u64).then_some(sent))
@@ -435,14 +441,9 @@ async fn a_bridge_forwards_rabbitmq_over_amqps_into_kafka_over_sasl_ssl() -> any
         rabbit = rabbit.tls_port,
         kafka = kafka.tls_port,
     ))?;
-    let ready = |queue: &str| {
-        s.wait_for(&format!("queue/{queue}"), "provisioned", |o| {
-            condition(o, "Ready").is_some_and(|c| c["status"] == "True")
-        })
-    };
     // Declared by the operator over amqps, made by it over SASL_SSL.
-    let queue = ready("orders")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
-    let topic = ready("orders-ledger")?["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
+    let queue = t.provisioned("orders")?;
+    let topic = t.provisioned("orders-ledger")?;
     let files = t.pod_files("to-ledger-oms-bridge").await?;
     let (mut worker, admin) = t.run_worker(&files)?;
 
@@ -479,5 +480,93 @@ async fn a_bridge_forwards_rabbitmq_over_amqps_into_kafka_over_sasl_ssl() -> any
     );
     assert_eq!(held, COUNT as u64, "each order once");
     worker.kill();
+    Ok(())
+}
+
+/// A CA rotated in the user's Secret reaches the worker through the binding, and a broker that
+/// comes back on a certificate of the new CA, mid-stream, loses nothing: 20,000 messages from
+/// Kafka into NATS over TLS, the NATS server restarted on its new certificate halfway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_ca_and_a_broker_on_a_new_certificate_lose_nothing() -> anyhow::Result<()> {
+    const COUNT: usize = 20_000;
+    let mut t = TlsNats::start("tls-rotate", |_| {})?;
+    let kafka = oms_e2e::Broker::up("kafka", "tls-rotate-k")?;
+    t.s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: orders}}\n\
+         spec: {{driver: kafka, external: {{servers: ['{kafka}']}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
+         spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], {CA}}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders}}\n\
+         spec: {{accessPointRef: {{name: orders}}, partitions: 1}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: orders-hub}}\n\
+         spec: {{accessPointRef: {{name: hub}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-hub}}\n\
+         spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: orders-hub}}}}}}\n",
+        kafka = kafka.address(),
+        nats = t.nats.port,
+    ))?;
+    let topic = t.provisioned("orders")?;
+    let stream = t.provisioned("orders-hub")?;
+    let files = t.pod_files("to-hub-oms-bridge").await?;
+    let (worker, admin) = t.run_worker(&files)?;
+    let sent_at_least = |count: usize| {
+        oms_e2e::poll(&format!("{count} sent"), Duration::from_mins(2), || {
+            let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
+            Ok((sent >= count as u64).then_some(sent))
+        })
+    };
+    produce(&kafka.address(), &topic, 0..COUNT / 2).await?;
+    sent_at_least(COUNT / 2)?;
+
+    // The user adds the new CA to the bundle; the operator copies it into the binding; the
+    // kubelet would update the worker's mounted file: done here from the binding itself.
+    let new_ca = Certs::new("tls-rotate-new")?;
+    let bundle = t.certs.dir.join("bundle.crt");
+    std::fs::write(
+        &bundle,
+        [std::fs::read_to_string(t.certs.dir.join("ca.crt"))?, new_ca.ca.cert_pem().to_owned()].concat(),
+    )?;
+    let replaced = t.s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "nats-ca",
+        &format!("--from-file=ca.crt={}", bundle.display()),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])?;
+    t.s.apply(&replaced)?;
+    let binding = t.s.wait_for("secret/hub-binding", "the bundle of both CAs", |o| {
+        let pem = o["data"]["CA_CERT"].as_str().and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
+        pem.is_some_and(|pem| String::from_utf8_lossy(&pem).matches("BEGIN CERTIFICATE").count() == 2)
+    })?;
+    let pem =
+        base64::engine::general_purpose::STANDARD.decode(binding["data"]["CA_CERT"].as_str().unwrap_or_default())?;
+    worker.update_file("credentials/target/ca.crt", &pem)?;
+
+    // The broker comes back on a certificate of the new CA; the worker must trust it to go on.
+    let renewed =
+        new_ca.issue("nats-renewed", "spiffe://e2e.test/nats", &["localhost"], Certs::now(), oms_e2e::HOUR)?;
+    std::fs::copy(&renewed.cert, &t.nats.server.cert)?;
+    std::fs::copy(&renewed.key, &t.nats.server.key)?;
+    t.nats.restart()?;
+    produce(&kafka.address(), &topic, COUNT / 2..COUNT).await?;
+    let sent = sent_at_least(COUNT)?;
+    let nats = async_nats::ConnectOptions::new()
+        .add_root_certificates(new_ca.dir.join("ca.crt"))
+        .require_tls(true)
+        .connect(format!("localhost:{}", t.nats.port))
+        .await?;
+    let held = async_nats::jetstream::new(nats).get_stream(&stream).await?.info().await?.state.messages;
+    let reconnects = oms_e2e::metric(admin, "oms_bridge_messages_failed_total", Some("link"));
+    println!(
+        "external tls: CA rotated and broker restarted on a new-CA certificate mid-stream: produced {COUNT}, sent {sent}, \
+         the stream holds {held}, link failures {reconnects}"
+    );
+    assert_eq!(held, COUNT as u64, "lost 0, each once");
+    let log = std::fs::read_to_string(&worker.log)?;
+    assert!(log.contains("Reloaded TLS material."), "the worker read the new bundle:\n{log}");
+    drop(worker);
     Ok(())
 }
