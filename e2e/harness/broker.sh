@@ -11,7 +11,8 @@
 # KAFKA_SASL_SSL_PORT, KAFKA_TLS_DIR, KAFKA_SASL_USER, KAFKA_SASL_PASSWORD (optional, together) at
 # `up kafka`: a second listener SASL_SSL://localhost:<port> with the server certificate
 # $KAFKA_TLS_DIR/server.pem (key and certificate) and the CA $KAFKA_TLS_DIR/ca.crt, taking that
-# user with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, as managed Kafka services do. The plaintext
+# user with PLAIN and the SCRAM mechanisms in KAFKA_SCRAM_MECHANISMS (default: SCRAM-SHA-256
+# SCRAM-SHA-512; SCRAM credentials exist for those only), as managed Kafka services do. The plaintext
 # listener on <port> stays for readiness checks and the tests' own clients.
 # RABBITMQ_SSL_PORT, RABBITMQ_TLS_DIR (optional, together) at `up rabbitmq`: an amqps listener on
 # that port with $RABBITMQ_TLS_DIR/server.crt, server.key and ca.crt; no client certificates asked.
@@ -286,7 +287,7 @@ listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.p
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
 		local mechanism
-		for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+		for mechanism in ${KAFKA_SCRAM_MECHANISMS:-SCRAM-SHA-256 SCRAM-SHA-512}; do
 			scram+=(--add-scram "$mechanism=[name=$KAFKA_SASL_USER,password=$KAFKA_SASL_PASSWORD]")
 		done
 	fi

@@ -217,15 +217,16 @@ impl Drop for TlsBroker {
 }
 
 /// A Kafka broker with a SASL_SSL listener on `localhost:<tls_port>` (server certificate from
-/// `certs`' CA, the user `user` with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), as managed Kafka
-/// services serve; its plaintext listener (`broker.port`) is for the test's own clients.
+/// `certs`' CA, the user `user` with PLAIN and SCRAM credentials for the mechanisms in `scram`
+/// only), as managed Kafka services serve; its plaintext listener (`broker.port`) is for the
+/// test's own clients.
 pub struct SaslSslKafka {
     pub broker: Broker,
     pub tls_port: u16,
 }
 
 impl SaslSslKafka {
-    pub fn start(certs: &Certs, name: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+    pub fn start(certs: &Certs, name: &str, (user, password): (&str, &str), scram: &[&str]) -> anyhow::Result<Self> {
         let tls_port = free_server_port();
         let server =
             certs.issue(&format!("kafka-{tls_port}"), "spiffe://e2e.test/kafka", &["localhost"], Certs::now(), HOUR)?;
@@ -239,6 +240,7 @@ impl SaslSslKafka {
             ("KAFKA_TLS_DIR", dir.display().to_string()),
             ("KAFKA_SASL_USER", user.to_owned()),
             ("KAFKA_SASL_PASSWORD", password.to_owned()),
+            ("KAFKA_SCRAM_MECHANISMS", scram.join(" ")),
         ];
         Ok(Self { broker: Broker::up_with("kafka", name, &env)?, tls_port })
     }

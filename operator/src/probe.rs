@@ -47,6 +47,8 @@ pub enum ProbeError {
     Tls(String),
     #[error("the broker refused the login: {0}; check spec.external.credentialsSecretRef")]
     LoginRefused(String),
+    #[error("the broker refused the connection: {0}")]
+    Refused(String),
 }
 
 impl ProbeError {
@@ -59,27 +61,45 @@ impl ProbeError {
             ProbeError::TlsNameMismatch(_) => "TlsNameMismatch",
             ProbeError::Tls(_) => "TlsHandshakeFailed",
             ProbeError::LoginRefused(_) => "LoginRefused",
-            ProbeError::Connect(_) | ProbeError::Timeout(_) | ProbeError::WrongProtocol { .. } | ProbeError::Io(_) => {
-                "Unreachable"
-            }
+            ProbeError::Connect(_)
+            | ProbeError::Timeout(_)
+            | ProbeError::WrongProtocol { .. }
+            | ProbeError::Io(_)
+            | ProbeError::Refused(_) => "Unreachable",
         }
     }
 }
 
-/// Performs `driver`'s handshake against `host:port`, as `login` says.
+/// Performs `driver`'s handshake against `host:port`, as `login` says; then, where the probe
+/// does not speak the login itself (Kafka's SASL, RabbitMQ's), the login through the operator's
+/// own clients, with a deadline of its own.
 pub async fn probe(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> Result<(), ProbeError> {
-    tokio::time::timeout(PROBE_TIMEOUT, handshake(driver, host, port, login))
-        .await
-        .map_err(|_| ProbeError::Timeout(PROBE_TIMEOUT))?
+    let timed_out = |_| ProbeError::Timeout(PROBE_TIMEOUT);
+    tokio::time::timeout(PROBE_TIMEOUT, handshake(driver, host, port, login)).await.map_err(timed_out)??;
+    match (driver, login.credentials) {
+        (Driver::Kafka, Some(_)) => {
+            tokio::time::timeout(PROBE_TIMEOUT, kafka_login(host, port, login)).await.map_err(timed_out)?
+        }
+        (Driver::Rabbitmq, Some(_)) => {
+            tokio::time::timeout(PROBE_TIMEOUT, rabbitmq_login(host, port, login)).await.map_err(timed_out)?
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A connection, plaintext or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// An I/O error of the exchange; one that TLS raised is named by its cause (with TLS 1.3 a
+/// refused client certificate shows only at the first read).
 impl From<std::io::Error> for ProbeError {
     fn from(error: std::io::Error) -> Self {
-        ProbeError::Io(error.to_string())
+        if error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some() {
+            tls_failure(&error)
+        } else {
+            ProbeError::Io(error.to_string())
+        }
     }
 }
 
@@ -99,21 +119,13 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
             stream.write_all(&kafka_api_versions_request(CORRELATION_ID)).await?;
             let mut header = [0u8; 8];
             stream.read_exact(&mut header).await?;
-            check_kafka_response(header).map_err(wrong)?;
-            match login.credentials {
-                Some(_) => kafka_login(host, port, login).await,
-                None => Ok(()),
-            }
+            check_kafka_response(header).map_err(wrong)
         }
         Driver::Rabbitmq => {
             stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
             let mut frame = [0u8; 11];
             stream.read_exact(&mut frame).await?;
-            check_amqp_connection_start(&frame).map_err(wrong)?;
-            match login.credentials {
-                Some(_) => rabbitmq_login(host, port, login).await,
-                None => Ok(()),
-            }
+            check_amqp_connection_start(&frame).map_err(wrong)
         }
         Driver::Mqtt => {
             stream.write_all(&mqtt_connect(login.credentials)).await?;
@@ -163,12 +175,17 @@ async fn kafka_login(host: &str, port: u16, login: &Login<'_>) -> Result<(), Pro
         let consumer: rdkafka::consumer::BaseConsumer<LoginErrors> = config
             .create_with_context(LoginErrors::default())
             .map_err(|e| ProbeError::Io(format!("cannot make a Kafka client: {e}")))?;
-        let result = consumer.fetch_metadata(None, PROBE_TIMEOUT.saturating_sub(Duration::from_secs(1)));
+        let result = consumer.fetch_metadata(None, PROBE_TIMEOUT.saturating_sub(Duration::from_secs(2)));
+        let refused = || consumer.context().refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if result.is_err() {
-            // Error callbacks are served by polling.
-            let _ = consumer.poll(Duration::from_millis(200));
+            // Error callbacks are served by polling, one event at a time: a transport error may
+            // come before the authentication error.
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while refused().is_none() && std::time::Instant::now() < deadline {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
         }
-        let refused = consumer.context().refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let refused = refused();
         match (result, refused) {
             (_, Some(reason)) => Err(ProbeError::LoginRefused(reason)),
             (Ok(_), None) => Ok(()),
@@ -254,7 +271,15 @@ async fn nats(tcp: TcpStream, host: &str, login: &Login<'_>) -> Result<(), Probe
         let line = read_line(&mut stream).await?;
         match line.as_str() {
             "PONG" => return Ok(()),
-            error if error.starts_with("-ERR") => return Err(ProbeError::LoginRefused(error.to_owned())),
+            error
+                if error.starts_with("-ERR")
+                    && (error.contains("Authorization") || error.contains("Authentication")) =>
+            {
+                return Err(ProbeError::LoginRefused(error.to_owned()));
+            }
+            error if error.starts_with("-ERR") => {
+                return Err(ProbeError::Refused(error.to_owned()));
+            }
             _ => {}
         }
     }

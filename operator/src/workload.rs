@@ -136,6 +136,9 @@ pub struct MountedBinding {
 pub struct BrokerTlsMount {
     pub client_certificate: bool,
     pub server_name: Option<String>,
+    /// A digest of the CA bundle, certificate and key: part of the pod template's config hash,
+    /// so that new ones roll the pods (librdkafka reads the files once per client).
+    pub digest: String,
 }
 
 impl MountedBinding {
@@ -146,6 +149,13 @@ impl MountedBinding {
         let tls = endpoint.tls.as_ref().map(|tls| BrokerTlsMount {
             client_certificate: tls.client.is_some(),
             server_name: tls.server_name.clone(),
+            digest: {
+                let (cert, key) = tls.client.clone().unwrap_or_default();
+                config_hash(
+                    &BTreeMap::from([("ca".into(), tls.ca_pem.clone()), ("cert".into(), cert), ("key".into(), key)]),
+                    "",
+                )
+            },
         });
         let login = endpoint.username.is_some();
         (login || tls.is_some()).then_some(Self { secret, login, tls })
@@ -375,7 +385,11 @@ mod tests {
         let mtls = MountedBinding {
             secret: "orders-binding".into(),
             login: false,
-            tls: Some(BrokerTlsMount { client_certificate: true, server_name: Some("nats.example".into()) }),
+            tls: Some(BrokerTlsMount {
+                client_certificate: true,
+                server_name: Some("nats.example".into()),
+                digest: String::new(),
+            }),
         };
         assert_eq!(
             mounted_keys(&mtls),

@@ -35,8 +35,8 @@ fn servers(endpoint: &Endpoint) -> String {
 /// A client of the endpoint's brokers: with credentials, logged in with the mechanism of the
 /// credentials directory's `sasl_mechanism` file (SCRAM-SHA-512 without one, what managed Kafka
 /// access points serve); over TLS with the endpoint's CA bundle (and certificate) where it has
-/// them, each broker checked against the host it advertises. librdkafka reads the files at each
-/// connect: a renewed CA is used from the next reconnect.
+/// them, each broker checked against the host it advertises. librdkafka reads the files once per
+/// client: the operator rolls the workers when they change.
 fn client(endpoint: &Endpoint) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", servers(endpoint));

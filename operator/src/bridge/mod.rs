@@ -305,6 +305,17 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
         None
     };
     let binding = secret.and_then(|secret| crate::workload::MountedBinding::of(secret, &endpoint));
+    // Never a worker without the login or the TLS settings the brokers need: it would reach
+    // them in plaintext, or trust whatever roots its client falls back to.
+    if binding.is_none() && (endpoint.username.is_some() || endpoint.tls.is_some()) {
+        return Ok(End::NotReady(
+            "BindingNotMountable",
+            format!(
+                "{what} is on {ap_what}, whose login and TLS settings are in a Secret of namespace {ap_namespace}, \
+                 which a worker in namespace {namespace} cannot mount; put the Bridge in {queue_namespace} with its Queue"
+            ),
+        ));
+    }
     Ok(End::Ready(ResolvedEnd {
         driver,
         servers: endpoint.servers,

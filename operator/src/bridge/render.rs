@@ -79,6 +79,18 @@ pub fn worker_file(
     }
 }
 
+/// What rolls the workers when it changes: the config, and the TLS material of the ends' mounted
+/// bindings.
+fn hashed_files(config: &str, source: &ResolvedEnd, target: &ResolvedEnd) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::from([("worker.yaml".to_owned(), config.to_owned())]);
+    for (role, end) in [("source", source), ("target", target)] {
+        if let Some(tls) = end.binding.as_ref().and_then(|b| b.tls.as_ref()) {
+            files.insert(format!("{role}-tls"), tls.digest.clone());
+        }
+    }
+    files
+}
+
 /// Whether the Bridge's workers take turns through a Lease: several of them on a source with no
 /// lock of its own (an MQTT session belongs to one client). The others have one: a Kafka group,
 /// an AMQP queue's exclusive consumer, a JetStream consumer's pin.
@@ -225,7 +237,7 @@ pub fn deployment(
                     labels: Some(labels(bridge)),
                     annotations: Some(BTreeMap::from([(
                         CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash(&BTreeMap::from([("worker.yaml".to_owned(), config.to_owned())]), image),
+                        config_hash(&hashed_files(config, source, target), image),
                     )])),
                     ..ObjectMeta::default()
                 }),
@@ -376,6 +388,29 @@ mod tests {
             assert!(!takes_turns(&bridge, &source), "{replicas} workers of {:?}", source.driver);
             assert!(worker_file("acme", "b", &bridge, &source, &kafka_end()).lease.is_none());
         }
+    }
+
+    #[test]
+    fn new_tls_material_of_an_end_rolls_the_worker() {
+        let bridge = spec(SPEC);
+        let config = rendered_config("acme", "b", &bridge);
+        let render = |digest: &str| {
+            let mut kafka = kafka_end();
+            kafka.binding = Some(MountedBinding {
+                secret: "orders-binding".into(),
+                login: true,
+                tls: Some(workload::BrokerTlsMount {
+                    client_certificate: false,
+                    server_name: None,
+                    digest: digest.into(),
+                }),
+            });
+            let deployment =
+                deployment("acme", "b", &bridge, "img", &config, (&kafka, &gateway_end()), OwnerReference::default());
+            deployment.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default()
+        };
+        assert_ne!(render("ca-1"), render("ca-2"), "librdkafka reads a new CA only in a new client");
+        assert_eq!(render("ca-1"), render("ca-1"));
     }
 
     #[test]

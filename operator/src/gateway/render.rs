@@ -107,6 +107,16 @@ pub fn config_map(input: &GatewayInput, config: &str, owner: &OwnerReference) ->
     }
 }
 
+/// What rolls the gateway when it changes: the config, and the TLS material of the backend's
+/// mounted binding.
+fn hashed_files(input: &GatewayInput, config: &str) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::from([("gateway.yaml".to_owned(), config.to_owned())]);
+    if let Some(tls) = input.binding.as_ref().and_then(|b| b.tls.as_ref()) {
+        files.insert("backend-tls".to_owned(), tls.digest.clone());
+    }
+    files
+}
+
 /// The gateway Deployment: one pod (the dedup window lives in it), rolled when its config changes.
 #[must_use]
 pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &OwnerReference) -> Deployment {
@@ -138,7 +148,7 @@ pub fn deployment(input: &GatewayInput, image: &str, config: &str, owner: &Owner
                     labels: Some(labels(&input.access_point)),
                     annotations: Some(BTreeMap::from([(
                         CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash(&BTreeMap::from([("gateway.yaml".to_owned(), config.to_owned())]), image),
+                        config_hash(&hashed_files(input, config), image),
                     )])),
                     ..ObjectMeta::default()
                 }),
@@ -236,7 +246,7 @@ mod tests {
         over_tls.binding = Some(MountedBinding {
             secret: "eu-nats-binding".into(),
             login: true,
-            tls: Some(workload::BrokerTlsMount { client_certificate: false, server_name: None }),
+            tls: Some(workload::BrokerTlsMount { client_certificate: false, server_name: None, digest: "d".into() }),
         });
         let config = gateway_config(&over_tls);
         let parsed = oms_bridge_config::parse_gateway("rendered", &config).unwrap_or_else(|e| panic!("{e}\n{config}"));
