@@ -9,6 +9,7 @@ use kube::{Api, ResourceExt};
 use oms_crds::access_point::{Driver, MessagingAccessPoint, SaslMechanism};
 
 use crate::admin::Endpoint;
+use crate::broker_tls::BrokerTls;
 
 /// The access point's binding Secret.
 #[must_use]
@@ -21,17 +22,6 @@ pub fn secret_name(ap: &str) -> String {
 pub struct Credentials {
     pub username: String,
     pub password: String,
-}
-
-/// How to speak TLS to the brokers: the CA bundle their certificates are checked against, the
-/// client certificate where they ask for one, and the name to check where it is not the host
-/// dialled.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BrokerTls {
-    pub ca_pem: String,
-    /// Certificate and key (PEM).
-    pub client: Option<(String, String)>,
-    pub server_name: Option<String>,
 }
 
 /// The binding Secret's TLS keys, also the file names workers mount them as (see

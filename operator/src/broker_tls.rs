@@ -10,7 +10,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::binding::BrokerTls;
+/// How to speak TLS to the brokers: the CA bundle their certificates are checked against, the
+/// client certificate where they ask for one, and the name to check where it is not the host
+/// dialled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerTls {
+    pub ca_pem: String,
+    /// Certificate and key (PEM).
+    pub client: Option<(String, String)>,
+    pub server_name: Option<String>,
+}
 
 /// A client config for `tls`; the error says which PEM is unusable.
 pub fn client_config(tls: &BrokerTls) -> Result<ClientConfig, String> {

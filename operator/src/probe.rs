@@ -11,7 +11,8 @@ use rustls::{AlertDescription, CertificateError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::binding::{BrokerTls, Credentials};
+use crate::binding::Credentials;
+use crate::broker_tls::BrokerTls;
 
 /// How long one server may take to answer the handshake.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

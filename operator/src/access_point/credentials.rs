@@ -15,7 +15,8 @@ use oms_crds::queue::Queue;
 
 use super::validate::{AccessPoint, External, Plan};
 use super::{Error, apply_named, render};
-use crate::binding::{BrokerTls, Credentials};
+use crate::binding::Credentials;
+use crate::broker_tls::BrokerTls;
 use crate::context::Context;
 use crate::drivers::credentials_secret;
 use crate::tenancy;

@@ -416,7 +416,7 @@ pub fn binding_secret(
     ap: &AccessPoint,
     hosts: &[(String, u16)],
     credentials: Option<&Credentials>,
-    tls: Option<&binding::BrokerTls>,
+    tls: Option<&crate::broker_tls::BrokerTls>,
     owner: &OwnerReference,
 ) -> Secret {
     let endpoint = crate::admin::Endpoint {

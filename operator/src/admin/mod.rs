@@ -38,7 +38,7 @@ pub struct Endpoint {
     /// Kafka: the SASL mechanism of the login; SCRAM-SHA-512 when none.
     pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
     /// TLS towards the brokers; plaintext when none.
-    pub tls: Option<crate::binding::BrokerTls>,
+    pub tls: Option<crate::broker_tls::BrokerTls>,
 }
 
 /// What the broker holds for a queue.

@@ -19,7 +19,7 @@ const AMQP_PORT: u16 = 5672;
 
 /// amqps with the binding's CA bundle as the only trust (lapin's rustls has no roots of its own)
 /// and its client certificate, if any; the host dialled is the name checked.
-fn tls_config(tls: &crate::binding::BrokerTls) -> OwnedTLSConfig {
+fn tls_config(tls: &crate::broker_tls::BrokerTls) -> OwnedTLSConfig {
     OwnedTLSConfig {
         cert_chain: Some(tls.ca_pem.clone()),
         identity: tls
