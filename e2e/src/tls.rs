@@ -191,6 +191,21 @@ impl TlsBroker {
 }
 
 impl TlsBroker {
+    /// JetStream of this (NATS) broker over TLS, at `localhost`, trusting `ca` only; `options`
+    /// bring the login and client certificate, if any.
+    pub async fn jetstream(
+        &self,
+        ca: &std::path::Path,
+        options: async_nats::ConnectOptions,
+    ) -> anyhow::Result<async_nats::jetstream::Context> {
+        let client = options
+            .add_root_certificates(ca.to_owned())
+            .require_tls(true)
+            .connect(format!("localhost:{}", self.port))
+            .await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
     /// An MQTT client of this (Mosquitto) broker over TLS that trusts `ca`.
     pub fn mqtt_client(
         &self,

@@ -1321,12 +1321,7 @@ async fn a_worker_reaches_a_tls_only_nats_with_its_ca_and_nothing_with_another()
     let certs = Certs::new("nats-tls")?;
     let nats = TlsBroker::start(&certs, &TlsBrokerSpec::localhost(TlsBrokerKind::Nats))?;
     let ca = certs.dir.join("ca.crt");
-    let client = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca.clone())
-        .require_tls(true)
-        .connect(format!("localhost:{}", nats.port))
-        .await?;
-    let js = jetstream::new(client);
+    let js = nats.jetstream(&ca, async_nats::ConnectOptions::new()).await?;
     js.create_stream(jetstream::stream::Config {
         name: "tls-out".into(),
         subjects: vec!["tls-out".into()],
@@ -1466,12 +1461,7 @@ async fn a_gateway_reaches_a_tls_only_nats_backend_with_its_ca_and_nothing_with_
     let certs = Certs::new("gw-tls-backend")?;
     let nats = TlsBroker::start(&certs, &TlsBrokerSpec::localhost(TlsBrokerKind::Nats))?;
     let ca = certs.dir.join("ca.crt");
-    let client = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca.clone())
-        .require_tls(true)
-        .connect(format!("localhost:{}", nats.port))
-        .await?;
-    let js = jetstream::new(client);
+    let js = nats.jetstream(&ca, async_nats::ConnectOptions::new()).await?;
     js.create_stream(jetstream::stream::Config {
         name: "gw-tls".into(),
         subjects: vec!["gw-tls".into()],

@@ -303,13 +303,10 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         Ok((sent >= COUNT as u64).then_some(sent))
     })?;
     polling.abort();
-    let nats = async_nats::ConnectOptions::with_user_and_password("app".into(), "secret".into())
-        .add_root_certificates(t.certs.dir.join("ca.crt"))
-        .add_client_certificate(client.cert.clone(), client.key.clone())
-        .require_tls(true)
-        .connect(format!("localhost:{}", t.nats.port))
-        .await?;
-    let held = async_nats::jetstream::new(nats).get_stream(&stream).await?.info().await?.state.messages;
+    let options = async_nats::ConnectOptions::with_user_and_password("app".into(), "secret".into())
+        .add_client_certificate(client.cert.clone(), client.key.clone());
+    let js = t.nats.jetstream(&t.certs.dir.join("ca.crt"), options).await?;
+    let held = js.get_stream(&stream).await?.info().await?.state.messages;
     println!(
         "external tls: mqtt (TLS) -> nats (mTLS + login): published {COUNT}, sent {sent}, the stream holds {held}"
     );
@@ -403,12 +400,8 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
         let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
         Ok((sent >= COUNT as u64).then_some(sent))
     })?;
-    let nats = async_nats::ConnectOptions::new()
-        .add_root_certificates(t.certs.dir.join("ca.crt"))
-        .require_tls(true)
-        .connect(format!("localhost:{}", t.nats.port))
-        .await?;
-    let held = async_nats::jetstream::new(nats).get_stream(&stream).await?.info().await?.state.messages;
+    let js = t.nats.jetstream(&t.certs.dir.join("ca.crt"), async_nats::ConnectOptions::new()).await?;
+    let held = js.get_stream(&stream).await?.info().await?.state.messages;
     println!(
         "external tls: kafka (SASL_SSL, SCRAM-SHA-256) -> nats (TLS): produced {COUNT}, sent {sent}, the stream holds {held}"
     );
@@ -574,12 +567,8 @@ async fn a_rotated_ca_and_a_broker_on_a_new_certificate_lose_nothing() -> anyhow
     t.nats.restart()?;
     produce(&kafka.address(), &topic, COUNT / 2..COUNT).await?;
     let sent = sent_at_least(COUNT)?;
-    let nats = async_nats::ConnectOptions::new()
-        .add_root_certificates(new_ca.dir.join("ca.crt"))
-        .require_tls(true)
-        .connect(format!("localhost:{}", t.nats.port))
-        .await?;
-    let held = async_nats::jetstream::new(nats).get_stream(&stream).await?.info().await?.state.messages;
+    let js = t.nats.jetstream(&new_ca.dir.join("ca.crt"), async_nats::ConnectOptions::new()).await?;
+    let held = js.get_stream(&stream).await?.info().await?.state.messages;
     let reconnects = oms_e2e::metric(admin, "oms_bridge_messages_failed_total", Some("link"));
     println!(
         "external tls: CA rotated and broker restarted on a new-CA certificate mid-stream: produced {COUNT}, sent {sent}, \

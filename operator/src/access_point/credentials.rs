@@ -122,7 +122,6 @@ async fn recorded_names(ctx: &Context, ap: &AccessPoint) -> Result<Vec<(String, 
         .collect())
 }
 
-/// `username` and `password` of a credentials Secret.
 /// The TLS settings of an external access point with `spec.external.tls`, read from the Secrets
 /// and ConfigMap it names; a missing object or key is [`Error::TlsMaterialMissing`], naming it.
 pub(super) async fn broker_tls(ctx: &Context, ap: &AccessPoint) -> Result<Option<BrokerTls>, Error> {
@@ -194,6 +193,7 @@ fn text_of(data: BTreeMap<String, ByteString>) -> BTreeMap<String, String> {
     data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect()
 }
 
+/// `username` and `password` of a credentials Secret.
 async fn read_credentials(secrets: &Api<Secret>, name: &str) -> Result<Credentials, Error> {
     let secret = secrets.get(name).await.map_err(|source| Error::ReadSecret { name: name.to_owned(), source })?;
     Ok(secret_credentials(&secret))

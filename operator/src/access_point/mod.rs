@@ -210,11 +210,11 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
         (Plan::External(_), _) => {
             let mut results = Vec::with_capacity(hosts.len());
-            let sasl_mechanism = match &ap.plan {
-                Plan::External(external) => external.sasl_mechanism,
-                _ => None,
+            let login = Login {
+                credentials: logins.binding.as_ref(),
+                tls: tls.as_ref(),
+                sasl_mechanism: ap.plan.sasl_mechanism(),
             };
-            let login = Login { credentials: logins.binding.as_ref(), tls: tls.as_ref(), sasl_mechanism };
             for (host, port) in &hosts {
                 results.push((format!("{host}:{port}"), probe(ap.driver, host, *port, &login).await));
             }

@@ -424,10 +424,7 @@ pub fn binding_secret(
         username: credentials.map(|c| c.username.clone()),
         password: credentials.map(|c| c.password.clone()),
         vhost: Some(vhost(ap)),
-        sasl_mechanism: match &ap.plan {
-            Plan::External(external) => external.sasl_mechanism,
-            _ => None,
-        },
+        sasl_mechanism: ap.plan.sasl_mechanism(),
         tls: tls.cloned(),
     };
     let mut data = binding::keys(&endpoint, access_point_url(ap, hosts), ap.driver);

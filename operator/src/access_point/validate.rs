@@ -47,6 +47,17 @@ pub enum Plan {
     },
 }
 
+impl Plan {
+    /// Kafka: the SASL mechanism of an external access point's login, as its spec names it.
+    #[must_use]
+    pub fn sasl_mechanism(&self) -> Option<oms_crds::access_point::SaslMechanism> {
+        match self {
+            Plan::External(external) => external.sasl_mechanism,
+            _ => None,
+        }
+    }
+}
+
 /// A broker cluster the operator runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Managed {
