@@ -66,6 +66,7 @@ impl std::fmt::Display for Driver {
     shortname = "accesspoint",
     printcolumn = r#"{"name":"Driver","type":"string","jsonPath":".spec.driver"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"TLS","type":"string","jsonPath":".status.tls"}"#,
     printcolumn = r#"{"name":"Access point","type":"string","jsonPath":".status.accessPoint"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
@@ -86,6 +87,8 @@ impl std::fmt::Display for Driver {
         .message(SERVER_NAME_REFUSED),
     validation = Rule::new("!has(self.external) || !has(self.external.saslMechanism) || self.driver == 'kafka'")
         .message("spec.external.saslMechanism is for driver kafka: the SASL mechanism of a Kafka login"),
+    validation = Rule::new("!has(self.tls) || has(self.managed)")
+        .message("spec.tls is for managed access points (the brokers the operator runs); for a broker that already exists set spec.external.tls"),
 )]
 pub struct MessagingAccessPointSpec {
     /// The broker family: kafka, nats, rabbitmq, mqtt, or gateway (another cloud's OMS gateway).
@@ -128,6 +131,26 @@ pub struct MessagingAccessPointSpec {
     /// Default: only this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharing: Option<Sharing>,
+
+    /// TLS of the brokers the operator runs (managed only). Default: every client listener
+    /// (and Kafka's and NATS's links between brokers) speaks TLS with a certificate from the
+    /// operator's CA, and the binding Secret carries that CA (`CA_CERT`) with `TLS=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ManagedTls>,
+}
+
+/// TLS of a managed access point's brokers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedTls {
+    /// `false` keeps the listeners in plaintext (passwords then travel in clear text), said in
+    /// `status.tls`. Default true.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// A broker cluster the operator runs.
@@ -386,6 +409,10 @@ pub struct MessagingAccessPointStatus {
     /// Broker pods that are ready (managed access points).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// How clients reach the brokers: `Enabled` (TLS, checked against the binding's `CA_CERT`)
+    /// or `Disabled` (plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     /// host:port where this access point's gateway is reachable, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_endpoint: Option<String>,

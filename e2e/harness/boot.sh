@@ -13,6 +13,9 @@
 #   run_as    (optional) the uid (and gid) the broker runs as, the pod's runAsUser
 #   client_user  (optional) "name:password" the round trip's client logs in with
 #   client_vhost (optional) the RabbitMQ virtual host it uses (default /)
+#   client_ca    (optional) the CA the binding carries: the listener speaks TLS, the round trip
+#                checks the broker's certificate against it (by the pod's DNS name), and then a
+#                plaintext client with the same login must be refused ("plaintext refused")
 #   attempts.sh  (optional) a client script run instead of the round trip, in the pod's network,
 #                with the pod's DNS name and port as arguments; its output and status are the result
 #
@@ -182,6 +185,8 @@ password=
 if [[ -f $pod/client_user ]]; then
 	IFS=: read -r user password <"$pod/client_user" || true # no newline at the end
 fi
+ca=
+[[ ! -f $pod/client_ca ]] || ca=$pod/client_ca
 
 # A test's own client script instead of the round trip: it runs here (the pod's network), with
 # the tools on PATH, and its output and exit status are the result.
@@ -197,32 +202,50 @@ case $kind in
 kafka)
 	java_tool() { java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$pod/tools/kafka-libs/*" "$@" 2>>"$pod/client.log"; }
 	# Every listener authenticates: SCRAM as client_user.
-	kafka_client_properties "$user" "$password" >"$pod/client.properties"
+	kafka_client_properties "$user" "$password" "$ca" >"$pod/client.properties"
 	# Bootstrap by the pod's DNS name: proves the advertised listener clients are sent to.
 	printf '%s\n' "$message" | java_tool org.apache.kafka.tools.ConsoleProducer --producer.config "$pod/client.properties" \
 		--bootstrap-server "$pod_host:$port" --topic boot --producer-property acks=all
 	got=$(java_tool org.apache.kafka.tools.consumer.ConsoleConsumer --consumer.config "$pod/client.properties" \
 		--bootstrap-server "$pod_host:$port" --topic boot --from-beginning --max-messages 1 --timeout-ms 60000) || true
+	# The console producer logs a failed send and still exits 0: its own error line is the verdict.
+	plaintext_refused() {
+		local said
+		kafka_client_properties "$user" "$password" >"$pod/plain.properties"
+		said=$(printf 'plain\n' | java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$pod/tools/kafka-libs/*" \
+			org.apache.kafka.tools.ConsoleProducer --producer.config "$pod/plain.properties" \
+			--bootstrap-server "$pod_host:$port" --topic boot --producer-property acks=all \
+			--producer-property max.block.ms=8000 2>&1) || true
+		printf '%s\n' "$said"
+		[[ $said == *"Error when sending message"* ]]
+	}
 	;;
 nats)
 	nats() {
 		XDG_CONFIG_HOME=$pod/client "$pod/tools/nats" --server "nats://$pod_host:$port" --timeout 10s \
-			${user:+--user "$user" --password "$password"} "$@"
+			${user:+--user "$user" --password "$password"} ${ca:+--tlsca "$ca"} "$@"
 	}
 	nats stream add BOOT --subjects 'boot.>' --storage file --defaults >/dev/null
 	nats pub --jetstream boot.one "$message" >/dev/null
 	got=$(nats sub boot.one --stream BOOT --all --count 1 --raw --wait 10s) || true
+	plaintext_refused() {
+		! XDG_CONFIG_HOME=$pod/client "$pod/tools/nats" --server "nats://$pod_host:$port" --timeout 5s \
+			${user:+--user "$user" --password "$password"} pub boot.one plain
+	}
 	;;
 rabbitmq)
 	# The tenant's user (the operator's definitions) in its virtual host, by the pod's DNS name; a
 	# quorum queue as the Queue controller declares them, publisher-confirmed, fetched back.
 	vhost=/
 	[[ ! -f $pod/client_vhost ]] || vhost=$(cat "$pod/client_vhost")
-	got=$("$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$user:$password" "$message" "$vhost" <<'PY'
-import sys, pika
+	amqp_python() { "$pod/tools/amqp-venv/bin/python" - "$pod_host" "$port" "$user:$password" "$message" "$vhost" "$@"; }
+	got=$(amqp_python "$ca" <<'PY'
+import ssl, sys, pika
 host, port, user, message, vhost = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[4], sys.argv[5]
+# amqps where the pod dir has a CA: the broker's certificate checked against it, by the pod's name.
+tls = pika.SSLOptions(ssl.create_default_context(cafile=sys.argv[6]), host) if sys.argv[6] else None
 params = pika.ConnectionParameters(host, port, virtual_host=vhost, credentials=pika.PlainCredentials(*user),
-                                   connection_attempts=10, retry_delay=1)
+                                   connection_attempts=10, retry_delay=1, ssl_options=tls)
 with pika.BlockingConnection(params) as connection:
     channel = connection.channel()
     channel.confirm_delivery()
@@ -236,18 +259,42 @@ with pika.BlockingConnection(params) as connection:
         connection.sleep(0.2)
 PY
 	) || true
+	plaintext_refused() {
+		! amqp_python <<'PY'
+import sys, pika
+host, port, user, vhost = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(":", 1), sys.argv[5]
+params = pika.ConnectionParameters(host, port, virtual_host=vhost, credentials=pika.PlainCredentials(*user),
+                                   connection_attempts=1, socket_timeout=5, blocked_connection_timeout=5)
+pika.BlockingConnection(params).close()
+PY
+	}
 	;;
 mqtt)
 	auth=()
 	[[ -z $user ]] || auth=(-u "$user" -P "$password")
-	mosquitto_pub -h "$pod_host" -p "$port" "${auth[@]}" -q 1 -r -t boot/one -m "$message"
-	got=$(mosquitto_sub -h "$pod_host" -p "$port" "${auth[@]}" -q 1 -t boot/one -C 1 -W 10) || true
+	tls=()
+	[[ -z $ca ]] || tls=(--cafile "$ca")
+	mosquitto_pub -h "$pod_host" -p "$port" "${auth[@]}" "${tls[@]}" -q 1 -r -t boot/one -m "$message"
+	got=$(mosquitto_sub -h "$pod_host" -p "$port" "${auth[@]}" "${tls[@]}" -q 1 -t boot/one -C 1 -W 10) || true
+	plaintext_refused() {
+		! timeout 10 mosquitto_pub -h "$pod_host" -p "$port" "${auth[@]}" -q 1 -t boot/plain -m plain
+	}
 	;;
 esac
+refused=
+if [[ -n $ca && $got == *"$message"* ]]; then
+	# The same login without TLS, against the TLS listener: the broker must not take it.
+	if plaintext_refused >>"$pod/client.log" 2>&1; then refused=yes; else refused=no; fi
+fi
 kill -KILL "$broker" 2>/dev/null || true
 wait "$broker" 2>/dev/null || true
-if [[ $got == *"$message"* ]]; then
-	echo "boot: $kind round trip ok"
+if [[ $refused == no ]]; then
+	echo "boot: $kind took a plaintext client on its TLS listener; client log:" >&2
+	tail -n 20 "$pod/client.log" >&2
+	exit 1
+elif [[ $got == *"$message"* ]]; then
+	echo "boot: $kind round trip ok${ca:+ over TLS}"
+	[[ $refused != yes ]] || echo "boot: $kind plaintext client refused"
 else
 	echo "boot: $kind round trip failed: sent '$message', got '$got'; broker log:" >&2
 	tail -n 40 "$pod/broker.log" >&2

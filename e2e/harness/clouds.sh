@@ -203,22 +203,34 @@ fi
 echo "produced $MESSAGES"' >/dev/null
 }
 
-# The tenant's credentials and a broker's address in cloud B, read once: nats_b runs often.
-nats_user='' nats_password='' nats_server='' nats_netns=''
+# The tenant's credentials and a broker's address in cloud B, read once: nats_b runs often. The
+# brokers speak TLS (the binding's TLS and CA_CERT): the CLI checks their certificate by the pod's
+# DNS name, which a hosts file of its own maps to the pod's address.
+nats_user='' nats_password='' nats_host='' nats_netns='' nats_files=''
 nats_login() {
-	local secret
+	local secret address
 	secret=$(kc "$1" -n "$TENANT" get secret demo-nats-binding -o json)
 	nats_user=$(jq -r '.data.USERNAME // empty | @base64d' <<<"$secret")
 	nats_password=$(jq -r '.data.PASSWORD // empty | @base64d' <<<"$secret")
 	# demo-nats-0 is never the broker e2e-nodes.sh deletes.
-	nats_server=$(kc "$1" -n "$TENANT" get pod demo-nats-0 -o jsonpath='{.status.podIP}')
+	address=$(kc "$1" -n "$TENANT" get pod demo-nats-0 -o jsonpath='{.status.podIP}')
+	nats_host=demo-nats-0.demo-nats.$TENANT.svc
 	nats_netns=$(net "$1" NETNS)
+	nats_files=$ROOT/e2e/.state/$1/nats-client
+	mkdir -p "$nats_files"
+	printf '127.0.0.1 localhost\n%s %s\n' "$address" "$nats_host" >"$nats_files/hosts"
+	rm -f "$nats_files/ca.crt"
+	[[ $(jq -r '.data.TLS // empty | @base64d' <<<"$secret") != true ]] ||
+		jq -r '.data.CA_CERT | @base64d' <<<"$secret" >"$nats_files/ca.crt"
 }
 # nats_b, optionally under a deadline: `nats_b_within <seconds> <nats arguments>...`.
 nats_b_within() {
-	local seconds=$1
+	local seconds=$1 ca=
 	shift
-	timeout "$seconds" ip netns exec "$nats_netns" "$BIN/nats" --server "nats://$nats_server:4222" \
+	[[ ! -f $nats_files/ca.crt ]] || ca=$nats_files/ca.crt
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	timeout "$seconds" ip netns exec "$nats_netns" unshare --mount sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' \
+		"$nats_files/hosts" "$BIN/nats" --server "nats://$nats_host:4222" ${ca:+--tlsca "$ca"} \
 		${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
 }
 nats_b() { nats_b_within infinity "$@"; }

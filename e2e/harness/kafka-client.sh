@@ -6,9 +6,15 @@
 #   kubectl run <pod> ... --override-type=strategic --overrides="$(kafka_login <pod> <binding Secret>)" \
 #     --command -- /bin/sh -c '... '"$KAFKA_CLIENT_PROPERTIES"' ... --command-config "$CONFIG" ...'
 
-# kafka_client_properties <user> <password>: the tools' client properties.
+# kafka_client_properties <user> <password> [<CA file>]: the tools' client properties; with a CA
+# file, SASL over TLS with the brokers' certificates checked against it.
 kafka_client_properties() {
-	printf '%s\n' security.protocol=SASL_PLAINTEXT sasl.mechanism=SCRAM-SHA-512 \
+	if [ -n "${3:-}" ]; then
+		printf '%s\n' security.protocol=SASL_SSL ssl.truststore.type=PEM "ssl.truststore.location=$3"
+	else
+		printf '%s\n' security.protocol=SASL_PLAINTEXT
+	fi
+	printf '%s\n' sasl.mechanism=SCRAM-SHA-512 \
 		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$1\" password=\"$2\";"
 }
 
@@ -17,8 +23,11 @@ kafka_login() {
 	printf '{"spec":{"containers":[{"name":"%s","envFrom":[{"secretRef":{"name":"%s"}}]}]}}' "$1" "$2"
 }
 
-# Shell lines for such a pod (its sh is dash): the client properties from that environment, in $CONFIG.
+# Shell lines for such a pod (its sh is dash): the client properties from that environment, in $CONFIG;
+# where the binding says TLS=true, its CA_CERT in a file the properties name.
 # shellcheck disable=SC2034 # for the scripts that source this
 KAFKA_CLIENT_PROPERTIES="CONFIG=/tmp/client.properties
 $(declare -f kafka_client_properties)
-kafka_client_properties \"\$USERNAME\" \"\$PASSWORD\" >\"\$CONFIG\""
+ca=
+if [ \"\$TLS\" = true ]; then ca=/tmp/ca.crt; printf '%s\\n' \"\$CA_CERT\" >\"\$ca\"; fi
+kafka_client_properties \"\$USERNAME\" \"\$PASSWORD\" \$ca >\"\$CONFIG\""

@@ -1,5 +1,6 @@
 //! The operator's PKI against a real API server: the cluster CA, each Bridge's certificate with
-//! its SPIFFE identity, renewal before expiry, the expiry metric, and clean-up with the Bridge.
+//! its SPIFFE identity, renewal before expiry, the expiry metric, and clean-up with the Bridge;
+//! a managed broker's server certificate and the roll a renewal makes.
 //! Certificates are checked with openssl, not with our own code.
 
 use std::process::Command;
@@ -228,5 +229,99 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_worklo
         let what = format!("{object}/edge-oms-gateway");
         assert!(kubectl_json(cluster, namespace, &what)?.is_none(), "{what} is removed with the gateway");
     }
+    Ok(())
+}
+
+/// The pod template's config hash of a StatefulSet.
+fn config_hash(cluster: &Cluster, namespace: &str, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(kubectl_json(cluster, namespace, &format!("statefulset/{name}"))?.and_then(|sts| {
+        sts["spec"]["template"]["metadata"]["annotations"]["openmessaging.cloud/config-hash"]
+            .as_str()
+            .map(str::to_owned)
+    }))
+}
+
+#[test]
+fn a_managed_broker_serves_a_certificate_for_every_pod_from_our_ca_alone_and_a_renewal_rolls_it() -> anyhow::Result<()>
+{
+    let case = PkiCase::new("pki-broker")?;
+    let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
+    // A peer cloud's CA in the trust bundle: bridges and gateways trust it, the brokers must not.
+    let peer = oms_pki::Ca::generate("peer cloud CA", Duration::from_hours(1))?;
+    std::fs::write(dir.join("peers.pem"), peer.cert_pem())?;
+    let peers = dir.join("peers.pem").display().to_string();
+    let _operator = case.operator(
+        "cloud-a.oms",
+        &["--peer-trust-bundle", &peers, "--broker-certificate-lifetime-seconds", LIFETIME_SECONDS],
+    )?;
+    cluster.apply(
+        namespace,
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {name: edge}\n\
+         spec: {driver: nats, managed: {replicas: 3}}\n",
+    )?;
+    let secret = poll("the brokers' certificate Secret", DEADLINE, || {
+        kubectl_json(cluster, namespace, "secret/edge-broker-tls")
+    })?;
+    let ca = kubectl_json(cluster, namespace, "secret/oms-ca")?.ok_or_else(|| anyhow::anyhow!("no CA Secret"))?;
+    let (cert, ca_cert) = (secret_field(&secret, "tls.crt")?, secret_field(&ca, "tls.crt")?);
+    let san = openssl_x509(dir, "broker.crt", &cert, &["-ext", "subjectAltName"])?;
+    std::fs::write(dir.join("ca.crt"), &ca_cert)?;
+    let verified = run_ok(
+        Command::new("openssl").arg("verify").arg("-CAfile").arg(dir.join("ca.crt")).arg(dir.join("broker.crt")),
+    )?;
+    println!("pki: broker certificate {}; openssl verify: {}", san.trim().replace('\n', " "), verified.trim());
+    for name in [
+        format!("DNS:*.edge.{namespace}.svc"),
+        format!("DNS:edge-client.{namespace}.svc"),
+        format!("URI:spiffe://cloud-a.oms/ns/{namespace}/broker/edge"),
+    ] {
+        assert!(san.contains(&name), "{name} in {san}");
+    }
+    assert!(verified.trim().ends_with(": OK"), "{verified}");
+    assert_eq!(secret_field(&secret, "ca.crt")?, ca_cert, "the brokers trust our CA alone, not the peers'");
+
+    // Clients are told: TLS on, checked against our CA alone; the status says TLS is on.
+    let binding = poll("the binding says TLS", DEADLINE, || {
+        let binding = kubectl_json(cluster, namespace, "secret/edge-binding")?;
+        Ok(binding.filter(|b| secret_field(b, "TLS").is_ok_and(|tls| tls == "true")))
+    })?;
+    assert_eq!(secret_field(&binding, "CA_CERT")?, ca_cert);
+    let ap = kubectl_json(cluster, namespace, "messagingaccesspoint/edge")?.ok_or_else(|| anyhow::anyhow!("gone"))?;
+    assert_eq!(ap["status"]["tls"], "Enabled", "{ap}");
+    let sts = kubectl_json(cluster, namespace, "statefulset/edge")?.ok_or_else(|| anyhow::anyhow!("no StatefulSet"))?;
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "edge-broker-tls"), "mounted: {volumes:?}");
+
+    // Renewed at two thirds of the 30 s lifetime: a new certificate, and the pods roll to it.
+    let hash = config_hash(cluster, namespace, "edge")?.ok_or_else(|| anyhow::anyhow!("no config hash"))?;
+    let renewed = poll("the brokers' certificate renewed", Duration::from_secs(45), || {
+        let Some(current) = kubectl_json(cluster, namespace, "secret/edge-broker-tls")? else { return Ok(None) };
+        let pem = secret_field(&current, "tls.crt")?;
+        Ok((pem != cert).then_some(pem))
+    })?;
+    assert!(openssl_x509(dir, "renewed.crt", &renewed, &["-ext", "subjectAltName"])?.contains("broker/edge"));
+    poll("the pod template rolls to the renewed certificate", DEADLINE, || {
+        Ok(config_hash(cluster, namespace, "edge")?.filter(|now| *now != hash))
+    })?;
+
+    // Plaintext on request: said in status and binding, nothing mounted.
+    run_ok(
+        cluster
+            .kubectl()
+            .args(["-n", namespace, "patch", "messagingaccesspoint/edge", "--type=merge", "-p"])
+            .arg(r#"{"spec": {"tls": {"enabled": false}}}"#),
+    )?;
+    poll("status.tls Disabled", DEADLINE, || {
+        let ap = kubectl_json(cluster, namespace, "messagingaccesspoint/edge")?;
+        Ok(ap.filter(|ap| ap["status"]["tls"] == "Disabled"))
+    })?;
+    let binding = kubectl_json(cluster, namespace, "secret/edge-binding")?.ok_or_else(|| anyhow::anyhow!("gone"))?;
+    assert_eq!(secret_field(&binding, "TLS")?, "false");
+    let sts = kubectl_json(cluster, namespace, "statefulset/edge")?.ok_or_else(|| anyhow::anyhow!("no StatefulSet"))?;
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    assert!(volumes.iter().all(|v| v["name"] != "tls"), "nothing mounted without TLS: {volumes:?}");
+    println!(
+        "pki: broker certificate renewed and rolled; spec.tls.enabled false -> status.tls Disabled, binding TLS=false"
+    );
     Ok(())
 }

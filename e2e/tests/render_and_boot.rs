@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_e2e::{repo_root, run};
-use oms_operator::access_point::render::managed_objects;
+use std::time::Duration;
+
+use oms_operator::access_point::render::{managed_objects, server_names};
 use oms_operator::access_point::validate::{Plan, validate};
 use oms_operator::drivers::DefaultImages;
 use oms_operator::drivers::managed_driver;
@@ -69,9 +71,33 @@ fn generated_secrets(tenants: &[String]) -> BTreeMap<String, String> {
 
 /// Boots the rendered pod and runs the round trip (or `attempts`, a client script run in the
 /// pod's network with its DNS name and port); returns what it printed.
+/// What the access point controller issues with TLS: a certificate from a CA for the names it
+/// renders, in the Secret's layout (`tls/`), and the CA alone as the binding carries it.
+fn write_server_certificate(dir: &Path) -> anyhow::Result<()> {
+    let ca = oms_pki::Ca::generate("boot CA", Duration::from_hours(1))?;
+    let identity = oms_pki::SpiffeId {
+        trust_domain: "boot.oms".into(),
+        namespace: NAMESPACE.into(),
+        kind: "broker".into(),
+        name: NAME.into(),
+    };
+    let issued = ca.issue(&oms_pki::Leaf::new(&identity, server_names(NAME, NAMESPACE), Duration::from_hours(1)))?;
+    std::fs::write(dir.join("tls/tls.crt"), &issued.cert_pem)?;
+    std::fs::write(dir.join("tls/tls.key"), &issued.key_pem)?;
+    std::fs::write(dir.join("tls/ca.crt"), ca.cert_pem())?;
+    // Readable by the broker's user, as the pod's fsGroup makes it.
+    run(std::process::Command::new("chmod").args(["0444"]).arg(dir.join("tls/tls.key")))?;
+    std::fs::write(dir.join("client_ca"), ca.cert_pem())?;
+    Ok(())
+}
+
+/// With TLS (the default) the round trip checks the broker's certificate against the CA, and a
+/// plaintext client with the same login is refused.
 fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
     let output = boot_with(driver, "round-trip", spec_yaml, None)?;
-    assert!(output.contains("round trip ok"), "{driver}: {output}");
+    assert!(output.contains(&format!("{driver} round trip ok over TLS")), "{driver}: {output}");
+    assert!(output.contains(&format!("{driver} plaintext client refused")), "{driver}: {output}");
+    println!("{driver}: round trip over TLS with the binding's CA; plaintext clients refused: 1 of 1");
     Ok(())
 }
 
@@ -86,12 +112,15 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
         uid: "00010203-0405-0607-0809-0a0b0c0d0e0f".into(),
         ..OwnerReference::default()
     };
-    let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner);
+    let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner, Some("boot-certificate"));
 
     let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["files", "data", "tmp", "secret"] {
+    for sub in ["files", "data", "tmp", "secret", "tls"] {
         std::fs::create_dir_all(dir.join(sub))?;
+    }
+    if managed.tls {
+        write_server_certificate(&dir)?;
     }
     // The image's broker user writes the data volume (fsGroup in a pod).
     run(std::process::Command::new("chmod").args(["-R", "0777"]).arg(dir.join("data")).arg(dir.join("tmp")))?;
@@ -151,6 +180,7 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
             "data" => Path::new("data"),
             "tmp" => Path::new("tmp"),
             "credentials" => Path::new("secret"),
+            "tls" => Path::new("tls"),
             other => anyhow::bail!("{driver}: volume {other} is not provided by boot.sh"),
         })
     };
@@ -169,7 +199,7 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
     let output = run(std::process::Command::new(repo_root().join("e2e/harness/boot.sh"))
         .arg(kind)
         .arg(&dir)
-        .arg(broker.client_port().to_string()))?;
+        .arg(broker.client_port(managed.tls).to_string()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{kind}:\n{stdout}\n{stderr}");
@@ -354,11 +384,15 @@ fn kafka_attempts(permissive: bool) -> String {
     format!("cd /\nexec kafka-tenancy \"$1\" \"$2\" {} {ADMIN_PASSWORD}{mode}\n", tenancy::ADMIN_USER)
 }
 
-/// The spec the tenancy tests boot: `oms`'s access point, shared with `globex`.
+/// The spec the tenancy tests boot: `oms`'s access point, shared with `globex`. In plaintext
+/// (`spec.tls.enabled: false`, which these boots prove renders a working broker): who may do
+/// what is the same either way, and the attempts use the clients as they come.
 fn shared_spec(driver: Driver) -> String {
     // RabbitMQ: the only version this machine has (the renderer renders by it).
     let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
-    format!("{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}}}")
+    format!(
+        "{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}, tls: {{enabled: false}}}}"
+    )
 }
 
 #[test]

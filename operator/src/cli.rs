@@ -77,6 +77,11 @@ pub struct Args {
     #[arg(long, env = "OMS_CERTIFICATE_LIFETIME_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(15..=31_536_000))]
     pub certificate_lifetime_seconds: u64,
 
+    /// Lifetime of managed brokers' server certificates; renewed at two thirds of it, which rolls
+    /// the brokers one pod at a time.
+    #[arg(long, env = "OMS_BROKER_CERTIFICATE_LIFETIME_SECONDS", default_value_t = 7_776_000, value_parser = clap::value_parser!(u64).range(15..=31_536_000))]
+    pub broker_certificate_lifetime_seconds: u64,
+
     /// Image of oms-bridge, used for bridge workers and gateways.
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]
     pub bridge_image: String,

@@ -100,9 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (candidate, lost)
         }));
     }
-    let mut pki = load_pki(&args, &ctx.client).await?;
-    pki.peer_trust_domains.clone_from(&args.peer_trust_domains);
-    let pki = Arc::new(pki);
+    let pki = Arc::new(load_pki(&args, &ctx.client).await?);
     ctx.metrics
         .certificate_expiry_timestamp_seconds
         .with_label_values(&[pki.namespace.as_str(), oms_operator::pki::CA_SECRET])
@@ -110,8 +108,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // One watch over all namespaces, or one per watched namespace.
     let scopes: Vec<Option<String>> =
         if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    let access_points: Vec<_> =
-        scopes.iter().cloned().map(|scope| access_point::run(ctx.clone(), scope, shutdown.clone())).collect();
+    let access_points: Vec<_> = scopes
+        .iter()
+        .cloned()
+        .map(|scope| access_point::run(ctx.clone(), pki.clone(), scope, shutdown.clone()))
+        .collect();
     let queues: Vec<_> = scopes.iter().cloned().map(|scope| queue::run(ctx.clone(), scope, shutdown.clone())).collect();
     let bridges: Vec<_> =
         scopes.iter().cloned().map(|scope| bridge::run(ctx.clone(), pki.clone(), scope, shutdown.clone())).collect();
@@ -146,7 +147,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster CA from its Secret (created on first start) and the trust bundle.
+/// The cluster CA from its Secret (created on first start), the trust bundle, and the lifetimes
+/// and peers of what it issues.
 async fn load_pki(args: &Args, client: &kube::Client) -> anyhow::Result<oms_operator::pki::Pki> {
     let namespace = args.pki_namespace.clone().unwrap_or_else(own_namespace);
     let peers = match &args.peer_trust_bundle {
@@ -155,7 +157,11 @@ async fn load_pki(args: &Args, client: &kube::Client) -> anyhow::Result<oms_oper
         None => String::new(),
     };
     let lifetime = Duration::from_secs(args.certificate_lifetime_seconds);
-    Ok(oms_operator::pki::Pki::load_or_create(client, &namespace, &args.trust_domain, &peers, lifetime).await?)
+    let mut pki =
+        oms_operator::pki::Pki::load_or_create(client, &namespace, &args.trust_domain, &peers, lifetime).await?;
+    pki.broker_lifetime = Duration::from_secs(args.broker_certificate_lifetime_seconds);
+    pki.peer_trust_domains.clone_from(&args.peer_trust_domains);
+    Ok(pki)
 }
 
 /// How long reconciles in flight may finish after SIGTERM.

@@ -43,6 +43,9 @@ pub struct Pki {
     /// Our CA first, then the peer bundles we accept: what every bridge and gateway trusts.
     pub bundle: String,
     pub leaf_lifetime: Duration,
+    /// Lifetime of managed brokers' server certificates: a renewal rolls the brokers, so it is
+    /// longer than the bridges' and gateways', which reload theirs.
+    pub broker_lifetime: Duration,
     /// Where the CA lives.
     pub namespace: String,
     pub ca_not_after: OffsetDateTime,
@@ -95,6 +98,7 @@ impl Pki {
             trust_domain: trust_domain.to_owned(),
             bundle,
             leaf_lifetime,
+            broker_lifetime: leaf_lifetime,
             namespace: namespace.to_owned(),
             ca_not_after,
             peer_trust_domains: Vec::new(),
@@ -112,9 +116,15 @@ impl Pki {
         }
     }
 
-    /// A fresh leaf for `identity` (and `dns_names` for a server).
-    pub fn issue(&self, identity: &SpiffeId, dns_names: Vec<String>) -> Result<Issued, PkiError> {
-        Ok(self.ca.issue(&Leaf::new(identity, dns_names, self.leaf_lifetime))?)
+    /// A fresh leaf for `identity` (and `dns_names` for a server), valid for `lifetime`.
+    pub fn issue(&self, identity: &SpiffeId, dns_names: Vec<String>, lifetime: Duration) -> Result<Issued, PkiError> {
+        Ok(self.ca.issue(&Leaf::new(identity, dns_names, lifetime))?)
+    }
+
+    /// Our CA's certificate alone (PEM): what clients of the brokers we run check them against.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
     }
 }
 

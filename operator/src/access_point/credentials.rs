@@ -19,6 +19,7 @@ use crate::binding::Credentials;
 use crate::broker_tls::BrokerTls;
 use crate::context::Context;
 use crate::drivers::credentials_secret;
+use crate::pki::Pki;
 use crate::tenancy;
 
 /// Who logs in to an access point's broker.
@@ -73,12 +74,14 @@ pub(super) async fn apply_kafka_tenants(
     ap: &AccessPoint,
     hosts: &[(String, u16)],
     logins: &Logins,
+    tls: Option<&BrokerTls>,
 ) -> Result<(), String> {
     let Some(admin) = &logins.admin else { return Ok(()) };
     let endpoint = crate::admin::Endpoint {
         servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
         username: Some(admin.username.clone()),
         password: Some(admin.password.clone()),
+        tls: tls.cloned(),
         ..crate::admin::Endpoint::default()
     };
     let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
@@ -122,9 +125,13 @@ async fn recorded_names(ctx: &Context, ap: &AccessPoint) -> Result<Vec<(String, 
         .collect())
 }
 
-/// The TLS settings of an external access point with `spec.external.tls`, read from the Secrets
-/// and ConfigMap it names; a missing object or key is [`Error::TlsMaterialMissing`], naming it.
-pub(super) async fn broker_tls(ctx: &Context, ap: &AccessPoint) -> Result<Option<BrokerTls>, Error> {
+/// How clients speak TLS to the brokers: a managed access point's are checked against our CA;
+/// an external one's settings (`spec.external.tls`) are read from the Secrets and ConfigMap it
+/// names, and a missing object or key is [`Error::TlsMaterialMissing`], naming it.
+pub(super) async fn broker_tls(ctx: &Context, pki: &Pki, ap: &AccessPoint) -> Result<Option<BrokerTls>, Error> {
+    if ap.plan.serves_tls() {
+        return Ok(Some(BrokerTls { ca_pem: pki.ca_pem().to_owned(), client: None, server_name: None }));
+    }
     let Plan::External(External { tls: Some(tls), .. }) = &ap.plan else { return Ok(None) };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);
     let secret_data = |name: String| {

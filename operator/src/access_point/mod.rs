@@ -36,10 +36,13 @@ use self::render::{access_point_url, binding_secret, client_hosts, managed_objec
 use self::validate::{AccessPoint, Managed, Plan, RunningKafka, validate};
 use crate::apply::{apply, apply_status};
 use crate::binding;
+use crate::broker_tls::BrokerTls;
+use crate::certificates::{self, CertificateError, Subject};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
-use crate::drivers::{BrokerDriver, capabilities, managed_driver};
+use crate::drivers::{BrokerDriver, capabilities, managed_driver, tls_secret};
 use crate::metrics::keep_resources_gauge;
+use crate::pki::Pki;
 use crate::probe::{Login, probe};
 
 /// The `kind` label of this controller's metrics.
@@ -78,6 +81,8 @@ pub enum Error {
     ReadConfigMap { name: String, source: kube::Error },
     #[error("{message}")]
     TlsMaterialMissing { message: String },
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
 }
 
 impl Error {
@@ -95,12 +100,14 @@ impl Error {
             Error::CredentialsLost { .. } => "credentials_lost",
             Error::ReadConfigMap { .. } => "read_config_map",
             Error::TlsMaterialMissing { .. } => "tls_material_missing",
+            Error::Certificate(error) => error.metric_label(),
         }
     }
 }
 
-/// Runs the controller until `shutdown`; one watch over `namespace`, or all namespaces.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: CancellationToken) {
+/// Runs the controller until `shutdown`; one watch over `namespace`, or all namespaces. `pki`
+/// issues the managed brokers' server certificates.
+pub async fn run(ctx: Arc<Context>, pki: Arc<Pki>, namespace: Option<String>, shutdown: CancellationToken) {
     let namespace = namespace.as_deref();
     // Children are watched by our label only: the operator does not cache every Secret.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=oms-operator");
@@ -113,26 +120,27 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: Cancell
     let reconciling = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, Arc::new((ctx, pki)))
         .for_each(|_| futures::future::ready(()));
     futures::join!(reconciling, counting);
 }
 
-async fn reconcile(map: Arc<MessagingAccessPoint>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(map: Arc<MessagingAccessPoint>, state: Arc<(Arc<Context>, Arc<Pki>)>) -> Result<Action, Error> {
+    let (ctx, pki) = (&state.0, &state.1);
     let started = Instant::now();
-    let result = Box::pin(reconcile_access_point(&map, &ctx)).await;
+    let result = Box::pin(reconcile_access_point(&map, ctx, pki)).await;
     ctx.metrics.observe_reconcile(KIND, result.as_ref().map_or_else(Error::metric_label, |_| "success"), started);
     result
 }
 
 // The signature is the error policy callback of kube-runtime.
 #[allow(clippy::needless_pass_by_value)]
-fn error_policy(map: Arc<MessagingAccessPoint>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(map: Arc<MessagingAccessPoint>, error: &Error, _state: Arc<(Arc<Context>, Arc<Pki>)>) -> Action {
     tracing::warn!(message = "Reconcile failed; retrying.", access_point = %map.name_any(), namespace = ?map.namespace(), %error);
     Action::requeue(RETRY_SOON)
 }
 
-async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki) -> Result<Action, Error> {
     let namespace = map.namespace().unwrap_or_default();
     let name = map.name_any();
     let (Some(owner), Some(uid)) = (map.controller_owner_ref(&()), map.uid()) else {
@@ -189,7 +197,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
         }
         Err(error) => return Err(error),
     };
-    let tls = match broker_tls(ctx, &ap).await {
+    let tls = match broker_tls(ctx, pki, &ap).await {
         Ok(tls) => tls,
         // Secrets and ConfigMaps of users are not watched: look again soon.
         Err(Error::TlsMaterialMissing { message }) => {
@@ -203,8 +211,9 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     let mut observed = MessagingAccessPointStatus::default();
     let (decided, requeue) = match (&ap.plan, broker) {
         (Plan::Managed(managed), Some(broker)) => {
-            let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner };
-            let (decided, requeue, ready) = apply_managed(ctx, map, &cluster, &hosts, &logins).await?;
+            let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, pki };
+            let (decided, requeue, ready) =
+                Box::pin(apply_managed(ctx, map, &cluster, &hosts, &logins, tls.as_ref())).await?;
             observed.ready_replicas = ready;
             (decided, requeue)
         }
@@ -226,6 +235,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context) -> Re
     apply_binding_secret(ctx, &binding_secret(&ap, &hosts, logins.binding.as_ref(), tls.as_ref(), &owner)).await?;
 
     observed.access_point = Some(access_point_url(&ap, &hosts));
+    observed.tls = status::tls(&ap, tls.is_some());
     observed.binding_secret = Some(binding::secret_name(&name));
     observed.capabilities = Some(capabilities(ap.driver));
     observed.gateway_endpoint = ap.gateway.as_ref().map(|g| g.endpoint(&name, &namespace));
@@ -241,6 +251,23 @@ struct Cluster<'a> {
     broker: &'a dyn BrokerDriver,
     uid: &'a str,
     owner: &'a OwnerReference,
+    /// Issues the brokers' server certificate, with TLS.
+    pki: &'a Pki,
+}
+
+/// The brokers' server certificate: their pods' names through the headless Service and the
+/// client Service's, from our CA, trusting our CA alone.
+fn server_certificate(map: &MessagingAccessPoint, ap: &AccessPoint, pki: &Pki, owner: &OwnerReference) -> Subject {
+    Subject {
+        namespace: ap.namespace.clone(),
+        secret: tls_secret(&ap.name),
+        identity: pki.identity(&ap.namespace, "broker", &ap.name),
+        dns_names: render::server_names(&ap.name, &ap.namespace),
+        trusts: pki.ca_pem().to_owned(),
+        lifetime: pki.broker_lifetime,
+        owner: owner.clone(),
+        object: map.object_ref(&()),
+    }
 }
 
 /// Applies a managed cluster's objects, then its tenants' broker users where they go through the
@@ -251,9 +278,17 @@ async fn apply_managed(
     cluster: &Cluster<'_>,
     hosts: &[(String, u16)],
     logins: &Logins,
+    tls: Option<&BrokerTls>,
 ) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
-    let Cluster { ap, managed, broker, uid, owner } = *cluster;
-    let objects = managed_objects(ap, managed, broker, uid, owner);
+    let Cluster { ap, managed, broker, uid, owner, pki } = *cluster;
+    let certificate = if managed.tls {
+        Some(certificates::ensure(ctx, pki, server_certificate(map, ap, pki, owner)).await?)
+    } else {
+        None
+    };
+    let objects = managed_objects(ap, managed, broker, uid, owner, certificate.as_ref().map(|c| c.digest.as_str()));
+    // A certificate due for renewal is looked at in time.
+    let recheck = |requeue: Duration| certificate.as_ref().map_or(requeue, |c| requeue.min(c.recheck_in));
     apply_named(ctx, "ServiceAccount", &objects.service_account).await?;
     apply_named(ctx, "ConfigMap", &objects.config_map).await?;
     apply_named(ctx, "Service", &objects.headless_service).await?;
@@ -272,19 +307,19 @@ async fn apply_managed(
             let mut users_failed = false;
             if ap.driver == Driver::Kafka
                 && ready > 0
-                && let Err(message) = apply_kafka_tenants(ctx, ap, hosts, logins).await
+                && let Err(message) = apply_kafka_tenants(ctx, ap, hosts, logins, tls).await
             {
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }
             let requeue = if ready >= managed.replicas && !users_failed { RESYNC } else { RETRY_SOON };
-            Ok((decided, requeue, Some(ready)))
+            Ok((decided, recheck(requeue), Some(ready)))
         }
         // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
         Err(kube::Error::Api(status)) if status.code == 422 => {
             let message = format!("the StatefulSet cannot take this change: {}", status.message);
             publish(ctx, map, EventType::Warning, "UpdateRefused", &message).await;
-            Ok((status::apply_refused(message), RESYNC, None))
+            Ok((status::apply_refused(message), recheck(RESYNC), None))
         }
         Err(source) => Err(Error::Apply { kind: "StatefulSet", name: ap.name.clone(), source }),
     }

@@ -73,12 +73,12 @@ pub fn broker_network_policy(
         },
         NetworkPolicyIngressRule {
             from: Some(vec![NetworkPolicyPeer { namespace_selector: Some(tenants), ..NetworkPolicyPeer::default() }]),
-            ports: Some(vec![port(broker.client_port())]),
+            ports: Some(vec![port(broker.client_port(ap.plan.serves_tls()))]),
         },
         NetworkPolicyIngressRule { from: Some(vec![operator]), ports: None },
     ];
     let metrics: Vec<NetworkPolicyPort> = broker
-        .ports()
+        .ports(ap.plan.serves_tls())
         .iter()
         .filter(|(name, _)| METRICS_PORTS.contains(name))
         .map(|(_, number)| port(*number))

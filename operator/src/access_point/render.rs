@@ -20,7 +20,7 @@ use oms_crds::access_point_url::AccessPointUrl;
 
 use super::validate::{AccessPoint, Managed, Plan};
 use crate::binding::{self, Credentials};
-use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod};
+use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod, tls_secret};
 use crate::workload::{CONFIG_HASH_ANNOTATION, config_hash};
 
 /// Label naming the access point an object belongs to; orphans are found by it.
@@ -77,6 +77,19 @@ pub fn client_service_name(ap: &str) -> String {
 pub fn config_map_name(ap: &str) -> String {
     format!("{ap}-config")
 }
+/// Names the brokers' server certificate carries: every pod through the headless Service (a
+/// wildcard, so that scaling needs no new certificate) and the client Service, short and long.
+#[must_use]
+pub fn server_names(ap: &str, namespace: &str) -> Vec<String> {
+    let (headless, client) = (headless_service_name(ap), client_service_name(ap));
+    vec![
+        format!("*.{headless}.{namespace}.svc"),
+        format!("*.{headless}.{namespace}.svc.cluster.local"),
+        format!("{client}.{namespace}.svc"),
+        format!("{client}.{namespace}.svc.cluster.local"),
+    ]
+}
+
 /// Kafka's cluster id: the object's uid as 22 characters of unpadded URL-safe base64, so that
 /// it is stable for the object's life and unique across access points. Never with a leading `-`
 /// (1 uid in 64): `kafka-storage format --cluster-id -x...` takes it for an option and the
@@ -113,7 +126,8 @@ pub struct ManagedObjects {
     pub stateful_set: StatefulSet,
 }
 
-/// Renders a managed broker cluster.
+/// Renders a managed broker cluster; `certificate` is a digest of the server certificate the
+/// brokers serve (with TLS), part of the config hash so that a renewed one rolls them.
 #[must_use]
 pub fn managed_objects(
     ap: &AccessPoint,
@@ -121,6 +135,7 @@ pub fn managed_objects(
     broker: &dyn BrokerDriver,
     uid: &str,
     owner: &OwnerReference,
+    certificate: Option<&str>,
 ) -> ManagedObjects {
     let input = BrokerInput {
         name: ap.name.clone(),
@@ -131,11 +146,16 @@ pub fn managed_objects(
         image: managed.image.clone(),
         tenants: crate::tenancy::tenants(&ap.namespace, &ap.shared_with),
         shared: !ap.shared_with.is_empty(),
+        tls: managed.tls,
     };
     let mut pod = broker.render(&input);
-    let config_hash = config_hash(&pod.files, &managed.image);
+    let mut hashed = pod.files.clone();
+    if let Some(digest) = certificate {
+        hashed.insert("tls".into(), digest.to_owned());
+    }
+    let config_hash = config_hash(&hashed, &managed.image);
     let service_ports: Vec<ServicePort> = broker
-        .ports()
+        .ports(managed.tls)
         .iter()
         .map(|(name, port)| ServicePort {
             name: Some((*name).to_owned()),
@@ -199,33 +219,7 @@ fn stateful_set(
     config_hash: String,
     owner: &OwnerReference,
 ) -> StatefulSet {
-    let mut volumes = vec![
-        Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(&ap.name),
-                default_mode: Some(0o555),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-    ];
-    if let Some(secret_file) = &pod.secret_file {
-        volumes.push(Volume {
-            name: "credentials".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret_file.secret.clone()),
-                items: Some(vec![KeyToPath {
-                    key: secret_file.key.clone(),
-                    path: secret_file.file.clone(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-    }
+    let mut volumes = volumes(ap, managed, &pod);
     let volume_claim_templates = if let Some((size, class)) = &managed.storage {
         Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta { name: Some("data".into()), labels: Some(labels(ap)), ..ObjectMeta::default() },
@@ -296,11 +290,59 @@ fn stateful_set(
     }
 }
 
+/// The pod's volumes besides its data: config, /tmp, the certificate with TLS, the credentials
+/// file where the driver reads one.
+fn volumes(ap: &AccessPoint, managed: &Managed, pod: &BrokerPod) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&ap.name),
+                default_mode: Some(0o555),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+    ];
+    if managed.tls {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls_secret(&ap.name)),
+                // The broker's group (fsGroup) reads the key; nobody else does.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(secret_file) = &pod.secret_file {
+        volumes.push(Volume {
+            name: "credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_file.secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: secret_file.key.clone(),
+                    path: secret_file.file.clone(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
 fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod) -> Container {
     let mut env = vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")];
     env.extend(pod.env);
     let client_probe = Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(i32::from(broker.client_port())), host: None }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(i32::from(broker.client_port(managed.tls))),
+            host: None,
+        }),
         period_seconds: Some(10),
         ..Probe::default()
     };
@@ -309,6 +351,14 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         VolumeMount { name: "data".into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
         VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
     ];
+    if managed.tls {
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: broker.tls_dir().into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     if let Some(secret_file) = &pod.secret_file {
         mounts.push(VolumeMount {
             name: "credentials".into(),
@@ -324,7 +374,7 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         env: Some(env),
         ports: Some(
             broker
-                .ports()
+                .ports(managed.tls)
                 .iter()
                 .map(|(name, port)| ContainerPort {
                     name: Some((*name).to_owned()),
@@ -367,7 +417,7 @@ pub fn client_hosts(ap: &AccessPoint, broker: Option<&dyn BrokerDriver>) -> Vec<
             .map(|ordinal| {
                 (
                     format!("{}-{ordinal}.{}.{}.svc", ap.name, headless_service_name(&ap.name), ap.namespace),
-                    broker.client_port(),
+                    broker.client_port(managed.tls),
                 )
             })
             .collect(),
@@ -472,7 +522,7 @@ mod tests {
     fn render(yaml: &str) -> (AccessPoint, ManagedObjects) {
         let (ap, m) = managed(yaml);
         let broker = managed_driver(ap.driver).expect("driver");
-        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner());
+        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner(), Some("certificate"));
         (ap, objects)
     }
 
@@ -537,6 +587,55 @@ mod tests {
         let base = hash("{driver: kafka, managed: {replicas: 1}}");
         assert_eq!(base, hash("{driver: kafka, managed: {replicas: 1}}"));
         assert_ne!(base, hash("{driver: kafka, managed: {replicas: 1, config: {log.retention.hours: '1'}}}"));
+    }
+
+    #[test]
+    fn the_server_certificate_names_every_pod_and_the_client_service() {
+        let names = server_names("orders-kafka", "acme");
+        let (ap, _) = managed("{driver: kafka, managed: {replicas: 3}}");
+        for (host, _) in client_hosts(&ap, managed_driver(ap.driver)) {
+            let wildcard = format!("*.{}", host.split_once('.').expect("a pod host").1);
+            assert!(names.contains(&wildcard), "{host} is covered by {names:?}");
+        }
+        assert!(names.contains(&"orders-kafka-client.acme.svc".to_owned()));
+    }
+
+    #[test]
+    fn a_renewed_server_certificate_changes_the_pod_template_hash() {
+        let (ap, m) = managed("{driver: nats, managed: {replicas: 3}}");
+        let broker = managed_driver(ap.driver).expect("driver");
+        let hash = |certificate| {
+            let sts = managed_objects(&ap, &m, broker, &owner().uid, &owner(), certificate).stateful_set;
+            sts.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")
+                [CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(hash(Some("first")), hash(Some("first")));
+        assert_ne!(hash(Some("first")), hash(Some("renewed")), "a new certificate rolls the brokers");
+    }
+
+    #[test]
+    fn with_tls_the_certificate_secret_is_mounted_for_the_broker_group_and_tls_ports_are_served() {
+        let (ap, objects) = render("{driver: mqtt, managed: {replicas: 1}}");
+        let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == "tls").expect("a tls volume");
+        let secret = volume.secret.clone().expect("from a Secret");
+        assert_eq!(
+            (secret.secret_name.as_deref(), secret.default_mode),
+            (Some("orders-kafka-broker-tls"), Some(0o440))
+        );
+        let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "tls").expect("mounted");
+        assert_eq!(mount.mount_path, "/mosquitto/tls");
+        let probe = pod.containers[0].readiness_probe.clone().and_then(|p| p.tcp_socket).expect("tcp probe");
+        assert_eq!(probe.port, IntOrString::Int(8883));
+        assert_eq!(client_hosts(&ap, managed_driver(ap.driver))[0].1, 8883);
+        let client = objects.client_service.spec.and_then(|s| s.ports).expect("ports");
+        assert_eq!((client[0].name.as_deref(), client[0].port), (Some("mqtts"), 8883));
+
+        let (ap, objects) = render("{driver: mqtt, managed: {replicas: 1}, tls: {enabled: false}}");
+        let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != "tls"), "no certificate without TLS");
+        assert_eq!(client_hosts(&ap, managed_driver(ap.driver))[0].1, 1883);
     }
 
     #[test]

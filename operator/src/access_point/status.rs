@@ -3,7 +3,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use oms_crds::common::condition_type::READY;
 
-use super::validate::InvalidSpec;
+use super::validate::{AccessPoint, InvalidSpec, Plan};
 use crate::conditions::{Decided, Status};
 use crate::probe::ProbeError;
 
@@ -110,6 +110,14 @@ pub fn gateway() -> Vec<Decided> {
         "NotProbed",
         "the other cloud's gateway is reached with mTLS by the bridges that use it",
     )]
+}
+
+/// `status.tls`: whether clients reach the brokers over TLS (`tls` says whether the binding
+/// carries TLS settings); a gateway access point is always reached with mTLS.
+#[must_use]
+pub fn tls(ap: &AccessPoint, tls: bool) -> Option<String> {
+    let enabled = tls || matches!(ap.plan, Plan::Gateway { .. });
+    Some(if enabled { "Enabled" } else { "Disabled" }.to_owned())
 }
 
 /// Conditions of a spec the operator cannot act on.

@@ -56,6 +56,12 @@ impl Plan {
             _ => None,
         }
     }
+
+    /// Whether the brokers the operator runs speak TLS (`spec.tls`, on by default).
+    #[must_use]
+    pub fn serves_tls(&self) -> bool {
+        matches!(self, Plan::Managed(Managed { tls: true, .. }))
+    }
 }
 
 /// A broker cluster the operator runs.
@@ -72,6 +78,8 @@ pub struct Managed {
     pub config: BTreeMap<String, String>,
     /// Whether the volume claims go with the access point.
     pub delete_claims: bool,
+    /// Whether the listeners speak TLS with a certificate from the operator's CA (`spec.tls`).
+    pub tls: bool,
 }
 
 /// A broker cluster that already exists.
@@ -160,6 +168,7 @@ pub fn validate(
                 resources: managed.resources.clone(),
                 config: managed.config.clone(),
                 delete_claims: managed.delete_claims,
+                tls: spec.tls.as_ref().is_none_or(|tls| tls.enabled),
             })
         }
         (_, None, Some(external), None) => Plan::External(External {
@@ -178,6 +187,13 @@ pub fn validate(
         }),
         _ => return Err(invalid("spec", "set exactly one of spec.managed and spec.external")),
     };
+    if spec.tls.is_some() && !matches!(plan, Plan::Managed(_)) {
+        return Err(invalid(
+            "spec.tls",
+            "spec.tls is for managed access points (the brokers the operator runs); for a broker that already exists set \
+             spec.external.tls",
+        ));
+    }
     let gateway = match &spec.gateway {
         Some(g) if g.enabled && spec.driver == Driver::Gateway => {
             return Err(invalid("spec.gateway", "a gateway access point cannot expose a gateway of its own"));
@@ -268,6 +284,18 @@ mod tests {
         .expect_err("refused");
         assert_eq!(error.field, "spec.managed.config");
         assert!(error.message.contains("listeners set by the operator"), "{error}");
+    }
+
+    #[test]
+    fn managed_brokers_serve_tls_unless_spec_tls_turns_it_off_and_only_managed_ones_take_it() {
+        let tls =
+            |yaml: &str| validate("k", "acme", &spec(yaml), "local", None, &images()).map(|ap| ap.plan.serves_tls());
+        assert_eq!(tls("{driver: nats, managed: {}}"), Ok(true));
+        assert_eq!(tls("{driver: nats, managed: {}, tls: {}}"), Ok(true));
+        assert_eq!(tls("{driver: nats, managed: {}, tls: {enabled: false}}"), Ok(false));
+        let error = tls("{driver: nats, external: {servers: ['n:4222']}, tls: {enabled: true}}").expect_err("refused");
+        assert_eq!(error.field, "spec.tls");
+        assert!(error.message.contains("spec.external.tls"), "{error}");
     }
 
     #[test]

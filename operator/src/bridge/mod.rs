@@ -181,10 +181,12 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
         secret: certificate_secret_name(&name),
         namespace: namespace.clone(),
         dns_names: Vec::new(),
+        trusts: pki.bundle.clone(),
+        lifetime: pki.leaf_lifetime,
         owner: owner.clone(),
         object: bridge.object_ref(&()),
     };
-    let renew_in = certificates::ensure(ctx, pki, subject).await?;
+    let renew_in = certificates::ensure(ctx, pki, subject).await?.recheck_in;
     let ends = match (source, target) {
         (End::Ready(source), End::Ready(target)) => (source, target),
         (End::NotReady(reason, message), _) | (_, End::NotReady(reason, message)) => {

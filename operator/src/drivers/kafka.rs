@@ -11,6 +11,9 @@
 //! operator's user gets its SCRAM credential when the storage is formatted. Its name and password
 //! come from the credentials Secret as environment and are written into the pod's own copy of
 //! the properties, never into the ConfigMap.
+//!
+//! With TLS (the default) every listener is SASL_SSL with the pod's certificate from the
+//! operator's CA, and brokers and controllers check each other's names against it.
 
 use std::fmt::Write as _;
 
@@ -25,7 +28,10 @@ pub const ADMIN_USER_ENV: &str = "OMS_ADMIN_USER";
 const CLIENT_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
 const CONFIG_DIR: &str = "/etc/oms/kafka";
+const TLS_DIR: &str = "/etc/oms/kafka-tls";
 const DATA_DIR: &str = "/var/lib/kafka/data";
+/// The pod's own copy of its key and certificate as Kafka reads them (start.sh writes it).
+const KEYSTORE: &str = "/tmp/keystore.pem";
 
 /// Controller voters for a cluster of `replicas` brokers: the largest odd number up to 5.
 #[must_use]
@@ -47,12 +53,8 @@ impl BrokerDriver for Kafka {
         }
     }
 
-    fn client_port(&self) -> u16 {
-        CLIENT_PORT
-    }
-
-    fn ports(&self) -> &'static [(&'static str, u16)] {
-        &[("kafka", CLIENT_PORT), ("controller", CONTROLLER_PORT)]
+    fn ports(&self, _tls: bool) -> Vec<(&'static str, u16)> {
+        vec![("kafka", CLIENT_PORT), ("controller", CONTROLLER_PORT)]
     }
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
@@ -81,11 +83,23 @@ impl BrokerDriver for Kafka {
             "listener.name.controller.sasl.enabled.mechanisms",
             "listener.name.client.scram-sha-512.sasl.jaas.config",
             "listener.name.controller.plain.sasl.jaas.config",
+            "ssl.keystore.type",
+            "ssl.keystore.location",
+            "ssl.keystore.certificate.chain",
+            "ssl.keystore.key",
+            "ssl.truststore.type",
+            "ssl.truststore.location",
+            "ssl.truststore.certificates",
+            "ssl.endpoint.identification.algorithm",
         ]
     }
 
     fn config_dir(&self) -> &'static str {
         CONFIG_DIR
+    }
+
+    fn tls_dir(&self) -> &'static str {
+        TLS_DIR
     }
 
     fn data_dir(&self) -> &'static str {
@@ -105,10 +119,13 @@ impl BrokerDriver for Kafka {
         let copies = broker.replicas.min(3);
         let min_isr = broker.replicas.clamp(1, 2);
         let mut properties = String::from("# Rendered by oms-operator; per-pod keys are added by start.sh.\n");
+        // Every link (clients, brokers, controllers) is SASL over TLS, or SASL in plaintext when
+        // TLS is off; brokers check each other's names like any client.
+        let protocol = if broker.tls { "SASL_SSL" } else { "SASL_PLAINTEXT" };
         let _ = write!(
             properties,
             "controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n\
+             listener.security.protocol.map=CLIENT:{protocol},CONTROLLER:{protocol}\n\
              inter.broker.listener.name=CLIENT\n\
              listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512\n\
              sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n\
@@ -125,7 +142,20 @@ impl BrokerDriver for Kafka {
              min.insync.replicas={min_isr}\n",
             quorum.join(",")
         );
+        if broker.tls {
+            let _ = write!(
+                properties,
+                "ssl.keystore.type=PEM\n\
+                 ssl.keystore.location={KEYSTORE}\n\
+                 ssl.truststore.type=PEM\n\
+                 ssl.truststore.location={TLS_DIR}/ca.crt\n\
+                 ssl.endpoint.identification.algorithm=https\n"
+            );
+        }
         properties.push_str(&passthrough_lines(&broker.config, "="));
+        // Kafka reads a PEM key store as one file, the key and its certificate chain.
+        let keystore =
+            if broker.tls { format!("cat {TLS_DIR}/tls.key {TLS_DIR}/tls.crt > {KEYSTORE}\n") } else { String::new() };
 
         let start = format!(
             r#"#!/bin/sh
@@ -151,7 +181,7 @@ fi
   echo "listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$OMS_ADMIN_USER\" password=\"$OMS_ADMIN_PASSWORD\";"
   echo "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$OMS_ADMIN_USER\" password=\"$OMS_ADMIN_PASSWORD\" user_$OMS_ADMIN_USER=\"$OMS_ADMIN_PASSWORD\";"
 }} > /tmp/server.properties
-if [ ! -f {DATA_DIR}/meta.properties ]; then
+{keystore}if [ ! -f {DATA_DIR}/meta.properties ]; then
   /opt/kafka/bin/kafka-storage.sh format --cluster-id {cluster_id} --config /tmp/server.properties --ignore-formatted \
     --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]"
 fi
@@ -189,6 +219,7 @@ mod tests {
             image: "img:1.0".into(),
             tenants: vec!["acme".into()],
             shared: false,
+            tls: true,
         }
     }
 
@@ -216,8 +247,28 @@ mod tests {
     }
 
     #[test]
-    fn every_listener_authenticates_and_the_operator_is_the_only_super_user() {
+    fn every_link_is_sasl_over_tls_with_the_mounted_certificate() {
         let pod = Kafka.render(&input(3));
+        let properties = &pod.files["server.properties"];
+        assert!(properties.contains("listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:SASL_SSL\n"));
+        assert!(properties.contains("ssl.keystore.location=/tmp/keystore.pem\nssl.truststore.type=PEM\n"));
+        assert!(properties.contains("ssl.truststore.location=/etc/oms/kafka-tls/ca.crt\n"));
+        let start = &pod.files["start.sh"];
+        assert!(
+            start.contains("cat /etc/oms/kafka-tls/tls.key /etc/oms/kafka-tls/tls.crt > /tmp/keystore.pem\n"),
+            "{start}"
+        );
+        let plain = Kafka.render(&BrokerInput { tls: false, ..input(3) });
+        let properties = &plain.files["server.properties"];
+        assert!(
+            properties.contains("listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n")
+        );
+        assert!(!properties.contains("ssl.") && !plain.files["start.sh"].contains("keystore"), "{properties}");
+    }
+
+    #[test]
+    fn every_listener_authenticates_and_the_operator_is_the_only_super_user() {
+        let pod = Kafka.render(&BrokerInput { tls: false, ..input(3) });
         let properties = &pod.files["server.properties"];
         assert!(
             properties.contains("listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n")

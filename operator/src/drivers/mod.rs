@@ -19,6 +19,12 @@ pub use mqtt::Mqtt;
 pub use nats::Nats;
 pub use rabbitmq::Rabbitmq;
 
+/// Name of the Secret with a managed access point's server certificate, from the operator's CA.
+#[must_use]
+pub fn tls_secret(access_point: &str) -> String {
+    format!("{access_point}-broker-tls")
+}
+
 /// Name of the Secret with the operator's own broker user, generated once (`username`,
 /// `password`, and for RabbitMQ `erlang-cookie`, the cookie its nodes share).
 #[must_use]
@@ -48,6 +54,8 @@ pub struct BrokerInput {
     pub tenants: Vec<String>,
     /// Whether queue names carry their tenant's prefix (the access point shares).
     pub shared: bool,
+    /// Whether the listeners speak TLS with the certificate mounted at [`BrokerDriver::tls_dir`].
+    pub tls: bool,
 }
 
 impl BrokerInput {
@@ -97,10 +105,13 @@ pub struct SecretFile {
 pub trait BrokerDriver: Sync {
     /// What the driver can and cannot do.
     fn capabilities(&self) -> Capabilities;
+    /// Every container port by name, the client port first; `tls` where it differs (amqps, MQTT
+    /// over TLS).
+    fn ports(&self, tls: bool) -> Vec<(&'static str, u16)>;
     /// The port clients connect to.
-    fn client_port(&self) -> u16;
-    /// Every container port by name (client first).
-    fn ports(&self) -> &'static [(&'static str, u16)];
+    fn client_port(&self, tls: bool) -> u16 {
+        self.ports(tls)[0].1
+    }
     /// Config keys the operator sets itself; a user may not pass them through.
     fn owned_config_keys(&self) -> &'static [&'static str];
     /// Most replicas the broker can cluster.
@@ -109,6 +120,9 @@ pub trait BrokerDriver: Sync {
     }
     /// Where the ConfigMap is mounted.
     fn config_dir(&self) -> &'static str;
+    /// Where the certificate Secret ([`tls_secret`]: `tls.crt`, `tls.key`, and `ca.crt`, the
+    /// operator's CA) is mounted when the broker serves TLS.
+    fn tls_dir(&self) -> &'static str;
     /// Where the broker keeps its data (the PVC's mount).
     fn data_dir(&self) -> &'static str;
     /// The user (and group) the broker runs as: the image's own non-root user, which also owns
@@ -191,7 +205,7 @@ mod tests {
     fn every_managed_driver_owns_its_cluster_keys_and_has_a_client_port_first() {
         for driver in [Driver::Kafka, Driver::Nats, Driver::Rabbitmq, Driver::Mqtt] {
             let d = managed_driver(driver).expect("managed");
-            assert_eq!(d.ports()[0].1, d.client_port(), "{driver}");
+            assert_eq!(d.ports(true)[0].1, d.client_port(true), "{driver}");
             assert!(!d.owned_config_keys().is_empty(), "{driver}");
         }
         assert!(managed_driver(Driver::Gateway).is_none());

@@ -1,6 +1,7 @@
 //! Eclipse Mosquitto on the official `eclipse-mosquitto` image, with persistence on the data
 //! volume. Mosquitto does not cluster: one replica, and `capabilities` says what MQTT lacks
-//! (no server-side queue objects, no headers in MQTT 3.1.1, no partitions).
+//! (no server-side queue objects, no headers in MQTT 3.1.1, no partitions). With TLS (the
+//! default) it listens on 8883 only, with the pod's certificate from the operator's CA.
 
 use std::fmt::Write as _;
 
@@ -12,7 +13,9 @@ use crate::tenancy;
 pub struct Mqtt;
 
 const CLIENT_PORT: u16 = 1883;
+const TLS_CLIENT_PORT: u16 = 8883;
 const CONFIG_DIR: &str = "/mosquitto/config";
+const TLS_DIR: &str = "/mosquitto/tls";
 const DATA_DIR: &str = "/mosquitto/data";
 const SECRETS_DIR: &str = "/mosquitto/secrets";
 
@@ -29,12 +32,8 @@ impl BrokerDriver for Mqtt {
         }
     }
 
-    fn client_port(&self) -> u16 {
-        CLIENT_PORT
-    }
-
-    fn ports(&self) -> &'static [(&'static str, u16)] {
-        &[("mqtt", CLIENT_PORT)]
+    fn ports(&self, tls: bool) -> Vec<(&'static str, u16)> {
+        vec![if tls { ("mqtts", TLS_CLIENT_PORT) } else { ("mqtt", CLIENT_PORT) }]
     }
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
@@ -47,6 +46,10 @@ impl BrokerDriver for Mqtt {
             "allow_anonymous",
             "password_file",
             "acl_file",
+            "cafile",
+            "capath",
+            "certfile",
+            "keyfile",
         ]
     }
 
@@ -56,6 +59,10 @@ impl BrokerDriver for Mqtt {
 
     fn config_dir(&self) -> &'static str {
         CONFIG_DIR
+    }
+
+    fn tls_dir(&self) -> &'static str {
+        TLS_DIR
     }
 
     fn data_dir(&self) -> &'static str {
@@ -69,9 +76,17 @@ impl BrokerDriver for Mqtt {
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {
         let mut conf = String::from("# Rendered by oms-operator.\n");
+        if broker.tls {
+            let _ = write!(
+                conf,
+                "listener {TLS_CLIENT_PORT}\ncafile {TLS_DIR}/ca.crt\ncertfile {TLS_DIR}/tls.crt\nkeyfile {TLS_DIR}/tls.key\n"
+            );
+        } else {
+            let _ = writeln!(conf, "listener {CLIENT_PORT}");
+        }
         let _ = write!(
             conf,
-            "listener {CLIENT_PORT}\npersistence true\npersistence_location {DATA_DIR}/\n\
+            "persistence true\npersistence_location {DATA_DIR}/\n\
              allow_anonymous false\npassword_file {SECRETS_DIR}/passwd\nacl_file {CONFIG_DIR}/acl\n"
         );
         conf.push_str(&passthrough_lines(&broker.config, " "));
@@ -109,9 +124,13 @@ mod tests {
             image: "img:1.0".into(),
             tenants: vec!["acme".into()],
             shared: false,
+            tls: true,
         };
         let conf = &Mqtt.render(&input).files["mosquitto.conf"];
         assert!(conf.contains("persistence true\npersistence_location /mosquitto/data/\n"));
         assert!(conf.ends_with("max_inflight_messages 40\n"));
+        assert!(conf.contains("listener 8883\ncafile /mosquitto/tls/ca.crt\n"), "{conf}");
+        let plain = &Mqtt.render(&BrokerInput { tls: false, ..input }).files["mosquitto.conf"];
+        assert!(plain.contains("listener 1883\n") && !plain.contains("certfile"), "{plain}");
     }
 }

@@ -1,5 +1,7 @@
 //! NATS with JetStream on the official `nats` image: file storage on the data volume, and with
 //! more than one replica a cluster whose routes name every pod through the headless Service.
+//! With TLS (the default) clients and routes speak TLS with the pod's certificate from the
+//! operator's CA; routes present it to each other too.
 
 use std::fmt::Write as _;
 
@@ -14,6 +16,7 @@ const CLIENT_PORT: u16 = 4222;
 const CLUSTER_PORT: u16 = 6222;
 const MONITOR_PORT: u16 = 8222;
 const CONFIG_DIR: &str = "/etc/oms/nats";
+const TLS_DIR: &str = "/etc/oms/nats-tls";
 const DATA_DIR: &str = "/data";
 
 impl BrokerDriver for Nats {
@@ -29,12 +32,8 @@ impl BrokerDriver for Nats {
         }
     }
 
-    fn client_port(&self) -> u16 {
-        CLIENT_PORT
-    }
-
-    fn ports(&self) -> &'static [(&'static str, u16)] {
-        &[("client", CLIENT_PORT), ("cluster", CLUSTER_PORT), ("monitor", MONITOR_PORT)]
+    fn ports(&self, _tls: bool) -> Vec<(&'static str, u16)> {
+        vec![("client", CLIENT_PORT), ("cluster", CLUSTER_PORT), ("monitor", MONITOR_PORT)]
     }
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
@@ -51,11 +50,16 @@ impl BrokerDriver for Nats {
             "accounts",
             "authorization",
             "no_auth_user",
+            "tls",
         ]
     }
 
     fn config_dir(&self) -> &'static str {
         CONFIG_DIR
+    }
+
+    fn tls_dir(&self) -> &'static str {
+        TLS_DIR
     }
 
     fn data_dir(&self) -> &'static str {
@@ -74,12 +78,19 @@ impl BrokerDriver for Nats {
             conf,
             "port: {CLIENT_PORT}\nhttp_port: {MONITOR_PORT}\njetstream {{\n  store_dir: \"{DATA_DIR}/jetstream\"\n}}\n"
         );
+        if broker.tls {
+            conf.push_str(&tls_block(""));
+        }
         if broker.replicas > 1 {
             let _ = write!(conf, "cluster {{\n  name: \"{}\"\n  port: {CLUSTER_PORT}\n  routes: [\n", broker.name);
             for ordinal in 0..broker.replicas {
                 let _ = writeln!(conf, "    \"nats://{}:{CLUSTER_PORT}\"", broker.pod_host(ordinal));
             }
-            conf.push_str("  ]\n}\n");
+            conf.push_str("  ]\n");
+            if broker.tls {
+                conf.push_str(&tls_block("  "));
+            }
+            conf.push_str("}\n");
         }
         // A tenant is an account: its streams and subjects are invisible to every other one.
         // Passwords are variables the server reads from the environment (the tenants Secret).
@@ -106,6 +117,19 @@ impl BrokerDriver for Nats {
     }
 }
 
+/// A `tls` block with the mounted certificate, indented by `indent`. The handshake may take
+/// seconds on a loaded node (the server's default allows half of one).
+fn tls_block(indent: &str) -> String {
+    format!(
+        "{indent}tls {{\n\
+         {indent}  cert_file: \"{TLS_DIR}/tls.crt\"\n\
+         {indent}  key_file: \"{TLS_DIR}/tls.key\"\n\
+         {indent}  ca_file: \"{TLS_DIR}/ca.crt\"\n\
+         {indent}  timeout: 5\n\
+         {indent}}}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +144,7 @@ mod tests {
             image: "img:1.0".into(),
             tenants: vec!["acme".into()],
             shared: false,
+            tls: true,
         }
     }
 
@@ -149,6 +174,17 @@ mod tests {
         let globex = from("OMS_TENANT_GLOBEX").expect("from the Secret");
         assert_eq!((globex.name.as_str(), globex.key.as_str()), ("edge-nats-tenants", "globex"));
         assert!(!conf.contains(&globex.key.to_uppercase().repeat(2)), "no password in the ConfigMap");
+    }
+
+    #[test]
+    fn clients_and_routes_speak_tls_with_the_mounted_certificate() {
+        let conf = &Nats.render(&input(3)).files["nats.conf"];
+        assert!(conf.contains("port: 4222\nhttp_port: 8222\n"));
+        assert!(conf.contains("\ntls {\n  cert_file: \"/etc/oms/nats-tls/tls.crt\"\n"), "{conf}");
+        assert!(conf.contains("  ]\n  tls {\n    cert_file: \"/etc/oms/nats-tls/tls.crt\"\n"), "routes too: {conf}");
+        assert!(conf.contains("    ca_file: \"/etc/oms/nats-tls/ca.crt\"\n    timeout: 5\n  }\n}\n"), "{conf}");
+        let plain = &Nats.render(&BrokerInput { tls: false, ..input(3) }).files["nats.conf"];
+        assert!(!plain.contains("tls {"), "{plain}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! RabbitMQ on the official `rabbitmq` image. Nodes form a cluster through RabbitMQ's Kubernetes
 //! peer discovery (since 4.0 it derives the seed node from the StatefulSet ordinal, so the pods
-//! need no API access); new queues are quorum queues by default.
+//! need no API access); new queues are quorum queues by default. With TLS (the default) clients
+//! reach amqps on 5671 only; the nodes' own distribution links stay in Erlang's plaintext
+//! (inside the pod network, behind the NetworkPolicy that admits only the peers).
 //!
 //! The admin credentials and the Erlang cookie live in the `<name>-credentials` Secret that the
 //! controller creates once; `start.sh` installs the cookie before handing over to the image.
@@ -19,10 +21,12 @@ use crate::tenancy;
 pub struct Rabbitmq;
 
 const CLIENT_PORT: u16 = 5672;
+const TLS_CLIENT_PORT: u16 = 5671;
 const MANAGEMENT_PORT: u16 = 15672;
 const DISTRIBUTION_PORT: u16 = 25672;
 const PROMETHEUS_PORT: u16 = 15692;
 const CONFIG_DIR: &str = "/etc/oms/rabbitmq";
+const TLS_DIR: &str = "/etc/oms/rabbitmq-tls";
 const DATA_DIR: &str = "/var/lib/rabbitmq";
 const DEFINITIONS_DIR: &str = "/etc/oms/rabbitmq-users";
 /// The first release whose rabbitmq.conf knows `default_queue_type` (older ones refuse to start).
@@ -41,13 +45,9 @@ impl BrokerDriver for Rabbitmq {
         }
     }
 
-    fn client_port(&self) -> u16 {
-        CLIENT_PORT
-    }
-
-    fn ports(&self) -> &'static [(&'static str, u16)] {
-        &[
-            ("amqp", CLIENT_PORT),
+    fn ports(&self, tls: bool) -> Vec<(&'static str, u16)> {
+        vec![
+            if tls { ("amqps", TLS_CLIENT_PORT) } else { ("amqp", CLIENT_PORT) },
             ("management", MANAGEMENT_PORT),
             ("epmd", 4369),
             ("distribution", DISTRIBUTION_PORT),
@@ -62,7 +62,14 @@ impl BrokerDriver for Rabbitmq {
             "cluster_formation.k8s.address_type",
             "cluster_formation.k8s.service_name",
             "cluster_formation.k8s.hostname_suffix",
+            "listeners.tcp",
             "listeners.tcp.default",
+            "listeners.ssl.default",
+            "ssl_options.cacertfile",
+            "ssl_options.certfile",
+            "ssl_options.keyfile",
+            "ssl_options.verify",
+            "ssl_options.fail_if_no_peer_cert",
             "management.tcp.port",
             "default_user",
             "default_pass",
@@ -75,6 +82,10 @@ impl BrokerDriver for Rabbitmq {
 
     fn config_dir(&self) -> &'static str {
         CONFIG_DIR
+    }
+
+    fn tls_dir(&self) -> &'static str {
+        TLS_DIR
     }
 
     fn data_dir(&self) -> &'static str {
@@ -107,10 +118,24 @@ impl BrokerDriver for Rabbitmq {
         } else {
             conf.push_str("cluster_formation.peer_discovery_backend = classic_config\n");
         }
+        if broker.tls {
+            // amqps only: no plaintext listener. Clients show no certificate (they log in).
+            let _ = write!(
+                conf,
+                "listeners.tcp = none\n\
+                 listeners.ssl.default = {TLS_CLIENT_PORT}\n\
+                 ssl_options.cacertfile = {TLS_DIR}/ca.crt\n\
+                 ssl_options.certfile = {TLS_DIR}/tls.crt\n\
+                 ssl_options.keyfile = {TLS_DIR}/tls.key\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n"
+            );
+        } else {
+            let _ = writeln!(conf, "listeners.tcp.default = {CLIENT_PORT}");
+        }
         let _ = write!(
             conf,
-            "listeners.tcp.default = {CLIENT_PORT}\n\
-             management.tcp.port = {MANAGEMENT_PORT}\n\
+            "management.tcp.port = {MANAGEMENT_PORT}\n\
              loopback_users.guest = false\n\
              log.console = true\n\
              log.file = false\n"
@@ -185,6 +210,7 @@ mod tests {
             image: "rabbitmq:4.1.4".into(),
             tenants: vec!["acme".into()],
             shared: false,
+            tls: true,
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];
@@ -216,6 +242,7 @@ mod tests {
             image: "rabbitmq:4.1.4".into(),
             tenants: vec!["acme".into()],
             shared: false,
+            tls: true,
         };
         let pod = Rabbitmq.render(&input);
         let file = pod.secret_file.as_ref().expect("the definitions file");
@@ -224,5 +251,27 @@ mod tests {
         assert!(conf.contains(&format!("load_definitions = {}/{}\n", file.mount_dir, file.file)));
         let more = Rabbitmq.render(&BrokerInput { tenants: vec!["acme".into(), "globex".into()], ..input });
         assert_ne!(more.files["rabbitmq.conf"], *conf, "the config hash changes with the tenants");
+    }
+
+    #[test]
+    fn with_tls_only_amqps_listens_and_without_it_only_amqp() {
+        let input = BrokerInput {
+            name: "billing-rabbit".into(),
+            namespace: "acme".into(),
+            replicas: 1,
+            config: std::collections::BTreeMap::new(),
+            cluster_id: "x".into(),
+            image: "rabbitmq:4.1.4".into(),
+            tenants: vec!["acme".into()],
+            shared: false,
+            tls: true,
+        };
+        let conf = &Rabbitmq.render(&input).files["rabbitmq.conf"];
+        assert!(conf.contains("listeners.tcp = none\nlisteners.ssl.default = 5671\n"), "{conf}");
+        assert!(conf.contains("ssl_options.keyfile = /etc/oms/rabbitmq-tls/tls.key\n"), "{conf}");
+        assert_eq!(Rabbitmq.ports(true)[0], ("amqps", 5671));
+        let plain = &Rabbitmq.render(&BrokerInput { tls: false, ..input }).files["rabbitmq.conf"];
+        assert!(plain.contains("listeners.tcp.default = 5672\n") && !plain.contains("ssl"), "{plain}");
+        assert_eq!(Rabbitmq.ports(false)[0], ("amqp", 5672));
     }
 }

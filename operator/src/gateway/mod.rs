@@ -85,10 +85,12 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
         dns_names,
         secret: certificate_secret_name(&name),
         namespace: namespace.clone(),
+        trusts: pki.bundle.clone(),
+        lifetime: pki.leaf_lifetime,
         owner: owner.clone(),
         object: map.object_ref(&()),
     };
-    let renew_in = certificates::ensure(ctx, pki, subject).await?;
+    let renew_in = certificates::ensure(ctx, pki, subject).await?.recheck_in;
     let binding = crate::binding::read(&ctx.client, map)
         .await
         .map_err(|(name, source)| Error::Read { what: format!("binding Secret {name}"), source })?;
