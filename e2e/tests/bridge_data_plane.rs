@@ -397,14 +397,17 @@ async fn a_broker_restart_at_the_source_and_the_target_mid_stream_loses_nothing_
         let config =
             brokers.config(&pair, (source, &from), (target, &to), admin, "").replace("inFlight: 64", "inFlight: 2");
         let _worker = Worker::start_with(&pair, &config)?;
-        // Restart the source broker a third of the way through, the target at two thirds.
+        // Restart the source broker a third of the way through, the target at two thirds. Sends
+        // count the repeats a restarted Kafka source delivers again, which JetStream drops: the
+        // stream is still going while the sends minus those are below the count.
         for (role, kind, share) in [("source", source, 1), ("target", target, 2)] {
             let goal = (share * COUNT / 3) as u64;
             let sent =
                 oms_e2e::wait_metric(admin, "oms_bridge_messages_sent_total", goal, Duration::from_mins(2)).await;
+            let stored = sent.saturating_sub(oms_e2e::metric(admin, "oms_bridge_messages_deduplicated_total", None));
             anyhow::ensure!(
-                (goal..COUNT as u64).contains(&sent),
-                "{pair}: {sent} sent when the {role} was due to restart"
+                sent >= goal && stored < COUNT as u64,
+                "{pair}: {sent} sent ({stored} without the repeats the target dropped) when the {role} was due to restart"
             );
             brokers.broker(kind).restart()?;
         }

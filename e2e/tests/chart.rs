@@ -52,7 +52,8 @@ fn helm_lint_passes_in_strict_mode() -> anyhow::Result<()> {
 
 #[test]
 fn operator_deployment_is_hardened_and_probed_on_the_admin_port() -> anyhow::Result<()> {
-    let objects = render(&["watchNamespaces={acme,beta}", "log.format=text"])?;
+    let objects =
+        render(&["watchNamespaces={acme,beta}", "log.format=text", "pki.brokerCertificateLifetimeSeconds=600"])?;
     let pod = &find(&objects, "Deployment")?["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let container = &pod["containers"][0];
@@ -69,6 +70,7 @@ fn operator_deployment_is_hardened_and_probed_on_the_admin_port() -> anyhow::Res
     assert_eq!(env("OMS_WATCH_NAMESPACES"), Some(json!("acme,beta")));
     assert_eq!(env("OMS_LOG_FORMAT"), Some(json!("text")));
     assert_eq!(env("OMS_KAFKA_IMAGE"), Some(json!("apache/kafka:4.1.1")));
+    assert_eq!(env("OMS_BROKER_CERTIFICATE_LIFETIME_SECONDS"), Some(json!("600")));
     Ok(())
 }
 
