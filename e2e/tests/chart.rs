@@ -71,6 +71,12 @@ fn operator_deployment_is_hardened_and_probed_on_the_admin_port() -> anyhow::Res
     assert_eq!(env("OMS_LOG_FORMAT"), Some(json!("text")));
     assert_eq!(env("OMS_KAFKA_IMAGE"), Some(json!("apache/kafka:4.1.1")));
     assert_eq!(env("OMS_BROKER_CERTIFICATE_LIFETIME_SECONDS"), Some(json!("600")));
+    // The default as digits: helm would write 7776000 as 7.776e+06, which the flag refuses.
+    let defaults = render(&[])?;
+    let env = find(&defaults, "Deployment")?["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let lifetime =
+        env.as_array().and_then(|e| e.iter().find(|v| v["name"] == "OMS_BROKER_CERTIFICATE_LIFETIME_SECONDS"));
+    assert_eq!(lifetime.map(|v| v["value"].clone()), Some(json!("7776000")));
     Ok(())
 }
 
