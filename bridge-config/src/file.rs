@@ -115,7 +115,7 @@ pub struct EndpointFile {
     pub access_point: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFile>,
-    /// A directory with `username` and `password` files.
+    /// A directory with `username` and `password` files (NATS: or `token`, or `nats.creds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_dir: Option<PathBuf>,
 }

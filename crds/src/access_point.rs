@@ -247,7 +247,8 @@ pub struct ExternalBroker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
 
-    /// Secret with keys `username` and `password` for the brokers.
+    /// Secret with keys `username` and `password` for the brokers; for NATS instead `token`, or
+    /// `creds` (a credentials file: the user's JWT and nkey seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 

@@ -71,6 +71,18 @@ pub enum TlsBrokerKind {
     Mqtt,
 }
 
+/// How clients of a NATS [`TlsBroker`] log in.
+#[derive(Clone, Debug)]
+pub enum NatsAuth {
+    /// A user and password.
+    Password(String, String),
+    /// An authorization token.
+    Token(String),
+    /// Credentials files of the operator and account in these server config lines
+    /// ([`crate::NatsAccounts::server_config`]).
+    Operator(String),
+}
+
 /// How a [`TlsBroker`] is set up.
 #[derive(Clone, Debug)]
 pub struct TlsBrokerSpec {
@@ -80,8 +92,8 @@ pub struct TlsBrokerSpec {
     /// When the server certificate starts to be valid, and for how long.
     pub valid_from: time::OffsetDateTime,
     pub valid_for: Duration,
-    /// A user and password every client must log in with (NATS only).
-    pub login: Option<(String, String)>,
+    /// How every client must log in (NATS only).
+    pub login: Option<NatsAuth>,
     /// Whether clients must present a certificate of the CA (NATS `verify`).
     pub verify_clients: bool,
 }
@@ -134,11 +146,14 @@ impl TlsBroker {
             TlsBrokerKind::Nats => {
                 let verify =
                     if spec.verify_clients { format!(", ca_file: '{ca}', verify: true") } else { String::new() };
-                let login = spec
-                    .login
-                    .as_ref()
-                    .map(|(user, password)| format!("authorization {{ user: '{user}', password: '{password}' }}\n"))
-                    .unwrap_or_default();
+                let login = match &spec.login {
+                    Some(NatsAuth::Password(user, password)) => {
+                        format!("authorization {{ user: '{user}', password: '{password}' }}\n")
+                    }
+                    Some(NatsAuth::Token(token)) => format!("authorization {{ token: '{token}' }}\n"),
+                    Some(NatsAuth::Operator(config)) => config.clone(),
+                    None => String::new(),
+                };
                 (
                     tool("nats-server"),
                     format!(

@@ -1,14 +1,16 @@
 //! External access points over TLS against real TLS-only brokers: the probe does the handshake
 //! and the login and names the cause of a failure; the operator provisions streams over TLS; a
 //! Bridge's worker, run with exactly the files its pod would mount, forwards MQTT over TLS into
-//! NATS over mutual TLS with a login.
+//! NATS over mutual TLS with a token, Kafka over SASL_SSL into NATS with a credentials file, and
+//! RabbitMQ over amqps into Kafka.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use oms_e2e::{
-    AmqpsRabbit, Certs, Cluster, Operator, SaslSslKafka, Scenario, TlsBroker, TlsBrokerKind, TlsBrokerSpec, condition,
+    AmqpsRabbit, Certs, Cluster, NatsAccounts, NatsAuth, Operator, SaslSslKafka, Scenario, TlsBroker, TlsBrokerKind,
+    TlsBrokerSpec, condition,
 };
 use serde_json::Value;
 
@@ -179,7 +181,7 @@ fn a_name_the_certificate_lacks_is_named_and_server_name_fixes_it() -> anyhow::R
 
 #[test]
 fn a_wrong_password_is_named_login_refused() -> anyhow::Result<()> {
-    let t = TlsNats::start("tls-login", |spec| spec.login = Some(("app".into(), "right".into())))?;
+    let t = TlsNats::start("tls-login", |spec| spec.login = Some(NatsAuth::Password("app".into(), "right".into())))?;
     for (name, password) in [("wrong", "wrong"), ("right", "right")] {
         t.login_secret(name, "app", password)?;
     }
@@ -192,6 +194,64 @@ fn a_wrong_password_is_named_login_refused() -> anyhow::Result<()> {
     println!("external tls: wrong password: {}", message(&wrong));
     assert!(message(&wrong).contains("Authorization Violation"), "{wrong}");
     t.declare("right-password", "localhost", &format!("{CA}, credentialsSecretRef: {{name: right}}"), "Reachable")?;
+    Ok(())
+}
+
+/// NATS logins besides a password: a token, and a credentials file of an operator's account.
+/// The probe and the operator's admin client log in with each; a wrong token and a user of an
+/// account the server does not know are named LoginRefused; Kafka takes neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_token_or_credentials_file_logs_in_and_a_wrong_one_is_named_login_refused() -> anyhow::Result<()> {
+    let t = TlsNats::start("tls-nats-token", |spec| spec.login = Some(NatsAuth::Token("s3cret-token".into())))?;
+    for (name, token) in [("token-right", "s3cret-token"), ("token-wrong", "guess")] {
+        t.s.kubectl(&["create", "secret", "generic", name, &format!("--from-literal=token={token}")])?;
+    }
+    let external = |secret: &str| format!("{CA}, credentialsSecretRef: {{name: {secret}}}");
+    let wrong = t.declare("token-wrong", "localhost", &external("token-wrong"), "LoginRefused")?;
+    println!("external tls: nats wrong token: {}", message(&wrong));
+    t.declare("token-right", "localhost", &external("token-right"), "Reachable")?;
+
+    // An operator's server: it knows account acme, not strangers.
+    let (acme, strangers) = (NatsAccounts::new("acme")?, NatsAccounts::new("strangers")?);
+    let mut spec = TlsBrokerSpec::localhost(TlsBrokerKind::Nats);
+    spec.login = Some(NatsAuth::Operator(acme.server_config()));
+    let accounts_nats = TlsBroker::start(&t.certs, &spec)?;
+    let server = format!("localhost:{}", accounts_nats.port);
+    let creds = acme.user_creds("app")?;
+    for (name, file) in [("creds-right", creds.clone()), ("creds-stranger", strangers.user_creds("app")?)] {
+        let path = t.certs.dir.join(format!("{name}.creds"));
+        std::fs::write(&path, file)?;
+        secret_from_files(&t.s, name, &[("creds", &path)])?;
+    }
+    let stranger = t.declare_on("nats", "creds-stranger", &server, &external("creds-stranger"), "LoginRefused")?;
+    let stranger = condition(&stranger, "Ready").cloned().unwrap_or_default();
+    println!("external tls: nats credentials file of an unknown account: {}", message(&stranger));
+    t.declare_on("nats", "creds-right", &server, &external("creds-right"), "Reachable")?;
+
+    // The operator's admin client logs in the same ways: it makes the streams.
+    t.s.apply(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {name: by-token}\n\
+         spec: {accessPointRef: {name: token-right}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {name: by-creds}\n\
+         spec: {accessPointRef: {name: creds-right}}\n",
+    )?;
+    t.provisioned("by-token")?;
+    let stream = t.provisioned("by-creds")?;
+    let ca = t.certs.dir.join("ca.crt");
+    let js = accounts_nats.jetstream(&ca, async_nats::ConnectOptions::with_credentials(&creds)?).await?;
+    assert!(js.get_stream(&stream).await.is_ok(), "the stream {stream} is in account acme");
+
+    // Kafka takes neither: said before any connection.
+    let kafka = t.declare_on(
+        "kafka",
+        "kafka-token",
+        "localhost:9",
+        "credentialsSecretRef: {name: token-right}",
+        "CredentialsNotUsable",
+    )?;
+    let kafka = condition(&kafka, "Ready").cloned().unwrap_or_default();
+    println!("external tls: a token for kafka: {}", message(&kafka));
+    assert!(message(&kafka).contains("only NATS"), "{kafka}");
     Ok(())
 }
 
@@ -227,10 +287,10 @@ fn a_missing_ca_is_named_and_no_binding_is_published_until_it_exists() -> anyhow
 /// dialled by IP with `serverName: localhost`, the name its certificate carries: the probe, the
 /// stream provisioning and the worker all check that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login() -> anyhow::Result<()> {
+async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_token() -> anyhow::Result<()> {
     const COUNT: usize = 1000;
     let t = TlsNats::start("tls-bridge", |spec| {
-        spec.login = Some(("app".into(), "secret".into()));
+        spec.login = Some(NatsAuth::Token("s3cret-token".into()));
         spec.verify_clients = true;
     })?;
     let s = &t.s;
@@ -244,7 +304,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         &format!("--cert={}", client.cert.display()),
         &format!("--key={}", client.key.display()),
     ])?;
-    t.login_secret("nats-user", "app", "secret")?;
+    s.kubectl(&["create", "secret", "generic", "nats-user", "--from-literal=token=s3cret-token"])?;
     s.apply(&format!(
         "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: sensors}}\n\
          spec: {{driver: mqtt, external: {{servers: ['localhost:{mqtt}'], {CA}}}}}\n---\n\
@@ -266,7 +326,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
             condition(o, "Ready").is_some_and(|c| c["reason"] == "Reachable")
         })?;
     }
-    // The stream was made through the operator's admin client, over mutual TLS with the login.
+    // The stream was made through the operator's admin client, over mutual TLS with the token.
     let stream = t.provisioned("readings-hub")?;
     let readings = s.wait_for("queue/readings", "named", |o| o["status"]["brokerName"].is_string())?;
     let topic = readings["status"]["brokerName"].as_str().context("brokerName")?.to_owned();
@@ -282,7 +342,7 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         "credentials/source/ca.crt",
         "credentials/target/ca.crt",
         "credentials/target/tls.key",
-        "credentials/target/password",
+        "credentials/target/token",
     ] {
         assert!(names.contains(&expected), "{expected} in {names:?}");
     }
@@ -303,16 +363,16 @@ async fn a_bridge_forwards_mqtt_over_tls_into_nats_over_mutual_tls_with_a_login(
         Ok((sent >= COUNT as u64).then_some(sent))
     })?;
     polling.abort();
-    let options = async_nats::ConnectOptions::with_user_and_password("app".into(), "secret".into())
+    let options = async_nats::ConnectOptions::with_token("s3cret-token".into())
         .add_client_certificate(client.cert.clone(), client.key.clone());
     let js = t.nats.jetstream(&t.certs.dir.join("ca.crt"), options).await?;
     let held = js.get_stream(&stream).await?.info().await?.state.messages;
     println!(
-        "external tls: mqtt (TLS) -> nats (mTLS + login): published {COUNT}, sent {sent}, the stream holds {held}"
+        "external tls: mqtt (TLS) -> nats (mTLS + token): published {COUNT}, sent {sent}, the stream holds {held}"
     );
     assert_eq!(held, COUNT as u64, "each reading once");
     worker.kill();
-    // Without its client certificate the same login is refused by TLS, and said so.
+    // Without its client certificate the same token is refused by TLS, and said so.
     let without = t.declare(
         "no-client-cert",
         "localhost",
@@ -356,12 +416,18 @@ fn a_kafka_over_sasl_ssl_logs_in_with_the_mechanism_asked_and_names_a_refused_lo
     Ok(())
 }
 
-/// Kafka over SASL_SSL (SCRAM-SHA-256) into NATS over TLS: the operator makes the topic over
-/// SASL_SSL, and the worker reads it with exactly its pod's files.
+/// Kafka over SASL_SSL (SCRAM-SHA-256) into NATS over TLS with a credentials file: the operator
+/// makes the topic over SASL_SSL, and the worker reads it with exactly its pod's files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::Result<()> {
+async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls_with_a_credentials_file() -> anyhow::Result<()> {
     const COUNT: usize = 2000;
-    let t = TlsNats::start("tls-kafka-bridge", |_| {})?;
+    // The NATS end logs in with a credentials file of an operator's account.
+    let accounts = NatsAccounts::new("hub")?;
+    let t = TlsNats::start("tls-kafka-bridge", |spec| spec.login = Some(NatsAuth::Operator(accounts.server_config())))?;
+    let creds = accounts.user_creds("bridge")?;
+    let creds_file = t.certs.dir.join("hub.creds");
+    std::fs::write(&creds_file, &creds)?;
+    secret_from_files(&t.s, "hub-creds", &[("creds", &creds_file)])?;
     let s = &t.s;
     // SCRAM-SHA-256 credentials only: the operator and the worker must log in with the mechanism
     // asked for, not the default.
@@ -372,7 +438,7 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
          spec: {{driver: kafka, external: {{servers: ['localhost:{kafka}'], {CA}, credentialsSecretRef: {{name: kafka-user}}, \
          saslMechanism: SCRAM-SHA-256}}}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
-         spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], {CA}}}}}\n---\n\
+         spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], {CA}, credentialsSecretRef: {{name: hub-creds}}}}}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: payments}}\n\
          spec: {{accessPointRef: {{name: payments}}, partitions: 3}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: payments-hub}}\n\
@@ -392,6 +458,8 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
         Some(&b"SCRAM-SHA-256"[..]),
         "the worker logs in with the access point's mechanism"
     );
+    let mounted = files.iter().find(|(path, _)| path == "credentials/target/nats.creds").map(|(_, v)| v.clone());
+    assert_eq!(mounted.as_deref(), Some(creds.as_bytes()), "the worker logs in to NATS with the credentials file");
     let (mut worker, admin) = t.run_worker(&files)?;
 
     // Produced through the broker's plaintext listener, the test's own; read over SASL_SSL.
@@ -400,10 +468,11 @@ async fn a_bridge_forwards_kafka_over_sasl_ssl_into_nats_over_tls() -> anyhow::R
         let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
         Ok((sent >= COUNT as u64).then_some(sent))
     })?;
-    let js = t.nats.jetstream(&t.certs.dir.join("ca.crt"), async_nats::ConnectOptions::new()).await?;
+    let js =
+        t.nats.jetstream(&t.certs.dir.join("ca.crt"), async_nats::ConnectOptions::with_credentials(&creds)?).await?;
     let held = js.get_stream(&stream).await?.info().await?.state.messages;
     println!(
-        "external tls: kafka (SASL_SSL, SCRAM-SHA-256) -> nats (TLS): produced {COUNT}, sent {sent}, the stream holds {held}"
+        "external tls: kafka (SASL_SSL, SCRAM-SHA-256) -> nats (TLS, credentials file): produced {COUNT}, sent {sent}, the stream holds {held}"
     );
     assert_eq!(held, COUNT as u64, "each payment once");
     worker.kill();

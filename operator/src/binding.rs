@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use oms_crds::access_point::{Driver, MessagingAccessPoint, SaslMechanism};
 
-use crate::admin::Endpoint;
+use crate::admin::{Endpoint, NatsLogin};
 use crate::broker_tls::BrokerTls;
 
 /// The access point's binding Secret.
@@ -35,9 +35,14 @@ pub const TLS_SERVER_NAME_KEY: &str = "TLS_SERVER_NAME";
 /// The binding Secret's key with the SASL mechanism of a Kafka login, also a file workers mount.
 pub const SASL_MECHANISM_KEY: &str = "SASL_MECHANISM";
 
+/// The binding Secret's keys of NATS logins other than a user and password: a token, and a
+/// credentials file (JWT and nkey seed).
+pub const TOKEN_KEY: &str = "TOKEN";
+pub const NATS_CREDS_KEY: &str = "NATS_CREDS";
+
 /// The keys every binding Secret has, from `endpoint`: where the broker is (`ACCESS_POINTS`,
 /// `ACCESS_POINT_URL`, `DRIVER_IMPL`), as whom to log in (`USERNAME`, `PASSWORD`, where the broker
-/// has users, and `SASL_MECHANISM` on Kafka), `VHOST`, always present (empty where the driver has
+/// has users, and `SASL_MECHANISM` on Kafka; NATS's `TOKEN` or `NATS_CREDS`), `VHOST`, always present (empty where the driver has
 /// none: workers mount it as a file), and `TLS` (`true` or `false`), with `CA_CERT` and, where
 /// set, `TLS_CERT`, `TLS_KEY` and `TLS_SERVER_NAME` when it is true. [`read`] reads them back.
 #[must_use]
@@ -59,6 +64,11 @@ pub fn keys(endpoint: &Endpoint, access_point_url: String, driver: Driver) -> BT
             data.insert(SASL_MECHANISM_KEY.into(), endpoint.sasl_mechanism.unwrap_or_default().as_str().to_owned());
         }
     }
+    match &endpoint.nats_login {
+        Some(NatsLogin::Token(token)) => data.insert(TOKEN_KEY.into(), token.clone()),
+        Some(NatsLogin::Creds(creds)) => data.insert(NATS_CREDS_KEY.into(), creds.clone()),
+        None => None,
+    };
     if let Some(tls) = &endpoint.tls {
         data.insert(CA_CERT_KEY.into(), tls.ca_pem.clone());
         if let Some((cert, key)) = &tls.client {
@@ -106,6 +116,7 @@ pub async fn read(client: &kube::Client, ap: &MessagingAccessPoint) -> Result<Op
         password: text("PASSWORD"),
         vhost: text("VHOST"),
         sasl_mechanism: text(SASL_MECHANISM_KEY).as_deref().and_then(SaslMechanism::parse),
+        nats_login: text(NATS_CREDS_KEY).map(NatsLogin::Creds).or_else(|| text(TOKEN_KEY).map(NatsLogin::Token)),
         tls: tls_from_keys(text),
     }))
 }
@@ -126,6 +137,18 @@ mod tests {
             let data = keys(&endpoint, "oms:nats://n:4222/local".into(), Driver::Nats);
             assert_eq!(data[TLS_KEY], tls.is_some().to_string(), "the flag is always there");
             assert_eq!(tls_from_keys(|k| data.get(k).cloned()), tls);
+        }
+    }
+
+    #[test]
+    fn a_nats_token_or_credentials_file_is_written_under_its_own_key() {
+        let url = || "oms:nats://n:4222/local".to_owned();
+        for (login, key) in
+            [(NatsLogin::Token("t0k".into()), TOKEN_KEY), (NatsLogin::Creds("--JWT--".into()), NATS_CREDS_KEY)]
+        {
+            let endpoint = Endpoint { servers: vec!["n:4222".into()], nats_login: Some(login), ..Endpoint::default() };
+            let data = keys(&endpoint, url(), Driver::Nats);
+            assert!(data.contains_key(key) && !data.contains_key("USERNAME"), "{data:?}");
         }
     }
 

@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use oms_crds::access_point::{Driver, SaslMechanism};
 use rdkafka::consumer::Consumer as _;
 use rustls::{AlertDescription, CertificateError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::admin::NatsLogin;
 use crate::binding::Credentials;
 use crate::broker_tls::BrokerTls;
 
@@ -21,6 +23,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Login<'a> {
     pub credentials: Option<&'a Credentials>,
+    /// NATS: a token or credentials file instead of a user and password.
+    pub nats_login: Option<&'a NatsLogin>,
     pub tls: Option<&'a BrokerTls>,
     /// Kafka: the SASL mechanism of the credentials.
     pub sasl_mechanism: Option<SaslMechanism>,
@@ -151,6 +155,7 @@ fn login_endpoint(host: &str, port: u16, login: &Login<'_>) -> crate::admin::End
         password: login.credentials.map(|c| c.password.clone()),
         sasl_mechanism: login.sasl_mechanism,
         tls: login.tls.cloned(),
+        nats_login: login.nats_login.cloned(),
         ..crate::admin::Endpoint::default()
     }
 }
@@ -265,7 +270,12 @@ async fn nats(tcp: TcpStream, host: &str, login: &Login<'_>) -> Result<(), Probe
         }
         None => BufReader::new(Box::new(plain.into_inner())),
     };
-    let connect = nats_connect(login.credentials, login.tls.is_some());
+    // A credentials file signs the nonce of the server's INFO.
+    let nonce = serde_json::from_str::<serde_json::Value>(&info["INFO ".len()..])
+        .ok()
+        .and_then(|info| info["nonce"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let connect = nats_connect(login, &nonce).map_err(ProbeError::LoginRefused)?;
     stream.get_mut().write_all(connect.as_bytes()).await?;
     // Asynchronous INFOs and PINGs may come first.
     for _ in 0..4 {
@@ -295,14 +305,39 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> Result<String,
     Ok(line.trim_end().to_owned())
 }
 
-/// CONNECT (quiet, with the user and password when there are some) and a PING.
-fn nats_connect(credentials: Option<&Credentials>, tls: bool) -> String {
+/// CONNECT (quiet, with the login there is: a user and password, a token, or a credentials
+/// file's JWT and its seed's signature of `nonce`) and a PING; an unusable credentials file is
+/// the error.
+fn nats_connect(login: &Login<'_>, nonce: &str) -> Result<String, String> {
+    let tls = login.tls.is_some();
     let mut fields = serde_json::json!({"verbose": false, "pedantic": false, "tls_required": tls, "name": "oms-probe"});
-    if let Some(credentials) = credentials {
+    if let Some(credentials) = login.credentials {
         fields["user"] = credentials.username.clone().into();
         fields["pass"] = credentials.password.clone().into();
     }
-    format!("CONNECT {fields}\r\nPING\r\n")
+    match login.nats_login {
+        Some(NatsLogin::Token(token)) => fields["auth_token"] = token.clone().into(),
+        Some(NatsLogin::Creds(creds)) => {
+            let (jwt, seed) = creds_parts(creds).ok_or("the credentials file holds no user JWT and nkey seed")?;
+            let key = nkeys::KeyPair::from_seed(&seed).map_err(|e| format!("the credentials file's seed: {e}"))?;
+            let signature = key.sign(nonce.as_bytes()).map_err(|e| format!("signing the nonce: {e}"))?;
+            fields["jwt"] = jwt.into();
+            fields["sig"] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature).into();
+        }
+        None => {}
+    }
+    Ok(format!("CONNECT {fields}\r\nPING\r\n"))
+}
+
+/// The user JWT and nkey seed of a NATS credentials file: each the first line inside its
+/// `-----BEGIN ...-----` / `------END ...------` markers.
+fn creds_parts(creds: &str) -> Option<(String, String)> {
+    let after = |marker: &str| {
+        let mut lines = creds.lines().map(str::trim);
+        lines.find(|l| l.starts_with("---") && l.contains(marker))?;
+        lines.find(|l| !l.is_empty()).filter(|l| !l.starts_with("---")).map(str::to_owned)
+    };
+    Some((after("NATS USER JWT")?, after("USER NKEY SEED")?))
 }
 
 const CORRELATION_ID: i32 = 0x4f4d_5301;
@@ -412,15 +447,41 @@ mod tests {
 
     #[test]
     fn nats_connect_carries_the_login_only_when_there_is_one() {
-        let anonymous = nats_connect(None, false);
+        let anonymous = nats_connect(&Login::default(), "n").expect("connect");
         assert!(anonymous.starts_with("CONNECT {") && anonymous.ends_with("}\r\nPING\r\n"), "{anonymous}");
         assert!(!anonymous.contains("\"user\""), "{anonymous}");
-        let login = Credentials { username: "a\"b".into(), password: "p".into() };
-        let with_login = nats_connect(Some(&login), true);
+        let credentials = Credentials { username: "a\"b".into(), password: "p".into() };
+        let tls = BrokerTls { ca_pem: "CA".into(), client: None, server_name: None };
+        let login = Login { credentials: Some(&credentials), tls: Some(&tls), ..Login::default() };
+        let with_login = nats_connect(&login, "n").expect("connect");
         assert!(
             with_login.contains(r#""user":"a\"b""#) && with_login.contains(r#""tls_required":true"#),
             "{with_login}"
         );
+        let token = NatsLogin::Token("t0k".into());
+        let with_token = nats_connect(&Login { nats_login: Some(&token), ..Login::default() }, "n").expect("connect");
+        assert!(with_token.contains(r#""auth_token":"t0k""#), "{with_token}");
+    }
+
+    #[test]
+    fn a_credentials_file_signs_the_servers_nonce_with_its_seed() {
+        let user = nkeys::KeyPair::new_user();
+        let creds = format!(
+            "-----BEGIN NATS USER JWT-----\nJWT.OF.USER\n------END NATS USER JWT------\n\n* IMPORTANT *\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().expect("seed")
+        );
+        let login = NatsLogin::Creds(creds);
+        let connect = nats_connect(&Login { nats_login: Some(&login), ..Login::default() }, "n0nce").expect("connect");
+        let fields: serde_json::Value =
+            serde_json::from_str(connect.trim_start_matches("CONNECT ").trim_end_matches("\r\nPING\r\n"))
+                .expect("json");
+        assert_eq!(fields["jwt"], "JWT.OF.USER");
+        let signature =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(fields["sig"].as_str().expect("sig")).expect("b64");
+        assert!(user.verify(b"n0nce", &signature).is_ok(), "signed by the seed, over the nonce");
+        let broken = NatsLogin::Creds("no markers".into());
+        assert!(nats_connect(&Login { nats_login: Some(&broken), ..Login::default() }, "n").is_err());
     }
 
     #[test]

@@ -121,14 +121,25 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
 }
 
 /// A broker's binding Secret as a workload mounts it: its login (`USERNAME`, `PASSWORD`, and
-/// RabbitMQ's `VHOST`), its TLS settings (`CA_CERT`, and `TLS_CERT`, `TLS_KEY` for a client
-/// certificate), or both.
+/// RabbitMQ's `VHOST`; or NATS's `TOKEN` or `NATS_CREDS`), its TLS settings (`CA_CERT`, and
+/// `TLS_CERT`, `TLS_KEY` for a client certificate), or both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountedBinding {
     pub secret: String,
-    pub login: bool,
+    pub login: Option<LoginFiles>,
     /// Whether the brokers speak TLS, with the client certificate and the name to check.
     pub tls: Option<BrokerTlsMount>,
+}
+
+/// The login a binding holds, by the files `oms-bridge` reads it from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginFiles {
+    /// `username` and `password`.
+    Password,
+    /// NATS: `token`.
+    Token,
+    /// NATS: `nats.creds`, a credentials file.
+    NatsCreds,
 }
 
 /// What of a binding's TLS settings a workload mounts and names in its config.
@@ -157,19 +168,27 @@ impl MountedBinding {
                 )
             },
         });
-        let login = endpoint.username.is_some();
-        (login || tls.is_some()).then_some(Self { secret, login, tls })
+        let login = match (&endpoint.username, &endpoint.nats_login) {
+            (Some(_), _) => Some(LoginFiles::Password),
+            (None, Some(crate::admin::NatsLogin::Token(_))) => Some(LoginFiles::Token),
+            (None, Some(crate::admin::NatsLogin::Creds(_))) => Some(LoginFiles::NatsCreds),
+            (None, None) => None,
+        };
+        (login.is_some() || tls.is_some()).then_some(Self { secret, login, tls })
     }
 
-    /// The volume: the keys used as the files `oms-bridge` reads (`username`, `password`,
-    /// `vhost`, `sasl_mechanism`, `ca.crt`, `tls.crt`, `tls.key`); nothing else of the Secret.
+    /// The volume: the keys used as the files `oms-bridge` reads (`username`, `password` or
+    /// `token` or `nats.creds`, `vhost`, `sasl_mechanism`, `ca.crt`, `tls.crt`, `tls.key`);
+    /// nothing else of the Secret.
     #[must_use]
     pub fn volume(&self, name: &str) -> Volume {
         let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
-        let mut required = Vec::new();
-        if self.login {
-            required.extend([item("USERNAME", "username"), item("PASSWORD", "password")]);
-        }
+        let mut required = match self.login {
+            Some(LoginFiles::Password) => vec![item("USERNAME", "username"), item("PASSWORD", "password")],
+            Some(LoginFiles::Token) => vec![item(binding::TOKEN_KEY, "token")],
+            Some(LoginFiles::NatsCreds) => vec![item(binding::NATS_CREDS_KEY, "nats.creds")],
+            None => Vec::new(),
+        };
         if let Some(tls) = &self.tls {
             required.push(item(binding::CA_CERT_KEY, "ca.crt"));
             if tls.client_certificate {
@@ -190,7 +209,7 @@ impl MountedBinding {
             key_file: tls.client_certificate.then(|| format!("{dir}/tls.key").into()),
             server_name: tls.server_name.clone(),
         });
-        (self.login.then(|| dir.into()), tls)
+        (self.login.map(|_| dir.into()), tls)
     }
 }
 
@@ -371,7 +390,7 @@ mod tests {
         let owned = |keys: &[(&str, &str, Option<bool>)]| -> Vec<(String, String, Option<bool>)> {
             keys.iter().map(|(k, p, o)| ((*k).to_owned(), (*p).to_owned(), *o)).collect()
         };
-        let login = MountedBinding { secret: "orders-binding".into(), login: true, tls: None };
+        let login = MountedBinding { secret: "orders-binding".into(), login: Some(LoginFiles::Password), tls: None };
         assert_eq!(
             mounted_keys(&login),
             owned(&[
@@ -384,7 +403,7 @@ mod tests {
         assert_eq!(login.files("/etc/oms/credentials/source"), (Some("/etc/oms/credentials/source".into()), None));
         let mtls = MountedBinding {
             secret: "orders-binding".into(),
-            login: false,
+            login: None,
             tls: Some(BrokerTlsMount {
                 client_certificate: true,
                 server_name: Some("nats.example".into()),
@@ -403,6 +422,15 @@ mod tests {
         );
         let (credentials, tls) = mtls.files("/d");
         assert_eq!(credentials, None, "no login, no credentials directory");
+        for (nats_login, key, file) in [
+            (crate::admin::NatsLogin::Token("t".into()), "TOKEN", "token"),
+            (crate::admin::NatsLogin::Creds("c".into()), "NATS_CREDS", "nats.creds"),
+        ] {
+            let endpoint = crate::admin::Endpoint { nats_login: Some(nats_login), ..crate::admin::Endpoint::default() };
+            let mounted = MountedBinding::of("hub-binding".into(), &endpoint).expect("a login to mount");
+            assert_eq!(mounted_keys(&mounted)[0], ((*key).to_owned(), (*file).to_owned(), Some(false)));
+            assert_eq!(mounted.files("/d").0, Some("/d".into()), "read from the credentials directory");
+        }
         let tls = tls.expect("tls");
         assert_eq!(
             (tls.ca_file, tls.cert_file, tls.server_name.as_deref()),

@@ -49,9 +49,17 @@ async fn client(endpoint: &Endpoint) -> Result<async_nats::Client, ConnectorErro
     let servers: Vec<String> = endpoint.servers.iter().map(|(h, p)| format!("nats://{h}:{p}")).collect();
     let fail =
         |message: String| ConnectorError::Connect { protocol: Protocol::Nats, servers: servers.join(","), message };
-    let mut options = match super::credentials(endpoint) {
-        Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
-        None => async_nats::ConnectOptions::new(),
+    // The binding's login: a user and password, a token, or a credentials file (JWT and seed).
+    let mut options = if let Some((user, password)) = super::credentials(endpoint) {
+        async_nats::ConnectOptions::with_user_and_password(user, password)
+    } else if let Some(token) = super::credential_file(endpoint, "token") {
+        async_nats::ConnectOptions::with_token(token)
+    } else if let Some(creds) = super::credential_file(endpoint, "nats.creds") {
+        // The client's parser wants a line end after the seed's closing marker.
+        async_nats::ConnectOptions::with_credentials(&format!("{creds}\n"))
+            .map_err(|e| fail(format!("nats.creds: {e}")))?
+    } else {
+        async_nats::ConnectOptions::new()
     };
     // With a CA bundle the connection is TLS or nothing: the server's certificate is checked
     // against it and the name dialled, never against the system roots.

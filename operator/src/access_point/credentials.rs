@@ -15,6 +15,7 @@ use oms_crds::queue::Queue;
 
 use super::validate::{AccessPoint, External, Plan};
 use super::{Error, apply_named, render};
+use crate::admin::NatsLogin;
 use crate::binding::Credentials;
 use crate::broker_tls::BrokerTls;
 use crate::context::Context;
@@ -32,6 +33,8 @@ pub(super) struct Logins {
     pub admin: Option<Credentials>,
     /// Each served tenant's password, on managed brokers.
     pub tenants: BTreeMap<String, String>,
+    /// NATS: the user's Secret's token or credentials file, instead of a user and password.
+    pub nats_login: Option<NatsLogin>,
 }
 
 /// The logins of an access point: for external brokers the user's Secret; for managed ones a user
@@ -47,7 +50,11 @@ pub(super) async fn credentials(
     match (&ap.plan, ap.driver) {
         (Plan::External(external), _) => {
             let Some(name) = &external.credentials_secret else { return Ok(Logins::default()) };
-            Ok(Logins { binding: Some(read_credentials(&secrets, name).await?), ..Logins::default() })
+            let secret = secrets.get(name).await.map_err(|source| Error::ReadSecret { name: name.clone(), source })?;
+            let data = text_of(secret.data.unwrap_or_default());
+            let (binding, nats_login) =
+                external_login(ap.driver, name, &data).map_err(|message| Error::CredentialsUnusable { message })?;
+            Ok(Logins { binding, nats_login, ..Logins::default() })
         }
         (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
             let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka) {
@@ -60,7 +67,8 @@ pub(super) async fn credentials(
             let definitions_admin = admin.as_ref().filter(|_| ap.driver == Driver::Rabbitmq);
             let tenants = ensure_tenants_secret(ctx, &secrets, ap, owner, definitions_admin).await?;
             let password = tenants.get(&ap.namespace).cloned().unwrap_or_default();
-            Ok(Logins { binding: Some(Credentials { username: ap.namespace.clone(), password }), admin, tenants })
+            let binding = Some(Credentials { username: ap.namespace.clone(), password });
+            Ok(Logins { binding, admin, tenants, nats_login: None })
         }
         _ => Ok(Logins::default()),
     }
@@ -198,6 +206,43 @@ pub(super) async fn broker_tls(ctx: &Context, pki: &Pki, ap: &AccessPoint) -> Re
 
 fn text_of(data: BTreeMap<String, ByteString>) -> BTreeMap<String, String> {
     data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect()
+}
+
+/// The login in the user's Secret `name` of an external access point: `username` and `password`,
+/// or for NATS instead a `token` or `creds` (a credentials file); one of them, or a message that
+/// says what to change.
+fn external_login(
+    driver: Driver,
+    name: &str,
+    data: &BTreeMap<String, String>,
+) -> Result<(Option<Credentials>, Option<NatsLogin>), String> {
+    let key = |key: &str| data.get(key).filter(|v| !v.trim().is_empty()).cloned();
+    let nats_login = match (key("token"), key("creds")) {
+        (Some(_), Some(_)) => {
+            return Err(format!("Secret {name} holds both token and creds: keep the one the brokers expect"));
+        }
+        (Some(token), None) => Some(NatsLogin::Token(token.trim().to_owned())),
+        (None, Some(creds)) => Some(NatsLogin::Creds(creds)),
+        (None, None) => None,
+    };
+    match (nats_login, key("username")) {
+        (Some(_), _) if driver != Driver::Nats => Err(format!(
+            "Secret {name} holds a token or creds, which only NATS takes: driver {driver} logs in with keys username and \
+             password"
+        )),
+        (Some(_), Some(_)) => Err(format!(
+            "Secret {name} holds username and a token or creds: keep one login (NATS takes a user and password, a \
+             token, or a credentials file as creds)"
+        )),
+        (Some(login), None) => Ok((None, Some(login))),
+        (None, Some(username)) => {
+            Ok((Some(Credentials { username, password: data.get("password").cloned().unwrap_or_default() }), None))
+        }
+        (None, None) => Err(format!(
+            "Secret {name} named by spec.external.credentialsSecretRef has no key username{}",
+            if driver == Driver::Nats { ", token or creds" } else { " (and password)" }
+        )),
+    }
 }
 
 /// `username` and `password` of a credentials Secret.
@@ -341,4 +386,28 @@ fn random_token() -> String {
     #[allow(clippy::expect_used)]
     getrandom::fill(&mut bytes).expect("the OS random generator works");
     bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn nats_logs_in_with_a_password_a_token_or_a_credentials_file_and_only_nats_takes_the_last_two() {
+        let login = |driver, pairs: &[(&str, &str)]| external_login(driver, "login", &data(pairs));
+        let password = login(Driver::Kafka, &[("username", "app"), ("password", "pw")]).expect("a password login");
+        assert_eq!(password.0.map(|c| c.username).as_deref(), Some("app"));
+        assert_eq!(login(Driver::Nats, &[("token", "t0k\n")]), Ok((None, Some(NatsLogin::Token("t0k".into())))));
+        assert_eq!(login(Driver::Nats, &[("creds", "JWT")]), Ok((None, Some(NatsLogin::Creds("JWT".into())))));
+        let refused = login(Driver::Kafka, &[("token", "t0k")]).expect_err("Kafka takes no token");
+        assert!(refused.contains("only NATS") && refused.contains("username and password"), "{refused}");
+        assert!(login(Driver::Nats, &[("token", "t"), ("creds", "c")]).is_err(), "two logins are ambiguous");
+        assert!(login(Driver::Nats, &[("token", "t"), ("username", "u")]).is_err(), "two logins are ambiguous");
+        let empty = login(Driver::Nats, &[("password", "pw")]).expect_err("no user");
+        assert!(empty.contains("no key username, token or creds"), "{empty}");
+    }
 }

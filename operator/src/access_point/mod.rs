@@ -81,6 +81,8 @@ pub enum Error {
     ReadConfigMap { name: String, source: kube::Error },
     #[error("{message}")]
     TlsMaterialMissing { message: String },
+    #[error("{message}")]
+    CredentialsUnusable { message: String },
     #[error(transparent)]
     Certificate(#[from] CertificateError),
 }
@@ -100,6 +102,7 @@ impl Error {
             Error::CredentialsLost { .. } => "credentials_lost",
             Error::ReadConfigMap { .. } => "read_config_map",
             Error::TlsMaterialMissing { .. } => "tls_material_missing",
+            Error::CredentialsUnusable { .. } => "credentials_unusable",
             Error::Certificate(error) => error.metric_label(),
         }
     }
@@ -195,6 +198,10 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
             say_not_ready(ctx, map, "CredentialsNotFound", message, MessagingAccessPointStatus::default()).await?;
             return Ok(Action::requeue(RETRY_SOON));
         }
+        Err(Error::CredentialsUnusable { message }) => {
+            say_not_ready(ctx, map, "CredentialsNotUsable", message, MessagingAccessPointStatus::default()).await?;
+            return Ok(Action::requeue(RETRY_SOON));
+        }
         Err(error) => return Err(error),
     };
     let tls = match broker_tls(ctx, pki, &ap).await {
@@ -221,6 +228,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
             let mut results = Vec::with_capacity(hosts.len());
             let login = Login {
                 credentials: logins.binding.as_ref(),
+                nats_login: logins.nats_login.as_ref(),
                 tls: tls.as_ref(),
                 sasl_mechanism: ap.plan.sasl_mechanism(),
             };
@@ -232,7 +240,8 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         }
         (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
     };
-    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, logins.binding.as_ref(), tls.as_ref(), &owner)).await?;
+    let login = (logins.binding.as_ref(), logins.nats_login.as_ref());
+    apply_binding_secret(ctx, &binding_secret(&ap, &hosts, login, tls.as_ref(), &owner)).await?;
 
     observed.access_point = Some(access_point_url(&ap, &hosts));
     observed.tls = status::tls(&ap, tls.is_some());

@@ -460,12 +460,13 @@ pub fn access_point_url(ap: &AccessPoint, hosts: &[(String, u16)]) -> String {
     .to_string()
 }
 
-/// The binding Secret that applications mount (OpenMessaging's environment keys).
+/// The binding Secret that applications mount (OpenMessaging's environment keys), with the login
+/// (a user and password, or NATS's token or credentials file) and TLS settings clients use.
 #[must_use]
 pub fn binding_secret(
     ap: &AccessPoint,
     hosts: &[(String, u16)],
-    credentials: Option<&Credentials>,
+    (credentials, nats_login): (Option<&Credentials>, Option<&crate::admin::NatsLogin>),
     tls: Option<&crate::broker_tls::BrokerTls>,
     owner: &OwnerReference,
 ) -> Secret {
@@ -473,6 +474,7 @@ pub fn binding_secret(
         servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
         username: credentials.map(|c| c.username.clone()),
         password: credentials.map(|c| c.password.clone()),
+        nats_login: nats_login.cloned(),
         vhost: Some(vhost(ap)),
         sasl_mechanism: ap.plan.sasl_mechanism(),
         tls: tls.cloned(),
@@ -661,7 +663,7 @@ mod tests {
     fn binding_secret_carries_the_openmessaging_keys_and_a_valid_url() {
         let (ap, _) = managed("{driver: kafka, region: eu-west-1, managed: {replicas: 2}}");
         let hosts = client_hosts(&ap, managed_driver(ap.driver));
-        let secret = binding_secret(&ap, &hosts, None, None, &owner());
+        let secret = binding_secret(&ap, &hosts, (None, None), None, &owner());
         let data = secret.data.expect("data");
         let get = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf8");
         assert_eq!(

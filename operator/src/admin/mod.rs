@@ -39,6 +39,17 @@ pub struct Endpoint {
     pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
     /// TLS towards the brokers; plaintext when none.
     pub tls: Option<crate::broker_tls::BrokerTls>,
+    /// NATS: a login other than a user and password.
+    pub nats_login: Option<NatsLogin>,
+}
+
+/// The logins NATS takes besides a user and password.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NatsLogin {
+    /// An authorization token.
+    Token(String),
+    /// A credentials file: the user's JWT and the nkey seed that signs the server's nonce.
+    Creds(String),
 }
 
 /// What the broker holds for a queue.

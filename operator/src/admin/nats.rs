@@ -8,7 +8,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 
-use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Kept, Observed, retention_status, timed};
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Kept, NatsLogin, Observed, retention_status, timed};
 use crate::queue::plan::{Drift, QueuePlan};
 
 pub struct NatsAdmin {
@@ -20,6 +20,19 @@ impl NatsAdmin {
         let mut options = async_nats::ConnectOptions::new().connection_timeout(ADMIN_TIMEOUT);
         if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
             options = options.user_and_password(user.clone(), password.clone());
+        }
+        match &endpoint.nats_login {
+            Some(NatsLogin::Token(token)) => options = options.token(token.clone()),
+            Some(NatsLogin::Creds(creds)) => {
+                // The client's parser wants a line end after the seed's closing marker, which a
+                // Secret made from a literal may lack.
+                let creds = format!("{}\n", creds.trim_end());
+                options = options.credentials(&creds).map_err(|e| AdminError::Connect {
+                    servers: endpoint.servers.join(","),
+                    message: format!("the credentials file: {e}"),
+                })?;
+            }
+            None => {}
         }
         if let Some(tls) = &endpoint.tls {
             let config = crate::broker_tls::client_config(tls)

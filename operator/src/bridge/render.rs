@@ -308,7 +308,11 @@ mod tests {
             servers: vec!["gateway.cloud-b.example:7443".into()],
             queue: "orders-eu".into(),
             access_point: "acme/eu-nats".into(),
-            binding: Some(MountedBinding { secret: "eu-binding".into(), login: true, tls: None }),
+            binding: Some(MountedBinding {
+                secret: "eu-binding".into(),
+                login: Some(workload::LoginFiles::Password),
+                tls: None,
+            }),
             duplicate_window: None,
         }
     }
@@ -398,7 +402,7 @@ mod tests {
             let mut kafka = kafka_end();
             kafka.binding = Some(MountedBinding {
                 secret: "orders-binding".into(),
-                login: true,
+                login: Some(workload::LoginFiles::Password),
                 tls: Some(workload::BrokerTlsMount {
                     client_certificate: false,
                     server_name: None,

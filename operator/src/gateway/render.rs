@@ -210,7 +210,11 @@ mod tests {
             access_point: "eu-nats".into(),
             protocol: Protocol::Nats,
             servers: vec!["eu-nats.acme.svc:4222".into()],
-            binding: Some(MountedBinding { secret: "eu-nats-binding".into(), login: true, tls: None }),
+            binding: Some(MountedBinding {
+                secret: "eu-nats-binding".into(),
+                login: Some(workload::LoginFiles::Password),
+                tls: None,
+            }),
             shared_with: vec!["globex".into()],
             tenant_users: Some(("eu-nats-tenants".into(), vec!["acme".into(), "globex".into()])),
             exposure: Gateway {
@@ -245,7 +249,7 @@ mod tests {
         let mut over_tls = input();
         over_tls.binding = Some(MountedBinding {
             secret: "eu-nats-binding".into(),
-            login: true,
+            login: Some(workload::LoginFiles::Password),
             tls: Some(workload::BrokerTlsMount { client_certificate: false, server_name: None, digest: "d".into() }),
         });
         let config = gateway_config(&over_tls);
