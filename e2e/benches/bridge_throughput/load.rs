@@ -151,7 +151,7 @@ pub async fn nats_context(address: &str) -> anyhow::Result<jetstream::Context> {
     Ok(jetstream::new(async_nats::connect(format!("nats://{address}")).await?))
 }
 
-async fn amqp_channel(address: &str) -> anyhow::Result<lapin::Channel> {
+pub async fn amqp_channel(address: &str) -> anyhow::Result<lapin::Channel> {
     let uri = format!("amqp://guest:guest@{address}/%2f");
     let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await?;
     Ok(connection.create_channel().await?)

@@ -38,6 +38,11 @@ pub fn outside_share(before: CpuSnapshot, after: CpuSnapshot) -> f64 {
     (busy.saturating_sub(ours) as f64 / machine_ticks.max(1.0)).clamp(0.0, 1.0)
 }
 
+/// CPU time (clock ticks) the bench's own process groups used between two snapshots.
+pub fn own_ticks(before: CpuSnapshot, after: CpuSnapshot) -> f64 {
+    after.ours_ticks.saturating_sub(before.ours_ticks) as f64
+}
+
 /// Waits until other work leaves the machine (or the deadline passes); returns the last share.
 pub async fn wait_for_quiet(groups: &[i32]) -> f64 {
     let started = Instant::now();

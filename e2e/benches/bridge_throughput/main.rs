@@ -12,10 +12,15 @@
 //! Run with `make bench`; writes docs/bench/bridge-throughput.{json,md} (the plot comes from
 //! e2e/bench/plot.py). `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and
 //! `OMS_BENCH_SECONDS=20` shortens every window, for a quick look while developing.
+//!
+//! `OMS_BENCH_MODE=capacity` (`make bench-capacity`) measures capacity instead ([`capacity`]):
+//! `OMS_BENCH_BACKLOG` messages (default 1,000,000) drained by each replicator alone,
+//! `OMS_BENCH_REPEATS` times (default 3) interleaved; docs/bench/capacity.{json,md}.
 
 // A measurement: rates and percentiles are statistics, for which f64 and its casts are ample.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+mod capacity;
 mod gateway;
 mod load;
 mod machine_load;
@@ -478,6 +483,77 @@ async fn delete_queues(endpoints: Vec<&Endpoint>) {
     }
 }
 
+/// A positive number from the environment variable `name`, or `default`.
+fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(value) => {
+            value.parse().ok().filter(|n| *n > 0).with_context(|| format!("{name}={value}: a positive number"))
+        }
+        Err(_) => Ok(default),
+    }
+}
+
+/// The commit the bench runs from, and whether the tree differs from it (then its results stay
+/// out of docs/bench).
+fn commit_and_dirty() -> anyhow::Result<(String, bool)> {
+    let git = |args: &[&str]| run_ok(std::process::Command::new("git").arg("-C").arg(repo_root()).args(args));
+    Ok((git(&["rev-parse", "HEAD"])?.trim().to_owned(), !git(&["status", "--porcelain"])?.trim().is_empty()))
+}
+
+/// Capacity runs of every scenario with a source, `OMS_BENCH_REPEATS` times interleaved.
+fn main_capacity(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -> anyhow::Result<()> {
+    let backlog = env_number("OMS_BENCH_BACKLOG", 1_000_000)?;
+    let repeats = usize::try_from(env_number("OMS_BENCH_REPEATS", 3)?)?;
+    let (commit, dirty) = commit_and_dirty()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let started = Instant::now();
+    let mut brokers = Brokers { up: BTreeMap::new(), nats_leafnode_port: free_server_port() };
+    let drains: Vec<Scenario> = scenarios.iter().copied().filter(|s| s.source.is_some()).collect();
+    let mut runs = Vec::new();
+    for repeat in 0..repeats {
+        for (index, scenario) in drains.iter().enumerate() {
+            let workload = &workloads[scenario.workload];
+            eprintln!("bridge_throughput: capacity {} (repeat {repeat}, backlog {backlog})", scenario.id());
+            let result = runtime
+                .block_on(capacity::run(*scenario, index, repeat, backlog, workload, &mut brokers))
+                .with_context(|| scenario.id())?;
+            eprintln!(
+                "bridge_throughput: capacity {}: {:.0} msg/s, {:.1} µs CPU per message in the replicator",
+                scenario.id(),
+                result["capacity"].as_f64().unwrap_or_default(),
+                result["replicatorCpuMicrosPerMessage"].as_f64().unwrap_or_default()
+            );
+            runs.push(result);
+        }
+    }
+    drop(brokers);
+    let document = json!({
+        "producedBy": "make bench-capacity (e2e/benches/bridge_throughput/capacity.rs)",
+        "commit": commit,
+        "dirtyTree": dirty,
+        "backlog": backlog,
+        "repeats": repeats,
+        "machine": report::machine()?,
+        "software": report::software(),
+        "wallSeconds": started.elapsed().as_secs(),
+        "summary": capacity::summary(&runs),
+        "runs": runs,
+    });
+    // Figures in docs come from a commit anyone can check out: a dirty tree writes elsewhere.
+    let out_dir = if dirty { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("capacity.json"), serde_json::to_string_pretty(&document)? + "\n")?;
+    std::fs::write(out_dir.join("capacity.md"), capacity::markdown(&document))?;
+    println!("{}", capacity::markdown(&document));
+    if dirty {
+        eprintln!(
+            "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
+            out_dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let only: Vec<String> = std::env::var("OMS_BENCH_ONLY")
         .unwrap_or_default()
@@ -491,6 +567,9 @@ fn main() -> anyhow::Result<()> {
     let mut workloads = BTreeMap::new();
     for scenario in &scenarios {
         workloads.insert(scenario.workload, Workload::load(&workloads_dir.join(scenario.workload))?);
+    }
+    if std::env::var("OMS_BENCH_MODE").as_deref() == Ok("capacity") {
+        return main_capacity(&scenarios, &workloads);
     }
     // The same two cores the replicators and brokers use: no more threads than that.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

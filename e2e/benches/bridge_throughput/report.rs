@@ -97,7 +97,7 @@ pub fn document(runs: &[Value], wall: Duration) -> anyhow::Result<Value> {
     }))
 }
 
-fn machine() -> anyhow::Result<Value> {
+pub fn machine() -> anyhow::Result<Value> {
     let (model, memory_kib) = oms_e2e::cpu_model_and_memory_kib();
     Ok(json!({
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
@@ -109,7 +109,7 @@ fn machine() -> anyhow::Result<Value> {
 }
 
 /// Versions of everything in the runs, asked from the tools themselves where they say it.
-fn software() -> Value {
+pub fn software() -> Value {
     let output =
         |command: &mut Command| run_ok(command).map(|s| s.lines().next().unwrap_or_default().trim().to_owned()).ok();
     let pinned = std::fs::read_to_string(repo_root().join("e2e/harness/versions.env")).unwrap_or_default();

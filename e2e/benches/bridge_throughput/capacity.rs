@@ -1,0 +1,357 @@
+//! Capacity, the first part of benchmark v2: how fast each replicator drains a backlog when it
+//! has the machine to itself. The source is preloaded with a backlog while nothing replicates;
+//! then the replicator starts and the target's count is polled. Capacity is the rate between 10 %
+//! and 90 % of the backlog arriving (a JVM's start-up and the last stragglers left out); cost is
+//! the CPU time of the replicator's own processes, and of everything in the run (brokers
+//! included, which is how in-broker peers are compared), per message. No producer runs while the
+//! replicator drains, so the figure is the replicator's, not how two cores were split with a
+//! flat-out producer. Runs repeat interleaved (ours, peer, ours, peer, ...) so that drift of the
+//! machine lands on both; the summary gives the median and range of each figure and of the ratio
+//! ours / peer within each repeat.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use serde_json::{Value, json};
+
+use crate::load::{Endpoint, Kind, Producer, amqp_channel, create_queue, nats_context, payload};
+use crate::machine_load;
+use crate::replicator::{self, WINDOW};
+use crate::workload::Workload;
+use crate::{Brokers, Scenario, Side};
+
+/// How often the target's count is read.
+const POLL: Duration = Duration::from_millis(100);
+/// The slowest drain allowed: below this rate the run is reported as not finished.
+const SLOWEST_RATE: f64 = 500.0;
+
+/// Messages the target queue holds: Kafka's high watermarks summed (the topic is new and keeps
+/// everything), the stream's count, the queue's ready messages.
+pub enum Counter {
+    Kafka(std::sync::Arc<BaseConsumer>, String),
+    Nats(async_nats::jetstream::Context, String),
+    Amqp(lapin::Channel, String),
+}
+
+impl Counter {
+    pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+        Ok(match endpoint.kind {
+            Kind::Kafka => {
+                let consumer: BaseConsumer =
+                    ClientConfig::new().set("bootstrap.servers", &endpoint.address).create()?;
+                Counter::Kafka(std::sync::Arc::new(consumer), endpoint.queue.clone())
+            }
+            Kind::Nats => Counter::Nats(nats_context(&endpoint.address).await?, endpoint.queue.clone()),
+            Kind::Amqp => Counter::Amqp(amqp_channel(&endpoint.address).await?, endpoint.queue.clone()),
+        })
+    }
+
+    /// The count now; 0 while the queue does not exist yet (a peer that creates it).
+    pub async fn count(&self) -> u64 {
+        match self {
+            Counter::Kafka(consumer, topic) => {
+                let (consumer, topic) = (consumer.clone(), topic.clone());
+                tokio::task::spawn_blocking(move || kafka_count(&consumer, &topic).unwrap_or(0)).await.unwrap_or(0)
+            }
+            Counter::Nats(context, stream) => match context.get_stream(stream).await {
+                Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+                Err(_) => 0,
+            },
+            Counter::Amqp(channel, queue) => {
+                let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+                channel
+                    .queue_declare(queue.as_str().into(), options, lapin::types::FieldTable::default())
+                    .await
+                    .map_or(0, |q| u64::from(q.message_count()))
+            }
+        }
+    }
+}
+
+fn kafka_count(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<u64> {
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    let mut total = 0;
+    for partition in 0..partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, i32::try_from(partition)?, timeout)?;
+        total += u64::try_from(high).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Publishes `backlog` messages of `size` bytes as fast as a window of [`WINDOW`] unconfirmed
+/// publishes allows; returns the rate the source took them at.
+async fn preload(source: &Endpoint, backlog: u64, size: usize) -> anyhow::Result<f64> {
+    let producer = Producer::connect(source).await?;
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for sequence in 0..backlog {
+        while pending.len() >= WINDOW as usize {
+            pending.next().await.context("a pending confirm")??;
+        }
+        pending.push(producer.send(payload(size, sequence, false)).await?);
+    }
+    while let Some(confirmed) = pending.next().await {
+        confirmed?;
+    }
+    Ok(backlog as f64 / started.elapsed().as_secs_f64())
+}
+
+/// When the target's count first reached each share of the backlog, from the replicator's start.
+#[derive(Debug, Default)]
+struct Arrivals {
+    first: Option<f64>,
+    tenth: Option<f64>,
+    nine_tenths: Option<f64>,
+    all: Option<f64>,
+    last_count: u64,
+}
+
+/// Polls `counter` until the whole backlog arrived or the drain is slower than [`SLOWEST_RATE`].
+async fn watch_drain(
+    counter: &Counter,
+    backlog: u64,
+    replicator: &mut replicator::Running,
+) -> anyhow::Result<Arrivals> {
+    let started = Instant::now();
+    let deadline = Duration::from_secs_f64(backlog as f64 / SLOWEST_RATE) + Duration::from_mins(3);
+    let mut arrivals = Arrivals::default();
+    while arrivals.all.is_none() && started.elapsed() < deadline {
+        replicator.check_alive()?;
+        let count = counter.count().await;
+        let at = started.elapsed().as_secs_f64();
+        let reached = |share: f64| count as f64 >= backlog as f64 * share;
+        for (slot, share) in [
+            (&mut arrivals.first, f64::MIN_POSITIVE),
+            (&mut arrivals.tenth, 0.1),
+            (&mut arrivals.nine_tenths, 0.9),
+            (&mut arrivals.all, 1.0),
+        ] {
+            if slot.is_none() && reached(share) {
+                *slot = Some(at);
+            }
+        }
+        arrivals.last_count = count;
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(arrivals)
+}
+
+/// One capacity run of `scenario` (repeat `repeat`): fresh queues, the backlog preloaded, the
+/// replicator started and timed until the target holds it all.
+pub async fn run(
+    scenario: Scenario,
+    index: usize,
+    repeat: usize,
+    backlog: u64,
+    workload: &Workload,
+    brokers: &mut Brokers,
+) -> anyhow::Result<Value> {
+    let source_kind = scenario.source.context("capacity runs have a source")?;
+    let kind = scenario.replicator;
+    let queue = format!("cap{index}r{repeat}-{}", std::process::id());
+    let source = brokers.endpoint(source_kind, Side::Source, &queue)?;
+    let target = brokers.endpoint(scenario.target, Side::Target, &kind.target_queue(&queue))?;
+    create_queue(&source, workload.partitions_per_topic).await?;
+    if !kind.creates_target_queue() {
+        create_queue(&target, workload.partitions_per_topic).await?;
+    }
+    let preload_rate = preload(&source, backlog, workload.message_size).await?;
+
+    let groups = brokers.process_groups();
+    let other_share_before = machine_load::wait_for_quiet(&groups).await;
+    let counter = Counter::connect(&target).await?;
+    let load_at_start = machine_load::snapshot(&groups);
+    let management_port = brokers.management_port(scenario.target, Side::Target);
+    let mut running = replicator::start(kind, &format!("cap{index}"), &source, &target, management_port).await?;
+    let arrivals = watch_drain(&counter, backlog, &mut running).await?;
+    let load_at_end = machine_load::snapshot(&groups);
+    let cpu_seconds: Vec<(&str, Option<f64>)> = running.cpu_seconds();
+    let replicator_cpu: Option<f64> = crate::sum(cpu_seconds.iter().map(|(_, s)| *s));
+    let peak_rss_kib = crate::sum(running.peak_rss_kib().into_iter().map(|(_, k)| k));
+    drop(running);
+    crate::delete_queues(vec![&target, &source]).await;
+
+    let everything_cpu = machine_load::own_ticks(load_at_start, load_at_end) / replicator::clock_ticks_per_second();
+    let capacity = arrivals
+        .tenth
+        .zip(arrivals.nine_tenths)
+        .filter(|(tenth, nine)| nine > tenth)
+        .map(|(tenth, nine)| backlog as f64 * 0.8 / (nine - tenth));
+    let per_message_us = |seconds: f64| seconds * 1e6 / backlog as f64;
+    Ok(json!({
+        "id": scenario.id(),
+        "driver": scenario.pair(),
+        "replicator": kind.label(),
+        "replicatorRunsIn": kind.runs_in(),
+        "repeat": repeat,
+        "workloadFile": format!("e2e/bench/workloads/{}", scenario.workload),
+        "messageSize": workload.message_size,
+        "partitions": workload.partitions_per_topic,
+        "backlog": backlog,
+        "preloadRate": preload_rate,
+        "firstArrivalSeconds": arrivals.first,
+        "tenthSeconds": arrivals.tenth,
+        "nineTenthsSeconds": arrivals.nine_tenths,
+        "drainSeconds": arrivals.all,
+        "arrived": arrivals.last_count,
+        "capacity": capacity,
+        "replicatorCpuSeconds": replicator_cpu,
+        "replicatorCpuMicrosPerMessage": replicator_cpu.map(per_message_us),
+        "runCpuSeconds": everything_cpu,
+        "runCpuMicrosPerMessage": per_message_us(everything_cpu),
+        "replicatorPeakRssKiB": peak_rss_kib,
+        "otherCpuShareBefore": other_share_before,
+        "otherCpuShareDuringDrain": machine_load::outside_share(load_at_start, load_at_end),
+    }))
+}
+
+/// Median, lowest and highest of `values`; None without any.
+fn spread(mut values: Vec<f64>) -> Option<Value> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let median = if values.len() % 2 == 1 {
+        values[values.len() / 2]
+    } else {
+        f64::midpoint(values[values.len() / 2 - 1], values[values.len() / 2])
+    };
+    Some(json!({"median": median, "min": values[0], "max": values[values.len() - 1], "n": values.len()}))
+}
+
+/// Per run id: the spread of capacity and cost over the repeats; per pair: the spread of
+/// ours / peer within each repeat.
+pub fn summary(runs: &[Value]) -> Value {
+    // In the order of the first repeat.
+    let mut ids: Vec<&str> = Vec::new();
+    for id in runs.iter().filter_map(|r| r["id"].as_str()) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let figure = |id: &str, key: &str| -> Vec<f64> {
+        runs.iter().filter(|r| r["id"] == id).filter_map(|r| r[key].as_f64()).collect()
+    };
+    let per_run: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let first = runs.iter().find(|r| r["id"] == *id).cloned().unwrap_or_default();
+            json!({
+                "id": id,
+                "driver": first["driver"],
+                "replicator": first["replicator"],
+                "capacity": spread(figure(id, "capacity")),
+                "replicatorCpuMicrosPerMessage": spread(figure(id, "replicatorCpuMicrosPerMessage")),
+                "runCpuMicrosPerMessage": spread(figure(id, "runCpuMicrosPerMessage")),
+                "replicatorPeakRssKiB": spread(figure(id, "replicatorPeakRssKiB")),
+                "preloadRate": spread(figure(id, "preloadRate")),
+            })
+        })
+        .collect();
+    let ratios: Vec<Value> = runs
+        .iter()
+        .filter(|r| r["replicator"] == "oms-bridge" && r["repeat"] == 0)
+        .filter_map(|ours| {
+            let peer = runs.iter().find(|r| r["driver"] == ours["driver"] && r["replicator"] != "oms-bridge")?;
+            let per_repeat = |key: &str| -> Vec<f64> {
+                runs.iter()
+                    .filter(|r| r["id"] == ours["id"])
+                    .filter_map(|o| {
+                        let p = runs.iter().find(|p| p["id"] == peer["id"] && p["repeat"] == o["repeat"])?;
+                        let (a, b) = (o[key].as_f64()?, p[key].as_f64()?);
+                        (b > 0.0).then(|| a / b)
+                    })
+                    .collect()
+            };
+            Some(json!({
+                "driver": ours["driver"],
+                "peer": peer["replicator"],
+                "capacityOursPerPeer": spread(per_repeat("capacity")),
+                "runCpuPerMessageOursPerPeer": spread(per_repeat("runCpuMicrosPerMessage")),
+            }))
+        })
+        .collect();
+    json!({"runs": per_run, "oursPerPeer": ratios})
+}
+
+/// The tables of a capacity document.
+pub fn markdown(document: &Value) -> String {
+    use std::fmt::Write as _;
+    let cell = |spread: &Value, digits: usize| match (spread["median"].as_f64(), spread["min"].as_f64()) {
+        (Some(median), Some(min)) => {
+            let max = spread["max"].as_f64().unwrap_or(median);
+            format!("{median:.digits$} ({min:.digits$}-{max:.digits$})")
+        }
+        _ => "-".to_owned(),
+    };
+    let mut out = String::from(
+        "# Bridge capacity: draining a backlog, side by side\n\n\
+         Produced by `make bench-capacity` (e2e/benches/bridge_throughput/capacity.rs); every figure below\n\
+         comes from capacity.json in this directory. Median (lowest-highest) over the repeats.\n\n",
+    );
+    let _ = writeln!(
+        out,
+        "Commit {}{}, {} repeats interleaved, backlog {} messages per run, {} s in all.\n",
+        document["commit"].as_str().unwrap_or("?"),
+        if document["dirtyTree"] == true { " with changes not committed" } else { "" },
+        document["repeats"],
+        document["backlog"],
+        document["wallSeconds"]
+    );
+    out.push_str("## ours / peer (within each repeat)\n\n| Pair | Peer | capacity | CPU per message, whole run |\n|---|---|---|---|\n");
+    for ratio in document["summary"]["oursPerPeer"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            ratio["driver"].as_str().unwrap_or_default(),
+            ratio["peer"].as_str().unwrap_or_default(),
+            cell(&ratio["capacityOursPerPeer"], 2),
+            cell(&ratio["runCpuPerMessageOursPerPeer"], 2)
+        );
+    }
+    out.push_str(
+        "\n## Runs\n\n| Pair | Replicator | capacity (msg/s) | replicator CPU (µs/msg) | whole run CPU (µs/msg) | peak RSS (KiB) | preload (msg/s) |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for run in document["summary"]["runs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            run["driver"].as_str().unwrap_or_default(),
+            run["replicator"].as_str().unwrap_or_default(),
+            cell(&run["capacity"], 0),
+            cell(&run["replicatorCpuMicrosPerMessage"], 1),
+            cell(&run["runCpuMicrosPerMessage"], 1),
+            cell(&run["replicatorPeakRssKiB"], 0),
+            cell(&run["preloadRate"], 0)
+        );
+    }
+    out.push_str(METHOD);
+    out
+}
+
+const METHOD: &str = "
+## How these figures are made
+
+- Each run: a fresh source queue is preloaded with the backlog while nothing replicates (preload =
+  the rate the source took it at, one producer, 1000 unconfirmed publishes at most). Then the
+  replicator starts alone: no producer and no consumer compete with it. The target's count is read
+  every 100 ms (Kafka high watermarks, the stream's count, the queue's ready messages).
+- capacity = 80 % of the backlog / the time between 10 % and 90 % of it arriving: a JVM's start-up
+  and the last stragglers are left out.
+- replicator CPU = user + system time of the replicator's own processes (worker, gateway,
+  MirrorMaker 2) over the run, per message of the backlog; the Shovel and JetStream sourcing run in
+  the broker and have none of their own. whole run CPU = every process of the bench (brokers,
+  replicator, this program) from the replicator's start to the last arrival, per message: the
+  figure that compares in-broker peers with replicators of their own.
+- Repeats run interleaved (every scenario once, then again), so drift of the machine lands on all
+  of them; ours / peer is taken within each repeat, then its median and range.
+- The bench writes docs/bench only from a clean tree and records the commit; from a dirty tree it
+  writes under e2e/.state/bench instead.
+";
