@@ -102,7 +102,8 @@ async fn preload(source: &Endpoint, backlog: u64, size: usize) -> anyhow::Result
     Ok(backlog as f64 / started.elapsed().as_secs_f64())
 }
 
-/// When the target's count first reached each share of the backlog, from the replicator's start.
+/// When the target's count first reached each share of the backlog, from the replicator's start;
+/// and the CPU used by then, so that the steady part (10 % to 90 %) has a cost of its own.
 #[derive(Debug, Default)]
 struct Arrivals {
     first: Option<f64>,
@@ -110,6 +111,9 @@ struct Arrivals {
     nine_tenths: Option<f64>,
     all: Option<f64>,
     last_count: u64,
+    /// The replicator's own CPU seconds, and the bench's process groups, at 10 % and at 90 %.
+    at_tenth: Option<(Option<f64>, machine_load::CpuSnapshot)>,
+    at_nine_tenths: Option<(Option<f64>, machine_load::CpuSnapshot)>,
 }
 
 /// Polls `counter` until the whole backlog arrived or the drain is slower than [`SLOWEST_RATE`].
@@ -117,6 +121,7 @@ async fn watch_drain(
     counter: &Counter,
     backlog: u64,
     replicator: &mut replicator::Running,
+    groups: &[i32],
 ) -> anyhow::Result<Arrivals> {
     let started = Instant::now();
     let deadline = Duration::from_secs_f64(backlog as f64 / SLOWEST_RATE) + Duration::from_mins(3);
@@ -135,6 +140,14 @@ async fn watch_drain(
             if slot.is_none() && reached(share) {
                 *slot = Some(at);
             }
+        }
+        let cpu_now =
+            || (crate::sum(replicator.cpu_seconds().into_iter().map(|(_, s)| s)), machine_load::snapshot(groups));
+        if arrivals.tenth.is_some() && arrivals.at_tenth.is_none() {
+            arrivals.at_tenth = Some(cpu_now());
+        }
+        if arrivals.nine_tenths.is_some() && arrivals.at_nine_tenths.is_none() {
+            arrivals.at_nine_tenths = Some(cpu_now());
         }
         arrivals.last_count = count;
         tokio::time::sleep(POLL).await;
@@ -169,7 +182,7 @@ pub async fn run(
     let load_at_start = machine_load::snapshot(&groups);
     let management_port = brokers.management_port(scenario.target, Side::Target);
     let mut running = replicator::start(kind, &format!("cap{index}"), &source, &target, management_port).await?;
-    let arrivals = watch_drain(&counter, backlog, &mut running).await?;
+    let arrivals = watch_drain(&counter, backlog, &mut running, &groups).await?;
     let load_at_end = machine_load::snapshot(&groups);
     let cpu_seconds: Vec<(&str, Option<f64>)> = running.cpu_seconds();
     let replicator_cpu: Option<f64> = crate::sum(cpu_seconds.iter().map(|(_, s)| *s));
@@ -184,6 +197,12 @@ pub async fn run(
         .filter(|(tenth, nine)| nine > tenth)
         .map(|(tenth, nine)| backlog as f64 * 0.8 / (nine - tenth));
     let per_message_us = |seconds: f64| seconds * 1e6 / backlog as f64;
+    // The steady part: 80 % of the backlog, between 10 % and 90 % arrived.
+    let steady_us = |seconds: f64| seconds * 1e6 / (backlog as f64 * 0.8);
+    let steady = arrivals.at_tenth.zip(arrivals.at_nine_tenths);
+    let steady_replicator = steady.and_then(|((a, _), (b, _))| Some(b? - a?)).map(steady_us);
+    let steady_run =
+        steady.map(|((_, a), (_, b))| steady_us(machine_load::own_ticks(a, b) / replicator::clock_ticks_per_second()));
     Ok(json!({
         "id": scenario.id(),
         "driver": scenario.pair(),
@@ -205,6 +224,8 @@ pub async fn run(
         "replicatorCpuMicrosPerMessage": replicator_cpu.map(per_message_us),
         "runCpuSeconds": everything_cpu,
         "runCpuMicrosPerMessage": per_message_us(everything_cpu),
+        "replicatorCpuMicrosPerMessageSteady": steady_replicator,
+        "runCpuMicrosPerMessageSteady": steady_run,
         "replicatorPeakRssKiB": peak_rss_kib,
         "otherCpuShareBefore": other_share_before,
         "otherCpuShareDuringDrain": machine_load::outside_share(load_at_start, load_at_end),
@@ -249,6 +270,8 @@ pub fn summary(runs: &[Value]) -> Value {
                 "capacity": spread(figure(id, "capacity")),
                 "replicatorCpuMicrosPerMessage": spread(figure(id, "replicatorCpuMicrosPerMessage")),
                 "runCpuMicrosPerMessage": spread(figure(id, "runCpuMicrosPerMessage")),
+                "replicatorCpuMicrosPerMessageSteady": spread(figure(id, "replicatorCpuMicrosPerMessageSteady")),
+                "runCpuMicrosPerMessageSteady": spread(figure(id, "runCpuMicrosPerMessageSteady")),
                 "replicatorPeakRssKiB": spread(figure(id, "replicatorPeakRssKiB")),
                 "preloadRate": spread(figure(id, "preloadRate")),
             })
@@ -274,10 +297,30 @@ pub fn summary(runs: &[Value]) -> Value {
                 "peer": peer["replicator"],
                 "capacityOursPerPeer": spread(per_repeat("capacity")),
                 "runCpuPerMessageOursPerPeer": spread(per_repeat("runCpuMicrosPerMessage")),
+                "runCpuPerMessageSteadyOursPerPeer": spread(per_repeat("runCpuMicrosPerMessageSteady")),
+                "replicatorCpuPerMessageSteadyOursPerPeer": spread(per_repeat("replicatorCpuMicrosPerMessageSteady")),
             }))
         })
         .collect();
-    json!({"runs": per_run, "oursPerPeer": ratios})
+    // The price of a cloud boundary: the route through the gateway against the direct one.
+    let crossings: Vec<Value> = runs
+        .iter()
+        .filter(|r| r["repeat"] == 0 && r["driver"].as_str().is_some_and(|d| d.contains(" -> gateway -> ")))
+        .map(|via| {
+            let direct = via["driver"].as_str().unwrap_or_default().replace(" -> gateway -> ", " -> ");
+            let per_repeat: Vec<f64> = runs
+                .iter()
+                .filter(|r| r["id"] == via["id"])
+                .filter_map(|g| {
+                    let d = runs.iter().find(|d| d["driver"] == direct.as_str() && d["repeat"] == g["repeat"])?;
+                    let (a, b) = (g["capacity"].as_f64()?, d["capacity"].as_f64()?);
+                    (b > 0.0).then(|| a / b)
+                })
+                .collect();
+            json!({"driver": via["driver"], "direct": direct, "capacityGatewayPerDirect": spread(per_repeat)})
+        })
+        .collect();
+    json!({"runs": per_run, "oursPerPeer": ratios, "gatewayPerDirect": crossings})
 }
 
 /// The tables of a capacity document.
@@ -304,30 +347,43 @@ pub fn markdown(document: &Value) -> String {
         document["backlog"],
         document["wallSeconds"]
     );
-    out.push_str("## ours / peer (within each repeat)\n\n| Pair | Peer | capacity | CPU per message, whole run |\n|---|---|---|---|\n");
+    out.push_str(
+        "## ours / peer (within each repeat)\n\n| Pair | Peer | capacity | CPU per message 10-90 %, replicator | CPU per message 10-90 %, whole run |\n|---|---|---|---|---|\n",
+    );
     for ratio in document["summary"]["oursPerPeer"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             ratio["driver"].as_str().unwrap_or_default(),
             ratio["peer"].as_str().unwrap_or_default(),
             cell(&ratio["capacityOursPerPeer"], 2),
-            cell(&ratio["runCpuPerMessageOursPerPeer"], 2)
+            cell(&ratio["replicatorCpuPerMessageSteadyOursPerPeer"], 2),
+            cell(&ratio["runCpuPerMessageSteadyOursPerPeer"], 2)
+        );
+    }
+    for crossing in document["summary"]["gatewayPerDirect"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "\nCrossing a cloud boundary: {} / {} capacity {}.",
+            crossing["driver"].as_str().unwrap_or_default(),
+            crossing["direct"].as_str().unwrap_or_default(),
+            cell(&crossing["capacityGatewayPerDirect"], 2)
         );
     }
     out.push_str(
-        "\n## Runs\n\n| Pair | Replicator | capacity (msg/s) | replicator CPU (µs/msg) | whole run CPU (µs/msg) | peak RSS (KiB) | preload (msg/s) |\n\
-         |---|---|---|---|---|---|---|\n",
+        "\n## Runs\n\n| Pair | Replicator | capacity (msg/s) | replicator CPU 10-90 % (µs/msg) | whole run CPU 10-90 % (µs/msg) | replicator CPU with start-up (µs/msg) | peak RSS (KiB) | preload (msg/s) |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for run in document["summary"]["runs"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             run["driver"].as_str().unwrap_or_default(),
             run["replicator"].as_str().unwrap_or_default(),
             cell(&run["capacity"], 0),
+            cell(&run["replicatorCpuMicrosPerMessageSteady"], 1),
+            cell(&run["runCpuMicrosPerMessageSteady"], 1),
             cell(&run["replicatorCpuMicrosPerMessage"], 1),
-            cell(&run["runCpuMicrosPerMessage"], 1),
             cell(&run["replicatorPeakRssKiB"], 0),
             cell(&run["preloadRate"], 0)
         );
@@ -346,10 +402,12 @@ const METHOD: &str = "
 - capacity = 80 % of the backlog / the time between 10 % and 90 % of it arriving: a JVM's start-up
   and the last stragglers are left out.
 - replicator CPU = user + system time of the replicator's own processes (worker, gateway,
-  MirrorMaker 2) over the run, per message of the backlog; the Shovel and JetStream sourcing run in
-  the broker and have none of their own. whole run CPU = every process of the bench (brokers,
-  replicator, this program) from the replicator's start to the last arrival, per message: the
-  figure that compares in-broker peers with replicators of their own.
+  MirrorMaker 2) per message; the Shovel and JetStream sourcing run in the broker and have none of
+  their own. whole run CPU = every process of the bench (brokers, replicator, this program) per
+  message: the figure that compares in-broker peers with replicators of their own. \"10-90 %\" is
+  the CPU used while the steady 80 % of the backlog arrived, per message of it; \"with start-up\"
+  is the replicator's CPU from its start to the last arrival per message of the backlog (a JVM's
+  start-up and compilation included; the JSON has the whole run's too).
 - Repeats run interleaved (every scenario once, then again), so drift of the machine lands on all
   of them; ours / peer is taken within each repeat, then its median and range.
 - The bench writes docs/bench only from a clean tree and records the commit; from a dirty tree it
