@@ -10,7 +10,7 @@
 //! with the replicator's peak RSS and CPU time.
 //!
 //! Run with `make bench`; writes docs/bench/bridge-throughput.{json,md} (the plot comes from
-//! e2e/bench/plot.py). `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and
+//! e2e/bench/plot.py), from a clean tree only (else under e2e/.state/bench). `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and
 //! `OMS_BENCH_SECONDS=20` shortens every window, for a quick look while developing.
 //!
 //! `OMS_BENCH_MODE=capacity` (`make bench-capacity`) measures capacity instead ([`capacity`]):
@@ -571,6 +571,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("OMS_BENCH_MODE").as_deref() == Ok("capacity") {
         return main_capacity(&scenarios, &workloads);
     }
+    let (commit, dirty) = commit_and_dirty()?;
     // The same two cores the replicators and brokers use: no more threads than that.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = Instant::now();
@@ -596,11 +597,20 @@ fn main() -> anyhow::Result<()> {
         brokers.stop_unused(&scenarios[index + 1..]);
     }
     drop(brokers);
-    let document = report::document(&runs, started.elapsed())?;
-    let out_dir = repo_root().join("docs/bench");
+    let mut document = report::document(&runs, started.elapsed())?;
+    document["commit"] = json!(commit);
+    document["dirtyTree"] = json!(dirty);
+    // Figures in docs come from a commit anyone can check out: a dirty tree writes elsewhere.
+    let out_dir = if dirty { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("bridge-throughput.json"), serde_json::to_string_pretty(&document)? + "\n")?;
     std::fs::write(out_dir.join("bridge-throughput.md"), report::markdown(&document))?;
     println!("{}", report::markdown(&document));
+    if dirty {
+        eprintln!(
+            "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
+            out_dir.display()
+        );
+    }
     Ok(())
 }

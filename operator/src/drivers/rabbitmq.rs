@@ -231,9 +231,9 @@ mod tests {
         assert_eq!(node.as_deref(), Some("rabbit@$(POD_NAME).billing-rabbit.acme.svc"));
     }
 
-    #[test]
-    fn users_come_from_the_tenants_definitions_and_a_new_tenant_rolls_the_pods() {
-        let input = BrokerInput {
+    /// One node of the current version, serving its own namespace over TLS.
+    fn single_node() -> BrokerInput {
+        BrokerInput {
             name: "billing-rabbit".into(),
             namespace: "acme".into(),
             replicas: 1,
@@ -243,7 +243,12 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
-        };
+        }
+    }
+
+    #[test]
+    fn users_come_from_the_tenants_definitions_and_a_new_tenant_rolls_the_pods() {
+        let input = single_node();
         let pod = Rabbitmq.render(&input);
         let file = pod.secret_file.as_ref().expect("the definitions file");
         assert_eq!((file.secret.as_str(), file.key.as_str()), ("billing-rabbit-tenants", "rabbitmq-definitions.json"));
@@ -255,17 +260,7 @@ mod tests {
 
     #[test]
     fn with_tls_only_amqps_listens_and_without_it_only_amqp() {
-        let input = BrokerInput {
-            name: "billing-rabbit".into(),
-            namespace: "acme".into(),
-            replicas: 1,
-            config: std::collections::BTreeMap::new(),
-            cluster_id: "x".into(),
-            image: "rabbitmq:4.1.4".into(),
-            tenants: vec!["acme".into()],
-            shared: false,
-            tls: true,
-        };
+        let input = single_node();
         let conf = &Rabbitmq.render(&input).files["rabbitmq.conf"];
         assert!(conf.contains("listeners.tcp = none\nlisteners.ssl.default = 5671\n"), "{conf}");
         assert!(conf.contains("ssl_options.keyfile = /etc/oms/rabbitmq-tls/tls.key\n"), "{conf}");
