@@ -63,6 +63,8 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
         let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
         async move {
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            // Frames are small and acks wait on them: Nagle would hold each behind the last ack.
+            tcp.set_nodelay(true)?;
             let stream = connector.connect(name, tcp).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }

@@ -16,8 +16,10 @@ pub mod proto {
     tonic::include_proto!("oms.gateway.v1");
 }
 
-/// Messages a peer may have in flight on one stream: the credit the receiving side grants.
-pub const STREAM_CREDIT: u32 = 256;
+/// Messages a peer may have in flight on one stream: the credit the receiving side grants. Above
+/// the worker's default window (1,000), so a route through the gateway runs at the worker's window
+/// rather than a quarter of it.
+pub const STREAM_CREDIT: u32 = 1024;
 
 impl From<&Message> for proto::Message {
     fn from(message: &Message) -> Self {

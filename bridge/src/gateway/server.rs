@@ -127,6 +127,10 @@ async fn accept(
                 }
             },
         };
+        // Acks are small and the peer's sends wait on them: Nagle would hold each behind the last.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(message = "Cannot turn off Nagle's algorithm.", %address, %error);
+        }
         let (acceptor, connections, metrics) = (acceptor.clone(), connections.clone(), metrics.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
