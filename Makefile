@@ -82,24 +82,23 @@ test: ## Everything CI runs, phase by phase, with a table of times at the end
 bench: tools ## Benchmarks and scale runs; results under docs/bench/
 	$(CARGO) build --release --locked -p oms-operator
 	$(CARGO) bench --locked -p oms-e2e --bench queue_scale
-	$(MAKE) bench-bridge
 	$(MAKE) bench-capacity
+	$(MAKE) bench-latency
 
 # Brokers in benchmarks run as in production (e2e/harness/broker.sh picks lighter options for tests).
-bench bench-bridge bench-capacity: export KAFKA_JVM_OPTS = -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+bench bench-capacity bench-latency: export KAFKA_JVM_OPTS = -XX:+UseG1GC -XX:MaxGCPauseMillis=20
 
-.PHONY: bench-bridge
-bench-bridge: ## Bridge throughput beside MirrorMaker 2, Shovel, JetStream sourcing (part of bench)
+.PHONY: bench-capacity
+bench-capacity: ## Capacity: each replicator drains a backlog alone, repeats interleaved (part of bench)
+	$(TOOLS) kafka kafka-mirror nats-server plot
+	$(CARGO) build --release --locked -p oms-bridge
+	OMS_BENCH_MODE=capacity $(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
+
+.PHONY: bench-latency
+bench-latency: ## Added latency at a fixed rate beside MirrorMaker 2, Shovel, sourcing (after capacity)
 	$(TOOLS) kafka kafka-mirror nats-server plot
 	$(CARGO) build --release --locked -p oms-bridge
 	$(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
-	$(BIN)/plot-venv/bin/python e2e/bench/plot.py docs/bench/bridge-throughput.json docs/bench/bridge-throughput.png
-
-.PHONY: bench-capacity
-bench-capacity: ## Capacity (bench v2): each replicator drains a backlog alone, repeats interleaved
-	$(TOOLS) kafka kafka-mirror nats-server
-	$(CARGO) build --release --locked -p oms-bridge
-	OMS_BENCH_MODE=capacity $(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
 
 .PHONY: cluster-up
 cluster-up: ## Start a local control plane: make cluster-up CLUSTER=cloud-a

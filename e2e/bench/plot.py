@@ -1,15 +1,17 @@
-"""Plots docs/bench/bridge-throughput.json (written by e2e/benches/bridge_throughput) as a PNG.
+"""Plots a bench directory's capacity.json and latency.json (both written by
+e2e/benches/bridge_throughput) as bridges.png in the same directory.
 
-    .bin/plot-venv/bin/python e2e/bench/plot.py <results.json> <out.png>
+    .bin/plot-venv/bin/python e2e/bench/plot.py <dir>
 
-Left: the consume rate at the target per pair, for the target broker alone (the ceiling),
-oms-bridge and the peer replicator of that pair. Right: the end-to-end p99 latency of the same
-runs (log scale). A route through the mTLS gateway ('kafka -> gateway -> nats') is a pair of its
-own, labelled with its ratios to the direct route (the price of crossing a cloud boundary).
-`make bench` runs this after the bench, with matplotlib from tools.sh plot.
+Left: capacity (a backlog drained alone) per pair for oms-bridge and the peer replicator, median
+with the range over the repeats. Right: the end-to-end p99 that each adds to the target broker
+alone's at the same fixed rate, median with range. A route through the mTLS gateway
+('kafka -> gateway -> nats') is a pair of its own. `make bench-latency` runs this after the bench,
+with matplotlib from tools.sh plot; a directory without latency.json gets the capacity half only.
 """
 
 import json
+import os
 import sys
 
 import matplotlib
@@ -17,80 +19,72 @@ import matplotlib
 matplotlib.use("Agg")  # no display: write the file only
 import matplotlib.pyplot as plt  # noqa: E402
 
-RAW = "raw target (ceiling)"
 OURS = "oms-bridge"
+COLORS = {OURS: "#1f77b4", "peer": "#ff7f0e"}
 
 
-def target_of(pair):
-    """'kafka -> nats' and 'nats alone' both name the target broker last or first."""
-    return pair.split(" -> ")[-1].split(" ")[0]
+def load(directory, name):
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def main(results_path, out_path):
-    with open(results_path, encoding="utf-8") as f:
-        doc = json.load(f)
-    runs = doc["runs"]
-    ceilings = {target_of(r["driver"]): r for r in runs if r["replicator"] == RAW}
-    pairs = [r["driver"] for r in runs if r["replicator"] == OURS]
+def bars(ax, rows, key, ylabel, title):
+    """One group per pair: ours and the peer, each a median bar with a min-max whisker."""
+    pairs = []
+    for row in rows:
+        if row["replicator"] != "raw target (ceiling)" and row["driver"] not in pairs:
+            pairs.append(row["driver"])
+    width = 0.38
+    for i, who in enumerate((OURS, "peer")):
+        xs, heights, low, high, names = [], [], [], [], []
+        for p, pair in enumerate(pairs):
+            row = next((r for r in rows if r["driver"] == pair and (r["replicator"] == OURS) == (who == OURS)), None)
+            spread = row.get(key) if row else None
+            if not spread:
+                continue
+            xs.append(p + (i - 0.5) * width)
+            heights.append(spread["median"])
+            low.append(spread["median"] - spread["min"])
+            high.append(spread["max"] - spread["median"])
+            names.append(row["replicator"])
+        ax.bar(xs, heights, width, yerr=[low, high], capsize=3, color=COLORS[who], label=OURS if who == OURS else "peer")
+        if who == "peer":
+            for x, h, name in zip(xs, heights, names):
+                ax.annotate(name, (x, h), ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(range(len(pairs)))
+    ax.set_xticklabels(pairs, fontsize=8, rotation=15)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
 
-    series = {"target alone (ceiling)": [], "oms-bridge": [], "peer": []}
-    peers = []
-    for pair in pairs:
-        ours = next(r for r in runs if r["driver"] == pair and r["replicator"] == OURS)
-        peer = next((r for r in runs if r["driver"] == pair and r["replicator"] not in (OURS, RAW)), None)
-        series["target alone (ceiling)"].append(ceilings.get(target_of(pair)))
-        series["oms-bridge"].append(ours)
-        series["peer"].append(peer)
-        peers.append(peer["replicator"] if peer else "no peer")
 
-    fig, (rates, latency) = plt.subplots(1, 2, figsize=(14, 6))
-    width = 0.27
-    colors = {"target alone (ceiling)": "#b0b0b0", "oms-bridge": "#1f77b4", "peer": "#ff7f0e"}
-    for i, (name, values) in enumerate(series.items()):
-        xs = [p + (i - 1) * width for p in range(len(pairs))]
-        rate = [v["consumeRateAvg"] if v else 0 for v in values]
-        p99 = [v["aggregatedEndToEndLatency99pct"] if v and v["aggregatedEndToEndLatency99pct"] else 0 for v in values]
-        rates.bar(xs, rate, width, label=name, color=colors[name])
-        latency.bar(xs, p99, width, label=name, color=colors[name])
-
-    # The ratios the table states, above each pair (with headroom for their three lines).
-    rates.set_ylim(top=rates.get_ylim()[1] * 1.2)
-    crossings = {c["driver"]: c for c in doc.get("crossingCloudBoundary", [])}
-    for p, c in enumerate(doc["comparisons"]):
-        text = [f"{name} {c[key]:.2f}" for name, key in (("ours/peer", "oursPerPeer"), ("ours/ceiling", "oursPerCeiling"))
-                if c.get(key) is not None]
-        crossing = crossings.get(c["driver"])
-        if crossing and crossing.get("consumeRateGatewayPerDirect") is not None:
-            text.append(f"gateway/direct {crossing['consumeRateGatewayPerDirect']:.2f}")
-        if crossing and crossing.get("endToEndP99GatewayPerDirect") is not None:
-            latency.annotate(f"gateway/direct\n{crossing['endToEndP99GatewayPerDirect']:.2f}",
-                             (p, crossing["gatewayEndToEndP99"]), ha="center", va="bottom", fontsize=8)
-        top = max(c["oursConsumeRate"] or 0, c["peerConsumeRate"] or 0, c["ceilingConsumeRate"] or 0)
-        rates.annotate("\n".join(text), (p, top), ha="center", va="bottom", fontsize=8)
-
-    labels = [f"{pair}\npeer:\n{peer}" for pair, peer in zip(pairs, peers)]
-    for ax in (rates, latency):
-        ax.set_xticks(range(len(pairs)))
-        ax.set_xticklabels(labels, fontsize=8)
-    rates.set_ylabel("messages/s consumed at the target")
-    rates.set_title("Throughput (higher is better)")
-    rates.legend(fontsize=8)
-    latency.set_yscale("log")
-    latency.set_ylim(top=latency.get_ylim()[1] * 2)  # room for the gateway/direct label
-    latency.set_ylabel("end-to-end p99 latency, ms (log)")
-    latency.set_title("End-to-end p99 latency (lower is better)")
-
-    machine = doc["machine"]
+def main(directory):
+    capacity = load(directory, "capacity.json")
+    latency = load(directory, "latency.json")
+    if capacity is None:
+        sys.exit(f"{directory}/capacity.json: not there; run make bench-capacity first")
+    fig, axes = plt.subplots(1, 2 if latency else 1, figsize=(15 if latency else 8, 6), squeeze=False)
+    bars(axes[0][0], capacity["summary"]["runs"], "capacity", "messages/s (backlog drained alone)",
+         f"Capacity, higher is better (commit {capacity['commit'][:10]})")
+    if latency:
+        bars(axes[0][1], latency["summary"]["runs"], "addedp99Ms", "ms added to the target alone's p99 (symlog)",
+             f"Added p99 at a fixed rate, lower is better (commit {latency['commit'][:10]})")
+        # From under a millisecond to seconds: symmetric log (an in-broker peer can add slightly < 0).
+        axes[0][1].set_yscale("symlog", linthresh=1)
+    machine = capacity["machine"]
     fig.suptitle(
-        f"Bridge throughput side by side, {machine['cpus']} cores ({machine['cpuModel']}), "
-        f"{machine['memoryGiB']:.0f} GiB; workloads in e2e/bench/workloads",
+        f"Bridges side by side: median and range over {capacity['repeats']} repeats; {machine['cpus']} cores "
+        f"({machine['cpuModel']}), {machine['memoryGiB']:.0f} GiB; workloads in e2e/bench/workloads",
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    fig.savefig(os.path.join(directory, "bridges.png"), dpi=110)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 2:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])

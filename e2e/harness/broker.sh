@@ -7,7 +7,8 @@
 #   e2e/harness/broker.sh smoke <name>
 #   e2e/harness/broker.sh prepare <kafka|nats|rabbitmq|mqtt>   (installs or builds only)
 #
-# NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`.
+# NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`; KAFKA_EXTRA_CONFIG
+# (optional) to a Kafka broker's server.properties.
 # KAFKA_SASL_SSL_PORT, KAFKA_TLS_DIR, KAFKA_SASL_USER, KAFKA_SASL_PASSWORD (optional, together) at
 # `up kafka`: a second listener SASL_SSL://localhost:<port> with the server certificate
 # $KAFKA_TLS_DIR/server.pem (key and certificate) and the CA $KAFKA_TLS_DIR/ca.crt, taking that
@@ -321,6 +322,8 @@ group.initial.rebalance.delay.ms=0
 # Benches delete each run's topics to free the disk; the default keeps their files a minute more.
 file.delete.delay.ms=1000
 EOF
+	# Extra settings from the caller, e.g. retention that bounds a benchmark's disk use.
+	[[ -z ${KAFKA_EXTRA_CONFIG:-} ]] || printf '%s\n' "$KAFKA_EXTRA_CONFIG" >>"$dir/config/server.properties"
 	cat >"$dir/config/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File

@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use serde_json::{Value, json};
 
-use crate::load::{Endpoint, Kind, Producer, amqp_channel, create_queue, nats_context, payload};
+use crate::load::{Endpoint, Kind, Producer, amqp_channel, create_queue, nats_context, now_ns, payload};
 use crate::machine_load;
 use crate::replicator::{self, WINDOW};
 use crate::workload::Workload;
@@ -94,7 +94,7 @@ async fn preload(source: &Endpoint, backlog: u64, size: usize) -> anyhow::Result
         while pending.len() >= WINDOW as usize {
             pending.next().await.context("a pending confirm")??;
         }
-        pending.push(producer.send(payload(size, sequence, false)).await?);
+        pending.push(producer.send(payload(size, sequence, false, now_ns())).await?);
     }
     while let Some(confirmed) = pending.next().await {
         confirmed?;
@@ -233,7 +233,7 @@ pub async fn run(
 }
 
 /// Median, lowest and highest of `values`; None without any.
-fn spread(mut values: Vec<f64>) -> Option<Value> {
+pub fn spread(mut values: Vec<f64>) -> Option<Value> {
     if values.is_empty() {
         return None;
     }

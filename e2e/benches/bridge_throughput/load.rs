@@ -2,8 +2,11 @@
 //! run and for every replicator, so that only the replicator differs between runs.
 //!
 //! A payload starts with its send time (nanoseconds since the epoch) and a sequence number whose
-//! top bit marks warm-up messages; the rest is filler up to the workload's message size. The
-//! consumer reads both back: the end-to-end latency is its receive time minus the send time.
+//! top bit marks warm-up messages; the rest is random filler up to the workload's message size
+//! (random, so that no compression flatters a run). The consumer reads both back: the end-to-end
+//! latency is its receive time minus the send time. At a fixed rate the send time is the one the
+//! schedule gave the message, not when the producer got to it: a producer held up by a slow
+//! broker adds that wait to the latency instead of hiding it (no coordinated omission).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +59,10 @@ pub struct Endpoint {
     pub queue: String,
 }
 
+/// A bench stream keeps at most this much (the oldest goes first), so that minutes at a fixed rate
+/// fit on the disk; far more than a replicator that keeps up ever leaves unread.
+pub const NATS_STREAM_MAX_BYTES: i64 = 4 << 30;
+
 /// Messages per JetStream pull request of the consumer.
 const NATS_PULL_BATCH: usize = 2000;
 
@@ -74,9 +81,30 @@ pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-pub fn payload(size: usize, sequence: u64, warm_up: bool) -> Vec<u8> {
-    let mut bytes = vec![b'x'; size];
-    bytes[..8].copy_from_slice(&now_ns().to_be_bytes());
+/// Random bytes, made once: every payload's filler is a slice of them.
+fn filler() -> &'static [u8] {
+    static FILLER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| {
+        // xorshift64: enough to defeat compression, and no dependency for it.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        (0..MAX_MESSAGE_SIZE)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    })
+}
+
+/// The largest payload a workload may ask for (the filler's length).
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+/// A payload stamped with `sent_ns` (the schedule's send time) and `sequence`.
+pub fn payload(size: usize, sequence: u64, warm_up: bool, sent_ns: u64) -> Vec<u8> {
+    let mut bytes = filler()[..size].to_vec();
+    bytes[..8].copy_from_slice(&sent_ns.to_be_bytes());
     let sequence = if warm_up { sequence | WARM_UP } else { sequence };
     bytes[8..STAMP_BYTES].copy_from_slice(&sequence.to_be_bytes());
     bytes
@@ -105,6 +133,7 @@ pub async fn create_queue(endpoint: &Endpoint, partitions: u32) -> anyhow::Resul
                 .create_stream(jetstream::stream::Config {
                     name: endpoint.queue.clone(),
                     subjects: vec![endpoint.queue.clone()],
+                    max_bytes: NATS_STREAM_MAX_BYTES,
                     ..Default::default()
                 })
                 .await?;

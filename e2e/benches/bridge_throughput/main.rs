@@ -1,27 +1,30 @@
-//! Bridge throughput, side by side (a measurement, not a test): oms-bridge against the replicator
-//! each broker ships (Kafka MirrorMaker 2, the RabbitMQ Shovel, JetStream stream sourcing) and
-//! against the target broker alone (the ceiling: the same producer writing to the target with no
-//! replicator), plus Kafka -> NATS across vendors, directly and through the mTLS gateway (the price
-//! of crossing a cloud boundary). Real brokers from `broker.sh`, on this machine.
+//! Bridges side by side (a measurement, not a test): oms-bridge against the replicator each broker
+//! ships (Kafka MirrorMaker 2, the RabbitMQ Shovel, JetStream stream sourcing) and against the
+//! target broker alone (the same producer writing to the target with no replicator), plus
+//! Kafka -> NATS across vendors, directly and through the mTLS gateway (the price of crossing a
+//! cloud boundary). Real brokers from `broker.sh`, on this machine. Two measurements:
 //!
-//! Each run reads an OpenMessaging Benchmark workload (`e2e/bench/workloads/*.yaml`), produces to
-//! the source at the workload's rate for its duration, consumes the target, and reports OMB-style
-//! figures (publish and consume rates per interval, publish and end-to-end latency percentiles)
-//! with the replicator's peak RSS and CPU time.
+//! - Latency at a fixed rate (`make bench-latency`, this file): each run reads an OpenMessaging
+//!   Benchmark workload (`e2e/bench/workloads/*.yaml`), produces to the source at a fixed rate
+//!   (half the capacity of the slowest replicator of that workload unless the workload names one)
+//!   through a warm-up and then the measured window, consumes the target, and reports end-to-end
+//!   latency percentiles and what each replicator adds to the target alone's at the same rate,
+//!   with peak RSS and CPU time. docs/bench/latency.{json,md}.
+//! - Capacity (`OMS_BENCH_MODE=capacity`, `make bench-capacity`, [`capacity`]):
+//!   `OMS_BENCH_BACKLOG` messages (default 1,000,000) drained by each replicator alone.
+//!   docs/bench/capacity.{json,md}.
 //!
-//! Run with `make bench`; writes docs/bench/bridge-throughput.{json,md} (the plot comes from
-//! e2e/bench/plot.py), from a clean tree only (else under e2e/.state/bench). `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and
-//! `OMS_BENCH_SECONDS=20` shortens every window, for a quick look while developing.
-//!
-//! `OMS_BENCH_MODE=capacity` (`make bench-capacity`) measures capacity instead ([`capacity`]):
-//! `OMS_BENCH_BACKLOG` messages (default 1,000,000) drained by each replicator alone,
-//! `OMS_BENCH_REPEATS` times (default 3) interleaved; docs/bench/capacity.{json,md}.
+//! Both run every scenario `OMS_BENCH_REPEATS` times (default 3), interleaved (A B A B ...), and
+//! write docs/bench only from a clean tree (else e2e/.state/bench). While developing,
+//! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and `OMS_BENCH_SECONDS=20` shortens
+//! every window (and the warm-up to a tenth of it).
 
 // A measurement: rates and percentiles are statistics, for which f64 and its casts are ample.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 mod capacity;
 mod gateway;
+mod latency;
 mod load;
 mod machine_load;
 mod replicator;
@@ -39,9 +42,15 @@ use futures::stream::FuturesUnordered;
 use oms_e2e::{Broker, free_server_port, repo_root, run_ok};
 use serde_json::{Value, json};
 
-use crate::load::{Consumer, Endpoint, Kind, Producer, Stamp, create_queue, delete_queue, payload, wait_for};
+use crate::load::{Consumer, Endpoint, Kind, Producer, Stamp, create_queue, delete_queue, now_ns, payload, wait_for};
 use crate::replicator::{NATS_SOURCE_DOMAIN, Replicator, WINDOW};
 use crate::workload::Workload;
+
+/// Kafka brokers of the bench keep at most this much per partition (the oldest segments go
+/// first): minutes at a fixed rate then fit on the disk, which a run at 36k msg/s would otherwise
+/// fill (12 GB per copy in 5 minutes). Far more than a replicator that keeps up leaves unread.
+const KAFKA_RETENTION: &str =
+    "log.retention.bytes=1073741824\nlog.segment.bytes=134217728\nlog.retention.check.interval.ms=5000";
 
 /// OMB's reporting interval: one rate figure per interval.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -160,9 +169,11 @@ impl Brokers {
             };
             let mut command = oms_e2e::broker_script();
             command.args(["up", &broker.kind, &broker.name, &broker.port.to_string()]);
-            if kind == Kind::Nats {
-                command.env("NATS_EXTRA_CONFIG", nats_config);
-            }
+            match kind {
+                Kind::Nats => command.env("NATS_EXTRA_CONFIG", nats_config),
+                Kind::Kafka => command.env("KAFKA_EXTRA_CONFIG", KAFKA_RETENTION),
+                Kind::Amqp => &mut command,
+            };
             run_ok(&mut command)?;
             self.up.insert(key, broker);
         }
@@ -249,9 +260,9 @@ async fn consume(
     Ok(Received { end_to_end_us })
 }
 
-/// Publishes at `rate` messages per second (0: as fast as the window allows) until `until`, with
-/// at most `WINDOW` publishes unconfirmed; then waits for the outstanding confirms. Returns the
-/// publish latencies (send to confirm) in microseconds.
+/// Publishes at `rate` messages per second until `until`, with at most `WINDOW` publishes
+/// unconfirmed, each stamped with the time the schedule gave it; then waits for the outstanding
+/// confirms. Returns the publish latencies (scheduled send to confirm) in microseconds.
 async fn produce(
     producer: &Producer,
     rate: f64,
@@ -260,13 +271,13 @@ async fn produce(
     warm_up: bool,
     counters: &Counters,
 ) -> Vec<u32> {
-    let started = Instant::now();
+    let (started, started_ns) = (Instant::now(), now_ns());
     let mut sent = 0u64;
     let mut latencies_us = Vec::new();
     let mut pending = FuturesUnordered::new();
-    let mut record = |(sent_at, result): (Instant, anyhow::Result<()>)| {
+    let mut record = |(scheduled_ns, result): (u64, anyhow::Result<()>)| {
         if result.is_ok() {
-            latencies_us.push(u32::try_from(sent_at.elapsed().as_micros()).unwrap_or(u32::MAX));
+            latencies_us.push(u32::try_from(now_ns().saturating_sub(scheduled_ns) / 1000).unwrap_or(u32::MAX));
             if !warm_up {
                 counters.published.fetch_add(1, Ordering::Relaxed);
             }
@@ -275,12 +286,12 @@ async fn produce(
         }
     };
     while Instant::now() < until {
-        let due = if rate > 0.0 { (started.elapsed().as_secs_f64() * rate) as u64 } else { u64::MAX };
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
         while sent < due && pending.len() < WINDOW as usize && Instant::now() < until {
             let sequence = counters.sequence.fetch_add(1, Ordering::Relaxed);
-            let sent_at = Instant::now();
-            match producer.send(payload(message_size, sequence, warm_up)).await {
-                Ok(confirm) => pending.push(async move { (sent_at, confirm.await) }),
+            let scheduled_ns = started_ns + (sent as f64 * 1e9 / rate) as u64;
+            match producer.send(payload(message_size, sequence, warm_up, scheduled_ns)).await {
+                Ok(confirm) => pending.push(async move { (scheduled_ns, confirm.await) }),
                 Err(_) => {
                     counters.publish_errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -298,15 +309,16 @@ async fn produce(
     latencies_us
 }
 
-/// Runs every producer at its share of the workload's rate until `until`.
+/// Runs every producer at its share of `rate` until `until`.
 async fn produce_all(
     producers: &[Producer],
+    rate: f64,
     workload: &Workload,
     until: Instant,
     warm_up: bool,
     counters: &Counters,
 ) -> Vec<u32> {
-    let rate = workload.producer_rate as f64 / producers.len() as f64;
+    let rate = rate / producers.len() as f64;
     let runs = producers.iter().map(|p| produce(p, rate, until, workload.message_size, warm_up, counters));
     futures::future::join_all(runs).await.concat()
 }
@@ -316,11 +328,6 @@ fn sum<T: std::iter::Sum<T>>(values: impl Iterator<Item = Option<T>>) -> Option<
     let mut values = values.peekable();
     values.peek()?;
     values.sum()
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| (sum + v, count + 1));
-    (count > 0).then(|| sum / f64::from(count))
 }
 
 /// Sends a warm-up message every half second until one has gone all the way through: the
@@ -337,7 +344,7 @@ async fn wait_until_ready(
         replicator.check_alive()?;
         anyhow::ensure!(started.elapsed() < READY_DEADLINE, "{}: nothing arrived in {READY_DEADLINE:?}", scenario.id());
         let sequence = counters.sequence.fetch_add(1, Ordering::Relaxed);
-        producer.send(payload(workload.message_size, sequence, true)).await?.await?;
+        producer.send(payload(workload.message_size, sequence, true, now_ns())).await?.await?;
         wait_for(Duration::from_millis(500), || counters.warm_up_received.load(Ordering::Relaxed) > 0).await;
     }
     Ok(started.elapsed().as_secs_f64())
@@ -367,9 +374,17 @@ async fn sample_rates(started: Instant, duration: Duration, counters: &Counters)
     (samples, received)
 }
 
-async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mut Brokers) -> anyhow::Result<Value> {
+/// One run of `scenario` at `rate` messages per second: warm-up, window, drain.
+async fn run(
+    scenario: Scenario,
+    index: usize,
+    repeat: usize,
+    rate: f64,
+    workload: &Workload,
+    brokers: &mut Brokers,
+) -> anyhow::Result<Value> {
     let replicator_kind = scenario.replicator;
-    let queue = format!("bench{index}-{}", std::process::id());
+    let queue = format!("lat{index}r{repeat}-{}", std::process::id());
     let target = brokers.endpoint(scenario.target, Side::Target, &replicator_kind.target_queue(&queue))?;
     let source = match scenario.source {
         Some(kind) => brokers.endpoint(kind, Side::Source, &queue)?,
@@ -397,17 +412,14 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
     }
 
     let ready_seconds = wait_until_ready(&scenario, &mut replicator, &producers[0], workload, &counters).await?;
-    if workload.warmup_duration_minutes > 0 {
-        let until = Instant::now() + Duration::from_mins(workload.warmup_duration_minutes);
-        produce_all(&producers, workload, until, true, &counters).await;
-    }
+    produce_all(&producers, rate, workload, Instant::now() + workload.warm_up(), true, &counters).await;
 
     // The measured window, sampled every STATS_INTERVAL.
     let duration = workload.duration();
     let cpu_before = replicator.cpu_seconds();
     let load_at_start = machine_load::snapshot(&groups);
     let started = Instant::now();
-    let producing = produce_all(&producers, workload, started + duration, false, &counters);
+    let producing = produce_all(&producers, rate, workload, started + duration, false, &counters);
     let sampling = sample_rates(started, duration, &counters);
     let (publish_latencies_us, (samples, received_in_window)) = tokio::join!(producing, sampling);
     let other_share = machine_load::outside_share(load_at_start, machine_load::snapshot(&groups));
@@ -446,8 +458,10 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
         "partitions": workload.partitions_per_topic,
         "producersPerTopic": workload.producers_per_topic,
         "consumersPerTopic": 1,
-        "producerRate": workload.producer_rate,
+        "repeat": repeat,
+        "fixedRate": rate,
         "testDurationSeconds": window_seconds,
+        "warmUpSeconds": workload.warm_up().as_secs_f64(),
         "readySeconds": ready_seconds,
         "otherCpuShareBefore": other_share_before,
         "otherCpuShareDuringWindow": other_share,
@@ -456,8 +470,6 @@ async fn run(scenario: Scenario, index: usize, workload: &Workload, brokers: &mu
         "backlog": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
         "publishRateAvg": published as f64 / window_seconds,
         "consumeRateAvg": received_in_window as f64 / window_seconds,
-        // Without the first interval, in which a JVM replicator is still compiling its hot paths.
-        "consumeRateAfterFirstInterval": mean(samples.iter().skip(1).map(|s| s.1)),
         "publishErrors": counters.publish_errors.load(Ordering::Relaxed),
         "messagesPublished": published,
         "messagesReceived": received_total,
@@ -539,12 +551,103 @@ fn main_capacity(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -
         "summary": capacity::summary(&runs),
         "runs": runs,
     });
-    // Figures in docs come from a commit anyone can check out: a dirty tree writes elsewhere.
-    let out_dir = if dirty { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
-    std::fs::create_dir_all(&out_dir)?;
+    let out_dir = out_dir(dirty)?;
     std::fs::write(out_dir.join("capacity.json"), serde_json::to_string_pretty(&document)? + "\n")?;
     std::fs::write(out_dir.join("capacity.md"), capacity::markdown(&document))?;
     println!("{}", capacity::markdown(&document));
+    plot(&out_dir);
+    if dirty {
+        eprintln!(
+            "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
+            out_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where this run writes, and reads the capacity figures from: docs/bench from a clean tree, so
+/// that figures in docs come from a commit anyone can check out; else e2e/.state/bench.
+fn out_dir(dirty: bool) -> anyhow::Result<std::path::PathBuf> {
+    let dir = if dirty { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Draws bridges.png in `dir` from its capacity.json and latency.json (e2e/bench/plot.py, with
+/// matplotlib from `tools.sh plot`); a missing plot is reported, the figures stand without it.
+fn plot(dir: &std::path::Path) {
+    let python = repo_root().join(".bin/plot-venv/bin/python");
+    let script = repo_root().join("e2e/bench/plot.py");
+    if let Err(error) = run_ok(std::process::Command::new(python).arg(script).arg(dir)) {
+        eprintln!("bridge_throughput: no plot: {error:#}");
+    }
+}
+
+/// Latency runs of every scenario at each workload's fixed rate, `OMS_BENCH_REPEATS` times
+/// interleaved.
+fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -> anyhow::Result<()> {
+    let repeats = usize::try_from(env_number("OMS_BENCH_REPEATS", 3)?)?;
+    let (commit, dirty) = commit_and_dirty()?;
+    let out_dir = out_dir(dirty)?;
+    // This run's capacity figures; from a dirty tree without any, the committed ones.
+    let capacity_file = Some(out_dir.join("capacity.json"))
+        .filter(|f| f.exists())
+        .unwrap_or_else(|| repo_root().join("docs/bench/capacity.json"));
+    let capacity: Value = serde_json::from_str(
+        &std::fs::read_to_string(&capacity_file)
+            .with_context(|| format!("{}: run `make bench-capacity` first", capacity_file.display()))?,
+    )?;
+    let rates = latency::fixed_rates(scenarios, workloads, &capacity)?;
+    // The same two cores the replicators and brokers use: no more threads than that.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let started = Instant::now();
+    let mut brokers = Brokers { up: BTreeMap::new(), nats_leafnode_port: free_server_port() };
+    let mut runs = Vec::new();
+    for repeat in 0..repeats {
+        for (index, scenario) in scenarios.iter().enumerate() {
+            let workload = &workloads[scenario.workload];
+            let rate = rates[scenario.workload].rate;
+            eprintln!(
+                "bridge_throughput: {} (repeat {repeat}, {rate:.0} msg/s, {} s warm-up, {} s window)",
+                scenario.id(),
+                workload.warm_up().as_secs(),
+                workload.duration().as_secs()
+            );
+            let result = runtime
+                .block_on(run(*scenario, index, repeat, rate, workload, &mut brokers))
+                .with_context(|| scenario.id())?;
+            eprintln!(
+                "bridge_throughput: {}: consumed {:.0}/s, end-to-end p50 {} ms, p99 {} ms, missing {}",
+                scenario.id(),
+                result["consumeRateAvg"].as_f64().unwrap_or_default(),
+                result["aggregatedEndToEndLatency50pct"],
+                result["aggregatedEndToEndLatency99pct"],
+                result["missingAfterDrain"]
+            );
+            runs.push(result);
+            if repeat + 1 == repeats {
+                brokers.stop_unused(&scenarios[index + 1..]);
+            }
+        }
+    }
+    drop(brokers);
+    let document = json!({
+        "producedBy": "make bench-latency (e2e/benches/bridge_throughput, workloads in e2e/bench/workloads)",
+        "commit": commit,
+        "dirtyTree": dirty,
+        "repeats": repeats,
+        "fixedRates": rates,
+        "capacityFrom": capacity["commit"],
+        "machine": report::machine()?,
+        "software": report::software(),
+        "wallSeconds": started.elapsed().as_secs(),
+        "summary": latency::summary(&runs),
+        "runs": runs,
+    });
+    std::fs::write(out_dir.join("latency.json"), serde_json::to_string_pretty(&document)? + "\n")?;
+    std::fs::write(out_dir.join("latency.md"), latency::markdown(&document))?;
+    println!("{}", latency::markdown(&document));
+    plot(&out_dir);
     if dirty {
         eprintln!(
             "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
@@ -571,46 +674,5 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("OMS_BENCH_MODE").as_deref() == Ok("capacity") {
         return main_capacity(&scenarios, &workloads);
     }
-    let (commit, dirty) = commit_and_dirty()?;
-    // The same two cores the replicators and brokers use: no more threads than that.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let started = Instant::now();
-    let mut brokers = Brokers { up: BTreeMap::new(), nats_leafnode_port: free_server_port() };
-    let mut runs = Vec::new();
-    for (index, scenario) in scenarios.iter().enumerate() {
-        let workload = &workloads[scenario.workload];
-        eprintln!(
-            "bridge_throughput: {} ({}, {} s window)",
-            scenario.id(),
-            workload.name,
-            workload.duration().as_secs()
-        );
-        let result = runtime.block_on(run(*scenario, index, workload, &mut brokers)).with_context(|| scenario.id())?;
-        eprintln!(
-            "bridge_throughput: {}: published {:.0}/s, consumed {:.0}/s, end-to-end p99 {} ms",
-            scenario.id(),
-            result["publishRateAvg"].as_f64().unwrap_or_default(),
-            result["consumeRateAvg"].as_f64().unwrap_or_default(),
-            result["aggregatedEndToEndLatency99pct"]
-        );
-        runs.push(result);
-        brokers.stop_unused(&scenarios[index + 1..]);
-    }
-    drop(brokers);
-    let mut document = report::document(&runs, started.elapsed())?;
-    document["commit"] = json!(commit);
-    document["dirtyTree"] = json!(dirty);
-    // Figures in docs come from a commit anyone can check out: a dirty tree writes elsewhere.
-    let out_dir = if dirty { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
-    std::fs::create_dir_all(&out_dir)?;
-    std::fs::write(out_dir.join("bridge-throughput.json"), serde_json::to_string_pretty(&document)? + "\n")?;
-    std::fs::write(out_dir.join("bridge-throughput.md"), report::markdown(&document))?;
-    println!("{}", report::markdown(&document));
-    if dirty {
-        eprintln!(
-            "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
-            out_dir.display()
-        );
-    }
-    Ok(())
+    main_latency(&scenarios, &workloads)
 }

@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use oms_e2e::{free_server_port, repo_root, run_ok, workspace_binary};
 
 use crate::gateway;
-use crate::load::{Endpoint, nats_context};
+use crate::load::{Endpoint, NATS_STREAM_MAX_BYTES, nats_context};
 
 /// Messages a replicator may hold unconfirmed: oms-bridge's `inFlight` and the Shovel's
 /// prefetch, so the two run with the same window (also the producers' window).
@@ -170,6 +170,7 @@ pub async fn start(
                 .await?
                 .create_stream(jetstream::stream::Config {
                     name: target.queue.clone(),
+                    max_bytes: NATS_STREAM_MAX_BYTES,
                     sources: Some(vec![jetstream::stream::Source {
                         name: source.queue.clone(),
                         external: Some(jetstream::stream::External { api_prefix: source_api, delivery_prefix: None }),

@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+use crate::load::MAX_MESSAGE_SIZE;
+
 /// One OMB workload (`e2e/bench/workloads/*.yaml`). OMB fields this bench has no use for
 /// (`payloadFile`, `keyDistributor`, `consumerBacklogSizeGB`, ...) are accepted and ignored: the
 /// payloads are made here, because each must carry its send time and sequence number.
@@ -21,8 +23,9 @@ pub struct Workload {
     #[serde(default = "one")]
     pub consumer_per_subscription: u32,
     pub producers_per_topic: u32,
-    /// Messages per second over all producers; 0 means as fast as the producers' windows allow
-    /// (OMB would search for the highest sustainable rate instead; this bench does not).
+    /// Messages per second over all producers. 0: half the capacity of the slowest replicator
+    /// run on this workload, from the capacity figures `make bench-capacity` wrote (the rate at
+    /// which every replicator compared keeps up, so that latency compares like with like).
     pub producer_rate: u64,
     pub test_duration_minutes: u64,
     /// Published at the workload's rate before the measured window; not counted.
@@ -53,13 +56,26 @@ impl Workload {
         if workload.partitions_per_topic == 0 || workload.producers_per_topic == 0 {
             return Err(field("partitionsPerTopic/producersPerTopic", "must be at least 1"));
         }
-        if workload.message_size < STAMP_BYTES {
-            bail!("{}: messageSize: at least {STAMP_BYTES} bytes (send time and sequence number)", path.display());
+        if !(STAMP_BYTES..=MAX_MESSAGE_SIZE).contains(&workload.message_size) {
+            bail!(
+                "{}: messageSize: {STAMP_BYTES} (send time and sequence number) to {MAX_MESSAGE_SIZE} bytes",
+                path.display()
+            );
         }
         if workload.test_duration_minutes == 0 {
             return Err(field("testDurationMinutes", "must be at least 1"));
         }
         Ok(workload)
+    }
+
+    /// At the run's rate before the window, not counted; with `OMS_BENCH_SECONDS`, a tenth of
+    /// the shortened window.
+    pub fn warm_up(&self) -> Duration {
+        if std::env::var("OMS_BENCH_SECONDS").is_ok() {
+            self.duration() / 10
+        } else {
+            Duration::from_mins(self.warmup_duration_minutes)
+        }
     }
 
     /// The measured window; `OMS_BENCH_SECONDS` shortens it for a quick look while developing.

@@ -1,0 +1,266 @@
+//! Latency at a fixed rate: the rate each workload runs at, and what each replicator adds to the
+//! end-to-end latency of the target alone at that rate, over the repeats.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::capacity::spread;
+use crate::workload::Workload;
+use crate::{SCENARIOS, Scenario};
+
+/// The rate a workload runs at, and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct FixedRate {
+    pub rate: f64,
+    pub from: String,
+}
+
+/// Per workload file: its `producerRate`, or half the median capacity of the slowest replicator
+/// run on it (of every scenario, not only those picked by `OMS_BENCH_ONLY`, so that a partial run
+/// uses the rate a full one would). At that rate every replicator compared keeps up, so latency
+/// compares like with like.
+pub fn fixed_rates(
+    scenarios: &[Scenario],
+    workloads: &BTreeMap<&str, Workload>,
+    capacity: &Value,
+) -> anyhow::Result<BTreeMap<&'static str, FixedRate>> {
+    let median = |id: &str| -> Option<f64> {
+        capacity["summary"]["runs"].as_array()?.iter().find(|r| r["id"] == id)?["capacity"]["median"].as_f64()
+    };
+    let mut rates = BTreeMap::new();
+    for scenario in scenarios {
+        let workload = &workloads[scenario.workload];
+        if workload.producer_rate > 0 {
+            let from = "the workload's producerRate".to_owned();
+            rates.insert(scenario.workload, FixedRate { rate: workload.producer_rate as f64, from });
+            continue;
+        }
+        let mut slowest: Option<(String, f64)> = None;
+        for other in SCENARIOS.iter().filter(|s| s.workload == scenario.workload && s.source.is_some()) {
+            let id = other.id();
+            let Some(capacity) = median(&id) else {
+                anyhow::bail!(
+                    "{}: producerRate 0 takes half the slowest capacity, but capacity.json has none for {id}; \
+                     run `make bench-capacity` first or set producerRate",
+                    scenario.workload
+                );
+            };
+            if slowest.as_ref().is_none_or(|(_, c)| capacity < *c) {
+                slowest = Some((id, capacity));
+            }
+        }
+        let (id, capacity) = slowest.ok_or_else(|| {
+            anyhow::anyhow!("{}: no replicator runs on it to take a rate from; set producerRate", scenario.workload)
+        })?;
+        let from = format!("half the median capacity of {id} ({capacity:.0} msg/s)");
+        rates.insert(scenario.workload, FixedRate { rate: (capacity / 2.0).round(), from });
+    }
+    Ok(rates)
+}
+
+const RAW: &str = "raw target (ceiling)";
+const PERCENTILES: [(&str, &str); 3] = [("p50", "50pct"), ("p99", "99pct"), ("p999", "999pct")];
+
+/// The run of the target alone in the same repeat as `run`.
+fn raw_of<'a>(runs: &'a [Value], run: &Value) -> Option<&'a Value> {
+    let target = run["driver"].as_str()?.rsplit(' ').next()?;
+    runs.iter().find(|r| r["driver"] == format!("{target} alone") && r["repeat"] == run["repeat"])
+}
+
+/// End-to-end latency of `run` minus the target alone's at the same rate, in ms.
+fn added(runs: &[Value], run: &Value, percentile: &str) -> Option<f64> {
+    let key = format!("aggregatedEndToEndLatency{percentile}");
+    Some(run[&key].as_f64()? - raw_of(runs, run)?[&key].as_f64()?)
+}
+
+/// CPU time of the replicator per message published in the window, in µs.
+fn cpu_micros_per_message(run: &Value) -> Option<f64> {
+    let messages = run["messagesPublished"].as_f64().filter(|m| *m > 0.0)?;
+    Some(run["replicatorCpuSeconds"].as_f64()? * 1e6 / messages)
+}
+
+fn runs_of<'a>(runs: &'a [Value], id: &'a str) -> impl Iterator<Item = &'a Value> {
+    runs.iter().filter(move |r| r["id"] == id)
+}
+
+/// Per run id: the spread over the repeats of latency, added latency and cost; per pair: ours /
+/// peer within each repeat; per gateway route: its added p99 minus the direct route's.
+pub fn summary(runs: &[Value]) -> Value {
+    let mut ids: Vec<&str> = Vec::new();
+    for id in runs.iter().filter_map(|r| r["id"].as_str()) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let per_run: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let first = runs_of(runs, id).next().cloned().unwrap_or_default();
+            let mut entry = json!({
+                "id": id,
+                "driver": first["driver"],
+                "replicator": first["replicator"],
+                "fixedRate": first["fixedRate"],
+                "consumeRate": spread(runs_of(runs, id).filter_map(|r| r["consumeRateAvg"].as_f64()).collect()),
+                "missingAfterDrain": runs_of(runs, id).filter_map(|r| r["missingAfterDrain"].as_u64()).sum::<u64>(),
+                "replicatorCpuMicrosPerMessage": spread(runs_of(runs, id).filter_map(cpu_micros_per_message).collect()),
+                "replicatorPeakRssKiB": spread(runs_of(runs, id).filter_map(|r| r["replicatorPeakRssKiB"].as_f64()).collect()),
+            });
+            for (name, percentile) in PERCENTILES {
+                let key = format!("aggregatedEndToEndLatency{percentile}");
+                entry[format!("endToEnd{name}Ms")] = json!(spread(runs_of(runs, id).filter_map(|r| r[&key].as_f64()).collect()));
+                if first["replicator"] != RAW {
+                    let added: Vec<f64> = runs_of(runs, id).filter_map(|r| added(runs, r, percentile)).collect();
+                    entry[format!("added{name}Ms")] = json!(spread(added));
+                }
+            }
+            entry
+        })
+        .collect();
+    // Two runs of the same repeat, as a ratio or a difference of one figure.
+    let paired = |a_id: &Value, b_id: &Value, figure: &dyn Fn(&Value) -> Option<f64>, ratio: bool| -> Option<Value> {
+        let values: Vec<f64> = runs
+            .iter()
+            .filter(|a| a["id"] == *a_id)
+            .filter_map(|a| {
+                let b = runs.iter().find(|b| b["id"] == *b_id && b["repeat"] == a["repeat"])?;
+                let (a, b) = (figure(a)?, figure(b)?);
+                if ratio { (b > 0.0).then(|| a / b) } else { Some(a - b) }
+            })
+            .collect();
+        spread(values)
+    };
+    let added_p99 = |r: &Value| added(runs, r, "99pct");
+    let firsts = || runs.iter().filter(|r| r["repeat"] == 0);
+    let ours_per_peer: Vec<Value> = firsts()
+        .filter(|r| r["replicator"] == "oms-bridge")
+        .filter_map(|ours| {
+            let peer = firsts().find(|r| r["driver"] == ours["driver"] && r["replicator"] != "oms-bridge")?;
+            Some(json!({
+                "driver": ours["driver"],
+                "peer": peer["replicator"],
+                "addedP99OursPerPeer": paired(&ours["id"], &peer["id"], &added_p99, true),
+                "cpuPerMessageOursPerPeer": paired(&ours["id"], &peer["id"], &cpu_micros_per_message, true),
+            }))
+        })
+        .collect();
+    let gateway_minus_direct: Vec<Value> = firsts()
+        .filter(|r| r["driver"].as_str().is_some_and(|d| d.contains(" -> gateway -> ")))
+        .filter_map(|via| {
+            let direct_driver = via["driver"].as_str()?.replace(" -> gateway -> ", " -> ");
+            let direct = firsts().find(|r| r["driver"] == direct_driver.as_str() && r["replicator"] == "oms-bridge")?;
+            Some(json!({
+                "driver": via["driver"],
+                "direct": direct_driver,
+                "addedP99GatewayMinusDirectMs": paired(&via["id"], &direct["id"], &added_p99, false),
+            }))
+        })
+        .collect();
+    json!({"runs": per_run, "oursPerPeer": ours_per_peer, "gatewayMinusDirect": gateway_minus_direct})
+}
+
+/// `median [min–max]` of a spread, with `digits` decimals.
+fn shown(spread: &Value, digits: usize) -> String {
+    match (spread["median"].as_f64(), spread["min"].as_f64(), spread["max"].as_f64()) {
+        (Some(median), Some(min), Some(max)) => format!("{median:.digits$} [{min:.digits$}–{max:.digits$}]"),
+        _ => "-".to_owned(),
+    }
+}
+
+pub fn markdown(document: &Value) -> String {
+    let summary = &document["summary"];
+    let mut out = format!(
+        "# Latency at a fixed rate, side by side\n\n\
+         Produced by `make bench-latency` (e2e/benches/bridge_throughput) from commit {} \
+         ({} repeats, interleaved); raw figures of every run in latency.json. Each cell: median \
+         [lowest–highest] over the repeats. Compare within this file, not across machines.\n\n\
+         ## Added latency (end-to-end minus the target alone's at the same rate, ms)\n\n\
+         | Pair | Replicator | Rate (msg/s) | e2e p50 | e2e p99 | e2e p99.9 | added p50 | added p99 | added p99.9 | CPU (µs/msg) | Peak RSS (MiB) | Missing |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        document["commit"].as_str().unwrap_or("?"),
+        document["repeats"],
+    );
+    for r in summary["runs"].as_array().into_iter().flatten() {
+        let rss = &r["replicatorPeakRssKiB"];
+        let rss_mib = json!({
+            "median": rss["median"].as_f64().map(|k| k / 1024.0),
+            "min": rss["min"].as_f64().map(|k| k / 1024.0),
+            "max": rss["max"].as_f64().map(|k| k / 1024.0),
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["driver"].as_str().unwrap_or_default(),
+            r["replicator"].as_str().unwrap_or_default(),
+            r["fixedRate"].as_f64().unwrap_or_default(),
+            shown(&r["endToEndp50Ms"], 1),
+            shown(&r["endToEndp99Ms"], 1),
+            shown(&r["endToEndp999Ms"], 1),
+            shown(&r["addedp50Ms"], 1),
+            shown(&r["addedp99Ms"], 1),
+            shown(&r["addedp999Ms"], 1),
+            shown(&r["replicatorCpuMicrosPerMessage"], 1),
+            shown(&rss_mib, 0),
+            r["missingAfterDrain"],
+        );
+    }
+    out.push_str(
+        "\n## oms-bridge / peer (within each repeat)\n\n| Pair | Peer | added p99 ours / peer | CPU per message ours / peer |\n|---|---|---|---|\n",
+    );
+    for c in summary["oursPerPeer"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            c["driver"].as_str().unwrap_or_default(),
+            c["peer"].as_str().unwrap_or_default(),
+            shown(&c["addedP99OursPerPeer"], 2),
+            shown(&c["cpuPerMessageOursPerPeer"], 2),
+        );
+    }
+    out.push_str("\n## Crossing a cloud boundary\n\n| Route | Direct | added p99 via gateway minus direct (ms) |\n|---|---|---|\n");
+    for c in summary["gatewayMinusDirect"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            c["driver"].as_str().unwrap_or_default(),
+            c["direct"].as_str().unwrap_or_default(),
+            shown(&c["addedP99GatewayMinusDirectMs"], 1),
+        );
+    }
+    out.push_str("\n## Rates\n\n");
+    for (workload, rate) in document["fixedRates"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "- {workload}: {:.0} msg/s, {}",
+            rate["rate"].as_f64().unwrap_or_default(),
+            rate["from"].as_str().unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "\n{METHOD}");
+    let _ = writeln!(
+        out,
+        "Machine: {}\n\nSoftware: {}\n\nWall time of the whole run: {} s.",
+        document["machine"], document["software"], document["wallSeconds"]
+    );
+    out
+}
+
+const METHOD: &str = "## Method
+- Each run: the replicator starts, one message goes all the way through (ready), then the producer
+  publishes at the fixed rate through the warm-up and the measured window; the consumer reads the
+  target throughout. Only window messages count; each is counted once (repeats are duplicates).
+- Send times come from the schedule (message n of a producer at start + n / rate), so a producer
+  held up by a slow broker adds its wait to the latency (no coordinated omission).
+- Added latency: a run's end-to-end percentile minus the same percentile of the target broker
+  alone (the same producer writing to the target) in the same repeat, at the same rate.
+- The rate of a workload: half the median capacity (docs/bench/capacity.json) of the slowest
+  replicator run on it, so that every replicator compared keeps up; a workload may set its own.
+- CPU: user + system time of the replicator's own processes (worker + gateway for the gateway
+  route) from the window's start to the end of the drain, per message published in the window;
+  the in-broker peers (Shovel, sourcing) run inside the broker and show as -.
+- Payloads are random bytes (nothing compresses); brokers keep at most 1 GiB per Kafka partition
+  and 4 GiB per JetStream stream, far above what a replicator that keeps up leaves unread.
+";
