@@ -1,8 +1,15 @@
 //! AMQP 0.9.1 (RabbitMQ) through lapin. Source: a consumer with manual acks and a prefetch equal to
 //! the window. Sink: publishes through the default exchange to the queue, persistent, with
 //! publisher confirms: a message counts as sent when the broker confirmed it.
+//!
+//! lapin writes to the socket from a thread of its own: awaiting each publish or ack until that
+//! thread wrote it would make every message wait for two thread handoffs in turn. So a publish is
+//! only queued when sent (its write is awaited with its confirmation), and acks are held back and
+//! sent as one `multiple` ack for a run of them, as the Shovel does.
 
-use futures::StreamExt;
+use std::task::Poll;
+
+use futures::{FutureExt, StreamExt};
 use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -20,6 +27,9 @@ use oms_bridge_config::{Endpoint, Protocol};
 
 /// Persistent delivery: RabbitMQ writes the message to disk before confirming it.
 const PERSISTENT: u8 = 2;
+
+/// How long a shutdown waits to write the acks held back.
+const FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
     let (host, port) = endpoint.servers.first().cloned().unwrap_or_default();
@@ -82,6 +92,11 @@ pub struct AmqpSource {
     channel: Channel,
     /// Delivery tags count from 1 on every channel: ids carry this channel's epoch.
     ids: MessageIds,
+    /// The latest delivery acknowledged and not yet told to the broker. The pipeline acknowledges
+    /// in delivery order and only what the target confirmed, so one `multiple` ack of it covers
+    /// every earlier delivery of this channel. Sent before waiting for a delivery and at flush;
+    /// lost on kill -9, which only brings those messages again.
+    unacked: Option<lapin::Acker>,
 }
 
 impl AmqpSource {
@@ -117,7 +132,7 @@ impl AmqpSource {
             other => other.map_err(fail)?,
         };
         let ids = MessageIds::per_delivery(endpoint.access_point.as_deref(), &endpoint.queue);
-        Ok(Self { consumer, queue: endpoint.queue.clone(), channel, ids })
+        Ok(Self { consumer, queue: endpoint.queue.clone(), channel, ids, unacked: None })
     }
 
     /// Messages ready in the queue (not counting those delivered to us and not yet acked).
@@ -129,7 +144,15 @@ impl AmqpSource {
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
-        let delivery = self
+        // The broker sends no more than the prefetch unacknowledged: the acks held back go first.
+        // Queued for lapin's thread, not awaited: waiting for it to write them would stall the
+        // next delivery, and a lost ack only brings its messages again.
+        if let Some(acker) = self.unacked.take()
+            && let Some(Err(error)) = acker.ack(BasicAckOptions { multiple: true }).now_or_never()
+        {
+            return Err(ConnectorError::Ack(error.to_string()));
+        }
+        let mut delivery = self
             .consumer
             .next()
             .await
@@ -148,7 +171,7 @@ impl AmqpSource {
         let id = own.id.or_else(|| properties.message_id().as_ref().map(ToString::to_string));
         let message = Message {
             key: own.key,
-            payload: delivery.data.clone(),
+            payload: std::mem::take(&mut delivery.data),
             headers,
             timestamp_ms: properties.timestamp().and_then(|s| i64::try_from(s).ok()).map(|s| s * 1000),
             id: self.ids.id(id, 0, delivery.delivery_tag),
@@ -158,6 +181,25 @@ impl AmqpSource {
         let redelivered = delivery.redelivered;
         Ok(Received { message, ack: Ack::Amqp(Box::new(delivery.acker)), gap: 0, redelivered })
     }
+
+    /// Acknowledges a delivery, and with it every earlier one, when acks are next sent: the caller
+    /// acknowledges in delivery order, and only what the target confirmed.
+    pub fn ack(&mut self, acker: lapin::Acker) {
+        self.unacked = Some(acker);
+    }
+
+    /// Writes the acks held back before a shutdown, so that confirmed messages do not come again.
+    pub async fn flush(&mut self) {
+        let Some(acker) = self.unacked.take() else { return };
+        let unsent = match tokio::time::timeout(FLUSH_DEADLINE, acker.ack(BasicAckOptions { multiple: true })).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("not written within {FLUSH_DEADLINE:?}")),
+        };
+        if let Some(unsent) = unsent {
+            tracing::warn!(message = "Acks not written before shutdown; their messages come again.", error = %unsent);
+        }
+    }
 }
 
 /// RabbitMQ's answer to a consumer that cannot have the queue (403: an exclusive consumer exists,
@@ -165,10 +207,6 @@ impl AmqpSource {
 fn is_access_refused(error: &lapin::Error) -> bool {
     const ACCESS_REFUSED: u16 = 403;
     matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == ACCESS_REFUSED)
-}
-
-pub async fn ack(acker: &lapin::Acker) -> Result<(), ConnectorError> {
-    acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| ConnectorError::Ack(e.to_string()))
 }
 
 /// A header value as bytes; AMQP's typed values are written as text.
@@ -222,19 +260,22 @@ impl AmqpSink {
         if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms / 1000).ok()) {
             properties = properties.with_timestamp(ms);
         }
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                self.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &message.payload,
-                properties,
-            )
-            .await
-            .map_err(|e| ConnectorError::Send(e.to_string()))?;
+        let (channel, queue, payload) = (self.channel.clone(), self.queue.clone(), message.payload.clone());
+        let mut publish = Box::pin(async move {
+            channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties).await
+        });
+        // The first poll queues the frames and takes the confirm's number, so messages go out in
+        // the order they were sent; the write itself is awaited with the confirmation, not here.
+        let queued = match futures::poll!(&mut publish) {
+            Poll::Ready(Err(error)) => return Err(ConnectorError::Send(error.to_string())),
+            queued => queued,
+        };
         Ok(Box::pin(async move {
-            match confirm.await {
+            let confirm = match queued {
+                Poll::Ready(queued) => queued,
+                Poll::Pending => publish.await,
+            };
+            match confirm.map_err(|e| ConnectorError::Send(e.to_string()))?.await {
                 Ok(Confirmation::Ack(_)) => Ok(Delivered::Stored),
                 Ok(other) => Err(ConnectorError::Send(format!("the broker did not confirm: {other:?}"))),
                 Err(error) => Err(ConnectorError::Send(error.to_string())),

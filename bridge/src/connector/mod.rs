@@ -214,12 +214,16 @@ impl Source {
         }
     }
 
-    /// Acknowledges a message the sink confirmed.
+    /// Acknowledges a message the sink confirmed; messages are acknowledged in the order they
+    /// were received (an AMQP source acks runs of them at once, each covering the earlier ones).
     pub async fn ack(&mut self, ack: Ack) -> Result<(), ConnectorError> {
         match (self, ack) {
             (Source::Kafka(source), Ack::Kafka { partition, offset }) => source.ack(partition, offset),
             (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
-            (Source::Amqp(_), Ack::Amqp(acker)) => amqp::ack(&acker).await,
+            (Source::Amqp(source), Ack::Amqp(acker)) => {
+                source.ack(*acker);
+                Ok(())
+            }
             (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
             (Source::Gateway(source), Ack::Gateway(id)) => source.ack(id).await,
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
@@ -238,12 +242,13 @@ impl Source {
         }
     }
 
-    /// Makes stored positions durable before a shutdown.
+    /// Makes stored positions durable (and sends acks held back) before a shutdown.
     pub async fn flush(&mut self) {
         match self {
             Source::Kafka(source) => source.commit_now(),
             Source::Nats(source) => source.flush().await,
-            Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) => {}
+            Source::Amqp(source) => source.flush().await,
+            Source::Mqtt(_) | Source::Gateway(_) => {}
         }
     }
 }

@@ -85,6 +85,13 @@ pub struct NatsSource {
     pin: Option<Pin>,
     /// A reset to the ack floor under way.
     resetting: Option<tokio::task::JoinHandle<Result<ConsumerResetResponse, ConsumerResetError>>>,
+    /// A message taken from the stream, with its stream sequence, while its gap check reads the
+    /// stream's first sequence: `next` may be dropped at that await (the pipeline selects on it),
+    /// and the message waits here for the next call instead of coming again only after the ack
+    /// wait, behind later ones of its key.
+    parked: Option<(u64, Received)>,
+    /// The stream's first sequence, read for the parked message's gap check.
+    first_sequence: Option<u64>,
 }
 
 /// A worker's standing in the consumer's priority group, and what a new pin still asks of it.
@@ -137,6 +144,15 @@ impl Pin {
     }
 }
 
+/// Unacknowledged messages the server lets a worker with window `in_flight` hold: twice the
+/// window. With exactly the window, every ack still on its way to the server and every message
+/// on its way to the worker is one the window cannot take, and the server stops delivering until
+/// the acks land. The window still bounds what the bridge holds unconfirmed; this bounds what
+/// comes again after a kill -9.
+fn max_ack_pending(in_flight: u32) -> i64 {
+    i64::from(in_flight).saturating_mul(2)
+}
+
 /// The consumer's priority settings: one pinned holder where order is kept, none otherwise.
 fn set_priority(config: &mut consumer::pull::Config, pinned: bool) {
     (config.priority_policy, config.priority_groups, config.priority_timeout) = if pinned {
@@ -173,25 +189,30 @@ impl NatsSource {
             },
         };
         let durable_name = durable.replace(['.', '*', '>', '/'], "_");
+        let max_ack_pending = max_ack_pending(in_flight);
         let mut config = consumer::pull::Config {
             durable_name: Some(durable_name.clone()),
+            // Explicit, never AckPolicy::All: with competing workers (ordering None), or a holder
+            // acking late after its pin passed on, an ack of one message would cover another
+            // worker's unconfirmed ones.
             ack_policy: consumer::AckPolicy::Explicit,
             deliver_policy,
-            // Unacknowledged messages the server lets us hold: the bridge's window.
-            max_ack_pending: i64::from(in_flight),
+            max_ack_pending,
             ..consumer::pull::Config::default()
         };
         set_priority(&mut config, keep_order);
         let wanted_policy = config.priority_policy.clone();
         let mut consumer = stream.get_or_create_consumer(&durable_name, config).await.map_err(|e| fail(&e))?;
-        // A consumer made by an earlier version or under the other ordering takes this one's
-        // priority settings (JetStream updates them in place, keeping the position).
+        // A consumer made by an earlier version, under the other ordering or with another window
+        // takes this one's priority settings and ack-pending limit (JetStream updates them in
+        // place, keeping the position).
         let existing = &consumer.cached_info().config;
-        if existing.priority_policy != wanted_policy {
+        if existing.priority_policy != wanted_policy || existing.max_ack_pending != max_ack_pending {
             let mut updated =
                 <consumer::pull::Config as consumer::FromConsumer>::try_from_consumer_config(existing.clone())
                     .map_err(|e| fail(&e))?;
             set_priority(&mut updated, keep_order);
+            updated.max_ack_pending = max_ack_pending;
             consumer = stream.update_consumer(updated).await.map_err(|e| fail(&e))?;
         }
         // A consumer with progress continues from its ack floor; a new one has nothing to lose yet.
@@ -215,6 +236,8 @@ impl NatsSource {
             seen_through: (floor > 0).then_some(floor),
             pin: keep_order.then(Pin::default),
             resetting: None,
+            parked: None,
+            first_sequence: None,
         })
     }
 
@@ -287,25 +310,19 @@ impl NatsSource {
     }
 
     /// Messages removed from the stream before they were bridged, judged at a message with
-    /// `sequence`.
-    async fn gap_before(&mut self, sequence: u64) -> u64 {
+    /// `sequence`; `None` while that needs the stream's first sequence and it is not read yet.
+    fn gap_before(&mut self, sequence: u64) -> Option<u64> {
         let Some(seen) = self.seen_through else {
             self.seen_through = Some(sequence);
-            return 0;
+            return Some(0);
         };
         if sequence <= seen + 1 {
             self.seen_through = Some(seen.max(sequence));
-            return 0;
+            return Some(0);
         }
-        let first = match self.stream.get_info().await {
-            Ok(info) => info.state.first_sequence,
-            Err(error) => {
-                tracing::warn!(message = "Cannot read the stream's first sequence to check for a gap.", %error);
-                0
-            }
-        };
+        let first = self.first_sequence.take()?;
         self.seen_through = Some(sequence);
-        first.min(sequence).saturating_sub(seen + 1)
+        Some(first.min(sequence).saturating_sub(seen + 1))
     }
 
     /// Messages in the stream the consumer has not handed out yet: 0 for a standby, which holds
@@ -334,7 +351,30 @@ impl NatsSource {
         Some(if self.takes_messages() { info.num_pending } else { 0 })
     }
 
+    /// The next message with the messages lost right before it; cancel-safe.
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        loop {
+            let (sequence, received) = match self.parked.take() {
+                Some(parked) => parked,
+                None => self.receive().await?,
+            };
+            if let Some(gap) = self.gap_before(sequence) {
+                return Ok(Received { gap, ..received });
+            }
+            self.parked = Some((sequence, received));
+            let first = match self.stream.get_info().await {
+                Ok(info) => info.state.first_sequence,
+                Err(error) => {
+                    tracing::warn!(message = "Cannot read the stream's first sequence to check for a gap.", %error);
+                    0
+                }
+            };
+            self.first_sequence = Some(first);
+        }
+    }
+
+    /// The next message to forward, with its stream sequence; its gap is not judged yet.
+    async fn receive(&mut self) -> Result<(u64, Received), ConnectorError> {
         loop {
             self.finish_reset().await?;
             let message = self
@@ -381,15 +421,17 @@ impl NatsSource {
                 id: self.ids.id(own.id, 0, sequence),
                 provenance: own.provenance,
             };
-            let gap = self.gap_before(sequence).await;
-            return Ok(Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap, redelivered });
+            let received =
+                Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap: 0, redelivered };
+            return Ok((sequence, received));
         }
     }
 }
 
 /// Acks at the server without waiting for its reply: a lost ack only means the message comes
-/// again after the ack wait (a repeat the window bounds and JetStream targets drop), never a loss,
-/// while waiting for a round trip per message would cap a source at a few hundred a second.
+/// again after the ack wait (a repeat the ack-pending limit bounds and JetStream targets drop),
+/// never a loss, while waiting for a round trip per message would cap a source at a few hundred a
+/// second.
 pub async fn ack(message: &jetstream::Message) -> Result<(), ConnectorError> {
     message.ack().await.map_err(|e| ConnectorError::Ack(e.to_string()))
 }
