@@ -15,7 +15,7 @@
 //!   docs/bench/capacity.{json,md}.
 //!
 //! Both run every scenario `OMS_BENCH_REPEATS` times (default 3), interleaved (A B A B ...), and
-//! write docs/bench only from a clean tree (else e2e/.state/bench). While developing,
+//! write docs/bench only for a full run from a clean tree (else e2e/.state/bench). While developing,
 //! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and `OMS_BENCH_SECONDS=20` shortens
 //! every window (and the warm-up to a tenth of it).
 
@@ -556,21 +556,31 @@ fn main_capacity(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -
     std::fs::write(out_dir.join("capacity.md"), capacity::markdown(&document))?;
     println!("{}", capacity::markdown(&document));
     plot(&out_dir);
-    if dirty {
-        eprintln!(
-            "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
-            out_dir.display()
-        );
-    }
+    say_where(&commit, dirty, &out_dir);
     Ok(())
 }
 
-/// Where this run writes, and reads the capacity figures from: docs/bench from a clean tree, so
-/// that figures in docs come from a commit anyone can check out; else e2e/.state/bench.
+/// Settings that make a run a look while developing (fewer runs, shorter windows, fewer repeats):
+/// its results must not replace the full ones in docs/bench.
+const DEVELOPING: [&str; 4] = ["OMS_BENCH_ONLY", "OMS_BENCH_SECONDS", "OMS_BENCH_BACKLOG", "OMS_BENCH_REPEATS"];
+
+/// Where this run writes, and reads the capacity figures from: docs/bench for a full run from a
+/// clean tree, so that figures in docs come from a commit anyone can check out and every run;
+/// else e2e/.state/bench.
 fn out_dir(dirty: bool) -> anyhow::Result<std::path::PathBuf> {
-    let dir = if dirty { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
+    let developing = DEVELOPING.iter().any(|name| std::env::var_os(name).is_some());
+    let dir = if dirty || developing { oms_e2e::state_dir("bench")? } else { repo_root().join("docs/bench") };
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Says why results went elsewhere than docs/bench.
+fn say_where(commit: &str, dirty: bool, dir: &std::path::Path) {
+    if dirty {
+        eprintln!("bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench", dir.display());
+    } else if !dir.ends_with("docs/bench") {
+        eprintln!("bridge_throughput: a developing run ({}): results in {}", DEVELOPING.join(", "), dir.display());
+    }
 }
 
 /// Draws bridges.png in `dir` from its capacity.json and latency.json (e2e/bench/plot.py, with
@@ -648,12 +658,7 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
     std::fs::write(out_dir.join("latency.md"), latency::markdown(&document))?;
     println!("{}", latency::markdown(&document));
     plot(&out_dir);
-    if dirty {
-        eprintln!(
-            "bridge_throughput: the tree differs from {commit}: results in {}, not docs/bench",
-            out_dir.display()
-        );
-    }
+    say_where(&commit, dirty, &out_dir);
     Ok(())
 }
 
