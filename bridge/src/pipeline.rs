@@ -122,6 +122,10 @@ pub fn would_loop(provenance: &[String], target: Option<&str>) -> bool {
     target.is_some_and(|target| provenance.iter().any(|hop| hop == target))
 }
 
+/// Payload bytes the window may hold, whatever `inFlight` says: a window of large messages stops
+/// reading here rather than holding `inFlight` times their size in memory.
+pub const MAX_WINDOW_BYTES: usize = 64 << 20;
+
 /// A message between send and acknowledgement.
 struct Pending {
     ack: Ack,
@@ -140,6 +144,8 @@ struct Pending {
 struct Flight {
     confirms: FuturesOrdered<Confirm>,
     window: VecDeque<Pending>,
+    /// Payload bytes of the window.
+    bytes: usize,
     /// A waiting message gets its confirmation through the channel once it is sent.
     lanes: Lanes<(Message, oneshot::Sender<Confirm>)>,
 }
@@ -161,9 +167,26 @@ impl Flight {
             }
             _ => sink.send(&message).await?,
         };
+        self.push(confirm, pending);
+        Ok(())
+    }
+
+    fn push(&mut self, confirm: Confirm, pending: Pending) {
+        self.bytes += pending.bytes;
         self.confirms.push_back(confirm);
         self.window.push_back(pending);
-        Ok(())
+    }
+
+    /// The front of the window, settled (its confirmation was just taken from `confirms`).
+    fn pop(&mut self) -> Option<Pending> {
+        let pending = self.window.pop_front()?;
+        self.bytes -= pending.bytes;
+        Some(pending)
+    }
+
+    /// Room for one more message: fewer than `in_flight`, and under the byte bound.
+    fn has_room(&self, in_flight: usize) -> bool {
+        self.window.len() < in_flight && self.bytes < MAX_WINDOW_BYTES
     }
 
     /// After the front message was confirmed or refused for good: sends the next of its lane.
@@ -189,6 +212,7 @@ pub async fn forward(
     let mut flight = Flight {
         confirms: FuturesOrdered::new(),
         window: VecDeque::with_capacity(route.in_flight),
+        bytes: 0,
         lanes: Lanes::default(),
     };
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
@@ -198,7 +222,7 @@ pub async fn forward(
             () = shutdown.cancelled() => break Ok(()),
             confirmed = flight.confirms.next(), if !flight.confirms.is_empty() => {
                 // `confirms` and `window` are pushed together, so the front is this message.
-                let Some(pending) = flight.window.pop_front() else { break Ok(()) };
+                let Some(pending) = flight.pop() else { break Ok(()) };
                 let lane = pending.lane.clone();
                 let settled = match confirmed {
                     Some(Ok(delivered)) => acknowledge(source, pending, delivered, metrics).await,
@@ -222,7 +246,7 @@ pub async fn forward(
                     break Err(error);
                 }
             }
-            received = source.next(), if flight.window.len() < route.in_flight => {
+            received = source.next(), if flight.has_room(route.in_flight) => {
                 let received = match received {
                     Ok(received) => received,
                     Err(error) => break Err(error),
@@ -245,7 +269,7 @@ pub async fn forward(
     if result.is_ok() {
         let drain = async {
             while let Some(Ok(outcome)) = flight.confirms.next().await {
-                let Some(pending) = flight.window.pop_front() else { break };
+                let Some(pending) = flight.pop() else { break };
                 let lane = pending.lane.clone();
                 if acknowledge(source, pending, outcome, metrics).await.is_err()
                     || flight.send_next(sink, lane.as_ref()).await.is_err()
@@ -292,8 +316,7 @@ async fn take_in(
     };
     if let Some(reason) = skip {
         metrics.skipped.with_label_values(&[reason]).inc();
-        flight.confirms.push_back(Box::pin(async { Ok(Delivered::Stored) }) as Confirm);
-        flight.window.push_back(pending);
+        flight.push(Box::pin(async { Ok(Delivered::Stored) }) as Confirm, pending);
         return Ok(());
     }
     add_source_hop(&mut message, route);
@@ -389,6 +412,31 @@ mod tests {
         assert!(would_loop(&came_from, Some("acme/a")));
         assert!(!would_loop(&came_from, Some("acme/c")));
         assert!(!would_loop(&came_from, None));
+    }
+
+    fn pending(bytes: usize) -> Pending {
+        Pending {
+            ack: Ack::Gateway(1),
+            bytes,
+            id: "q/0/1".into(),
+            timestamp_ms: None,
+            skipped: false,
+            redelivered: false,
+            lane: None,
+        }
+    }
+
+    #[test]
+    fn the_window_stops_taking_at_in_flight_messages_or_the_byte_bound() {
+        let mut flight =
+            Flight { confirms: FuturesOrdered::new(), window: VecDeque::new(), bytes: 0, lanes: Lanes::default() };
+        let stored = || Box::pin(async { Ok(Delivered::Stored) }) as Confirm;
+        flight.push(stored(), pending(10));
+        assert!(flight.has_room(2) && !flight.has_room(1), "counted in messages");
+        flight.push(stored(), pending(MAX_WINDOW_BYTES - 10));
+        assert!(!flight.has_room(1000), "two messages hold the byte bound: no room at any count");
+        assert_eq!(flight.pop().map(|p| p.bytes), Some(10), "settled in order");
+        assert!(flight.has_room(1000), "under the byte bound again");
     }
 
     fn keyed(key: Option<&str>) -> Message {

@@ -1,10 +1,10 @@
 //! Exactly-once from Kafka to Kafka. The worker takes a batch from the source (up to the in-flight
-//! bound, or what arrives within [`LINGER`] of its first message), sends it to the target inside
-//! one Kafka transaction and adds the source offsets after the batch to that same transaction. So
-//! a batch is in the target with the group moved past it, or it is not (read_committed consumers
-//! never see an aborted transaction) and is read again. A worker killed in the middle of a batch
-//! leaves its transaction open: the next worker with its transactional id aborts it when it
-//! starts, any other after the transaction timeout.
+//! bound and [`MAX_WINDOW_BYTES`], or what arrives within [`LINGER`] of its first message), sends
+//! it to the target inside one Kafka transaction and adds the source offsets after the batch to
+//! that same transaction. So a batch is in the target with the group moved past it, or it is not
+//! (read_committed consumers never see an aborted transaction) and is read again. A worker killed
+//! in the middle of a batch leaves its transaction open: the next worker with its transactional id
+//! aborts it when it starts, any other after the transaction timeout.
 //!
 //! Loops and the filter skip messages as in the pipeline; their offsets move with the batch. A
 //! message the target refuses for good (too large) fails the whole transaction: it is aborted,
@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::connector::{Ack, ConnectorError, KafkaSource, Received, TransactionalSink};
 use crate::message::Message;
 use crate::metrics::BridgeMetrics;
-use crate::pipeline::{LAG_INTERVAL, Route, add_source_hop, count_received, count_sent, report_lag, skip_reason};
+use crate::pipeline::{
+    LAG_INTERVAL, MAX_WINDOW_BYTES, Route, add_source_hop, count_received, count_sent, report_lag, skip_reason,
+};
 
 /// How long a batch waits for more messages after its first: a transaction costs a few round
 /// trips to the broker, so under load batches fill up, and when idle a message waits this long.
@@ -64,12 +66,14 @@ async fn take_batch(
     metrics: &BridgeMetrics,
 ) -> Result<Vec<Received>, ConnectorError> {
     count_received(metrics, &first);
+    let mut bytes = first.message.payload.len();
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + LINGER;
-    while batch.len() < max {
+    while batch.len() < max && bytes < MAX_WINDOW_BYTES {
         let Ok(received) = tokio::time::timeout_at(deadline, source.next()).await else { break };
         let received = received?;
         count_received(metrics, &received);
+        bytes += received.message.payload.len();
         batch.push(received);
     }
     Ok(batch)

@@ -97,7 +97,13 @@ pub struct AmqpSource {
     /// every earlier delivery of this channel. Sent before waiting for a delivery and at flush;
     /// lost on kill -9, which only brings those messages again.
     unacked: Option<lapin::Acker>,
+    /// The `multiple` ack written last, until the broker has it. One at a time: lapin writes
+    /// concurrent acks in either order, and a multiple ack of an older tag after a newer one names
+    /// a tag the broker no longer knows, which closes the channel.
+    acking: Option<AckWrite>,
 }
+
+type AckWrite = futures::future::BoxFuture<'static, lapin::Result<bool>>;
 
 impl AmqpSource {
     /// An `exclusive` consumer is the queue's only one: while another worker holds the queue,
@@ -132,7 +138,7 @@ impl AmqpSource {
             other => other.map_err(fail)?,
         };
         let ids = MessageIds::per_delivery(endpoint.access_point.as_deref(), &endpoint.queue);
-        Ok(Self { consumer, queue: endpoint.queue.clone(), channel, ids, unacked: None })
+        Ok(Self { consumer, queue: endpoint.queue.clone(), channel, ids, unacked: None, acking: None })
     }
 
     /// Messages ready in the queue (not counting those delivered to us and not yet acked).
@@ -143,21 +149,49 @@ impl AmqpSource {
         Some(u64::from(queue.message_count()))
     }
 
-    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
-        // The broker sends no more than the prefetch unacknowledged: the acks held back go first.
-        // Queued for lapin's thread, not awaited: waiting for it to write them would stall the
-        // next delivery, and a lost ack only brings its messages again.
-        if let Some(acker) = self.unacked.take()
-            && let Some(Err(error)) = acker.ack(BasicAckOptions { multiple: true }).now_or_never()
-        {
-            return Err(ConnectorError::Ack(error.to_string()));
+    /// Writes the acks held back once the previous write is done; not awaited.
+    fn send_acks(&mut self) -> Result<(), ConnectorError> {
+        if let Some(acking) = self.acking.as_mut() {
+            match acking.now_or_never() {
+                None => return Ok(()),
+                Some(result) => {
+                    self.acking = None;
+                    result.map_err(|e| ConnectorError::Ack(e.to_string()))?;
+                }
+            }
         }
-        let mut delivery = self
-            .consumer
-            .next()
-            .await
-            .ok_or_else(|| ConnectorError::Receive("the consumer was cancelled".into()))?
-            .map_err(|e| ConnectorError::Receive(e.to_string()))?;
+        if let Some(acker) = self.unacked.take() {
+            self.acking = Some(Box::pin(async move { acker.ack(BasicAckOptions { multiple: true }).await }));
+            // The first poll queues the ack for lapin's writer; it may finish at once.
+            return self.send_acks();
+        }
+        Ok(())
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        // The broker sends no more than the prefetch unacknowledged: the acks held back go out
+        // while waiting for a delivery, each as soon as the one before it was written. Not
+        // awaited on their own: a wait for lapin's writer per ack would stall every delivery, and
+        // a lost ack only brings its messages again.
+        let mut delivery = loop {
+            self.send_acks()?;
+            let (consumer, acking) = (&mut self.consumer, &mut self.acking);
+            let written = async {
+                match acking.as_mut() {
+                    Some(write) => write.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                delivery = consumer.next() => break delivery,
+                result = written => {
+                    self.acking = None;
+                    result.map_err(|e| ConnectorError::Ack(e.to_string()))?;
+                }
+            }
+        }
+        .ok_or_else(|| ConnectorError::Receive("the consumer was cancelled".into()))?
+        .map_err(|e| ConnectorError::Receive(e.to_string()))?;
         let properties = &delivery.properties;
         let mut headers: HeaderList = Vec::new();
         if let Some(table) = properties.headers() {
@@ -190,9 +224,18 @@ impl AmqpSource {
 
     /// Writes the acks held back before a shutdown, so that confirmed messages do not come again.
     pub async fn flush(&mut self) {
-        let Some(acker) = self.unacked.take() else { return };
-        let unsent = match tokio::time::timeout(FLUSH_DEADLINE, acker.ack(BasicAckOptions { multiple: true })).await {
-            Ok(Ok(_)) => None,
+        let (acking, held) = (self.acking.take(), self.unacked.take());
+        let write = async move {
+            if let Some(acking) = acking {
+                acking.await?;
+            }
+            if let Some(acker) = held {
+                acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            Ok::<_, lapin::Error>(())
+        };
+        let unsent = match tokio::time::timeout(FLUSH_DEADLINE, write).await {
+            Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
             Err(_) => Some(format!("not written within {FLUSH_DEADLINE:?}")),
         };
