@@ -76,7 +76,7 @@ def main(directory):
         axes[0][1].set_yscale("symlog", linthresh=1)
     machine = capacity["machine"]
     fig.suptitle(
-        f"Bridges side by side: median and range over {capacity['repeats']} repeats; {machine['cpus']} cores "
+        f"Bridges side by side: median and range over {capacity['repeats']} repeats\n{machine['cpus']} cores "
         f"({machine['cpuModel']}), {machine['memoryGiB']:.0f} GiB; workloads in e2e/bench/workloads",
         fontsize=10,
     )
