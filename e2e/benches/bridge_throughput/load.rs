@@ -21,7 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::workload::STAMP_BYTES;
+use crate::workload::{MAX_MESSAGE_SIZE, STAMP_BYTES};
 
 /// Wire protocol of one end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,9 +97,6 @@ fn filler() -> &'static [u8] {
             .collect()
     })
 }
-
-/// The largest payload a workload may ask for (the filler's length).
-pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 /// A payload stamped with `sent_ns` (the schedule's send time) and `sequence`.
 pub fn payload(size: usize, sequence: u64, warm_up: bool, sent_ns: u64) -> Vec<u8> {

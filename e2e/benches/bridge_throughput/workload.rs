@@ -6,8 +6,6 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::load::MAX_MESSAGE_SIZE;
-
 /// One OMB workload (`e2e/bench/workloads/*.yaml`). OMB fields this bench has no use for
 /// (`payloadFile`, `keyDistributor`, `consumerBacklogSizeGB`, ...) are accepted and ignored: the
 /// payloads are made here, because each must carry its send time and sequence number.
@@ -39,6 +37,9 @@ fn one() -> u32 {
 
 /// The send time (8 bytes) and the sequence number (8 bytes) lead every payload.
 pub const STAMP_BYTES: usize = 16;
+
+/// The largest payload a workload may ask for (the length of the payloads' random filler).
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 impl Workload {
     /// Reads and checks a workload file; errors name the field and what this bench supports.
