@@ -20,15 +20,17 @@ pub struct FixedRate {
 
 /// Per workload file: its `producerRate`, or half the median capacity of the slowest replicator
 /// run on it (of every scenario, not only those picked by `OMS_BENCH_ONLY`, so that a partial run
-/// uses the rate a full one would). At that rate every replicator compared keeps up, so latency
-/// compares like with like.
+/// uses the rate a full one would), from the first of `capacities` that measured it. At that rate
+/// every replicator compared keeps up, so latency compares like with like.
 pub fn fixed_rates(
     scenarios: &[Scenario],
     workloads: &BTreeMap<&str, Workload>,
-    capacity: &Value,
+    capacities: &[Value],
 ) -> anyhow::Result<BTreeMap<&'static str, FixedRate>> {
     let median = |id: &str| -> Option<f64> {
-        capacity["summary"]["runs"].as_array()?.iter().find(|r| r["id"] == id)?["capacity"]["median"].as_f64()
+        capacities.iter().find_map(|capacity| {
+            capacity["summary"]["runs"].as_array()?.iter().find(|r| r["id"] == id)?["capacity"]["median"].as_f64()
+        })
     };
     let mut rates = BTreeMap::new();
     for scenario in scenarios {
@@ -43,8 +45,8 @@ pub fn fixed_rates(
             let id = other.id();
             let Some(capacity) = median(&id) else {
                 anyhow::bail!(
-                    "{}: producerRate 0 takes half the slowest capacity, but capacity.json has none for {id}; \
-                     run `make bench-capacity` first or set producerRate",
+                    "{}: producerRate 0 takes half the slowest capacity, but no capacity.json (this run's directory, \
+                     docs/bench) has {id}; run `make bench-capacity` first or set producerRate",
                     scenario.workload
                 );
             };

@@ -599,15 +599,15 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
     let repeats = usize::try_from(env_number("OMS_BENCH_REPEATS", 3)?)?;
     let (commit, dirty) = commit_and_dirty()?;
     let out_dir = out_dir(dirty)?;
-    // This run's capacity figures; from a dirty tree without any, the committed ones.
-    let capacity_file = Some(out_dir.join("capacity.json"))
-        .filter(|f| f.exists())
-        .unwrap_or_else(|| repo_root().join("docs/bench/capacity.json"));
-    let capacity: Value = serde_json::from_str(
-        &std::fs::read_to_string(&capacity_file)
-            .with_context(|| format!("{}: run `make bench-capacity` first", capacity_file.display()))?,
-    )?;
-    let rates = latency::fixed_rates(scenarios, workloads, &capacity)?;
+    // This directory's capacity figures first (a capacity run just before this one), then the
+    // committed ones: a developing capacity run may have measured only some scenarios.
+    let mut capacities = Vec::new();
+    for file in [out_dir.join("capacity.json"), repo_root().join("docs/bench/capacity.json")] {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            capacities.push(serde_json::from_str::<Value>(&text).with_context(|| file.display().to_string())?);
+        }
+    }
+    let rates = latency::fixed_rates(scenarios, workloads, &capacities)?;
     // The same two cores the replicators and brokers use: no more threads than that.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = Instant::now();
@@ -647,7 +647,7 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
         "dirtyTree": dirty,
         "repeats": repeats,
         "fixedRates": rates,
-        "capacityFrom": capacity["commit"],
+        "capacityFrom": capacities.iter().map(|c| c["commit"].clone()).collect::<Vec<_>>(),
         "machine": report::machine()?,
         "software": report::software(),
         "wallSeconds": started.elapsed().as_secs(),
