@@ -246,6 +246,14 @@ pub fn spread(mut values: Vec<f64>) -> Option<Value> {
     Some(json!({"median": median, "min": values[0], "max": values[values.len() - 1], "n": values.len()}))
 }
 
+/// A spread as a table cell, `median (lowest-highest)` with `digits` decimals; `-` without one.
+pub fn shown(spread: &Value, digits: usize) -> String {
+    match (spread["median"].as_f64(), spread["min"].as_f64(), spread["max"].as_f64()) {
+        (Some(median), Some(min), Some(max)) => format!("{median:.digits$} ({min:.digits$}-{max:.digits$})"),
+        _ => "-".to_owned(),
+    }
+}
+
 /// Per run id: the spread of capacity and cost over the repeats; per pair: the spread of
 /// ours / peer within each repeat.
 pub fn summary(runs: &[Value]) -> Value {
@@ -326,13 +334,6 @@ pub fn summary(runs: &[Value]) -> Value {
 /// The tables of a capacity document.
 pub fn markdown(document: &Value) -> String {
     use std::fmt::Write as _;
-    let cell = |spread: &Value, digits: usize| match (spread["median"].as_f64(), spread["min"].as_f64()) {
-        (Some(median), Some(min)) => {
-            let max = spread["max"].as_f64().unwrap_or(median);
-            format!("{median:.digits$} ({min:.digits$}-{max:.digits$})")
-        }
-        _ => "-".to_owned(),
-    };
     let mut out = String::from(
         "# Bridge capacity: draining a backlog, side by side\n\n\
          Produced by `make bench-capacity` (e2e/benches/bridge_throughput/capacity.rs); every figure below\n\
@@ -356,9 +357,9 @@ pub fn markdown(document: &Value) -> String {
             "| {} | {} | {} | {} | {} |",
             ratio["driver"].as_str().unwrap_or_default(),
             ratio["peer"].as_str().unwrap_or_default(),
-            cell(&ratio["capacityOursPerPeer"], 2),
-            cell(&ratio["replicatorCpuPerMessageSteadyOursPerPeer"], 2),
-            cell(&ratio["runCpuPerMessageSteadyOursPerPeer"], 2)
+            shown(&ratio["capacityOursPerPeer"], 2),
+            shown(&ratio["replicatorCpuPerMessageSteadyOursPerPeer"], 2),
+            shown(&ratio["runCpuPerMessageSteadyOursPerPeer"], 2)
         );
     }
     for crossing in document["summary"]["gatewayPerDirect"].as_array().into_iter().flatten() {
@@ -367,7 +368,7 @@ pub fn markdown(document: &Value) -> String {
             "\nCrossing a cloud boundary: {} / {} capacity {}.",
             crossing["driver"].as_str().unwrap_or_default(),
             crossing["direct"].as_str().unwrap_or_default(),
-            cell(&crossing["capacityGatewayPerDirect"], 2)
+            shown(&crossing["capacityGatewayPerDirect"], 2)
         );
     }
     out.push_str(
@@ -380,12 +381,12 @@ pub fn markdown(document: &Value) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             run["driver"].as_str().unwrap_or_default(),
             run["replicator"].as_str().unwrap_or_default(),
-            cell(&run["capacity"], 0),
-            cell(&run["replicatorCpuMicrosPerMessageSteady"], 1),
-            cell(&run["runCpuMicrosPerMessageSteady"], 1),
-            cell(&run["replicatorCpuMicrosPerMessage"], 1),
-            cell(&run["replicatorPeakRssKiB"], 0),
-            cell(&run["preloadRate"], 0)
+            shown(&run["capacity"], 0),
+            shown(&run["replicatorCpuMicrosPerMessageSteady"], 1),
+            shown(&run["runCpuMicrosPerMessageSteady"], 1),
+            shown(&run["replicatorCpuMicrosPerMessage"], 1),
+            shown(&run["replicatorPeakRssKiB"], 0),
+            shown(&run["preloadRate"], 0)
         );
     }
     out.push_str(METHOD);

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::capacity::spread;
+use crate::capacity::{shown, spread};
 use crate::workload::Workload;
 use crate::{SCENARIOS, Scenario};
 
@@ -109,11 +109,14 @@ pub fn summary(runs: &[Value]) -> Value {
                 "consumeRate": spread(runs_of(runs, id).filter_map(|r| r["consumeRateAvg"].as_f64()).collect()),
                 "missingAfterDrain": runs_of(runs, id).filter_map(|r| r["missingAfterDrain"].as_u64()).sum::<u64>(),
                 "replicatorCpuMicrosPerMessage": spread(runs_of(runs, id).filter_map(cpu_micros_per_message).collect()),
-                "replicatorPeakRssKiB": spread(runs_of(runs, id).filter_map(|r| r["replicatorPeakRssKiB"].as_f64()).collect()),
+                "replicatorPeakRssMiB": spread(
+                    runs_of(runs, id).filter_map(|r| r["replicatorPeakRssKiB"].as_f64()).map(|k| k / 1024.0).collect()
+                ),
             });
             for (name, percentile) in PERCENTILES {
                 let key = format!("aggregatedEndToEndLatency{percentile}");
-                entry[format!("endToEnd{name}Ms")] = json!(spread(runs_of(runs, id).filter_map(|r| r[&key].as_f64()).collect()));
+                entry[format!("endToEnd{name}Ms")] =
+                    json!(spread(runs_of(runs, id).filter_map(|r| r[&key].as_f64()).collect()));
                 if first["replicator"] != RAW {
                     let added: Vec<f64> = runs_of(runs, id).filter_map(|r| added(runs, r, percentile)).collect();
                     entry[format!("added{name}Ms")] = json!(spread(added));
@@ -164,21 +167,13 @@ pub fn summary(runs: &[Value]) -> Value {
     json!({"runs": per_run, "oursPerPeer": ours_per_peer, "gatewayMinusDirect": gateway_minus_direct})
 }
 
-/// `median [min–max]` of a spread, with `digits` decimals.
-fn shown(spread: &Value, digits: usize) -> String {
-    match (spread["median"].as_f64(), spread["min"].as_f64(), spread["max"].as_f64()) {
-        (Some(median), Some(min), Some(max)) => format!("{median:.digits$} [{min:.digits$}–{max:.digits$}]"),
-        _ => "-".to_owned(),
-    }
-}
-
 pub fn markdown(document: &Value) -> String {
     let summary = &document["summary"];
     let mut out = format!(
         "# Latency at a fixed rate, side by side\n\n\
          Produced by `make bench-latency` (e2e/benches/bridge_throughput) from commit {} \
          ({} repeats, interleaved); raw figures of every run in latency.json. Each cell: median \
-         [lowest–highest] over the repeats. Compare within this file, not across machines.\n\n\
+         (lowest-highest) over the repeats. Compare within this file, not across machines.\n\n\
          ## Added latency (end-to-end minus the target alone's at the same rate, ms)\n\n\
          | Pair | Replicator | Rate (msg/s) | e2e p50 | e2e p99 | e2e p99.9 | added p50 | added p99 | added p99.9 | CPU (µs/msg) | Peak RSS (MiB) | Missing |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -186,12 +181,6 @@ pub fn markdown(document: &Value) -> String {
         document["repeats"],
     );
     for r in summary["runs"].as_array().into_iter().flatten() {
-        let rss = &r["replicatorPeakRssKiB"];
-        let rss_mib = json!({
-            "median": rss["median"].as_f64().map(|k| k / 1024.0),
-            "min": rss["min"].as_f64().map(|k| k / 1024.0),
-            "max": rss["max"].as_f64().map(|k| k / 1024.0),
-        });
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -205,7 +194,7 @@ pub fn markdown(document: &Value) -> String {
             shown(&r["addedp99Ms"], 1),
             shown(&r["addedp999Ms"], 1),
             shown(&r["replicatorCpuMicrosPerMessage"], 1),
-            shown(&rss_mib, 0),
+            shown(&r["replicatorPeakRssMiB"], 0),
             r["missingAfterDrain"],
         );
     }
