@@ -90,13 +90,13 @@ bench bench-capacity bench-latency: export KAFKA_JVM_OPTS = -XX:+UseG1GC -XX:Max
 
 .PHONY: bench-capacity
 bench-capacity: ## Capacity: each replicator drains a backlog alone, repeats interleaved (part of bench)
-	$(TOOLS) kafka kafka-mirror nats-server plot
+	$(TOOLS) kafka kafka-mirror nats-server plot toxiproxy
 	$(CARGO) build --release --locked -p oms-bridge
 	OMS_BENCH_MODE=capacity $(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
 
 .PHONY: bench-latency
 bench-latency: ## Added latency at a fixed rate beside MirrorMaker 2, Shovel, sourcing (after capacity)
-	$(TOOLS) kafka kafka-mirror nats-server plot
+	$(TOOLS) kafka kafka-mirror nats-server plot toxiproxy
 	$(CARGO) build --release --locked -p oms-bridge
 	$(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
 

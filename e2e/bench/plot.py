@@ -4,7 +4,8 @@ e2e/benches/bridge_throughput) as bridges.png in the same directory.
     .bin/plot-venv/bin/python e2e/bench/plot.py <dir>
 
 Left: capacity (a backlog drained alone) per pair for oms-bridge and the peer replicator, median
-with the range over the repeats. Right: the end-to-end p99 that each adds to the target broker
+with the range over the repeats; per pair the first workload and peer run on it (the latency
+runs' workload, MirrorMaker 2 on defaults), the others are in capacity.md. Right: the end-to-end p99 that each adds to the target broker
 alone's at the same fixed rate, median with range. A route through the mTLS gateway
 ('kafka -> gateway -> nats') is a pair of its own. `make bench-latency` runs this after the bench,
 with matplotlib from tools.sh plot; a directory without latency.json gets the capacity half only.

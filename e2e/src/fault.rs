@@ -61,6 +61,18 @@ impl FaultProxy {
         Ok(())
     }
 
+    /// Adds `ms` of round trip: half on the way to the upstream, half on the way back.
+    pub fn add_round_trip(&self, ms: u32) -> anyhow::Result<()> {
+        for stream in ["upstream", "downstream"] {
+            let body = format!(
+                r#"{{"name":"rtt-{stream}","type":"latency","stream":"{stream}","attributes":{{"latency":{}}}}}"#,
+                ms / 2
+            );
+            self.call("POST", "/proxies/link/toxics", Some(&body))?;
+        }
+        Ok(())
+    }
+
     pub fn remove_latency(&self) -> anyhow::Result<()> {
         self.call("DELETE", "/proxies/link/toxics/slow", None)?;
         Ok(())

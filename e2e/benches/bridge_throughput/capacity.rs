@@ -28,6 +28,9 @@ use crate::{Brokers, Scenario, Side};
 const POLL: Duration = Duration::from_millis(100);
 /// The slowest drain allowed: below this rate the run is reported as not finished.
 const SLOWEST_RATE: f64 = 500.0;
+/// A backlog holds at most this many bytes of payload (32,768 messages of 64 KiB): source and
+/// target copies of it must fit on the disk beside everything else.
+pub const BACKLOG_BYTES: u64 = 2 << 30;
 
 /// Messages the target queue holds: Kafka's high watermarks summed (the topic is new and keeps
 /// everything), the stream's count, the queue's ready messages.
@@ -84,9 +87,9 @@ fn kafka_count(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// Publishes `backlog` messages of `size` bytes as fast as a window of [`WINDOW`] unconfirmed
-/// publishes allows; returns the rate the source took them at.
-async fn preload(source: &Endpoint, backlog: u64, size: usize) -> anyhow::Result<f64> {
+/// Publishes `backlog` messages of the workload's size and keys as fast as a window of [`WINDOW`]
+/// unconfirmed publishes allows; returns the rate the source took them at.
+async fn preload(source: &Endpoint, backlog: u64, workload: &Workload) -> anyhow::Result<f64> {
     let producer = Producer::connect(source).await?;
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
@@ -94,7 +97,8 @@ async fn preload(source: &Endpoint, backlog: u64, size: usize) -> anyhow::Result
         while pending.len() >= WINDOW as usize {
             pending.next().await.context("a pending confirm")??;
         }
-        pending.push(producer.send(payload(size, sequence, false, now_ns())).await?);
+        let message = payload(workload.message_size, sequence, false, now_ns());
+        pending.push(producer.send(message, workload.key_distributor.key(sequence)).await?);
     }
     while let Some(confirmed) = pending.next().await {
         confirmed?;
@@ -156,7 +160,8 @@ async fn watch_drain(
 }
 
 /// One capacity run of `scenario` (repeat `repeat`): fresh queues, the backlog preloaded, the
-/// replicator started and timed until the target holds it all.
+/// replicator started and timed until the target holds it all. A raw run's capacity is the rate
+/// the target alone takes the backlog from the producer at.
 pub async fn run(
     scenario: Scenario,
     index: usize,
@@ -165,7 +170,10 @@ pub async fn run(
     workload: &Workload,
     brokers: &mut Brokers,
 ) -> anyhow::Result<Value> {
-    let source_kind = scenario.source.context("capacity runs have a source")?;
+    let backlog = backlog.min(BACKLOG_BYTES / workload.message_size as u64);
+    let Some(source_kind) = scenario.source else {
+        return raw_run(scenario, index, repeat, backlog, workload, brokers).await;
+    };
     let kind = scenario.replicator;
     let queue = format!("cap{index}r{repeat}-{}", std::process::id());
     let source = brokers.endpoint(source_kind, Side::Source, &queue)?;
@@ -174,14 +182,15 @@ pub async fn run(
     if !kind.creates_target_queue() {
         create_queue(&target, workload.partitions_per_topic).await?;
     }
-    let preload_rate = preload(&source, backlog, workload.message_size).await?;
+    let preload_rate = preload(&source, backlog, workload).await?;
 
     let groups = brokers.process_groups();
     let other_share_before = machine_load::wait_for_quiet(&groups).await;
     let counter = Counter::connect(&target).await?;
     let load_at_start = machine_load::snapshot(&groups);
     let management_port = brokers.management_port(scenario.target, Side::Target);
-    let mut running = replicator::start(kind, &format!("cap{index}"), &source, &target, management_port).await?;
+    let name = format!("cap{index}");
+    let mut running = replicator::start(kind, &name, &source, &target, management_port, scenario.added_rtt_ms).await?;
     let arrivals = watch_drain(&counter, backlog, &mut running, &groups).await?;
     let load_at_end = machine_load::snapshot(&groups);
     let cpu_seconds: Vec<(&str, Option<f64>)> = running.cpu_seconds();
@@ -203,16 +212,7 @@ pub async fn run(
     let steady_replicator = steady.and_then(|((a, _), (b, _))| Some(b? - a?)).map(steady_us);
     let steady_run =
         steady.map(|((_, a), (_, b))| steady_us(machine_load::own_ticks(a, b) / replicator::clock_ticks_per_second()));
-    Ok(json!({
-        "id": scenario.id(),
-        "driver": scenario.pair(),
-        "replicator": kind.label(),
-        "replicatorRunsIn": kind.runs_in(),
-        "repeat": repeat,
-        "workloadFile": format!("e2e/bench/workloads/{}", scenario.workload),
-        "messageSize": workload.message_size,
-        "partitions": workload.partitions_per_topic,
-        "backlog": backlog,
+    let run = json!({
         "preloadRate": preload_rate,
         "firstArrivalSeconds": arrivals.first,
         "tenthSeconds": arrivals.tenth,
@@ -229,7 +229,64 @@ pub async fn run(
         "replicatorPeakRssKiB": peak_rss_kib,
         "otherCpuShareBefore": other_share_before,
         "otherCpuShareDuringDrain": machine_load::outside_share(load_at_start, load_at_end),
-    }))
+    });
+    Ok(merged(described(scenario, repeat, backlog, workload), run))
+}
+
+/// `base` with the fields of `more` added.
+fn merged(mut base: Value, more: Value) -> Value {
+    if let (Some(base), Value::Object(more)) = (base.as_object_mut(), more) {
+        base.extend(more);
+    }
+    base
+}
+
+/// What every run records about itself: which run, and what it moved.
+fn described(scenario: Scenario, repeat: usize, backlog: u64, workload: &Workload) -> Value {
+    json!({
+        "id": scenario.id(),
+        "driver": scenario.pair(),
+        "replicator": scenario.replicator.label(),
+        "replicatorRunsIn": scenario.replicator.runs_in(),
+        "repeat": repeat,
+        "workload": workload.name,
+        "workloadFile": format!("e2e/bench/workloads/{}", scenario.workload),
+        "messageSize": workload.message_size,
+        "partitions": workload.partitions_per_topic,
+        "keyDistributor": workload.key_distributor,
+        "addedRttMs": scenario.added_rtt_ms,
+        "backlog": backlog,
+    })
+}
+
+/// The target alone: the producer preloads the backlog into it; that rate is the capacity.
+async fn raw_run(
+    scenario: Scenario,
+    index: usize,
+    repeat: usize,
+    backlog: u64,
+    workload: &Workload,
+    brokers: &mut Brokers,
+) -> anyhow::Result<Value> {
+    let target =
+        brokers.endpoint(scenario.target, Side::Target, &format!("cap{index}r{repeat}-{}", std::process::id()))?;
+    create_queue(&target, workload.partitions_per_topic).await?;
+    let groups = brokers.process_groups();
+    let other_share_before = machine_load::wait_for_quiet(&groups).await;
+    let load_at_start = machine_load::snapshot(&groups);
+    let rate = preload(&target, backlog, workload).await?;
+    let load_at_end = machine_load::snapshot(&groups);
+    crate::delete_queues(vec![&target]).await;
+    let run_cpu = machine_load::own_ticks(load_at_start, load_at_end) / replicator::clock_ticks_per_second();
+    let run = json!({
+        "capacity": rate,
+        "preloadRate": rate,
+        "runCpuSeconds": run_cpu,
+        "runCpuMicrosPerMessage": run_cpu * 1e6 / backlog as f64,
+        "otherCpuShareBefore": other_share_before,
+        "otherCpuShareDuringDrain": machine_load::outside_share(load_at_start, load_at_end),
+    });
+    Ok(merged(described(scenario, repeat, backlog, workload), run))
 }
 
 /// Median, lowest and highest of `values`; None without any.
@@ -254,28 +311,71 @@ pub fn shown(spread: &Value, digits: usize) -> String {
     }
 }
 
-/// Per run id: the spread of capacity and cost over the repeats; per pair: the spread of
-/// ours / peer within each repeat.
-pub fn summary(runs: &[Value]) -> Value {
-    // In the order of the first repeat.
+/// The spread over the repeats of `figure(a) / figure(b)` (or `-`, unless `ratio`), where a is a
+/// run of `a_id` and b the run of `b_id` in the same repeat.
+pub fn paired(
+    runs: &[Value],
+    a_id: &Value,
+    b_id: &Value,
+    figure: &dyn Fn(&Value) -> Option<f64>,
+    ratio: bool,
+) -> Option<Value> {
+    let values: Vec<f64> = runs
+        .iter()
+        .filter(|a| a["id"] == *a_id)
+        .filter_map(|a| {
+            let b = runs.iter().find(|b| b["id"] == *b_id && b["repeat"] == a["repeat"])?;
+            let (a, b) = (figure(a)?, figure(b)?);
+            if ratio { (b > 0.0).then(|| a / b) } else { Some(a - b) }
+        })
+        .collect();
+    spread(values)
+}
+
+/// Run ids in the order of their first run.
+pub fn ids_in_order(runs: &[Value]) -> Vec<&str> {
     let mut ids: Vec<&str> = Vec::new();
     for id in runs.iter().filter_map(|r| r["id"].as_str()) {
         if !ids.contains(&id) {
             ids.push(id);
         }
     }
+    ids
+}
+
+/// The ends of a route: `kafka -> gateway (20 ms RTT) -> nats` -> (`kafka`, `nats`).
+pub fn ends(driver: &Value) -> Option<(&str, &str)> {
+    let driver = driver.as_str()?;
+    Some((driver.split(' ').next()?, driver.rsplit(' ').next()?))
+}
+
+/// Per run id: the spread of capacity and cost over the repeats, and of capacity / the raw
+/// target's (same broker, same message size, same repeat). Within each repeat: ours / each peer
+/// on the same pair and workload, the gateway route / the direct one, keyed / keyless.
+pub fn summary(runs: &[Value]) -> Value {
+    let ids = ids_in_order(runs);
     let figure = |id: &str, key: &str| -> Vec<f64> {
         runs.iter().filter(|r| r["id"] == id).filter_map(|r| r[key].as_f64()).collect()
     };
+    let firsts: Vec<&Value> = runs.iter().filter(|r| r["repeat"] == 0).collect();
+    let capacity = |r: &Value| r["capacity"].as_f64();
+    let key = |k: &'static str| move |r: &Value| r[k].as_f64();
     let per_run: Vec<Value> = ids
         .iter()
         .map(|id| {
             let first = runs.iter().find(|r| r["id"] == *id).cloned().unwrap_or_default();
+            let raw = ends(&first["driver"]).and_then(|(_, target)| {
+                firsts
+                    .iter()
+                    .find(|r| r["driver"] == format!("{target} alone") && r["messageSize"] == first["messageSize"])
+            });
             json!({
                 "id": id,
                 "driver": first["driver"],
                 "replicator": first["replicator"],
+                "workloadFile": first["workloadFile"],
                 "capacity": spread(figure(id, "capacity")),
+                "capacityPerRawTarget": raw.and_then(|raw| paired(runs, &first["id"], &raw["id"], &capacity, true)),
                 "replicatorCpuMicrosPerMessage": spread(figure(id, "replicatorCpuMicrosPerMessage")),
                 "runCpuMicrosPerMessage": spread(figure(id, "runCpuMicrosPerMessage")),
                 "replicatorCpuMicrosPerMessageSteady": spread(figure(id, "replicatorCpuMicrosPerMessageSteady")),
@@ -285,50 +385,76 @@ pub fn summary(runs: &[Value]) -> Value {
             })
         })
         .collect();
-    let ratios: Vec<Value> = runs
-        .iter()
-        .filter(|r| r["replicator"] == "oms-bridge" && r["repeat"] == 0)
-        .filter_map(|ours| {
-            let peer = runs.iter().find(|r| r["driver"] == ours["driver"] && r["replicator"] != "oms-bridge")?;
-            let per_repeat = |key: &str| -> Vec<f64> {
-                runs.iter()
-                    .filter(|r| r["id"] == ours["id"])
-                    .filter_map(|o| {
-                        let p = runs.iter().find(|p| p["id"] == peer["id"] && p["repeat"] == o["repeat"])?;
-                        let (a, b) = (o[key].as_f64()?, p[key].as_f64()?);
-                        (b > 0.0).then(|| a / b)
+    let ours = || firsts.iter().filter(|r| r["replicator"] == "oms-bridge");
+    let same_work = |a: &Value, b: &Value| a["workloadFile"] == b["workloadFile"];
+    let ours_per_peer: Vec<Value> = ours()
+        .flat_map(|ours| {
+            firsts
+                .iter()
+                .filter(|p| p["driver"] == ours["driver"] && same_work(p, ours))
+                .filter(|p| p["replicator"] != "oms-bridge")
+                .map(|peer| {
+                    json!({
+                        "driver": ours["driver"],
+                        "workloadFile": ours["workloadFile"],
+                        "peer": peer["replicator"],
+                        "capacityOursPerPeer": paired(runs, &ours["id"], &peer["id"], &capacity, true),
+                        "runCpuPerMessageOursPerPeer": paired(runs, &ours["id"], &peer["id"], &key("runCpuMicrosPerMessage"), true),
+                        "runCpuPerMessageSteadyOursPerPeer":
+                            paired(runs, &ours["id"], &peer["id"], &key("runCpuMicrosPerMessageSteady"), true),
+                        "replicatorCpuPerMessageSteadyOursPerPeer":
+                            paired(runs, &ours["id"], &peer["id"], &key("replicatorCpuMicrosPerMessageSteady"), true),
                     })
-                    .collect()
-            };
-            Some(json!({
-                "driver": ours["driver"],
-                "peer": peer["replicator"],
-                "capacityOursPerPeer": spread(per_repeat("capacity")),
-                "runCpuPerMessageOursPerPeer": spread(per_repeat("runCpuMicrosPerMessage")),
-                "runCpuPerMessageSteadyOursPerPeer": spread(per_repeat("runCpuMicrosPerMessageSteady")),
-                "replicatorCpuPerMessageSteadyOursPerPeer": spread(per_repeat("replicatorCpuMicrosPerMessageSteady")),
-            }))
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     // The price of a cloud boundary: the route through the gateway against the direct one.
-    let crossings: Vec<Value> = runs
-        .iter()
-        .filter(|r| r["repeat"] == 0 && r["driver"].as_str().is_some_and(|d| d.contains(" -> gateway -> ")))
-        .map(|via| {
-            let direct = via["driver"].as_str().unwrap_or_default().replace(" -> gateway -> ", " -> ");
-            let per_repeat: Vec<f64> = runs
-                .iter()
-                .filter(|r| r["id"] == via["id"])
-                .filter_map(|g| {
-                    let d = runs.iter().find(|d| d["driver"] == direct.as_str() && d["repeat"] == g["repeat"])?;
-                    let (a, b) = (g["capacity"].as_f64()?, d["capacity"].as_f64()?);
-                    (b > 0.0).then(|| a / b)
-                })
-                .collect();
-            json!({"driver": via["driver"], "direct": direct, "capacityGatewayPerDirect": spread(per_repeat)})
+    let gateway_per_direct: Vec<Value> = ours()
+        .filter(|r| r["driver"].as_str().is_some_and(|d| d.contains(" -> gateway")))
+        .filter_map(|via| {
+            let (source, target) = ends(&via["driver"])?;
+            let direct_driver = format!("{source} -> {target}");
+            let direct = ours().find(|d| d["driver"] == direct_driver.as_str() && same_work(d, via))?;
+            Some(json!({
+                "driver": via["driver"],
+                "workloadFile": via["workloadFile"],
+                "direct": direct_driver,
+                "capacityGatewayPerDirect": paired(runs, &via["id"], &direct["id"], &capacity, true),
+            }))
         })
         .collect();
-    json!({"runs": per_run, "oursPerPeer": ratios, "gatewayPerDirect": crossings})
+    // What keys cost: the same route and replicator with the keyless workload of that size and
+    // partition count.
+    let keyed_per_keyless: Vec<Value> = ours()
+        .filter(|r| r["keyDistributor"] != "NO_KEY")
+        .filter_map(|keyed| {
+            let keyless = ours().find(|k| {
+                k["driver"] == keyed["driver"]
+                    && k["keyDistributor"] == "NO_KEY"
+                    && k["messageSize"] == keyed["messageSize"]
+                    && k["partitions"] == keyed["partitions"]
+            })?;
+            Some(json!({
+                "driver": keyed["driver"],
+                "keyed": keyed["workloadFile"],
+                "keyless": keyless["workloadFile"],
+                "capacityKeyedPerKeyless": paired(runs, &keyed["id"], &keyless["id"], &capacity, true),
+            }))
+        })
+        .collect();
+    json!({
+        "runs": per_run,
+        "oursPerPeer": ours_per_peer,
+        "gatewayPerDirect": gateway_per_direct,
+        "keyedPerKeyless": keyed_per_keyless,
+    })
+}
+
+/// `e2e/bench/workloads/kafka-keyed.yaml` -> `kafka-keyed`.
+fn workload_name(file: &Value) -> &str {
+    let file = file.as_str().unwrap_or_default();
+    file.rsplit('/').next().unwrap_or(file).trim_end_matches(".yaml")
 }
 
 /// The tables of a capacity document.
@@ -337,51 +463,72 @@ pub fn markdown(document: &Value) -> String {
     let mut out = String::from(
         "# Bridge capacity: draining a backlog, side by side\n\n\
          Produced by `make bench-capacity` (e2e/benches/bridge_throughput/capacity.rs); every figure below\n\
-         comes from capacity.json in this directory. Median (lowest-highest) over the repeats.\n\n",
+         comes from capacity.json in this directory. Median (lowest-highest) over the repeats. Workloads\n\
+         are the files in e2e/bench/workloads.\n\n",
     );
     let _ = writeln!(
         out,
-        "Commit {}{}, {} repeats interleaved, backlog {} messages per run, {} s in all.\n",
+        "Commit {}{}, {} repeats interleaved, backlog {} messages per run (at most {} bytes of payload), \
+         {} s of runs in {} sitting(s).\n",
         document["commit"].as_str().unwrap_or("?"),
         if document["dirtyTree"] == true { " with changes not committed" } else { "" },
         document["repeats"],
         document["backlog"],
-        document["wallSeconds"]
+        document["backlogBytesAtMost"],
+        document["wallSeconds"],
+        document["sittings"]
     );
+    let summary = &document["summary"];
     out.push_str(
-        "## ours / peer (within each repeat)\n\n| Pair | Peer | capacity | CPU per message 10-90 %, replicator | CPU per message 10-90 %, whole run |\n|---|---|---|---|---|\n",
+        "## ours / peer (within each repeat)\n\n| Pair | Workload | Peer | capacity | CPU per message 10-90 %, replicator | CPU per message 10-90 %, whole run |\n|---|---|---|---|---|---|\n",
     );
-    for ratio in document["summary"]["oursPerPeer"].as_array().into_iter().flatten() {
+    for ratio in summary["oursPerPeer"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             ratio["driver"].as_str().unwrap_or_default(),
+            workload_name(&ratio["workloadFile"]),
             ratio["peer"].as_str().unwrap_or_default(),
             shown(&ratio["capacityOursPerPeer"], 2),
             shown(&ratio["replicatorCpuPerMessageSteadyOursPerPeer"], 2),
             shown(&ratio["runCpuPerMessageSteadyOursPerPeer"], 2)
         );
     }
-    for crossing in document["summary"]["gatewayPerDirect"].as_array().into_iter().flatten() {
+    out.push_str("\n## Crossing a cloud boundary: gateway / direct (within each repeat)\n\n| Route | Workload | capacity |\n|---|---|---|\n");
+    for crossing in summary["gatewayPerDirect"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "\nCrossing a cloud boundary: {} / {} capacity {}.",
+            "| {} / {} | {} | {} |",
             crossing["driver"].as_str().unwrap_or_default(),
             crossing["direct"].as_str().unwrap_or_default(),
+            workload_name(&crossing["workloadFile"]),
             shown(&crossing["capacityGatewayPerDirect"], 2)
         );
     }
-    out.push_str(
-        "\n## Runs\n\n| Pair | Replicator | capacity (msg/s) | replicator CPU 10-90 % (µs/msg) | whole run CPU 10-90 % (µs/msg) | replicator CPU with start-up (µs/msg) | peak RSS (KiB) | preload (msg/s) |\n\
-         |---|---|---|---|---|---|---|---|\n",
-    );
-    for run in document["summary"]["runs"].as_array().into_iter().flatten() {
+    out.push_str("\n## Keyed / keyless, oms-bridge (within each repeat)\n\n| Pair | Keyed | Keyless | capacity |\n|---|---|---|---|\n");
+    for keyed in summary["keyedPerKeyless"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
+            keyed["driver"].as_str().unwrap_or_default(),
+            workload_name(&keyed["keyed"]),
+            workload_name(&keyed["keyless"]),
+            shown(&keyed["capacityKeyedPerKeyless"], 2)
+        );
+    }
+    out.push_str(
+        "\n## Runs\n\n| Pair | Workload | Replicator | capacity (msg/s) | / raw target | replicator CPU 10-90 % (µs/msg) | whole run CPU 10-90 % (µs/msg) | replicator CPU with start-up (µs/msg) | peak RSS (KiB) | preload (msg/s) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in summary["runs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             run["driver"].as_str().unwrap_or_default(),
+            workload_name(&run["workloadFile"]),
             run["replicator"].as_str().unwrap_or_default(),
             shown(&run["capacity"], 0),
+            shown(&run["capacityPerRawTarget"], 2),
             shown(&run["replicatorCpuMicrosPerMessageSteady"], 1),
             shown(&run["runCpuMicrosPerMessageSteady"], 1),
             shown(&run["replicatorCpuMicrosPerMessage"], 1),
@@ -398,7 +545,13 @@ const METHOD: &str = "
 
 - Each run: a fresh source queue is preloaded with the backlog while nothing replicates (preload =
   the rate the source took it at, one producer, 1000 unconfirmed publishes at most). Then the
-  replicator starts alone: no producer and no consumer compete with it. The target's count is read
+  replicator starts alone: no producer and no consumer compete with it. A raw run (\"alone\") is
+  the producer preloading the target itself: its capacity is that rate, the ceiling the
+  replicators are divided by in \"/ raw target\" (same broker, same message size, same repeat).
+- Keyed workloads carry one of 10,000 keys per message, in turn (round robin) or drawn with
+  Zipf's law (one key has a tenth of the messages): a Kafka record key, the `oms-key` header
+  elsewhere, which the bridge's per-key ordering lanes follow. The gateway route with added round
+  trip goes through a fault proxy (toxiproxy) delaying each direction by half of it. The target's count is read
   every 100 ms (Kafka high watermarks, the stream's count, the queue's ready messages).
 - capacity = 80 % of the backlog / the time between 10 % and 90 % of it arriving: a JVM's start-up
   and the last stragglers are left out.
@@ -412,5 +565,6 @@ const METHOD: &str = "
 - Repeats run interleaved (every scenario once, then again), so drift of the machine lands on all
   of them; ours / peer is taken within each repeat, then its median and range.
 - The bench writes docs/bench only from a clean tree and records the commit; from a dirty tree it
-  writes under e2e/.state/bench instead.
+  writes under e2e/.state/bench instead. A full run keeps each result as it comes and may take
+  several sittings from the same commit (`OMS_BENCH_STOP_AFTER_MINUTES`); the header says how many.
 ";

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::capacity::{shown, spread};
+use crate::capacity::{ids_in_order, paired, shown, spread};
 use crate::workload::Workload;
-use crate::{SCENARIOS, Scenario};
+use crate::{LATENCY, Scenario};
 
 /// The rate a workload runs at, and where it came from.
 #[derive(Debug, Clone, Serialize)]
@@ -41,7 +41,7 @@ pub fn fixed_rates(
             continue;
         }
         let mut slowest: Option<(String, f64)> = None;
-        for other in SCENARIOS.iter().filter(|s| s.workload == scenario.workload && s.source.is_some()) {
+        for other in LATENCY.iter().filter(|s| s.workload == scenario.workload && s.source.is_some()) {
             let id = other.id();
             let Some(capacity) = median(&id) else {
                 anyhow::bail!(
@@ -80,8 +80,21 @@ fn added(runs: &[Value], run: &Value, percentile: &str) -> Option<f64> {
 
 /// CPU time of the replicator per message published in the window, in µs.
 fn cpu_micros_per_message(run: &Value) -> Option<f64> {
+    per_message(run, "replicatorCpuSeconds")
+}
+
+/// `seconds_key` of `run` per message published in its window, in µs.
+fn per_message(run: &Value, seconds_key: &str) -> Option<f64> {
     let messages = run["messagesPublished"].as_f64().filter(|m| *m > 0.0)?;
-    Some(run["replicatorCpuSeconds"].as_f64()? * 1e6 / messages)
+    Some(run[seconds_key].as_f64()? * 1e6 / messages)
+}
+
+/// What replication costs per message, in µs: the replicator's own CPU (none for the in-broker
+/// peers) plus what the brokers used beyond the target alone's at the same rate in the same
+/// repeat (the source's writes and reads, an in-broker peer's work).
+fn replication_micros_per_message(runs: &[Value], run: &Value) -> Option<f64> {
+    let own = cpu_micros_per_message(run).unwrap_or(0.0);
+    Some(own + per_message(run, "brokersCpuSeconds")? - per_message(raw_of(runs, run)?, "brokersCpuSeconds")?)
 }
 
 fn runs_of<'a>(runs: &'a [Value], id: &'a str) -> impl Iterator<Item = &'a Value> {
@@ -91,12 +104,7 @@ fn runs_of<'a>(runs: &'a [Value], id: &'a str) -> impl Iterator<Item = &'a Value
 /// Per run id: the spread over the repeats of latency, added latency and cost; per pair: ours /
 /// peer within each repeat; per gateway route: its added p99 minus the direct route's.
 pub fn summary(runs: &[Value]) -> Value {
-    let mut ids: Vec<&str> = Vec::new();
-    for id in runs.iter().filter_map(|r| r["id"].as_str()) {
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
+    let ids = ids_in_order(runs);
     let per_run: Vec<Value> = ids
         .iter()
         .map(|id| {
@@ -109,6 +117,8 @@ pub fn summary(runs: &[Value]) -> Value {
                 "consumeRate": spread(runs_of(runs, id).filter_map(|r| r["consumeRateAvg"].as_f64()).collect()),
                 "missingAfterDrain": runs_of(runs, id).filter_map(|r| r["missingAfterDrain"].as_u64()).sum::<u64>(),
                 "replicatorCpuMicrosPerMessage": spread(runs_of(runs, id).filter_map(cpu_micros_per_message).collect()),
+                "brokersCpuMicrosPerMessage":
+                    spread(runs_of(runs, id).filter_map(|r| per_message(r, "brokersCpuSeconds")).collect()),
                 "replicatorPeakRssMiB": spread(
                     runs_of(runs, id).filter_map(|r| r["replicatorPeakRssKiB"].as_f64()).map(|k| k / 1024.0).collect()
                 ),
@@ -118,6 +128,9 @@ pub fn summary(runs: &[Value]) -> Value {
                 entry[format!("endToEnd{name}Ms")] =
                     json!(spread(runs_of(runs, id).filter_map(|r| r[&key].as_f64()).collect()));
                 if first["replicator"] != RAW {
+                    entry["replicationCpuMicrosPerMessage"] = json!(spread(
+                        runs_of(runs, id).filter_map(|r| replication_micros_per_message(runs, r)).collect()
+                    ));
                     let added: Vec<f64> = runs_of(runs, id).filter_map(|r| added(runs, r, percentile)).collect();
                     entry[format!("added{name}Ms")] = json!(spread(added));
                 }
@@ -125,19 +138,10 @@ pub fn summary(runs: &[Value]) -> Value {
             entry
         })
         .collect();
-    // Two runs of the same repeat, as a ratio or a difference of one figure.
-    let paired = |a_id: &Value, b_id: &Value, figure: &dyn Fn(&Value) -> Option<f64>, ratio: bool| -> Option<Value> {
-        let values: Vec<f64> = runs
-            .iter()
-            .filter(|a| a["id"] == *a_id)
-            .filter_map(|a| {
-                let b = runs.iter().find(|b| b["id"] == *b_id && b["repeat"] == a["repeat"])?;
-                let (a, b) = (figure(a)?, figure(b)?);
-                if ratio { (b > 0.0).then(|| a / b) } else { Some(a - b) }
-            })
-            .collect();
-        spread(values)
+    let paired = |a_id: &Value, b_id: &Value, figure: &dyn Fn(&Value) -> Option<f64>, ratio: bool| {
+        paired(runs, a_id, b_id, figure, ratio)
     };
+    let replication = |r: &Value| replication_micros_per_message(runs, r);
     let added_p99 = |r: &Value| added(runs, r, "99pct");
     let firsts = || runs.iter().filter(|r| r["repeat"] == 0);
     let ours_per_peer: Vec<Value> = firsts()
@@ -149,6 +153,7 @@ pub fn summary(runs: &[Value]) -> Value {
                 "peer": peer["replicator"],
                 "addedP99OursPerPeer": paired(&ours["id"], &peer["id"], &added_p99, true),
                 "cpuPerMessageOursPerPeer": paired(&ours["id"], &peer["id"], &cpu_micros_per_message, true),
+                "replicationCpuPerMessageOursPerPeer": paired(&ours["id"], &peer["id"], &replication, true),
             }))
         })
         .collect();
@@ -173,17 +178,20 @@ pub fn markdown(document: &Value) -> String {
         "# Latency at a fixed rate, side by side\n\n\
          Produced by `make bench-latency` (e2e/benches/bridge_throughput) from commit {} \
          ({} repeats, interleaved); raw figures of every run in latency.json. Each cell: median \
-         (lowest-highest) over the repeats. Compare within this file, not across machines.\n\n\
+         (lowest-highest) over the repeats, {} s of runs in {} sitting(s). Compare within this \
+         file, not across machines.\n\n\
          ## Added latency (end-to-end minus the target alone's at the same rate, ms)\n\n\
-         | Pair | Replicator | Rate (msg/s) | e2e p50 | e2e p99 | e2e p99.9 | added p50 | added p99 | added p99.9 | CPU (µs/msg) | Peak RSS (MiB) | Missing |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | Pair | Replicator | Rate (msg/s) | e2e p50 | e2e p99 | e2e p99.9 | added p50 | added p99 | added p99.9 | replicator CPU (µs/msg) | brokers CPU (µs/msg) | replication CPU (µs/msg) | Peak RSS (MiB) | Missing |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         document["commit"].as_str().unwrap_or("?"),
         document["repeats"],
+        document["wallSeconds"],
+        document["sittings"],
     );
     for r in summary["runs"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r["driver"].as_str().unwrap_or_default(),
             r["replicator"].as_str().unwrap_or_default(),
             r["fixedRate"].as_f64().unwrap_or_default(),
@@ -194,21 +202,24 @@ pub fn markdown(document: &Value) -> String {
             shown(&r["addedp99Ms"], 1),
             shown(&r["addedp999Ms"], 1),
             shown(&r["replicatorCpuMicrosPerMessage"], 1),
+            shown(&r["brokersCpuMicrosPerMessage"], 1),
+            shown(&r["replicationCpuMicrosPerMessage"], 1),
             shown(&r["replicatorPeakRssMiB"], 0),
             r["missingAfterDrain"],
         );
     }
     out.push_str(
-        "\n## oms-bridge / peer (within each repeat)\n\n| Pair | Peer | added p99 ours / peer | CPU per message ours / peer |\n|---|---|---|---|\n",
+        "\n## oms-bridge / peer (within each repeat)\n\n| Pair | Peer | added p99 ours / peer | replicator CPU per message ours / peer | replication CPU per message ours / peer |\n|---|---|---|---|---|\n",
     );
     for c in summary["oursPerPeer"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             c["driver"].as_str().unwrap_or_default(),
             c["peer"].as_str().unwrap_or_default(),
             shown(&c["addedP99OursPerPeer"], 2),
             shown(&c["cpuPerMessageOursPerPeer"], 2),
+            shown(&c["replicationCpuPerMessageOursPerPeer"], 2),
         );
     }
     out.push_str("\n## Crossing a cloud boundary\n\n| Route | Direct | added p99 via gateway minus direct (ms) |\n|---|---|---|\n");
@@ -231,11 +242,7 @@ pub fn markdown(document: &Value) -> String {
         );
     }
     let _ = writeln!(out, "\n{METHOD}");
-    let _ = writeln!(
-        out,
-        "Machine: {}\n\nSoftware: {}\n\nWall time of the whole run: {} s.",
-        document["machine"], document["software"], document["wallSeconds"]
-    );
+    let _ = writeln!(out, "Machine: {}\n\nSoftware: {}", document["machine"], document["software"]);
     out
 }
 
@@ -249,9 +256,12 @@ const METHOD: &str = "## Method
   alone (the same producer writing to the target) in the same repeat, at the same rate.
 - The rate of a workload: half the median capacity (docs/bench/capacity.json) of the slowest
   replicator run on it, so that every replicator compared keeps up; a workload may set its own.
-- CPU: user + system time of the replicator's own processes (worker + gateway for the gateway
-  route) from the window's start to the end of the drain, per message published in the window;
-  the in-broker peers (Shovel, sourcing) run inside the broker and show as -.
+- CPU, from the window's start to the end of the drain, per message published in the window:
+  replicator = user + system time of its own processes (worker + gateway for the gateway route;
+  the in-broker peers, Shovel and sourcing, show as -); brokers = every broker process of the run;
+  replication = replicator + brokers - the brokers of the target alone at the same rate in the
+  same repeat: what replicating costs on top of writing to and reading from the target, in-broker
+  work included, so that the Shovel and sourcing compare with replicators of their own.
 - Payloads are random bytes (nothing compresses); brokers keep at most 1 GiB per Kafka partition
   and 4 GiB per JetStream stream, far above what a replicator that keeps up leaves unread.
 ";

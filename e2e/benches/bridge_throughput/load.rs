@@ -66,6 +66,10 @@ pub const NATS_STREAM_MAX_BYTES: i64 = 4 << 30;
 /// Messages per JetStream pull request of the consumer.
 const NATS_PULL_BATCH: usize = 2000;
 
+/// The header that carries a message's key where the protocol has no key of its own (the
+/// bridge's `oms-key`).
+const KEY_HEADER: &str = "oms-key";
+
 /// Top bit of the sequence number: a warm-up message, not counted.
 const WARM_UP: u64 = 1 << 63;
 
@@ -216,27 +220,43 @@ impl Producer {
         })
     }
 
-    /// Hands one message to the client; the returned future resolves on the broker's confirm.
-    pub async fn send(&self, payload: Vec<u8>) -> anyhow::Result<Confirm> {
+    /// Hands one message to the client, with `key` where the workload gives one (the record key
+    /// for Kafka, the `oms-key` header the bridge reads elsewhere); the returned future resolves
+    /// on the broker's confirm.
+    pub async fn send(&self, payload: Vec<u8>, key: Option<String>) -> anyhow::Result<Confirm> {
         Ok(match self {
             Producer::Kafka(producer, topic) => {
-                let delivery = producer
-                    .send_result(FutureRecord::<(), [u8]>::to(topic).payload(&payload))
-                    .map_err(|(error, _)| error)?;
+                let mut record = FutureRecord::<str, [u8]>::to(topic).payload(&payload);
+                if let Some(key) = &key {
+                    record = record.key(key.as_str());
+                }
+                let delivery = producer.send_result(record).map_err(|(error, _)| error)?;
                 Box::pin(async move {
                     delivery.await.context("the producer dropped the delivery")?.map_err(|(error, _)| error)?;
                     Ok(())
                 })
             }
             Producer::Nats(context, subject) => {
-                let ack = context.publish(subject.clone(), payload.into()).await?;
+                let ack = match key {
+                    Some(key) => {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(KEY_HEADER, key.as_str());
+                        context.publish_with_headers(subject.clone(), headers, payload.into()).await?
+                    }
+                    None => context.publish(subject.clone(), payload.into()).await?,
+                };
                 Box::pin(async move {
                     ack.await?;
                     Ok(())
                 })
             }
             Producer::Amqp(channel, queue) => {
-                let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+                let mut properties = lapin::BasicProperties::default().with_delivery_mode(2);
+                if let Some(key) = key {
+                    let mut headers = lapin::types::FieldTable::default();
+                    headers.insert(KEY_HEADER.into(), lapin::types::AMQPValue::LongString(key.into()));
+                    properties = properties.with_headers(headers);
+                }
                 let confirm = channel
                     .basic_publish(
                         "".into(),

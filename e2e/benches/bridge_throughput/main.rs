@@ -46,11 +46,14 @@ use crate::load::{Consumer, Endpoint, Kind, Producer, Stamp, create_queue, delet
 use crate::replicator::{NATS_SOURCE_DOMAIN, Replicator, WINDOW};
 use crate::workload::Workload;
 
-/// Kafka brokers of the bench keep at most this much per partition (the oldest segments go
+/// Kafka brokers of latency runs keep at most this much per partition (the oldest segments go
 /// first): minutes at a fixed rate then fit on the disk, which a run at 36k msg/s would otherwise
 /// fill (12 GB per copy in 5 minutes). Far more than a replicator that keeps up leaves unread.
-const KAFKA_RETENTION: &str =
+const KAFKA_RETENTION_LATENCY: &str =
     "log.retention.bytes=1073741824\nlog.segment.bytes=134217728\nlog.retention.check.interval.ms=5000";
+/// Capacity runs keep everything: a backlog (at most [`capacity::BACKLOG_BYTES`]) may exceed the
+/// latency runs' bound on one partition, and must not lose its oldest part before it drains.
+const KAFKA_RETENTION_CAPACITY: &str = "log.retention.bytes=-1\nlog.segment.bytes=134217728";
 
 /// OMB's reporting interval: one rate figure per interval.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -67,22 +70,32 @@ struct Scenario {
     target: Kind,
     replicator: Replicator,
     workload: &'static str,
+    /// Round-trip time added between the worker and the gateway (a fault proxy), in ms.
+    added_rtt_ms: u32,
 }
 
 impl Scenario {
     const fn new(source: Kind, target: Kind, replicator: Replicator, workload: &'static str) -> Self {
-        Self { source: Some(source), target, replicator, workload }
+        Self { source: Some(source), target, replicator, workload, added_rtt_ms: 0 }
     }
 
     const fn raw(target: Kind, workload: &'static str) -> Self {
-        Self { source: None, target, replicator: Replicator::Raw, workload }
+        Self { source: None, target, replicator: Replicator::Raw, workload, added_rtt_ms: 0 }
     }
 
+    /// The gateway route with `ms` more round-trip time between the clouds.
+    const fn over_rtt(self, ms: u32) -> Self {
+        Self { added_rtt_ms: ms, ..self }
+    }
+
+    /// Names the route, the replicator and the workload file: `kafka-to-kafka-oms-bridge+kafka`.
     fn id(&self) -> String {
-        let slug = self.replicator.label().to_lowercase().replace(' ', "-");
+        let workload = self.workload.trim_end_matches(".yaml");
         match self.source {
-            None => format!("raw-{}", self.target.broker()),
-            Some(_) => format!("{}-{slug}", self.pair().replace(" -> ", "-to-")),
+            None => format!("raw-{}+{workload}", self.target.broker()),
+            Some(_) => {
+                format!("{}-{}+{workload}", slug(&self.pair().replace(" -> ", " to ")), slug(self.replicator.label()))
+            }
         }
     }
 
@@ -101,6 +114,9 @@ impl Scenario {
     fn pair(&self) -> String {
         match self.source {
             None => format!("{} alone", self.target.broker()),
+            Some(source) if self.replicator == Replicator::OmsBridgeViaGateway && self.added_rtt_ms > 0 => {
+                format!("{} -> gateway ({} ms RTT) -> {}", source.broker(), self.added_rtt_ms, self.target.broker())
+            }
             Some(source) if self.replicator == Replicator::OmsBridgeViaGateway => {
                 format!("{} -> gateway -> {}", source.broker(), self.target.broker())
             }
@@ -109,20 +125,72 @@ impl Scenario {
     }
 }
 
-/// In run order; brokers start on first use and stop after the last run that needs them.
-const SCENARIOS: [Scenario; 11] = [
-    Scenario::raw(Kind::Kafka, "kafka.yaml"),
-    Scenario::new(Kind::Kafka, Kind::Kafka, Replicator::OmsBridge, "kafka.yaml"),
-    Scenario::new(Kind::Kafka, Kind::Kafka, Replicator::MirrorMaker2, "kafka.yaml"),
-    Scenario::new(Kind::Kafka, Kind::Nats, Replicator::OmsBridge, "nats.yaml"),
+/// Lower-case words of `text` joined by `-`: `Kafka MirrorMaker 2 (tuned)` -> `kafka-mirrormaker-2-tuned`.
+fn slug(text: &str) -> String {
+    let words: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    words.join("-").to_lowercase()
+}
+
+use Kind::{Amqp, Kafka, Nats};
+use Replicator::{JetStreamSourcing, MirrorMaker2, MirrorMaker2Tuned, OmsBridge, OmsBridgeViaGateway, Shovel};
+
+/// Latency runs, in run order; brokers start on first use and stop after the last run that
+/// needs them.
+const LATENCY: [Scenario; 11] = [
+    Scenario::raw(Kafka, "kafka.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2, "kafka.yaml"),
+    Scenario::new(Kafka, Nats, OmsBridge, "nats.yaml"),
     // Right after the direct run, on the same workload and brokers: the ratio is the boundary's price.
-    Scenario::new(Kind::Kafka, Kind::Nats, Replicator::OmsBridgeViaGateway, "nats.yaml"),
-    Scenario::raw(Kind::Nats, "nats.yaml"),
-    Scenario::new(Kind::Nats, Kind::Nats, Replicator::OmsBridge, "nats.yaml"),
-    Scenario::new(Kind::Nats, Kind::Nats, Replicator::JetStreamSourcing, "nats.yaml"),
-    Scenario::raw(Kind::Amqp, "rabbitmq.yaml"),
-    Scenario::new(Kind::Amqp, Kind::Amqp, Replicator::OmsBridge, "rabbitmq.yaml"),
-    Scenario::new(Kind::Amqp, Kind::Amqp, Replicator::Shovel, "rabbitmq.yaml"),
+    Scenario::new(Kafka, Nats, OmsBridgeViaGateway, "nats.yaml"),
+    Scenario::raw(Nats, "nats.yaml"),
+    Scenario::new(Nats, Nats, OmsBridge, "nats.yaml"),
+    Scenario::new(Nats, Nats, JetStreamSourcing, "nats.yaml"),
+    Scenario::raw(Amqp, "rabbitmq.yaml"),
+    Scenario::new(Amqp, Amqp, OmsBridge, "rabbitmq.yaml"),
+    Scenario::new(Amqp, Amqp, Shovel, "rabbitmq.yaml"),
+];
+
+/// Capacity runs, in run order: the latency runs' scenarios (a raw run is the target taking the
+/// backlog from the producer), MirrorMaker 2 tuned, the gateway with 20 ms more round trip, and
+/// the workloads beside the first ones: keyed (round robin and Zipf), 1 and 12 Kafka partitions,
+/// 64 KiB payloads. Runs of a workload keep to the broker pair where it says something: the
+/// keyed ones where the bridge's ordering lanes run, partitions only where Kafka has them.
+const CAPACITY: [Scenario; 34] = [
+    Scenario::raw(Kafka, "kafka.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2, "kafka.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2Tuned, "kafka.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka-keyed.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka-zipf.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka-1-partition.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2, "kafka-1-partition.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka-12-partitions.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2, "kafka-12-partitions.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2Tuned, "kafka-12-partitions.yaml"),
+    Scenario::raw(Kafka, "kafka-64kib.yaml"),
+    Scenario::new(Kafka, Kafka, OmsBridge, "kafka-64kib.yaml"),
+    Scenario::new(Kafka, Kafka, MirrorMaker2, "kafka-64kib.yaml"),
+    Scenario::new(Kafka, Nats, OmsBridge, "nats.yaml"),
+    Scenario::new(Kafka, Nats, OmsBridgeViaGateway, "nats.yaml"),
+    Scenario::new(Kafka, Nats, OmsBridgeViaGateway, "nats.yaml").over_rtt(20),
+    Scenario::new(Kafka, Nats, OmsBridge, "nats-keyed.yaml"),
+    Scenario::new(Kafka, Nats, OmsBridgeViaGateway, "nats-keyed.yaml"),
+    Scenario::raw(Nats, "nats.yaml"),
+    Scenario::new(Nats, Nats, OmsBridge, "nats.yaml"),
+    Scenario::new(Nats, Nats, JetStreamSourcing, "nats.yaml"),
+    Scenario::new(Nats, Nats, OmsBridge, "nats-keyed.yaml"),
+    Scenario::new(Nats, Nats, OmsBridge, "nats-zipf.yaml"),
+    Scenario::raw(Nats, "nats-64kib.yaml"),
+    Scenario::new(Nats, Nats, OmsBridge, "nats-64kib.yaml"),
+    Scenario::new(Nats, Nats, JetStreamSourcing, "nats-64kib.yaml"),
+    Scenario::raw(Amqp, "rabbitmq.yaml"),
+    Scenario::new(Amqp, Amqp, OmsBridge, "rabbitmq.yaml"),
+    Scenario::new(Amqp, Amqp, Shovel, "rabbitmq.yaml"),
+    Scenario::new(Amqp, Amqp, OmsBridge, "rabbitmq-keyed.yaml"),
+    Scenario::raw(Amqp, "rabbitmq-64kib.yaml"),
+    Scenario::new(Amqp, Amqp, OmsBridge, "rabbitmq-64kib.yaml"),
+    Scenario::new(Amqp, Amqp, Shovel, "rabbitmq-64kib.yaml"),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,6 +205,8 @@ enum Side {
 struct Brokers {
     up: BTreeMap<(&'static str, Side), Broker>,
     nats_leafnode_port: u16,
+    /// `KAFKA_EXTRA_CONFIG` of the Kafka brokers: how much they keep.
+    kafka_retention: &'static str,
 }
 
 impl Brokers {
@@ -171,7 +241,7 @@ impl Brokers {
             command.args(["up", &broker.kind, &broker.name, &broker.port.to_string()]);
             match kind {
                 Kind::Nats => command.env("NATS_EXTRA_CONFIG", nats_config),
-                Kind::Kafka => command.env("KAFKA_EXTRA_CONFIG", KAFKA_RETENTION),
+                Kind::Kafka => command.env("KAFKA_EXTRA_CONFIG", self.kafka_retention),
                 Kind::Amqp => &mut command,
             };
             run_ok(&mut command)?;
@@ -185,9 +255,16 @@ impl Brokers {
         self.up.retain(|key, _| later.iter().any(|s| s.brokers().contains(key)));
     }
 
-    /// The process groups of every running broker, as broker.sh recorded them.
+    /// The process groups of this bench (with its replicators) and of every running broker.
     fn process_groups(&self) -> Vec<i32> {
         let mut groups: Vec<i32> = machine_load::own_group().into_iter().collect();
+        groups.extend(self.broker_groups());
+        groups
+    }
+
+    /// The process groups of every running broker, as broker.sh recorded them.
+    fn broker_groups(&self) -> Vec<i32> {
+        let mut groups = Vec::new();
         for broker in self.up.values() {
             let pids = repo_root().join("e2e/.state/brokers").join(&broker.name).join("pids");
             let text = std::fs::read_to_string(pids).unwrap_or_default();
@@ -267,7 +344,7 @@ async fn produce(
     producer: &Producer,
     rate: f64,
     until: Instant,
-    message_size: usize,
+    workload: &Workload,
     warm_up: bool,
     counters: &Counters,
 ) -> Vec<u32> {
@@ -290,7 +367,8 @@ async fn produce(
         while sent < due && pending.len() < WINDOW as usize && Instant::now() < until {
             let sequence = counters.sequence.fetch_add(1, Ordering::Relaxed);
             let scheduled_ns = started_ns + (sent as f64 * 1e9 / rate) as u64;
-            match producer.send(payload(message_size, sequence, warm_up, scheduled_ns)).await {
+            let message = payload(workload.message_size, sequence, warm_up, scheduled_ns);
+            match producer.send(message, workload.key_distributor.key(sequence)).await {
                 Ok(confirm) => pending.push(async move { (scheduled_ns, confirm.await) }),
                 Err(_) => {
                     counters.publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -319,7 +397,7 @@ async fn produce_all(
     counters: &Counters,
 ) -> Vec<u32> {
     let rate = rate / producers.len() as f64;
-    let runs = producers.iter().map(|p| produce(p, rate, until, workload.message_size, warm_up, counters));
+    let runs = producers.iter().map(|p| produce(p, rate, until, workload, warm_up, counters));
     futures::future::join_all(runs).await.concat()
 }
 
@@ -344,7 +422,8 @@ async fn wait_until_ready(
         replicator.check_alive()?;
         anyhow::ensure!(started.elapsed() < READY_DEADLINE, "{}: nothing arrived in {READY_DEADLINE:?}", scenario.id());
         let sequence = counters.sequence.fetch_add(1, Ordering::Relaxed);
-        producer.send(payload(workload.message_size, sequence, true, now_ns())).await?.await?;
+        let message = payload(workload.message_size, sequence, true, now_ns());
+        producer.send(message, workload.key_distributor.key(sequence)).await?.await?;
         wait_for(Duration::from_millis(500), || counters.warm_up_received.load(Ordering::Relaxed) > 0).await;
     }
     Ok(started.elapsed().as_secs_f64())
@@ -401,7 +480,8 @@ async fn run(
     let other_share_before = machine_load::wait_for_quiet(&groups).await;
     let name = format!("bench{index}");
     let management_port = brokers.management_port(scenario.target, Side::Target);
-    let mut replicator = replicator::start(replicator_kind, &name, &source, &target, management_port).await?;
+    let mut replicator =
+        replicator::start(replicator_kind, &name, &source, &target, management_port, scenario.added_rtt_ms).await?;
 
     let counters = Arc::new(Counters::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -418,6 +498,7 @@ async fn run(
     let duration = workload.duration();
     let cpu_before = replicator.cpu_seconds();
     let load_at_start = machine_load::snapshot(&groups);
+    let brokers_at_start = machine_load::snapshot(&brokers.broker_groups());
     let started = Instant::now();
     let producing = produce_all(&producers, rate, workload, started + duration, false, &counters);
     let sampling = sample_rates(started, duration, &counters);
@@ -430,6 +511,8 @@ async fn run(
     wait_for(DRAIN_DEADLINE, || counters.distinct.load(Ordering::Relaxed) >= published).await;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     replicator.check_alive()?;
+    let brokers_cpu = machine_load::own_ticks(brokers_at_start, machine_load::snapshot(&brokers.broker_groups()))
+        / replicator::clock_ticks_per_second();
     // Per process (worker, gateway, ...) and summed: the replicator's whole cost.
     let cpu_seconds: BTreeMap<&str, Option<f64>> = replicator
         .cpu_seconds()
@@ -454,6 +537,7 @@ async fn run(
         "id": scenario.id(),
         "workloadFile": format!("e2e/bench/workloads/{}", scenario.workload),
         "messageSize": workload.message_size,
+        "keyDistributor": workload.key_distributor,
         "topics": workload.topics,
         "partitions": workload.partitions_per_topic,
         "producersPerTopic": workload.producers_per_topic,
@@ -478,6 +562,7 @@ async fn run(
         "drainSeconds": drain_seconds,
         "replicatorPeakRssKiB": sum(peak_rss_kib.values().copied()),
         "replicatorCpuSeconds": sum(cpu_seconds.values().copied()),
+        "brokersCpuSeconds": brokers_cpu,
         "peakRssKiBByProcess": peak_rss_kib,
         "cpuSecondsByProcess": cpu_seconds,
     });
@@ -512,52 +597,147 @@ fn commit_and_dirty() -> anyhow::Result<(String, bool)> {
     Ok((git(&["rev-parse", "HEAD"])?.trim().to_owned(), !git(&["status", "--porcelain"])?.trim().is_empty()))
 }
 
-/// Capacity runs of every scenario with a source, `OMS_BENCH_REPEATS` times interleaved.
+/// Capacity runs of every scenario, `OMS_BENCH_REPEATS` times interleaved.
 fn main_capacity(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -> anyhow::Result<()> {
     let backlog = env_number("OMS_BENCH_BACKLOG", 1_000_000)?;
     let repeats = usize::try_from(env_number("OMS_BENCH_REPEATS", 3)?)?;
     let (commit, dirty) = commit_and_dirty()?;
+    let out_dir = out_dir(dirty)?;
+    let sittings = Sittings::open(&commit, "capacity", &out_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let started = Instant::now();
-    let mut brokers = Brokers { up: BTreeMap::new(), nats_leafnode_port: free_server_port() };
-    let drains: Vec<Scenario> = scenarios.iter().copied().filter(|s| s.source.is_some()).collect();
-    let mut runs = Vec::new();
-    for repeat in 0..repeats {
-        for (index, scenario) in drains.iter().enumerate() {
-            let workload = &workloads[scenario.workload];
-            eprintln!("bridge_throughput: capacity {} (repeat {repeat}, backlog {backlog})", scenario.id());
-            let result = runtime
-                .block_on(capacity::run(*scenario, index, repeat, backlog, workload, &mut brokers))
-                .with_context(|| scenario.id())?;
-            eprintln!(
-                "bridge_throughput: capacity {}: {:.0} msg/s, {:.1} µs CPU per message in the replicator",
-                scenario.id(),
-                result["capacity"].as_f64().unwrap_or_default(),
-                result["replicatorCpuMicrosPerMessage"].as_f64().unwrap_or_default()
-            );
-            runs.push(result);
-        }
-    }
+    let mut brokers = Brokers {
+        up: BTreeMap::new(),
+        nats_leafnode_port: free_server_port(),
+        kafka_retention: KAFKA_RETENTION_CAPACITY,
+    };
+    let Some(runs) = sittings.run_all(scenarios, repeats, |scenario, index, repeat| {
+        let workload = &workloads[scenario.workload];
+        eprintln!("bridge_throughput: capacity {} (repeat {repeat}, backlog {backlog})", scenario.id());
+        let result = runtime.block_on(capacity::run(*scenario, index, repeat, backlog, workload, &mut brokers))?;
+        eprintln!(
+            "bridge_throughput: capacity {}: {:.0} msg/s, {:.1} µs CPU per message in the replicator",
+            scenario.id(),
+            result["capacity"].as_f64().unwrap_or_default(),
+            result["replicatorCpuMicrosPerMessage"].as_f64().unwrap_or_default()
+        );
+        Ok(result)
+    })?
+    else {
+        return Ok(());
+    };
     drop(brokers);
     let document = json!({
         "producedBy": "make bench-capacity (e2e/benches/bridge_throughput/capacity.rs)",
         "commit": commit,
         "dirtyTree": dirty,
         "backlog": backlog,
+        "backlogBytesAtMost": capacity::BACKLOG_BYTES,
         "repeats": repeats,
         "machine": report::machine()?,
         "software": report::software(),
-        "wallSeconds": started.elapsed().as_secs(),
+        "wallSeconds": Sittings::seconds(&runs),
+        "sittings": Sittings::count(&runs),
         "summary": capacity::summary(&runs),
         "runs": runs,
     });
-    let out_dir = out_dir(dirty)?;
     std::fs::write(out_dir.join("capacity.json"), serde_json::to_string_pretty(&document)? + "\n")?;
     std::fs::write(out_dir.join("capacity.md"), capacity::markdown(&document))?;
     println!("{}", capacity::markdown(&document));
     plot(&out_dir);
     say_where(&commit, dirty, &out_dir);
     Ok(())
+}
+
+/// Where a full run keeps each result as it comes: a full latency run (3 repeats of 11 runs of 6
+/// minutes) takes longer than anyone wants the machine kept quiet at once, so `make bench-*` from
+/// the same commit goes on from the first run missing, and writes the documents once all are
+/// there. Only full runs from a clean tree are kept ($OMS_CACHE/bench/<commit>/<mode>/), so every
+/// kept result is one a full run from that commit would have made. `OMS_BENCH_STOP_AFTER_MINUTES`
+/// starts no run after that long (the runs so far stay kept).
+struct Sittings {
+    dir: Option<std::path::PathBuf>,
+    started: Instant,
+    /// Unix seconds at this sitting's start, recorded in each of its runs.
+    sitting: u64,
+    stop_after: Option<Duration>,
+}
+
+impl Sittings {
+    fn open(commit: &str, mode: &str, out_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let dir = if out_dir.ends_with("docs/bench") {
+            let cache = std::env::var_os("OMS_CACHE").map_or_else(
+                || std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/oms"),
+                std::path::PathBuf::from,
+            );
+            let dir = cache.join("bench").join(commit).join(mode);
+            std::fs::create_dir_all(&dir)?;
+            Some(dir)
+        } else {
+            None
+        };
+        let stop_after = match std::env::var("OMS_BENCH_STOP_AFTER_MINUTES") {
+            Ok(_) => Some(Duration::from_mins(env_number("OMS_BENCH_STOP_AFTER_MINUTES", 1)?)),
+            Err(_) => None,
+        };
+        let sitting = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        Ok(Self { dir, started: Instant::now(), sitting, stop_after })
+    }
+
+    fn file(&self, repeat: usize, id: &str) -> Option<std::path::PathBuf> {
+        Some(self.dir.as_ref()?.join(format!("r{repeat}-{id}.json")))
+    }
+
+    /// Every scenario `repeats` times, interleaved, through `run` unless kept from an earlier
+    /// sitting; `None` if this sitting stopped before the last.
+    fn run_all(
+        &self,
+        scenarios: &[Scenario],
+        repeats: usize,
+        mut run: impl FnMut(&Scenario, usize, usize) -> anyhow::Result<Value>,
+    ) -> anyhow::Result<Option<Vec<Value>>> {
+        let mut runs = Vec::new();
+        let total = repeats * scenarios.len();
+        for repeat in 0..repeats {
+            for (index, scenario) in scenarios.iter().enumerate() {
+                let id = scenario.id();
+                let file = self.file(repeat, &id);
+                if let Some(kept) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+                    runs.push(serde_json::from_str(&kept).with_context(|| format!("{id}: a kept run"))?);
+                    continue;
+                }
+                if self.stop_after.is_some_and(|limit| self.started.elapsed() > limit) {
+                    eprintln!(
+                        "bridge_throughput: stopped after OMS_BENCH_STOP_AFTER_MINUTES with {} of {total} runs kept in {}; \
+                         run again from this commit to go on",
+                        runs.len(),
+                        self.dir
+                            .as_ref()
+                            .map_or_else(|| "(nowhere: not a full run)".to_owned(), |d| d.display().to_string())
+                    );
+                    return Ok(None);
+                }
+                let started = Instant::now();
+                let mut result = run(scenario, index, repeat).with_context(|| id.clone())?;
+                result["runSeconds"] = json!(started.elapsed().as_secs());
+                result["sitting"] = json!(self.sitting);
+                if let Some(file) = file {
+                    std::fs::write(file, serde_json::to_string_pretty(&result)? + "\n")?;
+                }
+                runs.push(result);
+            }
+        }
+        Ok(Some(runs))
+    }
+
+    /// The seconds all runs took, in whichever sitting.
+    fn seconds(runs: &[Value]) -> u64 {
+        runs.iter().filter_map(|r| r["runSeconds"].as_u64()).sum()
+    }
+
+    /// How many sittings the runs came from.
+    fn count(runs: &[Value]) -> usize {
+        runs.iter().filter_map(|r| r["sitting"].as_u64()).collect::<std::collections::BTreeSet<_>>().len()
+    }
 }
 
 /// Settings that make a run a look while developing (fewer runs, shorter windows, fewer repeats):
@@ -608,38 +788,40 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
         }
     }
     let rates = latency::fixed_rates(scenarios, workloads, &capacities)?;
+    let sittings = Sittings::open(&commit, "latency", &out_dir)?;
     // The same two cores the replicators and brokers use: no more threads than that.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let started = Instant::now();
-    let mut brokers = Brokers { up: BTreeMap::new(), nats_leafnode_port: free_server_port() };
-    let mut runs = Vec::new();
-    for repeat in 0..repeats {
-        for (index, scenario) in scenarios.iter().enumerate() {
-            let workload = &workloads[scenario.workload];
-            let rate = rates[scenario.workload].rate;
-            eprintln!(
-                "bridge_throughput: {} (repeat {repeat}, {rate:.0} msg/s, {} s warm-up, {} s window)",
-                scenario.id(),
-                workload.warm_up().as_secs(),
-                workload.duration().as_secs()
-            );
-            let result = runtime
-                .block_on(run(*scenario, index, repeat, rate, workload, &mut brokers))
-                .with_context(|| scenario.id())?;
-            eprintln!(
-                "bridge_throughput: {}: consumed {:.0}/s, end-to-end p50 {} ms, p99 {} ms, missing {}",
-                scenario.id(),
-                result["consumeRateAvg"].as_f64().unwrap_or_default(),
-                result["aggregatedEndToEndLatency50pct"],
-                result["aggregatedEndToEndLatency99pct"],
-                result["missingAfterDrain"]
-            );
-            runs.push(result);
-            if repeat + 1 == repeats {
-                brokers.stop_unused(&scenarios[index + 1..]);
-            }
+    let mut brokers = Brokers {
+        up: BTreeMap::new(),
+        nats_leafnode_port: free_server_port(),
+        kafka_retention: KAFKA_RETENTION_LATENCY,
+    };
+    let Some(runs) = sittings.run_all(scenarios, repeats, |scenario, index, repeat| {
+        let workload = &workloads[scenario.workload];
+        let rate = rates[scenario.workload].rate;
+        eprintln!(
+            "bridge_throughput: {} (repeat {repeat}, {rate:.0} msg/s, {} s warm-up, {} s window)",
+            scenario.id(),
+            workload.warm_up().as_secs(),
+            workload.duration().as_secs()
+        );
+        let result = runtime.block_on(run(*scenario, index, repeat, rate, workload, &mut brokers))?;
+        eprintln!(
+            "bridge_throughput: {}: consumed {:.0}/s, end-to-end p50 {} ms, p99 {} ms, missing {}",
+            scenario.id(),
+            result["consumeRateAvg"].as_f64().unwrap_or_default(),
+            result["aggregatedEndToEndLatency50pct"],
+            result["aggregatedEndToEndLatency99pct"],
+            result["missingAfterDrain"]
+        );
+        if repeat + 1 == repeats {
+            brokers.stop_unused(&scenarios[index + 1..]);
         }
-    }
+        Ok(result)
+    })?
+    else {
+        return Ok(());
+    };
     drop(brokers);
     let document = json!({
         "producedBy": "make bench-latency (e2e/benches/bridge_throughput, workloads in e2e/bench/workloads)",
@@ -650,7 +832,8 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
         "capacityFrom": capacities.iter().map(|c| c["commit"].clone()).collect::<Vec<_>>(),
         "machine": report::machine()?,
         "software": report::software(),
-        "wallSeconds": started.elapsed().as_secs(),
+        "wallSeconds": Sittings::seconds(&runs),
+        "sittings": Sittings::count(&runs),
         "summary": latency::summary(&runs),
         "runs": runs,
     });
@@ -669,14 +852,16 @@ fn main() -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
+    let capacity_mode = std::env::var("OMS_BENCH_MODE").as_deref() == Ok("capacity");
+    let all: &[Scenario] = if capacity_mode { &CAPACITY } else { &LATENCY };
     let scenarios: Vec<Scenario> =
-        SCENARIOS.into_iter().filter(|s| only.is_empty() || only.iter().any(|o| s.id().contains(o))).collect();
+        all.iter().copied().filter(|s| only.is_empty() || only.iter().any(|o| s.id().contains(o))).collect();
     let workloads_dir = repo_root().join("e2e/bench/workloads");
     let mut workloads = BTreeMap::new();
     for scenario in &scenarios {
         workloads.insert(scenario.workload, Workload::load(&workloads_dir.join(scenario.workload))?);
     }
-    if std::env::var("OMS_BENCH_MODE").as_deref() == Ok("capacity") {
+    if capacity_mode {
         return main_capacity(&scenarios, &workloads);
     }
     main_latency(&scenarios, &workloads)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
-use oms_e2e::{free_server_port, repo_root, run_ok, workspace_binary};
+use oms_e2e::{FaultProxy, free_server_port, repo_root, run_ok, workspace_binary};
 
 use crate::gateway;
 use crate::load::{Endpoint, NATS_STREAM_MAX_BYTES, nats_context};
@@ -33,7 +33,11 @@ pub enum Replicator {
     OmsBridge,
     /// The same worker, writing to the target through an mTLS gateway (a cloud boundary).
     OmsBridgeViaGateway,
+    /// MirrorMaker 2 on Connect's defaults.
     MirrorMaker2,
+    /// MirrorMaker 2 as a user tunes it for throughput: a task per partition, an idempotent
+    /// producer with larger batches and 5 requests in flight, bigger fetches and polls.
+    MirrorMaker2Tuned,
     Shovel,
     JetStreamSourcing,
 }
@@ -45,6 +49,7 @@ impl Replicator {
             // The same replicator as the direct run: the route, not the label, tells them apart.
             Replicator::OmsBridge | Replicator::OmsBridgeViaGateway => "oms-bridge",
             Replicator::MirrorMaker2 => "Kafka MirrorMaker 2",
+            Replicator::MirrorMaker2Tuned => "Kafka MirrorMaker 2 (tuned)",
             Replicator::Shovel => "RabbitMQ Shovel",
             Replicator::JetStreamSourcing => "JetStream sourcing",
         }
@@ -56,7 +61,8 @@ impl Replicator {
             Replicator::Raw => "none",
             Replicator::OmsBridge => "own process (release build)",
             Replicator::OmsBridgeViaGateway => "two own processes: worker + mTLS gateway (release build)",
-            Replicator::MirrorMaker2 => "own process (JVM, dedicated mode)",
+            Replicator::MirrorMaker2 => "own process (JVM, dedicated mode, Connect defaults)",
+            Replicator::MirrorMaker2Tuned => "own process (JVM, dedicated mode, tuned)",
             Replicator::Shovel => "in broker (rabbitmq_shovel on the target node)",
             Replicator::JetStreamSourcing => "in broker (the target nats-server)",
         }
@@ -67,7 +73,7 @@ impl Replicator {
     /// over the leafnode).
     pub fn target_queue(self, source_queue: &str) -> String {
         match self {
-            Replicator::MirrorMaker2 => source_queue.to_owned(),
+            Replicator::MirrorMaker2 | Replicator::MirrorMaker2Tuned => source_queue.to_owned(),
             _ => format!("{source_queue}-copy"),
         }
     }
@@ -84,6 +90,9 @@ pub struct Running {
     processes: Vec<OwnProcess>,
     /// The target broker's management port and the shovel's name.
     shovel: Option<(u16, String)>,
+    /// The link between the worker and the gateway where a run adds round-trip time (the
+    /// network, not the replicator: its CPU counts in the whole run's only).
+    link: Option<FaultProxy>,
 }
 
 /// One process of a replicator, and the log that says why it exited.
@@ -93,14 +102,16 @@ struct OwnProcess {
     log: PathBuf,
 }
 
+/// Starts `replicator` from `source` to `target`; `added_rtt_ms` slows the gateway route's link.
 pub async fn start(
     replicator: Replicator,
     name: &str,
     source: &Endpoint,
     target: &Endpoint,
     target_management_port: Option<u16>,
+    added_rtt_ms: u32,
 ) -> anyhow::Result<Running> {
-    let mut running = Running { processes: Vec::new(), shovel: None };
+    let mut running = Running { processes: Vec::new(), shovel: None, link: None };
     match replicator {
         Replicator::Raw => {}
         Replicator::OmsBridge => {
@@ -119,20 +130,27 @@ pub async fn start(
             let log = gateway.config.with_extension("log");
             running.spawn("gateway", command, &log, &log)?;
             running.wait_listening(gateway.port).await?;
+            let mut port = gateway.port;
+            if added_rtt_ms > 0 {
+                let link = FaultProxy::start(&format!("127.0.0.1:{}", gateway.port))?;
+                link.add_round_trip(added_rtt_ms)?;
+                port = link.listen;
+                running.link = Some(link);
+            }
             // Tenant acme's worker in cloud-a, dialling the gateway by the name on its certificate.
             let target_yaml = format!(
-                "{{driver: gateway, servers: ['localhost:{}'], accessPoint: {}, queue: {}, tls: {}}}",
-                gateway.port,
+                "{{driver: gateway, servers: ['localhost:{port}'], accessPoint: {}, queue: {}, tls: {}}}",
                 gateway::ACCESS_POINT,
                 target.queue,
                 gateway.bridge_tls.yaml()
             );
             running.start_worker(name, gateway::TENANT, source, &target_yaml)?;
         }
-        Replicator::MirrorMaker2 => {
+        Replicator::MirrorMaker2 | Replicator::MirrorMaker2Tuned => {
             let dir = oms_e2e::state_dir("bench")?;
             let properties = dir.join(format!("{name}-mm2.properties"));
-            std::fs::write(&properties, mirror_maker_properties(source, target))?;
+            let tuned = replicator == Replicator::MirrorMaker2Tuned;
+            std::fs::write(&properties, mirror_maker_properties(source, target, tuned))?;
             let log = dir.join(format!("{name}-mm2.log"));
             let log4j = dir.join(format!("{name}-mm2-log4j2.properties"));
             std::fs::write(&log4j, log4j_to_file(&log))?;
@@ -298,6 +316,7 @@ impl Drop for Running {
         while let Some(process) = self.processes.pop() {
             drop(process);
         }
+        drop(self.link.take());
         if let Some((port, name)) = &self.shovel {
             let _ = management(*port, "DELETE", &format!("/api/parameters/shovel/%2F/{name}"), None);
         }
@@ -321,10 +340,11 @@ fn management(port: u16, method: &str, path: &str, body: Option<&str>) -> anyhow
     run_ok(&mut command)
 }
 
-/// MirrorMaker 2 in dedicated mode, one direction (src -> dst), one topic, one task, the
-/// topic's name kept. Replication factors are 1: each cluster is a single broker.
-fn mirror_maker_properties(source: &Endpoint, target: &Endpoint) -> String {
-    format!(
+/// MirrorMaker 2 in dedicated mode, one direction (src -> dst), one topic, the topic's name
+/// kept; one task on Connect's defaults, else tuned. Replication factors are 1: each cluster is
+/// a single broker.
+fn mirror_maker_properties(source: &Endpoint, target: &Endpoint, tuned: bool) -> String {
+    let mut properties = format!(
         "clusters = src, dst\n\
          src.bootstrap.servers = {}\n\
          dst.bootstrap.servers = {}\n\
@@ -332,7 +352,6 @@ fn mirror_maker_properties(source: &Endpoint, target: &Endpoint) -> String {
          src->dst.topics = {}\n\
          dst->src.enabled = false\n\
          replication.policy.class = org.apache.kafka.connect.mirror.IdentityReplicationPolicy\n\
-         tasks.max = 1\n\
          replication.factor = 1\n\
          checkpoints.topic.replication.factor = 1\n\
          heartbeats.topic.replication.factor = 1\n\
@@ -343,8 +362,27 @@ fn mirror_maker_properties(source: &Endpoint, target: &Endpoint) -> String {
          # No authorizer on these brokers: ACL sync would only log errors.\n\
          sync.topic.acls.enabled = false\n",
         source.address, target.address, source.queue
-    )
+    );
+    properties.push_str(if tuned { MIRROR_MAKER_TUNED } else { "tasks.max = 1\n" });
+    properties
 }
+
+/// What a user tuning MirrorMaker 2 for throughput sets (the producer and consumer settings per
+/// cluster alias, `dst.producer.*` for the producer writing to the target): one task per partition
+/// of the 3-partition workloads (3 tasks), an idempotent producer with 5 requests in flight, 256 KiB batches
+/// after up to 10 ms, and fetches and polls large enough to fill them.
+const MIRROR_MAKER_TUNED: &str = "\
+tasks.max = 3
+dst.producer.enable.idempotence = true
+dst.producer.acks = all
+dst.producer.max.in.flight.requests.per.connection = 5
+dst.producer.batch.size = 262144
+dst.producer.linger.ms = 10
+dst.producer.buffer.memory = 134217728
+src.consumer.max.poll.records = 2000
+src.consumer.fetch.min.bytes = 65536
+src.consumer.max.partition.fetch.bytes = 8388608
+";
 
 fn log4j_to_file(log: &Path) -> String {
     format!(

@@ -4,13 +4,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// One OMB workload (`e2e/bench/workloads/*.yaml`). OMB fields this bench has no use for
-/// (`payloadFile`, `keyDistributor`, `consumerBacklogSizeGB`, ...) are accepted and ignored: the
+/// One OMB workload (`e2e/bench/workloads/*.yaml`). OMB fields this bench does not run
+/// (`payloadFile`, `consumerBacklogSizeGB`, ...) are refused by name rather than ignored: the
 /// payloads are made here, because each must carry its send time and sequence number.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Workload {
     pub name: String,
     pub topics: u32,
@@ -21,6 +21,9 @@ pub struct Workload {
     #[serde(default = "one")]
     pub consumer_per_subscription: u32,
     pub producers_per_topic: u32,
+    /// Which key each message carries (a Kafka record key, the `oms-key` header elsewhere).
+    #[serde(default)]
+    pub key_distributor: KeyDistributor,
     /// Messages per second over all producers. 0: half the capacity of the slowest replicator
     /// run on this workload, from the capacity figures `make bench-capacity` wrote (the rate at
     /// which every replicator compared keeps up, so that latency compares like with like).
@@ -33,6 +36,60 @@ pub struct Workload {
 
 fn one() -> u32 {
     1
+}
+
+/// OMB's `NO_KEY` and `KEY_ROUND_ROBIN` (over [`KEYS`] keys, as OMB), and this bench's `ZIPF`:
+/// the same keys drawn with Zipf's law (exponent 1), so one key carries a tenth of the messages
+/// and the bridge's per-key ordering lanes meet a hot key. OMB's `RANDOM_NANO` is not run here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyDistributor {
+    #[default]
+    NoKey,
+    KeyRoundRobin,
+    Zipf,
+}
+
+/// Distinct keys of a keyed workload.
+pub const KEYS: u64 = 10_000;
+
+impl KeyDistributor {
+    /// The key of message `sequence`, the same for every run of a workload.
+    pub fn key(self, sequence: u64) -> Option<String> {
+        let index = match self {
+            KeyDistributor::NoKey => return None,
+            KeyDistributor::KeyRoundRobin => sequence % KEYS,
+            KeyDistributor::Zipf => {
+                let share = (mix(sequence) >> 11) as f64 / (1u64 << 53) as f64;
+                zipf_cumulative().partition_point(|c| *c <= share).min(KEYS as usize - 1) as u64
+            }
+        };
+        Some(format!("key-{index:05}"))
+    }
+}
+
+/// Cumulative shares of keys 0, 1, ... under Zipf's law with exponent 1.
+fn zipf_cumulative() -> &'static [f64] {
+    static CUMULATIVE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    CUMULATIVE.get_or_init(|| {
+        let weights: Vec<f64> = (1..=KEYS).map(|rank| 1.0 / rank as f64).collect();
+        let total: f64 = weights.iter().sum();
+        weights
+            .iter()
+            .scan(0.0, |sum, w| {
+                *sum += w / total;
+                Some(*sum)
+            })
+            .collect()
+    })
+}
+
+/// splitmix64's finaliser: a well spread 64-bit value for each sequence number.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// The send time (8 bytes) and the sequence number (8 bytes) lead every payload.
