@@ -11,7 +11,9 @@
 //! after it. So at most one message per ordering lane (its key under `PerKey`, its source
 //! partition under `PerPartition`) is sent and unconfirmed at a time; later ones of that lane take
 //! their place in the window unsent and go out, in order, as the one before them is confirmed.
-//! Different lanes, and keyless messages under `PerKey`, stay pipelined.
+//! Different lanes, and keyless messages under `PerKey`, stay pipelined. A sink that keeps order
+//! through failures itself (Kafka's idempotent, gapless producer) needs no lanes: a hot key then
+//! keeps the window full instead of one message per round trip.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,6 +57,12 @@ pub struct Route<'a> {
 pub enum Lane {
     Key(Vec<u8>),
     Partition(i32),
+}
+
+/// The ordering the pipeline must enforce with lanes: none where the sink keeps order itself.
+#[must_use]
+pub fn enforced(ordering: Ordering, sink_keeps_order: bool) -> Ordering {
+    if sink_keeps_order { Ordering::None } else { ordering }
 }
 
 /// The lane of a message under `ordering`; `None` when it may overtake and be overtaken.
@@ -215,6 +223,7 @@ pub async fn forward(
         bytes: 0,
         lanes: Lanes::default(),
     };
+    let route = Route { ordering: enforced(route.ordering, sink.keeps_order()), ..route };
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     let result = loop {
         tokio::select! {
@@ -453,6 +462,14 @@ mod tests {
         assert_eq!(lane_of(Ordering::PerPartition, &k1, &kafka(2)), Some(Lane::Partition(2)));
         assert_eq!(lane_of(Ordering::PerPartition, &keyed(None), &Ack::Gateway(9)), Some(Lane::Partition(0)));
         assert_eq!(lane_of(Ordering::None, &k1, &kafka(2)), None);
+    }
+
+    #[test]
+    fn a_sink_that_keeps_order_itself_needs_no_lanes() {
+        for ordering in [Ordering::PerKey, Ordering::PerPartition, Ordering::None] {
+            assert_eq!(enforced(ordering, true), Ordering::None);
+            assert_eq!(enforced(ordering, false), ordering);
+        }
     }
 
     #[test]

@@ -303,8 +303,14 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+        // Order through failures without a lane per key (see `Sink::keeps_order`): the idempotent
+        // producer retries in order, gapless stops it at the first message that would leave a gap
+        // behind a later one, and no message times out, which gapless does not cover (Kafka
+        // Connect's producers never time out either, for the same reason).
         let producer: FutureProducer = client(endpoint)
             .set("enable.idempotence", "true")
+            .set("enable.gapless.guarantee", "true")
+            .set("message.timeout.ms", "0")
             .set("acks", "all")
             .set("linger.ms", "5")
             .create()
