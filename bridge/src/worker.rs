@@ -90,7 +90,7 @@ impl Ends {
             let source = KafkaSource::connect(&config.source, durable, start, true)?;
             return Ok(Ends::Transactions(source, sink));
         }
-        let sink = Sink::connect(&config.target, &durable.flat()).await?;
+        let sink = Sink::connect(&config.target, &durable.flat(), config.in_flight).await?;
         if let Some(lease) = lease {
             standby.show("another worker holds the Bridge's Lease");
             if !lease.acquire(standby.shutdown).await {

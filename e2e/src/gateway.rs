@@ -42,7 +42,7 @@ pub async fn gateway_publish_attempt(server: &str, access_point: &str, queue: &s
         gateway_end(server, access_point, queue, tls)
     );
     let Ok(config) = oms_bridge_config::parse_worker("probe.yaml", &yaml) else { return false };
-    let Ok(sink) = oms_bridge::connector::Sink::connect(&config.target, "probe").await else { return false };
+    let Ok(sink) = oms_bridge::connector::Sink::connect(&config.target, "probe", 1).await else { return false };
     let message =
         oms_bridge::message::Message { id: "probe-1".into(), payload: b"probe".to_vec(), ..Default::default() };
     let Ok(confirm) = sink.send(&message).await else { return false };

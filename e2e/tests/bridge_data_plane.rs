@@ -744,6 +744,7 @@ async fn plaintext_attempt(port: u16) -> bool {
             access_point: "acme/edge-nats".into(),
             queue: "gw-sec".into(),
         })),
+        window: 0,
     };
     let mut client = proto::gateway_client::GatewayClient::new(channel);
     let call = client.publish(tokio_stream::iter([open]));

@@ -58,7 +58,10 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
         .map_err(|e| connect_error(endpoint, e))?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(Duration::from_secs(20))
+        // HTTP/2 windows that grow to the link's bandwidth x round trip, not a fixed 64 KiB that
+        // holds a long link to a trickle whatever the credit.
+        .http2_adaptive_window(true);
     grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
         let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
         async move {
@@ -84,10 +87,11 @@ pub struct GatewaySink {
 }
 
 impl GatewaySink {
-    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
+    /// Opens a publish stream asking for credit for `window` messages (the worker's window).
+    pub async fn connect(endpoint: &Endpoint, window: u32) -> Result<Self, ConnectorError> {
         let mut client = GatewayClient::new(channel(endpoint).await?);
         let (frames, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
-        let open = proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue_ref(endpoint))) };
+        let open = proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue_ref(endpoint))), window };
         frames.send(open).await.map_err(|e| connect_error(endpoint, e))?;
         // The gateway answers only after it authorized us and reached its broker.
         let replies = client
@@ -106,7 +110,7 @@ impl GatewaySink {
         self.credit.acquire().await.map_err(|_| ended())?.forget();
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(tx);
-        let frame = proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message.into())) };
+        let frame = proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message.into())), window: 0 };
         self.frames.send(frame).await.map_err(|_| ended())?;
         Ok(Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ended())) }))
     }

@@ -263,14 +263,15 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Connects to the target queue; `client_id` names the connection where the protocol needs one.
-    pub async fn connect(endpoint: &Endpoint, client_id: &str) -> Result<Self, ConnectorError> {
+    /// Connects to the target queue; `client_id` names the connection where the protocol needs one,
+    /// `window` is how many messages will be in flight (a gateway grants that much credit).
+    pub async fn connect(endpoint: &Endpoint, client_id: &str, window: u32) -> Result<Self, ConnectorError> {
         match endpoint.protocol {
             Protocol::Kafka => Ok(Sink::Kafka(kafka::KafkaSink::connect(endpoint)?)),
             Protocol::Mqtt => Ok(Sink::Mqtt(Box::new(mqtt::MqttSink::connect(endpoint, &format!("{client_id}-out"))?))),
             Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint).await?))),
             Protocol::Amqp => Ok(Sink::Amqp(Box::new(amqp::AmqpSink::connect(endpoint).await?))),
-            Protocol::Gateway => Ok(Sink::Gateway(Box::new(gateway::GatewaySink::connect(endpoint).await?))),
+            Protocol::Gateway => Ok(Sink::Gateway(Box::new(gateway::GatewaySink::connect(endpoint, window).await?))),
         }
     }
 

@@ -16,10 +16,22 @@ pub mod proto {
     tonic::include_proto!("oms.gateway.v1");
 }
 
-/// Messages a peer may have in flight on one stream: the credit the receiving side grants. Above
-/// the worker's default window (1,000), so a route through the gateway runs at the worker's window
-/// rather than a quarter of it.
+/// Messages a peer may have in flight on one stream when it does not say its window: above the
+/// worker's default window (1,000), so such a route runs at the worker's window.
 pub const STREAM_CREDIT: u32 = 1024;
+/// The most credit a publish stream gets, whatever its peer asks: the largest worker window.
+const MAX_STREAM_CREDIT: u32 = 100_000;
+/// Payload bytes a publish stream may have in flight: the worker's byte bound, which its window
+/// may pass by one message (at most tonic's default 4 MiB).
+pub const MAX_STREAM_BYTES: usize = crate::pipeline::MAX_WINDOW_BYTES + (4 << 20);
+
+/// The credit a publish stream is granted for the window its peer asked for (0: it did not say):
+/// a route through the gateway then has the worker's whole window in flight, which a link with a
+/// long round trip needs.
+#[must_use]
+pub fn publish_credit(asked: u32) -> u32 {
+    if asked == 0 { STREAM_CREDIT } else { asked.min(MAX_STREAM_CREDIT) }
+}
 
 impl From<&Message> for proto::Message {
     fn from(message: &Message) -> Self {
@@ -93,6 +105,13 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+
+    #[test]
+    fn a_publish_stream_gets_the_window_its_peer_asks_for_within_the_limit() {
+        assert_eq!(publish_credit(0), STREAM_CREDIT, "a peer that does not say gets the default");
+        assert_eq!(publish_credit(4000), 4000);
+        assert_eq!(publish_credit(u32::MAX), MAX_STREAM_CREDIT);
+    }
 
     #[test]
     fn the_window_forgets_the_oldest_id_first() {

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::authz::{self, Denial, Operation};
 use super::proto::{self, consume_frame, publish_frame, publish_reply};
-use super::{DedupWindow, STREAM_CREDIT, from_wire, tls};
+use super::{DedupWindow, MAX_STREAM_BYTES, STREAM_CREDIT, from_wire, publish_credit, tls};
 use crate::connector::{Ack, ConnectorError, Delivered, Durable, Sink, Source, Start};
 use crate::metrics::GatewayMetrics;
 use oms_bridge_config::{Backend, GatewayConfig, Ordering};
@@ -95,6 +95,8 @@ pub async fn run(
         // Dead peers are noticed even on an idle stream.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // Windows that grow to the link's bandwidth x round trip (see the client's channel).
+        .http2_adaptive_window(Some(true))
         .add_service(proto::gateway_server::GatewayServer::new(service))
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled());
     // Streams end themselves at shutdown (their peers reconnect elsewhere); a connection that
@@ -201,23 +203,26 @@ impl proto::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<Self::PublishStream>, Status> {
         let peer = Self::peer(&request)?;
         let mut frames = request.into_inner();
-        let Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue)) }) = frames.message().await?
+        let Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue)), window }) =
+            frames.message().await?
         else {
             return Err(Status::invalid_argument("the first frame must be `open`"));
         };
+        let credit = publish_credit(window);
         let backend = self.authorize(&peer, &queue, Operation::Publish)?;
         let sink = Sink::connect(
             &backend.endpoint(&queue.queue, &peer.namespace),
             &Durable::gateway(&peer.namespace, &peer.name).flat(),
+            credit,
         )
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-        let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
-        let credit = proto::PublishReply { reply: Some(publish_reply::Reply::Credit(STREAM_CREDIT)) };
-        replies.send(Ok(credit)).await.map_err(|_| Status::cancelled("the peer left"))?;
+        let (replies, stream) = mpsc::channel(credit as usize + 1);
+        let granted = proto::PublishReply { reply: Some(publish_reply::Reply::Credit(credit)) };
+        replies.send(Ok(granted)).await.map_err(|_| Status::cancelled("the peer left"))?;
         let key = format!("{}/{}", queue.access_point, queue.queue);
         tracing::info!(message = "Publish stream opened.", peer = %peer, queue = %key);
-        let publishing = PublishStream { queue: key, dedup: self.dedup.clone(), metrics: self.metrics.clone() };
+        let publishing = PublishStream { queue: key, credit, dedup: self.dedup.clone(), metrics: self.metrics.clone() };
         tokio::spawn(publishing.run(frames, sink, replies, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
@@ -263,6 +268,8 @@ type Outcome = (u64, String, Result<Delivered, ConnectorError>);
 struct PublishStream {
     /// `<access point>/<queue>`, the dedup window's key.
     queue: String,
+    /// Messages the peer may have in flight: the credit granted.
+    credit: u32,
     dedup: Arc<Mutex<DedupWindow>>,
     metrics: GatewayMetrics,
 }
@@ -288,6 +295,8 @@ impl PublishStream {
         let metrics = self.metrics.clone();
         metrics.streams.inc();
         let mut outcomes: FuturesOrdered<BoxFuture<'static, Outcome>> = FuturesOrdered::new();
+        // Payload sizes of the messages in `outcomes`, in the same order, and their sum.
+        let (mut sizes, mut bytes) = (std::collections::VecDeque::new(), 0usize);
         let mut sequence = 0u64;
         let mut closed = false;
         let result: Result<(), Status> = loop {
@@ -297,6 +306,7 @@ impl PublishStream {
             tokio::select! {
                 () = shutdown.cancelled() => break Err(Status::unavailable("the gateway is shutting down")),
                 Some((sequence, id, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
+                    bytes -= sizes.pop_front().unwrap_or(0);
                     let (outcome, detail) = match outcome {
                         Ok(Delivered::Stored) => {
                             self.remember(&id);
@@ -317,16 +327,23 @@ impl PublishStream {
                     }
                 }
                 frame = frames.message(), if !closed => match frame {
-                    Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message)) })) => {
+                    Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message)), .. })) => {
                         sequence += 1;
-                        if outcomes.len() >= STREAM_CREDIT as usize {
+                        if outcomes.len() >= self.credit as usize {
                             break Err(Status::resource_exhausted("more messages in flight than the credit granted"));
+                        }
+                        if bytes >= MAX_STREAM_BYTES {
+                            break Err(Status::resource_exhausted(format!(
+                                "more than {MAX_STREAM_BYTES} bytes of payload in flight"
+                            )));
                         }
                         let message = match from_wire(message) {
                             Ok(message) => message,
                             Err(problem) => break Err(Status::invalid_argument(problem)),
                         };
                         let id = message.id.clone();
+                        sizes.push_back(message.payload.len());
+                        bytes += message.payload.len();
                         if self.remembered(&id) {
                             outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
                             continue;

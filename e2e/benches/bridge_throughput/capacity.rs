@@ -255,6 +255,7 @@ fn described(scenario: Scenario, repeat: usize, backlog: u64, workload: &Workloa
         "partitions": workload.partitions_per_topic,
         "keyDistributor": workload.key_distributor,
         "addedRttMs": scenario.added_rtt_ms,
+        "window": replicator::window_for(scenario.added_rtt_ms),
         "backlog": backlog,
     })
 }
@@ -551,7 +552,8 @@ const METHOD: &str = "
 - Keyed workloads carry one of 10,000 keys per message, in turn (round robin) or drawn with
   Zipf's law (one key has a tenth of the messages): a Kafka record key, the `oms-key` header
   elsewhere, which the bridge's per-key ordering lanes follow. The gateway route with added round
-  trip goes through a fault proxy (toxiproxy) delaying each direction by half of it. The target's count is read
+  trip goes through a fault proxy (toxiproxy) delaying each direction by half of it; its worker
+  has the window a user would give a long link (`inFlight` 4,000, the others 1,000). The target's count is read
   every 100 ms (Kafka high watermarks, the stream's count, the queue's ready messages).
 - capacity = 80 % of the backlog / the time between 10 % and 90 % of it arriving: a JVM's start-up
   and the last stragglers are left out.

@@ -20,6 +20,15 @@ use crate::load::{Endpoint, NATS_STREAM_MAX_BYTES, nats_context};
 /// prefetch, so the two run with the same window (also the producers' window).
 pub const WINDOW: u32 = 1000;
 
+/// The window of a worker on a link with added round trip, as its user would size it: the bench's
+/// window plus what the link holds at ~70,000 msg/s (20 ms: 1,400), rounded up.
+pub const LONG_LINK_WINDOW: u32 = 4000;
+
+/// The worker's window on a route with `added_rtt_ms` more round trip.
+pub fn window_for(added_rtt_ms: u32) -> u32 {
+    if added_rtt_ms > 0 { LONG_LINK_WINDOW } else { WINDOW }
+}
+
 /// How long a started gateway may take to listen.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -121,7 +130,7 @@ pub async fn start(
                 target.address,
                 target.queue
             );
-            running.start_worker(name, "bench", source, &target_yaml)?;
+            running.start_worker(name, "bench", source, &target_yaml, WINDOW)?;
         }
         Replicator::OmsBridgeViaGateway => {
             let gateway = gateway::prepare(name, target)?;
@@ -144,7 +153,7 @@ pub async fn start(
                 target.queue,
                 gateway.bridge_tls.yaml()
             );
-            running.start_worker(name, gateway::TENANT, source, &target_yaml)?;
+            running.start_worker(name, gateway::TENANT, source, &target_yaml, window_for(added_rtt_ms))?;
         }
         Replicator::MirrorMaker2 | Replicator::MirrorMaker2Tuned => {
             let dir = oms_e2e::state_dir("bench")?;
@@ -204,13 +213,14 @@ pub async fn start(
 
 impl Running {
     /// An `oms-bridge worker` of tenant `namespace` from `source` into `target_yaml` (a config
-    /// endpoint), with the bench's window.
+    /// endpoint), with `window` messages in flight at most.
     fn start_worker(
         &mut self,
         name: &str,
         namespace: &str,
         source: &Endpoint,
         target_yaml: &str,
+        window: u32,
     ) -> anyhow::Result<()> {
         let config = oms_e2e::state_dir("bench")?.join(format!("{name}.yaml"));
         std::fs::write(
@@ -219,7 +229,7 @@ impl Running {
                 "bridge: {{name: {name}, namespace: {namespace}}}\n\
                  source: {{driver: {}, servers: ['{}'], queue: {}}}\n\
                  target: {target_yaml}\n\
-                 inFlight: {WINDOW}\nadmin: {{listen: '127.0.0.1:{}'}}\n",
+                 inFlight: {window}\nadmin: {{listen: '127.0.0.1:{}'}}\n",
                 source.kind.driver(),
                 source.address,
                 source.queue,
