@@ -49,11 +49,16 @@ use crate::workload::Workload;
 /// Kafka brokers of latency runs keep at most this much per partition (the oldest segments go
 /// first): minutes at a fixed rate then fit on the disk, which a run at 36k msg/s would otherwise
 /// fill (12 GB per copy in 5 minutes). Far more than a replicator that keeps up leaves unread.
-const KAFKA_RETENTION_LATENCY: &str =
-    "log.retention.bytes=1073741824\nlog.segment.bytes=134217728\nlog.retention.check.interval.ms=5000";
+const KAFKA_RETENTION_LATENCY: &str = "log.retention.bytes=1073741824\nlog.segment.bytes=134217728\n\
+     log.retention.check.interval.ms=5000\nfile.delete.delay.ms=1000";
 /// Capacity runs keep everything: a backlog (at most [`capacity::BACKLOG_BYTES`]) may exceed the
 /// latency runs' bound on one partition, and must not lose its oldest part before it drains.
-const KAFKA_RETENTION_CAPACITY: &str = "log.retention.bytes=-1\nlog.segment.bytes=134217728";
+const KAFKA_RETENTION_CAPACITY: &str = "log.retention.bytes=-1\nlog.segment.bytes=134217728\nfile.delete.delay.ms=1000";
+/// JetStream's store limit on both servers. Left unset, a server takes three quarters of the disk
+/// free when it starts, which the Kafka runs before it may have just used (deleted topics leave
+/// the disk a second later, `file.delete.delay.ms` above), and then refuses a stream of
+/// [`crate::load::NATS_STREAM_MAX_BYTES`]. What the streams hold stays far below it.
+const NATS_MAX_FILE_STORE: u64 = 16 << 30;
 
 /// OMB's reporting interval: one rate figure per interval.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -229,11 +234,13 @@ impl Brokers {
             };
             let nats_config = match side {
                 Side::Source => format!(
-                    "jetstream {{ domain: {NATS_SOURCE_DOMAIN} }}\nleafnodes {{ listen: 127.0.0.1:{} }}",
+                    "jetstream {{ domain: {NATS_SOURCE_DOMAIN}, max_file_store: {NATS_MAX_FILE_STORE} }}\n\
+                     leafnodes {{ listen: 127.0.0.1:{} }}",
                     self.nats_leafnode_port
                 ),
                 Side::Target => format!(
-                    "jetstream {{ domain: dst }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\" }} ] }}",
+                    "jetstream {{ domain: dst, max_file_store: {NATS_MAX_FILE_STORE} }}\n\
+                     leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\" }} ] }}",
                     self.nats_leafnode_port
                 ),
             };
