@@ -3,6 +3,11 @@
 
 /// Stable id of a message across retries and hops; targets that can deduplicate use it.
 pub const MESSAGE_ID_HEADER: &str = "oms-message-id";
+
+/// Payload bytes a worker's window may hold, whatever `inFlight` says: a window of large messages
+/// stops reading here rather than holding `inFlight` times their size in memory. (Here, beside the
+/// message, so that the gateway can bound a stream by it without depending on the pipeline.)
+pub const MAX_WINDOW_BYTES: usize = 64 << 20;
 /// The message key, for protocols without a key of their own (NATS).
 pub const KEY_HEADER: &str = "oms-key";
 /// NATS JetStream's deduplication header, set to the message id.

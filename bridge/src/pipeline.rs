@@ -130,9 +130,7 @@ pub fn would_loop(provenance: &[String], target: Option<&str>) -> bool {
     target.is_some_and(|target| provenance.iter().any(|hop| hop == target))
 }
 
-/// Payload bytes the window may hold, whatever `inFlight` says: a window of large messages stops
-/// reading here rather than holding `inFlight` times their size in memory.
-pub const MAX_WINDOW_BYTES: usize = 64 << 20;
+pub use crate::message::MAX_WINDOW_BYTES;
 
 /// A message between send and acknowledgement.
 struct Pending {

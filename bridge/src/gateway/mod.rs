@@ -23,7 +23,7 @@ pub const STREAM_CREDIT: u32 = 1024;
 const MAX_STREAM_CREDIT: u32 = 100_000;
 /// Payload bytes a publish stream may have in flight: the worker's byte bound, which its window
 /// may pass by one message (at most tonic's default 4 MiB).
-pub const MAX_STREAM_BYTES: usize = crate::pipeline::MAX_WINDOW_BYTES + (4 << 20);
+pub const MAX_STREAM_BYTES: usize = crate::message::MAX_WINDOW_BYTES + (4 << 20);
 
 /// The credit a publish stream is granted for the window its peer asked for (0: it did not say):
 /// a route through the gateway then has the worker's whole window in flight, which a link with a
