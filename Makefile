@@ -83,16 +83,23 @@ bench: tools ## Benchmarks and scale runs; results under docs/bench/
 	$(CARGO) build --release --locked -p oms-operator
 	$(CARGO) bench --locked -p oms-e2e --bench queue_scale
 	$(MAKE) bench-capacity
+	$(MAKE) bench-sustained
 	$(MAKE) bench-latency
 
 # Brokers in benchmarks run as in production (e2e/harness/broker.sh picks lighter options for tests).
-bench bench-capacity bench-latency: export KAFKA_JVM_OPTS = -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+bench bench-capacity bench-sustained bench-latency: export KAFKA_JVM_OPTS = -XX:+UseG1GC -XX:MaxGCPauseMillis=20
 
 .PHONY: bench-capacity
 bench-capacity: ## Capacity: each replicator drains a backlog alone, repeats interleaved (part of bench)
 	$(TOOLS) kafka kafka-mirror nats-server plot toxiproxy
 	$(CARGO) build --release --locked -p oms-bridge
 	OMS_BENCH_MODE=capacity $(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
+
+.PHONY: bench-sustained
+bench-sustained: ## Highest rate each replicator sustains with the producer beside it (after capacity)
+	$(TOOLS) kafka kafka-mirror nats-server plot toxiproxy
+	$(CARGO) build --release --locked -p oms-bridge
+	OMS_BENCH_MODE=sustained $(CARGO) bench --locked -p oms-e2e --bench bridge_throughput
 
 .PHONY: bench-latency
 bench-latency: ## Added latency at a fixed rate beside MirrorMaker 2, Shovel, sourcing (after capacity)

@@ -213,6 +213,7 @@ pub async fn run(
     let steady_run =
         steady.map(|((_, a), (_, b))| steady_us(machine_load::own_ticks(a, b) / replicator::clock_ticks_per_second()));
     let run = json!({
+        "backlog": backlog,
         "preloadRate": preload_rate,
         "firstArrivalSeconds": arrivals.first,
         "tenthSeconds": arrivals.tenth,
@@ -230,19 +231,19 @@ pub async fn run(
         "otherCpuShareBefore": other_share_before,
         "otherCpuShareDuringDrain": machine_load::outside_share(load_at_start, load_at_end),
     });
-    Ok(merged(described(scenario, repeat, backlog, workload), run))
+    Ok(merged(described(scenario, repeat, workload), run))
 }
 
 /// `base` with the fields of `more` added.
-fn merged(mut base: Value, more: Value) -> Value {
+pub fn merged(mut base: Value, more: Value) -> Value {
     if let (Some(base), Value::Object(more)) = (base.as_object_mut(), more) {
         base.extend(more);
     }
     base
 }
 
-/// What every run records about itself: which run, and what it moved.
-fn described(scenario: Scenario, repeat: usize, backlog: u64, workload: &Workload) -> Value {
+/// What every run of every mode records about itself: which run, and what it moved.
+pub fn described(scenario: Scenario, repeat: usize, workload: &Workload) -> Value {
     json!({
         "id": scenario.id(),
         "driver": scenario.pair(),
@@ -256,7 +257,6 @@ fn described(scenario: Scenario, repeat: usize, backlog: u64, workload: &Workloa
         "keyDistributor": workload.key_distributor,
         "addedRttMs": scenario.added_rtt_ms,
         "window": replicator::window_for(scenario.added_rtt_ms),
-        "backlog": backlog,
     })
 }
 
@@ -280,6 +280,7 @@ async fn raw_run(
     crate::delete_queues(vec![&target]).await;
     let run_cpu = machine_load::own_ticks(load_at_start, load_at_end) / replicator::clock_ticks_per_second();
     let run = json!({
+        "backlog": backlog,
         "capacity": rate,
         "preloadRate": rate,
         "runCpuSeconds": run_cpu,
@@ -287,7 +288,7 @@ async fn raw_run(
         "otherCpuShareBefore": other_share_before,
         "otherCpuShareDuringDrain": machine_load::outside_share(load_at_start, load_at_end),
     });
-    Ok(merged(described(scenario, repeat, backlog, workload), run))
+    Ok(merged(described(scenario, repeat, workload), run))
 }
 
 /// Median, lowest and highest of `values`; None without any.
@@ -331,6 +332,13 @@ pub fn paired(
         })
         .collect();
     spread(values)
+}
+
+/// The median capacity of run `id` in the first of `documents` (capacity.json files) that has it.
+pub fn median(documents: &[Value], id: &str) -> Option<f64> {
+    documents.iter().find_map(|document| {
+        document["summary"]["runs"].as_array()?.iter().find(|r| r["id"] == id)?["capacity"]["median"].as_f64()
+    })
 }
 
 /// Run ids in the order of their first run.

@@ -27,11 +27,6 @@ pub fn fixed_rates(
     workloads: &BTreeMap<&str, Workload>,
     capacities: &[Value],
 ) -> anyhow::Result<BTreeMap<&'static str, FixedRate>> {
-    let median = |id: &str| -> Option<f64> {
-        capacities.iter().find_map(|capacity| {
-            capacity["summary"]["runs"].as_array()?.iter().find(|r| r["id"] == id)?["capacity"]["median"].as_f64()
-        })
-    };
     let mut rates = BTreeMap::new();
     for scenario in scenarios {
         let workload = &workloads[scenario.workload];
@@ -43,7 +38,7 @@ pub fn fixed_rates(
         let mut slowest: Option<(String, f64)> = None;
         for other in LATENCY.iter().filter(|s| s.workload == scenario.workload && s.source.is_some()) {
             let id = other.id();
-            let Some(capacity) = median(&id) else {
+            let Some(capacity) = crate::capacity::median(capacities, &id) else {
                 anyhow::bail!(
                     "{}: producerRate 0 takes half the slowest capacity, but no capacity.json (this run's directory, \
                      docs/bench) has {id}; run `make bench-capacity` first or set producerRate",

@@ -2,7 +2,7 @@
 //! ships (Kafka MirrorMaker 2, the RabbitMQ Shovel, JetStream stream sourcing) and against the
 //! target broker alone (the same producer writing to the target with no replicator), plus
 //! Kafka -> NATS across vendors, directly and through the mTLS gateway (the price of crossing a
-//! cloud boundary). Real brokers from `broker.sh`, on this machine. Two measurements:
+//! cloud boundary). Real brokers from `broker.sh`, on this machine. Three measurements:
 //!
 //! - Latency at a fixed rate (`make bench-latency`, this file): each run reads an OpenMessaging
 //!   Benchmark workload (`e2e/bench/workloads/*.yaml`), produces to the source at a fixed rate
@@ -13,8 +13,11 @@
 //! - Capacity (`OMS_BENCH_MODE=capacity`, `make bench-capacity`, [`capacity`]):
 //!   `OMS_BENCH_BACKLOG` messages (default 1,000,000) drained by each replicator alone.
 //!   docs/bench/capacity.{json,md}.
+//! - Highest sustained rate (`OMS_BENCH_MODE=sustained`, `make bench-sustained`, [`sustained`]):
+//!   the latency runs' scenarios, each searching for the highest fixed rate the producer and the
+//!   replicator keep up with together. docs/bench/sustained.{json,md}.
 //!
-//! Both run every scenario `OMS_BENCH_REPEATS` times (default 3), interleaved (A B A B ...), and
+//! All three run every scenario `OMS_BENCH_REPEATS` times (default 3), interleaved (A B A B ...), and
 //! write docs/bench only for a full run from a clean tree (else e2e/.state/bench). While developing,
 //! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and `OMS_BENCH_SECONDS=20` shortens
 //! every window (and the warm-up to a tenth of it).
@@ -29,6 +32,7 @@ mod load;
 mod machine_load;
 mod replicator;
 mod report;
+mod sustained;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -215,6 +219,11 @@ struct Brokers {
 }
 
 impl Brokers {
+    /// None started yet; Kafka brokers will keep what `kafka_retention` says.
+    fn new(kafka_retention: &'static str) -> Self {
+        Self { up: BTreeMap::new(), nats_leafnode_port: free_server_port(), kafka_retention }
+    }
+
     fn endpoint(&mut self, kind: Kind, side: Side, queue: &str) -> anyhow::Result<Endpoint> {
         if kind == Kind::Nats && side == Side::Target {
             self.start(kind, Side::Source)?;
@@ -460,6 +469,90 @@ async fn sample_rates(started: Instant, duration: Duration, counters: &Counters)
     (samples, received)
 }
 
+/// A run under way: fresh queues, the replicator started, the consumer reading the target and
+/// the producers connected, one message through (ready). Shared by the latency and the sustained
+/// rate runs.
+struct Rig {
+    replicator: replicator::Running,
+    counters: Arc<Counters>,
+    producers: Vec<Producer>,
+    stop: tokio::sync::watch::Sender<bool>,
+    consumer: tokio::task::JoinHandle<anyhow::Result<Received>>,
+    /// The queues to delete at the end (the source's only when a replicator reads it).
+    queues: Vec<Endpoint>,
+    /// The process groups of the bench and its brokers, for the machine's load.
+    groups: Vec<i32>,
+    other_share_before: f64,
+    ready_seconds: f64,
+}
+
+impl Rig {
+    /// `prefix` tells the mode's queues apart from another's (`lat`, `sus`).
+    async fn start(
+        scenario: &Scenario,
+        prefix: &str,
+        index: usize,
+        repeat: usize,
+        workload: &Workload,
+        brokers: &mut Brokers,
+    ) -> anyhow::Result<Self> {
+        let replicator_kind = scenario.replicator;
+        let queue = format!("{prefix}{index}r{repeat}-{}", std::process::id());
+        let target = brokers.endpoint(scenario.target, Side::Target, &replicator_kind.target_queue(&queue))?;
+        let source = match scenario.source {
+            Some(kind) => brokers.endpoint(kind, Side::Source, &queue)?,
+            None => target.clone(),
+        };
+        if scenario.source.is_some() {
+            create_queue(&source, workload.partitions_per_topic).await?;
+        }
+        if !replicator_kind.creates_target_queue() {
+            create_queue(&target, workload.partitions_per_topic).await?;
+        }
+        // Other work on the machine would skew every figure: wait for it to end, and record it.
+        let groups = brokers.process_groups();
+        let other_share_before = machine_load::wait_for_quiet(&groups).await;
+        let name = format!("bench{index}");
+        let management_port = brokers.management_port(scenario.target, Side::Target);
+        let mut replicator =
+            replicator::start(replicator_kind, &name, &source, &target, management_port, scenario.added_rtt_ms).await?;
+
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let consumer = tokio::spawn(consume(Consumer::connect(&target).await?, counters.clone(), stopped));
+        let mut producers = Vec::new();
+        for _ in 0..workload.producers_per_topic {
+            producers.push(Producer::connect(&source).await?);
+        }
+        let ready_seconds = wait_until_ready(scenario, &mut replicator, &producers[0], workload, &counters).await?;
+        let queues = if scenario.source.is_some() { vec![target, source] } else { vec![target] };
+        Ok(Self { replicator, counters, producers, stop, consumer, queues, groups, other_share_before, ready_seconds })
+    }
+
+    /// Window messages published but not yet read from the target.
+    fn backlog(&self) -> u64 {
+        let published = self.counters.published.load(Ordering::Relaxed);
+        published.saturating_sub(self.counters.distinct.load(Ordering::Relaxed))
+    }
+
+    /// Waits up to `deadline` for the target to hold every window message published; the seconds
+    /// that took.
+    async fn drain(&self, deadline: Duration) -> f64 {
+        let started = Instant::now();
+        wait_for(deadline, || self.backlog() == 0).await;
+        started.elapsed().as_secs_f64()
+    }
+
+    /// Stops the replicator and the consumer and deletes the queues; what the consumer collected.
+    async fn finish(self) -> anyhow::Result<Received> {
+        drop(self.replicator);
+        let _ = self.stop.send(true);
+        let received = self.consumer.await??;
+        delete_queues(self.queues.iter().collect()).await;
+        Ok(received)
+    }
+}
+
 /// One run of `scenario` at `rate` messages per second: warm-up, window, drain.
 async fn run(
     scenario: Scenario,
@@ -469,110 +562,72 @@ async fn run(
     workload: &Workload,
     brokers: &mut Brokers,
 ) -> anyhow::Result<Value> {
-    let replicator_kind = scenario.replicator;
-    let queue = format!("lat{index}r{repeat}-{}", std::process::id());
-    let target = brokers.endpoint(scenario.target, Side::Target, &replicator_kind.target_queue(&queue))?;
-    let source = match scenario.source {
-        Some(kind) => brokers.endpoint(kind, Side::Source, &queue)?,
-        None => target.clone(),
-    };
-    if scenario.source.is_some() {
-        create_queue(&source, workload.partitions_per_topic).await?;
-    }
-    if !replicator_kind.creates_target_queue() {
-        create_queue(&target, workload.partitions_per_topic).await?;
-    }
-    // Other work on the machine would skew every figure: wait for it to end, and record it.
-    let groups = brokers.process_groups();
-    let other_share_before = machine_load::wait_for_quiet(&groups).await;
-    let name = format!("bench{index}");
-    let management_port = brokers.management_port(scenario.target, Side::Target);
-    let mut replicator =
-        replicator::start(replicator_kind, &name, &source, &target, management_port, scenario.added_rtt_ms).await?;
-
-    let counters = Arc::new(Counters::default());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let consumer = tokio::spawn(consume(Consumer::connect(&target).await?, counters.clone(), stopped));
-    let mut producers = Vec::new();
-    for _ in 0..workload.producers_per_topic {
-        producers.push(Producer::connect(&source).await?);
-    }
-
-    let ready_seconds = wait_until_ready(&scenario, &mut replicator, &producers[0], workload, &counters).await?;
-    produce_all(&producers, rate, workload, Instant::now() + workload.warm_up(), true, &counters).await;
+    let mut rig = Rig::start(&scenario, "lat", index, repeat, workload, brokers).await?;
+    let counters = rig.counters.clone();
+    produce_all(&rig.producers, rate, workload, Instant::now() + workload.warm_up(), true, &counters).await;
 
     // The measured window, sampled every STATS_INTERVAL.
     let duration = workload.duration();
-    let cpu_before = replicator.cpu_seconds();
-    let load_at_start = machine_load::snapshot(&groups);
+    let cpu_before = rig.replicator.cpu_seconds();
+    let load_at_start = machine_load::snapshot(&rig.groups);
     let brokers_at_start = machine_load::snapshot(&brokers.broker_groups());
     let started = Instant::now();
-    let producing = produce_all(&producers, rate, workload, started + duration, false, &counters);
+    let producing = produce_all(&rig.producers, rate, workload, started + duration, false, &counters);
     let sampling = sample_rates(started, duration, &counters);
     let (publish_latencies_us, (samples, received_in_window)) = tokio::join!(producing, sampling);
-    let other_share = machine_load::outside_share(load_at_start, machine_load::snapshot(&groups));
+    let other_share = machine_load::outside_share(load_at_start, machine_load::snapshot(&rig.groups));
 
     // Drain: give the target time to catch up, then count what is still missing.
     let published = counters.published.load(Ordering::Relaxed);
-    let drain_started = Instant::now();
-    wait_for(DRAIN_DEADLINE, || counters.distinct.load(Ordering::Relaxed) >= published).await;
-    let drain_seconds = drain_started.elapsed().as_secs_f64();
-    replicator.check_alive()?;
+    let drain_seconds = rig.drain(DRAIN_DEADLINE).await;
+    rig.replicator.check_alive()?;
     let brokers_cpu = machine_load::own_ticks(brokers_at_start, machine_load::snapshot(&brokers.broker_groups()))
         / replicator::clock_ticks_per_second();
     // Per process (worker, gateway, ...) and summed: the replicator's whole cost.
-    let cpu_seconds: BTreeMap<&str, Option<f64>> = replicator
+    let cpu_seconds: BTreeMap<&str, Option<f64>> = rig
+        .replicator
         .cpu_seconds()
         .into_iter()
         .zip(cpu_before)
         .map(|((role, after), (_, before))| (role, after.zip(before).map(|(a, b)| a - b)))
         .collect();
-    let peak_rss_kib: BTreeMap<&str, Option<u64>> = replicator.peak_rss_kib().into_iter().collect();
-    drop(replicator);
-    let _ = stop.send(true);
-    let received = consumer.await??;
-    delete_queues(if scenario.source.is_some() { vec![&target, &source] } else { vec![&target] }).await;
+    let peak_rss_kib: BTreeMap<&str, Option<u64>> = rig.replicator.peak_rss_kib().into_iter().collect();
+    let (ready_seconds, other_share_before) = (rig.ready_seconds, rig.other_share_before);
+    let received = rig.finish().await?;
 
     let received_total = counters.received.load(Ordering::Relaxed);
     let distinct = counters.distinct.load(Ordering::Relaxed);
     let window_seconds = duration.as_secs_f64();
-    let mut result = json!({
-        "workload": workload.name,
-        "driver": scenario.pair(),
-        "replicator": replicator_kind.label(),
-        "replicatorRunsIn": replicator_kind.runs_in(),
-        "id": scenario.id(),
-        "workloadFile": format!("e2e/bench/workloads/{}", scenario.workload),
-        "messageSize": workload.message_size,
-        "keyDistributor": workload.key_distributor,
-        "topics": workload.topics,
-        "partitions": workload.partitions_per_topic,
-        "producersPerTopic": workload.producers_per_topic,
-        "consumersPerTopic": 1,
-        "repeat": repeat,
-        "fixedRate": rate,
-        "testDurationSeconds": window_seconds,
-        "warmUpSeconds": workload.warm_up().as_secs_f64(),
-        "readySeconds": ready_seconds,
-        "otherCpuShareBefore": other_share_before,
-        "otherCpuShareDuringWindow": other_share,
-        "publishRate": samples.iter().map(|s| s.0).collect::<Vec<_>>(),
-        "consumeRate": samples.iter().map(|s| s.1).collect::<Vec<_>>(),
-        "backlog": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
-        "publishRateAvg": published as f64 / window_seconds,
-        "consumeRateAvg": received_in_window as f64 / window_seconds,
-        "publishErrors": counters.publish_errors.load(Ordering::Relaxed),
-        "messagesPublished": published,
-        "messagesReceived": received_total,
-        "duplicates": received_total - distinct,
-        "missingAfterDrain": published.saturating_sub(distinct),
-        "drainSeconds": drain_seconds,
-        "replicatorPeakRssKiB": sum(peak_rss_kib.values().copied()),
-        "replicatorCpuSeconds": sum(cpu_seconds.values().copied()),
-        "brokersCpuSeconds": brokers_cpu,
-        "peakRssKiBByProcess": peak_rss_kib,
-        "cpuSecondsByProcess": cpu_seconds,
-    });
+    let mut result = capacity::merged(
+        capacity::described(scenario, repeat, workload),
+        json!({
+            "topics": workload.topics,
+            "producersPerTopic": workload.producers_per_topic,
+            "consumersPerTopic": 1,
+            "fixedRate": rate,
+            "testDurationSeconds": window_seconds,
+            "warmUpSeconds": workload.warm_up().as_secs_f64(),
+            "readySeconds": ready_seconds,
+            "otherCpuShareBefore": other_share_before,
+            "otherCpuShareDuringWindow": other_share,
+            "publishRate": samples.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "consumeRate": samples.iter().map(|s| s.1).collect::<Vec<_>>(),
+            "backlog": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
+            "publishRateAvg": published as f64 / window_seconds,
+            "consumeRateAvg": received_in_window as f64 / window_seconds,
+            "publishErrors": counters.publish_errors.load(Ordering::Relaxed),
+            "messagesPublished": published,
+            "messagesReceived": received_total,
+            "duplicates": received_total - distinct,
+            "missingAfterDrain": published.saturating_sub(distinct),
+            "drainSeconds": drain_seconds,
+            "replicatorPeakRssKiB": sum(peak_rss_kib.values().copied()),
+            "replicatorCpuSeconds": sum(cpu_seconds.values().copied()),
+            "brokersCpuSeconds": brokers_cpu,
+            "peakRssKiBByProcess": peak_rss_kib,
+            "cpuSecondsByProcess": cpu_seconds,
+        }),
+    );
     report::add_latencies(&mut result, "aggregatedPublishLatency", publish_latencies_us);
     report::add_latencies(&mut result, "aggregatedEndToEndLatency", received.end_to_end_us);
     Ok(result)
@@ -612,11 +667,7 @@ fn main_capacity(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -
     let out_dir = out_dir(dirty)?;
     let sittings = Sittings::open(&commit, "capacity", &out_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut brokers = Brokers {
-        up: BTreeMap::new(),
-        nats_leafnode_port: free_server_port(),
-        kafka_retention: KAFKA_RETENTION_CAPACITY,
-    };
+    let mut brokers = Brokers::new(KAFKA_RETENTION_CAPACITY);
     let Some(runs) = sittings.run_all(scenarios, repeats, |scenario, index, repeat| {
         let workload = &workloads[scenario.workload];
         eprintln!("bridge_throughput: capacity {} (repeat {repeat}, backlog {backlog})", scenario.id());
@@ -633,25 +684,47 @@ fn main_capacity(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -
         return Ok(());
     };
     drop(brokers);
-    let document = json!({
-        "producedBy": "make bench-capacity (e2e/benches/bridge_throughput/capacity.rs)",
+    let own = json!({"backlog": backlog, "backlogBytesAtMost": capacity::BACKLOG_BYTES});
+    let produced_by = "make bench-capacity (e2e/benches/bridge_throughput/capacity.rs)";
+    let document = document(produced_by, &commit, dirty, repeats, own, capacity::summary(&runs), runs)?;
+    write_documents(&out_dir, "capacity", &document, &capacity::markdown(&document))?;
+    plot(&out_dir);
+    say_where(&commit, dirty, &out_dir);
+    Ok(())
+}
+
+/// A mode's document: where it came from (commit, machine, software, sittings), what is its own
+/// (`own`), the summary and every run.
+fn document(
+    produced_by: &str,
+    commit: &str,
+    dirty: bool,
+    repeats: usize,
+    own: Value,
+    summary: Value,
+    runs: Vec<Value>,
+) -> anyhow::Result<Value> {
+    let common = json!({
+        "producedBy": produced_by,
         "commit": commit,
         "dirtyTree": dirty,
-        "backlog": backlog,
-        "backlogBytesAtMost": capacity::BACKLOG_BYTES,
         "repeats": repeats,
         "machine": report::machine()?,
         "software": report::software(),
         "wallSeconds": Sittings::seconds(&runs),
         "sittings": Sittings::count(&runs),
-        "summary": capacity::summary(&runs),
-        "runs": runs,
     });
-    std::fs::write(out_dir.join("capacity.json"), serde_json::to_string_pretty(&document)? + "\n")?;
-    std::fs::write(out_dir.join("capacity.md"), capacity::markdown(&document))?;
-    println!("{}", capacity::markdown(&document));
-    plot(&out_dir);
-    say_where(&commit, dirty, &out_dir);
+    let mut document = capacity::merged(common, own);
+    document["summary"] = summary;
+    document["runs"] = Value::Array(runs);
+    Ok(document)
+}
+
+/// Writes `<mode>.json` and `<mode>.md` in `out_dir`, and shows the tables.
+fn write_documents(out_dir: &std::path::Path, mode: &str, document: &Value, markdown: &str) -> anyhow::Result<()> {
+    std::fs::write(out_dir.join(format!("{mode}.json")), serde_json::to_string_pretty(document)? + "\n")?;
+    std::fs::write(out_dir.join(format!("{mode}.md")), markdown)?;
+    println!("{markdown}");
     Ok(())
 }
 
@@ -780,29 +853,71 @@ fn plot(dir: &std::path::Path) {
     }
 }
 
+/// The capacity figures the other modes take their rates from: `out_dir`'s first (a capacity
+/// run just before this one), then the committed ones, for a developing capacity run may have
+/// measured only some scenarios.
+fn capacity_documents(out_dir: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    let mut documents = Vec::new();
+    for file in [out_dir.join("capacity.json"), repo_root().join("docs/bench/capacity.json")] {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            documents.push(serde_json::from_str::<Value>(&text).with_context(|| file.display().to_string())?);
+        }
+    }
+    Ok(documents)
+}
+
+/// Searches of every scenario for its highest sustained rate, `OMS_BENCH_REPEATS` times
+/// interleaved.
+fn main_sustained(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -> anyhow::Result<()> {
+    let repeats = usize::try_from(env_number("OMS_BENCH_REPEATS", 3)?)?;
+    let (commit, dirty) = commit_and_dirty()?;
+    let out_dir = out_dir(dirty)?;
+    let documents = capacity_documents(&out_dir)?;
+    let mut capacities = BTreeMap::new();
+    for scenario in scenarios {
+        let id = scenario.id();
+        let capacity = capacity::median(&documents, &id).with_context(|| {
+            format!("{id}: the search starts from its capacity, which no capacity.json (this run's directory, docs/bench) has; run `make bench-capacity` first")
+        })?;
+        capacities.insert(id, capacity);
+    }
+    let sittings = Sittings::open(&commit, "sustained", &out_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut brokers = Brokers::new(KAFKA_RETENTION_LATENCY);
+    let Some(runs) = sittings.run_all(scenarios, repeats, |scenario, index, repeat| {
+        let workload = &workloads[scenario.workload];
+        let capacity = capacities[&scenario.id()];
+        eprintln!("bridge_throughput: sustained {} (repeat {repeat}, capacity {capacity:.0} msg/s)", scenario.id());
+        let result = runtime.block_on(sustained::run(*scenario, index, repeat, capacity, workload, &mut brokers))?;
+        if repeat + 1 == repeats {
+            brokers.stop_unused(&scenarios[index + 1..]);
+        }
+        Ok(result)
+    })?
+    else {
+        return Ok(());
+    };
+    drop(brokers);
+    let own = json!({"capacityFrom": documents.iter().map(|c| c["commit"].clone()).collect::<Vec<_>>()});
+    let produced_by = "make bench-sustained (e2e/benches/bridge_throughput/sustained.rs)";
+    let document = document(produced_by, &commit, dirty, repeats, own, sustained::summary(&runs), runs)?;
+    write_documents(&out_dir, "sustained", &document, &sustained::markdown(&document))?;
+    say_where(&commit, dirty, &out_dir);
+    Ok(())
+}
+
 /// Latency runs of every scenario at each workload's fixed rate, `OMS_BENCH_REPEATS` times
 /// interleaved.
 fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) -> anyhow::Result<()> {
     let repeats = usize::try_from(env_number("OMS_BENCH_REPEATS", 3)?)?;
     let (commit, dirty) = commit_and_dirty()?;
     let out_dir = out_dir(dirty)?;
-    // This directory's capacity figures first (a capacity run just before this one), then the
-    // committed ones: a developing capacity run may have measured only some scenarios.
-    let mut capacities = Vec::new();
-    for file in [out_dir.join("capacity.json"), repo_root().join("docs/bench/capacity.json")] {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            capacities.push(serde_json::from_str::<Value>(&text).with_context(|| file.display().to_string())?);
-        }
-    }
+    let capacities = capacity_documents(&out_dir)?;
     let rates = latency::fixed_rates(scenarios, workloads, &capacities)?;
     let sittings = Sittings::open(&commit, "latency", &out_dir)?;
     // The same two cores the replicators and brokers use: no more threads than that.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mut brokers = Brokers {
-        up: BTreeMap::new(),
-        nats_leafnode_port: free_server_port(),
-        kafka_retention: KAFKA_RETENTION_LATENCY,
-    };
+    let mut brokers = Brokers::new(KAFKA_RETENTION_LATENCY);
     let Some(runs) = sittings.run_all(scenarios, repeats, |scenario, index, repeat| {
         let workload = &workloads[scenario.workload];
         let rate = rates[scenario.workload].rate;
@@ -830,23 +945,13 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
         return Ok(());
     };
     drop(brokers);
-    let document = json!({
-        "producedBy": "make bench-latency (e2e/benches/bridge_throughput, workloads in e2e/bench/workloads)",
-        "commit": commit,
-        "dirtyTree": dirty,
-        "repeats": repeats,
+    let own = json!({
         "fixedRates": rates,
         "capacityFrom": capacities.iter().map(|c| c["commit"].clone()).collect::<Vec<_>>(),
-        "machine": report::machine()?,
-        "software": report::software(),
-        "wallSeconds": Sittings::seconds(&runs),
-        "sittings": Sittings::count(&runs),
-        "summary": latency::summary(&runs),
-        "runs": runs,
     });
-    std::fs::write(out_dir.join("latency.json"), serde_json::to_string_pretty(&document)? + "\n")?;
-    std::fs::write(out_dir.join("latency.md"), latency::markdown(&document))?;
-    println!("{}", latency::markdown(&document));
+    let produced_by = "make bench-latency (e2e/benches/bridge_throughput, workloads in e2e/bench/workloads)";
+    let document = document(produced_by, &commit, dirty, repeats, own, latency::summary(&runs), runs)?;
+    write_documents(&out_dir, "latency", &document, &latency::markdown(&document))?;
     plot(&out_dir);
     say_where(&commit, dirty, &out_dir);
     Ok(())
@@ -859,8 +964,12 @@ fn main() -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let capacity_mode = std::env::var("OMS_BENCH_MODE").as_deref() == Ok("capacity");
-    let all: &[Scenario] = if capacity_mode { &CAPACITY } else { &LATENCY };
+    let mode = std::env::var("OMS_BENCH_MODE").unwrap_or_else(|_| "latency".to_owned());
+    let all: &[Scenario] = match mode.as_str() {
+        "capacity" => &CAPACITY,
+        "latency" | "sustained" => &LATENCY,
+        other => anyhow::bail!("OMS_BENCH_MODE={other}: one of capacity, sustained, latency"),
+    };
     let scenarios: Vec<Scenario> =
         all.iter().copied().filter(|s| only.is_empty() || only.iter().any(|o| s.id().contains(o))).collect();
     let workloads_dir = repo_root().join("e2e/bench/workloads");
@@ -868,8 +977,9 @@ fn main() -> anyhow::Result<()> {
     for scenario in &scenarios {
         workloads.insert(scenario.workload, Workload::load(&workloads_dir.join(scenario.workload))?);
     }
-    if capacity_mode {
-        return main_capacity(&scenarios, &workloads);
+    match mode.as_str() {
+        "capacity" => main_capacity(&scenarios, &workloads),
+        "sustained" => main_sustained(&scenarios, &workloads),
+        _ => main_latency(&scenarios, &workloads),
     }
-    main_latency(&scenarios, &workloads)
 }
