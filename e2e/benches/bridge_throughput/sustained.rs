@@ -21,43 +21,43 @@ use crate::workload::Workload;
 use crate::{Brokers, Rig, Scenario, produce_all};
 
 /// How long each rate is held.
-pub const STEP: Duration = Duration::from_secs(20);
+const STEP: Duration = Duration::from_secs(20);
 /// Halvings of the search: the result is within 1.25 / 2^5 (4 %) of the capacity.
-pub const STEPS: usize = 5;
+const STEPS: usize = 5;
 /// The top of the search, as a share of the capacity a replicator drains a backlog at alone.
 const ABOVE_CAPACITY: f64 = 1.25;
 /// The share of the schedule the producer must have published in a sustained step.
-pub const KEPT_SCHEDULE: f64 = 0.97;
+const KEPT_SCHEDULE: f64 = 0.97;
 /// The most left unread at the end of a sustained step, in seconds of the rate.
-pub const MAX_LAG: Duration = Duration::from_secs(1);
+const MAX_LAG: Duration = Duration::from_secs(1);
 /// How long a step's leftovers may take to arrive before the next step; a run whose target
 /// cannot catch up in that time ends its search there.
 const CATCH_UP: Duration = Duration::from_mins(1);
 
 /// The rate range still open: `low` was sustained (0 at first), `high` was not or is the top.
 #[derive(Debug, Clone, Copy)]
-pub struct Search {
-    pub low: f64,
-    pub high: f64,
+struct Search {
+    low: f64,
+    high: f64,
 }
 
 impl Search {
-    pub fn new(capacity: f64) -> Self {
+    fn new(capacity: f64) -> Self {
         Self { low: 0.0, high: capacity * ABOVE_CAPACITY }
     }
 
-    pub fn next_rate(self) -> f64 {
+    fn next_rate(self) -> f64 {
         f64::midpoint(self.low, self.high).round()
     }
 
-    pub fn after(self, rate: f64, sustained: bool) -> Self {
+    fn after(self, rate: f64, sustained: bool) -> Self {
         if sustained { Self { low: rate, ..self } } else { Self { high: rate, ..self } }
     }
 }
 
 /// Whether a step at `rate` for `seconds` was sustained: the producer kept its schedule and the
 /// target was at most [`MAX_LAG`] behind at the end.
-pub fn sustained(rate: f64, seconds: f64, published: u64, unread: u64) -> bool {
+fn sustained(rate: f64, seconds: f64, published: u64, unread: u64) -> bool {
     published as f64 >= KEPT_SCHEDULE * rate * seconds && unread as f64 <= rate * MAX_LAG.as_secs_f64()
 }
 
