@@ -189,12 +189,26 @@ pick_port() {
 }
 
 # apt_ensure <file that proves it is installed> <packages...>: installs Debian packages without
-# letting their maintainer scripts start system services (we run our own instances).
+# letting their maintainer scripts start system services (we run our own instances). One install
+# at a time on the machine (tests start brokers in parallel, and on a new machine several want the
+# same package at once: dpkg would refuse all but one); tools.sh takes the same lock.
 apt_ensure() {
 	local want=$1
 	shift
 	[[ -e $want ]] && return 0
 	[[ $(id -u) == 0 ]] || die "need root to apt-get install $*"
+	mkdir -p "$OMS_CACHE"
+	(
+		flock -w 900 7 || die "timed out waiting for another apt-get install ($OMS_CACHE/apt.lock)"
+		# Another process may have installed it while this one waited.
+		[[ -e $want ]] && exit 0
+		apt_install "$@"
+	) 7>"$OMS_CACHE/apt.lock" || exit 1
+	disable_system_services
+}
+
+# apt_install <packages...>: the install itself, under apt_ensure's lock.
+apt_install() {
 	log "installing Debian packages: $*"
 	local guard=""
 	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -207,13 +221,12 @@ apt_ensure() {
 	{
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
 			{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
-	} >"$STATE/.apt.log" 2>&1 8>&- 9>&- || rc=$?
+	} >"$STATE/.apt.log" 2>&1 7>&- 8>&- 9>&- || rc=$?
 	[[ -z $guard ]] || rm -f "$guard"
 	((rc == 0)) || {
 		tail -n 20 "$STATE/.apt.log" >&2
 		die "apt-get install $* failed"
 	}
-	disable_system_services
 }
 
 # The packages register system services (rabbitmq-server, epmd, mosquitto). Tests never use them:

@@ -225,6 +225,23 @@ deb_install() {
 		[[ $(dpkg-query -W -f='${Version}' "${pin%%=*}" 2>/dev/null || true) == "${pin#*=}" ]] || missing+=("$pin")
 	done
 	((${#missing[@]})) || return 0
+	# One install at a time on the machine (broker.sh's apt_ensure takes the same lock): dpkg
+	# refuses a second one at once.
+	mkdir -p "$OMS_CACHE/tools"
+	(
+		flock -w 900 7 || {
+			log "timed out waiting for another apt-get install ($OMS_CACHE/apt.lock)"
+			exit 1
+		}
+		deb_install_locked "$what" "$service" "${missing[@]}"
+	) 7>"$OMS_CACHE/apt.lock" || exit 1
+}
+
+# deb_install_locked <what> <boot service> <package=version>...: deb_install's work, under its lock.
+deb_install_locked() {
+	local what=$1 service=$2
+	shift 2
+	local missing=("$@")
 	log "installing Debian packages ${missing[*]}"
 	local sudo=()
 	if [[ $(id -u) != 0 ]]; then
@@ -243,7 +260,7 @@ deb_install() {
 	fi
 	local install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 		--no-install-recommends --allow-downgrades "${missing[@]}")
-	{ "${install[@]}" || { "${sudo[@]}" apt-get update -q && "${install[@]}"; }; } >"$aptlog" 2>&1 || rc=$?
+	{ "${install[@]}" || { "${sudo[@]}" apt-get update -q && "${install[@]}"; }; } >"$aptlog" 2>&1 7>&- || rc=$?
 	[[ -z $guard ]] || "${sudo[@]}" rm -f "$guard"
 	if ((rc != 0)); then
 		tail -n 20 "$aptlog" >&2
