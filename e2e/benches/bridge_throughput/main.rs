@@ -19,8 +19,9 @@
 //!
 //! All three run every scenario `OMS_BENCH_REPEATS` times (default 3), interleaved (A B A B ...), and
 //! write docs/bench only for a full run from a clean tree (else e2e/.state/bench). While developing,
-//! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id and `OMS_BENCH_SECONDS=20` shortens
-//! every window (and the warm-up to a tenth of it).
+//! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id, `OMS_BENCH_SECONDS=20` shortens
+//! every window (and the warm-up to a tenth of it) and sustained step, and `OMS_BENCH_WINDOW`
+//! sets the workers' window.
 
 // A measurement: rates and percentiles are statistics, for which f64 and its casts are ample.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -822,7 +823,8 @@ impl Sittings {
 
 /// Settings that make a run a look while developing (fewer runs, shorter windows, fewer repeats):
 /// its results must not replace the full ones in docs/bench.
-const DEVELOPING: [&str; 4] = ["OMS_BENCH_ONLY", "OMS_BENCH_SECONDS", "OMS_BENCH_BACKLOG", "OMS_BENCH_REPEATS"];
+const DEVELOPING: [&str; 5] =
+    ["OMS_BENCH_ONLY", "OMS_BENCH_SECONDS", "OMS_BENCH_BACKLOG", "OMS_BENCH_REPEATS", "OMS_BENCH_WINDOW"];
 
 /// Where this run writes, and reads the capacity figures from: docs/bench for a full run from a
 /// clean tree, so that figures in docs come from a commit anyone can check out and every run;

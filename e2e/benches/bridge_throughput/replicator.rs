@@ -24,8 +24,13 @@ pub const WINDOW: u32 = 1000;
 /// window plus what the link holds at ~70,000 msg/s (20 ms: 1,400), rounded up.
 pub const LONG_LINK_WINDOW: u32 = 4000;
 
-/// The worker's window on a route with `added_rtt_ms` more round trip.
+/// The worker's window on a route with `added_rtt_ms` more round trip; `OMS_BENCH_WINDOW` sets
+/// it for every route while developing (an A/B of the window alone: producers, the Shovel's
+/// prefetch and the documents keep theirs).
 pub fn window_for(added_rtt_ms: u32) -> u32 {
+    if let Some(window) = std::env::var("OMS_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()) {
+        return window;
+    }
     if added_rtt_ms > 0 { LONG_LINK_WINDOW } else { WINDOW }
 }
 
@@ -130,7 +135,7 @@ pub async fn start(
                 target.address,
                 target.queue
             );
-            running.start_worker(name, "bench", source, &target_yaml, WINDOW)?;
+            running.start_worker(name, "bench", source, &target_yaml, window_for(0))?;
         }
         Replicator::OmsBridgeViaGateway => {
             let gateway = gateway::prepare(name, target)?;

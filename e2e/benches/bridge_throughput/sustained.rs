@@ -22,6 +22,11 @@ use crate::{Brokers, Rig, Scenario, produce_all};
 
 /// How long each rate is held.
 const STEP: Duration = Duration::from_secs(20);
+
+/// [`STEP`], or `OMS_BENCH_SECONDS` while developing (a quick look at the search).
+fn step() -> Duration {
+    std::env::var("OMS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).map_or(STEP, Duration::from_secs)
+}
 /// Halvings of the search: the result is within 1.25 / 2^5 (4 %) of the capacity.
 const STEPS: usize = 5;
 /// The top of the search, as a share of the capacity a replicator drains a backlog at alone.
@@ -72,12 +77,12 @@ pub async fn run(
     brokers: &mut Brokers,
 ) -> anyhow::Result<Value> {
     let mut rig = Rig::start(&scenario, "sus", index, repeat, workload, brokers).await?;
-    let counters = rig.counters.clone();
+    let (counters, step) = (rig.counters.clone(), step());
     // A JVM replicator compiles its hot paths in its first seconds at speed: warm every
     // replicator up at half its capacity first, so that the first step measures it warm.
     let (sent_before, arrived_before) =
         (counters.sequence.load(Ordering::Relaxed), counters.warm_up_received.load(Ordering::Relaxed));
-    produce_all(&rig.producers, capacity / 2.0, workload, Instant::now() + STEP, true, &counters).await;
+    produce_all(&rig.producers, capacity / 2.0, workload, Instant::now() + step, true, &counters).await;
     let sent = counters.sequence.load(Ordering::Relaxed) - sent_before;
     wait_for(CATCH_UP, || counters.warm_up_received.load(Ordering::Relaxed) - arrived_before >= sent).await;
     let mut search = Search::new(capacity);
@@ -87,12 +92,12 @@ pub async fn run(
         let rate = search.next_rate();
         let published_before = counters.published.load(Ordering::Relaxed);
         let started = Instant::now();
-        produce_all(&rig.producers, rate, workload, started + STEP, false, &counters).await;
+        produce_all(&rig.producers, rate, workload, started + step, false, &counters).await;
         // The producer's last confirms may come after the step's end: its length is measured.
         let seconds = started.elapsed().as_secs_f64();
         let published = counters.published.load(Ordering::Relaxed) - published_before;
         let unread = rig.backlog();
-        let kept = sustained(rate, STEP.as_secs_f64(), published, unread);
+        let kept = sustained(rate, step.as_secs_f64(), published, unread);
         let catch_up_seconds = rig.drain(CATCH_UP).await;
         caught_up = rig.backlog() == 0;
         rig.replicator.check_alive()?;
@@ -120,7 +125,7 @@ pub async fn run(
     let received = rig.finish().await?;
     let searched = json!({
         "capacity": capacity,
-        "stepSeconds": STEP.as_secs(),
+        "stepSeconds": step.as_secs(),
         "steps": steps,
         "searchEnded": if caught_up { "after every step" } else { "a step's leftovers did not arrive in time" },
         "sustainedRate": search.low,
@@ -255,7 +260,7 @@ pub fn markdown(document: &Value) -> String {
          a backlog at alone it keeps while the messages are being made. The target alone (\"alone\")\n  \
          is the producer and the consumer on the target broker: the ceiling \"/ target alone\" divides by.\n\n\
          Machine: {}\n\nSoftware: {}\n",
-        STEP.as_secs(),
+        step().as_secs(),
         MAX_LAG.as_secs(),
         document["machine"],
         document["software"],
