@@ -960,6 +960,9 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
 }
 
 fn main() -> anyhow::Result<()> {
+    // Read where they are used; checked here so that a mistyped value is refused, not ignored.
+    env_number("OMS_BENCH_SECONDS", 1)?;
+    u32::try_from(env_number("OMS_BENCH_WINDOW", 1)?).context("OMS_BENCH_WINDOW: at most 4294967295")?;
     let only: Vec<String> = std::env::var("OMS_BENCH_ONLY")
         .unwrap_or_default()
         .split(',')

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::capacity::{described, ids_in_order, merged, paired, shown, spread};
 use crate::load::wait_for;
-use crate::workload::Workload;
+use crate::workload::{Workload, developing_seconds};
 use crate::{Brokers, Rig, Scenario, produce_all};
 
 /// How long each rate is held.
@@ -25,8 +25,9 @@ const STEP: Duration = Duration::from_secs(20);
 
 /// [`STEP`], or `OMS_BENCH_SECONDS` while developing (a quick look at the search).
 fn step() -> Duration {
-    std::env::var("OMS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).map_or(STEP, Duration::from_secs)
+    developing_seconds().unwrap_or(STEP)
 }
+
 /// Halvings of the search: the result is within 1.25 / 2^5 (4 %) of the capacity.
 const STEPS: usize = 5;
 /// The top of the search, as a share of the capacity a replicator drains a backlog at alone.

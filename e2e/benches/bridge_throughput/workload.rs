@@ -129,7 +129,7 @@ impl Workload {
     /// At the run's rate before the window, not counted; with `OMS_BENCH_SECONDS`, a tenth of
     /// the shortened window.
     pub fn warm_up(&self) -> Duration {
-        if std::env::var("OMS_BENCH_SECONDS").is_ok() {
+        if developing_seconds().is_some() {
             self.duration() / 10
         } else {
             Duration::from_mins(self.warmup_duration_minutes)
@@ -138,9 +138,12 @@ impl Workload {
 
     /// The measured window; `OMS_BENCH_SECONDS` shortens it for a quick look while developing.
     pub fn duration(&self) -> Duration {
-        std::env::var("OMS_BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(Duration::from_mins(self.test_duration_minutes), Duration::from_secs)
+        developing_seconds().unwrap_or(Duration::from_mins(self.test_duration_minutes))
     }
+}
+
+/// `OMS_BENCH_SECONDS`: every window or step that long, for a quick look while developing (the
+/// bench refuses a value that is not a positive number before it starts).
+pub fn developing_seconds() -> Option<Duration> {
+    std::env::var("OMS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs)
 }
