@@ -725,6 +725,53 @@ async fn nats_through_the_gateway_into_kafka_survives_kill_9_and_a_gateway_resta
 }
 
 /// One attempt to write a message through the gateway: true only if the gateway stored it.
+/// The NATS client holds a publish while 5,000 of its acks are outstanding (async-nats's default);
+/// a window larger than that once waited on itself for good at 5,000 messages. Acks delayed by a
+/// second through the fault proxy make every window fill, direct and behind the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_above_5000_into_nats_fills_and_drains_direct_and_through_the_gateway() -> anyhow::Result<()> {
+    const COUNT: usize = 12_000;
+    const WINDOW: usize = 8000;
+    let brokers = Brokers::shared(false)?;
+    let slow_acks = oms_e2e::FaultProxy::start(&brokers.nats.address())?;
+    slow_acks.add_latency(1000)?;
+    let certs = Certs::new("gw-window")?;
+    let (server, client) = gateway_and_bridge_certs(&certs, "wide")?;
+    let gateway = GatewayProcess::start_reaching_nats_at(
+        "gw-window",
+        &brokers,
+        &server,
+        &format!("127.0.0.1:{}", slow_acks.listen),
+    )?;
+    let mut routes = Vec::new();
+    for (route, target) in [
+        ("direct", format!("{{driver: nats, servers: ['127.0.0.1:{}'], queue: wide-direct-out}}", slow_acks.listen)),
+        ("gateway", gateway_end("localhost", gateway.port, "acme/edge-nats", "wide-gateway-out", &client)),
+    ] {
+        let (input, output) = (format!("wide-{route}-in"), format!("wide-{route}-out"));
+        brokers.create_queue(Kind::Kafka, &input).await?;
+        brokers.create_queue(Kind::Nats, &output).await?;
+        brokers.produce(Kind::Kafka, &input, 0, COUNT).await?;
+        // Keyed messages in order lanes would hold one per key in flight; this fills the window.
+        let config = format!(
+            "bridge: {{name: wide, namespace: acme}}\nsource: {{driver: kafka, servers: ['{}'], queue: {input}}}\n\
+             target: {target}\ninFlight: {WINDOW}\nordering: None\nadmin: {{listen: '{}'}}\n",
+            brokers.kafka.address(),
+            oms_e2e::admin_address()?,
+        );
+        routes.push((route, output, Worker::start_with(&format!("wide-{route}"), &config)?));
+    }
+    for (route, output, _worker) in &routes {
+        let seen = brokers.consume(Kind::Nats, output, COUNT, Duration::from_mins(2)).await?;
+        let (lost, duplicated) = lost_and_duplicated(&seen, COUNT);
+        println!(
+            "kafka -> {route} -> nats, window {WINDOW}, acks 1 s late: sent {COUNT}, lost {lost}, duplicated {duplicated}"
+        );
+        assert_eq!(lost, 0, "{route}: a window above the client's 5,000 pending acks stalled");
+    }
+    Ok(())
+}
+
 async fn publish_attempt(host: &str, port: u16, access_point: &str, tls: &TlsPaths) -> bool {
     oms_e2e::gateway_publish_attempt(&format!("{host}:{port}"), access_point, "gw-sec", tls).await
 }

@@ -442,8 +442,13 @@ pub struct NatsSink {
 }
 
 impl NatsSink {
-    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ConnectorError> {
-        Ok(Self { jetstream: jetstream::new(client(endpoint).await?), subject: endpoint.queue.clone() })
+    /// A sink that may have `window` publishes awaiting their ack. The client holds a publish
+    /// until one of its ack slots frees (5,000 unless told), and the pipeline frees slots only
+    /// between sends: with fewer slots than the window, a full window would wait on itself forever.
+    pub async fn connect(endpoint: &Endpoint, window: u32) -> Result<Self, ConnectorError> {
+        let slots = usize::try_from(window).unwrap_or(usize::MAX);
+        let jetstream = jetstream::ContextBuilder::new().max_ack_inflight(slots).build(client(endpoint).await?);
+        Ok(Self { jetstream, subject: endpoint.queue.clone() })
     }
 
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {

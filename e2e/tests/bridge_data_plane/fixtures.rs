@@ -565,6 +565,11 @@ impl GatewayProcess {
     /// A gateway in trust domain cloud-b.oms accepting cloud-a.oms bridges, fronting the NATS
     /// broker as `acme/edge-nats`, Kafka as `acme/edge-kafka`, and NATS again as `globex/private`.
     pub fn start(name: &str, brokers: &Brokers, tls: &TlsPaths) -> anyhow::Result<Self> {
+        Self::start_reaching_nats_at(name, brokers, tls, &brokers.nats.address())
+    }
+
+    /// The same gateway, reaching `acme/edge-nats` at `nats` (a fault proxy in front of it).
+    pub fn start_reaching_nats_at(name: &str, brokers: &Brokers, tls: &TlsPaths, nats: &str) -> anyhow::Result<Self> {
         let (port, admin) = (oms_e2e::free_server_port(), oms_e2e::admin_address()?);
         let yaml = format!(
             "listen: '127.0.0.1:{port}'\ntrustDomain: cloud-b.oms\npeerTrustDomains: [cloud-a.oms]\ntls: {}\n\
@@ -574,7 +579,7 @@ impl GatewayProcess {
              - {{accessPoint: globex/private, driver: nats, servers: ['{}']}}\n\
              admin: {{listen: '{admin}'}}\n",
             tls.yaml(),
-            brokers.nats.address(),
+            nats,
             brokers.kafka.address(),
             brokers.nats.address(),
         );
