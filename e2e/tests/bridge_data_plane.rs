@@ -772,6 +772,40 @@ async fn a_window_above_5000_into_nats_fills_and_drains_direct_and_through_the_g
     Ok(())
 }
 
+/// HTTP/2 closes a connection whose reader holds too many small frames unread (h2's
+/// `too_many_data_frames`); a frame per message and per ack did that every few seconds on a long
+/// link. Small messages across a 40 ms link with a wide window flow without a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_across_a_40_ms_link_to_the_gateway_flow_without_a_reconnect() -> anyhow::Result<()> {
+    const COUNT: usize = 30_000;
+    let brokers = Brokers::shared(false)?;
+    let certs = Certs::new("gw-long")?;
+    let (server, client) = gateway_and_bridge_certs(&certs, "long")?;
+    let gateway = GatewayProcess::start("gw-long", &brokers, &server)?;
+    let link = oms_e2e::FaultProxy::start(&format!("127.0.0.1:{}", gateway.port))?;
+    link.add_round_trip(40)?;
+    brokers.create_queue(Kind::Kafka, "long-in").await?;
+    brokers.create_queue(Kind::Nats, "long-out").await?;
+    brokers.produce(Kind::Kafka, "long-in", 0, COUNT).await?;
+    let admin = oms_e2e::admin_address()?;
+    let config = format!(
+        "bridge: {{name: long, namespace: acme}}\nsource: {{driver: kafka, servers: ['{}'], queue: long-in}}\n\
+         target: {}\ninFlight: 8000\nordering: None\nadmin: {{listen: '{admin}'}}\n",
+        brokers.kafka.address(),
+        gateway_end("localhost", link.listen, "acme/edge-nats", "long-out", &client),
+    );
+    let _worker = Worker::start_with("long", &config)?;
+    let seen = brokers.consume(Kind::Nats, "long-out", COUNT, Duration::from_mins(2)).await?;
+    let (lost, duplicated) = lost_and_duplicated(&seen, COUNT);
+    let reconnects = failed_with(admin, "link");
+    println!(
+        "kafka -> 40 ms link -> gateway -> nats, window 8000: sent {COUNT}, lost {lost}, duplicated {duplicated}, worker reconnects {reconnects}"
+    );
+    assert_eq!(lost, 0, "messages lost across the long link");
+    assert_eq!(reconnects, 0, "the stream broke (the worker's log says why, e.g. too_many_data_frames)");
+    Ok(())
+}
+
 async fn publish_attempt(host: &str, port: u16, access_point: &str, tls: &TlsPaths) -> bool {
     oms_e2e::gateway_publish_attempt(&format!("{host}:{port}"), access_point, "gw-sec", tls).await
 }

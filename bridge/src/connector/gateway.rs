@@ -7,17 +7,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsConnector;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::{Channel, Uri};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received, Start};
 use crate::gateway::proto::gateway_client::GatewayClient;
 use crate::gateway::proto::{self, consume_frame, publish_frame, publish_reply};
-use crate::gateway::{STREAM_CREDIT, from_wire, tls};
+use crate::gateway::{BATCH_BYTES, CONNECTION_WINDOW, STREAM_CREDIT, STREAM_WINDOW, batches, from_wire, tls};
 use crate::message::Message;
 use oms_bridge_config::{Endpoint, Protocol};
 
@@ -59,9 +59,8 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
-        // HTTP/2 windows that grow to the link's bandwidth x round trip, not a fixed 64 KiB that
-        // holds a long link to a trickle whatever the credit.
-        .http2_adaptive_window(true);
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW);
     grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
         let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
         async move {
@@ -79,7 +78,8 @@ async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
 type Waiter = oneshot::Sender<Result<Delivered, ConnectorError>>;
 
 pub struct GatewaySink {
-    frames: mpsc::Sender<proto::PublishFrame>,
+    /// Messages for the stream, which sends what it holds in batches.
+    messages: mpsc::Sender<proto::Message>,
     /// Messages the gateway still lets us send.
     credit: Arc<Semaphore>,
     /// Sends awaiting their ack, in send order (the gateway acks in order).
@@ -90,19 +90,22 @@ impl GatewaySink {
     /// Opens a publish stream asking for credit for `window` messages (the worker's window).
     pub async fn connect(endpoint: &Endpoint, window: u32) -> Result<Self, ConnectorError> {
         let mut client = GatewayClient::new(channel(endpoint).await?);
-        let (frames, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
+        let (messages, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
         let open = proto::PublishFrame { frame: Some(publish_frame::Frame::Open(queue_ref(endpoint))), window };
-        frames.send(open).await.map_err(|e| connect_error(endpoint, e))?;
+        let batched = batches(outgoing, prost::Message::encoded_len, BATCH_BYTES).map(|messages| proto::PublishFrame {
+            frame: Some(publish_frame::Frame::Messages(proto::Messages { messages })),
+            window: 0,
+        });
         // The gateway answers only after it authorized us and reached its broker.
         let replies = client
-            .publish(ReceiverStream::new(outgoing))
+            .publish(futures::stream::iter([open]).chain(batched))
             .await
             .map_err(|status| connect_error(endpoint, format!("{:?}: {}", status.code(), status.message())))?
             .into_inner();
         let credit = Arc::new(Semaphore::new(0));
         let waiting = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(read_acks(replies, credit.clone(), waiting.clone()));
-        Ok(Self { frames, credit, waiting })
+        Ok(Self { messages, credit, waiting })
     }
 
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
@@ -110,8 +113,7 @@ impl GatewaySink {
         self.credit.acquire().await.map_err(|_| ended())?.forget();
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(tx);
-        let frame = proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message.into())), window: 0 };
-        self.frames.send(frame).await.map_err(|_| ended())?;
+        self.messages.send(message.into()).await.map_err(|_| ended())?;
         Ok(Box::pin(async move { rx.await.unwrap_or_else(|_| Err(ended())) }))
     }
 }
@@ -128,19 +130,22 @@ async fn read_acks(
             Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Credit(more)) })) => {
                 credit.add_permits(more as usize);
             }
-            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Ack(ack)) })) => {
-                let waiter = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
-                let outcome = match ack.outcome() {
-                    proto::Outcome::Stored => Ok(Delivered::Stored),
-                    proto::Outcome::Duplicate => Ok(Delivered::Duplicate),
-                    proto::Outcome::Rejected => {
-                        Err(ConnectorError::Rejected { reason: "rejected_by_gateway", message: ack.detail })
+            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Acks(acks)) })) => {
+                let count = acks.acks.len();
+                for ack in acks.acks {
+                    let waiter = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+                    let outcome = match ack.outcome() {
+                        proto::Outcome::Stored => Ok(Delivered::Stored),
+                        proto::Outcome::Duplicate => Ok(Delivered::Duplicate),
+                        proto::Outcome::Rejected => {
+                            Err(ConnectorError::Rejected { reason: "rejected_by_gateway", message: ack.detail })
+                        }
+                    };
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(outcome);
                     }
-                };
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(outcome);
                 }
-                credit.add_permits(1);
+                credit.add_permits(count);
             }
             Ok(Some(_)) => {}
             Ok(None) => break "the gateway closed the stream".to_owned(),
@@ -155,8 +160,11 @@ async fn read_acks(
 }
 
 pub struct GatewaySource {
-    frames: mpsc::Sender<proto::ConsumeFrame>,
-    deliveries: Streaming<proto::ConsumeReply>,
+    /// Delivery ids to ack, which the stream sends in batches.
+    acks: mpsc::Sender<u64>,
+    replies: Streaming<proto::ConsumeReply>,
+    /// Deliveries of the last reply not yet taken.
+    deliveries: VecDeque<proto::Delivery>,
 }
 
 impl GatewaySource {
@@ -167,7 +175,7 @@ impl GatewaySource {
         in_flight: u32,
     ) -> Result<Self, ConnectorError> {
         let mut client = GatewayClient::new(channel(endpoint).await?);
-        let (frames, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
+        let (acks, outgoing) = mpsc::channel(STREAM_CREDIT as usize);
         let (start, start_timestamp_ms) = match start {
             Start::Earliest => (proto::Start::Earliest, 0),
             Start::Latest => (proto::Start::Latest, 0),
@@ -179,32 +187,37 @@ impl GatewaySource {
             start: start.into(),
             start_timestamp_ms,
         };
-        for frame in [consume_frame::Frame::Open(open), consume_frame::Frame::Credit(in_flight)] {
-            frames.send(proto::ConsumeFrame { frame: Some(frame) }).await.map_err(|e| connect_error(endpoint, e))?;
-        }
-        let deliveries = client
-            .consume(ReceiverStream::new(outgoing))
+        let first = [consume_frame::Frame::Open(open), consume_frame::Frame::Credit(in_flight)]
+            .map(|frame| proto::ConsumeFrame { frame: Some(frame) });
+        let batched = batches(outgoing, |_| std::mem::size_of::<u64>(), BATCH_BYTES).map(|delivery_ids| {
+            proto::ConsumeFrame { frame: Some(consume_frame::Frame::Acks(proto::DeliveryAcks { delivery_ids })) }
+        });
+        let replies = client
+            .consume(futures::stream::iter(first).chain(batched))
             .await
             .map_err(|status| connect_error(endpoint, format!("{:?}: {}", status.code(), status.message())))?
             .into_inner();
-        Ok(Self { frames, deliveries })
+        Ok(Self { acks, replies, deliveries: VecDeque::new() })
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
-        let reply = self
-            .deliveries
-            .message()
-            .await
-            .map_err(|status| ConnectorError::Receive(format!("{:?}: {}", status.code(), status.message())))?
-            .ok_or_else(|| ConnectorError::Receive("the gateway closed the stream".into()))?;
-        let delivery = reply.delivery.ok_or_else(|| ConnectorError::Receive("an empty delivery".into()))?;
+        while self.deliveries.is_empty() {
+            let reply = self
+                .replies
+                .message()
+                .await
+                .map_err(|status| ConnectorError::Receive(format!("{:?}: {}", status.code(), status.message())))?
+                .ok_or_else(|| ConnectorError::Receive("the gateway closed the stream".into()))?;
+            self.deliveries.extend(reply.deliveries);
+        }
+        let delivery =
+            self.deliveries.pop_front().ok_or_else(|| ConnectorError::Receive("an empty delivery".into()))?;
         let message = delivery.message.ok_or_else(|| ConnectorError::Receive("a delivery without a message".into()))?;
         let message = from_wire(message).map_err(ConnectorError::Receive)?;
         Ok(Received { message, ack: Ack::Gateway(delivery.delivery_id), gap: delivery.gap, redelivered: false })
     }
 
     pub async fn ack(&self, delivery_id: u64) -> Result<(), ConnectorError> {
-        let frame = proto::ConsumeFrame { frame: Some(consume_frame::Frame::Ack(delivery_id)) };
-        self.frames.send(frame).await.map_err(|_| ConnectorError::Ack("the gateway stream ended".into()))
+        self.acks.send(delivery_id).await.map_err(|_| ConnectorError::Ack("the gateway stream ended".into()))
     }
 }

@@ -8,6 +8,9 @@ pub mod tls;
 
 use std::collections::{HashSet, VecDeque};
 
+use futures::Stream;
+use tokio::sync::mpsc;
+
 use crate::message::Message;
 
 /// The generated gRPC code of `proto/gateway.proto`.
@@ -24,6 +27,64 @@ const MAX_STREAM_CREDIT: u32 = 100_000;
 /// Payload bytes a publish stream may have in flight: the worker's byte bound, which its window
 /// may pass by one message (at most tonic's default 4 MiB).
 pub const MAX_STREAM_BYTES: usize = crate::message::MAX_WINDOW_BYTES + (4 << 20);
+
+/// HTTP/2 flow-control windows of a gateway connection and of each stream, fixed on both ends.
+/// Large enough for a long link at full rate (8 MiB per 20 ms is 400 MB/s) from the first byte,
+/// where adaptive windows start at 64 KiB; and h2 lets a reader buffer small DATA frames worth
+/// half its connection window before it closes the connection (`too_many_data_frames`), which at
+/// 64 KiB a burst of single small messages across a 40 ms link did. Credit, not these windows,
+/// bounds what is in flight.
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+pub const STREAM_WINDOW: u32 = 16 << 20;
+
+/// Encoded bytes a batch of messages may hold, well under tonic's 4 MiB decoding limit (a single
+/// larger message still goes, alone).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// What `items` holds each time the stream is polled, as one batch of at most `max_bytes` by
+/// `bytes` (an item larger than that alone): one item per batch when they come one at a time,
+/// few large batches under load. A frame per item let bursts on a long link pile up thousands of
+/// small HTTP/2 DATA frames at the reader, which h2 answers by closing the connection
+/// (`too_many_data_frames`).
+pub fn batches<T>(items: mpsc::Receiver<T>, bytes: fn(&T) -> usize, max_bytes: usize) -> impl Stream<Item = Vec<T>> {
+    futures::stream::unfold((items, None), move |(mut items, carried): (mpsc::Receiver<T>, Option<T>)| async move {
+        let first = match carried {
+            Some(item) => item,
+            None => items.recv().await?,
+        };
+        let mut size = bytes(&first);
+        let mut batch = vec![first];
+        let mut carry = None;
+        while let Ok(item) = items.try_recv() {
+            let more = bytes(&item);
+            if size + more > max_bytes {
+                carry = Some(item);
+                break;
+            }
+            size += more;
+            batch.push(item);
+        }
+        Some((batch, (items, carry)))
+    })
+}
+
+/// A batch of replies as frames: the items up to the first error in one frame (`frame` wraps
+/// them), then that error, which ends the stream.
+pub fn frames_of<T, F>(batch: Vec<Result<T, tonic::Status>>, frame: fn(Vec<T>) -> F) -> Vec<Result<F, tonic::Status>> {
+    let mut items = Vec::with_capacity(batch.len());
+    let mut error = None;
+    for item in batch {
+        match item {
+            Ok(item) => items.push(item),
+            Err(status) => {
+                error = Some(status);
+                break;
+            }
+        }
+    }
+    let frames = (!items.is_empty()).then(|| Ok(frame(items)));
+    frames.into_iter().chain(error.map(Err)).collect()
+}
 
 /// The credit a publish stream is granted for the window its peer asked for (0: it did not say):
 /// a route through the gateway then has the worker's whole window in flight, which a link with a
@@ -141,16 +202,46 @@ mod tests {
         assert_eq!(from_wire(decoded).expect("valid"), message);
     }
 
+    #[tokio::test]
+    async fn a_batch_takes_what_is_ready_up_to_its_bytes_and_keeps_the_rest_for_the_next() {
+        use futures::StreamExt;
+        let (items, received) = mpsc::channel(16);
+        let mut batches = Box::pin(batches(received, |size: &usize| *size, 10));
+        items.send(4).await.expect("open");
+        assert_eq!(batches.next().await, Some(vec![4]), "one item alone when that is all there is");
+        for size in [4, 4, 4, 20, 1] {
+            items.send(size).await.expect("open");
+        }
+        assert_eq!(batches.next().await, Some(vec![4, 4]), "a third 4 would pass 10 bytes");
+        assert_eq!(batches.next().await, Some(vec![4]), "the item that did not fit starts the next batch");
+        assert_eq!(batches.next().await, Some(vec![20]), "an item larger than a batch goes alone");
+        assert_eq!(batches.next().await, Some(vec![1]));
+        drop(items);
+        assert_eq!(batches.next().await, None, "the stream ends with the channel");
+    }
+
+    #[test]
+    fn replies_up_to_an_error_make_one_frame_and_the_error_ends_the_batch() {
+        let frame = |items: Vec<u32>| items.iter().sum::<u32>();
+        let sums = |batch| frames_of(batch, frame).into_iter().map(|f| f.map_err(|s| s.code())).collect::<Vec<_>>();
+        assert_eq!(sums(vec![Ok(1), Ok(2)]), vec![Ok(3)]);
+        let failed = || tonic::Status::unavailable("down");
+        assert_eq!(sums(vec![Ok(1), Err(failed()), Ok(5)]), vec![Ok(1), Err(tonic::Code::Unavailable)]);
+        assert_eq!(sums(vec![Err(failed())]), vec![Err(tonic::Code::Unavailable)], "no empty frame before an error");
+    }
+
     proptest! {
         // Fuzz of the gateway's decoding: arbitrary bytes as any frame decode or fail, never panic;
         // a decoded message without an id is refused.
         #[test]
         fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(frame) = proto::PublishFrame::decode(bytes.as_slice())
-                && let Some(proto::publish_frame::Frame::Message(message)) = frame.frame
+                && let Some(proto::publish_frame::Frame::Messages(batch)) = frame.frame
             {
-                let empty = message.id.is_empty();
-                prop_assert_eq!(from_wire(message).is_err(), empty);
+                for message in batch.messages {
+                    let empty = message.id.is_empty();
+                    prop_assert_eq!(from_wire(message).is_err(), empty);
+                }
             }
             let _ = proto::ConsumeFrame::decode(bytes.as_slice());
             let _ = proto::PublishReply::decode(bytes.as_slice());

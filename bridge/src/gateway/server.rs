@@ -22,7 +22,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::authz::{self, Denial, Operation};
 use super::proto::{self, consume_frame, publish_frame, publish_reply};
-use super::{DedupWindow, MAX_STREAM_BYTES, STREAM_CREDIT, from_wire, publish_credit, tls};
+use super::{
+    BATCH_BYTES, DedupWindow, MAX_STREAM_BYTES, STREAM_CREDIT, batches, frames_of, from_wire, publish_credit, tls,
+};
 use crate::connector::{Ack, ConnectorError, Delivered, Durable, Sink, Source, Start};
 use crate::metrics::GatewayMetrics;
 use oms_bridge_config::{Backend, GatewayConfig, Ordering};
@@ -95,8 +97,8 @@ pub async fn run(
         // Dead peers are noticed even on an idle stream.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // Windows that grow to the link's bandwidth x round trip (see the client's channel).
-        .http2_adaptive_window(Some(true))
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .initial_stream_window_size(super::STREAM_WINDOW)
         .add_service(proto::gateway_server::GatewayServer::new(service))
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled());
     // Streams end themselves at shutdown (their peers reconnect elsewhere); a connection that
@@ -190,7 +192,19 @@ impl GatewayService {
     }
 }
 
-type ReplyStream<T> = ReceiverStream<Result<T, Status>>;
+type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Bytes an ack takes in a batch, roughly: acks are batched by count in effect.
+const ACK_BYTES: usize = 16;
+
+/// What the replies channel of a stream sends, batched into frames by `frame`.
+fn reply_frames<T: Send + 'static, F: Send + 'static>(
+    replies: mpsc::Receiver<Result<T, Status>>,
+    bytes: fn(&Result<T, Status>) -> usize,
+    frame: fn(Vec<T>) -> F,
+) -> impl futures::Stream<Item = Result<F, Status>> + Send {
+    batches(replies, bytes, BATCH_BYTES).flat_map(move |batch| futures::stream::iter(frames_of(batch, frame)))
+}
 
 #[tonic::async_trait]
 impl proto::gateway_server::Gateway for GatewayService {
@@ -217,14 +231,17 @@ impl proto::gateway_server::Gateway for GatewayService {
         )
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-        let (replies, stream) = mpsc::channel(credit as usize + 1);
+        let (acks, outgoing) = mpsc::channel(credit as usize + 1);
         let granted = proto::PublishReply { reply: Some(publish_reply::Reply::Credit(credit)) };
-        replies.send(Ok(granted)).await.map_err(|_| Status::cancelled("the peer left"))?;
+        let acks_as_frames =
+            |acks| proto::PublishReply { reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })) };
+        let replies =
+            futures::stream::once(async { Ok(granted) }).chain(reply_frames(outgoing, |_| ACK_BYTES, acks_as_frames));
         let key = format!("{}/{}", queue.access_point, queue.queue);
         tracing::info!(message = "Publish stream opened.", peer = %peer, queue = %key);
         let publishing = PublishStream { queue: key, credit, dedup: self.dedup.clone(), metrics: self.metrics.clone() };
-        tokio::spawn(publishing.run(frames, sink, replies, self.shutdown.clone()));
-        Ok(Response::new(ReceiverStream::new(stream)))
+        tokio::spawn(publishing.run(frames, sink, acks, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn consume(
@@ -255,10 +272,13 @@ impl proto::gateway_server::Gateway for GatewayService {
         let source = Source::connect(&endpoint, &durable, start, STREAM_CREDIT, Ordering::None)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let (replies, stream) = mpsc::channel(STREAM_CREDIT as usize + 1);
+        let (deliveries, outgoing) = mpsc::channel(STREAM_CREDIT as usize + 1);
+        let delivery_bytes =
+            |delivery: &Result<proto::Delivery, Status>| delivery.as_ref().map_or(0, prost::Message::encoded_len);
+        let replies = reply_frames(outgoing, delivery_bytes, |deliveries| proto::ConsumeReply { deliveries });
         tracing::info!(message = "Consume stream opened.", peer = %peer, queue = %queue.queue, consumer = %durable.flat());
-        tokio::spawn(consume_stream(frames, source, replies, self.metrics.clone(), self.shutdown.clone()));
-        Ok(Response::new(ReceiverStream::new(stream)))
+        tokio::spawn(consume_stream(frames, source, deliveries, self.metrics.clone(), self.shutdown.clone()));
+        Ok(Response::new(Box::pin(replies)))
     }
 }
 
@@ -289,7 +309,7 @@ impl PublishStream {
         self,
         mut frames: Streaming<proto::PublishFrame>,
         sink: Sink,
-        replies: mpsc::Sender<Result<proto::PublishReply, Status>>,
+        acks: mpsc::Sender<Result<proto::PublishAck, Status>>,
         shutdown: CancellationToken,
     ) {
         let metrics = self.metrics.clone();
@@ -299,7 +319,7 @@ impl PublishStream {
         let (mut sizes, mut bytes) = (std::collections::VecDeque::new(), 0usize);
         let mut sequence = 0u64;
         let mut closed = false;
-        let result: Result<(), Status> = loop {
+        let result: Result<(), Status> = 'stream: loop {
             if closed && outcomes.is_empty() {
                 break Ok(());
             }
@@ -322,35 +342,37 @@ impl PublishStream {
                         Err(error) => break Err(Status::unavailable(error.to_string())),
                     };
                     let ack = proto::PublishAck { sequence, outcome: outcome.into(), detail };
-                    if replies.send(Ok(proto::PublishReply { reply: Some(publish_reply::Reply::Ack(ack)) })).await.is_err() {
+                    if acks.send(Ok(ack)).await.is_err() {
                         break Ok(());
                     }
                 }
                 frame = frames.message(), if !closed => match frame {
-                    Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Message(message)), .. })) => {
-                        sequence += 1;
-                        if outcomes.len() >= self.credit as usize {
-                            break Err(Status::resource_exhausted("more messages in flight than the credit granted"));
-                        }
-                        if bytes >= MAX_STREAM_BYTES {
-                            break Err(Status::resource_exhausted(format!(
-                                "more than {MAX_STREAM_BYTES} bytes of payload in flight"
-                            )));
-                        }
-                        let message = match from_wire(message) {
-                            Ok(message) => message,
-                            Err(problem) => break Err(Status::invalid_argument(problem)),
-                        };
-                        let id = message.id.clone();
-                        sizes.push_back(message.payload.len());
-                        bytes += message.payload.len();
-                        if self.remembered(&id) {
-                            outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
-                            continue;
-                        }
-                        match sink.send(&message).await {
-                            Ok(confirm) => outcomes.push_back(Box::pin(async move { (sequence, id, confirm.await) })),
-                            Err(error) => break Err(Status::unavailable(error.to_string())),
+                    Ok(Some(proto::PublishFrame { frame: Some(publish_frame::Frame::Messages(batch)), .. })) => {
+                        for message in batch.messages {
+                            sequence += 1;
+                            if outcomes.len() >= self.credit as usize {
+                                break 'stream Err(Status::resource_exhausted("more messages in flight than the credit granted"));
+                            }
+                            if bytes >= MAX_STREAM_BYTES {
+                                break 'stream Err(Status::resource_exhausted(format!(
+                                    "more than {MAX_STREAM_BYTES} bytes of payload in flight"
+                                )));
+                            }
+                            let message = match from_wire(message) {
+                                Ok(message) => message,
+                                Err(problem) => break 'stream Err(Status::invalid_argument(problem)),
+                            };
+                            let id = message.id.clone();
+                            sizes.push_back(message.payload.len());
+                            bytes += message.payload.len();
+                            if self.remembered(&id) {
+                                outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
+                                continue;
+                            }
+                            match sink.send(&message).await {
+                                Ok(confirm) => outcomes.push_back(Box::pin(async move { (sequence, id, confirm.await) })),
+                                Err(error) => break 'stream Err(Status::unavailable(error.to_string())),
+                            }
                         }
                     }
                     Ok(Some(_)) => break Err(Status::invalid_argument("only messages may follow `open`")),
@@ -362,7 +384,7 @@ impl PublishStream {
         };
         if let Err(status) = result {
             tracing::warn!(message = "Publish stream ended.", queue = %self.queue, %status);
-            let _ = replies.send(Err(status)).await;
+            let _ = acks.send(Err(status)).await;
         }
         metrics.streams.dec();
     }
@@ -373,7 +395,7 @@ impl PublishStream {
 async fn consume_stream(
     mut frames: Streaming<proto::ConsumeFrame>,
     mut source: Source,
-    replies: mpsc::Sender<Result<proto::ConsumeReply, Status>>,
+    deliveries: mpsc::Sender<Result<proto::Delivery, Status>>,
     metrics: GatewayMetrics,
     shutdown: CancellationToken,
 ) {
@@ -381,20 +403,22 @@ async fn consume_stream(
     let mut credit = 0u64;
     let mut delivered: std::collections::VecDeque<(u64, Ack)> = std::collections::VecDeque::new();
     let mut next_id = 1u64;
-    let result: Result<(), Status> = loop {
+    let result: Result<(), Status> = 'stream: loop {
         tokio::select! {
             () = shutdown.cancelled() => break Err(Status::unavailable("the gateway is shutting down")),
             frame = frames.message() => match frame {
                 Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Credit(more)) })) => credit += u64::from(more),
-                Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Ack(id)) })) => {
-                    let Some((expected, ack)) = delivered.pop_front().filter(|(expected, _)| *expected == id) else {
-                        break Err(Status::invalid_argument(format!("ack {id} is not the oldest delivery outstanding")));
-                    };
-                    if let Err(error) = source.ack(ack).await {
-                        break Err(Status::unavailable(format!("acknowledging delivery {expected}: {error}")));
+                Ok(Some(proto::ConsumeFrame { frame: Some(consume_frame::Frame::Acks(acks)) })) => {
+                    for id in acks.delivery_ids {
+                        let Some((expected, ack)) = delivered.pop_front().filter(|(expected, _)| *expected == id) else {
+                            break 'stream Err(Status::invalid_argument(format!("ack {id} is not the oldest delivery outstanding")));
+                        };
+                        if let Err(error) = source.ack(ack).await {
+                            break 'stream Err(Status::unavailable(format!("acknowledging delivery {expected}: {error}")));
+                        }
+                        credit += 1;
+                        metrics.consumed.inc();
                     }
-                    credit += 1;
-                    metrics.consumed.inc();
                 }
                 Ok(Some(_)) => break Err(Status::invalid_argument("only credit and acks may follow `open`")),
                 Ok(None) | Err(_) => break Ok(()),
@@ -409,7 +433,7 @@ async fn consume_stream(
                     };
                     delivered.push_back((next_id, received.ack));
                     next_id += 1;
-                    if replies.send(Ok(proto::ConsumeReply { delivery: Some(delivery) })).await.is_err() {
+                    if deliveries.send(Ok(delivery)).await.is_err() {
                         break Ok(());
                     }
                 }
@@ -420,7 +444,7 @@ async fn consume_stream(
     // The peer hears why first; the acks then go out while it reconnects.
     if let Err(status) = result {
         tracing::warn!(message = "Consume stream ended.", %status);
-        let _ = replies.send(Err(status)).await;
+        let _ = deliveries.send(Err(status)).await;
     }
     source.flush().await;
     metrics.streams.dec();
