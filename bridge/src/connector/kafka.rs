@@ -104,6 +104,9 @@ impl KafkaSource {
             // A crashed worker's partitions move to its successor after this long (default 45 s).
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
+            // With its prefetch queue full, librdkafka waits this long before fetching again
+            // (default 1 s): a worker that empties the queue in 0.4 s then sat idle for 0.6 s.
+            .set("fetch.queue.backoff.ms", "20")
             .create()
             .map_err(|e| connect_error(endpoint, e))?;
         // Groups of earlier versions were named without the tenant's prefix: a group without

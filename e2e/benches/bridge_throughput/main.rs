@@ -19,7 +19,8 @@
 //!
 //! All three run every scenario `OMS_BENCH_REPEATS` times (default 3), interleaved (A B A B ...), and
 //! write docs/bench only for a full run from a clean tree (else e2e/.state/bench). While developing,
-//! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by id, `OMS_BENCH_SECONDS=20` shortens
+//! `OMS_BENCH_ONLY=raw-kafka,kafka-to-kafka` picks runs by a part of their id (`raw-kafka+kafka$`:
+//! that id alone), `OMS_BENCH_SECONDS=20` shortens
 //! every window (and the warm-up to a tenth of it) and sustained step, and `OMS_BENCH_WINDOW`
 //! sets the workers' window.
 
@@ -959,6 +960,11 @@ fn main_latency(scenarios: &[Scenario], workloads: &BTreeMap<&str, Workload>) ->
     Ok(())
 }
 
+/// Whether an `OMS_BENCH_ONLY` entry picks run `id`: a part of it, or all of it with a `$` after.
+fn picks(entry: &str, id: &str) -> bool {
+    entry.strip_suffix('$').map_or_else(|| id.contains(entry), |whole| id == whole)
+}
+
 fn main() -> anyhow::Result<()> {
     // Read where they are used; checked here so that a mistyped value is refused, not ignored.
     env_number("OMS_BENCH_SECONDS", 1)?;
@@ -976,7 +982,7 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("OMS_BENCH_MODE={other}: one of capacity, sustained, latency"),
     };
     let scenarios: Vec<Scenario> =
-        all.iter().copied().filter(|s| only.is_empty() || only.iter().any(|o| s.id().contains(o))).collect();
+        all.iter().copied().filter(|s| only.is_empty() || only.iter().any(|o| picks(o, &s.id()))).collect();
     let workloads_dir = repo_root().join("e2e/bench/workloads");
     let mut workloads = BTreeMap::new();
     for scenario in &scenarios {
