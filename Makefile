@@ -14,6 +14,9 @@ RELEASE_NAMESPACE ?= oms-system
 
 # Tools the targets below need; built from the registries and cached by version (see tools.sh).
 CONTROL_PLANE_TOOLS := etcd kube-apiserver kube-controller-manager kubectl
+# Brokers, clients and the fault proxy the tests run; installed before any test starts, since
+# tests in parallel lanes expect them in .bin/.
+TEST_TOOLS := nats-server nats kafka pika toxiproxy
 
 # Alert rules: one plain Prometheus rule file, embedded by the chart's PrometheusRule.
 PROMETHEUS_RULES := charts/oms-operator/files/prometheus-rules.yaml
@@ -27,8 +30,8 @@ build: ## Build every crate and binary
 	$(CARGO) build --workspace --all-targets --locked
 
 .PHONY: tools
-tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, prometheus, ...)
-	$(TOOLS) helm promtool prometheus $(CONTROL_PLANE_TOOLS)
+tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, brokers, ...)
+	$(TOOLS) helm promtool prometheus $(CONTROL_PLANE_TOOLS) $(TEST_TOOLS)
 
 .PHONY: lint
 lint: tools ## rustfmt, clippy -D warnings, helm lint, shellcheck, cargo deny

@@ -332,6 +332,13 @@ tool_node_runtime() {
 }
 
 for tool in "$@"; do
+	# One install of a tool at a time: on a cold cache two test lanes ask for the same broker at
+	# once, and a second install would delete the first one's directory under it.
+	exec 6>"$OMS_CACHE/tools/.lock-$tool"
+	flock -w 1800 6 || {
+		log "timed out waiting for another install of $tool ($OMS_CACHE/tools/.lock-$tool)"
+		exit 1
+	}
 	case $tool in
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl) tool_kube "$tool" ;;
 	etcd) tool_etcd ;;
@@ -354,4 +361,5 @@ for tool in "$@"; do
 		exit 2
 		;;
 	esac
+	exec 6>&-
 done
