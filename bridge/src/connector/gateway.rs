@@ -147,7 +147,9 @@ async fn read_acks(
                 }
                 credit.add_permits(count);
             }
-            Ok(Some(_)) => {}
+            // A reply this client does not know (a gateway of another protocol version): waiting
+            // for acks that never come would stall the stream without a word.
+            Ok(Some(_)) => break "the gateway sent a reply this worker does not know".to_owned(),
             Ok(None) => break "the gateway closed the stream".to_owned(),
             Err(status) => break format!("{:?}: {}", status.code(), status.message()),
         }
@@ -208,6 +210,11 @@ impl GatewaySource {
                 .await
                 .map_err(|status| ConnectorError::Receive(format!("{:?}: {}", status.code(), status.message())))?
                 .ok_or_else(|| ConnectorError::Receive("the gateway closed the stream".into()))?;
+            // An empty reply is one of another protocol version; skipping it would stall the
+            // stream, the server waiting for acks of deliveries this worker never saw.
+            if reply.deliveries.is_empty() {
+                return Err(ConnectorError::Receive("the gateway sent a reply without deliveries".into()));
+            }
             self.deliveries.extend(reply.deliveries);
         }
         let delivery =

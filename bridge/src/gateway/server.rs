@@ -194,8 +194,11 @@ impl GatewayService {
 
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
-/// Bytes an ack takes in a batch, roughly: acks are batched by count in effect.
-const ACK_BYTES: usize = 16;
+/// Bytes a reply takes in a batch: a rejected ack carries the broker's reason, so acks are not
+/// all the same size.
+fn encoded_len<T: prost::Message>(reply: &Result<T, Status>) -> usize {
+    reply.as_ref().map_or(0, prost::Message::encoded_len)
+}
 
 /// What the replies channel of a stream sends, batched into frames by `frame`.
 fn reply_frames<T: Send + 'static, F: Send + 'static>(
@@ -236,7 +239,7 @@ impl proto::gateway_server::Gateway for GatewayService {
         let acks_as_frames =
             |acks| proto::PublishReply { reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })) };
         let replies =
-            futures::stream::once(async { Ok(granted) }).chain(reply_frames(outgoing, |_| ACK_BYTES, acks_as_frames));
+            futures::stream::once(async { Ok(granted) }).chain(reply_frames(outgoing, encoded_len, acks_as_frames));
         let key = format!("{}/{}", queue.access_point, queue.queue);
         tracing::info!(message = "Publish stream opened.", peer = %peer, queue = %key);
         let publishing = PublishStream { queue: key, credit, dedup: self.dedup.clone(), metrics: self.metrics.clone() };
@@ -273,9 +276,7 @@ impl proto::gateway_server::Gateway for GatewayService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (deliveries, outgoing) = mpsc::channel(STREAM_CREDIT as usize + 1);
-        let delivery_bytes =
-            |delivery: &Result<proto::Delivery, Status>| delivery.as_ref().map_or(0, prost::Message::encoded_len);
-        let replies = reply_frames(outgoing, delivery_bytes, |deliveries| proto::ConsumeReply { deliveries });
+        let replies = reply_frames(outgoing, encoded_len, |deliveries| proto::ConsumeReply { deliveries });
         tracing::info!(message = "Consume stream opened.", peer = %peer, queue = %queue.queue, consumer = %durable.flat());
         tokio::spawn(consume_stream(frames, source, deliveries, self.metrics.clone(), self.shutdown.clone()));
         Ok(Response::new(Box::pin(replies)))
@@ -448,4 +449,38 @@ async fn consume_stream(
     }
     source.flush().await;
     metrics.streams.dec();
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn rejected_acks_with_long_reasons_stay_in_frames_of_a_batch_size() {
+        // A run of rejections (oversized messages, say) each carrying the broker's reason: counted
+        // as fixed-size acks they once made frames past the client's 4 MiB decode limit.
+        let count = 20_000;
+        let (acks, outgoing) = mpsc::channel(count);
+        for sequence in 1..=count as u64 {
+            let detail = "x".repeat(1024);
+            let ack = proto::PublishAck { sequence, outcome: proto::Outcome::Rejected.into(), detail };
+            acks.send(Ok(ack)).await.expect("open");
+        }
+        drop(acks);
+        let frame = |acks| proto::PublishReply { reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })) };
+        let frames: Vec<_> = reply_frames(outgoing, encoded_len, frame).collect().await;
+        let sizes: Vec<usize> = frames.iter().map(|f| f.as_ref().expect("no error").encoded_len()).collect();
+        let acked: usize = frames
+            .iter()
+            .map(|f| match &f.as_ref().expect("no error").reply {
+                Some(publish_reply::Reply::Acks(acks)) => acks.acks.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(acked, count, "every ack is in a frame");
+        let largest = sizes.iter().max().copied().unwrap_or(0);
+        assert!(largest <= BATCH_BYTES + 16 * 1024, "largest frame {largest} bytes, batches are {BATCH_BYTES}");
+    }
 }
