@@ -58,8 +58,11 @@ if [[ ${1} != --inside ]]; then
 	exec {lock}>"/run/oms-boot-$kind.lock"
 	flock "$lock"
 	status=0
-	# A pid namespace too: whatever the pod started dies with it.
-	unshare --mount --net --uts --pid --fork --kill-child -- "$0" --inside "$kind" "$pod" "$port" || status=$?
+	# A pid namespace too: whatever the pod started dies with it. With a /proc of its own, as in a
+	# pod: RabbitMQ reads /proc/<its pid>/ for its memory use, and its pid (small, in the
+	# namespace) may not exist in the machine's /proc.
+	unshare --mount --net --uts --pid --fork --kill-child --mount-proc -- "$0" --inside "$kind" "$pod" "$port" ||
+		status=$?
 	# Mount points made on the machine's file system for the image paths are removed again.
 	tac "$pod/created" | while read -r dir; do rmdir "$dir" 2>/dev/null || true; done
 	exit $status
