@@ -80,6 +80,46 @@ fn operator_deployment_is_hardened_and_probed_on_the_admin_port() -> anyhow::Res
     Ok(())
 }
 
+/// The chart's appVersion, the tag its images default to.
+fn app_version() -> anyhow::Result<String> {
+    std::fs::read_to_string(repo_root().join(CHART).join("Chart.yaml"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:").map(|v| v.trim().trim_matches('"').to_owned()))
+        .context("appVersion in Chart.yaml")
+}
+
+/// The operator's container and the bridge image it is told to run.
+fn images(objects: &[Value]) -> anyhow::Result<(Value, Value)> {
+    let pod = &find(objects, "Deployment")?["spec"]["template"]["spec"];
+    let bridge = pod["containers"][0]["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "OMS_BRIDGE_IMAGE"))
+        .map(|v| v["value"].clone())
+        .context("OMS_BRIDGE_IMAGE set")?;
+    Ok((pod["containers"][0]["image"].clone(), bridge))
+}
+
+#[test]
+fn images_default_to_the_chart_version_and_follow_a_registry_of_your_own() -> anyhow::Result<()> {
+    let version = app_version()?;
+    let (operator, bridge) = images(&render(&[])?)?;
+    assert_eq!(operator, json!(format!("ghcr.io/openmessaging/oms-operator:{version}")));
+    assert_eq!(bridge, json!(format!("ghcr.io/openmessaging/oms-bridge:{version}")));
+
+    let own = render(&[
+        "image.repository=registry.example.com/oms/oms-operator",
+        "bridge.image.repository=registry.example.com/oms/oms-bridge",
+        "bridge.image.tag=rc1",
+        "imagePullSecrets[0].name=registry-login",
+    ])?;
+    let (operator, bridge) = images(&own)?;
+    assert_eq!(operator, json!(format!("registry.example.com/oms/oms-operator:{version}")));
+    assert_eq!(bridge, json!("registry.example.com/oms/oms-bridge:rc1"));
+    let pod = &find(&own, "Deployment")?["spec"]["template"]["spec"];
+    assert_eq!(pod["imagePullSecrets"], json!([{"name": "registry-login"}]));
+    Ok(())
+}
+
 #[test]
 fn watching_every_namespace_leaves_the_namespace_variable_unset() -> anyhow::Result<()> {
     // Set but empty, the operator would read one namespace named "" instead of none.
@@ -173,6 +213,17 @@ fn bad_values_are_refused_naming_the_value() -> anyhow::Result<()> {
     assert!(!output.status.success(), "log.format=xml must be refused");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("log.format") || stderr.contains("log/format"), "{stderr}");
+    // A misspelt value is refused, not ignored: the old string form of bridge.image too.
+    for (set, named) in [
+        ("imge.tag=1", "imge"),
+        ("bridge.image=x/oms-bridge:1", "bridge/image"),
+        ("metrics.podMonitr.enabled=true", "podMonitr"),
+    ] {
+        let output = run(helm().args(["template", "oms", CHART, "--set", set, "--kube-version", &kube_version()?]))?;
+        assert!(!output.status.success(), "{set} must be refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{set}: {stderr}");
+    }
     Ok(())
 }
 

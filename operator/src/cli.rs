@@ -82,8 +82,8 @@ pub struct Args {
     #[arg(long, env = "OMS_BROKER_CERTIFICATE_LIFETIME_SECONDS", default_value_t = 7_776_000, value_parser = clap::value_parser!(u64).range(15..=31_536_000))]
     pub broker_certificate_lifetime_seconds: u64,
 
-    /// Image of oms-bridge, used for bridge workers and gateways.
-    #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = "ghcr.io/openmessaging/oms-bridge:0.1.0")]
+    /// Image of oms-bridge, used for bridge workers and gateways; defaults to this release's.
+    #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = concat!("ghcr.io/openmessaging/oms-bridge:", env!("CARGO_PKG_VERSION")))]
     pub bridge_image: String,
 
     /// Default images of managed brokers, per driver.
