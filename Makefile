@@ -33,9 +33,20 @@ build: ## Build every crate and binary
 tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, brokers, ...)
 	$(TOOLS) helm promtool prometheus $(CONTROL_PLANE_TOOLS) $(TEST_TOOLS)
 
+.PHONY: images
+images: ## Build the oms-operator and oms-bridge images from their Containerfiles with buildah (OCI archives)
+	$(TOOLS) node-runtime
+	e2e/harness/images.sh build oms-operator oms-bridge | xargs -r du -h
+
+.PHONY: release
+release: ## Push both images and the chart (OCI) to a registry: make release REGISTRY=registry.example.com/oms
+	@[[ -n "$(REGISTRY)" ]] || { echo "make release: set REGISTRY=<host[:port][/path]>" >&2; exit 2; }
+	e2e/harness/release.sh $(REGISTRY)
+
 .PHONY: lint
-lint: tools ## rustfmt, clippy -D warnings, helm lint, shellcheck, cargo deny
+lint: tools ## rustfmt, clippy -D warnings, helm lint, shellcheck, cargo deny, one version
 	$(TOOLS) shellcheck cargo-deny
+	e2e/harness/check-versions.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(BIN)/helm lint --strict --kube-version $(KUBE_VERSION) charts/oms-operator

@@ -16,9 +16,13 @@
 #                                                 pod DNS names. KAFKA_REPLICAS=<n> gives it n
 #                                                 brokers (at most 5 of them controllers too).
 #
-# Images come from images.sh (cached archives, loaded with `node.sh load`) and are tagged as the
-# chart's values name them; pods use them with imagePullPolicy Never (the operator and bridge) or
-# IfNotPresent (the broker: the operator does not set a policy, and the tag is not `latest`).
+# Our images and chart come from the machine's test registry as a user's come from theirs:
+# registry.sh starts it, release.sh (`make release`) pushes both images, built from their
+# Containerfiles, and the chart to it, and `helm install oci://localhost:<port>/charts/oms-operator`
+# installs the chart from it with the image repositories pointed at it; the node's containerd pulls
+# the images (the operator's pull is printed). Broker images come from images.sh (cached archives,
+# loaded with `node.sh load`); pods use them with IfNotPresent (the operator sets no policy, and
+# the tag is not `latest`).
 # Prints `kubectl get pods -A` and the timings at the end; on a failure, what the operator logged.
 # DEMO_VALUES=<file> adds a values file of your own after those (demo-clouds.sh: each cloud's PKI).
 set -euo pipefail
@@ -90,32 +94,36 @@ t0=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" dns "$cluster"
 t_node=$EPOCHREALTIME
 
-mapfile -t archives < <("$ROOT/e2e/harness/images.sh" build oms-operator oms-bridge "$driver")
+registry=$("$ROOT/e2e/harness/registry.sh" up)
+"$ROOT/e2e/harness/release.sh" "$registry"
+mapfile -t archives < <("$ROOT/e2e/harness/images.sh" build "$driver")
 t_images=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" load "$cluster" "${archives[@]}"
 t_loaded=$EPOCHREALTIME
 
-operator_image=$("$ROOT/e2e/harness/images.sh" ref oms-operator)
+version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/oms-operator/Chart.yaml")
 values=$CLUSTER_STATE/demo-values.yaml
 cat >"$values" <<EOF
-# Written by e2e/harness/demo-install.sh: the chart's values for images without a registry.
+# Written by e2e/harness/demo-install.sh: our images from the test registry, as from a user's own
+# (README, "Install into your cluster"); broker images imported into the node.
 image:
-  repository: ${operator_image%:*}
-  tag: "${operator_image##*:}"
-  pullPolicy: Never
+  repository: $registry/oms-operator
 bridge:
-  image: $("$ROOT/e2e/harness/images.sh" ref oms-bridge)
+  image:
+    repository: $registry/oms-bridge
 brokerImages:
   nats: $("$ROOT/e2e/harness/images.sh" ref nats)
   kafka: $("$ROOT/e2e/harness/images.sh" ref kafka)
 EOF
 values_files=(-f "$values")
 [[ -z ${DEMO_VALUES:-} ]] || values_files+=(-f "$DEMO_VALUES")
+chart=("oci://$registry/charts/oms-operator" --version "$version" --plain-http)
 if helm status "$RELEASE" -n "$RELEASE_NAMESPACE" >/dev/null 2>&1; then
-	log "release $RELEASE exists: helm upgrade"
-	helm upgrade "$RELEASE" "$ROOT/charts/oms-operator" -n "$RELEASE_NAMESPACE" "${values_files[@]}" >/dev/null
+	log "release $RELEASE exists: helm upgrade from ${chart[*]}"
+	helm upgrade "$RELEASE" "${chart[@]}" -n "$RELEASE_NAMESPACE" "${values_files[@]}" >/dev/null
 else
-	helm install "$RELEASE" "$ROOT/charts/oms-operator" -n "$RELEASE_NAMESPACE" --create-namespace "${values_files[@]}" >/dev/null
+	log "helm install $RELEASE ${chart[*]}"
+	helm install "$RELEASE" "${chart[@]}" -n "$RELEASE_NAMESPACE" --create-namespace "${values_files[@]}" >/dev/null
 fi
 t_helm=$EPOCHREALTIME
 deployment=$(kubectl -n "$RELEASE_NAMESPACE" get deployments -l "app.kubernetes.io/instance=$RELEASE" -o name)
@@ -125,6 +133,14 @@ kubectl -n "$RELEASE_NAMESPACE" rollout status "$deployment" --timeout="${DEADLI
 }
 t_operator=$EPOCHREALTIME
 log "operator Ready: $(kubectl -n "$RELEASE_NAMESPACE" get pods -l "app.kubernetes.io/instance=$RELEASE" -o name)"
+# The node had no copy of the operator's image: it came from the registry (kubelet's Pulled event).
+pulled=$(kubectl -n "$RELEASE_NAMESPACE" get events --field-selector reason=Pulled -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' |
+	grep -F "\"$registry/oms-operator:$version\"" | tail -n 1) || true
+[[ -n $pulled ]] || {
+	diagnose
+	die "no Pulled event for $registry/oms-operator:$version in $RELEASE_NAMESPACE"
+}
+log "operator image: $pulled"
 
 kubectl create namespace "$DEMO_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$DEMO_NAMESPACE" apply -f - >/dev/null <<EOF

@@ -23,6 +23,7 @@ LOG=$ROOT/e2e/.state/demo.log
 
 if [[ ${1:-} == down ]]; then
 	for cluster in "$A" "$B"; do "$HARNESS/cluster.sh" down "$cluster"; done
+	"$HARNESS/registry.sh" down
 	rm -f "$LOG" "$ROOT/e2e/.state/demo-arrived.tsv"
 	exit 0
 fi

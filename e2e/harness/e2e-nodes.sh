@@ -30,7 +30,9 @@
 # Bridge's deletion must take its Deployment, ConfigMap, certificate Secret and NetworkPolicy
 # with it; `helm uninstall` in both clouds. The pods of both clusters are printed before the
 # upgrade (operators, brokers, worker and gateway checked Running), the timings at the end; the
-# clusters go down (cluster.sh down), on failure too, unless E2E_NODES_KEEP=1.
+# clusters and the test registry go down (cluster.sh down, registry.sh down), on failure too,
+# unless E2E_NODES_KEEP=1. Both operators are installed from the test registry: the chart with
+# `helm install oci://...`, the images pulled by the nodes (demo-install.sh).
 # A failure names the step and line it stopped at.
 set -euo pipefail
 
@@ -71,6 +73,7 @@ finish() {
 		for cluster in "$a" "$b"; do
 			"$HARNESS/cluster.sh" down "$cluster" >&2 || log "cluster.sh down $cluster failed"
 		done
+		"$HARNESS/registry.sh" down || log "registry.sh down failed"
 	fi
 	exit "$status"
 }
@@ -297,7 +300,10 @@ operator_pod() {
 		jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name] | join(" ")'
 }
 operator_before=$(operator_pod)
-"$BIN/helm" --kubeconfig "$ROOT/e2e/.state/$a/kubeconfig" upgrade "$RELEASE" "$ROOT/charts/oms-operator" \
+"$BIN/helm" --kubeconfig "$ROOT/e2e/.state/$a/kubeconfig" upgrade "$RELEASE" \
+	"oci://$("$HARNESS/registry.sh" address)/charts/oms-operator" --plain-http \
+	--version "$(kc "$a" -n "$RELEASE_NAMESPACE" get deployment -l "app.kubernetes.io/instance=$RELEASE" \
+		-o jsonpath='{.items[0].metadata.labels.app\.kubernetes\.io/version}')" \
 	-n "$RELEASE_NAMESPACE" --reuse-values --set log.level=debug >/dev/null
 kc "$a" -n "$RELEASE_NAMESPACE" rollout status deployment -l "app.kubernetes.io/instance=$RELEASE" --timeout="${DEADLINE_SECONDS}s" >/dev/null
 operator_after=$(operator_pod)

@@ -7,10 +7,17 @@
 #   e2e/harness/images.sh ref <image>        prints the image's name, as pods and chart values use it
 #
 # Images:
-#   oms-operator, oms-bridge  release builds of our binaries (cargo, in $CARGO_TARGET_DIR, default
-#                             $OMS_CACHE/target) with the glibc libraries they link (ldd) and
-#                             nothing else; user 65532. Tagged with the chart's appVersion, the
-#                             tag the chart's values default to.
+#   oms-operator, oms-bridge  built with `buildah build` from their Containerfiles
+#                             (operator/, bridge/), exactly as users build them, but with the
+#                             release binaries compiled here (cargo, in $CARGO_TARGET_DIR, default
+#                             $OMS_CACHE/target) in place of the Rust build stage and runtime-base
+#                             in place of distroless: this machine reaches no image registry.
+#                             Tagged with the chart's appVersion, the tag the chart's values
+#                             default to.
+#   runtime-base              what gcr.io/distroless/cc-debian12:nonroot holds for our binaries:
+#                             Debian bookworm's libc6, libgcc-s1, libssl3, CA certificates and
+#                             netbase at pinned versions (tools.sh runtime-debs), user 65532, no
+#                             shell.
 #   nats                      the official image's layout: /nats-server (tools.sh nats-server),
 #                             /nats-server.conf, / on PATH (the operator runs `nats-server`).
 #   coredns                   e2e/tools/coredns (tools.sh coredns) as /coredns; user 65532.
@@ -44,13 +51,14 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 build <oms-operator|oms-bridge|nats|coredns|kafka>... | ref <image>" >&2
+	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|kafka>... | ref <image>" >&2
 	exit 2
 }
 
 ref() {
 	case $1 in
 	oms-operator | oms-bridge) echo "localhost/oms-e2e/$1:$APP_VERSION" ;;
+	runtime-base) echo "localhost/oms-e2e/runtime-base:bookworm" ;;
 	nats) echo "localhost/oms-e2e/nats:${NATS_VERSION#v}" ;;
 	coredns) echo "localhost/oms-e2e/coredns:${COREDNS_VERSION#v}" ;;
 	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_VERSION" ;;
@@ -76,18 +84,23 @@ shared_libraries() {
 	awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$out" | sort -u
 }
 
-# rootfs_<image> <dir>: fills the image's root file system (rootfs_rust <binary name> <dir>).
-rootfs_rust() {
-	local binary=$CARGO_TARGET_DIR/release/$1 dir=$2 lib
-	install -D -m 0755 "$binary" "$dir/usr/local/bin/$1"
-	for lib in $(shared_libraries "$binary"); do
-		install -D -m 0755 "$(readlink -f "$lib")" "$dir$lib"
+# rootfs_<image> <dir>: fills the image's root file system.
+rootfs_runtime_base() {
+	local dir=$1 deb
+	for deb in "$BIN"/runtime-debs/*.deb; do
+		dpkg-deb -x "$deb" "$dir"
 	done
-	mkdir -p "$dir/etc" "$dir/tmp"
+	# What update-ca-certificates would make of the package's certificates (its maintainer script
+	# does not run here): one bundle, where OpenSSL and rustls-native-certs look on Debian.
+	mkdir -p "$dir/etc/ssl/certs"
+	cat "$dir"/usr/share/ca-certificates/mozilla/*.crt >"$dir/etc/ssl/certs/ca-certificates.crt"
+	rm -rf "$dir/usr/share/doc" "$dir/usr/share/man" "$dir/usr/share/lintian" "$dir/usr/share/locale"
+	mkdir -p "$dir/tmp" "$dir/home/nonroot"
 	chmod 1777 "$dir/tmp"
 	printf '%s\n' "root:x:0:0:root:/root:/sbin/nologin" "nonroot:x:$NONROOT:$NONROOT:nonroot:/home/nonroot:/sbin/nologin" \
 		>"$dir/etc/passwd"
 	printf '%s\n' "root:x:0:" "nonroot:x:$NONROOT:" >"$dir/etc/group"
+	printf '%s\n' "hosts: files dns" >"$dir/etc/nsswitch.conf"
 }
 
 rootfs_nats() {
@@ -249,7 +262,11 @@ EOF
 # prepare <image>: builds the binaries the image is made of.
 prepare() {
 	case $1 in
-	oms-operator | oms-bridge) cargo_release ;;
+	oms-operator | oms-bridge)
+		cargo_release
+		build runtime-base >/dev/null
+		;;
+	runtime-base) "$ROOT/e2e/harness/tools.sh" runtime-debs ;;
 	nats) "$ROOT/e2e/harness/tools.sh" nats-server ;;
 	coredns) "$ROOT/e2e/harness/tools.sh" coredns ;;
 	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
@@ -261,8 +278,10 @@ input_files() {
 	case $1 in
 	oms-operator | oms-bridge)
 		echo "$CARGO_TARGET_DIR/release/$1"
-		shared_libraries "$CARGO_TARGET_DIR/release/$1"
+		echo "$ROOT/${1#oms-}/Containerfile"
+		build runtime-base
 		;;
+	runtime-base) readlink -f "$BIN"/runtime-debs/*.deb ;;
 	nats | coredns) readlink -f "$BIN/$(binary_name "$1")" ;;
 	kafka) kafka_inputs ;;
 	esac
@@ -278,8 +297,8 @@ binary_name() {
 # image_config <image>: sets CONFIG to the image's `buildah config` flags.
 image_config() {
 	case $1 in
-	oms-operator | oms-bridge)
-		CONFIG=(--entrypoint "[\"/usr/local/bin/$1\"]" --user "$NONROOT:$NONROOT" --env "PATH=$PATH_IN_IMAGE")
+	runtime-base)
+		CONFIG=(--user "$NONROOT:$NONROOT" --env "PATH=$PATH_IN_IMAGE")
 		;;
 	nats)
 		# As the official scratch image: root, entrypoint /nats-server, its default config, and /
@@ -301,43 +320,84 @@ image_config() {
 	esac
 }
 
+# buildah's own storage under the cache (vfs: no overlay mounts to clean up), as node.sh.
+BUILDAH=("$BIN/buildah" --root "$OMS_CACHE/images/buildah/root" --runroot "$OMS_CACHE/images/buildah/run"
+	--storage-driver vfs)
+
+# pack_rootfs <image> <name> <work dir>: commits the image from rootfs_<name>'s file system and
+# image_config's settings.
+pack_rootfs() {
+	local image=$1 name=$2 work=$3 container
+	"rootfs_${name//-/_}" "$work/rootfs"
+	container=$("${BUILDAH[@]}" from --quiet scratch)
+	"${BUILDAH[@]}" copy --quiet "$container" "$work/rootfs" / >/dev/null
+	if [[ -d $work/rootfs.appuser ]]; then
+		local owned
+		for owned in /home/appuser /var/lib/kafka /etc/kafka; do
+			"${BUILDAH[@]}" copy --quiet --chown "$KAFKA_USER:$KAFKA_USER" "$container" \
+				"$work/rootfs.appuser$owned" "$owned" >/dev/null
+		done
+	fi
+	local CONFIG
+	image_config "$name"
+	"${BUILDAH[@]}" config "${CONFIG[@]}" --label "org.opencontainers.image.title=$name" "$container"
+	"${BUILDAH[@]}" commit --quiet --rm --timestamp 0 "$container" "$image" >/dev/null
+}
+
+# pack_containerfile <image> <binary> <key>: builds the image from the binary's Containerfile, with
+# the release binary in place of its build stage (an image holding /out/<binary>) and the
+# runtime-base archive as its base. The build stage, unused then, is skipped.
+pack_containerfile() {
+	local image=$1 binary=$2 key=$3 container binaries base revision
+	binaries=localhost/oms-build/$binary-binaries:$key
+	container=$("${BUILDAH[@]}" from --quiet scratch)
+	"${BUILDAH[@]}" copy --quiet --chmod 0755 "$container" "$CARGO_TARGET_DIR/release/$binary" "/out/$binary" >/dev/null
+	"${BUILDAH[@]}" commit --quiet --rm "$container" "$binaries" >/dev/null
+	base=$(build runtime-base)
+	revision=$(revision)
+	"${BUILDAH[@]}" build --quiet --timestamp 0 --file "$ROOT/${binary#oms-}/Containerfile" \
+		--build-arg "BINARIES=$binaries" --build-arg "RUNTIME_IMAGE=oci-archive:$base" \
+		--build-arg "VERSION=$APP_VERSION" --build-arg "REVISION=$revision" --tag "$image" "$ROOT" >/dev/null
+	# The build keeps a container of the binaries' stage, and the base it pulled from the archive.
+	"${BUILDAH[@]}" rmi --force "$binaries" "$(ref runtime-base)" >/dev/null
+	# The binary runs on the base as its user (its libraries are all there), or nothing is kept.
+	container=$("${BUILDAH[@]}" from --quiet --pull-never "$image")
+	"${BUILDAH[@]}" run --network none "$container" -- "/usr/local/bin/$binary" --version >&2 ||
+		die "$image: /usr/local/bin/$binary --version failed in the image"
+	"${BUILDAH[@]}" rm "$container" >/dev/null
+}
+
+# revision: the commit our images' revision label names, with -dirty for uncommitted changes.
+revision() {
+	local commit
+	commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null) || commit=unknown
+	[[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+=-dirty
+	echo "$commit"
+}
+
 # build <image>: prints the archive, packing it first unless the cache has one for these inputs.
 build() {
 	local name=$1 image files key archive
 	image=$(ref "$name")
 	prepare "$name"
 	files=$(input_files "$name")
-	# Keyed by this script (the recipes), the image's name, every input file and buildah.
+	# Keyed by this script (the recipes), the image's name, every input file, buildah, and for
+	# our binaries the revision their label carries.
 	# shellcheck disable=SC2086 # one path a word
-	key=$( (cat "${BASH_SOURCE[0]}"; echo "$image"; sha256sum $files; "$BIN/buildah" --version) | sha256sum | cut -c1-12)
+	key=$( (cat "${BASH_SOURCE[0]}"; echo "$image"; sha256sum $files; "$BIN/buildah" --version
+		[[ $name != oms-* ]] || revision) | sha256sum | cut -c1-12)
 	archive=$OMS_CACHE/images/$name-$key.tar
 	if [[ ! -f $archive ]]; then
-		local work container began=$EPOCHREALTIME
+		local work began=$EPOCHREALTIME
 		log "packing $image"
 		work=$(mktemp -d)
 		case $name in
-		oms-operator | oms-bridge) rootfs_rust "$name" "$work/rootfs" ;;
-		*) "rootfs_$name" "$work/rootfs" ;;
+		oms-operator | oms-bridge) pack_containerfile "$image" "$name" "$key" ;;
+		*) pack_rootfs "$image" "$name" "$work" ;;
 		esac
-		# buildah's own storage under the cache (vfs: no overlay mounts to clean up), as node.sh.
-		local buildah=("$BIN/buildah" --root "$OMS_CACHE/images/buildah/root"
-			--runroot "$OMS_CACHE/images/buildah/run" --storage-driver vfs)
-		container=$("${buildah[@]}" from --quiet scratch)
-		"${buildah[@]}" copy --quiet "$container" "$work/rootfs" / >/dev/null
-		if [[ -d $work/rootfs.appuser ]]; then
-			local owned
-			for owned in /home/appuser /var/lib/kafka /etc/kafka; do
-				"${buildah[@]}" copy --quiet --chown "$KAFKA_USER:$KAFKA_USER" "$container" \
-					"$work/rootfs.appuser$owned" "$owned" >/dev/null
-			done
-		fi
-		local CONFIG
-		image_config "$name"
-		"${buildah[@]}" config "${CONFIG[@]}" --label "org.opencontainers.image.title=$name" "$container"
-		"${buildah[@]}" commit --quiet --rm --timestamp 0 "$container" "$image" >/dev/null
 		mkdir -p "$OMS_CACHE/images"
-		"${buildah[@]}" push --quiet "$image" "oci-archive:$archive.partial:$image"
-		"${buildah[@]}" rmi "$image" >/dev/null
+		"${BUILDAH[@]}" push --quiet "$image" "oci-archive:$archive.partial:$image"
+		"${BUILDAH[@]}" rmi "$image" >/dev/null
 		mv "$archive.partial" "$archive"
 		rm -rf "$work"
 		log "packed $image in $(awk -v a="$began" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s: $archive ($(du -h "$archive" | cut -f1))"

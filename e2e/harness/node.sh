@@ -37,10 +37,13 @@
 # (cluster.sh runs the API server without an endpoint reconciler), so pods reach the API the usual
 # way through kube-proxy; 10.96.0.1 is in the server certificate.
 #
-# Images: there is no registry. A static pause program (the pods' sandbox) and a static "sleeper"
-# workload (e2e/tools/node-images/*.c) are packed with buildah into OCI archives, cached in
+# Images: a static pause program (the pods' sandbox) and a static "sleeper" workload
+# (e2e/tools/node-images/*.c) are packed with buildah into OCI archives, cached in
 # $OMS_CACHE/images, and imported into the node's containerd as $PAUSE_IMAGE and $SLEEPER_IMAGE
-# (below). Pods use them with imagePullPolicy: Never.
+# (below); pods use them with imagePullPolicy: Never. Images named localhost:$REGISTRY_PORT/... are
+# pulled from the machine's test registry (registry.sh), as from any registry: containerd's
+# hosts.toml for that name sends it, in plain HTTP, to a socat forwarder on the host end of the
+# veth ($HOST_IP:$REGISTRY_PORT), which carries the connection to the registry on 127.0.0.1.
 #
 # State: e2e/.state/<cluster>/node/ (net.env, config/, pki/, containerd/, kubelet/, pod-logs/,
 # logs/*.log, pids/). Every process of the node runs in the cgroup oms-<checkout hash>-<cluster>,
@@ -54,6 +57,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin
 OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
+# shellcheck source-path=SCRIPTDIR source=versions.env
+source "$ROOT/e2e/harness/versions.env"
 READY_DEADLINE_SECONDS=${READY_DEADLINE_SECONDS:-120}
 PAUSE_IMAGE=localhost/oms-e2e/pause:1
 SLEEPER_IMAGE=localhost/oms-e2e/sleeper:1
@@ -426,6 +431,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$config/cni"
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$config/certs.d"
+EOF
+	mkdir -p "$config/certs.d/localhost:$REGISTRY_PORT"
+	cat >"$config/certs.d/localhost:$REGISTRY_PORT/hosts.toml" <<EOF
+# The machine's test registry (registry.sh), reached through the forwarder on the host end.
+server = "http://$HOST_IP:$REGISTRY_PORT"
+
+[host."http://$HOST_IP:$REGISTRY_PORT"]
+  capabilities = ["pull", "resolve"]
 EOF
 	# containerd adds the loopback interface itself; the chain is the pods' bridge and hostPorts.
 	cat >"$config/cni/10-oms.conflist" <<EOF
@@ -525,8 +541,9 @@ up() {
 	if [[ -f $STATE/net.env && -f $STATE/ports.env ]]; then
 		# shellcheck source=/dev/null
 		source "$STATE/ports.env"
-		if [[ $FORWARDED_PORT == "$APISERVER_PORT" ]] && pid_alive apiserver-forward && pid_alive containerd &&
-			pid_alive kubelet && pid_alive kube-proxy && pid_alive kube-scheduler && node_ready; then
+		if [[ $FORWARDED_PORT == "$APISERVER_PORT" ]] && pid_alive apiserver-forward && pid_alive registry-forward &&
+			pid_alive containerd && pid_alive kubelet && pid_alive kube-proxy && pid_alive kube-scheduler &&
+			node_ready; then
 			log "already up: node $NODE_NAME Ready"
 			return
 		fi
@@ -581,6 +598,8 @@ EOF
 
 	start apiserver-forward "$BIN/socat" "TCP-LISTEN:$API_FORWARD_PORT,bind=$HOST_IP,reuseaddr,fork" \
 		"TCP:127.0.0.1:$APISERVER_PORT"
+	start registry-forward "$BIN/socat" "TCP-LISTEN:$REGISTRY_PORT,bind=$HOST_IP,reuseaddr,fork" \
+		"TCP:127.0.0.1:$REGISTRY_PORT"
 	start kube-scheduler "$BIN/kube-scheduler" \
 		--kubeconfig "$STATE/config/kube-scheduler.kubeconfig" \
 		--authentication-kubeconfig "$STATE/config/kube-scheduler.kubeconfig" \
@@ -637,7 +656,7 @@ down() {
 	}
 	[[ $(id -u) == 0 ]] || die "needs root to take the node down"
 	# The daemons get a SIGTERM first; then whatever is left in the cgroup (shims, pods) is killed.
-	stop kubelet kube-proxy kube-scheduler containerd apiserver-forward
+	stop kubelet kube-proxy kube-scheduler containerd apiserver-forward registry-forward
 	kill_node_processes
 	# A shim killed so leaves its socket in /run/containerd/s (containerd 1.6 puts them there
 	# whatever its state directory); each task's bundle records its shim's address.

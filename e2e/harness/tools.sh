@@ -12,6 +12,8 @@
 #                                      with Kubernetes discovery)
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
+#                                      runtime-debs (Debian packages of the images' base)
+#                                      registry (CNCF distribution, for registry.sh)
 #                                      lint tools: shellcheck (Debian package) and cargo-deny
 #
 # Cache: $OMS_CACHE (default ~/.cache/oms). A second run finds every tool there and only relinks.
@@ -331,6 +333,43 @@ tool_node_runtime() {
 	done
 }
 
+# The test registry (registry.sh): CNCF distribution from Go modules with the filesystem driver
+# only (e2e/tools/registry), keyed by its go.mod and main.go.
+tool_registry() {
+	local key out
+	key=$(cat "$ROOT/e2e/tools/registry/go.mod" "$ROOT/e2e/tools/registry/main.go" | sha256sum | cut -c1-12)
+	out=$OMS_CACHE/tools/registry-$REGISTRY_VERSION-$key/registry
+	if [[ ! -x $out ]]; then
+		log "building the distribution registry $REGISTRY_VERSION from Go modules"
+		go_build "$out" "$ROOT/e2e/tools/registry" -ldflags "-s -w" .
+	fi
+	link "$out" registry
+}
+
+# The Debian packages of the base our images run on (images.sh runtime-base), downloaded at
+# pinned versions into the cache, never installed on the machine: glibc, libgcc, OpenSSL, the CA
+# certificates and netbase, as in the distroless cc-debian12 image the Containerfiles default to.
+tool_runtime_debs() {
+	local pins=("libc6=$LIBC6_DEB_VERSION" "libgcc-s1=$LIBGCC_S1_DEB_VERSION" "libssl3=$LIBSSL3_DEB_VERSION"
+		"ca-certificates=$CA_CERTIFICATES_DEB_VERSION" "netbase=$NETBASE_DEB_VERSION")
+	local key dir
+	key=$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-12)
+	dir=$OMS_CACHE/tools/runtime-debs-$key
+	if [[ ! -e $dir/complete ]]; then
+		log "downloading Debian packages ${pins[*]}"
+		rm -rf "$dir" && mkdir -p "$dir"
+		# apt's package lists may be missing or older than the pins on a fresh machine.
+		(cd "$dir" && { apt-get download -q "${pins[@]}" || { apt-get update -q && apt-get download -q "${pins[@]}"; }; }) \
+			>"$OMS_CACHE/tools/apt-runtime-debs.log" 2>&1 || {
+			tail -n 20 "$OMS_CACHE/tools/apt-runtime-debs.log" >&2
+			log "apt-get download ${pins[*]} failed (log: $OMS_CACHE/tools/apt-runtime-debs.log)"
+			exit 1
+		}
+		touch "$dir/complete"
+	fi
+	link "$dir" runtime-debs
+}
+
 for tool in "$@"; do
 	# One install of a tool at a time: on a cold cache two test lanes ask for the same broker at
 	# once, and a second install would delete the first one's directory under it.
@@ -354,6 +393,8 @@ for tool in "$@"; do
 	promtool) tool_promtool ;;
 	prometheus) tool_prometheus ;;
 	node-runtime) tool_node_runtime ;;
+	runtime-debs) tool_runtime_debs ;;
+	registry) tool_registry ;;
 	shellcheck) tool_shellcheck ;;
 	cargo-deny) tool_cargo_deny ;;
 	*)
