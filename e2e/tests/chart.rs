@@ -167,9 +167,29 @@ fn cluster_role_grants_exactly_the_reviewed_rules_and_no_wildcards() -> anyhow::
 #[test]
 fn monitoring_objects_render_only_when_enabled() -> anyhow::Result<()> {
     let default = render(&[])?;
-    assert!(default.iter().all(|o| o["kind"] != "ServiceMonitor" && o["kind"] != "PrometheusRule"));
-    let enabled = render(&["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"])?;
+    assert!(
+        default
+            .iter()
+            .all(|o| !["ServiceMonitor", "PodMonitor", "PrometheusRule"].contains(&o["kind"].as_str().unwrap_or("")))
+    );
+    let enabled = render(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.podMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ])?;
     assert_eq!(find(&enabled, "ServiceMonitor")?["spec"]["endpoints"][0]["port"], "metrics");
+    // Workers and gateways in every namespace, by the labels the operator gives their pods
+    // (operator/src/bridge/render.rs, gateway/render.rs), on their admin port.
+    let pods = &find(&enabled, "PodMonitor")?["spec"];
+    assert_eq!(pods["selector"]["matchLabels"], json!({"app.kubernetes.io/managed-by": "oms-operator"}));
+    assert_eq!(
+        pods["selector"]["matchExpressions"],
+        json!([{"key": "app.kubernetes.io/component", "operator": "In", "values": ["bridge-worker", "gateway"]}])
+    );
+    assert_eq!(pods["namespaceSelector"], json!({"any": true}));
+    assert_eq!(pods["podMetricsEndpoints"][0]["port"], "admin");
+    let watched = render(&["metrics.podMonitor.enabled=true", "watchNamespaces={acme,beta}"])?;
+    assert_eq!(find(&watched, "PodMonitor")?["spec"]["namespaceSelector"], json!({"matchNames": ["acme", "beta"]}));
     let alerts: Vec<_> = find(&enabled, "PrometheusRule")?["spec"]["groups"][0]["rules"]
         .as_array()
         .context("rules")?

@@ -228,6 +228,21 @@ pub fn tenants_volume(name: &str, tenants_secret: &str, tenants: &[String]) -> V
     projected_secret(name, tenants_secret, required, optional)
 }
 
+/// Asserts what the chart's PodMonitor (templates/podmonitor.yaml) selects and scrapes in a pod
+/// template the operator renders: its labels and the named admin port.
+///
+/// # Panics
+/// When the template lacks one of them.
+#[cfg(test)]
+pub fn assert_pod_monitor_finds(template: &k8s_openapi::api::core::v1::PodTemplateSpec, component: &str) {
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("oms-operator"), "{labels:?}");
+    assert_eq!(labels.get("app.kubernetes.io/component").map(String::as_str), Some(component), "{labels:?}");
+    let containers = template.spec.as_ref().map(|pod| pod.containers.clone()).unwrap_or_default();
+    let ports: Vec<_> = containers.iter().flat_map(|c| c.ports.clone().unwrap_or_default()).collect();
+    assert!(ports.iter().any(|p| p.name.as_deref() == Some("admin") && p.container_port == ADMIN_PORT), "{ports:?}");
+}
+
 /// The Secrets a pod's volumes mount, in volume order (renderers' tests check that a pod mounts
 /// only the Secrets it uses).
 #[must_use]

@@ -353,6 +353,15 @@ mod tests {
         assert_eq!(hash(&render("key == 'a'")), hash(&render("key == 'a'")));
     }
 
+    #[test]
+    fn worker_pods_are_found_and_scraped_by_the_charts_pod_monitor() {
+        let bridge = spec(SPEC);
+        let config = rendered_config("acme", "b", &bridge);
+        let worker =
+            deployment("acme", "b", &bridge, "img", &config, (&kafka_end(), &gateway_end()), OwnerReference::default());
+        crate::workload::assert_pod_monitor_finds(&worker.spec.expect("spec").template, "bridge-worker");
+    }
+
     fn mqtt_end() -> ResolvedEnd {
         ResolvedEnd {
             driver: Protocol::Mqtt,

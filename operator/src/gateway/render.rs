@@ -286,4 +286,11 @@ mod tests {
             |d: Deployment| d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default();
         assert_ne!(hash(render("globex")), hash(render("initech")));
     }
+
+    #[test]
+    fn gateway_pods_are_found_and_scraped_by_the_charts_pod_monitor() {
+        let input = input();
+        let gateway = deployment(&input, "img", &gateway_config(&input), &OwnerReference::default());
+        workload::assert_pod_monitor_finds(&gateway.spec.expect("spec").template, "gateway");
+    }
 }
