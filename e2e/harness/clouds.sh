@@ -11,6 +11,7 @@
 #                                     demo-install.sh: the chart, a managed access point
 #                                     demo-<driver> and its Queue (kafka: payments, nats: orders)
 #                                     in the tenant namespace $TENANT. Its output goes to stdout.
+#                                     CLOUDS_VALUES=<file> adds chart values of your own to both.
 #   clouds_gateway <a> <b>            cloud B's demo-nats gets its gateway on NodePort
 #                                     $GATEWAY_NODE_PORT, advertised as a name that cloud A's DNS
 #                                     resolves to node B's WAN address (that name is in the
@@ -96,6 +97,7 @@ clouds_install() {
 		{
 			printf 'pki:\n  trustDomain: %s.oms\n  peerTrustDomains: [%s.oms]\n  peerTrustBundle: |\n' "$cluster" "$peer"
 			sed 's/^/    /' "$ROOT/e2e/.state/$peer/clouds-ca/tls.crt"
+			[[ -z ${CLOUDS_VALUES:-} ]] || cat "$CLOUDS_VALUES"
 		} >"$values"
 		DEMO_VALUES=$values "$HARNESS/demo-install.sh" "$cluster" "$driver"
 	done

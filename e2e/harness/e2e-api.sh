@@ -24,6 +24,16 @@ for file in e2e/tests/*.rs; do
 done
 run=(-- --test-threads=2 --show-output)
 
+# The control planes up before the tier (a demo's, say), which it leaves alone.
+clusters_up() {
+	local state
+	for state in "$ROOT"/e2e/.state/*/ports.env; do
+		[[ -e $state ]] && basename "$(dirname "$state")"
+	done
+	true
+}
+clusters_before=$(clusters_up | paste -sd ' ')
+
 # Built once up front: the lanes only run.
 "$cargo" test -p oms-e2e --locked --no-run
 
@@ -39,4 +49,13 @@ wait "$lane" || long_rc=$?
 echo "e2e-api: lane $long (output below, also in $log)"
 cat "$log"
 echo "e2e-api: lanes: others ${others_done}s (exit $others_rc), $long $((SECONDS - start))s (exit $long_rc)"
+# The tests share their control planes (e2e/src/cluster.rs starts each once, or finds it up);
+# once the tier is done, those it started would only hold memory and CPU that the real-node
+# tier after it needs. E2E_API_KEEP=1 leaves them up for another run.
+if [[ ${E2E_API_KEEP:-} != 1 ]]; then
+	for cluster in $(clusters_up); do
+		[[ " $clusters_before " == *" $cluster "* ]] ||
+			e2e/harness/cluster.sh down "$cluster" >/dev/null || echo "e2e-api: cluster.sh down $cluster failed" >&2
+	done
+fi
 ((others_rc == 0 && long_rc == 0))

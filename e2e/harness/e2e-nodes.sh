@@ -21,9 +21,11 @@
 # are deleted. Then every message of B's stream is read with .bin/nats from node B's network
 # namespace (the tenant's binding Secret) and checked: each id once at least (lost must be 0),
 # per key in increasing id order; repeats are counted apart (at-least-once delivery may repeat
-# what a deleted worker sent but had not acknowledged). A Prometheus on the host (tools.sh prometheus)
-# scrapes the worker pods' admin port, found by their label through cloud A's API server
-# (kubernetes_sd_configs, role pod, the cluster's kubeconfig). The sum over the worker pods' lifetimes of oms_bridge_messages_sent_total
+# what a deleted worker sent but had not acknowledged). Both charts are installed with their
+# ServiceMonitor, PodMonitor and PrometheusRule; in each cloud the real Prometheus Operator turns
+# them into a Prometheus configuration that a Prometheus on the host runs (monitoring.sh): it must
+# scrape the operator, A's bridge worker and B's gateway, and load every rule group. The sum over
+# the worker pods' lifetimes of oms_bridge_messages_sent_total, as A's Prometheus scraped it,
 # must reach MESSAGES, less what the deleted worker sent after its last scrape (allowed up to two
 # scrape intervals at its highest rate, and reported). Then `helm upgrade` of cloud
 # A's operator with another log.level must leave the worker pod alone and the Bridge Ready; the
@@ -38,7 +40,8 @@ set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=clouds.sh
 source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
-ADMIN_PORT=9090 # the bridge worker's metrics and probes
+# shellcheck source-path=SCRIPTDIR source=monitoring.sh
+source "$(dirname "${BASH_SOURCE[0]}")/monitoring.sh"
 BRIDGE=payments-to-b
 MESSAGES=${MESSAGES:-100000}
 KEYS=${KEYS:-100}
@@ -56,11 +59,10 @@ die() {
 	log "FAILED: $*"
 	exit 1
 }
-prometheus_pid=''
 finish() {
 	local status=$?
 	trap - EXIT ERR
-	[[ -z $prometheus_pid ]] || kill "$prometheus_pid" 2>/dev/null || true
+	monitoring_down
 	if ((status != 0)); then
 		log "stopped with exit status $status; pods of both clusters:"
 		for cluster in "$a" "$b"; do
@@ -101,12 +103,16 @@ bridge_ready() {
 
 t0=$EPOCHREALTIME
 step=clusters
-"$HARNESS/tools.sh" prometheus
+"$HARNESS/tools.sh" prometheus prometheus-operator
 clouds_up "$a" "$b"
 t_nodes=$EPOCHREALTIME
 
 step=install
-NATS_REPLICAS=3 KAFKA_REPLICAS=4 clouds_install "$a" kafka "$b" nats >/dev/null
+monitoring_crds "$a"
+monitoring_crds "$b"
+mkdir -p "$STATE"
+monitoring_values >"$STATE/monitoring-values.yaml"
+CLOUDS_VALUES=$STATE/monitoring-values.yaml NATS_REPLICAS=3 KAFKA_REPLICAS=4 clouds_install "$a" kafka "$b" nats >/dev/null
 t_installed=$EPOCHREALTIME
 
 step=gateway
@@ -120,38 +126,22 @@ clouds_bridge "$a" "$b" payments "$BRIDGE"
 t_bridge=$EPOCHREALTIME
 
 step=prometheus
-# Discovery through cloud A's API server by the worker label (the API server listens on loopback;
-# the host reaches pod addresses directly), one target per worker pod on its admin port, every
-# second: a deleted pod's counter is only known as far as its last scrape.
-mkdir -p "$STATE"
-rm -rf "$STATE/prometheus-data"
-worker_label=app.kubernetes.io/component=bridge-worker
-cat >"$STATE/prometheus.yml" <<EOF
-# Written by e2e/harness/e2e-nodes.sh.
-global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 5s}
-scrape_configs:
-  - job_name: bridge-workers
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: $ROOT/e2e/.state/$a/kubeconfig
-        namespaces: {names: [$TENANT]}
-        selectors: [{role: pod, label: "$worker_label"}]
-    relabel_configs:
-      - {source_labels: [__meta_kubernetes_pod_ip], regex: '', action: drop}
-      - {source_labels: [__meta_kubernetes_pod_ip], target_label: __address__, replacement: '\${1}:$ADMIN_PORT'}
-      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
-EOF
-prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN/prometheus" --config.file "$STATE/prometheus.yml" --storage.tsdb.path "$STATE/prometheus-data" \
-	--web.listen-address "127.0.0.1:$prometheus_port" >"$STATE/prometheus.log" 2>&1 &
-prometheus_pid=$!
-promql() { curl -fsS "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1"; }
-worker_scraped() {
-	kill -0 "$prometheus_pid" 2>/dev/null || die "Prometheus exited: $(tail -n 3 "$STATE/prometheus.log")"
-	[[ $(promql "up{job=\"bridge-workers\"}" 2>/dev/null | jq '[.data.result[] | select(.value[1] == "1")] | length') -ge 1 ]]
-}
-poll "Prometheus scraping the bridge worker (log: $STATE/prometheus.log)" worker_scraped
-log "Prometheus on 127.0.0.1:$prometheus_port (kubernetes_sd_configs through $a's API server) scrapes $(promql 'up{job="bridge-workers"}' | jq -c '[.data.result[].metric.pod]')"
+# The host reaches pod addresses directly; each cloud's Prometheus finds the pods through its
+# cloud's API server, by the jobs the Prometheus Operator made of the chart's monitors.
+monitoring_up "$a"
+monitoring_up "$b"
+promql() { monitoring_promql "$a" "$1"; }
+poll "$a: Prometheus scraping the operator" monitoring_scraped "$a" "$RELEASE_NAMESPACE" "app.kubernetes.io/instance=$RELEASE"
+poll "$a: Prometheus scraping the bridge worker" monitoring_scraped "$a" "$TENANT" app.kubernetes.io/component=bridge-worker
+poll "$b: Prometheus scraping the operator" monitoring_scraped "$b" "$RELEASE_NAMESPACE" "app.kubernetes.io/instance=$RELEASE"
+poll "$b: Prometheus scraping the gateway" monitoring_scraped "$b" "$TENANT" app.kubernetes.io/component=gateway
+poll "$a: every rule group of the chart loaded and evaluated" monitoring_rules_ok "$a"
+poll "$b: every rule group of the chart loaded and evaluated" monitoring_rules_ok "$b"
+for cluster in "$a" "$b"; do
+	log "$cluster: the Prometheus Operator's configuration scrapes $(monitoring_promql "$cluster" 'up == 1' |
+		jq -c '[.data.result[].metric | "\(.job) \(.pod)"]'); rule groups loaded: $(rule_file_groups \
+		"$ROOT/charts/oms-operator/files/prometheus-rules.yaml" | paste -sd ' ')"
+done
 t_prometheus=$EPOCHREALTIME
 
 step=produce
@@ -253,7 +243,7 @@ step=metrics
 # scraped value. What a deleted pod sent after its last scrape, while it drained, is counted
 # nowhere; that shortfall is reported, and allowed up to two scrape intervals at that pod's
 # highest observed send rate.
-sent_query="sum(max_over_time(oms_bridge_messages_sent_total{job=\"bridge-workers\",bridge=\"$BRIDGE\"}[1h]))"
+sent_query="sum(max_over_time(oms_bridge_messages_sent_total{bridge=\"$BRIDGE\"}[1h]))"
 sent_sum() { promql "$sent_query" | jq -r '(.data.result[0].value[1] // "0") | tonumber | floor'; }
 sent=0
 for _ in $(seq 20); do
@@ -261,10 +251,10 @@ for _ in $(seq 20); do
 	((sent < MESSAGES)) || break
 	sleep 1
 done
-sent_by_pod=$(promql "sum by (pod) (max_over_time(oms_bridge_messages_sent_total{job=\"bridge-workers\"}[1h]))" |
+sent_by_pod=$(promql "sum by (pod) (max_over_time(oms_bridge_messages_sent_total{bridge=\"$BRIDGE\"}[1h]))" |
 	jq -c '[.data.result[] | {(.metric.pod): (.value[1] | tonumber)}] | add')
 unscraped=$((sent < MESSAGES ? MESSAGES - sent : 0))
-slack=$(promql "2 * max_over_time(rate(oms_bridge_messages_sent_total{job=\"bridge-workers\",pod=\"$deleted_worker\"}[3s])[1h:1s])" |
+slack=$(promql "2 * max_over_time(rate(oms_bridge_messages_sent_total{bridge=\"$BRIDGE\",pod=\"$deleted_worker\"}[3s])[1h:1s])" |
 	jq -r '(.data.result[0].value[1] // "0") | tonumber | floor')
 log "Prometheus: sent over the worker pods' lifetimes $sent (by pod: $sent_by_pod); short of $MESSAGES by" \
 	"$unscraped, allowed $slack (deleted worker $deleted_worker, 2 scrape intervals at its highest rate)"

@@ -9,7 +9,8 @@
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
 #                                      promtool (Debian package), prometheus (Go modules,
-#                                      with Kubernetes discovery)
+#                                      with Kubernetes discovery), prometheus-operator (Go
+#                                      modules; its CRDs linked as .bin/prometheus-operator-crds)
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
 #                                      runtime-debs (Debian packages of the images' base)
@@ -301,6 +302,30 @@ tool_prometheus() {
 	link "$out" prometheus
 }
 
+# The Prometheus Operator from Go modules (e2e/tools/prometheus-operator pins it), for e2e-nodes.sh
+# (monitoring.sh): it turns the chart's ServiceMonitor, PodMonitor and PrometheusRule into a
+# Prometheus configuration. Its CRDs come from the same module (example/prometheus-operator-crd),
+# copied beside the binary. Keyed by its go.mod, so a change there rebuilds it.
+tool_prometheus_operator() {
+	local key dir module
+	key=$(sha256sum <"$ROOT/e2e/tools/prometheus-operator/go.mod" | cut -c1-12)
+	dir=$OMS_CACHE/tools/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION-$key
+	if [[ ! -x $dir/prometheus-operator || ! -d $dir/crds ]]; then
+		log "building the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION from Go modules (cold: minutes)"
+		go_build "$dir/prometheus-operator" "$ROOT/e2e/tools/prometheus-operator" \
+			-ldflags "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_OPERATOR_VERSION#v}" \
+			github.com/prometheus-operator/prometheus-operator/cmd/operator
+		module=$(cd "$ROOT/e2e/tools/prometheus-operator" &&
+			go list -m -f '{{.Dir}}' github.com/prometheus-operator/prometheus-operator)
+		rm -rf "$dir/crds.partial"
+		cp -r "$module/example/prometheus-operator-crd" "$dir/crds.partial"
+		chmod -R u+w "$dir/crds.partial"
+		mv "$dir/crds.partial" "$dir/crds"
+	fi
+	link "$dir/prometheus-operator" prometheus-operator
+	link "$dir/crds" prometheus-operator-crds
+}
+
 # The shell linter for `make lint`, from Debian's package at the pinned version (into /usr/bin).
 tool_shellcheck() {
 	deb_install shellcheck none "shellcheck=$SHELLCHECK_DEB_VERSION"
@@ -392,6 +417,7 @@ for tool in "$@"; do
 	toxiproxy) tool_toxiproxy ;;
 	promtool) tool_promtool ;;
 	prometheus) tool_prometheus ;;
+	prometheus-operator) tool_prometheus_operator ;;
 	node-runtime) tool_node_runtime ;;
 	runtime-debs) tool_runtime_debs ;;
 	registry) tool_registry ;;
