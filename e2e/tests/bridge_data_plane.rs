@@ -1203,11 +1203,18 @@ async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_k
         let active = active_workers(&admins, expected_active, Duration::from_mins(1)).await?;
         let victim = active[0];
         let goal = oms_e2e::metric(admins[victim], "oms_bridge_messages_sent_total", None) + 1000;
-        brokers.produce(source, &from, FIRST, COUNT - FIRST).await?;
-        let sent =
-            oms_e2e::wait_metric(admins[victim], "oms_bridge_messages_sent_total", goal, Duration::from_mins(1)).await;
-        workers[victim].take().expect("running").kill()?;
-        anyhow::ensure!(sent < COUNT as u64, "{pair}: the stream was over before the kill");
+        // The kill comes while the rest is still being produced: a worker that keeps pace with
+        // the producer would otherwise have forwarded it all before the kill.
+        let victim_worker = workers[victim].take().expect("running");
+        let (produced, killed) = tokio::join!(brokers.produce(source, &from, FIRST, COUNT - FIRST), async {
+            let sent =
+                oms_e2e::wait_metric(admins[victim], "oms_bridge_messages_sent_total", goal, Duration::from_mins(1))
+                    .await;
+            victim_worker.kill().map(|()| sent)
+        });
+        produced?;
+        let sent = killed?;
+        anyhow::ensure!(sent < COUNT as u64, "{pair}: the stream was over before the kill (sent {sent})");
         let survivors: Vec<_> = (0..3).filter(|&i| i != victim).map(|i| admins[i]).collect();
         let took_over = Instant::now();
         // A standby takes the AMQP queue or the pin; the group gives the killed member's partition
