@@ -31,7 +31,7 @@ build: ## Build every crate and binary
 
 .PHONY: tools
 tools: ## Build or link the pinned tools into .bin/ (helm, kubectl, kube-apiserver, etcd, brokers, ...)
-	$(TOOLS) helm promtool prometheus prometheus-operator $(CONTROL_PLANE_TOOLS) $(TEST_TOOLS)
+	$(TOOLS) helm promtool prometheus prometheus-operator cert-manager $(CONTROL_PLANE_TOOLS) $(TEST_TOOLS)
 
 .PHONY: images
 images: ## Build the oms-operator and oms-bridge images from their Containerfiles with buildah (OCI archives)

@@ -11,6 +11,7 @@
 #                                      promtool (Debian package), prometheus (Go modules,
 #                                      with Kubernetes discovery), prometheus-operator (Go
 #                                      modules; its CRDs linked as .bin/prometheus-operator-crds)
+#                                      cert-manager (Go modules; CRDs as .bin/cert-manager-crds)
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
 #                                      runtime-debs (Debian packages of the images' base)
@@ -326,6 +327,27 @@ tool_prometheus_operator() {
 	link "$dir/crds" prometheus-operator-crds
 }
 
+# cert-manager's controller for the PKI tests (pki.issuer), from Go modules: the upstream binary's
+# module is not served by the proxy, so e2e/tools/cert-manager wires the root module's Certificate,
+# CertificateRequest (CA) and issuer controllers itself. Its CRDs come from the same module.
+tool_cert_manager() {
+	local dir key module
+	key=$(cat "$ROOT/e2e/tools/cert-manager/go.mod" "$ROOT/e2e/tools/cert-manager/main.go" | sha256sum | cut -c1-12)
+	dir=$OMS_CACHE/tools/cert-manager-$CERT_MANAGER_VERSION-$key
+	if [[ ! -x $dir/cert-manager || ! -d $dir/crds ]]; then
+		log "building the cert-manager controller $CERT_MANAGER_VERSION from Go modules (cold: minutes)"
+		go_build "$dir/cert-manager" "$ROOT/e2e/tools/cert-manager" -ldflags "-s -w" .
+		module=$(cd "$ROOT/e2e/tools/cert-manager" && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)
+		rm -rf "$dir/crds.partial"
+		cp -r "$module/deploy/crds" "$dir/crds.partial"
+		chmod -R u+w "$dir/crds.partial"
+		rm -rf "$dir/crds"
+		mv "$dir/crds.partial" "$dir/crds"
+	fi
+	link "$dir/cert-manager" cert-manager
+	link "$dir/crds" cert-manager-crds
+}
+
 # The shell linter for `make lint`, from Debian's package at the pinned version (into /usr/bin).
 tool_shellcheck() {
 	deb_install shellcheck none "shellcheck=$SHELLCHECK_DEB_VERSION"
@@ -418,6 +440,7 @@ for tool in "$@"; do
 	promtool) tool_promtool ;;
 	prometheus) tool_prometheus ;;
 	prometheus-operator) tool_prometheus_operator ;;
+	cert-manager) tool_cert_manager ;;
 	node-runtime) tool_node_runtime ;;
 	runtime-debs) tool_runtime_debs ;;
 	registry) tool_registry ;;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod broker;
+mod cert_manager;
 mod cluster;
 mod fault;
 mod gateway;
@@ -20,6 +21,7 @@ mod verdict;
 
 pub use admin::{admin_address, cpu_model_and_memory_kib, http_get, metric, proc_status_kib, wait_metric};
 pub use broker::{Broker, TestBroker, broker_script};
+pub use cert_manager::{CertManager, ca_issuer};
 pub use cluster::{CRD_NAMES, Cluster, Namespace, Operator, Scenario, condition};
 pub use fault::FaultProxy;
 pub use gateway::{TlsPaths, gateway_consume_attempt, gateway_end, gateway_publish_attempt};

@@ -50,6 +50,11 @@ impl PodProcess {
         Ok(Self { child, log, dir })
     }
 
+    /// The file at `path` under `/etc/oms`, as the process sees it.
+    pub fn file(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(std::fs::read(self.dir.join(path))?)
+    }
+
     /// Replaces the file at `path` under `/etc/oms` with `content` in one step, as the kubelet
     /// updates a mounted Secret.
     pub fn update_file(&self, path: &str, content: &[u8]) -> anyhow::Result<()> {

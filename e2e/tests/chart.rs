@@ -220,6 +220,30 @@ fn peer_clouds_are_trusted_only_when_given() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_cert_manager_issuer_is_passed_on_with_the_right_to_apply_certificates() -> anyhow::Result<()> {
+    let env_of = |objects: &[Value], name: &str| -> anyhow::Result<Option<Value>> {
+        let env = &find(objects, "Deployment")?["spec"]["template"]["spec"]["containers"][0]["env"];
+        Ok(env.as_array().context("env")?.iter().find(|e| e["name"] == name).map(|e| e["value"].clone()))
+    };
+    let certificates = json!({"apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["get", "create", "patch", "delete"]});
+    let default = render(&[])?;
+    assert_eq!(env_of(&default, "OMS_PKI_ISSUER_KIND")?, None, "our own CA by default");
+    let issued = render(&["pki.issuer.kind=ClusterIssuer", "pki.issuer.name=corp-ca"])?;
+    assert_eq!(env_of(&issued, "OMS_PKI_ISSUER_KIND")?, Some(json!("ClusterIssuer")));
+    assert_eq!(env_of(&issued, "OMS_PKI_ISSUER_NAME")?, Some(json!("corp-ca")));
+    let rules = find(&issued, "ClusterRole")?["rules"].as_array().context("rules")?.clone();
+    assert!(rules.contains(&certificates), "{rules:?}");
+    // Half an issuer, or a kind cert-manager does not have, is refused.
+    for set in ["pki.issuer.name=corp-ca", "pki.issuer.kind=Vault"] {
+        let output = run(helm().args(["template", "oms", CHART, "--set", set, "--kube-version", &kube_version()?]))?;
+        assert!(!output.status.success(), "{set} must be refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("issuer"), "{set}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
 fn leader_election_off_drops_the_lease_role() -> anyhow::Result<()> {
     let objects = render(&["leaderElection.enabled=false"])?;
     assert!(objects.iter().all(|o| o["kind"] != "Role"), "no Lease Role without leader election");

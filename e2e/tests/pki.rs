@@ -40,6 +40,24 @@ fn openssl_x509(dir: &std::path::Path, name: &str, pem: &str, args: &[&str]) -> 
     run_ok(Command::new("openssl").args(["x509", "-noout", "-in"]).arg(&path).args(args))
 }
 
+/// Whether the operator reports the notAfter of `pem` as the expiry of `namespace/secret`.
+fn expiry_metric_is(
+    operator: &Operator,
+    namespace: &str,
+    secret: &str,
+    dir: &std::path::Path,
+    pem: &str,
+) -> anyhow::Result<bool> {
+    let series =
+        format!(r#"oms_operator_certificate_expiry_timestamp_seconds{{namespace="{namespace}",secret="{secret}"}}"#);
+    let until = openssl_x509(dir, "current.crt", pem, &["-enddate"])?;
+    let epoch = run_ok(Command::new("date").args(["-d", until.trim().trim_start_matches("notAfter="), "+%s"]))?;
+    let (_, metrics) = oms_e2e::http_get(operator.admin, "/metrics")?;
+    let reported: Option<f64> =
+        metrics.lines().find(|l| l.starts_with(&series)).and_then(|l| l.rsplit(' ').next()?.parse().ok());
+    Ok(reported.is_some() && reported == Some(epoch.trim().parse::<f64>()?))
+}
+
 fn bridge_yaml(name: &str) -> String {
     format!(
         "apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: {name}}}\n\
@@ -112,17 +130,10 @@ fn a_bridge_gets_a_certificate_for_its_identity_renewed_before_expiry_and_remove
     // gauge is set just after the Secret is written, and read against the Secret of the moment,
     // since under load the renewal at 20 s may already have replaced the first certificate.
     let not_after = openssl_x509(dir, "leaf.crt", &cert, &["-enddate"])?;
-    let series = format!(
-        r#"oms_operator_certificate_expiry_timestamp_seconds{{namespace="{namespace}",secret="orders-to-b-oms-tls"}}"#
-    );
     poll("the expiry metric at the notAfter of the Secret's certificate", DEADLINE, || {
         let Some(current) = kubectl_json(cluster, namespace, "secret/orders-to-b-oms-tls")? else { return Ok(None) };
-        let until = openssl_x509(dir, "current.crt", &secret_field(&current, "tls.crt")?, &["-enddate"])?;
-        let epoch = run_ok(Command::new("date").args(["-d", until.trim().trim_start_matches("notAfter="), "+%s"]))?;
-        let (_, metrics) = oms_e2e::http_get(operator.admin, "/metrics")?;
-        let reported: Option<f64> =
-            metrics.lines().find(|l| l.starts_with(&series)).and_then(|l| l.rsplit(' ').next()?.parse().ok());
-        Ok((reported.is_some() && reported == Some(epoch.trim().parse::<f64>()?)).then_some(()))
+        let pem = secret_field(&current, "tls.crt")?;
+        Ok(expiry_metric_is(&operator, namespace, "orders-to-b-oms-tls", dir, &pem)?.then_some(()))
     })?;
 
     // Renewed at two thirds of the 30 s lifetime: a new certificate, same identity, later expiry.
@@ -228,6 +239,111 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_worklo
     for object in ["deployment", "service", "configmap", "networkpolicy"] {
         let what = format!("{object}/edge-oms-gateway");
         assert!(kubectl_json(cluster, namespace, &what)?.is_none(), "{what} is removed with the gateway");
+    }
+    Ok(())
+}
+
+/// With `--pki-issuer-kind Issuer --pki-issuer-name corp-ca` the operator signs nothing itself: a
+/// Bridge and a gateway get cert-manager Certificates, cert-manager's CA issuer signs them with a
+/// CA the operator never sees the key of, the operator copies each into the Secret pods mount
+/// with the trust bundle, and a renewal cert-manager makes reaches that Secret and the expiry
+/// metric while the operator runs on. A gateway switched off takes its Certificate with it.
+#[test]
+fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_renewals() -> anyhow::Result<()> {
+    let case = PkiCase::new("pki-cm")?;
+    let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
+    let _cert_manager = oms_e2e::CertManager::start(cluster, &dir.join("cert-manager.log"))?;
+    let corp = oms_pki::Ca::generate("Corp CA", Duration::from_hours(24))?;
+    std::fs::write(dir.join("corp-ca.crt"), corp.cert_pem())?;
+    oms_e2e::ca_issuer(cluster, namespace, "corp-ca", &corp)?;
+    let operator = case.operator(
+        "cloud-a.oms",
+        &[
+            "--pki-issuer-kind",
+            "Issuer",
+            "--pki-issuer-name",
+            "corp-ca",
+            "--certificate-lifetime-seconds",
+            LIFETIME_SECONDS,
+        ],
+    )?;
+    let gateway = |enabled: bool| {
+        format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: edge}}\n\
+             spec: {{driver: nats, external: {{servers: ['nats.example:4222']}}, gateway: {{enabled: {enabled}}}}}\n"
+        )
+    };
+    cluster.apply(namespace, &format!("{}---\n{}", bridge_yaml("orders-to-b"), gateway(true)))?;
+
+    let mut first = Vec::new();
+    for (secret, identity, name) in [
+        ("orders-to-b-oms-tls", "bridge/orders-to-b", None),
+        ("edge-oms-gateway-tls", "gateway/edge", Some(format!("DNS:edge-oms-gateway.{namespace}.svc"))),
+    ] {
+        let copy = poll(&format!("Secret {secret} copied from cert-manager's"), DEADLINE, || {
+            kubectl_json(cluster, namespace, &format!("secret/{secret}"))
+        })?;
+        let certificate = kubectl_json(cluster, namespace, &format!("certificate/{secret}"))?
+            .ok_or_else(|| anyhow::anyhow!("no Certificate {secret}"))?;
+        let issued = kubectl_json(cluster, namespace, &format!("secret/{secret}-issued"))?
+            .ok_or_else(|| anyhow::anyhow!("no Secret {secret}-issued"))?;
+        let cert = secret_field(&copy, "tls.crt")?;
+        let san = openssl_x509(dir, "leaf.crt", &cert, &["-ext", "subjectAltName"])?;
+        let verified = run_ok(
+            Command::new("openssl").arg("verify").arg("-CAfile").arg(dir.join("corp-ca.crt")).arg(dir.join("leaf.crt")),
+        )?;
+        println!(
+            "pki: {secret} from cert-manager (Certificate issuerRef {}): {}; openssl verify with the issuer's CA: {}",
+            certificate["spec"]["issuerRef"],
+            san.trim().replace('\n', " "),
+            verified.trim()
+        );
+        assert!(san.contains(&format!("URI:spiffe://cloud-a.oms/ns/{namespace}/{identity}")), "{san}");
+        if let Some(name) = name {
+            assert!(san.contains(&name), "{san}");
+        }
+        assert!(verified.trim().ends_with(": OK"), "{verified}");
+        assert_eq!(secret_field(&issued, "tls.crt")?, cert, "the copy holds what cert-manager issued");
+        assert_eq!(secret_field(&copy, "ca.crt")?, corp.cert_pem(), "ca.crt: the issuer's CA, no peers given");
+        assert_eq!(certificate["spec"]["issuerRef"]["name"], "corp-ca");
+        first.push((secret, cert));
+    }
+    assert!(kubectl_json(cluster, namespace, "secret/oms-ca")?.is_none(), "no CA of the operator's own");
+    let bundle =
+        kubectl_json(cluster, namespace, "configmap/oms-trust-bundle")?.ok_or_else(|| anyhow::anyhow!("no bundle"))?;
+    assert_eq!(bundle["data"]["ca.crt"].as_str(), Some(corp.cert_pem()), "peers import the issuer's CA");
+
+    // cert-manager renews at two thirds of the 30 s lifetime; the operator, running on, copies
+    // the new certificate and reports its expiry.
+    let (secret, cert) = &first[0];
+    let renewed = poll("cert-manager's renewal in the Secret pods mount", Duration::from_secs(45), || {
+        let Some(current) = kubectl_json(cluster, namespace, &format!("secret/{secret}"))? else { return Ok(None) };
+        let pem = secret_field(&current, "tls.crt")?;
+        Ok((pem != *cert).then_some(pem))
+    })?;
+    let revision = kubectl_json(cluster, namespace, &format!("certificate/{secret}"))?
+        .and_then(|c| c["status"]["revision"].as_u64())
+        .unwrap_or_default();
+    println!(
+        "pki: cert-manager renewed {secret} (Certificate revision {revision}): {} -> {}",
+        openssl_x509(dir, "first.crt", cert, &["-serial"])?.trim(),
+        openssl_x509(dir, "renewed.crt", &renewed, &["-serial"])?.trim()
+    );
+    assert!(revision >= 2, "the Certificate's revision after a renewal: {revision}");
+    poll("the expiry metric at the renewed certificate's notAfter", DEADLINE, || {
+        let Some(current) = kubectl_json(cluster, namespace, &format!("secret/{secret}"))? else { return Ok(None) };
+        let pem = secret_field(&current, "tls.crt")?;
+        Ok(expiry_metric_is(&operator, namespace, secret, dir, &pem)?.then_some(()))
+    })?;
+
+    // A gateway switched off leaves neither its Certificate nor either Secret behind.
+    cluster.apply(namespace, &gateway(false))?;
+    for object in
+        ["certificate/edge-oms-gateway-tls", "secret/edge-oms-gateway-tls", "secret/edge-oms-gateway-tls-issued"]
+    {
+        poll(&format!("{object} removed with the gateway"), DEADLINE, || {
+            Ok(kubectl_json(cluster, namespace, object)?.is_none().then_some(()))
+        })?;
     }
     Ok(())
 }

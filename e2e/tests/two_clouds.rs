@@ -148,9 +148,18 @@ impl Drop for Prometheus {
     }
 }
 
-/// Two clusters with an operator each, one tenant namespace present in both, each cloud its own CA
-/// (brought by the user, as a shared-root setup would) trusting the other's; Kafka for cloud-a and
-/// NATS for cloud-b.
+/// Who signs each cloud's certificates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signing {
+    /// Each cloud its own CA (brought by the user), trusting the other's.
+    OwnCas,
+    /// cert-manager in each cloud (`--pki-issuer-kind`), a CA Issuer on one root both share,
+    /// certificates of 30 s so that cert-manager renews them within the test.
+    CertManager,
+}
+
+/// Two clusters with an operator each, one tenant namespace present in both, each cloud's
+/// certificates signed as [`Signing`] says; Kafka for cloud-a and NATS for cloud-b.
 struct Clouds {
     kafka: Broker,
     nats: Broker,
@@ -168,11 +177,17 @@ struct Clouds {
     cas: (oms_pki::Ca, oms_pki::Ca),
     state: std::path::PathBuf,
     _namespaces: (oms_e2e::Namespace, oms_e2e::Namespace),
+    _cert_managers: Vec<oms_e2e::CertManager>,
 }
 
 impl Clouds {
-    /// Everything for one test; `tag` keeps its brokers and namespace apart from other tests'.
+    /// Everything for one test, each cloud with a CA of its own; `tag` keeps its brokers and
+    /// namespace apart from other tests'.
     async fn start(tag: &str) -> anyhow::Result<Self> {
+        Self::start_with(tag, Signing::OwnCas).await
+    }
+
+    async fn start_with(tag: &str, signing: Signing) -> anyhow::Result<Self> {
         let (kafka, nats) = (Broker::up("kafka", &format!("{tag}-k"))?, Broker::up("nats", &format!("{tag}-n"))?);
         let (a, b) = (Cluster::up("cloud-a")?, Cluster::up("cloud-b")?);
         a.install_crds()?;
@@ -184,11 +199,26 @@ impl Clouds {
         std::fs::create_dir_all(&state)?;
         let (client_a, client_b) = (a.client().await?, b.client().await?);
         let mut cas = Vec::new();
-        for (client, domain) in [(&client_a, "cloud-a.oms"), (&client_b, "cloud-b.oms")] {
-            let ca = oms_pki::Ca::generate(&format!("OMS CA {domain}"), Duration::from_hours(24))?;
+        let mut cert_managers = Vec::new();
+        let root = oms_pki::Ca::generate("Shared root", Duration::from_hours(24))?;
+        for ((client, cluster), domain) in
+            [(&client_a, &a), (&client_b, &b)].into_iter().zip(["cloud-a.oms", "cloud-b.oms"])
+        {
+            let ca = match signing {
+                Signing::OwnCas => {
+                    let ca = oms_pki::Ca::generate(&format!("OMS CA {domain}"), Duration::from_hours(24))?;
+                    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                    secrets.create(&kube::api::PostParams::default(), &oms_operator::pki::ca_secret(&ns, &ca)).await?;
+                    ca
+                }
+                Signing::CertManager => {
+                    let log = state.join(format!("cert-manager-{domain}.log"));
+                    cert_managers.push(oms_e2e::CertManager::start(cluster, &log)?);
+                    oms_e2e::ca_issuer(cluster, &ns, "corp-ca", &root)?;
+                    oms_pki::Ca::from_pem(root.cert_pem(), root.key_pem())?
+                }
+            };
             std::fs::write(state.join(format!("{domain}.pem")), ca.cert_pem())?;
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            secrets.create(&kube::api::PostParams::default(), &oms_operator::pki::ca_secret(&ns, &ca)).await?;
             cas.push(ca);
         }
         let ca_b = cas.pop().context("cloud-b's CA")?;
@@ -199,12 +229,27 @@ impl Clouds {
         let (peer_a, peer_b) = (peer("cloud-a.oms"), peer("cloud-b.oms"));
         let common =
             ["--leader-election=false", "--bridge-observe-interval-seconds", OBSERVE_SECONDS, "--namespace", &ns];
+        // With one root, each cloud already trusts the other's certificates.
+        let (trust_a, trust_b): (Vec<&str>, Vec<&str>) = match signing {
+            Signing::OwnCas => (vec!["--peer-trust-bundle", &peer_b], vec!["--peer-trust-bundle", &peer_a]),
+            Signing::CertManager => {
+                let issuer = vec![
+                    "--pki-issuer-kind",
+                    "Issuer",
+                    "--pki-issuer-name",
+                    "corp-ca",
+                    "--certificate-lifetime-seconds",
+                    "30",
+                ];
+                (issuer.clone(), issuer)
+            }
+        };
         let operator_b = Operator::start(
             &b,
             &[
                 &common[..],
-                &["--pki-namespace", &ns, "--trust-domain", "cloud-b.oms"],
-                &["--peer-trust-domains", "cloud-a.oms", "--peer-trust-bundle", &peer_a],
+                &["--pki-namespace", &ns, "--trust-domain", "cloud-b.oms", "--peer-trust-domains", "cloud-a.oms"],
+                &trust_b,
             ]
             .concat(),
         )?;
@@ -213,8 +258,8 @@ impl Clouds {
             &a,
             &[
                 &common[..],
-                &["--pki-namespace", &ns, "--trust-domain", "cloud-a.oms"],
-                &["--peer-trust-bundle", &peer_b, "--bridge-admin-url", &worker_url],
+                &["--pki-namespace", &ns, "--trust-domain", "cloud-a.oms", "--bridge-admin-url", &worker_url],
+                &trust_a,
             ]
             .concat(),
         )?;
@@ -233,6 +278,7 @@ impl Clouds {
             cas: (ca_a, ca_b),
             state,
             _namespaces: (ns_a, ns_b),
+            _cert_managers: cert_managers,
         })
     }
 
@@ -426,6 +472,98 @@ async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_t
     let seen = arrivals(&clouds.nats, "orders-edge", MESSAGES + WHILE_STOPPED, Duration::from_mins(1)).await?;
     assert_eq!(seen.len(), MESSAGES + WHILE_STOPPED, "the messages produced while it was stopped arrive too");
     println!("two clouds: restarted worker caught up; forwardedTotal {}", bridge["status"]["forwardedTotal"]);
+    Ok(())
+}
+
+/// Files as a pod mounts them: the path under `/etc/oms`, the content.
+type MountedFiles = Vec<(String, Vec<u8>)>;
+
+/// A certificate Secret's `tls.crt`, `tls.key` and `ca.crt` as a pod mounts them.
+fn tls_files(cluster: &Cluster, namespace: &str, secret: &str) -> anyhow::Result<Option<MountedFiles>> {
+    let Some(json) = get(cluster, namespace, &format!("secret/{secret}"))? else { return Ok(None) };
+    let secret: Secret = serde_json::from_value(json)?;
+    Ok(Some(secret.data.unwrap_or_default().into_iter().map(|(key, value)| (format!("tls/{key}"), value.0)).collect()))
+}
+
+/// cert-manager as the CA of both clouds (a CA Issuer on one shared root in each): the worker and
+/// the gateway run from the Secrets the operators copied from cert-manager's and the stream
+/// flows. cert-manager renews both certificates (30 s lifetime, at 20 s); each operator copies the
+/// new one into the Secret it mounts; the test plays the kubelet and rewrites the mounted files;
+/// the rest of the stream flows with neither process restarted, and the gateway then serves the
+/// certificate cert-manager renewed.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_cert_manager_as_both_clouds_ca_the_stream_flows_through_its_renewals() -> anyhow::Result<()> {
+    let clouds = Clouds::start_with("cm-clouds", Signing::CertManager).await?;
+    let endpoint = clouds.declare_cloud_b()?;
+    clouds.declare_cloud_a(&endpoint)?;
+    let mut gateway = clouds.start_gateway().await?;
+    gateway.wait_ready(clouds.gateway_admin)?;
+    let worker_files = clouds.worker_files().await?;
+    let mut worker = clouds.start_worker(&worker_files)?;
+    worker.wait_ready(clouds.worker_admin)?;
+    let half = MESSAGES / 2;
+    produce(&clouds.kafka, "orders", 0, half).await?;
+    let seen = arrivals(&clouds.nats, "orders-edge", half, Duration::from_mins(1)).await?;
+    assert_eq!(seen.len(), half, "the first half arrives; logs: {}, {}", worker.log.display(), gateway.log.display());
+
+    let started = Instant::now();
+    let mut renewed = HashMap::new();
+    for (cluster, secret, process) in
+        [(&clouds.a, "to-b-oms-tls", &worker), (&clouds.b, "edge-nats-oms-gateway-tls", &gateway)]
+    {
+        let mounted = process.file("tls/tls.crt")?;
+        let files = poll(&format!("cert-manager's renewal copied into {secret}"), Duration::from_mins(1), || {
+            Ok(tls_files(cluster, &clouds.ns, secret)?
+                .filter(|files| files.iter().any(|(path, pem)| path == "tls/tls.crt" && *pem != mounted)))
+        })?;
+        // What the kubelet does when a mounted Secret changes.
+        for (path, content) in &files {
+            process.update_file(path, content)?;
+        }
+        renewed.insert(secret, files.into_iter().collect::<HashMap<_, _>>());
+    }
+    println!(
+        "two clouds with cert-manager: both renewals copied {:.1}s after the first half",
+        started.elapsed().as_secs_f64()
+    );
+    produce(&clouds.kafka, "orders", half, MESSAGES - half).await?;
+    let seen = arrivals(&clouds.nats, "orders-edge", MESSAGES, Duration::from_mins(1)).await?;
+    let repeats = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "two clouds with cert-manager: {} of {MESSAGES} arrived across the renewals, {repeats} more than once",
+        seen.len()
+    );
+    assert_eq!(
+        seen.len(),
+        MESSAGES,
+        "every message arrives; logs: {}, {}",
+        worker.log.display(),
+        gateway.log.display()
+    );
+
+    // The gateway, never restarted, now serves the renewed certificate (asked with the worker's).
+    let renewed_path = clouds.state.join("gateway-renewed.crt");
+    std::fs::write(&renewed_path, &renewed["edge-nats-oms-gateway-tls"]["tls/tls.crt"])?;
+    let fingerprint = |path: &std::path::Path| {
+        run_ok(
+            std::process::Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(path),
+        )
+    };
+    let served = clouds.state.join("gateway-served.crt");
+    let client = clouds.state.join("client");
+    std::fs::create_dir_all(&client)?;
+    for (path, content) in &renewed["to-b-oms-tls"] {
+        std::fs::write(client.join(path.trim_start_matches("tls/")), content)?;
+    }
+    run_ok(std::process::Command::new("sh").arg("-c").arg(format!(
+        "openssl s_client -connect {endpoint} -cert {dir}/tls.crt -key {dir}/tls.key </dev/null 2>/dev/null \
+         | openssl x509 -out {served}",
+        dir = client.display(),
+        served = served.display()
+    )))?;
+    let (served, renewed) = (fingerprint(&served)?, fingerprint(&renewed_path)?);
+    println!("two clouds with cert-manager: the gateway serves {}", served.trim());
+    assert_eq!(served, renewed, "the gateway serves the certificate cert-manager renewed");
     Ok(())
 }
 

@@ -53,6 +53,16 @@ pub struct Args {
     #[arg(long, env = "OMS_PKI_NAMESPACE")]
     pub pki_namespace: Option<String>,
 
+    /// Kind of the cert-manager issuer that signs every certificate instead of our own CA
+    /// (bridge and gateway identities, managed brokers' server certificates); with
+    /// --pki-issuer-name. No `oms-ca` is made then.
+    #[arg(long, env = "OMS_PKI_ISSUER_KIND", value_enum, requires = "pki_issuer_name")]
+    pub pki_issuer_kind: Option<crate::cert_manager::IssuerKind>,
+
+    /// Name of that cert-manager Issuer (in each certificate's namespace) or ClusterIssuer.
+    #[arg(long, env = "OMS_PKI_ISSUER_NAME", requires = "pki_issuer_kind")]
+    pub pki_issuer_name: Option<String>,
+
     /// PEM file with the CA certificates of peer clouds to trust besides our own (added to the
     /// trust bundle every bridge and gateway gets).
     #[arg(long, env = "OMS_PEER_TRUST_BUNDLE")]

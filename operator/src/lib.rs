@@ -11,6 +11,7 @@ pub mod apply;
 pub mod binding;
 pub mod bridge;
 pub mod broker_tls;
+pub mod cert_manager;
 pub mod certificates;
 pub mod cli;
 pub mod conditions;

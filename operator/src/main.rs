@@ -38,8 +38,6 @@ async fn main() -> ExitCode {
     }
 }
 
-// The CA's expiry in seconds since the epoch fits an f64 exactly.
-#[allow(clippy::cast_precision_loss)]
 async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("cannot install signal handlers")?;
     let client = connect(&args).await?;
@@ -100,11 +98,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (candidate, lost)
         }));
     }
-    let pki = Arc::new(load_pki(&args, &ctx.client).await?);
-    ctx.metrics
-        .certificate_expiry_timestamp_seconds
-        .with_label_values(&[pki.namespace.as_str(), oms_operator::pki::CA_SECRET])
-        .set(pki.ca_not_after.unix_timestamp() as f64);
+    let pki = Arc::new(load_pki(&args, &ctx).await?);
     // One watch over all namespaces, or one per watched namespace.
     let scopes: Vec<Option<String>> =
         if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
@@ -147,9 +141,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cluster CA from its Secret (created on first start), the trust bundle, and the lifetimes
-/// and peers of what it issues.
-async fn load_pki(args: &Args, client: &kube::Client) -> anyhow::Result<oms_operator::pki::Pki> {
+/// The cluster CA from its Secret (created on first start), the trust bundle and the CA's expiry
+/// metric, or the cert-manager issuer that signs instead; and the lifetimes and peers of what it
+/// issues.
+// The CA's expiry in seconds since the epoch fits an f64 exactly.
+#[allow(clippy::cast_precision_loss)]
+async fn load_pki(args: &Args, ctx: &oms_operator::context::Context) -> anyhow::Result<oms_operator::pki::Pki> {
+    let client = &ctx.client;
     let namespace = args.pki_namespace.clone().unwrap_or_else(own_namespace);
     let peers = match &args.peer_trust_bundle {
         Some(path) => std::fs::read_to_string(path)
@@ -157,10 +155,23 @@ async fn load_pki(args: &Args, client: &kube::Client) -> anyhow::Result<oms_oper
         None => String::new(),
     };
     let lifetime = Duration::from_secs(args.certificate_lifetime_seconds);
-    let mut pki =
-        oms_operator::pki::Pki::load_or_create(client, &namespace, &args.trust_domain, &peers, lifetime).await?;
+    let mut pki = match (args.pki_issuer_kind, &args.pki_issuer_name) {
+        (Some(kind), Some(name)) => {
+            let issuer = oms_operator::pki::IssuerRef { kind, name: name.clone() };
+            tracing::info!(message = "cert-manager signs the certificates.", %issuer);
+            let signer = oms_operator::pki::Signer::CertManager(issuer);
+            oms_operator::pki::Pki::new(signer, &namespace, &args.trust_domain, &peers, lifetime)
+        }
+        _ => oms_operator::pki::Pki::load_or_create(client, &namespace, &args.trust_domain, &peers, lifetime).await?,
+    };
     pki.broker_lifetime = Duration::from_secs(args.broker_certificate_lifetime_seconds);
     pki.peer_trust_domains.clone_from(&args.peer_trust_domains);
+    if let Some(ca_not_after) = pki.ca_not_after()? {
+        ctx.metrics
+            .certificate_expiry_timestamp_seconds
+            .with_label_values(&[pki.namespace.as_str(), oms_operator::pki::CA_SECRET])
+            .set(ca_not_after.unix_timestamp() as f64);
+    }
     Ok(pki)
 }
 

@@ -2,7 +2,8 @@
 //! namespace (generated at first start, or supplied by the user before it), a trust-bundle
 //! ConfigMap beside it (our CA plus the peer clouds' bundles we accept), and short-lived leaf
 //! certificates with SPIFFE identities for bridges and gateways, renewed at two thirds of their
-//! lifetime. Rendering and the renewal decision are pure; reading and writing are at the edges.
+//! lifetime. Or, with `pki.issuer`, no CA of ours: cert-manager signs (`cert_manager`).
+//! Rendering and the renewal decision are pure; reading and writing are at the edges.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +13,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::PostParams;
 use kube::{Api, Client};
-use oms_pki::{Ca, Issued, Leaf, SpiffeId};
+use oms_pki::{Ca, Issued, SpiffeId};
+
+pub use crate::cert_manager::IssuerRef;
 use time::OffsetDateTime;
 
 use crate::apply::apply;
@@ -36,19 +39,33 @@ pub enum PkiError {
     Issue(#[from] oms_pki::PkiError),
 }
 
-/// The cluster's CA and what it issues.
+/// Who signs the certificates: a CA of our own, or cert-manager through one of its issuers.
+pub enum Signer {
+    Own(Box<Ca>),
+    CertManager(IssuerRef),
+}
+
+/// Whom a certificate's holder trusts (its Secret's `ca.crt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trusts {
+    /// The signing CA and the peer clouds' CAs: bridges and gateways.
+    Bundle,
+    /// The signing CA alone: brokers (a peer cloud's certificate must not join our broker cluster).
+    SignerAlone,
+}
+
+/// The cluster's signer and what it issues.
 pub struct Pki {
-    ca: Ca,
+    pub signer: Signer,
     pub trust_domain: String,
-    /// Our CA first, then the peer bundles we accept: what every bridge and gateway trusts.
-    pub bundle: String,
+    /// The peer clouds' CAs (PEM) we accept besides the signer's.
+    pub peer_bundles: String,
     pub leaf_lifetime: Duration,
     /// Lifetime of managed brokers' server certificates: a renewal rolls the brokers, so it is
     /// longer than the bridges' and gateways', which reload theirs.
     pub broker_lifetime: Duration,
-    /// Where the CA lives.
+    /// Where the CA and the trust-bundle ConfigMap live.
     pub namespace: String,
-    pub ca_not_after: OffsetDateTime,
     /// Trust domains of other clouds whose bridges our gateways accept.
     pub peer_trust_domains: Vec<String>,
 }
@@ -86,23 +103,60 @@ impl Pki {
             name: CA_SECRET.to_owned(),
             problem,
         })?;
-        let (_, ca_not_after) = oms_pki::lifetime(ca.cert_pem())?;
-        let bundle = trust_bundle(ca.cert_pem(), peer_bundles);
-        apply(client, &trust_bundle_config_map(namespace, &bundle)).await.map_err(|source| PkiError::Api {
-            namespace: namespace.to_owned(),
-            name: TRUST_BUNDLE.to_owned(),
-            source,
-        })?;
-        Ok(Self {
-            ca,
+        let pki = Self::new(Signer::Own(Box::new(ca)), namespace, trust_domain, peer_bundles, leaf_lifetime);
+        if let Signer::Own(ca) = &pki.signer {
+            pki.publish_bundle(client, ca.cert_pem()).await?;
+        }
+        Ok(pki)
+    }
+
+    /// A PKI signing with `signer`. With cert-manager the trust bundle is published once the
+    /// issuer's CA is known, from its first certificate.
+    #[must_use]
+    pub fn new(
+        signer: Signer,
+        namespace: &str,
+        trust_domain: &str,
+        peer_bundles: &str,
+        leaf_lifetime: Duration,
+    ) -> Self {
+        Self {
+            signer,
             trust_domain: trust_domain.to_owned(),
-            bundle,
+            peer_bundles: peer_bundles.to_owned(),
             leaf_lifetime,
             broker_lifetime: leaf_lifetime,
             namespace: namespace.to_owned(),
-            ca_not_after,
             peer_trust_domains: Vec::new(),
-        })
+        }
+    }
+
+    /// When our own CA expires; none when cert-manager signs.
+    pub fn ca_not_after(&self) -> Result<Option<OffsetDateTime>, PkiError> {
+        match &self.signer {
+            Signer::Own(ca) => Ok(Some(oms_pki::lifetime(ca.cert_pem())?.1)),
+            Signer::CertManager(_) => Ok(None),
+        }
+    }
+
+    /// What a holder trusting `trusts` gets as `ca.crt`, given the signing CA.
+    #[must_use]
+    pub fn trusted(&self, trusts: Trusts, signer_ca_pem: &str) -> String {
+        match trusts {
+            Trusts::Bundle => trust_bundle(signer_ca_pem, &self.peer_bundles),
+            Trusts::SignerAlone => signer_ca_pem.to_owned(),
+        }
+    }
+
+    /// Writes the trust-bundle ConfigMap that peers of other clouds import.
+    pub async fn publish_bundle(&self, client: &Client, signer_ca_pem: &str) -> Result<(), PkiError> {
+        let bundle = self.trusted(Trusts::Bundle, signer_ca_pem);
+        apply(client, &trust_bundle_config_map(&self.namespace, &bundle)).await.map_err(|source| PkiError::Api {
+            namespace: self.namespace.clone(),
+            name: TRUST_BUNDLE.to_owned(),
+            source,
+        })?;
+        Ok(())
     }
 
     /// The identity of a `kind` (`bridge`, `gateway`) object in this cluster's trust domain.
@@ -116,15 +170,14 @@ impl Pki {
         }
     }
 
-    /// A fresh leaf for `identity` (and `dns_names` for a server), valid for `lifetime`.
-    pub fn issue(&self, identity: &SpiffeId, dns_names: Vec<String>, lifetime: Duration) -> Result<Issued, PkiError> {
-        Ok(self.ca.issue(&Leaf::new(identity, dns_names, lifetime))?)
-    }
-
     /// Our CA's certificate alone (PEM): what clients of the brokers we run check them against.
+    /// None when cert-manager signs: then it is the `ca.crt` of the brokers' certificate Secret.
     #[must_use]
-    pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
+    pub fn ca_pem(&self) -> Option<&str> {
+        match &self.signer {
+            Signer::Own(ca) => Some(ca.cert_pem()),
+            Signer::CertManager(_) => None,
+        }
     }
 }
 
@@ -256,6 +309,8 @@ pub fn renewal(existing: Option<&Secret>, identity: &SpiffeId, bundle: &str, now
 
 #[cfg(test)]
 mod tests {
+    use oms_pki::Leaf;
+
     use super::*;
 
     fn pki_parts() -> (Ca, SpiffeId) {

@@ -20,7 +20,6 @@ use crate::binding::Credentials;
 use crate::broker_tls::BrokerTls;
 use crate::context::Context;
 use crate::drivers::credentials_secret;
-use crate::pki::Pki;
 use crate::tenancy;
 
 /// Who logs in to an access point's broker.
@@ -133,12 +132,20 @@ async fn recorded_names(ctx: &Context, ap: &AccessPoint) -> Result<Vec<(String, 
         .collect())
 }
 
-/// How clients speak TLS to the brokers: a managed access point's are checked against our CA;
-/// an external one's settings (`spec.external.tls`) are read from the Secrets and ConfigMap it
-/// names, and a missing object or key is [`Error::TlsMaterialMissing`], naming it.
-pub(super) async fn broker_tls(ctx: &Context, pki: &Pki, ap: &AccessPoint) -> Result<Option<BrokerTls>, Error> {
+/// How clients speak TLS to the brokers: a managed access point's are checked against the CA
+/// that signed their certificate (`signer_ca`); an external one's settings (`spec.external.tls`)
+/// are read from the Secrets and ConfigMap it names, and a missing object or key is
+/// [`Error::TlsMaterialMissing`], naming it.
+pub(super) async fn broker_tls(
+    ctx: &Context,
+    signer_ca: Option<&str>,
+    ap: &AccessPoint,
+) -> Result<Option<BrokerTls>, Error> {
     if ap.plan.serves_tls() {
-        return Ok(Some(BrokerTls { ca_pem: pki.ca_pem().to_owned(), client: None, server_name: None }));
+        let ca_pem = signer_ca.ok_or_else(|| Error::TlsMaterialMissing {
+            message: format!("the brokers' certificate {} is not issued yet", crate::drivers::tls_secret(&ap.name)),
+        })?;
+        return Ok(Some(BrokerTls { ca_pem: ca_pem.to_owned(), client: None, server_name: None }));
     }
     let Plan::External(External { tls: Some(tls), .. }) = &ap.plan else { return Ok(None) };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ap.namespace);

@@ -37,12 +37,12 @@ use self::validate::{AccessPoint, Managed, Plan, RunningKafka, validate};
 use crate::apply::{apply, apply_status};
 use crate::binding;
 use crate::broker_tls::BrokerTls;
-use crate::certificates::{self, CertificateError, Subject};
+use crate::certificates::{self, CertificateError, Ensured, Subject};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
 use crate::drivers::{BrokerDriver, capabilities, managed_driver, tls_secret};
 use crate::metrics::keep_resources_gauge;
-use crate::pki::Pki;
+use crate::pki::{Pki, Trusts};
 use crate::probe::{Login, probe};
 
 /// The `kind` label of this controller's metrics.
@@ -204,7 +204,10 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         }
         Err(error) => return Err(error),
     };
-    let tls = match broker_tls(ctx, pki, &ap).await {
+    // The brokers' server certificate first: their clients check them against its signer's CA.
+    let certificate = server_certificate(ctx, map, &ap, broker.is_some(), pki, &owner).await?;
+    let signer_ca = certificate.as_ref().map(|c| c.signer_ca_pem.as_str());
+    let tls = match broker_tls(ctx, signer_ca, &ap).await {
         Ok(tls) => tls,
         // Secrets and ConfigMaps of users are not watched: look again soon.
         Err(Error::TlsMaterialMissing { message }) => {
@@ -218,7 +221,8 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
     let mut observed = MessagingAccessPointStatus::default();
     let (decided, requeue) = match (&ap.plan, broker) {
         (Plan::Managed(managed), Some(broker)) => {
-            let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, pki };
+            let cluster =
+                Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, certificate: certificate.as_ref() };
             let (decided, requeue, ready) =
                 Box::pin(apply_managed(ctx, map, &cluster, &hosts, &logins, tls.as_ref())).await?;
             observed.ready_replicas = ready;
@@ -260,23 +264,35 @@ struct Cluster<'a> {
     broker: &'a dyn BrokerDriver,
     uid: &'a str,
     owner: &'a OwnerReference,
-    /// Issues the brokers' server certificate, with TLS.
-    pki: &'a Pki,
+    /// The brokers' server certificate, with TLS.
+    certificate: Option<&'a Ensured>,
 }
 
-/// The brokers' server certificate: their pods' names through the headless Service and the
-/// client Service's, from our CA, trusting our CA alone.
-fn server_certificate(map: &MessagingAccessPoint, ap: &AccessPoint, pki: &Pki, owner: &OwnerReference) -> Subject {
-    Subject {
+/// The brokers' server certificate, when we run brokers serving TLS (`driven`: a driver renders
+/// them): their pods' names through the headless Service and the client Service's, from the
+/// signer, trusting the signer's CA alone.
+async fn server_certificate(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    ap: &AccessPoint,
+    driven: bool,
+    pki: &Pki,
+    owner: &OwnerReference,
+) -> Result<Option<Ensured>, CertificateError> {
+    if !(driven && ap.plan.serves_tls()) {
+        return Ok(None);
+    }
+    let subject = Subject {
         namespace: ap.namespace.clone(),
         secret: tls_secret(&ap.name),
         identity: pki.identity(&ap.namespace, "broker", &ap.name),
         dns_names: render::server_names(&ap.name, &ap.namespace),
-        trusts: pki.ca_pem().to_owned(),
+        trusts: Trusts::SignerAlone,
         lifetime: pki.broker_lifetime,
         owner: owner.clone(),
         object: map.object_ref(&()),
-    }
+    };
+    Ok(Some(certificates::ensure(ctx, pki, subject).await?))
 }
 
 /// Applies a managed cluster's objects, then its tenants' broker users where they go through the
@@ -289,15 +305,10 @@ async fn apply_managed(
     logins: &Logins,
     tls: Option<&BrokerTls>,
 ) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
-    let Cluster { ap, managed, broker, uid, owner, pki } = *cluster;
-    let certificate = if managed.tls {
-        Some(certificates::ensure(ctx, pki, server_certificate(map, ap, pki, owner)).await?)
-    } else {
-        None
-    };
-    let objects = managed_objects(ap, managed, broker, uid, owner, certificate.as_ref().map(|c| c.digest.as_str()));
+    let Cluster { ap, managed, broker, uid, owner, certificate } = *cluster;
+    let objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
     // A certificate due for renewal is looked at in time.
-    let recheck = |requeue: Duration| certificate.as_ref().map_or(requeue, |c| requeue.min(c.recheck_in));
+    let recheck = |requeue: Duration| certificate.map_or(requeue, |c| requeue.min(c.recheck_in));
     apply_named(ctx, "ServiceAccount", &objects.service_account).await?;
     apply_named(ctx, "ConfigMap", &objects.config_map).await?;
     apply_named(ctx, "Service", &objects.headless_service).await?;

@@ -41,7 +41,7 @@ use crate::apply::{apply, apply_status};
 use crate::certificates::{self, Subject};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
-use crate::pki::Pki;
+use crate::pki::{Pki, Trusts};
 use crate::tenancy::reference_permitted;
 use crate::workload::Error;
 
@@ -181,7 +181,7 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
         secret: certificate_secret_name(&name),
         namespace: namespace.clone(),
         dns_names: Vec::new(),
-        trusts: pki.bundle.clone(),
+        trusts: Trusts::Bundle,
         lifetime: pki.leaf_lifetime,
         owner: owner.clone(),
         object: bridge.object_ref(&()),

@@ -28,7 +28,7 @@ use crate::apply::apply;
 use crate::certificates::{self, Subject};
 use crate::context::Context;
 use crate::exposure::{Gateway, certificate_secret_name, dns_names, service_name};
-use crate::pki::Pki;
+use crate::pki::{Pki, Trusts};
 use crate::workload::{Error, MountedBinding};
 
 use self::render::GatewayInput;
@@ -75,7 +75,7 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
     let protocol = crate::workload::protocol(map.spec.driver);
     let (Some(exposure), Some(protocol), None) = (exposure, protocol, &map.metadata.deletion_timestamp) else {
         // A gateway switched off (or on an access point that cannot have one) leaves nothing behind.
-        remove(ctx, &namespace, &name).await?;
+        remove(ctx, pki, &namespace, &name).await?;
         return Ok(Action::await_change());
     };
     let mut dns_names = dns_names(&name, &namespace);
@@ -85,7 +85,7 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
         dns_names,
         secret: certificate_secret_name(&name),
         namespace: namespace.clone(),
-        trusts: pki.bundle.clone(),
+        trusts: Trusts::Bundle,
         lifetime: pki.leaf_lifetime,
         owner: owner.clone(),
         object: map.object_ref(&()),
@@ -136,7 +136,7 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
 /// Deletes the gateway's objects; those already gone are fine.
 /// The certificate Secret is made first and deleted last: without it there is nothing to remove,
 /// which spares access points that never had a gateway four deletes per event.
-async fn remove(ctx: &Context, namespace: &str, access_point: &str) -> Result<(), Error> {
+async fn remove(ctx: &Context, pki: &Pki, namespace: &str, access_point: &str) -> Result<(), Error> {
     let name = service_name(access_point);
     let secret = certificate_secret_name(access_point);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
@@ -149,7 +149,7 @@ async fn remove(ctx: &Context, namespace: &str, access_point: &str) -> Result<()
     delete::<Deployment>(ctx, namespace, &name).await?;
     delete::<Service>(ctx, namespace, &name).await?;
     delete::<NetworkPolicy>(ctx, namespace, &name).await?;
-    delete::<Secret>(ctx, namespace, &secret).await
+    Ok(certificates::remove(ctx, pki, namespace, &secret).await?)
 }
 
 async fn delete<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
