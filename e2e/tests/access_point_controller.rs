@@ -21,7 +21,8 @@ spec:
 
 #[test]
 fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> anyhow::Result<()> {
-    let s = Scenario::start("ap-kafka", &[])?;
+    // A private registry's pull Secret reaches the broker pods.
+    let s = Scenario::start("ap-kafka", &["--image-pull-secrets", "regcred"])?;
     s.apply(KAFKA)?;
     let ap = s.wait_for("messagingaccesspoint/orders-kafka", "status written", |o| condition(o, "Ready").is_some())?;
     let uid = ap["metadata"]["uid"].as_str().context("uid")?.to_owned();
@@ -45,6 +46,7 @@ fn managed_kafka_gets_owned_children_a_binding_secret_and_truthful_status() -> a
     }
     let sts = s.json("statefulset/orders-kafka")?;
     assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["template"]["spec"]["imagePullSecrets"], serde_json::json!([{"name": "regcred"}]));
     assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "1Gi");
     let config = s.json("configmap/orders-kafka-config")?;
     let properties = config["data"]["server.properties"].as_str().context("server.properties")?;

@@ -29,8 +29,19 @@ fn a_bridge_gets_a_worker_config_and_deployment_and_a_foreign_queue_needs_a_gran
     let other = cluster.fresh_namespace("bridge-ctl-other")?;
     let (ns, ns2) = (home.name.as_str(), other.name.as_str());
     let watched = format!("{ns},{ns2}");
-    let _operator =
-        Operator::start(&cluster, &["--namespace", &watched, "--leader-election=false", "--pki-namespace", ns])?;
+    // A private registry's pull Secrets reach the worker pods.
+    let _operator = Operator::start(
+        &cluster,
+        &[
+            "--namespace",
+            &watched,
+            "--leader-election=false",
+            "--pki-namespace",
+            ns,
+            "--image-pull-secrets",
+            "regcred,mirror",
+        ],
+    )?;
     cluster.apply(
         ns,
         &format!(
@@ -65,6 +76,8 @@ fn a_bridge_gets_a_worker_config_and_deployment_and_a_foreign_queue_needs_a_gran
     let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
     assert!(volumes.contains("to-edge-oms-tls") && volumes.contains("to-edge-oms-bridge"), "{volumes}");
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["kind"], "Bridge");
+    let pull = &deployment["spec"]["template"]["spec"]["imagePullSecrets"];
+    assert_eq!(pull, &serde_json::json!([{"name": "regcred"}, {"name": "mirror"}]), "pull Secrets");
     // No nodes in this cluster: the worker cannot run yet, and the status says so.
     let bridge = poll("Bridge status", DEADLINE, || {
         Ok(get(&cluster, ns, "bridge/to-edge")?.filter(|b| ready_reason(b).as_deref() == Some("WorkerStarting")))

@@ -233,6 +233,28 @@ fn a_cert_manager_issuer_is_passed_on_with_the_right_to_apply_certificates() -> 
     assert_eq!(env_of(&issued, "OMS_PKI_ISSUER_NAME")?, Some(json!("corp-ca")));
     let rules = find(&issued, "ClusterRole")?["rules"].as_array().context("rules")?.clone();
     assert!(rules.contains(&certificates), "{rules:?}");
+    Ok(())
+}
+
+#[test]
+fn pull_secrets_reach_the_operator_pod_and_the_pods_it_starts() -> anyhow::Result<()> {
+    let objects = render(&["imagePullSecrets[0].name=regcred", "imagePullSecrets[1].name=mirror"])?;
+    let pod = &find(&objects, "Deployment")?["spec"]["template"]["spec"];
+    assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}, {"name": "mirror"}]));
+    let env = pod["containers"][0]["env"].as_array().context("env")?;
+    let passed = env.iter().find(|e| e["name"] == "OMS_IMAGE_PULL_SECRETS").map(|e| e["value"].clone());
+    assert_eq!(passed, Some(json!("regcred,mirror")));
+    let default = render(&[])?;
+    let env = default
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .map(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].to_string());
+    assert!(!env.unwrap_or_default().contains("OMS_IMAGE_PULL_SECRETS"), "none by default");
+    Ok(())
+}
+
+#[test]
+fn a_half_issuer_or_an_unknown_kind_is_refused() -> anyhow::Result<()> {
     // Half an issuer, or a kind cert-manager does not have, is refused.
     for set in ["pki.issuer.name=corp-ca", "pki.issuer.kind=Vault"] {
         let output = run(helm().args(["template", "oms", CHART, "--set", set, "--kube-version", &kube_version()?]))?;

@@ -211,7 +211,8 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_worklo
 -> anyhow::Result<()> {
     let case = PkiCase::new("pki-gw")?;
     let (cluster, namespace, dir) = (&case.cluster, case.ns.name.as_str(), &case.dir);
-    let _operator = case.operator("cloud-b.oms", &[])?;
+    // A private registry's pull Secret reaches the gateway pods.
+    let _operator = case.operator("cloud-b.oms", &["--image-pull-secrets", "regcred"])?;
     let access_point = |enabled: bool| {
         format!(
             "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: edge}}\n\
@@ -232,6 +233,8 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_worklo
             kubectl_json(cluster, namespace, &format!("{object}/edge-oms-gateway"))
         })?;
     }
+    let deployment = kubectl_json(cluster, namespace, "deployment/edge-oms-gateway")?.unwrap_or_default();
+    assert_eq!(deployment["spec"]["template"]["spec"]["imagePullSecrets"], serde_json::json!([{"name": "regcred"}]));
     cluster.apply(namespace, &access_point(false))?;
     poll("the certificate is removed with the gateway", DEADLINE, || {
         Ok(kubectl_json(cluster, namespace, "secret/edge-oms-gateway-tls")?.is_none().then_some(()))

@@ -96,6 +96,11 @@ pub struct Args {
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = concat!("ghcr.io/openmessaging/oms-bridge:", env!("CARGO_PKG_VERSION")))]
     pub bridge_image: String,
 
+    /// Secrets (in each pod's namespace) the pods the operator starts pull their images with:
+    /// bridge workers, gateways and managed brokers; repeat or separate with commas.
+    #[arg(long, env = "OMS_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub image_pull_secrets: Vec<String>,
+
     /// Default images of managed brokers, per driver.
     #[command(flatten)]
     pub broker_images: BrokerImages,

@@ -20,6 +20,8 @@ pub struct Context {
     pub images: DefaultImages,
     /// Image of oms-bridge for bridge workers and gateways.
     pub bridge_image: String,
+    /// Secrets every pod the operator starts pulls its images with.
+    pub image_pull_secrets: Vec<String>,
     /// Where the operator runs: brokers' NetworkPolicies admit its pods.
     pub operator_namespace: String,
     /// How often bridge workers' admin endpoints are read for status.

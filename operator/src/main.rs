@@ -69,6 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mqtt: args.broker_images.mqtt_image.clone(),
         },
         bridge_image: args.bridge_image.clone(),
+        image_pull_secrets: args.image_pull_secrets.clone(),
         operator_namespace: own_namespace(),
         bridge_observe_interval: Duration::from_secs(args.bridge_observe_interval_seconds),
         bridge_admin_url: args.bridge_admin_url.clone(),

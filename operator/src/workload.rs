@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
-    PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount, VolumeProjection,
+    LocalObjectReference, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -345,6 +345,15 @@ pub fn pod_spec(container: Container, volumes: Vec<Volume>) -> PodSpec {
     }
 }
 
+/// Gives a pod template the operator's image pull Secrets (`--image-pull-secrets`), by name: like
+/// any pod's, they must exist in its namespace.
+pub fn add_pull_secrets(pod: Option<&mut PodSpec>, names: &[String]) {
+    if let (Some(pod), false) = (pod, names.is_empty()) {
+        let references = names.iter().map(|name| LocalObjectReference { name: name.clone() });
+        pod.image_pull_secrets = Some(references.collect());
+    }
+}
+
 /// Admits to the pods of `selector` only TCP on `ports` (from anywhere: the gateway's peers are
 /// other clouds, and Prometheus and the operator read the admin port); everything else that
 /// comes in is refused. Outbound traffic is left alone: brokers and gateways may be anywhere.
@@ -389,6 +398,16 @@ pub fn ingress_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_secrets_are_added_by_name_and_none_leaves_the_pod_alone() {
+        let mut pod = pod_spec(Container::default(), Vec::new());
+        add_pull_secrets(Some(&mut pod), &[]);
+        assert_eq!(pod.image_pull_secrets, None);
+        add_pull_secrets(Some(&mut pod), &["regcred".to_owned(), "mirror".to_owned()]);
+        let names: Vec<_> = pod.image_pull_secrets.iter().flatten().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["regcred", "mirror"]);
+    }
 
     fn mounted_keys(binding: &MountedBinding) -> Vec<(String, String, Option<bool>)> {
         let volume = binding.volume("c");

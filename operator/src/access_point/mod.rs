@@ -306,7 +306,9 @@ async fn apply_managed(
     tls: Option<&BrokerTls>,
 ) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
     let Cluster { ap, managed, broker, uid, owner, certificate } = *cluster;
-    let objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
+    let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
+    let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+    crate::workload::add_pull_secrets(pod, &ctx.image_pull_secrets);
     // A certificate due for renewal is looked at in time.
     let recheck = |requeue: Duration| certificate.map_or(requeue, |c| requeue.min(c.recheck_in));
     apply_named(ctx, "ServiceAccount", &objects.service_account).await?;

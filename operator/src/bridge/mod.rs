@@ -219,7 +219,7 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
         apply(&ctx.client, &role).await.map_err(write("Role"))?;
         apply(&ctx.client, &binding).await.map_err(write("RoleBinding"))?;
     }
-    let deployment = render::deployment(
+    let mut deployment = render::deployment(
         &namespace,
         &name,
         &bridge.spec,
@@ -228,6 +228,8 @@ async fn reconcile_bridge(bridge: &Bridge, state: &State) -> Result<Action, Erro
         (&ends.0, &ends.1),
         owner.clone(),
     );
+    let pod = deployment.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+    crate::workload::add_pull_secrets(pod, &ctx.image_pull_secrets);
     let applied = apply(&ctx.client, &deployment).await.map_err(write("Deployment"))?;
     apply(&ctx.client, &render::network_policy(&namespace, &name, owner)).await.map_err(write("NetworkPolicy"))?;
     let deployment_ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);

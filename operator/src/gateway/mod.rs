@@ -125,9 +125,12 @@ async fn reconcile_gateway(map: &MessagingAccessPoint, ctx: &Context, pki: &Pki)
         move |source| Error::Write { what, source }
     };
     apply(&ctx.client, &render::config_map(&input, &config, &owner)).await.map_err(write("ConfigMap"))?;
-    apply(&ctx.client, &render::deployment(&input, &ctx.bridge_image, &config, &owner))
-        .await
-        .map_err(write("Deployment"))?;
+    let mut deployment = render::deployment(&input, &ctx.bridge_image, &config, &owner);
+    crate::workload::add_pull_secrets(
+        deployment.spec.as_mut().and_then(|s| s.template.spec.as_mut()),
+        &ctx.image_pull_secrets,
+    );
+    apply(&ctx.client, &deployment).await.map_err(write("Deployment"))?;
     apply(&ctx.client, &render::service(&input, &owner)).await.map_err(write("Service"))?;
     apply(&ctx.client, &render::network_policy(&input, &owner)).await.map_err(write("NetworkPolicy"))?;
     Ok(Action::requeue(RESYNC.min(renew_in)))
