@@ -255,13 +255,21 @@ fn pull_secrets_reach_the_operator_pod_and_the_pods_it_starts() -> anyhow::Resul
 
 #[test]
 fn a_half_issuer_or_an_unknown_kind_is_refused() -> anyhow::Result<()> {
-    // Half an issuer, or a kind cert-manager does not have, is refused.
-    for set in ["pki.issuer.name=corp-ca", "pki.issuer.kind=Vault"] {
+    // Half an issuer, or a kind cert-manager does not have, is refused; so is a lifetime under the
+    // hour cert-manager's webhook requires.
+    let issuer = "pki.issuer.kind=Issuer,pki.issuer.name=corp-ca";
+    for (set, named) in [
+        ("pki.issuer.name=corp-ca", "issuer"),
+        ("pki.issuer.kind=Vault", "issuer"),
+        (&format!("{issuer},pki.certificateLifetimeSeconds=600") as &str, "certificateLifetimeSeconds"),
+    ] {
         let output = run(helm().args(["template", "oms", CHART, "--set", set, "--kube-version", &kube_version()?]))?;
         assert!(!output.status.success(), "{set} must be refused");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("issuer"), "{set}: {stderr}");
+        assert!(stderr.contains(named), "{set}: {stderr}");
     }
+    let ours = render(&["pki.certificateLifetimeSeconds=600"])?;
+    assert!(find(&ours, "Deployment").is_ok(), "short lifetimes stay allowed with our own CA");
     Ok(())
 }
 

@@ -246,11 +246,40 @@ fn an_access_point_with_its_gateway_enabled_gets_a_server_certificate_and_worklo
     Ok(())
 }
 
+/// The managed brokers of access point `hub` got their certificate from cert-manager (copied,
+/// checked with openssl against the issuer's CA in `dir/corp-ca.crt`); they trust `issuer_ca`
+/// alone, and their clients check them against it.
+fn brokers_trust_the_issuer_alone(
+    cluster: &Cluster,
+    namespace: &str,
+    dir: &std::path::Path,
+    issuer_ca: &str,
+) -> anyhow::Result<()> {
+    let broker = poll("the brokers' certificate copied from cert-manager's", DEADLINE, || {
+        kubectl_json(cluster, namespace, "secret/hub-broker-tls")
+    })?;
+    std::fs::write(dir.join("broker.crt"), secret_field(&broker, "tls.crt")?)?;
+    let verified = run_ok(
+        Command::new("openssl").arg("verify").arg("-CAfile").arg(dir.join("corp-ca.crt")).arg(dir.join("broker.crt")),
+    )?;
+    println!("pki: brokers' certificate from cert-manager: {}", verified.trim());
+    assert!(verified.trim().ends_with(": OK"), "{verified}");
+    assert_eq!(secret_field(&broker, "ca.crt")?, issuer_ca, "the brokers trust the issuer's CA alone");
+    let binding = poll("the binding says TLS", DEADLINE, || {
+        let binding = kubectl_json(cluster, namespace, "secret/hub-binding")?;
+        Ok(binding.filter(|b| secret_field(b, "TLS").is_ok_and(|tls| tls == "true")))
+    })?;
+    assert_eq!(secret_field(&binding, "CA_CERT")?, issuer_ca, "clients check the brokers against the issuer's CA");
+    Ok(())
+}
+
 /// With `--pki-issuer-kind Issuer --pki-issuer-name corp-ca` the operator signs nothing itself: a
-/// Bridge and a gateway get cert-manager Certificates, cert-manager's CA issuer signs them with a
-/// CA the operator never sees the key of, the operator copies each into the Secret pods mount
-/// with the trust bundle, and a renewal cert-manager makes reaches that Secret and the expiry
-/// metric while the operator runs on. A gateway switched off takes its Certificate with it.
+/// Bridge, a gateway and managed brokers get cert-manager Certificates, cert-manager's CA issuer
+/// signs them with a CA the operator never sees the key of, the operator copies each into the
+/// Secret pods mount with the trust bundle (with the peers' CAs for the Bridge and gateway, alone
+/// for the brokers and their clients), and a renewal cert-manager makes reaches that Secret and
+/// the expiry metric while the operator runs on. A gateway switched off takes its Certificate
+/// with it.
 #[test]
 fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_renewals() -> anyhow::Result<()> {
     let case = PkiCase::new("pki-cm")?;
@@ -259,9 +288,16 @@ fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_rene
     let corp = oms_pki::Ca::generate("Corp CA", Duration::from_hours(24))?;
     std::fs::write(dir.join("corp-ca.crt"), corp.cert_pem())?;
     oms_e2e::ca_issuer(cluster, namespace, "corp-ca", &corp)?;
+    // A peer cloud's CA: bridges and gateways trust it besides the issuer's, brokers do not.
+    let peer = oms_pki::Ca::generate("peer cloud CA", Duration::from_hours(1))?;
+    std::fs::write(dir.join("peers.pem"), peer.cert_pem())?;
+    let peers = dir.join("peers.pem").display().to_string();
+    let with_peers = oms_operator::pki::trust_bundle(corp.cert_pem(), peer.cert_pem());
     let operator = case.operator(
         "cloud-a.oms",
         &[
+            "--peer-trust-bundle",
+            &peers,
             "--pki-issuer-kind",
             "Issuer",
             "--pki-issuer-name",
@@ -276,7 +312,9 @@ fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_rene
              spec: {{driver: nats, external: {{servers: ['nats.example:4222']}}, gateway: {{enabled: {enabled}}}}}\n"
         )
     };
-    cluster.apply(namespace, &format!("{}---\n{}", bridge_yaml("orders-to-b"), gateway(true)))?;
+    let brokers = "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {name: hub}\n\
+                   spec: {driver: nats, managed: {replicas: 1}}\n";
+    cluster.apply(namespace, &format!("{}---\n{}---\n{brokers}", bridge_yaml("orders-to-b"), gateway(true)))?;
 
     let mut first = Vec::new();
     for (secret, identity, name) in [
@@ -307,14 +345,14 @@ fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_rene
         }
         assert!(verified.trim().ends_with(": OK"), "{verified}");
         assert_eq!(secret_field(&issued, "tls.crt")?, cert, "the copy holds what cert-manager issued");
-        assert_eq!(secret_field(&copy, "ca.crt")?, corp.cert_pem(), "ca.crt: the issuer's CA, no peers given");
+        assert_eq!(secret_field(&copy, "ca.crt")?, with_peers, "ca.crt: the issuer's CA and the peers'");
         assert_eq!(certificate["spec"]["issuerRef"]["name"], "corp-ca");
         first.push((secret, cert));
     }
     assert!(kubectl_json(cluster, namespace, "secret/oms-ca")?.is_none(), "no CA of the operator's own");
-    let bundle =
-        kubectl_json(cluster, namespace, "configmap/oms-trust-bundle")?.ok_or_else(|| anyhow::anyhow!("no bundle"))?;
-    assert_eq!(bundle["data"]["ca.crt"].as_str(), Some(corp.cert_pem()), "peers import the issuer's CA");
+    let bundle = kubectl_json(cluster, namespace, "configmap/oms-trust-bundle")?.unwrap_or_default();
+    assert_eq!(bundle["data"]["ca.crt"].as_str(), Some(with_peers.as_str()), "peers import the issuer's CA");
+    brokers_trust_the_issuer_alone(cluster, namespace, dir, corp.cert_pem())?;
 
     // cert-manager renews at two thirds of the 30 s lifetime; the operator, running on, copies
     // the new certificate and reports its expiry.
@@ -339,13 +377,16 @@ fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_rene
         Ok(expiry_metric_is(&operator, namespace, secret, dir, &pem)?.then_some(()))
     })?;
 
-    // A gateway switched off leaves neither its Certificate nor either Secret behind.
+    // A gateway switched off (the operator deletes) and a Bridge deleted (owner references, the
+    // garbage collector) leave neither their Certificates nor either Secret behind.
     cluster.apply(namespace, &gateway(false))?;
-    for object in
-        ["certificate/edge-oms-gateway-tls", "secret/edge-oms-gateway-tls", "secret/edge-oms-gateway-tls-issued"]
+    run_ok(cluster.kubectl().args(["-n", namespace, "delete", "bridge/orders-to-b"]))?;
+    for object in ["edge-oms-gateway-tls", "orders-to-b-oms-tls"]
+        .iter()
+        .flat_map(|s| [format!("certificate/{s}"), format!("secret/{s}"), format!("secret/{s}-issued")])
     {
-        poll(&format!("{object} removed with the gateway"), DEADLINE, || {
-            Ok(kubectl_json(cluster, namespace, object)?.is_none().then_some(()))
+        poll(&format!("{object} removed"), Duration::from_mins(1), || {
+            Ok(kubectl_json(cluster, namespace, &object)?.is_none().then_some(()))
         })?;
     }
     Ok(())

@@ -112,6 +112,23 @@ pub fn certificate(request: &Request<'_>, issuer: &IssuerRef) -> Value {
     })
 }
 
+/// Whether cert-manager says the Secret holds a certificate for the Certificate's current spec
+/// (`Ready` true, observed at its generation); otherwise why not, in its own words.
+pub fn issued_for_current_spec(generation: Option<i64>, status: &Value) -> Result<(), String> {
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    let Some(ready) = conditions.iter().find(|c| c["type"] == "Ready") else {
+        return Err("cert-manager has not looked at it yet".to_owned());
+    };
+    let message = ready["message"].as_str().unwrap_or_default();
+    if ready["status"] != "True" {
+        return Err(format!("Ready is {}: {message}", ready["status"].as_str().unwrap_or("Unknown")));
+    }
+    if ready["observedGeneration"].as_i64() < generation {
+        return Err("cert-manager has not caught up with the latest change of its spec".to_owned());
+    }
+    Ok(())
+}
+
 /// What cert-manager issued, read from its Secret: the leaf with its key and the issuer's CA.
 pub struct FromIssuer {
     pub issued: Issued,
@@ -144,14 +161,17 @@ pub fn copy_is_current(mounted: Option<&Secret>, from: &FromIssuer, identity: &S
 }
 
 /// How soon to look again at a certificate cert-manager renews at `renew_at`: then, or shortly
-/// if that time has passed and cert-manager has not renewed it yet.
+/// if that time has passed and cert-manager has not renewed it yet; and at least every few
+/// minutes, for a reissue nobody scheduled (`cmctl renew`, a new key).
 #[must_use]
 pub fn recheck_in(renew_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
-    Duration::try_from(renew_at - now).unwrap_or_default().max(WAIT_FOR_RENEWAL)
+    Duration::try_from(renew_at - now).unwrap_or_default().clamp(WAIT_FOR_RENEWAL, LOOK_AGAIN_WITHIN)
 }
 
 /// Between looks at a certificate cert-manager is due to renew.
-const WAIT_FOR_RENEWAL: Duration = Duration::from_secs(2);
+const WAIT_FOR_RENEWAL: Duration = Duration::from_secs(5);
+/// The longest a reissue by cert-manager waits to be copied.
+const LOOK_AGAIN_WITHIN: Duration = Duration::from_mins(5);
 
 #[cfg(test)]
 mod tests {
@@ -266,9 +286,19 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_past_its_renewal_time_is_looked_at_again_shortly() {
+    fn a_certificate_is_looked_at_again_at_its_renewal_or_within_minutes() {
         let now = OffsetDateTime::now_utc();
-        assert_eq!(recheck_in(now + time::Duration::minutes(10), now), Duration::from_mins(10));
+        assert_eq!(recheck_in(now + time::Duration::minutes(3), now), Duration::from_mins(3));
+        assert_eq!(recheck_in(now + time::Duration::days(60), now), LOOK_AGAIN_WITHIN);
         assert_eq!(recheck_in(now - time::Duration::minutes(1), now), WAIT_FOR_RENEWAL);
+    }
+
+    #[test]
+    fn only_a_ready_certificate_observed_at_its_generation_is_copied() {
+        let ready = |status: &str, observed: i64| json!({"conditions": [{"type": "Ready", "status": status, "observedGeneration": observed, "message": "m"}]});
+        assert_eq!(issued_for_current_spec(Some(2), &ready("True", 2)), Ok(()));
+        assert!(issued_for_current_spec(Some(3), &ready("True", 2)).is_err_and(|why| why.contains("latest change")));
+        assert_eq!(issued_for_current_spec(Some(2), &ready("False", 2)), Err("Ready is False: m".to_owned()));
+        assert!(issued_for_current_spec(Some(1), &json!({})).is_err());
     }
 }

@@ -24,10 +24,20 @@ pub enum CertificateError {
     Secret { name: String, source: kube::Error },
     #[error(transparent)]
     Pki(#[from] PkiError),
-    #[error("cannot read or write cert-manager Certificate {name}: {source} (is cert-manager installed?)")]
+    #[error("cannot read or write cert-manager Certificate {name}: {source}{}", not_installed_hint(.source))]
     Certificate { name: String, source: kube::Error },
-    #[error("waiting for cert-manager to issue Certificate {name} ({issuer}): {why}{ready}")]
-    NotIssued { name: String, issuer: IssuerRef, why: &'static str, ready: String },
+    #[error("waiting for cert-manager to issue Certificate {name} ({issuer}): {why}")]
+    NotIssued { name: String, issuer: IssuerRef, why: String },
+}
+
+/// What a 404 on a Certificate means: cert-manager's kind is not installed.
+fn not_installed_hint(source: &kube::Error) -> &'static str {
+    match source {
+        kube::Error::Api(status) if status.code == 404 => {
+            " (cert-manager's Certificate kind is not installed: install cert-manager, or unset pki.issuer)"
+        }
+        _ => "",
+    }
 }
 
 impl CertificateError {
@@ -136,21 +146,24 @@ async fn ensure_from_cert_manager(
         .get_opt(&issued_name)
         .await
         .map_err(|source| CertificateError::Secret { name: issued_name.clone(), source })?;
-    let from = cert_manager::read_issued(issued_secret.as_ref()).map_err(|why| CertificateError::NotIssued {
+    let not_issued = |why: String| CertificateError::NotIssued {
         name: format!("{}/{}", subject.namespace, subject.secret),
         issuer: issuer.clone(),
         why,
-        ready: ready_message(&applied),
-    })?;
+    };
+    // Only what cert-manager issued for the spec just applied is copied: not a certificate of
+    // an earlier identity, names or issuer.
+    cert_manager::issued_for_current_spec(applied.metadata.generation, &applied.data["status"]).map_err(not_issued)?;
+    let from = cert_manager::read_issued(issued_secret.as_ref()).map_err(|why| not_issued(why.to_owned()))?;
     let trusts = pki.trusted(subject.trusts, &from.ca_pem);
     let secret_error = |source| CertificateError::Secret { name: subject.secret.clone(), source };
     let mounted = secrets.get_opt(&subject.secret).await.map_err(secret_error)?;
     if !cert_manager::copy_is_current(mounted.as_ref(), &from, &subject.identity, &trusts) {
         let verb = if mounted.is_some() { "Renewed" } else { "Issued" };
         write_certificate(ctx, &subject, &from.issued, &trusts, verb, "issued by cert-manager").await?;
-        if subject.trusts == Trusts::Bundle {
-            pki.publish_bundle(&ctx.client, &from.ca_pem).await?;
-        }
+    }
+    if subject.trusts == Trusts::Bundle {
+        pki.publish_bundle(&ctx.client, &from.ca_pem).await?;
     }
     let Issued { cert_pem, not_before, not_after, .. } = from.issued;
     record_expiry(ctx, &subject.namespace, &subject.secret, not_after);
@@ -182,6 +195,18 @@ pub async fn remove(ctx: &Context, pki: &Pki, namespace: &str, secret: &str) -> 
     delete_if_present(&secrets, secret).await.map_err(secret_error(secret))
 }
 
+/// Whether cert-manager has a Certificate of ours for `secret` (never, with our own CA): one may
+/// be there before any certificate was copied.
+pub async fn requested(ctx: &Context, pki: &Pki, namespace: &str, secret: &str) -> Result<bool, CertificateError> {
+    if !matches!(pki.signer, Signer::CertManager(_)) {
+        return Ok(false);
+    }
+    let certificates: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &cert_manager::certificate_resource());
+    let found = certificates.get_opt(secret).await;
+    Ok(found.map_err(|source| CertificateError::Certificate { name: secret.to_owned(), source })?.is_some())
+}
+
 /// Deletes `name`; one already gone is fine.
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
 where
@@ -192,17 +217,6 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error),
     }
-}
-
-/// ` (Ready: <message>)` from a cert-manager Certificate's status, when it says why it waits.
-fn ready_message(certificate: &DynamicObject) -> String {
-    let conditions = certificate.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    conditions
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["message"].as_str())
-        .map(|message| format!(" (Ready: {message})"))
-        .unwrap_or_default()
 }
 
 /// Writes the Secret pods mount and tells the subject's object.

@@ -68,6 +68,8 @@ pub struct Pki {
     pub namespace: String,
     /// Trust domains of other clouds whose bridges our gateways accept.
     pub peer_trust_domains: Vec<String>,
+    /// The trust bundle last written to the ConfigMap, so that it is written once per change.
+    published_bundle: std::sync::Mutex<Option<String>>,
 }
 
 impl Pki {
@@ -128,6 +130,7 @@ impl Pki {
             broker_lifetime: leaf_lifetime,
             namespace: namespace.to_owned(),
             peer_trust_domains: Vec::new(),
+            published_bundle: std::sync::Mutex::new(None),
         }
     }
 
@@ -148,14 +151,21 @@ impl Pki {
         }
     }
 
-    /// Writes the trust-bundle ConfigMap that peers of other clouds import.
+    /// Writes the trust-bundle ConfigMap that peers of other clouds import, unless this replica
+    /// already wrote that bundle.
     pub async fn publish_bundle(&self, client: &Client, signer_ca_pem: &str) -> Result<(), PkiError> {
         let bundle = self.trusted(Trusts::Bundle, signer_ca_pem);
+        if self.published_bundle.lock().is_ok_and(|published| published.as_deref() == Some(bundle.as_str())) {
+            return Ok(());
+        }
         apply(client, &trust_bundle_config_map(&self.namespace, &bundle)).await.map_err(|source| PkiError::Api {
             namespace: self.namespace.clone(),
             name: TRUST_BUNDLE.to_owned(),
             source,
         })?;
+        if let Ok(mut published) = self.published_bundle.lock() {
+            *published = Some(bundle);
+        }
         Ok(())
     }
 

@@ -145,7 +145,7 @@ async fn remove(ctx: &Context, pki: &Pki, namespace: &str, access_point: &str) -
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let existing =
         secrets.get_opt(&secret).await.map_err(|source| Error::Read { what: format!("Secret {secret}"), source })?;
-    if existing.is_none() {
+    if existing.is_none() && !certificates::requested(ctx, pki, namespace, &secret).await? {
         return Ok(());
     }
     delete::<ConfigMap>(ctx, namespace, &name).await?;
