@@ -96,7 +96,9 @@ t_node=$EPOCHREALTIME
 
 registry=$("$ROOT/e2e/harness/registry.sh" up)
 "$ROOT/e2e/harness/release.sh" "$registry"
-mapfile -t archives < <("$ROOT/e2e/harness/images.sh" build "$driver")
+# Through a variable: a failed build must stop us, which `< <(...)` would not.
+built=$("$ROOT/e2e/harness/images.sh" build "$driver")
+mapfile -t archives <<<"$built"
 t_images=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" load "$cluster" "${archives[@]}"
 t_loaded=$EPOCHREALTIME

@@ -33,6 +33,8 @@
 # node.sh imports the archives (`node.sh load <cluster> <archive>...`); pods then use the images
 # with imagePullPolicy Never or IfNotPresent.
 set -euo pipefail
+# A failure inside $(...) (a cargo build under `build`, say) stops the script too.
+shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin

@@ -31,7 +31,9 @@ fi
 "$ROOT/e2e/harness/tools.sh" helm node-runtime
 
 began=$EPOCHREALTIME
-mapfile -t archives < <("$ROOT/e2e/harness/images.sh" build oms-operator oms-bridge)
+# Through a variable: a failed build must stop us, which `< <(...)` would not.
+built=$("$ROOT/e2e/harness/images.sh" build oms-operator oms-bridge)
+mapfile -t archives <<<"$built"
 buildah=("$BIN/buildah" --root "$OMS_CACHE/images/buildah/root" --runroot "$OMS_CACHE/images/buildah/run"
 	--storage-driver vfs)
 for archive in "${archives[@]}"; do
