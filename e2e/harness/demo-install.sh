@@ -4,8 +4,10 @@
 # pods the operator renders, and a Queue the operator provisions on it through cluster DNS.
 #
 #   e2e/harness/demo-install.sh <cluster>         on a cluster from cluster.sh (`cluster.sh up
-#                                                 <cluster>`); starts its node and cluster DNS if
-#                                                 needed (node.sh dns). NATS: 1 replica, a Queue;
+#                                                 <cluster>`); starts its node, cluster DNS and
+#                                                 storage if needed (node.sh dns, storage): every
+#                                                 broker keeps its data on a PersistentVolume of
+#                                                 $STORAGE_SIZE (default 1Gi). NATS: 1 replica, a Queue;
 #                                                 NATS_REPLICAS=<n> gives the access point n
 #                                                 brokers and the Queue min(n, 3) copies.
 #   e2e/harness/demo-install.sh <cluster> kafka   Kafka instead: 3 brokers (KRaft, the images.sh
@@ -68,7 +70,9 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # What the operator and its objects said, for a failed wait.
 diagnose() {
 	kubectl get pods -A -o wide >&2 || true
-	kubectl -n "$DEMO_NAMESPACE" get messagingaccesspoints,queues,statefulsets -o wide >&2 || true
+	kubectl -n "$DEMO_NAMESPACE" get messagingaccesspoints,queues,statefulsets,persistentvolumeclaims -o wide >&2 || true
+	kubectl get persistentvolumes >&2 || true
+	kubectl -n local-path-storage logs -l app=local-path-provisioner --tail=20 >&2 || true
 	kubectl -n "$DEMO_NAMESPACE" describe pods >&2 || true
 	kubectl -n "$RELEASE_NAMESPACE" logs -l "app.kubernetes.io/instance=$RELEASE" --tail=40 >&2 || true
 	# The brokers' own last words, of the run that failed when a container restarted.
@@ -92,6 +96,7 @@ wait_for() {
 
 t0=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" dns "$cluster"
+"$ROOT/e2e/harness/node.sh" storage "$cluster"
 t_node=$EPOCHREALTIME
 
 registry=$("$ROOT/e2e/harness/registry.sh" up)
@@ -152,7 +157,7 @@ metadata:
   name: $ACCESS_POINT
 spec:
   driver: $driver
-  managed: {replicas: $REPLICAS}
+  managed: {replicas: $REPLICAS, storage: {size: ${STORAGE_SIZE:-1Gi}}}
 EOF
 t_applied=$EPOCHREALTIME
 wait_for "MessagingAccessPoint $ACCESS_POINT Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready \
@@ -240,7 +245,7 @@ fi
 
 kubectl get pods -A -o wide
 kubectl -n "$DEMO_NAMESPACE" get messagingaccesspoints,queues
-log "timings: node and cluster DNS $(elapsed "$t0" "$t_node")s, images $(elapsed "$t_node" "$t_images")s," \
+log "timings: node, cluster DNS and storage $(elapsed "$t0" "$t_node")s, images $(elapsed "$t_node" "$t_images")s," \
 	"loaded in $(elapsed "$t_images" "$t_loaded")s, helm install $(elapsed "$t_loaded" "$t_helm")s," \
 	"helm install to operator Ready $(elapsed "$t_loaded" "$t_operator")s," \
 	"access point applied to Ready $(elapsed "$t_applied" "$t_access_point")s," \

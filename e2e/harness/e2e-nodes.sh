@@ -18,7 +18,8 @@
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
-# are deleted. Then every message of B's stream is read with .bin/nats from node B's network
+# are deleted. Every broker keeps its data on a PersistentVolume (node.sh storage): the Kafka
+# broker must come back on the same volume with its data (its directory.id and partitions). Then every message of B's stream is read with .bin/nats from node B's network
 # namespace (the tenant's binding Secret) and checked: each id once at least (lost must be 0),
 # per key in increasing id order; repeats are counted apart (at-least-once delivery may repeat
 # what a deleted worker sent but had not acknowledged). Both charts are installed with their
@@ -97,6 +98,41 @@ replaced_and_ready() {
 	uid=$(pod_uid "$1" "$2")
 	[[ -n $uid && $uid != "$3" ]] && pod_ready "$1" "$2"
 }
+# kafka_volume <pod>: "<PersistentVolume> <its uid> <its directory on this machine>" of the pod's
+# data claim (node.sh storage makes hostPath volumes in the node's state directory).
+kafka_volume() {
+	local pv
+	pv=$(kc "$a" -n "$TENANT" get pvc "data-$1" -o jsonpath='{.spec.volumeName}' 2>/dev/null) || pv=''
+	[[ -n $pv ]] || die "no bound claim data-$1: the broker has no PersistentVolume"
+	kc "$a" get pv "$pv" -o jsonpath='{.metadata.name} {.metadata.uid} {.spec.hostPath.path}'
+}
+# kafka_data <directory>: what the broker keeps there, one line each: its directory.id (a UUID
+# `kafka-storage format` draws once, when the directory is empty) and, per partition, the bytes
+# of its log segments.
+kafka_data() {
+	local dir name
+	sed -n 's/^directory.id=/directory.id /p' "$1/meta.properties"
+	for dir in "$1"/*/; do
+		name=$(basename "$dir")
+		# <topic>-<partition> only: not a deleted one's (-delete) or a move's (-future) directory.
+		[[ $name =~ -[0-9]+$ ]] || continue
+		echo "$name $(cat "$dir"/*.log | wc -c)"
+	done
+}
+# kafka_data_kept <before> <after>: the same directory.id (a fresh directory would have been
+# formatted anew), and every partition there before is there still. Sizes are printed, not
+# compared: a follower that starts again may cut its log back to the leader's before it fetches.
+kafka_data_kept() {
+	awk 'NR == FNR { before[$1] = $2; next }
+		$1 == "directory.id" { same_id = ($2 == before[$1]) }
+		$1 in before && $1 != "directory.id" { kept++ }
+		END { exit !(same_id && kept == length(before) - 1) }' <(echo "$1") <(echo "$2")
+}
+# kafka_data_summary <kafka_data output>: one line of it.
+kafka_data_summary() {
+	awk '$1 == "directory.id" { id = $2; next } { n++; bytes += $2 }
+		END { printf "directory.id %s, %d partitions, %d bytes of log segments", id, n, bytes }' <<<"$1"
+}
 bridge_ready() {
 	[[ $(kc "$a" -n "$TENANT" get bridge "$BRIDGE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
 }
@@ -165,6 +201,7 @@ fault_done=(0 0 0)
 fault_time=("" "" "")
 fault_recovered=("" "" "")
 t_produced='' t_arrived='' deleted_worker='' kafka_uid='' nats_uid=''
+kafka_pv='' kafka_pv_uid='' kafka_dir='' kafka_before=''
 deadline=$((SECONDS + DEADLINE_SECONDS * 2))
 while :; do
 	now=$(clouds_count "$stream")
@@ -188,6 +225,9 @@ while :; do
 			;;
 		1)
 			kafka_uid=$(pod_uid "$a" demo-kafka-1)
+			volume=$(kafka_volume demo-kafka-1)
+			read -r kafka_pv kafka_pv_uid kafka_dir <<<"$volume"
+			kafka_before=$(kafka_data "$kafka_dir")
 			kc "$a" -n "$TENANT" delete pod demo-kafka-1 --wait=false >/dev/null
 			;;
 		2)
@@ -207,6 +247,14 @@ while :; do
 	fi
 	if ((fault_done[1] == 1)) && [[ -z ${fault_recovered[1]} ]] && replaced_and_ready "$a" demo-kafka-1 "$kafka_uid"; then
 		fault_recovered[1]=$EPOCHREALTIME
+		# The new pod runs on the same volume, and what the old one wrote is there.
+		[[ $(kafka_volume demo-kafka-1) == "$kafka_pv $kafka_pv_uid $kafka_dir" ]] ||
+			die "demo-kafka-1 came back on another volume: $(kafka_volume demo-kafka-1), was $kafka_pv $kafka_pv_uid"
+		kafka_after=$(kafka_data "$kafka_dir")
+		kafka_data_kept "$kafka_before" "$kafka_after" ||
+			die "demo-kafka-1's data did not survive the pod: before [$kafka_before] after [$kafka_after]"
+		log "demo-kafka-1 back on PersistentVolume $kafka_pv with its data: before the deletion" \
+			"$(kafka_data_summary "$kafka_before"); Ready again $(kafka_data_summary "$kafka_after")"
 	fi
 	if ((fault_done[2] == 1)) && [[ -z ${fault_recovered[2]} ]] && replaced_and_ready "$b" demo-nats-2 "$nats_uid"; then
 		fault_recovered[2]=$EPOCHREALTIME

@@ -21,6 +21,10 @@
 #   nats                      the official image's layout: /nats-server (tools.sh nats-server),
 #                             /nats-server.conf, / on PATH (the operator runs `nats-server`).
 #   coredns                   e2e/tools/coredns (tools.sh coredns) as /coredns; user 65532.
+#   local-path-provisioner    the nodes' PersistentVolume provisioner (node.sh storage):
+#                             /local-path-provisioner (tools.sh local-path-provisioner) and
+#                             /volume-dir (e2e/tools/local-path-provisioner/volume-dir.c, static),
+#                             the helper its pods run on a node to make and remove directories.
 #   kafka                     the layout of the official apache/kafka image as the operator's
 #                             rendering uses it: the jars of tools.sh kafka in /opt/kafka/libs,
 #                             /opt/kafka/bin/kafka-{storage,server-start,topics,console-producer,
@@ -53,7 +57,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|kafka>... | ref <image>" >&2
+	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka>... | ref <image>" >&2
 	exit 2
 }
 
@@ -63,6 +67,7 @@ ref() {
 	runtime-base) echo "localhost/oms-e2e/runtime-base:bookworm" ;;
 	nats) echo "localhost/oms-e2e/nats:${NATS_VERSION#v}" ;;
 	coredns) echo "localhost/oms-e2e/coredns:${COREDNS_VERSION#v}" ;;
+	local-path-provisioner) echo "localhost/oms-e2e/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION#v}" ;;
 	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_VERSION" ;;
 	*) usage ;;
 	esac
@@ -122,6 +127,11 @@ EOF
 
 rootfs_coredns() {
 	install -D -m 0755 "$(readlink -f "$BIN/coredns")" "$1/coredns"
+}
+
+rootfs_local_path_provisioner() {
+	install -D -m 0755 "$(readlink -f "$BIN/local-path-provisioner")" "$1/local-path-provisioner"
+	gcc -static -O2 -s -Wall -Wextra -Werror -o "$1/volume-dir" "$ROOT/e2e/tools/local-path-provisioner/volume-dir.c"
 }
 
 # The Java runtime of the kafka image: the machine's JDK 17, cut by jlink to the modules Kafka's
@@ -271,6 +281,7 @@ prepare() {
 	runtime-base) "$ROOT/e2e/harness/tools.sh" runtime-debs ;;
 	nats) "$ROOT/e2e/harness/tools.sh" nats-server ;;
 	coredns) "$ROOT/e2e/harness/tools.sh" coredns ;;
+	local-path-provisioner) "$ROOT/e2e/harness/tools.sh" local-path-provisioner ;;
 	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
 	esac
 }
@@ -285,6 +296,10 @@ input_files() {
 		;;
 	runtime-base) readlink -f "$BIN"/runtime-debs/*.deb ;;
 	nats | coredns) readlink -f "$BIN/$(binary_name "$1")" ;;
+	local-path-provisioner)
+		readlink -f "$BIN/local-path-provisioner"
+		echo "$ROOT/e2e/tools/local-path-provisioner/volume-dir.c"
+		;;
 	kafka) kafka_inputs ;;
 	esac
 }
@@ -311,6 +326,11 @@ image_config() {
 	coredns)
 		CONFIG=(--entrypoint '["/coredns"]' --user "$NONROOT:$NONROOT" --env "PATH=$PATH_IN_IMAGE"
 			--port 53/udp --port 53/tcp)
+		;;
+	local-path-provisioner)
+		# Root, as upstream's images: the helper pods make directories in root's hostPath. The
+		# provisioner's own pod runs as a user of its own (node.sh storage).
+		CONFIG=(--entrypoint '["/local-path-provisioner"]' --env "PATH=$PATH_IN_IMAGE")
 		;;
 	kafka)
 		# As the official image: appuser, the distribution in /opt/kafka, Java on PATH. The

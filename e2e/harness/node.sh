@@ -10,6 +10,9 @@
 #                                         and the API from inside the pod; prints the timings
 #   e2e/harness/node.sh dns <cluster>     `up`, then cluster DNS: CoreDNS as a pod, answering at the
 #                                         kubelet's clusterDNS address (Service kube-system/kube-dns)
+#   e2e/harness/node.sh storage <cluster> `up`, then dynamic PersistentVolumes: rancher's
+#                                         local-path-provisioner as a pod, StorageClass local-path
+#                                         (the default), volumes in the node's state directory
 #   e2e/harness/node.sh load <cluster> <archive>...
 #                                         imports OCI archives (e2e/harness/images.sh build) into
 #                                         the node's containerd, under the names they carry
@@ -51,6 +54,12 @@
 # Cluster DNS (`dns`): CoreDNS built from Go modules (e2e/tools/coredns, image from images.sh) runs
 # as the Deployment kube-system/coredns behind the Service kube-dns at $CLUSTER_DNS, the kubelet's
 # clusterDNS; it answers for cluster.local only (nothing leaves the machine). `down` removes it.
+# Storage (`storage`): local-path-provisioner (e2e/tools/local-path-provisioner, image from
+# images.sh) runs as the Deployment local-path-storage/local-path-provisioner and serves the default
+# StorageClass local-path (WaitForFirstConsumer, reclaim Delete): for each claim scheduled to the
+# node it runs a helper pod that makes the volume's directory under $STATE/volumes and creates a
+# hostPath PersistentVolume bound to this node; a released volume's directory is removed the same
+# way. Upstream's helper is a busybox shell script; ours is volume-dir, in the provisioner's image.
 # OMS_NODE_DEBUG=1 at `up` makes containerd log at debug level, the kubelet and kube-proxy at -v=4.
 set -euo pipefail
 
@@ -94,7 +103,7 @@ COREFILE='cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
 }'
 
 usage() {
-	echo "usage: $0 up|down|status|smoke|dns <cluster name>" >&2
+	echo "usage: $0 up|down|status|smoke|dns|storage <cluster name>" >&2
 	echo "       $0 load <cluster name> <OCI archive>..." >&2
 	echo "       $0 link|unlink <cluster name> <peer cluster name>" >&2
 	exit 2
@@ -115,6 +124,9 @@ NODE_NAME=$cluster-node
 API_ENDPOINT_SLICE=kubernetes-$NODE_NAME
 # Labels the cluster DNS objects (`dns`); `down` deletes them by it.
 DNS_LABEL=app.kubernetes.io/part-of=oms-e2e-cluster-dns
+# Labels the storage objects (`storage`), the same way.
+STORAGE_LABEL=app.kubernetes.io/part-of=oms-e2e-storage
+STORAGE_NAMESPACE=local-path-storage
 SOCKET=$STATE/containerd/containerd.sock
 
 log() { printf 'node %s: %s\n' "$cluster" "$*" >&2; }
@@ -675,6 +687,12 @@ down() {
 		kubectl -n kube-system delete deployment,service,configmap,serviceaccount \
 			-l "$DNS_LABEL" --ignore-not-found --wait=false >/dev/null
 		kubectl delete clusterrole,clusterrolebinding -l "$DNS_LABEL" --ignore-not-found >/dev/null
+		# Storage (`storage`), the same way. Its volumes' directories go with the state directory
+		# below, so their PersistentVolumes and claims go too: pods must not start on volumes the
+		# kubelet would make anew, empty and root's.
+		kubectl delete namespace,storageclass,clusterrole,clusterrolebinding -l "$STORAGE_LABEL" \
+			--ignore-not-found --wait=false >/dev/null
+		delete_local_volumes
 	fi
 	if [[ -e /run/netns/$ID ]]; then
 		netns_existed=yes
@@ -932,6 +950,164 @@ EOF
 		"kubernetes.default.svc.cluster.local = $(resolve kubernetes.default.svc.cluster.local)"
 }
 
+# delete_local_volumes: the claims of StorageClass local-path and their PersistentVolumes, without
+# waiting (a claim in use goes once its pod has).
+delete_local_volumes() {
+	local claims ns name volumes
+	claims=$(kubectl get pvc -A -o jsonpath='{range .items[?(@.spec.storageClassName=="local-path")]}{.metadata.namespace}{" "}{.metadata.name}{"\n"}{end}')
+	while read -r ns name; do
+		[[ -z $name ]] || kubectl -n "$ns" delete pvc "$name" --ignore-not-found --wait=false >/dev/null
+	done <<<"$claims"
+	volumes=$(kubectl get pv -o jsonpath='{range .items[?(@.spec.storageClassName=="local-path")]}{.metadata.name}{" "}{end}')
+	# shellcheck disable=SC2086 # one name a word
+	[[ -z $volumes ]] || kubectl delete pv $volumes --ignore-not-found --wait=false >/dev/null
+}
+
+# Dynamic PersistentVolumes as a cluster's storage provisioner gives them: local-path-provisioner
+# (leader election is off upstream: one replica) watches claims of the StorageClass local-path
+# that the scheduler placed on this node and makes a directory for each with a helper pod it
+# starts there (nodeName set, the provisioner's image, running volume-dir).
+storage() {
+	up
+	local began=$EPOCHREALTIME archive image
+	archive=$("$ROOT/e2e/harness/images.sh" build local-path-provisioner)
+	image=$("$ROOT/e2e/harness/images.sh" ref local-path-provisioner)
+	load_archives "$archive"
+	mkdir -p "$STATE/volumes"
+	local label="{${STORAGE_LABEL%%=*}: ${STORAGE_LABEL#*=}}" config_hash
+	config_hash=$( (echo "$STATE/volumes"; echo "$image") | sha256sum | cut -c1-16)
+	# A `down` a moment ago may still be deleting the namespace; nothing can be created in it then.
+	if [[ -n $(kubectl get namespace "$STORAGE_NAMESPACE" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null) ]]; then
+		kubectl wait --for=delete "namespace/$STORAGE_NAMESPACE" --timeout="${READY_DEADLINE_SECONDS}s" >/dev/null ||
+			die "namespace $STORAGE_NAMESPACE still terminating after ${READY_DEADLINE_SECONDS}s"
+	fi
+	kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: $STORAGE_NAMESPACE, labels: $label}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-provisioner, namespace: $STORAGE_NAMESPACE, labels: $label}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: local-path-provisioner, namespace: $STORAGE_NAMESPACE, labels: $label}
+rules:
+  # The helper pods, in its own namespace only.
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: local-path-provisioner, namespace: $STORAGE_NAMESPACE, labels: $label}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-path-provisioner}
+subjects:
+  - {kind: ServiceAccount, name: local-path-provisioner, namespace: $STORAGE_NAMESPACE}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "oms-e2e:local-path-provisioner", labels: $label}
+rules:
+  - apiGroups: [""]
+    resources: [nodes, persistentvolumeclaims, configmaps, pods, pods/log]
+    verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [persistentvolumes]
+    verbs: [get, list, watch, create, patch, update, delete]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create, patch]
+  - apiGroups: [storage.k8s.io]
+    resources: [storageclasses]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "oms-e2e:local-path-provisioner", labels: $label}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "oms-e2e:local-path-provisioner"}
+subjects:
+  - {kind: ServiceAccount, name: local-path-provisioner, namespace: $STORAGE_NAMESPACE}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: $STORAGE_NAMESPACE, labels: $label}
+data:
+  # Every node (one here) keeps its volumes in its state directory; volume-dir in place of the
+  # shell scripts upstream's busybox runs.
+  config.json: |
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$STATE/volumes"]}],
+     "setupCommand": "/volume-dir", "teardownCommand": "/volume-dir"}
+  helperPod.yaml: |
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: helper-pod}
+    spec:
+      priorityClassName: system-node-critical
+      automountServiceAccountToken: false
+      containers:
+        - name: helper-pod
+          image: $image
+          imagePullPolicy: Never
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: local-path-provisioner, namespace: $STORAGE_NAMESPACE, labels: $label}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: local-path-provisioner}
+  template:
+    metadata:
+      labels: {app: local-path-provisioner}
+      annotations:
+        # A new image (same tag, new content) or configuration restarts it: it reads its
+        # ConfigMap once, at start.
+        oms-e2e/image-archive: $(basename "$archive")
+        oms-e2e/config-sha256: $config_hash
+    spec:
+      serviceAccountName: local-path-provisioner
+      terminationGracePeriodSeconds: 5
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: local-path-provisioner
+          image: $image
+          imagePullPolicy: Never
+          # The helper pods' image is helperPod.yaml's (upstream's --helper-image is not used).
+          args: [start, --namespace, $STORAGE_NAMESPACE, --service-account-name, local-path-provisioner]
+          resources:
+            requests: {cpu: 10m, memory: 32Mi}
+            limits: {memory: 128Mi}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  labels: $label
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+EOF
+	if ! kubectl -n "$STORAGE_NAMESPACE" rollout status deployment/local-path-provisioner \
+		--timeout="${READY_DEADLINE_SECONDS}s" >/dev/null; then
+		kubectl -n "$STORAGE_NAMESPACE" describe pods -l app=local-path-provisioner >&2 || true
+		kubectl -n "$STORAGE_NAMESPACE" logs -l app=local-path-provisioner --tail=20 >&2 || true
+		die "local-path-provisioner not running"
+	fi
+	log "storage up in $(elapsed "$began" "$EPOCHREALTIME")s: StorageClass local-path (default)," \
+		"volumes in $STATE/volumes"
+}
+
 # node_network <cluster>: "<network namespace> <n> <pod CIDR>" of that cluster's node, from its net.env.
 node_network() {
 	local env=$ROOT/e2e/.state/$1/node/net.env
@@ -987,6 +1163,7 @@ status)
 	;;
 smoke) smoke ;;
 dns) dns ;;
+storage) storage ;;
 load)
 	containerd_ready || die "node $NODE_NAME is not up: run '$0 up $cluster' first"
 	load_archives "$@"

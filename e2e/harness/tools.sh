@@ -6,6 +6,7 @@
 #                                      kubelet kube-scheduler kube-proxy (node.sh)
 #                                      etcd helm nats-server kafka
 #                                      coredns (cluster DNS, node.sh dns)
+#                                      local-path-provisioner (PersistentVolumes, node.sh storage)
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
 #                                      promtool (Debian package), prometheus (Go modules,
@@ -88,6 +89,20 @@ tool_coredns() {
 		go_build "$out" "$ROOT/e2e/tools/coredns" -ldflags "-s -w" .
 	fi
 	link "$out" coredns
+}
+
+# rancher's local-path-provisioner (node.sh storage), its own main package from Go modules
+# (e2e/tools/local-path-provisioner's go.mod names it as a tool).
+tool_local_path_provisioner() {
+	local key out
+	key=$(sha256sum "$ROOT/e2e/tools/local-path-provisioner/go.mod" | cut -c1-12)
+	out=$OMS_CACHE/tools/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION-$key/local-path-provisioner
+	if [[ ! -x $out ]]; then
+		log "building local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION from Go modules"
+		go_build "$out" "$ROOT/e2e/tools/local-path-provisioner" -ldflags \
+			"-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION" github.com/rancher/local-path-provisioner
+	fi
+	link "$out" local-path-provisioner
 }
 
 tool_helm() {
@@ -429,6 +444,7 @@ for tool in "$@"; do
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl) tool_kube "$tool" ;;
 	etcd) tool_etcd ;;
 	coredns) tool_coredns ;;
+	local-path-provisioner) tool_local_path_provisioner ;;
 	helm) tool_helm ;;
 	nats-server) tool_nats ;;
 	nats) tool_natscli ;;

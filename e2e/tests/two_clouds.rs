@@ -392,16 +392,35 @@ impl Clouds {
     }
 }
 
+/// Both clouds declared, cloud-b's gateway and cloud-a's worker running and ready: where each
+/// stream through the gateway starts. `worker_files` start the worker again; `endpoint` is the
+/// gateway's, as cloud-b's status publishes it.
+struct Streaming {
+    clouds: Clouds,
+    endpoint: String,
+    gateway: PodProcess,
+    worker: PodProcess,
+    worker_files: Vec<(String, Vec<u8>)>,
+}
+
+impl Streaming {
+    async fn start(tag: &str, signing: Signing) -> anyhow::Result<Self> {
+        let clouds = Clouds::start_with(tag, signing).await?;
+        let endpoint = clouds.declare_cloud_b()?;
+        clouds.declare_cloud_a(&endpoint)?;
+        let mut gateway = clouds.start_gateway().await?;
+        gateway.wait_ready(clouds.gateway_admin)?;
+        let worker_files = clouds.worker_files().await?;
+        let mut worker = clouds.start_worker(&worker_files)?;
+        worker.wait_ready(clouds.worker_admin)?;
+        Ok(Self { clouds, endpoint, gateway, worker, worker_files })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bridge_in_cloud_a_feeds_a_queue_of_cloud_b_through_its_gateway_with_truthful_status() -> anyhow::Result<()> {
-    let clouds = Clouds::start("clouds").await?;
-    let endpoint = clouds.declare_cloud_b()?;
-    clouds.declare_cloud_a(&endpoint)?;
-    let mut gateway = clouds.start_gateway().await?;
-    gateway.wait_ready(clouds.gateway_admin)?;
-    let worker_files = clouds.worker_files().await?;
-    let mut worker = clouds.start_worker(&worker_files)?;
-    worker.wait_ready(clouds.worker_admin)?;
+    let Streaming { clouds, gateway, mut worker, worker_files, .. } =
+        Streaming::start("clouds", Signing::OwnCas).await?;
 
     let started = Instant::now();
     produce(&clouds.kafka, "orders", 0, MESSAGES).await?;
@@ -493,14 +512,8 @@ fn tls_files(cluster: &Cluster, namespace: &str, secret: &str) -> anyhow::Result
 /// certificate cert-manager renewed.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_cert_manager_as_both_clouds_ca_the_stream_flows_through_its_renewals() -> anyhow::Result<()> {
-    let clouds = Clouds::start_with("cm-clouds", Signing::CertManager).await?;
-    let endpoint = clouds.declare_cloud_b()?;
-    clouds.declare_cloud_a(&endpoint)?;
-    let mut gateway = clouds.start_gateway().await?;
-    gateway.wait_ready(clouds.gateway_admin)?;
-    let worker_files = clouds.worker_files().await?;
-    let mut worker = clouds.start_worker(&worker_files)?;
-    worker.wait_ready(clouds.worker_admin)?;
+    let Streaming { clouds, endpoint, gateway, worker, .. } =
+        Streaming::start("cm-clouds", Signing::CertManager).await?;
     let half = MESSAGES / 2;
     produce(&clouds.kafka, "orders", 0, half).await?;
     let seen = arrivals(&clouds.nats, "orders-edge", half, Duration::from_mins(1)).await?;

@@ -7,9 +7,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -20,7 +21,7 @@ use oms_crds::access_point_url::AccessPointUrl;
 
 use super::validate::{AccessPoint, Managed, Plan};
 use crate::binding::{self, Credentials};
-use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod, tls_secret};
+use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod, Health, tls_secret};
 use crate::workload::{CONFIG_HASH_ANNOTATION, config_hash};
 
 /// Label naming the access point an object belongs to; orphans are found by it.
@@ -346,6 +347,15 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         period_seconds: Some(10),
         ..Probe::default()
     };
+    let (startup_probe, readiness_probe) = match broker.health() {
+        Health::ClientPort => (None, client_probe.clone()),
+        Health::Http { port, started, ready } => (
+            // Often, so that a roll waits no longer than needed, and for up to 15 minutes: a
+            // broker catching up on a large stream must not be restarted for it.
+            Some(Probe { period_seconds: Some(2), failure_threshold: Some(450), ..http_probe(port, started) }),
+            Probe { period_seconds: Some(10), ..http_probe(port, ready) },
+        ),
+    };
     let mut mounts = vec![
         VolumeMount { name: "config".into(), mount_path: broker.config_dir().into(), ..VolumeMount::default() },
         VolumeMount { name: "data".into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
@@ -383,7 +393,8 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
                 })
                 .collect(),
         ),
-        readiness_probe: Some(client_probe.clone()),
+        startup_probe,
+        readiness_probe: Some(readiness_probe),
         // Generous: a broker replaying its log after a crash must not be killed for it.
         liveness_probe: Some(Probe { initial_delay_seconds: Some(60), failure_threshold: Some(6), ..client_probe }),
         resources: managed.resources.clone(),
@@ -394,6 +405,17 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
             ..SecurityContext::default()
         }),
         ..Container::default()
+    }
+}
+
+fn http_probe(port: u16, path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            port: IntOrString::Int(i32::from(port)),
+            path: Some(path.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
     }
 }
 
@@ -638,6 +660,28 @@ mod tests {
         let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
         assert!(pod.volumes.iter().flatten().all(|v| v.name != "tls"), "no certificate without TLS");
         assert_eq!(client_hosts(&ap, managed_driver(ap.driver))[0].1, 1883);
+    }
+
+    #[test]
+    fn nats_is_started_once_caught_up_and_ready_while_jetstream_is_on_other_brokers_by_their_port() {
+        let container = |spec| {
+            let (_, objects) = render(spec);
+            objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod").containers[0].clone()
+        };
+        let http = |probe: Option<Probe>| {
+            let get = probe.and_then(|p| p.http_get).expect("an HTTP probe");
+            (get.port, get.path.expect("a path"))
+        };
+        let nats = container("{driver: nats, managed: {replicas: 3}}");
+        assert_eq!(http(nats.startup_probe.clone()), (IntOrString::Int(8222), "/healthz".to_owned()));
+        assert_eq!(nats.startup_probe.and_then(|p| p.failure_threshold), Some(450));
+        assert_eq!(http(nats.readiness_probe), (IntOrString::Int(8222), "/healthz?js-enabled-only=true".to_owned()));
+        let alive = nats.liveness_probe.and_then(|p| p.tcp_socket).expect("liveness by the client port");
+        assert_eq!(alive.port, IntOrString::Int(4222));
+
+        let mosquitto = container("{driver: mqtt, managed: {replicas: 1}}");
+        assert!(mosquitto.startup_probe.is_none());
+        assert!(mosquitto.readiness_probe.and_then(|p| p.tcp_socket).is_some());
     }
 
     #[test]

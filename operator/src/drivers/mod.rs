@@ -101,6 +101,16 @@ pub struct SecretFile {
     pub file: String,
 }
 
+/// How the kubelet tells that a broker serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// The client port accepts TCP connections: all a broker without a health endpoint offers.
+    ClientPort,
+    /// The broker's own HTTP health endpoint on `port`: `started` must answer 200 once after each
+    /// start (it may wait until the broker has caught up with its peers), `ready` from then on.
+    Http { port: u16, started: &'static str, ready: &'static str },
+}
+
 /// A broker family the operator can run.
 pub trait BrokerDriver: Sync {
     /// What the driver can and cannot do.
@@ -114,6 +124,10 @@ pub trait BrokerDriver: Sync {
     }
     /// Config keys the operator sets itself; a user may not pass them through.
     fn owned_config_keys(&self) -> &'static [&'static str];
+    /// How the kubelet checks the broker: started, ready, alive.
+    fn health(&self) -> Health {
+        Health::ClientPort
+    }
     /// Most replicas the broker can cluster.
     fn max_replicas(&self) -> i32 {
         32

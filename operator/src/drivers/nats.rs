@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, passthrough_lines, secret_env};
+use super::{BrokerDriver, BrokerInput, BrokerPod, Health, passthrough_lines, secret_env};
 use crate::tenancy;
 
 pub struct Nats;
@@ -34,6 +34,14 @@ impl BrokerDriver for Nats {
 
     fn ports(&self, _tls: bool) -> Vec<(&'static str, u16)> {
         vec![("client", CLIENT_PORT), ("cluster", CLUSTER_PORT), ("monitor", MONITOR_PORT)]
+    }
+
+    /// NATS's own health endpoint: after a start `/healthz` answers 200 once JetStream has a meta
+    /// leader and this server's streams and consumers have caught up, so a roll moves on only
+    /// then; afterwards only JetStream being on is asked, so that a follower lagging under load
+    /// is not taken out of its Services.
+    fn health(&self) -> Health {
+        Health::Http { port: MONITOR_PORT, started: "/healthz", ready: "/healthz?js-enabled-only=true" }
     }
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
