@@ -1,9 +1,12 @@
 //! The broker harness: each broker kind starts as a real local process, a real client round-trips
 //! a message through it, and `down` leaves none of its processes behind.
 
-use std::process::Command;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
 
-use oms_e2e::{free_server_port, repo_root, run, run_ok};
+use oms_e2e::{free_server_port, poll, repo_root, run, run_ok};
 
 fn broker(args: &[&str]) -> Command {
     let mut command = oms_e2e::broker_script();
@@ -55,4 +58,99 @@ fn rabbitmq_round_trips_a_message_and_stops_cleanly() -> anyhow::Result<()> {
 #[test]
 fn mqtt_round_trips_a_message_and_stops_cleanly() -> anyhow::Result<()> {
     round_trip("mqtt")
+}
+
+/// A Kafka node of [`kafka_opens_its_client_port_only_once_its_controller_unfenced_it`], killed
+/// when dropped.
+struct KafkaNode(Child);
+
+impl KafkaNode {
+    fn start(dir: &Path, role: &str) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(dir.join(format!("{role}.log")))?;
+        let child = kafka_java(dir)
+            .args(["-Xmx256m", "kafka.Kafka"])
+            .arg(dir.join(format!("{role}.properties")))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for KafkaNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `java` with Kafka's jars (tools.sh kafka) and a log4j2 configuration that logs to stdout.
+fn kafka_java(dir: &Path) -> Command {
+    let mut java = Command::new("java");
+    java.arg(format!("-Dlog4j2.configurationFile={}", dir.join("log4j2.properties").display()))
+        .arg("-cp")
+        .arg(format!("{}/libs/*", oms_e2e::tool("kafka-libs").display()));
+    java
+}
+
+/// Why a TCP readiness probe on a managed Kafka pod's client port means "serving": Kafka 4 binds a
+/// broker's client listener only once the controller has unfenced it. A broker-only node whose
+/// controller is down runs and waits for it with that port closed; once the controller starts,
+/// the port opens, and by then the broker has logged that it was unfenced.
+#[test]
+fn kafka_opens_its_client_port_only_once_its_controller_unfenced_it() -> anyhow::Result<()> {
+    const DEADLINE: Duration = Duration::from_mins(2);
+    let dir = oms_e2e::state_dir(&format!("kafka-unfenced-{}", std::process::id()))?;
+    let (client_port, controller_port) = (free_server_port(), free_server_port());
+    std::fs::write(
+        dir.join("log4j2.properties"),
+        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\nappender.out.type = Console\n\
+         appender.out.name = OUT\nappender.out.layout.type = PatternLayout\n\
+         appender.out.layout.pattern = %d{HH:mm:ss.SSS} %p %m (%c)%n\n",
+    )?;
+    for (role, node_id, listener) in [
+        ("controller", 1, format!("CONTROLLER://127.0.0.1:{controller_port}")),
+        ("broker", 2, format!("PLAINTEXT://127.0.0.1:{client_port}")),
+    ] {
+        std::fs::write(
+            dir.join(format!("{role}.properties")),
+            format!(
+                "process.roles={role}\nnode.id={node_id}\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+                 listeners={listener}\ncontroller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                 offsets.topic.replication.factor=1\nlog.dirs={}\n",
+                dir.join(role).display()
+            ),
+        )?;
+    }
+    let cluster_id = run_ok(kafka_java(&dir).args(["kafka.tools.StorageTool", "random-uuid"]))?;
+    for role in ["controller", "broker"] {
+        run_ok(
+            kafka_java(&dir)
+                .args(["kafka.tools.StorageTool", "format", "-t", cluster_id.trim(), "-c"])
+                .arg(dir.join(format!("{role}.properties"))),
+        )?;
+    }
+    let broker_log = || std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+    let client_port_open = || TcpStream::connect(("127.0.0.1", client_port)).is_ok();
+
+    let _broker = KafkaNode::start(&dir, "broker")?;
+    poll("the broker waiting for its controller", DEADLINE, || {
+        Ok(broker_log().contains("Waiting for the controller to acknowledge that we are caught up").then_some(()))
+    })?;
+    assert!(!client_port_open(), "the client port is open while the broker waits for its controller");
+    let waiting = broker_log().lines().count();
+
+    let _controller = KafkaNode::start(&dir, "controller")?;
+    poll("the broker's client port open", DEADLINE, || Ok(client_port_open().then_some(())))?;
+    let log = broker_log();
+    assert!(
+        log.contains("The broker has been unfenced"),
+        "the client port opened before the broker logged that it was unfenced:\n{log}"
+    );
+    println!(
+        "kafka: client port {client_port} refused while the broker waited for its controller (log line {waiting}); \
+         open once unfenced"
+    );
+    Ok(())
 }
