@@ -10,7 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Publish, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received};
@@ -19,6 +21,8 @@ use oms_bridge_config::{Endpoint, Protocol};
 
 /// Requests rumqttc may hold before `publish` waits (its own bounded queue).
 const CLIENT_QUEUE: usize = 1024;
+/// How long the broker has to accept the connection and the subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn options(endpoint: &Endpoint, client_id: &str, clean: bool) -> Result<MqttOptions, ConnectorError> {
     let (host, port) = endpoint.servers.first().cloned().unwrap_or_default();
@@ -60,9 +64,39 @@ impl MqttSource {
         options.set_inflight(u16::try_from(in_flight).unwrap_or(u16::MAX));
         let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
         client.subscribe(&endpoint.queue, QoS::AtLeastOnce).await.map_err(|e| fail(endpoint, e))?;
+        // Connected only once the broker has the subscription: `subscribe` merely queues it, and
+        // what is published before the broker has it is not ours to forward. A persistent
+        // session's messages may come first; they are kept, in order.
+        let mut early = Vec::new();
+        let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+            loop {
+                match events.poll().await.map_err(|e| e.to_string())? {
+                    Event::Incoming(Incoming::SubAck(ack)) => {
+                        return if ack.return_codes.iter().all(|code| matches!(code, SubscribeReasonCode::Success(_))) {
+                            Ok(())
+                        } else {
+                            Err(format!("the broker refused the subscription to {}", endpoint.queue))
+                        };
+                    }
+                    Event::Incoming(Incoming::Publish(publish)) => early.push(publish),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(fail(endpoint, error)),
+            Err(_) => return Err(fail(endpoint, format!("no SUBACK within {SUBSCRIBE_TIMEOUT:?}"))),
+        }
         // Bounded like the window: the loop stops reading from the socket when it is full.
         let (tx, incoming) = mpsc::channel(usize::try_from(in_flight).unwrap_or(1).max(1));
         tokio::spawn(async move {
+            for publish in early {
+                if tx.send(Ok(publish)).await.is_err() {
+                    return;
+                }
+            }
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Incoming::Publish(publish))) => {
