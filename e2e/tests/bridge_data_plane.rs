@@ -1235,6 +1235,58 @@ async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_k
     Ok(())
 }
 
+/// An ordered worker's JetStream consumer acks runs (one ack covers the earlier messages, the
+/// pipeline acking in order). Competing workers (ordering None) must ack each message alone, and
+/// JetStream cannot change a consumer's ack policy: when the Bridge's ordering becomes None the
+/// consumer is made again, starting after its ack floor, so nothing before it is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_consumer_acks_each_message_from_its_ack_floor_once_ordering_becomes_none() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::AckPolicy;
+    const FIRST: usize = 2_000;
+    const COUNT: usize = 4_000;
+    const DURABLE: &str = "oms-bridge-e2e-switch";
+    let brokers = Brokers::shared(false)?;
+    let (from, to) = ("switch-in", "switch-out");
+    brokers.create_queue(Kind::Nats, from).await?;
+    brokers.create_queue(Kind::Nats, to).await?;
+    let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+    brokers.produce(Kind::Nats, from, 0, FIRST).await?;
+    let ordered = Worker::start("switch", &brokers, (Kind::Nats, from), (Kind::Nats, to))?;
+    let started = Instant::now();
+    while stored(&js, to).await? < FIRST as u64 {
+        anyhow::ensure!(started.elapsed() < Duration::from_mins(1), "the ordered worker did not forward {FIRST}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ordered.stop()?;
+    let before = js.get_stream(from).await?.consumer_info(DURABLE).await?;
+    assert_eq!(before.config.ack_policy, AckPolicy::All, "an ordered worker's consumer acks runs");
+    assert_eq!(before.ack_floor.stream_sequence, FIRST as u64, "a clean stop sends the acks it held back");
+
+    brokers.produce(Kind::Nats, from, FIRST, COUNT - FIRST).await?;
+    let admin = oms_e2e::admin_address()?;
+    let config = brokers.config("switch", (Kind::Nats, from), (Kind::Nats, to), admin, "ordering: None\n");
+    let competing = Worker::start_with("switch-none", &config)?;
+    let seen = brokers.consume(Kind::Nats, to, COUNT, Duration::from_mins(2)).await?;
+    let sent =
+        oms_e2e::wait_metric(admin, "oms_bridge_messages_sent_total", (COUNT - FIRST) as u64, Duration::from_mins(1))
+            .await;
+    competing.stop()?;
+    let after = js.get_stream(from).await?.consumer_info(DURABLE).await?;
+    let verdict = verdict(&seen, COUNT);
+    println!(
+        "ordering PerKey -> None: ack policy {:?} -> {:?}, ack floor {} -> {}; the new consumer sent {sent}; {verdict:?}",
+        before.config.ack_policy,
+        after.config.ack_policy,
+        before.ack_floor.stream_sequence,
+        after.ack_floor.stream_sequence
+    );
+    assert_eq!(after.config.ack_policy, AckPolicy::Explicit, "competing workers ack each message alone");
+    assert_eq!(verdict.lost, 0, "messages lost across the switch");
+    assert_eq!(sent, (COUNT - FIRST) as u64, "the consumer made again started after the ack floor");
+    assert_eq!(after.ack_floor.stream_sequence, COUNT as u64, "every message acknowledged");
+    Ok(())
+}
+
 /// The holder of a Lease, as the API server has it.
 fn lease_holder(cluster: &oms_e2e::Cluster, namespace: &str, lease: &str) -> anyhow::Result<String> {
     let holder = oms_e2e::run_ok(cluster.kubectl().args([

@@ -219,7 +219,7 @@ impl Source {
     pub async fn ack(&mut self, ack: Ack) -> Result<(), ConnectorError> {
         match (self, ack) {
             (Source::Kafka(source), Ack::Kafka { partition, offset }) => source.ack(partition, offset),
-            (Source::Nats(_), Ack::Nats(message)) => nats::ack(&message).await,
+            (Source::Nats(source), Ack::Nats(message)) => source.ack(message).await,
             (Source::Amqp(source), Ack::Amqp(acker)) => {
                 source.ack(*acker);
                 Ok(())

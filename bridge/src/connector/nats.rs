@@ -17,7 +17,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream::{ConsumerResetError, ConsumerResetResponse};
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::{Confirm, ConnectorError, Delivered, Received, Start};
 use crate::message::{
@@ -92,6 +92,45 @@ pub struct NatsSource {
     parked: Option<(u64, Received)>,
     /// The stream's first sequence, read for the parked message's gap check.
     first_sequence: Option<u64>,
+    /// Acks held back where one covers every earlier message (`AckPolicy::All`).
+    acks: AckRun<Box<jetstream::Message>>,
+}
+
+/// Acks of an `AckPolicy::All` consumer: the pipeline acknowledges in delivery order and only
+/// what the target confirmed, so one ack of the latest covers a run of them, as AMQP's `multiple`
+/// does. Sent when no message is ready (the source waits anyway) or when the run is long; lost on
+/// kill -9, which only brings those messages again.
+struct AckRun<T> {
+    /// The latest acknowledged message not yet told to the server.
+    latest: Option<T>,
+    held: u32,
+    /// The longest run held: with the window unconfirmed besides, under the consumer's
+    /// ack-pending limit, so the server never stops delivering for acks held here.
+    longest: u32,
+    /// `false` for a consumer with explicit acks: each message is acked alone.
+    covers_earlier: bool,
+}
+
+impl<T> AckRun<T> {
+    fn new(covers_earlier: bool, in_flight: u32) -> Self {
+        Self { latest: None, held: 0, longest: (in_flight / 2).max(1), covers_earlier }
+    }
+
+    /// Holds `message`'s ack, or gives back what to send now.
+    fn hold(&mut self, message: T) -> Option<T> {
+        if !self.covers_earlier {
+            return Some(message);
+        }
+        self.latest = Some(message);
+        self.held += 1;
+        if self.held >= self.longest { self.take() } else { None }
+    }
+
+    /// The ack to send for the run held, if any.
+    fn take(&mut self) -> Option<T> {
+        self.held = 0;
+        self.latest.take()
+    }
 }
 
 /// A worker's standing in the consumer's priority group, and what a new pin still asks of it.
@@ -192,17 +231,34 @@ impl NatsSource {
         let max_ack_pending = max_ack_pending(in_flight);
         let mut config = consumer::pull::Config {
             durable_name: Some(durable_name.clone()),
-            // Explicit, never AckPolicy::All: with competing workers (ordering None), or a holder
-            // acking late after its pin passed on, an ack of one message would cover another
+            // One holder: an ack covers the earlier messages, all of them its own. Competing
+            // workers (ordering None) ack each message alone: an ack of one would cover another
             // worker's unconfirmed ones.
-            ack_policy: consumer::AckPolicy::Explicit,
+            ack_policy: if keep_order { consumer::AckPolicy::All } else { consumer::AckPolicy::Explicit },
             deliver_policy,
             max_ack_pending,
             ..consumer::pull::Config::default()
         };
         set_priority(&mut config, keep_order);
         let wanted_policy = config.priority_policy.clone();
-        let mut consumer = stream.get_or_create_consumer(&durable_name, config).await.map_err(|e| fail(&e))?;
+        let mut consumer = stream.get_or_create_consumer(&durable_name, config.clone()).await.map_err(|e| fail(&e))?;
+        // Competing workers on a consumer whose acks cover earlier messages (made for ordered
+        // workers) would ack each other's unconfirmed ones, and JetStream cannot change a
+        // consumer's ack policy: it is made again, starting after its ack floor (what was given out
+        // and not acknowledged comes again).
+        let made_for_one_holder = consumer.cached_info().config.ack_policy == consumer::AckPolicy::All;
+        if !keep_order && made_for_one_holder {
+            let floor = consumer.cached_info().ack_floor.stream_sequence;
+            stream.delete_consumer(&durable_name).await.map_err(|e| fail(&e))?;
+            if floor > 0 {
+                config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
+            }
+            consumer = stream.create_consumer(config).await.map_err(|e| fail(&e))?;
+            tracing::info!(
+                message = "The consumer was made again for competing workers, after its ack floor.",
+                ack_floor = floor
+            );
+        }
         // A consumer made by an earlier version, under the other ordering or with another window
         // takes this one's priority settings and ack-pending limit (JetStream updates them in
         // place, keeping the position).
@@ -227,6 +283,7 @@ impl NatsSource {
             pull.heartbeat(PULL_HEARTBEAT)
         };
         let messages = pull.messages().await.map_err(|e| fail(&e))?;
+        let ack_all = consumer.cached_info().config.ack_policy == consumer::AckPolicy::All;
         Ok(Self {
             client: connection,
             messages: Some(messages),
@@ -238,6 +295,7 @@ impl NatsSource {
             resetting: None,
             parked: None,
             first_sequence: None,
+            acks: AckRun::new(ack_all, in_flight),
         })
     }
 
@@ -251,6 +309,11 @@ impl NatsSource {
     /// server, and ones left behind at exit would bring their messages again after the ack wait),
     /// then stops pulling and gives up the pin, so that a standby takes over at once.
     pub async fn flush(&mut self) {
+        if let Some(latest) = self.acks.take()
+            && let Err(error) = ack(&latest).await
+        {
+            tracing::warn!(message = "Acks not sent before shutdown; their messages come again.", %error);
+        }
         let unsent = match tokio::time::timeout(FLUSH_DEADLINE, self.client.flush()).await {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
@@ -377,12 +440,18 @@ impl NatsSource {
     async fn receive(&mut self) -> Result<(u64, Received), ConnectorError> {
         loop {
             self.finish_reset().await?;
-            let message = self
-                .messages
-                .as_mut()
-                .ok_or_else(|| ConnectorError::Receive("the source was shut down".into()))?
-                .next()
-                .await
+            let messages =
+                self.messages.as_mut().ok_or_else(|| ConnectorError::Receive("the source was shut down".into()))?;
+            // The acks held back go out when the source would wait anyway.
+            let next = if let Some(next) = messages.next().now_or_never() {
+                next
+            } else {
+                if let Some(latest) = self.acks.take() {
+                    ack(&latest).await?;
+                }
+                messages.next().await
+            };
+            let message = next
                 .ok_or_else(|| ConnectorError::Receive("the consumer stream ended".into()))?
                 .map_err(|e| ConnectorError::Receive(e.to_string()))?;
             let info = message.info().map_err(|e| ConnectorError::Receive(e.to_string()))?;
@@ -394,6 +463,8 @@ impl NatsSource {
                     Under::Take => redelivered |= sequence <= pin.redelivered_through,
                     Under::Drop => continue,
                     Under::Reset => {
+                        // An ack from before the reset would name a delivery the reset forgot.
+                        self.acks.take();
                         self.start_reset();
                         continue;
                     }
@@ -428,11 +499,21 @@ impl NatsSource {
     }
 }
 
+impl NatsSource {
+    /// Acknowledges a message the target confirmed (in delivery order): at once, or held in a run.
+    pub async fn ack(&mut self, message: Box<jetstream::Message>) -> Result<(), ConnectorError> {
+        match self.acks.hold(message) {
+            Some(now) => ack(&now).await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Acks at the server without waiting for its reply: a lost ack only means the message comes
 /// again after the ack wait (a repeat the ack-pending limit bounds and JetStream targets drop),
 /// never a loss, while waiting for a round trip per message would cap a source at a few hundred a
 /// second.
-pub async fn ack(message: &jetstream::Message) -> Result<(), ConnectorError> {
+async fn ack(message: &jetstream::Message) -> Result<(), ConnectorError> {
     message.ack().await.map_err(|e| ConnectorError::Ack(e.to_string()))
 }
 
@@ -527,6 +608,20 @@ mod tests {
         assert_eq!(pin.redelivered_through, 90, "a redelivery was given before");
         pin.reset_over(false);
         assert_eq!(pin.judge(Some("b"), 91, 1, 10), Under::Take, "a server that cannot reset: taken as it comes");
+    }
+
+    #[test]
+    fn acks_that_cover_earlier_messages_go_as_one_per_run_and_explicit_ones_each_alone() {
+        let mut run = AckRun::new(true, 6);
+        assert_eq!((run.hold(1), run.hold(2)), (None, None), "held while the run is short");
+        assert_eq!(run.hold(3), Some(3), "half the window: the latest goes, covering 1 and 2");
+        assert_eq!(run.hold(4), None);
+        assert_eq!(run.take(), Some(4), "sent when the source would wait");
+        assert_eq!(run.take(), None, "nothing held after");
+        let mut explicit = AckRun::new(false, 6);
+        assert_eq!((explicit.hold(1), explicit.hold(2)), (Some(1), Some(2)));
+        assert_eq!(explicit.take(), None);
+        assert_eq!(AckRun::new(true, 1).hold(7), Some(7), "a window of 1 holds nothing back");
     }
 
     #[test]
