@@ -1236,12 +1236,13 @@ async fn three_replicas_lose_nothing_and_keep_key_order_when_the_active_one_is_k
 }
 
 /// An ordered worker's JetStream consumer acks runs (one ack covers the earlier messages, the
-/// pipeline acking in order). Competing workers (ordering None) must ack each message alone, and
-/// JetStream cannot change a consumer's ack policy: when the Bridge's ordering becomes None the
-/// consumer is made again, starting after its ack floor, so nothing before it is sent again.
+/// pipeline acking in order). Competing workers (ordering None) would ack each other's messages
+/// with it, and JetStream cannot change a consumer's ack policy; making it again could lose its
+/// position. So when the Bridge's ordering becomes None its workers keep taking turns on it, from
+/// its ack floor: nothing before the floor is sent again and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_consumer_acks_each_message_from_its_ack_floor_once_ordering_becomes_none() -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::AckPolicy;
+async fn a_nats_consumer_that_acks_in_runs_keeps_one_holder_and_its_floor_under_ordering_none() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy};
     const FIRST: usize = 2_000;
     const COUNT: usize = 4_000;
     const DURABLE: &str = "oms-bridge-e2e-switch";
@@ -1274,15 +1275,16 @@ async fn a_nats_consumer_acks_each_message_from_its_ack_floor_once_ordering_beco
     let after = js.get_stream(from).await?.consumer_info(DURABLE).await?;
     let verdict = verdict(&seen, COUNT);
     println!(
-        "ordering PerKey -> None: ack policy {:?} -> {:?}, ack floor {} -> {}; the new consumer sent {sent}; {verdict:?}",
+        "ordering PerKey -> None: ack policy {:?} -> {:?}, ack floor {} -> {}; the worker under ordering None sent {sent}; {verdict:?}",
         before.config.ack_policy,
         after.config.ack_policy,
         before.ack_floor.stream_sequence,
         after.ack_floor.stream_sequence
     );
-    assert_eq!(after.config.ack_policy, AckPolicy::Explicit, "competing workers ack each message alone");
+    assert_eq!(after.config.ack_policy, AckPolicy::All, "the consumer is the one made while order was kept");
+    assert_eq!(after.config.priority_policy, PriorityPolicy::PinnedClient, "its workers take turns");
     assert_eq!(verdict.lost, 0, "messages lost across the switch");
-    assert_eq!(sent, (COUNT - FIRST) as u64, "the consumer made again started after the ack floor");
+    assert_eq!(sent, (COUNT - FIRST) as u64, "the worker went on after the ack floor");
     assert_eq!(after.ack_floor.stream_sequence, COUNT as u64, "every message acknowledged");
     Ok(())
 }

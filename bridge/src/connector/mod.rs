@@ -91,7 +91,7 @@ pub enum Ack {
     /// Kafka: the message's partition and offset (librdkafka commits offset + 1 for it).
     Kafka { partition: i32, offset: i64 },
     /// JetStream: the message itself carries its ack subject.
-    Nats(Box<async_nats::jetstream::Message>),
+    Nats(Box<nats::NatsAck>),
     /// AMQP: the delivery's acker (channel and delivery tag).
     Amqp(Box<lapin::Acker>),
     /// MQTT: the PUBLISH to acknowledge with a PUBACK.

@@ -94,6 +94,25 @@ pub struct NatsSource {
     first_sequence: Option<u64>,
     /// Acks held back where one covers every earlier message (`AckPolicy::All`).
     acks: AckRun<Box<jetstream::Message>>,
+    /// Counts the consumer's resets. An ack names a delivery number, which a reset starts again
+    /// at 1; a cumulative ack of an older, higher one would make the server ignore the acks after
+    /// it until deliveries pass that number. So acks from before the last reset are not sent (the
+    /// reset brings their messages again).
+    epoch: u64,
+}
+
+/// How a JetStream message is acknowledged: the message (its ack subject) and the consumer's
+/// reset count when it was received.
+pub struct NatsAck {
+    message: jetstream::Message,
+    epoch: u64,
+}
+
+/// Whether a server of `version` can reset a consumer to its ack floor (NATS 2.14 or later).
+fn server_can_reset(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']).map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 14)
 }
 
 /// Acks of an `AckPolicy::All` consumer: the pipeline acknowledges in delivery order and only
@@ -212,6 +231,9 @@ impl NatsSource {
         keep_order: bool,
     ) -> Result<Self, ConnectorError> {
         let connection = client(endpoint).await?;
+        // Acks that cover earlier messages need the reset a new holder does (NATS 2.14): without
+        // it, the new holder's first ack would cover what a killed holder was given and never sent.
+        let can_reset = server_can_reset(&connection.server_info().version);
         let js = jetstream::new(connection.clone());
         let fail = |e: &dyn std::fmt::Display| ConnectorError::Connect {
             protocol: Protocol::Nats,
@@ -234,31 +256,28 @@ impl NatsSource {
             // One holder: an ack covers the earlier messages, all of them its own. Competing
             // workers (ordering None) ack each message alone: an ack of one would cover another
             // worker's unconfirmed ones.
-            ack_policy: if keep_order { consumer::AckPolicy::All } else { consumer::AckPolicy::Explicit },
+            ack_policy: if keep_order && can_reset { consumer::AckPolicy::All } else { consumer::AckPolicy::Explicit },
             deliver_policy,
             max_ack_pending,
             ..consumer::pull::Config::default()
         };
         set_priority(&mut config, keep_order);
-        let wanted_policy = config.priority_policy.clone();
-        let mut consumer = stream.get_or_create_consumer(&durable_name, config.clone()).await.map_err(|e| fail(&e))?;
-        // Competing workers on a consumer whose acks cover earlier messages (made for ordered
-        // workers) would ack each other's unconfirmed ones, and JetStream cannot change a
-        // consumer's ack policy: it is made again, starting after its ack floor (what was given out
-        // and not acknowledged comes again).
-        let made_for_one_holder = consumer.cached_info().config.ack_policy == consumer::AckPolicy::All;
-        if !keep_order && made_for_one_holder {
-            let floor = consumer.cached_info().ack_floor.stream_sequence;
-            stream.delete_consumer(&durable_name).await.map_err(|e| fail(&e))?;
-            if floor > 0 {
-                config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
-            }
-            consumer = stream.create_consumer(config).await.map_err(|e| fail(&e))?;
-            tracing::info!(
-                message = "The consumer was made again for competing workers, after its ack floor.",
-                ack_floor = floor
+        let consumer = stream.get_or_create_consumer(&durable_name, config).await.map_err(|e| fail(&e))?;
+        // A consumer made while order was kept acks in runs, and JetStream cannot change an ack
+        // policy: competing workers on it would ack each other's unconfirmed messages, and making
+        // it again would lose its position (or an interest stream's messages). Its workers keep
+        // taking turns.
+        let acks_cover_earlier = consumer.cached_info().config.ack_policy == consumer::AckPolicy::All;
+        if acks_cover_earlier && !keep_order {
+            tracing::warn!(
+                message = "Ordering None, but the consumer acks in runs (made while order was kept): workers take turns on it instead of competing. Delete the consumer to have them compete; it is made again from the Bridge's start position.",
+                consumer = %durable_name
             );
         }
+        let keep_order = keep_order || acks_cover_earlier;
+        let wanted_policy =
+            if keep_order { consumer::PriorityPolicy::PinnedClient } else { consumer::PriorityPolicy::None };
+        let mut consumer = consumer;
         // A consumer made by an earlier version, under the other ordering or with another window
         // takes this one's priority settings and ack-pending limit (JetStream updates them in
         // place, keeping the position).
@@ -283,7 +302,6 @@ impl NatsSource {
             pull.heartbeat(PULL_HEARTBEAT)
         };
         let messages = pull.messages().await.map_err(|e| fail(&e))?;
-        let ack_all = consumer.cached_info().config.ack_policy == consumer::AckPolicy::All;
         Ok(Self {
             client: connection,
             messages: Some(messages),
@@ -295,7 +313,8 @@ impl NatsSource {
             resetting: None,
             parked: None,
             first_sequence: None,
-            acks: AckRun::new(ack_all, in_flight),
+            acks: AckRun::new(acks_cover_earlier, in_flight),
+            epoch: 0,
         })
     }
 
@@ -336,6 +355,8 @@ impl NatsSource {
     /// a task that [`Self::finish_reset`] awaits: `next` may be dropped mid-way (the pipeline
     /// selects on it), and a reset sent twice would deliver the stream twice.
     fn start_reset(&mut self) {
+        self.epoch += 1;
+        self.acks.take();
         let mut consumer = self.consumer.clone();
         self.resetting = Some(tokio::spawn(async move { consumer.reset(None).await }));
     }
@@ -361,6 +382,11 @@ impl NatsSource {
             // again after the ack wait, maybe behind newer ones of their key.
             Ok(Err(error)) if matches!(error.kind(), jetstream::stream::ConsumerResetErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::BAD_REQUEST) =>
             {
+                if self.acks.covers_earlier {
+                    return Err(ConnectorError::Receive(format!(
+                        "the consumer acks in runs and the NATS server cannot reset it to its ack floor (needs 2.14; was the server downgraded?): {error}"
+                    )));
+                }
                 tracing::warn!(message = "The NATS server cannot reset a consumer (needs 2.14): order may break at this takeover.", %error);
                 pin.reset_over(false);
             }
@@ -411,6 +437,22 @@ impl NatsSource {
                 }
             }
         }
+        // An ack from before a reset (of a holder that lost the pin while alive) named a delivery
+        // number above this holder's: the server ignores this holder's acks until its deliveries
+        // pass it. A reset starts the numbers again.
+        if self.acks.covers_earlier
+            && self.takes_messages()
+            && self.resetting.is_none()
+            && info.ack_floor.consumer_sequence > info.delivered.consumer_sequence
+        {
+            tracing::warn!(
+                message =
+                    "The consumer's ack floor is past its deliveries (a late ack of an earlier holder): resetting it.",
+                ack_floor = info.ack_floor.consumer_sequence,
+                delivered = info.delivered.consumer_sequence
+            );
+            self.start_reset();
+        }
         Some(if self.takes_messages() { info.num_pending } else { 0 })
     }
 
@@ -446,8 +488,10 @@ impl NatsSource {
             let next = if let Some(next) = messages.next().now_or_never() {
                 next
             } else {
-                if let Some(latest) = self.acks.take() {
-                    ack(&latest).await?;
+                // Cleared once written: a cancelled write leaves it to send again (a repeat is a no-op).
+                if let Some(latest) = self.acks.latest.as_ref() {
+                    ack(latest).await?;
+                    self.acks.take();
                 }
                 messages.next().await
             };
@@ -463,8 +507,6 @@ impl NatsSource {
                     Under::Take => redelivered |= sequence <= pin.redelivered_through,
                     Under::Drop => continue,
                     Under::Reset => {
-                        // An ack from before the reset would name a delivery the reset forgot.
-                        self.acks.take();
                         self.start_reset();
                         continue;
                     }
@@ -492,8 +534,12 @@ impl NatsSource {
                 id: self.ids.id(own.id, 0, sequence),
                 provenance: own.provenance,
             };
-            let received =
-                Received { message: converted, ack: super::Ack::Nats(Box::new(message)), gap: 0, redelivered };
+            let received = Received {
+                message: converted,
+                ack: super::Ack::Nats(Box::new(NatsAck { message, epoch: self.epoch })),
+                gap: 0,
+                redelivered,
+            };
             return Ok((sequence, received));
         }
     }
@@ -501,8 +547,11 @@ impl NatsSource {
 
 impl NatsSource {
     /// Acknowledges a message the target confirmed (in delivery order): at once, or held in a run.
-    pub async fn ack(&mut self, message: Box<jetstream::Message>) -> Result<(), ConnectorError> {
-        match self.acks.hold(message) {
+    pub async fn ack(&mut self, acked: Box<NatsAck>) -> Result<(), ConnectorError> {
+        if self.acks.covers_earlier && acked.epoch != self.epoch {
+            return Ok(());
+        }
+        match self.acks.hold(Box::new(acked.message)) {
             Some(now) => ack(&now).await,
             None => Ok(()),
         }
@@ -622,6 +671,16 @@ mod tests {
         assert_eq!((explicit.hold(1), explicit.hold(2)), (Some(1), Some(2)));
         assert_eq!(explicit.take(), None);
         assert_eq!(AckRun::new(true, 1).hold(7), Some(7), "a window of 1 holds nothing back");
+    }
+
+    #[test]
+    fn acks_in_runs_need_a_server_that_resets_consumers() {
+        assert!(server_can_reset("2.15.2"));
+        assert!(server_can_reset("2.14.0-RC.1"));
+        assert!(server_can_reset("3.0.0"));
+        assert!(!server_can_reset("2.13.9"));
+        assert!(!server_can_reset("2.9.25"));
+        assert!(!server_can_reset(""));
     }
 
     #[test]
