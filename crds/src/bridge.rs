@@ -76,8 +76,10 @@ pub struct BridgeSpec {
     /// source through its consumer group, or a NATS or AMQP source as competing workers with
     /// `ordering: None`; on an AMQP or NATS source with order kept, one worker consumes (the AMQP
     /// queue's exclusive consumer, the JetStream consumer's pin) and the others stand by to take
-    /// over. On an MQTT source the workers take turns through a Lease the operator makes (an MQTT
-    /// session belongs to one client). A gateway source is `Unsupported` with more than one.
+    /// over. A JetStream consumer made while order was kept acks in runs and keeps one worker
+    /// consuming under `ordering: None` too (delete it to have the workers compete). On an MQTT
+    /// source the workers take turns through a Lease the operator makes (an MQTT session belongs
+    /// to one client). A gateway source is `Unsupported` with more than one.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,
@@ -151,7 +153,8 @@ pub struct BridgeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
     /// Workers taking messages from the source, as they report it: all of them where they share
-    /// the source (a Kafka group's members with partitions; AMQP or JetStream with ordering None),
+    /// the source (a Kafka group's members with partitions; AMQP or JetStream with ordering None,
+    /// but for a JetStream consumer made while order was kept),
     /// one where the source keeps order by having one reader (an AMQP queue or a JetStream
     /// consumer with ordering kept, an MQTT session whose Lease one worker holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -427,10 +427,15 @@ impl NatsSource {
             // new holder, and that one resets once more.
             if pin.held.is_none() && info.num_ack_pending > 0 {
                 match self.consumer.reset(None).await {
-                    Ok(_) => tracing::info!(
-                        message = "No worker holds the pin and a gone one's messages are pending: the consumer starts again after its ack floor.",
-                        pending = info.num_ack_pending
-                    ),
+                    Ok(_) => {
+                        // Acks of what came before name delivery numbers the reset forgot.
+                        self.epoch += 1;
+                        self.acks.take();
+                        tracing::info!(
+                            message = "No worker holds the pin and a gone one's messages are pending: the consumer starts again after its ack floor.",
+                            pending = info.num_ack_pending
+                        );
+                    }
                     Err(error) => {
                         tracing::warn!(message = "Cannot reset the consumer whose holder is gone; its messages come again after the ack wait.", %error);
                     }
