@@ -93,7 +93,7 @@ pub struct NatsSource {
     /// The stream's first sequence, read for the parked message's gap check.
     first_sequence: Option<u64>,
     /// Acks held back where one covers every earlier message (`AckPolicy::All`).
-    acks: AckRun<Box<jetstream::Message>>,
+    acks: AckRun<jetstream::Message>,
     /// Counts the consumer's resets. An ack names a delivery number, which a reset starts again
     /// at 1; a cumulative ack of an older, higher one would make the server ignore the acks after
     /// it until deliveries pass that number. So acks from before the last reset are not sent (the
@@ -213,11 +213,13 @@ fn max_ack_pending(in_flight: u32) -> i64 {
 
 /// The consumer's priority settings: one pinned holder where order is kept, none otherwise.
 fn set_priority(config: &mut consumer::pull::Config, pinned: bool) {
-    (config.priority_policy, config.priority_groups, config.priority_timeout) = if pinned {
-        (consumer::PriorityPolicy::PinnedClient, vec![PIN_GROUP.to_owned()], PIN_TIMEOUT)
-    } else {
-        (consumer::PriorityPolicy::None, Vec::new(), std::time::Duration::ZERO)
-    };
+    config.priority_policy = priority_policy(pinned);
+    (config.priority_groups, config.priority_timeout) =
+        if pinned { (vec![PIN_GROUP.to_owned()], PIN_TIMEOUT) } else { (Vec::new(), std::time::Duration::ZERO) };
+}
+
+fn priority_policy(pinned: bool) -> consumer::PriorityPolicy {
+    if pinned { consumer::PriorityPolicy::PinnedClient } else { consumer::PriorityPolicy::None }
 }
 
 impl NatsSource {
@@ -262,7 +264,7 @@ impl NatsSource {
             ..consumer::pull::Config::default()
         };
         set_priority(&mut config, keep_order);
-        let consumer = stream.get_or_create_consumer(&durable_name, config).await.map_err(|e| fail(&e))?;
+        let mut consumer = stream.get_or_create_consumer(&durable_name, config).await.map_err(|e| fail(&e))?;
         // A consumer made while order was kept acks in runs, and JetStream cannot change an ack
         // policy: competing workers on it would ack each other's unconfirmed messages, and making
         // it again would lose its position (or an interest stream's messages). Its workers keep
@@ -275,9 +277,7 @@ impl NatsSource {
             );
         }
         let keep_order = keep_order || acks_cover_earlier;
-        let wanted_policy =
-            if keep_order { consumer::PriorityPolicy::PinnedClient } else { consumer::PriorityPolicy::None };
-        let mut consumer = consumer;
+        let wanted_policy = priority_policy(keep_order);
         // A consumer made by an earlier version, under the other ordering or with another window
         // takes this one's priority settings and ack-pending limit (JetStream updates them in
         // place, keeping the position).
@@ -355,10 +355,16 @@ impl NatsSource {
     /// a task that [`Self::finish_reset`] awaits: `next` may be dropped mid-way (the pipeline
     /// selects on it), and a reset sent twice would deliver the stream twice.
     fn start_reset(&mut self) {
-        self.epoch += 1;
-        self.acks.take();
+        self.forget_acks_before_reset();
         let mut consumer = self.consumer.clone();
         self.resetting = Some(tokio::spawn(async move { consumer.reset(None).await }));
+    }
+
+    /// A reset starts the consumer's delivery numbers again: acks held or still to come for what
+    /// was delivered before it are not sent (see the `epoch` field).
+    fn forget_acks_before_reset(&mut self) {
+        self.epoch += 1;
+        self.acks.take();
     }
 
     /// Awaits a reset [`Self::start_reset`] began, if one runs; cancel-safe (the task goes on
@@ -428,9 +434,7 @@ impl NatsSource {
             if pin.held.is_none() && info.num_ack_pending > 0 {
                 match self.consumer.reset(None).await {
                     Ok(_) => {
-                        // Acks of what came before name delivery numbers the reset forgot.
-                        self.epoch += 1;
-                        self.acks.take();
+                        self.forget_acks_before_reset();
                         tracing::info!(
                             message = "No worker holds the pin and a gone one's messages are pending: the consumer starts again after its ack floor.",
                             pending = info.num_ack_pending
@@ -548,15 +552,13 @@ impl NatsSource {
             return Ok((sequence, received));
         }
     }
-}
 
-impl NatsSource {
     /// Acknowledges a message the target confirmed (in delivery order): at once, or held in a run.
     pub async fn ack(&mut self, acked: Box<NatsAck>) -> Result<(), ConnectorError> {
         if self.acks.covers_earlier && acked.epoch != self.epoch {
             return Ok(());
         }
-        match self.acks.hold(Box::new(acked.message)) {
+        match self.acks.hold(acked.message) {
             Some(now) => ack(&now).await,
             None => Ok(()),
         }
