@@ -21,3 +21,27 @@ pub use validate::{
     Backend, ConfigError, Endpoint, GatewayConfig, TlsFiles, WorkerConfig, exactly_once_unsupported,
     in_kafka_transactions, load_gateway, load_worker, parse_gateway, parse_worker, validate_gateway, validate_worker,
 };
+
+/// Whether a NATS server of `version` is 2.14 or later: it resets consumers to their ack floor and
+/// takes fast batches, which the operator allows on the streams it makes and the worker publishes
+/// with.
+#[must_use]
+pub fn nats_2_14_or_later(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']).map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 14)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nats_versions_from_2_14_on_reset_consumers_and_take_fast_batches() {
+        use super::nats_2_14_or_later;
+        assert!(nats_2_14_or_later("2.15.2"));
+        assert!(nats_2_14_or_later("2.14.0-RC.1"));
+        assert!(nats_2_14_or_later("3.0.0"));
+        assert!(!nats_2_14_or_later("2.13.9"));
+        assert!(!nats_2_14_or_later("2.9.25"));
+        assert!(!nats_2_14_or_later(""));
+    }
+}

@@ -63,7 +63,8 @@ impl BridgeMetrics {
             ))?,
             deduplicated: IntCounter::with_opts(opts(
                 "oms_bridge_messages_deduplicated_total",
-                "Repeats the target recognised by message id and dropped (resends after a failure).",
+                "Repeats the target recognised by message id and dropped (resends after a failure); a JetStream \
+                 target taking fast batches tells only a batch's first message apart.",
             ))?,
             resent: IntCounter::with_opts(opts(
                 "oms_bridge_messages_resent_total",

@@ -333,15 +333,6 @@ async fn a_slow_link_and_a_30_second_cut_lose_nothing() -> anyhow::Result<()> {
 async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flows() -> anyhow::Result<()> {
     let brokers = Brokers::shared(false)?;
     brokers.create_queue(Kind::Kafka, "large-in").await?;
-    // The target stream takes messages of at most 1000 bytes.
-    let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
-    js.create_stream(jetstream::stream::Config {
-        name: "large-out".to_owned(),
-        subjects: vec!["large-out".to_owned()],
-        max_message_size: 1000,
-        ..Default::default()
-    })
-    .await?;
     brokers.produce(Kind::Kafka, "large-in", 0, 10).await?;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers.kafka.address()).create()?;
     let big = "x".repeat(5000);
@@ -351,29 +342,45 @@ async fn a_message_too_large_for_the_target_is_skipped_counted_and_the_rest_flow
         .map_err(|(e, _)| e)?;
     brokers.produce(Kind::Kafka, "large-in", 10, 10).await?;
 
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
-    let _worker = Worker::start_with(
-        "large",
-        &format!(
-            "bridge: {{name: large, namespace: e2e}}\n\
-             source: {{driver: kafka, servers: ['{}'], queue: large-in}}\n\
-             target: {{driver: nats, servers: ['{}'], queue: large-out}}\n\
-             admin: {{listen: '{admin}'}}\n",
-            brokers.kafka.address(),
-            brokers.nats.address()
-        ),
-    )?;
-    let seen = brokers.consume(Kind::Nats, "large-out", 20, Duration::from_mins(1)).await?;
-    // Messages of other keys may overtake the large one: its refusal can land after they arrived.
-    let refused = oms_e2e::poll("the refusal is counted", oms_e2e::DEADLINE, || {
-        Ok(Some(failed_with(admin, "too_large")).filter(|n| *n > 0))
-    })
-    .unwrap_or(0);
-    let reconnects = failed_with(admin, "link");
-    println!("too large: 21 sent, {} received, {refused} refused as too large, {reconnects} reconnects", seen.len());
-    assert_eq!(seen.len(), 20, "every message that fits arrives, once");
-    assert_eq!(refused, 1, "the large message is counted");
-    assert_eq!(reconnects, 0, "no crash loop: the worker never reconnected over it");
+    // Published one at a time, and in fast batches (where a refusal would end the batch).
+    for (name, batched) in [("large", false), ("large-batched", true)] {
+        // The target stream takes messages of at most 1000 bytes.
+        let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+        js.create_stream(jetstream::stream::Config {
+            name: format!("{name}-out"),
+            subjects: vec![format!("{name}-out")],
+            max_message_size: 1000,
+            allow_batch_publish: batched,
+            ..Default::default()
+        })
+        .await?;
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
+        let _worker = Worker::start_with(
+            name,
+            &format!(
+                "bridge: {{name: {name}, namespace: e2e}}\n\
+                 source: {{driver: kafka, servers: ['{}'], queue: large-in}}\n\
+                 target: {{driver: nats, servers: ['{}'], queue: {name}-out}}\n\
+                 admin: {{listen: '{admin}'}}\n",
+                brokers.kafka.address(),
+                brokers.nats.address()
+            ),
+        )?;
+        let seen = brokers.consume(Kind::Nats, &format!("{name}-out"), 20, Duration::from_mins(1)).await?;
+        // Messages of other keys may overtake the large one: its refusal can land after they arrived.
+        let refused = oms_e2e::poll("the refusal is counted", oms_e2e::DEADLINE, || {
+            Ok(Some(failed_with(admin, "too_large")).filter(|n| *n > 0))
+        })
+        .unwrap_or(0);
+        let reconnects = failed_with(admin, "link");
+        println!(
+            "too large ({name}): 21 sent, {} received, {refused} refused as too large, {reconnects} reconnects",
+            seen.len()
+        );
+        assert_eq!(seen.len(), 20, "{name}: every message that fits arrives, once");
+        assert_eq!(refused, 1, "{name}: the large message is counted");
+        assert_eq!(reconnects, 0, "{name}: no crash loop: the worker never reconnected over it");
+    }
     Ok(())
 }
 

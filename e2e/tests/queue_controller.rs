@@ -166,6 +166,9 @@ fn nats_streams_deleted_out_of_band_are_recreated_under_enforce_and_reported_und
     for stream in ["enforced", "reported"] {
         let info = nats(&broker, &["stream", "info", stream, "--json"])?;
         assert!(info.status.success(), "stream {stream} exists on the broker");
+        // Bridges writing into it publish in fast batches, in order without a lane per key.
+        let json: Value = serde_json::from_slice(&info.stdout)?;
+        assert_eq!(json["config"]["allow_batched"], true, "stream {stream} takes fast batches (NATS 2.14+)");
         let removed = nats(&broker, &["stream", "rm", stream, "-f"])?;
         assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
     }

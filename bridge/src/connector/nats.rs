@@ -26,6 +26,8 @@ use crate::message::{
 };
 use oms_bridge_config::{Endpoint, Protocol};
 
+mod batch;
+
 /// Messages per pull request at least, and the idle heartbeat of a pull (the client's defaults).
 const PULL_BATCH: usize = 200;
 const PULL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -106,13 +108,6 @@ pub struct NatsSource {
 pub struct NatsAck {
     message: jetstream::Message,
     epoch: u64,
-}
-
-/// Whether a server of `version` can reset a consumer to its ack floor (NATS 2.14 or later).
-fn server_can_reset(version: &str) -> bool {
-    let mut parts = version.split(['.', '-']).map(|part| part.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 14)
 }
 
 /// Acks of an `AckPolicy::All` consumer: the pipeline acknowledges in delivery order and only
@@ -235,7 +230,7 @@ impl NatsSource {
         let connection = client(endpoint).await?;
         // Acks that cover earlier messages need the reset a new holder does (NATS 2.14): without
         // it, the new holder's first ack would cover what a killed holder was given and never sent.
-        let can_reset = server_can_reset(&connection.server_info().version);
+        let can_reset = oms_bridge_config::nats_2_14_or_later(&connection.server_info().version);
         let js = jetstream::new(connection.clone());
         let fail = |e: &dyn std::fmt::Display| ConnectorError::Connect {
             protocol: Protocol::Nats,
@@ -576,6 +571,9 @@ async fn ack(message: &jetstream::Message) -> Result<(), ConnectorError> {
 pub struct NatsSink {
     jetstream: jetstream::Context,
     subject: String,
+    /// Where the stream allows fast batches (NATS 2.14+, `allow_batched`): publishes that keep
+    /// order through failures.
+    batches: Option<batch::BatchPublisher>,
 }
 
 impl NatsSink {
@@ -584,8 +582,29 @@ impl NatsSink {
     /// between sends: with fewer slots than the window, a full window would wait on itself forever.
     pub async fn connect(endpoint: &Endpoint, window: u32) -> Result<Self, ConnectorError> {
         let slots = usize::try_from(window).unwrap_or(usize::MAX);
-        let jetstream = jetstream::ContextBuilder::new().max_ack_inflight(slots).build(client(endpoint).await?);
-        Ok(Self { jetstream, subject: endpoint.queue.clone() })
+        let connection = client(endpoint).await?;
+        let jetstream = jetstream::ContextBuilder::new().max_ack_inflight(slots).build(connection.clone());
+        let subject = endpoint.queue.clone();
+        let batches = match stream_config(&jetstream, &subject).await {
+            Some(config)
+                if config.allow_batch_publish
+                    && oms_bridge_config::nats_2_14_or_later(&connection.server_info().version) =>
+            {
+                let largest = usize::try_from(config.max_message_size).ok().filter(|size| *size > 0);
+                tracing::info!(
+                    message = "The target stream takes fast batches: publishing in them, in order without lanes.",
+                    subject
+                );
+                Some(batch::BatchPublisher::start(connection, subject.clone(), largest).await?)
+            }
+            _ => None,
+        };
+        Ok(Self { jetstream, subject, batches })
+    }
+
+    /// Whether what the stream stores is always a prefix of what was sent (see `Sink::keeps_order`).
+    pub fn keeps_order(&self) -> bool {
+        self.batches.is_some()
     }
 
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
@@ -605,6 +624,9 @@ impl NatsSink {
             if is_text_header_value(value) {
                 headers.append(name.as_str(), String::from_utf8_lossy(value).as_ref());
             }
+        }
+        if let Some(batches) = &self.batches {
+            return Ok(batches.send(headers, message.payload.clone().into()).await);
         }
         let pending = match self
             .jetstream
@@ -626,6 +648,24 @@ impl NatsSink {
             }
         }))
     }
+}
+
+/// The configuration of the stream that captures `subject`: whether it takes fast batches. A user
+/// who may not read it publishes one message at a time, as before.
+async fn stream_config(jetstream: &jetstream::Context, subject: &str) -> Option<jetstream::stream::Config> {
+    let found = async {
+        let name = jetstream.stream_by_subject(subject).await.ok()?;
+        let stream = jetstream.get_stream(&name).await.ok()?;
+        Some(stream.cached_info().config.clone())
+    };
+    let config = found.await;
+    if config.is_none() {
+        tracing::info!(
+            message = "Cannot read the target stream's configuration; publishing one message at a time.",
+            subject
+        );
+    }
+    config
 }
 
 /// A publish error as the pipeline needs it: a message too large for the server or the stream
@@ -678,16 +718,6 @@ mod tests {
         assert_eq!((explicit.hold(1), explicit.hold(2)), (Some(1), Some(2)));
         assert_eq!(explicit.take(), None);
         assert_eq!(AckRun::new(true, 1).hold(7), Some(7), "a window of 1 holds nothing back");
-    }
-
-    #[test]
-    fn acks_in_runs_need_a_server_that_resets_consumers() {
-        assert!(server_can_reset("2.15.2"));
-        assert!(server_can_reset("2.14.0-RC.1"));
-        assert!(server_can_reset("3.0.0"));
-        assert!(!server_can_reset("2.13.9"));
-        assert!(!server_can_reset("2.9.25"));
-        assert!(!server_can_reset(""));
     }
 
     #[test]

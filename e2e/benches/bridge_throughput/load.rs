@@ -135,6 +135,8 @@ pub async fn create_queue(endpoint: &Endpoint, partitions: u32) -> anyhow::Resul
                     name: endpoint.queue.clone(),
                     subjects: vec![endpoint.queue.clone()],
                     max_bytes: NATS_STREAM_MAX_BYTES,
+                    // As the Queue controller makes them.
+                    allow_batch_publish: true,
                     ..Default::default()
                 })
                 .await?;

@@ -145,9 +145,11 @@ impl Brokers {
             Kind::Kafka => self.create_topic(name, 3).await?,
             Kind::Nats => {
                 let js = jetstream::new(async_nats::connect(format!("nats://{}", self.nats.address())).await?);
+                // As the Queue controller makes them: taking fast batches, which the bridge uses.
                 js.create_stream(jetstream::stream::Config {
                     name: name.to_owned(),
                     subjects: vec![name.to_owned(), format!("{name}.>")],
+                    allow_batch_publish: true,
                     ..Default::default()
                 })
                 .await?;

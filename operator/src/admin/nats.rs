@@ -13,6 +13,9 @@ use crate::queue::plan::{Drift, QueuePlan};
 
 pub struct NatsAdmin {
     jetstream: jetstream::Context,
+    /// The server takes fast batches (NATS 2.14+): streams are made to allow them, so that bridges
+    /// writing into them keep order without a lane per key.
+    fast_batches: bool,
 }
 
 impl NatsAdmin {
@@ -47,7 +50,8 @@ impl NatsAdmin {
                 .map_err(|e| AdminError::Connect { servers: servers.join(","), message: e.to_string() })
         })
         .await?;
-        Ok(Self { jetstream: jetstream::new(client) })
+        let fast_batches = oms_bridge_config::nats_2_14_or_later(&client.server_info().version);
+        Ok(Self { jetstream: jetstream::new(client), fast_batches })
     }
 
     async fn info(&self, name: &str) -> Result<Option<stream::Info>, AdminError> {
@@ -102,7 +106,7 @@ impl NatsAdmin {
         }))
     }
 
-    fn stream_config(plan: &QueuePlan) -> Result<stream::Config, AdminError> {
+    fn stream_config(&self, plan: &QueuePlan) -> Result<stream::Config, AdminError> {
         let number = |key: &str| -> Result<Option<i64>, AdminError> {
             plan.settings
                 .get(key)
@@ -122,12 +126,13 @@ impl NatsAdmin {
                 stream::StorageType::File
             },
             num_replicas: number("num_replicas")?.map_or(1, |v| usize::try_from(v).unwrap_or(1)),
+            allow_batch_publish: self.fast_batches,
             ..stream::Config::default()
         })
     }
 
     pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {
-        let config = Self::stream_config(plan)?;
+        let config = self.stream_config(plan)?;
         timed("create stream", async {
             self.jetstream
                 .create_stream(config)
@@ -146,7 +151,7 @@ impl NatsAdmin {
             .map(|d| format!("{d} (JetStream cannot change a stream's storage)"))
             .collect();
         if drift.iter().any(|d| d.setting != "storage") {
-            let mut config = Self::stream_config(plan)?;
+            let mut config = self.stream_config(plan)?;
             if let Some(storage) = drift.iter().find(|d| d.setting == "storage").and_then(|d| d.actual.as_deref()) {
                 config.storage =
                     if storage == "memory" { stream::StorageType::Memory } else { stream::StorageType::File };
