@@ -12,6 +12,8 @@ pub struct BridgeMetrics {
     pub link_up: IntGauge,
     /// 1 while this worker takes messages from the source, 0 while it stands by.
     pub active: IntGauge,
+    /// 1 while the pipeline keeps order with lanes, 0 where the target keeps it or none is asked.
+    pub ordering_lanes: IntGauge,
     pub deduplicated: IntCounter,
     pub resent: IntCounter,
     pub redelivered: IntCounter,
@@ -61,10 +63,16 @@ impl BridgeMetrics {
                 "1 while this worker takes messages from the source; 0 while it stands by (another worker of \
                  the Bridge holds the source, or a Kafka group gave it no partition) or is disconnected.",
             ))?,
+            ordering_lanes: IntGauge::with_opts(opts(
+                "oms_bridge_ordering_lanes",
+                "1 while the worker keeps at most one unconfirmed message per ordering lane (key or partition); \
+                 0 where the target keeps order through failures itself (Kafka, JetStream in fast batches) or \
+                 ordering is None.",
+            ))?,
             deduplicated: IntCounter::with_opts(opts(
                 "oms_bridge_messages_deduplicated_total",
-                "Repeats the target recognised by message id and dropped (resends after a failure); a JetStream \
-                 target taking fast batches tells only a batch's first message apart.",
+                "Repeats the target recognised by message id and dropped (resends after a failure); not counted \
+                 for a JetStream target taking fast batches, which skips repeats without saying so.",
             ))?,
             resent: IntCounter::with_opts(opts(
                 "oms_bridge_messages_resent_total",
@@ -109,6 +117,7 @@ impl BridgeMetrics {
         registry.register(Box::new(metrics.skipped.clone()))?;
         registry.register(Box::new(metrics.link_up.clone()))?;
         registry.register(Box::new(metrics.active.clone()))?;
+        registry.register(Box::new(metrics.ordering_lanes.clone()))?;
         registry.register(Box::new(metrics.deduplicated.clone()))?;
         registry.register(Box::new(metrics.resent.clone()))?;
         registry.register(Box::new(metrics.redelivered.clone()))?;

@@ -222,6 +222,7 @@ pub async fn forward(
         lanes: Lanes::default(),
     };
     let route = Route { ordering: enforced(route.ordering, sink.keeps_order()), ..route };
+    metrics.ordering_lanes.set(i64::from(route.ordering != Ordering::None));
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     let result = loop {
         tokio::select! {

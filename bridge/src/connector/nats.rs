@@ -586,10 +586,7 @@ impl NatsSink {
         let jetstream = jetstream::ContextBuilder::new().max_ack_inflight(slots).build(connection.clone());
         let subject = endpoint.queue.clone();
         let batches = match stream_config(&jetstream, &subject).await {
-            Some(config)
-                if config.allow_batch_publish
-                    && oms_bridge_config::nats_2_14_or_later(&connection.server_info().version) =>
-            {
+            Some(config) if takes_ordered_batches(&config, &connection.server_info().version) => {
                 let largest = usize::try_from(config.max_message_size).ok().filter(|size| *size > 0);
                 tracing::info!(
                     message = "The target stream takes fast batches: publishing in them, in order without lanes.",
@@ -650,6 +647,19 @@ impl NatsSink {
     }
 }
 
+/// Whether fast batches into a stream of `config` on a server of `version` keep order through
+/// failures. Not where the stream refuses new messages at its limits: the server could fail one
+/// when storing it, after the checks that end a batch, and store the next. Not on replicated
+/// streams either: there the server (2.15.2) takes a resend whose earlier copy is proposed but
+/// not yet committed for a stored repeat, which a leader change can then undo.
+fn takes_ordered_batches(config: &jetstream::stream::Config, version: &str) -> bool {
+    config.allow_batch_publish
+        && config.discard == jetstream::stream::DiscardPolicy::Old
+        && !config.discard_new_per_subject
+        && config.num_replicas <= 1
+        && oms_bridge_config::nats_2_14_or_later(version)
+}
+
 /// The configuration of the stream that captures `subject`: whether it takes fast batches. A user
 /// who may not read it publishes one message at a time, as before.
 async fn stream_config(jetstream: &jetstream::Context, subject: &str) -> Option<jetstream::stream::Config> {
@@ -687,6 +697,20 @@ fn classify(error: &jetstream::context::PublishError) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_batches_only_where_they_keep_order_through_failures() {
+        let allowed = jetstream::stream::Config { allow_batch_publish: true, ..Default::default() };
+        assert!(takes_ordered_batches(&allowed, "2.15.2"));
+        assert!(!takes_ordered_batches(&allowed, "2.13.0"), "no fast batches before 2.14");
+        assert!(!takes_ordered_batches(&jetstream::stream::Config::default(), "2.15.2"), "not allowed");
+        let refusing = jetstream::stream::Config { discard: jetstream::stream::DiscardPolicy::New, ..allowed.clone() };
+        assert!(!takes_ordered_batches(&refusing, "2.15.2"), "a full stream could fail one and store the next");
+        let per_subject = jetstream::stream::Config { discard_new_per_subject: true, ..allowed.clone() };
+        assert!(!takes_ordered_batches(&per_subject, "2.15.2"));
+        let replicated = jetstream::stream::Config { num_replicas: 3, ..allowed };
+        assert!(!takes_ordered_batches(&replicated, "2.15.2"), "a resend of an uncommitted proposal");
+    }
 
     #[test]
     fn a_new_pin_resets_the_consumer_once_and_drops_what_came_before_the_reset() {
