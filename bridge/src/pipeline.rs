@@ -224,6 +224,9 @@ pub async fn forward(
     let route = Route { ordering: enforced(route.ordering, sink.keeps_order()), ..route };
     metrics.ordering_lanes.set(i64::from(route.ordering != Ordering::None));
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
+    // Something was sent or confirmed since the sink last had the chance to get its last messages
+    // answered (`Sink::flush`), which it does when nothing else is ready.
+    let mut unflushed = false;
     let result = loop {
         tokio::select! {
             biased;
@@ -232,6 +235,7 @@ pub async fn forward(
                 // `confirms` and `window` are pushed together, so the front is this message.
                 let Some(pending) = flight.pop() else { break Ok(()) };
                 let lane = pending.lane.clone();
+                unflushed = true;
                 let settled = match confirmed {
                     Some(Ok(delivered)) => acknowledge(source, pending, delivered, metrics).await,
                     // Refused for good: skipped, counted and logged, never retried in a loop.
@@ -259,6 +263,7 @@ pub async fn forward(
                     Ok(received) => received,
                     Err(error) => break Err(error),
                 };
+                unflushed = true;
                 if let Err(error) = take_in(&mut flight, sink, received, route, metrics).await {
                     metrics.failed.with_label_values(&["send"]).inc();
                     break Err(error);
@@ -268,6 +273,12 @@ pub async fn forward(
                 report_lag(metrics, source.backlog().await, flight.window.len());
                 metrics.active.set(i64::from(source.takes_messages()));
             }
+            // Last: only when the source has nothing ready (or the window is full) and no
+            // confirmation has come.
+            () = std::future::ready(()), if unflushed => {
+                unflushed = false;
+                sink.flush(!flight.has_room(route.in_flight)).await;
+            }
         }
     };
     // On shutdown, what the sink confirms of the window within the deadline is acknowledged, in
@@ -276,6 +287,7 @@ pub async fn forward(
     // failed one, and it would never come again.
     if result.is_ok() {
         let drain = async {
+            sink.flush(false).await;
             while let Some(Ok(outcome)) = flight.confirms.next().await {
                 let Some(pending) = flight.pop() else { break };
                 let lane = pending.lane.clone();

@@ -289,6 +289,15 @@ impl Sink {
         }
     }
 
+    /// Gets what was sent confirmed where the target answers several messages at once (JetStream
+    /// in fast batches), for when the caller would wait: its source has nothing ready, or its
+    /// window is full (`window_full`). Without it the last messages could wait for good.
+    pub async fn flush(&self, window_full: bool) {
+        if let Sink::Nats(sink) = self {
+            sink.flush(window_full).await;
+        }
+    }
+
     /// Enqueues `message`; the returned future resolves when the target confirmed it.
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
         match self {

@@ -592,7 +592,7 @@ impl NatsSink {
                     message = "The target stream takes fast batches: publishing in them, in order without lanes.",
                     subject
                 );
-                Some(batch::BatchPublisher::start(connection, subject.clone(), largest).await?)
+                Some(batch::BatchPublisher::start(connection, subject.clone(), largest, window).await?)
             }
             _ => None,
         };
@@ -602,6 +602,13 @@ impl NatsSink {
     /// Whether what the stream stores is always a prefix of what was sent (see `Sink::keeps_order`).
     pub fn keeps_order(&self) -> bool {
         self.batches.is_some()
+    }
+
+    /// Gets the last messages of a fast batch answered (see `Sink::flush`).
+    pub async fn flush(&self, window_full: bool) {
+        if let Some(batches) = &self.batches {
+            batches.flush(window_full).await;
+        }
     }
 
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {

@@ -320,13 +320,17 @@ impl PublishStream {
         let (mut sizes, mut bytes) = (std::collections::VecDeque::new(), 0usize);
         let mut sequence = 0u64;
         let mut closed = false;
+        // Sent or answered since the sink last had the chance to get its last messages answered.
+        let mut unflushed = false;
         let result: Result<(), Status> = 'stream: loop {
             if closed && outcomes.is_empty() {
                 break Ok(());
             }
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break Err(Status::unavailable("the gateway is shutting down")),
                 Some((sequence, id, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
+                    unflushed = true;
                     bytes -= sizes.pop_front().unwrap_or(0);
                     let (outcome, detail) = match outcome {
                         Ok(Delivered::Stored) => {
@@ -370,6 +374,7 @@ impl PublishStream {
                                 outcomes.push_back(Box::pin(async move { (sequence, id, Ok(Delivered::Duplicate)) }));
                                 continue;
                             }
+                            unflushed = true;
                             match sink.send(&message).await {
                                 Ok(confirm) => outcomes.push_back(Box::pin(async move { (sequence, id, confirm.await) })),
                                 Err(error) => break 'stream Err(Status::unavailable(error.to_string())),
@@ -381,6 +386,11 @@ impl PublishStream {
                     Ok(None) => closed = true,
                     Err(_) => break Ok(()),
                 },
+                // Last: only when no frame and no answer is ready.
+                () = std::future::ready(()), if unflushed => {
+                    unflushed = false;
+                    sink.flush(outcomes.len() >= self.credit as usize).await;
+                }
             }
         };
         if let Err(status) = result {

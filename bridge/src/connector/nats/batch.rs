@@ -7,12 +7,15 @@
 //! Used only where the stream discards old messages at its limits: one that refuses new ones
 //! could fail a message at storing, after the checks that end a batch, and store the next.
 //!
-//! The server acknowledges every stored message (a flow of 1) on the message's reply subject,
-//! `<inbox>.<batch>.1.fail.<number>.<operation>.$FI`; a repeat the stream already holds is
-//! skipped and acknowledged like the rest. A batch that ends early answers with a PubAck that
-//! counts what it stored. After any failure nothing more goes: the failed message and every later
-//! one come again, in order, in the pipeline's next run. The server forgets a batch 10 s after
-//! its last message; one idle for [`IDLE`] is left behind and a new one started.
+//! The server answers every `flow` stored messages on the reply subject
+//! `<inbox>.<batch>.<flow>.fail.<number>.<operation>.$FI` (a repeat the stream already holds is
+//! skipped and counted like the rest), which costs it less than a PubAck per message. The last
+//! few of a run wait for the next answer, so when the caller would wait (the source has nothing
+//! ready) it calls [`BatchPublisher::flush`]: that commits the batch, the server's PubAck counts
+//! what it stored, and the next message starts a new batch. A batch that ends early answers the
+//! same way. After any failure nothing more goes: the failed message and every later one come
+//! again, in order, in the pipeline's next run. The server forgets a batch 10 s after its last
+//! message; one idle for [`IDLE`] is left behind and a new one started.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Mutex, Notify, oneshot};
 
 use crate::connector::{Confirm, ConnectorError, Delivered};
 
@@ -33,11 +36,12 @@ const ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// JetStream's error code for a message larger than the stream allows.
 const TOO_LARGE: u64 = 10054;
 
-/// What a message is in its batch: the first, or one after it.
+/// What a message is in its batch: the first, one after it, or the end (an empty marker).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Operation {
     Start = 0,
     Append = 1,
+    Commit = 3,
 }
 
 /// The server's answer about a batch.
@@ -98,8 +102,8 @@ fn batch_and_number<'a>(subject: &'a str, prefix: &str) -> Option<(&'a str, u64)
     Some((batch, number.parse().ok()?))
 }
 
-fn reply_subject(prefix: &str, batch: &str, number: u64, operation: Operation) -> String {
-    format!("{prefix}.{batch}.1.fail.{number}.{}.$FI", operation as u8)
+fn reply_subject(prefix: &str, batch: &str, flow: u64, number: u64, operation: Operation) -> String {
+    format!("{prefix}.{batch}.{flow}.fail.{number}.{}.$FI", operation as u8)
 }
 
 type Settled<T> = Vec<(T, Result<Delivered, ConnectorError>)>;
@@ -108,8 +112,12 @@ type Settled<T> = Vec<(T, Result<Delivered, ConnectorError>)>;
 struct Batch<T> {
     id: String,
     next: u64,
+    /// Stored messages the server answers at a time, at most.
+    flow: u64,
     /// Nothing more goes into this batch; the next message starts a new one.
     ended: bool,
+    /// Committed; its PubAck ends it.
+    committing: bool,
     /// Published and not yet answered, in order.
     sent: VecDeque<(u64, T)>,
     last_publish: Instant,
@@ -119,8 +127,17 @@ struct Batch<T> {
 }
 
 impl<T> Batch<T> {
-    fn new(id: String, now: Instant) -> Self {
-        Self { id, next: 1, ended: false, sent: VecDeque::new(), last_publish: now, broken: None }
+    fn new(id: String, flow: u64, now: Instant) -> Self {
+        Self {
+            id,
+            next: 1,
+            flow,
+            ended: false,
+            committing: false,
+            sent: VecDeque::new(),
+            last_publish: now,
+            broken: None,
+        }
     }
 
     /// Numbers a message to publish now, in this batch or a new one; fails it at once after an
@@ -134,15 +151,28 @@ impl<T> Batch<T> {
         if let Some(why) = &self.broken {
             return Err((tell, ConnectorError::Send(why.clone())));
         }
-        // An ended batch has nothing left unanswered (see `answer`).
+        // An ended batch has nothing left unanswered (see `answer`), and a committing one is
+        // waited for by `flush` before anything else is sent.
         if self.ended || (self.sent.is_empty() && now.duration_since(self.last_publish) >= IDLE) {
-            *self = Self::new(fresh(), now);
+            *self = Self::new(fresh(), self.flow, now);
         }
         let number = self.next;
         self.next += 1;
         self.sent.push_back((number, tell));
         self.last_publish = now;
         Ok((number, if number == 1 { Operation::Start } else { Operation::Append }))
+    }
+
+    /// The number of the commit that ends the batch, if one is needed now: something is
+    /// unanswered, and either the caller would otherwise wait for the source, or its window is
+    /// full with fewer unanswered than an answer covers (so none may come).
+    fn commit(&mut self, window_full: bool) -> Option<u64> {
+        let stuck = !window_full || (self.sent.len() as u64) < self.flow;
+        if self.broken.is_some() || self.committing || self.sent.is_empty() || !stuck {
+            return None;
+        }
+        self.committing = true;
+        Some(self.next)
     }
 
     /// The client refused to publish the latest message (larger than the server takes): it was
@@ -197,6 +227,9 @@ impl<T> Batch<T> {
                 self.ended = true;
             }
         }
+        if self.ended {
+            self.committing = false;
+        }
         if self.broken.is_none()
             && let Some((_, Err(error))) = settled.iter().find(|(_, outcome)| outcome.is_err())
         {
@@ -208,6 +241,7 @@ impl<T> Batch<T> {
     /// Everything unanswered, for when the answers can no longer come.
     fn abandon(&mut self, why: &str) -> impl Iterator<Item = T> {
         self.ended = true;
+        self.committing = false;
         self.broken = Some(why.to_owned());
         std::mem::take(&mut self.sent).into_iter().map(|(_, tell)| tell)
     }
@@ -235,6 +269,8 @@ pub struct BatchPublisher {
     largest: Option<usize>,
     prefix: String,
     batch: Arc<Mutex<Batch<Tell>>>,
+    /// Told when a batch ends (its PubAck, or a failure).
+    ended: Arc<Notify>,
     answers: tokio::task::JoinHandle<()>,
 }
 
@@ -255,20 +291,30 @@ fn fresh_id() -> String {
     format!("{:016x}{:016x}", random(), random())
 }
 
+/// Stored messages the server answers at a time: a quarter of the window, so that a full window
+/// always has answers coming, and at most 100, past which the server's cost no longer falls
+/// (docs/bench/ab/README.md).
+fn flow_for(window: u32) -> u64 {
+    u64::from(window / 4).clamp(1, 100)
+}
+
 impl BatchPublisher {
+    /// `window`: how many messages the caller has unanswered at most.
     pub async fn start(
         client: async_nats::Client,
         subject: String,
         largest: Option<usize>,
+        window: u32,
     ) -> Result<Self, ConnectorError> {
         let prefix = client.new_inbox();
         let mut replies = client
             .subscribe(format!("{prefix}.>"))
             .await
             .map_err(|e| ConnectorError::Send(format!("subscribe to batch answers: {e}")))?;
-        let batch = Arc::new(Mutex::new(Batch::<Tell>::new(fresh_id(), Instant::now())));
+        let batch = Arc::new(Mutex::new(Batch::<Tell>::new(fresh_id(), flow_for(window), Instant::now())));
+        let ended = Arc::new(Notify::new());
         let answers = tokio::spawn({
-            let (prefix, batch) = (prefix.clone(), batch.clone());
+            let (prefix, batch, ended) = (prefix.clone(), batch.clone(), ended.clone());
             async move {
                 while let Some(reply) = replies.next().await {
                     let Some((id, _)) = batch_and_number(reply.subject.as_str(), &prefix) else { continue };
@@ -292,12 +338,40 @@ impl BatchPublisher {
                     for (tell, outcome) in batch.answer(answer) {
                         let _ = tell.send(outcome);
                     }
+                    if batch.ended {
+                        ended.notify_waiters();
+                    }
                 }
                 // The connection is gone: nothing more will be answered.
                 batch.lock().await.abandon("the connection to JetStream closed").for_each(drop);
+                ended.notify_waiters();
             }
         });
-        Ok(Self { client, subject, largest, prefix, batch, answers })
+        Ok(Self { client, subject, largest, prefix, batch, ended, answers })
+    }
+
+    /// Ends the batch where its last messages would otherwise wait for an answer, and waits for
+    /// the PubAck that answers them: called when the caller would wait anyway, its source having
+    /// nothing ready (`window_full` false) or its window full.
+    pub async fn flush(&self, window_full: bool) {
+        let mut batch = self.batch.lock().await;
+        let Some(number) = batch.commit(window_full) else { return };
+        let reply = reply_subject(&self.prefix, &batch.id, batch.flow, number, Operation::Commit);
+        // Waiting before the lock goes, so that the answer cannot come unseen.
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if let Err(error) = self.client.publish_with_reply(self.subject.clone(), reply, Bytes::new()).await {
+            let why = format!("publish the batch's commit: {error}");
+            batch.abandon(&why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.clone())))));
+            return;
+        }
+        drop(batch);
+        if tokio::time::timeout(ANSWER_WAIT, ended).await.is_err() {
+            let why = format!("JetStream did not end the batch within {ANSWER_WAIT:?}");
+            let mut batch = self.batch.lock().await;
+            batch.abandon(&why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.clone())))));
+        }
     }
 
     pub async fn send(&self, headers: HeaderMap, payload: Bytes) -> Confirm {
@@ -312,7 +386,7 @@ impl BatchPublisher {
             Ok(numbered) => numbered,
             Err((_, error)) => return Box::pin(async move { Err(error) }),
         };
-        let reply = reply_subject(&self.prefix, &batch.id, number, operation);
+        let reply = reply_subject(&self.prefix, &batch.id, batch.flow, number, operation);
         // Under the batch's lock, so that messages reach the connection in their numbers' order.
         if let Err(error) =
             self.client.publish_with_reply_and_headers(self.subject.clone(), reply, headers, payload).await
@@ -377,8 +451,8 @@ mod tests {
         let unknown =
             br#"{"error":{"code":400,"err_code":10208,"description":"batch publish ID unknown"},"stream":"S"}"#;
         assert!(matches!(parse_answer(unknown), Some(Answer::Broken { why }) if why.contains("10208")));
-        let subject = reply_subject("_INBOX.x", "b1", 12, Operation::Append);
-        assert_eq!(subject, "_INBOX.x.b1.1.fail.12.1.$FI");
+        let subject = reply_subject("_INBOX.x", "b1", 16, 12, Operation::Append);
+        assert_eq!(subject, "_INBOX.x.b1.16.fail.12.1.$FI");
         assert_eq!(batch_and_number(&subject, "_INBOX.x"), Some(("b1", 12)));
         assert_eq!(batch_and_number("_INBOX.y.b1.1.fail.12.1.$FI", "_INBOX.x"), None);
     }
@@ -396,7 +470,7 @@ mod tests {
     #[test]
     fn messages_go_out_numbered_at_once_and_are_told_stored_in_order() {
         let (now, mut fresh) = (Instant::now(), ids());
-        let mut batch = Batch::new("b0".into(), now);
+        let mut batch = Batch::new("b0".into(), 2, now);
         assert_eq!(admit(&mut batch, 'a', now, &mut fresh), (1, Operation::Start));
         assert_eq!(admit(&mut batch, 'b', now, &mut fresh), (2, Operation::Append), "no wait for the first");
         assert_eq!(admit(&mut batch, 'c', now, &mut fresh), (3, Operation::Append));
@@ -406,9 +480,33 @@ mod tests {
     }
 
     #[test]
+    fn the_flow_is_a_quarter_of_the_window_within_1_and_100() {
+        assert_eq!((flow_for(2), flow_for(64), flow_for(1000), flow_for(100_000)), (1, 16, 100, 100));
+    }
+
+    #[test]
+    fn a_batch_is_committed_when_the_caller_would_wait_and_its_last_messages_lack_an_answer() {
+        let (now, mut fresh) = (Instant::now(), ids());
+        let mut batch = Batch::new("b0".into(), 2, now);
+        assert_eq!(batch.commit(false), None, "nothing to answer");
+        for n in 1..=3 {
+            admit(&mut batch, n, now, &mut fresh);
+        }
+        assert_eq!(outcomes(&batch.answer(Answer::Stored { through: 2 })), [(1, true), (2, true)]);
+        assert_eq!(batch.commit(true), Some(4), "a full window with fewer unanswered than an answer covers");
+        assert_eq!(batch.commit(false), None, "already committing");
+        assert_eq!(outcomes(&batch.answer(Answer::Ended { count: 3 })), [(3, true)]);
+        assert_eq!(admit(&mut batch, 4, now, &mut fresh), (1, Operation::Start), "the next message starts a batch");
+        assert_eq!(batch.id, "b1");
+        admit(&mut batch, 5, now, &mut fresh);
+        assert_eq!(batch.commit(true), None, "a full window with an answer to come needs no commit");
+        assert_eq!(batch.commit(false), Some(3), "a source with nothing ready does");
+    }
+
+    #[test]
     fn a_batch_ended_early_fails_what_it_did_not_store_and_every_message_after() {
         let (now, mut fresh) = (Instant::now(), ids());
-        let mut batch = Batch::new("b0".into(), now);
+        let mut batch = Batch::new("b0".into(), 2, now);
         for n in 1..=5 {
             admit(&mut batch, n, now, &mut fresh);
         }
@@ -422,7 +520,7 @@ mod tests {
     #[test]
     fn a_refused_message_fails_with_what_came_after_it_and_a_too_large_one_is_rejected_for_good() {
         let (now, mut fresh) = (Instant::now(), ids());
-        let mut batch = Batch::new("b0".into(), now);
+        let mut batch = Batch::new("b0".into(), 2, now);
         for n in 1..=4 {
             admit(&mut batch, n, now, &mut fresh);
         }
@@ -438,7 +536,7 @@ mod tests {
     #[test]
     fn a_broken_batch_fails_everything_unanswered_which_comes_again() {
         let (now, mut fresh) = (Instant::now(), ids());
-        let mut batch = Batch::new("b0".into(), now);
+        let mut batch = Batch::new("b0".into(), 2, now);
         for n in 1..=3 {
             admit(&mut batch, n, now, &mut fresh);
         }
@@ -450,7 +548,7 @@ mod tests {
     #[test]
     fn a_message_the_client_refuses_to_publish_frees_its_number() {
         let (now, mut fresh) = (Instant::now(), ids());
-        let mut batch = Batch::new("b0".into(), now);
+        let mut batch = Batch::new("b0".into(), 2, now);
         admit(&mut batch, 1, now, &mut fresh);
         assert_eq!(admit(&mut batch, 2, now, &mut fresh), (2, Operation::Append));
         assert_eq!(batch.unsend(2), Some(2));
@@ -460,7 +558,7 @@ mod tests {
     #[test]
     fn an_idle_batch_is_left_for_the_server_to_forget_and_a_new_one_started() {
         let (now, mut fresh) = (Instant::now(), ids());
-        let mut batch = Batch::new("b0".into(), now);
+        let mut batch = Batch::new("b0".into(), 2, now);
         admit(&mut batch, 1, now, &mut fresh);
         batch.answer(Answer::Stored { through: 1 });
         let soon = admit(&mut batch, 2, now + Duration::from_secs(1), &mut fresh);
