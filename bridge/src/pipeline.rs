@@ -277,7 +277,11 @@ pub async fn forward(
             // confirmation has come.
             () = std::future::ready(()), if unflushed => {
                 unflushed = false;
-                sink.flush(!flight.has_room(route.in_flight)).await;
+                // A shutdown does not wait for the answer; the drain below does, within its deadline.
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = sink.flush(!flight.has_room(route.in_flight)) => {}
+                }
             }
         }
     };

@@ -389,7 +389,10 @@ impl PublishStream {
                 // Last: only when no frame and no answer is ready.
                 () = std::future::ready(()), if unflushed => {
                     unflushed = false;
-                    sink.flush(outcomes.len() >= self.credit as usize).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = sink.flush(outcomes.len() >= self.credit as usize) => {}
+                    }
                 }
             }
         };

@@ -166,12 +166,11 @@ impl<T> Batch<T> {
     /// The number of the commit that ends the batch, if one is needed now: something is
     /// unanswered, and either the caller would otherwise wait for the source, or its window is
     /// full with fewer unanswered than an answer covers (so none may come).
-    fn commit(&mut self, window_full: bool) -> Option<u64> {
+    fn needs_commit(&self, window_full: bool) -> Option<u64> {
         let stuck = !window_full || (self.sent.len() as u64) < self.flow;
         if self.broken.is_some() || self.committing || self.sent.is_empty() || !stuck {
             return None;
         }
-        self.committing = true;
         Some(self.next)
     }
 
@@ -355,7 +354,7 @@ impl BatchPublisher {
     /// nothing ready (`window_full` false) or its window full.
     pub async fn flush(&self, window_full: bool) {
         let mut batch = self.batch.lock().await;
-        let Some(number) = batch.commit(window_full) else { return };
+        let Some(number) = batch.needs_commit(window_full) else { return };
         let reply = reply_subject(&self.prefix, &batch.id, batch.flow, number, Operation::Commit);
         // Waiting before the lock goes, so that the answer cannot come unseen.
         let ended = self.ended.notified();
@@ -366,6 +365,8 @@ impl BatchPublisher {
             batch.abandon(&why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.clone())))));
             return;
         }
+        // Only once on its way: a flush cancelled before (by a shutdown) leaves the next one to do it.
+        batch.committing = true;
         drop(batch);
         if tokio::time::timeout(ANSWER_WAIT, ended).await.is_err() {
             let why = format!("JetStream did not end the batch within {ANSWER_WAIT:?}");
@@ -488,19 +489,20 @@ mod tests {
     fn a_batch_is_committed_when_the_caller_would_wait_and_its_last_messages_lack_an_answer() {
         let (now, mut fresh) = (Instant::now(), ids());
         let mut batch = Batch::new("b0".into(), 2, now);
-        assert_eq!(batch.commit(false), None, "nothing to answer");
+        assert_eq!(batch.needs_commit(false), None, "nothing to answer");
         for n in 1..=3 {
             admit(&mut batch, n, now, &mut fresh);
         }
         assert_eq!(outcomes(&batch.answer(Answer::Stored { through: 2 })), [(1, true), (2, true)]);
-        assert_eq!(batch.commit(true), Some(4), "a full window with fewer unanswered than an answer covers");
-        assert_eq!(batch.commit(false), None, "already committing");
+        assert_eq!(batch.needs_commit(true), Some(4), "a full window with fewer unanswered than an answer covers");
+        batch.committing = true;
+        assert_eq!(batch.needs_commit(false), None, "already committing");
         assert_eq!(outcomes(&batch.answer(Answer::Ended { count: 3 })), [(3, true)]);
         assert_eq!(admit(&mut batch, 4, now, &mut fresh), (1, Operation::Start), "the next message starts a batch");
         assert_eq!(batch.id, "b1");
         admit(&mut batch, 5, now, &mut fresh);
-        assert_eq!(batch.commit(true), None, "a full window with an answer to come needs no commit");
-        assert_eq!(batch.commit(false), Some(3), "a source with nothing ready does");
+        assert_eq!(batch.needs_commit(true), None, "a full window with an answer to come needs no commit");
+        assert_eq!(batch.needs_commit(false), Some(3), "a source with nothing ready does");
     }
 
     #[test]
