@@ -84,6 +84,9 @@ pub struct GatewaySink {
     credit: Arc<Semaphore>,
     /// Sends awaiting their ack, in send order (the gateway acks in order).
     waiting: Arc<Mutex<VecDeque<Waiter>>>,
+    /// The gateway's broker keeps order through failures: then so does this stream, which stops
+    /// at the first failure (see `Sink::keeps_order`).
+    keeps_order: bool,
 }
 
 impl GatewaySink {
@@ -97,15 +100,24 @@ impl GatewaySink {
             window: 0,
         });
         // The gateway answers only after it authorized us and reached its broker.
-        let replies = client
-            .publish(futures::stream::iter([open]).chain(batched))
-            .await
-            .map_err(|status| connect_error(endpoint, format!("{:?}: {}", status.code(), status.message())))?
-            .into_inner();
-        let credit = Arc::new(Semaphore::new(0));
+        let refused =
+            |status: tonic::Status| connect_error(endpoint, format!("{:?}: {}", status.code(), status.message()));
+        let mut replies =
+            client.publish(futures::stream::iter([open]).chain(batched)).await.map_err(refused)?.into_inner();
+        // The first reply grants credit and says whether the gateway's broker keeps order.
+        let Some(proto::PublishReply { reply: Some(publish_reply::Reply::Credit(granted)), keeps_order }) =
+            replies.message().await.map_err(refused)?
+        else {
+            return Err(connect_error(endpoint, "the gateway did not grant credit first"));
+        };
+        let credit = Arc::new(Semaphore::new(granted as usize));
         let waiting = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(read_acks(replies, credit.clone(), waiting.clone()));
-        Ok(Self { messages, credit, waiting })
+        Ok(Self { messages, credit, waiting, keeps_order })
+    }
+
+    pub fn keeps_order(&self) -> bool {
+        self.keeps_order
     }
 
     pub async fn send(&self, message: &Message) -> Result<Confirm, ConnectorError> {
@@ -127,10 +139,10 @@ async fn read_acks(
 ) {
     let ended = loop {
         match replies.message().await {
-            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Credit(more)) })) => {
+            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Credit(more)), .. })) => {
                 credit.add_permits(more as usize);
             }
-            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Acks(acks)) })) => {
+            Ok(Some(proto::PublishReply { reply: Some(publish_reply::Reply::Acks(acks)), .. })) => {
                 let count = acks.acks.len();
                 for ack in acks.acks {
                     let waiter = waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();

@@ -277,15 +277,17 @@ impl Sink {
 
     /// Whether what the target stores of each partition is always a prefix of what was sent to it,
     /// through any failure: then no message can land after a later one of its key, and the
-    /// pipeline needs no lanes. Kafka's idempotent, gapless producer keeps it, and JetStream's
-    /// fast batches with gaps refused; the others may store a later message while an earlier one
+    /// pipeline needs no lanes. Kafka's idempotent, gapless producer keeps it, JetStream's fast
+    /// batches with gaps refused, and a gateway in front of either; the others may store a later message while an earlier one
     /// fails (a client that reconnects and sends on, a JetStream leader change, an AMQP nack).
     #[must_use]
     pub fn keeps_order(&self) -> bool {
         match self {
             Sink::Kafka(_) => true,
             Sink::Nats(sink) => sink.keeps_order(),
-            Sink::Amqp(_) | Sink::Mqtt(_) | Sink::Gateway(_) => false,
+            // One stream that stops at the first failure, into a broker that may keep order.
+            Sink::Gateway(sink) => sink.keeps_order(),
+            Sink::Amqp(_) | Sink::Mqtt(_) => false,
         }
     }
 

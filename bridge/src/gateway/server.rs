@@ -235,9 +235,12 @@ impl proto::gateway_server::Gateway for GatewayService {
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
         let (acks, outgoing) = mpsc::channel(credit as usize + 1);
-        let granted = proto::PublishReply { reply: Some(publish_reply::Reply::Credit(credit)) };
-        let acks_as_frames =
-            |acks| proto::PublishReply { reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })) };
+        let granted =
+            proto::PublishReply { reply: Some(publish_reply::Reply::Credit(credit)), keeps_order: sink.keeps_order() };
+        let acks_as_frames = |acks| proto::PublishReply {
+            reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })),
+            keeps_order: false,
+        };
         let replies =
             futures::stream::once(async { Ok(granted) }).chain(reply_frames(outgoing, encoded_len, acks_as_frames));
         let key = format!("{}/{}", queue.access_point, queue.queue);
@@ -482,7 +485,10 @@ mod tests {
             acks.send(Ok(ack)).await.expect("open");
         }
         drop(acks);
-        let frame = |acks| proto::PublishReply { reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })) };
+        let frame = |acks| proto::PublishReply {
+            reply: Some(publish_reply::Reply::Acks(proto::PublishAcks { acks })),
+            keeps_order: false,
+        };
         let frames: Vec<_> = reply_frames(outgoing, encoded_len, frame).collect().await;
         let sizes: Vec<usize> = frames.iter().map(|f| f.as_ref().expect("no error").encoded_len()).collect();
         let acked: usize = frames
