@@ -248,6 +248,11 @@ impl<T> Batch<T> {
 
 type Tell = oneshot::Sender<Result<Delivered, ConnectorError>>;
 
+/// Gives up the batch: everything unanswered fails with `why` and comes again in the next run.
+fn fail_unanswered(batch: &mut Batch<Tell>, why: &str) {
+    batch.abandon(why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.to_owned())))));
+}
+
 /// The bytes a message takes on the wire, headers included, as the server measures it.
 fn wire_size(headers: &HeaderMap, payload: &[u8]) -> usize {
     let lines: usize = headers
@@ -362,7 +367,7 @@ impl BatchPublisher {
         ended.as_mut().enable();
         if let Err(error) = self.client.publish_with_reply(self.subject.clone(), reply, Bytes::new()).await {
             let why = format!("publish the batch's commit: {error}");
-            batch.abandon(&why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.clone())))));
+            fail_unanswered(&mut batch, &why);
             return;
         }
         // Only once on its way: a flush cancelled before (by a shutdown) leaves the next one to do it.
@@ -371,7 +376,7 @@ impl BatchPublisher {
         if tokio::time::timeout(ANSWER_WAIT, ended).await.is_err() {
             let why = format!("JetStream did not end the batch within {ANSWER_WAIT:?}");
             let mut batch = self.batch.lock().await;
-            batch.abandon(&why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.clone())))));
+            fail_unanswered(&mut batch, &why);
         }
     }
 
@@ -397,7 +402,7 @@ impl BatchPublisher {
                 ConnectorError::Rejected { reason: "too_large", message: error.to_string() }
             } else {
                 let why = format!("publish: {error}");
-                batch.abandon(&why).for_each(|tell| drop(tell.send(Err(ConnectorError::Send(why.clone())))));
+                fail_unanswered(&mut batch, &why);
                 ConnectorError::Send(why)
             };
             return Box::pin(async move { Err(failure) });
