@@ -245,26 +245,41 @@ const NATS_ATTEMPTS: &str = r#"
 cd / # the checkout may be hidden under the pod's own /tmp
 host=$1 port=$2
 as() { local who=$1; shift; nats --server "nats://$host:$port" --timeout 5s --user "$who" --password "$who-password" "$@" 2>&1; }
-# The count of oms's stream from its JSON state ("messages": N), or "gone" when it is not there.
-messages() {
-	local info
-	info=$(as oms stream info oms_orders --json) || { echo gone; return; }
-	[[ $info =~ \"messages\":\ *([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo gone
+# oms's stream as oms sees it, in $count: its messages, or "gone" when the server says there is no
+# such stream. A look that fails stops the run: it must not pass for a change an attempt made.
+look() {
+	local info end=$((SECONDS + 30))
+	while :; do
+		info=$(as oms req '$JS.API.STREAM.INFO.oms_orders' '' --raw)
+		if [[ $info == *'"err_code":10059'* ]]; then count=gone; return; fi
+		if [[ $info =~ \"messages\":\ *([0-9]+) ]]; then count=${BASH_REMATCH[1]}; return; fi
+		((SECONDS < end)) || { echo "oms cannot look at its stream: $info" >&2; exit 1; }
+		sleep 0.5
+	done
 }
 own=0 own_ok=0 tries=0 got_in=0
-mine() { own=$((own + 1)); if "$@" >/dev/null; then own_ok=$((own_ok + 1)); else echo "own operation failed: $*" >&2; fi; }
+# A tenant's own operation, tried for up to 30 s: on a loaded machine one try may time out.
+mine() {
+	local end=$((SECONDS + 30))
+	own=$((own + 1))
+	until "$@" >/dev/null; do
+		((SECONDS < end)) || { echo "own operation failed: $*" >&2; return; }
+		sleep 0.5
+	done
+	own_ok=$((own_ok + 1))
+}
 try() { tries=$((tries + 1)); if [[ $1 == yes ]]; then got_in=$((got_in + 1)); echo "got in: $2" >&2; fi; }
 mine as oms stream add oms_orders --subjects oms_orders --storage file --defaults
 mine as oms pub oms_orders first --jetstream
 mine as globex stream add globex_orders --subjects globex_orders --storage file --defaults
 mine as globex pub globex_orders theirs --jetstream
-before=$(messages)
+look; before=$count
 out=$(as globex stream info oms_orders); try "$([[ $out == *"Messages"* ]] && echo yes)" "read the stream"
 out=$(as globex stream get oms_orders 1); try "$([[ $out == *first* ]] && echo yes)" "read a message"
 out=$(as globex sub oms_orders --stream oms_orders --all --count 1 --wait 3s); try "$([[ $out == *first* ]] && echo yes)" "consume"
-as globex pub oms_orders intruder --jetstream >/dev/null; try "$([[ $(messages) != "$before" ]] && echo yes)" "write"
-as globex stream purge oms_orders -f >/dev/null; try "$([[ $(messages) != "$before" ]] && echo yes)" "purge"
-as globex stream rm oms_orders -f >/dev/null; try "$([[ $(messages) == gone ]] && echo yes)" "delete"
+as globex pub oms_orders intruder --jetstream >/dev/null; look; try "$([[ $count != "$before" ]] && echo yes)" "write"
+as globex stream purge oms_orders -f >/dev/null; look; try "$([[ $count != "$before" ]] && echo yes)" "purge"
+as globex stream rm oms_orders -f >/dev/null; look; try "$([[ $count == gone ]] && echo yes)" "delete"
 as globex stream add oms_new --subjects oms_new --defaults >/dev/null; out=$(as oms stream info oms_new); try "$([[ $out == *"Messages"* ]] && echo yes)" "create in oms's account"
 out=$(nats --server "nats://$host:$port" --timeout 5s pub oms_orders anonymous 2>&1); try "$([[ $out != *"uthorization"* && $out != *rror* ]] && echo yes)" "connect without a password"
 out=$(nats --server "nats://$host:$port" --timeout 5s --user oms --password wrong pub oms_orders x 2>&1); try "$([[ $out != *"uthorization"* && $out != *rror* ]] && echo yes)" "connect with a wrong password"
@@ -281,16 +296,28 @@ sub() { local who=$1; shift; mosquitto_sub -h "$host" -p "$port" -u "$who" -P "$
 own=0 own_ok=0 tries=0 got_in=0
 mine() { own=$((own + 1)); if [[ $1 == yes ]]; then own_ok=$((own_ok + 1)); else echo "own operation failed: $2" >&2; fi; }
 try() { tries=$((tries + 1)); if [[ $1 == yes ]]; then got_in=$((got_in + 1)); echo "got in: $2" >&2; fi; }
-retained() { sub oms -t oms/orders -C 1; }
+# The retained message of `$2` as `$1` sees it, in $retained: "none" when the wait runs out (exit
+# 27). A retained message comes as soon as the subscription is made, so the long wait is only
+# spent when there is none. A look that fails otherwise stops the run: it must not pass for a
+# change an attempt made.
+look() {
+	local status=0
+	retained=$(mosquitto_sub -h "$host" -p "$port" -u "$1" -P "$1-password" -q 1 -W 20 -t "$2" -C 1 2>&1) || status=$?
+	case $status in
+	0) ;;
+	27) retained=none ;;
+	*) echo "$1 cannot read $2 (exit $status): $retained" >&2; exit 1 ;;
+	esac
+}
 pub oms -r -t oms/orders -m oms-secret >/dev/null
-mine "$([[ $(retained) == oms-secret ]] && echo yes)" "oms reads its retained message"
+look oms oms/orders; mine "$([[ $retained == oms-secret ]] && echo yes)" "oms reads its retained message"
 pub globex -r -t globex/orders -m theirs >/dev/null
-mine "$([[ $(sub globex -t globex/orders -C 1) == theirs ]] && echo yes)" "globex reads its own topic"
+look globex globex/orders; mine "$([[ $retained == theirs ]] && echo yes)" "globex reads its own topic"
 out=$(sub globex -t oms/orders -C 1); try "$([[ $out == *oms-secret* ]] && echo yes)" "read oms/orders"
 out=$(sub globex -t '#' -C 2); try "$([[ $out == *oms-secret* ]] && echo yes)" "read everything (#)"
-pub globex -r -t oms/orders -m intruder >/dev/null; try "$([[ $(retained) != oms-secret ]] && echo yes)" "write oms/orders"
-pub globex -r -n -t oms/orders >/dev/null; try "$([[ $(retained) != oms-secret ]] && echo yes)" "delete oms's retained message"
-mosquitto_pub -h "$host" -p "$port" -q 1 -r -t oms/orders -m anonymous >/dev/null 2>&1; try "$([[ $(retained) != oms-secret ]] && echo yes)" "write without a password"
+pub globex -r -t oms/orders -m intruder >/dev/null; look oms oms/orders; try "$([[ $retained != oms-secret ]] && echo yes)" "write oms/orders"
+pub globex -r -n -t oms/orders >/dev/null; look oms oms/orders; try "$([[ $retained != oms-secret ]] && echo yes)" "delete oms's retained message"
+mosquitto_pub -h "$host" -p "$port" -q 1 -r -t oms/orders -m anonymous >/dev/null 2>&1; look oms oms/orders; try "$([[ $retained != oms-secret ]] && echo yes)" "write without a password"
 out=$(mosquitto_sub -h "$host" -p "$port" -u oms -P wrong -q 1 -W 3 -t oms/orders -C 1 2>&1); try "$([[ $out == *oms-secret* ]] && echo yes)" "read with a wrong password"
 echo "tenancy mqtt: tenant globex: $tries attempts on tenant oms's queues, $got_in succeeded; own operations: $own_ok of $own succeeded"
 "#;
@@ -300,8 +327,10 @@ echo "tenancy mqtt: tenant globex: $tries attempts on tenant oms's queues, $got_
 const RABBITMQ_ATTEMPTS: &str = r#"
 cd /
 exec "${PATH%%:*}/amqp-venv/bin/python" - "$1" "$2" <<'PY'
-import sys, pika
+import sys, time, pika
 host, port = sys.argv[1], int(sys.argv[2])
+# How long an own operation or a look may keep failing: on a loaded machine one try may time out.
+PATIENCE = 30
 def connect(user, vhost, password=None):
     credentials = pika.PlainCredentials(user, password or f"{user}-password")
     return pika.BlockingConnection(pika.ConnectionParameters(host, port, virtual_host=vhost, credentials=credentials,
@@ -310,11 +339,17 @@ own = own_ok = tries = got_in = 0
 def mine(what, operation):
     global own, own_ok
     own += 1
-    try:
-        operation()
-        own_ok += 1
-    except Exception as error:
-        print(f"own operation failed: {what}: {error!r}", file=sys.stderr)
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        try:
+            operation()
+            own_ok += 1
+            return
+        except Exception as error:
+            if time.monotonic() >= deadline:
+                print(f"own operation failed: {what}: {error!r}", file=sys.stderr)
+                return
+        time.sleep(0.5)
 def attempt(what, operation):
     global tries, got_in
     tries += 1
@@ -326,12 +361,20 @@ def attempt(what, operation):
         got_in += 1
         print(f"got in: {what}", file=sys.stderr)
 def messages():
-    """Messages in oms's queue orders, or None when it is gone."""
-    with connect("oms", "oms") as connection:
+    """Messages in oms's queue orders, or None when it is gone. A look that fails stops the run
+    (SystemExit passes the attempts' `except Exception`): it must not pass for an attempt's effect."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
         try:
-            return connection.channel().queue_declare("orders", passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker:
-            return None
+            with connect("oms", "oms") as connection:
+                try:
+                    return connection.channel().queue_declare("orders", passive=True).method.message_count
+                except pika.exceptions.ChannelClosedByBroker:
+                    return None
+        except Exception as error:
+            if time.monotonic() >= deadline:
+                sys.exit(f"oms cannot look at its queue: {error!r}")
+        time.sleep(0.5)
 def declare_and_write(who, body):
     with connect(who, who) as connection:
         channel = connection.channel()
