@@ -17,6 +17,13 @@
 #                                                 Service and is sent on to the brokers' advertised
 #                                                 pod DNS names. KAFKA_REPLICAS=<n> gives it n
 #                                                 brokers (at most 5 of them controllers too).
+#   e2e/harness/demo-install.sh <cluster> rabbitmq
+#                                                 RabbitMQ 4 (the images.sh rabbitmq image): 3
+#                                                 nodes (RABBITMQ_REPLICAS) that must form one
+#                                                 cluster, a Queue invoices whose quorum queue
+#                                                 must have a member on each of min(n, 3) nodes
+#                                                 (RabbitMQ's default; its Queues take no
+#                                                 replication), both shown by the brokers' own CLI.
 #
 # Our images and chart come from the machine's test registry as a user's come from theirs:
 # registry.sh starts it, release.sh (`make release`) pushes both images, built from their
@@ -37,8 +44,8 @@ RELEASE=oms
 RELEASE_NAMESPACE=oms-system
 DEMO_NAMESPACE=oms-demo
 
-[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka)$) ]] || {
-	echo "usage: $0 <cluster name> [nats|kafka]" >&2
+[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka|rabbitmq)$) ]] || {
+	echo "usage: $0 <cluster name> [nats|kafka|rabbitmq]" >&2
 	exit 2
 }
 cluster=$1
@@ -53,6 +60,10 @@ nats)
 # Several JVMs start together on a small machine: give them longer.
 kafka)
 	REPLICAS=${KAFKA_REPLICAS:-3} QUEUE=payments PARTITIONS=3 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
+	REPLICATION=$((REPLICAS < 3 ? REPLICAS : 3))
+	;;
+rabbitmq)
+	REPLICAS=${RABBITMQ_REPLICAS:-3} QUEUE=invoices PARTITIONS=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
 	REPLICATION=$((REPLICAS < 3 ? REPLICAS : 3))
 	;;
 esac
@@ -121,6 +132,7 @@ bridge:
 brokerImages:
   nats: $("$ROOT/e2e/harness/images.sh" ref nats)
   kafka: $("$ROOT/e2e/harness/images.sh" ref kafka)
+  rabbitmq: $("$ROOT/e2e/harness/images.sh" ref rabbitmq)
 EOF
 values_files=(-f "$values")
 [[ -z ${DEMO_VALUES:-} ]] || values_files+=(-f "$DEMO_VALUES")
@@ -175,7 +187,7 @@ metadata:
 spec:
   accessPointRef: {name: $ACCESS_POINT}
   partitions: $PARTITIONS
-  replication: $REPLICATION
+$([[ $driver == rabbitmq ]] || echo "  replication: $REPLICATION")
 EOF
 t_queue_applied=$EPOCHREALTIME
 wait_for "Queue $QUEUE Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready "queue/$QUEUE"
@@ -241,6 +253,35 @@ kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CO
 	roundtrip=", round trip $(elapsed "$t_queue" "$t_roundtrip")s"
 	log "kafka round trip ok: '$message'"
 	t_queue=$t_roundtrip
+fi
+
+# RabbitMQ: every node in one cluster, and the Queue's quorum queue with a member on as many
+# nodes as it asked copies, each online, as the nodes' own CLI reports them.
+if [[ $driver == rabbitmq ]]; then
+	broker() { kubectl -n "$DEMO_NAMESPACE" exec "$ACCESS_POINT-0" -c broker -- "$@"; }
+	status=$(broker rabbitmq-diagnostics -q cluster_status --formatter json) || {
+		diagnose
+		die "rabbitmq-diagnostics cluster_status failed: $status"
+	}
+	running=$(jq '.running_nodes | length' <<<"$status") || running=0
+	((running == REPLICAS)) || {
+		diagnose
+		die "$running of $REPLICAS RabbitMQ nodes running in one cluster: $status"
+	}
+	queues=$(broker rabbitmqctl -q list_queues --vhost "$DEMO_NAMESPACE" name type members online --formatter json) || {
+		diagnose
+		die "rabbitmqctl list_queues failed: $queues"
+	}
+	broker_queue=$(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" -o jsonpath='{.status.brokerName}')
+	kind='' members='' online=''
+	read -r kind members online < <(jq -r --arg q "$broker_queue" \
+		'.[] | select(.name == $q) | "\(.type) \(.members | length) \(.online | length)"' <<<"$queues") || true
+	[[ $kind == quorum && $members == "$REPLICATION" && $online == "$REPLICATION" ]] || {
+		diagnose
+		die "queue $broker_queue: want a quorum queue with $REPLICATION members online, list_queues says $queues"
+	}
+	log "rabbitmq: $running nodes in one cluster; quorum queue $broker_queue has $members members, $online online"
+	t_queue=$EPOCHREALTIME
 fi
 
 kubectl get pods -A -o wide

@@ -14,7 +14,10 @@
 #   A: KAFKA_REPLICAS=4 demo-install.sh <a> kafka: 4 brokers (3 of them the controllers, the
 #      4th a broker only), Queue payments (3 partitions, 3 copies); the gateway of B as an access
 #      point, a Queue orders-b on it, a Bridge payments-to-b.
-#   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway.
+#   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway;
+#      after the faults, demo-install.sh <b> rabbitmq: RabbitMQ 4, 3 nodes in one cluster, Queue
+#      invoices a quorum queue with a member on each; rabbitmq-roll.sh <b>: 1,000 messages kept
+#      through a rolling config change, one pod at a time.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -328,6 +331,16 @@ running "$b" "$TENANT" app.kubernetes.io/component=broker 3
 running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
 running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
 
+# RabbitMQ 4 in cloud B beside its NATS, run by the operator there: the nodes must form one
+# cluster and the Queue's quorum queue must have a member on each (demo-install.sh rabbitmq);
+# then its messages must all be there after a rolling config change (rabbitmq-roll.sh).
+step=rabbitmq
+t_rabbitmq=$EPOCHREALTIME
+DEMO_VALUES=$ROOT/e2e/.state/$b/clouds-values.yaml "$HARNESS/demo-install.sh" "$b" rabbitmq >/dev/null
+t_rabbitmq_up=$EPOCHREALTIME
+"$HARNESS/rabbitmq-roll.sh" "$b"
+t_rabbitmq_done=$EPOCHREALTIME
+
 step=upgrade
 t_upgrade=$EPOCHREALTIME
 worker_before=$(worker_pods)
@@ -403,7 +416,9 @@ log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and b
 	"Ready $(elapsed "$t_bridge_applied" "$t_bridge")s; Prometheus scraping $(elapsed "$t_bridge" "$t_prometheus")s;" \
 	"produced in $(elapsed "$t_produce_start" "$t_produced")s (pod start included); all arrived after" \
 	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
-	"metrics $(elapsed "$t_read" "$t_metrics")s; helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
+	"metrics $(elapsed "$t_read" "$t_metrics")s; RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
+	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_done")s;" \
+	"helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
 	"Bridge deleted to its children gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s; both uninstalls" \
 	"$(elapsed "$t_bridge_deleted" "$t_done")s;" \
 	"total before teardown $(elapsed "$t0" "$t_done")s"

@@ -34,6 +34,13 @@
 #                             runtime that jlink cuts from the machine's JDK (/opt/java/openjdk),
 #                             Debian's dash as /bin/sh and cat (the rendered start.sh uses both),
 #                             /var/lib/kafka/data; user appuser (1000).
+#   rabbitmq                  the layout of the official rabbitmq image as the operator's
+#                             rendering uses it, from Debian 13's packages (rabbitmq-debs.list,
+#                             tools.sh rabbitmq-debs): the server in /opt/rabbitmq, its sbin on
+#                             PATH, docker-entrypoint.sh (ours: long node names where the host
+#                             name is qualified, then the command), HOME /var/lib/rabbitmq (where
+#                             Erlang reads the cookie); user rabbitmq (999). Tagged with the
+#                             packaged version: the operator renders by the tag's version.
 # node.sh imports the archives (`node.sh load <cluster> <archive>...`); pods then use the images
 # with imagePullPolicy Never or IfNotPresent.
 set -euo pipefail
@@ -57,7 +64,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka>... | ref <image>" >&2
+	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka|rabbitmq>... | ref <image>" >&2
 	exit 2
 }
 
@@ -69,6 +76,7 @@ ref() {
 	coredns) echo "localhost/oms-e2e/coredns:${COREDNS_VERSION#v}" ;;
 	local-path-provisioner) echo "localhost/oms-e2e/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION#v}" ;;
 	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_VERSION" ;;
+	rabbitmq) echo "localhost/oms-e2e/rabbitmq:$(rabbitmq_version)" ;;
 	*) usage ;;
 	esac
 }
@@ -266,9 +274,76 @@ EOF
 		>"$dir/etc/passwd"
 	printf '%s\n' "root:x:0:" "appuser:x:$KAFKA_USER:" >"$dir/etc/group"
 	chmod 1777 "$dir/tmp"
-	# appuser's directories, which build copies in owned by appuser ($dir.appuser, same paths;
-	# buildah copies everything else as root's).
-	mkdir -p "$dir.appuser/home/appuser" "$dir.appuser/var/lib/kafka/data" "$dir.appuser/etc/kafka"
+	# appuser's directories (owned_dirs).
+	mkdir -p "$dir.owned/home/appuser" "$dir.owned/var/lib/kafka/data" "$dir.owned/etc/kafka"
+}
+
+RABBITMQ_USER=999
+
+# rabbitmq_version: the version of the listed rabbitmq-server package (4.0.5 of 4.0.5-6+deb13u2).
+rabbitmq_version() {
+	sed -n 's/^rabbitmq-server=\([0-9.]*\)-.*/\1/p' "$ROOT/e2e/harness/rabbitmq-debs.list"
+}
+
+rootfs_rabbitmq() {
+	local dir=$1 deb top server
+	for deb in "$BIN"/rabbitmq-debs/*.deb; do
+		dpkg-deb -x "$deb" "$dir"
+	done
+	# Debian 13's packages keep everything under /usr: the links of a merged-/usr root (the
+	# loader and /bin/sh are reached through them).
+	for top in bin sbin lib lib64; do
+		[[ ! -e $dir/$top || -L $dir/$top ]] || die "rabbitmq: a package ships /$top outside /usr"
+		ln -sfn "usr/$top" "$dir/$top"
+	done
+	# The server where the official image has it. Its defaults already name the system paths
+	# (/etc/rabbitmq, /var/lib/rabbitmq, /var/log/rabbitmq) as the official image's do.
+	server=$(echo "$dir"/usr/lib/rabbitmq/lib/rabbitmq_server-*)
+	[[ -d $server ]] || die "rabbitmq: no rabbitmq_server-* directory in the packages"
+	grep -qx 'SYS_PREFIX=' "$server/sbin/rabbitmq-defaults" || die "rabbitmq: rabbitmq-defaults sets a SYS_PREFIX"
+	mkdir -p "$dir/opt"
+	mv "$server" "$dir/opt/rabbitmq"
+	ln -s /opt/rabbitmq "$server"
+	ln -s /opt/rabbitmq/plugins "$dir/plugins"
+	# Debian's wrappers switch to the rabbitmq user with su and send the log to a file: the pod
+	# runs as that user already and logs to the console.
+	rm -f "$dir"/usr/sbin/rabbitmq* "$dir/usr/lib/rabbitmq/bin/rabbitmq-script-wrapper" \
+		"$dir/usr/lib/rabbitmq/bin/rabbitmq-server-wait" "$dir/usr/bin/rabbitmqadmin"
+	# The package's own data and log directories are root's here: rabbitmq's come in below.
+	rm -rf "$dir/var/lib/rabbitmq" "$dir/var/log/rabbitmq" \
+		"$dir/etc/init.d" "$dir/etc/default" "$dir/etc/logrotate.d" "$dir/usr/lib/systemd" "$dir/usr/lib/ocf" \
+		"$dir/usr/share/doc" "$dir/usr/share/man" "$dir/usr/share/lintian" "$dir/usr/share/locale"
+	install -D -m 0755 /dev/stdin "$dir/usr/local/bin/docker-entrypoint.sh" <<'EOF'
+#!/bin/sh
+# Entrypoint of the oms-e2e rabbitmq image: long node names where the host name is a qualified
+# one, as the official image decides, then the command.
+set -e
+if [ -z "${RABBITMQ_USE_LONGNAME:-}" ] && [ "$(hostname)" != "$(hostname -s)" ]; then
+	export RABBITMQ_USE_LONGNAME=true
+fi
+exec "$@"
+EOF
+	mkdir -p "$dir/tmp" "$dir/root"
+	chmod 1777 "$dir/tmp"
+	printf '%s\n' "hosts: files dns" "passwd: files" "group: files" >"$dir/etc/nsswitch.conf"
+	printf '%s\n' "root:x:0:0:root:/root:/bin/sh" \
+		"rabbitmq:x:$RABBITMQ_USER:$RABBITMQ_USER:rabbitmq:/var/lib/rabbitmq:/bin/sh" >"$dir/etc/passwd"
+	printf '%s\n' "root:x:0:" "rabbitmq:x:$RABBITMQ_USER:" >"$dir/etc/group"
+	# rabbitmq's directories (owned_dirs), with the official image's defaults: the Prometheus
+	# plugin on, guest from anywhere, the log on the console.
+	mkdir -p "$dir.owned/var/lib/rabbitmq" "$dir.owned/var/log/rabbitmq" "$dir.owned/etc/rabbitmq/conf.d"
+	echo "[rabbitmq_prometheus]." >"$dir.owned/etc/rabbitmq/enabled_plugins"
+	printf '%s\n' "loopback_users.guest = false" "log.console = true" >"$dir.owned/etc/rabbitmq/conf.d/10-defaults.conf"
+}
+
+# owned_dirs <image>: the user that owns the image's own directories, and the directories, which
+# rootfs_<image> makes under <rootfs>.owned and pack_rootfs copies in as that user's (buildah
+# copies everything else as root's).
+owned_dirs() {
+	case $1 in
+	kafka) echo "$KAFKA_USER:$KAFKA_USER /home/appuser /var/lib/kafka /etc/kafka" ;;
+	rabbitmq) echo "$RABBITMQ_USER:$RABBITMQ_USER /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq" ;;
+	esac
 }
 
 # prepare <image>: builds the binaries the image is made of.
@@ -283,6 +358,7 @@ prepare() {
 	coredns) "$ROOT/e2e/harness/tools.sh" coredns ;;
 	local-path-provisioner) "$ROOT/e2e/harness/tools.sh" local-path-provisioner ;;
 	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
+	rabbitmq) "$ROOT/e2e/harness/tools.sh" rabbitmq-debs ;;
 	esac
 }
 
@@ -301,6 +377,7 @@ input_files() {
 		echo "$ROOT/e2e/tools/local-path-provisioner/volume-dir.c"
 		;;
 	kafka) kafka_inputs ;;
+	rabbitmq) readlink -f "$BIN"/rabbitmq-debs/*.deb ;;
 	esac
 }
 
@@ -339,6 +416,15 @@ image_config() {
 			--env "PATH=/opt/java/openjdk/bin:/opt/kafka/bin:$PATH_IN_IMAGE"
 			--cmd '["/opt/kafka/bin/kafka-server-start.sh"]' --port 9092 --port 9093)
 		;;
+	rabbitmq)
+		# As the official image, but as the rabbitmq user rather than root (whose entrypoint
+		# switches to it): the operator runs the pod as that user.
+		CONFIG=(--user "$RABBITMQ_USER:$RABBITMQ_USER" --entrypoint '["docker-entrypoint.sh"]'
+			--cmd '["rabbitmq-server"]' --env "PATH=/opt/rabbitmq/sbin:$PATH_IN_IMAGE" --env HOME=/var/lib/rabbitmq
+			--env RABBITMQ_HOME=/opt/rabbitmq --env RABBITMQ_DATA_DIR=/var/lib/rabbitmq
+			--env "RABBITMQ_VERSION=$(rabbitmq_version)" --env LANG=C.UTF-8 --env LC_ALL=C.UTF-8
+			--env RUNNING_UNDER_SYSTEMD=true --port 4369 --port 5671 --port 5672 --port 15692 --port 25672)
+		;;
 	esac
 }
 
@@ -353,13 +439,11 @@ pack_rootfs() {
 	"rootfs_${name//-/_}" "$work/rootfs"
 	container=$("${BUILDAH[@]}" from --quiet scratch)
 	"${BUILDAH[@]}" copy --quiet "$container" "$work/rootfs" / >/dev/null
-	if [[ -d $work/rootfs.appuser ]]; then
-		local owned
-		for owned in /home/appuser /var/lib/kafka /etc/kafka; do
-			"${BUILDAH[@]}" copy --quiet --chown "$KAFKA_USER:$KAFKA_USER" "$container" \
-				"$work/rootfs.appuser$owned" "$owned" >/dev/null
-		done
-	fi
+	local owner dirs owned
+	read -r owner dirs <<<"$(owned_dirs "$name")" || true
+	for owned in $dirs; do
+		"${BUILDAH[@]}" copy --quiet --chown "$owner" "$container" "$work/rootfs.owned$owned" "$owned" >/dev/null
+	done
 	local CONFIG
 	image_config "$name"
 	"${BUILDAH[@]}" config "${CONFIG[@]}" --label "org.opencontainers.image.title=$name" "$container"

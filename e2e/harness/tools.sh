@@ -16,6 +16,7 @@
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
 #                                      runtime-debs (Debian packages of the images' base)
+#                                      rabbitmq-debs (Debian 13 packages of the rabbitmq image)
 #                                      registry (CNCF distribution, for registry.sh)
 #                                      lint tools: shellcheck (Debian package) and cargo-deny
 #
@@ -432,6 +433,35 @@ tool_runtime_debs() {
 	link "$dir" runtime-debs
 }
 
+# The rabbitmq node image's packages (rabbitmq-debs.list) come from Debian 13, whose RabbitMQ is
+# 4.x where this machine's Debian 12 has 3.10: apt with a state of its own (sources, lists,
+# cache) that names trixie only, checked against the machine's Debian archive keyring.
+tool_rabbitmq_debs() {
+	local list=$ROOT/e2e/harness/rabbitmq-debs.list pins key dir apt_dir
+	mapfile -t pins < <(grep -v '^#' "$list")
+	key=$(sha256sum "$list" | cut -c1-12)
+	dir=$OMS_CACHE/tools/rabbitmq-debs-$key
+	if [[ ! -e $dir/complete ]]; then
+		log "downloading ${#pins[@]} Debian 13 packages of the rabbitmq image"
+		rm -rf "$dir" && mkdir -p "$dir"
+		apt_dir=$OMS_CACHE/tools/apt-trixie
+		mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+			>"$apt_dir/sources.list"
+		local apt=(apt-get -q -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+			-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Dir::State::status=/dev/null
+			-o Debug::NoLocking=1)
+		(cd "$dir" && { "${apt[@]}" download "${pins[@]}" || { "${apt[@]}" update && "${apt[@]}" download "${pins[@]}"; }; }) \
+			>"$OMS_CACHE/tools/apt-rabbitmq-debs.log" 2>&1 || {
+			tail -n 20 "$OMS_CACHE/tools/apt-rabbitmq-debs.log" >&2
+			log "apt-get download from trixie failed (log: $OMS_CACHE/tools/apt-rabbitmq-debs.log)"
+			exit 1
+		}
+		touch "$dir/complete"
+	fi
+	link "$dir" rabbitmq-debs
+}
+
 for tool in "$@"; do
 	# One install of a tool at a time: on a cold cache two test lanes ask for the same broker at
 	# once, and a second install would delete the first one's directory under it.
@@ -459,6 +489,7 @@ for tool in "$@"; do
 	cert-manager) tool_cert_manager ;;
 	node-runtime) tool_node_runtime ;;
 	runtime-debs) tool_runtime_debs ;;
+	rabbitmq-debs) tool_rabbitmq_debs ;;
 	registry) tool_registry ;;
 	shellcheck) tool_shellcheck ;;
 	cargo-deny) tool_cargo_deny ;;

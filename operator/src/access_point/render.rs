@@ -347,14 +347,15 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         period_seconds: Some(10),
         ..Probe::default()
     };
+    // Started: checked often, so that a roll waits no longer than needed, and for up to 15
+    // minutes, so that a broker catching up on a large stream, or waiting for its peers to form a
+    // cluster (RabbitMQ opens its port only once it has joined), is not restarted for it.
+    let started = |probe: Probe| Probe { period_seconds: Some(2), failure_threshold: Some(450), ..probe };
     let (startup_probe, readiness_probe) = match broker.health() {
-        Health::ClientPort => (None, client_probe.clone()),
-        Health::Http { port, started, ready } => (
-            // Often, so that a roll waits no longer than needed, and for up to 15 minutes: a
-            // broker catching up on a large stream must not be restarted for it.
-            Some(Probe { period_seconds: Some(2), failure_threshold: Some(450), ..http_probe(port, started) }),
-            Probe { period_seconds: Some(10), ..http_probe(port, ready) },
-        ),
+        Health::ClientPort => (started(client_probe.clone()), client_probe.clone()),
+        Health::Http { port, started: path, ready } => {
+            (started(http_probe(port, path)), Probe { period_seconds: Some(10), ..http_probe(port, ready) })
+        }
     };
     let mut mounts = vec![
         VolumeMount { name: "config".into(), mount_path: broker.config_dir().into(), ..VolumeMount::default() },
@@ -393,7 +394,7 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
                 })
                 .collect(),
         ),
-        startup_probe,
+        startup_probe: Some(startup_probe),
         readiness_probe: Some(readiness_probe),
         // Generous: a broker replaying its log after a crash must not be killed for it.
         liveness_probe: Some(Probe { initial_delay_seconds: Some(60), failure_threshold: Some(6), ..client_probe }),
@@ -679,9 +680,14 @@ mod tests {
         let alive = nats.liveness_probe.and_then(|p| p.tcp_socket).expect("liveness by the client port");
         assert_eq!(alive.port, IntOrString::Int(4222));
 
-        let mosquitto = container("{driver: mqtt, managed: {replicas: 1}}");
-        assert!(mosquitto.startup_probe.is_none());
-        assert!(mosquitto.readiness_probe.and_then(|p| p.tcp_socket).is_some());
+        // The others by their client port, started within the same 15 minutes: a RabbitMQ node
+        // opens it only once it has found its peers.
+        for spec in ["{driver: mqtt, managed: {replicas: 1}}", "{driver: rabbitmq, managed: {replicas: 3}}"] {
+            let broker = container(spec);
+            let startup = broker.startup_probe.expect("a startup probe");
+            assert!(startup.tcp_socket.is_some() && startup.failure_threshold == Some(450), "{spec}");
+            assert!(broker.readiness_probe.and_then(|p| p.tcp_socket).is_some(), "{spec}");
+        }
     }
 
     #[test]

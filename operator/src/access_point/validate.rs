@@ -8,7 +8,7 @@ use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
-use crate::drivers::{DefaultImages, broker_image, managed_driver};
+use crate::drivers::{BrokerDriver, DefaultImages, broker_image, image_version, managed_driver};
 use crate::exposure::Gateway;
 
 /// A spec the operator cannot act on; `field` names where, `message` says how to fix it.
@@ -103,6 +103,17 @@ pub struct RunningKafka {
     pub queues: Vec<(String, i32)>,
 }
 
+/// Why `replicas` brokers of `image` would not form one cluster, if they would not.
+fn cluster_refusal(broker: &dyn BrokerDriver, driver: Driver, replicas: i32, image: &str) -> Option<String> {
+    let (major, minor) = broker.clusters_since().filter(|since| image_version(image).is_some_and(|v| v < *since))?;
+    (replicas > 1).then(|| {
+        format!(
+            "{driver} before {major}.{minor} does not form a cluster when its nodes start together ({image}); set \
+             spec.managed.version to {major}.{minor} or later, or replicas: 1"
+        )
+    })
+}
+
 /// Validates `spec`; `default_region` is used when the spec names none; `running` is the managed
 /// Kafka cluster as it is now, if there is one.
 pub fn validate(
@@ -142,7 +153,7 @@ pub fn validate(
                 ));
             }
             let owned: Vec<&str> =
-                managed.config.keys().map(String::as_str).filter(|k| broker.owned_config_keys().contains(k)).collect();
+                managed.config.keys().map(String::as_str).filter(|k| broker.owns_config_key(k)).collect();
             if !owned.is_empty() {
                 return Err(invalid(
                     "spec.managed.config",
@@ -153,6 +164,10 @@ pub fn validate(
                 parse_size(&storage.size).map_err(|e| invalid("spec.managed.storage.size", e.to_string()))?;
             }
             let default_image = images.for_driver(driver).unwrap_or_default();
+            let image = broker_image(default_image, managed.version.as_deref(), managed.image.as_deref());
+            if let Some(refusal) = cluster_refusal(broker, driver, managed.replicas, &image) {
+                return Err(invalid("spec.managed.replicas", refusal));
+            }
             // Kafka keeps its current size when the requested one would lose copies of its data.
             let scale_down_refused = running
                 .filter(|_| driver == Driver::Kafka)
@@ -163,7 +178,7 @@ pub fn validate(
                     _ => managed.replicas,
                 },
                 scale_down_refused,
-                image: broker_image(default_image, managed.version.as_deref(), managed.image.as_deref()),
+                image,
                 storage: managed.storage.as_ref().map(|s| (s.size.clone(), s.storage_class_name.clone())),
                 resources: managed.resources.clone(),
                 config: managed.config.clone(),
@@ -284,6 +299,18 @@ mod tests {
         .expect_err("refused");
         assert_eq!(error.field, "spec.managed.config");
         assert!(error.message.contains("listeners set by the operator"), "{error}");
+    }
+
+    #[test]
+    fn rabbitmq_before_3_13_is_refused_more_than_one_replica() {
+        let check = |yaml: &str| validate("r", "acme", &spec(yaml), "local", None, &images());
+        let error =
+            check("{driver: rabbitmq, managed: {replicas: 3, image: 'rabbitmq:3.12.14'}}").expect_err("refused");
+        assert_eq!(error.field, "spec.managed.replicas");
+        assert!(error.message.contains("set spec.managed.version to 3.13 or later, or replicas: 1"), "{error}");
+        assert!(check("{driver: rabbitmq, managed: {replicas: 1, image: 'rabbitmq:3.12.14'}}").is_ok());
+        assert!(check("{driver: rabbitmq, managed: {replicas: 3, image: 'rabbitmq:3.13.7'}}").is_ok());
+        assert!(check("{driver: rabbitmq, managed: {replicas: 3}}").is_ok(), "the default image clusters");
     }
 
     #[test]

@@ -63,12 +63,7 @@ impl BrokerInput {
     /// for a tag without one (`latest`, a digest), which renders for the newest version.
     #[must_use]
     pub fn image_version(&self) -> Option<(u32, u32)> {
-        let name = self.image.split('@').next().unwrap_or_default();
-        let tag = name.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/'))?;
-        let mut numbers = tag.split(|c: char| !c.is_ascii_digit());
-        let major = numbers.next()?.parse().ok()?;
-        let minor = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        Some((major, minor))
+        image_version(&self.image)
     }
 
     /// DNS name of pod `ordinal` through the headless Service.
@@ -76,6 +71,18 @@ impl BrokerInput {
     pub fn pod_host(&self, ordinal: i32) -> String {
         format!("{}-{ordinal}.{}.{}.svc", self.name, self.name, self.namespace)
     }
+}
+
+/// Major and minor version from an image's tag (`rabbitmq:3.10.8-management` -> 3.10); `None` for
+/// a tag without one (`latest`, a digest), which renders for the newest version.
+#[must_use]
+pub fn image_version(image: &str) -> Option<(u32, u32)> {
+    let name = image.split('@').next().unwrap_or_default();
+    let tag = name.rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/'))?;
+    let mut numbers = tag.split(|c: char| !c.is_ascii_digit());
+    let major = numbers.next()?.parse().ok()?;
+    let minor = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    Some((major, minor))
 }
 
 /// The broker container as a driver renders it; the common renderer wraps it in a StatefulSet.
@@ -122,8 +129,16 @@ pub trait BrokerDriver: Sync {
     fn client_port(&self, tls: bool) -> u16 {
         self.ports(tls)[0].1
     }
-    /// Config keys the operator sets itself; a user may not pass them through.
+    /// Config keys the operator sets itself; a user may not pass them through. A key ending in
+    /// `.*` owns every key under it.
     fn owned_config_keys(&self) -> &'static [&'static str];
+    /// Whether the operator sets `key` itself ([`BrokerDriver::owned_config_keys`]).
+    fn owns_config_key(&self, key: &str) -> bool {
+        self.owned_config_keys().iter().any(|owned| match owned.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == *owned,
+        })
+    }
     /// How the kubelet checks the broker: started, ready, alive.
     fn health(&self) -> Health {
         Health::ClientPort
@@ -131,6 +146,10 @@ pub trait BrokerDriver: Sync {
     /// Most replicas the broker can cluster.
     fn max_replicas(&self) -> i32 {
         32
+    }
+    /// The first version whose brokers form a cluster as rendered; older ones run one replica.
+    fn clusters_since(&self) -> Option<(u32, u32)> {
+        None
     }
     /// Where the ConfigMap is mounted.
     fn config_dir(&self) -> &'static str;

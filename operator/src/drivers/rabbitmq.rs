@@ -1,6 +1,7 @@
-//! RabbitMQ on the official `rabbitmq` image. Nodes form a cluster through RabbitMQ's Kubernetes
-//! peer discovery (since 4.0 it derives the seed node from the StatefulSet ordinal, so the pods
-//! need no API access); new queues are quorum queues by default. With TLS (the default) clients
+//! RabbitMQ on the official `rabbitmq` image. Nodes form a cluster from the list of their stable
+//! pod names (`classic_config` peer discovery; 3.13 and later, which pick one seed among nodes
+//! that start together): it needs no API access, where the Kubernetes backend needs a token and
+//! RBAC before 4.1. New queues are quorum queues by default. With TLS (the default) clients
 //! reach amqps on 5671 only; the nodes' own distribution links stay in Erlang's plaintext
 //! (inside the pod network, behind the NetworkPolicy that admits only the peers).
 //!
@@ -29,6 +30,8 @@ const CONFIG_DIR: &str = "/etc/oms/rabbitmq";
 const TLS_DIR: &str = "/etc/oms/rabbitmq-tls";
 const DATA_DIR: &str = "/var/lib/rabbitmq";
 const DEFINITIONS_DIR: &str = "/etc/oms/rabbitmq-users";
+/// Peer discovery tries (2 s apart) before a node gives up on its peers: 10 minutes.
+const DISCOVERY_RETRIES: u32 = 300;
 /// The first release whose rabbitmq.conf knows `default_queue_type` (older ones refuse to start).
 const DEFAULT_QUEUE_TYPE_SINCE: (u32, u32) = (3, 13);
 
@@ -57,11 +60,7 @@ impl BrokerDriver for Rabbitmq {
 
     fn owned_config_keys(&self) -> &'static [&'static str] {
         &[
-            "cluster_formation.peer_discovery_backend",
-            "cluster_formation.k8s.host",
-            "cluster_formation.k8s.address_type",
-            "cluster_formation.k8s.service_name",
-            "cluster_formation.k8s.hostname_suffix",
+            "cluster_formation.*",
             "listeners.tcp",
             "listeners.tcp.default",
             "listeners.ssl.default",
@@ -92,6 +91,12 @@ impl BrokerDriver for Rabbitmq {
         DATA_DIR
     }
 
+    fn clusters_since(&self) -> Option<(u32, u32)> {
+        // Before 3.13 a blank node joins only a peer already running: nodes that all start at
+        // once each wait for another, then run alone.
+        Some((3, 13))
+    }
+
     fn run_as(&self) -> i64 {
         // The image's `rabbitmq` user; as it, the entrypoint does not switch users.
         999
@@ -103,20 +108,26 @@ impl BrokerDriver for Rabbitmq {
              load_definitions = {DEFINITIONS_DIR}/definitions.json\n",
             broker.tenants.join(", ")
         );
-        // Peer discovery runs only on a node's first boot, to find a cluster to join: a single
-        // node has none to find. Scaling up later rolls it onto k8s discovery, which the new
-        // (blank) nodes use to find it.
+        // Peer discovery runs only on a node's first boot, to find a cluster to join among the
+        // listed nodes. The list changes with the replicas, and so the config hash: a scale rolls
+        // the pods, which is harmless to nodes that already joined. A node that finds none of its
+        // peers within the retries runs alone for good, so the retries outlast a slow start of
+        // all nodes at once (Parallel pods) rather than RabbitMQ's default 30 s.
+        conf.push_str("cluster_formation.peer_discovery_backend = classic_config\n");
+        for ordinal in 0..broker.replicas {
+            let _ = writeln!(
+                conf,
+                "cluster_formation.classic_config.nodes.{} = rabbit@{}",
+                ordinal + 1,
+                broker.pod_host(ordinal)
+            );
+        }
         if broker.replicas > 1 {
             let _ = write!(
                 conf,
-                "cluster_formation.peer_discovery_backend = k8s\n\
-                 cluster_formation.k8s.service_name = {name}\n\
-                 cluster_formation.k8s.hostname_suffix = .{name}.{namespace}.svc\n",
-                name = broker.name,
-                namespace = broker.namespace,
+                "cluster_formation.discovery_retry_limit = {DISCOVERY_RETRIES}\n\
+                 cluster_formation.discovery_retry_interval = 2000\n"
             );
-        } else {
-            conf.push_str("cluster_formation.peer_discovery_backend = classic_config\n");
         }
         if broker.tls {
             // amqps only: no plaintext listener. Clients show no certificate (they log in).
@@ -151,6 +162,9 @@ impl BrokerDriver for Rabbitmq {
              # Rendered by oms-operator: installs the shared Erlang cookie, then starts RabbitMQ.\n\
              set -eu\n\
              umask 077\n\
+             # A new file, not the old one rewritten: a volume's fsGroup may have opened up the old\n\
+             # one's mode, and Erlang refuses a cookie that others can read.\n\
+             rm -f {DATA_DIR}/.erlang.cookie\n\
              printf %s \"$RABBITMQ_COOKIE\" > {DATA_DIR}/.erlang.cookie\n\
              unset RABBITMQ_COOKIE\n\
              exec docker-entrypoint.sh rabbitmq-server\n"
@@ -159,10 +173,7 @@ impl BrokerDriver for Rabbitmq {
         BrokerPod {
             files: [
                 ("rabbitmq.conf".to_owned(), conf),
-                (
-                    "enabled_plugins".to_owned(),
-                    "[rabbitmq_peer_discovery_k8s,rabbitmq_management,rabbitmq_prometheus].\n".to_owned(),
-                ),
+                ("enabled_plugins".to_owned(), "[rabbitmq_management,rabbitmq_prometheus].\n".to_owned()),
                 ("start.sh".to_owned(), start),
             ]
             .into(),
@@ -200,7 +211,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peers_are_discovered_through_the_headless_service_and_queues_default_to_quorum() {
+    fn peers_are_listed_by_their_pod_names_and_queues_default_to_quorum() {
         let input = BrokerInput {
             name: "billing-rabbit".into(),
             namespace: "acme".into(),
@@ -214,8 +225,14 @@ mod tests {
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];
-        assert!(conf.contains("cluster_formation.peer_discovery_backend = k8s\n"));
-        assert!(conf.contains("cluster_formation.k8s.hostname_suffix = .billing-rabbit.acme.svc\n"));
+        assert!(conf.contains(
+            "cluster_formation.peer_discovery_backend = classic_config\n\
+             cluster_formation.classic_config.nodes.1 = rabbit@billing-rabbit-0.billing-rabbit.acme.svc\n\
+             cluster_formation.classic_config.nodes.2 = rabbit@billing-rabbit-1.billing-rabbit.acme.svc\n\
+             cluster_formation.classic_config.nodes.3 = rabbit@billing-rabbit-2.billing-rabbit.acme.svc\n\
+             cluster_formation.discovery_retry_limit = 300\n"
+        ));
+        assert!(!pod.files["enabled_plugins"].contains("k8s"), "no plugin that needs API access");
         assert!(conf.contains("default_queue_type = quorum\n"));
         for older in ["rabbitmq:3.10.8-management", "registry.local:5000/rabbitmq:3.12"] {
             let old = Rabbitmq.render(&BrokerInput { image: older.into(), ..input.clone() });
@@ -223,10 +240,13 @@ mod tests {
         }
         assert!(conf.ends_with("vm_memory_high_watermark.relative = 0.6\n"));
         let single = Rabbitmq.render(&BrokerInput { replicas: 1, ..input.clone() });
-        assert!(
-            single.files["rabbitmq.conf"].contains("peer_discovery_backend = classic_config\n"),
-            "nothing to discover"
-        );
+        assert!(!single.files["rabbitmq.conf"].contains("nodes.2"), "nothing to discover");
+        assert!(!single.files["rabbitmq.conf"].contains("discovery_retry_limit"), "nothing to wait for");
+        for owned in ["cluster_formation.classic_config.nodes.7", "cluster_formation.k8s.host"] {
+            assert!(Rabbitmq.owns_config_key(owned), "{owned}: cluster formation is the operator's");
+        }
+        assert!(!Rabbitmq.owns_config_key("vm_memory_high_watermark.relative"));
+        // The node names in the list are the names the nodes give themselves.
         let node = pod.env.iter().find(|e| e.name == "RABBITMQ_NODENAME").and_then(|e| e.value.clone());
         assert_eq!(node.as_deref(), Some("rabbit@$(POD_NAME).billing-rabbit.acme.svc"));
     }
