@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use crate::cluster::Cluster;
 use crate::process::{DEADLINE, poll, run, run_ok, tool};
@@ -19,14 +20,20 @@ impl CertManager {
         // The trailing slash: kubectl reads the directory behind the link.
         let crds = format!("{}/", tool("cert-manager-crds").display());
         run_ok(cluster.kubectl().args(["apply", "--server-side", "-f", &crds]))?;
-        run_ok(cluster.kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/certificates.cert-manager.io",
-            "crd/certificaterequests.cert-manager.io",
-            "crd/issuers.cert-manager.io",
-        ]))?;
+        // Polled: `kubectl wait --for=condition` fails at once, rather than waiting, on a CRD the
+        // API server has not yet given conditions.
+        for crd in ["certificates", "certificaterequests", "issuers"] {
+            let crd = format!("crd/{crd}.cert-manager.io");
+            poll(&format!("{crd} Established"), Duration::from_mins(1), || {
+                let established = run(cluster.kubectl().args([
+                    "get",
+                    &crd,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ]))?;
+                Ok((String::from_utf8_lossy(&established.stdout) == "True").then_some(()))
+            })?;
+        }
         let child = Command::new(tool("cert-manager"))
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
