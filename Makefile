@@ -147,7 +147,7 @@ node-dns: ## Start the node and cluster DNS (CoreDNS at 10.96.0.10): make node-d
 	e2e/harness/node.sh dns $(CLUSTER)
 
 .PHONY: demo-install
-demo-install: ## helm install the operator as a pod on the node, then a managed NATS (or DRIVER=kafka, rabbitmq) and a Queue: make demo-install CLUSTER=node-demo
+demo-install: ## helm install the operator as a pod on the node, then a managed NATS (or DRIVER=kafka, rabbitmq, mqtt) and a Queue: make demo-install CLUSTER=node-demo
 	e2e/harness/demo-install.sh $(CLUSTER) $(DRIVER)
 
 .PHONY: e2e-nodes

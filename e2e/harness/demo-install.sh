@@ -24,6 +24,11 @@
 #                                                 must have a member on each of min(n, 3) nodes
 #                                                 (RabbitMQ's default; its Queues take no
 #                                                 replication), both shown by the brokers' own CLI.
+#   e2e/harness/demo-install.sh <cluster> mqtt    Mosquitto (the images.sh mosquitto image), a Queue
+#                                                 telemetry; a retained message published from a
+#                                                 pod of the image must still be there after the
+#                                                 broker pod is deleted and comes back on its
+#                                                 volume.
 #
 # Our images and chart come from the machine's test registry as a user's come from theirs:
 # registry.sh starts it, release.sh (`make release`) pushes both images, built from their
@@ -44,8 +49,8 @@ RELEASE=oms
 RELEASE_NAMESPACE=oms-system
 DEMO_NAMESPACE=oms-demo
 
-[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka|rabbitmq)$) ]] || {
-	echo "usage: $0 <cluster name> [nats|kafka|rabbitmq]" >&2
+[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka|rabbitmq|mqtt)$) ]] || {
+	echo "usage: $0 <cluster name> [nats|kafka|rabbitmq|mqtt]" >&2
 	exit 2
 }
 cluster=$1
@@ -65,6 +70,10 @@ kafka)
 rabbitmq)
 	REPLICAS=${RABBITMQ_REPLICAS:-3} QUEUE=invoices PARTITIONS=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
 	REPLICATION=$((REPLICAS < 3 ? REPLICAS : 3))
+	;;
+# Mosquitto does not cluster: one broker.
+mqtt)
+	REPLICAS=1 QUEUE=telemetry PARTITIONS=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-180}
 	;;
 esac
 CLUSTER_STATE=$ROOT/e2e/.state/$cluster
@@ -113,7 +122,7 @@ t_node=$EPOCHREALTIME
 registry=$("$ROOT/e2e/harness/registry.sh" up)
 "$ROOT/e2e/harness/release.sh" "$registry"
 # Through a variable: a failed build must stop us, which `< <(...)` would not.
-built=$("$ROOT/e2e/harness/images.sh" build "$driver")
+built=$("$ROOT/e2e/harness/images.sh" build "$([[ $driver == mqtt ]] && echo mosquitto || echo "$driver")")
 mapfile -t archives <<<"$built"
 t_images=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" load "$cluster" "${archives[@]}"
@@ -133,6 +142,7 @@ brokerImages:
   nats: $("$ROOT/e2e/harness/images.sh" ref nats)
   kafka: $("$ROOT/e2e/harness/images.sh" ref kafka)
   rabbitmq: $("$ROOT/e2e/harness/images.sh" ref rabbitmq)
+  mqtt: $("$ROOT/e2e/harness/images.sh" ref mosquitto)
 EOF
 values_files=(-f "$values")
 [[ -z ${DEMO_VALUES:-} ]] || values_files+=(-f "$DEMO_VALUES")
@@ -187,7 +197,7 @@ metadata:
 spec:
   accessPointRef: {name: $ACCESS_POINT}
   partitions: $PARTITIONS
-$([[ $driver == rabbitmq ]] || echo "  replication: $REPLICATION")
+$([[ $driver =~ ^(rabbitmq|mqtt)$ ]] || echo "  replication: $REPLICATION")
 EOF
 t_queue_applied=$EPOCHREALTIME
 wait_for "Queue $QUEUE Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready "queue/$QUEUE"
@@ -195,6 +205,19 @@ t_queue=$EPOCHREALTIME
 t_queue_ready=$t_queue
 log "queue Ready: $(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" \
 	-o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')"
+
+# client_output <pod>: what a client pod printed, once it has ended either way (a failed one need
+# not be waited out); shown on stderr too.
+client_output() {
+	local deadline=$((SECONDS + DEADLINE_SECONDS)) output
+	until [[ $(kubectl -n "$DEMO_NAMESPACE" get "pod/$1" -o jsonpath='{.status.phase}' 2>/dev/null) =~ ^(Succeeded|Failed)$ ]]; do
+		((SECONDS < deadline)) || break
+		sleep 1
+	done
+	output=$(kubectl -n "$DEMO_NAMESPACE" logs "$1" 2>&1) || true
+	printf '%s\n' "$output" >&2
+	printf '%s\n' "$output"
+}
 
 # Kafka: one message through the Queue's topic from a pod of the broker image. The client only
 # knows the client Service; every further connection goes to the address a broker advertises
@@ -237,14 +260,7 @@ echo "$MESSAGE" | kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --pr
   --topic "$TOPIC" --producer-property acks=all
 kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CONFIG" --topic "$TOPIC" \
   --from-beginning --max-messages $((before + 1)) --timeout-ms 60000' >/dev/null
-	# Until the client ends either way (a failed one need not be waited out).
-	client_deadline=$((SECONDS + DEADLINE_SECONDS))
-	until [[ $(kubectl -n "$DEMO_NAMESPACE" get "pod/$client" -o jsonpath='{.status.phase}' 2>/dev/null) =~ ^(Succeeded|Failed)$ ]]; do
-		((SECONDS < client_deadline)) || break
-		sleep 1
-	done
-	output=$(kubectl -n "$DEMO_NAMESPACE" logs "$client" 2>&1) || true
-	printf '%s\n' "$output" >&2
+	output=$(client_output "$client")
 	[[ $output == *"$message"* && $output == *"brokers in the metadata: $REPLICAS"* ]] || {
 		diagnose
 		die "kafka round trip failed: sent '$message'; the client pod said the above"
@@ -281,6 +297,65 @@ if [[ $driver == rabbitmq ]]; then
 		die "queue $broker_queue: want a quorum queue with $REPLICATION members online, list_queues says $queues"
 	}
 	log "rabbitmq: $running nodes in one cluster; quorum queue $broker_queue has $members members, $online online"
+	t_queue=$EPOCHREALTIME
+fi
+
+# MQTT: a retained message (QoS 1) on the Queue's topic, published from a pod of the image as the
+# tenant of the binding Secret over TLS; the broker pod deleted; the message read back from the
+# broker the StatefulSet brings back on the same volume.
+if [[ $driver == mqtt ]]; then
+	topic=$(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" -o jsonpath='{.status.brokerName}')
+	message="kept by $ACCESS_POINT across a pod deletion, $(date -u +%FT%TZ)"
+	# mqtt_client <pod> <mosquitto_pub|mosquitto_sub> <arguments>...: starts the tool in a pod of the
+	# image (then `client_output <pod>`).
+	mqtt_client() {
+		local client=$1
+		shift
+		kubectl -n "$DEMO_NAMESPACE" delete pod "$client" --ignore-not-found >/dev/null
+		# shellcheck disable=SC2016 # the client's script expands its variables in the pod
+		kubectl -n "$DEMO_NAMESPACE" run "$client" --image="$("$ROOT/e2e/harness/images.sh" ref mosquitto)" \
+			--image-pull-policy=Never --restart=Never --env="HOST=$ACCESS_POINT-0.$ACCESS_POINT.$DEMO_NAMESPACE.svc" \
+			--override-type=strategic --overrides="$(kafka_login "$client" "$ACCESS_POINT-binding")" --command -- /bin/sh -c '
+set -e
+printf "%s\n" "$CA_CERT" >/tmp/ca.crt
+tool=$1
+shift
+"$tool" -h "$HOST" -p 8883 --cafile /tmp/ca.crt -u "$USERNAME" -P "$PASSWORD" -q 1 "$@"
+echo "$tool done"' sh "$@" >/dev/null
+	}
+	mqtt_client mqtt-publish mosquitto_pub -r -t "$topic" -m "$message"
+	output=$(client_output mqtt-publish)
+	[[ $output == *"mosquitto_pub done"* ]] || {
+		diagnose
+		die "publishing a retained message to $topic failed: $output"
+	}
+	broker_pod=$(kubectl -n "$DEMO_NAMESPACE" get pod "$ACCESS_POINT-0" -o jsonpath='{.metadata.uid}')
+	t_deleted=$EPOCHREALTIME
+	kubectl -n "$DEMO_NAMESPACE" delete pod "$ACCESS_POINT-0" --wait=true >/dev/null
+	# A new pod of that name, Ready.
+	back() {
+		local now
+		now=$(kubectl -n "$DEMO_NAMESPACE" get pod "$ACCESS_POINT-0" \
+			-o jsonpath='{.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) || return 1
+		[[ ${now%% *} != "$broker_pod" && $now == *" True" ]]
+	}
+	back_deadline=$((SECONDS + DEADLINE_SECONDS))
+	until back; do
+		((SECONDS < back_deadline)) || {
+			diagnose
+			die "$ACCESS_POINT-0 not back Ready within ${DEADLINE_SECONDS}s of its deletion"
+		}
+		sleep 1
+	done
+	t_back=$EPOCHREALTIME
+	mqtt_client mqtt-read mosquitto_sub -t "$topic" -C 1 -W 30
+	output=$(client_output mqtt-read)
+	[[ $output == *"$message"* ]] || {
+		diagnose
+		die "the retained message on $topic did not survive the pod's deletion: sent '$message', read: $output"
+	}
+	log "mqtt: the retained message on $topic survived the broker pod's deletion (back Ready after" \
+		"$(elapsed "$t_deleted" "$t_back")s on the same volume)"
 	t_queue=$EPOCHREALTIME
 fi
 

@@ -16,8 +16,9 @@
 #      point, a Queue orders-b on it, a Bridge payments-to-b.
 #   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway;
 #      after the faults, demo-install.sh <b> rabbitmq: RabbitMQ 4, 3 nodes in one cluster, Queue
-#      invoices a quorum queue with a member on each; rabbitmq-roll.sh <b>: 1,000 messages kept
-#      through a rolling config change, one pod at a time.
+#      invoices a quorum queue with a member on each; rabbitmq-roll.sh <b>: every confirmed
+#      message kept while a publisher sends through a rolling config change, one pod at a time. In A, demo-install.sh <a> mqtt:
+#      Mosquitto, a retained message kept across the broker pod's deletion.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -333,13 +334,19 @@ running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
 
 # RabbitMQ 4 in cloud B beside its NATS, run by the operator there: the nodes must form one
 # cluster and the Queue's quorum queue must have a member on each (demo-install.sh rabbitmq);
-# then its messages must all be there after a rolling config change (rabbitmq-roll.sh).
+# then every message confirmed while its brokers roll must be there (rabbitmq-roll.sh).
 step=rabbitmq
 t_rabbitmq=$EPOCHREALTIME
 DEMO_VALUES=$ROOT/e2e/.state/$b/clouds-values.yaml "$HARNESS/demo-install.sh" "$b" rabbitmq >/dev/null
 t_rabbitmq_up=$EPOCHREALTIME
 "$HARNESS/rabbitmq-roll.sh" "$b"
 t_rabbitmq_done=$EPOCHREALTIME
+
+# Mosquitto in cloud A beside its Kafka: a retained message kept across the broker pod's
+# deletion, on its volume (demo-install.sh mqtt).
+step=mosquitto
+DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml "$HARNESS/demo-install.sh" "$a" mqtt >/dev/null
+t_mosquitto_done=$EPOCHREALTIME
 
 step=upgrade
 t_upgrade=$EPOCHREALTIME
@@ -417,7 +424,7 @@ log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and b
 	"produced in $(elapsed "$t_produce_start" "$t_produced")s (pod start included); all arrived after" \
 	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
 	"metrics $(elapsed "$t_read" "$t_metrics")s; RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
-	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_done")s;" \
+	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_done")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_done" "$t_mosquitto_done")s;" \
 	"helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
 	"Bridge deleted to its children gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s; both uninstalls" \
 	"$(elapsed "$t_bridge_deleted" "$t_done")s;" \

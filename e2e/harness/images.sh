@@ -41,6 +41,10 @@
 #                             name is qualified, then the command), HOME /var/lib/rabbitmq (where
 #                             Erlang reads the cookie); user rabbitmq (999). Tagged with the
 #                             packaged version: the operator renders by the tag's version.
+#   mosquitto                 the layout of the official eclipse-mosquitto image, from Debian
+#                             13's packages (mosquitto-debs.list): the broker and its clients,
+#                             /mosquitto/{config,data,log}; user mosquitto (1883). Tagged with
+#                             the packaged version.
 # node.sh imports the archives (`node.sh load <cluster> <archive>...`); pods then use the images
 # with imagePullPolicy Never or IfNotPresent.
 set -euo pipefail
@@ -64,7 +68,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka|rabbitmq>... | ref <image>" >&2
+	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka|rabbitmq|mosquitto>... | ref <image>" >&2
 	exit 2
 }
 
@@ -76,7 +80,8 @@ ref() {
 	coredns) echo "localhost/oms-e2e/coredns:${COREDNS_VERSION#v}" ;;
 	local-path-provisioner) echo "localhost/oms-e2e/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION#v}" ;;
 	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_VERSION" ;;
-	rabbitmq) echo "localhost/oms-e2e/rabbitmq:$(rabbitmq_version)" ;;
+	rabbitmq) echo "localhost/oms-e2e/rabbitmq:$(listed_version rabbitmq rabbitmq-server)" ;;
+	mosquitto) echo "localhost/oms-e2e/mosquitto:$(listed_version mosquitto mosquitto)" ;;
 	*) usage ;;
 	esac
 }
@@ -279,23 +284,39 @@ EOF
 }
 
 RABBITMQ_USER=999
+MOSQUITTO_USER=1883
 
-# rabbitmq_version: the version of the listed rabbitmq-server package (4.0.5 of 4.0.5-6+deb13u2).
-rabbitmq_version() {
-	sed -n 's/^rabbitmq-server=\([0-9.]*\)-.*/\1/p' "$ROOT/e2e/harness/rabbitmq-debs.list"
+# listed_version <image> <package>: the upstream version of a package in <image>-debs.list (4.0.5
+# of rabbitmq-server=4.0.5-6+deb13u2), which tags the image: the operator renders by the tag.
+listed_version() {
+	sed -n "s/^$2=\\([0-9.]*\\)-.*/\\1/p" "$ROOT/e2e/harness/$1-debs.list"
+}
+
+# trixie_rootfs <dir> <image> <user> <uid> <home>: the image's Debian 13 packages (tools.sh
+# <image>-debs) extracted into <dir>, without their documentation; the links of a merged-/usr root
+# (Debian 13 keeps everything under /usr: the loader and /bin/sh are reached through them); root
+# and the image's user.
+trixie_rootfs() {
+	local dir=$1 image=$2 user=$3 uid=$4 home=$5 deb top
+	for deb in "$BIN/$image-debs"/*.deb; do
+		dpkg-deb -x "$deb" "$dir"
+	done
+	for top in bin sbin lib lib64; do
+		[[ ! -e $dir/$top || -L $dir/$top ]] || die "$image: a package ships /$top outside /usr"
+		ln -sfn "usr/$top" "$dir/$top"
+	done
+	rm -rf "$dir/usr/share/doc" "$dir/usr/share/man" "$dir/usr/share/lintian" "$dir/usr/share/locale" \
+		"$dir/etc/init.d" "$dir/etc/default" "$dir/etc/logrotate.d" "$dir/usr/lib/systemd"
+	mkdir -p "$dir/tmp" "$dir/root"
+	chmod 1777 "$dir/tmp"
+	printf '%s\n' "hosts: files dns" "passwd: files" "group: files" >"$dir/etc/nsswitch.conf"
+	printf '%s\n' "root:x:0:0:root:/root:/bin/sh" "$user:x:$uid:$uid:$user:$home:/bin/sh" >"$dir/etc/passwd"
+	printf '%s\n' "root:x:0:" "$user:x:$uid:" >"$dir/etc/group"
 }
 
 rootfs_rabbitmq() {
-	local dir=$1 deb top server
-	for deb in "$BIN"/rabbitmq-debs/*.deb; do
-		dpkg-deb -x "$deb" "$dir"
-	done
-	# Debian 13's packages keep everything under /usr: the links of a merged-/usr root (the
-	# loader and /bin/sh are reached through them).
-	for top in bin sbin lib lib64; do
-		[[ ! -e $dir/$top || -L $dir/$top ]] || die "rabbitmq: a package ships /$top outside /usr"
-		ln -sfn "usr/$top" "$dir/$top"
-	done
+	local dir=$1 server
+	trixie_rootfs "$dir" rabbitmq rabbitmq "$RABBITMQ_USER" /var/lib/rabbitmq
 	# The server where the official image has it. Its defaults already name the system paths
 	# (/etc/rabbitmq, /var/lib/rabbitmq, /var/log/rabbitmq) as the official image's do.
 	server=$(echo "$dir"/usr/lib/rabbitmq/lib/rabbitmq_server-*)
@@ -306,13 +327,11 @@ rootfs_rabbitmq() {
 	ln -s /opt/rabbitmq "$server"
 	ln -s /opt/rabbitmq/plugins "$dir/plugins"
 	# Debian's wrappers switch to the rabbitmq user with su and send the log to a file: the pod
-	# runs as that user already and logs to the console.
+	# runs as that user already and logs to the console. The package's own data and log
+	# directories are root's here: rabbitmq's come in below.
 	rm -f "$dir"/usr/sbin/rabbitmq* "$dir/usr/lib/rabbitmq/bin/rabbitmq-script-wrapper" \
 		"$dir/usr/lib/rabbitmq/bin/rabbitmq-server-wait" "$dir/usr/bin/rabbitmqadmin"
-	# The package's own data and log directories are root's here: rabbitmq's come in below.
-	rm -rf "$dir/var/lib/rabbitmq" "$dir/var/log/rabbitmq" \
-		"$dir/etc/init.d" "$dir/etc/default" "$dir/etc/logrotate.d" "$dir/usr/lib/systemd" "$dir/usr/lib/ocf" \
-		"$dir/usr/share/doc" "$dir/usr/share/man" "$dir/usr/share/lintian" "$dir/usr/share/locale"
+	rm -rf "$dir/var/lib/rabbitmq" "$dir/var/log/rabbitmq" "$dir/usr/lib/ocf"
 	install -D -m 0755 /dev/stdin "$dir/usr/local/bin/docker-entrypoint.sh" <<'EOF'
 #!/bin/sh
 # Entrypoint of the oms-e2e rabbitmq image: long node names where the host name is a qualified
@@ -323,17 +342,24 @@ if [ -z "${RABBITMQ_USE_LONGNAME:-}" ] && [ "$(hostname)" != "$(hostname -s)" ];
 fi
 exec "$@"
 EOF
-	mkdir -p "$dir/tmp" "$dir/root"
-	chmod 1777 "$dir/tmp"
-	printf '%s\n' "hosts: files dns" "passwd: files" "group: files" >"$dir/etc/nsswitch.conf"
-	printf '%s\n' "root:x:0:0:root:/root:/bin/sh" \
-		"rabbitmq:x:$RABBITMQ_USER:$RABBITMQ_USER:rabbitmq:/var/lib/rabbitmq:/bin/sh" >"$dir/etc/passwd"
-	printf '%s\n' "root:x:0:" "rabbitmq:x:$RABBITMQ_USER:" >"$dir/etc/group"
 	# rabbitmq's directories (owned_dirs), with the official image's defaults: the Prometheus
 	# plugin on, guest from anywhere, the log on the console.
 	mkdir -p "$dir.owned/var/lib/rabbitmq" "$dir.owned/var/log/rabbitmq" "$dir.owned/etc/rabbitmq/conf.d"
 	echo "[rabbitmq_prometheus]." >"$dir.owned/etc/rabbitmq/enabled_plugins"
 	printf '%s\n' "loopback_users.guest = false" "log.console = true" >"$dir.owned/etc/rabbitmq/conf.d/10-defaults.conf"
+}
+
+rootfs_mosquitto() {
+	local dir=$1
+	trixie_rootfs "$dir" mosquitto mosquitto "$MOSQUITTO_USER" /mosquitto
+	# The package's own directories are root's, and its config includes a conf.d of Debian's.
+	rm -rf "$dir/etc/mosquitto" "$dir/var/lib/mosquitto" "$dir/var/log/mosquitto"
+	# mosquitto's directories (owned_dirs), as in the official image; without a listener of its
+	# own, the default config serves local clients only, as the official image's does.
+	mkdir -p "$dir.owned/mosquitto/config" "$dir.owned/mosquitto/data" "$dir.owned/mosquitto/log"
+	printf '%s\n' "# Default configuration of the oms-e2e mosquitto image; the operator passes its own." \
+		"persistence true" "persistence_location /mosquitto/data/" "log_dest stdout" \
+		>"$dir.owned/mosquitto/config/mosquitto.conf"
 }
 
 # owned_dirs <image>: the user that owns the image's own directories, and the directories, which
@@ -343,6 +369,7 @@ owned_dirs() {
 	case $1 in
 	kafka) echo "$KAFKA_USER:$KAFKA_USER /home/appuser /var/lib/kafka /etc/kafka" ;;
 	rabbitmq) echo "$RABBITMQ_USER:$RABBITMQ_USER /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq" ;;
+	mosquitto) echo "$MOSQUITTO_USER:$MOSQUITTO_USER /mosquitto" ;;
 	esac
 }
 
@@ -358,7 +385,7 @@ prepare() {
 	coredns) "$ROOT/e2e/harness/tools.sh" coredns ;;
 	local-path-provisioner) "$ROOT/e2e/harness/tools.sh" local-path-provisioner ;;
 	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
-	rabbitmq) "$ROOT/e2e/harness/tools.sh" rabbitmq-debs ;;
+	rabbitmq | mosquitto) "$ROOT/e2e/harness/tools.sh" "$1-debs" ;;
 	esac
 }
 
@@ -377,7 +404,7 @@ input_files() {
 		echo "$ROOT/e2e/tools/local-path-provisioner/volume-dir.c"
 		;;
 	kafka) kafka_inputs ;;
-	rabbitmq) readlink -f "$BIN"/rabbitmq-debs/*.deb ;;
+	rabbitmq | mosquitto) readlink -f "$BIN/$1-debs"/*.deb ;;
 	esac
 }
 
@@ -422,8 +449,13 @@ image_config() {
 		CONFIG=(--user "$RABBITMQ_USER:$RABBITMQ_USER" --entrypoint '["docker-entrypoint.sh"]'
 			--cmd '["rabbitmq-server"]' --env "PATH=/opt/rabbitmq/sbin:$PATH_IN_IMAGE" --env HOME=/var/lib/rabbitmq
 			--env RABBITMQ_HOME=/opt/rabbitmq --env RABBITMQ_DATA_DIR=/var/lib/rabbitmq
-			--env "RABBITMQ_VERSION=$(rabbitmq_version)" --env LANG=C.UTF-8 --env LC_ALL=C.UTF-8
+			--env "RABBITMQ_VERSION=$(listed_version rabbitmq rabbitmq-server)" --env LANG=C.UTF-8 --env LC_ALL=C.UTF-8
 			--env RUNNING_UNDER_SYSTEMD=true --port 4369 --port 5671 --port 5672 --port 15692 --port 25672)
+		;;
+	mosquitto)
+		# As the official image: the mosquitto user, the broker on its default config.
+		CONFIG=(--user "$MOSQUITTO_USER:$MOSQUITTO_USER" --env "PATH=$PATH_IN_IMAGE"
+			--cmd '["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]' --port 1883 --port 8883)
 		;;
 	esac
 }

@@ -18,7 +18,8 @@ kafka_client_properties() {
 		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$1\" password=\"$2\";"
 }
 
-# The pod's container gets the binding Secret's keys as its environment (USERNAME, PASSWORD, ...).
+# The pod's container gets the binding Secret's keys as its environment (USERNAME, PASSWORD, ...);
+# demo-install.sh's MQTT clients log in the same way.
 kafka_login() {
 	printf '{"spec":{"containers":[{"name":"%s","envFrom":[{"secretRef":{"name":"%s"}}]}]}}' "$1" "$2"
 }

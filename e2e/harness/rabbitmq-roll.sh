@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# A managed RabbitMQ cluster keeps its messages through a rolling change: on a cluster where
-# `demo-install.sh <cluster> rabbitmq` made demo-rabbitmq (3 nodes) and its Queue invoices (a
-# quorum queue with a member on each), MESSAGES (default 1000) numbered messages are published
-# with confirms as the tenant of the binding Secret; then a passthrough config change rolls the
-# brokers (the operator renders a new config, the StatefulSet replaces one pod at a time once the
-# one before is Ready); then every node must be back in one cluster, every queue member online,
-# and every message read back once: lost 0. The most pods seen not Ready at once is printed.
+# A managed RabbitMQ cluster keeps every confirmed message through a rolling change under traffic:
+# on a cluster where `demo-install.sh <cluster> rabbitmq` made demo-rabbitmq (3 nodes) and its
+# Queue invoices (a quorum queue with a member on each), a publisher sends numbered messages, each
+# confirmed before the next, through the client Service as the tenant of the binding Secret, from
+# before a passthrough config change until the brokers have rolled (the operator renders a new
+# config; the StatefulSet replaces one pod at a time once the one before is Ready, and each node
+# waits in its preStop until its quorum queues keep a quorum without it). A publish that fails as
+# its broker stops is sent again on a new connection. Then every node must be back in one cluster
+# and every confirmed message read back: lost 0 (repeats counted). The most pods seen not Ready at
+# once is printed.
 #
 #   e2e/harness/rabbitmq-roll.sh <cluster>     (e2e-nodes.sh runs it in cloud B)
 #
 # The client is pika (tools.sh pika) in the node's network namespace, over amqps with the
-# binding's CA; a hosts file of its own maps the pods' DNS names, which their certificate names.
+# binding's CA; a hosts file of its own maps the client Service's name, which the brokers'
+# certificate carries, to its address.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=clouds.sh
 source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
 ACCESS_POINT=demo-rabbitmq
 QUEUE=invoices
-MESSAGES=${MESSAGES:-1000}
 
 [[ $# -eq 1 ]] || {
 	echo "usage: $0 <cluster>" >&2
@@ -41,39 +44,58 @@ field CA_CERT >"$files/ca.crt"
 broker_queue=$(kc "$cluster" -n "$TENANT" get queue "$QUEUE" -o jsonpath='{.status.brokerName}')
 [[ -n $broker_queue ]] || die "Queue $QUEUE has no status.brokerName"
 
-# amqp <action>: runs the client in the node's network namespace against pod 0, whose address a
-# hosts file written now maps (a rolled pod may have a new one).
+# amqp <action> [<argument>]: the client in the node's network namespace, connected through the
+# client Service (its address is stable across the roll; kube-proxy sends each connection to a
+# Ready pod), whose name the brokers' certificate carries.
+#   publish <stop file>   numbered messages, each confirmed before the next, until the file exists;
+#                         a failed publish (its broker stopped) is retried on a new connection.
+#                         Prints how many, and how many connections it took.
+#   read <count>          every message in the queue; prints lost (of m0..m<count-1>) and repeated.
 amqp() {
-	local address host=$ACCESS_POINT-0.$ACCESS_POINT.$TENANT.svc
-	address=$(kc "$cluster" -n "$TENANT" get pod "$ACCESS_POINT-0" -o jsonpath='{.status.podIP}')
+	local host=$ACCESS_POINT-client.$TENANT.svc address
+	address=$(kc "$cluster" -n "$TENANT" get service "$ACCESS_POINT-client" -o jsonpath='{.spec.clusterIP}')
 	printf '127.0.0.1 localhost\n%s %s\n' "$address" "$host" >"$files/hosts"
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	ip netns exec "$(net "$cluster" NETNS)" unshare --mount sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' \
-		"$files/hosts" "$BIN/amqp-venv/bin/python" - "$1" "$host" "$files/ca.crt" "$(field USERNAME)" \
-		"$(field PASSWORD)" "$(field VHOST)" "$broker_queue" "$MESSAGES" <<'PY'
-import ssl, sys, pika
-action, host, ca, user, password, vhost, queue, count = sys.argv[1:]
-count = int(count)
+		"$files/hosts" "$BIN/amqp-venv/bin/python" - "$1" "$2" "$host" "$files/ca.crt" "$(field USERNAME)" \
+		"$(field PASSWORD)" "$(field VHOST)" "$broker_queue" "$DEADLINE_SECONDS" <<'PY'
+import os, ssl, sys, time, pika
+action, argument, host, ca, user, password, vhost, queue, deadline = sys.argv[1:]
+deadline = time.monotonic() + int(deadline)
 context = ssl.create_default_context(cafile=ca)
 parameters = pika.ConnectionParameters(host, 5671, vhost, pika.PlainCredentials(user, password),
-                                       ssl_options=pika.SSLOptions(context, host), connection_attempts=3, retry_delay=2)
-with pika.BlockingConnection(parameters) as connection:
-    channel = connection.channel()
-    if action == "publish":
-        channel.confirm_delivery()  # each basic_publish returns once the broker confirmed it
-        for i in range(count):
-            channel.basic_publish("", queue, f"m{i}".encode(), pika.BasicProperties(delivery_mode=2), mandatory=True)
-        print(f"published {count}, each confirmed")
-    else:
-        seen = {}
-        while True:
-            method, _, body = channel.basic_get(queue, auto_ack=True)
+                                       ssl_options=pika.SSLOptions(context, host), connection_attempts=3, retry_delay=1)
+if action == "publish":
+    sent = connections = 0
+    while not os.path.exists(argument):
+        if time.monotonic() > deadline:
+            sys.exit(f"publishing for longer than the deadline, {sent} sent")
+        try:
+            with pika.BlockingConnection(parameters) as connection:
+                connections += 1
+                channel = connection.channel()
+                channel.confirm_delivery()  # each basic_publish returns once the broker confirmed it
+                while not os.path.exists(argument):
+                    channel.basic_publish("", queue, f"m{sent}".encode(), pika.BasicProperties(delivery_mode=2),
+                                          mandatory=True)
+                    sent += 1
+                    if sent == 1:
+                        print("first message confirmed", flush=True)
+        except pika.exceptions.AMQPError:
+            time.sleep(0.2)  # m<sent> again, on a new connection: stored once or twice, never lost
+    print(f"published {sent}, each confirmed, over {connections} connection(s)")
+else:
+    count, seen = int(argument), {}
+    with pika.BlockingConnection(parameters) as connection:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=1000)
+        for method, _, body in channel.consume(queue, auto_ack=True, inactivity_timeout=5):
             if method is None:
                 break
             seen[body.decode()] = seen.get(body.decode(), 0) + 1
-        lost = sum(1 for i in range(count) if f"m{i}" not in seen)
-        repeated = sum(n - 1 for n in seen.values())
-        print(f"read {sum(seen.values())}: lost {lost}, repeated {repeated}")
+    lost = sum(1 for i in range(count) if f"m{i}" not in seen)
+    repeated = sum(n - 1 for n in seen.values())
+    print(f"read {sum(seen.values())}: lost {lost}, repeated {repeated}")
 PY
 }
 
@@ -83,8 +105,15 @@ statefulset_revisions() {
 }
 
 t0=$EPOCHREALTIME
-published=$(amqp publish) || die "publishing $MESSAGES messages to $broker_queue failed: $published"
-log "$published"
+stop=$files/stop-publishing
+rm -f "$stop"
+amqp publish "$stop" >"$files/published" &
+publisher=$!
+# Traffic before the roll: its first message confirmed.
+publishing() {
+	[[ -s $files/published ]] || { kill -0 "$publisher" 2>/dev/null || die "the publisher exited: $(cat "$files/published")"; false; }
+}
+poll "the publisher's first confirmed message" publishing
 read -r revision_before _ <<<"$(statefulset_revisions)"
 
 # A change every broker must take: a passthrough setting, a new config, a rolling update.
@@ -110,8 +139,15 @@ status=$(kc "$cluster" -n "$TENANT" exec "$ACCESS_POINT-0" -c broker -- rabbitmq
 	die "cluster_status after the roll: $status"
 running=$(jq '.running_nodes | length' <<<"$status") || running=0
 ((running == 3)) || die "$running of 3 nodes running in one cluster after the roll: $status"
-read_back=$(amqp read) || die "reading $broker_queue back failed: $read_back"
+touch "$stop"
+wait "$publisher" || die "the publisher failed: $(cat "$files/published")"
+published=$(tail -n 1 "$files/published")
+[[ $published =~ ^published\ ([0-9]+), ]] || die "the publisher said: $published"
+sent=${BASH_REMATCH[1]}
+log "while the brokers rolled: $published"
+read_back=$(amqp read "$sent") || die "reading $broker_queue back failed: $read_back"
 log "$read_back; $running nodes in one cluster after the roll"
-[[ $read_back == "read $MESSAGES: lost 0, repeated 0" ]] || die "want every message once after the roll: $read_back"
-log "timings: published $(elapsed "$t0" "$t_roll")s, roll $(elapsed "$t_roll" "$t_rolled")s, checked and read" \
-	"$(elapsed "$t_rolled" "$EPOCHREALTIME")s"
+# A message whose confirm its stopping broker never sent is published again: twice is allowed.
+[[ $read_back == *": lost 0, "* ]] || die "want every confirmed message after the roll: $read_back"
+log "timings: roll $(elapsed "$t_roll" "$t_rolled")s, with publishing from $(elapsed "$t0" "$t_roll")s before it;" \
+	"checked and read $(elapsed "$t_rolled" "$EPOCHREALTIME")s"

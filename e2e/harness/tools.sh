@@ -16,7 +16,8 @@
 #                                      node-runtime (containerd, runc, CNI plugins, buildah:
 #                                      Debian packages, for node.sh)
 #                                      runtime-debs (Debian packages of the images' base)
-#                                      rabbitmq-debs (Debian 13 packages of the rabbitmq image)
+#                                      rabbitmq-debs, mosquitto-debs (Debian 13 packages of
+#                                      those node images)
 #                                      registry (CNCF distribution, for registry.sh)
 #                                      lint tools: shellcheck (Debian package) and cargo-deny
 #
@@ -433,16 +434,24 @@ tool_runtime_debs() {
 	link "$dir" runtime-debs
 }
 
-# The rabbitmq node image's packages (rabbitmq-debs.list) come from Debian 13, whose RabbitMQ is
-# 4.x where this machine's Debian 12 has 3.10: apt with a state of its own (sources, lists,
-# cache) that names trixie only, checked against the machine's Debian archive keyring.
-tool_rabbitmq_debs() {
-	local list=$ROOT/e2e/harness/rabbitmq-debs.list pins key dir apt_dir
+# trixie_debs <image>: the packages of a node image (<image>-debs.list) from Debian 13, whose
+# RabbitMQ (4.x) and Mosquitto (2.0.21) are current where this machine's Debian 12 has 3.10 and
+# 2.0.11: apt with a state of its own (sources, lists, cache) that names trixie only, checked
+# against the machine's Debian archive keyring. Linked as .bin/<image>-debs.
+tool_trixie_debs() {
+	local image=$1 list pins key dir apt_dir
+	list=$ROOT/e2e/harness/$image-debs.list
 	mapfile -t pins < <(grep -v '^#' "$list")
 	key=$(sha256sum "$list" | cut -c1-12)
-	dir=$OMS_CACHE/tools/rabbitmq-debs-$key
+	dir=$OMS_CACHE/tools/$image-debs-$key
 	if [[ ! -e $dir/complete ]]; then
-		log "downloading ${#pins[@]} Debian 13 packages of the rabbitmq image"
+		# One apt run at a time on the shared trixie state (the tools' own locks are per tool).
+		exec 7>"$OMS_CACHE/tools/.lock-apt-trixie"
+		flock -w 1800 7 || {
+			log "timed out waiting for another apt run on $OMS_CACHE/tools/apt-trixie"
+			exit 1
+		}
+		log "downloading ${#pins[@]} Debian 13 packages of the $image image"
 		rm -rf "$dir" && mkdir -p "$dir"
 		apt_dir=$OMS_CACHE/tools/apt-trixie
 		mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
@@ -452,14 +461,15 @@ tool_rabbitmq_debs() {
 			-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Dir::State::status=/dev/null
 			-o Debug::NoLocking=1)
 		(cd "$dir" && { "${apt[@]}" download "${pins[@]}" || { "${apt[@]}" update && "${apt[@]}" download "${pins[@]}"; }; }) \
-			>"$OMS_CACHE/tools/apt-rabbitmq-debs.log" 2>&1 || {
-			tail -n 20 "$OMS_CACHE/tools/apt-rabbitmq-debs.log" >&2
-			log "apt-get download from trixie failed (log: $OMS_CACHE/tools/apt-rabbitmq-debs.log)"
+			>"$OMS_CACHE/tools/apt-$image-debs.log" 2>&1 || {
+			tail -n 20 "$OMS_CACHE/tools/apt-$image-debs.log" >&2
+			log "apt-get download from trixie failed (log: $OMS_CACHE/tools/apt-$image-debs.log)"
 			exit 1
 		}
 		touch "$dir/complete"
+		exec 7>&-
 	fi
-	link "$dir" rabbitmq-debs
+	link "$dir" "$image-debs"
 }
 
 for tool in "$@"; do
@@ -489,7 +499,7 @@ for tool in "$@"; do
 	cert-manager) tool_cert_manager ;;
 	node-runtime) tool_node_runtime ;;
 	runtime-debs) tool_runtime_debs ;;
-	rabbitmq-debs) tool_rabbitmq_debs ;;
+	rabbitmq-debs | mosquitto-debs) tool_trixie_debs "${tool%-debs}" ;;
 	registry) tool_registry ;;
 	shellcheck) tool_shellcheck ;;
 	cargo-deny) tool_cargo_deny ;;

@@ -7,10 +7,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -221,6 +221,7 @@ fn stateful_set(
     owner: &OwnerReference,
 ) -> StatefulSet {
     let mut volumes = volumes(ap, managed, &pod);
+    let grace_seconds = pod.pre_stop.as_ref().map(|stop| stop.grace_seconds);
     let volume_claim_templates = if let Some((size, class)) = &managed.storage {
         Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta { name: Some("data".into()), labels: Some(labels(ap)), ..ObjectMeta::default() },
@@ -280,6 +281,7 @@ fn stateful_set(
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![broker_container(managed, broker, pod)],
+                    termination_grace_period_seconds: grace_seconds,
                     volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
@@ -394,6 +396,13 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
                 })
                 .collect(),
         ),
+        lifecycle: pod.pre_stop.map(|stop| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction { command: Some(stop.command) }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         startup_probe: Some(startup_probe),
         readiness_probe: Some(readiness_probe),
         // Generous: a broker replaying its log after a crash must not be killed for it.

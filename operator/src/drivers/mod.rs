@@ -96,6 +96,16 @@ pub struct BrokerPod {
     pub env: Vec<EnvVar>,
     /// A file from a Secret the broker reads its credentials from.
     pub secret_file: Option<SecretFile>,
+    /// What runs before the broker is stopped, where stopping it at once could cost its peers.
+    pub pre_stop: Option<PreStop>,
+}
+
+/// A command the kubelet runs in the broker's container before stopping it (a roll, a pod
+/// deletion), and how long the pod may take to stop, the command included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreStop {
+    pub command: Vec<String>,
+    pub grace_seconds: i64,
 }
 
 /// One key of a Secret mounted as a file.

@@ -121,6 +121,7 @@ impl BrokerDriver for Nats {
             // `server_name: $POD_NAME` reads the variable every broker pod gets.
             env,
             secret_file: None,
+            pre_stop: None,
         }
     }
 }

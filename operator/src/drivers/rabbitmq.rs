@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, credentials_secret, env, passthrough_lines};
+use super::{BrokerDriver, BrokerInput, BrokerPod, PreStop, SecretFile, credentials_secret, env, passthrough_lines};
 use crate::tenancy;
 
 pub struct Rabbitmq;
@@ -30,6 +30,9 @@ const CONFIG_DIR: &str = "/etc/oms/rabbitmq";
 const TLS_DIR: &str = "/etc/oms/rabbitmq-tls";
 const DATA_DIR: &str = "/var/lib/rabbitmq";
 const DEFINITIONS_DIR: &str = "/etc/oms/rabbitmq-users";
+/// How long a node about to stop waits for its quorum queues to keep a quorum without it: longer
+/// than a peer takes to restart and catch up, short of holding a deletion for good.
+const STOP_WAIT_SECONDS: i64 = 600;
 /// Peer discovery tries (2 s apart) before a node gives up on its peers: 10 minutes.
 const DISCOVERY_RETRIES: u32 = 300;
 /// The first release whose rabbitmq.conf knows `default_queue_type` (older ones refuse to start).
@@ -202,7 +205,22 @@ impl BrokerDriver for Rabbitmq {
                 mount_dir: DEFINITIONS_DIR.into(),
                 file: "definitions.json".into(),
             }),
+            pre_stop: (broker.replicas > 1).then(wait_for_quorum_plus_one),
         }
+    }
+}
+
+/// A node of a cluster stops only once every quorum queue it holds a member of keeps a quorum
+/// without it: during a roll, the node restarted before it may not have caught up yet.
+fn wait_for_quorum_plus_one() -> PreStop {
+    PreStop {
+        command: vec![
+            "rabbitmq-upgrade".into(),
+            "--timeout".into(),
+            STOP_WAIT_SECONDS.to_string(),
+            "await_online_quorum_plus_one".into(),
+        ],
+        grace_seconds: STOP_WAIT_SECONDS + 60,
     }
 }
 
@@ -246,6 +264,10 @@ mod tests {
             assert!(Rabbitmq.owns_config_key(owned), "{owned}: cluster formation is the operator's");
         }
         assert!(!Rabbitmq.owns_config_key("vm_memory_high_watermark.relative"));
+        let pre_stop = pod.pre_stop.as_ref().expect("a node waits before it stops");
+        assert_eq!(pre_stop.command[3], "await_online_quorum_plus_one");
+        assert!(pre_stop.grace_seconds > 600, "the pod is not killed while it waits");
+        assert!(single.pre_stop.is_none(), "a single node has no peers to wait for");
         // The node names in the list are the names the nodes give themselves.
         let node = pod.env.iter().find(|e| e.name == "RABBITMQ_NODENAME").and_then(|e| e.value.clone());
         assert_eq!(node.as_deref(), Some("rabbit@$(POD_NAME).billing-rabbit.acme.svc"));
