@@ -205,6 +205,16 @@ fi
 echo "produced $MESSAGES"' >/dev/null
 }
 
+# in_node <network namespace> <hosts file> <command>...: the command in a node's network namespace,
+# with a hosts file of its own: clients there check a broker's certificate by a DNS name that
+# only cluster DNS knows, which the file maps to the address.
+in_node() {
+	local netns=$1 hosts=$2
+	shift 2
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	ip netns exec "$netns" unshare --mount sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$hosts" "$@"
+}
+
 # The tenant's credentials and a broker's address in cloud B, read once: nats_b runs often. The
 # brokers speak TLS (the binding's TLS and CA_CERT): the CLI checks their certificate by the pod's
 # DNS name, which a hosts file of its own maps to the pod's address.
@@ -230,10 +240,8 @@ nats_b_within() {
 	local seconds=$1 ca=
 	shift
 	[[ ! -f $nats_files/ca.crt ]] || ca=$nats_files/ca.crt
-	# shellcheck disable=SC2016 # expanded by the inner shell
-	timeout "$seconds" ip netns exec "$nats_netns" unshare --mount sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' \
-		"$nats_files/hosts" "$BIN/nats" --server "nats://$nats_host:4222" ${ca:+--tlsca "$ca"} \
-		${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
+	in_node "$nats_netns" "$nats_files/hosts" timeout "$seconds" "$BIN/nats" --server "nats://$nats_host:4222" \
+		${ca:+--tlsca "$ca"} ${nats_user:+--user "$nats_user"} ${nats_password:+--password "$nats_password"} "$@"
 }
 nats_b() { nats_b_within infinity "$@"; }
 clouds_stream() { nats_b stream ls --names | head -n 1; }

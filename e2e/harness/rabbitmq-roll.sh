@@ -55,9 +55,7 @@ amqp() {
 	local host=$ACCESS_POINT-client.$TENANT.svc address
 	address=$(kc "$cluster" -n "$TENANT" get service "$ACCESS_POINT-client" -o jsonpath='{.spec.clusterIP}')
 	printf '127.0.0.1 localhost\n%s %s\n' "$address" "$host" >"$files/hosts"
-	# shellcheck disable=SC2016 # expanded by the inner shell
-	ip netns exec "$(net "$cluster" NETNS)" unshare --mount sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' \
-		"$files/hosts" "$BIN/amqp-venv/bin/python" - "$1" "$2" "$host" "$files/ca.crt" "$(field USERNAME)" \
+	in_node "$(net "$cluster" NETNS)" "$files/hosts" "$BIN/amqp-venv/bin/python" - "$1" "$2" "$host" "$files/ca.crt" "$(field USERNAME)" \
 		"$(field PASSWORD)" "$(field VHOST)" "$broker_queue" "$DEADLINE_SECONDS" <<'PY'
 import os, ssl, sys, time, pika
 action, argument, host, ca, user, password, vhost, queue, deadline = sys.argv[1:]

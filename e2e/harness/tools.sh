@@ -413,6 +413,27 @@ tool_registry() {
 # The Debian packages of the base our images run on (images.sh runtime-base), downloaded at
 # pinned versions into the cache, never installed on the machine: glibc, libgcc, OpenSSL, the CA
 # certificates and netbase, as in the distroless cc-debian12 image the Containerfiles default to.
+# apt_download <dir> <name> <apt-get command>... -- <package=version>...: the pinned packages into
+# <dir>, marked complete. apt's lists may be missing or older than the pins on a fresh machine: a
+# failed download updates them and tries again. The log is apt-<name>.log in the tool cache.
+apt_download() {
+	local dir=$1 name=$2 apt=() aptlog
+	shift 2
+	while [[ $1 != -- ]]; do
+		apt+=("$1")
+		shift
+	done
+	shift
+	aptlog=$OMS_CACHE/tools/apt-$name.log
+	rm -rf "$dir" && mkdir -p "$dir"
+	(cd "$dir" && { "${apt[@]}" download "$@" || { "${apt[@]}" update && "${apt[@]}" download "$@"; }; }) >"$aptlog" 2>&1 || {
+		tail -n 20 "$aptlog" >&2
+		log "apt-get download of $name ($*) failed (log: $aptlog)"
+		exit 1
+	}
+	touch "$dir/complete"
+}
+
 tool_runtime_debs() {
 	local pins=("libc6=$LIBC6_DEB_VERSION" "libgcc-s1=$LIBGCC_S1_DEB_VERSION" "libssl3=$LIBSSL3_DEB_VERSION"
 		"ca-certificates=$CA_CERTIFICATES_DEB_VERSION" "netbase=$NETBASE_DEB_VERSION")
@@ -421,15 +442,7 @@ tool_runtime_debs() {
 	dir=$OMS_CACHE/tools/runtime-debs-$key
 	if [[ ! -e $dir/complete ]]; then
 		log "downloading Debian packages ${pins[*]}"
-		rm -rf "$dir" && mkdir -p "$dir"
-		# apt's package lists may be missing or older than the pins on a fresh machine.
-		(cd "$dir" && { apt-get download -q "${pins[@]}" || { apt-get update -q && apt-get download -q "${pins[@]}"; }; }) \
-			>"$OMS_CACHE/tools/apt-runtime-debs.log" 2>&1 || {
-			tail -n 20 "$OMS_CACHE/tools/apt-runtime-debs.log" >&2
-			log "apt-get download ${pins[*]} failed (log: $OMS_CACHE/tools/apt-runtime-debs.log)"
-			exit 1
-		}
-		touch "$dir/complete"
+		apt_download "$dir" runtime-debs apt-get -q -- "${pins[@]}"
 	fi
 	link "$dir" runtime-debs
 }
@@ -452,21 +465,13 @@ tool_trixie_debs() {
 			exit 1
 		}
 		log "downloading ${#pins[@]} Debian 13 packages of the $image image"
-		rm -rf "$dir" && mkdir -p "$dir"
 		apt_dir=$OMS_CACHE/tools/apt-trixie
 		mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
 		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
 			>"$apt_dir/sources.list"
-		local apt=(apt-get -q -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-			-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Dir::State::status=/dev/null
-			-o Debug::NoLocking=1)
-		(cd "$dir" && { "${apt[@]}" download "${pins[@]}" || { "${apt[@]}" update && "${apt[@]}" download "${pins[@]}"; }; }) \
-			>"$OMS_CACHE/tools/apt-$image-debs.log" 2>&1 || {
-			tail -n 20 "$OMS_CACHE/tools/apt-$image-debs.log" >&2
-			log "apt-get download from trixie failed (log: $OMS_CACHE/tools/apt-$image-debs.log)"
-			exit 1
-		}
-		touch "$dir/complete"
+		apt_download "$dir" "$image-debs" apt-get -q -o "Dir::Etc::SourceList=$apt_dir/sources.list" \
+			-o Dir::Etc::SourceParts=/nonexistent -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" \
+			-o Dir::State::status=/dev/null -o Debug::NoLocking=1 -- "${pins[@]}"
 		exec 7>&-
 	fi
 	link "$dir" "$image-debs"
