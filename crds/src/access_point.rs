@@ -162,7 +162,10 @@ fn enabled() -> bool {
 )]
 pub struct ManagedBroker {
     /// Number of broker pods. Kafka derives its controller quorum from it (an odd number of
-    /// voters, at most 5); NATS and RabbitMQ cluster all pods.
+    /// voters, at most 5); NATS and RabbitMQ cluster all pods. Growing is always allowed; Kafka
+    /// shrinks only while enough brokers stay for every copy of its data, and NATS and RabbitMQ
+    /// do not shrink yet: a refused shrink keeps the current size, with `Progressing` False,
+    /// reason `ScaleDownRefused`.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 32))]
     pub replicas: i32,

@@ -324,21 +324,36 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
     Ok(())
 }
 
+/// Kafka below the copies of its data, and RabbitMQ or NATS at all (their leaving nodes' quorum
+/// members do not move yet): the StatefulSet keeps its size and the condition says why.
 #[test]
-fn kafka_scale_down_below_the_copies_of_its_data_is_refused_and_said() -> anyhow::Result<()> {
+fn a_scale_down_the_operator_cannot_do_safely_is_refused_and_said() -> anyhow::Result<()> {
     let s = Scenario::start("ap-scale", &[])?;
-    s.apply(KAFKA)?;
-    s.wait_for("statefulset/orders-kafka", "created", |sts| sts["spec"]["replicas"] == 3)?;
-    s.apply(&KAFKA.replace("replicas: 3", "replicas: 1"))?;
-    let ap = s.wait_for("messagingaccesspoint/orders-kafka", "scale-down refused", |o| {
-        condition(o, "Progressing").is_some_and(|c| c["reason"] == "ScaleDownRefused")
-    })?;
-    let message = condition(&ap, "Progressing").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
-    assert!(message.contains("internal topics keep 3 copies"), "{message}");
-    assert_eq!(s.json("statefulset/orders-kafka")?["spec"]["replicas"], 3, "the StatefulSet kept its size");
-    // Growing stays allowed.
-    s.apply(&KAFKA.replace("replicas: 3", "replicas: 4"))?;
-    s.wait_for("statefulset/orders-kafka", "grown", |sts| sts["spec"]["replicas"] == 4)?;
+    let clusters = [
+        ("orders-kafka", KAFKA.to_owned(), "internal topics keep 3 copies"),
+        ("orders-rabbitmq", KAFKA.replace("kafka", "rabbitmq").replace("log.retention.hours: '48'", ""), "forgotten"),
+        ("orders-nats", KAFKA.replace("kafka", "nats").replace("log.retention.hours: '48'", ""), "meta group"),
+    ];
+    for (name, yaml, _) in &clusters {
+        s.apply(yaml)?;
+        s.wait_for(&format!("statefulset/{name}"), "created", |sts| sts["spec"]["replicas"] == 3)?;
+    }
+    for (name, yaml, because) in &clusters {
+        s.apply(&yaml.replace("replicas: 3", "replicas: 1"))?;
+        let ap = s.wait_for(&format!("messagingaccesspoint/{name}"), "scale-down refused", |o| {
+            condition(o, "Progressing").is_some_and(|c| c["reason"] == "ScaleDownRefused")
+        })?;
+        let message = condition(&ap, "Progressing").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
+        assert!(message.contains(because) && message.contains("keeping 3"), "{name}: {message}");
+        assert_eq!(
+            s.json(&format!("statefulset/{name}"))?["spec"]["replicas"],
+            3,
+            "{name}: the StatefulSet kept its size"
+        );
+        // Growing stays allowed.
+        s.apply(&yaml.replace("replicas: 3", "replicas: 4"))?;
+        s.wait_for(&format!("statefulset/{name}"), "grown", |sts| sts["spec"]["replicas"] == 4)?;
+    }
     Ok(())
 }
 

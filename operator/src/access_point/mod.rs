@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::credentials::{Logins, apply_kafka_tenants, broker_tls, credentials};
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
-use self::validate::{AccessPoint, Managed, Plan, RunningKafka, validate};
+use self::validate::{AccessPoint, Managed, Plan, Running, validate};
 use crate::apply::{apply, apply_status};
 use crate::binding;
 use crate::broker_tls::BrokerTls;
@@ -155,11 +155,12 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         Some(_) => FALLBACK_REGION.to_owned(),
         None => default_region(ctx).await?,
     };
-    let existing_kafka = read_managed_kafka(ctx, map).await?;
-    let running = match existing_kafka.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
-        Some(replicas) => Some(RunningKafka { replicas, queues: queues_if_shrinking(ctx, map, replicas).await? }),
+    let existing = read_managed_stateful_set(ctx, map).await?;
+    let running = match existing.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
+        Some(replicas) => Some(Running { replicas, queues: kafka_queues_if_shrinking(ctx, map, replicas).await? }),
         None => None,
     };
+    let existing_kafka = existing.filter(|_| map.spec.driver == Driver::Kafka);
 
     // Validate (and decide the size to run), without touching the spec.
     let ap = match validate(&name, &namespace, &map.spec, &default_region, running.as_ref(), &ctx.images) {
@@ -371,9 +372,9 @@ where
     apply(&ctx.client, object).await.map_err(|source| Error::Apply { kind, name: object.name_any(), source })
 }
 
-/// The StatefulSet of a managed Kafka access point, if it exists yet.
-async fn read_managed_kafka(ctx: &Context, map: &MessagingAccessPoint) -> Result<Option<StatefulSet>, Error> {
-    if map.spec.driver != Driver::Kafka || map.spec.managed.is_none() {
+/// The StatefulSet of a managed access point, if it exists yet.
+async fn read_managed_stateful_set(ctx: &Context, map: &MessagingAccessPoint) -> Result<Option<StatefulSet>, Error> {
+    if map.spec.managed.is_none() {
         return Ok(None);
     }
     let name = map.name_any();
@@ -381,14 +382,14 @@ async fn read_managed_kafka(ctx: &Context, map: &MessagingAccessPoint) -> Result
     stateful_sets.get_opt(&name).await.map_err(|source| Error::ReadStatefulSet { name, source })
 }
 
-/// (namespace/name, replication) of the Queues on this access point, when the spec asks for
+/// (namespace/name, replication) of the Queues on this Kafka access point, when the spec asks for
 /// fewer brokers than `running`: what a scale-down would have to keep.
-async fn queues_if_shrinking(
+async fn kafka_queues_if_shrinking(
     ctx: &Context,
     map: &MessagingAccessPoint,
     running: i32,
 ) -> Result<Vec<(String, i32)>, Error> {
-    if map.spec.managed.as_ref().is_none_or(|m| m.replicas >= running) {
+    if map.spec.driver != Driver::Kafka || map.spec.managed.as_ref().is_none_or(|m| m.replicas >= running) {
         return Ok(Vec::new());
     }
     let (name, namespace) = (map.name_any(), map.namespace().unwrap_or_default());

@@ -69,7 +69,7 @@ impl Plan {
 pub struct Managed {
     /// Brokers to run: `spec.managed.replicas`, or the current size when shrinking is refused.
     pub replicas: i32,
-    /// Why the requested size is not the one run, when Kafka may not shrink to it.
+    /// Why the requested size is not the one run, when the cluster may not shrink to it.
     pub scale_down_refused: Option<String>,
     pub image: String,
     /// Size (as written, e.g. `10Gi`) and StorageClass of each pod's volume; None: emptyDir.
@@ -94,12 +94,13 @@ pub struct External {
     pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
 }
 
-/// A managed Kafka cluster as it runs now, for deciding whether it may shrink.
+/// A managed broker cluster as it runs now, for deciding whether it may shrink.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunningKafka {
+pub struct Running {
     /// Brokers in its StatefulSet.
     pub replicas: i32,
-    /// (namespace/name, `spec.replication`) of the Queues on it; read only when shrinking is asked.
+    /// Kafka: (namespace/name, `spec.replication`) of the Queues on it; read only when shrinking
+    /// is asked.
     pub queues: Vec<(String, i32)>,
 }
 
@@ -115,13 +116,13 @@ fn cluster_refusal(broker: &dyn BrokerDriver, driver: Driver, replicas: i32, ima
 }
 
 /// Validates `spec`; `default_region` is used when the spec names none; `running` is the managed
-/// Kafka cluster as it is now, if there is one.
+/// cluster as it is now, if there is one.
 pub fn validate(
     name: &str,
     namespace: &str,
     spec: &MessagingAccessPointSpec,
     default_region: &str,
-    running: Option<&RunningKafka>,
+    running: Option<&Running>,
     images: &DefaultImages,
 ) -> Result<AccessPoint, InvalidSpec> {
     let plan = match (spec.driver, &spec.managed, &spec.external, &spec.endpoint) {
@@ -168,10 +169,8 @@ pub fn validate(
             if let Some(refusal) = cluster_refusal(broker, driver, managed.replicas, &image) {
                 return Err(invalid("spec.managed.replicas", refusal));
             }
-            // Kafka keeps its current size when the requested one would lose copies of its data.
-            let scale_down_refused = running
-                .filter(|_| driver == Driver::Kafka)
-                .and_then(|now| kafka_scale_down_refusal(now.replicas, managed.replicas, &now.queues));
+            // A cluster keeps its current size when the operator cannot shrink it to the requested one safely.
+            let scale_down_refused = running.and_then(|now| scale_down_refusal(driver, now, managed.replicas));
             Plan::Managed(Managed {
                 replicas: match (&scale_down_refused, running) {
                     (Some(_), Some(now)) => now.replicas,
@@ -250,6 +249,36 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
         "scaling Kafka from {current} to {desired} brokers is refused: {because}, so at least {needed} brokers are needed; \
          keeping {current}. Lower the replication first, or create a new access point and bridge the data over"
     ))
+}
+
+/// Why a RabbitMQ or NATS cluster may not shrink from `current` to `desired` nodes: a leaving
+/// node holds members of quorum queues or stream replicas (all of them with 3 nodes), which must
+/// move to the staying nodes, and the cluster must forget the node (RabbitMQ's
+/// `forget_cluster_node`, NATS's peer removal) before its pod goes. Pods deleted without that
+/// lose the quorum of every group the leaving nodes were the majority of.
+#[must_use]
+pub fn consensus_scale_down_refusal(driver: Driver, current: i32, desired: i32) -> Option<String> {
+    if desired >= current {
+        return None;
+    }
+    let (system, nodes, hand_over) = match driver {
+        Driver::Nats => ("NATS", "servers", "its stream replicas moved and be removed from the JetStream meta group"),
+        _ => ("RabbitMQ", "nodes", "its quorum queue and stream members moved and be forgotten by the cluster"),
+    };
+    Some(format!(
+        "scaling {system} from {current} to {desired} {nodes} is refused: a leaving node must first have {hand_over}, \
+         which the operator does not do yet; keeping {current}. Set spec.managed.replicas back to {current}, or create \
+         a new access point of {desired} and bridge the queues over"
+    ))
+}
+
+/// Why `driver`'s cluster may not shrink from `now` to `desired` brokers, if it may not.
+fn scale_down_refusal(driver: Driver, now: &Running, desired: i32) -> Option<String> {
+    match driver {
+        Driver::Kafka => kafka_scale_down_refusal(now.replicas, desired, &now.queues),
+        Driver::Rabbitmq | Driver::Nats => consensus_scale_down_refusal(driver, now.replicas, desired),
+        Driver::Mqtt | Driver::Gateway => None,
+    }
 }
 
 #[cfg(test)]
@@ -399,7 +428,7 @@ mod tests {
     #[test]
     fn a_refused_kafka_scale_down_runs_the_current_size_and_leaves_the_spec_as_asked() {
         let asked = spec("{driver: kafka, managed: {replicas: 1}}");
-        let running = RunningKafka { replicas: 3, queues: vec![("acme/orders".into(), 3)] };
+        let running = Running { replicas: 3, queues: vec![("acme/orders".into(), 3)] };
         let ap = validate("k", "acme", &asked, "local", Some(&running), &images()).expect("valid");
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.replicas, 3, "the brokers that hold the copies keep running");
@@ -409,5 +438,28 @@ mod tests {
             validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 5}}"), "local", Some(&running), &images());
         let Ok(AccessPoint { plan: Plan::Managed(managed), .. }) = growing else { panic!("managed") };
         assert_eq!((managed.replicas, managed.scale_down_refused), (5, None));
+    }
+
+    #[test]
+    fn rabbitmq_and_nats_keep_their_size_when_asked_to_shrink() {
+        for (driver, said) in [("rabbitmq", "forgotten by the cluster"), ("nats", "JetStream meta group")] {
+            let asked = spec(&format!("{{driver: {driver}, managed: {{replicas: 1}}}}"));
+            let running = Running { replicas: 3, queues: Vec::new() };
+            let ap = validate("b", "acme", &asked, "local", Some(&running), &images()).expect("valid");
+            let Plan::Managed(managed) = ap.plan else { panic!("managed") };
+            assert_eq!(managed.replicas, 3, "{driver}: the nodes keep running");
+            let message = managed.scale_down_refused.unwrap_or_default();
+            assert!(
+                message.contains(said) && message.contains("from 3 to 1") && message.contains("keeping 3"),
+                "{message}"
+            );
+            let growing = spec(&format!("{{driver: {driver}, managed: {{replicas: 5}}}}"));
+            let Ok(AccessPoint { plan: Plan::Managed(managed), .. }) =
+                validate("b", "acme", &growing, "local", Some(&running), &images())
+            else {
+                panic!("managed")
+            };
+            assert_eq!((managed.replicas, managed.scale_down_refused), (5, None), "{driver} grows");
+        }
     }
 }
