@@ -17,8 +17,9 @@
 #   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway;
 #      after the faults, demo-install.sh <b> rabbitmq: RabbitMQ 4, 3 nodes in one cluster, Queue
 #      invoices a quorum queue with a member on each; rabbitmq-roll.sh <b>: every confirmed
-#      message kept while a publisher sends through a rolling config change, one pod at a time. In A, demo-install.sh <a> mqtt:
-#      Mosquitto, a retained message kept across the broker pod's deletion.
+#      message kept while a publisher sends through a rolling config change, one pod at a time.
+#      In A, demo-install.sh <a> mqtt: Mosquitto, a retained message kept across the broker pod's
+#      deletion.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod

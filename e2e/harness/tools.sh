@@ -410,9 +410,6 @@ tool_registry() {
 	link "$out" registry
 }
 
-# The Debian packages of the base our images run on (images.sh runtime-base), downloaded at
-# pinned versions into the cache, never installed on the machine: glibc, libgcc, OpenSSL, the CA
-# certificates and netbase, as in the distroless cc-debian12 image the Containerfiles default to.
 # apt_download <dir> <name> <apt-get command>... -- <package=version>...: the pinned packages into
 # <dir>, marked complete. apt's lists may be missing or older than the pins on a fresh machine: a
 # failed download updates them and tries again. The log is apt-<name>.log in the tool cache.
@@ -434,6 +431,9 @@ apt_download() {
 	touch "$dir/complete"
 }
 
+# The Debian packages of the base our images run on (images.sh runtime-base), downloaded at
+# pinned versions into the cache, never installed on the machine: glibc, libgcc, OpenSSL, the CA
+# certificates and netbase, as in the distroless cc-debian12 image the Containerfiles default to.
 tool_runtime_debs() {
 	local pins=("libc6=$LIBC6_DEB_VERSION" "libgcc-s1=$LIBGCC_S1_DEB_VERSION" "libssl3=$LIBSSL3_DEB_VERSION"
 		"ca-certificates=$CA_CERTIFICATES_DEB_VERSION" "netbase=$NETBASE_DEB_VERSION")

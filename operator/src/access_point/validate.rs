@@ -256,8 +256,7 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
 /// move to the staying nodes, and the cluster must forget the node (RabbitMQ's
 /// `forget_cluster_node`, NATS's peer removal) before its pod goes. Pods deleted without that
 /// lose the quorum of every group the leaving nodes were the majority of.
-#[must_use]
-pub fn consensus_scale_down_refusal(driver: Driver, current: i32, desired: i32) -> Option<String> {
+fn consensus_scale_down_refusal(driver: Driver, current: i32, desired: i32) -> Option<String> {
     if desired >= current {
         return None;
     }
