@@ -162,10 +162,15 @@ fn enabled() -> bool {
 )]
 pub struct ManagedBroker {
     /// Number of broker pods. Kafka derives its controller quorum from it (an odd number of
-    /// voters, at most 5); NATS and RabbitMQ cluster all pods. Growing is always allowed; Kafka
-    /// shrinks only while enough brokers stay for every copy of its data, and NATS and RabbitMQ
-    /// do not shrink yet: a refused shrink keeps the current size, with `Progressing` False,
-    /// reason `ScaleDownRefused`.
+    /// voters, at most 5); NATS and RabbitMQ cluster all pods. Growing is allowed, except a
+    /// running single NATS server (it would delete its streams on joining a cluster: start NATS
+    /// with the size it will need). Kafka shrinks only while enough brokers stay for every copy
+    /// of its data. NATS 2.15 and later shrinks one server at a time (`Progressing` True, reason
+    /// `ScalingDown`): the highest pod hands over the JetStream meta leadership, its stream
+    /// replicas are evacuated, it leaves the meta group, then it stops; a last server runs on its
+    /// own. A NATS shrink is refused while a stream keeps more copies than the new size. RabbitMQ
+    /// does not shrink yet. A refused change keeps the current size, with `Progressing` False,
+    /// reason `ResizeRefused`.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 32))]
     pub replicas: i32,

@@ -15,7 +15,8 @@
 #      4th a broker only), Queue payments (3 partitions, 3 copies); the gateway of B as an access
 #      point, a Queue orders-b on it, a Bridge payments-to-b.
 #   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway;
-#      after the faults, demo-install.sh <b> rabbitmq: RabbitMQ 4, 3 nodes in one cluster, Queue
+#      after the faults, nats-shrink.sh <b>: NATS from 3 servers to 1, its stream's messages
+#      kept; demo-install.sh <b> rabbitmq: RabbitMQ 4, 3 nodes in one cluster, Queue
 #      invoices a quorum queue with a member on each; rabbitmq-roll.sh <b>: every confirmed
 #      message kept while a publisher sends through a rolling config change, one pod at a time.
 #      In A, demo-install.sh <a> mqtt: Mosquitto, a retained message kept across the broker pod's
@@ -68,6 +69,7 @@ die() {
 finish() {
 	local status=$?
 	trap - EXIT ERR
+	[[ -z ${nats_shrink:-} ]] || kill "$nats_shrink" 2>/dev/null || true
 	monitoring_down
 	if ((status != 0)); then
 		log "stopped with exit status $status; pods of both clusters:"
@@ -333,6 +335,13 @@ running "$b" "$TENANT" app.kubernetes.io/component=broker 3
 running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
 running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
 
+# Cloud B's NATS shrinks from 3 servers to 1, refused first while its stream keeps 3 copies,
+# and keeps every message (nats-shrink.sh). It mostly waits for pods to roll, so it runs beside
+# the RabbitMQ and Mosquitto steps.
+t_nats_shrink=$EPOCHREALTIME
+"$HARNESS/nats-shrink.sh" "$b" &
+nats_shrink=$!
+
 # RabbitMQ 4 in cloud B beside its NATS, run by the operator there: the nodes must form one
 # cluster and the Queue's quorum queue must have a member on each (demo-install.sh rabbitmq);
 # then every message confirmed while its brokers roll must be there (rabbitmq-roll.sh).
@@ -348,6 +357,11 @@ t_rabbitmq_done=$EPOCHREALTIME
 step=mosquitto
 DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml "$HARNESS/demo-install.sh" "$a" mqtt >/dev/null
 t_mosquitto_done=$EPOCHREALTIME
+
+step=nats-shrink
+wait "$nats_shrink" || die "nats-shrink.sh $b failed (its lines above say why)"
+nats_shrink=''
+t_nats_shrunk=$EPOCHREALTIME
 
 step=upgrade
 t_upgrade=$EPOCHREALTIME
@@ -424,7 +438,8 @@ log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and b
 	"Ready $(elapsed "$t_bridge_applied" "$t_bridge")s; Prometheus scraping $(elapsed "$t_bridge" "$t_prometheus")s;" \
 	"produced in $(elapsed "$t_produce_start" "$t_produced")s (pod start included); all arrived after" \
 	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
-	"metrics $(elapsed "$t_read" "$t_metrics")s; RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
+	"metrics $(elapsed "$t_read" "$t_metrics")s; NATS 3 -> 1 servers done $(elapsed "$t_nats_shrink" "$t_nats_shrunk")s after it began, beside:" \
+	"RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
 	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_done")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_done" "$t_mosquitto_done")s;" \
 	"helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
 	"Bridge deleted to its children gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s; both uninstalls" \

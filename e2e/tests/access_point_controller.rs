@@ -324,35 +324,57 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
     Ok(())
 }
 
-/// Kafka below the copies of its data, and RabbitMQ or NATS at all (their leaving nodes' quorum
-/// members do not move yet): the StatefulSet keeps its size and the condition says why.
+/// Kafka below the copies of its data, RabbitMQ at all (its leaving nodes' quorum members do not
+/// move yet), NATS before 2.15 (it cannot evacuate a server), and a single NATS server into a
+/// cluster (it would delete its streams): the StatefulSet keeps its size and the condition says
+/// why. NATS 2.15 retires servers step by step, asking them first: here no server runs, so it
+/// waits, keeping its size, and says that it cannot reach them.
 #[test]
-fn a_scale_down_the_operator_cannot_do_safely_is_refused_and_said() -> anyhow::Result<()> {
+fn a_size_change_the_operator_cannot_do_safely_is_refused_and_said() -> anyhow::Result<()> {
     let s = Scenario::start("ap-scale", &[])?;
+    let nats = KAFKA.replace("kafka", "nats").replace("log.retention.hours: '48'", "");
+    let named = |name: &str| nats.replace("orders-nats", name);
     let clusters = [
-        ("orders-kafka", KAFKA.to_owned(), "internal topics keep 3 copies"),
-        ("orders-rabbitmq", KAFKA.replace("kafka", "rabbitmq").replace("log.retention.hours: '48'", ""), "forgotten"),
-        ("orders-nats", KAFKA.replace("kafka", "nats").replace("log.retention.hours: '48'", ""), "meta group"),
+        ("orders-kafka", KAFKA.to_owned(), (3, 1), "ResizeRefused", "internal topics keep 3 copies"),
+        (
+            "orders-rabbitmq",
+            KAFKA.replace("kafka", "rabbitmq").replace("log.retention.hours: '48'", ""),
+            (3, 1),
+            "ResizeRefused",
+            "forgotten",
+        ),
+        (
+            "old-nats",
+            named("old-nats").replace("storage:", "version: 2.14.5\n    storage:"),
+            (3, 1),
+            "ResizeRefused",
+            "before 2.15",
+        ),
+        ("single-nats", named("single-nats").replace("replicas: 3", "replicas: 1"), (1, 3), "ResizeRefused", "orphans"),
+        ("orders-nats", nats.clone(), (3, 1), "ScalingDown", "cannot reach the servers"),
     ];
-    for (name, yaml, _) in &clusters {
+    for (name, yaml, (from, _), ..) in &clusters {
         s.apply(yaml)?;
-        s.wait_for(&format!("statefulset/{name}"), "created", |sts| sts["spec"]["replicas"] == 3)?;
+        s.wait_for(&format!("statefulset/{name}"), "created", |sts| sts["spec"]["replicas"] == *from)?;
     }
-    for (name, yaml, because) in &clusters {
-        s.apply(&yaml.replace("replicas: 3", "replicas: 1"))?;
-        let ap = s.wait_for(&format!("messagingaccesspoint/{name}"), "scale-down refused", |o| {
-            condition(o, "Progressing").is_some_and(|c| c["reason"] == "ScaleDownRefused")
+    for (name, yaml, (from, to), reason, because) in &clusters {
+        let sized = |replicas: i32| yaml.replace(&format!("replicas: {from}"), &format!("replicas: {replicas}"));
+        s.apply(&sized(*to))?;
+        let ap = s.wait_for(&format!("messagingaccesspoint/{name}"), "size change held", |o| {
+            condition(o, "Progressing").is_some_and(|c| c["reason"] == *reason)
         })?;
         let message = condition(&ap, "Progressing").and_then(|c| c["message"].as_str()).unwrap_or_default().to_owned();
-        assert!(message.contains(because) && message.contains("keeping 3"), "{name}: {message}");
+        assert!(message.contains(because) && message.contains(&format!("from {from} to {to}")), "{name}: {message}");
         assert_eq!(
             s.json(&format!("statefulset/{name}"))?["spec"]["replicas"],
-            3,
+            *from,
             "{name}: the StatefulSet kept its size"
         );
-        // Growing stays allowed.
-        s.apply(&yaml.replace("replicas: 3", "replicas: 4"))?;
-        s.wait_for(&format!("statefulset/{name}"), "grown", |sts| sts["spec"]["replicas"] == 4)?;
+        // A cluster may still grow.
+        if *from > 1 {
+            s.apply(&sized(from + 1))?;
+            s.wait_for(&format!("statefulset/{name}"), "grown", |sts| sts["spec"]["replicas"] == from + 1)?;
+        }
     }
     Ok(())
 }

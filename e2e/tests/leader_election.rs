@@ -41,8 +41,8 @@ fn only_the_leader_reconciles_and_the_standby_takes_over_after_a_kill() -> anyho
         Ok(http_get(second.admin, "/readyz").ok().filter(|(s, _)| *s == 200))
     })?;
 
-    cluster.apply(&ns.name, "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {name: ha}\nspec: {driver: nats, managed: {replicas: 1}}\n")?;
-    poll("the leader renders the broker", deadline, || Ok(replicas(&cluster, &ns.name)?.filter(|r| *r == 1)))?;
+    cluster.apply(&ns.name, "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {name: ha}\nspec: {driver: nats, managed: {replicas: 2}}\n")?;
+    poll("the leader renders the broker", deadline, || Ok(replicas(&cluster, &ns.name)?.filter(|r| *r == 2)))?;
     let (_, standby_metrics) = http_get(second.admin, "/metrics")?;
     assert!(!standby_metrics.contains(RECONCILED), "the standby reconciled while the leader held the Lease");
     let (_, transitions_before) = lease_holder(&cluster, &ns.name)?.unwrap_or_default();

@@ -51,16 +51,37 @@ impl Context {
 
     /// Publishes an Event about `reference`; a failure is logged, never fatal.
     pub async fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: &str) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            // The Events API caps notes at 1 kB.
-            note: Some(note.chars().take(1000).collect()),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
+        let event = event(type_, reason, ("Reconcile", None), note);
         if let Err(error) = self.recorder.publish(&event, reference).await {
             tracing::warn!(message = "Failed to publish an event.", %error);
         }
+    }
+
+    /// Publishes an Event about `reference` for `action` on `related`, if any. The recorder
+    /// folds Events of the same reason, action and related object into one series that keeps
+    /// the first note: each distinct step needs its own action or related object to be seen.
+    pub async fn publish_action(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        (action, related): (&str, Option<ObjectReference>),
+        note: &str,
+    ) {
+        let event = event(type_, reason, (action, related), note);
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(message = "Failed to publish an event.", %error);
+        }
+    }
+}
+
+fn event(type_: EventType, reason: &str, (action, related): (&str, Option<ObjectReference>), note: &str) -> Event {
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        // The Events API caps notes at 1 kB.
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_owned(),
+        secondary: related,
     }
 }

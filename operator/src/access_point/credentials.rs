@@ -28,7 +28,7 @@ pub(super) struct Logins {
     /// For the binding Secret: the user's Secret for external brokers, the access point's own
     /// namespace's tenant user for managed ones.
     pub binding: Option<Credentials>,
-    /// The operator's own user on a managed RabbitMQ or Kafka, generated once.
+    /// The operator's own user on a managed RabbitMQ, Kafka or NATS, generated once.
     pub admin: Option<Credentials>,
     /// Each served tenant's password, on managed brokers.
     pub tenants: BTreeMap<String, String>,
@@ -37,7 +37,7 @@ pub(super) struct Logins {
 }
 
 /// The logins of an access point: for external brokers the user's Secret; for managed ones a user
-/// per tenant (the tenants Secret) and, for RabbitMQ and Kafka, the operator's own (made anew
+/// per tenant (the tenants Secret) and, for RabbitMQ, Kafka and NATS, the operator's own (made anew
 /// only when `brokers_exist` is false: Kafka's metadata keeps the first one).
 pub(super) async fn credentials(
     ctx: &Context,
@@ -56,7 +56,7 @@ pub(super) async fn credentials(
             Ok(Logins { binding, nats_login, ..Logins::default() })
         }
         (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
-            let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka) {
+            let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka | Driver::Nats) {
                 let name = credentials_secret(&ap.name);
                 Some(ensure_generated_credentials(&secrets, &name, ap, owner, !brokers_exist).await?)
             } else {
@@ -73,6 +73,21 @@ pub(super) async fn credentials(
     }
 }
 
+/// The brokers at `hosts`, logged in to as the operator's user `admin`.
+pub(super) fn admin_endpoint(
+    hosts: &[(String, u16)],
+    admin: &Credentials,
+    tls: Option<&BrokerTls>,
+) -> crate::admin::Endpoint {
+    crate::admin::Endpoint {
+        servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+        username: Some(admin.username.clone()),
+        password: Some(admin.password.clone()),
+        tls: tls.cloned(),
+        ..crate::admin::Endpoint::default()
+    }
+}
+
 /// Makes a managed Kafka's SCRAM users and ACLs those of its tenants, as the operator's user.
 /// A password is set when its user is new or it changed, and each once per operator process (a
 /// tenants Secret made anew has new ones); after that only changes cost a write.
@@ -84,13 +99,7 @@ pub(super) async fn apply_kafka_tenants(
     tls: Option<&BrokerTls>,
 ) -> Result<(), String> {
     let Some(admin) = &logins.admin else { return Ok(()) };
-    let endpoint = crate::admin::Endpoint {
-        servers: hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
-        username: Some(admin.username.clone()),
-        password: Some(admin.password.clone()),
-        tls: tls.cloned(),
-        ..crate::admin::Endpoint::default()
-    };
+    let endpoint = admin_endpoint(hosts, admin, tls);
     let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
     let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
     let recorded = if shared && !wildcard { recorded_names(ctx, ap).await? } else { Vec::new() };

@@ -2,11 +2,13 @@
 //!
 //! Reconcile: dereference (default region; a managed Kafka's StatefulSet, and its Queues when the
 //! spec asks to shrink) -> [`validate`] into an [`AccessPoint`] (which also decides the size to run,
-//! never rewriting the spec) -> credentials (read, or generated and written once) -> [`render`] the
-//! desired objects -> server-side apply in order -> probe or read back -> [`status`]. An invalid
-//! spec gets a condition and waits for a change; API errors back off and retry.
+//! never rewriting the spec) -> credentials (read, or generated and written once) -> for a NATS
+//! cluster shrinking, the next step its servers allow ([`nats_shrink`]) -> [`render`] the desired
+//! objects -> server-side apply in order -> probe or read back -> [`status`]. An invalid spec gets
+//! a condition and waits for a change; API errors back off and retry.
 
 mod credentials;
+mod nats_shrink;
 pub mod policy;
 pub mod render;
 pub mod status;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -32,6 +34,7 @@ use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use self::credentials::{Logins, apply_kafka_tenants, broker_tls, credentials};
+use self::nats_shrink::{Shrinking, Step};
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::validate::{AccessPoint, Managed, Plan, Running, validate};
 use crate::apply::{apply, apply_status};
@@ -58,6 +61,8 @@ const CONCURRENT_RECONCILES: u16 = 8;
 const RESYNC: Duration = Duration::from_mins(5);
 /// How often an external broker is probed while it does not answer or brokers start.
 const RETRY_SOON: Duration = Duration::from_secs(15);
+/// How often a NATS server being retired is looked at: each look takes one step.
+const SHRINK_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -163,7 +168,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
     let existing_kafka = existing.filter(|_| map.spec.driver == Driver::Kafka);
 
     // Validate (and decide the size to run), without touching the spec.
-    let ap = match validate(&name, &namespace, &map.spec, &default_region, running.as_ref(), &ctx.images) {
+    let mut ap = match validate(&name, &namespace, &map.spec, &default_region, running.as_ref(), &ctx.images) {
         Ok(ap) => ap,
         Err(invalid) => {
             write_status(ctx, map, MessagingAccessPointStatus::default(), &status::invalid(&invalid)).await?;
@@ -218,31 +223,24 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         Err(error) => return Err(error),
     };
 
+    let shrinking = nats_shrink_step(&mut ap, &hosts, &logins, tls.as_ref()).await;
+    // The brokers that run from now on.
+    let hosts = client_hosts(&ap, broker);
+
     // Build and apply; then observe.
     let mut observed = MessagingAccessPointStatus::default();
     let (decided, requeue) = match (&ap.plan, broker) {
         (Plan::Managed(managed), Some(broker)) => {
-            let cluster =
-                Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, certificate: certificate.as_ref() };
+            let certificate = certificate.as_ref();
+            let shrinking = shrinking.as_ref();
+            let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, certificate, shrinking };
             let (decided, requeue, ready) =
                 Box::pin(apply_managed(ctx, map, &cluster, &hosts, &logins, tls.as_ref())).await?;
             observed.ready_replicas = ready;
             (decided, requeue)
         }
-        (Plan::External(_), _) => {
-            let mut results = Vec::with_capacity(hosts.len());
-            let login = Login {
-                credentials: logins.binding.as_ref(),
-                nats_login: logins.nats_login.as_ref(),
-                tls: tls.as_ref(),
-                sasl_mechanism: ap.plan.sasl_mechanism(),
-            };
-            for (host, port) in &hosts {
-                results.push((format!("{host}:{port}"), probe(ap.driver, host, *port, &login).await));
-            }
-            // Nothing watches an external broker: probing again is how a change is noticed.
-            (status::external(ap.driver.as_str(), &results), ctx.probe_interval)
-        }
+        // Nothing watches an external broker: probing again is how a change is noticed.
+        (Plan::External(_), _) => (probe_external(&ap, &hosts, &logins, tls.as_ref()).await, ctx.probe_interval),
         (Plan::Gateway { .. } | Plan::Managed(_), _) => (status::gateway(), RESYNC),
     };
     let login = (logins.binding.as_ref(), logins.nats_login.as_ref());
@@ -258,6 +256,43 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
     Ok(Action::requeue(requeue))
 }
 
+/// Probes each server of an external broker, as the access point's login; the conditions they
+/// decide.
+async fn probe_external(
+    ap: &AccessPoint,
+    hosts: &[(String, u16)],
+    logins: &Logins,
+    tls: Option<&BrokerTls>,
+) -> Vec<Decided> {
+    let login = Login {
+        credentials: logins.binding.as_ref(),
+        nats_login: logins.nats_login.as_ref(),
+        tls,
+        sasl_mechanism: ap.plan.sasl_mechanism(),
+    };
+    let mut results = Vec::with_capacity(hosts.len());
+    for (host, port) in hosts {
+        results.push((format!("{host}:{port}"), probe(ap.driver, host, *port, &login).await));
+    }
+    status::external(ap.driver.as_str(), &results)
+}
+
+/// A NATS cluster asked to shrink retires one server per step, as its servers allow: the step
+/// they allow now; one that stops a server makes `ap` run one fewer.
+async fn nats_shrink_step(
+    ap: &mut AccessPoint,
+    hosts: &[(String, u16)],
+    logins: &Logins,
+    tls: Option<&BrokerTls>,
+) -> Option<Shrinking> {
+    let Plan::Managed(Managed { steps_down_to: Some(desired), replicas, .. }) = &ap.plan else { return None };
+    let shrinking = nats_shrink::ask_servers(ap, hosts, logins, tls, (*replicas, *desired)).await;
+    if let (Step::Stop { .. }, Plan::Managed(managed)) = (&shrinking.step, &mut ap.plan) {
+        managed.replicas -= 1;
+    }
+    Some(shrinking)
+}
+
 /// A managed cluster to apply: the validated access point and what renders it.
 struct Cluster<'a> {
     ap: &'a AccessPoint,
@@ -267,6 +302,8 @@ struct Cluster<'a> {
     owner: &'a OwnerReference,
     /// The brokers' server certificate, with TLS.
     certificate: Option<&'a Ensured>,
+    /// NATS: the step of a shrink under way.
+    shrinking: Option<&'a Shrinking>,
 }
 
 /// The brokers' server certificate, when we run brokers serving TLS (`driven`: a driver renders
@@ -306,7 +343,7 @@ async fn apply_managed(
     logins: &Logins,
     tls: Option<&BrokerTls>,
 ) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
-    let Cluster { ap, managed, broker, uid, owner, certificate } = *cluster;
+    let Cluster { ap, managed, broker, uid, owner, certificate, shrinking } = *cluster;
     let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
     let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
     crate::workload::add_pull_secrets(pod, &ctx.image_pull_secrets);
@@ -322,10 +359,14 @@ async fn apply_managed(
     match apply(&ctx.client, &objects.stateful_set).await {
         Ok(stateful_set) => {
             let (ready, mut decided) = status::managed(managed.replicas, &stateful_set);
-            if let Some(message) = &managed.scale_down_refused {
-                publish(ctx, map, EventType::Warning, "ScaleDownRefused", message).await;
-                status::refuse_scale_down(&mut decided, message.clone());
+            if let Some(message) = &managed.resize_refused {
+                publish(ctx, map, EventType::Warning, "ResizeRefused", message).await;
+                status::refuse_resize(&mut decided, message.clone());
             }
+            let shrink_poll = match shrinking {
+                Some(shrinking) => Some(take_shrink_step(ctx, map, shrinking, &mut decided).await),
+                None => None,
+            };
             // Tenant users go through the brokers' admin API, once one of them answers.
             let mut users_failed = false;
             if ap.driver == Driver::Kafka
@@ -335,7 +376,11 @@ async fn apply_managed(
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }
-            let requeue = if ready >= managed.replicas && !users_failed { RESYNC } else { RETRY_SOON };
+            let requeue = match (shrink_poll, ready >= managed.replicas && !users_failed) {
+                (Some(poll), _) => poll,
+                (None, true) => RESYNC,
+                (None, false) => RETRY_SOON,
+            };
             Ok((decided, recheck(requeue), Some(ready)))
         }
         // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
@@ -346,6 +391,43 @@ async fn apply_managed(
         }
         Err(source) => Err(Error::Apply { kind: "StatefulSet", name: ap.name.clone(), source }),
     }
+}
+
+/// Takes a NATS shrink's step and says it: a refusal as such, any other step as progress (an
+/// Event for each step taken). Returns when to look again: a refusal depends on the streams,
+/// which nothing watched tells of, so it is looked at again soon too.
+async fn take_shrink_step(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    shrinking: &Shrinking,
+    decided: &mut [Decided],
+) -> Duration {
+    let progress = shrinking.progress();
+    match (&shrinking.step, shrinking.take().await) {
+        (Step::Refuse(_), _) => {
+            publish(ctx, map, EventType::Warning, "ResizeRefused", &progress).await;
+            status::refuse_resize(decided, progress);
+            return RETRY_SOON;
+        }
+        (step, Ok(())) => {
+            // One Event per step, about the server's pod: the recorder folds Events of the
+            // same action and related object into one.
+            if let Some((action, server)) = step.action() {
+                let pod = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(server.to_owned()),
+                    namespace: map.namespace(),
+                    ..ObjectReference::default()
+                };
+                let reference = map.object_ref(&());
+                ctx.publish_action(&reference, EventType::Normal, "ScalingDown", (action, Some(pod)), &progress).await;
+            }
+            status::scaling_down(decided, progress);
+        }
+        (_, Err(error)) => status::scaling_down(decided, format!("{progress}: {error}")),
+    }
+    SHRINK_POLL
 }
 
 /// Says Ready=False with `reason` and `message`, with `status` for the other fields.

@@ -67,10 +67,13 @@ impl Plan {
 /// A broker cluster the operator runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Managed {
-    /// Brokers to run: `spec.managed.replicas`, or the current size when shrinking is refused.
+    /// Brokers to run: `spec.managed.replicas`, or the current size when the change is refused.
     pub replicas: i32,
-    /// Why the requested size is not the one run, when the cluster may not shrink to it.
-    pub scale_down_refused: Option<String>,
+    /// Why the requested size is not the one run, when the cluster may not change to it.
+    pub resize_refused: Option<String>,
+    /// NATS asked to shrink: the size its servers are retired towards, one at a time
+    /// ([`super::nats_shrink`]); `replicas` stays the current size until a step stops one.
+    pub steps_down_to: Option<i32>,
     pub image: String,
     /// Size (as written, e.g. `10Gi`) and StorageClass of each pod's volume; None: emptyDir.
     pub storage: Option<(String, Option<String>)>,
@@ -94,7 +97,7 @@ pub struct External {
     pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
 }
 
-/// A managed broker cluster as it runs now, for deciding whether it may shrink.
+/// A managed broker cluster as it runs now, for deciding whether it may change size.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Running {
     /// Brokers in its StatefulSet.
@@ -169,14 +172,11 @@ pub fn validate(
             if let Some(refusal) = cluster_refusal(broker, driver, managed.replicas, &image) {
                 return Err(invalid("spec.managed.replicas", refusal));
             }
-            // A cluster keeps its current size when the operator cannot shrink it to the requested one safely.
-            let scale_down_refused = running.and_then(|now| scale_down_refusal(driver, now, managed.replicas));
+            let Size { replicas, resize_refused, steps_down_to } = size(driver, running, managed.replicas, &image);
             Plan::Managed(Managed {
-                replicas: match (&scale_down_refused, running) {
-                    (Some(_), Some(now)) => now.replicas,
-                    _ => managed.replicas,
-                },
-                scale_down_refused,
+                replicas,
+                resize_refused,
+                steps_down_to,
                 image,
                 storage: managed.storage.as_ref().map(|s| (s.size.clone(), s.storage_class_name.clone())),
                 resources: managed.resources.clone(),
@@ -251,31 +251,75 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
     ))
 }
 
-/// Why a RabbitMQ or NATS cluster may not shrink from `current` to `desired` nodes: a leaving
-/// node holds members of quorum queues or stream replicas (all of them with 3 nodes), which must
-/// move to the staying nodes, and the cluster must forget the node (RabbitMQ's
-/// `forget_cluster_node`, NATS's peer removal) before its pod goes. Pods deleted without that
-/// lose the quorum of every group the leaving nodes were the majority of.
-fn consensus_scale_down_refusal(driver: Driver, current: i32, desired: i32) -> Option<String> {
-    if desired >= current {
-        return None;
-    }
-    let (system, nodes, hand_over) = match driver {
-        Driver::Nats => ("NATS", "servers", "its stream replicas moved and be removed from the JetStream meta group"),
-        _ => ("RabbitMQ", "nodes", "its quorum queue and stream members moved and be forgotten by the cluster"),
-    };
-    Some(format!(
-        "scaling {system} from {current} to {desired} {nodes} is refused: a leaving node must first have {hand_over}, \
-         which the operator does not do yet; keeping {current}. Set spec.managed.replicas back to {current}, or create \
-         a new access point of {desired} and bridge the queues over"
-    ))
+/// Why a RabbitMQ cluster may not shrink from `current` to `desired` nodes: a leaving node holds
+/// members of quorum queues and streams (all of them with 3 nodes), which must move to the
+/// staying nodes, and the cluster must forget the node before its pod goes. Pods deleted without
+/// that lose the quorum of every queue the leaving nodes were the majority of.
+fn rabbitmq_scale_down_refusal(current: i32, desired: i32) -> Option<String> {
+    (desired < current).then(|| {
+        format!(
+            "scaling RabbitMQ from {current} to {desired} nodes is refused: a leaving node must first have its quorum \
+             queue and stream members moved and be forgotten by the cluster, which the operator does not do yet; \
+             keeping {current}. Set spec.managed.replicas back to {current}, or create a new access point of \
+             {desired} and bridge the queues over"
+        )
+    })
 }
 
-/// Why `driver`'s cluster may not shrink from `now` to `desired` brokers, if it may not.
-fn scale_down_refusal(driver: Driver, now: &Running, desired: i32) -> Option<String> {
+/// Why NATS of `image` may not shrink: before 2.15 a server cannot be evacuated. From 2.15 the
+/// shrink goes step by step ([`super::nats_shrink`]), and what the servers say may still refuse it.
+fn nats_scale_down_refusal(current: i32, desired: i32, image: &str) -> Option<String> {
+    let evacuates = image_version(image).is_none_or(|version| version >= (2, 15));
+    (desired < current && !evacuates).then(|| {
+        format!(
+            "scaling NATS from {current} to {desired} servers is refused: NATS before 2.15 cannot move a server's \
+             stream replicas onto the others ($JS.API.SERVER.EVACUATE); keeping {current}. Set spec.managed.version \
+             to 2.15 or later first, or set spec.managed.replicas back to {current}"
+        )
+    })
+}
+
+/// The size a managed cluster runs at, and why when it is not the one asked for.
+struct Size {
+    replicas: i32,
+    resize_refused: Option<String>,
+    steps_down_to: Option<i32>,
+}
+
+/// The size `driver`'s cluster of `image` runs at when `desired` brokers are asked for and
+/// `running` (if any) run now: the current size when the operator cannot change it safely, or
+/// while NATS retires one server at a time, as its servers allow (a step stops one).
+fn size(driver: Driver, running: Option<&Running>, desired: i32, image: &str) -> Size {
+    let resize_refused = running.and_then(|now| resize_refusal(driver, now, desired, image));
+    let now = running.map(|r| r.replicas);
+    let steps_down_to = Some(desired)
+        .filter(|desired| driver == Driver::Nats && resize_refused.is_none() && now.is_some_and(|n| *desired < n));
+    let replicas = match now {
+        Some(now) if resize_refused.is_some() || steps_down_to.is_some() => now,
+        _ => desired,
+    };
+    Size { replicas, resize_refused, steps_down_to }
+}
+
+/// Why a single NATS server may not grow into a cluster: it runs JetStream on its own, and once it
+/// joins a cluster it deletes the streams it holds as orphans of the new meta group (nats-server
+/// issue 5467; seen here with 2.15.2: 100 messages gone 30 s after the restart).
+fn nats_growth_refusal(desired: i32) -> String {
+    format!(
+        "growing NATS from 1 to {desired} servers is refused: a single server runs JetStream on its own, and when it \
+         joins a cluster it deletes its streams as orphans (nats-server issue 5467); keeping 1. Set \
+         spec.managed.replicas back to 1, or create a new access point of {desired} and bridge the queues over"
+    )
+}
+
+/// Why `driver`'s cluster of `image` may not change from `now` to `desired` brokers, if the
+/// spec and what runs tell.
+fn resize_refusal(driver: Driver, now: &Running, desired: i32, image: &str) -> Option<String> {
     match driver {
         Driver::Kafka => kafka_scale_down_refusal(now.replicas, desired, &now.queues),
-        Driver::Rabbitmq | Driver::Nats => consensus_scale_down_refusal(driver, now.replicas, desired),
+        Driver::Nats if now.replicas == 1 && desired > 1 => Some(nats_growth_refusal(desired)),
+        Driver::Nats => nats_scale_down_refusal(now.replicas, desired, image),
+        Driver::Rabbitmq => rabbitmq_scale_down_refusal(now.replicas, desired),
         Driver::Mqtt | Driver::Gateway => None,
     }
 }
@@ -431,34 +475,62 @@ mod tests {
         let ap = validate("k", "acme", &asked, "local", Some(&running), &images()).expect("valid");
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.replicas, 3, "the brokers that hold the copies keep running");
-        assert!(managed.scale_down_refused.is_some_and(|m| m.contains("Queue acme/orders keeps 3 copies")));
+        assert!(managed.resize_refused.is_some_and(|m| m.contains("Queue acme/orders keeps 3 copies")));
         assert_eq!(asked.managed.map(|m| m.replicas), Some(1), "the spec is not rewritten");
         let growing =
             validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 5}}"), "local", Some(&running), &images());
         let Ok(AccessPoint { plan: Plan::Managed(managed), .. }) = growing else { panic!("managed") };
-        assert_eq!((managed.replicas, managed.scale_down_refused), (5, None));
+        assert_eq!((managed.replicas, managed.resize_refused), (5, None));
     }
 
     #[test]
-    fn rabbitmq_and_nats_keep_their_size_when_asked_to_shrink() {
-        for (driver, said) in [("rabbitmq", "forgotten by the cluster"), ("nats", "JetStream meta group")] {
-            let asked = spec(&format!("{{driver: {driver}, managed: {{replicas: 1}}}}"));
-            let running = Running { replicas: 3, queues: Vec::new() };
-            let ap = validate("b", "acme", &asked, "local", Some(&running), &images()).expect("valid");
+    fn rabbitmq_keeps_its_size_when_asked_to_shrink_and_nats_before_2_15_too() {
+        let running = Running { replicas: 3, queues: Vec::new() };
+        let size = |asked: &str| {
+            let ap = validate("b", "acme", &spec(asked), "local", Some(&running), &images()).expect("valid");
             let Plan::Managed(managed) = ap.plan else { panic!("managed") };
-            assert_eq!(managed.replicas, 3, "{driver}: the nodes keep running");
-            let message = managed.scale_down_refused.unwrap_or_default();
+            (managed.replicas, managed.resize_refused.unwrap_or_default())
+        };
+        for (asked, said) in [
+            ("{driver: rabbitmq, managed: {replicas: 1}}", "forgotten by the cluster"),
+            ("{driver: nats, managed: {replicas: 1, version: 2.14.5}}", "before 2.15"),
+        ] {
+            let (replicas, message) = size(asked);
+            assert_eq!(replicas, 3, "{asked}: the nodes keep running");
             assert!(
                 message.contains(said) && message.contains("from 3 to 1") && message.contains("keeping 3"),
                 "{message}"
             );
-            let growing = spec(&format!("{{driver: {driver}, managed: {{replicas: 5}}}}"));
-            let Ok(AccessPoint { plan: Plan::Managed(managed), .. }) =
-                validate("b", "acme", &growing, "local", Some(&running), &images())
-            else {
-                panic!("managed")
-            };
-            assert_eq!((managed.replicas, managed.scale_down_refused), (5, None), "{driver} grows");
         }
+        // NATS 2.15 shrinks step by step, as its servers allow (`nats_shrink`): the current size
+        // runs until a step stops a server.
+        assert_eq!(size("{driver: nats, managed: {replicas: 1}}"), (3, String::new()));
+        let ap =
+            validate("b", "acme", &spec("{driver: nats, managed: {replicas: 1}}"), "local", Some(&running), &images());
+        assert!(matches!(ap, Ok(AccessPoint { plan: Plan::Managed(Managed { steps_down_to: Some(1), .. }), .. })));
+        for driver in ["rabbitmq", "nats"] {
+            assert_eq!(
+                size(&format!("{{driver: {driver}, managed: {{replicas: 5}}}}")),
+                (5, String::new()),
+                "{driver} grows"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_nats_server_does_not_grow_but_a_cluster_and_a_new_one_do() {
+        let size = |asked: &str, running: Option<i32>| {
+            let running = running.map(|replicas| Running { replicas, queues: Vec::new() });
+            let ap = validate("b", "acme", &spec(asked), "local", running.as_ref(), &images()).expect("valid");
+            let Plan::Managed(managed) = ap.plan else { panic!("managed") };
+            (managed.replicas, managed.resize_refused)
+        };
+        let (replicas, refused) = size("{driver: nats, managed: {replicas: 3}}", Some(1));
+        let message = refused.unwrap_or_default();
+        assert_eq!(replicas, 1, "the single server keeps its streams: {message}");
+        assert!(message.contains("from 1 to 3") && message.contains("orphans"), "{message}");
+        assert_eq!(size("{driver: nats, managed: {replicas: 3}}", None), (3, None), "created at 3");
+        assert_eq!(size("{driver: nats, managed: {replicas: 3}}", Some(2)), (3, None), "a cluster grows");
+        assert_eq!(size("{driver: rabbitmq, managed: {replicas: 3}}", Some(1)), (3, None), "RabbitMQ grows from 1");
     }
 }

@@ -3,10 +3,13 @@
 //! queue object; its "admin" only validates the topic namespace.
 //!
 //! The controller connects with what the access point's binding Secret says (addresses and
-//! credentials), observes a queue, creates it, converges it to the plan, or deletes it.
+//! credentials), observes a queue, creates it, converges it to the plan, or deletes it. The
+//! access point controller also speaks to a managed NATS cluster's system account
+//! ([`nats_system`]) to retire servers when it shrinks.
 
 mod kafka;
 mod nats;
+pub mod nats_system;
 mod rabbitmq;
 
 use std::collections::BTreeMap;

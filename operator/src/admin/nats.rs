@@ -18,38 +18,43 @@ pub struct NatsAdmin {
     fast_batches: bool,
 }
 
+/// A client of the servers `endpoint` names, logged in as it says.
+pub(super) async fn connect(endpoint: &Endpoint) -> Result<async_nats::Client, AdminError> {
+    let mut options = async_nats::ConnectOptions::new().connection_timeout(ADMIN_TIMEOUT);
+    if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    match &endpoint.nats_login {
+        Some(NatsLogin::Token(token)) => options = options.token(token.clone()),
+        Some(NatsLogin::Creds(creds)) => {
+            // The client's parser wants a line end after the seed's closing marker, which a
+            // Secret made from a literal may lack.
+            let creds = format!("{}\n", creds.trim_end());
+            options = options.credentials(&creds).map_err(|e| AdminError::Connect {
+                servers: endpoint.servers.join(","),
+                message: format!("the credentials file: {e}"),
+            })?;
+        }
+        None => {}
+    }
+    if let Some(tls) = &endpoint.tls {
+        let config = crate::broker_tls::client_config(tls)
+            .map_err(|message| AdminError::Connect { servers: endpoint.servers.join(","), message })?;
+        options = options.tls_client_config(config).require_tls(true);
+    }
+    let servers: Vec<String> = endpoint.servers.iter().map(|s| format!("nats://{s}")).collect();
+    timed("connect", async {
+        options
+            .connect(servers.clone())
+            .await
+            .map_err(|e| AdminError::Connect { servers: servers.join(","), message: e.to_string() })
+    })
+    .await
+}
+
 impl NatsAdmin {
     pub async fn connect(endpoint: &Endpoint) -> Result<Self, AdminError> {
-        let mut options = async_nats::ConnectOptions::new().connection_timeout(ADMIN_TIMEOUT);
-        if let (Some(user), Some(password)) = (&endpoint.username, &endpoint.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        match &endpoint.nats_login {
-            Some(NatsLogin::Token(token)) => options = options.token(token.clone()),
-            Some(NatsLogin::Creds(creds)) => {
-                // The client's parser wants a line end after the seed's closing marker, which a
-                // Secret made from a literal may lack.
-                let creds = format!("{}\n", creds.trim_end());
-                options = options.credentials(&creds).map_err(|e| AdminError::Connect {
-                    servers: endpoint.servers.join(","),
-                    message: format!("the credentials file: {e}"),
-                })?;
-            }
-            None => {}
-        }
-        if let Some(tls) = &endpoint.tls {
-            let config = crate::broker_tls::client_config(tls)
-                .map_err(|message| AdminError::Connect { servers: endpoint.servers.join(","), message })?;
-            options = options.tls_client_config(config).require_tls(true);
-        }
-        let servers: Vec<String> = endpoint.servers.iter().map(|s| format!("nats://{s}")).collect();
-        let client = timed("connect", async {
-            options
-                .connect(servers.clone())
-                .await
-                .map_err(|e| AdminError::Connect { servers: servers.join(","), message: e.to_string() })
-        })
-        .await?;
+        let client = connect(endpoint).await?;
         let fast_batches = oms_bridge_config::nats_2_14_or_later(&client.server_info().version);
         Ok(Self { jetstream: jetstream::new(client), fast_batches })
     }

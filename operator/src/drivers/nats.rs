@@ -1,13 +1,14 @@
 //! NATS with JetStream on the official `nats` image: file storage on the data volume, and with
 //! more than one replica a cluster whose routes name every pod through the headless Service.
 //! With TLS (the default) clients and routes speak TLS with the pod's certificate from the
-//! operator's CA; routes present it to each other too.
+//! operator's CA; routes present it to each other too. Each tenant is an account; the operator's
+//! own user is in the system account.
 
 use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, Health, passthrough_lines, secret_env};
+use super::{BrokerDriver, BrokerInput, BrokerPod, Health, credentials_secret, passthrough_lines, secret_env};
 use crate::tenancy;
 
 pub struct Nats;
@@ -18,6 +19,8 @@ const MONITOR_PORT: u16 = 8222;
 const CONFIG_DIR: &str = "/etc/oms/nats";
 const TLS_DIR: &str = "/etc/oms/nats-tls";
 const DATA_DIR: &str = "/data";
+/// The variable holding the operator's password, from the credentials Secret.
+const ADMIN_PASSWORD_ENV: &str = "OMS_ADMIN_PASSWORD";
 
 impl BrokerDriver for Nats {
     fn capabilities(&self) -> Capabilities {
@@ -103,8 +106,17 @@ impl BrokerDriver for Nats {
         // A tenant is an account: its streams and subjects are invisible to every other one.
         // Passwords are variables the server reads from the environment (the tenants Secret).
         let secret = tenancy::tenants_secret_name(&broker.name);
-        let mut env = Vec::with_capacity(broker.tenants.len());
-        conf.push_str("accounts {\n");
+        let mut env = Vec::with_capacity(broker.tenants.len() + 1);
+        // The operator's own user is in the system account, which asks every server about
+        // JetStream and retires a server from it when the cluster shrinks. It is the server's
+        // default system account, named as it is: another name would move the meta group's
+        // files and make the servers start a new, empty one.
+        let _ = write!(
+            conf,
+            "accounts {{\n  \"$SYS\" {{\n    users: [{{user: \"{}\", password: ${ADMIN_PASSWORD_ENV}}}]\n  }}\n",
+            tenancy::ADMIN_USER
+        );
+        env.push(secret_env(ADMIN_PASSWORD_ENV, &credentials_secret(&broker.name), "password"));
         for tenant in &broker.tenants {
             let variable = tenancy::password_env(tenant);
             let _ = write!(
@@ -194,6 +206,22 @@ mod tests {
         assert!(conf.contains("    ca_file: \"/etc/oms/nats-tls/ca.crt\"\n    timeout: 5\n  }\n}\n"), "{conf}");
         let plain = &Nats.render(&BrokerInput { tls: false, ..input(3) }).files["nats.conf"];
         assert!(!plain.contains("tls {"), "{plain}");
+    }
+
+    #[test]
+    fn the_operator_logs_in_to_the_system_account_with_the_password_of_its_secret() {
+        let pod = Nats.render(&input(3));
+        let conf = &pod.files["nats.conf"];
+        assert!(
+            conf.contains(
+                "accounts {\n  \"$SYS\" {\n    users: [{user: \"oms_admin\", password: $OMS_ADMIN_PASSWORD}]\n  }\n"
+            ),
+            "{conf}"
+        );
+        assert!(!conf.contains("system_account"), "the default system account keeps its name: {conf}");
+        let from = pod.env.iter().find(|e| e.name == "OMS_ADMIN_PASSWORD").and_then(|e| e.value_from.clone());
+        let key = from.and_then(|f| f.secret_key_ref).expect("from the Secret");
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("edge-nats-credentials", "password"));
     }
 
     #[test]
