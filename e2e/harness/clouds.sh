@@ -34,6 +34,9 @@
 #   clouds_dump_keyed <stream> <subject> <from sequence> <count>
 #                                     those messages as lines `<oms-key header><TAB><data>`
 #   kc <cluster> <kubectl arguments>..., poll <what> <command>..., elapsed <from> <to>
+#   broker_diagnostics <cluster> <access point>
+#                                     on stderr: the tenant's pods and StatefulSets, the access
+#                                     point's conditions and its brokers' last log lines
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$ROOT/.bin
@@ -55,6 +58,13 @@ kc() {
 elapsed() { awk -v from="$1" -v to="$2" 'BEGIN { printf "%.1f", to - from }'; }
 # net <cluster> <key>: the node's network facts (node.sh writes node/net.env).
 net() { sed -n "s/^$2=//p" "$ROOT/e2e/.state/$1/node/net.env"; }
+
+broker_diagnostics() {
+	local cluster=$1 access_point=$2
+	kc "$cluster" -n "$TENANT" get pods,statefulsets -o wide >&2 || true
+	kc "$cluster" -n "$TENANT" get messagingaccesspoint "$access_point" -o jsonpath='{.status.conditions}{"\n"}' >&2 || true
+	kc "$cluster" -n "$TENANT" logs -l "app.kubernetes.io/instance=$access_point" --prefix --tail=20 >&2 || true
+}
 
 # poll <what> <command>...: until the command succeeds, for DEADLINE_SECONDS.
 poll() {

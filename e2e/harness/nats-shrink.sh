@@ -28,9 +28,7 @@ cluster=$1
 log() { printf 'nats-shrink %s: %s\n' "$cluster" "$*" >&2; }
 die() {
 	log "FAILED: $*"
-	kc "$cluster" -n "$TENANT" get pods,statefulsets -o wide >&2 || true
-	kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o jsonpath='{.status.conditions}' >&2 || true
-	kc "$cluster" -n "$TENANT" logs -l "app.kubernetes.io/instance=$ACCESS_POINT" --prefix --tail=20 >&2 || true
+	broker_diagnostics "$cluster" "$ACCESS_POINT"
 	exit 1
 }
 

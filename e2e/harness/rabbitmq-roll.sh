@@ -30,8 +30,7 @@ cluster=$1
 log() { printf 'rabbitmq-roll %s: %s\n' "$cluster" "$*" >&2; }
 die() {
 	log "FAILED: $*"
-	kc "$cluster" -n "$TENANT" get pods,statefulsets -o wide >&2 || true
-	kc "$cluster" -n "$TENANT" logs -l "app.kubernetes.io/instance=$ACCESS_POINT" --prefix --tail=20 >&2 || true
+	broker_diagnostics "$cluster" "$ACCESS_POINT"
 	exit 1
 }
 "$HARNESS/tools.sh" pika

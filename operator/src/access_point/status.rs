@@ -62,15 +62,17 @@ pub fn kafka_without_users(existing: &StatefulSet) -> Option<String> {
 
 /// Replaces the Progressing condition with the refusal of a change of size.
 pub fn refuse_resize(decided: &mut [Decided], message: String) {
-    if let Some(progressing) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
-        *progressing = Decided::new(PROGRESSING, Status::False, "ResizeRefused", message);
-    }
+    replace_progressing(decided, Status::False, "ResizeRefused", message);
 }
 
 /// Replaces the Progressing condition while a server is being retired, saying which step.
 pub fn scaling_down(decided: &mut [Decided], message: String) {
+    replace_progressing(decided, Status::True, "ScalingDown", message);
+}
+
+fn replace_progressing(decided: &mut [Decided], status: Status, reason: &'static str, message: String) {
     if let Some(progressing) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
-        *progressing = Decided::new(PROGRESSING, Status::True, "ScalingDown", message);
+        *progressing = Decided::new(PROGRESSING, status, reason, message);
     }
 }
 
