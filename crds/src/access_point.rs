@@ -169,8 +169,12 @@ pub struct ManagedBroker {
     /// `ScalingDown`): the highest pod hands over the JetStream meta leadership, its stream
     /// replicas are evacuated, it leaves the meta group, then it stops; a last server runs on its
     /// own. A NATS shrink is refused while a stream keeps more copies than the new size. RabbitMQ
-    /// does not shrink yet. A refused change keeps the current size, with `Progressing` False,
-    /// reason `ResizeRefused`.
+    /// shrinks one node at a time the same way: quorum queues that would lose a copy get a member
+    /// on a staying node, the highest node's members are removed, it is drained, stopped and
+    /// forgotten by the cluster, then its pod and volume claim go; a classic queue or a stream
+    /// living on it, or the Khepri metadata store, refuses the shrink. A change of size rolls no
+    /// RabbitMQ pod. A refused change keeps the current size, with `Progressing` False, reason
+    /// `ResizeRefused`.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 32))]
     pub replicas: i32,

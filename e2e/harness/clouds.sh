@@ -66,6 +66,19 @@ broker_diagnostics() {
 	kc "$cluster" -n "$TENANT" logs -l "app.kubernetes.io/instance=$access_point" --prefix --tail=20 >&2 || true
 }
 
+# A managed access point in the tenant's namespace, for the shrink scripts:
+#   ap_progressing <cluster> <access point>  its Progressing condition: "<reason> <message>"
+#   ap_pods <cluster> <access point>         the pods its StatefulSet asks for
+#   ap_replicas <cluster> <access point> <n> sets its spec.managed.replicas
+ap_progressing() {
+	kc "$1" -n "$TENANT" get messagingaccesspoint "$2" \
+		-o jsonpath='{range .status.conditions[?(@.type=="Progressing")]}{.reason}{" "}{.message}{end}'
+}
+ap_pods() { kc "$1" -n "$TENANT" get statefulset "$2" -o jsonpath='{.spec.replicas}'; }
+ap_replicas() {
+	kc "$1" -n "$TENANT" patch messagingaccesspoint "$2" --type merge -p "{\"spec\":{\"managed\":{\"replicas\":$3}}}" >/dev/null
+}
+
 # poll <what> <command>...: until the command succeeds, for DEADLINE_SECONDS.
 poll() {
 	local what=$1 deadline=$((SECONDS + DEADLINE_SECONDS))

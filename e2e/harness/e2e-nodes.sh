@@ -18,7 +18,9 @@
 #      after the faults, nats-shrink.sh <b>: NATS from 3 servers to 1, its stream's messages
 #      kept; demo-install.sh <b> rabbitmq: RabbitMQ 4, 3 nodes in one cluster, Queue
 #      invoices a quorum queue with a member on each; rabbitmq-roll.sh <b>: every confirmed
-#      message kept while a publisher sends through a rolling config change, one pod at a time.
+#      message kept while a publisher sends through a rolling config change, one pod at a time;
+#      rabbitmq-shrink.sh <b>: 3 nodes to 1 (refused first while a classic queue lives on a
+#      leaving node), its messages kept, then back to 3 in one cluster.
 #      In A, demo-install.sh <a> mqtt: Mosquitto, a retained message kept across the broker pod's
 #      deletion.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
@@ -69,7 +71,8 @@ die() {
 finish() {
 	local status=$?
 	trap - EXIT ERR
-	[[ -z ${nats_shrink:-} ]] || kill "$nats_shrink" 2>/dev/null || true
+	local job
+	for job in "${nats_shrink:-}" "${rabbitmq_shrink:-}"; do [[ -z $job ]] || kill "$job" 2>/dev/null || true; done
 	monitoring_down
 	if ((status != 0)); then
 		log "stopped with exit status $status; pods of both clusters:"
@@ -350,13 +353,22 @@ t_rabbitmq=$EPOCHREALTIME
 DEMO_VALUES=$ROOT/e2e/.state/$b/clouds-values.yaml "$HARNESS/demo-install.sh" "$b" rabbitmq >/dev/null
 t_rabbitmq_up=$EPOCHREALTIME
 "$HARNESS/rabbitmq-roll.sh" "$b"
-t_rabbitmq_done=$EPOCHREALTIME
+t_rabbitmq_rolled=$EPOCHREALTIME
+# Then 3 nodes to 1 and back (rabbitmq-shrink.sh): it mostly waits on the operator's steps, so it
+# runs beside the Mosquitto step.
+"$HARNESS/rabbitmq-shrink.sh" "$b" &
+rabbitmq_shrink=$!
 
 # Mosquitto in cloud A beside its Kafka: a retained message kept across the broker pod's
 # deletion, on its volume (demo-install.sh mqtt).
 step=mosquitto
 DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml "$HARNESS/demo-install.sh" "$a" mqtt >/dev/null
 t_mosquitto_done=$EPOCHREALTIME
+
+step=rabbitmq-shrink
+wait "$rabbitmq_shrink" || die "rabbitmq-shrink.sh $b failed (its lines above say why)"
+rabbitmq_shrink=''
+t_rabbitmq_done=$EPOCHREALTIME
 
 step=nats-shrink
 wait "$nats_shrink" || die "nats-shrink.sh $b failed (its lines above say why)"
@@ -440,7 +452,8 @@ log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and b
 	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
 	"metrics $(elapsed "$t_read" "$t_metrics")s; NATS 3 -> 1 servers done $(elapsed "$t_nats_shrink" "$t_nats_shrunk")s after it began, beside:" \
 	"RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
-	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_done")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_done" "$t_mosquitto_done")s;" \
+	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_rolled")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_rolled" "$t_mosquitto_done")s," \
+	"beside RabbitMQ 3 -> 1 -> 3 nodes done $(elapsed "$t_rabbitmq_rolled" "$t_rabbitmq_done")s after it began;" \
 	"helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
 	"Bridge deleted to its children gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s; both uninstalls" \
 	"$(elapsed "$t_bridge_deleted" "$t_done")s;" \

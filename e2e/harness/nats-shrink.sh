@@ -46,15 +46,9 @@ before=$(held) || die "stream $stream does not answer"
 log "stream $stream holds $before in $(copies) copies"
 t0=$EPOCHREALTIME
 
-progressing() {
-	kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" \
-		-o jsonpath='{range .status.conditions[?(@.type=="Progressing")]}{.reason}{" "}{.message}{end}'
-}
-pods() { kc "$cluster" -n "$TENANT" get statefulset "$ACCESS_POINT" -o jsonpath='{.spec.replicas}'; }
-replicas() {
-	kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge \
-		-p "{\"spec\":{\"managed\":{\"replicas\":$1}}}" >/dev/null
-}
+progressing() { ap_progressing "$cluster" "$ACCESS_POINT"; }
+pods() { ap_pods "$cluster" "$ACCESS_POINT"; }
+replicas() { ap_replicas "$cluster" "$ACCESS_POINT" "$1"; }
 
 # 1. Refused while the stream keeps more copies than one server holds.
 replicas 1

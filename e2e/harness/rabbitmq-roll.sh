@@ -12,9 +12,7 @@
 #
 #   e2e/harness/rabbitmq-roll.sh <cluster>     (e2e-nodes.sh runs it in cloud B)
 #
-# The client is pika (tools.sh pika) in the node's network namespace, over amqps with the
-# binding's CA; a hosts file of its own maps the client Service's name, which the brokers'
-# certificate carries, to its address.
+# The client is rabbitmq-client.sh's.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=clouds.sh
@@ -33,68 +31,11 @@ die() {
 	broker_diagnostics "$cluster" "$ACCESS_POINT"
 	exit 1
 }
-"$HARNESS/tools.sh" pika
-
-files=$ROOT/e2e/.state/$cluster/rabbitmq-client
-mkdir -p "$files"
-secret=$(kc "$cluster" -n "$TENANT" get secret "$ACCESS_POINT-binding" -o json)
-field() { jq -r --arg k "$1" '.data[$k] // empty | @base64d' <<<"$secret"; }
-field CA_CERT >"$files/ca.crt"
-broker_queue=$(kc "$cluster" -n "$TENANT" get queue "$QUEUE" -o jsonpath='{.status.brokerName}')
-[[ -n $broker_queue ]] || die "Queue $QUEUE has no status.brokerName"
-
-# amqp <action> [<argument>]: the client in the node's network namespace, connected through the
-# client Service (its address is stable across the roll; kube-proxy sends each connection to a
-# Ready pod), whose name the brokers' certificate carries.
-#   publish <stop file>   numbered messages, each confirmed before the next, until the file exists;
-#                         a failed publish (its broker stopped) is retried on a new connection.
-#                         Prints how many, and how many connections it took.
-#   read <count>          every message in the queue; prints lost (of m0..m<count-1>) and repeated.
-amqp() {
-	local host=$ACCESS_POINT-client.$TENANT.svc address
-	address=$(kc "$cluster" -n "$TENANT" get service "$ACCESS_POINT-client" -o jsonpath='{.spec.clusterIP}')
-	printf '127.0.0.1 localhost\n%s %s\n' "$address" "$host" >"$files/hosts"
-	in_node "$(net "$cluster" NETNS)" "$files/hosts" "$BIN/amqp-venv/bin/python" - "$1" "$2" "$host" "$files/ca.crt" "$(field USERNAME)" \
-		"$(field PASSWORD)" "$(field VHOST)" "$broker_queue" "$DEADLINE_SECONDS" <<'PY'
-import os, ssl, sys, time, pika
-action, argument, host, ca, user, password, vhost, queue, deadline = sys.argv[1:]
-deadline = time.monotonic() + int(deadline)
-context = ssl.create_default_context(cafile=ca)
-parameters = pika.ConnectionParameters(host, 5671, vhost, pika.PlainCredentials(user, password),
-                                       ssl_options=pika.SSLOptions(context, host), connection_attempts=3, retry_delay=1)
-if action == "publish":
-    sent = connections = 0
-    while not os.path.exists(argument):
-        if time.monotonic() > deadline:
-            sys.exit(f"publishing for longer than the deadline, {sent} sent")
-        try:
-            with pika.BlockingConnection(parameters) as connection:
-                connections += 1
-                channel = connection.channel()
-                channel.confirm_delivery()  # each basic_publish returns once the broker confirmed it
-                while not os.path.exists(argument):
-                    channel.basic_publish("", queue, f"m{sent}".encode(), pika.BasicProperties(delivery_mode=2),
-                                          mandatory=True)
-                    sent += 1
-                    if sent == 1:
-                        print("first message confirmed", flush=True)
-        except pika.exceptions.AMQPError:
-            time.sleep(0.2)  # m<sent> again, on a new connection: stored once or twice, never lost
-    print(f"published {sent}, each confirmed, over {connections} connection(s)")
-else:
-    count, seen = int(argument), {}
-    with pika.BlockingConnection(parameters) as connection:
-        channel = connection.channel()
-        channel.basic_qos(prefetch_count=1000)
-        for method, _, body in channel.consume(queue, auto_ack=True, inactivity_timeout=5):
-            if method is None:
-                break
-            seen[body.decode()] = seen.get(body.decode(), 0) + 1
-    lost = sum(1 for i in range(count) if f"m{i}" not in seen)
-    repeated = sum(n - 1 for n in seen.values())
-    print(f"read {sum(seen.values())}: lost {lost}, repeated {repeated}")
-PY
-}
+# shellcheck source-path=SCRIPTDIR source=rabbitmq-client.sh
+source "$HARNESS/rabbitmq-client.sh"
+rabbitmq_client "$cluster" "$ACCESS_POINT" "$QUEUE" || die "no client for $ACCESS_POINT"
+files=$AMQP_FILES
+broker_queue=$AMQP_QUEUE
 
 statefulset_revisions() {
 	kc "$cluster" -n "$TENANT" get statefulset "$ACCESS_POINT" \

@@ -324,11 +324,11 @@ fn external_access_points_follow_their_real_brokers_up_down_and_back() -> anyhow
     Ok(())
 }
 
-/// Kafka below the copies of its data, RabbitMQ at all (its leaving nodes' quorum members do not
-/// move yet), NATS before 2.15 (it cannot evacuate a server), and a single NATS server into a
-/// cluster (it would delete its streams): the StatefulSet keeps its size and the condition says
-/// why. NATS 2.15 retires servers step by step, asking them first: here no server runs, so it
-/// waits, keeping its size, and says that it cannot reach them.
+/// Kafka below the copies of its data, NATS before 2.15 (it cannot evacuate a server), and a
+/// single NATS server into a cluster (it would delete its streams): the StatefulSet keeps its
+/// size and the condition says why. NATS 2.15 and RabbitMQ retire brokers step by step, asking
+/// them first: here no broker runs, so they wait, keeping their size, and say that they cannot
+/// reach them (e2e-nodes shrinks both for real).
 #[test]
 fn a_size_change_the_operator_cannot_do_safely_is_refused_and_said() -> anyhow::Result<()> {
     let s = Scenario::start("ap-scale", &[])?;
@@ -340,8 +340,8 @@ fn a_size_change_the_operator_cannot_do_safely_is_refused_and_said() -> anyhow::
             "orders-rabbitmq",
             KAFKA.replace("kafka", "rabbitmq").replace("log.retention.hours: '48'", ""),
             (3, 1),
-            "ResizeRefused",
-            "forgotten",
+            "ScalingDown",
+            "cannot ask the nodes",
         ),
         (
             "old-nats",

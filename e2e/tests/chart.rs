@@ -140,6 +140,8 @@ fn reviewed_rules() -> Value {
         {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": crud},
         {"apiGroups": [""], "resources": ["services", "configmaps", "secrets", "serviceaccounts"], "verbs": crud},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "delete"]},
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": crud},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": crud},

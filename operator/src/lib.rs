@@ -21,6 +21,7 @@ pub mod exposure;
 pub mod gateway;
 pub mod metrics;
 pub mod pki;
+pub mod pod_exec;
 pub mod preflight;
 pub mod probe;
 pub mod queue;

@@ -3,14 +3,16 @@
 //! Reconcile: dereference (default region; a managed Kafka's StatefulSet, and its Queues when the
 //! spec asks to shrink) -> [`validate`] into an [`AccessPoint`] (which also decides the size to run,
 //! never rewriting the spec) -> credentials (read, or generated and written once) -> for a NATS
-//! cluster shrinking, the next step its servers allow ([`nats_shrink`]) -> [`render`] the desired
+//! or RabbitMQ cluster shrinking, the next step its brokers allow ([`shrink`]) -> [`render`] the desired
 //! objects -> server-side apply in order -> probe or read back -> [`status`]. An invalid spec gets
 //! a condition and waits for a change; API errors back off and retry.
 
 mod credentials;
 mod nats_shrink;
 pub mod policy;
+mod rabbitmq_shrink;
 pub mod render;
+mod shrink;
 pub mod status;
 pub mod validate;
 
@@ -34,9 +36,10 @@ use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use self::credentials::{Logins, apply_kafka_tenants, broker_tls, credentials};
-use self::nats_shrink::{Shrinking, Step};
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
+use self::shrink::Shrinking;
 use self::validate::{AccessPoint, Managed, Plan, Running, validate};
+use crate::admin::rabbitmq_cluster::RabbitmqCluster;
 use crate::apply::{apply, apply_status};
 use crate::binding;
 use crate::broker_tls::BrokerTls;
@@ -223,7 +226,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         Err(error) => return Err(error),
     };
 
-    let shrinking = nats_shrink_step(&mut ap, &hosts, &logins, tls.as_ref()).await;
+    let shrinking = shrink_step(ctx, &mut ap, &hosts, &logins, tls.as_ref()).await;
     // The brokers that run from now on.
     let hosts = client_hosts(&ap, broker);
 
@@ -277,17 +280,26 @@ async fn probe_external(
     status::external(ap.driver.as_str(), &results)
 }
 
-/// A NATS cluster asked to shrink retires one server per step, as its servers allow: the step
-/// they allow now; one that stops a server makes `ap` run one fewer.
-async fn nats_shrink_step(
+/// A NATS or RabbitMQ cluster asked to shrink retires one broker per step, as its brokers allow:
+/// the step they allow now, taken; one that stopped a broker makes `ap` run one fewer.
+async fn shrink_step(
+    ctx: &Context,
     ap: &mut AccessPoint,
     hosts: &[(String, u16)],
     logins: &Logins,
     tls: Option<&BrokerTls>,
 ) -> Option<Shrinking> {
     let Plan::Managed(Managed { steps_down_to: Some(desired), replicas, .. }) = &ap.plan else { return None };
-    let shrinking = nats_shrink::ask_servers(ap, hosts, logins, tls, (*replicas, *desired)).await;
-    if let (Step::Stop { .. }, Plan::Managed(managed)) = (&shrinking.step, &mut ap.plan) {
+    let sizes = (*replicas, *desired);
+    let shrinking = match ap.driver {
+        Driver::Nats => Shrinking::nats(nats_shrink::ask_servers(ap, hosts, logins, tls, sizes).await, sizes).await,
+        Driver::Rabbitmq => {
+            let cluster = RabbitmqCluster::new(ctx.client.clone(), &ap.namespace, &ap.name);
+            Shrinking::rabbitmq(rabbitmq_shrink::ask_nodes(cluster, sizes.0).await, sizes).await
+        }
+        Driver::Kafka | Driver::Mqtt | Driver::Gateway => return None,
+    };
+    if let (true, Plan::Managed(managed)) = (shrinking.stopped_one(), &mut ap.plan) {
         managed.replicas -= 1;
     }
     Some(shrinking)
@@ -302,7 +314,7 @@ struct Cluster<'a> {
     owner: &'a OwnerReference,
     /// The brokers' server certificate, with TLS.
     certificate: Option<&'a Ensured>,
-    /// NATS: the step of a shrink under way.
+    /// NATS and RabbitMQ: the step of a shrink under way.
     shrinking: Option<&'a Shrinking>,
 }
 
@@ -364,7 +376,7 @@ async fn apply_managed(
                 status::refuse_resize(&mut decided, message.clone());
             }
             let shrink_poll = match shrinking {
-                Some(shrinking) => Some(take_shrink_step(ctx, map, shrinking, &mut decided).await),
+                Some(shrinking) => Some(say_shrink_step(ctx, map, shrinking, &mut decided).await),
                 None => None,
             };
             // Tenant users go through the brokers' admin API, once one of them answers.
@@ -393,26 +405,26 @@ async fn apply_managed(
     }
 }
 
-/// Takes a NATS shrink's step and says it: a refusal as such, any other step as progress (an
-/// Event for each step taken). Returns when to look again: a refusal depends on the streams,
-/// which nothing watched tells of, so it is looked at again soon too.
-async fn take_shrink_step(
+/// Says a shrink's step: a refusal as such, any other step as progress (an Event for each step
+/// taken). Returns when to look again: a refusal depends on what the brokers hold, which nothing
+/// watched tells of, so it is looked at again soon too.
+async fn say_shrink_step(
     ctx: &Context,
     map: &MessagingAccessPoint,
     shrinking: &Shrinking,
     decided: &mut [Decided],
 ) -> Duration {
     let progress = shrinking.progress();
-    match (&shrinking.step, shrinking.take().await) {
-        (Step::Refuse(_), _) => {
+    match (shrinking.refused(), shrinking.taken()) {
+        (true, _) => {
             publish(ctx, map, EventType::Warning, "ResizeRefused", &progress).await;
             status::refuse_resize(decided, progress);
             return RETRY_SOON;
         }
-        (step, Ok(())) => {
-            // One Event per step, about the server's pod: the recorder folds Events of the
+        (false, Ok(())) => {
+            // One Event per step, about the broker's pod: the recorder folds Events of the
             // same action and related object into one.
-            if let Some((action, server)) = step.action() {
+            if let Some((action, server)) = shrinking.action() {
                 let pod = ObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Pod".into()),
@@ -425,7 +437,7 @@ async fn take_shrink_step(
             }
             status::scaling_down(decided, progress);
         }
-        (_, Err(error)) => status::scaling_down(decided, format!("{progress}: {error}")),
+        (false, Err(error)) => status::scaling_down(decided, format!("{progress}: {error}")),
     }
     SHRINK_POLL
 }

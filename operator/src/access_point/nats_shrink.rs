@@ -118,16 +118,9 @@ pub fn next_step(name: &str, running: i32, desired: i32, servers: &[JetStreamSer
 pub(super) struct Shrinking {
     system: Option<NatsSystem>,
     pub step: Step,
-    running: i32,
-    desired: i32,
 }
 
 impl Shrinking {
-    /// What the Progressing condition says about it.
-    pub fn progress(&self) -> String {
-        self.step.progress(self.running, self.desired)
-    }
-
     /// Takes the step on the servers (a refusal, a wait or a stop has nothing to ask of them).
     pub async fn take(&self) -> Result<(), String> {
         let Some(system) = &self.system else { return Ok(()) };
@@ -150,7 +143,7 @@ pub(super) async fn ask_servers(
     tls: Option<&BrokerTls>,
     (running, desired): (i32, i32),
 ) -> Shrinking {
-    let waiting = |why: String| Shrinking { system: None, step: Step::Wait(why), running, desired };
+    let waiting = |why: String| Shrinking { system: None, step: Step::Wait(why) };
     let Some(admin) = &logins.admin else { return waiting("the operator's user is not known yet".into()) };
     let system = match NatsSystem::connect(&admin_endpoint(hosts, admin, tls)).await {
         Ok(system) => system,
@@ -161,7 +154,7 @@ pub(super) async fn ask_servers(
         Ok(servers) => next_step(&ap.name, running, desired, &servers),
         Err(error) => Step::Wait(error.to_string()),
     };
-    Shrinking { system: Some(system), step, running, desired }
+    Shrinking { system: Some(system), step }
 }
 
 #[cfg(test)]

@@ -165,7 +165,8 @@ pub fn managed_objects(
             ..ServicePort::default()
         })
         .collect();
-    let files = std::mem::take(&mut pod.files);
+    let mut files = std::mem::take(&mut pod.files);
+    files.append(&mut pod.discovery_files);
     ManagedObjects {
         service_account: ServiceAccount {
             metadata: meta(ap, ap.name.clone(), owner),

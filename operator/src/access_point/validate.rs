@@ -71,8 +71,8 @@ pub struct Managed {
     pub replicas: i32,
     /// Why the requested size is not the one run, when the cluster may not change to it.
     pub resize_refused: Option<String>,
-    /// NATS asked to shrink: the size its servers are retired towards, one at a time
-    /// ([`super::nats_shrink`]); `replicas` stays the current size until a step stops one.
+    /// NATS or RabbitMQ asked to shrink: the size its brokers are retired towards, one at a time
+    /// ([`super::shrink`]); `replicas` stays the current size until a step stops one.
     pub steps_down_to: Option<i32>,
     pub image: String,
     /// Size (as written, e.g. `10Gi`) and StorageClass of each pod's volume; None: emptyDir.
@@ -251,21 +251,6 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
     ))
 }
 
-/// Why a RabbitMQ cluster may not shrink from `current` to `desired` nodes: a leaving node holds
-/// members of quorum queues and streams (all of them with 3 nodes), which must move to the
-/// staying nodes, and the cluster must forget the node before its pod goes. Pods deleted without
-/// that lose the quorum of every queue the leaving nodes were the majority of.
-fn rabbitmq_scale_down_refusal(current: i32, desired: i32) -> Option<String> {
-    (desired < current).then(|| {
-        format!(
-            "scaling RabbitMQ from {current} to {desired} nodes is refused: a leaving node must first have its quorum \
-             queue and stream members moved and be forgotten by the cluster, which the operator does not do yet; \
-             keeping {current}. Set spec.managed.replicas back to {current}, or create a new access point of \
-             {desired} and bridge the queues over"
-        )
-    })
-}
-
 /// Why NATS of `image` may not shrink: before 2.15 a server cannot be evacuated. From 2.15 the
 /// shrink goes step by step ([`super::nats_shrink`]), and what the servers say may still refuse it.
 fn nats_scale_down_refusal(current: i32, desired: i32, image: &str) -> Option<String> {
@@ -288,12 +273,13 @@ struct Size {
 
 /// The size `driver`'s cluster of `image` runs at when `desired` brokers are asked for and
 /// `running` (if any) run now: the current size when the operator cannot change it safely, or
-/// while NATS retires one server at a time, as its servers allow (a step stops one).
+/// while NATS or RabbitMQ retires one broker at a time, as its brokers allow (a step stops one).
 fn size(driver: Driver, running: Option<&Running>, desired: i32, image: &str) -> Size {
     let resize_refused = running.and_then(|now| resize_refusal(driver, now, desired, image));
     let now = running.map(|r| r.replicas);
     let steps_down_to = Some(desired)
-        .filter(|desired| driver == Driver::Nats && resize_refused.is_none() && now.is_some_and(|n| *desired < n));
+        .filter(|_| matches!(driver, Driver::Nats | Driver::Rabbitmq) && resize_refused.is_none())
+        .filter(|desired| now.is_some_and(|n| *desired < n));
     let replicas = match now {
         Some(now) if resize_refused.is_some() || steps_down_to.is_some() => now,
         _ => desired,
@@ -319,8 +305,7 @@ fn resize_refusal(driver: Driver, now: &Running, desired: i32, image: &str) -> O
         Driver::Kafka => kafka_scale_down_refusal(now.replicas, desired, &now.queues),
         Driver::Nats if now.replicas == 1 && desired > 1 => Some(nats_growth_refusal(desired)),
         Driver::Nats => nats_scale_down_refusal(now.replicas, desired, image),
-        Driver::Rabbitmq => rabbitmq_scale_down_refusal(now.replicas, desired),
-        Driver::Mqtt | Driver::Gateway => None,
+        Driver::Rabbitmq | Driver::Mqtt | Driver::Gateway => None,
     }
 }
 
@@ -484,30 +469,30 @@ mod tests {
     }
 
     #[test]
-    fn rabbitmq_keeps_its_size_when_asked_to_shrink_and_nats_before_2_15_too() {
+    fn nats_before_2_15_keeps_its_size_and_nats_and_rabbitmq_step_down() {
         let running = Running { replicas: 3, queues: Vec::new() };
         let size = |asked: &str| {
             let ap = validate("b", "acme", &spec(asked), "local", Some(&running), &images()).expect("valid");
             let Plan::Managed(managed) = ap.plan else { panic!("managed") };
             (managed.replicas, managed.resize_refused.unwrap_or_default())
         };
-        for (asked, said) in [
-            ("{driver: rabbitmq, managed: {replicas: 1}}", "forgotten by the cluster"),
-            ("{driver: nats, managed: {replicas: 1, version: 2.14.5}}", "before 2.15"),
-        ] {
-            let (replicas, message) = size(asked);
-            assert_eq!(replicas, 3, "{asked}: the nodes keep running");
+        let (replicas, message) = size("{driver: nats, managed: {replicas: 1, version: 2.14.5}}");
+        assert_eq!(replicas, 3, "the servers keep running");
+        assert!(
+            message.contains("before 2.15") && message.contains("from 3 to 1") && message.contains("keeping 3"),
+            "{message}"
+        );
+        // NATS 2.15 and RabbitMQ shrink step by step, as their brokers allow (`shrink`): the
+        // current size runs until a step stops a broker.
+        for driver in ["nats", "rabbitmq"] {
+            let asked = format!("{{driver: {driver}, managed: {{replicas: 1}}}}");
+            assert_eq!(size(&asked), (3, String::new()), "{driver}");
+            let ap = validate("b", "acme", &spec(&asked), "local", Some(&running), &images());
             assert!(
-                message.contains(said) && message.contains("from 3 to 1") && message.contains("keeping 3"),
-                "{message}"
+                matches!(ap, Ok(AccessPoint { plan: Plan::Managed(Managed { steps_down_to: Some(1), .. }), .. })),
+                "{driver}"
             );
         }
-        // NATS 2.15 shrinks step by step, as its servers allow (`nats_shrink`): the current size
-        // runs until a step stops a server.
-        assert_eq!(size("{driver: nats, managed: {replicas: 1}}"), (3, String::new()));
-        let ap =
-            validate("b", "acme", &spec("{driver: nats, managed: {replicas: 1}}"), "local", Some(&running), &images());
-        assert!(matches!(ap, Ok(AccessPoint { plan: Plan::Managed(Managed { steps_down_to: Some(1), .. }), .. })));
         for driver in ["rabbitmq", "nats"] {
             assert_eq!(
                 size(&format!("{{driver: {driver}, managed: {{replicas: 5}}}}")),

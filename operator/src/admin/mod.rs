@@ -5,12 +5,14 @@
 //! The controller connects with what the access point's binding Secret says (addresses and
 //! credentials), observes a queue, creates it, converges it to the plan, or deletes it. The
 //! access point controller also speaks to a managed NATS cluster's system account
-//! ([`nats_system`]) to retire servers when it shrinks.
+//! ([`nats_system`]) and to a managed RabbitMQ cluster's CLI ([`rabbitmq_cluster`]) to retire
+//! brokers when they shrink.
 
 mod kafka;
 mod nats;
 pub mod nats_system;
 mod rabbitmq;
+pub mod rabbitmq_cluster;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -201,7 +201,7 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
                 secret_env("OMS_ADMIN_PASSWORD", &credentials, "password"),
             ],
             secret_file: None,
-            pre_stop: None,
+            ..BrokerPod::default()
         }
     }
 }

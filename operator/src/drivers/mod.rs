@@ -90,6 +90,9 @@ pub fn image_version(image: &str) -> Option<(u32, u32)> {
 pub struct BrokerPod {
     /// Files of the config ConfigMap, mounted at [`BrokerDriver::config_dir`].
     pub files: BTreeMap<String, String>,
+    /// Files of the same ConfigMap that only a broker's first boot reads (peer lists): outside
+    /// the config hash, so that changing them rolls no pod.
+    pub discovery_files: BTreeMap<String, String>,
     /// Container command; the image's entrypoint when empty.
     pub command: Vec<String>,
     /// Extra environment; `POD_NAME` and `POD_NAMESPACE` are always set.

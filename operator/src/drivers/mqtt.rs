@@ -105,7 +105,7 @@ impl BrokerDriver for Mqtt {
                 mount_dir: SECRETS_DIR.into(),
                 file: "passwd".into(),
             }),
-            pre_stop: None,
+            ..BrokerPod::default()
         }
     }
 }

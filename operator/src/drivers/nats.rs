@@ -133,7 +133,7 @@ impl BrokerDriver for Nats {
             // `server_name: $POD_NAME` reads the variable every broker pod gets.
             env,
             secret_file: None,
-            pre_stop: None,
+            ..BrokerPod::default()
         }
     }
 }

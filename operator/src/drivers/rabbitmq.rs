@@ -30,6 +30,8 @@ const CONFIG_DIR: &str = "/etc/oms/rabbitmq";
 const TLS_DIR: &str = "/etc/oms/rabbitmq-tls";
 const DATA_DIR: &str = "/var/lib/rabbitmq";
 const DEFINITIONS_DIR: &str = "/etc/oms/rabbitmq-users";
+/// The peer discovery settings, beside rabbitmq.conf.
+const PEERS_FILE: &str = "peers.conf";
 /// How long a node about to stop waits for its quorum queues to keep a quorum without it: longer
 /// than a peer takes to restart and catch up, short of holding a deletion for good.
 const STOP_WAIT_SECONDS: i64 = 600;
@@ -111,27 +113,6 @@ impl BrokerDriver for Rabbitmq {
              load_definitions = {DEFINITIONS_DIR}/definitions.json\n",
             broker.tenants.join(", ")
         );
-        // Peer discovery runs only on a node's first boot, to find a cluster to join among the
-        // listed nodes. The list changes with the replicas, and so the config hash: a scale rolls
-        // the pods, which is harmless to nodes that already joined. A node that finds none of its
-        // peers within the retries runs alone for good, so the retries outlast a slow start of
-        // all nodes at once (Parallel pods) rather than RabbitMQ's default 30 s.
-        conf.push_str("cluster_formation.peer_discovery_backend = classic_config\n");
-        for ordinal in 0..broker.replicas {
-            let _ = writeln!(
-                conf,
-                "cluster_formation.classic_config.nodes.{} = rabbit@{}",
-                ordinal + 1,
-                broker.pod_host(ordinal)
-            );
-        }
-        if broker.replicas > 1 {
-            let _ = write!(
-                conf,
-                "cluster_formation.discovery_retry_limit = {DISCOVERY_RETRIES}\n\
-                 cluster_formation.discovery_retry_interval = 2000\n"
-            );
-        }
         if broker.tls {
             // amqps only: no plaintext listener. Clients show no certificate (they log in).
             let _ = write!(
@@ -160,6 +141,24 @@ impl BrokerDriver for Rabbitmq {
             conf.push_str("default_queue_type = quorum\n");
         }
         conf.push_str(&passthrough_lines(&broker.config, " = "));
+        // Peer discovery runs only on a node's first boot, to find a cluster to join among the
+        // listed nodes; nodes that joined never read the list again. So it is a file of its own,
+        // outside the config hash: a change of size rolls no pod (a shrink retires its nodes
+        // one by one, and a roll at the same time would stop the nodes it keeps). A node that
+        // finds none of its peers within the retries runs alone for good, so the retries outlast
+        // a slow start of all nodes at once (Parallel pods) rather than RabbitMQ's default 30 s.
+        let mut peers = "cluster_formation.peer_discovery_backend = classic_config\n".to_owned();
+        for ordinal in 0..broker.replicas {
+            let node = node_name(&broker.name, &broker.namespace, ordinal);
+            let _ = writeln!(peers, "cluster_formation.classic_config.nodes.{} = {node}", ordinal + 1);
+        }
+        if broker.replicas > 1 {
+            let _ = write!(
+                peers,
+                "cluster_formation.discovery_retry_limit = {DISCOVERY_RETRIES}\n\
+                 cluster_formation.discovery_retry_interval = 2000\n"
+            );
+        }
         let start = format!(
             "#!/bin/sh\n\
              # Rendered by oms-operator: installs the shared Erlang cookie, then starts RabbitMQ.\n\
@@ -180,9 +179,12 @@ impl BrokerDriver for Rabbitmq {
                 ("start.sh".to_owned(), start),
             ]
             .into(),
+            discovery_files: [(PEERS_FILE.to_owned(), peers)].into(),
             command: vec!["/bin/sh".into(), format!("{CONFIG_DIR}/start.sh")],
             env: vec![
                 env("RABBITMQ_CONFIG_FILE", format!("{CONFIG_DIR}/rabbitmq.conf")),
+                // The only additional file: the image's conf.d defaults are ours to set.
+                env("RABBITMQ_CONFIG_FILES", format!("{CONFIG_DIR}/{PEERS_FILE}")),
                 env("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{CONFIG_DIR}/enabled_plugins")),
                 env("RABBITMQ_USE_LONGNAME", "true"),
                 env("RABBITMQ_NODENAME", format!("rabbit@$(POD_NAME).{}.{}.svc", broker.name, broker.namespace)),
@@ -205,9 +207,18 @@ impl BrokerDriver for Rabbitmq {
                 mount_dir: DEFINITIONS_DIR.into(),
                 file: "definitions.json".into(),
             }),
-            pre_stop: (broker.replicas > 1).then(wait_for_quorum_plus_one),
+            // Rendered for any size: a node alone in its cluster passes the check at once, and a
+            // size change leaves the pod template as it is.
+            pre_stop: Some(wait_for_quorum_plus_one()),
         }
     }
+}
+
+/// The Erlang node name of pod `ordinal` of RabbitMQ access point `name` in `namespace`: the
+/// name each node gives itself (`RABBITMQ_NODENAME`) and the one its peers know it by.
+#[must_use]
+pub fn node_name(name: &str, namespace: &str, ordinal: i32) -> String {
+    format!("rabbit@{name}-{ordinal}.{name}.{namespace}.svc")
 }
 
 /// A node of a cluster stops only once every quorum queue it holds a member of keeps a quorum
@@ -243,7 +254,8 @@ mod tests {
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];
-        assert!(conf.contains(
+        let peers = &pod.discovery_files["peers.conf"];
+        assert!(peers.contains(
             "cluster_formation.peer_discovery_backend = classic_config\n\
              cluster_formation.classic_config.nodes.1 = rabbit@billing-rabbit-0.billing-rabbit.acme.svc\n\
              cluster_formation.classic_config.nodes.2 = rabbit@billing-rabbit-1.billing-rabbit.acme.svc\n\
@@ -258,8 +270,12 @@ mod tests {
         }
         assert!(conf.ends_with("vm_memory_high_watermark.relative = 0.6\n"));
         let single = Rabbitmq.render(&BrokerInput { replicas: 1, ..input.clone() });
-        assert!(!single.files["rabbitmq.conf"].contains("nodes.2"), "nothing to discover");
-        assert!(!single.files["rabbitmq.conf"].contains("discovery_retry_limit"), "nothing to wait for");
+        assert!(!single.discovery_files["peers.conf"].contains("nodes.2"), "nothing to discover");
+        assert!(!single.discovery_files["peers.conf"].contains("discovery_retry_limit"), "nothing to wait for");
+        // Only a first boot reads the peers: a change of size changes no hashed file.
+        assert_eq!(single.files, pod.files, "a scale rolls no pod");
+        let extra = pod.env.iter().find(|e| e.name == "RABBITMQ_CONFIG_FILES").and_then(|e| e.value.clone());
+        assert_eq!(extra.as_deref(), Some("/etc/oms/rabbitmq/peers.conf"));
         for owned in ["cluster_formation.classic_config.nodes.7", "cluster_formation.k8s.host"] {
             assert!(Rabbitmq.owns_config_key(owned), "{owned}: cluster formation is the operator's");
         }
@@ -267,7 +283,7 @@ mod tests {
         let pre_stop = pod.pre_stop.as_ref().expect("a node waits before it stops");
         assert_eq!(pre_stop.command[3], "await_online_quorum_plus_one");
         assert!(pre_stop.grace_seconds > 600, "the pod is not killed while it waits");
-        assert!(single.pre_stop.is_none(), "a single node has no peers to wait for");
+        assert_eq!(single.pre_stop, pod.pre_stop, "a single node passes the check at once; a scale rolls no pod");
         // The node names in the list are the names the nodes give themselves.
         let node = pod.env.iter().find(|e| e.name == "RABBITMQ_NODENAME").and_then(|e| e.value.clone());
         assert_eq!(node.as_deref(), Some("rabbit@$(POD_NAME).billing-rabbit.acme.svc"));
