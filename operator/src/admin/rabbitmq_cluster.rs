@@ -304,7 +304,8 @@ fn parse_vhosts(text: &str) -> Result<Vec<String>, ClusterError> {
 
 /// `rabbitmqctl list_queues name type members leader exclusive state arguments --formatter
 /// json` of `vhost`. A queue whose node does not run comes as a "down" row typed by its module,
-/// with empty members and leader. Arguments come as `[key, type, value]` triples.
+/// with empty members and leader. Arguments come as `[key, type, value]` triples (as RabbitMQ
+/// 4.0.5 prints `["x-quorum-initial-group-size","signedint",1]`).
 fn parse_queues(vhost: &str, text: &str) -> Result<Vec<QueueView>, ClusterError> {
     let listed = json("rabbitmqctl list_queues", text)?;
     let queues = listed.as_array().into_iter().flatten().filter_map(|row| {
@@ -398,7 +399,7 @@ mod tests {
         assert_eq!(queues[0].members(), [N0, N1, N2]);
         assert!(queues[1].members().is_empty(), "a classic queue has no quorum members");
         let leaderless = r#"[{"name":"q","type":"quorum","members":["a"],"leader":"","exclusive":"","state":"running",
-            "arguments":[["x-queue-type","longstr","quorum"],["x-quorum-initial-group-size","long",1]]}]"#;
+            "arguments":[["x-queue-type","longstr","quorum"],["x-quorum-initial-group-size","signedint",1]]}]"#;
         let leaderless = &parse_queues("acme", leaderless).expect("parsed")[0];
         assert!(!leaderless.available, "no leader to change its members");
         assert_eq!(leaderless.group_size(), 1, "its own group size");
