@@ -213,6 +213,16 @@ pub fn managed_objects(
     }
 }
 
+/// The broker's data volume: an emptyDir, or the StatefulSet's claim template of that name.
+const DATA_VOLUME: &str = "data";
+
+/// The data volume claim the StatefulSet makes for `pod` (`<template>-<pod>`), which it keeps
+/// when it scales down.
+#[must_use]
+pub fn data_claim(pod: &str) -> String {
+    format!("{DATA_VOLUME}-{pod}")
+}
+
 fn stateful_set(
     ap: &AccessPoint,
     managed: &Managed,
@@ -225,7 +235,7 @@ fn stateful_set(
     let grace_seconds = pod.pre_stop.as_ref().map(|stop| stop.grace_seconds);
     let volume_claim_templates = if let Some((size, class)) = &managed.storage {
         Some(vec![PersistentVolumeClaim {
-            metadata: ObjectMeta { name: Some("data".into()), labels: Some(labels(ap)), ..ObjectMeta::default() },
+            metadata: ObjectMeta { name: Some(DATA_VOLUME.into()), labels: Some(labels(ap)), ..ObjectMeta::default() },
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(vec!["ReadWriteOnce".into()]),
                 storage_class_name: class.clone(),
@@ -239,7 +249,7 @@ fn stateful_set(
         }])
     } else {
         volumes.push(Volume {
-            name: "data".into(),
+            name: DATA_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         });
@@ -362,7 +372,7 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
     };
     let mut mounts = vec![
         VolumeMount { name: "config".into(), mount_path: broker.config_dir().into(), ..VolumeMount::default() },
-        VolumeMount { name: "data".into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
+        VolumeMount { name: DATA_VOLUME.into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
         VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
     ];
     if managed.tls {

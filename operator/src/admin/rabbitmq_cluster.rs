@@ -10,6 +10,7 @@ use kube::api::DeleteParams;
 use kube::{Api, Client};
 use serde_json::Value;
 
+use crate::access_point::render::data_claim;
 use crate::pod_exec::{self, ExecError};
 
 /// The container the renderer names for every broker.
@@ -258,7 +259,7 @@ impl RabbitmqCluster {
     /// Deletes the data volume claim of `pod` (the StatefulSet keeps it when it scales down);
     /// one in use goes once its pod has.
     pub async fn delete_claim(&self, pod: &str) -> Result<(), ClusterError> {
-        let name = format!("data-{pod}");
+        let name = data_claim(pod);
         match self.claims.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
