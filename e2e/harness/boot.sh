@@ -18,6 +18,10 @@
 #                plaintext client with the same login must be refused ("plaintext refused")
 #   attempts.sh  (optional) a client script run instead of the round trip, in the pod's network,
 #                with the pod's DNS name and port as arguments; its output and status are the result
+#   ready_probe  (optional) the readiness probe's exec command, one argument per line: run as the
+#                kubelet would until it passes once the port is open; after the round trip the
+#                broker is stopped (SIGSTOP), the probe must fail though the port still takes
+#                connections, and pass again once the broker resumes
 #
 # Private mount, network and UTS namespaces give the broker the image's paths (bind mounts), its
 # pod host name and DNS name (an /etc/hosts entry for 127.0.0.1) and the ports it listens on,
@@ -161,12 +165,31 @@ if [[ -f $pod/run_as ]]; then
 	uid=$(cat "$pod/run_as")
 	as_user=(setpriv --reuid="$uid" --regid="$uid" --clear-groups)
 fi
-"${as_user[@]}" env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=$home \
-	HOSTNAME="$(cat "$pod/hostname")" "${environment[@]}" "${command[@]}" >"$pod/broker.log" 2>&1 &
+
+# in_pod <command>...: runs it as the container's processes run, with its user and environment.
+# Always in a subshell (& or $(...)), which it becomes: the broker's pid is $! itself.
+in_pod() {
+	exec "${as_user[@]}" env -i PATH="$pod/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+		HOME=$home HOSTNAME="$(cat "$pod/hostname")" "${environment[@]}" "$@"
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+in_pod "${command[@]}" >"$pod/broker.log" 2>&1 &
 broker=$!
+ready_probe=()
+[[ ! -f $pod/ready_probe ]] || mapfile -t ready_probe <"$pod/ready_probe"
+# probe_until_ready <seconds>: the readiness probe, every half second until it passes; its last
+# words in $said.
+probe_until_ready() {
+	local end=$((SECONDS + $1))
+	until said=$(in_pod "${ready_probe[@]}" 2>&1); do
+		kill -0 "$broker" 2>/dev/null || return 1
+		((SECONDS < end)) || return 1
+		sleep 0.5
+	done
+}
 
 deadline=$((SECONDS + START_DEADLINE_SECONDS))
-until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+until port_open; do
 	if ! kill -0 "$broker" 2>/dev/null; then
 		echo "boot: the broker exited; its log:" >&2
 		tail -n 40 "$pod/broker.log" >&2
@@ -179,6 +202,15 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
 	}
 	sleep 0.2
 done
+if ((${#ready_probe[@]})); then
+	opened=$EPOCHREALTIME
+	probe_until_ready "$START_DEADLINE_SECONDS" || {
+		echo "boot: the readiness probe never passed: $said; broker log:" >&2
+		tail -n 40 "$pod/broker.log" >&2
+		exit 1
+	}
+	echo "boot: $kind ready probe passed $(awk -v a="$opened" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s after the port opened"
+fi
 
 message="round trip through the rendered $kind pod at $(date -u +%FT%TZ)"
 pod_host=$(cat "$pod/pod_host")
@@ -284,6 +316,24 @@ mqtt)
 	}
 	;;
 esac
+# A stopped broker (a wedged JVM, a frozen VM) still completes TCP handshakes in the kernel: the
+# probe must call it not ready, and ready again once it runs.
+if ((${#ready_probe[@]})) && [[ $got == *"$message"* ]]; then
+	kill -STOP "$broker"
+	if port_open; then port_state=open; else port_state=closed; fi
+	if said=$(in_pod "${ready_probe[@]}" 2>&1); then
+		kill -CONT "$broker"
+		echo "boot: the readiness probe passed against a stopped broker" >&2
+		exit 1
+	fi
+	stopped_said=$said
+	kill -CONT "$broker"
+	probe_until_ready 60 || {
+		echo "boot: the readiness probe did not pass again after the broker resumed: $said" >&2
+		exit 1
+	}
+	echo "boot: $kind stopped broker: port $port_state, ready probe failed ($stopped_said); resumed: passed"
+fi
 refused=
 if [[ -n $ca && $got == *"$message"* ]]; then
 	# The same login without TLS, against the TLS listener: the broker must not take it.

@@ -256,7 +256,14 @@ down() {
 }
 
 case $action in
-up) up ;;
+up)
+	# One `up` of a cluster at a time: test binaries in parallel lanes (e2e-api.sh) ask for the same
+	# one, and an `up` that found it half-started would stop it under the other. The lock stays
+	# with flock (-o: not with the daemons `up` starts) until the inner `up` is done.
+	mkdir -p "$(dirname "$STATE")"
+	flock -o "$STATE.up.lock" "$0" locked-up "$name"
+	;;
+locked-up) up ;;
 down) down ;;
 status)
 	if [[ -f $STATE/ports.env ]] && ready; then

@@ -22,7 +22,8 @@
 #      rabbitmq-shrink.sh <b>: 3 nodes to 1 (refused first while a classic queue lives on a
 #      leaving node), its messages kept, then back to 3 in one cluster.
 #      In A, demo-install.sh <a> mqtt: Mosquitto, a retained message kept across the broker pod's
-#      deletion.
+#      deletion; and a Kafka broker stopped with SIGSTOP: its pod leaves Ready (the readiness
+#      probe, oms-probe, fails though the port still takes connections) and comes back, no restart.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -72,7 +73,7 @@ finish() {
 	local status=$?
 	trap - EXIT ERR
 	local job
-	for job in "${nats_shrink:-}" "${rabbitmq_shrink:-}"; do [[ -z $job ]] || kill "$job" 2>/dev/null || true; done
+	for job in "${nats_shrink:-}" "${rabbitmq_shrink:-}" "${kafka_stopped:-}"; do [[ -z $job ]] || kill "$job" 2>/dev/null || true; done
 	monitoring_down
 	if ((status != 0)); then
 		log "stopped with exit status $status; pods of both clusters:"
@@ -101,6 +102,7 @@ pod_ready() {
 	local cluster=$1 pod=$2
 	[[ $(kc "$cluster" -n "$TENANT" get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
+pod_not_ready() { ! pod_ready "$@"; }
 pod_uid() { kc "$1" -n "$TENANT" get pod "$2" -o jsonpath='{.metadata.uid}' 2>/dev/null || true; }
 # replaced_and_ready <cluster> <pod> <uid before>: the StatefulSet made the pod anew, and it is Ready.
 replaced_and_ready() {
@@ -338,6 +340,46 @@ running "$b" "$TENANT" app.kubernetes.io/component=broker 3
 running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
 running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
 
+# A Kafka broker whose process is stopped (SIGSTOP from this machine, where the node's containers
+# run: the kernel still completes TCP handshakes on its port) must leave Ready within the probe's
+# period and failures (oms-probe, exec), and come back Ready once it resumes, without a restart.
+# It mostly waits on the kubelet, so it runs beside the steps below; its own log line has its times.
+kafka_stopped_not_ready() {
+	local pod=demo-kafka-3 id candidates pids=() pid restarts ip port_state reason began stopped resumed
+	id=$(kc "$a" -n "$TENANT" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="broker")].containerID}')
+	id=${id#*://}
+	[[ -n $id ]] || die "$pod: no broker container id"
+	# The broker's JVM among the container's processes (a probe running at that moment is not it).
+	mapfile -t candidates < <(grep -l "$id" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3)
+	for pid in "${candidates[@]}"; do
+		[[ $(cat "/proc/$pid/comm" 2>/dev/null) != java ]] || pids+=("$pid")
+	done
+	((${#pids[@]} == 1)) || die "$pod: want one java process in container $id, found ${#pids[@]}"
+	restarts=$(kc "$a" -n "$TENANT" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="broker")].restartCount}')
+	ip=$(kc "$a" -n "$TENANT" get pod "$pod" -o jsonpath='{.status.podIP}')
+	pod_ready "$a" "$pod" || die "$pod not Ready before its broker is stopped"
+	began=$EPOCHREALTIME
+	# Whatever stops this job, the broker runs again.
+	# shellcheck disable=SC2064 # the pid now: the local is gone when the job exits
+	trap "kill -CONT ${pids[0]} 2>/dev/null" EXIT
+	kill -STOP "${pids[0]}"
+	poll "$pod not Ready while its broker is stopped" pod_not_ready "$a" "$pod"
+	stopped=$EPOCHREALTIME
+	if (exec 3<>"/dev/tcp/$ip/9092") 2>/dev/null; then port_state=open; else port_state=closed; fi
+	reason=$(kc "$a" -n "$TENANT" get events --field-selector "involvedObject.name=$pod,reason=Unhealthy" \
+		-o jsonpath='{.items[-1:].message}' 2>/dev/null || true)
+	kill -CONT "${pids[0]}"
+	poll "$pod Ready again once its broker resumes" pod_ready "$a" "$pod"
+	resumed=$EPOCHREALTIME
+	[[ $(kc "$a" -n "$TENANT" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="broker")].restartCount}') == "$restarts" ]] ||
+		die "$pod's broker restarted while stopped (the liveness probe must leave it alone)"
+	log "$pod's broker stopped (SIGSTOP, pid ${pids[0]}): not Ready after $(elapsed "$began" "$stopped")s, port 9092" \
+		"$port_state meanwhile, the kubelet said: ${reason:-no event}; resumed: Ready again after" \
+		"$(elapsed "$stopped" "$resumed")s, restarts unchanged ($restarts)"
+}
+kafka_stopped_not_ready &
+kafka_stopped=$!
+
 # Cloud B's NATS shrinks from 3 servers to 1, refused first while its stream keeps 3 copies,
 # and keeps every message (nats-shrink.sh). It mostly waits for pods to roll, so it runs beside
 # the RabbitMQ and Mosquitto steps.
@@ -373,6 +415,10 @@ t_rabbitmq_done=$EPOCHREALTIME
 step=nats-shrink
 wait "$nats_shrink" || die "nats-shrink.sh $b failed (its lines above say why)"
 nats_shrink=''
+
+step=kafka-stopped
+wait "$kafka_stopped" || die "a stopped Kafka broker was not taken out of Ready and back (the lines above say why)"
+kafka_stopped=''
 t_nats_shrunk=$EPOCHREALTIME
 
 step=upgrade

@@ -8,7 +8,8 @@
 #
 # Images:
 #   oms-operator, oms-bridge  built with `buildah build` from their Containerfiles
-#                             (operator/, bridge/), exactly as users build them, but with the
+#                             (operator/, bridge/; the operator's carries oms-probe, static, the
+#                             brokers' readiness probe), exactly as users build them, but with the
 #                             release binaries compiled here (cargo, in $CARGO_TARGET_DIR, default
 #                             $OMS_CACHE/target) in place of the Rust build stage and runtime-base
 #                             in place of distroless: this machine reaches no image registry.
@@ -93,8 +94,20 @@ cargo_release() {
 	log "cargo build --release of oms-operator and oms-bridge (seconds when fresh, cold many minutes)"
 	(cd "$ROOT" && CARGO_TARGET_DIR=$CARGO_TARGET_DIR nice -n 19 cargo build --release --locked --quiet \
 		-p oms-operator -p oms-bridge)
+	# The brokers' readiness probe, linked statically as operator/Containerfile builds it: it is
+	# copied into broker images of any base. For the host's own target, named, so that the flag
+	# stays off build scripts and the other binaries.
+	log "cargo build --release of oms-probe, static"
+	(cd "$ROOT" && CARGO_TARGET_DIR=$CARGO_TARGET_DIR RUSTFLAGS='-C target-feature=+crt-static' nice -n 19 \
+		cargo build --release --locked --quiet --target "$(host_target)" -p oms-probe)
+	# Static (a static-pie on x86_64): no program interpreter to ask the image for.
+	! readelf -lW "$(probe_binary)" | grep -q 'program interpreter' ||
+		die "$(probe_binary) is not static: $(readelf -lW "$(probe_binary)" | grep 'program interpreter')"
 	CARGO_BUILT=yes
 }
+
+host_target() { rustc -vV | sed -n 's/^host: //p'; }
+probe_binary() { echo "$CARGO_TARGET_DIR/$(host_target)/release/oms-probe"; }
 
 # shared_libraries <binary>: the files the dynamic loader maps for it (the loader included), as
 # ldd resolves them on this machine, which is where the binary was linked.
@@ -394,6 +407,7 @@ input_files() {
 	case $1 in
 	oms-operator | oms-bridge)
 		echo "$CARGO_TARGET_DIR/release/$1"
+		[[ $1 != oms-operator ]] || probe_binary
 		echo "$ROOT/${1#oms-}/Containerfile"
 		build runtime-base
 		;;
@@ -490,6 +504,9 @@ pack_containerfile() {
 	binaries=localhost/oms-build/$binary-binaries:$key
 	container=$("${BUILDAH[@]}" from --quiet scratch)
 	"${BUILDAH[@]}" copy --quiet --chmod 0755 "$container" "$CARGO_TARGET_DIR/release/$binary" "/out/$binary" >/dev/null
+	if [[ $binary == oms-operator ]]; then
+		"${BUILDAH[@]}" copy --quiet --chmod 0755 "$container" "$(probe_binary)" /out/oms-probe >/dev/null
+	fi
 	"${BUILDAH[@]}" commit --quiet --rm "$container" "$binaries" >/dev/null
 	base=$(build runtime-base)
 	revision=$(revision)
@@ -502,6 +519,10 @@ pack_containerfile() {
 	container=$("${BUILDAH[@]}" from --quiet --pull-never "$image")
 	"${BUILDAH[@]}" run --network none "$container" -- "/usr/local/bin/$binary" --version >&2 ||
 		die "$image: /usr/local/bin/$binary --version failed in the image"
+	if [[ $binary == oms-operator ]]; then
+		"${BUILDAH[@]}" run --network none "$container" -- /usr/local/bin/oms-probe --version >&2 ||
+			die "$image: /usr/local/bin/oms-probe --version failed in the image"
+	fi
 	"${BUILDAH[@]}" rm "$container" >/dev/null
 }
 

@@ -88,15 +88,20 @@ fn app_version() -> anyhow::Result<String> {
         .context("appVersion in Chart.yaml")
 }
 
-/// The operator's container and the bridge image it is told to run.
+/// The operator's container and the bridge image it is told to run; the brokers' probe image
+/// must be the operator's own (oms-probe ships in it).
 fn images(objects: &[Value]) -> anyhow::Result<(Value, Value)> {
     let pod = &find(objects, "Deployment")?["spec"]["template"]["spec"];
-    let bridge = pod["containers"][0]["env"]
-        .as_array()
-        .and_then(|e| e.iter().find(|v| v["name"] == "OMS_BRIDGE_IMAGE"))
-        .map(|v| v["value"].clone())
-        .context("OMS_BRIDGE_IMAGE set")?;
-    Ok((pod["containers"][0]["image"].clone(), bridge))
+    let env = |name: &str| {
+        pod["containers"][0]["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == name))
+            .map(|v| v["value"].clone())
+            .with_context(|| format!("{name} set"))
+    };
+    let operator = pod["containers"][0]["image"].clone();
+    anyhow::ensure!(env("OMS_PROBE_IMAGE")? == operator, "the probe image is the operator's: {operator}");
+    Ok((operator, env("OMS_BRIDGE_IMAGE")?))
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_e2e::{repo_root, run};
@@ -91,6 +92,33 @@ fn write_server_certificate(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where boot.sh finds a pod volume, in the pod directory.
+fn volume_dir(name: &str) -> anyhow::Result<&str> {
+    match name {
+        "config" => Ok("files"),
+        "credentials" => Ok("secret"),
+        "data" | "tmp" | "tls" | "probe" => Ok(name),
+        other => anyhow::bail!("{other} is not provided by boot.sh"),
+    }
+}
+
+/// The readiness probe where it is a command (`ready_probe` for boot.sh): installed as the init
+/// container does, with the workspace's own oms-probe in place of the operator image's.
+fn install_ready_probe(dir: &Path, pod: &PodSpec) -> anyhow::Result<()> {
+    let Some(command) = pod.containers[0].readiness_probe.as_ref().and_then(|p| p.exec.as_ref()?.command.clone())
+    else {
+        return Ok(());
+    };
+    let installer = pod.init_containers.iter().flatten().find(|c| c.name == "oms-probe").context("probe installer")?;
+    let args = installer.command.clone().unwrap_or_default();
+    anyhow::ensure!(args.get(1).map(String::as_str) == Some("install"), "the installer runs {args:?}");
+    run(std::process::Command::new(oms_e2e::workspace_binary("oms-probe"))
+        .arg("install")
+        .arg(dir.join("probe/oms-probe")))?;
+    std::fs::write(dir.join("ready_probe"), command.join("\n") + "\n")?;
+    Ok(())
+}
+
 /// With TLS (the default) the round trip checks the broker's certificate against the CA, and a
 /// plaintext client with the same login is refused.
 fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
@@ -98,12 +126,26 @@ fn boot(driver: Driver, spec_yaml: &str) -> anyhow::Result<()> {
     assert!(output.contains(&format!("{driver} round trip ok over TLS")), "{driver}: {output}");
     assert!(output.contains(&format!("{driver} plaintext client refused")), "{driver}: {output}");
     println!("{driver}: round trip over TLS with the binding's CA; plaintext clients refused: 1 of 1");
+    if driver == Driver::Kafka {
+        let probe_lines: Vec<&str> = output.lines().filter(|l| l.contains("ready probe")).collect();
+        assert!(
+            probe_lines.iter().any(|l| l.contains("stopped broker: port open, ready probe failed")),
+            "{driver}: the readiness probe must fail while the broker is stopped: {output}"
+        );
+        println!("{driver}: {}", probe_lines.join("; "));
+    }
     Ok(())
 }
 
 fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>) -> anyhow::Result<String> {
     let spec: MessagingAccessPointSpec = serde_yaml_ng::from_str(spec_yaml)?;
-    let images = DefaultImages { kafka: "k".into(), nats: "n".into(), rabbitmq: "r".into(), mqtt: "m".into() };
+    let images = DefaultImages {
+        kafka: "k".into(),
+        nats: "n".into(),
+        rabbitmq: "r".into(),
+        mqtt: "m".into(),
+        probe: "p".into(),
+    };
     let ap = validate(NAME, NAMESPACE, &spec, "local", None, &images).map_err(|e| anyhow::anyhow!("{e}"))?;
     let Plan::Managed(managed) = ap.plan.clone() else { anyhow::bail!("managed spec expected") };
     let broker = managed_driver(driver).context("driver")?;
@@ -116,7 +158,7 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
 
     let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["files", "data", "tmp", "secret", "tls"] {
+    for sub in ["files", "data", "tmp", "secret", "tls", "probe"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     if managed.tls {
@@ -174,22 +216,14 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
     let env_lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     std::fs::write(dir.join("env"), env_lines.join("\n") + "\n")?;
     std::fs::write(dir.join("command"), container.command.clone().unwrap_or_default().join("\n") + "\n")?;
-    let volume_dir = |name: &str| -> anyhow::Result<&Path> {
-        Ok(match name {
-            "config" => Path::new("files"),
-            "data" => Path::new("data"),
-            "tmp" => Path::new("tmp"),
-            "credentials" => Path::new("secret"),
-            "tls" => Path::new("tls"),
-            other => anyhow::bail!("{driver}: volume {other} is not provided by boot.sh"),
-        })
-    };
     let mut mounts = Vec::new();
     for mount in container.volume_mounts.clone().unwrap_or_default() {
-        mounts.push(format!("{} {}", mount.mount_path, volume_dir(&mount.name)?.display()));
+        let dir = volume_dir(&mount.name).with_context(|| format!("{driver}: volume {}", mount.name))?;
+        mounts.push(format!("{} {dir}", mount.mount_path));
     }
     std::fs::write(dir.join("mounts"), mounts.join("\n") + "\n")?;
     std::fs::write(dir.join("hostname"), &hostname)?;
+    install_ready_probe(&dir, &pod)?;
     let security = pod.security_context.clone().context("pod security context")?;
     anyhow::ensure!(security.run_as_non_root == Some(true), "{driver}: the broker pod must not run as root");
     std::fs::write(dir.join("run_as"), security.run_as_user.context("runAsUser")?.to_string())?;

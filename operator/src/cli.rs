@@ -96,6 +96,11 @@ pub struct Args {
     #[arg(long, env = "OMS_BRIDGE_IMAGE", default_value = concat!("ghcr.io/openmessaging/oms-bridge:", env!("CARGO_PKG_VERSION")))]
     pub bridge_image: String,
 
+    /// Image the brokers' readiness probe (`oms-probe`) is copied from into their pods: this
+    /// release's operator image.
+    #[arg(long, env = "OMS_PROBE_IMAGE", default_value = concat!("ghcr.io/openmessaging/oms-operator:", env!("CARGO_PKG_VERSION")))]
+    pub probe_image: String,
+
     /// Secrets (in each pod's namespace) the pods the operator starts pull their images with:
     /// bridge workers, gateways and managed brokers; repeat or separate with commas.
     #[arg(long, env = "OMS_IMAGE_PULL_SECRETS", value_delimiter = ',')]

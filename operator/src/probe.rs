@@ -121,7 +121,7 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
     };
     match driver {
         Driver::Kafka => {
-            stream.write_all(&kafka_api_versions_request(CORRELATION_ID)).await?;
+            stream.write_all(&oms_probe::kafka::api_versions(CORRELATION_ID)).await?;
             let mut header = [0u8; 8];
             stream.read_exact(&mut header).await?;
             check_kafka_response(header).map_err(wrong)
@@ -342,20 +342,6 @@ fn creds_parts(creds: &str) -> Option<(String, String)> {
 
 const CORRELATION_ID: i32 = 0x4f4d_5301;
 
-/// Kafka `ApiVersions` v0: the one request every Kafka version answers before authentication.
-fn kafka_api_versions_request(correlation_id: i32) -> Vec<u8> {
-    let client_id = b"oms-probe";
-    let mut body = Vec::new();
-    body.extend_from_slice(&18i16.to_be_bytes()); // api key: ApiVersions
-    body.extend_from_slice(&0i16.to_be_bytes()); // api version 0
-    body.extend_from_slice(&correlation_id.to_be_bytes());
-    body.extend_from_slice(&u16::try_from(client_id.len()).unwrap_or(0).to_be_bytes());
-    body.extend_from_slice(client_id);
-    let mut frame = u32::try_from(body.len()).unwrap_or(0).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    frame
-}
-
 /// The response starts with its length and our correlation id.
 fn check_kafka_response(header: [u8; 8]) -> Result<(), String> {
     let correlation = i32::from_be_bytes([header[4], header[5], header[6], header[7]]);
@@ -421,14 +407,6 @@ fn check_mqtt_connack(connack: [u8; 4]) -> Result<(), ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kafka_request_is_length_prefixed_api_versions_v0() {
-        let frame = kafka_api_versions_request(7);
-        assert_eq!(&frame[..4], &(u32::try_from(frame.len() - 4).expect("len")).to_be_bytes());
-        assert_eq!(&frame[4..8], &[0, 18, 0, 0]);
-        assert_eq!(&frame[8..12], &7i32.to_be_bytes());
-    }
 
     #[test]
     fn mqtt_connect_remaining_length_matches_its_body_with_and_without_a_login() {

@@ -113,7 +113,13 @@ mod tests {
     fn access_point(sharing: &str) -> AccessPoint {
         let spec =
             serde_yaml_ng::from_str(&format!("{{driver: rabbitmq, managed: {{replicas: 3}}{sharing}}}")).expect("spec");
-        let images = DefaultImages { kafka: "k".into(), nats: "n".into(), rabbitmq: "r:4.1".into(), mqtt: "m".into() };
+        let images = DefaultImages {
+            kafka: "k".into(),
+            nats: "n".into(),
+            rabbitmq: "r:4.1".into(),
+            mqtt: "m".into(),
+            probe: "p".into(),
+        };
         validate("billing", "acme", &spec, "local", None, &images).expect("valid")
     }
 

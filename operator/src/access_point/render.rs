@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -233,6 +233,14 @@ fn stateful_set(
 ) -> StatefulSet {
     let mut volumes = volumes(ap, managed, &pod);
     let grace_seconds = pod.pre_stop.as_ref().map(|stop| stop.grace_seconds);
+    let init_containers = pod.ready_probe.is_some().then(|| {
+        volumes.push(Volume {
+            name: PROBE_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        vec![probe_installer(&managed.probe_image)]
+    });
     let volume_claim_templates = if let Some((size, class)) = &managed.storage {
         Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta { name: Some(DATA_VOLUME.into()), labels: Some(labels(ap)), ..ObjectMeta::default() },
@@ -291,6 +299,7 @@ fn stateful_set(
                         }),
                         ..PodSecurityContext::default()
                     }),
+                    init_containers,
                     containers: vec![broker_container(managed, broker, pod)],
                     termination_grace_period_seconds: grace_seconds,
                     volumes: Some(volumes),
@@ -364,12 +373,22 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
     // minutes, so that a broker catching up on a large stream, or waiting for its peers to form a
     // cluster (RabbitMQ opens its port only once it has joined), is not restarted for it.
     let started = |probe: Probe| Probe { period_seconds: Some(2), failure_threshold: Some(450), ..probe };
-    let (startup_probe, readiness_probe) = match broker.health() {
+    let (startup_probe, mut readiness_probe) = match broker.health() {
         Health::ClientPort => (started(client_probe.clone()), client_probe.clone()),
         Health::Http { port, started: path, ready } => {
             (started(http_probe(port, path)), Probe { period_seconds: Some(10), ..http_probe(port, ready) })
         }
     };
+    if let Some(args) = pod.ready_probe {
+        readiness_probe = Probe {
+            exec: Some(ExecAction { command: Some([PROBE_BINARY.to_owned()].into_iter().chain(args).collect()) }),
+            period_seconds: Some(5),
+            // The probe gives up after 4 s and says why; the kubelet's limit is a backstop.
+            timeout_seconds: Some(5),
+            failure_threshold: Some(2),
+            ..Probe::default()
+        };
+    }
     let mut mounts = vec![
         VolumeMount { name: "config".into(), mount_path: broker.config_dir().into(), ..VolumeMount::default() },
         VolumeMount { name: DATA_VOLUME.into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
@@ -379,6 +398,14 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         mounts.push(VolumeMount {
             name: "tls".into(),
             mount_path: broker.tls_dir().into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    if readiness_probe.exec.is_some() {
+        mounts.push(VolumeMount {
+            name: PROBE_VOLUME.into(),
+            mount_path: PROBE_DIR.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -422,6 +449,41 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The volume `oms-probe` is copied into, and where the broker's container sees it.
+const PROBE_VOLUME: &str = "probe";
+const PROBE_DIR: &str = "/opt/oms-probe";
+const PROBE_BINARY: &str = "/opt/oms-probe/oms-probe";
+
+/// The init container that copies `oms-probe` out of the operator's image (`image`), which is
+/// distroless and has no `cp`: the binary copies itself. Statically linked, it runs in any
+/// broker image.
+fn probe_installer(image: &str) -> Container {
+    Container {
+        name: "oms-probe".into(),
+        image: Some(image.to_owned()),
+        command: Some(vec!["/usr/local/bin/oms-probe".into(), "install".into(), PROBE_BINARY.into()]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: PROBE_VOLUME.into(),
+            mount_path: PROBE_DIR.into(),
+            ..VolumeMount::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [("cpu".to_owned(), Quantity("10m".into())), ("memory".to_owned(), Quantity("16Mi".into()))].into(),
+            ),
+            limits: Some([("memory".to_owned(), Quantity("32Mi".into()))].into()),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
             ..SecurityContext::default()
         }),
@@ -558,6 +620,7 @@ mod tests {
             nats: "nats:2.15.2".into(),
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
+            probe: "oms-operator:test".into(),
         };
         let ap = validate("orders-kafka", "acme", &spec, "local", None, &images).expect("valid");
         let Plan::Managed(m) = ap.plan.clone() else { panic!("managed") };
@@ -708,6 +771,46 @@ mod tests {
             assert!(startup.tcp_socket.is_some() && startup.failure_threshold == Some(450), "{spec}");
             assert!(broker.readiness_probe.and_then(|p| p.tcp_socket).is_some(), "{spec}");
         }
+    }
+
+    #[test]
+    fn kafka_is_ready_by_oms_probe_copied_in_from_the_operator_image_with_its_login_from_the_env() {
+        let (_, objects) = render("{driver: kafka, managed: {replicas: 3}}");
+        let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
+        let installer = &pod.init_containers.clone().expect("an init container")[0];
+        assert_eq!(installer.image.as_deref(), Some("oms-operator:test"));
+        assert_eq!(
+            installer.command.clone().expect("command"),
+            ["/usr/local/bin/oms-probe", "install", "/opt/oms-probe/oms-probe"]
+        );
+        let security = installer.security_context.clone().expect("restricted");
+        assert_eq!(
+            (security.allow_privilege_escalation, security.read_only_root_filesystem),
+            (Some(false), Some(true))
+        );
+        assert!(pod.volumes.iter().flatten().any(|v| v.name == "probe" && v.empty_dir.is_some()));
+
+        let broker = &pod.containers[0];
+        let ready = broker.readiness_probe.clone().expect("readiness");
+        let command = ready.exec.and_then(|e| e.command).expect("an exec probe");
+        assert_eq!(command[..2], ["/opt/oms-probe/oms-probe".to_owned(), "kafka".to_owned()]);
+        assert!(command.windows(2).any(|w| w == ["--domain", "orders-kafka.acme.svc"]), "{command:?}");
+        assert!(command.windows(2).any(|w| w == ["--ca", "/etc/oms/kafka-tls/ca.crt"]), "{command:?}");
+        assert!(command.windows(2).any(|w| w == ["--password-env", "OMS_ADMIN_PASSWORD"]), "{command:?}");
+        let mount = broker.volume_mounts.iter().flatten().find(|m| m.name == "probe").expect("mounted");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/opt/oms-probe", Some(true)));
+        // Started and alive stay by the port: a broker replaying its log is not restarted for it.
+        assert!(broker.startup_probe.clone().and_then(|p| p.tcp_socket).is_some());
+        assert!(broker.liveness_probe.clone().and_then(|p| p.tcp_socket).is_some());
+
+        let (_, objects) = render("{driver: kafka, managed: {replicas: 1}, tls: {enabled: false}}");
+        let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
+        let command = pod.containers[0].readiness_probe.clone().and_then(|p| p.exec?.command).expect("exec");
+        assert!(!command.contains(&"--ca".to_owned()), "plaintext without TLS: {command:?}");
+
+        let (_, objects) = render("{driver: nats, managed: {replicas: 3}}");
+        let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
+        assert!(pod.init_containers.is_none(), "NATS keeps its own health endpoint");
     }
 
     #[test]

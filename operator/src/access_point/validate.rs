@@ -75,6 +75,8 @@ pub struct Managed {
     /// ([`super::shrink`]); `replicas` stays the current size until a step stops one.
     pub steps_down_to: Option<i32>,
     pub image: String,
+    /// Image `oms-probe` is copied from, where the broker's readiness needs it: the operator's.
+    pub probe_image: String,
     /// Size (as written, e.g. `10Gi`) and StorageClass of each pod's volume; None: emptyDir.
     pub storage: Option<(String, Option<String>)>,
     pub resources: Option<ResourceRequirements>,
@@ -178,6 +180,7 @@ pub fn validate(
                 resize_refused,
                 steps_down_to,
                 image,
+                probe_image: images.probe.clone(),
                 storage: managed.storage.as_ref().map(|s| (s.size.clone(), s.storage_class_name.clone())),
                 resources: managed.resources.clone(),
                 config: managed.config.clone(),
@@ -319,6 +322,7 @@ mod tests {
             nats: "nats:2.15.2".into(),
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
+            probe: "oms-operator:test".into(),
         }
     }
 

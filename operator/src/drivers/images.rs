@@ -9,6 +9,8 @@ pub struct DefaultImages {
     pub nats: String,
     pub rabbitmq: String,
     pub mqtt: String,
+    /// The image `oms-probe` is copied from into brokers' pods: the operator's own.
+    pub probe: String,
 }
 
 impl DefaultImages {

@@ -101,6 +101,9 @@ pub struct BrokerPod {
     pub secret_file: Option<SecretFile>,
     /// What runs before the broker is stopped, where stopping it at once could cost its peers.
     pub pre_stop: Option<PreStop>,
+    /// Arguments of `oms-probe` (copied into the pod from the operator's image) that tell this
+    /// broker serves: its readiness check in place of [`BrokerDriver::health`]'s.
+    pub ready_probe: Option<Vec<String>>,
 }
 
 /// A command the kubelet runs in the broker's container before stopping it (a roll, a pod

@@ -210,6 +210,7 @@ impl BrokerDriver for Rabbitmq {
             // Rendered for any size: a node alone in its cluster passes the check at once, and a
             // size change leaves the pod template as it is.
             pre_stop: Some(wait_for_quorum_plus_one()),
+            ready_probe: None,
         }
     }
 }

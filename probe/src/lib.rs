@@ -1,0 +1,76 @@
+//! Readiness probes that speak the broker's protocol, for the kubelet to run in a broker's pod.
+//!
+//! A TCP connect says the port is open, not that the broker serves: a Kafka broker accepts
+//! connections before it has caught up with the metadata log, and a stopped or wedged process
+//! still completes handshakes in the kernel. Each probe here logs in as a client does and asks
+//! the broker something only a serving broker answers. Each checks its own pod only: cluster
+//! health is the roll's business, or every pod would leave its Services at once.
+
+pub mod kafka;
+pub mod net;
+pub mod scram;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::rand::SecureRandom as _;
+
+use crate::net::{Connection, Tls};
+use crate::scram::{Exchange, Hash};
+
+/// Largest answer read: Metadata of a few hundred brokers fits.
+const ANSWER_LIMIT: usize = 1 << 20;
+
+/// A Kafka broker in this pod, as its own clients reach it. No `Debug`: it holds a password.
+pub struct KafkaTarget<'a> {
+    pub addr: SocketAddr,
+    pub tls: Option<Tls<'a>>,
+    /// The broker as it should list itself: node id and advertised address.
+    pub me: kafka::Broker,
+    pub user: &'a str,
+    pub password: &'a str,
+}
+
+/// Logs in with SCRAM-SHA-512 and checks that the broker lists itself as serving.
+pub fn probe_kafka(target: &KafkaTarget<'_>, deadline: Instant) -> Result<(), String> {
+    let mut connection = Connection::open(target.addr, target.tls.as_ref(), deadline)?;
+    let mut correlation_id = 0;
+    let mut call = |request: &dyn Fn(i32) -> Vec<u8>| -> Result<Vec<u8>, String> {
+        correlation_id += 1;
+        let answer = connection.exchange(&request(correlation_id), ANSWER_LIMIT)?;
+        let (echoed, body) = kafka::split_header(&answer).map_err(|e| e.to_string())?;
+        if echoed != correlation_id {
+            return Err(format!("answer to request {echoed}, not {correlation_id}"));
+        }
+        Ok(body.to_vec())
+    };
+
+    let handshake = call(&|id| kafka::sasl_handshake(id, "SCRAM-SHA-512"))?;
+    kafka::sasl_handshake_response(&handshake)
+        .map_err(|e| e.to_string())?
+        .map_err(|offered| format!("SCRAM-SHA-512 not offered on this listener (offered: {})", offered.join(", ")))?;
+    let exchange = Exchange::new(Hash::Sha512, target.user, target.password, &nonce()?);
+    let login = |body: &[u8]| {
+        kafka::sasl_authenticate_response(body)
+            .map_err(|e| e.to_string())?
+            .map_err(|refused| format!("login as {:?} refused: {refused}", target.user))
+    };
+    let client_first = exchange.client_first();
+    let server_first = login(&call(&|id| kafka::sasl_authenticate(id, client_first.as_bytes()))?)?;
+    let client_final = exchange.client_final(&server_first).map_err(|e| format!("SCRAM: {e}"))?;
+    let server_final = login(&call(&|id| kafka::sasl_authenticate(id, client_final.message.as_bytes()))?)?;
+    client_final.check_server_final(&server_final).map_err(|e| format!("SCRAM: {e}"))?;
+
+    let metadata = call(&kafka::metadata)?;
+    let brokers = kafka::metadata_brokers(&metadata).map_err(|e| e.to_string())?;
+    kafka::check_listed(&brokers, &target.me)
+}
+
+/// 24 random bytes in base64: printable and without commas, as SCRAM wants.
+fn nonce() -> Result<String, String> {
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| "no randomness for the SCRAM nonce".to_owned())?;
+    Ok(BASE64.encode(bytes))
+}
