@@ -56,6 +56,11 @@ if [[ ${1} != --inside ]]; then
 		;;
 	esac
 	: >"$pod/created"
+	# The probe's mount point is the same for every kind: made here once and left, as removing it
+	# would detach it under a pod of another kind that is still running.
+	while read -r target relative; do
+		[[ $relative != probe ]] || mkdir -p "$target"
+	done <"$pod/mounts"
 	# One pod of a kind at a time: two share the image paths they are mounted on, and removing a
 	# directory one of them made detaches the other's mount there (Linux unmounts a removed mount
 	# point in every namespace), which a RabbitMQ still reading its config does not survive.
@@ -317,17 +322,24 @@ mqtt)
 	;;
 esac
 # A stopped broker (a wedged JVM, a frozen VM) still completes TCP handshakes in the kernel: the
-# probe must call it not ready, and ready again once it runs.
+# probe must call it not ready, and ready again once it runs. Stopped with everything it started
+# (RabbitMQ's server script runs the Erlang VM as its child).
+tree() {
+	local child
+	echo "$1"
+	for child in $(pgrep -P "$1"); do tree "$child"; done
+}
 if ((${#ready_probe[@]})) && [[ $got == *"$message"* ]]; then
-	kill -STOP "$broker"
+	mapfile -t stopped < <(tree "$broker")
+	kill -STOP "${stopped[@]}"
 	if port_open; then port_state=open; else port_state=closed; fi
 	if said=$(in_pod "${ready_probe[@]}" 2>&1); then
-		kill -CONT "$broker"
+		kill -CONT "${stopped[@]}"
 		echo "boot: the readiness probe passed against a stopped broker" >&2
 		exit 1
 	fi
 	stopped_said=$said
-	kill -CONT "$broker"
+	kill -CONT "${stopped[@]}"
 	probe_until_ready 60 || {
 		echo "boot: the readiness probe did not pass again after the broker resumed: $said" >&2
 		exit 1

@@ -84,6 +84,25 @@ impl Drop for KafkaNode {
     }
 }
 
+/// Whether process `pid` has a socket listening on `port`: a LISTEN entry of /proc's tcp tables
+/// (tcp6 too: Java binds 127.0.0.1 on an IPv6 socket) whose inode is one of its descriptors.
+fn listens(pid: u32, port: u16) -> bool {
+    let table = ["tcp", "tcp6"].map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).unwrap_or_default());
+    let listening: Vec<String> = table
+        .iter()
+        .flat_map(|t| t.lines().skip(1))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
+            let inode = fields.get(9)?;
+            (local_port == port && fields.get(3) == Some(&"0A")).then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| listening.iter().any(|l| target.as_os_str() == l.as_str()))
+    })
+}
+
 /// `java` with Kafka's jars (tools.sh kafka) and a log4j2 configuration that logs to stdout.
 fn kafka_java(dir: &Path) -> Command {
     let mut java = Command::new("java");
@@ -132,9 +151,12 @@ fn kafka_opens_its_client_port_only_once_its_controller_unfenced_it() -> anyhow:
         )?;
     }
     let broker_log = || std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
-    let client_port_open = || TcpStream::connect(("127.0.0.1", client_port)).is_ok();
 
-    let _broker = KafkaNode::start(&dir, "broker")?;
+    let broker = KafkaNode::start(&dir, "broker")?;
+    // The broker's own listener: the port was free when drawn, and another test's process may take
+    // it meanwhile, which a connect alone would count.
+    let client_port_open =
+        || listens(broker.0.id(), client_port) && TcpStream::connect(("127.0.0.1", client_port)).is_ok();
     poll("the broker waiting for its controller", DEADLINE, || {
         Ok(broker_log().contains("Waiting for the controller to acknowledge that we are caught up").then_some(()))
     })?;

@@ -133,7 +133,8 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
             check_amqp_connection_start(&frame).map_err(wrong)
         }
         Driver::Mqtt => {
-            stream.write_all(&mqtt_connect(login.credentials)).await?;
+            let login_pair = login.credentials.map(|c| (c.username.as_str(), c.password.as_str()));
+            stream.write_all(&oms_probe::mqtt::connect("oms-probe", login_pair)).await?;
             let mut connack = [0u8; 4];
             stream.read_exact(&mut connack).await?;
             check_mqtt_connack(connack)?;
@@ -357,50 +358,16 @@ fn check_amqp_connection_start(frame: &[u8; 11]) -> Result<(), String> {
     }
 }
 
-/// MQTT 3.1.1 CONNECT, clean session, keep-alive 10 s, client id `oms-probe`, with the user and
-/// password when there are some.
-fn mqtt_connect(credentials: Option<&Credentials>) -> Vec<u8> {
-    let field = |bytes: &[u8], out: &mut Vec<u8>| {
-        out.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
-        out.extend_from_slice(&bytes[..bytes.len().min(usize::from(u16::MAX))]);
-    };
-    let mut body = Vec::new();
-    field(b"MQTT", &mut body);
-    body.push(4); // protocol level 4 (3.1.1)
-    body.push(if credentials.is_some() { 0xc2 } else { 0x02 }); // user, password, clean session
-    body.extend_from_slice(&10u16.to_be_bytes()); // keep-alive
-    field(b"oms-probe", &mut body);
-    if let Some(credentials) = credentials {
-        field(credentials.username.as_bytes(), &mut body);
-        field(credentials.password.as_bytes(), &mut body);
-    }
-    let mut packet = vec![0x10];
-    // Remaining length, variable-length encoded.
-    let mut length = body.len();
-    loop {
-        let byte = u8::try_from(length % 128).unwrap_or(0);
-        length /= 128;
-        packet.push(if length > 0 { byte | 0x80 } else { byte });
-        if length == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    packet
-}
-
 /// CONNACK: 0 accepts; 4 (bad user name or password) and 5 (not authorized) refuse the login.
 fn check_mqtt_connack(connack: [u8; 4]) -> Result<(), ProbeError> {
-    match connack {
-        [0x20, 2, _, 0] => Ok(()),
-        [0x20, 2, _, code @ (4 | 5)] => Err(ProbeError::LoginRefused(format!("CONNACK return code {code}"))),
-        [0x20, 2, _, code] => Err(ProbeError::WrongProtocol {
+    match oms_probe::mqtt::connack_code(connack) {
+        Ok(0) => Ok(()),
+        Ok(code @ (4 | 5)) => Err(ProbeError::LoginRefused(format!("CONNACK return code {code}"))),
+        Ok(code) => Err(ProbeError::WrongProtocol {
             driver: Driver::Mqtt,
             detail: format!("broker refused the connection with return code {code}"),
         }),
-        other => {
-            Err(ProbeError::WrongProtocol { driver: Driver::Mqtt, detail: format!("expected CONNACK, got {other:?}") })
-        }
+        Err(detail) => Err(ProbeError::WrongProtocol { driver: Driver::Mqtt, detail }),
     }
 }
 
@@ -409,15 +376,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mqtt_connect_remaining_length_matches_its_body_with_and_without_a_login() {
-        let anonymous = mqtt_connect(None);
-        assert_eq!(usize::from(anonymous[1]), anonymous.len() - 2);
-        assert_eq!(anonymous[9], 0x02, "clean session only");
-        let long = Credentials { username: "u".repeat(100), password: "p".repeat(100) };
-        let with_login = mqtt_connect(Some(&long));
-        let (first, second) = (usize::from(with_login[1] & 0x7f), usize::from(with_login[2]));
-        assert_eq!(first + 128 * second, with_login.len() - 3, "two length bytes past 127");
-        assert_eq!(with_login[10], 0xc2, "user and password flags");
+    fn mqtt_connack_codes_name_a_refused_login_apart() {
         assert_eq!(check_mqtt_connack([0x20, 2, 0, 0]), Ok(()));
         assert!(matches!(check_mqtt_connack([0x20, 2, 0, 5]), Err(ProbeError::LoginRefused(_))));
         assert!(matches!(check_mqtt_connack([0x20, 2, 0, 2]), Err(ProbeError::WrongProtocol { .. })));

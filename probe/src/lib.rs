@@ -6,7 +6,9 @@
 //! the broker something only a serving broker answers. Each checks its own pod only: cluster
 //! health is the roll's business, or every pod would leave its Services at once.
 
+pub mod amqp;
 pub mod kafka;
+pub mod mqtt;
 pub mod net;
 pub mod scram;
 
@@ -73,4 +75,53 @@ fn nonce() -> Result<String, String> {
     let mut bytes = [0u8; 24];
     ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| "no randomness for the SCRAM nonce".to_owned())?;
     Ok(BASE64.encode(bytes))
+}
+
+/// A broker in this pod that takes a user and password (RabbitMQ, Mosquitto).
+pub struct LoginTarget<'a> {
+    pub addr: SocketAddr,
+    pub tls: Option<Tls<'a>>,
+    pub user: &'a str,
+    pub password: &'a str,
+}
+
+/// Logs in to RabbitMQ (AMQP 0-9-1, PLAIN) and opens `vhost`, then closes as a client does.
+pub fn probe_amqp(target: &LoginTarget<'_>, vhost: &str, deadline: Instant) -> Result<(), String> {
+    let mut connection = Connection::open(target.addr, target.tls.as_ref(), deadline)?;
+    connection.send(amqp::PROTOCOL_HEADER)?;
+    amqp_method(&mut connection, amqp::START)?;
+    connection.send(&amqp::start_ok(target.user, target.password))?;
+    // A refused login ends the connection (RabbitMQ closes it, with or without a Close).
+    let tune =
+        amqp_method(&mut connection, amqp::TUNE).map_err(|e| format!("login as {:?} refused: {e}", target.user))?;
+    connection.send(&amqp::tune_ok(&tune))?;
+    connection.send(&amqp::open(vhost))?;
+    amqp_method(&mut connection, amqp::OPEN_OK).map_err(|e| format!("virtual host {vhost:?} not opened: {e}"))?;
+    connection.send(&amqp::close())?;
+    amqp_method(&mut connection, amqp::CLOSE_OK).map(drop)
+}
+
+/// Logs in to Mosquitto (MQTT 3.1.1, a client id the broker assigns) and says goodbye.
+pub fn probe_mqtt(target: &LoginTarget<'_>, deadline: Instant) -> Result<(), String> {
+    let mut connection = Connection::open(target.addr, target.tls.as_ref(), deadline)?;
+    connection.send(&mqtt::connect("", Some((target.user, target.password))))?;
+    match mqtt::connack_code(connection.read_array()?)? {
+        0 => connection.send(&mqtt::DISCONNECT),
+        code @ (4 | 5) => Err(format!("login as {:?} refused: CONNACK return code {code}", target.user)),
+        code => Err(format!("the broker refused the connection: CONNACK return code {code}")),
+    }
+}
+
+/// The next Connection method from the broker: `expected`'s arguments, or why not.
+fn amqp_method(connection: &mut Connection, expected: u16) -> Result<Vec<u8>, String> {
+    let size = amqp::method_frame_size(connection.read_array()?)?;
+    let frame = connection.read(size + 1, ANSWER_LIMIT)?;
+    let (method, arguments) = amqp::connection_method(&frame)?;
+    if method == expected {
+        Ok(arguments.to_vec())
+    } else if method == amqp::CLOSE {
+        Err(format!("the broker closed the connection: {}", amqp::close_reason(arguments)))
+    } else {
+        Err(format!("expected Connection method {expected}, got {method}"))
+    }
 }

@@ -11,9 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use oms_probe::kafka::Broker;
 use oms_probe::net::Tls;
-use oms_probe::{KafkaTarget, probe_kafka};
+use oms_probe::{KafkaTarget, LoginTarget, kafka, probe_amqp, probe_kafka, probe_mqtt};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Readiness probes that speak the broker's protocol")]
@@ -28,32 +27,84 @@ enum Command {
     Install { dest: PathBuf },
     /// Ready when the Kafka broker on this pod takes a SCRAM-SHA-512 login and lists itself, by
     /// the node id of this pod's ordinal (POD_NAME), at POD_NAME.DOMAIN:PORT.
-    Kafka {
-        #[arg(long, default_value_t = 9092)]
-        port: u16,
-        /// The pods' DNS domain: `<headless service>.<namespace>.svc`.
-        #[arg(long)]
-        domain: String,
-        /// With TLS: the CA the broker's certificate is checked against (for POD_NAME.DOMAIN).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Environment variables holding the login.
-        #[arg(long)]
-        user_env: String,
-        #[arg(long)]
-        password_env: String,
-        #[arg(long, default_value_t = 4)]
-        timeout_seconds: u64,
+    Kafka(Broker),
+    /// Ready when RabbitMQ on this pod takes a PLAIN login and opens the virtual host.
+    Amqp {
+        #[command(flatten)]
+        broker: Broker,
+        #[arg(long, default_value = "/")]
+        vhost: String,
     },
+    /// Ready when Mosquitto on this pod accepts an MQTT 3.1.1 login.
+    Mqtt(Broker),
+}
+
+/// The broker on this pod and how to log in to it.
+#[derive(Debug, clap::Args)]
+struct Broker {
+    /// Its client port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// The pods' DNS domain: `<headless service>.<namespace>.svc`.
+    #[arg(long)]
+    domain: String,
+    /// With TLS: the CA the broker's certificate is checked against (for POD_NAME.DOMAIN).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Environment variables holding the login.
+    #[arg(long)]
+    user_env: String,
+    #[arg(long)]
+    password_env: String,
+    #[arg(long, default_value_t = 4)]
+    timeout_seconds: u64,
+}
+
+/// What every probe reads of this pod: its name, and the login from the environment.
+struct Pod {
+    name: String,
+    host: String,
+    user: String,
+    password: String,
+    deadline: Instant,
+}
+
+impl Broker {
+    fn pod(&self) -> Result<Pod, String> {
+        let env = |name: &str| std::env::var(name).map_err(|_| format!("environment variable {name} is not set"));
+        let name = env("POD_NAME")?;
+        Ok(Pod {
+            host: format!("{name}.{}", self.domain),
+            name,
+            user: env(&self.user_env)?,
+            password: env(&self.password_env)?,
+            deadline: Instant::now() + Duration::from_secs(self.timeout_seconds),
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    fn tls(&self, pod: &Pod) -> Option<Tls<'_>> {
+        self.ca.as_deref().map(|ca_file| Tls { ca_file, server_name: pod.host.clone() })
+    }
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Install { dest } => install(&dest),
-        Command::Kafka { port, domain, ca, user_env, password_env, timeout_seconds } => {
-            let deadline = Instant::now() + Duration::from_secs(timeout_seconds);
-            kafka(port, &domain, ca.as_deref(), &user_env, &password_env, deadline)
-        }
+        Command::Kafka(broker) => kafka(&broker),
+        Command::Amqp { broker, vhost } => broker.pod().and_then(|pod| {
+            let target =
+                LoginTarget { addr: broker.addr(), tls: broker.tls(&pod), user: &pod.user, password: &pod.password };
+            probe_amqp(&target, &vhost, pod.deadline)
+        }),
+        Command::Mqtt(broker) => broker.pod().and_then(|pod| {
+            let target =
+                LoginTarget { addr: broker.addr(), tls: broker.tls(&pod), user: &pod.user, password: &pod.password };
+            probe_mqtt(&target, pod.deadline)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,30 +115,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn kafka(
-    port: u16,
-    domain: &str,
-    ca: Option<&Path>,
-    user_env: &str,
-    password_env: &str,
-    deadline: Instant,
-) -> Result<(), String> {
-    let env = |name: &str| std::env::var(name).map_err(|_| format!("environment variable {name} is not set"));
-    let pod = env("POD_NAME")?;
+fn kafka(broker: &Broker) -> Result<(), String> {
+    let pod = broker.pod()?;
     let node_id = pod
+        .name
         .rsplit_once('-')
         .and_then(|(_, ordinal)| ordinal.parse().ok())
-        .ok_or_else(|| format!("POD_NAME {pod:?} does not end in a StatefulSet ordinal"))?;
-    let host = format!("{pod}.{domain}");
-    let (user, password) = (env(user_env)?, env(password_env)?);
+        .ok_or_else(|| format!("POD_NAME {:?} does not end in a StatefulSet ordinal", pod.name))?;
     let target = KafkaTarget {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        tls: ca.map(|ca_file| Tls { ca_file, server_name: host.clone() }),
-        me: Broker { node_id, host, port: i32::from(port) },
-        user: &user,
-        password: &password,
+        addr: broker.addr(),
+        tls: broker.tls(&pod),
+        me: kafka::Broker { node_id, host: pod.host.clone(), port: i32::from(broker.port) },
+        user: &pod.user,
+        password: &pod.password,
     };
-    probe_kafka(&target, deadline)
+    probe_kafka(&target, pod.deadline)
 }
 
 /// Copies this executable to `dest` through a temporary name, so that a restarted init

@@ -53,19 +53,33 @@ impl Connection {
         }
     }
 
-    /// Sends `request` and reads one length-prefixed (4 bytes, big endian) answer, at most
-    /// `limit` bytes long.
-    pub fn exchange(&mut self, request: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-        self.io(|stream| stream.write_all(request).and_then(|()| stream.flush()))?;
-        let mut length = [0u8; 4];
-        self.io(|stream| stream.read_exact(&mut length))?;
-        let length = usize::try_from(u32::from_be_bytes(length)).unwrap_or(usize::MAX);
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.io(|stream| stream.write_all(bytes).and_then(|()| stream.flush()))
+    }
+
+    /// Reads exactly `N` bytes.
+    pub fn read_array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut bytes = [0u8; N];
+        self.io(|stream| stream.read_exact(&mut bytes))?;
+        Ok(bytes)
+    }
+
+    /// Reads `length` bytes, refusing more than `limit`.
+    pub fn read(&mut self, length: usize, limit: usize) -> Result<Vec<u8>, String> {
         if length > limit {
             return Err(format!("an answer of {length} bytes, more than the {limit} expected"));
         }
-        let mut answer = vec![0u8; length];
-        self.io(|stream| stream.read_exact(&mut answer))?;
-        Ok(answer)
+        let mut bytes = vec![0u8; length];
+        self.io(|stream| stream.read_exact(&mut bytes))?;
+        Ok(bytes)
+    }
+
+    /// Sends `request` and reads one length-prefixed (4 bytes, big endian) answer, as Kafka
+    /// frames them.
+    pub fn exchange(&mut self, request: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+        self.send(request)?;
+        let length = u32::from_be_bytes(self.read_array()?);
+        self.read(usize::try_from(length).unwrap_or(usize::MAX), limit)
     }
 
     /// One I/O step, with whatever time is left; a TLS failure names the certificate's problem.

@@ -734,8 +734,9 @@ mod tests {
         );
         let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "tls").expect("mounted");
         assert_eq!(mount.mount_path, "/mosquitto/tls");
-        let probe = pod.containers[0].readiness_probe.clone().and_then(|p| p.tcp_socket).expect("tcp probe");
-        assert_eq!(probe.port, IntOrString::Int(8883));
+        let ready = pod.containers[0].readiness_probe.clone().and_then(|p| p.exec?.command).expect("oms-probe");
+        assert!(ready.windows(2).any(|w| w == ["--port", "8883"]), "{ready:?}");
+        assert!(ready.windows(2).any(|w| w == ["--ca", "/mosquitto/tls/ca.crt"]), "{ready:?}");
         assert_eq!(client_hosts(&ap, managed_driver(ap.driver))[0].1, 8883);
         let client = objects.client_service.spec.and_then(|s| s.ports).expect("ports");
         assert_eq!((client[0].name.as_deref(), client[0].port), (Some("mqtts"), 8883));
@@ -747,7 +748,7 @@ mod tests {
     }
 
     #[test]
-    fn nats_is_started_once_caught_up_and_ready_while_jetstream_is_on_other_brokers_by_their_port() {
+    fn nats_is_started_once_caught_up_and_ready_while_jetstream_is_on_others_by_their_port_then_oms_probe() {
         let container = |spec| {
             let (_, objects) = render(spec);
             objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod").containers[0].clone()
@@ -763,13 +764,18 @@ mod tests {
         let alive = nats.liveness_probe.and_then(|p| p.tcp_socket).expect("liveness by the client port");
         assert_eq!(alive.port, IntOrString::Int(4222));
 
-        // The others by their client port, started within the same 15 minutes: a RabbitMQ node
-        // opens it only once it has found its peers.
-        for spec in ["{driver: mqtt, managed: {replicas: 1}}", "{driver: rabbitmq, managed: {replicas: 3}}"] {
+        // The others started by their client port within the same 15 minutes (a RabbitMQ node
+        // opens it only once it has found its peers), then ready by oms-probe's login.
+        for (spec, protocol) in [
+            ("{driver: mqtt, managed: {replicas: 1}}", "mqtt"),
+            ("{driver: rabbitmq, managed: {replicas: 3}}", "amqp"),
+            ("{driver: kafka, managed: {replicas: 3}}", "kafka"),
+        ] {
             let broker = container(spec);
             let startup = broker.startup_probe.expect("a startup probe");
             assert!(startup.tcp_socket.is_some() && startup.failure_threshold == Some(450), "{spec}");
-            assert!(broker.readiness_probe.and_then(|p| p.tcp_socket).is_some(), "{spec}");
+            let ready = broker.readiness_probe.and_then(|p| p.exec?.command).expect("oms-probe");
+            assert_eq!(ready[..2], ["/opt/oms-probe/oms-probe".to_owned(), protocol.to_owned()], "{spec}");
         }
     }
 
@@ -811,6 +817,31 @@ mod tests {
         let (_, objects) = render("{driver: nats, managed: {replicas: 3}}");
         let pod = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod");
         assert!(pod.init_containers.is_none(), "NATS keeps its own health endpoint");
+    }
+
+    #[test]
+    fn rabbitmq_and_mosquitto_probes_log_in_from_secrets_the_broker_already_has() {
+        let secret_of = |container: &Container, name: &str| {
+            let var = container.env.iter().flatten().find(|e| e.name == name).expect(name);
+            let key = var.value_from.clone().and_then(|f| f.secret_key_ref).expect("from a Secret");
+            (key.name, key.key)
+        };
+        let (_, objects) = render("{driver: rabbitmq, managed: {replicas: 3}}");
+        let rabbitmq = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod").containers[0].clone();
+        let ready = rabbitmq.readiness_probe.clone().and_then(|p| p.exec?.command).expect("oms-probe");
+        assert!(ready.windows(2).any(|w| w == ["--port", "5671"]), "amqps: {ready:?}");
+        assert_eq!(secret_of(&rabbitmq, "OMS_ADMIN_USER"), ("orders-kafka-credentials".into(), "username".into()));
+        assert_eq!(secret_of(&rabbitmq, "OMS_ADMIN_PASSWORD"), ("orders-kafka-credentials".into(), "password".into()));
+        let start = &objects.config_map.data.expect("files")["start.sh"];
+        assert!(start.contains("unset RABBITMQ_COOKIE OMS_ADMIN_PASSWORD"), "not the broker's: {start}");
+
+        let (_, objects) = render("{driver: mqtt, managed: {replicas: 1}}");
+        let mosquitto = objects.stateful_set.spec.and_then(|s| s.template.spec).expect("pod").containers[0].clone();
+        let ready = mosquitto.readiness_probe.clone().and_then(|p| p.exec?.command).expect("oms-probe");
+        assert!(ready.windows(2).any(|w| w == ["--user-env", "OMS_PROBE_USER"]), "{ready:?}");
+        // The access point's own tenant, from the tenants Secret the password file comes from.
+        assert_eq!(secret_of(&mosquitto, "OMS_PROBE_USER"), ("orders-kafka-tenants".into(), "acme.username".into()));
+        assert_eq!(secret_of(&mosquitto, "OMS_PROBE_PASSWORD"), ("orders-kafka-tenants".into(), "acme".into()));
     }
 
     #[test]

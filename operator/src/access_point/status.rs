@@ -49,7 +49,7 @@ pub fn managed(desired: i32, stateful_set: &StatefulSet) -> (i32, Vec<Decided>) 
 pub fn kafka_without_users(existing: &StatefulSet) -> Option<String> {
     let containers = existing.spec.as_ref()?.template.spec.as_ref()?.containers.as_slice();
     let has_user =
-        containers.iter().flat_map(|c| c.env.iter().flatten()).any(|e| e.name == crate::drivers::KAFKA_ADMIN_USER_ENV);
+        containers.iter().flat_map(|c| c.env.iter().flatten()).any(|e| e.name == crate::drivers::ADMIN_USER_ENV);
     (!has_user).then(|| {
         format!(
             "StatefulSet {} runs Kafka without authentication (made by an earlier operator version): its data has no \
@@ -266,7 +266,7 @@ mod tests {
         let earlier = with_env(vec![EnvVar { name: "POD_NAME".into(), ..EnvVar::default() }]);
         let message = kafka_without_users(&earlier).expect("refused");
         assert!(message.contains("StatefulSet orders-kafka") && message.contains("new access point"), "{message}");
-        let today = with_env(vec![EnvVar { name: crate::drivers::KAFKA_ADMIN_USER_ENV.into(), ..EnvVar::default() }]);
+        let today = with_env(vec![EnvVar { name: crate::drivers::ADMIN_USER_ENV.into(), ..EnvVar::default() }]);
         assert_eq!(kafka_without_users(&today), None);
     }
 }

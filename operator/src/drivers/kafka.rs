@@ -19,15 +19,13 @@ use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, credentials_secret, passthrough_lines, secret_env};
+use super::{
+    ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, BrokerDriver, BrokerInput, BrokerPod, credentials_secret, passthrough_lines,
+    ready_probe, secret_env,
+};
 
 pub struct Kafka;
 
-/// The environment variable the brokers read the operator's user name from.
-pub const ADMIN_USER_ENV: &str = "OMS_ADMIN_USER";
-/// And its password. start.sh unsets it before the broker starts; the readiness probe, which the
-/// kubelet runs with the container's environment, still reads it.
-const ADMIN_PASSWORD_ENV: &str = "OMS_ADMIN_PASSWORD";
 const CLIENT_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
 const CONFIG_DIR: &str = "/etc/oms/kafka";
@@ -204,30 +202,12 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
                 secret_env(ADMIN_PASSWORD_ENV, &credentials, "password"),
             ],
             secret_file: None,
-            ready_probe: Some(ready_probe(broker)),
+            // Ready when the broker takes the operator's SCRAM login and lists itself as serving:
+            // a TCP connect succeeds long before it has caught up with the metadata log.
+            ready_probe: Some(ready_probe("kafka", broker, CLIENT_PORT, (ADMIN_USER_ENV, ADMIN_PASSWORD_ENV), TLS_DIR)),
             ..BrokerPod::default()
         }
     }
-}
-
-/// Ready when the broker takes the operator's SCRAM login and lists itself as serving: a TCP
-/// connect succeeds long before a broker has caught up with the metadata log.
-fn ready_probe(broker: &BrokerInput) -> Vec<String> {
-    let mut args = vec![
-        "kafka".to_owned(),
-        "--port".to_owned(),
-        CLIENT_PORT.to_string(),
-        "--domain".to_owned(),
-        format!("{}.{}.svc", broker.name, broker.namespace),
-        "--user-env".to_owned(),
-        ADMIN_USER_ENV.to_owned(),
-        "--password-env".to_owned(),
-        ADMIN_PASSWORD_ENV.to_owned(),
-    ];
-    if broker.tls {
-        args.extend(["--ca".to_owned(), format!("{TLS_DIR}/ca.crt")]);
-    }
-    args
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use oms_crds::access_point::Driver;
 use oms_crds::common::Capabilities;
 
 pub use images::{DefaultImages, broker_image};
-pub use kafka::{ADMIN_USER_ENV as KAFKA_ADMIN_USER_ENV, Kafka};
+pub use kafka::Kafka;
 pub use mqtt::Mqtt;
 pub use nats::Nats;
 pub use rabbitmq::Rabbitmq;
@@ -231,6 +231,36 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 /// An environment variable from a key of a Secret.
+/// The environment variables a broker container gets the operator's user from (Kafka, RabbitMQ,
+/// NATS's system account). Kafka's and RabbitMQ's start scripts unset the password before the
+/// broker starts (NATS reads it from there); the readiness probe, which the kubelet runs with the
+/// container's environment, still reads it.
+pub const ADMIN_USER_ENV: &str = "OMS_ADMIN_USER";
+pub const ADMIN_PASSWORD_ENV: &str = "OMS_ADMIN_PASSWORD";
+
+/// Arguments of `oms-probe <protocol>` for the broker of this pod on `port`, logging in as the
+/// environment variables `login_env` (user, password) say; with TLS, the broker's certificate is
+/// checked against the operator's CA in `tls_dir`.
+fn ready_probe(protocol: &str, broker: &BrokerInput, port: u16, login_env: (&str, &str), tls_dir: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        protocol,
+        "--port",
+        &port.to_string(),
+        "--domain",
+        &format!("{}.{}.svc", broker.name, broker.namespace),
+        "--user-env",
+        login_env.0,
+        "--password-env",
+        login_env.1,
+    ]
+    .map(str::to_owned)
+    .into();
+    if broker.tls {
+        args.extend(["--ca".to_owned(), format!("{tls_dir}/ca.crt")]);
+    }
+    args
+}
+
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),

@@ -7,10 +7,14 @@ use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, passthrough_lines};
+use super::{BrokerDriver, BrokerInput, BrokerPod, SecretFile, passthrough_lines, ready_probe, secret_env};
 use crate::tenancy;
 
 pub struct Mqtt;
+
+/// The environment variables the readiness probe logs in with.
+const PROBE_USER_ENV: &str = "OMS_PROBE_USER";
+const PROBE_PASSWORD_ENV: &str = "OMS_PROBE_PASSWORD";
 
 const CLIENT_PORT: u16 = 1883;
 const TLS_CLIENT_PORT: u16 = 8883;
@@ -90,6 +94,7 @@ impl BrokerDriver for Mqtt {
              allow_anonymous false\npassword_file {SECRETS_DIR}/passwd\nacl_file {CONFIG_DIR}/acl\n"
         );
         conf.push_str(&passthrough_lines(&broker.config, " "));
+        let tenants_secret = tenancy::tenants_secret_name(&broker.name);
         BrokerPod {
             files: [
                 ("mosquitto.conf".to_owned(), conf),
@@ -97,10 +102,22 @@ impl BrokerDriver for Mqtt {
             ]
             .into(),
             command: vec!["mosquitto".into(), "-c".into(), format!("{CONFIG_DIR}/mosquitto.conf")],
-            env: Vec::new(),
+            // The access point's own tenant logs in for the readiness probe (Mosquitto has no user
+            // of the operator's).
+            env: vec![
+                secret_env(PROBE_USER_ENV, &tenants_secret, &tenancy::username_key(&broker.namespace)),
+                secret_env(PROBE_PASSWORD_ENV, &tenants_secret, &broker.namespace),
+            ],
+            ready_probe: Some(ready_probe(
+                "mqtt",
+                broker,
+                self.client_port(broker.tls),
+                (PROBE_USER_ENV, PROBE_PASSWORD_ENV),
+                TLS_DIR,
+            )),
             // A user per tenant; the hashes come from the tenants Secret.
             secret_file: Some(SecretFile {
-                secret: tenancy::tenants_secret_name(&broker.name),
+                secret: tenants_secret.clone(),
                 key: tenancy::MOSQUITTO_PASSWORDS_KEY.into(),
                 mount_dir: SECRETS_DIR.into(),
                 file: "passwd".into(),

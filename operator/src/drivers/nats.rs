@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, Health, credentials_secret, passthrough_lines, secret_env};
+use super::{
+    ADMIN_PASSWORD_ENV, BrokerDriver, BrokerInput, BrokerPod, Health, credentials_secret, passthrough_lines, secret_env,
+};
 use crate::tenancy;
 
 pub struct Nats;
@@ -19,8 +21,6 @@ const MONITOR_PORT: u16 = 8222;
 const CONFIG_DIR: &str = "/etc/oms/nats";
 const TLS_DIR: &str = "/etc/oms/nats-tls";
 const DATA_DIR: &str = "/data";
-/// The variable holding the operator's password, from the credentials Secret.
-const ADMIN_PASSWORD_ENV: &str = "OMS_ADMIN_PASSWORD";
 
 impl BrokerDriver for Nats {
     fn capabilities(&self) -> Capabilities {

@@ -13,10 +13,13 @@
 
 use std::fmt::Write as _;
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use k8s_openapi::api::core::v1::EnvVar;
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
-use super::{BrokerDriver, BrokerInput, BrokerPod, PreStop, SecretFile, credentials_secret, env, passthrough_lines};
+use super::{
+    ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, BrokerDriver, BrokerInput, BrokerPod, PreStop, SecretFile, credentials_secret,
+    env, passthrough_lines, ready_probe, secret_env,
+};
 use crate::tenancy;
 
 pub struct Rabbitmq;
@@ -168,7 +171,9 @@ impl BrokerDriver for Rabbitmq {
              # one's mode, and Erlang refuses a cookie that others can read.\n\
              rm -f {DATA_DIR}/.erlang.cookie\n\
              printf %s \"$RABBITMQ_COOKIE\" > {DATA_DIR}/.erlang.cookie\n\
-             unset RABBITMQ_COOKIE\n\
+             # The admin's password is the readiness probe's (the kubelet runs it with the\n\
+             # container's environment), not the broker's.\n\
+             unset RABBITMQ_COOKIE {ADMIN_PASSWORD_ENV}\n\
              exec docker-entrypoint.sh rabbitmq-server\n"
         );
         let secret = credentials_secret(&broker.name);
@@ -181,26 +186,7 @@ impl BrokerDriver for Rabbitmq {
             .into(),
             discovery_files: [(PEERS_FILE.to_owned(), peers)].into(),
             command: vec!["/bin/sh".into(), format!("{CONFIG_DIR}/start.sh")],
-            env: vec![
-                env("RABBITMQ_CONFIG_FILE", format!("{CONFIG_DIR}/rabbitmq.conf")),
-                // The only additional file: the image's conf.d defaults are ours to set.
-                env("RABBITMQ_CONFIG_FILES", format!("{CONFIG_DIR}/{PEERS_FILE}")),
-                env("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{CONFIG_DIR}/enabled_plugins")),
-                env("RABBITMQ_USE_LONGNAME", "true"),
-                env("RABBITMQ_NODENAME", format!("rabbit@$(POD_NAME).{}.{}.svc", broker.name, broker.namespace)),
-                EnvVar {
-                    name: "RABBITMQ_COOKIE".into(),
-                    value: None,
-                    value_from: Some(EnvVarSource {
-                        secret_key_ref: Some(SecretKeySelector {
-                            name: secret.clone(),
-                            key: "erlang-cookie".into(),
-                            optional: Some(false),
-                        }),
-                        ..EnvVarSource::default()
-                    }),
-                },
-            ],
+            env: container_env(broker, &secret),
             secret_file: Some(SecretFile {
                 secret: tenancy::tenants_secret_name(&broker.name),
                 key: tenancy::RABBITMQ_DEFINITIONS_KEY.into(),
@@ -210,7 +196,15 @@ impl BrokerDriver for Rabbitmq {
             // Rendered for any size: a node alone in its cluster passes the check at once, and a
             // size change leaves the pod template as it is.
             pre_stop: Some(wait_for_quorum_plus_one()),
-            ready_probe: None,
+            // Ready when the node takes the operator's login and opens the default virtual host
+            // (down on this node, the Open fails).
+            ready_probe: Some(ready_probe(
+                "amqp",
+                broker,
+                self.client_port(broker.tls),
+                (ADMIN_USER_ENV, ADMIN_PASSWORD_ENV),
+                TLS_DIR,
+            )),
         }
     }
 }
@@ -234,6 +228,22 @@ fn wait_for_quorum_plus_one() -> PreStop {
         ],
         grace_seconds: STOP_WAIT_SECONDS + 60,
     }
+}
+
+/// The broker's environment: where RabbitMQ finds its files, its node name, the shared Erlang
+/// cookie, and the operator's login for the readiness probe.
+fn container_env(broker: &BrokerInput, secret: &str) -> Vec<EnvVar> {
+    vec![
+        env("RABBITMQ_CONFIG_FILE", format!("{CONFIG_DIR}/rabbitmq.conf")),
+        // The only additional file: the image's conf.d defaults are ours to set.
+        env("RABBITMQ_CONFIG_FILES", format!("{CONFIG_DIR}/{PEERS_FILE}")),
+        env("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{CONFIG_DIR}/enabled_plugins")),
+        env("RABBITMQ_USE_LONGNAME", "true"),
+        env("RABBITMQ_NODENAME", format!("rabbit@$(POD_NAME).{}.{}.svc", broker.name, broker.namespace)),
+        secret_env(ADMIN_USER_ENV, secret, "username"),
+        secret_env(ADMIN_PASSWORD_ENV, secret, "password"),
+        secret_env("RABBITMQ_COOKIE", secret, "erlang-cookie"),
+    ]
 }
 
 #[cfg(test)]
