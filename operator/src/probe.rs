@@ -127,7 +127,7 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
             check_kafka_response(header).map_err(wrong)
         }
         Driver::Rabbitmq => {
-            stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
+            stream.write_all(oms_probe::amqp::PROTOCOL_HEADER).await?;
             let mut frame = [0u8; 11];
             stream.read_exact(&mut frame).await?;
             check_amqp_connection_start(&frame).map_err(wrong)

@@ -316,13 +316,21 @@ pub fn container(
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(locked_down()),
         ..Container::default()
+    }
+}
+
+/// A container's part of the restricted Pod Security Standard, and a read-only root: for our
+/// own binaries (bridge workers, gateways, the brokers' probe installer), which write nowhere but
+/// their volumes.
+#[must_use]
+pub fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
     }
 }
 

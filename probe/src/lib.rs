@@ -25,18 +25,18 @@ use crate::scram::{Exchange, Hash};
 /// Largest answer read: Metadata of a few hundred brokers fits.
 const ANSWER_LIMIT: usize = 1 << 20;
 
-/// A Kafka broker in this pod, as its own clients reach it. No `Debug`: it holds a password.
-pub struct KafkaTarget<'a> {
+/// The broker in this pod, as its own clients reach it, and the login the probe uses. No `Debug`:
+/// it holds a password.
+pub struct LoginTarget<'a> {
     pub addr: SocketAddr,
     pub tls: Option<Tls<'a>>,
-    /// The broker as it should list itself: node id and advertised address.
-    pub me: kafka::Broker,
     pub user: &'a str,
     pub password: &'a str,
 }
 
-/// Logs in with SCRAM-SHA-512 and checks that the broker lists itself as serving.
-pub fn probe_kafka(target: &KafkaTarget<'_>, deadline: Instant) -> Result<(), String> {
+/// Logs in with SCRAM-SHA-512 and checks that the broker lists itself as serving, as `me`: its
+/// node id at its advertised address.
+pub fn probe_kafka(target: &LoginTarget<'_>, me: &kafka::Broker, deadline: Instant) -> Result<(), String> {
     let mut connection = Connection::open(target.addr, target.tls.as_ref(), deadline)?;
     let mut correlation_id = 0;
     let mut call = |request: &dyn Fn(i32) -> Vec<u8>| -> Result<Vec<u8>, String> {
@@ -67,7 +67,7 @@ pub fn probe_kafka(target: &KafkaTarget<'_>, deadline: Instant) -> Result<(), St
 
     let metadata = call(&kafka::metadata)?;
     let brokers = kafka::metadata_brokers(&metadata).map_err(|e| e.to_string())?;
-    kafka::check_listed(&brokers, &target.me)
+    kafka::check_listed(&brokers, me)
 }
 
 /// 24 random bytes in base64: printable and without commas, as SCRAM wants.
@@ -75,14 +75,6 @@ fn nonce() -> Result<String, String> {
     let mut bytes = [0u8; 24];
     ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| "no randomness for the SCRAM nonce".to_owned())?;
     Ok(BASE64.encode(bytes))
-}
-
-/// A broker in this pod that takes a user and password (RabbitMQ, Mosquitto).
-pub struct LoginTarget<'a> {
-    pub addr: SocketAddr,
-    pub tls: Option<Tls<'a>>,
-    pub user: &'a str,
-    pub password: &'a str,
 }
 
 /// Logs in to RabbitMQ (AMQP 0-9-1, PLAIN) and opens `vhost`, then closes as a client does.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use oms_probe::net::Tls;
-use oms_probe::{KafkaTarget, LoginTarget, kafka, probe_amqp, probe_kafka, probe_mqtt};
+use oms_probe::{LoginTarget, kafka, probe_amqp, probe_kafka, probe_mqtt};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Readiness probes that speak the broker's protocol")]
@@ -82,12 +82,14 @@ impl Broker {
         })
     }
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
-    fn tls(&self, pod: &Pod) -> Option<Tls<'_>> {
-        self.ca.as_deref().map(|ca_file| Tls { ca_file, server_name: pod.host.clone() })
+    /// The broker on 127.0.0.1, with TLS checked for the pod's own name where a CA is given.
+    fn target<'a>(&'a self, pod: &'a Pod) -> LoginTarget<'a> {
+        LoginTarget {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
+            tls: self.ca.as_deref().map(|ca_file| Tls { ca_file, server_name: pod.host.clone() }),
+            user: &pod.user,
+            password: &pod.password,
+        }
     }
 }
 
@@ -95,16 +97,10 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Install { dest } => install(&dest),
         Command::Kafka(broker) => kafka(&broker),
-        Command::Amqp { broker, vhost } => broker.pod().and_then(|pod| {
-            let target =
-                LoginTarget { addr: broker.addr(), tls: broker.tls(&pod), user: &pod.user, password: &pod.password };
-            probe_amqp(&target, &vhost, pod.deadline)
-        }),
-        Command::Mqtt(broker) => broker.pod().and_then(|pod| {
-            let target =
-                LoginTarget { addr: broker.addr(), tls: broker.tls(&pod), user: &pod.user, password: &pod.password };
-            probe_mqtt(&target, pod.deadline)
-        }),
+        Command::Amqp { broker, vhost } => {
+            broker.pod().and_then(|pod| probe_amqp(&broker.target(&pod), &vhost, pod.deadline))
+        }
+        Command::Mqtt(broker) => broker.pod().and_then(|pod| probe_mqtt(&broker.target(&pod), pod.deadline)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,14 +118,8 @@ fn kafka(broker: &Broker) -> Result<(), String> {
         .rsplit_once('-')
         .and_then(|(_, ordinal)| ordinal.parse().ok())
         .ok_or_else(|| format!("POD_NAME {:?} does not end in a StatefulSet ordinal", pod.name))?;
-    let target = KafkaTarget {
-        addr: broker.addr(),
-        tls: broker.tls(&pod),
-        me: kafka::Broker { node_id, host: pod.host.clone(), port: i32::from(broker.port) },
-        user: &pod.user,
-        password: &pod.password,
-    };
-    probe_kafka(&target, pod.deadline)
+    let me = kafka::Broker { node_id, host: pod.host.clone(), port: i32::from(broker.port) };
+    probe_kafka(&broker.target(&pod), &me, pod.deadline)
 }
 
 /// Copies this executable to `dest` through a temporary name, so that a restarted init

@@ -82,7 +82,7 @@ impl Connection {
         self.read(usize::try_from(length).unwrap_or(usize::MAX), limit)
     }
 
-    /// One I/O step, with whatever time is left; a TLS failure names the certificate's problem.
+    /// One I/O step, with whatever time is left before the deadline.
     fn io<T>(&mut self, step: impl FnOnce(&mut dyn ReadWrite) -> io::Result<T>) -> Result<T, String> {
         let left = remaining(self.deadline)?;
         let socket = self.socket();

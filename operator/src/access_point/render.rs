@@ -22,7 +22,7 @@ use oms_crds::access_point_url::AccessPointUrl;
 use super::validate::{AccessPoint, Managed, Plan};
 use crate::binding::{self, Credentials};
 use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod, Health, tls_secret};
-use crate::workload::{CONFIG_HASH_ANNOTATION, config_hash};
+use crate::workload::{CONFIG_HASH_ANNOTATION, config_hash, locked_down};
 
 /// Label naming the access point an object belongs to; orphans are found by it.
 pub const ACCESS_POINT_LABEL: &str = "openmessaging.cloud/access-point";
@@ -373,22 +373,23 @@ fn broker_container(managed: &Managed, broker: &dyn BrokerDriver, pod: BrokerPod
     // minutes, so that a broker catching up on a large stream, or waiting for its peers to form a
     // cluster (RabbitMQ opens its port only once it has joined), is not restarted for it.
     let started = |probe: Probe| Probe { period_seconds: Some(2), failure_threshold: Some(450), ..probe };
-    let (startup_probe, mut readiness_probe) = match broker.health() {
+    let (startup_probe, health_ready) = match broker.health() {
         Health::ClientPort => (started(client_probe.clone()), client_probe.clone()),
         Health::Http { port, started: path, ready } => {
             (started(http_probe(port, path)), Probe { period_seconds: Some(10), ..http_probe(port, ready) })
         }
     };
-    if let Some(args) = pod.ready_probe {
-        readiness_probe = Probe {
+    let readiness_probe = match pod.ready_probe {
+        Some(args) => Probe {
             exec: Some(ExecAction { command: Some([PROBE_BINARY.to_owned()].into_iter().chain(args).collect()) }),
             period_seconds: Some(5),
             // The probe gives up after 4 s and says why; the kubelet's limit is a backstop.
             timeout_seconds: Some(5),
             failure_threshold: Some(2),
             ..Probe::default()
-        };
-    }
+        },
+        None => health_ready,
+    };
     let mut mounts = vec![
         VolumeMount { name: "config".into(), mount_path: broker.config_dir().into(), ..VolumeMount::default() },
         VolumeMount { name: DATA_VOLUME.into(), mount_path: broker.data_dir().into(), ..VolumeMount::default() },
@@ -481,12 +482,7 @@ fn probe_installer(image: &str) -> Container {
             limits: Some([("memory".to_owned(), Quantity("32Mi".into()))].into()),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(locked_down()),
         ..Container::default()
     }
 }
