@@ -77,7 +77,8 @@ unit: ## Unit tests and tests that need no cluster
 	$(CARGO) test --workspace --locked --exclude oms-e2e
 
 .PHONY: e2e
-e2e: e2e-api e2e-nodes ## Both end-to-end tiers: real API servers and brokers, then real nodes
+e2e: tools build ## Both end-to-end tiers side by side: real API servers and brokers, and real nodes
+	MAKE="$(MAKE)" CARGO="$(CARGO)" e2e/harness/e2e.sh
 
 .PHONY: e2e-api
 e2e-api: tools build ## Integration tier against real API servers and brokers (starts clusters as needed)
@@ -85,7 +86,7 @@ e2e-api: tools build ## Integration tier against real API servers and brokers (s
 
 # The phases of `make test`, in order; each is timed (tools and the build first, so that the
 # later phases' times are their own).
-TEST_PHASES := tools build lint check-generated rules unit e2e-api e2e-nodes
+TEST_PHASES := tools build lint check-generated rules unit e2e
 
 .PHONY: test
 test: ## Everything CI runs, phase by phase, with a table of times at the end

@@ -61,10 +61,11 @@ cat "$log"
 echo "e2e-api: lanes: others ${others_done}s (exit $others_rc), ${long[*]} ${long_done}s (exit $long_rc)"
 # The tests share their control planes (e2e/src/cluster.rs starts each once, or finds it up);
 # once the tier is done, those it started would only hold memory and CPU that the real-node
-# tier after it needs. E2E_API_KEEP=1 leaves them up for another run.
+# tier beside it needs. E2E_API_KEEP=1 leaves them up for another run.
+# E2E_API_LEAVE names clusters another tier runs beside this one (e2e.sh), left alone too.
 if [[ ${E2E_API_KEEP:-} != 1 ]]; then
 	for cluster in $(clusters_up); do
-		[[ " $clusters_before " == *" $cluster "* ]] ||
+		[[ " $clusters_before ${E2E_API_LEAVE:-} " == *" $cluster "* ]] ||
 			e2e/harness/cluster.sh down "$cluster" >/dev/null || echo "e2e-api: cluster.sh down $cluster failed" >&2
 	done
 fi
