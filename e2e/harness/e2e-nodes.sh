@@ -22,8 +22,11 @@
 #      rabbitmq-shrink.sh <b>: 3 nodes to 1 (refused first while a classic queue lives on a
 #      leaving node), its messages kept, then back to 3 in one cluster.
 #      In A, demo-install.sh <a> mqtt: Mosquitto, a retained message kept across the broker pod's
-#      deletion; and a Kafka broker stopped with SIGSTOP: its pod leaves Ready (the readiness
-#      probe, oms-probe, fails though the port still takes connections) and comes back, no restart.
+#      deletion; the brokers' NetworkPolicy as the node enforces it (kube-router): a pod of the
+#      tenant's namespace reaches every Kafka broker's client port and is refused at the controller
+#      port, a pod of another namespace is refused at the client port; and a Kafka broker stopped
+#      with SIGSTOP: its pod leaves Ready (the readiness probe, oms-probe, fails though the port
+#      still takes connections) and comes back, no restart.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -340,6 +343,59 @@ running "$b" "$TENANT" app.kubernetes.io/component=broker 3
 running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
 running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
 
+# The brokers' NetworkPolicy, as the nodes enforce it (kube-router, node.sh): Kafka's client port
+# admits pods of the tenant's namespace and refuses those of any other; the controller port admits
+# only the brokers themselves and the operator, so a tenant's pod is refused there. Each knock
+# pod (node-images/knock.c) tries every broker's address; the tenant's tries for up to 30 s, as the
+# enforcer admits a new pod only once it has seen it.
+step=network-policy
+t_policy=$EPOCHREALTIME
+OUTSIDER=oms-e2e-outsider
+KNOCK_IMAGE=localhost/oms-e2e/knock:1 # node.sh imports it on every node
+kc "$a" create namespace "$OUTSIDER" --dry-run=client -o yaml | kc "$a" apply -f - >/dev/null
+# knock <namespace> <pod> <knock arguments>...: runs a knock pod to completion, prints its lines.
+knock() {
+	local namespace=$1 pod=$2
+	shift 2
+	local args
+	args=$(printf '"%s",' "$@")
+	kc "$a" -n "$namespace" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $pod}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65534, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: knock
+      image: $KNOCK_IMAGE
+      imagePullPolicy: Never
+      args: [${args%,}]
+      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true}
+EOF
+	kc "$a" -n "$namespace" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout=120s >/dev/null ||
+		die "knock pod $namespace/$pod did not finish: $(kc "$a" -n "$namespace" get pod "$pod" -o wide 2>&1)"
+	kc "$a" -n "$namespace" logs "$pod"
+	kc "$a" -n "$namespace" delete pod "$pod" --wait=false >/dev/null
+}
+# count <outcome> <lines>: how many lines end in the outcome.
+count() { grep -c " $1\$" <<<"$2" || true; }
+mapfile -t broker_ips < <(kc "$a" -n "$TENANT" get pods -l app.kubernetes.io/instance=demo-kafka \
+	-o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}')
+((${#broker_ips[@]} == 4)) || die "want the 4 Kafka brokers' addresses, found ${#broker_ips[@]}: ${broker_ips[*]}"
+tenant_client=$(knock "$TENANT" knock-tenant -w 30 "${broker_ips[@]/%/:9092}")
+tenant_controller=$(knock "$TENANT" knock-tenant-controller "${broker_ips[@]/%/:9093}")
+outsider_client=$(knock "$OUTSIDER" knock-outsider "${broker_ips[@]/%/:9092}")
+policy_counts="tenant $TENANT -> client port 9092: connected $(count connected "$tenant_client") of 4;"
+policy_counts+=" tenant -> controller port 9093: refused $(count refused "$tenant_controller") of 4;"
+policy_counts+=" $OUTSIDER -> client port: refused $(count refused "$outsider_client") of 4"
+log "$policy_counts"
+[[ $(count connected "$tenant_client") == 4 ]] || die "the tenant's pod must reach every broker's client port:"$'\n'"$tenant_client"
+[[ $(count refused "$tenant_controller") == 4 ]] || die "the controller port must refuse the tenant's pod:"$'\n'"$tenant_controller"
+[[ $(count refused "$outsider_client") == 4 ]] || die "the client port must refuse a pod of another namespace:"$'\n'"$outsider_client"
+kc "$a" delete namespace "$OUTSIDER" --wait=false >/dev/null
+t_policy_done=$EPOCHREALTIME
+
 # A Kafka broker whose process is stopped (SIGSTOP from this machine, where the node's containers
 # run: the kernel still completes TCP handshakes on its port) must leave Ready within the probe's
 # period and failures (oms-probe, exec), and come back Ready once it resumes, without a restart.
@@ -365,7 +421,12 @@ kafka_stopped_not_ready() {
 	kill -STOP "${pids[0]}"
 	poll "$pod not Ready while its broker is stopped" pod_not_ready "$a" "$pod"
 	stopped=$EPOCHREALTIME
-	if (exec 3<>"/dev/tcp/$ip/9092") 2>/dev/null; then port_state=open; else port_state=closed; fi
+	# From the node's own network namespace, which the brokers' NetworkPolicy always admits.
+	if ip netns exec "$(net "$a" NETNS)" bash -c "exec 3<>/dev/tcp/$ip/9092" 2>/dev/null; then
+		port_state=open
+	else
+		port_state=closed
+	fi
 	reason=$(kc "$a" -n "$TENANT" get events --field-selector "involvedObject.name=$pod,reason=Unhealthy" \
 		-o jsonpath='{.items[-1:].message}' 2>/dev/null || true)
 	kill -CONT "${pids[0]}"
@@ -377,6 +438,7 @@ kafka_stopped_not_ready() {
 		"$port_state meanwhile, the kubelet said: ${reason:-no event}; resumed: Ready again after" \
 		"$(elapsed "$stopped" "$resumed")s, restarts unchanged ($restarts)"
 }
+step=kafka-stopped
 kafka_stopped_not_ready &
 kafka_stopped=$!
 
@@ -496,7 +558,7 @@ log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and b
 	"Ready $(elapsed "$t_bridge_applied" "$t_bridge")s; Prometheus scraping $(elapsed "$t_bridge" "$t_prometheus")s;" \
 	"produced in $(elapsed "$t_produce_start" "$t_produced")s (pod start included); all arrived after" \
 	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
-	"metrics $(elapsed "$t_read" "$t_metrics")s; NATS 3 -> 1 servers done $(elapsed "$t_nats_shrink" "$t_nats_shrunk")s after it began, beside:" \
+	"metrics $(elapsed "$t_read" "$t_metrics")s; NetworkPolicy checks $(elapsed "$t_policy" "$t_policy_done")s; NATS 3 -> 1 servers done $(elapsed "$t_nats_shrink" "$t_nats_shrunk")s after it began, beside:" \
 	"RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
 	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_rolled")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_rolled" "$t_mosquitto_done")s," \
 	"beside RabbitMQ 3 -> 1 -> 3 nodes done $(elapsed "$t_rabbitmq_rolled" "$t_rabbitmq_done")s after it began;" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes node for a control plane from cluster.sh: containerd (CRI, runc, a CNI bridge),
-# a kubelet and kube-proxy (iptables) in a network and a mount namespace of their own, plus the
-# cluster's kube-scheduler on the host. One node per cluster, named <cluster>-node. Needs root.
+# a kubelet, kube-proxy (iptables) and a NetworkPolicy enforcer in a network and a mount namespace
+# of their own, plus the cluster's kube-scheduler on the host. One node per cluster, named <cluster>-node. Needs root.
 #
 #   e2e/harness/node.sh up <cluster>      start (idempotent) and wait until the node is Ready
 #   e2e/harness/node.sh down <cluster>    stop what it started, remove the node, its network and state
@@ -40,10 +40,15 @@
 # (cluster.sh runs the API server without an endpoint reconciler), so pods reach the API the usual
 # way through kube-proxy; 10.96.0.1 is in the server certificate.
 #
-# Images: a static pause program (the pods' sandbox) and a static "sleeper" workload
-# (e2e/tools/node-images/*.c) are packed with buildah into OCI archives, cached in
-# $OMS_CACHE/images, and imported into the node's containerd as $PAUSE_IMAGE and $SLEEPER_IMAGE
-# (below); pods use them with imagePullPolicy: Never. Images named localhost:$REGISTRY_PORT/... are
+# NetworkPolicies are enforced: kube-router's policy controller alone (e2e/tools/kube-router, from
+# Go modules) keeps iptables rules and ipsets in the node's network namespace, refusing (REJECT)
+# what the policies selecting a pod do not admit. Connections from the node itself (kubelet
+# probes) are always admitted, as kube-router does everywhere.
+#
+# Images: a static pause program (the pods' sandbox), a static "sleeper" workload and "knock", a
+# TCP connection check (e2e/tools/node-images/*.c) are packed with buildah into OCI archives, cached
+# in $OMS_CACHE/images, and imported into the node's containerd as $PAUSE_IMAGE, $SLEEPER_IMAGE and
+# $KNOCK_IMAGE (below); pods use them with imagePullPolicy: Never. Images named localhost:$REGISTRY_PORT/... are
 # pulled from the machine's test registry (registry.sh), as from any registry: containerd's
 # hosts.toml for that name sends it, in plain HTTP, to a socat forwarder on the host end of the
 # veth ($HOST_IP:$REGISTRY_PORT), which carries the connection to the registry on 127.0.0.1.
@@ -71,6 +76,7 @@ source "$ROOT/e2e/harness/versions.env"
 READY_DEADLINE_SECONDS=${READY_DEADLINE_SECONDS:-120}
 PAUSE_IMAGE=localhost/oms-e2e/pause:1
 SLEEPER_IMAGE=localhost/oms-e2e/sleeper:1
+KNOCK_IMAGE=localhost/oms-e2e/knock:1
 NODE_NET_PREFIX=10.213 # 10.213.<n>.0/24: the host end of the veth is .1, the node .2
 POD_NET_PREFIX=10.214  # 10.214.<n>.0/24: the node's pods
 WAN_NET_PREFIX=10.215  # `link`: node <n> is 10.215.<n>.<m> towards node <m>, which is 10.215.<m>.<n>
@@ -149,6 +155,8 @@ node_ready() {
 containerd_ready() { ctr version >/dev/null 2>&1; }
 in_node_network() { nsenter --net="/run/netns/$ID" "$@"; }
 kube_proxy_healthy() { in_node_network curl -fs --max-time 5 http://127.0.0.1:10256/healthz >/dev/null 2>&1; }
+# kube-router's top chain, made when its controller starts, after its first list of the policies.
+policies_enforced() { in_node_network iptables -w -S KUBE-ROUTER-FORWARD >/dev/null 2>&1; }
 scheduler_healthy() { curl -fsk --max-time 5 "https://127.0.0.1:$SCHEDULER_PORT/healthz" >/dev/null 2>&1; }
 
 # wait_until <check> <component>...: polls <check> until it passes; fails early, with the log,
@@ -385,6 +393,7 @@ image_ref() {
 	case $1 in
 	pause) echo "$PAUSE_IMAGE" ;;
 	sleeper) echo "$SLEEPER_IMAGE" ;;
+	knock) echo "$KNOCK_IMAGE" ;;
 	esac
 }
 
@@ -555,6 +564,7 @@ up() {
 		source "$STATE/ports.env"
 		if [[ $FORWARDED_PORT == "$APISERVER_PORT" ]] && pid_alive apiserver-forward && pid_alive registry-forward &&
 			pid_alive containerd && pid_alive kubelet && pid_alive kube-proxy && pid_alive kube-scheduler &&
+			pid_alive kube-router &&
 			node_ready; then
 			log "already up: node $NODE_NAME Ready"
 			return
@@ -562,7 +572,7 @@ up() {
 	fi
 	# Anything half-started before is stopped first, so that `up` always ends in a known state.
 	down quiet
-	"$ROOT/e2e/harness/tools.sh" kubelet kube-proxy kube-scheduler kubectl node-runtime
+	"$ROOT/e2e/harness/tools.sh" kubelet kube-proxy kube-scheduler kubectl node-runtime kube-router
 	local began=$EPOCHREALTIME
 	mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/pki" "$STATE/config"
 	SCHEDULER_PORT=$(free_port)
@@ -576,8 +586,10 @@ EOF
 	node_cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
 	node_cert kube-scheduler "/CN=system:kube-scheduler"
 	node_cert kube-proxy "/CN=system:kube-proxy"
+	node_cert kube-router "/CN=oms-e2e:kube-router"
 	write_kubeconfig "$STATE/config/kubelet.kubeconfig" "https://$HOST_IP:$API_FORWARD_PORT" kubelet kubernetes
 	write_kubeconfig "$STATE/config/kube-proxy.kubeconfig" "https://$HOST_IP:$API_FORWARD_PORT" kube-proxy kubernetes
+	write_kubeconfig "$STATE/config/kube-router.kubeconfig" "https://$HOST_IP:$API_FORWARD_PORT" kube-router kubernetes
 	write_kubeconfig "$STATE/config/kube-scheduler.kubeconfig" "https://127.0.0.1:$APISERVER_PORT" kube-scheduler
 	write_configs
 	# The kubelet's permissions: the bootstrap role system:node through RBAC, which every cluster
@@ -591,6 +603,26 @@ metadata:
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:node}
 subjects:
   - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE_NAME"}
+---
+# The enforcer reads pods, namespaces and policies, and its own node for the node's address.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: oms-e2e-kube-router
+  labels: {app.kubernetes.io/managed-by: oms-e2e-node-sh}
+rules:
+  - {apiGroups: [""], resources: [pods, namespaces], verbs: [list, watch]}
+  - {apiGroups: [""], resources: [nodes], verbs: [get]}
+  - {apiGroups: [networking.k8s.io], resources: [networkpolicies], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: oms-e2e-kube-router
+  labels: {app.kubernetes.io/managed-by: oms-e2e-node-sh}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: oms-e2e-kube-router}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "oms-e2e:kube-router"}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -627,6 +659,7 @@ EOF
 	wait_until containerd_ready containerd
 	import_image pause
 	import_image sleeper
+	import_image knock
 	# The kubelet joins containerd's mount namespace: it mounts the pods' volumes there, where
 	# containerd and runc see them. kube-proxy too, so that every node process sees the same files.
 	local in_node=(nsenter --net="/run/netns/$ID" --mount="/proc/$(cat "$STATE/pids/containerd")/ns/mnt")
@@ -637,7 +670,11 @@ EOF
 		--cert-dir "$STATE/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" \
 		--v "$verbosity"
 	wait_until node_ready apiserver-forward containerd kubelet
+	# After the node is registered: the enforcer reads its address from the Node.
+	start kube-router "${in_node[@]}" "$BIN/kube-router" --kubeconfig "$STATE/config/kube-router.kubeconfig" \
+		--node "$NODE_NAME" --service-cluster-ip-range "$SERVICE_CIDR"
 	wait_until kube_proxy_healthy kube-proxy
+	wait_until policies_enforced kube-router
 	wait_until scheduler_healthy kube-scheduler
 	log "up in $(elapsed "$began" "$EPOCHREALTIME")s: node $NODE_NAME Ready at $NODE_IP, pods in $POD_CIDR"
 }
@@ -668,7 +705,7 @@ down() {
 	}
 	[[ $(id -u) == 0 ]] || die "needs root to take the node down"
 	# The daemons get a SIGTERM first; then whatever is left in the cgroup (shims, pods) is killed.
-	stop kubelet kube-proxy kube-scheduler containerd apiserver-forward registry-forward
+	stop kubelet kube-proxy kube-router kube-scheduler containerd apiserver-forward registry-forward
 	kill_node_processes
 	# A shim killed so leaves its socket in /run/containerd/s (containerd 1.6 puts them there
 	# whatever its state directory); each task's bundle records its shim's address.

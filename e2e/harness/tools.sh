@@ -7,13 +7,14 @@
 #                                      etcd helm nats-server kafka
 #                                      coredns (cluster DNS, node.sh dns)
 #                                      local-path-provisioner (PersistentVolumes, node.sh storage)
+#                                      kube-router (NetworkPolicy enforcer, node.sh)
 #                                      nats (natscli) pika (AMQP client venv)
 #                                      kafka-mirror (MirrorMaker 2) plot (matplotlib venv)
 #                                      promtool (Debian package), prometheus (Go modules,
 #                                      with Kubernetes discovery), prometheus-operator (Go
 #                                      modules; its CRDs linked as .bin/prometheus-operator-crds)
 #                                      cert-manager (Go modules; CRDs as .bin/cert-manager-crds)
-#                                      node-runtime (containerd, runc, CNI plugins, buildah:
+#                                      node-runtime (containerd, runc, CNI plugins, ipset, buildah:
 #                                      Debian packages, for node.sh)
 #                                      runtime-debs (Debian packages of the images' base)
 #                                      rabbitmq-debs, mosquitto-debs (Debian 13 packages of
@@ -390,11 +391,25 @@ tool_cargo_deny() {
 tool_node_runtime() {
 	deb_install node-runtime containerd "containerd=$CONTAINERD_DEB_VERSION" \
 		"runc=$RUNC_DEB_VERSION" "containernetworking-plugins=$CNI_PLUGINS_DEB_VERSION" \
-		"iptables=$IPTABLES_DEB_VERSION" "buildah=$BUILDAH_DEB_VERSION" "socat=$SOCAT_DEB_VERSION"
+		"iptables=$IPTABLES_DEB_VERSION" "ipset=$IPSET_DEB_VERSION" "buildah=$BUILDAH_DEB_VERSION" \
+		"socat=$SOCAT_DEB_VERSION"
 	local tool
 	for tool in containerd ctr runc buildah socat; do
 		link "/usr/bin/$tool" "$tool"
 	done
+}
+
+# The test nodes' NetworkPolicy enforcer (node.sh): kube-router's policy controller alone
+# (e2e/tools/kube-router), keyed by its go.mod and main.go. It runs ipset and iptables (node-runtime).
+tool_kube_router() {
+	local key out
+	key=$(cat "$ROOT/e2e/tools/kube-router/go.mod" "$ROOT/e2e/tools/kube-router/main.go" | sha256sum | cut -c1-12)
+	out=$OMS_CACHE/tools/kube-router-$KUBE_ROUTER_VERSION-$key/kube-router
+	if [[ ! -x $out ]]; then
+		log "building kube-router $KUBE_ROUTER_VERSION's network policy controller from Go modules"
+		go_build "$out" "$ROOT/e2e/tools/kube-router" -ldflags "-s -w" .
+	fi
+	link "$out" kube-router
 }
 
 # The test registry (registry.sh): CNCF distribution from Go modules with the filesystem driver
@@ -506,6 +521,7 @@ for tool in "$@"; do
 	runtime-debs) tool_runtime_debs ;;
 	rabbitmq-debs | mosquitto-debs) tool_trixie_debs "${tool%-debs}" ;;
 	registry) tool_registry ;;
+	kube-router) tool_kube_router ;;
 	shellcheck) tool_shellcheck ;;
 	cargo-deny) tool_cargo_deny ;;
 	*)
