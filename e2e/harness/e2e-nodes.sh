@@ -26,7 +26,8 @@
 #      tenant's namespace reaches every Kafka broker's client port and is refused at the controller
 #      port, a pod of another namespace is refused at the client port; and a Kafka broker stopped
 #      with SIGSTOP: its pod leaves Ready (the readiness probe, oms-probe, fails though the port
-#      still takes connections) and comes back, no restart.
+#      still takes connections) and comes back, no restart; then kafka-roll.sh <a>: a config change
+#      rolls the 4 brokers one at a time, each once every partition is in sync, under traffic.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -76,7 +77,7 @@ finish() {
 	local status=$?
 	trap - EXIT ERR
 	local job
-	for job in "${nats_shrink:-}" "${rabbitmq_shrink:-}" "${kafka_stopped:-}"; do [[ -z $job ]] || kill "$job" 2>/dev/null || true; done
+	for job in "${nats_shrink:-}" "${rabbitmq_shrink:-}" "${kafka_steps:-}"; do [[ -z $job ]] || kill "$job" 2>/dev/null || true; done
 	monitoring_down
 	if ((status != 0)); then
 		log "stopped with exit status $status; pods of both clusters:"
@@ -417,7 +418,7 @@ kafka_stopped_not_ready() {
 	began=$EPOCHREALTIME
 	# Whatever stops this job, the broker runs again.
 	# shellcheck disable=SC2064 # the pid now: the local is gone when the job exits
-	trap "kill -CONT ${pids[0]} 2>/dev/null" EXIT
+	trap "kill -CONT ${pids[0]} 2>/dev/null || true" EXIT
 	kill -STOP "${pids[0]}"
 	poll "$pod not Ready while its broker is stopped" pod_not_ready "$a" "$pod"
 	stopped=$EPOCHREALTIME
@@ -438,9 +439,11 @@ kafka_stopped_not_ready() {
 		"$port_state meanwhile, the kubelet said: ${reason:-no event}; resumed: Ready again after" \
 		"$(elapsed "$stopped" "$resumed")s, restarts unchanged ($restarts)"
 }
+# Then a config change rolls the brokers one at a time, each once every partition is in sync,
+# under traffic (kafka-roll.sh).
 step=kafka-stopped
-kafka_stopped_not_ready &
-kafka_stopped=$!
+{ kafka_stopped_not_ready && "$HARNESS/kafka-roll.sh" "$a"; } &
+kafka_steps=$!
 
 # Cloud B's NATS shrinks from 3 servers to 1, refused first while its stream keeps 3 copies,
 # and keeps every message (nats-shrink.sh). It mostly waits for pods to roll, so it runs beside
@@ -479,8 +482,8 @@ wait "$nats_shrink" || die "nats-shrink.sh $b failed (its lines above say why)"
 nats_shrink=''
 
 step=kafka-stopped
-wait "$kafka_stopped" || die "a stopped Kafka broker was not taken out of Ready and back (the lines above say why)"
-kafka_stopped=''
+wait "$kafka_steps" || die "a stopped Kafka broker was not taken out of Ready and back, or the brokers' roll failed (the lines above say why)"
+kafka_steps=''
 t_nats_shrunk=$EPOCHREALTIME
 
 step=upgrade

@@ -12,6 +12,7 @@ mod nats_shrink;
 pub mod policy;
 mod rabbitmq_shrink;
 pub mod render;
+pub mod roll;
 mod shrink;
 pub mod status;
 pub mod validate;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -35,7 +36,7 @@ use oms_crds::common::condition_type::READY;
 use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
-use self::credentials::{Logins, apply_kafka_tenants, broker_tls, credentials};
+use self::credentials::{Logins, admin_endpoint, apply_kafka_tenants, broker_tls, credentials};
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::shrink::Shrinking;
 use self::validate::{AccessPoint, Managed, Plan, Running, validate};
@@ -66,6 +67,8 @@ const RESYNC: Duration = Duration::from_mins(5);
 const RETRY_SOON: Duration = Duration::from_secs(15);
 /// How often a NATS server being retired is looked at: each look takes one step.
 const SHRINK_POLL: Duration = Duration::from_secs(5);
+/// How often a Kafka roll is looked at: whether a broker has caught up is not watched.
+const ROLL_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,6 +86,8 @@ pub enum Error {
     ReadQueues(#[source] kube::Error),
     #[error("cannot read StatefulSet {name}: {source}")]
     ReadStatefulSet { name: String, source: kube::Error },
+    #[error("cannot list the pods of StatefulSet {name}: {source}")]
+    ReadPods { name: String, source: kube::Error },
     #[error("Secret {name} with the operator's broker user is gone while its brokers hold that user")]
     CredentialsLost { name: String },
     #[error("cannot read ConfigMap {name}: {source}")]
@@ -107,6 +112,7 @@ impl Error {
             Error::WriteStatus(_) => "write_status",
             Error::ReadQueues(_) => "read_queues",
             Error::ReadStatefulSet { .. } => "read_stateful_set",
+            Error::ReadPods { .. } => "read_pods",
             Error::CredentialsLost { .. } => "credentials_lost",
             Error::ReadConfigMap { .. } => "read_config_map",
             Error::TlsMaterialMissing { .. } => "tls_material_missing",
@@ -236,7 +242,9 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         (Plan::Managed(managed), Some(broker)) => {
             let certificate = certificate.as_ref();
             let shrinking = shrinking.as_ref();
-            let cluster = Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, certificate, shrinking };
+            let existing = existing_kafka.as_ref();
+            let cluster =
+                Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, certificate, shrinking, existing };
             let (decided, requeue, ready) =
                 Box::pin(apply_managed(ctx, map, &cluster, &hosts, &logins, tls.as_ref())).await?;
             observed.ready_replicas = ready;
@@ -316,6 +324,8 @@ struct Cluster<'a> {
     certificate: Option<&'a Ensured>,
     /// NATS and RabbitMQ: the step of a shrink under way.
     shrinking: Option<&'a Shrinking>,
+    /// Kafka: its StatefulSet as read before this apply.
+    existing: Option<&'a StatefulSet>,
 }
 
 /// The brokers' server certificate, when we run brokers serving TLS (`driven`: a driver renders
@@ -355,10 +365,18 @@ async fn apply_managed(
     logins: &Logins,
     tls: Option<&BrokerTls>,
 ) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
-    let Cluster { ap, managed, broker, uid, owner, certificate, shrinking } = *cluster;
+    let Cluster { ap, managed, broker, uid, owner, certificate, shrinking, existing } = *cluster;
     let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
     let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
     crate::workload::add_pull_secrets(pod, &ctx.image_pull_secrets);
+    // Kafka takes a change one broker at a time, each once every partition is in sync ([`roll`]).
+    let roll = match (ap.driver, &logins.admin) {
+        (Driver::Kafka, Some(admin)) => {
+            let endpoint = admin_endpoint(hosts, admin, tls);
+            Some(hold_kafka_roll(ctx, existing, managed.replicas, &mut objects.stateful_set, &endpoint).await?)
+        }
+        _ => None,
+    };
     // A certificate due for renewal is looked at in time.
     let recheck = |requeue: Duration| certificate.map_or(requeue, |c| requeue.min(c.recheck_in));
     apply_named(ctx, "ServiceAccount", &objects.service_account).await?;
@@ -379,6 +397,16 @@ async fn apply_managed(
                 Some(shrinking) => Some(say_shrink_step(ctx, map, shrinking, &mut decided).await),
                 None => None,
             };
+            let roll_poll = match roll.as_ref() {
+                Some(roll::Step { progress: Some(progress), let_go, .. }) => {
+                    if let Some(pod) = let_go {
+                        say_broker_let_go(ctx, map, pod, progress).await;
+                    }
+                    status::rolling(&mut decided, progress);
+                    Some(ROLL_POLL)
+                }
+                _ => None,
+            };
             // Tenant users go through the brokers' admin API, once one of them answers.
             let mut users_failed = false;
             if ap.driver == Driver::Kafka
@@ -388,7 +416,7 @@ async fn apply_managed(
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }
-            let requeue = match (shrink_poll, ready >= managed.replicas && !users_failed) {
+            let requeue = match (shrink_poll.or(roll_poll), ready >= managed.replicas && !users_failed) {
                 (Some(poll), _) => poll,
                 (None, true) => RESYNC,
                 (None, false) => RETRY_SOON,
@@ -402,6 +430,54 @@ async fn apply_managed(
             Ok((status::apply_refused(message), recheck(RESYNC), None))
         }
         Err(source) => Err(Error::Apply { kind: "StatefulSet", name: ap.name.clone(), source }),
+    }
+}
+
+/// Sets the partition a Kafka StatefulSet's rolling update holds at, and the hash of its template,
+/// on `stateful_set` about to be applied; returns where the roll is (`existing`: as read before).
+async fn hold_kafka_roll(
+    ctx: &Context,
+    existing: Option<&StatefulSet>,
+    replicas: i32,
+    stateful_set: &mut StatefulSet,
+    endpoint: &crate::admin::Endpoint,
+) -> Result<roll::Step, Error> {
+    let name = stateful_set.metadata.name.clone().unwrap_or_default();
+    let Some(spec) = stateful_set.spec.as_mut() else { return Ok(roll::Step::default()) };
+    let hash = roll::template_hash(&spec.template);
+    let pods = match existing {
+        Some(_) => {
+            let selector = spec.selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}"));
+            let selector = selector.collect::<Vec<_>>().join(",");
+            let pods: Api<Pod> =
+                Api::namespaced(ctx.client.clone(), stateful_set.metadata.namespace.as_deref().unwrap_or_default());
+            let listed = pods.list(&ListParams::default().labels(&selector)).await;
+            listed.map_err(|source| Error::ReadPods { name: name.clone(), source })?.items
+        }
+        None => Vec::new(),
+    };
+    let step = roll::step(roll::look(existing, &hash, replicas, &pods), replicas, &ctx.admins, endpoint).await;
+    spec.update_strategy = Some(roll::strategy(step.partition));
+    stateful_set.metadata.annotations.get_or_insert_default().insert(roll::TEMPLATE_HASH_ANNOTATION.into(), hash);
+    Ok(step)
+}
+
+/// An Event for a broker a roll let go, about its pod: the recorder folds Events of the same
+/// action and related object into one.
+async fn say_broker_let_go(ctx: &Context, map: &MessagingAccessPoint, pod: &str, progress: &str) {
+    let reference = map.object_ref(&());
+    ctx.publish_action(&reference, EventType::Normal, "RollingBroker", ("Roll", Some(pod_ref(map, pod))), progress)
+        .await;
+}
+
+/// A pod of the access point's namespace, for the related object of an Event.
+fn pod_ref(map: &MessagingAccessPoint, pod: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.to_owned()),
+        namespace: map.namespace(),
+        ..ObjectReference::default()
     }
 }
 
@@ -425,13 +501,7 @@ async fn say_shrink_step(
             // One Event per step, about the broker's pod: the recorder folds Events of the
             // same action and related object into one.
             if let Some((action, server)) = shrinking.action() {
-                let pod = ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: Some(server.to_owned()),
-                    namespace: map.namespace(),
-                    ..ObjectReference::default()
-                };
+                let pod = pod_ref(map, server);
                 let reference = map.object_ref(&());
                 ctx.publish_action(&reference, EventType::Normal, "ScalingDown", (action, Some(pod)), &progress).await;
             }

@@ -65,6 +65,14 @@ pub fn refuse_resize(decided: &mut [Decided], message: String) {
     replace_progressing(decided, Status::False, "ResizeRefused", message);
 }
 
+/// Adds to the Progressing condition of a Kafka roll what it waits for or just did.
+pub fn rolling(decided: &mut [Decided], progress: &str) {
+    if let Some(condition) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
+        let message = format!("{}; {progress}", condition.message);
+        *condition = Decided::new(PROGRESSING, Status::True, "RollingUpdate", message);
+    }
+}
+
 /// Replaces the Progressing condition while a server is being retired, saying which step.
 pub fn scaling_down(decided: &mut [Decided], message: String) {
     replace_progressing(decided, Status::True, "ScalingDown", message);

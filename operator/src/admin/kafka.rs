@@ -38,6 +38,14 @@ impl TenantChanges {
     }
 }
 
+/// A partition's replicas and those in sync, by broker id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    pub name: String,
+    pub replicas: Vec<i32>,
+    pub in_sync: Vec<i32>,
+}
+
 pub struct KafkaAdmin {
     /// Shared with blocking threads for the calls rust-rdkafka does not wrap.
     admin: Arc<AdminClient<DefaultClientContext>>,
@@ -138,6 +146,27 @@ impl KafkaAdmin {
             duplicate_window: None,
         };
         Ok(Some(Observed { partitions, settings, messages: Some(messages), reported_drift: Vec::new(), kept }))
+    }
+
+    /// Every partition of every topic (`topic-id`), with its replicas' and in-sync replicas'
+    /// broker ids.
+    pub async fn partition_replicas(&self) -> Result<Vec<PartitionReplicas>, AdminError> {
+        let consumer = self.consumer.clone();
+        let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| AdminError::operation("read the cluster's metadata", e))?
+            .map_err(|e| AdminError::operation("read the cluster's metadata", e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .flat_map(|topic| {
+                topic.partitions().iter().map(move |p| PartitionReplicas {
+                    name: format!("{}-{}", topic.name(), p.id()),
+                    replicas: p.replicas().to_vec(),
+                    in_sync: p.isr().to_vec(),
+                })
+            })
+            .collect())
     }
 
     async fn count_messages(&self, topic: &str, partitions: i32) -> Result<u64, AdminError> {

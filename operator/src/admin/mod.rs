@@ -125,7 +125,7 @@ impl From<oms_kafka_users::Error> for AdminError {
     }
 }
 
-pub use kafka::{KafkaAdmin, TenantChanges, log_in as kafka_log_in};
+pub use kafka::{KafkaAdmin, PartitionReplicas, TenantChanges, log_in as kafka_log_in};
 
 /// A connected admin client for one access point.
 pub enum Admin {

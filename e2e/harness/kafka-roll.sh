@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# A managed Kafka keeps every message through a rolling change under traffic, one broker at a
+# time: on a cluster where `demo-install.sh <cluster> kafka` made demo-kafka, a Queue rolled (3
+# partitions, 3 copies, min.insync.replicas 2) takes numbered messages from a producer with acks=all
+# and idempotence, fed by this script at a steady pace, from before a passthrough config change
+# until the brokers have rolled. The operator holds the StatefulSet's rolling update and lets the
+# next broker go only when the one before runs the new template, is Ready, and every partition is
+# in sync again (operator/src/access_point/roll.rs); the script checks, every second, that at most
+# one broker is not Ready, and reads the operator's RollingBroker Events, one per broker let go.
+# Then every message must be read back: lost 0, duplicates 0.
+#
+#   e2e/harness/kafka-roll.sh <cluster>     (e2e-nodes.sh runs it in cloud A)
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=clouds.sh
+source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
+# shellcheck source-path=SCRIPTDIR source=kafka-client.sh
+source "$HARNESS/kafka-client.sh"
+ACCESS_POINT=demo-kafka
+QUEUE=rolled
+CLIENT=kafka-roll-client
+# About 500 messages a second: 50 every 0.1 s.
+BATCH=50
+
+[[ $# -eq 1 ]] || {
+	echo "usage: $0 <cluster>" >&2
+	exit 2
+}
+cluster=$1
+log() { printf 'kafka-roll %s: %s\n' "$cluster" "$*" >&2; }
+die() {
+	log "FAILED: $*"
+	broker_diagnostics "$cluster" "$ACCESS_POINT"
+	exit 1
+}
+files=$ROOT/e2e/.state/$cluster/kafka-roll
+rm -rf "$files" && mkdir -p "$files"
+
+kc "$cluster" -n "$TENANT" apply -f - >/dev/null <<EOF
+apiVersion: openmessaging.cloud/v1alpha1
+kind: Queue
+metadata: {name: $QUEUE}
+spec:
+  accessPointRef: {name: $ACCESS_POINT}
+  partitions: 3
+  replication: 3
+EOF
+queue_ready() {
+	[[ $(kc "$cluster" -n "$TENANT" get queue "$QUEUE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+poll "Queue $QUEUE Ready" queue_ready
+topic=$(kc "$cluster" -n "$TENANT" get queue "$QUEUE" -o jsonpath='{.status.brokerName}')
+
+# A client pod that idles on its open stdin (cat); the producer and the consumer run in it.
+kc "$cluster" -n "$TENANT" delete pod "$CLIENT" --ignore-not-found >/dev/null
+kc "$cluster" -n "$TENANT" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $CLIENT}
+spec:
+  containers:
+    - name: $CLIENT
+      image: $("$HARNESS/images.sh" ref kafka)
+      imagePullPolicy: Never
+      command: [/bin/cat]
+      stdin: true
+      envFrom: [{secretRef: {name: $ACCESS_POINT-binding}}]
+      env: [{name: BOOTSTRAP, value: "$ACCESS_POINT-client.$TENANT.svc:9092"}, {name: TOPIC, value: "$topic"}]
+EOF
+kc "$cluster" -n "$TENANT" wait --for=condition=Ready "pod/$CLIENT" --timeout="${DEADLINE_SECONDS}s" >/dev/null ||
+	die "client pod $CLIENT not Ready"
+in_client() { kc "$cluster" -n "$TENANT" exec -i "$CLIENT" -- /bin/sh -c "$KAFKA_CLIENT_PROPERTIES
+$1"; }
+
+# The producer reads numbered lines from this script until the stop file appears, then flushes.
+# Each line starts with this run's id: the topic may hold an earlier run's.
+stop=$files/stop
+run=run$EPOCHSECONDS
+generate() {
+	local i=0
+	while [[ ! -e $stop ]]; do
+		seq -f "$run %.0f" "$i" $((i + BATCH - 1))
+		i=$((i + BATCH))
+		sleep 0.1
+	done
+	echo "$i" >"$files/sent"
+}
+# shellcheck disable=SC2016 # expanded in the pod
+generate | in_client 'kafka-console-producer.sh --bootstrap-server "$BOOTSTRAP" --producer.config "$CONFIG" \
+	--topic "$TOPIC" --producer-property acks=all --producer-property enable.idempotence=true \
+	--producer-property delivery.timeout.ms=300000' >"$files/producer.log" 2>&1 &
+producer=$!
+# Whatever stops this script, the generator ends and the producer with it.
+trap 'touch "$stop"; kill "$producer" 2>/dev/null || true' EXIT
+
+revisions() {
+	kc "$cluster" -n "$TENANT" get statefulset "$ACCESS_POINT" -o json |
+		jq -r '[.status.currentRevision, .status.updateRevision, .status.readyReplicas // 0, .status.updatedReplicas // 0, .spec.replicas] | join(" ")'
+}
+read -r revision_before _ <<<"$(revisions)"
+t_roll=$EPOCHREALTIME
+# A value this access point has not had (a rerun must change it again).
+hours=$(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o json |
+	jq -r '(.spec.managed.config["log.retention.hours"] // "167" | tonumber) + 1')
+kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge \
+	-p "{\"spec\":{\"managed\":{\"config\":{\"log.retention.hours\":\"$hours\"}}}}" >/dev/null
+most_unready=0
+deadline=$((SECONDS + 4 * DEADLINE_SECONDS))
+while :; do
+	kill -0 "$producer" 2>/dev/null || die "the producer exited during the roll: $(cat "$files/producer.log")"
+	read -r current update ready updated replicas <<<"$(revisions)"
+	unready=$(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ACCESS_POINT" -o json |
+		jq '[.items[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True") | not)] | length')
+	((unready <= most_unready)) || most_unready=$unready
+	[[ $update == "$revision_before" || $current != "$update" || $ready != "$replicas" || $updated != "$replicas" ]] || break
+	((SECONDS < deadline)) || die "the roll did not finish within $((4 * DEADLINE_SECONDS))s: revision $current -> $update, $ready ready, $updated updated"
+	sleep 1
+done
+t_rolled=$EPOCHREALTIME
+touch "$stop"
+wait "$producer" || die "the producer failed: $(cat "$files/producer.log")"
+sent=$(cat "$files/sent")
+# One RollingBroker Event series per broker let go (a rerun's steps count in the same series).
+steps=$(kc "$cluster" -n "$TENANT" get events --field-selector "involvedObject.name=$ACCESS_POINT,reason=RollingBroker" \
+	-o json | jq -r '.items | sort_by(.eventTime // .lastTimestamp) | .[].message')
+log "rolled $replicas brokers to $update in $(elapsed "$t_roll" "$t_rolled")s; at most $most_unready not Ready at once;" \
+	"the operator's steps:"
+printf '  %s\n' "$steps" >&2
+((most_unready <= 1)) || die "$most_unready brokers were not Ready at once during the roll"
+let_go=$(grep -c 'every partition keeps its in-sync replicas' <<<"$steps" || true)
+((let_go == replicas)) || die "want $replicas RollingBroker steps, one per broker, saw $let_go"
+
+# shellcheck disable=SC2016 # expanded in the pod
+in_client 'kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CONFIG" --topic "$TOPIC" \
+	--from-beginning --timeout-ms 8000' >"$files/read" 2>"$files/consumer.log" || true
+read_count=$(grep -c "^$run " "$files/read" || true)
+distinct=$(awk -v run="$run" -v n="$sent" '$1 == run && $2 >= 0 && $2 < n { print $2 }' "$files/read" | sort -un | wc -l)
+lost=$((sent - distinct)) duplicates=$((read_count - distinct))
+log "while the brokers rolled: sent $sent (acks=all, idempotent); read $read_count: lost $lost, duplicates $duplicates"
+((lost == 0 && duplicates == 0)) || die "want every message once after the roll (consumer: $(tail -n 3 "$files/consumer.log"))"
+kc "$cluster" -n "$TENANT" delete pod "$CLIENT" --wait=false >/dev/null
+log "timings: roll $(elapsed "$t_roll" "$t_rolled")s; read and checked $(elapsed "$t_rolled" "$EPOCHREALTIME")s"
