@@ -16,7 +16,10 @@
 #                                                 a client pod that bootstraps from the client
 #                                                 Service and is sent on to the brokers' advertised
 #                                                 pod DNS names. KAFKA_REPLICAS=<n> gives it n
-#                                                 brokers (at most 5 of them controllers too).
+#                                                 brokers (at most 5 of them controllers too);
+#                                                 KAFKA_BROKER_VERSION=<older> runs them at that
+#                                                 version (its image loaded beside the pinned one,
+#                                                 which the clients and an upgrade use).
 #   e2e/harness/demo-install.sh <cluster> rabbitmq
 #                                                 RabbitMQ 4 (the images.sh rabbitmq image): 3
 #                                                 nodes (RABBITMQ_REPLICAS) that must form one
@@ -123,6 +126,11 @@ registry=$("$ROOT/e2e/harness/registry.sh" up)
 "$ROOT/e2e/harness/release.sh" "$registry"
 # Through a variable: a failed build must stop us, which `< <(...)` would not.
 built=$("$ROOT/e2e/harness/images.sh" build "$([[ $driver == mqtt ]] && echo mosquitto || echo "$driver")")
+broker_version=
+if [[ $driver == kafka && -n ${KAFKA_BROKER_VERSION:-} ]]; then
+	built+=$'\n'$(KAFKA_IMAGE_VERSION=$KAFKA_BROKER_VERSION "$ROOT/e2e/harness/images.sh" build kafka)
+	broker_version=", version: $KAFKA_BROKER_VERSION"
+fi
 mapfile -t archives <<<"$built"
 t_images=$EPOCHREALTIME
 "$ROOT/e2e/harness/node.sh" load "$cluster" "${archives[@]}"
@@ -179,7 +187,7 @@ metadata:
   name: $ACCESS_POINT
 spec:
   driver: $driver
-  managed: {replicas: $REPLICAS, storage: {size: ${STORAGE_SIZE:-1Gi}}}
+  managed: {replicas: $REPLICAS, storage: {size: ${STORAGE_SIZE:-1Gi}}$broker_version}
 EOF
 t_applied=$EPOCHREALTIME
 wait_for "MessagingAccessPoint $ACCESS_POINT Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready \
@@ -307,7 +315,8 @@ if [[ $driver == mqtt ]]; then
 	topic=$(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" -o jsonpath='{.status.brokerName}')
 	message="kept by $ACCESS_POINT across a pod deletion, $(date -u +%FT%TZ)"
 	# mqtt_client <pod> <mosquitto_pub|mosquitto_sub> <arguments>...: starts the tool in a pod of the
-	# image (then `client_output <pod>`).
+	# image (then `client_output <pod>`). A refused connection is tried again, for up to 30 s: where
+	# NetworkPolicies are enforced, a new pod is admitted once the enforcer has seen it.
 	mqtt_client() {
 		local client=$1
 		shift
@@ -320,7 +329,14 @@ set -e
 printf "%s\n" "$CA_CERT" >/tmp/ca.crt
 tool=$1
 shift
-"$tool" -h "$HOST" -p 8883 --cafile /tmp/ca.crt -u "$USERNAME" -P "$PASSWORD" -q 1 "$@"
+tries=0
+until "$tool" -h "$HOST" -p 8883 --cafile /tmp/ca.crt -u "$USERNAME" -P "$PASSWORD" -q 1 "$@" 2>/tmp/error; do
+  cat /tmp/error >&2
+  tries=$((tries + 1))
+  case "$(cat /tmp/error)" in *"Connection refused"*) ;; *) exit 1 ;; esac
+  [ "$tries" -lt 30 ] || exit 1
+  sleep 1
+done
 echo "$tool done"' sh "$@" >/dev/null
 	}
 	mqtt_client mqtt-publish mosquitto_pub -r -t "$topic" -m "$message"

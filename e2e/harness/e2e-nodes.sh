@@ -11,7 +11,8 @@
 # The two clouds are built as `make demo` builds them (clouds.sh: each its CA, the other's CA and
 # trust domain as peers, node B's gateway on a NodePort that cloud A's DNS resolves to node B's
 # WAN address):
-#   A: KAFKA_REPLICAS=4 demo-install.sh <a> kafka: 4 brokers (3 of them the controllers, the
+#   A: KAFKA_REPLICAS=4 KAFKA_BROKER_VERSION=$KAFKA_UPGRADE_FROM (versions.env) demo-install.sh <a>
+#      kafka: 4 brokers at that older version (3 of them the controllers, the
 #      4th a broker only), Queue payments (3 partitions, 3 copies); the gateway of B as an access
 #      point, a Queue orders-b on it, a Bridge payments-to-b.
 #   B: NATS_REPLICAS=3 demo-install.sh <b> nats: 3 brokers, Queue orders (3 copies), the gateway;
@@ -26,8 +27,9 @@
 #      tenant's namespace reaches every Kafka broker's client port and is refused at the controller
 #      port, a pod of another namespace is refused at the client port; and a Kafka broker stopped
 #      with SIGSTOP: its pod leaves Ready (the readiness probe, oms-probe, fails though the port
-#      still takes connections) and comes back, no restart; then kafka-roll.sh <a>: a config change
-#      rolls the 4 brokers one at a time, each once every partition is in sync, under traffic.
+#      still takes connections) and comes back, no restart; then kafka-roll.sh <a>: the upgrade to
+#      KAFKA_VERSION rolls the 4 brokers one at a time, each once every partition is in sync, under
+#      traffic.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -56,6 +58,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
 # shellcheck source-path=SCRIPTDIR source=monitoring.sh
 source "$(dirname "${BASH_SOURCE[0]}")/monitoring.sh"
+# shellcheck source-path=SCRIPTDIR source=versions.env
+source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
 BRIDGE=payments-to-b
 MESSAGES=${MESSAGES:-100000}
 KEYS=${KEYS:-100}
@@ -164,7 +168,9 @@ monitoring_crds "$a"
 monitoring_crds "$b"
 mkdir -p "$STATE"
 monitoring_values >"$STATE/monitoring-values.yaml"
-CLOUDS_VALUES=$STATE/monitoring-values.yaml NATS_REPLICAS=3 KAFKA_REPLICAS=4 clouds_install "$a" kafka "$b" nats >/dev/null
+# Cloud A's Kafka starts at an older version; kafka-roll.sh upgrades it under traffic.
+CLOUDS_VALUES=$STATE/monitoring-values.yaml NATS_REPLICAS=3 KAFKA_REPLICAS=4 KAFKA_BROKER_VERSION=$KAFKA_UPGRADE_FROM \
+	clouds_install "$a" kafka "$b" nats >/dev/null
 t_installed=$EPOCHREALTIME
 
 step=gateway

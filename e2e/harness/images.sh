@@ -58,6 +58,12 @@ OMS_CACHE=${OMS_CACHE:-$HOME/.cache/oms}
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OMS_CACHE/target}
 # shellcheck source-path=SCRIPTDIR source=versions.env
 source "$ROOT/e2e/harness/versions.env"
+# The kafka image's Kafka: the pinned version, or KAFKA_IMAGE_VERSION=<older> for a cluster to
+# upgrade from (its jars from tools.sh as .bin/kafka-libs-<version>).
+KAFKA_IMAGE_VERSION=${KAFKA_IMAGE_VERSION:-$KAFKA_VERSION}
+kafka_libs() {
+	if [[ $KAFKA_IMAGE_VERSION == "$KAFKA_VERSION" ]]; then echo "$BIN/kafka-libs"; else echo "$BIN/kafka-libs-$KAFKA_IMAGE_VERSION"; fi
+}
 APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/oms-operator/Chart.yaml")
 NONROOT=65532
 PATH_IN_IMAGE=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -80,7 +86,7 @@ ref() {
 	nats) echo "localhost/oms-e2e/nats:${NATS_VERSION#v}" ;;
 	coredns) echo "localhost/oms-e2e/coredns:${COREDNS_VERSION#v}" ;;
 	local-path-provisioner) echo "localhost/oms-e2e/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION#v}" ;;
-	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_VERSION" ;;
+	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_IMAGE_VERSION" ;;
 	rabbitmq) echo "localhost/oms-e2e/rabbitmq:$(listed_version rabbitmq rabbitmq-server)" ;;
 	mosquitto) echo "localhost/oms-e2e/mosquitto:$(listed_version mosquitto mosquitto)" ;;
 	*) usage ;;
@@ -204,7 +210,7 @@ kafka_libraries() {
 kafka_inputs() {
 	local jdk module
 	jdk=$(jdk_home)
-	readlink -f "$BIN"/kafka-libs/libs/*.jar
+	readlink -f "$(kafka_libs)"/libs/*.jar
 	for module in ${JAVA_MODULES//,/ }; do echo "$jdk/jmods/$module.jmod"; done
 	echo /bin/dash
 	echo /usr/bin/cat
@@ -223,7 +229,7 @@ rootfs_kafka() {
 	jdk=$(jdk_home)
 	mkdir -p "$dir/opt/kafka/libs" "$dir/opt/kafka/bin" "$dir/opt/kafka/config" "$dir/opt/java" "$dir/bin" \
 		"$dir/etc" "$dir/tmp"
-	for file in "$BIN"/kafka-libs/libs/*.jar; do
+	for file in "$(kafka_libs)"/libs/*.jar; do
 		install -m 0644 "$(readlink -f "$file")" "$dir/opt/kafka/libs/"
 	done
 	log "jlink of the Java runtime for kafka"
@@ -397,7 +403,7 @@ prepare() {
 	nats) "$ROOT/e2e/harness/tools.sh" nats-server ;;
 	coredns) "$ROOT/e2e/harness/tools.sh" coredns ;;
 	local-path-provisioner) "$ROOT/e2e/harness/tools.sh" local-path-provisioner ;;
-	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
+	kafka) KAFKA_LIBS_VERSION=$KAFKA_IMAGE_VERSION "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
 	rabbitmq | mosquitto) "$ROOT/e2e/harness/tools.sh" "$1-debs" ;;
 	esac
 }

@@ -2,8 +2,9 @@
 # A managed Kafka keeps every message through a rolling change under traffic, one broker at a
 # time: on a cluster where `demo-install.sh <cluster> kafka` made demo-kafka, a Queue rolled (3
 # partitions, 3 copies, min.insync.replicas 2) takes numbered messages from a producer with acks=all
-# and idempotence, fed by this script at a steady pace, from before a passthrough config change
-# until the brokers have rolled. The operator holds the StatefulSet's rolling update and lets the
+# and idempotence, fed by this script at a steady pace, from before the change until the brokers
+# have rolled. The change is the upgrade to KAFKA_VERSION when the brokers run another version
+# (KAFKA_BROKER_VERSION at install), else a passthrough config setting. The operator holds the StatefulSet's rolling update and lets the
 # next broker go only when the one before runs the new template, is Ready, and every partition is
 # in sync again (operator/src/access_point/roll.rs); the script checks, every second, that at most
 # one broker is not Ready, and reads the operator's RollingBroker Events, one per broker let go.
@@ -14,8 +15,8 @@ set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=clouds.sh
 source "$(dirname "${BASH_SOURCE[0]}")/clouds.sh"
-# shellcheck source-path=SCRIPTDIR source=kafka-client.sh
-source "$HARNESS/kafka-client.sh"
+# shellcheck source-path=SCRIPTDIR source=versions.env
+source "$HARNESS/versions.env"
 ACCESS_POINT=demo-kafka
 QUEUE=rolled
 CLIENT=kafka-roll-client
@@ -99,11 +100,18 @@ revisions() {
 }
 read -r revision_before _ <<<"$(revisions)"
 t_roll=$EPOCHREALTIME
-# A value this access point has not had (a rerun must change it again).
-hours=$(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o json |
-	jq -r '(.spec.managed.config["log.retention.hours"] // "167" | tonumber) + 1')
-kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge \
-	-p "{\"spec\":{\"managed\":{\"config\":{\"log.retention.hours\":\"$hours\"}}}}" >/dev/null
+running_version=$(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o jsonpath='{.spec.managed.version}')
+if [[ -n $running_version && $running_version != "$KAFKA_VERSION" ]]; then
+	change="the upgrade from Kafka $running_version to $KAFKA_VERSION"
+	patch="{\"spec\":{\"managed\":{\"version\":\"$KAFKA_VERSION\"}}}"
+else
+	# A value this access point has not had (a rerun must change it again).
+	hours=$(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o json |
+		jq -r '(.spec.managed.config["log.retention.hours"] // "167" | tonumber) + 1')
+	change="log.retention.hours=$hours"
+	patch="{\"spec\":{\"managed\":{\"config\":{\"log.retention.hours\":\"$hours\"}}}}"
+fi
+kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge -p "$patch" >/dev/null
 most_unready=0
 deadline=$((SECONDS + 4 * DEADLINE_SECONDS))
 while :; do
@@ -123,16 +131,26 @@ sent=$(cat "$files/sent")
 # One RollingBroker Event series per broker let go (a rerun's steps count in the same series).
 steps=$(kc "$cluster" -n "$TENANT" get events --field-selector "involvedObject.name=$ACCESS_POINT,reason=RollingBroker" \
 	-o json | jq -r '.items | sort_by(.eventTime // .lastTimestamp) | .[].message')
-log "rolled $replicas brokers to $update in $(elapsed "$t_roll" "$t_rolled")s; at most $most_unready not Ready at once;" \
-	"the operator's steps:"
+images=$(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ACCESS_POINT" \
+	-o jsonpath='{range .items[*]}{.spec.containers[?(@.name=="broker")].image}{"\n"}{end}' | sort | uniq -c | paste -sd ' ')
+log "$change rolled $replicas brokers to $update in $(elapsed "$t_roll" "$t_rolled")s (images now: $images);" \
+	"at most $most_unready not Ready at once; the operator's steps:"
 printf '  %s\n' "$steps" >&2
 ((most_unready <= 1)) || die "$most_unready brokers were not Ready at once during the roll"
+[[ $change != the\ upgrade* || $images == *" $replicas localhost/oms-e2e/kafka:$KAFKA_VERSION" ]] ||
+	die "want every broker on kafka:$KAFKA_VERSION after the upgrade, saw: $images"
 let_go=$(grep -c 'every partition keeps its in-sync replicas' <<<"$steps" || true)
 ((let_go == replicas)) || die "want $replicas RollingBroker steps, one per broker, saw $let_go"
 
+# Everything the topic holds (its end offsets), read from the beginning: the consumer stops once it
+# has that many, or after a minute without a message (its first fetch waits for a group coordinator).
 # shellcheck disable=SC2016 # expanded in the pod
-in_client 'kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CONFIG" --topic "$TOPIC" \
-	--from-beginning --timeout-ms 8000' >"$files/read" 2>"$files/consumer.log" || true
+in_client 'total=0
+for end in $(kafka-get-offsets.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --topic "$TOPIC"); do
+  total=$((total + ${end##*:}))
+done
+kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CONFIG" --topic "$TOPIC" \
+	--from-beginning --max-messages "$total" --timeout-ms 60000' >"$files/read" 2>"$files/consumer.log" || true
 read_count=$(grep -c "^$run " "$files/read" || true)
 distinct=$(awk -v run="$run" -v n="$sent" '$1 == run && $2 >= 0 && $2 < n { print $2 }' "$files/read" | sort -un | wc -l)
 lost=$((sent - distinct)) duplicates=$((read_count - distinct))

@@ -192,16 +192,20 @@ tool_toxiproxy() {
 
 # Kafka: the broker's jars and their dependencies from Maven Central, as a classpath directory.
 tool_kafka() {
-	local dir=$OMS_CACHE/tools/kafka-$KAFKA_VERSION
+	# KAFKA_LIBS_VERSION=<older>: that version's jars, linked as kafka-libs-<older> (an image of it
+	# for a cluster to upgrade from), leaving .bin/kafka-libs to the pinned one.
+	local version=${KAFKA_LIBS_VERSION:-$KAFKA_VERSION} link=kafka-libs
+	[[ $version == "$KAFKA_VERSION" ]] || link=kafka-libs-$version
+	local dir=$OMS_CACHE/tools/kafka-$version
 	if [[ ! -f $dir/complete ]]; then
-		log "resolving Kafka $KAFKA_VERSION from Maven Central"
+		log "resolving Kafka $version from Maven Central"
 		rm -rf "$dir"
 		mkdir -p "$dir/libs"
-		sed "s/@KAFKA_VERSION@/$KAFKA_VERSION/g" "$ROOT/e2e/tools/kafka/pom.xml" >"$dir/pom.xml"
+		sed "s/@KAFKA_VERSION@/$version/g" "$ROOT/e2e/tools/kafka/pom.xml" >"$dir/pom.xml"
 		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
 		touch "$dir/complete"
 	fi
-	ln -sfn "$dir" "$BIN/kafka-libs"
+	ln -sfn "$dir" "$BIN/$link"
 }
 
 # MirrorMaker 2 (the peer of the bridge benchmark) on a classpath of its own, same Kafka version.
