@@ -89,6 +89,38 @@ poll() {
 	done
 }
 
+# statefulset_revisions <cluster> <name>: the StatefulSet's current and update revisions, ready and
+# updated pods, and replicas, on one line.
+statefulset_revisions() {
+	kc "$1" -n "$TENANT" get statefulset "$2" -o json | jq -r '[.status.currentRevision, .status.updateRevision,
+		.status.readyReplicas // 0, .status.updatedReplicas // 0, .spec.replicas] | join(" ")'
+}
+
+# watch_roll <cluster> <access point> <revision before> <seconds> [<check>...]: every second, until
+# every pod of the access point's StatefulSet runs a revision other than <revision before> and is
+# Ready, counting the pods not Ready at once and running <check> (which dies to stop the watch).
+# Sets ROLLED_TO (the revision), ROLL_REPLICAS and MOST_UNREADY (the most pods seen not Ready at
+# once); fails after <seconds>.
+watch_roll() {
+	local cluster=$1 access_point=$2 before=$3 seconds=$4 current update ready updated replicas unready
+	shift 4
+	local deadline=$((SECONDS + seconds))
+	MOST_UNREADY=0
+	while :; do
+		(($# == 0)) || "$@"
+		read -r current update ready updated replicas <<<"$(statefulset_revisions "$cluster" "$access_point")"
+		unready=$(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$access_point" -o json |
+			jq '[.items[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True") | not)] | length')
+		((unready <= MOST_UNREADY)) || MOST_UNREADY=$unready
+		[[ $update == "$before" || $current != "$update" || $ready != "$replicas" || $updated != "$replicas" ]] || break
+		((SECONDS < deadline)) ||
+			die "the roll did not finish within ${seconds}s: revision $current -> $update, $ready ready, $updated updated"
+		sleep 1
+	done
+	# shellcheck disable=SC2034 # for the scripts that source this
+	ROLLED_TO=$update ROLL_REPLICAS=$replicas
+}
+
 clouds_up() {
 	local cluster
 	# What cluster.sh and node.sh do not build themselves: the control plane, helm, the nats CLI.

@@ -61,9 +61,7 @@ source "$ROOT/e2e/harness/versions.env"
 # The kafka image's Kafka: the pinned version, or KAFKA_IMAGE_VERSION=<older> for a cluster to
 # upgrade from (its jars from tools.sh as .bin/kafka-libs-<version>).
 KAFKA_IMAGE_VERSION=${KAFKA_IMAGE_VERSION:-$KAFKA_VERSION}
-kafka_libs() {
-	if [[ $KAFKA_IMAGE_VERSION == "$KAFKA_VERSION" ]]; then echo "$BIN/kafka-libs"; else echo "$BIN/kafka-libs-$KAFKA_IMAGE_VERSION"; fi
-}
+KAFKA_LIBS=$BIN/kafka-libs-$KAFKA_IMAGE_VERSION
 APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/oms-operator/Chart.yaml")
 NONROOT=65532
 PATH_IN_IMAGE=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -210,7 +208,7 @@ kafka_libraries() {
 kafka_inputs() {
 	local jdk module
 	jdk=$(jdk_home)
-	readlink -f "$(kafka_libs)"/libs/*.jar
+	readlink -f "$KAFKA_LIBS"/libs/*.jar
 	for module in ${JAVA_MODULES//,/ }; do echo "$jdk/jmods/$module.jmod"; done
 	echo /bin/dash
 	echo /usr/bin/cat
@@ -229,7 +227,7 @@ rootfs_kafka() {
 	jdk=$(jdk_home)
 	mkdir -p "$dir/opt/kafka/libs" "$dir/opt/kafka/bin" "$dir/opt/kafka/config" "$dir/opt/java" "$dir/bin" \
 		"$dir/etc" "$dir/tmp"
-	for file in "$(kafka_libs)"/libs/*.jar; do
+	for file in "$KAFKA_LIBS"/libs/*.jar; do
 		install -m 0644 "$(readlink -f "$file")" "$dir/opt/kafka/libs/"
 	done
 	log "jlink of the Java runtime for kafka"

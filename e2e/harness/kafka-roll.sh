@@ -94,11 +94,7 @@ producer=$!
 # Whatever stops this script, the generator ends and the producer with it.
 trap 'touch "$stop"; kill "$producer" 2>/dev/null || true' EXIT
 
-revisions() {
-	kc "$cluster" -n "$TENANT" get statefulset "$ACCESS_POINT" -o json |
-		jq -r '[.status.currentRevision, .status.updateRevision, .status.readyReplicas // 0, .status.updatedReplicas // 0, .spec.replicas] | join(" ")'
-}
-read -r revision_before _ <<<"$(revisions)"
+read -r revision_before _ <<<"$(statefulset_revisions "$cluster" "$ACCESS_POINT")"
 t_roll=$EPOCHREALTIME
 running_version=$(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o jsonpath='{.spec.managed.version}')
 if [[ -n $running_version && $running_version != "$KAFKA_VERSION" ]]; then
@@ -112,18 +108,9 @@ else
 	patch="{\"spec\":{\"managed\":{\"config\":{\"log.retention.hours\":\"$hours\"}}}}"
 fi
 kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge -p "$patch" >/dev/null
-most_unready=0
-deadline=$((SECONDS + 4 * DEADLINE_SECONDS))
-while :; do
-	kill -0 "$producer" 2>/dev/null || die "the producer exited during the roll: $(cat "$files/producer.log")"
-	read -r current update ready updated replicas <<<"$(revisions)"
-	unready=$(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ACCESS_POINT" -o json |
-		jq '[.items[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True") | not)] | length')
-	((unready <= most_unready)) || most_unready=$unready
-	[[ $update == "$revision_before" || $current != "$update" || $ready != "$replicas" || $updated != "$replicas" ]] || break
-	((SECONDS < deadline)) || die "the roll did not finish within $((4 * DEADLINE_SECONDS))s: revision $current -> $update, $ready ready, $updated updated"
-	sleep 1
-done
+producing() { kill -0 "$producer" 2>/dev/null || die "the producer exited during the roll: $(cat "$files/producer.log")"; }
+watch_roll "$cluster" "$ACCESS_POINT" "$revision_before" $((4 * DEADLINE_SECONDS)) producing
+replicas=$ROLL_REPLICAS
 t_rolled=$EPOCHREALTIME
 touch "$stop"
 wait "$producer" || die "the producer failed: $(cat "$files/producer.log")"
@@ -133,10 +120,10 @@ steps=$(kc "$cluster" -n "$TENANT" get events --field-selector "involvedObject.n
 	-o json | jq -r '.items | sort_by(.eventTime // .lastTimestamp) | .[].message')
 images=$(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ACCESS_POINT" \
 	-o jsonpath='{range .items[*]}{.spec.containers[?(@.name=="broker")].image}{"\n"}{end}' | sort | uniq -c | paste -sd ' ')
-log "$change rolled $replicas brokers to $update in $(elapsed "$t_roll" "$t_rolled")s (images now: $images);" \
-	"at most $most_unready not Ready at once; the operator's steps:"
+log "$change rolled $replicas brokers to $ROLLED_TO in $(elapsed "$t_roll" "$t_rolled")s (images now: $images);" \
+	"at most $MOST_UNREADY not Ready at once; the operator's steps:"
 printf '  %s\n' "$steps" >&2
-((most_unready <= 1)) || die "$most_unready brokers were not Ready at once during the roll"
+((MOST_UNREADY <= 1)) || die "$MOST_UNREADY brokers were not Ready at once during the roll"
 [[ $change != the\ upgrade* || $images == *" $replicas localhost/oms-e2e/kafka:$KAFKA_VERSION" ]] ||
 	die "want every broker on kafka:$KAFKA_VERSION after the upgrade, saw: $images"
 let_go=$(grep -c 'every partition keeps its in-sync replicas' <<<"$steps" || true)

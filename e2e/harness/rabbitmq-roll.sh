@@ -37,11 +37,6 @@ rabbitmq_client "$cluster" "$ACCESS_POINT" "$QUEUE" || die "no client for $ACCES
 files=$AMQP_FILES
 broker_queue=$AMQP_QUEUE
 
-statefulset_revisions() {
-	kc "$cluster" -n "$TENANT" get statefulset "$ACCESS_POINT" \
-		-o jsonpath='{.status.currentRevision} {.status.updateRevision} {.status.readyReplicas} {.status.updatedReplicas}'
-}
-
 t0=$EPOCHREALTIME
 stop=$files/stop-publishing
 rm -f "$stop"
@@ -52,26 +47,16 @@ publishing() {
 	[[ -s $files/published ]] || { kill -0 "$publisher" 2>/dev/null || die "the publisher exited: $(cat "$files/published")"; false; }
 }
 poll "the publisher's first confirmed message" publishing
-read -r revision_before _ <<<"$(statefulset_revisions)"
+read -r revision_before _ <<<"$(statefulset_revisions "$cluster" "$ACCESS_POINT")"
 
 # A change every broker must take: a passthrough setting, a new config, a rolling update.
 t_roll=$EPOCHREALTIME
 kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge \
 	-p '{"spec":{"managed":{"config":{"vm_memory_high_watermark.relative":"0.5"}}}}' >/dev/null
-most_unready=0
-deadline=$((SECONDS + DEADLINE_SECONDS))
-while :; do
-	read -r current update ready updated <<<"$(statefulset_revisions)"
-	unready=$(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ACCESS_POINT" -o json |
-		jq '[.items[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True") | not)] | length')
-	((unready <= most_unready)) || most_unready=$unready
-	[[ $update == "$revision_before" || $current != "$update" || $ready != 3 || $updated != 3 ]] || break
-	((SECONDS < deadline)) || die "the roll did not finish within ${DEADLINE_SECONDS}s: revision $current -> $update, $ready ready, $updated updated"
-	sleep 1
-done
+watch_roll "$cluster" "$ACCESS_POINT" "$revision_before" "$DEADLINE_SECONDS"
 t_rolled=$EPOCHREALTIME
-log "rolled to $update in $(elapsed "$t_roll" "$t_rolled")s; at most $most_unready of 3 pods not Ready at once"
-((most_unready <= 1)) || die "$most_unready pods were not Ready at once during the roll"
+log "rolled to $ROLLED_TO in $(elapsed "$t_roll" "$t_rolled")s; at most $MOST_UNREADY of 3 pods not Ready at once"
+((MOST_UNREADY <= 1)) || die "$MOST_UNREADY pods were not Ready at once during the roll"
 
 status=$(kc "$cluster" -n "$TENANT" exec "$ACCESS_POINT-0" -c broker -- rabbitmq-diagnostics -q cluster_status --formatter json) ||
 	die "cluster_status after the roll: $status"

@@ -192,10 +192,9 @@ tool_toxiproxy() {
 
 # Kafka: the broker's jars and their dependencies from Maven Central, as a classpath directory.
 tool_kafka() {
-	# KAFKA_LIBS_VERSION=<older>: that version's jars, linked as kafka-libs-<older> (an image of it
-	# for a cluster to upgrade from), leaving .bin/kafka-libs to the pinned one.
-	local version=${KAFKA_LIBS_VERSION:-$KAFKA_VERSION} link=kafka-libs
-	[[ $version == "$KAFKA_VERSION" ]] || link=kafka-libs-$version
+	# KAFKA_LIBS_VERSION=<older>: that version's jars (an image of it for a cluster to upgrade
+	# from). Every version is linked as kafka-libs-<version>; the pinned one also as kafka-libs.
+	local version=${KAFKA_LIBS_VERSION:-$KAFKA_VERSION}
 	local dir=$OMS_CACHE/tools/kafka-$version
 	if [[ ! -f $dir/complete ]]; then
 		log "resolving Kafka $version from Maven Central"
@@ -205,7 +204,8 @@ tool_kafka() {
 		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
 		touch "$dir/complete"
 	fi
-	ln -sfn "$dir" "$BIN/$link"
+	ln -sfn "$dir" "$BIN/kafka-libs-$version"
+	[[ $version != "$KAFKA_VERSION" ]] || ln -sfn "$dir" "$BIN/kafka-libs"
 }
 
 # MirrorMaker 2 (the peer of the bridge benchmark) on a classpath of its own, same Kafka version.

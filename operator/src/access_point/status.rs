@@ -67,10 +67,8 @@ pub fn refuse_resize(decided: &mut [Decided], message: String) {
 
 /// Adds to the Progressing condition of a Kafka roll what it waits for or just did.
 pub fn rolling(decided: &mut [Decided], progress: &str) {
-    if let Some(condition) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
-        let message = format!("{}; {progress}", condition.message);
-        *condition = Decided::new(PROGRESSING, Status::True, "RollingUpdate", message);
-    }
+    let counted = decided.iter().find(|d| d.type_ == PROGRESSING).map(|d| d.message.clone()).unwrap_or_default();
+    replace_progressing(decided, Status::True, "RollingUpdate", format!("{counted}; {progress}"));
 }
 
 /// Replaces the Progressing condition while a server is being retired, saying which step.
