@@ -429,6 +429,11 @@ pub struct MessagingAccessPointStatus {
     /// host:port where this access point's gateway is reachable, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_endpoint: Option<String>,
+    /// Managed Kafka: the `metadata.version` the cluster has finalized (e.g. `4.1-IV1`). The
+    /// operator raises it to the brokers' newest once every broker runs a newer release, and
+    /// never lowers it: an older `spec.managed.version` is refused from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_version: Option<String>,
     /// The `metadata.generation` the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -265,6 +265,7 @@ exec /opt/kafka/bin/kafka-run-class.sh kafka.Kafka "$@"'
 		kafka-console-consumer.sh=org.apache.kafka.tools.consumer.ConsoleConsumer \
 		kafka-get-offsets.sh=org.apache.kafka.tools.GetOffsetShell \
 		kafka-metadata-quorum.sh=org.apache.kafka.tools.MetadataQuorumCommand \
+		kafka-features.sh=org.apache.kafka.tools.FeatureCommand \
 		kafka-broker-api-versions.sh=org.apache.kafka.tools.BrokerApiVersionsCommand; do
 		class=${tool#*=}
 		kafka_script "$dir" "${tool%%=*}" ': "${KAFKA_LOG4J_OPTS:=-Dlog4j2.configurationFile=/opt/kafka/config/tools-log4j2.properties}"

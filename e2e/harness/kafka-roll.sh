@@ -8,7 +8,9 @@
 # next broker go only when the one before runs the new template, is Ready, and every partition is
 # in sync again (operator/src/access_point/roll.rs); the script checks, every second, that at most
 # one broker is not Ready, and reads the operator's RollingBroker Events, one per broker let go.
-# Then every message must be read back: lost 0, duplicates 0.
+# Then every message must be read back: lost 0, duplicates 0. After an upgrade the operator raises
+# the cluster's metadata.version to the new release's (kafka-features.sh must show it, and the
+# status and an Event say it), and refuses the old version from then on.
 #
 #   e2e/harness/kafka-roll.sh <cluster>     (e2e-nodes.sh runs it in cloud A)
 set -euo pipefail
@@ -94,6 +96,25 @@ producer=$!
 # Whatever stops this script, the generator ends and the producer with it.
 trap 'touch "$stop"; kill "$producer" 2>/dev/null || true' EXIT
 
+# metadata.version as the brokers report it: the newest level they support and the cluster's
+# finalized one (kafka-features.sh describe), on one line.
+metadata_versions() {
+	# shellcheck disable=SC2016 # expanded in the pod
+	in_client 'kafka-features.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" describe' | awk '
+		$2 == "metadata.version" { for (i = 1; i < NF; i++) if ($i ~ /^(SupportedMaxVersion|FinalizedVersionLevel):$/) f[$i] = $(i + 1) }
+		END { print f["SupportedMaxVersion:"], f["FinalizedVersionLevel:"] }'
+}
+status_metadata_version() {
+	kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o jsonpath='{.status.metadataVersion}'
+}
+# The status says the level the brokers report as finalized, and that is the newest they support.
+metadata_version_current() {
+	read -r supported finalized <<<"$(metadata_versions)"
+	[[ -n $finalized && $finalized == "$supported" && $(status_metadata_version) == "$finalized" ]]
+}
+poll "the status and the brokers agree on metadata.version before the change" metadata_version_current
+metadata_version_before=$finalized
+
 read -r revision_before _ <<<"$(statefulset_revisions "$cluster" "$ACCESS_POINT")"
 t_roll=$EPOCHREALTIME
 running_version=$(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o jsonpath='{.spec.managed.version}')
@@ -143,5 +164,40 @@ distinct=$(awk -v run="$run" -v n="$sent" '$1 == run && $2 >= 0 && $2 < n { prin
 lost=$((sent - distinct)) duplicates=$((read_count - distinct))
 log "while the brokers rolled: sent $sent (acks=all, idempotent); read $read_count: lost $lost, duplicates $duplicates"
 ((lost == 0 && duplicates == 0)) || die "want every message once after the roll (consumer: $(tail -n 3 "$files/consumer.log"))"
+
+# metadata.version: raised to the new release's after an upgrade, as is after another change.
+t_read=$EPOCHREALTIME
+poll "metadata.version finalized at the brokers' newest after the roll" metadata_version_current
+log "metadata.version before $metadata_version_before, now $finalized (kafka-features.sh and the status)"
+if [[ $change == the\ upgrade* ]]; then
+	[[ $finalized != "$metadata_version_before" ]] || die "metadata.version stayed at $finalized after $change"
+	raised=$(kc "$cluster" -n "$TENANT" get events \
+		--field-selector "involvedObject.name=$ACCESS_POINT,reason=MetadataVersionRaised" -o jsonpath='{.items[*].message}')
+	[[ $raised == *"from $metadata_version_before to $finalized"* ]] ||
+		die "want a MetadataVersionRaised Event from $metadata_version_before to $finalized, saw: ${raised:-none}"
+	# Brokers of the old release would not start on the raised level: the old version is refused
+	# and nothing rolls.
+	kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge \
+		-p "{\"spec\":{\"managed\":{\"version\":\"$running_version\"}}}" >/dev/null
+	refused() {
+		kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" -o json | jq -e --arg mv "$finalized" \
+			'.status.conditions[] | select(.type == "Ready" and .reason == "InvalidSpec" and
+				(.message | contains("spec.managed.version") and contains("finalized at " + $mv)))' >/dev/null
+	}
+	poll "Kafka $running_version refused on metadata.version $finalized" refused
+	read -r _ revision_refused _ <<<"$(statefulset_revisions "$cluster" "$ACCESS_POINT")"
+	[[ $revision_refused == "$ROLLED_TO" ]] || die "the refused downgrade changed the StatefulSet to $revision_refused"
+	kc "$cluster" -n "$TENANT" patch messagingaccesspoint "$ACCESS_POINT" --type merge \
+		-p "{\"spec\":{\"managed\":{\"version\":\"$KAFKA_VERSION\"}}}" >/dev/null
+	ready_again() {
+		[[ $(kc "$cluster" -n "$TENANT" get messagingaccesspoint "$ACCESS_POINT" \
+			-o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+	}
+	poll "$ACCESS_POINT Ready again on $KAFKA_VERSION" ready_again
+	log "Kafka $running_version refused once metadata.version is $finalized; the StatefulSet kept $ROLLED_TO"
+else
+	[[ $finalized == "$metadata_version_before" ]] || die "metadata.version moved to $finalized without an upgrade"
+fi
 kc "$cluster" -n "$TENANT" delete pod "$CLIENT" --wait=false >/dev/null
-log "timings: roll $(elapsed "$t_roll" "$t_rolled")s; read and checked $(elapsed "$t_rolled" "$EPOCHREALTIME")s"
+log "timings: roll $(elapsed "$t_roll" "$t_rolled")s; read and checked $(elapsed "$t_rolled" "$t_read")s;" \
+	"metadata.version $(elapsed "$t_read" "$EPOCHREALTIME")s"

@@ -1,9 +1,12 @@
 //! Kafka's side of the probe: the requests it sends (SaslHandshake v1, SaslAuthenticate v1,
-//! Metadata v8, all in Kafka 4's baseline) and what it reads back, as pure byte codecs.
+//! Metadata v8, all in Kafka 4's baseline) and what it reads back, as pure byte codecs; the
+//! operator's feature requests are in [`features`].
 //!
 //! A broker is ready when, after a SCRAM login, the Metadata it answers lists the broker itself,
 //! under its node id and advertised address: a KRaft broker lists only unfenced brokers, so a
 //! broker that has not caught up with the metadata log, or has been fenced, fails.
+
+pub mod features;
 
 use std::fmt;
 
@@ -31,6 +34,32 @@ pub fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> 
 fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// An unsigned varint: seven bits a byte, low bits first (the flexible versions' lengths).
+fn put_uvarint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push(u8::try_from(value & 0x7f).unwrap_or(0) | 0x80);
+        value >>= 7;
+    }
+    out.push(u8::try_from(value).unwrap_or(0));
+}
+
+/// A flexible version's string: its length plus one as a varint.
+fn put_compact_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_uvarint(out, u32::try_from(bytes.len() + 1).unwrap_or(u32::MAX));
+    out.extend_from_slice(bytes);
+}
+
+/// No tagged field: what flexible versions end every structure with.
+const NO_TAGGED_FIELDS: u8 = 0;
+
+/// A request of a flexible version: header v2 is header v1 and its (empty) tagged fields.
+fn request_flexible(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(1 + body.len());
+    tagged.push(NO_TAGGED_FIELDS);
+    tagged.extend_from_slice(body);
+    request(api_key, version, correlation_id, &tagged)
 }
 
 /// ApiVersions v0: the one request every Kafka version answers before authentication (the
@@ -113,6 +142,40 @@ impl<'a> Reader<'a> {
 
     fn count(&mut self, what: &str) -> Result<usize, DecodeError> {
         Ok(usize::try_from(self.i32(what)?).unwrap_or(0))
+    }
+
+    fn uvarint(&mut self, what: &str) -> Result<u32, DecodeError> {
+        let mut value = 0u32;
+        for shift in (0..35).step_by(7) {
+            let byte = self.take(1, what)?[0];
+            value |= u32::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError(format!("{what}: a varint longer than 5 bytes")))
+    }
+
+    /// A flexible version's array length or nullable string length: the count plus one, 0 null.
+    fn compact_count(&mut self, what: &str) -> Result<Option<usize>, DecodeError> {
+        let stored = self.uvarint(what)?;
+        Ok(stored.checked_sub(1).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+    }
+
+    fn compact_string(&mut self, what: &str) -> Result<Option<String>, DecodeError> {
+        let Some(length) = self.compact_count(what)? else { return Ok(None) };
+        Ok(Some(String::from_utf8_lossy(self.take(length, what)?).into_owned()))
+    }
+
+    /// A structure's tagged fields, each as its tag and its bytes.
+    fn tagged_fields(&mut self, what: &str) -> Result<Vec<(u32, &'a [u8])>, DecodeError> {
+        (0..self.uvarint(what)?)
+            .map(|_| {
+                let tag = self.uvarint(what)?;
+                let size = usize::try_from(self.uvarint(what)?).unwrap_or(usize::MAX);
+                Ok((tag, self.take(size, what)?))
+            })
+            .collect()
     }
 }
 

@@ -29,7 +29,7 @@ const ANSWER_LIMIT: usize = 1 << 20;
 /// it holds a password.
 pub struct LoginTarget<'a> {
     pub addr: SocketAddr,
-    pub tls: Option<Tls<'a>>,
+    pub tls: Option<Tls>,
     pub user: &'a str,
     pub password: &'a str,
 }
@@ -37,37 +37,54 @@ pub struct LoginTarget<'a> {
 /// Logs in with SCRAM-SHA-512 and checks that the broker lists itself as serving, as `me`: its
 /// node id at its advertised address.
 pub fn probe_kafka(target: &LoginTarget<'_>, me: &kafka::Broker, deadline: Instant) -> Result<(), String> {
-    let mut connection = Connection::open(target.addr, target.tls.as_ref(), deadline)?;
-    let mut correlation_id = 0;
-    let mut call = |request: &dyn Fn(i32) -> Vec<u8>| -> Result<Vec<u8>, String> {
-        correlation_id += 1;
-        let answer = connection.exchange(&request(correlation_id), ANSWER_LIMIT)?;
-        let (echoed, body) = kafka::split_header(&answer).map_err(|e| e.to_string())?;
-        if echoed != correlation_id {
-            return Err(format!("answer to request {echoed}, not {correlation_id}"));
-        }
-        Ok(body.to_vec())
-    };
-
-    let handshake = call(&|id| kafka::sasl_handshake(id, "SCRAM-SHA-512"))?;
-    kafka::sasl_handshake_response(&handshake)
-        .map_err(|e| e.to_string())?
-        .map_err(|offered| format!("SCRAM-SHA-512 not offered on this listener (offered: {})", offered.join(", ")))?;
-    let exchange = Exchange::new(Hash::Sha512, target.user, target.password, &nonce()?);
-    let login = |body: &[u8]| {
-        kafka::sasl_authenticate_response(body)
-            .map_err(|e| e.to_string())?
-            .map_err(|refused| format!("login as {:?} refused: {refused}", target.user))
-    };
-    let client_first = exchange.client_first();
-    let server_first = login(&call(&|id| kafka::sasl_authenticate(id, client_first.as_bytes()))?)?;
-    let client_final = exchange.client_final(&server_first).map_err(|e| format!("SCRAM: {e}"))?;
-    let server_final = login(&call(&|id| kafka::sasl_authenticate(id, client_final.message.as_bytes()))?)?;
-    client_final.check_server_final(&server_final).map_err(|e| format!("SCRAM: {e}"))?;
-
-    let metadata = call(&kafka::metadata)?;
+    let mut connection = KafkaConnection::open(target.addr, target.tls.as_ref(), deadline)?;
+    connection.log_in(target.user, target.password)?;
+    let metadata = connection.call(kafka::metadata)?;
     let brokers = kafka::metadata_brokers(&metadata).map_err(|e| e.to_string())?;
     kafka::check_listed(&brokers, me)
+}
+
+/// A connection to a Kafka broker that numbers its requests and checks that each answer is to
+/// the request just sent.
+pub struct KafkaConnection {
+    connection: Connection,
+    correlation_id: i32,
+}
+
+impl KafkaConnection {
+    pub fn open(addr: SocketAddr, tls: Option<&Tls>, deadline: Instant) -> Result<Self, String> {
+        Ok(KafkaConnection { connection: Connection::open(addr, tls, deadline)?, correlation_id: 0 })
+    }
+
+    /// Sends the request `request` makes for the next correlation id; the answer after its id.
+    pub fn call(&mut self, request: impl Fn(i32) -> Vec<u8>) -> Result<Vec<u8>, String> {
+        self.correlation_id += 1;
+        let answer = self.connection.exchange(&request(self.correlation_id), ANSWER_LIMIT)?;
+        let (echoed, body) = kafka::split_header(&answer).map_err(|e| e.to_string())?;
+        if echoed != self.correlation_id {
+            return Err(format!("answer to request {echoed}, not {}", self.correlation_id));
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Logs in as `user` with SCRAM-SHA-512, checking the server's proof too.
+    pub fn log_in(&mut self, user: &str, password: &str) -> Result<(), String> {
+        let handshake = self.call(|id| kafka::sasl_handshake(id, "SCRAM-SHA-512"))?;
+        kafka::sasl_handshake_response(&handshake).map_err(|e| e.to_string())?.map_err(|offered| {
+            format!("SCRAM-SHA-512 not offered on this listener (offered: {})", offered.join(", "))
+        })?;
+        let exchange = Exchange::new(Hash::Sha512, user, password, &nonce()?);
+        let login = |body: &[u8]| {
+            kafka::sasl_authenticate_response(body)
+                .map_err(|e| e.to_string())?
+                .map_err(|refused| format!("login as {user:?} refused: {refused}"))
+        };
+        let client_first = exchange.client_first();
+        let server_first = login(&self.call(|id| kafka::sasl_authenticate(id, client_first.as_bytes()))?)?;
+        let client_final = exchange.client_final(&server_first).map_err(|e| format!("SCRAM: {e}"))?;
+        let server_final = login(&self.call(|id| kafka::sasl_authenticate(id, client_final.message.as_bytes()))?)?;
+        client_final.check_server_final(&server_final).map_err(|e| format!("SCRAM: {e}"))
+    }
 }
 
 /// 24 random bytes in base64: printable and without commas, as SCRAM wants.

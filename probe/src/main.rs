@@ -83,13 +83,13 @@ impl Broker {
     }
 
     /// The broker on 127.0.0.1, with TLS checked for the pod's own name where a CA is given.
-    fn target<'a>(&'a self, pod: &'a Pod) -> LoginTarget<'a> {
-        LoginTarget {
+    fn target<'a>(&self, pod: &'a Pod) -> Result<LoginTarget<'a>, String> {
+        Ok(LoginTarget {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
-            tls: self.ca.as_deref().map(|ca_file| Tls { ca_file, server_name: pod.host.clone() }),
+            tls: self.ca.as_deref().map(|ca_file| Tls::trusting(ca_file, pod.host.clone())).transpose()?,
             user: &pod.user,
             password: &pod.password,
-        }
+        })
     }
 }
 
@@ -98,9 +98,9 @@ fn main() -> ExitCode {
         Command::Install { dest } => install(&dest),
         Command::Kafka(broker) => kafka(&broker),
         Command::Amqp { broker, vhost } => {
-            broker.pod().and_then(|pod| probe_amqp(&broker.target(&pod), &vhost, pod.deadline))
+            broker.pod().and_then(|pod| probe_amqp(&broker.target(&pod)?, &vhost, pod.deadline))
         }
-        Command::Mqtt(broker) => broker.pod().and_then(|pod| probe_mqtt(&broker.target(&pod), pod.deadline)),
+        Command::Mqtt(broker) => broker.pod().and_then(|pod| probe_mqtt(&broker.target(&pod)?, pod.deadline)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,7 +119,7 @@ fn kafka(broker: &Broker) -> Result<(), String> {
         .and_then(|(_, ordinal)| ordinal.parse().ok())
         .ok_or_else(|| format!("POD_NAME {:?} does not end in a StatefulSet ordinal", pod.name))?;
     let me = kafka::Broker { node_id, host: pod.host.clone(), port: i32::from(broker.port) };
-    probe_kafka(&broker.target(&pod), &me, pod.deadline)
+    probe_kafka(&broker.target(&pod)?, &me, pod.deadline)
 }
 
 /// Copies this executable to `dest` through a temporary name, so that a restarted init

@@ -11,11 +11,18 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-/// TLS towards the broker: its certificate checked against `ca_file` for `server_name`.
+/// TLS towards the broker: its certificate checked as `config` says, for `server_name`.
 #[derive(Clone, Debug)]
-pub struct Tls<'a> {
-    pub ca_file: &'a Path,
+pub struct Tls {
+    pub config: Arc<ClientConfig>,
     pub server_name: String,
+}
+
+impl Tls {
+    /// TLS that trusts the CA certificates in `ca_file` alone.
+    pub fn trusting(ca_file: &Path, server_name: String) -> Result<Self, String> {
+        Ok(Tls { config: Arc::new(client_config(ca_file)?), server_name })
+    }
 }
 
 enum Transport {
@@ -29,7 +36,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn open(addr: SocketAddr, tls: Option<&Tls<'_>>, deadline: Instant) -> Result<Self, String> {
+    pub fn open(addr: SocketAddr, tls: Option<&Tls>, deadline: Instant) -> Result<Self, String> {
         let socket = TcpStream::connect_timeout(&addr, remaining(deadline)?)
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         socket.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -38,8 +45,7 @@ impl Connection {
             Some(tls) => {
                 let name = ServerName::try_from(tls.server_name.clone())
                     .map_err(|e| format!("TLS server name {:?}: {e}", tls.server_name))?;
-                let session = ClientConnection::new(Arc::new(client_config(tls.ca_file)?), name)
-                    .map_err(|e| format!("TLS: {e}"))?;
+                let session = ClientConnection::new(tls.config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
                 Transport::Tls(Box::new(StreamOwned::new(session, socket)))
             }
         };

@@ -40,6 +40,7 @@ use self::credentials::{Logins, admin_endpoint, apply_kafka_tenants, broker_tls,
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::shrink::Shrinking;
 use self::validate::{AccessPoint, Managed, Plan, Running, validate};
+use crate::admin::kafka_features::{self, Finalized};
 use crate::admin::rabbitmq_cluster::RabbitmqCluster;
 use crate::apply::{apply, apply_status};
 use crate::binding;
@@ -171,7 +172,11 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
     };
     let existing = read_managed_stateful_set(ctx, map).await?;
     let running = match existing.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
-        Some(replicas) => Some(Running { replicas, queues: kafka_queues_if_shrinking(ctx, map, replicas).await? }),
+        Some(replicas) => Some(Running {
+            replicas,
+            queues: kafka_queues_if_shrinking(ctx, map, replicas).await?,
+            metadata_version: finalized_metadata_version(map),
+        }),
         None => None,
     };
     let existing_kafka = existing.filter(|_| map.spec.driver == Driver::Kafka);
@@ -180,7 +185,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
     let mut ap = match validate(&name, &namespace, &map.spec, &default_region, running.as_ref(), &ctx.images) {
         Ok(ap) => ap,
         Err(invalid) => {
-            write_status(ctx, map, MessagingAccessPointStatus::default(), &status::invalid(&invalid)).await?;
+            write_status(ctx, map, kept_status(map), &status::invalid(&invalid)).await?;
             publish(ctx, map, EventType::Warning, "InvalidSpec", &invalid.to_string()).await;
             return Ok(Action::await_change());
         }
@@ -226,7 +231,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         Ok(tls) => tls,
         // Secrets and ConfigMaps of users are not watched: look again soon.
         Err(Error::TlsMaterialMissing { message }) => {
-            say_not_ready(ctx, map, "TlsSettingsNotFound", message, MessagingAccessPointStatus::default()).await?;
+            say_not_ready(ctx, map, "TlsSettingsNotFound", message, kept_status(map)).await?;
             return Ok(Action::requeue(RETRY_SOON));
         }
         Err(error) => return Err(error),
@@ -245,10 +250,10 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
             let existing = existing_kafka.as_ref();
             let cluster =
                 Cluster { ap: &ap, managed, broker, uid: &uid, owner: &owner, certificate, shrinking, existing };
-            let (decided, requeue, ready) =
-                Box::pin(apply_managed(ctx, map, &cluster, &hosts, &logins, tls.as_ref())).await?;
-            observed.ready_replicas = ready;
-            (decided, requeue)
+            let applied = Box::pin(apply_managed(ctx, map, &cluster, &hosts, &logins, tls.as_ref())).await?;
+            observed.ready_replicas = applied.ready;
+            observed.metadata_version = applied.metadata_version.or_else(|| finalized_metadata_version(map));
+            (applied.decided, applied.requeue)
         }
         // Nothing watches an external broker: probing again is how a change is noticed.
         (Plan::External(_), _) => (probe_external(&ap, &hosts, &logins, tls.as_ref()).await, ctx.probe_interval),
@@ -355,8 +360,19 @@ async fn server_certificate(
     Ok(Some(certificates::ensure(ctx, pki, subject).await?))
 }
 
+/// What applying a managed cluster decided and saw.
+struct Applied {
+    decided: Vec<Decided>,
+    /// When to look again.
+    requeue: Duration,
+    /// The brokers Ready, when the StatefulSet was applied.
+    ready: Option<i32>,
+    /// Kafka: the finalized `metadata.version`, when it was read.
+    metadata_version: Option<String>,
+}
+
 /// Applies a managed cluster's objects, then its tenants' broker users where they go through the
-/// admin API (Kafka); returns its conditions, when to look again and the ready brokers.
+/// admin API (Kafka), and once a Kafka roll is over its `metadata.version`.
 async fn apply_managed(
     ctx: &Context,
     map: &MessagingAccessPoint,
@@ -364,7 +380,7 @@ async fn apply_managed(
     hosts: &[(String, u16)],
     logins: &Logins,
     tls: Option<&BrokerTls>,
-) -> Result<(Vec<Decided>, Duration, Option<i32>), Error> {
+) -> Result<Applied, Error> {
     let Cluster { ap, managed, broker, uid, owner, certificate, shrinking, existing } = *cluster;
     let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
     let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
@@ -416,18 +432,28 @@ async fn apply_managed(
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }
+            // A roll to a newer release is over: the cluster may write its metadata as it does.
+            let mut metadata_version = None;
+            if let (Driver::Kafka, Some(admin), Some(roll::Step { progress: None, .. })) =
+                (ap.driver, &logins.admin, roll.as_ref())
+                && status::settled(managed.replicas, &stateful_set)
+            {
+                let endpoint = admin_endpoint(hosts, admin, tls);
+                metadata_version = raise_metadata_version(ctx, map, &endpoint).await;
+            }
             let requeue = match (shrink_poll.or(roll_poll), ready >= managed.replicas && !users_failed) {
                 (Some(poll), _) => poll,
                 (None, true) => RESYNC,
                 (None, false) => RETRY_SOON,
             };
-            Ok((decided, recheck(requeue), Some(ready)))
+            Ok(Applied { decided, requeue: recheck(requeue), ready: Some(ready), metadata_version })
         }
         // The API server refuses changes of immutable StatefulSet fields; say so instead of looping.
         Err(kube::Error::Api(status)) if status.code == 422 => {
             let message = format!("the StatefulSet cannot take this change: {}", status.message);
             publish(ctx, map, EventType::Warning, "UpdateRefused", &message).await;
-            Ok((status::apply_refused(message), recheck(RESYNC), None))
+            let decided = status::apply_refused(message);
+            Ok(Applied { decided, requeue: recheck(RESYNC), ready: None, metadata_version: None })
         }
         Err(source) => Err(Error::Apply { kind: "StatefulSet", name: ap.name.clone(), source }),
     }
@@ -460,6 +486,46 @@ async fn hold_kafka_roll(
     spec.update_strategy = Some(roll::strategy(step.partition));
     stateful_set.metadata.annotations.get_or_insert_default().insert(roll::TEMPLATE_HASH_ANNOTATION.into(), hash);
     Ok(step)
+}
+
+/// Raises a managed Kafka's finalized `metadata.version` to its brokers' newest (an Event says
+/// so, or a Warning why the controller refused); the level it is at, when a broker answered.
+async fn raise_metadata_version(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    endpoint: &crate::admin::Endpoint,
+) -> Option<String> {
+    match kafka_features::finalize_metadata_version(endpoint).await {
+        Ok(Finalized { level, raised_from }) => {
+            let name = kafka_features::level_name(level);
+            if let Some(from) = raised_from {
+                let message = format!(
+                    "metadata.version raised from {} to {name}: every broker runs a release that supports it",
+                    kafka_features::level_name(from)
+                );
+                publish(ctx, map, EventType::Normal, "MetadataVersionRaised", &message).await;
+            }
+            Some(name)
+        }
+        Err(message) => {
+            publish(ctx, map, EventType::Warning, "MetadataVersionNotRaised", &message).await;
+            None
+        }
+    }
+}
+
+/// The `metadata.version` the status last gave.
+fn finalized_metadata_version(map: &MessagingAccessPoint) -> Option<String> {
+    map.status.as_ref().and_then(|s| s.metadata_version.clone())
+}
+
+/// A status for an access point that cannot be acted on now: empty but for what must outlive
+/// that (the finalized `metadata.version`, which guards against a downgrade).
+fn kept_status(map: &MessagingAccessPoint) -> MessagingAccessPointStatus {
+    MessagingAccessPointStatus {
+        metadata_version: finalized_metadata_version(map),
+        ..MessagingAccessPointStatus::default()
+    }
 }
 
 /// An Event for a broker a roll let go, about its pod: the recorder folds Events of the same

@@ -13,12 +13,8 @@ pub const DEGRADED: &str = "Degraded";
 /// Conditions of a managed cluster from its StatefulSet as the API server returned it.
 #[must_use]
 pub fn managed(desired: i32, stateful_set: &StatefulSet) -> (i32, Vec<Decided>) {
-    let status = stateful_set.status.clone().unwrap_or_default();
-    let ready = status.ready_replicas.unwrap_or(0);
-    let generation = stateful_set.metadata.generation.unwrap_or(0);
-    let rolling = status.observed_generation.unwrap_or(0) < generation
-        || (status.update_revision.is_some() && status.current_revision != status.update_revision)
-        || status.updated_replicas.unwrap_or(0) < desired;
+    let ready = stateful_set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let rolling = replacing_pods(desired, stateful_set);
     let counted = format!("{ready}/{desired} brokers ready");
     let mut decided = Vec::with_capacity(3);
     decided.push(if ready >= desired {
@@ -39,6 +35,23 @@ pub fn managed(desired: i32, stateful_set: &StatefulSet) -> (i32, Vec<Decided>) 
         Decided::new(DEGRADED, Status::False, "AsDesired", counted)
     });
     (ready, decided)
+}
+
+/// Whether the StatefulSet's pods are still being replaced with its latest template.
+fn replacing_pods(desired: i32, stateful_set: &StatefulSet) -> bool {
+    let status = stateful_set.status.clone().unwrap_or_default();
+    let generation = stateful_set.metadata.generation.unwrap_or(0);
+    status.observed_generation.unwrap_or(0) < generation
+        || (status.update_revision.is_some() && status.current_revision != status.update_revision)
+        || status.updated_replicas.unwrap_or(0) < desired
+}
+
+/// Whether all `desired` pods run the StatefulSet's latest template and are Ready: a roll, if
+/// there was one, is over.
+#[must_use]
+pub fn settled(desired: i32, stateful_set: &StatefulSet) -> bool {
+    let ready = stateful_set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    ready >= desired && !replacing_pods(desired, stateful_set)
 }
 
 /// Why a Kafka StatefulSet an earlier operator version made, whose brokers run without

@@ -8,6 +8,7 @@ use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
+use crate::admin::kafka_features::release;
 use crate::drivers::{BrokerDriver, DefaultImages, broker_image, image_version, managed_driver};
 use crate::exposure::Gateway;
 
@@ -107,6 +108,22 @@ pub struct Running {
     /// Kafka: (namespace/name, `spec.replication`) of the Queues on it; read only when shrinking
     /// is asked.
     pub queues: Vec<(String, i32)>,
+    /// Kafka: the `metadata.version` it has finalized, as its status says.
+    pub metadata_version: Option<String>,
+}
+
+/// Why brokers of `image` could not run a cluster whose `metadata.version` is finalized at a newer
+/// release, if they could not: they refuse to start, and Kafka cannot lower the level safely.
+fn older_than_metadata(running: Option<&Running>, image: &str) -> Option<String> {
+    let finalized = running?.metadata_version.as_deref()?;
+    let (major, minor) = release(finalized)?;
+    let version = image_version(image)?;
+    (version < (major, minor)).then(|| {
+        format!(
+            "{image} is older than Kafka {major}.{minor}, and this cluster's metadata.version is finalized at {finalized}: \
+             its brokers would not start. Set {major}.{minor} or later"
+        )
+    })
 }
 
 /// Why `replicas` brokers of `image` would not form one cluster, if they would not.
@@ -173,6 +190,10 @@ pub fn validate(
             let image = broker_image(default_image, managed.version.as_deref(), managed.image.as_deref());
             if let Some(refusal) = cluster_refusal(broker, driver, managed.replicas, &image) {
                 return Err(invalid("spec.managed.replicas", refusal));
+            }
+            if let Some(refusal) = older_than_metadata(running, &image) {
+                let field = if managed.image.is_some() { "spec.managed.image" } else { "spec.managed.version" };
+                return Err(invalid(field, refusal));
             }
             let Size { replicas, resize_refused, steps_down_to } = size(driver, running, managed.replicas, &image);
             Plan::Managed(Managed {
@@ -363,6 +384,23 @@ mod tests {
     }
 
     #[test]
+    fn kafka_older_than_its_finalized_metadata_version_is_refused() {
+        let running = Running { replicas: 3, metadata_version: Some("4.1-IV1".into()), ..Running::default() };
+        let check = |yaml: &str| validate("k", "acme", &spec(yaml), "local", Some(&running), &images());
+        let error = check("{driver: kafka, managed: {replicas: 3, version: 4.0.2}}").expect_err("refused");
+        assert_eq!(error.field, "spec.managed.version");
+        assert!(
+            error.message.contains("finalized at 4.1-IV1") && error.message.contains("Set 4.1 or later"),
+            "{error}"
+        );
+        let image = check("{driver: kafka, managed: {replicas: 3, image: 'apache/kafka:3.9.1'}}").expect_err("refused");
+        assert_eq!(image.field, "spec.managed.image");
+        assert!(check("{driver: kafka, managed: {replicas: 3, version: 4.1.1}}").is_ok());
+        assert!(check("{driver: kafka, managed: {replicas: 3, version: 4.2.0}}").is_ok());
+        assert!(check("{driver: kafka, managed: {replicas: 3, image: 'apache/kafka:latest'}}").is_ok(), "no version");
+    }
+
+    #[test]
     fn rabbitmq_before_3_13_is_refused_more_than_one_replica() {
         let check = |yaml: &str| validate("r", "acme", &spec(yaml), "local", None, &images());
         let error =
@@ -460,7 +498,7 @@ mod tests {
     #[test]
     fn a_refused_kafka_scale_down_runs_the_current_size_and_leaves_the_spec_as_asked() {
         let asked = spec("{driver: kafka, managed: {replicas: 1}}");
-        let running = Running { replicas: 3, queues: vec![("acme/orders".into(), 3)] };
+        let running = Running { replicas: 3, queues: vec![("acme/orders".into(), 3)], metadata_version: None };
         let ap = validate("k", "acme", &asked, "local", Some(&running), &images()).expect("valid");
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.replicas, 3, "the brokers that hold the copies keep running");
@@ -474,7 +512,7 @@ mod tests {
 
     #[test]
     fn nats_before_2_15_keeps_its_size_and_nats_and_rabbitmq_step_down() {
-        let running = Running { replicas: 3, queues: Vec::new() };
+        let running = Running { replicas: 3, ..Running::default() };
         let size = |asked: &str| {
             let ap = validate("b", "acme", &spec(asked), "local", Some(&running), &images()).expect("valid");
             let Plan::Managed(managed) = ap.plan else { panic!("managed") };
@@ -509,7 +547,7 @@ mod tests {
     #[test]
     fn a_single_nats_server_does_not_grow_but_a_cluster_and_a_new_one_do() {
         let size = |asked: &str, running: Option<i32>| {
-            let running = running.map(|replicas| Running { replicas, queues: Vec::new() });
+            let running = running.map(|replicas| Running { replicas, ..Running::default() });
             let ap = validate("b", "acme", &spec(asked), "local", running.as_ref(), &images()).expect("valid");
             let Plan::Managed(managed) = ap.plan else { panic!("managed") };
             (managed.replicas, managed.resize_refused)

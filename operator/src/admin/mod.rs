@@ -6,9 +6,11 @@
 //! credentials), observes a queue, creates it, converges it to the plan, or deletes it. The
 //! access point controller also speaks to a managed NATS cluster's system account
 //! ([`nats_system`]) and to a managed RabbitMQ cluster's CLI ([`rabbitmq_cluster`]) to retire
-//! brokers when they shrink.
+//! brokers when they shrink, and raises a managed Kafka's `metadata.version` after an upgrade
+//! ([`kafka_features`]).
 
 mod kafka;
+pub mod kafka_features;
 mod nats;
 pub mod nats_system;
 mod rabbitmq;
