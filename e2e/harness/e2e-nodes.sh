@@ -27,9 +27,10 @@
 #      tenant's namespace reaches every Kafka broker's client port and is refused at the controller
 #      port, a pod of another namespace is refused at the client port; and a Kafka broker stopped
 #      with SIGSTOP: its pod leaves Ready (the readiness probe, oms-probe, fails though the port
-#      still takes connections) and comes back, no restart; then kafka-roll.sh <a>: the upgrade to
-#      KAFKA_VERSION rolls the 4 brokers one at a time, each once every partition is in sync, under
-#      traffic.
+#      still takes connections) and comes back, no restart; then kafka-day2.sh <a>: the upgrade to
+#      KAFKA_VERSION rolls the 4 brokers one at a time, each once every partition is in sync, and
+#      raises metadata.version; then 4 brokers to 3 and back, the replicas moved off the leaving
+#      one and spread onto the returning one; all under traffic and a Bridge.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -168,7 +169,7 @@ monitoring_crds "$a"
 monitoring_crds "$b"
 mkdir -p "$STATE"
 monitoring_values >"$STATE/monitoring-values.yaml"
-# Cloud A's Kafka starts at an older version; kafka-roll.sh upgrades it under traffic.
+# Cloud A's Kafka starts at an older version; kafka-day2.sh upgrades it under traffic.
 CLOUDS_VALUES=$STATE/monitoring-values.yaml NATS_REPLICAS=3 KAFKA_REPLICAS=4 KAFKA_BROKER_VERSION=$KAFKA_UPGRADE_FROM \
 	clouds_install "$a" kafka "$b" nats >/dev/null
 t_installed=$EPOCHREALTIME
@@ -445,10 +446,10 @@ kafka_stopped_not_ready() {
 		"$port_state meanwhile, the kubelet said: ${reason:-no event}; resumed: Ready again after" \
 		"$(elapsed "$stopped" "$resumed")s, restarts unchanged ($restarts)"
 }
-# Then a config change rolls the brokers one at a time, each once every partition is in sync,
-# under traffic (kafka-roll.sh).
+# Then the upgrade rolls the brokers one at a time, each once every partition is in sync, and
+# they go to one fewer and back, under traffic (kafka-day2.sh).
 step=kafka-stopped
-{ kafka_stopped_not_ready && "$HARNESS/kafka-roll.sh" "$a"; } &
+{ kafka_stopped_not_ready && "$HARNESS/kafka-day2.sh" "$a"; } &
 kafka_steps=$!
 
 # Cloud B's NATS shrinks from 3 servers to 1, refused first while its stream keeps 3 copies,
@@ -488,7 +489,7 @@ wait "$nats_shrink" || die "nats-shrink.sh $b failed (its lines above say why)"
 nats_shrink=''
 
 step=kafka-stopped
-wait "$kafka_steps" || die "a stopped Kafka broker was not taken out of Ready and back, or the brokers' roll failed (the lines above say why)"
+wait "$kafka_steps" || die "a stopped Kafka broker was not taken out of Ready and back, or the brokers' day-2 changes failed (the lines above say why)"
 kafka_steps=''
 t_nats_shrunk=$EPOCHREALTIME
 

@@ -101,16 +101,24 @@ fn config_change_rolls_the_pods_and_scaling_updates_the_stateful_set() -> anyhow
     let hash_of =
         |sts: &Value| sts["spec"]["template"]["metadata"]["annotations"]["openmessaging.cloud/config-hash"].clone();
     let before = hash_of(&s.wait_for("statefulset/orders-kafka", "created", |_| true)?);
-    s.apply(&KAFKA.replace("'48'", "'72'").replace("replicas: 3", "replicas: 5"))?;
+    s.apply(&KAFKA.replace("'48'", "'72'").replace("replicas: 3", "replicas: 4"))?;
     let after = s.wait_for("statefulset/orders-kafka", "rolled and scaled", |sts| {
-        sts["spec"]["replicas"] == 5 && hash_of(sts) != before
+        sts["spec"]["replicas"] == 4 && hash_of(sts) != before
     })?;
     assert_ne!(hash_of(&after), before);
     let config = s.json("configmap/orders-kafka-config")?;
     let properties = config["data"]["server.properties"].as_str().context("server.properties")?;
     assert!(properties.contains("log.retention.hours=72"));
-    // Five brokers: a five-voter controller quorum.
-    assert!(properties.contains("4@orders-kafka-4."), "{properties}");
+    // Four brokers keep the three controller voters (the fourth is a broker only).
+    assert!(properties.contains("2@orders-kafka-2.") && !properties.contains("3@orders-kafka-3."), "{properties}");
+    // Five would make five voters of a static quorum: refused, naming the sizes that keep them.
+    s.apply(&KAFKA.replace("'48'", "'72'").replace("replicas: 3", "replicas: 5"))?;
+    let refused = s.wait_for("messagingaccesspoint/orders-kafka", "ResizeRefused", |o| {
+        condition(o, "Progressing").is_some_and(|c| c["reason"] == "ResizeRefused")
+    })?;
+    let message = condition(&refused, "Progressing").and_then(|c| c["message"].as_str()).unwrap_or_default();
+    assert!(message.contains("from 3 to 5 voters") && message.contains("keeping 4"), "{message}");
+    assert_eq!(s.json("statefulset/orders-kafka")?["spec"]["replicas"], 4);
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! Kafka's side of the probe: the requests it sends (SaslHandshake v1, SaslAuthenticate v1,
 //! Metadata v8, all in Kafka 4's baseline) and what it reads back, as pure byte codecs; the
-//! operator's feature requests are in [`features`].
+//! operator's requests about features and about the brokers and their partitions are in
+//! [`features`] and [`cluster`].
 //!
 //! A broker is ready when, after a SCRAM login, the Metadata it answers lists the broker itself,
 //! under its node id and advertised address: a KRaft broker lists only unfenced brokers, so a
 //! broker that has not caught up with the metadata log, or has been fenced, fails.
 
+pub mod cluster;
 pub mod features;
 
 use std::fmt;
@@ -49,6 +51,14 @@ fn put_uvarint(out: &mut Vec<u8>, mut value: u32) {
 fn put_compact_string(out: &mut Vec<u8>, bytes: &[u8]) {
     put_uvarint(out, u32::try_from(bytes.len() + 1).unwrap_or(u32::MAX));
     out.extend_from_slice(bytes);
+}
+
+/// A flexible version's array of broker ids.
+fn put_compact_ids(out: &mut Vec<u8>, ids: &[i32]) {
+    put_uvarint(out, u32::try_from(ids.len() + 1).unwrap_or(u32::MAX));
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
 }
 
 /// No tagged field: what flexible versions end every structure with.
@@ -165,6 +175,20 @@ impl<'a> Reader<'a> {
     fn compact_string(&mut self, what: &str) -> Result<Option<String>, DecodeError> {
         let Some(length) = self.compact_count(what)? else { return Ok(None) };
         Ok(Some(String::from_utf8_lossy(self.take(length, what)?).into_owned()))
+    }
+
+    fn compact_ids(&mut self, what: &str) -> Result<Vec<i32>, DecodeError> {
+        (0..self.compact_count(what)?.unwrap_or(0)).map(|_| self.i32(what)).collect()
+    }
+
+    /// The start of a flexible answer that has a top-level error: the response header's tagged
+    /// fields, the throttle time, and the error code and message, if there is an error.
+    fn flexible_error(&mut self) -> Result<Option<(i16, String)>, DecodeError> {
+        self.tagged_fields("response header's tagged fields")?;
+        self.i32("throttle time")?;
+        let error = self.i16("error code")?;
+        let message = self.compact_string("error message")?.unwrap_or_default();
+        Ok((error != 0).then_some((error, message)))
     }
 
     /// A structure's tagged fields, each as its tag and its bytes.

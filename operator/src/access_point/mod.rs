@@ -8,6 +8,7 @@
 //! a condition and waits for a change; API errors back off and retry.
 
 mod credentials;
+pub mod kafka_placement;
 mod nats_shrink;
 pub mod policy;
 mod rabbitmq_shrink;
@@ -40,7 +41,7 @@ use self::credentials::{Logins, admin_endpoint, apply_kafka_tenants, broker_tls,
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::shrink::Shrinking;
 use self::validate::{AccessPoint, Managed, Plan, Running, validate};
-use crate::admin::kafka_features::{self, Finalized};
+use crate::admin::kafka_cluster::{self, Finalized};
 use crate::admin::rabbitmq_cluster::RabbitmqCluster;
 use crate::apply::{apply, apply_status};
 use crate::binding;
@@ -52,6 +53,7 @@ use crate::drivers::{BrokerDriver, capabilities, managed_driver, tls_secret};
 use crate::metrics::keep_resources_gauge;
 use crate::pki::{Pki, Trusts};
 use crate::probe::{Login, probe};
+use kafka_placement::Tend;
 
 /// The `kind` label of this controller's metrics.
 const KIND: &str = "MessagingAccessPoint";
@@ -310,7 +312,12 @@ async fn shrink_step(
             let cluster = RabbitmqCluster::new(ctx.client.clone(), &ap.namespace, &ap.name);
             Shrinking::rabbitmq(rabbitmq_shrink::ask_nodes(cluster, sizes.0).await, sizes).await
         }
-        Driver::Kafka | Driver::Mqtt | Driver::Gateway => return None,
+        Driver::Kafka => {
+            let endpoint = logins.admin.as_ref().map(|admin| admin_endpoint(hosts, admin, tls));
+            let asked = kafka_placement::Shrinking::ask(&ctx.admins, endpoint, &ap.name, sizes.0).await;
+            Shrinking::kafka(asked, sizes).await
+        }
+        Driver::Mqtt | Driver::Gateway => return None,
     };
     if let (true, Plan::Managed(managed)) = (shrinking.stopped_one(), &mut ap.plan) {
         managed.replicas -= 1;
@@ -432,16 +439,22 @@ async fn apply_managed(
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }
-            // A roll to a newer release is over: the cluster may write its metadata as it does.
-            let mut metadata_version = None;
-            if let (Driver::Kafka, Some(admin), Some(roll::Step { progress: None, .. })) =
-                (ap.driver, &logins.admin, roll.as_ref())
+            // Settled Kafka brokers: partitions go where they should, and a roll to a newer
+            // release, if that is what is over, lets the cluster write its metadata as it does.
+            let (mut metadata_version, mut placing_poll) = (None, None);
+            if let (Driver::Kafka, Some(admin), Some(roll::Step { progress: None, .. }), None) =
+                (ap.driver, &logins.admin, roll.as_ref(), shrinking)
                 && status::settled(managed.replicas, &stateful_set)
             {
                 let endpoint = admin_endpoint(hosts, admin, tls);
+                if let Some(progress) = place_kafka_partitions(ctx, map, &endpoint, managed.replicas).await {
+                    status::placing(&mut decided, progress);
+                    placing_poll = Some(ROLL_POLL);
+                }
                 metadata_version = raise_metadata_version(ctx, map, &endpoint).await;
             }
-            let requeue = match (shrink_poll.or(roll_poll), ready >= managed.replicas && !users_failed) {
+            let requeue = match (shrink_poll.or(roll_poll).or(placing_poll), ready >= managed.replicas && !users_failed)
+            {
                 (Some(poll), _) => poll,
                 (None, true) => RESYNC,
                 (None, false) => RETRY_SOON,
@@ -488,6 +501,36 @@ async fn hold_kafka_roll(
     Ok(step)
 }
 
+/// Moves what settled Kafka brokers need moved ([`kafka_placement::tend`]) and says so in an
+/// Event; what is under way, for the Progressing condition.
+async fn place_kafka_partitions(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    endpoint: &crate::admin::Endpoint,
+    brokers: i32,
+) -> Option<String> {
+    let tend = match kafka_placement::read(&ctx.admins, endpoint).await {
+        Ok((partitions, placement)) => kafka_placement::tend(&partitions, brokers, &placement),
+        Err(error) => {
+            tracing::warn!(access_point = %map.name_any(), %error, "cannot read where the partitions are");
+            return None;
+        }
+    };
+    let progress = tend.progress()?;
+    let (taken, reason) = match &tend {
+        Tend::Move { moves, .. } => (kafka_cluster::reassign(endpoint, moves.clone()).await, "ReassignPartitions"),
+        Tend::Unregister(brokers) => (kafka_cluster::unregister(endpoint, brokers.clone()).await, "UnregisterBrokers"),
+        Tend::Settled | Tend::Wait(_) => return Some(progress),
+    };
+    match taken {
+        Ok(()) => {
+            publish(ctx, map, EventType::Normal, reason, &progress).await;
+            Some(progress)
+        }
+        Err(error) => Some(format!("{progress}: {error}")),
+    }
+}
+
 /// Raises a managed Kafka's finalized `metadata.version` to its brokers' newest (an Event says
 /// so, or a Warning why the controller refused); the level it is at, when a broker answered.
 async fn raise_metadata_version(
@@ -495,13 +538,13 @@ async fn raise_metadata_version(
     map: &MessagingAccessPoint,
     endpoint: &crate::admin::Endpoint,
 ) -> Option<String> {
-    match kafka_features::finalize_metadata_version(endpoint).await {
+    match kafka_cluster::finalize_metadata_version(endpoint).await {
         Ok(Finalized { level, raised_from }) => {
-            let name = kafka_features::level_name(level);
+            let name = kafka_cluster::level_name(level);
             if let Some(from) = raised_from {
                 let message = format!(
                     "metadata.version raised from {} to {name}: every broker runs a release that supports it",
-                    kafka_features::level_name(from)
+                    kafka_cluster::level_name(from)
                 );
                 publish(ctx, map, EventType::Normal, "MetadataVersionRaised", &message).await;
             }

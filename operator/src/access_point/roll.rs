@@ -111,7 +111,7 @@ pub fn short_without(partitions: &[PartitionReplicas], leaving: i32, brokers: i3
     partitions
         .iter()
         .filter(|p| p.replicas.iter().any(|r| *r != leaving && *r < brokers && !p.in_sync.contains(r)))
-        .map(|p| p.name.clone())
+        .map(PartitionReplicas::name)
         .collect()
 }
 
@@ -316,7 +316,13 @@ mod tests {
     }
 
     fn partition(name: &str, replicas: &[i32], in_sync: &[i32]) -> PartitionReplicas {
-        PartitionReplicas { name: name.into(), replicas: replicas.to_vec(), in_sync: in_sync.to_vec() }
+        let (topic, partition) = name.rsplit_once('-').expect("topic-partition");
+        PartitionReplicas {
+            topic: topic.into(),
+            partition: partition.parse().expect("partition"),
+            replicas: replicas.to_vec(),
+            in_sync: in_sync.to_vec(),
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! A managed cluster asked to run fewer brokers retires them one at a time, each step decided
 //! from what the brokers say and taken before the cluster's objects are applied (a step that
 //! stops a broker makes them one pod fewer): NATS through its system account ([`nats_shrink`]),
-//! RabbitMQ through its nodes' CLI ([`rabbitmq_shrink`]). This is what the controller sees of
-//! either.
+//! RabbitMQ through its nodes' CLI ([`rabbitmq_shrink`]), Kafka by moving partitions
+//! ([`kafka_placement`]). This is what the controller sees of each.
 
-use super::{nats_shrink, rabbitmq_shrink};
+use super::{kafka_placement, nats_shrink, rabbitmq_shrink};
 
 /// The step a shrink's brokers allowed, and how taking it went.
 pub(super) struct Shrinking {
@@ -17,6 +17,7 @@ pub(super) struct Shrinking {
 enum Asked {
     Nats(nats_shrink::Shrinking),
     Rabbitmq(Box<rabbitmq_shrink::Shrinking>),
+    Kafka(kafka_placement::Shrinking),
 }
 
 impl Shrinking {
@@ -32,12 +33,19 @@ impl Shrinking {
         Shrinking { asked: Asked::Rabbitmq(Box::new(shrinking)), taken, sizes }
     }
 
+    /// Takes the step Kafka decided on the way between `sizes`.
+    pub async fn kafka(shrinking: kafka_placement::Shrinking, sizes: (i32, i32)) -> Self {
+        let taken = shrinking.take().await;
+        Shrinking { asked: Asked::Kafka(shrinking), taken, sizes }
+    }
+
     /// What the Progressing condition says about it.
     pub fn progress(&self) -> String {
         let (running, desired) = self.sizes;
         match &self.asked {
             Asked::Nats(shrinking) => shrinking.step.progress(running, desired),
             Asked::Rabbitmq(shrinking) => shrinking.step.progress(running, desired),
+            Asked::Kafka(shrinking) => shrinking.step.progress(running, desired),
         }
     }
 
@@ -51,6 +59,7 @@ impl Shrinking {
         match &self.asked {
             Asked::Nats(shrinking) => matches!(shrinking.step, nats_shrink::Step::Refuse(_)),
             Asked::Rabbitmq(shrinking) => matches!(shrinking.step, rabbitmq_shrink::Step::Refuse(_)),
+            Asked::Kafka(shrinking) => matches!(shrinking.step, kafka_placement::Step::Refuse(_)),
         }
     }
 
@@ -59,6 +68,7 @@ impl Shrinking {
         let stops = match &self.asked {
             Asked::Nats(shrinking) => matches!(shrinking.step, nats_shrink::Step::Stop { .. }),
             Asked::Rabbitmq(shrinking) => shrinking.step.stops_one(),
+            Asked::Kafka(shrinking) => matches!(shrinking.step, kafka_placement::Step::Stop { .. }),
         };
         stops && self.taken.is_ok()
     }
@@ -68,6 +78,7 @@ impl Shrinking {
         match &self.asked {
             Asked::Nats(shrinking) => shrinking.step.action(),
             Asked::Rabbitmq(shrinking) => shrinking.step.action(),
+            Asked::Kafka(shrinking) => shrinking.step.action(),
         }
     }
 }

@@ -89,6 +89,11 @@ pub fn scaling_down(decided: &mut [Decided], message: String) {
     replace_progressing(decided, Status::True, "ScalingDown", message);
 }
 
+/// Replaces the Progressing condition while partitions move between settled brokers.
+pub fn placing(decided: &mut [Decided], message: String) {
+    replace_progressing(decided, Status::True, "ReassigningPartitions", message);
+}
+
 fn replace_progressing(decided: &mut [Decided], status: Status, reason: &'static str, message: String) {
     if let Some(progressing) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
         *progressing = Decided::new(PROGRESSING, status, reason, message);

@@ -8,8 +8,8 @@ use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_crds::access_point_url::parse_host_port;
 use oms_crds::quantity::parse_size;
 
-use crate::admin::kafka_features::release;
-use crate::drivers::{BrokerDriver, DefaultImages, broker_image, image_version, managed_driver};
+use crate::admin::kafka_cluster::release;
+use crate::drivers::{BrokerDriver, DefaultImages, broker_image, controller_voters, image_version, managed_driver};
 use crate::exposure::Gateway;
 
 /// A spec the operator cannot act on; `field` names where, `message` says how to fix it.
@@ -275,6 +275,25 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
     ))
 }
 
+/// Why Kafka may not change from `current` to `desired` brokers when that changes its controller
+/// voters: they are listed in every broker's configuration (a static quorum), and new voters with
+/// empty logs could form a majority that has lost committed metadata (users, ACLs, topics).
+fn kafka_voters_refusal(current: i32, desired: i32) -> Option<String> {
+    let (now, then) = (controller_voters(current), controller_voters(desired));
+    (now != then).then(|| {
+        let keeping = match now {
+            1 => "1 or 2".to_owned(),
+            3 => "3 or 4".to_owned(),
+            _ => format!("{now} or more"),
+        };
+        format!(
+            "scaling Kafka from {current} to {desired} brokers is refused: it would change the controller quorum from \
+             {now} to {then} voters, and a static quorum cannot change its voters safely; keeping {current}. Sizes of \
+             {keeping} keep the voters; or create a new access point of {desired} and bridge the data over"
+        )
+    })
+}
+
 /// Why NATS of `image` may not shrink: before 2.15 a server cannot be evacuated. From 2.15 the
 /// shrink goes step by step ([`super::nats_shrink`]), and what the servers say may still refuse it.
 fn nats_scale_down_refusal(current: i32, desired: i32, image: &str) -> Option<String> {
@@ -302,7 +321,7 @@ fn size(driver: Driver, running: Option<&Running>, desired: i32, image: &str) ->
     let resize_refused = running.and_then(|now| resize_refusal(driver, now, desired, image));
     let now = running.map(|r| r.replicas);
     let steps_down_to = Some(desired)
-        .filter(|_| matches!(driver, Driver::Nats | Driver::Rabbitmq) && resize_refused.is_none())
+        .filter(|_| matches!(driver, Driver::Nats | Driver::Rabbitmq | Driver::Kafka) && resize_refused.is_none())
         .filter(|desired| now.is_some_and(|n| *desired < n));
     let replicas = match now {
         Some(now) if resize_refused.is_some() || steps_down_to.is_some() => now,
@@ -326,7 +345,8 @@ fn nats_growth_refusal(desired: i32) -> String {
 /// spec and what runs tell.
 fn resize_refusal(driver: Driver, now: &Running, desired: i32, image: &str) -> Option<String> {
     match driver {
-        Driver::Kafka => kafka_scale_down_refusal(now.replicas, desired, &now.queues),
+        Driver::Kafka => kafka_scale_down_refusal(now.replicas, desired, &now.queues)
+            .or_else(|| kafka_voters_refusal(now.replicas, desired)),
         Driver::Nats if now.replicas == 1 && desired > 1 => Some(nats_growth_refusal(desired)),
         Driver::Nats => nats_scale_down_refusal(now.replicas, desired, image),
         Driver::Rabbitmq | Driver::Mqtt | Driver::Gateway => None,
@@ -505,9 +525,32 @@ mod tests {
         assert!(managed.resize_refused.is_some_and(|m| m.contains("Queue acme/orders keeps 3 copies")));
         assert_eq!(asked.managed.map(|m| m.replicas), Some(1), "the spec is not rewritten");
         let growing =
-            validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 5}}"), "local", Some(&running), &images());
+            validate("k", "acme", &spec("{driver: kafka, managed: {replicas: 4}}"), "local", Some(&running), &images());
         let Ok(AccessPoint { plan: Plan::Managed(managed), .. }) = growing else { panic!("managed") };
-        assert_eq!((managed.replicas, managed.resize_refused), (5, None));
+        assert_eq!((managed.replicas, managed.resize_refused), (4, None));
+    }
+
+    #[test]
+    fn kafka_changes_size_only_where_its_controller_voters_stay_and_shrinks_step_by_step() {
+        let size = |now: i32, asked: i32| {
+            let running = Running { replicas: now, ..Running::default() };
+            let yaml = format!("{{driver: kafka, managed: {{replicas: {asked}}}}}");
+            let ap = validate("k", "acme", &spec(&yaml), "local", Some(&running), &images()).expect("valid");
+            let Plan::Managed(managed) = ap.plan else { panic!("managed") };
+            (managed.replicas, managed.steps_down_to, managed.resize_refused.unwrap_or_default())
+        };
+        assert_eq!(size(3, 4), (4, None, String::new()));
+        assert_eq!(size(4, 3), (4, Some(3), String::new()), "the leaving broker's partitions move first");
+        assert_eq!(size(6, 5), (6, Some(5), String::new()));
+        let (replicas, steps, refused) = size(3, 5);
+        assert_eq!((replicas, steps), (3, None));
+        assert!(
+            refused.contains("from 3 to 5 voters") && refused.contains("Sizes of 3 or 4 keep the voters"),
+            "{refused}"
+        );
+        let (replicas, _, refused) = size(1, 3);
+        assert_eq!(replicas, 1);
+        assert!(refused.contains("Sizes of 1 or 2 keep the voters"), "{refused}");
     }
 
     #[test]

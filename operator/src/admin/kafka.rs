@@ -41,9 +41,18 @@ impl TenantChanges {
 /// A partition's replicas and those in sync, by broker id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionReplicas {
-    pub name: String,
+    pub topic: String,
+    pub partition: i32,
     pub replicas: Vec<i32>,
     pub in_sync: Vec<i32>,
+}
+
+impl PartitionReplicas {
+    /// `topic-partition`, as Kafka's tools name a partition.
+    #[must_use]
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
 }
 
 pub struct KafkaAdmin {
@@ -161,7 +170,8 @@ impl KafkaAdmin {
             .iter()
             .flat_map(|topic| {
                 topic.partitions().iter().map(move |p| PartitionReplicas {
-                    name: format!("{}-{}", topic.name(), p.id()),
+                    topic: topic.name().to_owned(),
+                    partition: p.id(),
                     replicas: p.replicas().to_vec(),
                     in_sync: p.isr().to_vec(),
                 })

@@ -7,10 +7,10 @@
 //! access point controller also speaks to a managed NATS cluster's system account
 //! ([`nats_system`]) and to a managed RabbitMQ cluster's CLI ([`rabbitmq_cluster`]) to retire
 //! brokers when they shrink, and raises a managed Kafka's `metadata.version` after an upgrade
-//! ([`kafka_features`]).
+//! ([`kafka_cluster`]).
 
 mod kafka;
-pub mod kafka_features;
+pub mod kafka_cluster;
 mod nats;
 pub mod nats_system;
 mod rabbitmq;

@@ -14,7 +14,7 @@ use oms_crds::access_point::Driver;
 use oms_crds::common::Capabilities;
 
 pub use images::{DefaultImages, broker_image};
-pub use kafka::Kafka;
+pub use kafka::{Kafka, controller_voters};
 pub use mqtt::Mqtt;
 pub use nats::Nats;
 pub use rabbitmq::Rabbitmq;

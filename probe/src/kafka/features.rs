@@ -113,12 +113,8 @@ fn features(reader: &mut Reader<'_>) -> Result<Vec<(String, i16, i16)>, DecodeEr
 /// whole or not at all, and the top-level error says which.
 pub fn update_features_response(answer: &[u8]) -> Result<Result<(), (i16, String)>, DecodeError> {
     let mut reader = Reader { bytes: answer };
-    reader.tagged_fields("response header's tagged fields")?;
-    reader.i32("throttle time")?;
-    let error = reader.i16("error code")?;
-    let message = reader.compact_string("error message")?.unwrap_or_default();
-    if error != 0 {
-        return Ok(Err((error, message)));
+    if let Some(refused) = reader.flexible_error()? {
+        return Ok(Err(refused));
     }
     // Before 4.0 the result was per feature.
     for _ in 0..reader.compact_count("results")?.unwrap_or(0) {
