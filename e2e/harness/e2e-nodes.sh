@@ -496,7 +496,7 @@ t_nats_shrunk=$EPOCHREALTIME
 step=upgrade
 t_upgrade=$EPOCHREALTIME
 worker_before=$(worker_pods)
-restarts_before=$(kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/component=bridge-worker" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+restarts_before=$(kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$BRIDGE,app.kubernetes.io/component=bridge-worker" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
 generation_before=$(kc "$a" -n "$TENANT" get deployment "$BRIDGE-oms-bridge" -o jsonpath='{.metadata.generation}')
 operator_pod() {
 	kc "$a" -n "$RELEASE_NAMESPACE" get pods -l "app.kubernetes.io/instance=$RELEASE" -o json |
@@ -521,7 +521,7 @@ bridge_reconciled() {
 poll "the new operator reconciles the Bridge" bridge_reconciled "$operator_after"
 bridge_ready || die "Bridge $BRIDGE not Ready after the upgrade"
 worker_after=$(worker_pods)
-restarts_after=$(kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/component=bridge-worker" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+restarts_after=$(kc "$a" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$BRIDGE,app.kubernetes.io/component=bridge-worker" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
 generation_after=$(kc "$a" -n "$TENANT" get deployment "$BRIDGE-oms-bridge" -o jsonpath='{.metadata.generation}')
 [[ $worker_after == "$worker_before" && $restarts_after == "$restarts_before" && $generation_after == "$generation_before" ]] ||
 	die "the upgrade disturbed the worker: pods '$worker_before' -> '$worker_after', restarts '$restarts_before' ->" \

@@ -412,10 +412,6 @@ async fn apply_managed(
     match apply(&ctx.client, &objects.stateful_set).await {
         Ok(stateful_set) => {
             let (ready, mut decided) = status::managed(managed.replicas, &stateful_set);
-            if let Some(message) = &managed.resize_refused {
-                publish(ctx, map, EventType::Warning, "ResizeRefused", message).await;
-                status::refuse_resize(&mut decided, message.clone());
-            }
             let shrink_poll = match shrinking {
                 Some(shrinking) => Some(say_shrink_step(ctx, map, shrinking, &mut decided).await),
                 None => None,
@@ -430,6 +426,15 @@ async fn apply_managed(
                 }
                 _ => None,
             };
+            // A refused size needs the user: it is what Progressing says, with a roll under way.
+            if let Some(message) = &managed.resize_refused {
+                publish(ctx, map, EventType::Warning, "ResizeRefused", message).await;
+                let rolling = roll.as_ref().and_then(|r| r.progress.as_deref());
+                status::refuse_resize(
+                    &mut decided,
+                    rolling.map_or_else(|| message.clone(), |p| format!("{message}; {p}")),
+                );
+            }
             // Tenant users go through the brokers' admin API, once one of them answers.
             let mut users_failed = false;
             if ap.driver == Driver::Kafka
