@@ -36,7 +36,14 @@ monitoring_crds() {
 	"$HARNESS/tools.sh" prometheus-operator prometheus >/dev/null
 	# Server-side: the Prometheus CRD is larger than client-side apply's annotation allows.
 	kc "$1" apply --server-side -f "$BIN/prometheus-operator-crds/" >/dev/null
-	kc "$1" wait --for condition=Established crd --all --timeout="${DEADLINE_SECONDS}s" >/dev/null
+	# A CRD just made may show `conditions: null`, which kubectl wait takes for an error rather than
+	# waiting: ask again until every CRD is Established.
+	poll "$1: CRDs established" crds_established "$1"
+}
+
+crds_established() {
+	[[ $(kc "$1" get crd -o json | jq '[.items[] | select(any(.status.conditions[]?;
+		.type == "Established" and .status == "True") | not)] | length') == 0 ]]
 }
 
 monitoring_values() {
