@@ -138,6 +138,10 @@ pub fn tend(partitions: &[PartitionReplicas], brokers: i32, placement: &Placemen
     if !moves.is_empty() {
         return Tend::Move { why: "to spread replicas evenly over the brokers", moves };
     }
+    // A broker past the size still registered unfenced is shutting down: forget it once fenced.
+    if let Some(stopping) = placement.registered.iter().find(|b| b.id >= brokers && !b.fenced) {
+        return Tend::Wait(format!("broker {} is stopping", stopping.id));
+    }
     let held: BTreeSet<i32> = partitions.iter().flat_map(|p| p.replicas.iter().copied()).collect();
     let gone: Vec<i32> = placement
         .registered
@@ -257,16 +261,19 @@ fn named(partitions: &[String]) -> String {
     format!("{}{more}", partitions.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", "))
 }
 
-/// What the brokers and the controller say, for [`next_step`] and [`tend`].
+/// What the brokers and the controller say, for [`next_step`] and [`tend`]. The moves under way
+/// are read first: a move that ends between the two reads then shows as done in the replicas, not
+/// as its old and new replicas together with nothing under way (planning from that list would
+/// change the partition's number of replicas).
 pub(super) async fn read(
     admins: &AdminCache,
     endpoint: &Endpoint,
 ) -> Result<(Vec<PartitionReplicas>, Placement), String> {
+    let placement = kafka_cluster::read_placement(endpoint).await?;
     let partitions = match admins.get(Driver::Kafka, endpoint).await.map_err(|e| e.to_string())?.as_ref() {
         Admin::Kafka(kafka) => kafka.partition_replicas().await.map_err(|e| e.to_string())?,
         _ => Vec::new(),
     };
-    let placement = kafka_cluster::read_placement(endpoint).await?;
     Ok((partitions, placement))
 }
 
@@ -390,6 +397,7 @@ mod tests {
         let even = [in_sync("a", 0, &[0, 1, 2]), in_sync("a", 1, &[1, 2, 0]), in_sync("a", 2, &[2, 0, 1])];
         assert_eq!(tend(&even, 3, &placement(&[], &[(0, false), (1, false), (2, false)])), Tend::Settled);
         assert_eq!(tend(&even, 3, &placement(&[], &[(2, false), (3, true)])), Tend::Unregister(vec![3]));
+        assert_eq!(tend(&even, 3, &placement(&[], &[(3, false)])), Tend::Wait("broker 3 is stopping".into()));
         assert!(matches!(tend(&even, 3, &placement(&["a-1"], &[])), Tend::Wait(_)));
         let stranded = [in_sync("a", 0, &[0, 1, 3]), in_sync("a", 1, &[1, 2, 0])];
         let tended = tend(&stranded, 3, &placement(&[], &[(3, true)]));

@@ -452,11 +452,17 @@ async fn apply_managed(
                 && status::settled(managed.replicas, &stateful_set)
             {
                 let endpoint = admin_endpoint(hosts, admin, tls);
-                if let Some(progress) = place_kafka_partitions(ctx, map, &endpoint, managed.replicas).await {
-                    status::placing(&mut decided, progress);
-                    placing_poll = Some(ROLL_POLL);
+                match place_kafka_partitions(ctx, map, &endpoint, managed.replicas).await {
+                    Some(progress) => {
+                        // A refused size, said above, needs the user more.
+                        if managed.resize_refused.is_none() {
+                            status::placing(&mut decided, progress);
+                        }
+                        placing_poll = Some(ROLL_POLL);
+                    }
+                    // A gone broker still registered would make the controller refuse the level.
+                    None => metadata_version = raise_metadata_version(ctx, map, &endpoint).await,
                 }
-                metadata_version = raise_metadata_version(ctx, map, &endpoint).await;
             }
             let requeue = match (shrink_poll.or(roll_poll).or(placing_poll), ready >= managed.replicas && !users_failed)
             {

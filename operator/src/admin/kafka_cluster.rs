@@ -137,8 +137,10 @@ fn refused<T>(
         .map_err(|(code, message)| format!("{request} refused (error {code}): {message}"))
 }
 
+/// The controller's time for a request: half the session's, so that its own timeout answers
+/// before the connection's deadline (which also covers connecting and the login).
 fn timeout_ms() -> i32 {
-    i32::try_from(ADMIN_TIMEOUT.as_millis()).unwrap_or(i32::MAX)
+    i32::try_from(ADMIN_TIMEOUT.as_millis() / 2).unwrap_or(i32::MAX)
 }
 
 /// Runs `work` on a blocking thread with a connection to one of `endpoint`'s brokers, logged in
