@@ -12,11 +12,12 @@
 #    Events, one per broker let go. After an upgrade the operator raises the cluster's
 #    metadata.version to the new release's (kafka-features.sh must show it, and the status and an
 #    Event say it), and refuses the old version from then on.
-# 2. One broker fewer: the operator moves the leaving broker's replicas to the others before its pod
-#    stops, then has the controller forget it (kafka_placement.rs); no replica is left on it and no
-#    partition is under-replicated, as kafka-topics.sh --describe shows to the operator's user.
-# 3. Back to as many brokers as before: the new broker takes its share of the replicas (no broker
-#    holds more than one more than another), and no partition is under-replicated.
+# 2. One broker fewer and back (4 brokers or more), or one more and back (3 -> 4 -> 3): going down,
+#    the operator moves the leaving broker's replicas to the others before its pod stops, then has
+#    the controller forget it (kafka_placement.rs); going up, the new broker takes its share. After
+#    each step kafka-topics.sh --describe, as the operator's user, must show no replica on a broker
+#    at or past the size, no partition under-replicated, and no broker holding more than one
+#    replica more than another.
 # Then every message must be read back from rolled (lost 0, duplicates 0) and from rolled-copy
 # (lost 0; the Bridge delivers at least once, so repeats are counted apart).
 #
@@ -259,30 +260,47 @@ placed_at() {
 	((stray == 0 && under == 0 && most - fewest <= 1)) && [[ $(wc -w <<<"$spread") == "$1" ]]
 }
 
-# One broker fewer: its replicas move to the others before its pod stops, and the controller
-# forgets it.
-leaving=$((replicas - 1))
-since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-scale_to "$leaving"
-DEADLINE_SECONDS=$((2 * DEADLINE_SECONDS)) poll "$replicas -> $leaving brokers, replicas placed" placed_at "$leaving"
-t_down=$EPOCHREALTIME
-log "$replicas -> $leaving brokers in $(elapsed "$t_metadata" "$t_down")s: $(wc -l <"$files/placement-$leaving")" \
-	"partitions, replicas per broker $spread, none on broker $leaving, none under-replicated; the operator's steps:"
-scaling_down=$(events_since ScalingDown "$since")
-printf '%s\n' "$scaling_down" | sed 's/^/  /' >&2
-[[ $scaling_down == *"move off $ACCESS_POINT-$leaving"* ]] ||
-	die "no ScalingDown Event of replicas moved off $ACCESS_POINT-$leaving"
-forgotten() { [[ $(events_since UnregisterBrokers "$since") == *"[$leaving]"* ]]; }
-poll "the controller forgets broker $leaving" forgotten
+# $1 -> $2 brokers, settled with the replicas placed. Down: the leaving broker's replicas move to
+# the others before its pod stops, and the controller forgets it. Up: the new broker takes its share.
+resize() {
+	local from=$1 to=$2 since began scaling_down
+	since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	began=$EPOCHREALTIME
+	scale_to "$to"
+	DEADLINE_SECONDS=$((2 * DEADLINE_SECONDS)) poll "$from -> $to brokers, replicas placed" placed_at "$to"
+	log "$from -> $to brokers in $(elapsed "$began" "$EPOCHREALTIME")s: $(wc -l <"$files/placement-$to") partitions," \
+		"replicas per broker $spread, none on a broker at or past $to, none under-replicated; the operator's steps:"
+	if ((to < from)); then
+		scaling_down=$(events_since ScalingDown "$since")
+		printf '%s\n' "$scaling_down" | sed 's/^/  /' >&2
+		[[ $scaling_down == *"move off $ACCESS_POINT-$to"* ]] ||
+			die "no ScalingDown Event of replicas moved off $ACCESS_POINT-$to"
+		forgotten() { [[ $(events_since UnregisterBrokers "$since") == *"[$to]"* ]]; }
+		poll "the controller forgets broker $to" forgotten
+	else
+		events_since ReassignPartitions "$since" | sed 's/^/  /' >&2
+	fi
+}
 
-# Back to as many brokers as before: the returning broker takes its share.
-since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-scale_to "$replicas"
-DEADLINE_SECONDS=$((2 * DEADLINE_SECONDS)) poll "$leaving -> $replicas brokers, replicas spread" placed_at "$replicas"
+# One broker fewer and back (4 and more keep three controller voters at one fewer), else one more
+# and back (3 -> 4 -> 3). One or two brokers cannot change size without changing their voters.
+if ((replicas >= 4)); then
+	other=$((replicas - 1))
+elif ((replicas == 3)); then
+	other=4
+else
+	other=''
+	log "$replicas broker(s): no size keeps the controller voters, so the scaling steps are left out"
+fi
+t_scale=$EPOCHREALTIME
+if [[ -n $other ]]; then
+	resize "$replicas" "$other"
+	t_other=$EPOCHREALTIME
+	resize "$other" "$replicas"
+else
+	t_other=$t_scale
+fi
 t_up=$EPOCHREALTIME
-log "$leaving -> $replicas brokers in $(elapsed "$t_down" "$t_up")s: replicas per broker $spread, none under-replicated;" \
-	"the operator's moves:"
-events_since ReassignPartitions "$since" | sed 's/^/  /' >&2
 
 touch "$stop"
 wait "$producer" || die "the producer failed: $(cat "$files/producer.log")"
@@ -320,5 +338,5 @@ log "Bridge $COPY copied them: read $read_count: lost $lost, repeated $duplicate
 kc "$cluster" -n "$TENANT" delete pod "$CLIENT" --wait=false >/dev/null
 kc "$cluster" -n "$TENANT" delete bridge "$COPY" --wait=false >/dev/null
 log "timings: roll $(elapsed "$t_roll" "$t_rolled")s; metadata.version $(elapsed "$t_rolled" "$t_metadata")s;" \
-	"scale down $(elapsed "$t_metadata" "$t_down")s, up $(elapsed "$t_down" "$t_up")s;" \
+	"to ${other:-no} brokers $(elapsed "$t_scale" "$t_other")s, back $(elapsed "$t_other" "$t_up")s;" \
 	"read and checked $(elapsed "$t_up" "$EPOCHREALTIME")s"
