@@ -49,23 +49,18 @@ die() {
 files=$ROOT/e2e/.state/$cluster/kafka-day2
 rm -rf "$files" && mkdir -p "$files"
 
+for queue in "$QUEUE" "$COPY"; do
+	kc "$cluster" -n "$TENANT" apply -f - >/dev/null <<EOF
+apiVersion: openmessaging.cloud/v1alpha1
+kind: Queue
+metadata: {name: $queue}
+spec:
+  accessPointRef: {name: $ACCESS_POINT}
+  partitions: 3
+  replication: 3
+EOF
+done
 kc "$cluster" -n "$TENANT" apply -f - >/dev/null <<EOF
-apiVersion: openmessaging.cloud/v1alpha1
-kind: Queue
-metadata: {name: $QUEUE}
-spec:
-  accessPointRef: {name: $ACCESS_POINT}
-  partitions: 3
-  replication: 3
----
-apiVersion: openmessaging.cloud/v1alpha1
-kind: Queue
-metadata: {name: $COPY}
-spec:
-  accessPointRef: {name: $ACCESS_POINT}
-  partitions: 3
-  replication: 3
----
 apiVersion: openmessaging.cloud/v1alpha1
 kind: Bridge
 metadata: {name: $COPY}

@@ -19,14 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use oms_probe::kafka::cluster::Reassignment;
 
+use super::roll::first_few;
 use crate::admin::kafka_cluster::{self, Placement};
 use crate::admin::{Admin, AdminCache, Endpoint, PartitionReplicas};
 use oms_crds::access_point::Driver;
 
 /// Moves sent in one request; the rest follow once these are done.
 const MOVES_PER_BATCH: usize = 50;
-/// Partitions named in a message at most.
-const NAMED: usize = 3;
 
 /// The next thing to do on the way from `running` brokers to fewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +70,7 @@ pub fn next_step(name: &str, running: i32, partitions: &[PartitionReplicas], mov
     let leaving = running - 1;
     let pod = format!("{name}-{leaving}");
     if !moving.is_empty() {
-        return Step::Wait(format!("waiting for {} partition move(s) to finish ({})", moving.len(), named(moving)));
+        return Step::Wait(format!("waiting for {} partition move(s) to finish ({})", moving.len(), first_few(moving)));
     }
     let staying: Vec<i32> = (0..leaving).collect();
     match moves_off(partitions, &staying) {
@@ -87,7 +86,7 @@ pub fn next_step(name: &str, running: i32, partitions: &[PartitionReplicas], mov
                 Step::Wait(format!(
                     "{} partition(s) have a replica out of sync ({}): {pod} stops once they catch up",
                     short.len(),
-                    named(&short)
+                    first_few(&short)
                 ))
             }
         }
@@ -126,7 +125,7 @@ impl Tend {
 pub fn tend(partitions: &[PartitionReplicas], brokers: i32, placement: &Placement) -> Tend {
     if !placement.moving.is_empty() {
         let moving = &placement.moving;
-        return Tend::Wait(format!("{} partition move(s) under way ({})", moving.len(), named(moving)));
+        return Tend::Wait(format!("{} partition move(s) under way ({})", moving.len(), first_few(moving)));
     }
     let running: Vec<i32> = (0..brokers).collect();
     match moves_off(partitions, &running) {
@@ -248,17 +247,10 @@ fn out_of_sync(partitions: &[PartitionReplicas], brokers: &[i32]) -> Vec<String>
         .collect()
 }
 
-/// `N replica(s) of M partition(s) (a-0 [0, 1, 3], ...)`.
+/// `N partition(s) (a-0 to [0, 1, 3], ...)`.
 fn describe(moves: &[Reassignment]) -> String {
-    let named: Vec<String> =
-        moves.iter().take(NAMED).map(|m| format!("{}-{} to {:?}", m.topic, m.partition, m.replicas)).collect();
-    let more = if moves.len() > NAMED { ", ..." } else { "" };
-    format!("{} partition(s) ({}{more})", moves.len(), named.join(", "))
-}
-
-fn named(partitions: &[String]) -> String {
-    let more = if partitions.len() > NAMED { ", ..." } else { "" };
-    format!("{}{more}", partitions.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", "))
+    let named: Vec<String> = moves.iter().map(|m| format!("{}-{} to {:?}", m.topic, m.partition, m.replicas)).collect();
+    format!("{} partition(s) ({})", moves.len(), first_few(&named))
 }
 
 /// What the brokers and the controller say, for [`next_step`] and [`tend`]. The moves under way

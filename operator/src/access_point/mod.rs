@@ -393,12 +393,14 @@ async fn apply_managed(
     let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
     crate::workload::add_pull_secrets(pod, &ctx.image_pull_secrets);
     // Kafka takes a change one broker at a time, each once every partition is in sync ([`roll`]).
-    let roll = match (ap.driver, &logins.admin) {
-        (Driver::Kafka, Some(admin)) => {
-            let endpoint = admin_endpoint(hosts, admin, tls);
-            Some(hold_kafka_roll(ctx, existing, managed.replicas, &mut objects.stateful_set, &endpoint).await?)
+    // The operator's login to a managed Kafka: for its roll, placement and metadata.version.
+    let kafka_endpoint =
+        logins.admin.as_ref().filter(|_| ap.driver == Driver::Kafka).map(|a| admin_endpoint(hosts, a, tls));
+    let roll = match &kafka_endpoint {
+        Some(endpoint) => {
+            Some(hold_kafka_roll(ctx, existing, managed.replicas, &mut objects.stateful_set, endpoint).await?)
         }
-        _ => None,
+        None => None,
     };
     // A certificate due for renewal is looked at in time.
     let recheck = |requeue: Duration| certificate.map_or(requeue, |c| requeue.min(c.recheck_in));
@@ -447,12 +449,11 @@ async fn apply_managed(
             // Settled Kafka brokers: partitions go where they should, and a roll to a newer
             // release, if that is what is over, lets the cluster write its metadata as it does.
             let (mut metadata_version, mut placing_poll) = (None, None);
-            if let (Driver::Kafka, Some(admin), Some(roll::Step { progress: None, .. }), None) =
-                (ap.driver, &logins.admin, roll.as_ref(), shrinking)
+            if let (Some(endpoint), Some(roll::Step { progress: None, .. }), None) =
+                (&kafka_endpoint, roll.as_ref(), shrinking)
                 && status::settled(managed.replicas, &stateful_set)
             {
-                let endpoint = admin_endpoint(hosts, admin, tls);
-                match place_kafka_partitions(ctx, map, &endpoint, managed.replicas).await {
+                match place_kafka_partitions(ctx, map, endpoint, managed.replicas).await {
                     Some(progress) => {
                         // A refused size, said above, needs the user more.
                         if managed.resize_refused.is_none() {
@@ -461,7 +462,7 @@ async fn apply_managed(
                         placing_poll = Some(ROLL_POLL);
                     }
                     // A gone broker still registered would make the controller refuse the level.
-                    None => metadata_version = raise_metadata_version(ctx, map, &endpoint).await,
+                    None => metadata_version = raise_metadata_version(ctx, map, endpoint).await,
                 }
             }
             let requeue = match (shrink_poll.or(roll_poll).or(placing_poll), ready >= managed.replicas && !users_failed)

@@ -115,6 +115,14 @@ pub fn short_without(partitions: &[PartitionReplicas], leaving: i32, brokers: i3
         .collect()
 }
 
+/// The first few of `items`, comma-separated, and `...` when there are more: what a message
+/// names of many partitions.
+pub(super) fn first_few<T: std::fmt::Display>(items: &[T]) -> String {
+    let named: Vec<String> = items.iter().take(NAMED).map(ToString::to_string).collect();
+    let more = if items.len() > NAMED { ", ..." } else { "" };
+    format!("{}{more}", named.join(", "))
+}
+
 /// The update strategy that holds the roll at `partition`.
 #[must_use]
 pub fn strategy(partition: i32) -> StatefulSetUpdateStrategy {
@@ -156,11 +164,10 @@ pub async fn step(roll: Roll, brokers: i32, admins: &AdminCache, endpoint: &Endp
             let_go: Some(next),
         },
         Ok(short) => {
-            let named = short.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
-            let more = if short.len() > NAMED { ", ..." } else { "" };
             let progress = format!(
-                "{} partition(s) have a replica out of sync ({named}{more}): {next} waits until they catch up",
-                short.len()
+                "{} partition(s) have a replica out of sync ({}): {next} waits until they catch up",
+                short.len(),
+                first_few(&short)
             );
             Step { partition, progress: Some(progress), let_go: None }
         }
