@@ -18,6 +18,8 @@
 #    each step kafka-topics.sh --describe, as the operator's user, must show no replica on a broker
 #    at or past the size, no partition under-replicated, and no broker holding more than one
 #    replica more than another.
+# Between them the controller quorum must be dynamic (kraft.version 1) and sealed by the operator,
+# its voters the controllers under the directory ids the operator formatted them with.
 # Then every message must be read back from rolled (lost 0, duplicates 0) and from rolled-copy
 # (lost 0; the Bridge delivers at least once, so repeats are counted apart).
 #
@@ -222,6 +224,41 @@ else
 fi
 t_metadata=$EPOCHREALTIME
 
+# The controller quorum is dynamic (kraft.version 1): the operator sealed it once its first voters
+# had started (Event ControllerQuorumFormed, their list emptied in the config ConfigMap), and
+# through the upgrade its voters stayed the controllers, each under the directory id the operator
+# formatted it with and at its pod's name, with every other broker an observer.
+sealed() {
+	kc "$cluster" -n "$TENANT" get configmap "$ACCESS_POINT-config" -o json |
+		jq -e '.data | has("initial-controllers") and .["initial-controllers"] == ""' >/dev/null
+}
+poll "the controller quorum sealed in the ConfigMap" sealed
+formed=$(kc "$cluster" -n "$TENANT" get events \
+	--field-selector "involvedObject.name=$ACCESS_POINT,reason=ControllerQuorumFormed" -o jsonpath='{.items[*].message}')
+[[ -n $formed ]] || die "no ControllerQuorumFormed Event"
+# shellcheck disable=SC2016 # expanded in the pod
+quorum=$(in_client 'kafka_client_properties "$ADMIN_USER" "$ADMIN_PASSWORD" $ca >/tmp/admin.properties
+kafka-metadata-quorum.sh --bootstrap-server "$BOOTSTRAP" --command-config /tmp/admin.properties describe --status
+kafka-features.sh --bootstrap-server "$BOOTSTRAP" --command-config /tmp/admin.properties describe')
+voters=$(sed -n 's/^CurrentVoters:[[:space:]]*//p' <<<"$quorum" |
+	jq -r '.[] | "\(.id) \(.directoryId) \(.endpoints // [] | join(","))"')
+observers=$(sed -n 's/^CurrentObservers:[[:space:]]*//p' <<<"$quorum" | jq -r '[.[].id] | sort | join(",")')
+kraft_version=$(awk '$2 == "kraft.version" { for (i = 1; i < NF; i++) if ($i == "FinalizedVersionLevel:") print $(i + 1) }' <<<"$quorum")
+log "controller quorum: kraft.version $kraft_version; voters (id, directory, endpoint): $(paste -sd ';' <<<"$voters");" \
+	"observers '$observers';" \
+	"the operator said: $formed"
+[[ $kraft_version == 1 ]] || die "want kraft.version 1 (a dynamic quorum), saw '$kraft_version': $quorum"
+controllers=$((replicas < 3 ? 1 : replicas < 5 ? 3 : 5))
+[[ $(wc -l <<<"$voters") == "$controllers" ]] || die "want $controllers voters, saw: $voters"
+while read -r id directory endpoint; do
+	[[ $formed == *"$id ($directory)"* ]] || die "voter $id runs directory $directory, not the one the operator formatted: $formed"
+	[[ $endpoint == *"$ACCESS_POINT-$id.$ACCESS_POINT.$TENANT.svc:9093"* ]] ||
+		die "voter $id is known at $endpoint, not its pod's name"
+done <<<"$voters"
+want_observers=$(seq -s , "$controllers" $((replicas - 1)))
+[[ $observers == "$want_observers" ]] || die "want observers '$want_observers' (the brokers past the controllers), saw '$observers'"
+t_quorum=$EPOCHREALTIME
+
 # The StatefulSet runs $1 pods, all Ready, and the access point's Progressing condition is Stable:
 # no broker is being retired and no partition is being moved.
 settled_at() {
@@ -333,5 +370,6 @@ log "Bridge $COPY copied them: read $read_count: lost $lost, repeated $duplicate
 kc "$cluster" -n "$TENANT" delete pod "$CLIENT" --wait=false >/dev/null
 kc "$cluster" -n "$TENANT" delete bridge "$COPY" --wait=false >/dev/null
 log "timings: roll $(elapsed "$t_roll" "$t_rolled")s; metadata.version $(elapsed "$t_rolled" "$t_metadata")s;" \
+	"controller quorum $(elapsed "$t_metadata" "$t_quorum")s;" \
 	"to ${other:-no} brokers $(elapsed "$t_scale" "$t_other")s, back $(elapsed "$t_other" "$t_up")s;" \
 	"read and checked $(elapsed "$t_up" "$EPOCHREALTIME")s"

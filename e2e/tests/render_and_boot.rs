@@ -15,6 +15,7 @@ use std::time::Duration;
 use oms_operator::access_point::render::{managed_objects, server_names};
 use oms_operator::access_point::validate::{Plan, validate};
 use oms_operator::drivers::DefaultImages;
+use oms_operator::drivers::kafka::Quorum;
 use oms_operator::drivers::managed_driver;
 use oms_operator::tenancy;
 
@@ -156,7 +157,8 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
         uid: "00010203-0405-0607-0809-0a0b0c0d0e0f".into(),
         ..OwnerReference::default()
     };
-    let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner, Some("boot-certificate"));
+    // A new cluster, as the operator renders one (a Kafka forms a dynamic controller quorum).
+    let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner, Some("boot-certificate"), Quorum::Dynamic);
 
     let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,7 +1,7 @@
 //! Kafka's side of the probe: the requests it sends (SaslHandshake v1, SaslAuthenticate v1,
 //! Metadata v8, all in Kafka 4's baseline) and what it reads back, as pure byte codecs; the
-//! operator's requests about features and about the brokers and their partitions are in
-//! [`features`] and [`cluster`].
+//! operator's requests about features, about the brokers and their partitions, and about the
+//! controller quorum are in [`features`], [`cluster`] and [`quorum`].
 //!
 //! A broker is ready when, after a SCRAM login, the Metadata it answers lists the broker itself,
 //! under its node id and advertised address: a KRaft broker lists only unfenced brokers, so a
@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod features;
+pub mod quorum;
 
 use std::fmt;
 
@@ -132,6 +133,12 @@ impl<'a> Reader<'a> {
 
     fn i32(&mut self, what: &str) -> Result<i32, DecodeError> {
         self.take(4, what).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, DecodeError> {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(self.take(8, what)?);
+        Ok(i64::from_be_bytes(bytes))
     }
 
     /// A nullable string: length -1 is null.

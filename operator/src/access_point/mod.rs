@@ -9,6 +9,7 @@
 
 mod credentials;
 pub mod kafka_placement;
+pub mod kafka_quorum;
 mod nats_shrink;
 pub mod policy;
 mod rabbitmq_shrink;
@@ -49,6 +50,7 @@ use crate::broker_tls::BrokerTls;
 use crate::certificates::{self, CertificateError, Ensured, Subject};
 use crate::conditions::{Decided, Status, merge};
 use crate::context::Context;
+use crate::drivers::kafka::Quorum as KafkaQuorum;
 use crate::drivers::{BrokerDriver, capabilities, managed_driver, tls_secret};
 use crate::metrics::keep_resources_gauge;
 use crate::pki::{Pki, Trusts};
@@ -389,7 +391,14 @@ async fn apply_managed(
     tls: Option<&BrokerTls>,
 ) -> Result<Applied, Error> {
     let Cluster { ap, managed, broker, uid, owner, certificate, shrinking, existing } = *cluster;
-    let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()));
+    let quorum = match ap.driver {
+        Driver::Kafka => read_kafka_quorum(ctx, ap, existing).await?,
+        _ => KafkaQuorum::default(),
+    };
+    let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()), quorum);
+    if ap.driver == Driver::Kafka {
+        kafka_quorum::mark(&mut objects.stateful_set, quorum);
+    }
     let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
     crate::workload::add_pull_secrets(pod, &ctx.image_pull_secrets);
     // Kafka takes a change one broker at a time, each once every partition is in sync ([`roll`]).
@@ -453,6 +462,12 @@ async fn apply_managed(
                 (&kafka_endpoint, roll.as_ref(), shrinking)
                 && status::settled(managed.replicas, &stateful_set)
             {
+                // Every first controller has started: the quorum they formed may be sealed.
+                if quorum == KafkaQuorum::Dynamic
+                    && !seal_kafka_quorum(ctx, map, endpoint, &mut objects.config_map, uid, managed.replicas).await?
+                {
+                    placing_poll = Some(ROLL_POLL);
+                }
                 match place_kafka_partitions(ctx, map, endpoint, managed.replicas).await {
                     Some(progress) => {
                         // A refused size, said above, needs the user more.
@@ -482,6 +497,55 @@ async fn apply_managed(
         }
         Err(source) => Err(Error::Apply { kind: "StatefulSet", name: ap.name.clone(), source }),
     }
+}
+
+/// The controller quorum a managed Kafka runs: by its StatefulSet as read before this apply,
+/// and its config ConfigMap's first voters.
+async fn read_kafka_quorum(
+    ctx: &Context,
+    ap: &AccessPoint,
+    existing: Option<&StatefulSet>,
+) -> Result<KafkaQuorum, Error> {
+    if existing.is_none() {
+        return Ok(KafkaQuorum::Dynamic);
+    }
+    let name = render::config_map_name(&ap.name);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ap.namespace);
+    let config_map = config_maps.get_opt(&name).await.map_err(|source| Error::ReadConfigMap { name, source })?;
+    let initial = config_map.as_ref().and_then(|c| c.data.as_ref()?.get(kafka_quorum::INITIAL_CONTROLLERS_FILE));
+    Ok(kafka_quorum::quorum_of(existing, initial.map(String::as_str)))
+}
+
+/// Once the controller lists a forming dynamic quorum's first controllers as its voters, empties
+/// their list in `config_map` (applied again): a controller formatting later joins as an
+/// observer. Whether the quorum is sealed; an Event says when it is.
+async fn seal_kafka_quorum(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    endpoint: &crate::admin::Endpoint,
+    config_map: &mut ConfigMap,
+    uid: &str,
+    replicas: i32,
+) -> Result<bool, Error> {
+    let described = match kafka_cluster::read_quorum(endpoint).await {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::warn!(access_point = %map.name_any(), %error, "cannot read the controller quorum");
+            return Ok(false);
+        }
+    };
+    if !kafka_quorum::formed(&described, &render::cluster_id(uid), crate::drivers::controller_voters(replicas)) {
+        return Ok(false);
+    }
+    let data = config_map.data.get_or_insert_with(Default::default);
+    data.insert(kafka_quorum::INITIAL_CONTROLLERS_FILE.to_owned(), String::new());
+    apply_named(ctx, "ConfigMap", config_map).await?;
+    let message = format!(
+        "the controller quorum formed: {}; a controller that formats from now on joins as an observer",
+        kafka_quorum::describe(&described)
+    );
+    publish(ctx, map, EventType::Normal, "ControllerQuorumFormed", &message).await;
+    Ok(true)
 }
 
 /// Sets the partition a Kafka StatefulSet's rolling update holds at, and the hash of its template,

@@ -21,6 +21,7 @@ use oms_crds::access_point_url::AccessPointUrl;
 
 use super::validate::{AccessPoint, Managed, Plan};
 use crate::binding::{self, Credentials};
+use crate::drivers::kafka::Quorum;
 use crate::drivers::{BrokerDriver, BrokerInput, BrokerPod, Health, tls_secret};
 use crate::workload::{CONFIG_HASH_ANNOTATION, config_hash, locked_down};
 
@@ -137,6 +138,7 @@ pub fn managed_objects(
     uid: &str,
     owner: &OwnerReference,
     certificate: Option<&str>,
+    kafka_quorum: Quorum,
 ) -> ManagedObjects {
     let input = BrokerInput {
         name: ap.name.clone(),
@@ -148,6 +150,7 @@ pub fn managed_objects(
         tenants: crate::tenancy::tenants(&ap.namespace, &ap.shared_with),
         shared: !ap.shared_with.is_empty(),
         tls: managed.tls,
+        kafka_quorum,
     };
     let mut pod = broker.render(&input);
     let mut hashed = pod.files.clone();
@@ -626,7 +629,7 @@ mod tests {
     fn render(yaml: &str) -> (AccessPoint, ManagedObjects) {
         let (ap, m) = managed(yaml);
         let broker = managed_driver(ap.driver).expect("driver");
-        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner(), Some("certificate"));
+        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner(), Some("certificate"), Quorum::Dynamic);
         (ap, objects)
     }
 
@@ -709,7 +712,8 @@ mod tests {
         let (ap, m) = managed("{driver: nats, managed: {replicas: 3}}");
         let broker = managed_driver(ap.driver).expect("driver");
         let hash = |certificate| {
-            let sts = managed_objects(&ap, &m, broker, &owner().uid, &owner(), certificate).stateful_set;
+            let sts =
+                managed_objects(&ap, &m, broker, &owner().uid, &owner(), certificate, Quorum::Dynamic).stateful_set;
             sts.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")
                 [CONFIG_HASH_ANNOTATION]
                 .clone()

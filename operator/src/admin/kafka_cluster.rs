@@ -1,7 +1,7 @@
 //! What the operator asks a managed Kafka's controller, through the probe crate's codec
 //! (librdkafka has none of it), as the operator's user on a broker, which forwards changes to the
 //! active controller: the brokers registered and the partitions being moved, moving partitions,
-//! forgetting a broker whose pod is gone, and `metadata.version`.
+//! forgetting a broker whose pod is gone, the controller quorum, and `metadata.version`.
 //!
 //! After its brokers have all rolled to a new release, a cluster still writes metadata at the old
 //! release's level until the level is raised ("finalized"), and features of the new release stay
@@ -18,6 +18,7 @@ use std::time::Instant;
 use oms_probe::KafkaConnection;
 use oms_probe::kafka::cluster::{self, Reassignment, RegisteredBroker};
 use oms_probe::kafka::features::{self, METADATA_VERSION, MetadataVersion};
+use oms_probe::kafka::quorum::{self, Quorum};
 use oms_probe::net::Tls;
 
 use super::{ADMIN_TIMEOUT, Endpoint};
@@ -102,6 +103,15 @@ pub async fn read_placement(endpoint: &Endpoint) -> Result<Placement, String> {
         let answer = connection.call(|id| cluster::list_partition_reassignments(id, timeout_ms()))?;
         let moving = refused("ListPartitionReassignments", cluster::partitions_being_moved(&answer))?;
         Ok(Placement { registered, moving })
+    })
+    .await
+}
+
+/// The controller quorum: its leader, voters and observers.
+pub async fn read_quorum(endpoint: &Endpoint) -> Result<Quorum, String> {
+    in_session(endpoint, |connection| {
+        let answer = connection.call(quorum::describe_quorum)?;
+        refused("DescribeQuorum", quorum::describe_quorum_response(&answer))
     })
     .await
 }

@@ -4,6 +4,11 @@
 //! advertised address) are derived at start from the pod's ordinal by a rendered script. The
 //! first `voters` pods (an odd number, at most 5) form the controller quorum.
 //!
+//! New clusters run KRaft's dynamic quorum ([`Quorum::Dynamic`]): brokers find the controllers
+//! through `controller.quorum.bootstrap.servers`, and the voters live in the metadata log, not in
+//! any broker's configuration. How many pods are controllers, that list, and the voters the first
+//! of them format with are files outside the config hash, so changing them rolls no pod.
+//!
 //! Every connection authenticates. Clients and brokers use SCRAM-SHA-512 on the client listener
 //! (brokers as the operator's own user, a super user; tenants as their own users, which the
 //! operator creates with prefixed ACLs through the admin API); controllers use PLAIN (SCRAM
@@ -15,7 +20,11 @@
 //! With TLS (the default) every listener is SASL_SSL with the pod's certificate from the
 //! operator's CA, and brokers and controllers check each other's names against it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
 
 use oms_crds::common::{Capabilities, Dedup, Ordering};
 
@@ -33,6 +42,47 @@ const TLS_DIR: &str = "/etc/oms/kafka-tls";
 const DATA_DIR: &str = "/var/lib/kafka/data";
 /// The pod's own copy of its key and certificate as Kafka reads them (start.sh writes it).
 const KEYSTORE: &str = "/tmp/keystore.pem";
+
+/// Files of the config ConfigMap outside the config hash (dynamic quorum): how many pods, from
+/// ordinal 0, are controllers; the controllers' addresses for `controller.quorum.bootstrap.servers`;
+/// and the voters a controller formats with (`--initial-controllers`), emptied once the first
+/// voters have all started, after which a controller formatting anew joins as an observer.
+const CONTROLLERS_FILE: &str = "controllers";
+const BOOTSTRAP_SERVERS_FILE: &str = "bootstrap-servers";
+pub const INITIAL_CONTROLLERS_FILE: &str = "initial-controllers";
+
+/// How a cluster's controllers know who votes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quorum {
+    /// KRaft's dynamic quorum (`kraft.version` 1), what new clusters run, while it forms: a
+    /// controller formats with the first voters (`--initial-controllers`).
+    #[default]
+    Dynamic,
+    /// The same, its first voters all started: a controller that formats now (a lost disk)
+    /// joins as an observer.
+    DynamicFormed,
+    /// `controller.quorum.voters` in every broker's configuration: clusters the operator made
+    /// before it formatted dynamic ones keep it, as their metadata was written that way.
+    Static,
+}
+
+/// The log directory id controller `ordinal` formats with while the quorum forms, derived from
+/// the cluster id so that every render names the same one: 16 bytes, the first below 0x80 so
+/// that its text never starts with `-` or `_` (as Kafka's own random ids).
+#[must_use]
+pub fn directory_id(cluster_id: &str, ordinal: i32) -> [u8; 16] {
+    let digest = Sha256::digest(format!("{cluster_id}/controller/{ordinal}"));
+    let mut id = [0; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[0] &= 0x7f;
+    id
+}
+
+/// A directory id as Kafka writes it: unpadded URL-safe base64.
+#[must_use]
+pub fn directory_id_text(id: &[u8; 16]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
 
 /// Controller voters for a cluster of `replicas` brokers: the largest odd number up to 5.
 #[must_use]
@@ -116,6 +166,9 @@ impl BrokerDriver for Kafka {
         let voters = controller_voters(broker.replicas);
         let quorum: Vec<String> =
             (0..voters).map(|i| format!("{i}@{}:{CONTROLLER_PORT}", broker.pod_host(i))).collect();
+        let dynamic = broker.kafka_quorum != Quorum::Static;
+        let voters_line =
+            if dynamic { String::new() } else { format!("controller.quorum.voters={}\n", quorum.join(",")) };
         // Internal topics replicate as far as the cluster allows, up to the usual 3 copies.
         let copies = broker.replicas.min(3);
         let min_isr = broker.replicas.clamp(1, 2);
@@ -134,14 +187,13 @@ impl BrokerDriver for Kafka {
              sasl.mechanism.controller.protocol=PLAIN\n\
              authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
              allow.everyone.if.no.acl.found=false\n\
-             controller.quorum.voters={}\n\
+             {voters_line}\
              log.dirs={DATA_DIR}\n\
              offsets.topic.replication.factor={copies}\n\
              transaction.state.log.replication.factor={copies}\n\
              transaction.state.log.min.isr={min_isr}\n\
              default.replication.factor={copies}\n\
-             min.insync.replicas={min_isr}\n",
-            quorum.join(",")
+             min.insync.replicas={min_isr}\n"
         );
         if broker.tls {
             let _ = write!(
@@ -158,6 +210,15 @@ impl BrokerDriver for Kafka {
         let keystore =
             if broker.tls { format!("cat {TLS_DIR}/tls.key {TLS_DIR}/tls.crt > {KEYSTORE}\n") } else { String::new() };
 
+        let ScriptQuorum {
+            controllers,
+            advertised,
+            broker_advertised,
+            advertised_more,
+            bootstrap,
+            format_quorum,
+            quorum_flag,
+        } = ScriptQuorum::new(broker, voters, dynamic);
         let start = format!(
             r#"#!/bin/sh
 # Rendered by oms-operator: derives this pod's node id and roles from its StatefulSet ordinal, and
@@ -165,26 +226,26 @@ impl BrokerDriver for Kafka {
 set -eu
 umask 077
 ordinal="${{HOSTNAME##*-}}"
-if [ "$ordinal" -lt {voters} ]; then
+if [ "$ordinal" -lt {controllers} ]; then
   roles=broker,controller
   listeners="CLIENT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
-else
+{advertised}else
   roles=broker
   listeners="CLIENT://:{CLIENT_PORT}"
-fi
+{broker_advertised}fi
 {{
   cat {CONFIG_DIR}/server.properties
   echo "node.id=$ordinal"
   echo "process.roles=$roles"
   echo "listeners=$listeners"
-  echo "advertised.listeners=CLIENT://$HOSTNAME.{name}.{namespace}.svc:{CLIENT_PORT}"
-  echo "super.users=User:$OMS_ADMIN_USER"
+  echo "advertised.listeners=CLIENT://$HOSTNAME.{name}.{namespace}.svc:{CLIENT_PORT}{advertised_more}"
+{bootstrap}  echo "super.users=User:$OMS_ADMIN_USER"
   echo "listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$OMS_ADMIN_USER\" password=\"$OMS_ADMIN_PASSWORD\";"
   echo "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$OMS_ADMIN_USER\" password=\"$OMS_ADMIN_PASSWORD\" user_$OMS_ADMIN_USER=\"$OMS_ADMIN_PASSWORD\";"
 }} > /tmp/server.properties
 {keystore}if [ ! -f {DATA_DIR}/meta.properties ]; then
-  /opt/kafka/bin/kafka-storage.sh format --cluster-id {cluster_id} --config /tmp/server.properties --ignore-formatted \
-    --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]"
+{format_quorum}  /opt/kafka/bin/kafka-storage.sh format --cluster-id {cluster_id} --config /tmp/server.properties --ignore-formatted \
+    --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]"{quorum_flag}
 fi
 unset OMS_ADMIN_PASSWORD
 exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
@@ -194,8 +255,10 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
             cluster_id = broker.cluster_id,
         );
         let credentials = credentials_secret(&broker.name);
+        let discovery_files = if dynamic { quorum_files(broker, voters) } else { BTreeMap::new() };
         BrokerPod {
             files: [("server.properties".to_owned(), properties), ("start.sh".to_owned(), start)].into(),
+            discovery_files,
             command: vec!["/bin/sh".into(), format!("{CONFIG_DIR}/start.sh")],
             env: vec![
                 secret_env(ADMIN_USER_ENV, &credentials, "username"),
@@ -208,6 +271,81 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
             ..BrokerPod::default()
         }
     }
+}
+
+/// The start script's lines that differ by quorum; a static quorum's are those it had before
+/// dynamic ones, so that its clusters' pods do not roll.
+struct ScriptQuorum {
+    /// How many pods, from ordinal 0, are controllers: a number, or the shell reading it.
+    controllers: String,
+    /// Setting `$advertised` in the controllers' branch and in the brokers'.
+    advertised: String,
+    broker_advertised: &'static str,
+    /// What follows the client listener in `advertised.listeners`.
+    advertised_more: &'static str,
+    /// The line writing `controller.quorum.bootstrap.servers`.
+    bootstrap: String,
+    /// Choosing the format's quorum flag, and passing it.
+    format_quorum: String,
+    quorum_flag: &'static str,
+}
+
+impl ScriptQuorum {
+    fn new(broker: &BrokerInput, voters: i32, dynamic: bool) -> Self {
+        if !dynamic {
+            return ScriptQuorum {
+                controllers: voters.to_string(),
+                advertised: String::new(),
+                broker_advertised: "",
+                advertised_more: "",
+                bootstrap: String::new(),
+                format_quorum: String::new(),
+                quorum_flag: "",
+            };
+        }
+        // Controllers advertise their controller listener (the address voters are known by); the
+        // count and the addresses come from the files outside the hash; a controller's first
+        // format names the first voters, or none once the quorum is sealed.
+        ScriptQuorum {
+            controllers: format!(r#""$(cat {CONFIG_DIR}/{CONTROLLERS_FILE})""#),
+            advertised: format!(
+                "  advertised=\",CONTROLLER://$HOSTNAME.{}.{}.svc:{CONTROLLER_PORT}\"\n",
+                broker.name, broker.namespace
+            ),
+            broker_advertised: "  advertised=\n",
+            advertised_more: "$advertised",
+            bootstrap: format!(
+                "  echo \"controller.quorum.bootstrap.servers=$(cat {CONFIG_DIR}/{BOOTSTRAP_SERVERS_FILE})\"\n"
+            ),
+            format_quorum: format!(
+                r#"  quorum=
+  if [ "$roles" = broker,controller ]; then
+    initial="$(cat {CONFIG_DIR}/{INITIAL_CONTROLLERS_FILE})"
+    if [ -n "$initial" ]; then quorum="--initial-controllers $initial"; else quorum=--no-initial-controllers; fi
+  fi
+"#
+            ),
+            quorum_flag: " $quorum",
+        }
+    }
+}
+
+/// The dynamic quorum's files outside the config hash, for `voters` controllers.
+fn quorum_files(broker: &BrokerInput, voters: i32) -> BTreeMap<String, String> {
+    let address = |ordinal| format!("{}:{CONTROLLER_PORT}", broker.pod_host(ordinal));
+    let bootstrap: Vec<String> = (0..voters).map(address).collect();
+    let initial: Vec<String> = match broker.kafka_quorum {
+        Quorum::Dynamic => (0..voters)
+            .map(|i| format!("{i}@{}:{}", address(i), directory_id_text(&directory_id(&broker.cluster_id, i))))
+            .collect(),
+        Quorum::DynamicFormed | Quorum::Static => Vec::new(),
+    };
+    [
+        (CONTROLLERS_FILE.to_owned(), voters.to_string()),
+        (BOOTSTRAP_SERVERS_FILE.to_owned(), bootstrap.join(",")),
+        (INITIAL_CONTROLLERS_FILE.to_owned(), initial.join(",")),
+    ]
+    .into()
 }
 
 #[cfg(test)]
@@ -225,6 +363,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
+            kafka_quorum: Quorum::default(),
         }
     }
 
@@ -235,8 +374,58 @@ mod tests {
     }
 
     #[test]
+    fn static_clusters_render_exactly_as_before_dynamic_quorums_so_none_of_their_pods_rolls() {
+        // The digest of the files rendered for 4 brokers before dynamic quorums were added.
+        let pod = Kafka.render(&BrokerInput { replicas: 4, kafka_quorum: Quorum::Static, ..input(4) });
+        let all: String = pod.files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]).collect();
+        assert_eq!(
+            format!("{:x}", Sha256::digest(all.as_bytes())),
+            "b2a0c192571c9fe193a6c79976ae054f5c266d238754f3093bba0f354e7418e2",
+            "{all}"
+        );
+        assert!(pod.discovery_files.is_empty());
+    }
+
+    #[test]
+    fn a_dynamic_quorum_bootstraps_from_the_controllers_and_forms_from_their_first_voters() {
+        let pod = Kafka.render(&input(4));
+        let properties = &pod.files["server.properties"];
+        assert!(!properties.contains("controller.quorum.voters"), "{properties}");
+        let start = &pod.files["start.sh"];
+        for line in [
+            r#"if [ "$ordinal" -lt "$(cat /etc/oms/kafka/controllers)" ]; then"#,
+            "  advertised=\",CONTROLLER://$HOSTNAME.orders-kafka.acme.svc:9093\"\nelse\n",
+            r#"  echo "advertised.listeners=CLIENT://$HOSTNAME.orders-kafka.acme.svc:9092$advertised""#,
+            r#"  echo "controller.quorum.bootstrap.servers=$(cat /etc/oms/kafka/bootstrap-servers)""#,
+            r#"    if [ -n "$initial" ]; then quorum="--initial-controllers $initial"; else quorum=--no-initial-controllers; fi"#,
+            r#"    --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]" $quorum"#,
+        ] {
+            assert!(start.contains(line), "{line} in {start}");
+        }
+        let host = |i: i32| format!("orders-kafka-{i}.orders-kafka.acme.svc:9093");
+        let id = |i: i32| directory_id_text(&directory_id("AAAAAAAAAAAAAAAAAAAAAA", i));
+        assert_eq!(pod.discovery_files["controllers"], "3");
+        assert_eq!(pod.discovery_files["bootstrap-servers"], format!("{},{},{}", host(0), host(1), host(2)));
+        assert_eq!(
+            pod.discovery_files["initial-controllers"],
+            format!("0@{}:{},1@{}:{},2@{}:{}", host(0), id(0), host(1), id(1), host(2), id(2))
+        );
+        let formed = Kafka.render(&BrokerInput { kafka_quorum: Quorum::DynamicFormed, ..input(4) });
+        assert_eq!(formed.discovery_files["initial-controllers"], "");
+        assert_eq!(formed.files, pod.files, "sealing the quorum rolls no pod");
+    }
+
+    #[test]
+    fn directory_ids_are_kafka_uuids_that_never_read_as_an_option() {
+        let ids: Vec<String> = (0..64).map(|i| directory_id_text(&directory_id("AAAAAAAAAAAAAAAAAAAAAA", i))).collect();
+        assert!(ids.iter().all(|id| id.len() == 22 && !id.starts_with(['-', '_'])), "{ids:?}");
+        assert_eq!(ids.iter().collect::<std::collections::BTreeSet<_>>().len(), 64, "one per controller");
+        assert_ne!(directory_id("AAAAAAAAAAAAAAAAAAAAAA", 0), directory_id("BAAAAAAAAAAAAAAAAAAAAA", 0));
+    }
+
+    #[test]
     fn three_brokers_form_a_three_voter_quorum_over_the_headless_service() {
-        let pod = Kafka.render(&input(3));
+        let pod = Kafka.render(&BrokerInput { kafka_quorum: Quorum::Static, ..input(3) });
         let properties = &pod.files["server.properties"];
         assert!(properties.contains(
             "controller.quorum.voters=0@orders-kafka-0.orders-kafka.acme.svc:9093,\

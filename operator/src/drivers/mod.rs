@@ -2,7 +2,7 @@
 //! can and cannot do. One trait, one unit struct per vendor; everything here is pure.
 
 mod images;
-mod kafka;
+pub mod kafka;
 mod mqtt;
 mod nats;
 pub mod rabbitmq;
@@ -56,6 +56,8 @@ pub struct BrokerInput {
     pub shared: bool,
     /// Whether the listeners speak TLS with the certificate mounted at [`BrokerDriver::tls_dir`].
     pub tls: bool,
+    /// Kafka: how its controllers know who votes.
+    pub kafka_quorum: kafka::Quorum,
 }
 
 impl BrokerInput {

@@ -166,6 +166,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
+            kafka_quorum: crate::drivers::kafka::Quorum::default(),
         }
     }
 

@@ -262,6 +262,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
+            kafka_quorum: crate::drivers::kafka::Quorum::default(),
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];
@@ -312,6 +313,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
+            kafka_quorum: crate::drivers::kafka::Quorum::default(),
         }
     }
 
