@@ -12,14 +12,15 @@
 #    Events, one per broker let go. After an upgrade the operator raises the cluster's
 #    metadata.version to the new release's (kafka-features.sh must show it, and the status and an
 #    Event say it), and refuses the old version from then on.
-# 2. One broker fewer and back (4 brokers or more), or one more and back (3 -> 4 -> 3): going down,
-#    the operator moves the leaving broker's replicas to the others before its pod stops, then has
-#    the controller forget it (kafka_placement.rs); going up, the new broker takes its share. After
-#    each step kafka-topics.sh --describe, as the operator's user, must show no replica on a broker
-#    at or past the size, no partition under-replicated, and no broker holding more than one
-#    replica more than another.
+# 2. One broker fewer and back (4 brokers or more), or 3 -> 5 -> 3: going down, the operator moves
+#    the leaving broker's replicas to the others and takes its controller vote before its pod
+#    stops, then has the controller forget it (kafka_placement.rs); going up, the new brokers take
+#    their share and the operator adds them as voters (kafka_quorum.rs). After each step
+#    kafka-topics.sh --describe, as the operator's user, must show no replica on a broker at or
+#    past the size, no partition under-replicated, and no broker holding more than one replica
+#    more than another; kafka-metadata-quorum.sh, the voters the size keeps.
 # Between them the controller quorum must be dynamic (kraft.version 1) and sealed by the operator,
-# its voters the controllers under the directory ids the operator formatted them with.
+# its voters the first controllers under the directory ids the operator formatted them with.
 # Then every message must be read back from rolled (lost 0, duplicates 0) and from rolled-copy
 # (lost 0; the Bridge delivers at least once, so repeats are counted apart).
 #
@@ -226,8 +227,8 @@ t_metadata=$EPOCHREALTIME
 
 # The controller quorum is dynamic (kraft.version 1): the operator sealed it once its first voters
 # had started (Event ControllerQuorumFormed, their list emptied in the config ConfigMap), and
-# through the upgrade its voters stayed the controllers, each under the directory id the operator
-# formatted it with and at its pod's name, with every other broker an observer.
+# through the upgrade its voters stayed the first controllers, each under the directory id the
+# operator formatted it with and at its pod's name.
 sealed() {
 	kc "$cluster" -n "$TENANT" get configmap "$ACCESS_POINT-config" -o json |
 		jq -e '.data | has("initial-controllers") and .["initial-controllers"] == ""' >/dev/null
@@ -236,27 +237,40 @@ poll "the controller quorum sealed in the ConfigMap" sealed
 formed=$(kc "$cluster" -n "$TENANT" get events \
 	--field-selector "involvedObject.name=$ACCESS_POINT,reason=ControllerQuorumFormed" -o jsonpath='{.items[*].message}')
 [[ -n $formed ]] || die "no ControllerQuorumFormed Event"
-# shellcheck disable=SC2016 # expanded in the pod
-quorum=$(in_client 'kafka_client_properties "$ADMIN_USER" "$ADMIN_PASSWORD" $ca >/tmp/admin.properties
+# describe_quorum: the quorum as the brokers tell it (kafka-metadata-quorum.sh and kafka-features.sh,
+# as the operator's user): $voters, "<id> <directory id> <endpoints>" lines; $observers, their ids;
+# $kraft_version.
+describe_quorum() {
+	local described
+	# shellcheck disable=SC2016 # expanded in the pod
+	described=$(in_client 'kafka_client_properties "$ADMIN_USER" "$ADMIN_PASSWORD" $ca >/tmp/admin.properties
 kafka-metadata-quorum.sh --bootstrap-server "$BOOTSTRAP" --command-config /tmp/admin.properties describe --status
 kafka-features.sh --bootstrap-server "$BOOTSTRAP" --command-config /tmp/admin.properties describe')
-voters=$(sed -n 's/^CurrentVoters:[[:space:]]*//p' <<<"$quorum" |
-	jq -r '.[] | "\(.id) \(.directoryId) \(.endpoints // [] | join(","))"')
-observers=$(sed -n 's/^CurrentObservers:[[:space:]]*//p' <<<"$quorum" | jq -r '[.[].id] | sort | join(",")')
-kraft_version=$(awk '$2 == "kraft.version" { for (i = 1; i < NF; i++) if ($i == "FinalizedVersionLevel:") print $(i + 1) }' <<<"$quorum")
+	voters=$(sed -n 's/^CurrentVoters:[[:space:]]*//p' <<<"$described" |
+		jq -r '.[] | "\(.id) \(.directoryId) \(.endpoints // [] | join(","))"')
+	observers=$(sed -n 's/^CurrentObservers:[[:space:]]*//p' <<<"$described" | jq -r '[.[].id] | sort | join(",")')
+	kraft_version=$(awk '$2 == "kraft.version" { for (i = 1; i < NF; i++) if ($i == "FinalizedVersionLevel:") print $(i + 1) }' \
+		<<<"$described")
+}
+# voters_are <brokers>: the voters are the controllers that many brokers keep (the largest odd
+# number up to 5), ids from 0, each known at its pod's controller address.
+voters_are() {
+	local controllers=$(($1 < 3 ? 1 : $1 < 5 ? 3 : 5)) id endpoint
+	describe_quorum
+	[[ $(cut -d' ' -f1 <<<"$voters" | paste -sd ,) == "$(seq -s , 0 $((controllers - 1)))" ]] ||
+		die "want voters 0 to $((controllers - 1)) at $1 brokers, saw: $voters"
+	while read -r id _ endpoint; do
+		[[ $endpoint == *"$ACCESS_POINT-$id.$ACCESS_POINT.$TENANT.svc:9093"* ]] ||
+			die "voter $id is known at $endpoint, not its pod's name"
+	done <<<"$voters"
+}
+voters_are "$replicas"
 log "controller quorum: kraft.version $kraft_version; voters (id, directory, endpoint): $(paste -sd ';' <<<"$voters");" \
-	"observers '$observers';" \
-	"the operator said: $formed"
-[[ $kraft_version == 1 ]] || die "want kraft.version 1 (a dynamic quorum), saw '$kraft_version': $quorum"
-controllers=$((replicas < 3 ? 1 : replicas < 5 ? 3 : 5))
-[[ $(wc -l <<<"$voters") == "$controllers" ]] || die "want $controllers voters, saw: $voters"
-while read -r id directory endpoint; do
+	"observers '$observers'; the operator said: $formed"
+[[ $kraft_version == 1 ]] || die "want kraft.version 1 (a dynamic quorum), saw '$kraft_version'"
+while read -r id directory _; do
 	[[ $formed == *"$id ($directory)"* ]] || die "voter $id runs directory $directory, not the one the operator formatted: $formed"
-	[[ $endpoint == *"$ACCESS_POINT-$id.$ACCESS_POINT.$TENANT.svc:9093"* ]] ||
-		die "voter $id is known at $endpoint, not its pod's name"
 done <<<"$voters"
-want_observers=$(seq -s , "$controllers" $((replicas - 1)))
-[[ $observers == "$want_observers" ]] || die "want observers '$want_observers' (the brokers past the controllers), saw '$observers'"
 t_quorum=$EPOCHREALTIME
 
 # The StatefulSet runs $1 pods, all Ready, and the access point's Progressing condition is Stable:
@@ -295,7 +309,7 @@ placed_at() {
 # $1 -> $2 brokers, settled with the replicas placed. Down: the leaving broker's replicas move to
 # the others before its pod stops, and the controller forgets it. Up: the new broker takes its share.
 resize() {
-	local from=$1 to=$2 since began scaling_down
+	local from=$1 to=$2 since began scaling_down id
 	since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 	began=$EPOCHREALTIME
 	scale_to "$to"
@@ -307,22 +321,34 @@ resize() {
 		printf '%s\n' "$scaling_down" | sed 's/^/  /' >&2
 		[[ $scaling_down == *"move off $ACCESS_POINT-$to"* ]] ||
 			die "no ScalingDown Event of replicas moved off $ACCESS_POINT-$to"
-		forgotten() { [[ $(events_since UnregisterBrokers "$since") == *"[$to]"* ]]; }
-		poll "the controller forgets broker $to" forgotten
+		forgotten() {
+			local said pattern
+			said=$(events_since UnregisterBrokers "$since")
+			for id in $(seq "$to" $((from - 1))); do
+				pattern="[[ ]${id}[],]" # each id in a list: [3] or [3, 4]
+				[[ $said =~ $pattern ]] || return 1
+			done
+		}
+		poll "the controller forgets brokers $to to $((from - 1))" forgotten
 	else
 		events_since ReassignPartitions "$since" | sed 's/^/  /' >&2
 	fi
+	for reason in AddVoter RemoveVoter; do events_since "$reason" "$since" | sed "s/^/  $reason: /" >&2; done
+	# The voters follow the size: added once their brokers follow the metadata log, removed before
+	# their pods stop.
+	voters_are "$to"
+	log "$to brokers: voters $(cut -d' ' -f1 <<<"$voters" | paste -sd ,), observers '$observers'"
 }
 
-# One broker fewer and back (4 and more keep three controller voters at one fewer), else one more
-# and back (3 -> 4 -> 3). One or two brokers cannot change size without changing their voters.
+# Three brokers go to five and back, their voters from 3 to 5 and back (one at a time); four and
+# more one fewer and back. One or two are left out: the internal topics' copies keep them.
 if ((replicas >= 4)); then
 	other=$((replicas - 1))
 elif ((replicas == 3)); then
-	other=4
+	other=5
 else
 	other=''
-	log "$replicas broker(s): no size keeps the controller voters, so the scaling steps are left out"
+	log "$replicas broker(s): the scaling steps are left out"
 fi
 t_scale=$EPOCHREALTIME
 if [[ -n $other ]]; then

@@ -107,18 +107,46 @@ fn config_change_rolls_the_pods_and_scaling_updates_the_stateful_set() -> anyhow
     })?;
     assert_ne!(hash_of(&after), before);
     let config = s.json("configmap/orders-kafka-config")?;
-    let properties = config["data"]["server.properties"].as_str().context("server.properties")?;
+    let file = |config: &Value, name: &str| config["data"][name].as_str().unwrap_or_default().to_owned();
+    let properties = file(&config, "server.properties");
     assert!(properties.contains("log.retention.hours=72"));
-    // Four brokers keep the three controller voters (the fourth is a broker only).
-    assert!(properties.contains("2@orders-kafka-2.") && !properties.contains("3@orders-kafka-3."), "{properties}");
-    // Five would make five voters of a static quorum: refused, naming the sizes that keep them.
+    // A new cluster's quorum is dynamic: no voters in the configuration; the first three format
+    // with each other as the voters, and the bootstrap list names the voters the size keeps.
+    assert!(!properties.contains("controller.quorum.voters"), "{properties}");
+    assert_eq!(after["metadata"]["annotations"]["openmessaging.cloud/kafka-quorum"], "dynamic");
+    let first_voters = file(&config, "initial-controllers");
+    assert!(
+        first_voters.starts_with("0@orders-kafka-0.") && first_voters.contains(",2@orders-kafka-2."),
+        "{first_voters}"
+    );
+    assert!(!first_voters.contains("3@"), "{first_voters}");
+    assert!(!file(&config, "bootstrap-servers").contains("orders-kafka-3."));
+    // Five brokers keep five voters: the size changes, no pod rolls (the voters are the
+    // operator's to add), and the quorum still forms from the first three.
     s.apply(&KAFKA.replace("'48'", "'72'").replace("replicas: 3", "replicas: 5"))?;
+    let at_five = s.wait_for("statefulset/orders-kafka", "scaled to 5", |sts| sts["spec"]["replicas"] == 5)?;
+    assert_eq!(hash_of(&at_five), hash_of(&after), "a size rolls no pod");
+    let config = s.json("configmap/orders-kafka-config")?;
+    assert!(file(&config, "bootstrap-servers").contains("orders-kafka-4.orders-kafka."), "{config}");
+    assert_eq!(file(&config, "initial-controllers"), first_voters);
+    // A cluster an earlier operator made (no dynamic mark) keeps static voters, listed in every
+    // broker's configuration, and a size that would change them is refused, naming why.
+    s.kubectl(&["annotate", "statefulset/orders-kafka", "openmessaging.cloud/kafka-quorum-"])?;
+    s.apply(&KAFKA.replace("'48'", "'72'"))?;
     let refused = s.wait_for("messagingaccesspoint/orders-kafka", "ResizeRefused", |o| {
         condition(o, "Progressing").is_some_and(|c| c["reason"] == "ResizeRefused")
     })?;
     let message = condition(&refused, "Progressing").and_then(|c| c["message"].as_str()).unwrap_or_default();
-    assert!(message.contains("from 3 to 5 voters") && message.contains("keeping 4"), "{message}");
-    assert_eq!(s.json("statefulset/orders-kafka")?["spec"]["replicas"], 4);
+    assert!(
+        message.contains("from 5 to 3 voters") && message.contains("static") && message.contains("keeping 5"),
+        "{message}"
+    );
+    assert_eq!(s.json("statefulset/orders-kafka")?["spec"]["replicas"], 5);
+    let properties = file(&s.json("configmap/orders-kafka-config")?, "server.properties");
+    assert!(
+        properties.contains("controller.quorum.voters=0@orders-kafka-0.") && properties.contains(",4@orders-kafka-4."),
+        "{properties}"
+    );
     Ok(())
 }
 

@@ -12,10 +12,10 @@ use oms_crds::access_point::{Driver, MessagingAccessPointSpec};
 use oms_e2e::{repo_root, run};
 use std::time::Duration;
 
+use oms_operator::access_point::kafka_quorum::quorum_of;
 use oms_operator::access_point::render::{managed_objects, server_names};
 use oms_operator::access_point::validate::{Plan, validate};
 use oms_operator::drivers::DefaultImages;
-use oms_operator::drivers::kafka::Quorum;
 use oms_operator::drivers::managed_driver;
 use oms_operator::tenancy;
 
@@ -158,7 +158,8 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
         ..OwnerReference::default()
     };
     // A new cluster, as the operator renders one (a Kafka forms a dynamic controller quorum).
-    let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner, Some("boot-certificate"), Quorum::Dynamic);
+    let quorum = (driver == Driver::Kafka).then(|| quorum_of(None, None, managed.replicas));
+    let objects = managed_objects(&ap, &managed, broker, &owner.uid, &owner, Some("boot-certificate"), quorum);
 
     let dir = repo_root().join("e2e/.state/boot").join(format!("{driver}-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,8 +3,8 @@
 //! a broker that goes takes its replicas along, leaving its partitions a copy short. The operator
 //! moves them, as `kafka-reassign-partitions.sh` would:
 //! - scaling down, one broker at a time, the highest ordinal: its replicas move to the staying
-//!   brokers, and only once it holds none and every partition is in sync does its pod stop
-//!   ([`next_step`]);
+//!   brokers, and only once it holds none and every partition is in sync, and it no longer votes
+//!   in the controller quorum, does its pod stop ([`next_step`], [`Shrinking::ask`]);
 //! - once the brokers are settled ([`tend`]): replicas left on brokers that are gone (a topic made
 //!   while the last one was leaving) move to running ones; then replicas spread until no broker
 //!   holds more than one more than another, so that new brokers take their share; then the
@@ -36,6 +36,8 @@ pub enum Step {
     Wait(String),
     /// Move these replicas off the leaving broker, of pod `pod`.
     Move { pod: String, moves: Vec<Reassignment> },
+    /// The leaving broker holds no replica but votes in the controller quorum: it stops voting.
+    RemoveVoter { pod: String, id: i32, directory_id: [u8; 16] },
     /// The leaving broker holds no replica: its pod stops.
     Stop { pod: String },
 }
@@ -46,6 +48,7 @@ impl Step {
     pub fn action(&self) -> Option<(&'static str, &str)> {
         match self {
             Step::Move { pod, .. } => Some(("ReassignPartitions", pod)),
+            Step::RemoveVoter { pod, .. } => Some(("RemoveVoter", pod)),
             Step::Stop { pod } => Some(("StopBroker", pod)),
             Step::Refuse(_) | Step::Wait(_) => None,
         }
@@ -58,6 +61,9 @@ impl Step {
         match self {
             Step::Refuse(why) | Step::Wait(why) => format!("{shrinking}: {why}"),
             Step::Move { pod, moves } => format!("{shrinking}: {} move off {pod}", describe(moves)),
+            Step::RemoveVoter { pod, .. } => {
+                format!("{shrinking}: {pod} holds no replica and stops voting in the controller quorum")
+            }
             Step::Stop { pod } => format!("{shrinking}: {pod} holds no replica and stops"),
         }
     }
@@ -273,25 +279,48 @@ pub(super) async fn read(
 pub(super) struct Shrinking {
     pub step: Step,
     endpoint: Option<Endpoint>,
+    cluster_id: String,
 }
 
 impl Shrinking {
-    /// Decides the next step of access point `name` from `running` brokers to fewer.
-    pub async fn ask(admins: &AdminCache, endpoint: Option<Endpoint>, name: &str, running: i32) -> Self {
+    /// Decides the next step of access point `name` (Kafka cluster `cluster_id`) from `running`
+    /// brokers to fewer.
+    pub async fn ask(
+        admins: &AdminCache,
+        endpoint: Option<Endpoint>,
+        name: &str,
+        cluster_id: String,
+        running: i32,
+    ) -> Self {
         let Some(endpoint) = endpoint else {
-            return Shrinking { step: Step::Wait("the operator's user is not known yet".into()), endpoint: None };
+            let step = Step::Wait("the operator's user is not known yet".into());
+            return Shrinking { step, endpoint: None, cluster_id };
         };
         let step = match read(admins, &endpoint).await {
             Ok((partitions, placement)) => next_step(name, running, &partitions, &placement.moving),
             Err(error) => Step::Wait(format!("cannot read where the partitions are: {error}")),
         };
-        Shrinking { step, endpoint: Some(endpoint) }
+        // A voter stops voting before its broker stops: the others keep their majority.
+        let step = match step {
+            Step::Stop { pod } => match kafka_cluster::read_quorum(&endpoint).await {
+                Ok(quorum) => match quorum.voters.iter().find(|v| v.id == running - 1) {
+                    Some(voter) => Step::RemoveVoter { pod, id: voter.id, directory_id: voter.directory_id },
+                    None => Step::Stop { pod },
+                },
+                Err(error) => Step::Wait(format!("cannot read the controller quorum before {pod} stops: {error}")),
+            },
+            other => other,
+        };
+        Shrinking { step, endpoint: Some(endpoint), cluster_id }
     }
 
     /// Takes the step on the brokers.
     pub async fn take(&self) -> Result<(), String> {
         match (&self.step, &self.endpoint) {
             (Step::Move { moves, .. }, Some(endpoint)) => kafka_cluster::reassign(endpoint, moves.clone()).await,
+            (Step::RemoveVoter { id, directory_id, .. }, Some(endpoint)) => {
+                kafka_cluster::remove_voter(endpoint, self.cluster_id.clone(), *id, *directory_id).await
+            }
             _ => Ok(()),
         }
     }

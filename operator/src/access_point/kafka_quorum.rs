@@ -1,4 +1,5 @@
-//! Which controller quorum a managed Kafka runs, and when a dynamic one has formed.
+//! Which controller quorum a managed Kafka runs, when a dynamic one has formed, and which of its
+//! controllers vote.
 //!
 //! The operator formats new clusters with KRaft's dynamic quorum ([`Quorum::Dynamic`]) and marks
 //! their StatefulSet with [`QUORUM_ANNOTATION`]; a StatefulSet without it is a cluster an earlier
@@ -9,10 +10,16 @@
 //! directory it formatted, the operator empties that list ([`INITIAL_CONTROLLERS_FILE`]): a
 //! controller that formats after that (its disk lost) joins as an observer, instead of voting
 //! with an empty log under a directory id the others still count on.
+//!
+//! From then on the voters follow the size ([`next_voter_step`]), one change at a time, as
+//! `kafka-metadata-quorum.sh add-controller` and `remove-controller` would: every broker is a
+//! controller too, the first `controller_voters(size)` of them vote and the others observe; a
+//! voter whose directory was replaced (a lost disk) is removed and its new directory added.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use oms_probe::kafka::quorum::Quorum as Described;
 
+use crate::drivers::controller_voters;
 pub use crate::drivers::kafka::INITIAL_CONTROLLERS_FILE;
 use crate::drivers::kafka::{Quorum, directory_id, directory_id_text};
 
@@ -20,20 +27,29 @@ use crate::drivers::kafka::{Quorum, directory_id, directory_id_text};
 pub const QUORUM_ANNOTATION: &str = "openmessaging.cloud/kafka-quorum";
 const DYNAMIC: &str = "dynamic";
 
-/// The quorum of a cluster whose StatefulSet is `existing` (none yet: a new cluster) and whose
-/// config ConfigMap holds `initial_controllers` (`None` where it has no such file).
+/// The quorum of a cluster of `replicas` whose StatefulSet is `existing` (none yet: a new cluster)
+/// and whose config ConfigMap holds `initial_controllers` (`None` where it has no such file).
 #[must_use]
-pub fn quorum_of(existing: Option<&StatefulSet>, initial_controllers: Option<&str>) -> Quorum {
-    let Some(stateful_set) = existing else { return Quorum::Dynamic };
-    let annotations = stateful_set.metadata.annotations.as_ref();
-    if annotations.and_then(|a| a.get(QUORUM_ANNOTATION)).is_none_or(|value| value != DYNAMIC) {
+pub fn quorum_of(existing: Option<&StatefulSet>, initial_controllers: Option<&str>, replicas: i32) -> Quorum {
+    let Some(stateful_set) = existing else { return Quorum::Dynamic { first_voters: controller_voters(replicas) } };
+    if !is_dynamic(stateful_set) {
         return Quorum::Static;
     }
     match initial_controllers {
-        Some(initial) if !initial.is_empty() => Quorum::Dynamic,
+        // Forming: the first voters stay the ones the list names, whatever the size is now.
+        Some(initial) if !initial.is_empty() => {
+            Quorum::Dynamic { first_voters: i32::try_from(initial.split(',').count()).unwrap_or(i32::MAX) }
+        }
         // Formed, or the file is gone: formatting as an observer is the safe side.
         _ => Quorum::DynamicFormed,
     }
+}
+
+/// Whether the operator formatted this StatefulSet's cluster with a dynamic quorum.
+#[must_use]
+pub fn is_dynamic(stateful_set: &StatefulSet) -> bool {
+    let annotations = stateful_set.metadata.annotations.as_ref();
+    annotations.and_then(|a| a.get(QUORUM_ANNOTATION)).is_some_and(|value| value == DYNAMIC)
 }
 
 /// Marks a dynamic quorum's StatefulSet about to be applied.
@@ -44,15 +60,75 @@ pub fn mark(stateful_set: &mut StatefulSet, quorum: Quorum) {
     }
 }
 
-/// Whether the quorum `described` has formed: a leader, and the first `voters` controllers all
-/// voting with the directories they formatted.
+/// Whether the quorum `described` has formed: a leader, and the `first_voters` all voting with
+/// the directories they formatted.
 #[must_use]
-pub fn formed(described: &Described, cluster_id: &str, voters: i32) -> bool {
+pub fn formed(described: &Described, cluster_id: &str, first_voters: i32) -> bool {
     described.leader >= 0
-        && (0..voters).all(|ordinal| {
+        && (0..first_voters).all(|ordinal| {
             let directory = directory_id(cluster_id, ordinal);
             described.voters.iter().any(|v| v.id == ordinal && v.directory_id == directory)
         })
+}
+
+/// The next change of a formed quorum's voters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoterStep {
+    /// The voters are the controllers the size wants.
+    Settled,
+    /// A change is due that cannot be made yet; this says why.
+    Wait(String),
+    /// Make controller `id` (its directory) a voter.
+    Add { id: i32, directory_id: [u8; 16] },
+    /// Take controller `id`'s vote; `why` says why.
+    Remove { id: i32, directory_id: [u8; 16], why: &'static str },
+}
+
+impl VoterStep {
+    /// The Event reason and what the Progressing condition says, while a change is due.
+    #[must_use]
+    pub fn progress(&self) -> Option<(&'static str, String)> {
+        match self {
+            VoterStep::Settled => None,
+            VoterStep::Wait(why) => Some(("", why.clone())),
+            VoterStep::Add { id, directory_id } => {
+                Some(("AddVoter", format!("controller {id} ({}) becomes a voter", directory_id_text(directory_id))))
+            }
+            VoterStep::Remove { id, directory_id, why } => Some((
+                "RemoveVoter",
+                format!("controller {id} ({}) stops voting: {why}", directory_id_text(directory_id)),
+            )),
+        }
+    }
+}
+
+/// The next change toward voters `0..wanted` (the controllers a size keeps), one at a time: a voter
+/// whose broker runs another directory now goes first, then voters past `wanted`, highest first,
+/// then each missing controller is added once it follows the metadata log.
+#[must_use]
+pub fn next_voter_step(described: &Described, wanted: i32) -> VoterStep {
+    if described.leader < 0 {
+        return VoterStep::Wait("the controllers have no leader".into());
+    }
+    let observer = |id: i32| described.observers.iter().find(|o| o.id == id);
+    let alone = described.voters.len() <= 1;
+    let replaced = described.voters.iter().find(|v| observer(v.id).is_some_and(|o| o.directory_id != v.directory_id));
+    if let (Some(voter), false) = (replaced, alone) {
+        let why = "its broker runs a new log directory (the old one is lost)";
+        return VoterStep::Remove { id: voter.id, directory_id: voter.directory_id, why };
+    }
+    if let Some(voter) = described.voters.iter().filter(|v| v.id >= wanted).max_by_key(|v| v.id) {
+        let why = "the size keeps fewer voters";
+        return VoterStep::Remove { id: voter.id, directory_id: voter.directory_id, why };
+    }
+    let Some(missing) = (0..wanted).find(|id| described.voters.iter().all(|v| v.id != *id)) else {
+        return VoterStep::Settled;
+    };
+    match observer(missing) {
+        Some(o) if o.log_end_offset >= 0 => VoterStep::Add { id: missing, directory_id: o.directory_id },
+        Some(_) => VoterStep::Wait(format!("controller {missing} has not fetched the metadata log yet")),
+        None => VoterStep::Wait(format!("controller {missing} does not follow the metadata log yet")),
+    }
 }
 
 /// The voters as an Event says them: `0 (directory id), ...` and the leader.
@@ -79,26 +155,75 @@ mod tests {
 
     #[test]
     fn new_clusters_are_dynamic_and_unmarked_ones_keep_their_static_voters() {
-        assert_eq!(quorum_of(None, None), Quorum::Dynamic);
-        assert_eq!(quorum_of(Some(&stateful_set(None)), None), Quorum::Static);
-        assert_eq!(quorum_of(Some(&stateful_set(None)), Some("0@a:9093:x")), Quorum::Static);
+        assert_eq!(quorum_of(None, None, 4), Quorum::Dynamic { first_voters: 3 });
+        assert_eq!(quorum_of(Some(&stateful_set(None)), None, 4), Quorum::Static);
+        assert_eq!(quorum_of(Some(&stateful_set(None)), Some("0@a:9093:x"), 4), Quorum::Static);
         let dynamic = stateful_set(Some(DYNAMIC));
-        assert_eq!(quorum_of(Some(&dynamic), Some("0@a:9093:x")), Quorum::Dynamic);
-        assert_eq!(quorum_of(Some(&dynamic), Some("")), Quorum::DynamicFormed);
-        assert_eq!(quorum_of(Some(&dynamic), None), Quorum::DynamicFormed, "a lost file never re-forms");
+        let first = "0@a:9093:x,1@b:9093:y,2@c:9093:z";
+        assert_eq!(quorum_of(Some(&dynamic), Some(first), 5), Quorum::Dynamic { first_voters: 3 }, "as formatted");
+        assert_eq!(quorum_of(Some(&dynamic), Some(""), 4), Quorum::DynamicFormed);
+        assert_eq!(quorum_of(Some(&dynamic), None, 4), Quorum::DynamicFormed, "a lost file never re-forms");
 
         let mut applied = StatefulSet::default();
         mark(&mut applied, Quorum::DynamicFormed);
-        assert_eq!(quorum_of(Some(&applied), Some("")), Quorum::DynamicFormed);
+        assert!(is_dynamic(&applied));
         let mut old = StatefulSet::default();
         mark(&mut old, Quorum::Static);
         assert_eq!(old.metadata.annotations, None);
     }
 
+    fn replica(id: i32, directory: u8, log_end_offset: i64) -> Replica {
+        Replica { id, directory_id: [directory; 16], log_end_offset }
+    }
+
+    fn quorum(voters: &[Replica], observers: &[Replica]) -> Described {
+        Described { leader: 0, high_watermark: 100, voters: voters.to_vec(), observers: observers.to_vec() }
+    }
+
+    #[test]
+    fn voters_grow_one_at_a_time_as_their_controllers_follow_the_log() {
+        let three = [replica(0, 0, 100), replica(1, 1, 100), replica(2, 2, 100)];
+        assert_eq!(next_voter_step(&quorum(&three, &[]), 3), VoterStep::Settled);
+        let observers = [replica(3, 3, 90), replica(4, 4, -1)];
+        assert_eq!(next_voter_step(&quorum(&three, &observers), 5), VoterStep::Add { id: 3, directory_id: [3; 16] });
+        let four = [&three[..], &[replica(3, 3, 100)]].concat();
+        assert_eq!(
+            next_voter_step(&quorum(&four, &observers[1..]), 5),
+            VoterStep::Wait("controller 4 has not fetched the metadata log yet".into())
+        );
+        assert_eq!(
+            next_voter_step(&quorum(&four, &[]), 5),
+            VoterStep::Wait("controller 4 does not follow the metadata log yet".into())
+        );
+        let mut leaderless = quorum(&three, &observers);
+        leaderless.leader = -1;
+        assert!(matches!(next_voter_step(&leaderless, 5), VoterStep::Wait(_)));
+    }
+
+    #[test]
+    fn voters_past_the_size_go_highest_first_and_a_lost_directory_is_replaced() {
+        let five: Vec<Replica> = (0..5).map(|i| replica(i, u8::try_from(i).expect("small"), 100)).collect();
+        let step = next_voter_step(&quorum(&five, &[]), 3);
+        assert_eq!(step, VoterStep::Remove { id: 4, directory_id: [4; 16], why: "the size keeps fewer voters" });
+        assert_eq!(step.progress().map(|p| p.0), Some("RemoveVoter"));
+        // Broker 1 came back on an empty disk: its old directory stops voting, then the new one is added.
+        let lost = quorum(&five[..3], &[replica(1, 9, 100)]);
+        let why = "its broker runs a new log directory (the old one is lost)";
+        assert_eq!(next_voter_step(&lost, 3), VoterStep::Remove { id: 1, directory_id: [1; 16], why });
+        let removed = quorum(&[five[0].clone(), five[2].clone()], &[replica(1, 9, 100)]);
+        assert_eq!(next_voter_step(&removed, 3), VoterStep::Add { id: 1, directory_id: [9; 16] });
+        // A lone voter is never removed: nothing would be left to agree.
+        assert_eq!(
+            next_voter_step(&quorum(&five[..1], &[replica(0, 9, 100)]), 1),
+            VoterStep::Settled,
+            "the only voter stays"
+        );
+    }
+
     #[test]
     fn formed_once_every_first_controller_votes_with_its_own_directory() {
-        let replica = |id: i32, directory_id| Replica { id, directory_id, log_end_offset: 10 };
-        let first: Vec<Replica> = (0..3).map(|i| replica(i, directory_id("cluster", i))).collect();
+        let first: Vec<Replica> =
+            (0..3).map(|i| Replica { id: i, directory_id: directory_id("cluster", i), log_end_offset: 10 }).collect();
         let described = |leader, voters: &[Replica]| Described {
             leader,
             high_watermark: 10,
@@ -109,7 +234,7 @@ mod tests {
         assert!(!formed(&described(-1, &first), "cluster", 3), "no leader yet");
         assert!(!formed(&described(1, &first[..2]), "cluster", 3), "a voter missing");
         let mut replaced = first.clone();
-        replaced[2] = replica(2, [9; 16]);
+        replaced[2] = replica(2, 9, 10);
         assert!(!formed(&described(1, &replaced), "cluster", 3), "another directory under a first voter's id");
         assert_eq!(
             describe(&described(0, &first[..1])),

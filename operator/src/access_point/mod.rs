@@ -56,6 +56,8 @@ use crate::metrics::keep_resources_gauge;
 use crate::pki::{Pki, Trusts};
 use crate::probe::{Login, probe};
 use kafka_placement::Tend;
+use kafka_quorum::VoterStep;
+use oms_probe::kafka::quorum::Voter;
 
 /// The `kind` label of this controller's metrics.
 const KIND: &str = "MessagingAccessPoint";
@@ -180,6 +182,8 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
             replicas,
             queues: kafka_queues_if_shrinking(ctx, map, replicas).await?,
             metadata_version: finalized_metadata_version(map),
+            static_quorum: map.spec.driver == Driver::Kafka
+                && existing.as_ref().is_some_and(|s| !kafka_quorum::is_dynamic(s)),
         }),
         None => None,
     };
@@ -241,7 +245,7 @@ async fn reconcile_access_point(map: &MessagingAccessPoint, ctx: &Context, pki: 
         Err(error) => return Err(error),
     };
 
-    let shrinking = shrink_step(ctx, &mut ap, &hosts, &logins, tls.as_ref()).await;
+    let shrinking = shrink_step(ctx, &mut ap, &uid, &hosts, &logins, tls.as_ref()).await;
     // The brokers that run from now on.
     let hosts = client_hosts(&ap, broker);
 
@@ -302,6 +306,7 @@ async fn probe_external(
 async fn shrink_step(
     ctx: &Context,
     ap: &mut AccessPoint,
+    uid: &str,
     hosts: &[(String, u16)],
     logins: &Logins,
     tls: Option<&BrokerTls>,
@@ -316,7 +321,8 @@ async fn shrink_step(
         }
         Driver::Kafka => {
             let endpoint = logins.admin.as_ref().map(|admin| admin_endpoint(hosts, admin, tls));
-            let asked = kafka_placement::Shrinking::ask(&ctx.admins, endpoint, &ap.name, sizes.0).await;
+            let cluster_id = render::cluster_id(uid);
+            let asked = kafka_placement::Shrinking::ask(&ctx.admins, endpoint, &ap.name, cluster_id, sizes.0).await;
             Shrinking::kafka(asked, sizes).await
         }
         Driver::Mqtt | Driver::Gateway => return None,
@@ -392,11 +398,11 @@ async fn apply_managed(
 ) -> Result<Applied, Error> {
     let Cluster { ap, managed, broker, uid, owner, certificate, shrinking, existing } = *cluster;
     let quorum = match ap.driver {
-        Driver::Kafka => read_kafka_quorum(ctx, ap, existing).await?,
-        _ => KafkaQuorum::default(),
+        Driver::Kafka => Some(read_kafka_quorum(ctx, ap, existing, managed.replicas).await?),
+        _ => None,
     };
     let mut objects = managed_objects(ap, managed, broker, uid, owner, certificate.map(|c| c.digest.as_str()), quorum);
-    if ap.driver == Driver::Kafka {
+    if let Some(quorum) = quorum {
         kafka_quorum::mark(&mut objects.stateful_set, quorum);
     }
     let pod = objects.stateful_set.spec.as_mut().and_then(|s| s.template.spec.as_mut());
@@ -455,29 +461,26 @@ async fn apply_managed(
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }
-            // Settled Kafka brokers: partitions go where they should, and a roll to a newer
-            // release, if that is what is over, lets the cluster write its metadata as it does.
+            // Settled Kafka brokers: the quorum's voters and the partitions go where they should,
+            // and a roll to a newer release, if that is what is over, lets the cluster write its
+            // metadata as it does.
             let (mut metadata_version, mut placing_poll) = (None, None);
             if let (Some(endpoint), Some(roll::Step { progress: None, .. }), None) =
                 (&kafka_endpoint, roll.as_ref(), shrinking)
                 && status::settled(managed.replicas, &stateful_set)
             {
-                // Every first controller has started: the quorum they formed may be sealed.
-                if quorum == KafkaQuorum::Dynamic
-                    && !seal_kafka_quorum(ctx, map, endpoint, &mut objects.config_map, uid, managed.replicas).await?
-                {
+                let config_map = &mut objects.config_map;
+                let tending = tend_settled_kafka(ctx, map, endpoint, quorum, config_map, uid, managed).await?;
+                // A refused size, said above, needs the user more.
+                let refused = managed.resize_refused.is_some();
+                if !matches!(tending, KafkaTending::Settled(_)) {
                     placing_poll = Some(ROLL_POLL);
                 }
-                match place_kafka_partitions(ctx, map, endpoint, managed.replicas).await {
-                    Some(progress) => {
-                        // A refused size, said above, needs the user more.
-                        if managed.resize_refused.is_none() {
-                            status::placing(&mut decided, progress);
-                        }
-                        placing_poll = Some(ROLL_POLL);
-                    }
-                    // A gone broker still registered would make the controller refuse the level.
-                    None => metadata_version = raise_metadata_version(ctx, map, endpoint).await,
+                match tending {
+                    KafkaTending::Voting(progress) if !refused => status::changing_voters(&mut decided, progress),
+                    KafkaTending::Placing(progress) if !refused => status::placing(&mut decided, progress),
+                    KafkaTending::Settled(level) => metadata_version = level,
+                    KafkaTending::Voting(_) | KafkaTending::Placing(_) => {}
                 }
             }
             let requeue = match (shrink_poll.or(roll_poll).or(placing_poll), ready >= managed.replicas && !users_failed)
@@ -499,43 +502,81 @@ async fn apply_managed(
     }
 }
 
+/// What settled Kafka brokers are doing.
+enum KafkaTending {
+    /// Their controller quorum forms, or its voters change: what Progressing says.
+    Voting(String),
+    /// Partitions move between them: what Progressing says.
+    Placing(String),
+    /// Nothing: the `metadata.version` they are at, when a broker answered.
+    Settled(Option<String>),
+}
+
+/// The next thing settled Kafka brokers need, in order: their dynamic controller quorum sealed
+/// once formed, then its voters as the size wants; partitions where they should be; then
+/// `metadata.version` raised to the newest the brokers support.
+async fn tend_settled_kafka(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    endpoint: &crate::admin::Endpoint,
+    quorum: Option<KafkaQuorum>,
+    config_map: &mut ConfigMap,
+    uid: &str,
+    managed: &Managed,
+) -> Result<KafkaTending, Error> {
+    let voting = match quorum {
+        Some(KafkaQuorum::Dynamic { first_voters }) => {
+            seal_kafka_quorum(ctx, map, endpoint, config_map, uid, first_voters).await?
+        }
+        Some(KafkaQuorum::DynamicFormed) => tend_kafka_voters(ctx, map, endpoint, uid, managed).await,
+        Some(KafkaQuorum::Static) | None => None,
+    };
+    if let Some(progress) = voting {
+        return Ok(KafkaTending::Voting(progress));
+    }
+    Ok(match place_kafka_partitions(ctx, map, endpoint, managed.replicas).await {
+        Some(progress) => KafkaTending::Placing(progress),
+        // A gone broker still registered would make the controller refuse the level.
+        None => KafkaTending::Settled(raise_metadata_version(ctx, map, endpoint).await),
+    })
+}
+
 /// The controller quorum a managed Kafka runs: by its StatefulSet as read before this apply,
 /// and its config ConfigMap's first voters.
 async fn read_kafka_quorum(
     ctx: &Context,
     ap: &AccessPoint,
     existing: Option<&StatefulSet>,
+    replicas: i32,
 ) -> Result<KafkaQuorum, Error> {
     if existing.is_none() {
-        return Ok(KafkaQuorum::Dynamic);
+        return Ok(kafka_quorum::quorum_of(None, None, replicas));
     }
     let name = render::config_map_name(&ap.name);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ap.namespace);
     let config_map = config_maps.get_opt(&name).await.map_err(|source| Error::ReadConfigMap { name, source })?;
     let initial = config_map.as_ref().and_then(|c| c.data.as_ref()?.get(kafka_quorum::INITIAL_CONTROLLERS_FILE));
-    Ok(kafka_quorum::quorum_of(existing, initial.map(String::as_str)))
+    Ok(kafka_quorum::quorum_of(existing, initial.map(String::as_str), replicas))
 }
 
-/// Once the controller lists a forming dynamic quorum's first controllers as its voters, empties
+/// Once the controller lists a forming dynamic quorum's `first_voters` as its voters, empties
 /// their list in `config_map` (applied again): a controller formatting later joins as an
-/// observer. Whether the quorum is sealed; an Event says when it is.
+/// observer, and an Event says the quorum formed. What Progressing says until then.
 async fn seal_kafka_quorum(
     ctx: &Context,
     map: &MessagingAccessPoint,
     endpoint: &crate::admin::Endpoint,
     config_map: &mut ConfigMap,
     uid: &str,
-    replicas: i32,
-) -> Result<bool, Error> {
+    first_voters: i32,
+) -> Result<Option<String>, Error> {
     let described = match kafka_cluster::read_quorum(endpoint).await {
         Ok(described) => described,
-        Err(error) => {
-            tracing::warn!(access_point = %map.name_any(), %error, "cannot read the controller quorum");
-            return Ok(false);
-        }
+        Err(error) => return Ok(Some(format!("the controller quorum is forming: cannot read it: {error}"))),
     };
-    if !kafka_quorum::formed(&described, &render::cluster_id(uid), crate::drivers::controller_voters(replicas)) {
-        return Ok(false);
+    if !kafka_quorum::formed(&described, &render::cluster_id(uid), first_voters) {
+        let now = kafka_quorum::describe(&described);
+        return Ok(Some(format!("the controller quorum is forming from {first_voters} voter(s): {now}")));
     }
     let data = config_map.data.get_or_insert_with(Default::default);
     data.insert(kafka_quorum::INITIAL_CONTROLLERS_FILE.to_owned(), String::new());
@@ -545,7 +586,46 @@ async fn seal_kafka_quorum(
         kafka_quorum::describe(&described)
     );
     publish(ctx, map, EventType::Normal, "ControllerQuorumFormed", &message).await;
-    Ok(true)
+    Ok(None)
+}
+
+/// Takes the next step of a formed quorum's voters toward the controllers `managed`'s size keeps
+/// (an Event says it); what Progressing says while one is due.
+async fn tend_kafka_voters(
+    ctx: &Context,
+    map: &MessagingAccessPoint,
+    endpoint: &crate::admin::Endpoint,
+    uid: &str,
+    managed: &Managed,
+) -> Option<String> {
+    let described = match kafka_cluster::read_quorum(endpoint).await {
+        Ok(described) => described,
+        Err(error) => {
+            tracing::warn!(access_point = %map.name_any(), %error, "cannot read the controller quorum");
+            return None;
+        }
+    };
+    let step = kafka_quorum::next_voter_step(&described, crate::drivers::controller_voters(managed.replicas));
+    let (reason, progress) = step.progress()?;
+    let cluster_id = render::cluster_id(uid);
+    let taken = match step {
+        VoterStep::Settled | VoterStep::Wait(_) => return Some(progress),
+        VoterStep::Add { id, directory_id } => {
+            let listener =
+                crate::drivers::kafka::controller_listener(&map.name_any(), &map.namespace().unwrap_or_default(), id);
+            kafka_cluster::add_voter(endpoint, cluster_id, Voter { id, directory_id, listener }).await
+        }
+        VoterStep::Remove { id, directory_id, .. } => {
+            kafka_cluster::remove_voter(endpoint, cluster_id, id, directory_id).await
+        }
+    };
+    match taken {
+        Ok(()) => {
+            publish(ctx, map, EventType::Normal, reason, &progress).await;
+            Some(progress)
+        }
+        Err(error) => Some(format!("{progress}: {error}")),
+    }
 }
 
 /// Sets the partition a Kafka StatefulSet's rolling update holds at, and the hash of its template,

@@ -138,7 +138,7 @@ pub fn managed_objects(
     uid: &str,
     owner: &OwnerReference,
     certificate: Option<&str>,
-    kafka_quorum: Quorum,
+    kafka_quorum: Option<Quorum>,
 ) -> ManagedObjects {
     let input = BrokerInput {
         name: ap.name.clone(),
@@ -629,7 +629,7 @@ mod tests {
     fn render(yaml: &str) -> (AccessPoint, ManagedObjects) {
         let (ap, m) = managed(yaml);
         let broker = managed_driver(ap.driver).expect("driver");
-        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner(), Some("certificate"), Quorum::Dynamic);
+        let objects = managed_objects(&ap, &m, broker, &owner().uid, &owner(), Some("certificate"), None);
         (ap, objects)
     }
 
@@ -712,8 +712,7 @@ mod tests {
         let (ap, m) = managed("{driver: nats, managed: {replicas: 3}}");
         let broker = managed_driver(ap.driver).expect("driver");
         let hash = |certificate| {
-            let sts =
-                managed_objects(&ap, &m, broker, &owner().uid, &owner(), certificate, Quorum::Dynamic).stateful_set;
+            let sts = managed_objects(&ap, &m, broker, &owner().uid, &owner(), certificate, None).stateful_set;
             sts.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")
                 [CONFIG_HASH_ANNOTATION]
                 .clone()

@@ -94,6 +94,11 @@ pub fn placing(decided: &mut [Decided], message: String) {
     replace_progressing(decided, Status::True, "ReassigningPartitions", message);
 }
 
+/// Replaces the Progressing condition while a Kafka controller quorum forms or changes voters.
+pub fn changing_voters(decided: &mut [Decided], message: String) {
+    replace_progressing(decided, Status::True, "ChangingVoters", message);
+}
+
 fn replace_progressing(decided: &mut [Decided], status: Status, reason: &'static str, message: String) {
     if let Some(progressing) = decided.iter_mut().find(|d| d.type_ == PROGRESSING) {
         *progressing = Decided::new(PROGRESSING, status, reason, message);

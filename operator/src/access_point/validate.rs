@@ -110,6 +110,9 @@ pub struct Running {
     pub queues: Vec<(String, i32)>,
     /// Kafka: the `metadata.version` it has finalized, as its status says.
     pub metadata_version: Option<String>,
+    /// Kafka: its controllers are listed in every broker's configuration (a cluster an earlier
+    /// operator made), so its voters cannot change.
+    pub static_quorum: bool,
 }
 
 /// Why brokers of `image` could not run a cluster whose `metadata.version` is finalized at a newer
@@ -275,9 +278,10 @@ pub fn kafka_scale_down_refusal(current: i32, desired: i32, queues: &[(String, i
     ))
 }
 
-/// Why Kafka may not change from `current` to `desired` brokers when that changes its controller
-/// voters: they are listed in every broker's configuration (a static quorum), and new voters with
-/// empty logs could form a majority that has lost committed metadata (users, ACLs, topics).
+/// Why a Kafka of a static quorum may not change from `current` to `desired` brokers when that
+/// changes its controller voters: they are listed in every broker's configuration, and new voters
+/// with empty logs could form a majority that has lost committed metadata (users, ACLs, topics).
+/// A dynamic quorum changes its voters one at a time instead ([`super::kafka_quorum`]).
 fn kafka_voters_refusal(current: i32, desired: i32) -> Option<String> {
     let (now, then) = (controller_voters(current), controller_voters(desired));
     (now != then).then(|| {
@@ -288,8 +292,9 @@ fn kafka_voters_refusal(current: i32, desired: i32) -> Option<String> {
         };
         format!(
             "scaling Kafka from {current} to {desired} brokers is refused: it would change the controller quorum from \
-             {now} to {then} voters, and a static quorum cannot change its voters safely; keeping {current}. Sizes of \
-             {keeping} keep the voters; or create a new access point of {desired} and bridge the data over"
+             {now} to {then} voters, and this cluster's quorum is static (an earlier operator made it), which cannot \
+             change its voters safely; keeping {current}. Sizes of {keeping} keep the voters; or create a new access \
+             point of {desired}, whose quorum is dynamic, and bridge the data over"
         )
     })
 }
@@ -346,7 +351,7 @@ fn nats_growth_refusal(desired: i32) -> String {
 fn resize_refusal(driver: Driver, now: &Running, desired: i32, image: &str) -> Option<String> {
     match driver {
         Driver::Kafka => kafka_scale_down_refusal(now.replicas, desired, &now.queues)
-            .or_else(|| kafka_voters_refusal(now.replicas, desired)),
+            .or_else(|| kafka_voters_refusal(now.replicas, desired).filter(|_| now.static_quorum)),
         Driver::Nats if now.replicas == 1 && desired > 1 => Some(nats_growth_refusal(desired)),
         Driver::Nats => nats_scale_down_refusal(now.replicas, desired, image),
         Driver::Rabbitmq | Driver::Mqtt | Driver::Gateway => None,
@@ -518,7 +523,7 @@ mod tests {
     #[test]
     fn a_refused_kafka_scale_down_runs_the_current_size_and_leaves_the_spec_as_asked() {
         let asked = spec("{driver: kafka, managed: {replicas: 1}}");
-        let running = Running { replicas: 3, queues: vec![("acme/orders".into(), 3)], metadata_version: None };
+        let running = Running { replicas: 3, queues: vec![("acme/orders".into(), 3)], ..Running::default() };
         let ap = validate("k", "acme", &asked, "local", Some(&running), &images()).expect("valid");
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.replicas, 3, "the brokers that hold the copies keep running");
@@ -531,9 +536,9 @@ mod tests {
     }
 
     #[test]
-    fn kafka_changes_size_only_where_its_controller_voters_stay_and_shrinks_step_by_step() {
+    fn kafka_of_a_static_quorum_changes_size_only_where_its_voters_stay_and_shrinks_step_by_step() {
         let size = |now: i32, asked: i32| {
-            let running = Running { replicas: now, ..Running::default() };
+            let running = Running { replicas: now, static_quorum: true, ..Running::default() };
             let yaml = format!("{{driver: kafka, managed: {{replicas: {asked}}}}}");
             let ap = validate("k", "acme", &spec(&yaml), "local", Some(&running), &images()).expect("valid");
             let Plan::Managed(managed) = ap.plan else { panic!("managed") };
@@ -551,6 +556,21 @@ mod tests {
         let (replicas, _, refused) = size(1, 3);
         assert_eq!(replicas, 1);
         assert!(refused.contains("Sizes of 1 or 2 keep the voters"), "{refused}");
+    }
+
+    #[test]
+    fn kafka_of_a_dynamic_quorum_takes_any_size_its_copies_allow_and_shrinks_step_by_step() {
+        let size = |now: i32, asked: i32| {
+            let running = Running { replicas: now, ..Running::default() };
+            let yaml = format!("{{driver: kafka, managed: {{replicas: {asked}}}}}");
+            let ap = validate("k", "acme", &spec(&yaml), "local", Some(&running), &images()).expect("valid");
+            let Plan::Managed(managed) = ap.plan else { panic!("managed") };
+            (managed.replicas, managed.steps_down_to, managed.resize_refused)
+        };
+        assert_eq!(size(3, 5), (5, None, None), "two more voters, added one at a time");
+        assert_eq!(size(1, 3), (3, None, None));
+        assert_eq!(size(5, 3), (5, Some(3), None), "voters leave with their brokers");
+        assert!(size(3, 1).2.is_some_and(|m| m.contains("internal topics keep 3 copies")));
     }
 
     #[test]

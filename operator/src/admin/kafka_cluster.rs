@@ -18,7 +18,7 @@ use std::time::Instant;
 use oms_probe::KafkaConnection;
 use oms_probe::kafka::cluster::{self, Reassignment, RegisteredBroker};
 use oms_probe::kafka::features::{self, METADATA_VERSION, MetadataVersion};
-use oms_probe::kafka::quorum::{self, Quorum};
+use oms_probe::kafka::quorum::{self, Quorum, Voter};
 use oms_probe::net::Tls;
 
 use super::{ADMIN_TIMEOUT, Endpoint};
@@ -112,6 +112,29 @@ pub async fn read_quorum(endpoint: &Endpoint) -> Result<Quorum, String> {
     in_session(endpoint, |connection| {
         let answer = connection.call(quorum::describe_quorum)?;
         refused("DescribeQuorum", quorum::describe_quorum_response(&answer))
+    })
+    .await
+}
+
+/// Makes `voter` a voter of cluster `cluster_id`'s controller quorum.
+pub async fn add_voter(endpoint: &Endpoint, cluster_id: String, voter: Voter) -> Result<(), String> {
+    in_session(endpoint, move |connection| {
+        let answer = connection.call(|id| quorum::add_raft_voter(id, &cluster_id, &voter, timeout_ms()))?;
+        refused(&format!("AddRaftVoter {}", voter.id), quorum::voter_change_response(&answer))
+    })
+    .await
+}
+
+/// Takes controller `voter`'s (of log directory `directory_id`) vote in cluster `cluster_id`.
+pub async fn remove_voter(
+    endpoint: &Endpoint,
+    cluster_id: String,
+    voter: i32,
+    directory_id: [u8; 16],
+) -> Result<(), String> {
+    in_session(endpoint, move |connection| {
+        let answer = connection.call(|id| quorum::remove_raft_voter(id, &cluster_id, voter, &directory_id))?;
+        refused(&format!("RemoveRaftVoter {voter}"), quorum::voter_change_response(&answer))
     })
     .await
 }

@@ -4,10 +4,11 @@
 //! advertised address) are derived at start from the pod's ordinal by a rendered script. The
 //! first `voters` pods (an odd number, at most 5) form the controller quorum.
 //!
-//! New clusters run KRaft's dynamic quorum ([`Quorum::Dynamic`]): brokers find the controllers
-//! through `controller.quorum.bootstrap.servers`, and the voters live in the metadata log, not in
-//! any broker's configuration. How many pods are controllers, that list, and the voters the first
-//! of them format with are files outside the config hash, so changing them rolls no pod.
+//! New clusters run KRaft's dynamic quorum ([`Quorum::Dynamic`]): every pod is a controller too,
+//! brokers find the active one through `controller.quorum.bootstrap.servers`, and which of them vote
+//! lives in the metadata log, where the operator adds and removes voters as the size changes; the
+//! others follow as observers. The bootstrap list and the first voters are files outside the
+//! config hash, so changing them rolls no pod.
 //!
 //! Every connection authenticates. Clients and brokers use SCRAM-SHA-512 on the client listener
 //! (brokers as the operator's own user, a super user; tenants as their own users, which the
@@ -43,26 +44,24 @@ const DATA_DIR: &str = "/var/lib/kafka/data";
 /// The pod's own copy of its key and certificate as Kafka reads them (start.sh writes it).
 const KEYSTORE: &str = "/tmp/keystore.pem";
 
-/// Files of the config ConfigMap outside the config hash (dynamic quorum): how many pods, from
-/// ordinal 0, are controllers; the controllers' addresses for `controller.quorum.bootstrap.servers`;
-/// and the voters a controller formats with (`--initial-controllers`), emptied once the first
-/// voters have all started, after which a controller formatting anew joins as an observer.
-const CONTROLLERS_FILE: &str = "controllers";
+/// Files of the config ConfigMap outside the config hash (dynamic quorum): the voters' addresses
+/// for `controller.quorum.bootstrap.servers`, and the first voters a controller among them formats
+/// with (`--initial-controllers`), emptied once they have all started; every other format joins as
+/// an observer.
 const BOOTSTRAP_SERVERS_FILE: &str = "bootstrap-servers";
 pub const INITIAL_CONTROLLERS_FILE: &str = "initial-controllers";
 
 /// How a cluster's controllers know who votes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Quorum {
-    /// KRaft's dynamic quorum (`kraft.version` 1), what new clusters run, while it forms: a
-    /// controller formats with the first voters (`--initial-controllers`).
-    #[default]
-    Dynamic,
-    /// The same, its first voters all started: a controller that formats now (a lost disk)
-    /// joins as an observer.
+    /// KRaft's dynamic quorum (`kraft.version` 1), what new clusters run, while it forms: the
+    /// first voters (ordinals below the number) format with each other as the voters.
+    Dynamic { first_voters: i32 },
+    /// The same, formed: the operator changes its voters, and a format joins as an observer.
     DynamicFormed,
-    /// `controller.quorum.voters` in every broker's configuration: clusters the operator made
-    /// before it formatted dynamic ones keep it, as their metadata was written that way.
+    /// `controller.quorum.voters` in every broker's configuration, the first pods the
+    /// controllers: clusters the operator made before it formatted dynamic ones keep it, as their
+    /// metadata was written that way.
     Static,
 }
 
@@ -82,6 +81,13 @@ pub fn directory_id(cluster_id: &str, ordinal: i32) -> [u8; 16] {
 #[must_use]
 pub fn directory_id_text(id: &[u8; 16]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+/// The controller listener of broker `ordinal` of access point `name`: its name, host and port, as
+/// the broker advertises it in a dynamic quorum.
+#[must_use]
+pub fn controller_listener(name: &str, namespace: &str, ordinal: i32) -> (String, String, u16) {
+    ("CONTROLLER".to_owned(), super::pod_host(name, namespace, ordinal), CONTROLLER_PORT)
 }
 
 /// Controller voters for a cluster of `replicas` brokers: the largest odd number up to 5.
@@ -164,11 +170,15 @@ impl BrokerDriver for Kafka {
 
     fn render(&self, broker: &BrokerInput) -> BrokerPod {
         let voters = controller_voters(broker.replicas);
-        let quorum: Vec<String> =
-            (0..voters).map(|i| format!("{i}@{}:{CONTROLLER_PORT}", broker.pod_host(i))).collect();
-        let dynamic = broker.kafka_quorum != Quorum::Static;
-        let voters_line =
-            if dynamic { String::new() } else { format!("controller.quorum.voters={}\n", quorum.join(",")) };
+        let quorum = broker.kafka_quorum.unwrap_or(Quorum::Static);
+        let dynamic = quorum != Quorum::Static;
+        let voters_line = if dynamic {
+            String::new()
+        } else {
+            let listed: Vec<String> =
+                (0..voters).map(|i| format!("{i}@{}:{CONTROLLER_PORT}", broker.pod_host(i))).collect();
+            format!("controller.quorum.voters={}\n", listed.join(","))
+        };
         // Internal topics replicate as far as the cluster allows, up to the usual 3 copies.
         let copies = broker.replicas.min(3);
         let min_isr = broker.replicas.clamp(1, 2);
@@ -210,15 +220,8 @@ impl BrokerDriver for Kafka {
         let keystore =
             if broker.tls { format!("cat {TLS_DIR}/tls.key {TLS_DIR}/tls.crt > {KEYSTORE}\n") } else { String::new() };
 
-        let ScriptQuorum {
-            controllers,
-            advertised,
-            broker_advertised,
-            advertised_more,
-            bootstrap,
-            format_quorum,
-            quorum_flag,
-        } = ScriptQuorum::new(broker, voters, dynamic);
+        let ScriptQuorum { roles, advertised_more, bootstrap, format_quorum, quorum_flag } =
+            ScriptQuorum::new(broker, voters, dynamic);
         let start = format!(
             r#"#!/bin/sh
 # Rendered by oms-operator: derives this pod's node id and roles from its StatefulSet ordinal, and
@@ -226,14 +229,7 @@ impl BrokerDriver for Kafka {
 set -eu
 umask 077
 ordinal="${{HOSTNAME##*-}}"
-if [ "$ordinal" -lt {controllers} ]; then
-  roles=broker,controller
-  listeners="CLIENT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
-{advertised}else
-  roles=broker
-  listeners="CLIENT://:{CLIENT_PORT}"
-{broker_advertised}fi
-{{
+{roles}{{
   cat {CONFIG_DIR}/server.properties
   echo "node.id=$ordinal"
   echo "process.roles=$roles"
@@ -255,7 +251,7 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
             cluster_id = broker.cluster_id,
         );
         let credentials = credentials_secret(&broker.name);
-        let discovery_files = if dynamic { quorum_files(broker, voters) } else { BTreeMap::new() };
+        let discovery_files = if dynamic { quorum_files(broker, voters, quorum) } else { BTreeMap::new() };
         BrokerPod {
             files: [("server.properties".to_owned(), properties), ("start.sh".to_owned(), start)].into(),
             discovery_files,
@@ -276,13 +272,10 @@ exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties
 /// The start script's lines that differ by quorum; a static quorum's are those it had before
 /// dynamic ones, so that its clusters' pods do not roll.
 struct ScriptQuorum {
-    /// How many pods, from ordinal 0, are controllers: a number, or the shell reading it.
-    controllers: String,
-    /// Setting `$advertised` in the controllers' branch and in the brokers'.
-    advertised: String,
-    broker_advertised: &'static str,
+    /// Setting `$roles` and `$listeners`.
+    roles: String,
     /// What follows the client listener in `advertised.listeners`.
-    advertised_more: &'static str,
+    advertised_more: String,
     /// The line writing `controller.quorum.bootstrap.servers`.
     bootstrap: String,
     /// Choosing the format's quorum flag, and passing it.
@@ -294,35 +287,45 @@ impl ScriptQuorum {
     fn new(broker: &BrokerInput, voters: i32, dynamic: bool) -> Self {
         if !dynamic {
             return ScriptQuorum {
-                controllers: voters.to_string(),
-                advertised: String::new(),
-                broker_advertised: "",
-                advertised_more: "",
+                roles: format!(
+                    r#"if [ "$ordinal" -lt {voters} ]; then
+  roles=broker,controller
+  listeners="CLIENT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
+else
+  roles=broker
+  listeners="CLIENT://:{CLIENT_PORT}"
+fi
+"#
+                ),
+                advertised_more: String::new(),
                 bootstrap: String::new(),
                 format_quorum: String::new(),
                 quorum_flag: "",
             };
         }
-        // Controllers advertise their controller listener (the address voters are known by); the
-        // count and the addresses come from the files outside the hash; a controller's first
-        // format names the first voters, or none once the quorum is sealed.
+        // Every pod a controller, advertising its controller listener (the address it votes at);
+        // the voters' addresses come from the file outside the hash; a first voter's first format
+        // names the first voters, any other format none (an observer until the operator adds it).
         ScriptQuorum {
-            controllers: format!(r#""$(cat {CONFIG_DIR}/{CONTROLLERS_FILE})""#),
-            advertised: format!(
-                "  advertised=\",CONTROLLER://$HOSTNAME.{}.{}.svc:{CONTROLLER_PORT}\"\n",
+            roles: format!(
+                r#"# Every broker is a controller too: the operator decides which of them vote.
+roles=broker,controller
+listeners="CLIENT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
+"#
+            ),
+            advertised_more: format!(
+                ",CONTROLLER://$HOSTNAME.{}.{}.svc:{CONTROLLER_PORT}",
                 broker.name, broker.namespace
             ),
-            broker_advertised: "  advertised=\n",
-            advertised_more: "$advertised",
             bootstrap: format!(
                 "  echo \"controller.quorum.bootstrap.servers=$(cat {CONFIG_DIR}/{BOOTSTRAP_SERVERS_FILE})\"\n"
             ),
             format_quorum: format!(
-                r#"  quorum=
-  if [ "$roles" = broker,controller ]; then
-    initial="$(cat {CONFIG_DIR}/{INITIAL_CONTROLLERS_FILE})"
-    if [ -n "$initial" ]; then quorum="--initial-controllers $initial"; else quorum=--no-initial-controllers; fi
-  fi
+                r#"  initial="$(cat {CONFIG_DIR}/{INITIAL_CONTROLLERS_FILE})"
+  case ",$initial" in
+    *",$ordinal@"*) quorum="--initial-controllers $initial" ;;
+    *) quorum=--no-initial-controllers ;;
+  esac
 "#
             ),
             quorum_flag: " $quorum",
@@ -330,22 +333,18 @@ impl ScriptQuorum {
     }
 }
 
-/// The dynamic quorum's files outside the config hash, for `voters` controllers.
-fn quorum_files(broker: &BrokerInput, voters: i32) -> BTreeMap<String, String> {
+/// The dynamic quorum's files outside the config hash, for `voters` voters.
+fn quorum_files(broker: &BrokerInput, voters: i32, quorum: Quorum) -> BTreeMap<String, String> {
     let address = |ordinal| format!("{}:{CONTROLLER_PORT}", broker.pod_host(ordinal));
     let bootstrap: Vec<String> = (0..voters).map(address).collect();
-    let initial: Vec<String> = match broker.kafka_quorum {
-        Quorum::Dynamic => (0..voters)
+    let initial: Vec<String> = match quorum {
+        Quorum::Dynamic { first_voters } => (0..first_voters)
             .map(|i| format!("{i}@{}:{}", address(i), directory_id_text(&directory_id(&broker.cluster_id, i))))
             .collect(),
         Quorum::DynamicFormed | Quorum::Static => Vec::new(),
     };
-    [
-        (CONTROLLERS_FILE.to_owned(), voters.to_string()),
-        (BOOTSTRAP_SERVERS_FILE.to_owned(), bootstrap.join(",")),
-        (INITIAL_CONTROLLERS_FILE.to_owned(), initial.join(",")),
-    ]
-    .into()
+    [(BOOTSTRAP_SERVERS_FILE.to_owned(), bootstrap.join(",")), (INITIAL_CONTROLLERS_FILE.to_owned(), initial.join(","))]
+        .into()
 }
 
 #[cfg(test)]
@@ -363,7 +362,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
-            kafka_quorum: Quorum::default(),
+            kafka_quorum: Some(Quorum::Dynamic { first_voters: controller_voters(replicas) }),
         }
     }
 
@@ -376,7 +375,7 @@ mod tests {
     #[test]
     fn static_clusters_render_exactly_as_before_dynamic_quorums_so_none_of_their_pods_rolls() {
         // The digest of the files rendered for 4 brokers before dynamic quorums were added.
-        let pod = Kafka.render(&BrokerInput { replicas: 4, kafka_quorum: Quorum::Static, ..input(4) });
+        let pod = Kafka.render(&BrokerInput { replicas: 4, kafka_quorum: Some(Quorum::Static), ..input(4) });
         let all: String = pod.files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]).collect();
         assert_eq!(
             format!("{:x}", Sha256::digest(all.as_bytes())),
@@ -387,32 +386,37 @@ mod tests {
     }
 
     #[test]
-    fn a_dynamic_quorum_bootstraps_from_the_controllers_and_forms_from_their_first_voters() {
+    fn a_dynamic_quorum_makes_every_broker_a_controller_and_forms_from_the_first_voters() {
         let pod = Kafka.render(&input(4));
         let properties = &pod.files["server.properties"];
         assert!(!properties.contains("controller.quorum.voters"), "{properties}");
         let start = &pod.files["start.sh"];
         for line in [
-            r#"if [ "$ordinal" -lt "$(cat /etc/oms/kafka/controllers)" ]; then"#,
-            "  advertised=\",CONTROLLER://$HOSTNAME.orders-kafka.acme.svc:9093\"\nelse\n",
-            r#"  echo "advertised.listeners=CLIENT://$HOSTNAME.orders-kafka.acme.svc:9092$advertised""#,
+            "\nroles=broker,controller\nlisteners=\"CLIENT://:9092,CONTROLLER://:9093\"\n",
+            r#"  echo "advertised.listeners=CLIENT://$HOSTNAME.orders-kafka.acme.svc:9092,CONTROLLER://$HOSTNAME.orders-kafka.acme.svc:9093""#,
             r#"  echo "controller.quorum.bootstrap.servers=$(cat /etc/oms/kafka/bootstrap-servers)""#,
-            r#"    if [ -n "$initial" ]; then quorum="--initial-controllers $initial"; else quorum=--no-initial-controllers; fi"#,
+            r#"    *",$ordinal@"*) quorum="--initial-controllers $initial" ;;"#,
+            "    *) quorum=--no-initial-controllers ;;",
             r#"    --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]" $quorum"#,
         ] {
             assert!(start.contains(line), "{line} in {start}");
         }
+        assert!(!start.contains("roles=broker\n"), "no broker-only pod: {start}");
         let host = |i: i32| format!("orders-kafka-{i}.orders-kafka.acme.svc:9093");
         let id = |i: i32| directory_id_text(&directory_id("AAAAAAAAAAAAAAAAAAAAAA", i));
-        assert_eq!(pod.discovery_files["controllers"], "3");
         assert_eq!(pod.discovery_files["bootstrap-servers"], format!("{},{},{}", host(0), host(1), host(2)));
         assert_eq!(
             pod.discovery_files["initial-controllers"],
             format!("0@{}:{},1@{}:{},2@{}:{}", host(0), id(0), host(1), id(1), host(2), id(2))
         );
-        let formed = Kafka.render(&BrokerInput { kafka_quorum: Quorum::DynamicFormed, ..input(4) });
+        // Grown to 5 before the quorum formed: still the first 3 form it, the voters' list grows.
+        let grown = Kafka.render(&BrokerInput { replicas: 5, ..input(4) });
+        assert_eq!(grown.discovery_files["initial-controllers"], pod.discovery_files["initial-controllers"]);
+        assert!(grown.discovery_files["bootstrap-servers"].ends_with(&host(4)));
+        let formed = Kafka.render(&BrokerInput { kafka_quorum: Some(Quorum::DynamicFormed), ..input(4) });
         assert_eq!(formed.discovery_files["initial-controllers"], "");
         assert_eq!(formed.files, pod.files, "sealing the quorum rolls no pod");
+        assert_eq!(grown.files, pod.files, "changing the voters rolls no pod");
     }
 
     #[test]
@@ -425,7 +429,7 @@ mod tests {
 
     #[test]
     fn three_brokers_form_a_three_voter_quorum_over_the_headless_service() {
-        let pod = Kafka.render(&BrokerInput { kafka_quorum: Quorum::Static, ..input(3) });
+        let pod = Kafka.render(&BrokerInput { kafka_quorum: Some(Quorum::Static), ..input(3) });
         let properties = &pod.files["server.properties"];
         assert!(properties.contains(
             "controller.quorum.voters=0@orders-kafka-0.orders-kafka.acme.svc:9093,\

@@ -56,8 +56,14 @@ pub struct BrokerInput {
     pub shared: bool,
     /// Whether the listeners speak TLS with the certificate mounted at [`BrokerDriver::tls_dir`].
     pub tls: bool,
-    /// Kafka: how its controllers know who votes.
-    pub kafka_quorum: kafka::Quorum,
+    /// Kafka's controller quorum (the other drivers have none).
+    pub kafka_quorum: Option<kafka::Quorum>,
+}
+
+/// DNS name of pod `ordinal` of the brokers of access point `name` through its headless Service.
+#[must_use]
+pub fn pod_host(name: &str, namespace: &str, ordinal: i32) -> String {
+    format!("{name}-{ordinal}.{name}.{namespace}.svc")
 }
 
 impl BrokerInput {
@@ -71,7 +77,7 @@ impl BrokerInput {
     /// DNS name of pod `ordinal` through the headless Service.
     #[must_use]
     pub fn pod_host(&self, ordinal: i32) -> String {
-        format!("{}-{ordinal}.{}.{}.svc", self.name, self.name, self.namespace)
+        pod_host(&self.name, &self.namespace, ordinal)
     }
 }
 

@@ -143,7 +143,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
-            kafka_quorum: crate::drivers::kafka::Quorum::default(),
+            kafka_quorum: None,
         };
         let conf = &Mqtt.render(&input).files["mosquitto.conf"];
         assert!(conf.contains("persistence true\npersistence_location /mosquitto/data/\n"));

@@ -166,7 +166,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
-            kafka_quorum: crate::drivers::kafka::Quorum::default(),
+            kafka_quorum: None,
         }
     }
 

@@ -262,7 +262,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
-            kafka_quorum: crate::drivers::kafka::Quorum::default(),
+            kafka_quorum: None,
         };
         let pod = Rabbitmq.render(&input);
         let conf = &pod.files["rabbitmq.conf"];
@@ -313,7 +313,7 @@ mod tests {
             tenants: vec!["acme".into()],
             shared: false,
             tls: true,
-            kafka_quorum: crate::drivers::kafka::Quorum::default(),
+            kafka_quorum: None,
         }
     }
 

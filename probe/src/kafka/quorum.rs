@@ -1,11 +1,14 @@
 //! KRaft's controller quorum as DescribeQuorum v2 tells it: the leader, the voters and the
 //! observers of the metadata log, each with its directory id (the id `kafka-storage format`
-//! gave its log directory, which a dynamic quorum names its voters by). A flexible version; a
-//! broker forwards it to the active controller.
+//! gave its log directory, which a dynamic quorum names its voters by); and changing a dynamic
+//! quorum's voters one at a time (AddRaftVoter v0, RemoveRaftVoter v0). Flexible versions; a
+//! broker forwards each to the active controller.
 
 use super::{DecodeError, NO_TAGGED_FIELDS, Reader, put_compact_string, request_flexible};
 
 const DESCRIBE_QUORUM: i16 = 55;
+const ADD_RAFT_VOTER: i16 = 80;
+const REMOVE_RAFT_VOTER: i16 = 81;
 /// The metadata log's topic, whose one partition the controllers replicate.
 const METADATA_TOPIC: &[u8] = b"__cluster_metadata";
 
@@ -76,6 +79,49 @@ pub fn describe_quorum_response(answer: &[u8]) -> Result<Result<Quorum, (i16, St
     quorum.map(Ok).ok_or_else(|| DecodeError("no partition of the metadata log in the answer".into()))
 }
 
+/// A controller to add as a voter: its node id, log directory, and where it takes votes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub directory_id: [u8; 16],
+    /// The controller listener's name, host and port.
+    pub listener: (String, String, u16),
+}
+
+/// AddRaftVoter v0: `voter` votes from now on, once it has caught up (the controller waits up to
+/// `timeout_ms`).
+#[must_use]
+pub fn add_raft_voter(correlation_id: i32, cluster_id: &str, voter: &Voter, timeout_ms: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_compact_string(&mut body, cluster_id.as_bytes());
+    body.extend_from_slice(&timeout_ms.to_be_bytes());
+    body.extend_from_slice(&voter.id.to_be_bytes());
+    body.extend_from_slice(&voter.directory_id);
+    let (name, host, port) = &voter.listener;
+    body.push(2);
+    put_compact_string(&mut body, name.as_bytes());
+    put_compact_string(&mut body, host.as_bytes());
+    body.extend_from_slice(&port.to_be_bytes());
+    body.extend_from_slice(&[NO_TAGGED_FIELDS, NO_TAGGED_FIELDS]);
+    request_flexible(ADD_RAFT_VOTER, 0, correlation_id, &body)
+}
+
+/// RemoveRaftVoter v0: controller `id` of log directory `directory_id` stops voting.
+#[must_use]
+pub fn remove_raft_voter(correlation_id: i32, cluster_id: &str, id: i32, directory_id: &[u8; 16]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_compact_string(&mut body, cluster_id.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(directory_id);
+    body.push(NO_TAGGED_FIELDS);
+    request_flexible(REMOVE_RAFT_VOTER, 0, correlation_id, &body)
+}
+
+/// AddRaftVoter's or RemoveRaftVoter's answer: done, or the refusal.
+pub fn voter_change_response(answer: &[u8]) -> Result<Result<(), (i16, String)>, DecodeError> {
+    Ok((Reader { bytes: answer }).flexible_error()?.map_or(Ok(()), Err))
+}
+
 fn replicas(reader: &mut Reader<'_>, what: &str) -> Result<Vec<Replica>, DecodeError> {
     (0..reader.compact_count(what)?.unwrap_or(0))
         .map(|_| {
@@ -137,5 +183,28 @@ mod tests {
         let mut refused = vec![NO_TAGGED_FIELDS, 0, 29];
         put_compact_string(&mut refused, b"not authorized");
         assert_eq!(describe_quorum_response(&refused), Ok(Err((29, "not authorized".into()))));
+    }
+
+    #[test]
+    fn voters_are_added_at_their_controller_listener_and_removed_by_directory() {
+        let voter = Voter { id: 3, directory_id: [7; 16], listener: ("CONTROLLER".into(), "k-3".into(), 9093) };
+        let frame = add_raft_voter(5, "c", &voter, 1000);
+        assert_eq!(&frame[4..12], &[0, 80, 0, 0, 0, 0, 0, 5]);
+        let mut body = b"\x00\x09oms-probe\x00\x02c".to_vec();
+        body.extend_from_slice(&1000i32.to_be_bytes());
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(&[7; 16]);
+        body.extend_from_slice(b"\x02\x0bCONTROLLER\x04k-3\x23\x85\x00\x00");
+        assert_eq!(&frame[12..], &body[..]);
+
+        let frame = remove_raft_voter(6, "c", 3, &[7; 16]);
+        assert_eq!(&frame[4..12], &[0, 81, 0, 0, 0, 0, 0, 6]);
+        assert_eq!(frame.len(), 12 + 12 + 2 + 4 + 16 + 1);
+
+        let mut done = vec![NO_TAGGED_FIELDS, 0, 0, 0, 0, 0, 0, 0, NO_TAGGED_FIELDS];
+        assert_eq!(voter_change_response(&done), Ok(Ok(())));
+        done = vec![NO_TAGGED_FIELDS, 0, 0, 0, 0, 0, 7];
+        put_compact_string(&mut done, b"not caught up");
+        assert_eq!(voter_change_response(&done), Ok(Err((7, "not caught up".into()))));
     }
 }
