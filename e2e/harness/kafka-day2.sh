@@ -247,7 +247,7 @@ describe_quorum() {
 kafka-metadata-quorum.sh --bootstrap-server "$BOOTSTRAP" --command-config /tmp/admin.properties describe --status
 kafka-features.sh --bootstrap-server "$BOOTSTRAP" --command-config /tmp/admin.properties describe')
 	voters=$(sed -n 's/^CurrentVoters:[[:space:]]*//p' <<<"$described" |
-		jq -r '.[] | "\(.id) \(.directoryId) \(.endpoints // [] | join(","))"')
+		jq -r 'sort_by(.id) | .[] | "\(.id) \(.directoryId) \(.endpoints // [] | join(","))"')
 	observers=$(sed -n 's/^CurrentObservers:[[:space:]]*//p' <<<"$described" | jq -r '[.[].id] | sort | join(",")')
 	kraft_version=$(awk '$2 == "kraft.version" { for (i = 1; i < NF; i++) if ($i == "FinalizedVersionLevel:") print $(i + 1) }' \
 		<<<"$described")

@@ -526,7 +526,7 @@ async fn tend_settled_kafka(
 ) -> Result<KafkaTending, Error> {
     let voting = match quorum {
         Some(KafkaQuorum::Dynamic { first_voters }) => {
-            seal_kafka_quorum(ctx, map, endpoint, config_map, uid, first_voters).await?
+            seal_kafka_quorum(ctx, map, endpoint, config_map, uid, (first_voters, managed.replicas)).await?
         }
         Some(KafkaQuorum::DynamicFormed) => tend_kafka_voters(ctx, map, endpoint, uid, managed).await,
         Some(KafkaQuorum::Static) | None => None,
@@ -541,40 +541,37 @@ async fn tend_settled_kafka(
     })
 }
 
-/// The controller quorum a managed Kafka runs: by its StatefulSet as read before this apply,
-/// and its config ConfigMap's first voters.
+/// The controller quorum a managed Kafka runs: by its StatefulSet as read before this apply, and
+/// its config ConfigMap.
 async fn read_kafka_quorum(
     ctx: &Context,
     ap: &AccessPoint,
     existing: Option<&StatefulSet>,
     replicas: i32,
 ) -> Result<KafkaQuorum, Error> {
-    if existing.is_none() {
-        return Ok(kafka_quorum::quorum_of(None, None, replicas));
-    }
     let name = render::config_map_name(&ap.name);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ap.namespace);
     let config_map = config_maps.get_opt(&name).await.map_err(|source| Error::ReadConfigMap { name, source })?;
-    let initial = config_map.as_ref().and_then(|c| c.data.as_ref()?.get(kafka_quorum::INITIAL_CONTROLLERS_FILE));
-    Ok(kafka_quorum::quorum_of(existing, initial.map(String::as_str), replicas))
+    Ok(kafka_quorum::quorum_of(existing, config_map.as_ref().and_then(|c| c.data.as_ref()), replicas))
 }
 
-/// Once the controller lists a forming dynamic quorum's `first_voters` as its voters, empties
-/// their list in `config_map` (applied again): a controller formatting later joins as an
-/// observer, and an Event says the quorum formed. What Progressing says until then.
+/// Once the controller lists a forming dynamic quorum's `first_voters` (of `replicas` brokers now)
+/// as its voters, empties their list in `config_map` (applied again): a controller formatting
+/// later joins as an observer, and an Event says the quorum formed. What Progressing says until
+/// then.
 async fn seal_kafka_quorum(
     ctx: &Context,
     map: &MessagingAccessPoint,
     endpoint: &crate::admin::Endpoint,
     config_map: &mut ConfigMap,
     uid: &str,
-    first_voters: i32,
+    (first_voters, replicas): (i32, i32),
 ) -> Result<Option<String>, Error> {
     let described = match kafka_cluster::read_quorum(endpoint).await {
         Ok(described) => described,
         Err(error) => return Ok(Some(format!("the controller quorum is forming: cannot read it: {error}"))),
     };
-    if !kafka_quorum::formed(&described, &render::cluster_id(uid), first_voters) {
+    if !kafka_quorum::formed(&described, &render::cluster_id(uid), first_voters, replicas) {
         let now = kafka_quorum::describe(&described);
         return Ok(Some(format!("the controller quorum is forming from {first_voters} voter(s): {now}")));
     }
@@ -600,10 +597,8 @@ async fn tend_kafka_voters(
 ) -> Option<String> {
     let described = match kafka_cluster::read_quorum(endpoint).await {
         Ok(described) => described,
-        Err(error) => {
-            tracing::warn!(access_point = %map.name_any(), %error, "cannot read the controller quorum");
-            return None;
-        }
+        // Voters may be due: nothing else is settled until it can be told.
+        Err(error) => return Some(format!("cannot read the controller quorum: {error}")),
     };
     let step = kafka_quorum::next_voter_step(&described, crate::drivers::controller_voters(managed.replicas));
     let (reason, progress) = step.progress()?;

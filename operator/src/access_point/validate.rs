@@ -140,6 +140,23 @@ fn cluster_refusal(broker: &dyn BrokerDriver, driver: Driver, replicas: i32, ima
     })
 }
 
+/// Why a new Kafka cluster of `image` could not start, if it could not: before 3.9 Kafka cannot
+/// format the dynamic controller quorum new clusters run.
+fn kafka_quorum_refusal(driver: Driver, running: Option<&Running>, image: &str) -> Option<String> {
+    let old = image_version(image).is_some_and(|version| version < (3, 9));
+    (driver == Driver::Kafka && running.is_none() && old).then(|| {
+        format!(
+            "{image} is older than Kafka 3.9, which new clusters need for their dynamic controller quorum; set \
+             spec.managed.version to 3.9 or later"
+        )
+    })
+}
+
+/// Why `driver`'s brokers of `image` could not run the cluster (`running`, or a new one), if so.
+fn version_refusal(driver: Driver, running: Option<&Running>, image: &str) -> Option<String> {
+    older_than_metadata(running, image).or_else(|| kafka_quorum_refusal(driver, running, image))
+}
+
 /// Validates `spec`; `default_region` is used when the spec names none; `running` is the managed
 /// cluster as it is now, if there is one.
 pub fn validate(
@@ -194,7 +211,7 @@ pub fn validate(
             if let Some(refusal) = cluster_refusal(broker, driver, managed.replicas, &image) {
                 return Err(invalid("spec.managed.replicas", refusal));
             }
-            if let Some(refusal) = older_than_metadata(running, &image) {
+            if let Some(refusal) = version_refusal(driver, running, &image) {
                 let field = if managed.image.is_some() { "spec.managed.image" } else { "spec.managed.version" };
                 return Err(invalid(field, refusal));
             }
@@ -423,6 +440,12 @@ mod tests {
         assert!(check("{driver: kafka, managed: {replicas: 3, version: 4.1.1}}").is_ok());
         assert!(check("{driver: kafka, managed: {replicas: 3, version: 4.2.0}}").is_ok());
         assert!(check("{driver: kafka, managed: {replicas: 3, image: 'apache/kafka:latest'}}").is_ok(), "no version");
+        // A new cluster needs 3.9 for its dynamic quorum; a running one is judged by its level.
+        let new = |yaml: &str| validate("k", "acme", &spec(yaml), "local", None, &images());
+        let error = new("{driver: kafka, managed: {replicas: 3, version: 3.8.1}}").expect_err("refused");
+        assert_eq!(error.field, "spec.managed.version");
+        assert!(error.message.contains("older than Kafka 3.9") && error.message.contains("dynamic"), "{error}");
+        assert!(new("{driver: kafka, managed: {replicas: 3, version: 3.9.1}}").is_ok());
     }
 
     #[test]

@@ -311,15 +311,14 @@ fi
                 r#"# Every broker is a controller too: the operator decides which of them vote.
 roles=broker,controller
 listeners="CLIENT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"
+bootstrap="$(cat {CONFIG_DIR}/{BOOTSTRAP_SERVERS_FILE})"
 "#
             ),
             advertised_more: format!(
                 ",CONTROLLER://$HOSTNAME.{}.{}.svc:{CONTROLLER_PORT}",
                 broker.name, broker.namespace
             ),
-            bootstrap: format!(
-                "  echo \"controller.quorum.bootstrap.servers=$(cat {CONFIG_DIR}/{BOOTSTRAP_SERVERS_FILE})\"\n"
-            ),
+            bootstrap: "  echo \"controller.quorum.bootstrap.servers=$bootstrap\"\n".to_owned(),
             format_quorum: format!(
                 r#"  initial="$(cat {CONFIG_DIR}/{INITIAL_CONTROLLERS_FILE})"
   case ",$initial" in
@@ -394,7 +393,8 @@ mod tests {
         for line in [
             "\nroles=broker,controller\nlisteners=\"CLIENT://:9092,CONTROLLER://:9093\"\n",
             r#"  echo "advertised.listeners=CLIENT://$HOSTNAME.orders-kafka.acme.svc:9092,CONTROLLER://$HOSTNAME.orders-kafka.acme.svc:9093""#,
-            r#"  echo "controller.quorum.bootstrap.servers=$(cat /etc/oms/kafka/bootstrap-servers)""#,
+            "\nbootstrap=\"$(cat /etc/oms/kafka/bootstrap-servers)\"\n",
+            r#"  echo "controller.quorum.bootstrap.servers=$bootstrap""#,
             r#"    *",$ordinal@"*) quorum="--initial-controllers $initial" ;;"#,
             "    *) quorum=--no-initial-controllers ;;",
             r#"    --add-scram "SCRAM-SHA-512=[name=$OMS_ADMIN_USER,password=$OMS_ADMIN_PASSWORD]" $quorum"#,

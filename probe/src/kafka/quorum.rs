@@ -20,6 +20,10 @@ pub struct Replica {
     pub directory_id: [u8; 16],
     /// How far its log reaches, -1 when the leader does not know.
     pub log_end_offset: i64,
+    /// When it last fetched from the leader, in the leader's milliseconds; -1 for the leader
+    /// itself or when unknown. A replica gone (a removed voter, a lost directory) stays listed for
+    /// a while with an old time.
+    pub last_fetch_ms: i64,
 }
 
 /// The metadata log's quorum.
@@ -129,10 +133,10 @@ fn replicas(reader: &mut Reader<'_>, what: &str) -> Result<Vec<Replica>, DecodeE
             let mut directory_id = [0; 16];
             directory_id.copy_from_slice(reader.take(16, "replica directory id")?);
             let log_end_offset = reader.i64("log end offset")?;
-            reader.i64("last fetch time")?;
+            let last_fetch_ms = reader.i64("last fetch time")?;
             reader.i64("last caught up time")?;
             reader.tagged_fields("replica's tagged fields")?;
-            Ok(Replica { id, directory_id, log_end_offset })
+            Ok(Replica { id, directory_id, log_end_offset, last_fetch_ms })
         })
         .collect()
 }
@@ -148,7 +152,8 @@ mod tests {
             answer.extend_from_slice(&replica.id.to_be_bytes());
             answer.extend_from_slice(&replica.directory_id);
             answer.extend_from_slice(&replica.log_end_offset.to_be_bytes());
-            answer.extend_from_slice(&[0xff; 16]); // fetch and caught-up times: -1
+            answer.extend_from_slice(&replica.last_fetch_ms.to_be_bytes());
+            answer.extend_from_slice(&[0xff; 8]); // caught up: -1
             answer.push(NO_TAGGED_FIELDS);
         }
     }
@@ -161,8 +166,12 @@ mod tests {
         body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&frame[12..], &body[..]);
 
-        let voter =
-            |id: i32, end: i64| Replica { id, directory_id: [u8::try_from(id).expect("id"); 16], log_end_offset: end };
+        let voter = |id: i32, end: i64| Replica {
+            id,
+            directory_id: [u8::try_from(id).expect("id"); 16],
+            log_end_offset: end,
+            last_fetch_ms: 1_000 + i64::from(id),
+        };
         let (voters, observers) = (vec![voter(0, 120), voter(1, -1)], vec![voter(3, 118)]);
         let mut answer = vec![NO_TAGGED_FIELDS, 0, 0, 0];
         answer.push(2);
