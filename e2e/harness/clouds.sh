@@ -8,9 +8,11 @@
 #                                     each cloud's CA (the Secret oms-ca before its operator first
 #                                     starts), trust domain <cluster>.oms and the other's CA and
 #                                     trust domain as peers (chart values pki.*); then
-#                                     demo-install.sh: the chart, a managed access point
-#                                     demo-<driver> and its Queue (kafka: payments, nats: orders)
-#                                     in the tenant namespace $TENANT. Its output goes to stdout.
+#                                     demo-install.sh in both clouds at once: the chart, a managed
+#                                     access point demo-<driver> and its Queue (kafka: payments,
+#                                     nats: orders) in the tenant namespace $TENANT. The registry,
+#                                     our images and chart (release.sh) and the provisioner's
+#                                     image are made once, first. Its output goes to stdout.
 #                                     CLOUDS_VALUES=<file> adds chart values of your own to both.
 #   clouds_gateway <a> <b>            cloud B's demo-nats gets its gateway on NodePort
 #                                     $GATEWAY_NODE_PORT, advertised as a name that cloud A's DNS
@@ -133,7 +135,7 @@ clouds_up() {
 }
 
 clouds_install() {
-	local a=$1 driver_a=$2 b=$3 driver_b=$4 cluster peer driver pki values
+	local a=$1 driver_a=$2 b=$3 driver_b=$4 cluster peer driver pki values registry pid pids=() failed=0
 	for cluster in "$a" "$b"; do
 		pki=$ROOT/e2e/.state/$cluster/clouds-ca
 		if [[ ! -f $pki/tls.key ]]; then
@@ -154,8 +156,19 @@ clouds_install() {
 			sed 's/^/    /' "$ROOT/e2e/.state/$peer/clouds-ca/tls.crt"
 			[[ -z ${CLOUDS_VALUES:-} ]] || cat "$CLOUDS_VALUES"
 		} >"$values"
-		DEMO_VALUES=$values "$HARNESS/demo-install.sh" "$cluster" "$driver"
 	done
+	# What both installs would otherwise make side by side (the same files), made once first.
+	registry=$("$HARNESS/registry.sh" up)
+	"$HARNESS/release.sh" "$registry"
+	"$HARNESS/images.sh" build local-path-provisioner >/dev/null
+	for pair in "$a $driver_a" "$b $driver_b"; do
+		read -r cluster driver <<<"$pair"
+		DEMO_RELEASED=$registry DEMO_VALUES=$ROOT/e2e/.state/$cluster/clouds-values.yaml \
+			"$HARNESS/demo-install.sh" "$cluster" "$driver" &
+		pids+=("$!")
+	done
+	for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+	((failed == 0)) || die "an install failed (its lines above say why)"
 }
 
 # Node B's address on the WAN to node A (node.sh link: node <n> is 10.215.<n>.<m> towards <m>).

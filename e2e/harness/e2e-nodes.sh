@@ -467,7 +467,8 @@ nats_shrink=$!
 # then every message confirmed while its brokers roll must be there (rabbitmq-roll.sh).
 step=rabbitmq
 t_rabbitmq=$EPOCHREALTIME
-DEMO_VALUES=$ROOT/e2e/.state/$b/clouds-values.yaml "$HARNESS/demo-install.sh" "$b" rabbitmq >/dev/null
+DEMO_RELEASED=$("$HARNESS/registry.sh" address) DEMO_VALUES=$ROOT/e2e/.state/$b/clouds-values.yaml \
+	"$HARNESS/demo-install.sh" "$b" rabbitmq >/dev/null
 t_rabbitmq_up=$EPOCHREALTIME
 "$HARNESS/rabbitmq-roll.sh" "$b"
 t_rabbitmq_rolled=$EPOCHREALTIME
@@ -479,7 +480,8 @@ rabbitmq_shrink=$!
 # Mosquitto in cloud A beside its Kafka: a retained message kept across the broker pod's
 # deletion, on its volume (demo-install.sh mqtt).
 step=mosquitto
-DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml "$HARNESS/demo-install.sh" "$a" mqtt >/dev/null
+DEMO_RELEASED=$("$HARNESS/registry.sh" address) DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml \
+	"$HARNESS/demo-install.sh" "$a" mqtt >/dev/null
 t_mosquitto_done=$EPOCHREALTIME
 
 step=rabbitmq-shrink
