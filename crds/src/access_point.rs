@@ -161,8 +161,10 @@ fn enabled() -> bool {
         .message("spec.managed.storage cannot change after creation (the StatefulSet's volume claims are immutable); create a new access point to move the data"),
 )]
 pub struct ManagedBroker {
-    /// Number of broker pods. Kafka derives its controller quorum from it (an odd number of
-    /// voters, at most 5); NATS and RabbitMQ cluster all pods. Growing is allowed, except a
+    /// Number of broker pods. Kafka derives its controller voters from it (1 for 1 or 2 brokers,
+    /// 3 for 3 or 4, 5 from 5): a cluster of this operator changes them with the size, one voter at
+    /// a time, while one an earlier version made keeps static voters and refuses a size that would
+    /// change them. NATS and RabbitMQ cluster all pods. Growing is allowed, except a
     /// running single NATS server (it would delete its streams on joining a cluster: start NATS
     /// with the size it will need). Kafka shrinks only while enough brokers stay for every copy
     /// of its data. NATS 2.15 and later shrinks one server at a time (`Progressing` True, reason

@@ -354,23 +354,25 @@ running "$b" "$TENANT" app.kubernetes.io/component=broker 3
 running "$a" "$TENANT" app.kubernetes.io/component=bridge-worker 1
 running "$b" "$TENANT" app.kubernetes.io/component=gateway 1
 
-# The brokers' NetworkPolicy, as the nodes enforce it (kube-router, node.sh): Kafka's client port
-# admits pods of the tenant's namespace and refuses those of any other; the controller port admits
-# only the brokers themselves and the operator, so a tenant's pod is refused there. Each knock
-# pod (node-images/knock.c) tries every broker's address; the tenant's tries for up to 30 s, as the
-# enforcer admits a new pod only once it has seen it.
+# The brokers' NetworkPolicy, as the nodes enforce it (kube-router, node.sh): a broker's client
+# port admits pods of the tenant's namespace and refuses those of any other; the port its peers
+# use (Kafka's controller port, NATS's cluster port, RabbitMQ's distribution port) admits only
+# the brokers themselves and the operator, so a tenant's pod is refused there; a metrics port is
+# open to scrapers anywhere. Each knock pod (node-images/knock.c) tries every broker's address;
+# the tenant's tries for up to 30 s, as the enforcer admits a new pod only once it has seen it.
+# Kafka's are checked here; NATS's, RabbitMQ's and Mosquitto's beside the steps below.
 step=network-policy
 t_policy=$EPOCHREALTIME
 OUTSIDER=oms-e2e-outsider
 KNOCK_IMAGE=localhost/oms-e2e/knock:1 # node.sh imports it on every node
-kc "$a" create namespace "$OUTSIDER" --dry-run=client -o yaml | kc "$a" apply -f - >/dev/null
-# knock <namespace> <pod> <knock arguments>...: runs a knock pod to completion, prints its lines.
+# knock <cluster> <namespace> <pod> <knock arguments>...: runs a knock pod to completion, prints
+# its lines.
 knock() {
-	local namespace=$1 pod=$2
-	shift 2
+	local cluster=$1 namespace=$2 pod=$3
+	shift 3
 	local args
 	args=$(printf '"%s",' "$@")
-	kc "$a" -n "$namespace" apply -f - >/dev/null <<EOF
+	kc "$cluster" -n "$namespace" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: $pod}
@@ -384,27 +386,37 @@ spec:
       args: [${args%,}]
       securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true}
 EOF
-	kc "$a" -n "$namespace" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout=120s >/dev/null ||
-		die "knock pod $namespace/$pod did not finish: $(kc "$a" -n "$namespace" get pod "$pod" -o wide 2>&1)"
-	kc "$a" -n "$namespace" logs "$pod"
-	kc "$a" -n "$namespace" delete pod "$pod" --wait=false >/dev/null
+	kc "$cluster" -n "$namespace" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout=120s >/dev/null ||
+		die "knock pod $namespace/$pod did not finish: $(kc "$cluster" -n "$namespace" get pod "$pod" -o wide 2>&1)"
+	kc "$cluster" -n "$namespace" logs "$pod"
+	kc "$cluster" -n "$namespace" delete pod "$pod" --wait=false >/dev/null
 }
 # count <outcome> <lines>: how many lines end in the outcome.
 count() { grep -c " $1\$" <<<"$2" || true; }
-mapfile -t broker_ips < <(kc "$a" -n "$TENANT" get pods -l app.kubernetes.io/instance=demo-kafka \
-	-o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}')
-((${#broker_ips[@]} == 3)) || die "want the 3 Kafka brokers' addresses, found ${#broker_ips[@]}: ${broker_ips[*]}"
-tenant_client=$(knock "$TENANT" knock-tenant -w 30 "${broker_ips[@]/%/:9092}")
-tenant_controller=$(knock "$TENANT" knock-tenant-controller "${broker_ips[@]/%/:9093}")
-outsider_client=$(knock "$OUTSIDER" knock-outsider "${broker_ips[@]/%/:9092}")
-policy_counts="tenant $TENANT -> client port 9092: connected $(count connected "$tenant_client") of 3;"
-policy_counts+=" tenant -> controller port 9093: refused $(count refused "$tenant_controller") of 3;"
-policy_counts+=" $OUTSIDER -> client port: refused $(count refused "$outsider_client") of 3"
-log "$policy_counts"
-[[ $(count connected "$tenant_client") == 3 ]] || die "the tenant's pod must reach every broker's client port:"$'\n'"$tenant_client"
-[[ $(count refused "$tenant_controller") == 3 ]] || die "the controller port must refuse the tenant's pod:"$'\n'"$tenant_controller"
-[[ $(count refused "$outsider_client") == 3 ]] || die "the client port must refuse a pod of another namespace:"$'\n'"$outsider_client"
-kc "$a" delete namespace "$OUTSIDER" --wait=false >/dev/null
+# policy_check <cluster> <access point> <brokers> <client port> [<peer port> [<metrics port>]]: the
+# knocks above against every broker of the access point; one line of counts, or why not.
+policy_check() {
+	local cluster=$1 ap=$2 brokers=$3 client=$4 peer=${5:-} metrics=${6:-} ips lines counts
+	mapfile -t ips < <(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ap" \
+		-o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}')
+	((${#ips[@]} == brokers)) || die "$ap: want $brokers brokers' addresses, found ${#ips[@]}: ${ips[*]}"
+	kc "$cluster" create namespace "$OUTSIDER" --dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
+	# want <outcome> <what> <namespace> <port> [-w 30]: every broker's <port> from a pod there.
+	want() {
+		local outcome=$1 what=$2 namespace=$3 port=$4
+		shift 4
+		lines=$(knock "$cluster" "$namespace" "knock-$ap-$port" "$@" "${ips[@]/%/:$port}")
+		counts+="$what port $port: $outcome $(count "$outcome" "$lines") of $brokers; "
+		[[ $(count "$outcome" "$lines") == "$brokers" ]] || die "$ap: want $what port $port $outcome:"$'\n'"$lines"
+	}
+	counts="$ap: "
+	want connected "tenant $TENANT -> client" "$TENANT" "$client" -w 30
+	[[ -z $peer ]] || want refused "tenant -> peer" "$TENANT" "$peer"
+	want refused "$OUTSIDER -> client" "$OUTSIDER" "$client"
+	[[ -z $metrics ]] || want connected "$OUTSIDER -> metrics" "$OUTSIDER" "$metrics" -w 30
+	log "${counts%; }"
+}
+policy_check "$a" demo-kafka 3 9092 9093
 t_policy_done=$EPOCHREALTIME
 
 # A Kafka broker whose process is stopped (SIGSTOP from this machine, where the node's containers
@@ -459,7 +471,7 @@ kafka_steps=$!
 # and keeps every message (nats-shrink.sh). It mostly waits for pods to roll, so it runs beside
 # the RabbitMQ and Mosquitto steps.
 t_nats_shrink=$EPOCHREALTIME
-"$HARNESS/nats-shrink.sh" "$b" &
+{ policy_check "$b" demo-nats 3 4222 6222 && "$HARNESS/nats-shrink.sh" "$b"; } &
 nats_shrink=$!
 
 # RabbitMQ 4 in cloud B beside its NATS, run by the operator there: the nodes must form one
@@ -469,6 +481,7 @@ step=rabbitmq
 t_rabbitmq=$EPOCHREALTIME
 DEMO_RELEASED=$("$HARNESS/registry.sh" address) DEMO_VALUES=$ROOT/e2e/.state/$b/clouds-values.yaml \
 	"$HARNESS/demo-install.sh" "$b" rabbitmq >/dev/null
+policy_check "$b" demo-rabbitmq 3 5671 25672 15692
 t_rabbitmq_up=$EPOCHREALTIME
 "$HARNESS/rabbitmq-roll.sh" "$b"
 t_rabbitmq_rolled=$EPOCHREALTIME
@@ -482,6 +495,7 @@ rabbitmq_shrink=$!
 step=mosquitto
 DEMO_RELEASED=$("$HARNESS/registry.sh" address) DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml \
 	"$HARNESS/demo-install.sh" "$a" mqtt >/dev/null
+policy_check "$a" demo-mqtt 1 8883
 t_mosquitto_done=$EPOCHREALTIME
 
 step=rabbitmq-shrink

@@ -137,8 +137,12 @@ fn kafka_opens_its_client_port_only_once_its_controller_unfenced_it() -> anyhow:
                 "process.roles={role}\nnode.id={node_id}\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
                  listeners={listener}\ncontroller.listener.names=CONTROLLER\n\
                  listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-                 offsets.topic.replication.factor=1\nlog.dirs={}\n",
-                dir.join(role).display()
+                 offsets.topic.replication.factor=1\nlog.dirs={}\n\
+                 initial.broker.registration.timeout.ms={}\n",
+                dir.join(role).display(),
+                // The broker waits for a controller that starts later: on a busy machine the
+                // default minute can pass before it serves, and the broker would give up.
+                DEADLINE.as_millis() * 2,
             ),
         )?;
     }
