@@ -29,9 +29,9 @@
 #      with SIGSTOP: its pod leaves Ready (the readiness probe, oms-probe, fails though the port
 #      still takes connections) and comes back, no restart; then kafka-day2.sh <a>: the upgrade to
 #      KAFKA_VERSION rolls the 3 brokers one at a time, each once every partition is in sync, and
-#      raises metadata.version; then 3 brokers to 5 and back, replicas spread onto the new ones and
-#      moved off them as they leave, the controller voters 3, 5, then 3; all under traffic and a
-#      Bridge.
+#      raises metadata.version; then 3 brokers to 4, 5 and back to 3, replicas spread onto the new
+#      ones and moved off them as they leave, the controller voters 3, 3, 5, then 3; all under
+#      traffic and a Bridge.
 # A producer pod of the kafka image writes `k<key><TAB><id>` lines with kafka-console-producer
 # (parse.key=true, acks=all). While the Bridge forwards them, as the count in B's stream passes
 # 20%, 40% and 60% of MESSAGES, the bridge worker pod, a Kafka broker pod and a NATS broker pod
@@ -171,7 +171,7 @@ monitoring_crds "$b"
 mkdir -p "$STATE"
 monitoring_values >"$STATE/monitoring-values.yaml"
 # Cloud A's Kafka starts at an older version; kafka-day2.sh upgrades it under traffic and takes
-# it from 3 brokers to 5 and back. Its demo round trip is left out: the keyed producer below goes
+# it from 3 brokers to 4, 5 and back to 3. Its demo round trip is left out: the keyed producer below goes
 # the same way (client Service, then every broker's advertised name), 100,000 times.
 CLOUDS_VALUES=$STATE/monitoring-values.yaml NATS_REPLICAS=3 KAFKA_REPLICAS=3 KAFKA_ROUND_TRIP=0 \
 	KAFKA_BROKER_VERSION=$KAFKA_UPGRADE_FROM clouds_install "$a" kafka "$b" nats >/dev/null

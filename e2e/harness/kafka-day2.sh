@@ -12,7 +12,7 @@
 #    Events, one per broker let go. After an upgrade the operator raises the cluster's
 #    metadata.version to the new release's (kafka-features.sh must show it, and the status and an
 #    Event say it), and refuses the old version from then on.
-# 2. One broker fewer and back (4 brokers or more), or 3 -> 5 -> 3: going down, the operator moves
+# 2. One broker fewer and back (4 brokers or more), or 3 -> 4 -> 5 -> 3: going down, the operator moves
 #    the leaving broker's replicas to the others and takes its controller vote before its pod
 #    stops, then has the controller forget it (kafka_placement.rs); going up, the new brokers take
 #    their share and the operator adds them as voters (kafka_quorum.rs). After each step
@@ -340,24 +340,24 @@ resize() {
 	log "$to brokers: voters $(cut -d' ' -f1 <<<"$voters" | paste -sd ,), observers '$observers'"
 }
 
-# Three brokers go to five and back, their voters from 3 to 5 and back (one at a time); four and
-# more one fewer and back. One or two are left out: the internal topics' copies keep them.
+# Three brokers go to four (a fourth observes the quorum), then five (it and the fifth become
+# voters), then back to three (both stop voting as they leave, one at a time); four and more one
+# fewer and back. One or two are left out: the internal topics' copies keep them.
 if ((replicas >= 4)); then
-	other=$((replicas - 1))
+	sizes=("$replicas" $((replicas - 1)) "$replicas")
 elif ((replicas == 3)); then
-	other=5
+	sizes=(3 4 5 3)
 else
-	other=''
+	sizes=("$replicas")
 	log "$replicas broker(s): the scaling steps are left out"
 fi
 t_scale=$EPOCHREALTIME
-if [[ -n $other ]]; then
-	resize "$replicas" "$other"
-	t_other=$EPOCHREALTIME
-	resize "$other" "$replicas"
-else
-	t_other=$t_scale
-fi
+scaled=''
+for ((i = 1; i < ${#sizes[@]}; i++)); do
+	began_step=$EPOCHREALTIME
+	resize "${sizes[i - 1]}" "${sizes[i]}"
+	scaled+="${sizes[i - 1]} -> ${sizes[i]} $(elapsed "$began_step" "$EPOCHREALTIME")s, "
+done
 t_up=$EPOCHREALTIME
 
 touch "$stop"
@@ -397,5 +397,5 @@ kc "$cluster" -n "$TENANT" delete pod "$CLIENT" --wait=false >/dev/null
 kc "$cluster" -n "$TENANT" delete bridge "$COPY" --wait=false >/dev/null
 log "timings: roll $(elapsed "$t_roll" "$t_rolled")s; metadata.version $(elapsed "$t_rolled" "$t_metadata")s;" \
 	"controller quorum $(elapsed "$t_metadata" "$t_quorum")s;" \
-	"to ${other:-no} brokers $(elapsed "$t_scale" "$t_other")s, back $(elapsed "$t_other" "$t_up")s;" \
+	"scaling ${scaled:-none, }in all $(elapsed "$t_scale" "$t_up")s;" \
 	"read and checked $(elapsed "$t_up" "$EPOCHREALTIME")s"
