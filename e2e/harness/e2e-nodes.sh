@@ -397,7 +397,7 @@ count() { grep -c " $1\$" <<<"$2" || true; }
 # knocks above against every broker of the access point; one line of counts, or why not.
 policy_check() {
 	local cluster=$1 ap=$2 brokers=$3 client=$4 peer=${5:-} metrics=${6:-} ips lines counts
-	mapfile -t ips < <(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ap" \
+	mapfile -t ips < <(kc "$cluster" -n "$TENANT" get pods -l "app.kubernetes.io/instance=$ap,app.kubernetes.io/component=broker" \
 		-o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}')
 	((${#ips[@]} == brokers)) || die "$ap: want $brokers brokers' addresses, found ${#ips[@]}: ${ips[*]}"
 	kc "$cluster" create namespace "$OUTSIDER" --dry-run=client -o yaml | kc "$cluster" apply -f - >/dev/null
