@@ -31,7 +31,8 @@
 #                             /opt/kafka/bin/kafka-{storage,server-start,topics,console-producer,
 #                             console-consumer,get-offsets,metadata-quorum,broker-api-versions,
 #                             run-class}.sh over
-#                             them in sh (the tools log warnings only, to stderr), a Java 17
+#                             them in sh (the tools log warnings only, to stderr; the JVM's
+#                             client compiler and serial collector by default), a Java 17
 #                             runtime that jlink cuts from the machine's JDK (/opt/java/openjdk),
 #                             Debian's dash as /bin/sh and cat (the rendered start.sh uses both),
 #                             /var/lib/kafka/data; user appuser (1000).
@@ -241,14 +242,17 @@ rootfs_kafka() {
 	ln -s dash "$dir/bin/sh"
 	install -m 0755 /usr/bin/cat "$dir/bin/cat"
 	# The distribution's scripts, reduced to what they do for these classes: a classpath of
-	# /opt/kafka/libs and the same environment variables with the same defaults.
+	# /opt/kafka/libs and the same environment variables with the same defaults, but for the JVM's:
+	# the client compiler and the serial collector, as the process tier's brokers (broker.sh): up to
+	# five brokers and their tools share two cores with the other tier, and the official image's G1
+	# and optimizing compiler spend more CPU at every start.
 	kafka_script "$dir" kafka-run-class.sh '# Runs a class of the Kafka distribution, as its script of the same name: the heap, JVM,
 # log4j and extra options come from KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS, KAFKA_LOG4J_OPTS
 # and KAFKA_OPTS.
 [ $# -ge 1 ] || { echo "USAGE: $0 classname [opts]" >&2; exit 1; }
 base=/opt/kafka
 : "${KAFKA_HEAP_OPTS:=-Xmx256M}"
-: "${KAFKA_JVM_PERFORMANCE_OPTS:=-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true}"
+: "${KAFKA_JVM_PERFORMANCE_OPTS:=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true}"
 : "${KAFKA_LOG4J_OPTS:=-Dlog4j2.configurationFile=$base/config/log4j2.properties}"
 # shellcheck disable=SC2086 # options are lists of words
 exec "$JAVA_HOME/bin/java" $KAFKA_HEAP_OPTS $KAFKA_JVM_PERFORMANCE_OPTS $KAFKA_LOG4J_OPTS $KAFKA_OPTS \
