@@ -21,6 +21,20 @@ fn kubectl_json(cluster: &Cluster, namespace: &str, object: &str) -> anyhow::Res
 }
 
 /// A base64 data field of a Secret, decoded.
+/// The operator's copy of cert-manager's Secret `<secret>-issued`, and that Secret, read together
+/// until they hold the same certificate: with a 30 s lifetime cert-manager may renew between two
+/// reads, before the operator copies.
+fn copied_from_cert_manager(cluster: &Cluster, namespace: &str, secret: &str) -> anyhow::Result<(Value, Value)> {
+    let same = |copy: &Value, issued: &Value| {
+        secret_field(copy, "tls.crt").ok().is_some_and(|c| secret_field(issued, "tls.crt").ok() == Some(c))
+    };
+    poll(&format!("Secret {secret} copied from cert-manager's"), DEADLINE, || {
+        let copy = kubectl_json(cluster, namespace, &format!("secret/{secret}"))?;
+        let issued = kubectl_json(cluster, namespace, &format!("secret/{secret}-issued"))?;
+        Ok(copy.zip(issued).filter(|(copy, issued)| same(copy, issued)))
+    })
+}
+
 fn secret_field(secret: &Value, key: &str) -> anyhow::Result<String> {
     let encoded = secret["data"][key].as_str().ok_or_else(|| anyhow::anyhow!("no {key}"))?;
     let mut child = Command::new("base64")
@@ -321,13 +335,9 @@ fn with_a_cert_manager_issuer_bridges_and_gateways_get_its_certificates_and_rene
         ("orders-to-b-oms-tls", "bridge/orders-to-b", None),
         ("edge-oms-gateway-tls", "gateway/edge", Some(format!("DNS:edge-oms-gateway.{namespace}.svc"))),
     ] {
-        let copy = poll(&format!("Secret {secret} copied from cert-manager's"), DEADLINE, || {
-            kubectl_json(cluster, namespace, &format!("secret/{secret}"))
-        })?;
+        let (copy, issued) = copied_from_cert_manager(cluster, namespace, secret)?;
         let certificate = kubectl_json(cluster, namespace, &format!("certificate/{secret}"))?
             .ok_or_else(|| anyhow::anyhow!("no Certificate {secret}"))?;
-        let issued = kubectl_json(cluster, namespace, &format!("secret/{secret}-issued"))?
-            .ok_or_else(|| anyhow::anyhow!("no Secret {secret}-issued"))?;
         let cert = secret_field(&copy, "tls.crt")?;
         let san = openssl_x509(dir, "leaf.crt", &cert, &["-ext", "subjectAltName"])?;
         let verified = run_ok(
