@@ -131,7 +131,13 @@ fn config_change_rolls_the_pods_and_scaling_updates_the_stateful_set() -> anyhow
     assert_eq!(file(&config, "initial-controllers"), first_voters);
     // A cluster an earlier operator made (no dynamic mark) keeps static voters, listed in every
     // broker's configuration, and a size that would change them is refused, naming why.
-    s.kubectl(&["annotate", "statefulset/orders-kafka", "openmessaging.cloud/kafka-quorum-"])?;
+    // A reconcile under way may apply the mark again after it is taken: take it until the operator
+    // renders the static voters.
+    let unmark = r#"{"metadata": {"annotations": {"openmessaging.cloud/kafka-quorum": null}}}"#;
+    s.wait_for("configmap/orders-kafka-config", "static voters rendered", |config| {
+        let _ = s.kubectl(&["patch", "statefulset/orders-kafka", "--type", "merge", "-p", unmark]);
+        file(config, "server.properties").contains("controller.quorum.voters=")
+    })?;
     s.apply(&KAFKA.replace("'48'", "'72'"))?;
     let refused = s.wait_for("messagingaccesspoint/orders-kafka", "ResizeRefused", |o| {
         condition(o, "Progressing").is_some_and(|c| c["reason"] == "ResizeRefused")
