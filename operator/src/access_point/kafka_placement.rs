@@ -78,6 +78,9 @@ pub fn next_step(name: &str, running: i32, partitions: &[PartitionReplicas], mov
     if !moving.is_empty() {
         return Step::Wait(format!("waiting for {} partition move(s) to finish ({})", moving.len(), first_few(moving)));
     }
+    if let Some(why) = metadata_behind(partitions) {
+        return Step::Wait(why);
+    }
     let staying: Vec<i32> = (0..leaving).collect();
     match moves_off(partitions, &staying) {
         Err(why) => {
@@ -132,6 +135,9 @@ pub fn tend(partitions: &[PartitionReplicas], brokers: i32, placement: &Placemen
     if !placement.moving.is_empty() {
         let moving = &placement.moving;
         return Tend::Wait(format!("{} partition move(s) under way ({})", moving.len(), first_few(moving)));
+    }
+    if let Some(why) = metadata_behind(partitions) {
+        return Tend::Wait(why);
     }
     let running: Vec<i32> = (0..brokers).collect();
     match moves_off(partitions, &running) {
@@ -244,6 +250,31 @@ fn loads(partitions: &[PartitionReplicas], brokers: &[i32]) -> BTreeMap<i32, usi
     load
 }
 
+/// Why the replicas the brokers list cannot be planned from yet: a partition with more replicas
+/// than another of its topic. While a move runs, a partition lists its old and new replicas
+/// together, and a broker's metadata shows the move's end a little after the controller says it
+/// ended: planning from that list would give the partition a replica more for good.
+fn metadata_behind(partitions: &[PartitionReplicas]) -> Option<String> {
+    let mut fewest: BTreeMap<&str, usize> = BTreeMap::new();
+    for partition in partitions {
+        let count = fewest.entry(partition.topic.as_str()).or_insert(usize::MAX);
+        *count = (*count).min(partition.replicas.len());
+    }
+    let uneven: Vec<String> = partitions
+        .iter()
+        .filter(|p| p.replicas.len() > fewest[p.topic.as_str()])
+        .map(PartitionReplicas::name)
+        .collect();
+    (!uneven.is_empty()).then(|| {
+        format!(
+            "{} partition(s) list more replicas than others of their topic ({}): waiting for a move's end to \
+             reach the brokers' metadata (a topic made uneven on purpose must be made even first)",
+            uneven.len(),
+            first_few(&uneven)
+        )
+    })
+}
+
 /// Partitions with a replica on one of `brokers` out of sync.
 fn out_of_sync(partitions: &[PartitionReplicas], brokers: &[i32]) -> Vec<String> {
     partitions
@@ -338,6 +369,22 @@ mod tests {
 
     fn in_sync(topic: &str, index: i32, replicas: &[i32]) -> PartitionReplicas {
         partition(topic, index, replicas, replicas)
+    }
+
+    #[test]
+    fn a_move_whose_end_the_metadata_has_not_shown_is_waited_for_not_planned_from() {
+        // b-1 lists its old replica 3 and its new one 2 together: 3 is leaving.
+        let partitions = [in_sync("b", 0, &[0, 1, 2]), in_sync("b", 1, &[2, 0, 1, 3]), in_sync("c", 0, &[3, 0])];
+        let step = next_step("k", 4, &partitions, &[]);
+        assert!(
+            matches!(&step, Step::Wait(why) if why.starts_with("1 partition(s) list more replicas") && why.contains("b-1")),
+            "{step:?}"
+        );
+        let placement = Placement::default();
+        assert!(matches!(tend(&partitions, 4, &placement), Tend::Wait(why) if why.contains("b-1")));
+        // Once the metadata shows the end, the shrink goes on.
+        let partitions = [in_sync("b", 0, &[0, 1, 2]), in_sync("b", 1, &[2, 0, 1]), in_sync("c", 0, &[3, 0])];
+        assert!(matches!(next_step("k", 4, &partitions, &[]), Step::Move { .. }));
     }
 
     fn registered(ids: &[(i32, bool)]) -> Vec<RegisteredBroker> {
