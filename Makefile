@@ -16,7 +16,7 @@ RELEASE_NAMESPACE ?= oms-system
 CONTROL_PLANE_TOOLS := etcd kube-apiserver kube-controller-manager kubectl
 # Brokers, clients and the fault proxy the tests run; installed before any test starts, since
 # tests in parallel lanes expect them in .bin/.
-TEST_TOOLS := nats-server nats kafka pika toxiproxy
+TEST_TOOLS := nats-server nats kafka pika toxiproxy rocketmq
 
 # Alert rules: one plain Prometheus rule file, embedded by the chart's PrometheusRule.
 PROMETHEUS_RULES := charts/oms-operator/files/prometheus-rules.yaml

@@ -28,6 +28,8 @@ pub enum Driver {
     Rabbitmq,
     /// An MQTT broker (Eclipse Mosquitto when managed).
     Mqtt,
+    /// Apache RocketMQ 5: clients reach its proxy (gRPC), the operator its name servers.
+    Rocketmq,
     /// The OMS gateway of another cloud, reached over mTLS at `spec.endpoint`.
     Gateway,
 }
@@ -41,6 +43,7 @@ impl Driver {
             Driver::Nats => "nats",
             Driver::Rabbitmq => "rabbitmq",
             Driver::Mqtt => "mqtt",
+            Driver::Rocketmq => "rocketmq",
             Driver::Gateway => "gateway",
         }
     }
@@ -87,11 +90,18 @@ impl std::fmt::Display for Driver {
         .message(SERVER_NAME_REFUSED),
     validation = Rule::new("!has(self.external) || !has(self.external.saslMechanism) || self.driver == 'kafka'")
         .message("spec.external.saslMechanism is for driver kafka: the SASL mechanism of a Kafka login"),
+    validation = Rule::new("self.driver != 'rocketmq' || !has(self.gateway)")
+        .message("spec.gateway is not available for driver rocketmq yet: the gateway has no RocketMQ connector"),
+    validation = Rule::new("self.driver != 'rocketmq' || !has(self.managed)")
+        .message("spec.managed is not available for driver rocketmq yet: the operator provisions queues on a RocketMQ that exists, set spec.external (the proxy in servers, the name servers in nameServers)"),
+    validation = Rule::new("!has(self.external) || (self.driver == 'rocketmq') == has(self.external.nameServers)")
+        .message("spec.external.nameServers (host:port of RocketMQ's name servers) is required for driver rocketmq and only for it"),
     validation = Rule::new("!has(self.tls) || has(self.managed)")
         .message("spec.tls is for managed access points (the brokers the operator runs); for a broker that already exists set spec.external.tls"),
 )]
 pub struct MessagingAccessPointSpec {
-    /// The broker family: kafka, nats, rabbitmq, mqtt, or gateway (another cloud's OMS gateway).
+    /// The broker family: kafka, nats, rabbitmq, mqtt, rocketmq, or gateway (another cloud's OMS
+    /// gateway).
     /// Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.driver is immutable; create a new MessagingAccessPoint instead"))]
     pub driver: Driver,
@@ -244,11 +254,19 @@ advertises); give the brokers certificates for those names";
         .message("spec.external.saslMechanism needs spec.external.credentialsSecretRef: the user and password it logs in with"),
 )]
 pub struct ExternalBroker {
-    /// Bootstrap addresses as host:port.
+    /// Bootstrap addresses as host:port (for RocketMQ, its proxy's gRPC endpoints).
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 260)))]
     #[x_kube(validation = Rule::new(format!("self.all(s, {})", HOST_PORT_RULE.replace("self.", "s.")))
         .message("every entry of spec.external.servers must be host:port, e.g. b1.example.com:9092"))]
     pub servers: Vec<String>,
+
+    /// Driver rocketmq: its name servers as host:port, where the operator finds the brokers it
+    /// provisions topics on (required for rocketmq, refused for the other drivers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 260)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, {})", HOST_PORT_RULE.replace("self.", "s.")))
+        .message("every entry of spec.external.nameServers must be host:port, e.g. namesrv.example.com:9876"))]
+    pub name_servers: Option<Vec<String>>,
 
     /// The account (user or tenant id) written into the access point URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]

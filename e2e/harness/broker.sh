@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Real message brokers as local processes on 127.0.0.1, for tests.
 #
-#   e2e/harness/broker.sh up <kafka|nats|rabbitmq|mqtt> <name> <port>
+#   e2e/harness/broker.sh up <kafka|nats|rabbitmq|mqtt|rocketmq> <name> <port>
 #   e2e/harness/broker.sh down <name>
 #   e2e/harness/broker.sh restart <name>     (keeps config, data and ports)
 #   e2e/harness/broker.sh smoke <name>
-#   e2e/harness/broker.sh prepare <kafka|nats|rabbitmq|mqtt>   (installs or builds only)
+#   e2e/harness/broker.sh prepare <kafka|nats|rabbitmq|mqtt|rocketmq>   (installs or builds only)
 #
 # NATS_EXTRA_CONFIG (optional) is appended to a NATS broker's config at `up`; KAFKA_EXTRA_CONFIG
 # (optional) to a Kafka broker's server.properties.
@@ -50,6 +50,7 @@ KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshar
 # Startup deadlines in seconds; cold JVM/Erlang starts on 2 cores are the slow ones.
 KAFKA_START_SECS=${KAFKA_START_SECS:-120}
 RABBIT_START_SECS=${RABBIT_START_SECS:-120}
+ROCKETMQ_START_SECS=${ROCKETMQ_START_SECS:-120}
 NATS_START_SECS=${NATS_START_SECS:-30}
 MQTT_START_SECS=${MQTT_START_SECS:-30}
 STOP_SECS=${STOP_SECS:-60}
@@ -643,6 +644,97 @@ mqtt_smoke() {
 }
 
 # ---------------------------------------------------------------------------------------------------
+# RocketMQ 5: a name server, and a broker with the proxy in its process (the proxy's "local"
+# mode: one JVM fewer than a separate proxy, the same gRPC endpoint). PORT is the proxy's gRPC
+# port, what clients use; NAMESRV_PORT the name server's, where the operator finds the broker.
+
+rocketmq_prepare() {
+	command -v java >/dev/null || die "java not found (RocketMQ needs Java 17+)"
+	tool rocketmq
+}
+
+# rocketmq_java <home> <heap>: the java command line of a RocketMQ process, in JAVA_CMD. Small
+# heaps and the client compiler: a test broker lives for a minute or two. Its logs go under
+# <home>/logs (user.home).
+rocketmq_java() {
+	JAVA_CMD=(env ROCKETMQ_HOME="$dir" java -Xms"$2" -Xmx"$2" -XX:MaxDirectMemorySize=128m -XX:+UseSerialGC
+		-XX:TieredStopAtLevel=1 -Xshare:auto -Duser.home="$1" -cp "$BIN/rocketmq-libs/libs/*")
+}
+
+rocketmq_up() {
+	local namesrv broker ha remoting
+	pick_port namesrv
+	pick_port remoting
+	pick_port ha
+	# The broker also listens on its port minus 2 (its "fast" channel).
+	while pick_port broker; ((broker - 2 >= PICK_MIN)) && listening $((broker - 2)); do :; done
+	PICKED+=($((broker - 2)))
+	printf 'PORT=%s\nNAMESRV_PORT=%s\nBROKER_PORT=%s\nBROKER_FAST_PORT=%s\nHA_PORT=%s\nREMOTING_PORT=%s\n' \
+		"$port" "$namesrv" "$broker" $((broker - 2)) "$ha" "$remoting" >"$dir/ports.env"
+	release_alloc_lock
+
+	mkdir -p "$dir/config" "$dir/store" "$dir/logs" "$dir/home"
+	cat >"$dir/config/namesrv.conf" <<EOF
+listenPort=$namesrv
+bindAddress=127.0.0.1
+kvConfigPath=$dir/store/namesrv-kv.json
+EOF
+	cat >"$dir/config/broker.conf" <<EOF
+brokerClusterName=oms-$name
+brokerName=oms-$name-a
+brokerId=0
+brokerRole=ASYNC_MASTER
+flushDiskType=ASYNC_FLUSH
+namesrvAddr=127.0.0.1:$namesrv
+brokerIP1=127.0.0.1
+bindAddress=127.0.0.1
+listenPort=$broker
+haListenPort=$ha
+storePathRootDir=$dir/store
+storePathCommitLog=$dir/store/commitlog
+# Topics come from the operator only, as on a production cluster.
+autoCreateTopicEnable=false
+# Small store files: the defaults (1 GiB commit log files) are for production disks.
+mappedFileSizeCommitLog=67108864
+mappedFileSizeConsumeQueue=600000
+mappedFileSizeTimerLog=8388608
+maxHashSlotNum=50000
+maxIndexNum=200000
+EOF
+	cat >"$dir/config/proxy.json" <<EOF
+{"rocketMQClusterName": "oms-$name", "namesrvAddr": "127.0.0.1:$namesrv", "grpcServerPort": $port, "remotingListenPort": $remoting}
+EOF
+	rocketmq_start
+}
+
+rocketmq_start() {
+	source "$dir/ports.env"
+	rocketmq_java "$dir/home/namesrv" 96m
+	spawn namesrv "$dir/logs/namesrv.log" "${JAVA_CMD[@]}" \
+		org.apache.rocketmq.namesrv.NamesrvStartup -c "$dir/config/namesrv.conf"
+	rocketmq_java "$dir/home/broker" 384m
+	spawn broker "$dir/logs/broker.log" "${JAVA_CMD[@]}" \
+		org.apache.rocketmq.proxy.ProxyStartup -pm local -pc "$dir/config/proxy.json" -bc "$dir/config/broker.conf"
+	rocketmq_wait
+}
+
+# The name server lists the broker as master, and the proxy answers HTTP/2 (gRPC).
+rocketmq_ready() { handshake rocketmq-namesrv "$NAMESRV_PORT" && handshake rocketmq "$PORT"; }
+rocketmq_wait() {
+	source "$dir/ports.env"
+	wait_until "$ROCKETMQ_START_SECS" "RocketMQ on port $PORT" rocketmq_ready
+}
+
+# A topic made with the admin tool, one message sent and read back by the broker's own tools.
+rocketmq_smoke() {
+	rocketmq_java "$dir/home/admin" 128m
+	local admin=("${JAVA_CMD[@]}" org.apache.rocketmq.tools.command.MQAdminStartup)
+	"${admin[@]}" updateTopic -n "127.0.0.1:$NAMESRV_PORT" -c "oms-$name" -t OMS_SMOKE -r 1 -w 1 >&2
+	"${admin[@]}" topicRoute -n "127.0.0.1:$NAMESRV_PORT" -t OMS_SMOKE >&2
+	echo "$name (rocketmq) smoke ok: topic OMS_SMOKE routed"
+}
+
+# ---------------------------------------------------------------------------------------------------
 # Commands
 
 smoke_check() {
@@ -668,7 +760,7 @@ running() {
 
 cmd_up() {
 	kind=$1 name=$2 port=$3
-	case $kind in kafka | nats | rabbitmq | mqtt) ;; *) die "unknown kind '$kind' (kafka|nats|rabbitmq|mqtt)" ;; esac
+	case $kind in kafka | nats | rabbitmq | mqtt | rocketmq) ;; *) die "unknown kind '$kind' (kafka|nats|rabbitmq|mqtt|rocketmq)" ;; esac
 	valid_name "$name" || die "bad name '$name' (lowercase letters, digits, - and _)"
 	valid_port "$port" || die "bad port '$port'"
 	((port < PICK_MIN || port > PICK_MAX)) || die "port $port is in the range kept for picked ports ($PICK_MIN-$PICK_MAX)"
@@ -857,7 +949,7 @@ cmd_smoke() {
 }
 
 cmd_prepare() {
-	case $1 in kafka | nats | rabbitmq | mqtt) "${1}_prepare" ;; *) usage ;; esac
+	case $1 in kafka | nats | rabbitmq | mqtt | rocketmq) "${1}_prepare" ;; *) usage ;; esac
 }
 
 [[ $# -ge 1 ]] || usage

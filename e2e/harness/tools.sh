@@ -208,6 +208,21 @@ tool_kafka() {
 	[[ $version != "$KAFKA_VERSION" ]] || ln -sfn "$dir" "$BIN/kafka-libs"
 }
 
+# RocketMQ: name server, broker, proxy and admin tool jars from Maven Central, one classpath
+# directory, linked as .bin/rocketmq-libs.
+tool_rocketmq() {
+	local dir=$OMS_CACHE/tools/rocketmq-$ROCKETMQ_VERSION
+	if [[ ! -f $dir/complete ]]; then
+		log "resolving RocketMQ $ROCKETMQ_VERSION from Maven Central"
+		rm -rf "$dir"
+		mkdir -p "$dir/libs"
+		sed "s/@ROCKETMQ_VERSION@/$ROCKETMQ_VERSION/g" "$ROOT/e2e/tools/rocketmq/pom.xml" >"$dir/pom.xml"
+		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
+		touch "$dir/complete"
+	fi
+	ln -sfn "$dir" "$BIN/rocketmq-libs"
+}
+
 # MirrorMaker 2 (the peer of the bridge benchmark) on a classpath of its own, same Kafka version.
 tool_kafka_mirror() {
 	local dir=$OMS_CACHE/tools/kafka-mirror-$KAFKA_VERSION
@@ -515,6 +530,7 @@ for tool in "$@"; do
 	pika) tool_pika ;;
 	kafka) tool_kafka ;;
 	kafka-mirror) tool_kafka_mirror ;;
+	rocketmq) tool_rocketmq ;;
 	plot) tool_plot ;;
 	toxiproxy) tool_toxiproxy ;;
 	promtool) tool_promtool ;;

@@ -91,6 +91,16 @@ impl Broker {
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Another port broker.sh picked for it, by its name in the broker's `ports.env` (e.g.
+    /// `NAMESRV_PORT`, RocketMQ's name server).
+    pub fn port_of(&self, key: &str) -> anyhow::Result<u16> {
+        let file = repo_root().join("e2e/.state/brokers").join(&self.name).join("ports.env");
+        let text = std::fs::read_to_string(&file)?;
+        let value = text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('='));
+        let value = value.ok_or_else(|| anyhow::anyhow!("no {key} in {}", file.display()))?;
+        Ok(value.trim().parse()?)
+    }
 }
 
 impl Drop for Broker {

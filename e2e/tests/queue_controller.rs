@@ -517,3 +517,116 @@ fn a_tenant_of_a_shared_managed_access_point_gets_a_binding_secret_with_its_own_
 fn run_ok_in(s: &Scenario, namespace: &str, args: &[&str]) -> anyhow::Result<()> {
     oms_e2e::run_ok(s.cluster.kubectl().args(["-n", namespace]).args(args)).map(|_| ())
 }
+
+/// RocketMQ's own admin tool (`mqadmin`) against the broker's name server; its output, or the
+/// failure with its output.
+fn mqadmin(broker: &Broker, args: &[&str]) -> anyhow::Result<Result<String, String>> {
+    let libs = repo_root().join(".bin/rocketmq-libs/libs/*");
+    let home = repo_root().join("e2e/.state/brokers").join(&broker.name).join("home/admin");
+    let name_server = format!("127.0.0.1:{}", broker.port_of("NAMESRV_PORT")?);
+    let output = run(Command::new("java")
+        .args(["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .arg(format!("-Duser.home={}", home.display()))
+        .arg("-cp")
+        .arg(libs)
+        .arg("org.apache.rocketmq.tools.command.MQAdminStartup")
+        .args(args)
+        .args(["-n", &name_server]))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    Ok(if output.status.success() && !text.contains("Exception") { Ok(text) } else { Err(text) })
+}
+
+/// A topic's read and write queues and permission on its broker, from `mqadmin topicRoute`;
+/// `None` when the name server routes no such topic.
+fn rocketmq_route(broker: &Broker, topic: &str) -> anyhow::Result<Option<(i64, i64, i64)>> {
+    let Ok(text) = mqadmin(broker, &["topicRoute", "-t", topic])? else { return Ok(None) };
+    // fastjson output (broker ids as bare keys, not JSON): the one queue data's numbers by name.
+    let number = |key: &str| -> anyhow::Result<i64> {
+        let at = text.find(&format!("\"{key}\":")).with_context(|| format!("no {key} in topicRoute: {text}"))?;
+        let digits: String = text[at + key.len() + 3..].chars().take_while(char::is_ascii_digit).collect();
+        Ok(digits.parse()?)
+    };
+    Ok(Some((number("readQueueNums")?, number("writeQueueNums")?, number("perm")?)))
+}
+
+#[test]
+fn rocketmq_topics_are_created_grown_kept_in_shape_and_deleted_by_policy() -> anyhow::Result<()> {
+    let broker = Broker::up("rocketmq", "q-rocket")?;
+    let s = Scenario::start("q-rocket", &FAST)?;
+    let name_server = format!("127.0.0.1:{}", broker.port_of("NAMESRV_PORT")?);
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: rocket}}\n\
+         spec: {{driver: rocketmq, external: {{servers: ['{}'], nameServers: ['{name_server}']}}}}\n",
+        broker.address()
+    ))?;
+    let ap = s.wait_for("messagingaccesspoint/rocket", "Reachable", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "Reachable")
+    })?;
+    println!("queue controller: rocketmq access point: {}", message_of(&ap, "Ready"));
+    assert_eq!(ap["status"]["capabilities"]["partitions"], true);
+
+    // Created with its queues on the broker, then grown.
+    queue(&s, "orders", "{accessPointRef: {name: rocket}, partitions: 2, deletionPolicy: Delete}")?;
+    let created = wait_reason(&s, "orders", "Ready", "Provisioned")?;
+    assert_eq!(created["status"]["partitions"], 2);
+    assert_eq!(rocketmq_route(&broker, "orders")?, Some((2, 2, 6)), "2 read and write queues, read-write");
+    queue(&s, "orders", "{accessPointRef: {name: rocket}, partitions: 4, deletionPolicy: Delete}")?;
+    s.wait_for("queue/orders", "grown to 4 queues", |o| o["status"]["partitions"] == 4)?;
+    assert_eq!(rocketmq_route(&broker, "orders")?, Some((4, 4, 6)));
+
+    // Made read-only behind the operator's back: put back under Enforce, reported under Report.
+    queue(&s, "audit", "{accessPointRef: {name: rocket}, driftPolicy: Report, deletionPolicy: Retain}")?;
+    wait_reason(&s, "audit", "Ready", "Provisioned")?;
+    for topic in ["orders", "audit"] {
+        let queues = if topic == "orders" { "4" } else { "1" };
+        let made = mqadmin(
+            &broker,
+            &["updateTopic", "-c", &format!("oms-{}", broker.name), "-t", topic, "-r", queues, "-w", queues, "-p", "4"],
+        )?;
+        assert!(made.is_ok(), "{made:?}");
+    }
+    poll("Enforce puts the orders topic back to read-write", DEADLINE, || {
+        Ok(rocketmq_route(&broker, "orders")?.filter(|route| *route == (4, 4, 6)))
+    })?;
+    let reported = wait_reason(&s, "audit", "Drifted", "Drifted")?;
+    println!("queue controller: rocketmq under Report: {}", message_of(&reported, "Drifted"));
+    assert!(message_of(&reported, "Drifted").contains("perm: broker has 4, spec wants 6"), "{reported}");
+    assert_eq!(rocketmq_route(&broker, "audit")?, Some((1, 1, 4)), "Report leaves the broker as it is");
+
+    // What RocketMQ keeps per broker, not per topic, is named; a name it refuses too.
+    queue(&s, "kept", "{accessPointRef: {name: rocket}, retention: {time: 1d}, deletionPolicy: DeleteIfEmpty}")?;
+    let kept = wait_reason(&s, "kept", "Unsupported", "FieldsNotHonoured")?;
+    assert!(
+        message_of(&kept, "Unsupported")
+            .contains("spec.retention: rocketmq keeps messages by its brokers' fileReservedTime")
+    );
+    queue(&s, "dotted", "{accessPointRef: {name: rocket}, name: a.b}")?;
+    let dotted = s.wait_for("queue/dotted", "refused", |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "False" && message_of(o, "Ready").contains("spec.name"))
+    })?;
+    println!("queue controller: rocketmq name a.b: {}", message_of(&dotted, "Ready"));
+    assert!(rocketmq_route(&broker, "a.b")?.is_none(), "nothing half-made on the broker");
+
+    // No connector yet: a Bridge over RocketMQ says so instead of running a worker.
+    s.apply(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {name: copy}\n\
+         spec: {source: {queueRef: {name: orders}}, target: {queueRef: {name: audit}}}\n",
+    )?;
+    let bridge = s.wait_for("bridge/copy", "refused", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "DriverNotBridgeable")
+    })?;
+    println!("queue controller: a Bridge over rocketmq: {}", message_of(&bridge, "Ready"));
+
+    // Deletion: Delete removes the topic and its route, Retain keeps it, DeleteIfEmpty waits.
+    wait_reason(&s, "kept", "Ready", "Provisioned")?;
+    let sent = mqadmin(&broker, &["sendMessage", "-t", "kept", "-p", "keep me"])?;
+    assert!(sent.is_ok(), "{sent:?}");
+    s.kubectl(&["delete", "queue/orders", "queue/audit", "queue/dotted", "--wait=true"])?;
+    assert!(rocketmq_route(&broker, "orders")?.is_none(), "deletionPolicy Delete removes the topic's route");
+    assert!(rocketmq_route(&broker, "audit")?.is_some(), "deletionPolicy Retain keeps the topic");
+    s.kubectl(&["delete", "queue/kept", "--wait=false"])?;
+    let guarded = wait_reason(&s, "kept", "Ready", "DeletionWaitsForEmptyQueue")?;
+    assert!(message_of(&guarded, "Ready").contains("still holds 1 messages"), "{}", message_of(&guarded, "Ready"));
+    assert!(rocketmq_route(&broker, "kept")?.is_some(), "a topic with a message is kept");
+    Ok(())
+}

@@ -35,6 +35,9 @@ pub const TLS_SERVER_NAME_KEY: &str = "TLS_SERVER_NAME";
 /// The binding Secret's key with the SASL mechanism of a Kafka login, also a file workers mount.
 pub const SASL_MECHANISM_KEY: &str = "SASL_MECHANISM";
 
+/// The binding Secret's key with RocketMQ's name servers (`ACCESS_POINTS` are its proxies).
+pub const NAME_SERVERS_KEY: &str = "NAME_SERVERS";
+
 /// The binding Secret's keys of NATS logins other than a user and password: a token, and a
 /// credentials file (JWT and nkey seed).
 pub const TOKEN_KEY: &str = "TOKEN";
@@ -63,6 +66,9 @@ pub fn keys(endpoint: &Endpoint, access_point_url: String, driver: Driver) -> BT
         if driver == Driver::Kafka {
             data.insert(SASL_MECHANISM_KEY.into(), endpoint.sasl_mechanism.unwrap_or_default().as_str().to_owned());
         }
+    }
+    if driver == Driver::Rocketmq {
+        data.insert(NAME_SERVERS_KEY.into(), endpoint.name_servers.join(","));
     }
     match &endpoint.nats_login {
         Some(NatsLogin::Token(token)) => data.insert(TOKEN_KEY.into(), token.clone()),
@@ -117,6 +123,7 @@ pub async fn read(client: &kube::Client, ap: &MessagingAccessPoint) -> Result<Op
         vhost: text("VHOST"),
         sasl_mechanism: text(SASL_MECHANISM_KEY).as_deref().and_then(SaslMechanism::parse),
         nats_login: text(NATS_CREDS_KEY).map(NatsLogin::Creds).or_else(|| text(TOKEN_KEY).map(NatsLogin::Token)),
+        name_servers: text(NAME_SERVERS_KEY).map(|a| a.split(',').map(str::to_owned).collect()).unwrap_or_default(),
         tls: tls_from_keys(text),
     }))
 }

@@ -260,10 +260,12 @@ pub fn broker_name(driver: Driver, namespace: &str, name: &str, spec_name: Optio
     if !shared {
         return base.to_owned();
     }
-    // NATS stream names may not contain dots; MQTT topics nest with slashes.
+    // NATS stream names may not contain dots; MQTT topics nest with slashes; RocketMQ names its
+    // namespaces' topics `namespace%topic`.
     let separator = match driver {
         Driver::Nats => "_",
         Driver::Mqtt => "/",
+        Driver::Rocketmq => "%",
         _ => ".",
     };
     format!("{namespace}{separator}{base}")
@@ -293,6 +295,7 @@ mod tests {
         assert_eq!(broker_name(Driver::Kafka, "acme", "q", Some("orders"), true), "acme.orders");
         assert_eq!(broker_name(Driver::Nats, "acme", "orders", None, true), "acme_orders");
         assert_eq!(broker_name(Driver::Mqtt, "acme", "devices", None, true), "acme/devices");
+        assert_eq!(broker_name(Driver::Rocketmq, "acme", "orders", None, true), "acme%orders");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod kafka;
 pub mod mqtt;
 pub mod net;
+pub mod rocketmq;
 pub mod scram;
 
 use std::net::SocketAddr;

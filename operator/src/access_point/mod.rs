@@ -298,7 +298,23 @@ async fn probe_external(
     for (host, port) in hosts {
         results.push((format!("{host}:{port}"), probe(ap.driver, host, *port, &login).await));
     }
-    status::external(ap.driver.as_str(), &results)
+    let mut decided = status::external(ap.driver.as_str(), &results);
+    if ap.driver == Driver::Rocketmq {
+        // The proxies serve clients; the operator provisions through the name servers.
+        let mut name_servers = Vec::new();
+        for (host, port) in ap.plan.name_servers() {
+            let server = format!("{host}:{port}");
+            let endpoint = crate::admin::Endpoint {
+                name_servers: vec![server.clone()],
+                tls: tls.cloned(),
+                ..crate::admin::Endpoint::default()
+            };
+            let listed = crate::admin::rocketmq_masters(&endpoint).await;
+            name_servers.push((server, listed.map(|_| ()).map_err(|e| e.to_string())));
+        }
+        status::rocketmq_name_servers(&mut decided, &name_servers);
+    }
+    decided
 }
 
 /// A NATS or RabbitMQ cluster asked to shrink retires one broker per step, as its brokers allow:
@@ -325,7 +341,7 @@ async fn shrink_step(
             let asked = kafka_placement::Shrinking::ask(&ctx.admins, endpoint, &ap.name, cluster_id, sizes.0).await;
             Shrinking::kafka(asked, sizes).await
         }
-        Driver::Mqtt | Driver::Gateway => return None,
+        Driver::Mqtt | Driver::Rocketmq | Driver::Gateway => return None,
     };
     if let (true, Plan::Managed(managed)) = (shrinking.stopped_one(), &mut ap.plan) {
         managed.replicas -= 1;

@@ -582,6 +582,7 @@ pub fn binding_secret(
         vhost: Some(vhost(ap)),
         sasl_mechanism: ap.plan.sasl_mechanism(),
         tls: tls.cloned(),
+        name_servers: ap.plan.name_servers().iter().map(|(h, p)| format!("{h}:{p}")).collect(),
     };
     let mut data = binding::keys(&endpoint, access_point_url(ap, hosts), ap.driver);
     data.insert("REGION".into(), ap.region.clone());

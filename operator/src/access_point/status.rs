@@ -139,6 +139,34 @@ pub fn external(driver: &str, results: &[(String, Result<(), ProbeError>)]) -> V
     vec![ready, Decided::new(PROGRESSING, Status::False, "External", "the broker is not run by the operator"), degraded]
 }
 
+/// RocketMQ: the proxies' conditions, made not Ready when no name server lists a master broker
+/// (the operator provisions topics through them) and Degraded when some do not answer.
+pub fn rocketmq_name_servers(decided: &mut [Decided], results: &[(String, Result<(), String>)]) {
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(server, r)| r.as_ref().err().map(|e| format!("name server {server}: {e}")))
+        .collect();
+    let listing = results.len() - failures.len();
+    if let Some(ready) = decided.iter_mut().find(|d| d.type_ == READY && d.status == Status::True) {
+        ready.message = format!("{}; {listing}/{} name servers list a master broker", ready.message, results.len());
+    }
+    if failures.is_empty() {
+        return;
+    }
+    let all_failed = failures.len() == results.len();
+    for condition in decided.iter_mut() {
+        match condition.type_ {
+            READY if all_failed => {
+                *condition = Decided::new(READY, Status::False, "NameServersUnreachable", failures.join("; "));
+            }
+            DEGRADED if !all_failed => {
+                *condition = Decided::new(DEGRADED, Status::True, "SomeServersUnreachable", failures.join("; "));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Conditions of a gateway access point: stored and validated; bridges prove connectivity.
 #[must_use]
 pub fn gateway() -> Vec<Decided> {
@@ -176,6 +204,28 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+
+    #[test]
+    fn rocketmq_is_ready_only_while_a_name_server_lists_a_master() {
+        let proxies = [("p:8081".to_owned(), Ok(()))];
+        let listed = |results: &[(String, Result<(), String>)]| {
+            let mut decided = external("rocketmq", &proxies);
+            rocketmq_name_servers(&mut decided, results);
+            let get = |t: &str| decided.iter().find(|d| d.type_ == t).cloned().unwrap();
+            (get(READY), get(DEGRADED))
+        };
+        let (ready, degraded) = listed(&[("n:9876".into(), Ok(()))]);
+        assert_eq!(
+            (ready.status, ready.message.as_str()),
+            (Status::True, "1/1 servers answered the rocketmq handshake; 1/1 name servers list a master broker")
+        );
+        assert_eq!(degraded.status, Status::False);
+        let (ready, degraded) = listed(&[("n:9876".into(), Ok(())), ("m:9876".into(), Err("refused".into()))]);
+        assert_eq!((ready.status, degraded.reason), (Status::True, "SomeServersUnreachable"));
+        assert!(degraded.message.contains("name server m:9876: refused"));
+        let (ready, _) = listed(&[("m:9876".into(), Err("refused".into()))]);
+        assert_eq!((ready.status, ready.reason), (Status::False, "NameServersUnreachable"));
+    }
 
     fn sts(generation: i64, status: StatefulSetStatus) -> StatefulSet {
         StatefulSet {

@@ -20,6 +20,15 @@ pub struct InvalidSpec {
     pub message: String,
 }
 
+/// `host:port` addresses of `field`, each parsed; an error names the entry.
+fn host_ports(addresses: &[String], field: &str) -> Result<Vec<(String, u16)>, InvalidSpec> {
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_host_port(s).map_err(|e| invalid(&format!("{field}[{i}]"), e.to_string())))
+        .collect()
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> InvalidSpec {
     InvalidSpec { field: field.to_owned(), message: message.into() }
 }
@@ -55,6 +64,15 @@ impl Plan {
         match self {
             Plan::External(external) => external.sasl_mechanism,
             _ => None,
+        }
+    }
+
+    /// RocketMQ: an external access point's name servers; none for the others.
+    #[must_use]
+    pub fn name_servers(&self) -> &[(String, u16)] {
+        match self {
+            Plan::External(external) => &external.name_servers,
+            _ => &[],
         }
     }
 
@@ -98,6 +116,8 @@ pub struct External {
     pub tls: Option<oms_crds::access_point::ClientTls>,
     /// Kafka: the SASL mechanism of the login.
     pub sasl_mechanism: Option<oms_crds::access_point::SaslMechanism>,
+    /// RocketMQ: its name servers, where the operator finds the brokers.
+    pub name_servers: Vec<(String, u16)>,
 }
 
 /// A managed broker cluster as it runs now, for deciding whether it may change size.
@@ -230,18 +250,15 @@ pub fn validate(
             })
         }
         (_, None, Some(external), None) => Plan::External(External {
-            servers: external
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    parse_host_port(s).map_err(|e| invalid(&format!("spec.external.servers[{i}]"), e.to_string()))
-                })
-                .collect::<Result<_, _>>()?,
+            servers: host_ports(&external.servers, "spec.external.servers")?,
             account: external.account.clone(),
             credentials_secret: external.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
             tls: external.tls.clone(),
             sasl_mechanism: external.sasl_mechanism,
+            name_servers: host_ports(
+                external.name_servers.as_deref().unwrap_or_default(),
+                "spec.external.nameServers",
+            )?,
         }),
         _ => return Err(invalid("spec", "set exactly one of spec.managed and spec.external")),
     };
@@ -371,7 +388,7 @@ fn resize_refusal(driver: Driver, now: &Running, desired: i32, image: &str) -> O
             .or_else(|| kafka_voters_refusal(now.replicas, desired).filter(|_| now.static_quorum)),
         Driver::Nats if now.replicas == 1 && desired > 1 => Some(nats_growth_refusal(desired)),
         Driver::Nats => nats_scale_down_refusal(now.replicas, desired, image),
-        Driver::Rabbitmq | Driver::Mqtt | Driver::Gateway => None,
+        Driver::Rabbitmq | Driver::Mqtt | Driver::Rocketmq | Driver::Gateway => None,
     }
 }
 

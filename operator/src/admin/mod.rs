@@ -15,6 +15,7 @@ mod nats;
 pub mod nats_system;
 mod rabbitmq;
 pub mod rabbitmq_cluster;
+mod rocketmq;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub struct Endpoint {
     pub tls: Option<crate::broker_tls::BrokerTls>,
     /// NATS: a login other than a user and password.
     pub nats_login: Option<NatsLogin>,
+    /// RocketMQ: its name servers (`servers` are its proxies, for clients).
+    pub name_servers: Vec<String>,
 }
 
 /// The logins NATS takes besides a user and password.
@@ -136,6 +139,7 @@ pub enum Admin {
     Rabbitmq(rabbitmq::RabbitAdmin),
     /// MQTT: nothing to provision on the broker.
     Mqtt,
+    Rocketmq(rocketmq::RocketAdmin),
 }
 
 impl Admin {
@@ -146,6 +150,7 @@ impl Admin {
             Driver::Nats => Admin::Nats(nats::NatsAdmin::connect(endpoint).await?),
             Driver::Rabbitmq => Admin::Rabbitmq(rabbitmq::RabbitAdmin::connect(endpoint).await?),
             Driver::Mqtt => Admin::Mqtt,
+            Driver::Rocketmq => Admin::Rocketmq(rocketmq::RocketAdmin::connect(endpoint).await?),
             Driver::Gateway => {
                 return Err(AdminError::Connect {
                     servers: endpoint.servers.join(","),
@@ -161,6 +166,7 @@ impl Admin {
             Admin::Kafka(admin) => admin.observe(&plan.broker_name).await,
             Admin::Nats(admin) => admin.observe(&plan.broker_name).await,
             Admin::Rabbitmq(admin) => admin.observe(plan).await,
+            Admin::Rocketmq(admin) => admin.observe(plan).await,
             Admin::Mqtt => Ok(Some(Observed {
                 partitions: plan.partitions,
                 settings: plan.settings.clone(),
@@ -176,6 +182,7 @@ impl Admin {
             Admin::Kafka(admin) => admin.create(plan).await,
             Admin::Nats(admin) => admin.create(plan).await,
             Admin::Rabbitmq(admin) => admin.create(plan).await,
+            Admin::Rocketmq(admin) => admin.create(plan).await,
             Admin::Mqtt => Ok(()),
         }
     }
@@ -196,6 +203,7 @@ impl Admin {
                 .iter()
                 .map(|d| format!("{d} (RabbitMQ cannot change the arguments of an existing queue)"))
                 .collect()),
+            Admin::Rocketmq(admin) => admin.converge(plan, observed, drift).await,
             Admin::Mqtt => Ok(Vec::new()),
         }
     }
@@ -206,9 +214,15 @@ impl Admin {
             Admin::Kafka(admin) => admin.delete(broker_name, if_empty).await,
             Admin::Nats(admin) => admin.delete(broker_name, if_empty).await,
             Admin::Rabbitmq(admin) => admin.delete(broker_name, if_empty).await,
+            Admin::Rocketmq(admin) => admin.delete(broker_name, if_empty).await,
             Admin::Mqtt => Ok(Deleted::AlreadyGone),
         }
     }
+}
+
+/// The master brokers a RocketMQ name server of `endpoint` lists, by broker name.
+pub async fn rocketmq_masters(endpoint: &Endpoint) -> Result<BTreeMap<String, String>, AdminError> {
+    rocketmq::masters(endpoint).await
 }
 
 /// Runs `future` under [`ADMIN_TIMEOUT`].

@@ -275,6 +275,14 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             ),
         ));
     }
+    if ap.spec.driver == oms_crds::access_point::Driver::Rocketmq {
+        return Ok(End::NotReady(
+            "DriverNotBridgeable",
+            format!(
+                "{ap_what} is RocketMQ, which bridges cannot read or write yet (no RocketMQ connector); only its queues are provisioned"
+            ),
+        ));
+    }
     let Some(driver) = crate::workload::protocol(ap.spec.driver) else {
         // Behind another cloud's gateway: reached with the Bridge's certificate, no credentials.
         let (Some(endpoint), Some(remote)) = (&ap.spec.endpoint, &ap.spec.remote) else {

@@ -21,7 +21,7 @@ impl DefaultImages {
             Driver::Nats => Some(&self.nats),
             Driver::Rabbitmq => Some(&self.rabbitmq),
             Driver::Mqtt => Some(&self.mqtt),
-            Driver::Gateway => None,
+            Driver::Rocketmq | Driver::Gateway => None,
         }
     }
 }

@@ -197,7 +197,7 @@ pub fn managed_driver(driver: Driver) -> Option<&'static dyn BrokerDriver> {
         Driver::Nats => Some(&Nats),
         Driver::Rabbitmq => Some(&Rabbitmq),
         Driver::Mqtt => Some(&Mqtt),
-        Driver::Gateway => None,
+        Driver::Rocketmq | Driver::Gateway => None,
     }
 }
 
@@ -205,6 +205,9 @@ pub fn managed_driver(driver: Driver) -> Option<&'static dyn BrokerDriver> {
 /// and deduplicates by message id in its window).
 #[must_use]
 pub fn capabilities(driver: Driver) -> Capabilities {
+    if driver == Driver::Rocketmq {
+        return rocketmq_capabilities();
+    }
     match managed_driver(driver) {
         Some(d) => d.capabilities(),
         None => Capabilities {
@@ -216,6 +219,21 @@ pub fn capabilities(driver: Driver) -> Capabilities {
             headers: true,
             queue_objects: true,
         },
+    }
+}
+
+/// What the operator makes of RocketMQ 5 today: normal topics with read and write queues on every
+/// broker (partitions), message keys and properties; no order promise, no broker-side
+/// deduplication, no priorities, and no delay (FIFO and DELAY topics are not made yet).
+fn rocketmq_capabilities() -> Capabilities {
+    Capabilities {
+        partitions: true,
+        ordering: oms_crds::common::Ordering::None,
+        dedup: oms_crds::common::Dedup::None,
+        delay: false,
+        priority: false,
+        headers: true,
+        queue_objects: true,
     }
 }
 

@@ -56,10 +56,16 @@ pub fn plan(driver: Driver, broker_name: String, spec: &QueueSpec) -> Result<Que
     };
     let mut unsupported = Vec::new();
     if defaults.and_then(|d| d.delay.as_deref()).is_some() {
-        unsupported.push(format!("spec.messageDefaults.delay: {driver} has no delayed delivery"));
+        unsupported.push(if driver == Driver::Rocketmq {
+            "spec.messageDefaults.delay: the operator makes no DELAY topics on rocketmq yet".to_owned()
+        } else {
+            format!("spec.messageDefaults.delay: {driver} has no delayed delivery")
+        });
     }
-    if spec.partitions > 1 && driver != Driver::Kafka {
-        unsupported.push(format!("spec.partitions: {driver} queues have one partition; use Kafka for more"));
+    let partitioned = matches!(driver, Driver::Kafka | Driver::Rocketmq);
+    if spec.partitions > 1 && !partitioned {
+        unsupported
+            .push(format!("spec.partitions: {driver} queues have one partition; use Kafka or RocketMQ for more"));
     }
     let settings = match driver {
         Driver::Kafka => kafka_settings(&parsed, &mut unsupported),
@@ -69,6 +75,7 @@ pub fn plan(driver: Driver, broker_name: String, spec: &QueueSpec) -> Result<Que
             mqtt_unsupported(spec, &parsed, &mut unsupported);
             BTreeMap::new()
         }
+        Driver::Rocketmq => rocketmq_settings(spec, &parsed, &mut unsupported),
         Driver::Gateway => BTreeMap::new(),
     };
     if spec.replication.is_some() && !matches!(driver, Driver::Kafka | Driver::Nats | Driver::Gateway) {
@@ -79,7 +86,7 @@ pub fn plan(driver: Driver, broker_name: String, spec: &QueueSpec) -> Result<Que
         broker_name,
         // What the broker can have: a partition count named unsupported above is not planned,
         // so it is never reported as drift nor "corrected".
-        partitions: if driver == Driver::Kafka { spec.partitions } else { 1 },
+        partitions: if partitioned { spec.partitions } else { 1 },
         replication: spec.replication,
         settings,
         unsupported,
@@ -151,6 +158,34 @@ fn rabbitmq_settings(parsed: &Parsed, unsupported: &mut Vec<String>) -> BTreeMap
     settings
 }
 
+/// RocketMQ topic fields: read queues as many as write queues (the partitions, on every broker),
+/// readable and writable, and normal messages. Retention and sizes are the brokers' own settings.
+fn rocketmq_settings(spec: &QueueSpec, parsed: &Parsed, unsupported: &mut Vec<String>) -> BTreeMap<String, String> {
+    let mut settings = BTreeMap::new();
+    set(&mut settings, ROCKETMQ_READ_QUEUES, Some(spec.partitions));
+    set(&mut settings, ROCKETMQ_PERM, Some(ROCKETMQ_READ_WRITE));
+    set(&mut settings, ROCKETMQ_MESSAGE_TYPE, Some("NORMAL"));
+    for (field, set, why) in [
+        ("spec.retention", spec.retention.is_some(), "keeps messages by its brokers' fileReservedTime, not per topic"),
+        ("spec.maxMessageSize", parsed.max_message.is_some(), "limits message size per broker (maxMessageSize)"),
+        ("spec.messageDefaults.expire", parsed.expire_ms.is_some(), "has no per-message expiry"),
+        ("spec.messageDefaults.priority", parsed.priority.is_some(), "has no message priority"),
+        ("spec.durability", parsed.transient, "always persists messages"),
+    ] {
+        if set {
+            unsupported.push(format!("{field}: rocketmq {why}"));
+        }
+    }
+    settings
+}
+
+/// The RocketMQ topic fields a plan sets: its read queues, its permission and its message type.
+pub const ROCKETMQ_READ_QUEUES: &str = "readQueueNums";
+pub const ROCKETMQ_PERM: &str = "perm";
+pub const ROCKETMQ_MESSAGE_TYPE: &str = "message.type";
+/// RocketMQ's permission bits for a topic that is read and written (READ 4 | WRITE 2).
+pub const ROCKETMQ_READ_WRITE: i32 = 6;
+
 /// MQTT has no server-side queue object to hold any setting.
 fn mqtt_unsupported(spec: &QueueSpec, parsed: &Parsed, unsupported: &mut Vec<String>) {
     for (field, set) in [
@@ -215,7 +250,37 @@ fn check_name(driver: Driver, name: &str) -> Result<(), InvalidQueue> {
         Driver::Rabbitmq if name.starts_with("amq.") => {
             Err(invalid(format!("{name:?}: RabbitMQ reserves names starting with amq.")))
         }
+        Driver::Rocketmq => rocketmq_name_refusal(name).map_or(Ok(()), |why| Err(invalid(format!("{name:?}: {why}")))),
         _ => Ok(()),
+    }
+}
+
+/// Why RocketMQ refuses a topic name: its brokers take letters, digits, `_`, `-`, `%` and `|`, at
+/// most 127 of them, and keep some names for themselves.
+fn rocketmq_name_refusal(name: &str) -> Option<&'static str> {
+    const SYSTEM: [&str; 9] = [
+        "TBW102",
+        "SCHEDULE_TOPIC_XXXX",
+        "BenchmarkTest",
+        "RMQ_SYS_TRANS_HALF_TOPIC",
+        "RMQ_SYS_TRACE_TOPIC",
+        "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+        "TRANS_CHECK_MAX_TIME_TOPIC",
+        "SELF_TEST_TOPIC",
+        "OFFSET_MOVED_EVENT",
+    ];
+    if name.len() > 127 {
+        Some("longer than RocketMQ's 127 characters")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '%' | '|')) {
+        Some("RocketMQ topic names take only letters, digits, _ and - (no dot)")
+    } else if SYSTEM.contains(&name)
+        || name.starts_with("rmq_sys_")
+        || name.starts_with("%RETRY%")
+        || name.starts_with("%DLQ%")
+    {
+        Some("RocketMQ keeps this name for its own topics")
+    } else {
+        None
     }
 }
 
@@ -238,6 +303,27 @@ mod tests {
 
     fn spec(yaml: &str) -> QueueSpec {
         serde_yaml_ng::from_str(yaml).expect("spec")
+    }
+
+    #[test]
+    fn rocketmq_plans_queues_per_broker_read_write_normal_and_names_what_brokers_keep() {
+        let spec = spec(
+            "{accessPointRef: {name: r}, partitions: 4, retention: {time: 1d}, messageDefaults: {delay: 5s, priority: 3}}",
+        );
+        let plan = plan(Driver::Rocketmq, "t%orders".into(), &spec).unwrap();
+        assert_eq!(plan.partitions, 4);
+        let settings: Vec<(&str, &str)> = plan.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(settings, [("message.type", "NORMAL"), ("perm", "6"), ("readQueueNums", "4")]);
+        assert_eq!(plan.unsupported.len(), 3, "{:?}", plan.unsupported);
+        assert!(plan.unsupported[0].starts_with("spec.messageDefaults.delay: the operator makes no DELAY topics"));
+        assert!(plan.unsupported.iter().any(|u| u.starts_with("spec.retention: rocketmq keeps messages by")));
+        assert!(plan.unsupported.iter().any(|u| u.starts_with("spec.messageDefaults.priority")));
+        for refused in ["a.b", "TBW102", "rmq_sys_x", "%DLQ%g"] {
+            let error = super::plan(Driver::Rocketmq, refused.into(), &spec).unwrap_err();
+            assert_eq!(error.field, "spec.name", "{refused}");
+        }
+        assert!(super::plan(Driver::Rocketmq, "x".repeat(128), &spec).is_err());
+        assert!(super::plan(Driver::Rocketmq, "tenant%a-b_c|d".into(), &spec).is_ok());
     }
 
     #[test]

@@ -1,0 +1,364 @@
+//! Topics on RocketMQ through its remoting protocol. The name servers say which brokers lead each
+//! broker group (the masters); every master holds the topic with the same read and write queues,
+//! as `mqadmin updateTopic -c` makes it. Deleting takes the topic off the masters, then the name
+//! servers' routes (a broker never removes a route it registered).
+
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oms_probe::net::Tls;
+use oms_probe::rocketmq::{Answer, RemotingConnection, answer, code, standard_json};
+use serde_json::Value;
+
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed};
+use crate::queue::plan::{Drift, QueuePlan, ROCKETMQ_MESSAGE_TYPE, ROCKETMQ_PERM, ROCKETMQ_READ_QUEUES};
+
+/// Queues whose messages are counted one by one (two requests each); past this the count is
+/// not known.
+const MAX_COUNTED_QUEUES: i32 = 1024;
+
+/// The name servers and the login of one RocketMQ cluster.
+pub struct RocketAdmin {
+    endpoint: Endpoint,
+}
+
+/// A topic as one master holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TopicConfig {
+    read_queues: i32,
+    write_queues: i32,
+    perm: i32,
+    message_type: String,
+}
+
+/// The masters by broker name that the first answering name server of `endpoint` lists.
+pub async fn masters(endpoint: &Endpoint) -> Result<BTreeMap<String, String>, AdminError> {
+    RocketAdmin { endpoint: endpoint.clone() }.session("list the brokers", |_, masters| Ok(masters.clone())).await
+}
+
+impl RocketAdmin {
+    /// Checks that a name server answers and lists a broker.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, AdminError> {
+        let admin = RocketAdmin { endpoint: endpoint.clone() };
+        admin.session("list the brokers", |_, _| Ok(())).await?;
+        Ok(admin)
+    }
+
+    pub async fn observe(&self, plan: &QueuePlan) -> Result<Option<Observed>, AdminError> {
+        let topic = plan.broker_name.clone();
+        self.session("read the topic", move |session, masters| {
+            let mut held = BTreeMap::new();
+            for (broker, addr) in masters {
+                if let Some(config) = topic_config(&mut session.broker(addr)?, &topic)? {
+                    held.insert(broker.clone(), config);
+                }
+            }
+            let Some(first) = held.values().next().cloned() else { return Ok(None) };
+            let mut reported_drift = Vec::new();
+            if held.len() < masters.len() {
+                reported_drift.push(Drift {
+                    setting: "brokers".into(),
+                    desired: Some(masters.keys().cloned().collect::<Vec<_>>().join(",")),
+                    actual: Some(held.keys().cloned().collect::<Vec<_>>().join(",")),
+                });
+            }
+            // Brokers that differ show as drift of the one that differs from the first.
+            let config = held.values().find(|c| **c != first).unwrap_or(&first);
+            let total: i32 = held.values().map(|c| c.write_queues.max(c.read_queues)).sum();
+            let messages = if total <= MAX_COUNTED_QUEUES {
+                let mut count = 0;
+                for (broker, config) in &held {
+                    let queues = config.write_queues.max(config.read_queues);
+                    count += stored_messages(&mut session.broker(&masters[broker])?, &topic, queues)?;
+                }
+                Some(count)
+            } else {
+                None
+            };
+            Ok(Some(Observed {
+                partitions: config.write_queues,
+                settings: settings(config),
+                messages,
+                reported_drift,
+                ..Observed::default()
+            }))
+        })
+        .await
+    }
+
+    pub async fn create(&self, plan: &QueuePlan) -> Result<(), AdminError> {
+        let plan = plan.clone();
+        self.session("create the topic", move |session, masters| {
+            for addr in masters.values() {
+                put_topic(&mut session.broker(addr)?, &plan)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts the planned topic on every master again, unless that would take queues away: the
+    /// messages in them would no longer be read.
+    pub async fn converge(
+        &self,
+        plan: &QueuePlan,
+        observed: &Observed,
+        drift: &[Drift],
+    ) -> Result<Vec<String>, AdminError> {
+        if observed.partitions > plan.partitions {
+            return Ok(drift
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{d} (the operator does not take queues away: the messages in them would no longer be read)"
+                    )
+                })
+                .collect());
+        }
+        self.create(plan).await?;
+        Ok(Vec::new())
+    }
+
+    pub async fn delete(&self, topic: &str, if_empty: bool) -> Result<Deleted, AdminError> {
+        let topic = topic.to_owned();
+        let name_servers = self.endpoint.name_servers.clone();
+        self.session("delete the topic", move |session, masters| {
+            let mut held = BTreeMap::new();
+            for (broker, addr) in masters {
+                if let Some(config) = topic_config(&mut session.broker(addr)?, &topic)? {
+                    held.insert(broker.clone(), config.write_queues.max(config.read_queues));
+                }
+            }
+            if held.is_empty() {
+                return Ok(Deleted::AlreadyGone);
+            }
+            if if_empty {
+                let mut messages = 0;
+                for (broker, queues) in &held {
+                    messages += stored_messages(&mut session.broker(&masters[broker])?, &topic, *queues)?;
+                }
+                if messages > 0 {
+                    return Ok(Deleted::NotEmpty { messages: Some(messages) });
+                }
+            }
+            for addr in masters.values() {
+                let answer = session.broker(addr)?.call(code::DELETE_TOPIC_IN_BROKER, &[("topic", &topic)], &[])?;
+                succeeded(&answer, "DELETE_TOPIC_IN_BROKER")?;
+            }
+            for name_server in &name_servers {
+                let answer = session.connect(name_server, None)?.call(
+                    code::DELETE_TOPIC_IN_NAMESRV,
+                    &[("topic", &topic)],
+                    &[],
+                )?;
+                succeeded(&answer, "DELETE_TOPIC_IN_NAMESRV")?;
+            }
+            Ok(Deleted::Deleted)
+        })
+        .await
+    }
+
+    /// Runs `work` on a blocking thread, within [`ADMIN_TIMEOUT`], with the masters by broker
+    /// name as a name server lists them.
+    async fn session<T: Send + 'static>(
+        &self,
+        action: &'static str,
+        work: impl FnOnce(&mut Session, &BTreeMap<String, String>) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, AdminError> {
+        let endpoint = self.endpoint.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut session = Session { endpoint, deadline: Instant::now() + ADMIN_TIMEOUT };
+            let masters = session.masters()?;
+            work(&mut session, &masters)
+        })
+        .await
+        .map_err(|e| AdminError::operation(action, e))?
+        .map_err(|message| AdminError::Operation { action, message })
+    }
+}
+
+/// Connections made for one admin operation, all ending by its deadline.
+struct Session {
+    endpoint: Endpoint,
+    deadline: Instant,
+}
+
+impl Session {
+    /// A connection to `server`, over TLS when the endpoint says so, signing with `login`.
+    fn connect(&self, server: &str, login: Option<(String, String)>) -> Result<RemotingConnection, String> {
+        let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+        let tls = match &self.endpoint.tls {
+            Some(tls) => {
+                Some(Tls { config: Arc::new(crate::broker_tls::client_config(tls)?), server_name: host.to_owned() })
+            }
+            None => None,
+        };
+        let addr = server
+            .to_socket_addrs()
+            .map_err(|e| format!("{server}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{server}: no address"))?;
+        RemotingConnection::open(addr, tls.as_ref(), login, self.deadline).map_err(|e| format!("{server}: {e}"))
+    }
+
+    /// A connection to the broker at `addr`, signed with the access point's login.
+    fn broker(&self, addr: &str) -> Result<RemotingConnection, String> {
+        let login = self.endpoint.username.clone().zip(self.endpoint.password.clone());
+        self.connect(addr, login)
+    }
+
+    /// The masters (broker id 0) by broker name, from the first name server that answers.
+    fn masters(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut failures = Vec::new();
+        for name_server in &self.endpoint.name_servers {
+            let answer =
+                self.connect(name_server, None).and_then(|mut c| c.call(code::GET_BROKER_CLUSTER_INFO, &[], &[]));
+            match answer.and_then(|a| succeeded(&a, "GET_BROKER_CLUSTER_INFO").map(|()| a)) {
+                Ok(answer) => {
+                    let masters = masters_of(&answer.body)?;
+                    if masters.is_empty() {
+                        return Err(format!("name server {name_server} lists no master broker"));
+                    }
+                    return Ok(masters);
+                }
+                Err(error) => failures.push(format!("name server {name_server}: {error}")),
+            }
+        }
+        Err(format!("no name server answered: {}", failures.join("; ")))
+    }
+}
+
+/// The masters by broker name from a name server's cluster info (`brokerAddrTable`, each
+/// broker group's addresses by broker id, 0 being the master).
+fn masters_of(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let text = standard_json(&String::from_utf8_lossy(body));
+    let info: Value = serde_json::from_str(&text).map_err(|e| format!("cluster info: {e}"))?;
+    let groups =
+        info.get("brokerAddrTable").and_then(Value::as_object).ok_or("cluster info without brokerAddrTable")?;
+    Ok(groups
+        .iter()
+        .filter_map(|(name, group)| {
+            let master = group.get("brokerAddrs")?.get("0")?.as_str()?;
+            Some((name.clone(), master.to_owned()))
+        })
+        .collect())
+}
+
+fn succeeded(answer: &Answer, request: &str) -> Result<(), String> {
+    if answer.code == answer::SUCCESS { Ok(()) } else { Err(format!("{request} refused, {}", answer.describe())) }
+}
+
+/// The topic as the broker holds it; `None` where it holds none.
+fn topic_config(broker: &mut RemotingConnection, topic: &str) -> Result<Option<TopicConfig>, String> {
+    let answer = broker.call(code::GET_TOPIC_CONFIG, &[("topic", topic)], &[])?;
+    if answer.code == answer::TOPIC_NOT_EXIST {
+        return Ok(None);
+    }
+    succeeded(&answer, "GET_TOPIC_CONFIG")?;
+    parse_topic_config(&answer.body).map(Some)
+}
+
+fn parse_topic_config(body: &[u8]) -> Result<TopicConfig, String> {
+    let config: Value = serde_json::from_slice(body).map_err(|e| format!("topic config: {e}"))?;
+    let number = |name: &str| {
+        config
+            .get(name)
+            .and_then(Value::as_i64)
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or(format!("topic config without {name}"))
+    };
+    Ok(TopicConfig {
+        read_queues: number("readQueueNums")?,
+        write_queues: number("writeQueueNums")?,
+        perm: number("perm")?,
+        // A topic without the attribute takes normal messages.
+        message_type: config
+            .get("attributes")
+            .and_then(|a| a.get(ROCKETMQ_MESSAGE_TYPE))
+            .and_then(Value::as_str)
+            .unwrap_or("NORMAL")
+            .to_owned(),
+    })
+}
+
+/// A topic's settings by the plan's keys.
+fn settings(config: &TopicConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ROCKETMQ_READ_QUEUES.to_owned(), config.read_queues.to_string()),
+        (ROCKETMQ_PERM.to_owned(), config.perm.to_string()),
+        (ROCKETMQ_MESSAGE_TYPE.to_owned(), config.message_type.clone()),
+    ])
+}
+
+/// Creates or updates the planned topic on one broker (an upsert).
+fn put_topic(broker: &mut RemotingConnection, plan: &QueuePlan) -> Result<(), String> {
+    let setting = |key: &str| plan.settings.get(key).cloned().unwrap_or_default();
+    let write_queues = plan.partitions.to_string();
+    let attributes = format!("+{ROCKETMQ_MESSAGE_TYPE}={}", setting(ROCKETMQ_MESSAGE_TYPE));
+    let fields = [
+        ("topic", plan.broker_name.as_str()),
+        // Required by the broker though unused: what its own admin tool sends.
+        ("defaultTopic", "TBW102"),
+        ("readQueueNums", &setting(ROCKETMQ_READ_QUEUES)),
+        ("writeQueueNums", &write_queues),
+        ("perm", &setting(ROCKETMQ_PERM)),
+        ("topicFilterType", "SINGLE_TAG"),
+        ("topicSysFlag", "0"),
+        ("order", "false"),
+        ("attributes", &attributes),
+    ];
+    succeeded(&broker.call(code::UPDATE_AND_CREATE_TOPIC, &fields, &[])?, "UPDATE_AND_CREATE_TOPIC")
+}
+
+/// Messages the broker keeps in the topic's first `queues` queues: each queue's max offset minus
+/// its min offset.
+fn stored_messages(broker: &mut RemotingConnection, topic: &str, queues: i32) -> Result<u64, String> {
+    let mut total = 0u64;
+    for queue in 0..queues {
+        let queue = queue.to_string();
+        let mut offset = |request: i32, name: &str| -> Result<i64, String> {
+            let answer = broker.call(request, &[("topic", topic), ("queueId", &queue)], &[])?;
+            succeeded(&answer, name)?;
+            answer
+                .ext_fields
+                .get("offset")
+                .and_then(|o| o.parse().ok())
+                .ok_or_else(|| format!("{name} without an offset"))
+        };
+        let (max, min) =
+            (offset(code::GET_MAX_OFFSET, "GET_MAX_OFFSET")?, offset(code::GET_MIN_OFFSET, "GET_MIN_OFFSET")?);
+        total += u64::try_from(max - min).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_masters_are_broker_id_zero_of_each_group_from_fastjson_cluster_info() {
+        let body = br#"{"brokerAddrTable":{"broker-b":{"brokerAddrs":{0:"10.0.0.6:10911"},"brokerName":"broker-b","cluster":"c"},"broker-a":{"brokerAddrs":{0:"10.0.0.5:10911",1:"10.0.0.7:10911"},"brokerName":"broker-a","cluster":"c"},"lonely-slave":{"brokerAddrs":{1:"10.0.0.8:10911"}}},"clusterAddrTable":{"c":["broker-a","broker-b"]}}"#;
+        let masters = masters_of(body).unwrap();
+        assert_eq!(
+            masters.into_iter().collect::<Vec<_>>(),
+            [
+                ("broker-a".to_owned(), "10.0.0.5:10911".to_owned()),
+                ("broker-b".to_owned(), "10.0.0.6:10911".to_owned())
+            ]
+        );
+        assert!(masters_of(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_topic_config_reads_its_queues_perm_and_message_type_normal_when_unset() {
+        let fifo = br#"{"attributes":{"message.type":"FIFO"},"order":false,"perm":6,"readQueueNums":8,"topicFilterType":"SINGLE_TAG","topicName":"orders","topicSysFlag":0,"writeQueueNums":4}"#;
+        let config = parse_topic_config(fifo).unwrap();
+        assert_eq!(config, TopicConfig { read_queues: 8, write_queues: 4, perm: 6, message_type: "FIFO".into() });
+        let plain = br#"{"perm":4,"readQueueNums":1,"writeQueueNums":1,"topicName":"t"}"#;
+        assert_eq!(parse_topic_config(plain).unwrap().message_type, "NORMAL");
+        assert!(parse_topic_config(br#"{"perm":6}"#).unwrap_err().contains("readQueueNums"));
+    }
+}
