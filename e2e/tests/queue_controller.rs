@@ -518,8 +518,8 @@ fn run_ok_in(s: &Scenario, namespace: &str, args: &[&str]) -> anyhow::Result<()>
     oms_e2e::run_ok(s.cluster.kubectl().args(["-n", namespace]).args(args)).map(|_| ())
 }
 
-/// RocketMQ's own admin tool (`mqadmin`) against the broker's name server; its output, or the
-/// failure with its output.
+/// RocketMQ's own admin tool (`mqadmin`) against the broker's name server: its output, or the
+/// failure with its output (it exits 0 either way; a failure prints the exception).
 fn mqadmin(broker: &Broker, args: &[&str]) -> anyhow::Result<Result<String, String>> {
     let libs = repo_root().join(".bin/rocketmq-libs/libs/*");
     let home = repo_root().join("e2e/.state/brokers").join(&broker.name).join("home/admin");
@@ -536,10 +536,35 @@ fn mqadmin(broker: &Broker, args: &[&str]) -> anyhow::Result<Result<String, Stri
     Ok(if output.status.success() && !text.contains("Exception") { Ok(text) } else { Err(text) })
 }
 
+/// [`mqadmin`] for a command that may run twice (a read, an update to fixed values): again after
+/// a failure that is not `settled` (a timeout of the tool's 3 s requests on a busy machine), up to
+/// four runs.
+fn mqadmin_retried(
+    broker: &Broker,
+    args: &[&str],
+    settled: impl Fn(&str) -> bool,
+) -> anyhow::Result<Result<String, String>> {
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        match mqadmin(broker, args)? {
+            Err(text) if !settled(&text) && runs < 4 => {
+                println!("mqadmin {args:?} failed, again: {}", text.lines().next().unwrap_or_default());
+            }
+            outcome => return Ok(outcome),
+        }
+    }
+}
+
 /// A topic's read and write queues and permission on its broker, from `mqadmin topicRoute`;
-/// `None` when the name server routes no such topic.
+/// `None` when the name server has no route for it (answer code 17).
 fn rocketmq_route(broker: &Broker, topic: &str) -> anyhow::Result<Option<(i64, i64, i64)>> {
-    let Ok(text) = mqadmin(broker, &["topicRoute", "-t", topic])? else { return Ok(None) };
+    let no_route = |text: &str| text.contains("CODE: 17 ");
+    let text = match mqadmin_retried(broker, &["topicRoute", "-t", topic], no_route)? {
+        Ok(text) => text,
+        Err(text) if no_route(&text) => return Ok(None),
+        Err(text) => anyhow::bail!("mqadmin topicRoute -t {topic}: {text}"),
+    };
     // fastjson output (broker ids as bare keys, not JSON): the one queue data's numbers by name.
     let number = |key: &str| -> anyhow::Result<i64> {
         let at = text.find(&format!("\"{key}\":")).with_context(|| format!("no {key} in topicRoute: {text}"))?;
@@ -583,7 +608,8 @@ fn rocketmq_topics_are_created_grown_kept_in_shape_and_deleted_by_policy() -> an
         let read_only = |topic: &'static str, queues: &'static str| {
             let (broker, cluster) = (&broker, &cluster);
             scope.spawn(move || {
-                mqadmin(broker, &["updateTopic", "-c", cluster, "-t", topic, "-r", queues, "-w", queues, "-p", "4"])
+                let update = ["updateTopic", "-c", cluster, "-t", topic, "-r", queues, "-w", queues, "-p", "4"];
+                mqadmin_retried(broker, &update, |_| false)
             })
         };
         for made in [read_only("orders", "4"), read_only("audit", "1")] {
