@@ -81,7 +81,22 @@ pub fn poll<T>(
                 None => bail!("{what}: not reached after {deadline:?}"),
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(poll_interval(start.elapsed()));
+    }
+}
+
+/// How long [`poll`] waits before looking again: often at first, where most checks pass, then
+/// less. Each look is often a `kubectl` run (about 50 ms of CPU, and the API server's share); with
+/// several tests polling side by side on two cores, looking five times a second for the whole wait
+/// took CPU the brokers and the operator under test needed.
+#[must_use]
+pub fn poll_interval(waited: Duration) -> Duration {
+    if waited < Duration::from_secs(2) {
+        Duration::from_millis(200)
+    } else if waited < Duration::from_secs(15) {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(1)
     }
 }
 
