@@ -668,11 +668,13 @@ rocketmq_up() {
 	pick_port namesrv
 	pick_port remoting
 	pick_port ha
-	# The broker also listens on its port minus 2 (its "fast" channel).
-	while pick_port broker; ((broker - 2 >= PICK_MIN)) && listening $((broker - 2)); do :; done
-	PICKED+=($((broker - 2)))
+	# The broker also listens on its port minus 2 (its "fast" channel): that one free and ours too.
+	local fast
+	while pick_port broker; fast=$((broker - 2)); ((fast < PICK_MIN)) || listening "$fast" ||
+		[[ " ${PICKED[*]} " == *" $fast "* ]] || grep -qs "=$fast\$" "$STATE"/*/ports.env; do :; done
+	PICKED+=("$fast")
 	printf 'PORT=%s\nNAMESRV_PORT=%s\nBROKER_PORT=%s\nBROKER_FAST_PORT=%s\nHA_PORT=%s\nREMOTING_PORT=%s\n' \
-		"$port" "$namesrv" "$broker" $((broker - 2)) "$ha" "$remoting" >"$dir/ports.env"
+		"$port" "$namesrv" "$broker" "$fast" "$ha" "$remoting" >"$dir/ports.env"
 	release_alloc_lock
 
 	mkdir -p "$dir/config" "$dir/store" "$dir/logs" "$dir/home"

@@ -82,7 +82,8 @@ pub fn request(code: i32, opaque: i32, ext_fields: &BTreeMap<String, String>, bo
     header.insert("code".into(), code.into());
     header.insert("extFields".into(), Value::Object(strings(ext_fields)));
     header.insert("flag".into(), 0.into());
-    header.insert("language".into(), "RUST".into());
+    // OTHER: every 5.x server knows it (RUST only from 5.3.0).
+    header.insert("language".into(), "OTHER".into());
     header.insert("opaque".into(), opaque.into());
     header.insert("serializeTypeCurrentRPC".into(), "JSON".into());
     header.insert("version".into(), VERSION.into());
@@ -254,6 +255,7 @@ pub fn standard_json(text: &str) -> String {
 /// A connection to one name server or broker that numbers its requests, signs them when it has
 /// a login, and checks that each answer is to the request just sent.
 pub struct RemotingConnection {
+    addr: SocketAddr,
     connection: Connection,
     opaque: i32,
     login: Option<(String, String)>,
@@ -266,7 +268,7 @@ impl RemotingConnection {
         login: Option<(String, String)>,
         deadline: Instant,
     ) -> Result<Self, String> {
-        Ok(RemotingConnection { connection: Connection::open(addr, tls, deadline)?, opaque: 0, login })
+        Ok(RemotingConnection { addr, connection: Connection::open(addr, tls, deadline)?, opaque: 0, login })
     }
 
     /// Sends request `code` and returns the answer, whatever its code.
@@ -277,8 +279,10 @@ impl RemotingConnection {
         if let Some((user, password)) = &self.login {
             sign(&mut ext_fields, user, password, body);
         }
-        let frame = self.connection.exchange(&request(code, self.opaque, &ext_fields, body), ANSWER_LIMIT)?;
-        let answer = decode(&frame).map_err(|e| e.to_string())?;
+        let named = |error: String| format!("{}, request code {code}: {error}", self.addr);
+        let frame =
+            self.connection.exchange(&request(code, self.opaque, &ext_fields, body), ANSWER_LIMIT).map_err(named)?;
+        let answer = decode(&frame).map_err(|e| named(e.to_string()))?;
         if answer.opaque != self.opaque {
             return Err(format!("answer to request {}, not {}", answer.opaque, self.opaque));
         }

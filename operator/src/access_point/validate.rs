@@ -20,6 +20,25 @@ pub struct InvalidSpec {
     pub message: String,
 }
 
+/// An external broker's plan; RocketMQ's needs its name servers, the others have none.
+fn external_plan(driver: Driver, external: &oms_crds::access_point::ExternalBroker) -> Result<External, InvalidSpec> {
+    let name_servers = external.name_servers.as_deref().unwrap_or_default();
+    if (driver == Driver::Rocketmq) == name_servers.is_empty() {
+        return Err(invalid(
+            "spec.external.nameServers",
+            "host:port of RocketMQ's name servers is required for driver rocketmq and only for it",
+        ));
+    }
+    Ok(External {
+        servers: host_ports(&external.servers, "spec.external.servers")?,
+        account: external.account.clone(),
+        credentials_secret: external.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
+        tls: external.tls.clone(),
+        sasl_mechanism: external.sasl_mechanism,
+        name_servers: host_ports(name_servers, "spec.external.nameServers")?,
+    })
+}
+
 /// `host:port` addresses of `field`, each parsed; an error names the entry.
 fn host_ports(addresses: &[String], field: &str) -> Result<Vec<(String, u16)>, InvalidSpec> {
     addresses
@@ -249,17 +268,7 @@ pub fn validate(
                 tls: spec.tls.as_ref().is_none_or(|tls| tls.enabled),
             })
         }
-        (_, None, Some(external), None) => Plan::External(External {
-            servers: host_ports(&external.servers, "spec.external.servers")?,
-            account: external.account.clone(),
-            credentials_secret: external.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
-            tls: external.tls.clone(),
-            sasl_mechanism: external.sasl_mechanism,
-            name_servers: host_ports(
-                external.name_servers.as_deref().unwrap_or_default(),
-                "spec.external.nameServers",
-            )?,
-        }),
+        (driver, None, Some(external), None) => Plan::External(external_plan(driver, external)?),
         _ => return Err(invalid("spec", "set exactly one of spec.managed and spec.external")),
     };
     if spec.tls.is_some() && !matches!(plan, Plan::Managed(_)) {
@@ -425,6 +434,21 @@ mod tests {
         let Plan::Managed(managed) = ap.plan else { panic!("managed") };
         assert_eq!(managed.image, "apache/kafka:4.0.0");
         assert_eq!(managed.replicas, 3);
+    }
+
+    #[test]
+    fn name_servers_are_required_for_rocketmq_and_refused_for_the_others() {
+        let check = |yaml: &str| validate("r", "acme", &spec(yaml), "local", None, &images());
+        let rocketmq =
+            check("{driver: rocketmq, external: {servers: ['p:8081'], nameServers: ['n:9876']}}").expect("valid");
+        assert_eq!(rocketmq.plan.name_servers(), [("n".to_owned(), 9876)]);
+        for refused in [
+            "{driver: rocketmq, external: {servers: ['p:8081']}}",
+            "{driver: rocketmq, external: {servers: ['p:8081'], nameServers: []}}",
+            "{driver: kafka, external: {servers: ['k:9092'], nameServers: ['n:9876']}}",
+        ] {
+            assert_eq!(check(refused).unwrap_err().field, "spec.external.nameServers", "{refused}");
+        }
     }
 
     #[test]

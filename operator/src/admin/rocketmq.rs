@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::ToSocketAddrs as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use oms_probe::net::Tls;
 use oms_probe::rocketmq::{Answer, RemotingConnection, answer, code, standard_json};
@@ -14,6 +14,9 @@ use serde_json::Value;
 
 use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed};
 use crate::queue::plan::{Drift, QueuePlan, ROCKETMQ_MESSAGE_TYPE, ROCKETMQ_PERM, ROCKETMQ_READ_QUEUES};
+
+/// How long one name server may take to answer before the next is asked.
+const NAME_SERVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Queues whose messages are counted one by one (two requests each); past this the count is
 /// not known.
@@ -99,15 +102,27 @@ impl RocketAdmin {
         .await
     }
 
-    /// Puts the planned topic on every master again, unless that would take queues away: the
-    /// messages in them would no longer be read.
+    /// Puts the planned topic on every master again, unless that would take queues away on any
+    /// of them (read or write): the messages in those would no longer be read.
     pub async fn converge(
         &self,
         plan: &QueuePlan,
-        observed: &Observed,
+        _observed: &Observed,
         drift: &[Drift],
     ) -> Result<Vec<String>, AdminError> {
-        if observed.partitions > plan.partitions {
+        let topic = plan.broker_name.clone();
+        let most = self
+            .session("read the topic", move |session, masters| {
+                let mut most = 0;
+                for addr in masters.values() {
+                    if let Some(config) = topic_config(&mut session.broker(addr)?, &topic)? {
+                        most = most.max(config.read_queues).max(config.write_queues);
+                    }
+                }
+                Ok(most)
+            })
+            .await?;
+        if most > plan.partitions {
             return Ok(drift
                 .iter()
                 .map(|d| {
@@ -132,6 +147,8 @@ impl RocketAdmin {
                 }
             }
             if held.is_empty() {
+                // A delete that failed at a name server after the brokers: the route may be left.
+                delete_routes(session, &name_servers, &topic)?;
                 return Ok(Deleted::AlreadyGone);
             }
             if if_empty {
@@ -147,14 +164,7 @@ impl RocketAdmin {
                 let answer = session.broker(addr)?.call(code::DELETE_TOPIC_IN_BROKER, &[("topic", &topic)], &[])?;
                 succeeded(&answer, "DELETE_TOPIC_IN_BROKER")?;
             }
-            for name_server in &name_servers {
-                let answer = session.connect(name_server, None)?.call(
-                    code::DELETE_TOPIC_IN_NAMESRV,
-                    &[("topic", &topic)],
-                    &[],
-                )?;
-                succeeded(&answer, "DELETE_TOPIC_IN_NAMESRV")?;
-            }
+            delete_routes(session, &name_servers, &topic)?;
             Ok(Deleted::Deleted)
         })
         .await
@@ -186,8 +196,24 @@ struct Session {
 }
 
 impl Session {
+    /// A connection to a name server: within [`NAME_SERVER_TIMEOUT`], so that one that does not
+    /// answer leaves time to ask the next.
+    fn name_server(&self, server: &str) -> Result<RemotingConnection, String> {
+        let deadline = self.deadline.min(Instant::now() + NAME_SERVER_TIMEOUT);
+        self.connect_by(server, None, deadline)
+    }
+
     /// A connection to `server`, over TLS when the endpoint says so, signing with `login`.
     fn connect(&self, server: &str, login: Option<(String, String)>) -> Result<RemotingConnection, String> {
+        self.connect_by(server, login, self.deadline)
+    }
+
+    fn connect_by(
+        &self,
+        server: &str,
+        login: Option<(String, String)>,
+        deadline: Instant,
+    ) -> Result<RemotingConnection, String> {
         let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
         let tls = match &self.endpoint.tls {
             Some(tls) => {
@@ -200,7 +226,7 @@ impl Session {
             .map_err(|e| format!("{server}: {e}"))?
             .next()
             .ok_or_else(|| format!("{server}: no address"))?;
-        RemotingConnection::open(addr, tls.as_ref(), login, self.deadline).map_err(|e| format!("{server}: {e}"))
+        RemotingConnection::open(addr, tls.as_ref(), login, deadline).map_err(|e| format!("{server}: {e}"))
     }
 
     /// A connection to the broker at `addr`, signed with the access point's login.
@@ -211,23 +237,33 @@ impl Session {
 
     /// The masters (broker id 0) by broker name, from the first name server that answers.
     fn masters(&self) -> Result<BTreeMap<String, String>, String> {
+        if self.endpoint.name_servers.is_empty() {
+            return Err("no name server to ask (spec.external.nameServers)".into());
+        }
         let mut failures = Vec::new();
         for name_server in &self.endpoint.name_servers {
             let answer =
-                self.connect(name_server, None).and_then(|mut c| c.call(code::GET_BROKER_CLUSTER_INFO, &[], &[]));
-            match answer.and_then(|a| succeeded(&a, "GET_BROKER_CLUSTER_INFO").map(|()| a)) {
-                Ok(answer) => {
-                    let masters = masters_of(&answer.body)?;
-                    if masters.is_empty() {
-                        return Err(format!("name server {name_server} lists no master broker"));
-                    }
-                    return Ok(masters);
-                }
+                self.name_server(name_server).and_then(|mut c| c.call(code::GET_BROKER_CLUSTER_INFO, &[], &[]));
+            let listed = answer
+                .and_then(|a| succeeded(&a, "GET_BROKER_CLUSTER_INFO").map(|()| a))
+                .and_then(|a| masters_of(&a.body));
+            match listed {
+                Ok(masters) if !masters.is_empty() => return Ok(masters),
+                Ok(_) => failures.push(format!("name server {name_server}: lists no master broker")),
                 Err(error) => failures.push(format!("name server {name_server}: {error}")),
             }
         }
-        Err(format!("no name server answered: {}", failures.join("; ")))
+        Err(failures.join("; "))
     }
+}
+
+/// Takes the topic's route off every name server (a broker never removes a route it registered).
+fn delete_routes(session: &Session, name_servers: &[String], topic: &str) -> Result<(), String> {
+    for name_server in name_servers {
+        let answer = session.name_server(name_server)?.call(code::DELETE_TOPIC_IN_NAMESRV, &[("topic", topic)], &[])?;
+        succeeded(&answer, &format!("DELETE_TOPIC_IN_NAMESRV at {name_server}"))?;
+    }
+    Ok(())
 }
 
 /// The masters by broker name from a name server's cluster info (`brokerAddrTable`, each

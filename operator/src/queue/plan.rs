@@ -272,7 +272,7 @@ fn rocketmq_name_refusal(name: &str) -> Option<&'static str> {
     if name.len() > 127 {
         Some("longer than RocketMQ's 127 characters")
     } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '%' | '|')) {
-        Some("RocketMQ topic names take only letters, digits, _ and - (no dot)")
+        Some("RocketMQ topic names take only letters, digits and _ - % | (no dot)")
     } else if SYSTEM.contains(&name)
         || name.starts_with("rmq_sys_")
         || name.starts_with("%RETRY%")
