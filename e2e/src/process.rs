@@ -106,8 +106,14 @@ pub fn poll_interval(waited: Duration) -> Duration {
 /// 20000-29999, at random, and checks that the port is free now.
 #[must_use]
 pub fn free_server_port() -> u16 {
-    let mut seed = u64::from(std::process::id())
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()));
+    // A count of the calls in the seed too: two calls within one tick of a coarse clock had the
+    // same seed and drew the same port (a gateway and its admin endpoint then shared one).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut seed = (u64::from(std::process::id()) << 32)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()))
+        ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        | 1;
     loop {
         // xorshift: no dependency needed for a port number.
         seed ^= seed << 13;
