@@ -190,20 +190,27 @@ tool_toxiproxy() {
 	link "$dir/toxiproxy-cli" toxiproxy-cli
 }
 
+# maven_classpath <dir> <what> <pom template under e2e/tools> <placeholder> <version>: the jars of
+# the template's dependencies (its placeholder set to the version) and theirs from Maven Central,
+# resolved once into <dir>/libs.
+maven_classpath() {
+	local dir=$1 what=$2 template=$3 placeholder=$4 version=$5
+	[[ ! -f $dir/complete ]] || return 0
+	log "resolving $what $version from Maven Central"
+	rm -rf "$dir"
+	mkdir -p "$dir/libs"
+	sed "s/@$placeholder@/$version/g" "$ROOT/e2e/tools/$template/pom.xml" >"$dir/pom.xml"
+	mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
+	touch "$dir/complete"
+}
+
 # Kafka: the broker's jars and their dependencies from Maven Central, as a classpath directory.
 tool_kafka() {
 	# KAFKA_LIBS_VERSION=<older>: that version's jars (an image of it for a cluster to upgrade
 	# from). Every version is linked as kafka-libs-<version>; the pinned one also as kafka-libs.
 	local version=${KAFKA_LIBS_VERSION:-$KAFKA_VERSION}
 	local dir=$OMS_CACHE/tools/kafka-$version
-	if [[ ! -f $dir/complete ]]; then
-		log "resolving Kafka $version from Maven Central"
-		rm -rf "$dir"
-		mkdir -p "$dir/libs"
-		sed "s/@KAFKA_VERSION@/$version/g" "$ROOT/e2e/tools/kafka/pom.xml" >"$dir/pom.xml"
-		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
-		touch "$dir/complete"
-	fi
+	maven_classpath "$dir" Kafka kafka KAFKA_VERSION "$version"
 	ln -sfn "$dir" "$BIN/kafka-libs-$version"
 	[[ $version != "$KAFKA_VERSION" ]] || ln -sfn "$dir" "$BIN/kafka-libs"
 }
@@ -212,28 +219,14 @@ tool_kafka() {
 # directory, linked as .bin/rocketmq-libs.
 tool_rocketmq() {
 	local dir=$OMS_CACHE/tools/rocketmq-$ROCKETMQ_VERSION
-	if [[ ! -f $dir/complete ]]; then
-		log "resolving RocketMQ $ROCKETMQ_VERSION from Maven Central"
-		rm -rf "$dir"
-		mkdir -p "$dir/libs"
-		sed "s/@ROCKETMQ_VERSION@/$ROCKETMQ_VERSION/g" "$ROOT/e2e/tools/rocketmq/pom.xml" >"$dir/pom.xml"
-		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
-		touch "$dir/complete"
-	fi
+	maven_classpath "$dir" RocketMQ rocketmq ROCKETMQ_VERSION "$ROCKETMQ_VERSION"
 	ln -sfn "$dir" "$BIN/rocketmq-libs"
 }
 
 # MirrorMaker 2 (the peer of the bridge benchmark) on a classpath of its own, same Kafka version.
 tool_kafka_mirror() {
 	local dir=$OMS_CACHE/tools/kafka-mirror-$KAFKA_VERSION
-	if [[ ! -f $dir/complete ]]; then
-		log "resolving Kafka MirrorMaker 2 $KAFKA_VERSION from Maven Central"
-		rm -rf "$dir"
-		mkdir -p "$dir/libs"
-		sed "s/@KAFKA_VERSION@/$KAFKA_VERSION/g" "$ROOT/e2e/tools/kafka-mirror/pom.xml" >"$dir/pom.xml"
-		mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$dir/libs" -DincludeScope=runtime
-		touch "$dir/complete"
-	fi
+	maven_classpath "$dir" "Kafka MirrorMaker 2" kafka-mirror KAFKA_VERSION "$KAFKA_VERSION"
 	ln -sfn "$dir" "$BIN/kafka-mirror-libs"
 }
 

@@ -36,6 +36,13 @@ struct TopicConfig {
     message_type: String,
 }
 
+impl TopicConfig {
+    /// The queues a master reads or writes, whichever are more.
+    fn queues(&self) -> i32 {
+        self.read_queues.max(self.write_queues)
+    }
+}
+
 /// The masters by broker name that the first answering name server of `endpoint` lists.
 pub async fn masters(endpoint: &Endpoint) -> Result<BTreeMap<String, String>, AdminError> {
     RocketAdmin { endpoint: endpoint.clone() }.session("list the brokers", |_, masters| Ok(masters.clone())).await
@@ -52,12 +59,7 @@ impl RocketAdmin {
     pub async fn observe(&self, plan: &QueuePlan) -> Result<Option<Observed>, AdminError> {
         let topic = plan.broker_name.clone();
         self.session("read the topic", move |session, masters| {
-            let mut held = BTreeMap::new();
-            for (broker, addr) in masters {
-                if let Some(config) = topic_config(&mut session.broker(addr)?, &topic)? {
-                    held.insert(broker.clone(), config);
-                }
-            }
+            let held = held(session, masters, &topic)?;
             let Some(first) = held.values().next().cloned() else { return Ok(None) };
             let mut reported_drift = Vec::new();
             if held.len() < masters.len() {
@@ -69,19 +71,12 @@ impl RocketAdmin {
             }
             // Brokers that differ show as drift of the one that differs from the first.
             let config = held.values().find(|c| **c != first).unwrap_or(&first);
-            let total: i32 = held.values().map(|c| c.write_queues.max(c.read_queues)).sum();
-            let messages = if total <= MAX_COUNTED_QUEUES {
-                let mut count = 0;
-                for (broker, config) in &held {
-                    let queues = config.write_queues.max(config.read_queues);
-                    count += stored_messages(&mut session.broker(&masters[broker])?, &topic, queues)?;
-                }
-                Some(count)
-            } else {
-                None
-            };
+            let total: i32 = held.values().map(TopicConfig::queues).sum();
+            let messages =
+                if total <= MAX_COUNTED_QUEUES { Some(messages_in(session, masters, &topic, &held)?) } else { None };
             Ok(Some(Observed {
-                partitions: config.write_queues,
+                // The most queues any master reads or writes: what a smaller plan would take away.
+                partitions: held.values().map(TopicConfig::queues).max().unwrap_or_default(),
                 settings: settings(config),
                 messages,
                 reported_drift,
@@ -103,26 +98,15 @@ impl RocketAdmin {
     }
 
     /// Puts the planned topic on every master again, unless that would take queues away on any
-    /// of them (read or write): the messages in those would no longer be read.
+    /// of them (`observed.partitions` is the most any master reads or writes): the messages in
+    /// those would no longer be read.
     pub async fn converge(
         &self,
         plan: &QueuePlan,
-        _observed: &Observed,
+        observed: &Observed,
         drift: &[Drift],
     ) -> Result<Vec<String>, AdminError> {
-        let topic = plan.broker_name.clone();
-        let most = self
-            .session("read the topic", move |session, masters| {
-                let mut most = 0;
-                for addr in masters.values() {
-                    if let Some(config) = topic_config(&mut session.broker(addr)?, &topic)? {
-                        most = most.max(config.read_queues).max(config.write_queues);
-                    }
-                }
-                Ok(most)
-            })
-            .await?;
-        if most > plan.partitions {
+        if observed.partitions > plan.partitions {
             return Ok(drift
                 .iter()
                 .map(|d| {
@@ -140,22 +124,14 @@ impl RocketAdmin {
         let topic = topic.to_owned();
         let name_servers = self.endpoint.name_servers.clone();
         self.session("delete the topic", move |session, masters| {
-            let mut held = BTreeMap::new();
-            for (broker, addr) in masters {
-                if let Some(config) = topic_config(&mut session.broker(addr)?, &topic)? {
-                    held.insert(broker.clone(), config.write_queues.max(config.read_queues));
-                }
-            }
+            let held = held(session, masters, &topic)?;
             if held.is_empty() {
                 // A delete that failed at a name server after the brokers: the route may be left.
                 delete_routes(session, &name_servers, &topic)?;
                 return Ok(Deleted::AlreadyGone);
             }
             if if_empty {
-                let mut messages = 0;
-                for (broker, queues) in &held {
-                    messages += stored_messages(&mut session.broker(&masters[broker])?, &topic, *queues)?;
-                }
+                let messages = messages_in(session, masters, &topic, &held)?;
                 if messages > 0 {
                     return Ok(Deleted::NotEmpty { messages: Some(messages) });
                 }
@@ -255,6 +231,35 @@ impl Session {
         }
         Err(failures.join("; "))
     }
+}
+
+/// The topic as each master that holds it holds it, by broker name.
+fn held(
+    session: &Session,
+    masters: &BTreeMap<String, String>,
+    topic: &str,
+) -> Result<BTreeMap<String, TopicConfig>, String> {
+    let mut held = BTreeMap::new();
+    for (broker, addr) in masters {
+        if let Some(config) = topic_config(&mut session.broker(addr)?, topic)? {
+            held.insert(broker.clone(), config);
+        }
+    }
+    Ok(held)
+}
+
+/// Messages the masters that hold the topic keep in it.
+fn messages_in(
+    session: &Session,
+    masters: &BTreeMap<String, String>,
+    topic: &str,
+    held: &BTreeMap<String, TopicConfig>,
+) -> Result<u64, String> {
+    let mut messages = 0;
+    for (broker, config) in held {
+        messages += stored_messages(&mut session.broker(&masters[broker])?, topic, config.queues())?;
+    }
+    Ok(messages)
 }
 
 /// Takes the topic's route off every name server (a broker never removes a route it registered).
