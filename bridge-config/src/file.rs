@@ -18,6 +18,8 @@ pub enum Protocol {
     Mqtt,
     /// Another cloud's OMS gateway, over mTLS.
     Gateway,
+    /// RocketMQ 5, through its proxy's gRPC API (and its name servers for the group's positions).
+    Rocketmq,
 }
 
 impl Protocol {
@@ -30,6 +32,7 @@ impl Protocol {
             Protocol::Amqp => "amqp",
             Protocol::Mqtt => "mqtt",
             Protocol::Gateway => "gateway",
+            Protocol::Rocketmq => "rocketmq",
         }
     }
 }
@@ -115,6 +118,9 @@ pub struct EndpointFile {
     pub access_point: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFile>,
+    /// RocketMQ: `host:port` of the name servers (`servers` are its proxies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_servers: Vec<String>,
     /// A directory with `username` and `password` files (NATS: or `token`, or `nats.creds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_dir: Option<PathBuf>,

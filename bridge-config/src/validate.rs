@@ -42,6 +42,8 @@ pub struct Endpoint {
     /// `<namespace>/<name>` of the access point: the provenance that prevents loops.
     pub access_point: Option<String>,
     pub tls: Option<TlsFiles>,
+    /// RocketMQ's name servers; empty for the other protocols.
+    pub name_servers: Vec<(String, u16)>,
     /// Directory with `username` and `password` files.
     pub credentials_dir: Option<PathBuf>,
 }
@@ -113,6 +115,18 @@ pub fn validate_worker(file: &str, raw: WorkerFile) -> Result<WorkerConfig, Conf
                 "{:?} sources have no replayable log; remove startFrom (the bridge takes what the queue holds) \
                  or bridge from a Kafka or NATS source",
                 source.protocol
+            ),
+        ));
+    }
+    // A simple consumer gets a message again, after its invisible time, behind later ones of its
+    // key; FIFO consumer groups, which would hold the later ones back, are not built yet.
+    if source.protocol == Protocol::Rocketmq && raw.ordering != Ordering::None {
+        return Err(err(
+            "ordering",
+            format!(
+                "{:?} is unsupported from a RocketMQ source: a message delivered again arrives after later ones of \
+                 its key; set ordering: None",
+                raw.ordering
             ),
         ));
     }
@@ -200,6 +214,7 @@ impl Backend {
             queue: queue.to_owned(),
             access_point: Some(format!("{}/{}", self.namespace, self.access_point)),
             tls: self.tls.clone(),
+            name_servers: Vec::new(),
             credentials_dir: match &self.tenant_credentials_dir {
                 Some(dir) => Some(dir.join(tenant)),
                 None => self.credentials_dir.clone(),
@@ -272,6 +287,9 @@ pub fn validate_gateway(file: &str, raw: GatewayFile) -> Result<GatewayConfig, C
         if backend.driver == Protocol::Gateway {
             return Err(err(&format!("{field}.driver"), "a gateway cannot front another gateway".into()));
         }
+        if backend.driver == Protocol::Rocketmq {
+            return Err(err(&format!("{field}.driver"), "a gateway cannot front RocketMQ yet".into()));
+        }
         let backend_tls = backend.tls.map(|tls| tls_files(file, &format!("{field}.tls"), tls)).transpose()?;
         if let Some(problem) = backend_tls.as_ref().and_then(|tls| broker_tls_unsupported(backend.driver, tls)) {
             return Err(err(&format!("{field}.tls"), problem));
@@ -315,13 +333,16 @@ pub fn exactly_once_unsupported(source: Protocol, target: Protocol) -> Option<&'
         Protocol::Gateway => Some(
             "ids from behind another cloud's gateway are only as stable as its source, which this cloud cannot see",
         ),
+        // Its ids are stable (RocketMQ's message id); what a deduplicating target makes of them
+        // is not proved yet.
+        Protocol::Rocketmq => Some("exactly once from RocketMQ is not built yet"),
     };
     let target_gap = match target {
         Protocol::Nats => None,
         Protocol::Kafka => {
             Some("a Kafka target keeps every write; only a Kafka source commits in the same transaction")
         }
-        Protocol::Amqp | Protocol::Mqtt => Some("the target cannot drop a repeat by id"),
+        Protocol::Amqp | Protocol::Mqtt | Protocol::Rocketmq => Some("the target cannot drop a repeat by id"),
         Protocol::Gateway => {
             Some("the gateway's window of recent ids lives in its memory and is gone when it restarts")
         }
@@ -384,12 +405,26 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
     {
         return Err(err("accessPoint", format!("{ap:?} must be <namespace>/<name>")));
     }
+    let name_servers = match (raw.driver, raw.name_servers.is_empty()) {
+        (Protocol::Rocketmq, true) => {
+            return Err(err("nameServers", "a RocketMQ end needs its name servers (host:port)".into()));
+        }
+        (Protocol::Rocketmq, false) => servers(file, &format!("{field}.nameServers"), &raw.name_servers)?,
+        (_, true) => Vec::new(),
+        (driver, false) => {
+            return Err(err("nameServers", format!("is for RocketMQ ends; a {} end has none", driver.name())));
+        }
+    };
+    if raw.driver == Protocol::Rocketmq && tls.is_some() {
+        return Err(err("tls", "TLS towards RocketMQ is not built yet".into()));
+    }
     Ok(Endpoint {
         protocol: raw.driver,
         servers: servers(file, &format!("{field}.servers"), &raw.servers)?,
         queue,
         access_point: raw.access_point,
         tls,
+        name_servers,
         credentials_dir: raw.credentials_dir,
     })
 }
@@ -480,6 +515,25 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
 
     fn worker_error(text: &str) -> ConfigError {
         parse_worker("w.yaml", text).expect_err("config must be refused")
+    }
+
+    #[test]
+    fn a_rocketmq_end_needs_name_servers_no_tls_and_as_a_source_ordering_none() {
+        let rocket = "{driver: rocketmq, servers: ['proxy:8081'], nameServers: ['ns:9876'], queue: orders}";
+        let source = WORKER.replace("{driver: kafka, servers: ['kafka-0.kafka:9092'], queue: orders}", rocket);
+        let config = parse_worker("w.yaml", &format!("{source}ordering: None\n")).unwrap();
+        assert_eq!(config.source.name_servers, [("ns".to_owned(), 9876)]);
+        let error = worker_error(&source);
+        assert_eq!(error.field, "ordering", "PerKey, the default, is refused: {error}");
+        let error = worker_error(&format!("{}ordering: None\n", source.replace("nameServers: ['ns:9876'], ", "")));
+        assert_eq!(error.field, "source.nameServers");
+        let error =
+            worker_error(&WORKER.replace("servers: ['nats:4222']", "servers: ['nats:4222'], nameServers: ['ns:9876']"));
+        assert_eq!((error.field.as_str(), error.problem.contains("nats")), ("target.nameServers", true));
+        let target = WORKER.replace("{driver: nats, servers: ['nats:4222'], queue: orders-eu}", rocket);
+        assert_eq!(parse_worker("w.yaml", &target).unwrap().target.protocol, Protocol::Rocketmq, "any order into it");
+        let error = worker_error(&target.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.pem}}"));
+        assert_eq!(error.field, "target.tls");
     }
 
     #[test]

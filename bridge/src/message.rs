@@ -104,6 +104,13 @@ impl MessageIds {
             (None, Some(epoch)) => format!("{}/{lane}@{epoch:016x}/{position}", self.origin),
         }
     }
+
+    /// The id a message keeps from a source that names each message itself, the same name on
+    /// every delivery (RocketMQ's message id): the one it arrived with, else `<origin>/<name>`.
+    #[must_use]
+    pub fn id_named(&self, existing: Option<String>, name: &str) -> String {
+        existing.filter(|id| !id.is_empty()).unwrap_or_else(|| format!("{}/{name}", self.origin))
+    }
 }
 
 fn origin(access_point: Option<&str>, queue: &str) -> String {

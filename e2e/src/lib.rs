@@ -27,6 +27,8 @@ pub use fault::FaultProxy;
 pub use gateway::{TlsPaths, gateway_consume_attempt, gateway_end, gateway_publish_attempt};
 pub use nats_jwt::NatsAccounts;
 pub use pod::{POD_MOUNT_ROOT, PodProcess, deployment_files};
-pub use process::{DEADLINE, free_server_port, poll, repo_root, run, run_ok, state_dir, tool, workspace_binary};
+pub use process::{
+    DEADLINE, free_server_port, poll, poll_interval, repo_root, run, run_ok, state_dir, tool, workspace_binary,
+};
 pub use tls::{AmqpsRabbit, Certs, HOUR, NatsAuth, SaslSslKafka, TlsBroker, TlsBrokerKind, TlsBrokerSpec};
 pub use verdict::Verdict;

@@ -639,15 +639,24 @@ fn rocketmq_topics_are_created_grown_kept_in_shape_and_deleted_by_policy() -> an
     })?;
     println!("queue controller: rocketmq name a.b: {}", message_of(&dotted, "Ready"));
 
-    // No connector yet: a Bridge over RocketMQ says so instead of running a worker.
-    s.apply(
-        "apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {name: copy}\n\
-         spec: {source: {queueRef: {name: orders}}, target: {queueRef: {name: audit}}}\n",
-    )?;
-    let bridge = s.wait_for("bridge/copy", "refused", |o| {
-        condition(o, "Ready").is_some_and(|c| c["reason"] == "DriverNotBridgeable")
+    // A Bridge from RocketMQ cannot keep order (a message delivered again comes after later ones):
+    // refused by name until it asks for none; then its worker is given the name servers.
+    let bridge = |ordering: &str| {
+        s.apply(&format!(
+            "apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: copy}}\n\
+             spec: {{source: {{queueRef: {{name: orders}}}}, target: {{queueRef: {{name: audit}}}}{ordering}}}\n"
+        ))
+    };
+    bridge("")?;
+    let refused = s.wait_for("bridge/copy", "refused", |o| {
+        condition(o, "Ready")
+            .is_some_and(|c| c["reason"] == "InvalidSpec" && message_of(o, "Ready").contains("spec.ordering"))
     })?;
-    println!("queue controller: a Bridge over rocketmq: {}", message_of(&bridge, "Ready"));
+    println!("queue controller: a Bridge from rocketmq keeping order: {}", message_of(&refused, "Ready"));
+    bridge(", ordering: None")?;
+    s.wait_for("configmap/copy-oms-bridge", "the worker config with the name servers", |o| {
+        o["data"]["worker.yaml"].as_str().is_some_and(|yaml| yaml.contains(&name_server) && yaml.contains("rocketmq"))
+    })?;
 
     // Deletion: Delete removes the topic and its route, Retain keeps it, DeleteIfEmpty waits.
     wait_reason(&s, "kept", "Ready", "Provisioned")?;

@@ -48,8 +48,8 @@ pub fn protocol(driver: Driver) -> Option<Protocol> {
         Driver::Nats => Some(Protocol::Nats),
         Driver::Rabbitmq => Some(Protocol::Amqp),
         Driver::Mqtt => Some(Protocol::Mqtt),
-        // The bridge has no RocketMQ connector yet: a Bridge over it is refused by name.
-        Driver::Rocketmq | Driver::Gateway => None,
+        Driver::Rocketmq => Some(Protocol::Rocketmq),
+        Driver::Gateway => None,
     }
 }
 

@@ -20,7 +20,10 @@ use crate::net::{Connection, Tls};
 
 /// Request codes used here (RocketMQ's `RequestCode`).
 pub mod code {
+    pub const QUERY_CONSUMER_OFFSET: i32 = 14;
+    pub const UPDATE_CONSUMER_OFFSET: i32 = 15;
     pub const UPDATE_AND_CREATE_TOPIC: i32 = 17;
+    pub const SEARCH_OFFSET_BY_TIMESTAMP: i32 = 29;
     pub const GET_MAX_OFFSET: i32 = 30;
     pub const GET_MIN_OFFSET: i32 = 31;
     pub const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
@@ -28,12 +31,15 @@ pub mod code {
     pub const DELETE_TOPIC_IN_BROKER: i32 = 215;
     pub const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
     pub const GET_TOPIC_CONFIG: i32 = 351;
+    pub const UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: i32 = 200;
 }
 
 /// Answer codes (RocketMQ's `ResponseCode`).
 pub mod answer {
     pub const SUCCESS: i32 = 0;
     pub const TOPIC_NOT_EXIST: i32 = 17;
+    /// A consumer group holds no position in the queue asked about.
+    pub const QUERY_NOT_FOUND: i32 = 22;
 }
 
 /// The protocol version sent: RocketMQ 5.3.3's. Servers only compare it; at 401 and above the
@@ -117,6 +123,57 @@ pub fn sign(ext_fields: &mut BTreeMap<String, String>, user: &str, password: &st
     context.update(body);
     let signature = BASE64.encode(context.sign().as_ref());
     ext_fields.insert("Signature".into(), signature);
+}
+
+/// The `authorization` value of a gRPC request to a 5.x proxy with authentication: HMAC-SHA1
+/// under the password over the request's `x-mq-date-time`, in upper-case hex.
+#[must_use]
+pub fn grpc_authorization(user: &str, password: &str, date_time: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, password.as_bytes());
+    let signature = upper_hex(ring::hmac::sign(&key, date_time.as_bytes()).as_ref());
+    format!("MQv2-HMAC-SHA1 Credential={user}, SignedHeaders=x-mq-date-time, Signature={signature}")
+}
+
+/// Bytes as upper-case hex, as RocketMQ writes signatures and message ids.
+#[must_use]
+pub fn upper_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut hex, b| {
+        let _ = write!(hex, "{b:02X}");
+        hex
+    })
+}
+
+/// Where a topic lives, as a name server routes it: each broker group's master and how many
+/// queues consumers read there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Broker name to (master address, read queues); groups without a master are left out.
+    pub masters: BTreeMap<String, (String, i32)>,
+}
+
+impl Route {
+    /// From a GET_ROUTEINFO_BY_TOPIC answer's body (`brokerDatas`, `queueDatas`).
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let text = standard_json(&String::from_utf8_lossy(body));
+        let route: Value = serde_json::from_str(&text).map_err(|e| format!("topic route: {e}"))?;
+        let list = |name: &str| route.get(name).and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut read_queues = BTreeMap::new();
+        for queue in list("queueDatas") {
+            if let (Some(broker), Some(n)) = (queue["brokerName"].as_str(), queue["readQueueNums"].as_i64()) {
+                read_queues.insert(broker.to_owned(), i32::try_from(n).unwrap_or(0));
+            }
+        }
+        let masters = list("brokerDatas")
+            .iter()
+            .filter_map(|group| {
+                let name = group["brokerName"].as_str()?;
+                let master = group["brokerAddrs"].get("0")?.as_str()?;
+                Some((name.to_owned(), (master.to_owned(), *read_queues.get(name)?)))
+            })
+            .collect();
+        Ok(Route { masters })
+    }
 }
 
 /// Decodes an answer frame (what follows the total length).
@@ -384,5 +441,27 @@ mod tests {
         let value: Value = serde_json::from_str(&fixed).unwrap();
         assert_eq!(value["brokerAddrTable"]["b"]["brokerAddrs"]["1"], "x:1");
         assert_eq!(standard_json(r#"{"a":"q\"{1:2}"}"#), r#"{"a":"q\"{1:2}"}"#);
+    }
+
+    #[test]
+    fn a_route_lists_each_groups_master_with_its_read_queues() {
+        let body = br#"{"brokerDatas":[{"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},"brokerName":"b-a","cluster":"c"},
+            {"brokerAddrs":{1:"10.0.0.3:10911"},"brokerName":"b-b","cluster":"c"}],
+            "queueDatas":[{"brokerName":"b-a","perm":6,"readQueueNums":4,"writeQueueNums":4},
+            {"brokerName":"b-b","perm":6,"readQueueNums":2,"writeQueueNums":2}]}"#;
+        let route = Route::parse(body).unwrap();
+        assert_eq!(route.masters.len(), 1, "b-b has no master (id 0) and is left out");
+        assert_eq!(route.masters["b-a"], ("10.0.0.1:10911".to_owned(), 4));
+    }
+
+    #[test]
+    fn a_grpc_authorization_signs_the_date_time_in_upper_case_hex() {
+        // HMAC-SHA1's published example (key "key"), as the signed text.
+        let value = grpc_authorization("ak", "key", "The quick brown fox jumps over the lazy dog");
+        assert_eq!(
+            value,
+            "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, \
+             Signature=DE7C9B85B8B78AA6BC8A7A36F70A90701C9DB4D9"
+        );
     }
 }

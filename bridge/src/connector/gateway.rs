@@ -30,7 +30,7 @@ fn connect_error(endpoint: &Endpoint, message: impl std::fmt::Display) -> Connec
 }
 
 /// An error with its causes: tonic's own messages ("transport error") say little alone.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {

@@ -7,6 +7,7 @@ mod gateway;
 mod kafka;
 mod mqtt;
 mod nats;
+mod rocketmq;
 
 use futures::future::BoxFuture;
 
@@ -98,6 +99,8 @@ pub enum Ack {
     Mqtt(Box<rumqttc::Publish>),
     /// Through a gateway: the delivery id of the consume stream.
     Gateway(u64),
+    /// RocketMQ: the message id and the receipt handle of this delivery.
+    Rocketmq(Box<(String, String)>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +163,7 @@ pub enum Source {
     // Boxed: the JetStream consumer stream is large; one source per worker, so the box is free.
     Nats(Box<nats::NatsSource>),
     Gateway(Box<gateway::GatewaySource>),
+    Rocketmq(Box<rocketmq::RocketmqSource>),
 }
 
 impl Source {
@@ -189,6 +193,9 @@ impl Source {
             Protocol::Gateway => Ok(Source::Gateway(Box::new(
                 gateway::GatewaySource::connect(endpoint, consumer, start, in_flight).await?,
             ))),
+            Protocol::Rocketmq => Ok(Source::Rocketmq(Box::new(
+                rocketmq::RocketmqSource::connect(endpoint, durable, start, in_flight).await?,
+            ))),
         }
     }
 
@@ -200,6 +207,7 @@ impl Source {
             Source::Amqp(source) => source.next().await,
             Source::Mqtt(source) => source.next().await,
             Source::Gateway(source) => source.next().await,
+            Source::Rocketmq(source) => source.next().await,
         }
     }
 
@@ -210,7 +218,7 @@ impl Source {
         match self {
             Source::Kafka(source) => source.assigned_partitions() > 0,
             Source::Nats(source) => source.takes_messages(),
-            Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) => true,
+            Source::Amqp(_) | Source::Mqtt(_) | Source::Gateway(_) | Source::Rocketmq(_) => true,
         }
     }
 
@@ -226,6 +234,10 @@ impl Source {
             }
             (Source::Mqtt(source), Ack::Mqtt(publish)) => source.ack(&publish).await,
             (Source::Gateway(source), Ack::Gateway(id)) => source.ack(id).await,
+            (Source::Rocketmq(source), Ack::Rocketmq(delivery)) => {
+                let (message_id, receipt_handle) = *delivery;
+                source.ack(message_id, receipt_handle).await
+            }
             _ => Err(ConnectorError::Ack("an acknowledgement from another source".into())),
         }
     }
@@ -237,8 +249,9 @@ impl Source {
             Source::Kafka(source) => source.backlog(),
             Source::Nats(source) => source.backlog().await,
             Source::Amqp(source) => source.backlog().await,
-            // The gateway's queue is another cloud's; its lag is reported there.
-            Source::Mqtt(_) | Source::Gateway(_) => None,
+            // The gateway's queue is another cloud's; its lag is reported there. RocketMQ's would
+            // take a remoting round per queue: not read yet.
+            Source::Mqtt(_) | Source::Gateway(_) | Source::Rocketmq(_) => None,
         }
     }
 
@@ -248,7 +261,8 @@ impl Source {
             Source::Kafka(source) => source.commit_now(),
             Source::Nats(source) => source.flush().await,
             Source::Amqp(source) => source.flush().await,
-            Source::Mqtt(_) | Source::Gateway(_) => {}
+            // RocketMQ acks are sent one by one as they come: none are held back.
+            Source::Mqtt(_) | Source::Gateway(_) | Source::Rocketmq(_) => {}
         }
     }
 }
@@ -260,6 +274,7 @@ pub enum Sink {
     // Boxed like the source: one per worker.
     Nats(Box<nats::NatsSink>),
     Gateway(Box<gateway::GatewaySink>),
+    Rocketmq(Box<rocketmq::RocketmqSink>),
 }
 
 impl Sink {
@@ -272,6 +287,9 @@ impl Sink {
             Protocol::Nats => Ok(Sink::Nats(Box::new(nats::NatsSink::connect(endpoint, window).await?))),
             Protocol::Amqp => Ok(Sink::Amqp(Box::new(amqp::AmqpSink::connect(endpoint).await?))),
             Protocol::Gateway => Ok(Sink::Gateway(Box::new(gateway::GatewaySink::connect(endpoint, window).await?))),
+            Protocol::Rocketmq => {
+                Ok(Sink::Rocketmq(Box::new(rocketmq::RocketmqSink::connect(endpoint, client_id).await?)))
+            }
         }
     }
 
@@ -287,7 +305,8 @@ impl Sink {
             Sink::Nats(sink) => sink.keeps_order(),
             // One stream that stops at the first failure, into a broker that may keep order.
             Sink::Gateway(sink) => sink.keeps_order(),
-            Sink::Amqp(_) | Sink::Mqtt(_) => false,
+            // RocketMQ: unary sends, any of which may fail while a later one lands.
+            Sink::Amqp(_) | Sink::Mqtt(_) | Sink::Rocketmq(_) => false,
         }
     }
 
@@ -308,6 +327,7 @@ impl Sink {
             Sink::Amqp(sink) => sink.send(message).await,
             Sink::Mqtt(sink) => sink.send(message).await,
             Sink::Gateway(sink) => sink.send(message).await,
+            Sink::Rocketmq(sink) => Ok(sink.send(message)),
         }
     }
 }

@@ -146,7 +146,8 @@ fn series_of_gone(
 async fn reconcile(bridge: Arc<Bridge>, state: Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let started = Instant::now();
-    let result = reconcile_bridge(&bridge, &state).await;
+    // Boxed: the resolved ends make the future large.
+    let result = Box::pin(reconcile_bridge(&bridge, &state)).await;
     let label = result.as_ref().map_or_else(Error::metric_label, |_| "success");
     ctx.metrics.observe_reconcile(KIND, label, started);
     result
@@ -275,14 +276,6 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             ),
         ));
     }
-    if ap.spec.driver == oms_crds::access_point::Driver::Rocketmq {
-        return Ok(End::NotReady(
-            "DriverNotBridgeable",
-            format!(
-                "{ap_what} is RocketMQ, which bridges cannot read or write yet (no RocketMQ connector); only its queues are provisioned"
-            ),
-        ));
-    }
     let Some(driver) = crate::workload::protocol(ap.spec.driver) else {
         // Behind another cloud's gateway: reached with the Bridge's certificate, no credentials.
         let (Some(endpoint), Some(remote)) = (&ap.spec.endpoint, &ap.spec.remote) else {
@@ -293,6 +286,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
             servers: vec![endpoint.clone()],
             queue: queue.spec.name.clone().unwrap_or_else(|| queue.name_any()),
             access_point: format!("{}/{}", remote.namespace, remote.name),
+            name_servers: Vec::new(),
             binding: None,
             duplicate_window: None,
         }));
@@ -331,6 +325,7 @@ async fn resolve(ctx: &Context, bridge: &Bridge, reference: &oms_crds::common::Q
     Ok(End::Ready(ResolvedEnd {
         driver,
         servers: endpoint.servers,
+        name_servers: endpoint.name_servers,
         queue: queue_name,
         access_point: format!("{ap_namespace}/{}", ap_ref.name),
         binding,

@@ -30,6 +30,8 @@ pub struct ResolvedEnd {
     /// `<namespace>/<name>` of the access point serving the queue (for a gateway end: the one
     /// behind the gateway).
     pub access_point: String,
+    /// RocketMQ: `host:port` of the name servers (the worker sets its group's positions there).
+    pub name_servers: Vec<String>,
     /// The binding Secret the worker mounts for this end's login and TLS settings, if it has either.
     pub binding: Option<MountedBinding>,
     /// How long the queue's broker drops a repeated message id, as its Queue reports it (not
@@ -151,6 +153,7 @@ fn end_file(role: &str, end: &ResolvedEnd) -> EndpointFile {
         access_point: Some(end.access_point.clone()),
         // A gateway end is reached with the Bridge's own certificate.
         tls: if end.driver == Protocol::Gateway { Some(workload::mounted_tls()) } else { broker_tls },
+        name_servers: end.name_servers.clone(),
         credentials_dir,
     }
 }
@@ -297,6 +300,7 @@ mod tests {
             servers: vec!["orders-kafka-0.orders-kafka.acme.svc:9092".into()],
             queue: "orders".into(),
             access_point: "acme/orders".into(),
+            name_servers: Vec::new(),
             binding: None,
             duplicate_window: None,
         }
@@ -308,6 +312,7 @@ mod tests {
             servers: vec!["gateway.cloud-b.example:7443".into()],
             queue: "orders-eu".into(),
             access_point: "acme/eu-nats".into(),
+            name_servers: Vec::new(),
             binding: Some(MountedBinding {
                 secret: "eu-binding".into(),
                 login: Some(workload::LoginFiles::Password),
@@ -368,6 +373,7 @@ mod tests {
             servers: vec!["sensors-mqtt.acme.svc:1883".into()],
             queue: "readings".into(),
             access_point: "acme/sensors".into(),
+            name_servers: Vec::new(),
             binding: None,
             duplicate_window: None,
         }

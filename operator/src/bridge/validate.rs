@@ -86,7 +86,8 @@ pub fn check_target_window(file: &WorkerFile, window: Option<Duration>) -> Resul
 /// by. An MQTT session belongs to one client: the workers take turns through a Lease.
 fn replicas_unsupported(source: Protocol) -> Option<&'static str> {
     match source {
-        Protocol::Kafka | Protocol::Amqp | Protocol::Nats | Protocol::Mqtt => None,
+        // RocketMQ: the workers are simple consumers of one group, each message to one of them.
+        Protocol::Kafka | Protocol::Amqp | Protocol::Nats | Protocol::Mqtt | Protocol::Rocketmq => None,
         Protocol::Gateway => Some("several workers reading through one gateway are not built or proved yet"),
     }
 }
@@ -132,6 +133,7 @@ mod tests {
             queue: queue.into(),
             access_point: Some("acme/edge".into()),
             tls: None,
+            name_servers: Vec::new(),
             credentials_dir: None,
         };
         let mut file = WorkerFile {

@@ -1,0 +1,732 @@
+//! RocketMQ 5 through its proxy's gRPC API (`proto/rocketmq.proto`), the API RocketMQ's own 5.x
+//! clients speak; the official Rust client pins a tonic three majors old and is not maintained.
+//!
+//! Source: a simple consumer. The group's positions are set first ([`positions`]); a task then
+//! receives in long polls and hands messages on; each is acknowledged only after the target
+//! confirmed it. One the target has not confirmed within the invisible time is delivered again
+//! (a duplicate, never a loss), as is every unacknowledged one after a crash.
+//! Sink: one SendMessage per message; confirmed when the proxy answers OK (the broker stored it).
+
+mod positions;
+
+use std::io::Read as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use super::{Ack, Confirm, ConnectorError, Delivered, Durable, Received, Start};
+use crate::message::{
+    HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, is_text_header_value,
+    take_bridge_headers,
+};
+use oms_bridge_config::{Endpoint, Protocol};
+
+#[allow(clippy::all, clippy::pedantic)]
+mod proto {
+    tonic::include_proto!("apache.rocketmq.v2");
+}
+
+use proto::messaging_service_client::MessagingServiceClient;
+
+/// The message's RocketMQ tag travels as this header, and a message with this header is sent with
+/// it as its tag.
+pub const TAG_HEADER: &str = "rocketmq-tag";
+
+/// How long a received message stays invisible to other receives of the group: longer than any
+/// confirm should take; one still unconfirmed then is delivered again.
+const INVISIBLE: Duration = Duration::from_mins(1);
+/// A receive waits this long for messages before it answers empty.
+const LONG_POLL: Duration = Duration::from_secs(20);
+/// Messages asked for per receive (the proxy's most is 32).
+const RECEIVE_BATCH: i32 = 32;
+/// Deadline of one unary call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The proxy forgets a client's settings without heartbeats (after 120 s); the Java client sends
+/// them every 10 s.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+fn servers(endpoint: &Endpoint) -> String {
+    endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
+}
+
+fn connect_error(endpoint: &Endpoint, message: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Connect { protocol: Protocol::Rocketmq, servers: servers(endpoint), message: message.to_string() }
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// A RocketMQ status that is not OK, as text: `TopicNotFound (40402): ...`.
+fn refused(status: Option<&proto::Status>) -> Option<String> {
+    let status = status?;
+    match status.code() {
+        proto::Code::Ok => None,
+        code => Some(format!("{code:?} ({}): {}", status.code, status.message)),
+    }
+}
+
+/// The proxy and who we are to it: every request carries the client id (the proxy keys a
+/// consumer's settings by it), the language, the time and, with a login, a signature of the time.
+#[derive(Clone)]
+struct Proxy {
+    client: MessagingServiceClient<Channel>,
+    client_id: String,
+    login: Option<(String, String)>,
+    endpoints: proto::Endpoints,
+    requests: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    async fn connect(endpoint: &Endpoint, client_id: &str) -> Result<Self, ConnectorError> {
+        if endpoint.tls.is_some() {
+            return Err(connect_error(endpoint, "TLS towards a RocketMQ proxy is not built yet"));
+        }
+        let (host, port) = endpoint.servers.first().cloned().ok_or_else(|| connect_error(endpoint, "no server"))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+            .map_err(|e| connect_error(endpoint, e))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .map_err(|e| connect_error(endpoint, super::gateway::with_causes(&e)))?;
+        let addresses = endpoint
+            .servers
+            .iter()
+            .map(|(host, port)| proto::Address { host: host.clone(), port: i32::from(*port) })
+            .collect();
+        let scheme = if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            proto::AddressScheme::IPv4
+        } else {
+            proto::AddressScheme::DomainName
+        };
+        Ok(Self {
+            client: MessagingServiceClient::new(channel),
+            client_id: client_id.to_owned(),
+            login: super::credentials(endpoint),
+            endpoints: proto::Endpoints { scheme: scheme.into(), addresses },
+            requests: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// `message` with the headers every request carries.
+    fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let date_time = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let number = self.requests.fetch_add(1, AtomicOrdering::Relaxed);
+        let mut headers = vec![
+            ("x-mq-client-id", self.client_id.clone()),
+            ("x-mq-language", "RUST".to_owned()),
+            ("x-mq-protocol", "v2".to_owned()),
+            ("x-mq-client-version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("x-mq-request-id", format!("{}-{number}", self.client_id)),
+        ];
+        if let Some((user, password)) = &self.login {
+            headers.push(("authorization", oms_probe::rocketmq::grpc_authorization(user, password, &date_time)));
+        }
+        headers.push(("x-mq-date-time", date_time));
+        for (name, value) in headers {
+            if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+                request.metadata_mut().insert(name, value);
+            }
+        }
+        request
+    }
+}
+
+fn resource(name: &str) -> proto::Resource {
+    proto::Resource { resource_namespace: String::new(), name: name.to_owned() }
+}
+
+/// The consumer group of a durable position: RocketMQ names take no dot, and a tenant's sit under
+/// its namespace prefix (`<namespace>%`), as its topics do.
+#[must_use]
+pub fn consumer_group(durable: &Durable) -> String {
+    format!("{}%{}-{}", durable.tenant, durable.kind, durable.name).replace('.', "_")
+}
+
+/// What a receive task hands the source.
+type Delivery = Result<proto::Message, ConnectorError>;
+
+pub struct RocketmqSource {
+    proxy: Proxy,
+    group: proto::Resource,
+    topic: proto::Resource,
+    deliveries: mpsc::Receiver<Delivery>,
+    ids: MessageIds,
+    /// The receive loop, the heartbeats and the telemetry stream; stopped with the source.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RocketmqSource {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl RocketmqSource {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        durable: &Durable,
+        start: Start,
+        in_flight: u32,
+    ) -> Result<Self, ConnectorError> {
+        let group = consumer_group(durable);
+        let proxy = Proxy::connect(endpoint, &format!("{group}@{}", hostname())).await?;
+        let (name_servers, login, topic) = (endpoint.name_servers.clone(), proxy.login.clone(), endpoint.queue.clone());
+        let named = group.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            positions::prepare(&name_servers, login.as_ref(), &topic, &named, start)
+        })
+        .await
+        .map_err(|e| connect_error(endpoint, e))?
+        .map_err(|e| connect_error(endpoint, format!("preparing consumer group {group}: {e}")))?;
+        tracing::info!(
+            message = "RocketMQ consumer group ready.",
+            group,
+            queues = prepared.queues,
+            started = prepared.started
+        );
+        let (group, topic) = (resource(&group), resource(&endpoint.queue));
+        let mut tasks = vec![
+            telemetry(&proxy, subscription_settings(&proxy, &group, &topic))
+                .await
+                .map_err(|e| connect_error(endpoint, e))?,
+        ];
+        tasks.push(tokio::spawn(heartbeats(proxy.clone(), group.clone())));
+        let assignment = proto::QueryAssignmentRequest {
+            topic: Some(topic.clone()),
+            group: Some(group.clone()),
+            endpoints: Some(proxy.endpoints.clone()),
+        };
+        let answer = proxy
+            .client
+            .clone()
+            .query_assignment(proxy.request(assignment, Some(CALL_TIMEOUT)))
+            .await
+            .map_err(|s| connect_error(endpoint, status_text(&s)))?
+            .into_inner();
+        if let Some(why) = refused(answer.status.as_ref()) {
+            return Err(connect_error(endpoint, format!("assignment of topic {}: {why}", endpoint.queue)));
+        }
+        let queues: Vec<proto::MessageQueue> = answer.assignments.into_iter().filter_map(|a| a.message_queue).collect();
+        if queues.is_empty() {
+            return Err(connect_error(
+                endpoint,
+                format!("no broker serves topic {} to group {}", endpoint.queue, group.name),
+            ));
+        }
+        // A small buffer: what waits here is invisible too, and counts against the invisible time.
+        let (handed, deliveries) = mpsc::channel(usize::try_from(in_flight.min(64)).unwrap_or(64));
+        tasks.push(tokio::spawn(receive_loop(proxy.clone(), group.clone(), queues, handed)));
+        let ids = MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue);
+        Ok(Self { proxy, group, topic, deliveries, ids, tasks })
+    }
+
+    pub async fn next(&mut self) -> Result<Received, ConnectorError> {
+        let message = self
+            .deliveries
+            .recv()
+            .await
+            .ok_or_else(|| ConnectorError::Receive("the receive loop stopped".into()))??;
+        let system = message.system_properties.clone().unwrap_or_default();
+        let receipt = system.receipt_handle.clone().unwrap_or_default();
+        let redelivered = system.delivery_attempt.unwrap_or(1) > 1;
+        let message_id = system.message_id.clone();
+        let message = incoming(message, &self.ids).map_err(ConnectorError::Receive)?;
+        Ok(Received { message, ack: Ack::Rocketmq(Box::new((message_id, receipt))), gap: 0, redelivered })
+    }
+
+    /// Acknowledges one message. A receipt that expired (the target took longer than the
+    /// invisible time) cannot be acknowledged: the message comes again, a duplicate, and the
+    /// pipeline goes on.
+    pub async fn ack(&mut self, message_id: String, receipt_handle: String) -> Result<(), ConnectorError> {
+        let request = proto::AckMessageRequest {
+            group: Some(self.group.clone()),
+            topic: Some(self.topic.clone()),
+            entries: vec![proto::AckMessageEntry { message_id: message_id.clone(), receipt_handle }],
+        };
+        let answer = self
+            .proxy
+            .client
+            .clone()
+            .ack_message(self.proxy.request(request, Some(CALL_TIMEOUT)))
+            .await
+            .map_err(|s| ConnectorError::Ack(status_text(&s)))?
+            .into_inner();
+        let entry = answer.entries.first().and_then(|e| e.status.as_ref());
+        match (refused(answer.status.as_ref()), entry.map(proto::Status::code)) {
+            (_, Some(proto::Code::InvalidReceiptHandle)) => {
+                tracing::warn!(message = "A receipt expired before its ack; the message comes again.", message_id);
+                Ok(())
+            }
+            (None, _) => Ok(()),
+            (Some(why), _) => Err(ConnectorError::Ack(format!("message {message_id}: {why}"))),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| format!("pid{}", std::process::id()))
+}
+
+fn user_agent() -> proto::Ua {
+    proto::Ua {
+        language: proto::Language::Rust.into(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        platform: std::env::consts::OS.to_owned(),
+        hostname: hostname(),
+    }
+}
+
+fn duration(d: Duration) -> proto::Duration {
+    proto::Duration { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: 0 }
+}
+
+fn subscription_settings(proxy: &Proxy, group: &proto::Resource, topic: &proto::Resource) -> proto::Settings {
+    proto::Settings {
+        client_type: Some(proto::ClientType::SimpleConsumer.into()),
+        access_point: Some(proxy.endpoints.clone()),
+        request_timeout: Some(duration(CALL_TIMEOUT)),
+        pub_sub: Some(proto::settings::PubSub::Subscription(proto::Subscription {
+            group: Some(group.clone()),
+            subscriptions: vec![proto::SubscriptionEntry {
+                topic: Some(topic.clone()),
+                expression: Some(proto::FilterExpression {
+                    r#type: proto::FilterType::Tag.into(),
+                    expression: "*".into(),
+                }),
+            }],
+            fifo: Some(false),
+            receive_batch_size: Some(RECEIVE_BATCH),
+            long_polling_timeout: Some(duration(LONG_POLL)),
+        })),
+        user_agent: Some(user_agent()),
+    }
+}
+
+/// Opens the telemetry stream and sends `settings`; returns once the proxy answered (then it
+/// holds them), with the task that keeps the stream open.
+async fn telemetry(proxy: &Proxy, settings: proto::Settings) -> Result<tokio::task::JoinHandle<()>, String> {
+    let (commands, outgoing) = mpsc::channel(4);
+    let first =
+        proto::TelemetryCommand { status: None, command: Some(proto::telemetry_command::Command::Settings(settings)) };
+    commands.send(first).await.map_err(|_| "the telemetry stream closed".to_owned())?;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(outgoing);
+    let mut replies = proxy
+        .client
+        .clone()
+        .telemetry(proxy.request(stream, None))
+        .await
+        .map_err(|s| format!("telemetry: {}", status_text(&s)))?
+        .into_inner();
+    let answer = tokio::time::timeout(CALL_TIMEOUT, replies.message())
+        .await
+        .map_err(|_| "the proxy did not answer the client settings".to_owned())?
+        .map_err(|s| format!("telemetry: {}", status_text(&s)))?;
+    if let Some(why) = answer.as_ref().and_then(|a| refused(a.status.as_ref())) {
+        return Err(format!("client settings refused: {why}"));
+    }
+    Ok(tokio::spawn(async move {
+        // Held so that the stream stays open; the proxy's commands (stack traces, message
+        // verification) are not answered.
+        let _commands = commands;
+        while let Ok(Some(_)) = replies.message().await {}
+    }))
+}
+
+async fn heartbeats(proxy: Proxy, group: proto::Resource) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        every.tick().await;
+        let beat = proto::HeartbeatRequest {
+            group: Some(group.clone()),
+            client_type: proto::ClientType::SimpleConsumer.into(),
+        };
+        if let Err(status) = proxy.client.clone().heartbeat(proxy.request(beat, Some(CALL_TIMEOUT))).await {
+            tracing::warn!(message = "RocketMQ heartbeat failed.", error = status_text(&status));
+        }
+    }
+}
+
+/// Receives from the assigned queues in turn and hands each message on; a failed receive is
+/// handed on as an error and ends the loop (the worker reconnects).
+async fn receive_loop(
+    proxy: Proxy,
+    group: proto::Resource,
+    queues: Vec<proto::MessageQueue>,
+    handed: mpsc::Sender<Delivery>,
+) {
+    for queue in queues.iter().cycle() {
+        let request = proto::ReceiveMessageRequest {
+            group: Some(group.clone()),
+            message_queue: Some(queue.clone()),
+            filter_expression: Some(proto::FilterExpression {
+                r#type: proto::FilterType::Tag.into(),
+                expression: "*".into(),
+            }),
+            batch_size: RECEIVE_BATCH,
+            invisible_duration: Some(duration(INVISIBLE)),
+            auto_renew: false,
+            long_polling_timeout: Some(duration(LONG_POLL)),
+        };
+        let received = receive(&proxy, request).await;
+        let stop = received.is_err();
+        for delivery in received.map_or_else(|e| vec![Err(e)], |messages| messages.into_iter().map(Ok).collect()) {
+            if handed.send(delivery).await.is_err() {
+                return;
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// One long poll: the messages it brought (none when the queue stayed empty). A poll that outlives
+/// its deadline counts as empty: what the proxy popped for it meanwhile comes again after the
+/// invisible time.
+async fn receive(proxy: &Proxy, request: proto::ReceiveMessageRequest) -> Result<Vec<proto::Message>, ConnectorError> {
+    let fail = |status: tonic::Status| ConnectorError::Receive(status_text(&status));
+    let timed_out =
+        |status: &tonic::Status| matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded);
+    let deadline = LONG_POLL + CALL_TIMEOUT;
+    let mut answers = match proxy.client.clone().receive_message(proxy.request(request, Some(deadline))).await {
+        Ok(answers) => answers.into_inner(),
+        Err(status) if timed_out(&status) => return Ok(Vec::new()),
+        Err(status) => return Err(fail(status)),
+    };
+    let mut messages = Vec::new();
+    loop {
+        let answer = match answers.message().await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => break,
+            Err(status) if timed_out(&status) => {
+                tracing::debug!(message = "A receive outlived its deadline.", received = messages.len());
+                break;
+            }
+            Err(status) => return Err(fail(status)),
+        };
+        match answer.content {
+            Some(proto::receive_message_response::Content::Message(message)) => messages.push(message),
+            Some(proto::receive_message_response::Content::Status(status)) => match status.code() {
+                proto::Code::Ok | proto::Code::MessageNotFound => {}
+                _ => return Err(ConnectorError::Receive(refused(Some(&status)).unwrap_or_default())),
+            },
+            Some(proto::receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
+        }
+    }
+    Ok(messages)
+}
+
+/// A received message as the bridge carries it. The key is the first of RocketMQ's keys, the
+/// tag travels as [`TAG_HEADER`], user properties as headers; the id is the one it arrived with,
+/// else `<access point>/<topic>/<RocketMQ message id>` (the same on every delivery).
+fn incoming(message: proto::Message, ids: &MessageIds) -> Result<Message, String> {
+    let system = message.system_properties.unwrap_or_default();
+    let payload = match system.body_encoding() {
+        proto::Encoding::Gzip => inflate(&message.body)
+            .map_err(|e| format!("message {} is compressed in a way the bridge cannot read: {e}", system.message_id))?,
+        _ => message.body,
+    };
+    let mut headers: HeaderList =
+        message.user_properties.into_iter().map(|(name, value)| (name, value.into_bytes())).collect();
+    headers.sort();
+    if let Some(tag) = system.tag.filter(|t| !t.is_empty()) {
+        headers.push((TAG_HEADER.to_owned(), tag.into_bytes()));
+    }
+    let (own, headers) = take_bridge_headers(headers);
+    let key = system.keys.into_iter().next().map(String::into_bytes).or(own.key);
+    let born = system.born_timestamp.map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+    Ok(Message {
+        key,
+        payload,
+        headers,
+        timestamp_ms: born,
+        id: ids.id_named(own.id, &system.message_id),
+        provenance: own.provenance,
+    })
+}
+
+/// A body RocketMQ marks compressed: gzip (5.x gRPC producers) or zlib (remoting producers).
+fn inflate(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    if body.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(body).read_to_end(&mut out)?;
+    } else {
+        flate2::read::ZlibDecoder::new(body).read_to_end(&mut out)?;
+    }
+    Ok(out)
+}
+
+pub struct RocketmqSink {
+    proxy: Proxy,
+    topic: proto::Resource,
+    /// The topic takes FIFO messages only: each is sent in the message group of its key.
+    fifo: bool,
+}
+
+impl RocketmqSink {
+    pub async fn connect(endpoint: &Endpoint, client_id: &str) -> Result<Self, ConnectorError> {
+        let proxy = Proxy::connect(endpoint, &format!("{client_id}-out@{}", hostname())).await?;
+        let topic = resource(&endpoint.queue);
+        let route = proto::QueryRouteRequest { topic: Some(topic.clone()), endpoints: Some(proxy.endpoints.clone()) };
+        let answer = proxy
+            .client
+            .clone()
+            .query_route(proxy.request(route, Some(CALL_TIMEOUT)))
+            .await
+            .map_err(|s| connect_error(endpoint, status_text(&s)))?
+            .into_inner();
+        if let Some(why) = refused(answer.status.as_ref()) {
+            return Err(connect_error(endpoint, format!("route of topic {}: {why}", endpoint.queue)));
+        }
+        let accepts = |kind: proto::MessageType| {
+            answer.message_queues.iter().any(|q| q.accept_message_types.contains(&i32::from(kind)))
+        };
+        let fifo = accepts(proto::MessageType::Fifo) && !accepts(proto::MessageType::Normal);
+        Ok(Self { proxy, topic, fifo })
+    }
+
+    /// Sends `message`; a message RocketMQ cannot take is refused through its confirmation, as
+    /// the pipeline expects of a refusal for good.
+    pub fn send(&self, message: &Message) -> Confirm {
+        let wire = outgoing(message, &self.topic, self.fifo);
+        let (proxy, id) = (self.proxy.clone(), message.id.clone());
+        Box::pin(async move {
+            let wire = wire?;
+            let request = proxy.request(proto::SendMessageRequest { messages: vec![wire] }, Some(CALL_TIMEOUT));
+            let answer = proxy
+                .client
+                .clone()
+                .send_message(request)
+                .await
+                .map_err(|s| ConnectorError::Send(status_text(&s)))?
+                .into_inner();
+            let status = answer.entries.first().and_then(|e| e.status.clone()).or(answer.status);
+            match status.as_ref().map(proto::Status::code) {
+                Some(proto::Code::Ok) => Ok(Delivered::Stored),
+                Some(code) if refused_for_good(code) => Err(ConnectorError::Rejected {
+                    reason: "rejected_by_broker",
+                    message: format!("message {id}: {}", refused(status.as_ref()).unwrap_or_default()),
+                }),
+                _ => {
+                    Err(ConnectorError::Send(format!("message {id}: {}", refused(status.as_ref()).unwrap_or_default())))
+                }
+            }
+        })
+    }
+}
+
+/// Codes for which the same message would be refused again, however often it is sent.
+fn refused_for_good(code: proto::Code) -> bool {
+    matches!(
+        code,
+        proto::Code::MessageBodyTooLarge
+            | proto::Code::MessageBodyEmpty
+            | proto::Code::PayloadTooLarge
+            | proto::Code::MessagePropertiesTooLarge
+            | proto::Code::MessagePropertyConflictWithType
+            | proto::Code::BadRequest
+    )
+}
+
+/// The message as RocketMQ takes it: the key as its one key (text keys only), headers as user
+/// properties (text values only, as NATS headers), [`TAG_HEADER`] as the tag, and the bridge's id
+/// and provenance as properties. RocketMQ's own message id is derived from the bridge's, so every
+/// resend of a message carries the same one. An empty payload is refused (RocketMQ stores none).
+fn outgoing(message: &Message, topic: &proto::Resource, fifo: bool) -> Result<proto::Message, ConnectorError> {
+    if message.payload.is_empty() {
+        return Err(ConnectorError::Rejected {
+            reason: "empty",
+            message: format!("message {}: RocketMQ stores no message without a body", message.id),
+        });
+    }
+    let mut properties = std::collections::HashMap::new();
+    let mut tag = None;
+    for (name, value) in &message.headers {
+        if !is_text_header_value(value) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value).into_owned();
+        if name == TAG_HEADER {
+            tag = Some(value);
+        } else {
+            properties.insert(name.clone(), value);
+        }
+    }
+    properties.insert(MESSAGE_ID_HEADER.to_owned(), message.id.clone());
+    if let Some(hops) = message.provenance_after(None) {
+        properties.insert(PROVENANCE_HEADER.to_owned(), hops);
+    }
+    let key = message.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).filter(|k| is_key(k)).map(str::to_owned);
+    if let (None, Some(raw)) = (&key, &message.key) {
+        // Binary keys ride as a property so that a RocketMQ -> X bridge can restore them.
+        properties.insert(KEY_HEADER.to_owned(), String::from_utf8_lossy(raw).into_owned());
+    }
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis(),
+    )
+    .unwrap_or(0);
+    let born_ms = message.timestamp_ms.unwrap_or(now_ms);
+    let system = proto::SystemProperties {
+        tag,
+        message_group: fifo.then(|| key.clone().unwrap_or_else(|| topic.name.clone())),
+        keys: key.into_iter().collect(),
+        message_id: rocketmq_message_id(&message.id),
+        body_encoding: proto::Encoding::Identity.into(),
+        message_type: if fifo { proto::MessageType::Fifo } else { proto::MessageType::Normal }.into(),
+        born_timestamp: Some(proto::Timestamp {
+            seconds: born_ms.div_euclid(1000),
+            nanos: i32::try_from(born_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        }),
+        born_host: hostname(),
+        ..proto::SystemProperties::default()
+    };
+    Ok(proto::Message {
+        topic: Some(topic.clone()),
+        user_properties: properties,
+        system_properties: Some(system),
+        body: message.payload.clone(),
+    })
+}
+
+/// A key RocketMQ takes: not blank, no control character.
+fn is_key(key: &str) -> bool {
+    !key.trim().is_empty() && !key.chars().any(char::is_control)
+}
+
+/// RocketMQ's message id of a bridged message: `01` and 32 hex digits, as its own clients make
+/// them, from a hash of the bridge's stable id.
+fn rocketmq_message_id(stable_id: &str) -> String {
+    let digest = Sha256::digest(stable_id.as_bytes());
+    format!("01{}", oms_probe::rocketmq::upper_hex(&digest[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic() -> proto::Resource {
+        resource("orders")
+    }
+
+    #[test]
+    fn a_message_goes_out_with_its_key_tag_properties_and_a_message_id_of_its_stable_id() {
+        let message = Message {
+            key: Some(b"customer-7".to_vec()),
+            payload: b"hello".to_vec(),
+            headers: vec![
+                ("trace".into(), b"abc".to_vec()),
+                (TAG_HEADER.into(), b"paid".to_vec()),
+                ("binary".into(), vec![0xff, 0x00]),
+            ],
+            timestamp_ms: Some(1_700_000_000_123),
+            id: "acme/k/orders/0/42".into(),
+            provenance: vec!["acme/k".into()],
+        };
+        let wire = outgoing(&message, &topic(), false).unwrap();
+        let system = wire.system_properties.clone().unwrap();
+        assert_eq!(system.keys, ["customer-7"]);
+        assert_eq!(system.tag.as_deref(), Some("paid"));
+        assert_eq!(system.message_group, None, "a NORMAL topic takes no message group");
+        assert_eq!(system.message_type(), proto::MessageType::Normal);
+        assert_eq!(system.born_timestamp, Some(proto::Timestamp { seconds: 1_700_000_000, nanos: 123_000_000 }));
+        assert_eq!(wire.user_properties["trace"], "abc");
+        assert_eq!(wire.user_properties[MESSAGE_ID_HEADER], "acme/k/orders/0/42");
+        assert_eq!(wire.user_properties[PROVENANCE_HEADER], "acme/k");
+        assert!(!wire.user_properties.contains_key("binary"), "binary values are not text properties");
+        assert_eq!(system.message_id, rocketmq_message_id("acme/k/orders/0/42"), "a resend has the same id");
+        assert_eq!(system.message_id.len(), 34);
+        assert_ne!(rocketmq_message_id("a"), rocketmq_message_id("b"));
+
+        let fifo = outgoing(&message, &topic(), true).unwrap().system_properties.unwrap();
+        assert_eq!(fifo.message_group.as_deref(), Some("customer-7"), "per-key order on a FIFO topic");
+    }
+
+    #[test]
+    fn an_empty_payload_is_refused_for_good() {
+        let error = outgoing(&Message { id: "x".into(), ..Message::default() }, &topic(), false).unwrap_err();
+        assert!(matches!(error, ConnectorError::Rejected { reason: "empty", .. }), "{error}");
+    }
+
+    #[test]
+    fn a_received_message_keeps_its_id_key_tag_and_properties_and_arrives_with_one_otherwise() {
+        let ids = MessageIds::positional(Some("acme/r"), "orders");
+        let sent = outgoing(
+            &Message {
+                key: Some(b"k1".to_vec()),
+                payload: b"p".to_vec(),
+                headers: vec![("h".into(), b"v".to_vec()), (TAG_HEADER.into(), b"t".to_vec())],
+                timestamp_ms: Some(5_000),
+                id: "upstream-id".into(),
+                provenance: vec!["acme/k".into()],
+            },
+            &topic(),
+            false,
+        )
+        .unwrap();
+        let back = incoming(sent, &ids).unwrap();
+        assert_eq!(back.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(back.id, "upstream-id");
+        assert_eq!(back.provenance, ["acme/k"]);
+        assert_eq!(back.timestamp_ms, Some(5_000));
+        assert_eq!(back.headers, [("h".to_owned(), b"v".to_vec()), (TAG_HEADER.to_owned(), b"t".to_vec())]);
+
+        let native = proto::Message {
+            topic: Some(topic()),
+            user_properties: std::collections::HashMap::new(),
+            system_properties: Some(proto::SystemProperties { message_id: "01ABC".into(), ..Default::default() }),
+            body: b"x".to_vec(),
+        };
+        assert_eq!(
+            incoming(native, &ids).unwrap().id,
+            "acme/r/orders/01ABC",
+            "RocketMQ's id, the same on each delivery"
+        );
+    }
+
+    #[test]
+    fn a_compressed_body_is_inflated_and_one_that_cannot_be_is_an_error_not_a_payload() {
+        use std::io::Write as _;
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(b"large body").unwrap();
+        let mut system = proto::SystemProperties { message_id: "01A".into(), ..Default::default() };
+        system.set_body_encoding(proto::Encoding::Gzip);
+        let ids = MessageIds::positional(None, "orders");
+        let message = |body: Vec<u8>| proto::Message {
+            topic: Some(topic()),
+            user_properties: std::collections::HashMap::new(),
+            system_properties: Some(system.clone()),
+            body,
+        };
+        assert_eq!(incoming(message(gzip.finish().unwrap()), &ids).unwrap().payload, b"large body");
+        assert!(incoming(message(b"not compressed".to_vec()), &ids).unwrap_err().contains("01A"));
+    }
+
+    #[test]
+    fn consumer_groups_take_no_dot_and_sit_under_the_tenants_namespace() {
+        assert_eq!(consumer_group(&Durable::bridge("acme", "orders.eu")), "acme%oms-bridge-orders_eu");
+    }
+}
