@@ -133,6 +133,42 @@ async fn rocketmq_source_and_target_lose_nothing_across_kill_9_and_a_broker_rest
     Ok(())
 }
 
+/// A RocketMQ source's lag is what its group has not taken yet (read from the brokers) plus what
+/// the worker holds: 3,000 messages waiting behind a slow target show as a lag of most of them,
+/// and the lag comes back to 0 once all arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rocketmq_source_reports_what_waits_as_its_lag() -> anyhow::Result<()> {
+    let brokers = Brokers::shared(false)?.with_rocketmq(None)?;
+    let (from, to) = ("lag-in", "lag-out");
+    brokers.create_queue(Kind::Rocketmq, from).await?;
+    brokers.create_queue(Kind::Nats, to).await?;
+    brokers.produce(Kind::Rocketmq, from, 0, KILL_COUNT).await?;
+    // Every write to NATS waits 300 ms: the worker drains the topic over many lag readings.
+    let slow = oms_e2e::FaultProxy::start(&brokers.nats.address())?;
+    slow.add_latency(300)?;
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
+    let yaml = brokers
+        .config("lag", (Kind::Rocketmq, from), (Kind::Nats, to), admin, "ordering: None\n")
+        .replace(&brokers.nats.address(), &format!("127.0.0.1:{}", slow.listen));
+    let _worker = Worker::start_with("lag", &yaml)?;
+    let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
+    let (started, mut most) = (Instant::now(), 0);
+    loop {
+        let lag = oms_e2e::metric(admin, "oms_bridge_source_lag_messages", None);
+        most = most.max(lag);
+        let stored = js.get_stream(to).await?.info().await?.state.messages;
+        if stored >= KILL_COUNT as u64 && lag == 0 {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_mins(2), "stored {stored}, lag {lag} after 2 min");
+        tokio::time::sleep(oms_e2e::poll_interval(started.elapsed())).await;
+    }
+    println!("rocketmq lag: most {most} of {KILL_COUNT} waiting, 0 once all arrived after {:?}", started.elapsed());
+    assert!(most >= KILL_COUNT as u64 / 2, "a lag of {most} while {KILL_COUNT} waited behind a slow target");
+    assert!(most <= KILL_COUNT as u64, "a lag of {most}, more than the {KILL_COUNT} sent");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_worker_mid_stream_loses_nothing_and_nats_drops_the_repeats() -> anyhow::Result<()> {
     let brokers = Brokers::shared(false)?;

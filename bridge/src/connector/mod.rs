@@ -249,9 +249,9 @@ impl Source {
             Source::Kafka(source) => source.backlog(),
             Source::Nats(source) => source.backlog().await,
             Source::Amqp(source) => source.backlog().await,
-            // The gateway's queue is another cloud's; its lag is reported there. RocketMQ's would
-            // take a remoting round per queue: not read yet.
-            Source::Mqtt(_) | Source::Gateway(_) | Source::Rocketmq(_) => None,
+            Source::Rocketmq(source) => source.backlog().await,
+            // The gateway's queue is another cloud's; its lag is reported there.
+            Source::Mqtt(_) | Source::Gateway(_) => None,
         }
     }
 

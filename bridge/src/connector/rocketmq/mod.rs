@@ -169,6 +169,8 @@ type Delivery = Result<proto::Message, ConnectorError>;
 
 pub struct RocketmqSource {
     proxy: Proxy,
+    /// Where the group's positions are read (backlog).
+    name_servers: Vec<(String, u16)>,
     group: proto::Resource,
     topic: proto::Resource,
     deliveries: mpsc::Receiver<Delivery>,
@@ -241,7 +243,7 @@ impl RocketmqSource {
         let (handed, deliveries) = mpsc::channel(usize::try_from(in_flight.min(64)).unwrap_or(64));
         tasks.push(tokio::spawn(receive_loop(proxy.clone(), group.clone(), queues, handed)));
         let ids = MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue);
-        Ok(Self { proxy, group, topic, deliveries, ids, tasks })
+        Ok(Self { proxy, name_servers: endpoint.name_servers.clone(), group, topic, deliveries, ids, tasks })
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -256,6 +258,25 @@ impl RocketmqSource {
         let message_id = system.message_id.clone();
         let message = incoming(message, &self.ids).map_err(ConnectorError::Receive)?;
         Ok(Received { message, ack: Ack::Rocketmq(Box::new((message_id, receipt))), gap: 0, redelivered })
+    }
+
+    /// Messages waiting for this worker: those the group has not popped yet, and those popped
+    /// into this source's buffer (the pipeline counts what it has in flight); `None` when the
+    /// brokers cannot be asked.
+    pub async fn backlog(&self) -> Option<u64> {
+        let buffered = u64::try_from(self.deliveries.len()).unwrap_or(0);
+        let (name_servers, login) = (self.name_servers.clone(), self.proxy.login.clone());
+        let (topic, group) = (self.topic.name.clone(), self.group.name.clone());
+        let read =
+            tokio::task::spawn_blocking(move || positions::backlog(&name_servers, login.as_ref(), &topic, &group));
+        match read.await {
+            Ok(Ok(waiting)) => Some(waiting + buffered),
+            Ok(Err(error)) => {
+                tracing::debug!(message = "Cannot read the RocketMQ backlog.", error);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Acknowledges one message. A receipt that expired (the target took longer than the

@@ -3,6 +3,7 @@
 //! the first where the broker still holds it in memory: neither is `startFrom`. So the worker makes
 //! its group on every master that holds the topic and gives each queue where the group has no
 //! position yet the one `startFrom` asks for; a queue with a position keeps it (a restart resumes).
+//! The same positions tell the group's backlog.
 
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use crate::connector::Start;
 
 /// Time for the whole preparation: a route, then a few requests per queue.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time for one backlog read: the pipeline waits for it every few seconds.
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a message is delivered before the broker moves it to the group's dead-letter topic.
 /// RocketMQ's default (16 retries) ends after about 16 invisible times (16 minutes here) of a
@@ -63,6 +66,28 @@ pub fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// Messages of `topic` that `group` has not taken yet: each queue's end minus the group's position
+/// there, over every master. Blocking, like [`prepare`].
+pub fn backlog(
+    name_servers: &[(String, u16)],
+    login: Option<&(String, String)>,
+    topic: &str,
+    group: &str,
+) -> Result<u64, String> {
+    let deadline = Instant::now() + BACKLOG_TIMEOUT;
+    let route = route(name_servers, topic, deadline)?;
+    let mut waiting = 0;
+    for (addr, queues) in route.masters.values() {
+        let mut connection = open(addr, login.cloned(), deadline)?;
+        for queue in 0..*queues {
+            let end = start_offset(&mut connection, topic, queue, Start::Latest)?;
+            let taken = position(&mut connection, topic, group, queue)?.unwrap_or(end);
+            waiting += u64::try_from(end - taken).unwrap_or(0);
+        }
+    }
+    Ok(waiting)
 }
 
 /// The topic's route from the first name server that answers.
