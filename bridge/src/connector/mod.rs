@@ -261,8 +261,8 @@ impl Source {
             Source::Kafka(source) => source.commit_now(),
             Source::Nats(source) => source.flush().await,
             Source::Amqp(source) => source.flush().await,
-            // RocketMQ acks are sent one by one as they come: none are held back.
-            Source::Mqtt(_) | Source::Gateway(_) | Source::Rocketmq(_) => {}
+            Source::Rocketmq(source) => source.flush().await,
+            Source::Mqtt(_) | Source::Gateway(_) => {}
         }
     }
 }

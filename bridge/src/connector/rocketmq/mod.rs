@@ -3,8 +3,10 @@
 //!
 //! Source: a simple consumer. The group's positions are set first ([`positions`]); a task then
 //! receives in long polls and hands messages on; each is acknowledged only after the target
-//! confirmed it. One the target has not confirmed within the invisible time is delivered again
-//! (a duplicate, never a loss), as is every unacknowledged one after a crash.
+//! confirmed it, in batches by another task. The proxy keeps what this worker holds invisible for
+//! as long as it holds it (auto renew, up to 3 hours); what a crashed worker held comes again once
+//! the proxy counts it gone (its heartbeats stop for 2 minutes), a stopping one gives it back at
+//! once. A message is delivered again as a duplicate, never lost.
 //! Sink: one SendMessage per message; confirmed when the proxy answers OK (the broker stored it).
 
 mod positions;
@@ -15,14 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Durable, Received, Start};
 use crate::message::{
-    HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, is_text_header_value,
-    take_bridge_headers,
+    HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, take_bridge_headers,
 };
 use oms_bridge_config::{Endpoint, Protocol};
 
@@ -37,9 +38,16 @@ use proto::messaging_service_client::MessagingServiceClient;
 /// it as its tag.
 pub const TAG_HEADER: &str = "rocketmq-tag";
 
-/// How long a received message stays invisible to other receives of the group: longer than any
-/// confirm should take; one still unconfirmed then is delivered again.
+/// How long a received message stays invisible to other receives of the group, between the
+/// proxy's renewals (auto renew: the proxy uses its own setting, 60 s by default, in its place).
 const INVISIBLE: Duration = Duration::from_mins(1);
+/// Acknowledgements sent in one AckMessage at most.
+const ACK_BATCH: usize = 128;
+/// Codes of a SendMessage refusal that the same message would meet again, whatever the time:
+/// its tag, keys, message group or properties are malformed (40004-40007), it is corrupted
+/// (40016), too large (41300-41302) or its properties are (43101). Refusals of every message
+/// (authorization, a topic of another type) are not among them: the worker stops and says so.
+const REFUSED_FOR_GOOD: [i32; 9] = [40004, 40005, 40006, 40007, 40016, 41300, 41301, 41302, 43101];
 /// A receive waits this long for messages before it answers empty.
 const LONG_POLL: Duration = Duration::from_secs(20);
 /// Messages asked for per receive (the proxy's most is 32).
@@ -175,8 +183,22 @@ pub struct RocketmqSource {
     topic: proto::Resource,
     deliveries: mpsc::Receiver<Delivery>,
     ids: MessageIds,
-    /// The receive loop, the heartbeats and the telemetry stream; stopped with the source.
+    /// To the task that sends acknowledgements in batches.
+    acks: mpsc::Sender<AckCommand>,
+    /// Why that task stopped, once it has.
+    ack_failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// The receive loop, the heartbeats, the telemetry stream and the acks; stopped with the source.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the ack task is told.
+enum AckCommand {
+    Ack {
+        message_id: String,
+        receipt_handle: String,
+    },
+    /// Answered once every acknowledgement before it went out.
+    Flush(oneshot::Sender<()>),
 }
 
 impl Drop for RocketmqSource {
@@ -195,7 +217,10 @@ impl RocketmqSource {
         in_flight: u32,
     ) -> Result<Self, ConnectorError> {
         let group = consumer_group(durable);
-        let proxy = Proxy::connect(endpoint, &format!("{group}@{}", hostname())).await?;
+        // A client id of this connection's own: what an earlier one held is given back once the
+        // proxy counts that client gone, never renewed for this one.
+        let connection = getrandom::u32().unwrap_or_else(|_| std::process::id());
+        let proxy = Proxy::connect(endpoint, &format!("{group}@{}#{connection:08x}", hostname())).await?;
         let (name_servers, login, topic) = (endpoint.name_servers.clone(), proxy.login.clone(), endpoint.queue.clone());
         let named = group.clone();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -242,8 +267,13 @@ impl RocketmqSource {
         // A small buffer: what waits here is invisible too, and counts against the invisible time.
         let (handed, deliveries) = mpsc::channel(usize::try_from(in_flight.min(64)).unwrap_or(64));
         tasks.push(tokio::spawn(receive_loop(proxy.clone(), group.clone(), queues, handed)));
+        let (acks, commands) = mpsc::channel(ACK_BATCH * 8);
+        let ack_failure = Arc::new(std::sync::Mutex::new(None));
+        let acker = Acker { proxy: proxy.clone(), group: group.clone(), topic: topic.clone() };
+        tasks.push(tokio::spawn(acker.run(commands, ack_failure.clone())));
         let ids = MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue);
-        Ok(Self { proxy, name_servers: endpoint.name_servers.clone(), group, topic, deliveries, ids, tasks })
+        let name_servers = endpoint.name_servers.clone();
+        Ok(Self { proxy, name_servers, group, topic, deliveries, ids, acks, ack_failure, tasks })
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -279,31 +309,105 @@ impl RocketmqSource {
         }
     }
 
-    /// Acknowledges one message. A receipt that expired (the target took longer than the
-    /// invisible time) cannot be acknowledged: the message comes again, a duplicate, and the
-    /// pipeline goes on.
+    /// Queues the acknowledgement of one message for the ack task; fails once that task has
+    /// stopped (the proxy refused a batch), with its reason.
     pub async fn ack(&mut self, message_id: String, receipt_handle: String) -> Result<(), ConnectorError> {
-        let request = proto::AckMessageRequest {
-            group: Some(self.group.clone()),
-            topic: Some(self.topic.clone()),
-            entries: vec![proto::AckMessageEntry { message_id: message_id.clone(), receipt_handle }],
-        };
+        if self.acks.send(AckCommand::Ack { message_id, receipt_handle }).await.is_ok() {
+            return Ok(());
+        }
+        let failure = self.ack_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        Err(ConnectorError::Ack(failure.unwrap_or_else(|| "the ack task stopped".into())))
+    }
+
+    /// Before a shutdown: sends the acknowledgements queued, then tells the proxy this client
+    /// ends, so that what it still holds is given back at once instead of after its heartbeats
+    /// lapse.
+    pub async fn flush(&mut self) {
+        let (done, flushed) = oneshot::channel();
+        if self.acks.send(AckCommand::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, flushed).await;
+        }
+        let ending = proto::NotifyClientTerminationRequest { group: Some(self.group.clone()) };
+        let request = self.proxy.request(ending, Some(CALL_TIMEOUT));
+        if let Err(status) = self.proxy.client.clone().notify_client_termination(request).await {
+            tracing::warn!(message = "Could not tell RocketMQ this client ends.", error = status_text(&status));
+        }
+    }
+}
+
+/// Sends acknowledgements in batches: what the pipeline acknowledged while the last batch was
+/// on its way goes in the next.
+struct Acker {
+    proxy: Proxy,
+    group: proto::Resource,
+    topic: proto::Resource,
+}
+
+impl Acker {
+    async fn run(self, mut commands: mpsc::Receiver<AckCommand>, failure: Arc<std::sync::Mutex<Option<String>>>) {
+        while let Some(first) = commands.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < ACK_BATCH {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            let mut entries = Vec::with_capacity(batch.len());
+            let mut flushed = Vec::new();
+            for command in batch {
+                match command {
+                    AckCommand::Ack { message_id, receipt_handle } => {
+                        entries.push(proto::AckMessageEntry { message_id, receipt_handle });
+                    }
+                    AckCommand::Flush(done) => flushed.push(done),
+                }
+            }
+            if !entries.is_empty()
+                && let Err(why) = self.send(entries).await
+            {
+                *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+                return;
+            }
+            for done in flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// One AckMessage. A receipt that expired (the message was given to another receive) cannot
+    /// be acknowledged: the message comes again, a duplicate, and that is no failure.
+    async fn send(&self, entries: Vec<proto::AckMessageEntry>) -> Result<(), String> {
+        let count = entries.len();
+        let request =
+            proto::AckMessageRequest { group: Some(self.group.clone()), topic: Some(self.topic.clone()), entries };
         let answer = self
             .proxy
             .client
             .clone()
             .ack_message(self.proxy.request(request, Some(CALL_TIMEOUT)))
             .await
-            .map_err(|s| ConnectorError::Ack(status_text(&s)))?
+            .map_err(|s| format!("acknowledging {count} messages: {}", status_text(&s)))?
             .into_inner();
-        let entry = answer.entries.first().and_then(|e| e.status.as_ref());
-        match (refused(answer.status.as_ref()), entry.map(proto::Status::code)) {
-            (_, Some(proto::Code::InvalidReceiptHandle)) => {
-                tracing::warn!(message = "A receipt expired before its ack; the message comes again.", message_id);
-                Ok(())
+        let mut expired = 0;
+        for entry in &answer.entries {
+            match entry.status.as_ref().map(proto::Status::code) {
+                Some(proto::Code::Ok) | None => {}
+                Some(proto::Code::InvalidReceiptHandle) => expired += 1,
+                Some(_) => {
+                    let why = refused(entry.status.as_ref()).unwrap_or_default();
+                    return Err(format!("acknowledging message {}: {why}", entry.message_id));
+                }
             }
-            (None, _) => Ok(()),
-            (Some(why), _) => Err(ConnectorError::Ack(format!("message {message_id}: {why}"))),
+        }
+        if expired > 0 {
+            tracing::warn!(message = "Receipts expired before their ack; those messages come again.", expired);
+        }
+        match refused(answer.status.as_ref()) {
+            // MULTIPLE_RESULTS: the entries say each one's outcome, read above.
+            Some(_) if answer.status.as_ref().is_some_and(|s| s.code == 30000) => Ok(()),
+            Some(why) if expired == 0 => Err(format!("acknowledging {count} messages: {why}")),
+            _ => Ok(()),
         }
     }
 }
@@ -399,7 +503,9 @@ async fn receive_loop(
     queues: Vec<proto::MessageQueue>,
     handed: mpsc::Sender<Delivery>,
 ) {
-    for queue in queues.iter().cycle() {
+    // Each worker starts at another broker, so that one which keeps failing first starves none.
+    let first = usize::try_from(getrandom::u64().unwrap_or(0) % queues.len() as u64).unwrap_or(0);
+    for queue in queues.iter().cycle().skip(first) {
         let request = proto::ReceiveMessageRequest {
             group: Some(group.clone()),
             message_queue: Some(queue.clone()),
@@ -409,7 +515,7 @@ async fn receive_loop(
             }),
             batch_size: RECEIVE_BATCH,
             invisible_duration: Some(duration(INVISIBLE)),
-            auto_renew: false,
+            auto_renew: true,
             long_polling_timeout: Some(duration(LONG_POLL)),
         };
         let received = receive(&proxy, request).await;
@@ -425,34 +531,25 @@ async fn receive_loop(
     }
 }
 
-/// One long poll: the messages it brought (none when the queue stayed empty). A poll that outlives
-/// its deadline counts as empty: what the proxy popped for it meanwhile comes again after the
-/// invisible time.
+/// One long poll: the messages it brought (none when the queue stayed empty, or after a second's
+/// pause when the proxy is busy). Any other failure, a poll that outlives its deadline included,
+/// ends the connection: the proxy renews what it handed this client while the client lives, so
+/// messages lost on the way are only given back once the client is gone.
 async fn receive(proxy: &Proxy, request: proto::ReceiveMessageRequest) -> Result<Vec<proto::Message>, ConnectorError> {
     let fail = |status: tonic::Status| ConnectorError::Receive(status_text(&status));
-    let timed_out =
-        |status: &tonic::Status| matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded);
     let deadline = LONG_POLL + CALL_TIMEOUT;
-    let mut answers = match proxy.client.clone().receive_message(proxy.request(request, Some(deadline))).await {
-        Ok(answers) => answers.into_inner(),
-        Err(status) if timed_out(&status) => return Ok(Vec::new()),
-        Err(status) => return Err(fail(status)),
-    };
+    let mut answers =
+        proxy.client.clone().receive_message(proxy.request(request, Some(deadline))).await.map_err(fail)?.into_inner();
     let mut messages = Vec::new();
-    loop {
-        let answer = match answers.message().await {
-            Ok(Some(answer)) => answer,
-            Ok(None) => break,
-            Err(status) if timed_out(&status) => {
-                tracing::debug!(message = "A receive outlived its deadline.", received = messages.len());
-                break;
-            }
-            Err(status) => return Err(fail(status)),
-        };
+    while let Some(answer) = answers.message().await.map_err(fail)? {
         match answer.content {
             Some(proto::receive_message_response::Content::Message(message)) => messages.push(message),
             Some(proto::receive_message_response::Content::Status(status)) => match status.code() {
                 proto::Code::Ok | proto::Code::MessageNotFound => {}
+                // Too many long polls waiting at the proxy, or it timed out on the broker.
+                proto::Code::TooManyRequests | proto::Code::ProxyTimeout => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 _ => return Err(ConnectorError::Receive(refused(Some(&status)).unwrap_or_default())),
             },
             Some(proto::receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
@@ -478,7 +575,7 @@ fn incoming(message: proto::Message, ids: &MessageIds) -> Result<Message, String
         headers.push((TAG_HEADER.to_owned(), tag.into_bytes()));
     }
     let (own, headers) = take_bridge_headers(headers);
-    let key = system.keys.into_iter().next().map(String::into_bytes).or(own.key);
+    let key = own.key.or_else(|| system.keys.into_iter().next().map(String::into_bytes));
     let born = system.born_timestamp.map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
     Ok(Message {
         key,
@@ -546,9 +643,9 @@ impl RocketmqSink {
                 .map_err(|s| ConnectorError::Send(status_text(&s)))?
                 .into_inner();
             let status = answer.entries.first().and_then(|e| e.status.clone()).or(answer.status);
-            match status.as_ref().map(proto::Status::code) {
-                Some(proto::Code::Ok) => Ok(Delivered::Stored),
-                Some(code) if refused_for_good(code) => Err(ConnectorError::Rejected {
+            match status.as_ref().map(|s| (s.code(), s.code)) {
+                Some((proto::Code::Ok, _)) => Ok(Delivered::Stored),
+                Some((_, code)) if refused_for_good(code) => Err(ConnectorError::Rejected {
                     reason: "rejected_by_broker",
                     message: format!("message {id}: {}", refused(status.as_ref()).unwrap_or_default()),
                 }),
@@ -560,17 +657,9 @@ impl RocketmqSink {
     }
 }
 
-/// Codes for which the same message would be refused again, however often it is sent.
-fn refused_for_good(code: proto::Code) -> bool {
-    matches!(
-        code,
-        proto::Code::MessageBodyTooLarge
-            | proto::Code::MessageBodyEmpty
-            | proto::Code::PayloadTooLarge
-            | proto::Code::MessagePropertiesTooLarge
-            | proto::Code::MessagePropertyConflictWithType
-            | proto::Code::BadRequest
-    )
+/// Whether the same message would be refused again, whatever the time ([`REFUSED_FOR_GOOD`]).
+fn refused_for_good(code: i32) -> bool {
+    REFUSED_FOR_GOOD.contains(&code)
 }
 
 /// The message as RocketMQ takes it: the key as its one key (text keys only), headers as user
@@ -587,10 +676,13 @@ fn outgoing(message: &Message, topic: &proto::Resource, fifo: bool) -> Result<pr
     let mut properties = std::collections::HashMap::new();
     let mut tag = None;
     for (name, value) in &message.headers {
-        if !is_text_header_value(value) {
+        // RocketMQ refuses control characters in property names and values (NUL, tab, ...).
+        let Some(value) = std::str::from_utf8(value).ok().filter(|v| is_text(v)).map(str::to_owned) else {
+            continue;
+        };
+        if !is_text(name) {
             continue;
         }
-        let value = String::from_utf8_lossy(value).into_owned();
         if name == TAG_HEADER {
             tag = Some(value);
         } else {
@@ -601,10 +693,12 @@ fn outgoing(message: &Message, topic: &proto::Resource, fifo: bool) -> Result<pr
     if let Some(hops) = message.provenance_after(None) {
         properties.insert(PROVENANCE_HEADER.to_owned(), hops);
     }
-    let key = message.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).filter(|k| is_key(k)).map(str::to_owned);
-    if let (None, Some(raw)) = (&key, &message.key) {
-        // Binary keys ride as a property so that a RocketMQ -> X bridge can restore them.
-        properties.insert(KEY_HEADER.to_owned(), String::from_utf8_lossy(raw).into_owned());
+    // RocketMQ splits its keys at spaces: a text key with one rides as property `oms-key`, which
+    // the source reads first; a binary key is dropped, as on NATS.
+    let text_key = message.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).filter(|k| is_text(k));
+    let key = text_key.filter(|k| !k.contains(char::is_whitespace)).map(str::to_owned);
+    if let (None, Some(text)) = (&key, text_key) {
+        properties.insert(KEY_HEADER.to_owned(), text.to_owned());
     }
     let now_ms = i64::try_from(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis(),
@@ -613,7 +707,7 @@ fn outgoing(message: &Message, topic: &proto::Resource, fifo: bool) -> Result<pr
     let born_ms = message.timestamp_ms.unwrap_or(now_ms);
     let system = proto::SystemProperties {
         tag,
-        message_group: fifo.then(|| key.clone().unwrap_or_else(|| topic.name.clone())),
+        message_group: fifo.then(|| message_group(text_key, &topic.name)),
         keys: key.into_iter().collect(),
         message_id: rocketmq_message_id(&message.id),
         body_encoding: proto::Encoding::Identity.into(),
@@ -633,9 +727,19 @@ fn outgoing(message: &Message, topic: &proto::Resource, fifo: bool) -> Result<pr
     })
 }
 
-/// A key RocketMQ takes: not blank, no control character.
-fn is_key(key: &str) -> bool {
-    !key.trim().is_empty() && !key.chars().any(char::is_control)
+/// The FIFO message group of a key: the key itself where RocketMQ takes it (under 64 bytes),
+/// else a digest of it; one group for every message without a key.
+fn message_group(key: Option<&str>, topic: &str) -> String {
+    match key {
+        Some(key) if key.len() < 64 => key.to_owned(),
+        Some(key) => format!("key-{}", oms_probe::rocketmq::upper_hex(&Sha256::digest(key.as_bytes())[..16])),
+        None => topic.to_owned(),
+    }
+}
+
+/// Text RocketMQ takes as a key, property name or value: not blank, no control character.
+fn is_text(text: &str) -> bool {
+    !text.trim().is_empty() && !text.chars().any(char::is_control)
 }
 
 /// RocketMQ's message id of a bridged message: `01` and 32 hex digits, as its own clients make
@@ -684,6 +788,45 @@ mod tests {
 
         let fifo = outgoing(&message, &topic(), true).unwrap().system_properties.unwrap();
         assert_eq!(fifo.message_group.as_deref(), Some("customer-7"), "per-key order on a FIFO topic");
+        let long = Message { key: Some(vec![b'k'; 80]), ..message.clone() };
+        let group = outgoing(&long, &topic(), true).unwrap().system_properties.unwrap().message_group.unwrap();
+        assert!(group.len() < 64 && group.starts_with("key-"), "RocketMQ takes groups under 64 bytes: {group}");
+    }
+
+    #[test]
+    fn what_rocketmq_would_refuse_is_left_out_or_carried_elsewhere_not_sent() {
+        let message = Message {
+            key: Some(b"two words".to_vec()),
+            payload: b"p".to_vec(),
+            headers: vec![
+                ("tabbed".into(), b"a\tb".to_vec()),
+                ("nul".into(), b"a\0".to_vec()),
+                ("ok".into(), b"v".to_vec()),
+            ],
+            id: "i".into(),
+            ..Message::default()
+        };
+        let wire = outgoing(&message, &topic(), false).unwrap();
+        assert!(wire.system_properties.clone().unwrap().keys.is_empty(), "RocketMQ splits keys at spaces");
+        assert_eq!(wire.user_properties[KEY_HEADER], "two words");
+        assert_eq!(wire.user_properties["ok"], "v");
+        assert!(!wire.user_properties.contains_key("tabbed") && !wire.user_properties.contains_key("nul"));
+        let back = incoming(wire, &MessageIds::positional(None, "orders")).unwrap();
+        assert_eq!(back.key.as_deref(), Some(&b"two words"[..]), "the key comes back whole");
+        let binary = Message { key: Some(vec![0, 159, 146]), ..message };
+        let wire = outgoing(&binary, &topic(), false).unwrap();
+        assert!(wire.system_properties.unwrap().keys.is_empty() && !wire.user_properties.contains_key(KEY_HEADER));
+    }
+
+    #[test]
+    fn only_refusals_of_the_message_itself_are_for_good() {
+        for code in [40004, 40007, 41301, 43101] {
+            assert!(refused_for_good(code), "{code}");
+        }
+        // Authorization, a missing topic, a topic of another type: every message would fail.
+        for code in [40100, 40300, 40402, 40014, 50000] {
+            assert!(!refused_for_good(code), "{code}");
+        }
     }
 
     #[test]
