@@ -16,6 +16,7 @@ mod gateway;
 mod nats_jwt;
 mod pod;
 mod process;
+mod rocketmq;
 mod tls;
 mod verdict;
 
@@ -30,5 +31,6 @@ pub use pod::{POD_MOUNT_ROOT, PodProcess, deployment_files};
 pub use process::{
     DEADLINE, free_server_port, poll, poll_interval, repo_root, run, run_ok, state_dir, tool, workspace_binary,
 };
+pub use rocketmq::{rocketmq_client, rocketmq_name_server};
 pub use tls::{AmqpsRabbit, Certs, HOUR, NatsAuth, SaslSslKafka, TlsBroker, TlsBrokerKind, TlsBrokerSpec};
 pub use verdict::Verdict;

@@ -31,7 +31,8 @@ async fn every_pair_of_kafka_nats_amqp_and_mqtt_round_trips_keys_headers_and_per
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocketmq_round_trips_with_kafka_nats_amqp_and_mqtt_both_ways() -> anyhow::Result<()> {
-    let brokers = Brokers::shared(true)?.with_rocketmq(None)?;
+    // A RocketMQ of the test's own, stopped when it ends: an idle one costs a good part of a core.
+    let brokers = Brokers::shared(true)?.with_rocketmq(Some("rmq-pairs"))?;
     for other in [Kind::Kafka, Kind::Nats, Kind::Amqp, Kind::Mqtt] {
         round_trip(&brokers, Kind::Rocketmq, other).await?;
         round_trip(&brokers, other, Kind::Rocketmq).await?;
@@ -140,7 +141,7 @@ async fn rocketmq_source_and_target_lose_nothing_across_kill_9_and_a_broker_rest
 /// falling as they go, and 0 once all arrived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rocketmq_source_reports_what_waits_as_its_lag() -> anyhow::Result<()> {
-    let brokers = Brokers::shared(false)?.with_rocketmq(None)?;
+    let brokers = Brokers::shared(false)?.with_rocketmq(Some("rmq-lag"))?;
     let (from, to) = ("lag-in", "lag-out");
     brokers.create_queue(Kind::Rocketmq, from).await?;
     brokers.create_queue(Kind::Nats, to).await?;

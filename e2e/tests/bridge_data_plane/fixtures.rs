@@ -100,14 +100,14 @@ impl Brokers {
         })
     }
 
-    /// These brokers and a RocketMQ (name server, broker and proxy): the shared one, or with `tag`
-    /// one of the test's own.
+    /// These brokers and a RocketMQ (name server, broker and proxy): the binary's shared one, or
+    /// with `tag` one of the test's own.
     pub fn with_rocketmq(mut self, tag: Option<&str>) -> anyhow::Result<Self> {
         let broker = match tag {
             Some(tag) => TestBroker::Own(Broker::up("rocketmq", &format!("{tag}-q"))?),
             None => TestBroker::Shared(Broker::shared("rocketmq")?),
         };
-        self.name_server = rocketmq::name_server(&broker)?;
+        self.name_server = oms_e2e::rocketmq_name_server(&broker)?;
         self.rocketmq = Some(broker);
         Ok(self)
     }
@@ -201,7 +201,7 @@ impl Brokers {
             // The sessions that read the topic are made by the test (`mqtt_session`).
             Kind::Mqtt => {}
             // One queue: RocketMQ keeps order per queue, and the test checks order per key.
-            Kind::Rocketmq => rocketmq::client(self, &["topic", name, "1"]).await.map(drop)?,
+            Kind::Rocketmq => rocketmq::client(self, &["topic", name, "1"]).map(drop)?,
         }
         Ok(())
     }
@@ -312,7 +312,7 @@ impl Brokers {
             }
             Kind::Rocketmq => {
                 let (from, count, keys) = (from.to_string(), count.to_string(), KEYS.to_string());
-                rocketmq::client(self, &["produce", queue, &from, &count, &keys]).await?;
+                rocketmq::client(self, &["produce", queue, &from, &count, &keys])?;
             }
         }
         Ok(())
@@ -369,7 +369,7 @@ impl Brokers {
             }
             Kind::Amqp => self.consume_amqp(queue, expected, deadline, &mut seen, &mut distinct).await?,
             Kind::Mqtt => self.consume_mqtt(queue, expected, deadline, &mut seen, &mut distinct).await?,
-            Kind::Rocketmq => seen = rocketmq::consume(self, queue, expected, deadline).await?,
+            Kind::Rocketmq => seen = rocketmq::consume(self, queue, expected, deadline)?,
         }
         Ok(seen)
     }

@@ -1,0 +1,34 @@
+//! RocketMQ from a test's side: topics made, messages produced and read back by RocketMQ's own
+//! Java client (`e2e/tools/rocketmq/RocketmqClient.java`, run from the Maven classpath of
+//! `tools.sh rocketmq`), not by anything of ours.
+
+use std::process::Command;
+
+use crate::{Broker, repo_root, run};
+
+/// `127.0.0.1:<port>` of a RocketMQ broker's name server.
+pub fn rocketmq_name_server(broker: &Broker) -> anyhow::Result<String> {
+    Ok(format!("127.0.0.1:{}", broker.port_of("NAMESRV_PORT")?))
+}
+
+/// Runs one command of the client (`topic`, `produce`, `consume`) against `broker`'s name server;
+/// its standard output. Blocking: a JVM start costs a second or two.
+pub fn rocketmq_client(broker: &Broker, args: &[&str]) -> anyhow::Result<String> {
+    let home = repo_root().join("e2e/.state/brokers").join(&broker.name).join("home/e2e-client");
+    std::fs::create_dir_all(&home)?;
+    let output = run(Command::new("java")
+        .args(["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .arg(format!("-Duser.home={}", home.display()))
+        .arg("-cp")
+        .arg(repo_root().join(".bin/rocketmq-libs/libs/*"))
+        .arg(repo_root().join("e2e/tools/rocketmq/RocketmqClient.java"))
+        .arg(args[0])
+        .arg(rocketmq_name_server(broker)?)
+        .args(&args[1..]))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "RocketmqClient {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr).lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
