@@ -55,7 +55,7 @@ public class RocketmqClient {
     }
 
     static void topic(String nameServer, String topic, int queues) throws Exception {
-        DefaultMQAdminExt admin = new DefaultMQAdminExt();
+        DefaultMQAdminExt admin = new DefaultMQAdminExt(TIMEOUT_MS);
         admin.setNamesrvAddr(nameServer);
         admin.setMqClientApiTimeout(TIMEOUT_MS);
         admin.setInstanceName("oms-e2e-admin-" + ProcessHandle.current().pid());
