@@ -14,20 +14,12 @@ use tokio_rustls::TlsConnector;
 use tonic::Streaming;
 use tonic::transport::{Channel, Uri};
 
-use super::{Ack, Confirm, ConnectorError, Delivered, Received, Start};
+use super::{Ack, Confirm, ConnectorError, Delivered, Received, Start, connect_error};
 use crate::gateway::proto::gateway_client::GatewayClient;
 use crate::gateway::proto::{self, consume_frame, publish_frame, publish_reply};
 use crate::gateway::{BATCH_BYTES, CONNECTION_WINDOW, STREAM_CREDIT, STREAM_WINDOW, batches, from_wire, tls};
 use crate::message::Message;
-use oms_bridge_config::{Endpoint, Protocol};
-
-fn servers(endpoint: &Endpoint) -> String {
-    endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
-}
-
-fn connect_error(endpoint: &Endpoint, message: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Connect { protocol: Protocol::Gateway, servers: servers(endpoint), message: message.to_string() }
-}
+use oms_bridge_config::Endpoint;
 
 /// An error with its causes: tonic's own messages ("transport error") say little alone.
 pub(super) fn with_causes(error: &dyn std::error::Error) -> String {

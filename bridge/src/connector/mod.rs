@@ -30,6 +30,12 @@ pub fn credential_file(endpoint: &Endpoint, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file)).ok().map(|v| v.trim().to_owned())
 }
 
+/// A failed connect to `endpoint`, naming its protocol and servers.
+fn connect_error(endpoint: &Endpoint, message: impl std::fmt::Display) -> ConnectorError {
+    let servers = endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
+    ConnectorError::Connect { protocol: endpoint.protocol, servers, message: message.to_string() }
+}
+
 /// Whose durable position a source keeps (consumer group, durable consumer): a tenant
 /// (namespace), what keeps it (`oms-bridge`, `oms-gw`) and its name there.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,11 +21,11 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use super::{Ack, Confirm, ConnectorError, Delivered, Durable, Received, Start};
+use super::{Ack, Confirm, ConnectorError, Delivered, Durable, Received, Start, connect_error};
 use crate::message::{
     HeaderList, KEY_HEADER, MESSAGE_ID_HEADER, Message, MessageIds, PROVENANCE_HEADER, take_bridge_headers,
 };
-use oms_bridge_config::{Endpoint, Protocol};
+use oms_bridge_config::Endpoint;
 
 #[allow(clippy::all, clippy::pedantic)]
 mod proto {
@@ -57,14 +57,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The proxy forgets a client's settings without heartbeats (after 120 s); the Java client sends
 /// them every 10 s.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
-
-fn servers(endpoint: &Endpoint) -> String {
-    endpoint.servers.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",")
-}
-
-fn connect_error(endpoint: &Endpoint, message: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Connect { protocol: Protocol::Rocketmq, servers: servers(endpoint), message: message.to_string() }
-}
 
 fn status_text(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
