@@ -653,16 +653,18 @@ rocketmq_prepare() {
 	tool rocketmq
 }
 
-# rocketmq_java <home> <heap>: the java command line of a RocketMQ process, in JAVA_CMD. Small
-# heaps and the client compiler: a test broker lives for a minute or two. Its logs go under
-# <home>/logs (user.home). Direct memory as large as a broker asks for: each pop reads its messages
+# rocketmq_java <home> <heap> [jvm flags]: the java command line of a RocketMQ process, in
+# JAVA_CMD. Small heaps; both compilers for the servers, whose idle threads poll: with the client
+# compiler alone an idle broker took a quarter of a core (its timer store compares a 38 MiB wheel
+# byte by byte at each flush), with both an eighth (12.5 s against 24 s of CPU a minute, warm).
+# Its logs go under <home>/logs (user.home). Direct memory as large as a broker asks for: each pop reads its messages
 # into 4 MiB direct buffers, and at 128 MiB pops failed (OutOfMemoryError) under a bridge's
 # load and a popped batch of 32 was never delivered again (RocketMQ 5.3.3).
 rocketmq_java() {
 	# The proxy writes its self-signed certificate files to java.io.tmpdir at every start.
 	mkdir -p "$1/tmp"
 	JAVA_CMD=(env ROCKETMQ_HOME="$dir" java -Xms"$2" -Xmx"$2" -XX:MaxDirectMemorySize=512m -XX:+UseSerialGC
-		-XX:TieredStopAtLevel=1 -Xshare:auto -Duser.home="$1" -Djava.io.tmpdir="$1/tmp" -cp "$BIN/rocketmq-libs/libs/*")
+		"${@:3}" -Xshare:auto -Duser.home="$1" -Djava.io.tmpdir="$1/tmp" -cp "$BIN/rocketmq-libs/libs/*")
 }
 
 rocketmq_up() {
@@ -708,6 +710,9 @@ maxHashSlotNum=50000
 maxIndexNum=200000
 # The timer store (delayed messages) flushes every 10 s instead of 1 s: a third of the idle CPU.
 timerFlushIntervalMs=10000
+# A consumer without heartbeats for 30 s is gone (2 min by default), and what it held is handed
+# to the others: a test that kills a worker waits for that.
+channelExpiredTimeout=30000
 EOF
 	cat >"$dir/config/proxy.json" <<EOF
 {"rocketMQClusterName": "oms-$name", "namesrvAddr": "127.0.0.1:$namesrv", "grpcServerPort": $port, "remotingListenPort": $remoting}
@@ -735,7 +740,8 @@ rocketmq_wait() {
 
 # A topic made with the admin tool, one message sent and read back by the broker's own tools.
 rocketmq_smoke() {
-	rocketmq_java "$dir/home/admin" 128m
+	# A tool that runs for a second: the client compiler only.
+	rocketmq_java "$dir/home/admin" 128m -XX:TieredStopAtLevel=1
 	local admin=("${JAVA_CMD[@]}" org.apache.rocketmq.tools.command.MQAdminStartup)
 	"${admin[@]}" updateTopic -n "127.0.0.1:$NAMESRV_PORT" -c "oms-$name" -t OMS_SMOKE -r 1 -w 1 >&2
 	"${admin[@]}" topicRoute -n "127.0.0.1:$NAMESRV_PORT" -t OMS_SMOKE >&2

@@ -52,10 +52,12 @@ TENANT=oms-demo
 GATEWAY_NODE_PORT=30743
 DEADLINE_SECONDS=${DEADLINE_SECONDS:-420}
 
+# A request gets 30 s: beside the API tier, the two cores have kept an API server from sending
+# a body (kubectl apply's OpenAPI document) within 10.
 kc() {
 	local cluster=$1
 	shift
-	"$BIN/kubectl" --kubeconfig "$ROOT/e2e/.state/$cluster/kubeconfig" --request-timeout=10s "$@"
+	"$BIN/kubectl" --kubeconfig "$ROOT/e2e/.state/$cluster/kubeconfig" --request-timeout=30s "$@"
 }
 elapsed() { awk -v from="$1" -v to="$2" 'BEGIN { printf "%.1f", to - from }'; }
 # net <cluster> <key>: the node's network facts (node.sh writes node/net.env).

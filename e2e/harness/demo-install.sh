@@ -89,7 +89,7 @@ die() {
 	log "$*"
 	exit 1
 }
-kubectl() { "$BIN/kubectl" --kubeconfig "$CLUSTER_STATE/kubeconfig" --request-timeout=10s "$@"; }
+kubectl() { "$BIN/kubectl" --kubeconfig "$CLUSTER_STATE/kubeconfig" --request-timeout=30s "$@"; }
 helm() { "$BIN/helm" --kubeconfig "$CLUSTER_STATE/kubeconfig" "$@"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 

@@ -141,7 +141,7 @@ die() {
 	exit 1
 }
 
-kubectl() { "$BIN/kubectl" --kubeconfig "$CLUSTER_STATE/kubeconfig" --request-timeout=10s "$@"; }
+kubectl() { "$BIN/kubectl" --kubeconfig "$CLUSTER_STATE/kubeconfig" --request-timeout=30s "$@"; }
 ctr() { "$BIN/ctr" --address "$SOCKET" --namespace k8s.io "$@"; }
 
 cluster_ready() { [[ -f $CLUSTER_STATE/kubeconfig ]] && kubectl get --raw /readyz >/dev/null 2>&1; }

@@ -216,11 +216,21 @@ tool_kafka() {
 }
 
 # RocketMQ: name server, broker, proxy and admin tool jars from Maven Central, one classpath
-# directory, linked as .bin/rocketmq-libs.
+# directory, linked as .bin/rocketmq-libs; and the tests' client (e2e/tools/rocketmq) compiled
+# against them, keyed by its source, linked as .bin/rocketmq-client: run from source, each of its
+# runs compiled it again, a second of CPU (half of a run).
 tool_rocketmq() {
-	local dir=$OMS_CACHE/tools/rocketmq-$ROCKETMQ_VERSION
+	local dir=$OMS_CACHE/tools/rocketmq-$ROCKETMQ_VERSION key client
 	maven_classpath "$dir" RocketMQ rocketmq ROCKETMQ_VERSION "$ROCKETMQ_VERSION"
 	ln -sfn "$dir" "$BIN/rocketmq-libs"
+	key=$(sha256sum <"$ROOT/e2e/tools/rocketmq/RocketmqClient.java" | cut -c1-12)
+	client=$OMS_CACHE/tools/rocketmq-client-$ROCKETMQ_VERSION-$key
+	if [[ ! -f $client/RocketmqClient.class ]]; then
+		rm -rf "$client.tmp"
+		javac -nowarn -cp "$dir/libs/*" -d "$client.tmp" "$ROOT/e2e/tools/rocketmq/RocketmqClient.java"
+		mv -T "$client.tmp" "$client"
+	fi
+	ln -sfn "$client" "$BIN/rocketmq-client"
 }
 
 # MirrorMaker 2 (the peer of the bridge benchmark) on a classpath of its own, same Kafka version.

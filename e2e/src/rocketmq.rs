@@ -1,10 +1,10 @@
 //! RocketMQ from a test's side: topics made, messages produced and read back by RocketMQ's own
-//! Java client (`e2e/tools/rocketmq/RocketmqClient.java`, run from the Maven classpath of
+//! Java client (`e2e/tools/rocketmq/RocketmqClient.java`, compiled against the Maven classpath of
 //! `tools.sh rocketmq`), not by anything of ours.
 
 use std::process::Command;
 
-use crate::{Broker, repo_root, run};
+use crate::{Broker, repo_root, run, tool};
 
 /// `127.0.0.1:<port>` of a RocketMQ broker's name server.
 pub fn rocketmq_name_server(broker: &Broker) -> anyhow::Result<String> {
@@ -39,8 +39,8 @@ fn run_client(broker: &Broker, args: &[&str]) -> anyhow::Result<String> {
         .args(["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
         .arg(format!("-Duser.home={}", home.display()))
         .arg("-cp")
-        .arg(repo_root().join(".bin/rocketmq-libs/libs/*"))
-        .arg(repo_root().join("e2e/tools/rocketmq/RocketmqClient.java"))
+        .arg(format!("{}:{}", tool("rocketmq-client").display(), tool("rocketmq-libs").join("libs/*").display()))
+        .arg("RocketmqClient")
         .arg(args[0])
         .arg(rocketmq_name_server(broker)?)
         .args(&args[1..]))?;

@@ -1,5 +1,5 @@
 // The e2e tests' RocketMQ client, on RocketMQ's own Java client (remoting, the classpath of
-// tools.sh rocketmq), run in source-file mode: `java -cp '<libs>/*' RocketmqClient.java <command>`.
+// tools.sh rocketmq), which compiles it: `java -cp .bin/rocketmq-client:'<libs>/*' RocketmqClient <command>`.
 // It checks the bridge from outside: topics made, messages produced and read back with another
 // client than the bridge's.
 //
