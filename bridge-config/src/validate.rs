@@ -415,9 +415,6 @@ fn endpoint(file: &str, field: &str, raw: EndpointFile) -> Result<Endpoint, Conf
             return Err(err("nameServers", format!("is for RocketMQ ends; a {} end has none", driver.name())));
         }
     };
-    if raw.driver == Protocol::Rocketmq && tls.is_some() {
-        return Err(err("tls", "TLS towards RocketMQ is not built yet".into()));
-    }
     Ok(Endpoint {
         protocol: raw.driver,
         servers: servers(file, &format!("{field}.servers"), &raw.servers)?,
@@ -518,7 +515,7 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
     }
 
     #[test]
-    fn a_rocketmq_end_needs_name_servers_no_tls_and_as_a_source_ordering_none() {
+    fn a_rocketmq_end_needs_name_servers_and_as_a_source_ordering_none() {
         let rocket = "{driver: rocketmq, servers: ['proxy:8081'], nameServers: ['ns:9876'], queue: orders}";
         let source = WORKER.replace("{driver: kafka, servers: ['kafka-0.kafka:9092'], queue: orders}", rocket);
         let config = parse_worker("w.yaml", &format!("{source}ordering: None\n")).unwrap();
@@ -532,8 +529,8 @@ target: {driver: nats, servers: ['nats:4222'], queue: orders-eu}
         assert_eq!((error.field.as_str(), error.problem.contains("nats")), ("target.nameServers", true));
         let target = WORKER.replace("{driver: nats, servers: ['nats:4222'], queue: orders-eu}", rocket);
         assert_eq!(parse_worker("w.yaml", &target).unwrap().target.protocol, Protocol::Rocketmq, "any order into it");
-        let error = worker_error(&target.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.pem}}"));
-        assert_eq!(error.field, "target.tls");
+        let tls = parse_worker("w.yaml", &target.replace("queue: orders}", "queue: orders, tls: {caFile: /ca.pem}}"));
+        assert!(tls.unwrap().target.tls.is_some(), "TLS towards the proxy and the name servers");
     }
 
     #[test]

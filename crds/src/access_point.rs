@@ -86,7 +86,7 @@ impl std::fmt::Display for Driver {
         .message("driver gateway needs spec.remote (the namespace and name of the access point behind the other cloud's gateway); other drivers must not set it"),
     validation = Rule::new("self.driver != 'mqtt' || !has(self.managed) || self.managed.replicas <= 1")
         .message("driver mqtt (Mosquitto) does not cluster: set spec.managed.replicas to 1"),
-    validation = Rule::new("!has(self.external) || !has(self.external.tls) || !has(self.external.tls.serverName) || self.driver in ['nats', 'mqtt']")
+    validation = Rule::new("!has(self.external) || !has(self.external.tls) || !has(self.external.tls.serverName) || self.driver in ['nats', 'mqtt', 'rocketmq']")
         .message(SERVER_NAME_REFUSED),
     validation = Rule::new("!has(self.external) || !has(self.external.saslMechanism) || self.driver == 'kafka'")
         .message("spec.external.saslMechanism is for driver kafka: the SASL mechanism of a Kafka login"),
@@ -242,9 +242,9 @@ pub struct Storage {
 }
 
 /// Why `spec.external.tls.serverName` is refused for Kafka and RabbitMQ.
-pub const SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is supported for drivers nats and mqtt: the \
-Kafka and AMQP clients check each broker's certificate against the host they dial (for Kafka, the host each broker \
-advertises); give the brokers certificates for those names";
+pub const SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is supported for drivers nats, mqtt and \
+rocketmq: the Kafka and AMQP clients check each broker's certificate against the host they dial (for Kafka, the \
+host each broker advertises); give the brokers certificates for those names";
 
 /// A broker cluster that already exists.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
@@ -343,8 +343,10 @@ pub struct ClientTls {
     /// for brokers that require one (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_secret_ref: Option<SecretRef>,
-    /// Drivers nats and mqtt: the name checked in the brokers' certificates, where it is not the
-    /// host of `spec.external.servers` (brokers reached through an IP or a tunnel).
+    /// Drivers nats, mqtt and rocketmq: the name checked in the brokers' certificates, where it is
+    /// not the host of `spec.external.servers` (brokers reached through an IP or a tunnel). For
+    /// RocketMQ it is checked at the proxy, the name servers and the brokers alike (the brokers
+    /// are dialled at the address each registered, often an IP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"))]
     pub server_name: Option<String>,

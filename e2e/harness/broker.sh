@@ -17,6 +17,9 @@
 # listener on <port> stays for readiness checks and the tests' own clients.
 # RABBITMQ_SSL_PORT, RABBITMQ_TLS_DIR (optional, together) at `up rabbitmq`: an amqps listener on
 # that port with $RABBITMQ_TLS_DIR/server.crt, server.key and ca.crt; no client certificates asked.
+# ROCKETMQ_TLS_DIR (optional) at `up rocketmq`: every listener (name server, broker, proxy) takes
+# TLS only, with $ROCKETMQ_TLS_DIR/server.crt and server.key (a certificate for localhost) and
+# ca.crt; the servers' own clients speak TLS to each other without checking certificates.
 # BROKER_OWNER_PID (optional) at `up`: the broker goes down by itself once that process has
 # exited, however it ended (brokers that the tests of one test binary share).
 #
@@ -679,6 +682,12 @@ rocketmq_up() {
 	PICKED+=("$fast")
 	printf 'PORT=%s\nNAMESRV_PORT=%s\nBROKER_PORT=%s\nBROKER_FAST_PORT=%s\nHA_PORT=%s\nREMOTING_PORT=%s\n' \
 		"$port" "$namesrv" "$broker" "$fast" "$ha" "$remoting" >"$dir/ports.env"
+	# Kept with the ports, so that a restart serves TLS again.
+	if [[ -n ${ROCKETMQ_TLS_DIR:-} ]]; then
+		[[ -r $ROCKETMQ_TLS_DIR/server.crt && -r $ROCKETMQ_TLS_DIR/server.key && -r $ROCKETMQ_TLS_DIR/ca.crt ]] ||
+			die "no server.crt, server.key and ca.crt in ROCKETMQ_TLS_DIR"
+		echo "TLS_DIR=$ROCKETMQ_TLS_DIR" >>"$dir/ports.env"
+	fi
 	release_alloc_lock
 
 	mkdir -p "$dir/config" "$dir/store" "$dir/logs" "$dir/home"
@@ -714,26 +723,49 @@ timerFlushIntervalMs=10000
 # to the others: a test that kills a worker waits for that.
 channelExpiredTimeout=30000
 EOF
+	local tls=
+	[[ -z ${ROCKETMQ_TLS_DIR:-} ]] ||
+		tls=", \"tlsTestModeEnable\": false, \"tlsCertPath\": \"$ROCKETMQ_TLS_DIR/server.crt\", \"tlsKeyPath\": \"$ROCKETMQ_TLS_DIR/server.key\""
 	cat >"$dir/config/proxy.json" <<EOF
-{"rocketMQClusterName": "oms-$name", "namesrvAddr": "127.0.0.1:$namesrv", "grpcServerPort": $port, "remotingListenPort": $remoting}
+{"rocketMQClusterName": "oms-$name", "namesrvAddr": "127.0.0.1:$namesrv", "grpcServerPort": $port, "remotingListenPort": $remoting$tls}
 EOF
 	rocketmq_start
 }
 
+# The JVM flags of TLS_DIR's TLS (ports.env), in ROCKETMQ_TLS: listeners that refuse plaintext,
+# and clients (a broker registering with its name servers) that speak TLS.
+rocketmq_tls_flags() {
+	ROCKETMQ_TLS=()
+	[[ -n ${TLS_DIR:-} ]] || return 0
+	ROCKETMQ_TLS=(-Dtls.server.mode=enforcing -Dtls.test.mode.enable=false -Dtls.enable=true
+		-Dtls.server.certPath="$TLS_DIR/server.crt" -Dtls.server.keyPath="$TLS_DIR/server.key")
+}
+
 rocketmq_start() {
+	TLS_DIR=
 	source "$dir/ports.env"
-	rocketmq_java "$dir/home/namesrv" 96m
+	rocketmq_tls_flags
+	rocketmq_java "$dir/home/namesrv" 96m "${ROCKETMQ_TLS[@]}"
 	spawn namesrv "$dir/logs/namesrv.log" "${JAVA_CMD[@]}" \
 		org.apache.rocketmq.namesrv.NamesrvStartup -c "$dir/config/namesrv.conf"
-	rocketmq_java "$dir/home/broker" 384m
+	rocketmq_java "$dir/home/broker" 384m "${ROCKETMQ_TLS[@]}"
 	spawn broker "$dir/logs/broker.log" "${JAVA_CMD[@]}" \
 		org.apache.rocketmq.proxy.ProxyStartup -pm local -pc "$dir/config/proxy.json" -bc "$dir/config/broker.conf"
 	rocketmq_wait
 }
 
-# The name server lists the broker as master, and the proxy answers HTTP/2 (gRPC).
-rocketmq_ready() { handshake rocketmq-namesrv "$NAMESRV_PORT" && handshake rocketmq "$PORT"; }
+# The name server lists the broker as master, and the proxy answers HTTP/2 (gRPC); over TLS
+# where the broker takes TLS only.
+rocketmq_ready() {
+	if [[ -n ${TLS_DIR:-} ]]; then
+		(export BROKER_PROBE_CA=$TLS_DIR/ca.crt BROKER_PROBE_SERVER_NAME=localhost && rocketmq_handshakes)
+	else
+		rocketmq_handshakes
+	fi
+}
+rocketmq_handshakes() { handshake rocketmq-namesrv "$NAMESRV_PORT" && handshake rocketmq "$PORT"; }
 rocketmq_wait() {
+	TLS_DIR=
 	source "$dir/ports.env"
 	wait_until "$ROCKETMQ_START_SECS" "RocketMQ on port $PORT" rocketmq_ready
 }

@@ -95,11 +95,15 @@ impl Broker {
     /// Another port broker.sh picked for it, by its name in the broker's `ports.env` (e.g.
     /// `NAMESRV_PORT`, RocketMQ's name server).
     pub fn port_of(&self, key: &str) -> anyhow::Result<u16> {
+        let value = self.recorded(key)?.ok_or_else(|| anyhow::anyhow!("no {key} in {}'s ports.env", self.name))?;
+        Ok(value.trim().parse()?)
+    }
+
+    /// A value broker.sh recorded in the broker's `ports.env` (e.g. RocketMQ's `TLS_DIR`).
+    pub fn recorded(&self, key: &str) -> anyhow::Result<Option<String>> {
         let file = repo_root().join("e2e/.state/brokers").join(&self.name).join("ports.env");
         let text = std::fs::read_to_string(&file)?;
-        let value = text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('='));
-        let value = value.ok_or_else(|| anyhow::anyhow!("no {key} in {}", file.display()))?;
-        Ok(value.trim().parse()?)
+        Ok(text.lines().find_map(|line| Some(line.strip_prefix(key)?.strip_prefix('=')?.to_owned())))
     }
 }
 

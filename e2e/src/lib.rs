@@ -32,5 +32,5 @@ pub use process::{
     DEADLINE, free_server_port, poll, poll_interval, repo_root, run, run_ok, state_dir, tool, workspace_binary,
 };
 pub use rocketmq::{rocketmq_client, rocketmq_name_server};
-pub use tls::{AmqpsRabbit, Certs, HOUR, NatsAuth, SaslSslKafka, TlsBroker, TlsBrokerKind, TlsBrokerSpec};
+pub use tls::{AmqpsRabbit, Certs, HOUR, NatsAuth, SaslSslKafka, TlsBroker, TlsBrokerKind, TlsBrokerSpec, TlsRocketmq};
 pub use verdict::Verdict;

@@ -35,8 +35,11 @@ pub fn rocketmq_client(broker: &Broker, args: &[&str]) -> anyhow::Result<String>
 fn run_client(broker: &Broker, args: &[&str]) -> anyhow::Result<String> {
     let home = repo_root().join("e2e/.state/brokers").join(&broker.name).join("home/e2e-client");
     std::fs::create_dir_all(&home)?;
+    // A broker that takes TLS only is spoken to in TLS (the test's own client checks nothing).
+    let tls = broker.recorded("TLS_DIR")?.is_some();
     let output = run(Command::new("java")
         .args(["-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .args(tls.then_some("-Dtls.enable=true"))
         .arg(format!("-Duser.home={}", home.display()))
         .arg("-cp")
         .arg(format!("{}:{}", tool("rocketmq-client").display(), tool("rocketmq-libs").join("libs/*").display()))

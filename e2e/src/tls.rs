@@ -56,6 +56,18 @@ impl Certs {
         Ok(paths)
     }
 
+    /// A directory `<stem>` with `server.crt` and `server.key` (`identity`, for `localhost`, valid
+    /// for an hour) and the CA as `ca.crt`: what broker.sh reads for a broker's TLS listeners.
+    pub fn server_dir(&self, stem: &str, identity: &str) -> anyhow::Result<PathBuf> {
+        let server = self.issue(stem, identity, &["localhost"], Self::now(), HOUR)?;
+        let dir = self.dir.join(stem);
+        std::fs::create_dir_all(&dir)?;
+        for (from, to) in [(&server.cert, "server.crt"), (&server.key, "server.key"), (&server.ca, "ca.crt")] {
+            std::fs::copy(from, dir.join(to))?;
+        }
+        Ok(dir)
+    }
+
     #[must_use]
     pub fn now() -> time::OffsetDateTime {
         time::OffsetDateTime::now_utc() - time::Duration::minutes(1)
@@ -276,6 +288,32 @@ impl SaslSslKafka {
     }
 }
 
+/// A RocketMQ 5 (name server, broker and proxy) that takes TLS only on every port, with a
+/// server certificate for `localhost` from `certs`' CA; the test's own client
+/// ([`crate::rocketmq_client`]) speaks TLS to it too.
+pub struct TlsRocketmq {
+    pub broker: Broker,
+}
+
+impl TlsRocketmq {
+    pub fn start(certs: &Certs, name: &str) -> anyhow::Result<Self> {
+        let dir = certs.server_dir(&format!("rocketmq-{name}"), "spiffe://e2e.test/rocketmq")?;
+        let env = [("ROCKETMQ_TLS_DIR", dir.display().to_string())];
+        Ok(Self { broker: Broker::up_with("rocketmq", name, &env)? })
+    }
+
+    /// `localhost:<port>` of the proxy (gRPC), the name the certificate carries.
+    #[must_use]
+    pub fn proxy(&self) -> String {
+        format!("localhost:{}", self.broker.port)
+    }
+
+    /// `localhost:<port>` of the name server.
+    pub fn name_server(&self) -> anyhow::Result<String> {
+        Ok(format!("localhost:{}", self.broker.port_of("NAMESRV_PORT")?))
+    }
+}
+
 /// A RabbitMQ broker with an amqps listener on `127.0.0.1:<tls_port>` (server certificate for
 /// `localhost` from `certs`' CA; no client certificates asked); its plaintext listener
 /// (`broker.port`) is for the test's own clients.
@@ -287,13 +325,7 @@ pub struct AmqpsRabbit {
 impl AmqpsRabbit {
     pub fn start(certs: &Certs, name: &str) -> anyhow::Result<Self> {
         let tls_port = free_server_port();
-        let stem = format!("rabbitmq-{tls_port}");
-        let server = certs.issue(&stem, "spiffe://e2e.test/rabbitmq", &["localhost"], Certs::now(), HOUR)?;
-        let dir = certs.dir.join(&stem);
-        std::fs::create_dir_all(&dir)?;
-        for (from, to) in [(&server.cert, "server.crt"), (&server.key, "server.key"), (&server.ca, "ca.crt")] {
-            std::fs::copy(from, dir.join(to))?;
-        }
+        let dir = certs.server_dir(&format!("rabbitmq-{tls_port}"), "spiffe://e2e.test/rabbitmq")?;
         let env = [("RABBITMQ_SSL_PORT", tls_port.to_string()), ("RABBITMQ_TLS_DIR", dir.display().to_string())];
         Ok(Self { broker: Broker::up_with("rabbitmq", name, &env)?, tls_port })
     }

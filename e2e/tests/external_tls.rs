@@ -1,8 +1,8 @@
 //! External access points over TLS against real TLS-only brokers: the probe does the handshake
 //! and the login and names the cause of a failure; the operator provisions streams over TLS; a
 //! Bridge's worker, run with exactly the files its pod would mount, forwards MQTT over TLS into
-//! NATS over mutual TLS with a token, Kafka over SASL_SSL into NATS with a credentials file, and
-//! RabbitMQ over amqps into Kafka.
+//! NATS over mutual TLS with a token, Kafka over SASL_SSL into NATS with a credentials file,
+//! RabbitMQ over amqps into Kafka, and RocketMQ over TLS into NATS.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use oms_e2e::{
     AmqpsRabbit, Certs, Cluster, NatsAccounts, NatsAuth, Operator, SaslSslKafka, Scenario, TlsBroker, TlsBrokerKind,
-    TlsBrokerSpec, condition,
+    TlsBrokerSpec, TlsRocketmq, condition,
 };
 use serde_json::Value;
 
@@ -563,6 +563,70 @@ async fn a_bridge_forwards_rabbitmq_over_amqps_into_kafka_over_sasl_ssl() -> any
     );
     assert_eq!(held, COUNT as u64, "each order once");
     worker.kill();
+    Ok(())
+}
+
+/// RocketMQ that takes TLS only on every port into NATS over TLS: the probe reaches the proxy
+/// and the name server over TLS, the operator makes the topic over TLS, and the worker receives
+/// through the proxy and sets its group's positions at the name server and the broker over TLS.
+/// The certificate names `localhost`; the broker registers itself at 127.0.0.1, so serverName
+/// says which name to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_forwards_rocketmq_over_tls_into_nats_over_tls() -> anyhow::Result<()> {
+    const COUNT: usize = 500;
+    let t = TlsNats::start("tls-rmq-bridge", |_| {})?;
+    let s = &t.s;
+    let rocketmq = TlsRocketmq::start(&t.certs, "tls-rmq-bridge")?;
+    s.apply(&format!(
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: events}}\n\
+         spec: {{driver: rocketmq, external: {{servers: ['{proxy}'], nameServers: ['{name_server}'], \
+         tls: {{caSecretRef: {{name: nats-ca, key: ca.crt}}, serverName: localhost}}}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
+         spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], {CA}}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: events}}\n\
+         spec: {{accessPointRef: {{name: events}}, partitions: 2}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: events-hub}}\n\
+         spec: {{accessPointRef: {{name: hub}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-hub}}\n\
+         spec: {{source: {{queueRef: {{name: events}}}}, target: {{queueRef: {{name: events-hub}}}}, ordering: None}}\n",
+        proxy = rocketmq.proxy(),
+        name_server = rocketmq.name_server()?,
+        nats = t.nats.port,
+    ))?;
+    // Made by the operator's remoting client over TLS.
+    let topic = t.provisioned("events")?;
+    let stream = t.provisioned("events-hub")?;
+    let files = t.pod_files("to-hub-oms-bridge").await?;
+    let (mut worker, admin) = t.run_worker(&files)?;
+
+    // Produced by RocketMQ's own client, over TLS too: the broker takes nothing else.
+    let count = COUNT.to_string();
+    tokio::task::block_in_place(|| oms_e2e::rocketmq_client(&rocketmq.broker, &["produce", &topic, "0", &count, "7"]))?;
+    let sent = oms_e2e::poll("every event in the stream", Duration::from_mins(2), || {
+        let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
+        Ok((sent >= COUNT as u64).then_some(sent))
+    })?;
+    let js = t.nats.jetstream(&t.certs.dir.join("ca.crt"), async_nats::ConnectOptions::new()).await?;
+    let held = js.get_stream(&stream).await?.info().await?.state.messages;
+    println!(
+        "external tls: rocketmq (TLS, serverName) -> nats (TLS): produced {COUNT}, sent {sent}, the stream holds {held}"
+    );
+    assert_eq!(held, COUNT as u64, "each event once");
+    worker.kill();
+    // The same RocketMQ in plaintext: its name server and its proxy refuse it, so everything
+    // above went over TLS.
+    let plain = format!("nameServers: ['{}']", rocketmq.name_server()?);
+    let plain = t.declare_on("rocketmq", "events-plain", &rocketmq.proxy(), &plain, "NameServersUnreachable")?;
+    let said = message(&condition(&plain, "Ready").cloned().unwrap_or_default());
+    println!("external tls: rocketmq in plaintext: {said}");
+    assert!(said.contains("closed the connection"), "{said}");
+    let probe = std::process::Command::new(oms_e2e::workspace_binary("broker-probe"))
+        .args(["rocketmq", "127.0.0.1", &rocketmq.broker.port.to_string()])
+        .env("RUST_BACKTRACE", "0")
+        .output()?;
+    let refused = String::from_utf8_lossy(&probe.stderr);
+    println!("external tls: rocketmq proxy in plaintext: {}", refused.lines().collect::<Vec<_>>().join(" "));
+    assert!(!probe.status.success(), "the proxy answered a plaintext client");
     Ok(())
 }
 

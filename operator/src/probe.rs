@@ -116,7 +116,7 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
         return nats(tcp, host, login).await;
     }
     let mut stream: Box<dyn Stream> = match login.tls {
-        Some(tls) => Box::new(upgrade(tcp, host, tls).await?),
+        Some(tls) => Box::new(upgrade(tcp, host, tls, driver).await?),
         None => Box::new(tcp),
     };
     match driver {
@@ -240,12 +240,17 @@ impl rdkafka::ClientContext for LoginErrors {
 impl rdkafka::consumer::ConsumerContext for LoginErrors {}
 
 /// The TLS handshake, its failure named by cause.
+/// TLS over `tcp`; towards RocketMQ's proxy with ALPN `h2`, which gRPC over TLS asks for.
 async fn upgrade(
     tcp: TcpStream,
     host: &str,
     tls: &BrokerTls,
+    driver: Driver,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
-    let config = crate::broker_tls::client_config(tls).map_err(ProbeError::Tls)?;
+    let mut config = crate::broker_tls::client_config(tls).map_err(ProbeError::Tls)?;
+    if driver == Driver::Rocketmq {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| ProbeError::Tls(e.to_string()))?;
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.map_err(|e| tls_failure(&e))
 }
@@ -285,7 +290,7 @@ async fn nats(tcp: TcpStream, host: &str, login: &Login<'_>) -> Result<(), Probe
     }
     let server_wants_tls = info.contains("\"tls_required\":true");
     let mut stream: BufReader<Box<dyn Stream>> = match login.tls {
-        Some(tls) => BufReader::new(Box::new(upgrade(plain.into_inner(), host, tls).await?)),
+        Some(tls) => BufReader::new(Box::new(upgrade(plain.into_inner(), host, tls, Driver::Nats).await?)),
         None if server_wants_tls => {
             return Err(ProbeError::Tls("the broker requires TLS: set spec.external.tls".into()));
         }

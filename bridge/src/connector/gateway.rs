@@ -8,11 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_rustls::TlsConnector;
 use tonic::Streaming;
-use tonic::transport::{Channel, Uri};
+use tonic::transport::Channel;
 
 use super::{Ack, Confirm, ConnectorError, Delivered, Received, Start, connect_error};
 use crate::gateway::proto::gateway_client::GatewayClient;
@@ -21,50 +19,24 @@ use crate::gateway::{BATCH_BYTES, CONNECTION_WINDOW, STREAM_CREDIT, STREAM_WINDO
 use crate::message::Message;
 use oms_bridge_config::Endpoint;
 
-/// An error with its causes: tonic's own messages ("transport error") say little alone.
-pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
-
 /// The queue behind the gateway: the access point it names and the queue.
 fn queue_ref(endpoint: &Endpoint) -> proto::QueueRef {
     proto::QueueRef { access_point: endpoint.access_point.clone().unwrap_or_default(), queue: endpoint.queue.clone() }
 }
 
-/// An HTTP/2 channel over our own TLS to the first server; the gateway's certificate must match
-/// the host name dialled.
+/// An HTTP/2 channel over our own TLS (our certificate required) to the first server; the
+/// gateway's certificate must match the host name dialled.
 async fn channel(endpoint: &Endpoint) -> Result<Channel, ConnectorError> {
     let files = endpoint.tls.as_ref().ok_or_else(|| connect_error(endpoint, "no tls files for the gateway"))?;
     let config = tls::client_config(files).map_err(|e| connect_error(endpoint, e))?;
-    let connector = TlsConnector::from(Arc::new(config));
-    let (host, port) = endpoint.servers.first().cloned().ok_or_else(|| connect_error(endpoint, "no server"))?;
-    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| connect_error(endpoint, e))?;
-    let grpc = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
-        .map_err(|e| connect_error(endpoint, e))?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .initial_stream_window_size(STREAM_WINDOW);
-    grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
-        let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
-        async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            // Frames are small and acks wait on them: Nagle would hold each behind the last ack.
-            tcp.set_nodelay(true)?;
-            let stream = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    }))
-    .await
-    .map_err(|e| connect_error(endpoint, with_causes(&e)))
+    let settings = |grpc: tonic::transport::Endpoint| {
+        grpc.connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(STREAM_WINDOW)
+    };
+    super::grpc::channel(endpoint, settings, Some(config)).await
 }
 
 type Waiter = oneshot::Sender<Result<Delivered, ConnectorError>>;

@@ -4,6 +4,7 @@
 
 mod amqp;
 mod gateway;
+mod grpc;
 mod kafka;
 mod mqtt;
 mod nats;

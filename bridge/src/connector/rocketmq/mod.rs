@@ -78,25 +78,28 @@ struct Proxy {
     client: MessagingServiceClient<Channel>,
     client_id: String,
     login: Option<(String, String)>,
+    /// The name servers and brokers behind the proxy, reached with the same login and TLS.
+    remoting: positions::Remoting,
     endpoints: proto::Endpoints,
     requests: Arc<AtomicU64>,
 }
 
 impl Proxy {
     async fn connect(endpoint: &Endpoint, client_id: &str) -> Result<Self, ConnectorError> {
-        if endpoint.tls.is_some() {
-            return Err(connect_error(endpoint, "TLS towards a RocketMQ proxy is not built yet"));
-        }
-        let (host, port) = endpoint.servers.first().cloned().ok_or_else(|| connect_error(endpoint, "no server"))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
-            .map_err(|e| connect_error(endpoint, e))?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .map_err(|e| connect_error(endpoint, super::gateway::with_causes(&e)))?;
+        let tls = endpoint
+            .tls
+            .as_ref()
+            .map(crate::gateway::tls::broker_client_config)
+            .transpose()
+            .map_err(|e| connect_error(endpoint, e))?;
+        let settings = |grpc: tonic::transport::Endpoint| {
+            grpc.connect_timeout(Duration::from_secs(10))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20))
+        };
+        let channel = super::grpc::channel(endpoint, settings, tls.clone()).await?;
+        let host = endpoint.servers.first().map(|(host, _)| host.clone()).unwrap_or_default();
         let addresses = endpoint
             .servers
             .iter()
@@ -107,10 +110,16 @@ impl Proxy {
         } else {
             proto::AddressScheme::DomainName
         };
+        let remoting = positions::Remoting {
+            name_servers: endpoint.name_servers.clone(),
+            login: super::credentials(endpoint),
+            tls: tls.map(Arc::new),
+        };
         Ok(Self {
             client: MessagingServiceClient::new(channel),
             client_id: client_id.to_owned(),
-            login: super::credentials(endpoint),
+            login: remoting.login.clone(),
+            remoting,
             endpoints: proto::Endpoints { scheme: scheme.into(), addresses },
             requests: Arc::new(AtomicU64::new(0)),
         })
@@ -169,8 +178,6 @@ type Delivery = Result<proto::Message, ConnectorError>;
 
 pub struct RocketmqSource {
     proxy: Proxy,
-    /// Where the group's positions are read (backlog).
-    name_servers: Vec<(String, u16)>,
     group: proto::Resource,
     topic: proto::Resource,
     deliveries: mpsc::Receiver<Delivery>,
@@ -213,14 +220,11 @@ impl RocketmqSource {
         // proxy counts that client gone, never renewed for this one.
         let connection = getrandom::u32().unwrap_or_else(|_| std::process::id());
         let proxy = Proxy::connect(endpoint, &format!("{group}@{}#{connection:08x}", hostname())).await?;
-        let (name_servers, login, topic) = (endpoint.name_servers.clone(), proxy.login.clone(), endpoint.queue.clone());
-        let named = group.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            positions::prepare(&name_servers, login.as_ref(), &topic, &named, start)
-        })
-        .await
-        .map_err(|e| connect_error(endpoint, e))?
-        .map_err(|e| connect_error(endpoint, format!("preparing consumer group {group}: {e}")))?;
+        let (remoting, topic, named) = (proxy.remoting.clone(), endpoint.queue.clone(), group.clone());
+        let prepared = tokio::task::spawn_blocking(move || positions::prepare(&remoting, &topic, &named, start))
+            .await
+            .map_err(|e| connect_error(endpoint, e))?
+            .map_err(|e| connect_error(endpoint, format!("preparing consumer group {group}: {e}")))?;
         tracing::info!(
             message = "RocketMQ consumer group ready.",
             group,
@@ -264,8 +268,7 @@ impl RocketmqSource {
         let acker = Acker { proxy: proxy.clone(), group: group.clone(), topic: topic.clone() };
         tasks.push(tokio::spawn(acker.run(commands, ack_failure.clone())));
         let ids = MessageIds::positional(endpoint.access_point.as_deref(), &endpoint.queue);
-        let name_servers = endpoint.name_servers.clone();
-        Ok(Self { proxy, name_servers, group, topic, deliveries, ids, acks, ack_failure, tasks })
+        Ok(Self { proxy, group, topic, deliveries, ids, acks, ack_failure, tasks })
     }
 
     pub async fn next(&mut self) -> Result<Received, ConnectorError> {
@@ -287,10 +290,8 @@ impl RocketmqSource {
     /// brokers cannot be asked.
     pub async fn backlog(&self) -> Option<u64> {
         let buffered = u64::try_from(self.deliveries.len()).unwrap_or(0);
-        let (name_servers, login) = (self.name_servers.clone(), self.proxy.login.clone());
-        let (topic, group) = (self.topic.name.clone(), self.group.name.clone());
-        let read =
-            tokio::task::spawn_blocking(move || positions::backlog(&name_servers, login.as_ref(), &topic, &group));
+        let (remoting, topic, group) = (self.proxy.remoting.clone(), self.topic.name.clone(), self.group.name.clone());
+        let read = tokio::task::spawn_blocking(move || positions::backlog(&remoting, &topic, &group));
         match read.await {
             Ok(Ok(waiting)) => Some(waiting + buffered),
             Ok(Err(error)) => {

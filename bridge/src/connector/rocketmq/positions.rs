@@ -6,9 +6,12 @@
 //! The same positions tell the group's backlog.
 
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oms_probe::net::Tls;
 use oms_probe::rocketmq::{Answer, RemotingConnection, Route, answer, code};
+use rustls::ClientConfig;
 
 use crate::connector::Start;
 
@@ -23,6 +26,16 @@ const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
 /// set out of reach (a year of minutes).
 const RETRY_MAX_TIMES: i32 = 525_600;
 
+/// How the worker reaches the name servers and the brokers: their addresses (the brokers' come
+/// from the name servers), its login, and TLS where the end speaks it (the same CA, and the same
+/// server name if the end names one, as towards the proxy).
+#[derive(Clone)]
+pub struct Remoting {
+    pub name_servers: Vec<(String, u16)>,
+    pub login: Option<(String, String)>,
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
 /// What the preparation found and did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Prepared {
@@ -34,21 +47,15 @@ pub struct Prepared {
 
 /// Makes `group` on every master that routes `topic` and sets the position of each queue that has
 /// none. Blocking: run it off the async runtime.
-pub fn prepare(
-    name_servers: &[(String, u16)],
-    login: Option<&(String, String)>,
-    topic: &str,
-    group: &str,
-    start: Start,
-) -> Result<Prepared, String> {
+pub fn prepare(remoting: &Remoting, topic: &str, group: &str, start: Start) -> Result<Prepared, String> {
     let deadline = Instant::now() + PREPARE_TIMEOUT;
-    let route = route(name_servers, topic, deadline)?;
+    let route = route(remoting, topic, deadline)?;
     if route.masters.is_empty() {
         return Err(format!("no master broker holds topic {topic}"));
     }
     let mut prepared = Prepared::default();
     for (broker, (addr, queues)) in &route.masters {
-        let mut connection = open(addr, login.cloned(), deadline)?;
+        let mut connection = open(addr, remoting, true, deadline)?;
         let made =
             connection.call(code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, &[], &group_config(group).into_bytes())?;
         succeeded(&made, &format!("creating consumer group {group} on {broker}"))?;
@@ -70,17 +77,12 @@ pub fn prepare(
 
 /// Messages of `topic` that `group` has not taken yet: each queue's end minus the group's position
 /// there, over every master. Blocking, like [`prepare`].
-pub fn backlog(
-    name_servers: &[(String, u16)],
-    login: Option<&(String, String)>,
-    topic: &str,
-    group: &str,
-) -> Result<u64, String> {
+pub fn backlog(remoting: &Remoting, topic: &str, group: &str) -> Result<u64, String> {
     let deadline = Instant::now() + BACKLOG_TIMEOUT;
-    let route = route(name_servers, topic, deadline)?;
+    let route = route(remoting, topic, deadline)?;
     let mut waiting = 0;
     for (addr, queues) in route.masters.values() {
-        let mut connection = open(addr, login.cloned(), deadline)?;
+        let mut connection = open(addr, remoting, true, deadline)?;
         for queue in 0..*queues {
             let end = start_offset(&mut connection, topic, queue, Start::Latest)?;
             let taken = position(&mut connection, topic, group, queue)?.unwrap_or(end);
@@ -91,11 +93,11 @@ pub fn backlog(
 }
 
 /// The topic's route from the first name server that answers.
-fn route(name_servers: &[(String, u16)], topic: &str, deadline: Instant) -> Result<Route, String> {
+fn route(remoting: &Remoting, topic: &str, deadline: Instant) -> Result<Route, String> {
     let mut failures = Vec::new();
-    for (host, port) in name_servers {
+    for (host, port) in &remoting.name_servers {
         let server = format!("{host}:{port}");
-        let answer = open(&server, None, deadline)
+        let answer = open(&server, remoting, false, deadline)
             .and_then(|mut c| c.call(code::GET_ROUTEINFO_BY_TOPIC, &[("topic", topic)], &[]));
         match answer {
             Ok(answer) if answer.code == answer::SUCCESS => return Route::parse(&answer.body),
@@ -109,13 +111,18 @@ fn route(name_servers: &[(String, u16)], topic: &str, deadline: Instant) -> Resu
     Err(failures.join("; "))
 }
 
-fn open(server: &str, login: Option<(String, String)>, deadline: Instant) -> Result<RemotingConnection, String> {
+/// A connection to `server` (`host:port`), over TLS where the end speaks it, signing its requests
+/// with the login where `signed` (brokers check signatures; name servers are asked without).
+fn open(server: &str, remoting: &Remoting, signed: bool, deadline: Instant) -> Result<RemotingConnection, String> {
     let addr = server
         .to_socket_addrs()
         .map_err(|e| format!("{server}: {e}"))?
         .next()
         .ok_or_else(|| format!("{server}: no address"))?;
-    RemotingConnection::open(addr, None, login, deadline)
+    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    let tls = remoting.tls.as_ref().map(|config| Tls { config: config.clone(), server_name: host.to_owned() });
+    let login = if signed { remoting.login.clone() } else { None };
+    RemotingConnection::open(addr, tls.as_ref(), login, deadline)
 }
 
 /// The group's stored position in one queue, `None` where it has none.

@@ -1,0 +1,59 @@
+//! HTTP/2 channels of the gRPC ends (the gateway, a RocketMQ proxy): to the end's first server,
+//! over our own rustls configuration where the end speaks TLS.
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Uri};
+
+use super::{ConnectorError, connect_error};
+use oms_bridge_config::Endpoint;
+
+/// ALPN of gRPC over TLS: servers (grpc-java's, tonic's) refuse a handshake without it.
+const ALPN_H2: &[u8] = b"h2";
+
+/// An error with its causes: tonic's own messages ("transport error") say little alone.
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// A channel to the end's first server with `settings` (timeouts, windows); over TLS with `tls`,
+/// the server's certificate checked as `tls` says (against the host dialled unless it names
+/// another), in plaintext without.
+pub(super) async fn channel(
+    endpoint: &Endpoint,
+    settings: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    tls: Option<ClientConfig>,
+) -> Result<Channel, ConnectorError> {
+    let (host, port) = endpoint.servers.first().cloned().ok_or_else(|| connect_error(endpoint, "no server"))?;
+    let grpc = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| connect_error(endpoint, e))?;
+    let grpc = settings(grpc);
+    let Some(mut tls) = tls else {
+        return grpc.connect().await.map_err(|e| connect_error(endpoint, with_causes(&e)));
+    };
+    tls.alpn_protocols = vec![ALPN_H2.to_vec()];
+    let connector = TlsConnector::from(Arc::new(tls));
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| connect_error(endpoint, e))?;
+    grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
+        let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            // Frames are small and acks wait on them: Nagle would hold each behind the last ack.
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    }))
+    .await
+    .map_err(|e| connect_error(endpoint, with_causes(&e)))
+}
