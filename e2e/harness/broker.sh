@@ -17,8 +17,8 @@
 # listener on <port> stays for readiness checks and the tests' own clients.
 # RABBITMQ_SSL_PORT, RABBITMQ_TLS_DIR (optional, together) at `up rabbitmq`: an amqps listener on
 # that port with $RABBITMQ_TLS_DIR/server.crt, server.key and ca.crt; no client certificates asked.
-# ROCKETMQ_TLS_DIR (optional) at `up rocketmq`: every listener (name server, broker, proxy) takes
-# TLS only, with $ROCKETMQ_TLS_DIR/server.crt and server.key (a certificate for localhost) and
+# ROCKETMQ_TLS_DIR (optional) at `up rocketmq`: the client ports (name server, broker, proxy) take
+# TLS only (the broker's HA port for replicas stays plaintext), with $ROCKETMQ_TLS_DIR/server.crt and server.key (a certificate for localhost) and
 # ca.crt; the servers' own clients speak TLS to each other without checking certificates.
 # BROKER_OWNER_PID (optional) at `up`: the broker goes down by itself once that process has
 # exited, however it ended (brokers that the tests of one test binary share).
@@ -686,7 +686,7 @@ rocketmq_up() {
 	if [[ -n ${ROCKETMQ_TLS_DIR:-} ]]; then
 		[[ -r $ROCKETMQ_TLS_DIR/server.crt && -r $ROCKETMQ_TLS_DIR/server.key && -r $ROCKETMQ_TLS_DIR/ca.crt ]] ||
 			die "no server.crt, server.key and ca.crt in ROCKETMQ_TLS_DIR"
-		echo "TLS_DIR=$ROCKETMQ_TLS_DIR" >>"$dir/ports.env"
+		printf 'TLS_DIR=%q\n' "$ROCKETMQ_TLS_DIR" >>"$dir/ports.env"
 	fi
 	release_alloc_lock
 
@@ -772,8 +772,10 @@ rocketmq_wait() {
 
 # A topic made with the admin tool, one message sent and read back by the broker's own tools.
 rocketmq_smoke() {
-	# A tool that runs for a second: the client compiler only.
-	rocketmq_java "$dir/home/admin" 128m -XX:TieredStopAtLevel=1
+	# A tool that runs for a second: the client compiler only; in TLS where the broker takes no other.
+	local tls=()
+	[[ -z ${TLS_DIR:-} ]] || tls=(-Dtls.enable=true)
+	rocketmq_java "$dir/home/admin" 128m -XX:TieredStopAtLevel=1 "${tls[@]}"
 	local admin=("${JAVA_CMD[@]}" org.apache.rocketmq.tools.command.MQAdminStartup)
 	"${admin[@]}" updateTopic -n "127.0.0.1:$NAMESRV_PORT" -c "oms-$name" -t OMS_SMOKE -r 1 -w 1 >&2
 	"${admin[@]}" topicRoute -n "127.0.0.1:$NAMESRV_PORT" -t OMS_SMOKE >&2

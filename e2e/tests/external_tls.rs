@@ -2,7 +2,7 @@
 //! and the login and names the cause of a failure; the operator provisions streams over TLS; a
 //! Bridge's worker, run with exactly the files its pod would mount, forwards MQTT over TLS into
 //! NATS over mutual TLS with a token, Kafka over SASL_SSL into NATS with a credentials file,
-//! RabbitMQ over amqps into Kafka, and RocketMQ over TLS into NATS.
+//! RabbitMQ over amqps into Kafka, and RocketMQ over TLS into NATS and back.
 
 use std::time::Duration;
 
@@ -566,67 +566,92 @@ async fn a_bridge_forwards_rabbitmq_over_amqps_into_kafka_over_sasl_ssl() -> any
     Ok(())
 }
 
-/// RocketMQ that takes TLS only on every port into NATS over TLS: the probe reaches the proxy
-/// and the name server over TLS, the operator makes the topic over TLS, and the worker receives
-/// through the proxy and sets its group's positions at the name server and the broker over TLS.
-/// The certificate names `localhost`; the broker registers itself at 127.0.0.1, so serverName
-/// says which name to check.
+/// RocketMQ that takes TLS only on its client ports, into NATS over TLS and back: the probe
+/// reaches the proxy and the name server over TLS, the operator makes the topics over TLS, one
+/// worker receives through the proxy and sets its group's positions at the name server and the
+/// broker over TLS, another sends through the proxy. The certificate names `localhost`; the
+/// broker registers itself at 127.0.0.1, so serverName says which name to check. In plaintext,
+/// or with another CA, the access point is not Ready and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_forwards_rocketmq_over_tls_into_nats_over_tls() -> anyhow::Result<()> {
+async fn a_bridge_forwards_rocketmq_over_tls_into_nats_and_back_over_tls() -> anyhow::Result<()> {
     const COUNT: usize = 500;
     let t = TlsNats::start("tls-rmq-bridge", |_| {})?;
     let s = &t.s;
     let rocketmq = TlsRocketmq::start(&t.certs, "tls-rmq-bridge")?;
+    let name_servers = format!("nameServers: ['{}']", rocketmq.name_server()?);
+    let rocketmq_tls =
+        format!("{name_servers}, tls: {{caSecretRef: {{name: nats-ca, key: ca.crt}}, serverName: localhost}}");
+    // Two access points on the same RocketMQ: a bridge never writes back into the access point
+    // a message came from.
+    for name in ["events", "events-b"] {
+        t.declare_on("rocketmq", name, &rocketmq.proxy(), &rocketmq_tls, "Reachable")?;
+    }
     s.apply(&format!(
-        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: events}}\n\
-         spec: {{driver: rocketmq, external: {{servers: ['{proxy}'], nameServers: ['{name_server}'], \
-         tls: {{caSecretRef: {{name: nats-ca, key: ca.crt}}, serverName: localhost}}}}}}\n---\n\
-         apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
+        "apiVersion: openmessaging.cloud/v1alpha1\nkind: MessagingAccessPoint\nmetadata: {{name: hub}}\n\
          spec: {{driver: nats, external: {{servers: ['localhost:{nats}'], {CA}}}}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: events}}\n\
          spec: {{accessPointRef: {{name: events}}, partitions: 2}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: events-hub}}\n\
          spec: {{accessPointRef: {{name: hub}}}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Queue\nmetadata: {{name: events-back}}\n\
+         spec: {{accessPointRef: {{name: events-b}}, partitions: 1}}\n---\n\
          apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: to-hub}}\n\
-         spec: {{source: {{queueRef: {{name: events}}}}, target: {{queueRef: {{name: events-hub}}}}, ordering: None}}\n",
-        proxy = rocketmq.proxy(),
-        name_server = rocketmq.name_server()?,
+         spec: {{source: {{queueRef: {{name: events}}}}, target: {{queueRef: {{name: events-hub}}}}, ordering: None}}\n---\n\
+         apiVersion: openmessaging.cloud/v1alpha1\nkind: Bridge\nmetadata: {{name: back}}\n\
+         spec: {{source: {{queueRef: {{name: events-hub}}}}, target: {{queueRef: {{name: events-back}}}}}}\n",
         nats = t.nats.port,
     ))?;
     // Made by the operator's remoting client over TLS.
     let topic = t.provisioned("events")?;
     let stream = t.provisioned("events-hub")?;
-    let files = t.pod_files("to-hub-oms-bridge").await?;
-    let (mut worker, admin) = t.run_worker(&files)?;
+    let back = t.provisioned("events-back")?;
+    let (mut out, admin) = t.run_worker(&t.pod_files("to-hub-oms-bridge").await?)?;
+    let (mut home, back_admin) = t.run_worker(&t.pod_files("back-oms-bridge").await?)?;
 
-    // Produced by RocketMQ's own client, over TLS too: the broker takes nothing else.
+    // Produced and read back by RocketMQ's own client, over TLS too: the broker takes nothing else.
     let count = COUNT.to_string();
     tokio::task::block_in_place(|| oms_e2e::rocketmq_client(&rocketmq.broker, &["produce", &topic, "0", &count, "7"]))?;
-    let sent = oms_e2e::poll("every event in the stream", Duration::from_mins(2), || {
-        let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
-        Ok((sent >= COUNT as u64).then_some(sent))
-    })?;
+    let sent = |admin| {
+        oms_e2e::poll("every event through", Duration::from_mins(2), || {
+            let sent = oms_e2e::metric(admin, "oms_bridge_messages_sent_total", None);
+            Ok((sent >= COUNT as u64).then_some(sent))
+        })
+    };
+    let (sent_out, sent_back) = (sent(admin)?, sent(back_admin)?);
     let js = t.nats.jetstream(&t.certs.dir.join("ca.crt"), async_nats::ConnectOptions::new()).await?;
     let held = js.get_stream(&stream).await?.info().await?.state.messages;
+    let returned =
+        tokio::task::block_in_place(|| oms_e2e::rocketmq_client(&rocketmq.broker, &["consume", &back, &count, "60"]))?;
+    let distinct: std::collections::HashSet<String> = returned
+        .lines()
+        .filter_map(|line| Some(serde_json::from_str::<Value>(line).ok()?["payload"].as_str()?.to_owned()))
+        .collect();
     println!(
-        "external tls: rocketmq (TLS, serverName) -> nats (TLS): produced {COUNT}, sent {sent}, the stream holds {held}"
+        "external tls: rocketmq (TLS, serverName) -> nats (TLS) -> rocketmq (TLS): produced {COUNT}, sent {sent_out}, \
+         the stream holds {held}; sent back {sent_back}, the topic holds {} ({} distinct)",
+        returned.lines().count(),
+        distinct.len()
     );
-    assert_eq!(held, COUNT as u64, "each event once");
-    worker.kill();
-    // The same RocketMQ in plaintext: its name server and its proxy refuse it, so everything
-    // above went over TLS.
-    let plain = format!("nameServers: ['{}']", rocketmq.name_server()?);
-    let plain = t.declare_on("rocketmq", "events-plain", &rocketmq.proxy(), &plain, "NameServersUnreachable")?;
+    assert_eq!(held, COUNT as u64, "each event once in NATS");
+    assert_eq!(distinct.len(), COUNT, "each event back in RocketMQ");
+    out.kill();
+    home.kill();
+
+    // The same RocketMQ in plaintext: the proxy and the name server refuse it, so everything above
+    // went over TLS; with another CA the certificate is named.
+    let plain = t.declare_on("rocketmq", "events-plain", &rocketmq.proxy(), &name_servers, "Unreachable")?;
     let said = message(&condition(&plain, "Ready").cloned().unwrap_or_default());
     println!("external tls: rocketmq in plaintext: {said}");
-    assert!(said.contains("closed the connection"), "{said}");
-    let probe = std::process::Command::new(oms_e2e::workspace_binary("broker-probe"))
-        .args(["rocketmq", "127.0.0.1", &rocketmq.broker.port.to_string()])
-        .env("RUST_BACKTRACE", "0")
-        .output()?;
-    let refused = String::from_utf8_lossy(&probe.stderr);
-    println!("external tls: rocketmq proxy in plaintext: {}", refused.lines().collect::<Vec<_>>().join(" "));
-    assert!(!probe.status.success(), "the proxy answered a plaintext client");
+    assert!(said.contains("eof") && said.contains("closed the connection"), "proxy and name server: {said}");
+    let other = Certs::new("tls-rmq-other")?;
+    secret_from_files(s, "other-ca", &[("ca.crt", &other.dir.join("ca.crt"))])?;
+    let other_ca =
+        format!("{name_servers}, tls: {{caSecretRef: {{name: other-ca, key: ca.crt}}, serverName: localhost}}");
+    let refused = t.declare_on("rocketmq", "events-other-ca", &rocketmq.proxy(), &other_ca, "TlsUnknownAuthority")?;
+    println!(
+        "external tls: rocketmq with another CA: {}",
+        message(&condition(&refused, "Ready").cloned().unwrap_or_default())
+    );
     Ok(())
 }
 

@@ -239,8 +239,8 @@ impl rdkafka::ClientContext for LoginErrors {
 
 impl rdkafka::consumer::ConsumerContext for LoginErrors {}
 
-/// The TLS handshake, its failure named by cause.
-/// TLS over `tcp`; towards RocketMQ's proxy with ALPN `h2`, which gRPC over TLS asks for.
+/// The TLS handshake over `tcp`, its failure named by cause; towards RocketMQ's proxy with ALPN
+/// `h2`, which its gRPC server asks for.
 async fn upgrade(
     tcp: TcpStream,
     host: &str,

@@ -11,8 +11,13 @@ use tonic::transport::{Channel, Uri};
 use super::{ConnectorError, connect_error};
 use oms_bridge_config::Endpoint;
 
-/// ALPN of gRPC over TLS: servers (grpc-java's, tonic's) refuse a handshake without it.
+/// ALPN of gRPC over TLS: grpc-java's servers (RocketMQ's proxy) refuse a handshake without it.
 const ALPN_H2: &[u8] = b"h2";
+
+/// A host as TLS names and sockets take it: an IPv6 address without its brackets.
+pub(super) fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
 
 /// An error with its causes: tonic's own messages ("transport error") say little alone.
 pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
@@ -43,6 +48,7 @@ pub(super) async fn channel(
     };
     tls.alpn_protocols = vec![ALPN_H2.to_vec()];
     let connector = TlsConnector::from(Arc::new(tls));
+    let host = bare_host(&host).to_owned();
     let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| connect_error(endpoint, e))?;
     grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
         let (connector, name, host) = (connector.clone(), name.clone(), host.clone());

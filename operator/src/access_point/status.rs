@@ -140,7 +140,9 @@ pub fn external(driver: &str, results: &[(String, Result<(), ProbeError>)]) -> V
 }
 
 /// RocketMQ: the proxies' conditions, made not Ready when no name server lists a master broker
-/// (the operator provisions topics through them) and Degraded when some do not answer.
+/// (the operator provisions topics through them) and Degraded when some do not answer. Where the
+/// proxies failed already, their reason stays (a TLS cause, say) and the name servers' failures
+/// are added to the message.
 pub fn rocketmq_name_servers(decided: &mut [Decided], results: &[(String, Result<(), String>)]) {
     let failures: Vec<String> = results
         .iter()
@@ -156,6 +158,9 @@ pub fn rocketmq_name_servers(decided: &mut [Decided], results: &[(String, Result
     let all_failed = failures.len() == results.len();
     for condition in decided.iter_mut() {
         match condition.type_ {
+            READY if all_failed && condition.status == Status::False => {
+                condition.message = format!("{}; {}", condition.message, failures.join("; "));
+            }
             READY if all_failed => {
                 *condition = Decided::new(READY, Status::False, "NameServersUnreachable", failures.join("; "));
             }
@@ -225,6 +230,16 @@ mod tests {
         assert!(degraded.message.contains("name server m:9876: refused"));
         let (ready, _) = listed(&[("m:9876".into(), Err("refused".into()))]);
         assert_eq!((ready.status, ready.reason), (Status::False, "NameServersUnreachable"));
+    }
+
+    #[test]
+    fn a_rocketmq_proxy_failure_keeps_its_reason_and_adds_the_name_servers() {
+        let proxies = [("p:8081".to_owned(), Err(ProbeError::TlsUnknownAuthority("UnknownIssuer".into())))];
+        let mut decided = external("rocketmq", &proxies);
+        rocketmq_name_servers(&mut decided, &[("n:9876".into(), Err("closed".into()))]);
+        let ready = decided.iter().find(|d| d.type_ == READY).unwrap();
+        assert_eq!((ready.status, ready.reason), (Status::False, "TlsUnknownAuthority"));
+        assert!(ready.message.contains("UnknownIssuer") && ready.message.ends_with("name server n:9876: closed"));
     }
 
     fn sts(generation: i64, status: StatefulSetStatus) -> StatefulSet {

@@ -78,7 +78,8 @@ struct Proxy {
     client: MessagingServiceClient<Channel>,
     client_id: String,
     login: Option<(String, String)>,
-    /// The name servers and brokers behind the proxy, reached with the same login and TLS.
+    /// The name servers and brokers behind the proxy, reached with the same TLS (and the same
+    /// login at the brokers).
     remoting: positions::Remoting,
     endpoints: proto::Endpoints,
     requests: Arc<AtomicU64>,

@@ -120,6 +120,7 @@ fn open(server: &str, remoting: &Remoting, signed: bool, deadline: Instant) -> R
         .next()
         .ok_or_else(|| format!("{server}: no address"))?;
     let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    let host = crate::connector::grpc::bare_host(host);
     let tls = remoting.tls.as_ref().map(|config| Tls { config: config.clone(), server_name: host.to_owned() });
     let login = if signed { remoting.login.clone() } else { None };
     RemotingConnection::open(addr, tls.as_ref(), login, deadline)
