@@ -366,10 +366,22 @@ sent=$(cat "$files/sent")
 
 # Everything a topic holds (its end offsets), read from the beginning: the consumer stops once it
 # has that many, or after a minute without a message (its first fetch waits for a group coordinator).
+# Right after a scaling a partition may have no leader for a moment, and its line no offset: asked
+# again (up to 15 times, a JVM start each) until every partition has one, or it would count as
+# empty. Shell builtins only: the image has dash and cat.
 read_topic() {
 	# shellcheck disable=SC2016 # expanded in the pod
 	in_client 'total=0
-for end in $(kafka-get-offsets.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --topic "$'"$1"'"); do
+for attempt in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+  offsets=$(kafka-get-offsets.sh --bootstrap-server "$BOOTSTRAP" --command-config "$CONFIG" --topic "$'"$1"'")
+  complete=${offsets:+yes}
+  for line in $offsets; do
+    case ${line##*:} in ""|*[!0-9]*) complete= ;; esac
+  done
+  [ -n "$complete" ] && break
+  echo "partition offsets incomplete (attempt $attempt): $offsets" >&2
+done
+for end in $offsets; do
   total=$((total + ${end##*:}))
 done
 kafka-console-consumer.sh --bootstrap-server "$BOOTSTRAP" --consumer.config "$CONFIG" --topic "$'"$1"'" \
