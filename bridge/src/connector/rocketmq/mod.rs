@@ -77,9 +77,8 @@ fn refused(status: Option<&proto::Status>) -> Option<String> {
 struct Proxy {
     client: MessagingServiceClient<Channel>,
     client_id: String,
-    login: Option<(String, String)>,
-    /// The name servers and brokers behind the proxy, reached with the same TLS (and the same
-    /// login at the brokers).
+    /// The name servers and brokers behind the proxy, reached with the same TLS, and the login
+    /// that signs requests to the proxy and the brokers.
     remoting: positions::Remoting,
     endpoints: proto::Endpoints,
     requests: Arc<AtomicU64>,
@@ -119,7 +118,6 @@ impl Proxy {
         Ok(Self {
             client: MessagingServiceClient::new(channel),
             client_id: client_id.to_owned(),
-            login: remoting.login.clone(),
             remoting,
             endpoints: proto::Endpoints { scheme: scheme.into(), addresses },
             requests: Arc::new(AtomicU64::new(0)),
@@ -150,7 +148,7 @@ impl Proxy {
             ("x-mq-client-version", env!("CARGO_PKG_VERSION").to_owned()),
             ("x-mq-request-id", format!("{}-{number}", self.client_id)),
         ];
-        if let Some((user, password)) = &self.login {
+        if let Some((user, password)) = &self.remoting.login {
             headers.push(("authorization", oms_probe::rocketmq::grpc_authorization(user, password, &date_time)));
         }
         headers.push(("x-mq-date-time", date_time));
