@@ -2,7 +2,7 @@
 # Boots one broker pod exactly as the operator renders it, without a container runtime, and
 # round-trips a message through it with a real client.
 #
-#   e2e/harness/boot.sh <kafka|nats|rabbitmq|mqtt> <pod dir> <client port>
+#   e2e/harness/boot.sh <kafka|nats|rabbitmq|mqtt|rocketmq> <pod dir> <client port>
 #
 # <pod dir> holds what the test extracted from the rendered StatefulSet and ConfigMap:
 #   command   the container command, one argument per line
@@ -36,7 +36,7 @@ source "$ROOT/e2e/harness/kafka-client.sh"
 START_DEADLINE_SECONDS=${START_DEADLINE_SECONDS:-120}
 
 [[ $# -ge 3 ]] || {
-	echo "usage: $0 <kafka|nats|rabbitmq|mqtt> <pod dir> <client port>" >&2
+	echo "usage: $0 <kafka|nats|rabbitmq|mqtt|rocketmq> <pod dir> <client port>" >&2
 	exit 2
 }
 
@@ -46,6 +46,7 @@ if [[ ${1} != --inside ]]; then
 	kafka) "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
 	nats) "$ROOT/e2e/harness/tools.sh" nats-server nats >&2 ;;
 	rabbitmq) "$ROOT/e2e/harness/broker.sh" prepare rabbitmq >&2 && "$ROOT/e2e/harness/tools.sh" pika >&2 ;;
+	rocketmq) "$ROOT/e2e/harness/tools.sh" rocketmq >&2 ;;
 	mqtt) command -v mosquitto_sub >/dev/null || {
 		echo "boot: mosquitto and mosquitto-clients are needed (make broker-up BROKER=mqtt installs them)" >&2
 		exit 1
@@ -124,6 +125,12 @@ if [[ $kind == kafka ]]; then
 	mkdir -p "$pod/tools/kafka-libs"
 	mount --bind "$(readlink -f "$BIN/kafka-libs")/libs" "$pod/tools/kafka-libs"
 fi
+if [[ $kind == rocketmq ]]; then
+	# The image's RocketMQ home (its lib/ holds the same jars), and the tests' client.
+	mkdir -p "$pod/tools/rocketmq/lib" "$pod/tools/rocketmq-client"
+	mount --bind "$(readlink -f "$BIN/rocketmq-libs")/libs" "$pod/tools/rocketmq/lib"
+	mount --bind "$(readlink -f "$BIN/rocketmq-client")" "$pod/tools/rocketmq-client"
+fi
 while read -r target relative; do
 	[[ -n $target ]] && bind "$pod/$relative" "$target"
 done <"$pod/mounts"
@@ -161,6 +168,8 @@ fi
 
 mapfile -t command <"$pod/command"
 mapfile -t environment <"$pod/env"
+# What the apache/rocketmq image sets: where its RocketMQ is.
+[[ $kind != rocketmq ]] || environment+=("ROCKETMQ_HOME=$pod/tools/rocketmq")
 # HOME is the image user's: the rabbitmq image's is its data directory (the Erlang cookie).
 home=/tmp
 [[ $kind != rabbitmq ]] || home=/var/lib/rabbitmq
@@ -307,6 +316,20 @@ params = pika.ConnectionParameters(host, port, virtual_host=vhost, credentials=p
                                    connection_attempts=1, socket_timeout=5, blocked_connection_timeout=5)
 pika.BlockingConnection(params).close()
 PY
+	}
+	;;
+rocketmq)
+	# RocketMQ's own Java client, finding the broker through the name server (the port given) as
+	# RocketMQ 4 clients do, every request signed as client_user; with TLS, the certificates
+	# checked against the CA.
+	mkdir -p "$pod/client"
+	client=(env ROCKETMQ_USER="$user" ROCKETMQ_PASSWORD="$password" java -Xmx128m -XX:TieredStopAtLevel=1
+		-XX:+UseSerialGC -Duser.home="$pod/client" -cp "$pod/tools/rocketmq-client:$pod/tools/rocketmq/lib/*")
+	tls=()
+	[[ -z $ca ]] || tls=(-Dtls.enable=true -Dtls.client.authServer=true -Dtls.client.trustCertPath="$ca")
+	got=$("${client[@]}" "${tls[@]}" RocketmqClient roundtrip "$pod_host:$port" oms-boot "$message" 2>>"$pod/client.log") || true
+	plaintext_refused() {
+		! "${client[@]}" -Doms.timeout.ms=5000 RocketmqClient roundtrip "$pod_host:$port" plain plain
 	}
 	;;
 mqtt)

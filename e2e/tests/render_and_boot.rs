@@ -16,7 +16,7 @@ use oms_operator::access_point::kafka_quorum::quorum_of;
 use oms_operator::access_point::render::{managed_objects, server_names};
 use oms_operator::access_point::validate::{Plan, validate};
 use oms_operator::drivers::DefaultImages;
-use oms_operator::drivers::managed_driver;
+use oms_operator::drivers::{managed_driver, rocketmq};
 use oms_operator::tenancy;
 
 const NAME: &str = "boot";
@@ -185,9 +185,9 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
         }
     }
     // The client logs in as the access point's own tenant (on RabbitMQ, in its virtual host); on
-    // Kafka, whose tenant users the operator makes through the admin API once it runs, as the
-    // operator's user, which the storage format made.
-    let client_user = if driver == Driver::Kafka {
+    // Kafka and RocketMQ, whose tenant users the operator makes through the admin API once it
+    // runs, as the operator's user, which the storage format (the broker's first start) made.
+    let client_user = if matches!(driver, Driver::Kafka | Driver::Rocketmq) {
         format!("{}:{ADMIN_PASSWORD}", tenancy::ADMIN_USER)
     } else {
         format!("{NAMESPACE}:{}", generated[NAMESPACE])
@@ -235,10 +235,12 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
     std::fs::write(dir.join("pod_host"), format!("{hostname}.{NAME}.{NAMESPACE}.svc"))?;
 
     let kind = driver.as_str();
+    // RocketMQ's round trip finds the broker through the name server, as RocketMQ's own clients do.
+    let port = if driver == Driver::Rocketmq { rocketmq::NAME_SERVER_PORT } else { broker.client_port(managed.tls) };
     let output = run(std::process::Command::new(repo_root().join("e2e/harness/boot.sh"))
         .arg(kind)
         .arg(&dir)
-        .arg(broker.client_port(managed.tls).to_string()))?;
+        .arg(port.to_string()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{kind}:\n{stdout}\n{stderr}");
@@ -269,6 +271,16 @@ fn rendered_rabbitmq_pod_boots_with_its_tenant_user_and_round_trips_a_quorum_que
 #[test]
 fn rendered_mosquitto_pod_boots_with_persistence_and_round_trips() -> anyhow::Result<()> {
     boot(Driver::Mqtt, "{driver: mqtt, managed: {replicas: 1, config: {max_inflight_messages: '40'}}}")
+}
+
+/// Name server, broker and proxy from the official image's layout; the client signs as the
+/// operator's user, whom the broker made a super user at its first start.
+#[test]
+fn rendered_rocketmq_pod_boots_name_server_broker_and_proxy_and_round_trips() -> anyhow::Result<()> {
+    boot(
+        Driver::Rocketmq,
+        "{driver: rocketmq, managed: {replicas: 1, image: 'apache/rocketmq:5.3.3', config: {sendMessageThreadPoolNums: '2'}}}",
+    )
 }
 
 #[test]

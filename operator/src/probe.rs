@@ -144,27 +144,14 @@ async fn handshake(driver: Driver, host: &str, port: u16, login: &Login<'_>) -> 
         }
         // RocketMQ's proxy serves gRPC: HTTP/2 answers the client's preface with its SETTINGS.
         Driver::Rocketmq => {
-            stream.write_all(HTTP2_PREFACE).await?;
-            stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?;
+            stream.write_all(oms_probe::http2::CLIENT_PREFACE).await?;
             let mut frame = [0u8; 9];
             stream.read_exact(&mut frame).await?;
-            check_http2_settings(frame).map_err(wrong)
+            oms_probe::http2::check_server_settings(frame).map_err(wrong)
         }
         Driver::Nats | Driver::Gateway => {
             Err(wrong("gateways are probed with mTLS by the bridges that use them".into()))
         }
-    }
-}
-
-/// What an HTTP/2 client sends first.
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The server's first HTTP/2 frame is a SETTINGS frame (type 4) on stream 0.
-fn check_http2_settings(frame: [u8; 9]) -> Result<(), String> {
-    if frame[3] == 4 && frame[5..9] == [0, 0, 0, 0] {
-        Ok(())
-    } else {
-        Err(format!("the first answer is not HTTP/2 SETTINGS (bytes {frame:02x?}): not a gRPC endpoint"))
     }
 }
 

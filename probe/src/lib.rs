@@ -7,6 +7,7 @@
 //! health is the roll's business, or every pod would leave its Services at once.
 
 pub mod amqp;
+pub mod http2;
 pub mod kafka;
 pub mod mqtt;
 pub mod net;
@@ -119,6 +120,42 @@ pub fn probe_mqtt(target: &LoginTarget<'_>, deadline: Instant) -> Result<(), Str
         0 => connection.send(&mqtt::DISCONNECT),
         code @ (4 | 5) => Err(format!("login as {:?} refused: CONNACK return code {code}", target.user)),
         code => Err(format!("the broker refused the connection: CONNACK return code {code}")),
+    }
+}
+
+/// RocketMQ in this pod as its readiness probe sees it: the proxy in the broker's process, the
+/// name server beside it, and the name and address this pod's broker registers.
+pub struct RocketmqPod<'a> {
+    pub proxy: SocketAddr,
+    pub name_server: SocketAddr,
+    pub tls: Option<Tls>,
+    pub broker_name: &'a str,
+    pub broker_address: &'a str,
+}
+
+/// Ready when the proxy answers HTTP/2 as a gRPC server does (with ALPN `h2` under TLS), and
+/// the name server lists this pod's broker as its group's master at its address: both processes
+/// serve, and clients routed to the broker find it.
+pub fn probe_rocketmq(pod: &RocketmqPod<'_>, deadline: Instant) -> Result<(), String> {
+    let grpc_tls = pod.tls.as_ref().map(|tls| tls.offering(b"h2"));
+    let mut proxy = Connection::open(pod.proxy, grpc_tls.as_ref(), deadline).map_err(|e| format!("proxy: {e}"))?;
+    proxy.send(http2::CLIENT_PREFACE).map_err(|e| format!("proxy: {e}"))?;
+    http2::check_server_settings(proxy.read_array().map_err(|e| format!("proxy: {e}"))?)
+        .map_err(|e| format!("proxy: {e}"))?;
+    let mut name_server = rocketmq::RemotingConnection::open(pod.name_server, pod.tls.as_ref(), None, deadline)
+        .map_err(|e| format!("name server: {e}"))?;
+    let answer = name_server.call(rocketmq::code::GET_BROKER_CLUSTER_INFO, &[], &[])?;
+    if answer.code != rocketmq::answer::SUCCESS {
+        return Err(format!("name server: cluster info refused, {}", answer.describe()));
+    }
+    let masters = rocketmq::masters_of(&answer.body)?;
+    match masters.get(pod.broker_name) {
+        Some(address) if address == pod.broker_address => Ok(()),
+        Some(address) => Err(format!(
+            "the name server lists broker {} at {address}, not at {} (brokerIP1)",
+            pod.broker_name, pod.broker_address
+        )),
+        None => Err(format!("the name server does not list broker {} as a master (yet)", pod.broker_name)),
     }
 }
 

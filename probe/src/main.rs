@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use oms_probe::net::Tls;
-use oms_probe::{LoginTarget, kafka, probe_amqp, probe_kafka, probe_mqtt};
+use oms_probe::{LoginTarget, RocketmqPod, kafka, probe_amqp, probe_kafka, probe_mqtt, probe_rocketmq};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Readiness probes that speak the broker's protocol")]
@@ -37,6 +37,26 @@ enum Command {
     },
     /// Ready when Mosquitto on this pod accepts an MQTT 3.1.1 login.
     Mqtt(Broker),
+    /// Ready when RocketMQ's proxy on this pod answers HTTP/2 (gRPC) on PORT and the name server
+    /// on this pod lists this pod's broker (named POD_NAME) at POD_NAME.DOMAIN:BROKER_PORT.
+    Rocketmq {
+        /// The proxy's gRPC port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        name_server_port: u16,
+        #[arg(long)]
+        broker_port: u16,
+        /// The pods' DNS domain: `<headless service>.<namespace>.svc`.
+        #[arg(long)]
+        domain: String,
+        /// With TLS: the CA the proxy's and name server's certificates are checked against (for
+        /// POD_NAME.DOMAIN).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        timeout_seconds: u64,
+    },
 }
 
 /// The broker on this pod and how to log in to it.
@@ -101,6 +121,9 @@ fn main() -> ExitCode {
             broker.pod().and_then(|pod| probe_amqp(&broker.target(&pod)?, &vhost, pod.deadline))
         }
         Command::Mqtt(broker) => broker.pod().and_then(|pod| probe_mqtt(&broker.target(&pod)?, pod.deadline)),
+        Command::Rocketmq { port, name_server_port, broker_port, domain, ca, timeout_seconds } => {
+            rocketmq(port, name_server_port, broker_port, &domain, ca.as_deref(), timeout_seconds)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +143,26 @@ fn kafka(broker: &Broker) -> Result<(), String> {
         .ok_or_else(|| format!("POD_NAME {:?} does not end in a StatefulSet ordinal", pod.name))?;
     let me = kafka::Broker { node_id, host: pod.host.clone(), port: i32::from(broker.port) };
     probe_kafka(&broker.target(&pod)?, &me, pod.deadline)
+}
+
+fn rocketmq(
+    port: u16,
+    name_server_port: u16,
+    broker_port: u16,
+    domain: &str,
+    ca: Option<&Path>,
+    timeout_seconds: u64,
+) -> Result<(), String> {
+    let name = std::env::var("POD_NAME").map_err(|_| "environment variable POD_NAME is not set".to_owned())?;
+    let host = format!("{name}.{domain}");
+    let pod = RocketmqPod {
+        proxy: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        name_server: SocketAddr::from((Ipv4Addr::LOCALHOST, name_server_port)),
+        tls: ca.map(|ca_file| Tls::trusting(ca_file, host.clone())).transpose()?,
+        broker_name: &name,
+        broker_address: &format!("{host}:{broker_port}"),
+    };
+    probe_rocketmq(&pod, Instant::now() + Duration::from_secs(timeout_seconds))
 }
 
 /// Copies this executable to `dest` through a temporary name, so that a restarted init

@@ -23,6 +23,14 @@ impl Tls {
     pub fn trusting(ca_file: &Path, server_name: String) -> Result<Self, String> {
         Ok(Tls { config: Arc::new(client_config(ca_file)?), server_name })
     }
+
+    /// The same TLS offering `protocol` by ALPN (`h2` for a gRPC server, which may insist).
+    #[must_use]
+    pub fn offering(&self, protocol: &[u8]) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![protocol.to_vec()];
+        Tls { config: Arc::new(config), server_name: self.server_name.clone() }
+    }
 }
 
 enum Transport {

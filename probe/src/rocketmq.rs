@@ -176,6 +176,22 @@ impl Route {
     }
 }
 
+/// The masters by broker name from a name server's cluster info (`brokerAddrTable`, each
+/// broker group's addresses by broker id, 0 being the master).
+pub fn masters_of(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let text = standard_json(&String::from_utf8_lossy(body));
+    let info: Value = serde_json::from_str(&text).map_err(|e| format!("cluster info: {e}"))?;
+    let groups =
+        info.get("brokerAddrTable").and_then(Value::as_object).ok_or("cluster info without brokerAddrTable")?;
+    Ok(groups
+        .iter()
+        .filter_map(|(name, group)| {
+            let master = group.get("brokerAddrs")?.get("0")?.as_str()?;
+            Some((name.clone(), master.to_owned()))
+        })
+        .collect())
+}
+
 /// Decodes an answer frame (what follows the total length).
 pub fn decode(frame: &[u8]) -> Result<Answer, DecodeError> {
     let head: [u8; 4] = frame.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| short("the header length"))?;
@@ -353,6 +369,20 @@ mod tests {
 
     fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_masters_are_broker_id_zero_of_each_group_from_fastjson_cluster_info() {
+        let body = br#"{"brokerAddrTable":{"broker-b":{"brokerAddrs":{0:"10.0.0.6:10911"},"brokerName":"broker-b","cluster":"c"},"broker-a":{"brokerAddrs":{0:"10.0.0.5:10911",1:"10.0.0.7:10911"},"brokerName":"broker-a","cluster":"c"},"lonely-slave":{"brokerAddrs":{1:"10.0.0.8:10911"}}},"clusterAddrTable":{"c":["broker-a","broker-b"]}}"#;
+        let masters = masters_of(body).unwrap();
+        assert_eq!(
+            masters.into_iter().collect::<Vec<_>>(),
+            [
+                ("broker-a".to_owned(), "10.0.0.5:10911".to_owned()),
+                ("broker-b".to_owned(), "10.0.0.6:10911".to_owned())
+            ]
+        );
+        assert!(masters_of(b"{}").is_err());
     }
 
     #[test]

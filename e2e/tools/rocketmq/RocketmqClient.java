@@ -9,7 +9,12 @@
 //   consume <name server> <topic> <expected> <seconds>       every message from the start of each
 //                                                             queue, one JSON line each, until
 //                                                             <expected> distinct bodies or the time is up
+//   roundtrip <name server> <topic> <message>                 the topic (one queue), the message sent,
+//                                                             read back and printed
 //
+// With ROCKETMQ_USER and ROCKETMQ_PASSWORD in the environment every request is signed as that user
+// (a broker with authentication). -Doms.timeout.ms=<ms> shortens requests (a client that should be
+// refused).
 // Exits 0 when the command did what it says, 1 with the reason on stderr otherwise; halts rather
 // than waiting for the client's threads to stop. Requests get 15 s instead of the client's 3 s: the
 // tests run beside many brokers on two cores.
@@ -21,6 +26,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
 import org.apache.rocketmq.client.consumer.DefaultLitePullConsumer;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.SendResult;
@@ -29,11 +36,12 @@ import org.apache.rocketmq.common.TopicConfig;
 import org.apache.rocketmq.common.message.Message;
 import org.apache.rocketmq.common.message.MessageExt;
 import org.apache.rocketmq.common.message.MessageQueue;
+import org.apache.rocketmq.remoting.RPCHook;
 import org.apache.rocketmq.remoting.protocol.route.BrokerData;
 import org.apache.rocketmq.tools.admin.DefaultMQAdminExt;
 
 public class RocketmqClient {
-    static final int TIMEOUT_MS = 15_000;
+    static final int TIMEOUT_MS = Integer.getInteger("oms.timeout.ms", 15_000);
 
     public static void main(String[] args) {
         int status = 0;
@@ -43,6 +51,7 @@ public class RocketmqClient {
                 case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]),
                     Integer.parseInt(args[5]));
                 case "consume" -> consume(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]));
+                case "roundtrip" -> roundtrip(args[1], args[2], args[3]);
                 default -> throw new IllegalArgumentException("unknown command " + args[0]);
             }
         } catch (Throwable failure) {
@@ -55,7 +64,7 @@ public class RocketmqClient {
     }
 
     static void topic(String nameServer, String topic, int queues) throws Exception {
-        DefaultMQAdminExt admin = new DefaultMQAdminExt(TIMEOUT_MS);
+        DefaultMQAdminExt admin = new DefaultMQAdminExt(login(), TIMEOUT_MS);
         admin.setNamesrvAddr(nameServer);
         admin.setMqClientApiTimeout(TIMEOUT_MS);
         admin.setInstanceName("oms-e2e-admin-" + ProcessHandle.current().pid());
@@ -74,7 +83,7 @@ public class RocketmqClient {
     }
 
     static void produce(String nameServer, String topic, int from, int count, int keys) throws Exception {
-        DefaultMQProducer producer = new DefaultMQProducer("oms-e2e-producer");
+        DefaultMQProducer producer = new DefaultMQProducer("oms-e2e-producer", login());
         producer.setNamesrvAddr(nameServer);
         producer.setInstanceName("oms-e2e-producer-" + ProcessHandle.current().pid());
         producer.setSendMsgTimeout(TIMEOUT_MS);
@@ -92,7 +101,7 @@ public class RocketmqClient {
     }
 
     static void consume(String nameServer, String topic, int expected, long seconds) throws Exception {
-        DefaultLitePullConsumer consumer = new DefaultLitePullConsumer("oms-e2e-verify-" + System.nanoTime());
+        DefaultLitePullConsumer consumer = new DefaultLitePullConsumer("oms-e2e-verify-" + System.nanoTime(), login());
         consumer.setNamesrvAddr(nameServer);
         consumer.setInstanceName("oms-e2e-verify-" + ProcessHandle.current().pid());
         consumer.setAutoCommit(false);
@@ -113,6 +122,26 @@ public class RocketmqClient {
                 System.out.println(json(message.getKeys(), body, message.getProperties()));
             }
         }
+    }
+
+    /** The signature hook of the environment's user; none without one. */
+    static RPCHook login() {
+        String user = System.getenv("ROCKETMQ_USER");
+        return user == null ? null : new AclClientRPCHook(new SessionCredentials(user, System.getenv("ROCKETMQ_PASSWORD")));
+    }
+
+    static void roundtrip(String nameServer, String topic, String text) throws Exception {
+        topic(nameServer, topic, 1);
+        DefaultMQProducer producer = new DefaultMQProducer("oms-e2e-producer", login());
+        producer.setNamesrvAddr(nameServer);
+        producer.setSendMsgTimeout(TIMEOUT_MS);
+        producer.setMqClientApiTimeout(TIMEOUT_MS);
+        producer.start();
+        SendResult sent = producer.send(new Message(topic, text.getBytes(StandardCharsets.UTF_8)));
+        if (sent.getSendStatus() != SendStatus.SEND_OK) {
+            throw new IllegalStateException("the message: " + sent.getSendStatus());
+        }
+        consume(nameServer, topic, 1, 30);
     }
 
     static String json(String key, String body, Map<String, String> properties) {

@@ -228,8 +228,9 @@ pub fn validate(
                 return Err(invalid(
                     "spec.managed.replicas",
                     format!(
-                        "{driver} runs at most {} replica(s): the broker does not cluster; set replicas: {}",
+                        "{driver} runs at most {} replica(s): {}; set replicas: {}",
                         broker.max_replicas(),
+                        broker.max_replicas_reason(),
                         broker.max_replicas()
                     ),
                 ));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oms_probe::net::Tls;
-use oms_probe::rocketmq::{Answer, RemotingConnection, answer, code, standard_json};
+use oms_probe::rocketmq::{Answer, RemotingConnection, answer, code, masters_of};
 use serde_json::Value;
 
 use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed};
@@ -271,22 +271,6 @@ fn delete_routes(session: &Session, name_servers: &[String], topic: &str) -> Res
     Ok(())
 }
 
-/// The masters by broker name from a name server's cluster info (`brokerAddrTable`, each
-/// broker group's addresses by broker id, 0 being the master).
-fn masters_of(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let text = standard_json(&String::from_utf8_lossy(body));
-    let info: Value = serde_json::from_str(&text).map_err(|e| format!("cluster info: {e}"))?;
-    let groups =
-        info.get("brokerAddrTable").and_then(Value::as_object).ok_or("cluster info without brokerAddrTable")?;
-    Ok(groups
-        .iter()
-        .filter_map(|(name, group)| {
-            let master = group.get("brokerAddrs")?.get("0")?.as_str()?;
-            Some((name.clone(), master.to_owned()))
-        })
-        .collect())
-}
-
 fn succeeded(answer: &Answer, request: &str) -> Result<(), String> {
     if answer.code == answer::SUCCESS { Ok(()) } else { Err(format!("{request} refused, {}", answer.describe())) }
 }
@@ -378,20 +362,6 @@ fn stored_messages(broker: &mut RemotingConnection, topic: &str, queues: i32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_masters_are_broker_id_zero_of_each_group_from_fastjson_cluster_info() {
-        let body = br#"{"brokerAddrTable":{"broker-b":{"brokerAddrs":{0:"10.0.0.6:10911"},"brokerName":"broker-b","cluster":"c"},"broker-a":{"brokerAddrs":{0:"10.0.0.5:10911",1:"10.0.0.7:10911"},"brokerName":"broker-a","cluster":"c"},"lonely-slave":{"brokerAddrs":{1:"10.0.0.8:10911"}}},"clusterAddrTable":{"c":["broker-a","broker-b"]}}"#;
-        let masters = masters_of(body).unwrap();
-        assert_eq!(
-            masters.into_iter().collect::<Vec<_>>(),
-            [
-                ("broker-a".to_owned(), "10.0.0.5:10911".to_owned()),
-                ("broker-b".to_owned(), "10.0.0.6:10911".to_owned())
-            ]
-        );
-        assert!(masters_of(b"{}").is_err());
-    }
 
     #[test]
     fn a_topic_config_reads_its_queues_perm_and_message_type_normal_when_unset() {

@@ -6,6 +6,7 @@ pub mod kafka;
 mod mqtt;
 mod nats;
 pub mod rabbitmq;
+pub mod rocketmq;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ pub use kafka::{Kafka, controller_voters};
 pub use mqtt::Mqtt;
 pub use nats::Nats;
 pub use rabbitmq::Rabbitmq;
+pub use rocketmq::Rocketmq;
 
 /// Name of the Secret with a managed access point's server certificate, from the operator's CA.
 #[must_use]
@@ -171,6 +173,10 @@ pub trait BrokerDriver: Sync {
     fn max_replicas(&self) -> i32 {
         32
     }
+    /// Why no more than [`BrokerDriver::max_replicas`] run, for the refusal of more.
+    fn max_replicas_reason(&self) -> &'static str {
+        "the broker does not cluster"
+    }
     /// The first version whose brokers form a cluster as rendered; older ones run one replica.
     fn clusters_since(&self) -> Option<(u32, u32)> {
         None
@@ -197,7 +203,8 @@ pub fn managed_driver(driver: Driver) -> Option<&'static dyn BrokerDriver> {
         Driver::Nats => Some(&Nats),
         Driver::Rabbitmq => Some(&Rabbitmq),
         Driver::Mqtt => Some(&Mqtt),
-        Driver::Rocketmq | Driver::Gateway => None,
+        Driver::Rocketmq => Some(&Rocketmq),
+        Driver::Gateway => None,
     }
 }
 
@@ -205,9 +212,6 @@ pub fn managed_driver(driver: Driver) -> Option<&'static dyn BrokerDriver> {
 /// and deduplicates by message id in its window).
 #[must_use]
 pub fn capabilities(driver: Driver) -> Capabilities {
-    if driver == Driver::Rocketmq {
-        return rocketmq_capabilities();
-    }
     match managed_driver(driver) {
         Some(d) => d.capabilities(),
         None => Capabilities {
@@ -219,21 +223,6 @@ pub fn capabilities(driver: Driver) -> Capabilities {
             headers: true,
             queue_objects: true,
         },
-    }
-}
-
-/// What the operator makes of RocketMQ 5 today: normal topics with read and write queues on every
-/// broker (partitions), message keys and properties; no order promise, no broker-side
-/// deduplication, no priorities, and no delay (FIFO and DELAY topics are not made yet).
-fn rocketmq_capabilities() -> Capabilities {
-    Capabilities {
-        partitions: true,
-        ordering: oms_crds::common::Ordering::None,
-        dedup: oms_crds::common::Dedup::None,
-        delay: false,
-        priority: false,
-        headers: true,
-        queue_objects: true,
     }
 }
 
@@ -308,7 +297,7 @@ mod tests {
 
     #[test]
     fn every_managed_driver_owns_its_cluster_keys_and_has_a_client_port_first() {
-        for driver in [Driver::Kafka, Driver::Nats, Driver::Rabbitmq, Driver::Mqtt] {
+        for driver in [Driver::Kafka, Driver::Nats, Driver::Rabbitmq, Driver::Mqtt, Driver::Rocketmq] {
             let d = managed_driver(driver).expect("managed");
             assert_eq!(d.ports(true)[0].1, d.client_port(true), "{driver}");
             assert!(!d.owned_config_keys().is_empty(), "{driver}");
