@@ -196,6 +196,7 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
     // The Kafka attempts are a program of this crate, run from the pod's tools.
     std::fs::create_dir_all(dir.join("tools"))?;
     std::fs::copy(env!("CARGO_BIN_EXE_kafka-tenancy"), dir.join("tools/kafka-tenancy"))?;
+    std::fs::copy(env!("CARGO_BIN_EXE_rocketmq-tenancy"), dir.join("tools/rocketmq-tenancy"))?;
     if driver == Driver::Rabbitmq {
         std::fs::write(dir.join("client_vhost"), NAMESPACE)?;
     }
@@ -478,29 +479,56 @@ fn kafka_attempts(permissive: bool) -> String {
     format!("cd /\nexec kafka-tenancy \"$1\" \"$2\" {} {ADMIN_PASSWORD}{mode}\n", tenancy::ADMIN_USER)
 }
 
+/// The same on a managed RocketMQ: the operator's user code gives both tenants their users and
+/// ACLs (e2e/src/bin/rocketmq-tenancy.rs; `permissive`, `globex` every topic and group besides),
+/// RocketMQ's own client makes `globex`'s attempts (RocketmqClient `tenancy`), and then `globex`
+/// is taken off as the operator does. The port is the name server's.
+fn rocketmq_attempts(permissive: bool) -> String {
+    let (admin, mode) = (tenancy::ADMIN_USER, if permissive { " permissive" } else { "" });
+    format!(
+        r#"
+cd /
+tools=${{PATH%%:*}}
+rocketmq-tenancy grant "$1:$2" {admin} {ADMIN_PASSWORD}{mode}
+ROCKETMQ_USER={admin} ROCKETMQ_PASSWORD={ADMIN_PASSWORD} java -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+	-Duser.home=/tmp -cp "$tools/rocketmq-client:$tools/rocketmq/lib/*" RocketmqClient tenancy "$1:$2" oms globex
+rocketmq-tenancy remove-globex "$1:$2" {admin} {ADMIN_PASSWORD}
+"#
+    )
+}
+
 /// The spec the tenancy tests boot: `oms`'s access point, shared with `globex`. In plaintext
 /// (`spec.tls.enabled: false`, which these boots prove renders a working broker): who may do
 /// what is the same either way, and the attempts use the clients as they come.
 fn shared_spec(driver: Driver) -> String {
-    // RabbitMQ: the only version this machine has (the renderer renders by it).
-    let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
+    // RabbitMQ: the only version this machine has (the renderer renders by it); RocketMQ has no
+    // default image yet.
+    let image = match driver {
+        Driver::Rabbitmq => ", image: 'rabbitmq:3.10'",
+        Driver::Rocketmq => ", image: 'apache/rocketmq:5.3.3'",
+        _ => "",
+    };
     format!(
         "{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}, tls: {{enabled: false}}}}"
     )
 }
 
 #[test]
-fn on_shared_kafka_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
-    let kafka = kafka_attempts(false);
+fn on_shared_kafka_nats_rabbitmq_mosquitto_and_rocketmq_a_tenant_reaches_only_its_own_queues() -> anyhow::Result<()> {
+    let (kafka, rocketmq) = (kafka_attempts(false), rocketmq_attempts(false));
     for (driver, script) in [
         (Driver::Kafka, kafka.as_str()),
         (Driver::Nats, NATS_ATTEMPTS),
         (Driver::Rabbitmq, RABBITMQ_ATTEMPTS),
         (Driver::Mqtt, MQTT_ATTEMPTS),
+        (Driver::Rocketmq, rocketmq.as_str()),
     ] {
         let output = boot_with(driver, "tenancy", &shared_spec(driver), Some(script))?;
-        let (tries, got_in, own, own_ok) = attempt_counts(&output).context("a summary line")?;
-        for line in output.lines().filter(|l| l.starts_with("tenancy ") || l.starts_with("kafka users:")) {
+        let (tries, got_in, own, own_ok) =
+            attempt_counts(&output).with_context(|| format!("a summary line in: {output}"))?;
+        for line in
+            output.lines().filter(|l| ["tenancy ", "kafka users:", "rocketmq users:"].iter().any(|p| l.starts_with(p)))
+        {
             println!("{line}");
         }
         assert!(tries >= 6, "{driver}: {output}");
@@ -514,8 +542,21 @@ fn on_shared_kafka_nats_rabbitmq_and_mosquitto_a_tenant_reaches_only_its_own_que
 #[test]
 fn kafka_attempts_see_a_tenant_get_in_where_acls_let_it() -> anyhow::Result<()> {
     let output = boot_with(Driver::Kafka, "permissive", &shared_spec(Driver::Kafka), Some(&kafka_attempts(true)))?;
-    let (tries, got_in, _, _) = attempt_counts(&output).context("a summary line")?;
+    let (tries, got_in, _, _) = attempt_counts(&output).with_context(|| format!("a summary line in: {output}"))?;
     println!("control, globex granted every name: {tries} attempts, {got_in} got in");
     assert!(got_in >= 6, "the attempts must tell a way in when there is one: {output}");
+    Ok(())
+}
+
+/// The control of the RocketMQ attempts: with ACLs that give `globex` every topic and group, they
+/// see it get in.
+#[test]
+fn rocketmq_attempts_see_a_tenant_get_in_where_acls_let_it() -> anyhow::Result<()> {
+    let output =
+        boot_with(Driver::Rocketmq, "permissive", &shared_spec(Driver::Rocketmq), Some(&rocketmq_attempts(true)))?;
+    let (tries, got_in, _, _) = attempt_counts(&output).with_context(|| format!("a summary line in: {output}"))?;
+    println!("control, globex granted every topic and group: {tries} attempts, {got_in} got in");
+    // Five of the seven are what ACLs govern; a wrong password and no login stay out.
+    assert!(got_in >= 5, "the attempts must tell a way in when there is one: {output}");
     Ok(())
 }

@@ -246,6 +246,42 @@ pub fn kafka_acl_changes(desired: &[KafkaAcl], observed: &[KafkaAcl], keep: &str
     (create, delete)
 }
 
+/// What each tenant of a managed RocketMQ may reach, by user: ACL 2.0 resources on which it gets
+/// every action. On a shared access point each tenant gets the topics and consumer groups that
+/// begin with `<tenant>%` (its queues' names on the broker, and the groups bridges read them
+/// in); no namespace has a `%`, so no tenant's prefix begins another's. The owner of an unshared
+/// access point, or of one shared with `*`, gets every topic and group; sharing later leaves the
+/// owner every consumer group and a literal grant on each topic it had before (`recorded`, as
+/// for Kafka).
+#[must_use]
+pub fn rocketmq_grants(
+    owner: &str,
+    tenants: &[String],
+    shared: bool,
+    wildcard: bool,
+    recorded: &[(String, String)],
+) -> BTreeMap<String, Vec<String>> {
+    let mut grants = BTreeMap::new();
+    for tenant in tenants {
+        let prefix = format!("{tenant}%");
+        let everything = tenant == owner && (!shared || wildcard);
+        let mut resources = if everything {
+            vec!["Topic:*".to_owned(), "Group:*".to_owned()]
+        } else {
+            let groups = if tenant == owner { "Group:*".to_owned() } else { format!("Group:{prefix}*") };
+            let mut own = vec![format!("Topic:{prefix}*"), groups];
+            let named_before_sharing =
+                recorded.iter().filter(|(namespace, name)| namespace == tenant && !name.starts_with(&prefix));
+            own.extend(named_before_sharing.map(|(_, name)| format!("Topic:{name}")));
+            own
+        };
+        resources.sort();
+        resources.dedup();
+        grants.insert(tenant.clone(), resources);
+    }
+    grants
+}
+
 /// Whether namespace `tenant` may use an access point in `home` with the given sharing list.
 #[must_use]
 pub fn reference_permitted(tenant: &str, home: &str, shared_with: &[String]) -> bool {
@@ -280,6 +316,18 @@ pub fn is_shared(spec: &MessagingAccessPointSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rocketmq_tenants_get_their_prefix_and_an_unshared_owner_everything() {
+        let tenants = ["acme".to_owned(), "beta".to_owned()];
+        let alone = rocketmq_grants("acme", &tenants[..1], false, false, &[]);
+        assert_eq!(alone["acme"], ["Group:*", "Topic:*"]);
+        let recorded = [("acme".to_owned(), "orders".to_owned()), ("acme".to_owned(), "acme%new".to_owned())];
+        let shared = rocketmq_grants("acme", &tenants, true, false, &recorded);
+        assert_eq!(shared["acme"], ["Group:*", "Topic:acme%*", "Topic:orders"]);
+        assert_eq!(shared["beta"], ["Group:beta%*", "Topic:beta%*"]);
+        assert_eq!(rocketmq_grants("acme", &tenants, true, true, &[])["acme"], ["Group:*", "Topic:*"]);
+    }
 
     #[test]
     fn references_across_namespaces_need_a_grant() {

@@ -32,6 +32,14 @@ pub mod code {
     pub const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
     pub const GET_TOPIC_CONFIG: i32 = 351;
     pub const UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: i32 = 200;
+    /// ACL 2.0's users and ACLs, held by each broker.
+    pub const AUTH_CREATE_USER: i32 = 3001;
+    pub const AUTH_UPDATE_USER: i32 = 3002;
+    pub const AUTH_DELETE_USER: i32 = 3003;
+    pub const AUTH_LIST_USER: i32 = 3005;
+    pub const AUTH_CREATE_ACL: i32 = 3006;
+    pub const AUTH_DELETE_ACL: i32 = 3008;
+    pub const AUTH_GET_ACL: i32 = 3009;
 }
 
 /// Answer codes (RocketMQ's `ResponseCode`).

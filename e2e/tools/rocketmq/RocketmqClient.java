@@ -11,6 +11,11 @@
 //                                                             <expected> distinct bodies or the time is up
 //   roundtrip <name server> <topic> <message>                 the topic (one queue), the message sent,
 //                                                             read back and printed
+//   tenancy <name server> <owner> <other>                    <other>'s attempts on <owner>'s queue
+//                                                             (the environment's user makes the
+//                                                             topics), each judged by its effect;
+//                                                             both tenants' own operations; prints
+//                                                             the summary line the tests read
 //
 // With ROCKETMQ_USER and ROCKETMQ_PASSWORD in the environment every request is signed as that user
 // (a broker with authentication). -Doms.timeout.ms=<ms> shortens requests (a client that should be
@@ -52,6 +57,7 @@ public class RocketmqClient {
                     Integer.parseInt(args[5]));
                 case "consume" -> consume(args[1], args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]));
                 case "roundtrip" -> roundtrip(args[1], args[2], args[3]);
+                case "tenancy" -> new Tenancy(args[1], args[2], args[3]).run();
                 default -> throw new IllegalArgumentException("unknown command " + args[0]);
             }
         } catch (Throwable failure) {
@@ -67,15 +73,19 @@ public class RocketmqClient {
         DefaultMQAdminExt admin = new DefaultMQAdminExt(login(), TIMEOUT_MS);
         admin.setNamesrvAddr(nameServer);
         admin.setMqClientApiTimeout(TIMEOUT_MS);
-        admin.setInstanceName("oms-e2e-admin-" + ProcessHandle.current().pid());
+        admin.setInstanceName("oms-e2e-admin-" + System.nanoTime());
         admin.start();
         int made = 0;
-        for (BrokerData group : admin.examineBrokerClusterInfo().getBrokerAddrTable().values()) {
-            String master = group.getBrokerAddrs().get(0L);
-            if (master != null) {
-                admin.createAndUpdateTopicConfig(master, new TopicConfig(topic, queues, queues, 6));
-                made++;
+        try {
+            for (BrokerData group : admin.examineBrokerClusterInfo().getBrokerAddrTable().values()) {
+                String master = group.getBrokerAddrs().get(0L);
+                if (master != null) {
+                    admin.createAndUpdateTopicConfig(master, new TopicConfig(topic, queues, queues, 6));
+                    made++;
+                }
             }
+        } finally {
+            admin.shutdown();
         }
         if (made == 0) {
             throw new IllegalStateException("no master broker to make topic " + topic + " on");
@@ -142,6 +152,208 @@ public class RocketmqClient {
             throw new IllegalStateException("the message: " + sent.getSendStatus());
         }
         consume(nameServer, topic, 1, 30);
+    }
+
+    /** A user's password in the tenancy tests: `<user>-password`. */
+    static RPCHook as(String user) {
+        return new AclClientRPCHook(new SessionCredentials(user, user + "-password"));
+    }
+
+    static class Tenancy {
+        final String nameServer;
+        final String owner;
+        final String other;
+        final String mine;
+        int own, ownOk, tries, gotIn;
+
+        Tenancy(String nameServer, String owner, String other) {
+            this.nameServer = nameServer;
+            this.owner = owner;
+            this.other = other;
+            this.mine = owner + "%orders";
+        }
+
+        interface Step {
+            boolean run() throws Exception;
+        }
+
+        /** A tenant's own operation, tried for up to 30 s: ACLs and a loaded machine take a moment. */
+        void mine(String what, Step step) {
+            own++;
+            long end = System.currentTimeMillis() + 30_000;
+            while (true) {
+                String why;
+                try {
+                    if (step.run()) {
+                        ownOk++;
+                        return;
+                    }
+                    why = "not done";
+                } catch (Exception failure) {
+                    why = failure.toString();
+                }
+                if (System.currentTimeMillis() > end) {
+                    System.err.println("own operation failed: " + what + ": " + why);
+                    return;
+                }
+                sleep(500);
+            }
+        }
+
+        void attempt(String what, Step step) {
+            tries++;
+            boolean succeeded;
+            try {
+                succeeded = step.run();
+            } catch (Exception refused) {
+                succeeded = false;
+            }
+            if (succeeded) {
+                gotIn++;
+                System.err.println("got in: " + what);
+            }
+        }
+
+        static void sleep(long ms) {
+            try {
+                Thread.sleep(ms);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+
+        /** Sends `body` to `topic` signed by `hook`. */
+        boolean send(RPCHook hook, String topic, String body) throws Exception {
+            DefaultMQProducer producer = new DefaultMQProducer("oms-e2e-producer", hook);
+            producer.setNamesrvAddr(nameServer);
+            producer.setInstanceName("tenancy-" + System.nanoTime());
+            producer.setSendMsgTimeout(5_000);
+            producer.setRetryTimesWhenSendFailed(0);
+            producer.start();
+            try {
+                return producer.send(new Message(topic, body.getBytes(StandardCharsets.UTF_8))).getSendStatus() == SendStatus.SEND_OK;
+            } finally {
+                producer.shutdown();
+            }
+        }
+
+        /** Whether `want` is among the bodies of `topic` from its start, read in `group` signed by
+         * `hook` for up to `seconds`. */
+        boolean read(RPCHook hook, String group, String topic, String want, int seconds) throws Exception {
+            DefaultLitePullConsumer consumer = new DefaultLitePullConsumer(group, hook);
+            consumer.setNamesrvAddr(nameServer);
+            consumer.setInstanceName("tenancy-" + System.nanoTime());
+            consumer.setAutoCommit(false);
+            consumer.setMqClientApiTimeout(5_000);
+            consumer.start();
+            try {
+                Collection<MessageQueue> queues = consumer.fetchMessageQueues(topic);
+                consumer.assign(queues);
+                for (MessageQueue queue : queues) {
+                    consumer.seekToBegin(queue);
+                }
+                long end = System.currentTimeMillis() + seconds * 1000L;
+                while (System.currentTimeMillis() < end) {
+                    for (MessageExt message : consumer.poll(500)) {
+                        if (want.equals(new String(message.getBody(), StandardCharsets.UTF_8))) {
+                            return true;
+                        }
+                    }
+                }
+                return false;
+            } finally {
+                consumer.shutdown();
+            }
+        }
+
+        /** Whether the owner finds `want` in its queue, reading it in a group of its own. */
+        boolean ownerSees(String want) throws Exception {
+            return read(as(owner), owner + "%look-" + System.nanoTime(), mine, want, 4);
+        }
+
+        DefaultMQAdminExt admin(RPCHook hook) throws Exception {
+            DefaultMQAdminExt admin = new DefaultMQAdminExt(hook, 5_000);
+            admin.setNamesrvAddr(nameServer);
+            admin.setInstanceName("tenancy-admin-" + System.nanoTime());
+            admin.start();
+            return admin;
+        }
+
+        /** Whether the name server routes `topic` within 10 s (a broker registers a new topic a
+         * moment after it made it). */
+        boolean exists(String topic) throws Exception {
+            DefaultMQAdminExt admin = admin(login());
+            try {
+                long end = System.currentTimeMillis() + 10_000;
+                while (true) {
+                    try {
+                        if (!admin.examineTopicRouteInfo(topic).getQueueDatas().isEmpty()) {
+                            return true;
+                        }
+                    } catch (Exception none) {
+                        // no route yet
+                    }
+                    if (System.currentTimeMillis() > end) {
+                        return false;
+                    }
+                    sleep(500);
+                }
+            } finally {
+                admin.shutdown();
+            }
+        }
+
+        String master() throws Exception {
+            DefaultMQAdminExt admin = admin(login());
+            try {
+                return admin.examineBrokerClusterInfo().getBrokerAddrTable().values().iterator().next().getBrokerAddrs().get(0L);
+            } finally {
+                admin.shutdown();
+            }
+        }
+
+        void run() throws Exception {
+            String theirs = other + "%orders";
+            topic(nameServer, mine, 1);
+            topic(nameServer, theirs, 1);
+            mine(owner + " writes its queue", () -> send(as(owner), mine, "oms-secret"));
+            mine(owner + " reads its queue", () -> ownerSees("oms-secret"));
+            mine(other + " writes its queue", () -> send(as(other), theirs, "theirs"));
+            mine(other + " reads its queue", () -> read(as(other), other + "%reader", theirs, "theirs", 4));
+            attempt("read " + mine + " in a group of its own",
+                () -> read(as(other), other + "%thief", mine, "oms-secret", 4));
+            attempt("read " + mine + " in " + owner + "'s group",
+                () -> read(as(other), owner + "%reader", mine, "oms-secret", 4));
+            attempt("read with " + owner + "'s name and a wrong password",
+                () -> read(new AclClientRPCHook(new SessionCredentials(owner, "wrong")), owner + "%reader", mine, "oms-secret", 4));
+            attempt("read without a login", () -> read(null, owner + "%reader", mine, "oms-secret", 4));
+            attempt("write " + mine, () -> {
+                send(as(other), mine, "intruder");
+                return ownerSees("intruder");
+            });
+            attempt("make a topic under " + owner + "'s prefix", () -> {
+                DefaultMQAdminExt admin = admin(as(other));
+                try {
+                    admin.createAndUpdateTopicConfig(master(), new TopicConfig(owner + "%new", 1, 1, 6));
+                } finally {
+                    admin.shutdown();
+                }
+                return exists(owner + "%new");
+            });
+            // The last: its effect is that the owner no longer finds its message.
+            mine(owner + " still reads its queue", () -> ownerSees("oms-secret"));
+            attempt("delete " + mine, () -> {
+                DefaultMQAdminExt admin = admin(as(other));
+                try {
+                    admin.deleteTopicInBroker(Set.of(master()), mine);
+                } finally {
+                    admin.shutdown();
+                }
+                return !ownerSees("oms-secret");
+            });
+            System.out.println("tenancy rocketmq: tenant " + other + ": " + tries + " attempts on tenant " + owner
+                + "'s queues, " + gotIn + " succeeded; own operations: " + ownOk + " of " + own + " succeeded");
+        }
     }
 
     static String json(String key, String body, Map<String, String> properties) {

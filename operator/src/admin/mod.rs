@@ -131,6 +131,7 @@ impl From<oms_kafka_users::Error> for AdminError {
 }
 
 pub use kafka::{KafkaAdmin, PartitionReplicas, TenantChanges, log_in as kafka_log_in};
+pub use rocketmq::RocketAdmin;
 
 /// A connected admin client for one access point.
 pub enum Admin {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oms_probe::net::Tls;
-use oms_probe::rocketmq::{Answer, RemotingConnection, answer, code, masters_of};
+use oms_probe::rocketmq::{Answer, RemotingConnection, answer, code, masters_of, standard_json};
 use serde_json::Value;
 
-use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed};
+use super::{ADMIN_TIMEOUT, AdminError, Deleted, Endpoint, Observed, TenantChanges};
 use crate::queue::plan::{Drift, QueuePlan, ROCKETMQ_MESSAGE_TYPE, ROCKETMQ_PERM, ROCKETMQ_READ_QUEUES};
 
 /// How long one name server may take to answer before the next is asked.
@@ -146,6 +146,29 @@ impl RocketAdmin {
         .await
     }
 
+    /// Makes every master's users and ACLs those of the tenants (ACL 2.0, kept in each broker's
+    /// own store): `users` (user to password) are made, or set again where the broker holds
+    /// another password; each user gets every action on the resources `grants` names and loses
+    /// its other grants; normal users no longer served are removed. Super users (`keep`, the
+    /// operator's own, among them) are never touched.
+    pub async fn apply_tenants(
+        &self,
+        users: &BTreeMap<String, String>,
+        grants: &BTreeMap<String, Vec<String>>,
+        keep: &str,
+    ) -> Result<TenantChanges, AdminError> {
+        let (users, grants, keep) = (users.clone(), grants.clone(), keep.to_owned());
+        self.session("apply tenant users", move |session, masters| {
+            let mut changes = TenantChanges::default();
+            for addr in masters.values() {
+                apply_tenants_on(&mut session.broker(addr)?, &users, &grants, &keep, &mut changes)
+                    .map_err(|e| format!("broker {addr}: {e}"))?;
+            }
+            Ok(changes)
+        })
+        .await
+    }
+
     /// Runs `work` on a blocking thread, within [`ADMIN_TIMEOUT`], with the masters by broker
     /// name as a name server lists them.
     async fn session<T: Send + 'static>(
@@ -271,6 +294,124 @@ fn delete_routes(session: &Session, name_servers: &[String], topic: &str) -> Res
     Ok(())
 }
 
+/// A user as a broker lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BrokerUser {
+    password: Option<String>,
+    super_user: bool,
+}
+
+fn apply_tenants_on(
+    broker: &mut RemotingConnection,
+    users: &BTreeMap<String, String>,
+    grants: &BTreeMap<String, Vec<String>>,
+    keep: &str,
+    changes: &mut TenantChanges,
+) -> Result<(), String> {
+    let listed = broker.call(code::AUTH_LIST_USER, &[], &[])?;
+    succeeded(&listed, "AUTH_LIST_USER")?;
+    let existing = broker_users(&listed.body)?;
+    for (user, password) in users {
+        let request = match existing.get(user) {
+            None => code::AUTH_CREATE_USER,
+            Some(found) if found.password.as_deref() != Some(password.as_str()) => code::AUTH_UPDATE_USER,
+            Some(_) => continue,
+        };
+        let body =
+            serde_json::json!({"username": user, "password": password, "userType": "Normal", "userStatus": "enable"});
+        let answer = broker.call(request, &[("username", user)], body.to_string().as_bytes())?;
+        succeeded(&answer, &format!("setting user {user}"))?;
+        changes.users_set.push(user.clone());
+    }
+    for (user, found) in &existing {
+        if user != keep && !found.super_user && !users.contains_key(user) {
+            succeeded(
+                &broker.call(code::AUTH_DELETE_USER, &[("username", user)], &[])?,
+                &format!("removing user {user}"),
+            )?;
+            changes.users_removed.push(user.clone());
+        }
+    }
+    for (user, resources) in grants {
+        let subject = format!("User:{user}");
+        let got = broker.call(code::AUTH_GET_ACL, &[("subject", &subject)], &[])?;
+        succeeded(&got, &format!("AUTH_GET_ACL of {subject}"))?;
+        let observed = granted(&got.body)?;
+        let missing = resources.iter().filter(|r| !observed.get(*r).is_some_and(|everything| *everything)).count();
+        if missing > 0 {
+            let body = acl_body(&subject, resources);
+            succeeded(
+                &broker.call(code::AUTH_CREATE_ACL, &[("subject", &subject)], body.as_bytes())?,
+                &format!("granting {subject}"),
+            )?;
+            changes.acls_created += missing;
+        }
+        for resource in observed.keys().filter(|r| !resources.contains(r)) {
+            let fields = [("subject", subject.as_str()), ("policyType", "Custom"), ("resource", resource.as_str())];
+            succeeded(
+                &broker.call(code::AUTH_DELETE_ACL, &fields, &[])?,
+                &format!("revoking {resource} of {subject}"),
+            )?;
+            changes.acls_deleted += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The users of an AUTH_LIST_USER answer (a JSON list of `UserInfo`; empty when there are none).
+fn broker_users(body: &[u8]) -> Result<BTreeMap<String, BrokerUser>, String> {
+    if body.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let list: Vec<Value> =
+        serde_json::from_str(&standard_json(&String::from_utf8_lossy(body))).map_err(|e| format!("user list: {e}"))?;
+    Ok(list
+        .iter()
+        .filter_map(|user| {
+            let name = user.get("username")?.as_str()?.to_owned();
+            let password = user.get("password").and_then(Value::as_str).map(str::to_owned);
+            let super_user =
+                user.get("userType").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("super"));
+            Some((name, BrokerUser { password, super_user }))
+        })
+        .collect())
+}
+
+/// The resources an AUTH_GET_ACL answer grants (an `AclInfo`; empty when there is none), each with
+/// whether the grant is every action, allowed.
+fn granted(body: &[u8]) -> Result<BTreeMap<String, bool>, String> {
+    if body.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let acl: Value =
+        serde_json::from_str(&standard_json(&String::from_utf8_lossy(body))).map_err(|e| format!("ACL: {e}"))?;
+    let mut granted = BTreeMap::new();
+    let policies = acl.get("policies").and_then(Value::as_array).cloned().unwrap_or_default();
+    for policy in policies
+        .iter()
+        .filter(|p| p.get("policyType").and_then(Value::as_str).is_none_or(|t| t.eq_ignore_ascii_case("custom")))
+    {
+        for entry in policy.get("entries").and_then(Value::as_array).into_iter().flatten() {
+            let Some(resource) = entry.get("resource").and_then(Value::as_str) else { continue };
+            let actions = entry.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let everything = actions.len() == 1
+                && actions[0].as_str().is_some_and(|a| a.eq_ignore_ascii_case("all"))
+                && entry.get("decision").and_then(Value::as_str).is_some_and(|d| d.eq_ignore_ascii_case("allow"));
+            granted.insert(resource.to_owned(), everything);
+        }
+    }
+    Ok(granted)
+}
+
+/// An ACL of `subject` allowing every action on each of `resources`, from any address.
+fn acl_body(subject: &str, resources: &[String]) -> String {
+    let entries: Vec<Value> = resources
+        .iter()
+        .map(|resource| serde_json::json!({"resource": resource, "actions": ["All"], "decision": "Allow"}))
+        .collect();
+    serde_json::json!({"subject": subject, "policies": [{"policyType": "Custom", "entries": entries}]}).to_string()
+}
+
 fn succeeded(answer: &Answer, request: &str) -> Result<(), String> {
     if answer.code == answer::SUCCESS { Ok(()) } else { Err(format!("{request} refused, {}", answer.describe())) }
 }
@@ -362,6 +503,24 @@ fn stored_messages(broker: &mut RemotingConnection, topic: &str, queues: i32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_and_grants_read_from_fastjson_answers() {
+        let users = br#"[{"password":"p1","userStatus":"enable","userType":"Super","username":"oms_admin"},{"password":"p2","userType":"Normal","username":"acme"}]"#;
+        let users = broker_users(users).unwrap();
+        assert_eq!(users["oms_admin"], BrokerUser { password: Some("p1".into()), super_user: true });
+        assert_eq!(users["acme"], BrokerUser { password: Some("p2".into()), super_user: false });
+        assert!(broker_users(b"").unwrap().is_empty());
+        let acl = br#"{"policies":[{"entries":[{"actions":["All"],"decision":"Allow","resource":"Topic:acme%*"},{"actions":["Pub","Sub"],"decision":"Allow","resource":"Group:acme%*"}],"policyType":"Custom"},{"entries":[{"actions":["All"],"decision":"Allow","resource":"Topic:x"}],"policyType":"Default"}],"subject":"User:acme"}"#;
+        let granted = granted(acl).unwrap();
+        assert_eq!(
+            granted.into_iter().collect::<Vec<_>>(),
+            [("Group:acme%*".to_owned(), false), ("Topic:acme%*".to_owned(), true)]
+        );
+        let body: Value = serde_json::from_str(&acl_body("User:acme", &["Topic:acme%*".to_owned()])).unwrap();
+        assert_eq!(body["policies"][0]["entries"][0]["actions"][0], "All");
+        assert_eq!(body["policies"][0]["entries"][0]["resource"], "Topic:acme%*");
+    }
 
     #[test]
     fn a_topic_config_reads_its_queues_perm_and_message_type_normal_when_unset() {
