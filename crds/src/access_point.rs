@@ -92,8 +92,8 @@ impl std::fmt::Display for Driver {
         .message("spec.external.saslMechanism is for driver kafka: the SASL mechanism of a Kafka login"),
     validation = Rule::new("self.driver != 'rocketmq' || !has(self.gateway)")
         .message("spec.gateway is not available for driver rocketmq yet: the gateway has no RocketMQ connector"),
-    validation = Rule::new("self.driver != 'rocketmq' || !has(self.managed)")
-        .message("spec.managed is not available for driver rocketmq yet: the operator provisions queues on a RocketMQ that exists, set spec.external (the proxy in servers, the name servers in nameServers)"),
+    validation = Rule::new("self.driver != 'rocketmq' || !has(self.managed) || self.managed.replicas <= 1")
+        .message("driver rocketmq runs one broker per access point: each broker's proxy serves only that broker (RocketMQ's local mode), so clients of one address would miss the others' messages; set spec.managed.replicas to 1"),
     validation = Rule::new("!has(self.external) || (self.driver == 'rocketmq') == has(self.external.nameServers)")
         .message("spec.external.nameServers (host:port of RocketMQ's name servers) is required for driver rocketmq and only for it"),
     validation = Rule::new("!has(self.tls) || has(self.managed)")

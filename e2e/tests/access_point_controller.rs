@@ -208,13 +208,17 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
         "deploy/examples/nats.yaml",
         "deploy/examples/rabbitmq.yaml",
         "deploy/examples/mqtt.yaml",
+        "deploy/examples/rocketmq.yaml",
         "deploy/examples/gateway.yaml",
     ] {
         run_ok(s.cluster.kubectl().args(["-n", &s.ns.name, "apply", "-f", file]))?;
     }
-    for (name, file) in
-        [("edge-nats", "nats.conf"), ("billing-rabbit", "rabbitmq.conf"), ("devices-mqtt", "mosquitto.conf")]
-    {
+    for (name, file) in [
+        ("edge-nats", "nats.conf"),
+        ("billing-rabbit", "rabbitmq.conf"),
+        ("devices-mqtt", "mosquitto.conf"),
+        ("payments-rocketmq", "broker.conf"),
+    ] {
         let config = s.wait_for(&format!("configmap/{name}-config"), "rendered", |_| true)?;
         assert!(config["data"][file].is_string(), "{name} lacks {file}");
         s.wait_for(&format!("statefulset/{name}"), "created", |_| true)?;
@@ -236,6 +240,13 @@ fn every_driver_renders_its_broker_and_gateway_access_points_are_stored() -> any
     let users: Vec<&str> =
         definitions["users"].as_array().into_iter().flatten().filter_map(|u| u["name"].as_str()).collect();
     assert_eq!(users, [oms_operator::tenancy::ADMIN_USER, s.ns.name.as_str()]);
+    // RocketMQ: the binding names the pod's proxy and its name server, with the namespace's user.
+    let rocketmq =
+        s.wait_for("secret/payments-rocketmq-binding", "name servers", |o| o["data"]["NAME_SERVERS"].is_string())?;
+    let pod = format!("payments-rocketmq-0.payments-rocketmq.{}.svc", s.ns.name);
+    assert_eq!(text(&rocketmq, "NAME_SERVERS"), Some(format!("{pod}:9876").into_bytes()));
+    assert_eq!(text(&rocketmq, "ACCESS_POINTS"), Some(format!("{pod}:8081").into_bytes()));
+    assert_eq!(text(&rocketmq, "USERNAME"), Some(s.ns.name.clone().into_bytes()));
     let mqtt =
         s.wait_for("messagingaccesspoint/devices-mqtt", "status", |o| o["status"]["capabilities"].is_object())?;
     assert_eq!(mqtt["status"]["capabilities"]["queueObjects"], false);

@@ -147,6 +147,7 @@ fn boot_with(driver: Driver, tag: &str, spec_yaml: &str, attempts: Option<&str>)
         nats: "n".into(),
         rabbitmq: "r".into(),
         mqtt: "m".into(),
+        rocketmq: "q".into(),
         probe: "p".into(),
     };
     let ap = validate(NAME, NAMESPACE, &spec, "local", None, &images).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -278,10 +279,7 @@ fn rendered_mosquitto_pod_boots_with_persistence_and_round_trips() -> anyhow::Re
 /// operator's user, whom the broker made a super user at its first start.
 #[test]
 fn rendered_rocketmq_pod_boots_name_server_broker_and_proxy_and_round_trips() -> anyhow::Result<()> {
-    boot(
-        Driver::Rocketmq,
-        "{driver: rocketmq, managed: {replicas: 1, image: 'apache/rocketmq:5.3.3', config: {sendMessageThreadPoolNums: '2'}}}",
-    )
+    boot(Driver::Rocketmq, "{driver: rocketmq, managed: {replicas: 1, config: {sendMessageThreadPoolNums: '2'}}}")
 }
 
 #[test]
@@ -501,13 +499,8 @@ rocketmq-tenancy remove-globex "$1:$2" {admin} {ADMIN_PASSWORD}
 /// (`spec.tls.enabled: false`, which these boots prove renders a working broker): who may do
 /// what is the same either way, and the attempts use the clients as they come.
 fn shared_spec(driver: Driver) -> String {
-    // RabbitMQ: the only version this machine has (the renderer renders by it); RocketMQ has no
-    // default image yet.
-    let image = match driver {
-        Driver::Rabbitmq => ", image: 'rabbitmq:3.10'",
-        Driver::Rocketmq => ", image: 'apache/rocketmq:5.3.3'",
-        _ => "",
-    };
+    // RabbitMQ: the only version this machine has (the renderer renders by it).
+    let image = if driver == Driver::Rabbitmq { ", image: 'rabbitmq:3.10'" } else { "" };
     format!(
         "{{driver: {driver}, managed: {{replicas: 1{image}}}, sharing: {{tenants: [globex]}}, tls: {{enabled: false}}}}"
     )

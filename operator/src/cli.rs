@@ -129,4 +129,7 @@ pub struct BrokerImages {
     /// Default MQTT image (Eclipse Mosquitto).
     #[arg(long, env = "OMS_MQTT_IMAGE", default_value = "eclipse-mosquitto:2.0.22")]
     pub mqtt_image: String,
+    /// Default RocketMQ image (name server, broker and proxy in one image).
+    #[arg(long, env = "OMS_ROCKETMQ_IMAGE", default_value = "apache/rocketmq:5.3.3")]
+    pub rocketmq_image: String,
 }

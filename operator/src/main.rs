@@ -67,6 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             nats: args.broker_images.nats_image.clone(),
             rabbitmq: args.broker_images.rabbitmq_image.clone(),
             mqtt: args.broker_images.mqtt_image.clone(),
+            rocketmq: args.broker_images.rocketmq_image.clone(),
             probe: args.probe_image.clone(),
         },
         bridge_image: args.bridge_image.clone(),

@@ -1,7 +1,7 @@
 //! Who logs in to an access point's broker: the user's Secret for external brokers; for managed
 //! ones the operator's own user (generated once, never overwritten) and a user per tenant (the
-//! tenants Secret, with Mosquitto's password file and RabbitMQ's definitions), and on Kafka the
-//! SCRAM users and ACLs made from them through the admin API.
+//! tenants Secret, with Mosquitto's password file and RabbitMQ's definitions), and on Kafka and
+//! RocketMQ the users and ACLs made from them through the admin API.
 
 use std::collections::BTreeMap;
 
@@ -28,7 +28,7 @@ pub(super) struct Logins {
     /// For the binding Secret: the user's Secret for external brokers, the access point's own
     /// namespace's tenant user for managed ones.
     pub binding: Option<Credentials>,
-    /// The operator's own user on a managed RabbitMQ, Kafka or NATS, generated once.
+    /// The operator's own user on a managed RabbitMQ, Kafka, NATS or RocketMQ, generated once.
     pub admin: Option<Credentials>,
     /// Each served tenant's password, on managed brokers.
     pub tenants: BTreeMap<String, String>,
@@ -37,7 +37,7 @@ pub(super) struct Logins {
 }
 
 /// The logins of an access point: for external brokers the user's Secret; for managed ones a user
-/// per tenant (the tenants Secret) and, for RabbitMQ, Kafka and NATS, the operator's own (made anew
+/// per tenant (the tenants Secret) and, for RabbitMQ, Kafka, NATS and RocketMQ, the operator's own (made anew
 /// only when `brokers_exist` is false: Kafka's metadata keeps the first one).
 pub(super) async fn credentials(
     ctx: &Context,
@@ -55,12 +55,13 @@ pub(super) async fn credentials(
                 external_login(ap.driver, name, &data).map_err(|message| Error::CredentialsUnusable { message })?;
             Ok(Logins { binding, nats_login, ..Logins::default() })
         }
-        (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt) => {
-            let admin = if matches!(ap.driver, Driver::Rabbitmq | Driver::Kafka | Driver::Nats) {
+        (Plan::Managed(_), Driver::Rabbitmq | Driver::Kafka | Driver::Nats | Driver::Mqtt | Driver::Rocketmq) => {
+            // Mosquitto has no user of the operator's.
+            let admin = if ap.driver == Driver::Mqtt {
+                None
+            } else {
                 let name = credentials_secret(&ap.name);
                 Some(ensure_generated_credentials(&secrets, &name, ap, owner, !brokers_exist).await?)
-            } else {
-                None
             };
             // RabbitMQ's definitions list the admin beside the tenants.
             let definitions_admin = admin.as_ref().filter(|_| ap.driver == Driver::Rabbitmq);
@@ -124,6 +125,48 @@ pub(super) async fn apply_kafka_tenants(
         Err(error) => {
             ctx.admins.evict(Driver::Kafka, &endpoint).await;
             Err(format!("cannot apply the tenants' Kafka users and ACLs as {}: {error}", admin.username))
+        }
+    }
+}
+
+/// Makes a managed RocketMQ's users and ACLs those of its tenants, as the operator's user, on
+/// every master its name servers list (each broker keeps its own).
+pub(super) async fn apply_rocketmq_tenants(
+    ctx: &Context,
+    ap: &AccessPoint,
+    logins: &Logins,
+    tls: Option<&BrokerTls>,
+) -> Result<(), String> {
+    let Some(admin) = &logins.admin else { return Ok(()) };
+    let endpoint = crate::admin::Endpoint {
+        name_servers: render::name_servers(ap),
+        username: Some(admin.username.clone()),
+        password: Some(admin.password.clone()),
+        tls: tls.cloned(),
+        ..crate::admin::Endpoint::default()
+    };
+    let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
+    let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
+    let recorded = if shared && !wildcard { recorded_names(ctx, ap).await? } else { Vec::new() };
+    let grants = tenancy::rocketmq_grants(&ap.namespace, &tenants, shared, wildcard, &recorded);
+    let result = async {
+        let client = ctx.admins.get(Driver::Rocketmq, &endpoint).await?;
+        let crate::admin::Admin::Rocketmq(rocketmq) = client.as_ref() else {
+            return Ok(crate::admin::TenantChanges::default());
+        };
+        rocketmq.apply_tenants(&logins.tenants, &grants, &admin.username).await
+    }
+    .await;
+    match result {
+        Ok(changes) => {
+            if !changes.is_empty() {
+                tracing::info!(message = "Applied RocketMQ tenant users and ACLs.", access_point = %ap.name, namespace = %ap.namespace, ?changes);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            ctx.admins.evict(Driver::Rocketmq, &endpoint).await;
+            Err(format!("cannot apply the tenants' RocketMQ users and ACLs as {}: {error}", admin.username))
         }
     }
 }

@@ -38,7 +38,7 @@ use oms_crds::common::condition_type::READY;
 use oms_crds::queue::Queue;
 use tokio_util::sync::CancellationToken;
 
-use self::credentials::{Logins, admin_endpoint, apply_kafka_tenants, broker_tls, credentials};
+use self::credentials::{Logins, admin_endpoint, apply_kafka_tenants, apply_rocketmq_tenants, broker_tls, credentials};
 use self::render::{access_point_url, binding_secret, client_hosts, managed_objects};
 use self::shrink::Shrinking;
 use self::validate::{AccessPoint, Managed, Plan, Running, validate};
@@ -470,10 +470,13 @@ async fn apply_managed(
             }
             // Tenant users go through the brokers' admin API, once one of them answers.
             let mut users_failed = false;
-            if ap.driver == Driver::Kafka
-                && ready > 0
-                && let Err(message) = apply_kafka_tenants(ctx, ap, hosts, logins, tls).await
-            {
+            let tenants_applied = match ap.driver {
+                _ if ready == 0 => Ok(()),
+                Driver::Kafka => apply_kafka_tenants(ctx, ap, hosts, logins, tls).await,
+                Driver::Rocketmq => apply_rocketmq_tenants(ctx, ap, logins, tls).await,
+                _ => Ok(()),
+            };
+            if let Err(message) = tenants_applied {
                 status::tenant_users_failed(&mut decided, message);
                 users_failed = true;
             }

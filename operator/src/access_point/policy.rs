@@ -1,4 +1,4 @@
-//! The NetworkPolicy of a managed broker (pure): a namespace is a tenant, so the client port admits
+//! The NetworkPolicy of a managed broker (pure): a namespace is a tenant, so the client ports admit
 //! only the tenants the access point serves (its own namespace and `spec.sharing.tenants`, where
 //! their applications, bridge workers and gateways run); the brokers reach each other on every
 //! port; the operator reaches every port (admin APIs); the metrics port, if the broker has one,
@@ -73,7 +73,7 @@ pub fn broker_network_policy(
         },
         NetworkPolicyIngressRule {
             from: Some(vec![NetworkPolicyPeer { namespace_selector: Some(tenants), ..NetworkPolicyPeer::default() }]),
-            ports: Some(vec![port(broker.client_port(ap.plan.serves_tls()))]),
+            ports: Some(broker.tenant_ports(ap.plan.serves_tls()).into_iter().map(port).collect()),
         },
         NetworkPolicyIngressRule { from: Some(vec![operator]), ports: None },
     ];
@@ -111,13 +111,19 @@ mod tests {
     use crate::drivers::managed_driver;
 
     fn access_point(sharing: &str) -> AccessPoint {
+        of_driver("rabbitmq", 3, sharing)
+    }
+
+    fn of_driver(driver: &str, replicas: i32, sharing: &str) -> AccessPoint {
         let spec =
-            serde_yaml_ng::from_str(&format!("{{driver: rabbitmq, managed: {{replicas: 3}}{sharing}}}")).expect("spec");
+            serde_yaml_ng::from_str(&format!("{{driver: {driver}, managed: {{replicas: {replicas}}}{sharing}}}"))
+                .expect("spec");
         let images = DefaultImages {
             kafka: "k".into(),
             nats: "n".into(),
             rabbitmq: "r:4.1".into(),
             mqtt: "m".into(),
+            rocketmq: "apache/rocketmq:5.3.3".into(),
             probe: "p".into(),
         };
         validate("billing", "acme", &spec, "local", None, &images).expect("valid")
@@ -150,6 +156,13 @@ mod tests {
         assert_eq!(client_namespaces(&shared), Some(vec!["acme".to_owned(), "globex".to_owned()]));
         let everyone = rules(&access_point(", sharing: {tenants: ['*']}"));
         assert_eq!(client_namespaces(&everyone), Some(vec![]), "an empty selector: every namespace");
+    }
+
+    #[test]
+    fn rocketmq_tenants_reach_the_proxy_the_name_server_and_the_broker() {
+        let rules = rules(&of_driver("rocketmq", 1, ""));
+        let ports: Vec<_> = rules[1].ports.iter().flatten().filter_map(|p| p.port.clone()).collect();
+        assert_eq!(ports, [8081, 9876, 10911].map(IntOrString::Int));
     }
 
     #[test]

@@ -531,6 +531,21 @@ pub fn client_hosts(ap: &AccessPoint, broker: Option<&dyn BrokerDriver>) -> Vec<
     }
 }
 
+/// RocketMQ's name servers as host:port: an external cluster's, or one per pod of a managed one;
+/// none for the other drivers.
+#[must_use]
+pub fn name_servers(ap: &AccessPoint) -> Vec<String> {
+    match &ap.plan {
+        Plan::Managed(managed) if ap.driver == Driver::Rocketmq => (0..managed.replicas)
+            .map(|ordinal| {
+                let host = crate::drivers::pod_host(&ap.name, &ap.namespace, ordinal);
+                format!("{host}:{}", crate::drivers::rocketmq::NAME_SERVER_PORT)
+            })
+            .collect(),
+        plan => plan.name_servers().iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+    }
+}
+
 /// The account written into the URL and binding Secret.
 #[must_use]
 pub fn account(ap: &AccessPoint) -> Option<String> {
@@ -582,7 +597,7 @@ pub fn binding_secret(
         vhost: Some(vhost(ap)),
         sasl_mechanism: ap.plan.sasl_mechanism(),
         tls: tls.cloned(),
-        name_servers: ap.plan.name_servers().iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+        name_servers: name_servers(ap),
     };
     let mut data = binding::keys(&endpoint, access_point_url(ap, hosts), ap.driver);
     data.insert("REGION".into(), ap.region.clone());
@@ -620,6 +635,7 @@ mod tests {
             nats: "nats:2.15.2".into(),
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
+            rocketmq: "apache/rocketmq:5.3.3".into(),
             probe: "oms-operator:test".into(),
         };
         let ap = validate("orders-kafka", "acme", &spec, "local", None, &images).expect("valid");
@@ -882,5 +898,16 @@ mod tests {
             "oms:kafka://orders-kafka-0.orders-kafka.acme.svc:9092,orders-kafka-1.orders-kafka.acme.svc:9092/eu-west-1"
         );
         assert!(url.parse::<AccessPointUrl>().is_ok());
+    }
+
+    #[test]
+    fn a_managed_rocketmq_binding_names_its_proxy_and_the_name_server_of_its_pod() {
+        let (ap, _) = managed("{driver: rocketmq, managed: {replicas: 1}}");
+        let hosts = client_hosts(&ap, managed_driver(ap.driver));
+        let secret = binding_secret(&ap, &hosts, (None, None), None, &owner());
+        let data = secret.data.expect("data");
+        let get = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf8");
+        assert_eq!(get("ACCESS_POINTS"), "orders-kafka-0.orders-kafka.acme.svc:8081");
+        assert_eq!(get(crate::binding::NAME_SERVERS_KEY), "orders-kafka-0.orders-kafka.acme.svc:9876");
     }
 }

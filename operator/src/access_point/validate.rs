@@ -412,6 +412,7 @@ mod tests {
             nats: "nats:2.15.2".into(),
             rabbitmq: "rabbitmq:4.1.4".into(),
             mqtt: "eclipse-mosquitto:2.0.22".into(),
+            rocketmq: "apache/rocketmq:5.3.3".into(),
             probe: "oms-operator:test".into(),
         }
     }

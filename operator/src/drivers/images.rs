@@ -9,6 +9,7 @@ pub struct DefaultImages {
     pub nats: String,
     pub rabbitmq: String,
     pub mqtt: String,
+    pub rocketmq: String,
     /// The image `oms-probe` is copied from into brokers' pods: the operator's own.
     pub probe: String,
 }
@@ -21,7 +22,8 @@ impl DefaultImages {
             Driver::Nats => Some(&self.nats),
             Driver::Rabbitmq => Some(&self.rabbitmq),
             Driver::Mqtt => Some(&self.mqtt),
-            Driver::Rocketmq | Driver::Gateway => None,
+            Driver::Rocketmq => Some(&self.rocketmq),
+            Driver::Gateway => None,
         }
     }
 }

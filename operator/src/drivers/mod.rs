@@ -155,6 +155,11 @@ pub trait BrokerDriver: Sync {
     fn client_port(&self, tls: bool) -> u16 {
         self.ports(tls)[0].1
     }
+    /// Every port the tenants' applications, bridges and gateways use: the client port, and
+    /// where clients also reach the brokers another way (RocketMQ's name servers and brokers).
+    fn tenant_ports(&self, tls: bool) -> Vec<u16> {
+        vec![self.client_port(tls)]
+    }
     /// Config keys the operator sets itself; a user may not pass them through. A key ending in
     /// `.*` owns every key under it.
     fn owned_config_keys(&self) -> &'static [&'static str];

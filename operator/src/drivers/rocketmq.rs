@@ -51,6 +51,13 @@ impl BrokerDriver for Rocketmq {
         vec![("grpc", PROXY_PORT), ("name-server", NAME_SERVER_PORT), ("remoting", BROKER_PORT)]
     }
 
+    /// Clients also find the brokers through the name servers and read and write there (RocketMQ 4
+    /// clients; bridges keep their positions there). The name server takes no login: a tenant of
+    /// a shared access point can disturb routes (not reach another's messages).
+    fn tenant_ports(&self, _tls: bool) -> Vec<u16> {
+        vec![PROXY_PORT, NAME_SERVER_PORT, BROKER_PORT]
+    }
+
     fn owned_config_keys(&self) -> &'static [&'static str] {
         &[
             "brokerClusterName",
