@@ -94,6 +94,8 @@ impl std::fmt::Display for Driver {
         .message("spec.gateway is not available for driver rocketmq yet: the gateway has no RocketMQ connector"),
     validation = Rule::new("self.driver != 'rocketmq' || !has(self.managed) || self.managed.replicas <= 1")
         .message("driver rocketmq runs one broker per access point: each broker's proxy serves only that broker (RocketMQ's local mode), so clients of one address would miss the others' messages; set spec.managed.replicas to 1"),
+    validation = Rule::new("self.driver != 'rocketmq' || !has(self.managed) || !has(self.sharing) || size(self.sharing.tenants) == 0")
+        .message(ROCKETMQ_SHARING_REFUSED),
     validation = Rule::new("!has(self.external) || (self.driver == 'rocketmq') == has(self.external.nameServers)")
         .message("spec.external.nameServers (host:port of RocketMQ's name servers) is required for driver rocketmq and only for it"),
     validation = Rule::new("!has(self.tls) || has(self.managed)")
@@ -241,8 +243,14 @@ pub struct Storage {
     pub storage_class_name: Option<String>,
 }
 
+/// Why a managed RocketMQ may not be shared (RocketMQ 5.3's authorization leaves the broker's config
+/// open to any user, and its name server has no login).
+pub const ROCKETMQ_SHARING_REFUSED: &str = "spec.sharing is not available for a managed rocketmq: RocketMQ 5.3 \
+lets any user it knows read and change the broker's config (those requests name no resource to authorize) and its \
+name server takes no login, so tenants would not be kept apart; run an access point per namespace";
+
 /// Why `spec.external.tls.serverName` is refused for Kafka and RabbitMQ.
-pub const SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is supported for drivers nats, mqtt and \
+const SERVER_NAME_REFUSED: &str = "spec.external.tls.serverName is supported for drivers nats, mqtt and \
 rocketmq: the Kafka and AMQP clients check each broker's certificate against the host they dial (for Kafka, the \
 host each broker advertises); give the brokers certificates for those names";
 

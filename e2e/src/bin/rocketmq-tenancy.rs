@@ -1,21 +1,23 @@
 //! The operator's RocketMQ user code against a real broker, run by render_and_boot.rs inside the
 //! booted pod's network, before and after RocketmqClient's `tenancy` attempts:
 //!
-//!   rocketmq-tenancy grant <name server> <admin user> <admin password> [permissive]
+//!   rocketmq-tenancy grant <name server> <admin user> <admin password>
 //!   rocketmq-tenancy remove-globex <name server> <admin user> <admin password>
 //!
-//! `grant` gives tenants `oms` (the owner) and `globex` of an access point they share their users
-//! (password `<tenant>-password`) and ACLs as the operator does, and a second pass must change
-//! nothing; `permissive` gives `globex` every topic and group as well, the control that shows the
-//! attempts can tell a way in. `remove-globex` takes `globex` off as the operator does when the
-//! access point stops sharing with it: its user goes, `oms` keeps its own.
+//! `grant` gives tenants `oms` (the owner) and `globex` their users (password `<tenant>-password`)
+//! and grants as the operator would on an access point they share, and a second pass must change
+//! nothing. `remove-globex` takes `globex` off as the operator does when a tenant goes: its user
+//! goes, `oms` keeps its own.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::net::ToSocketAddrs as _;
+
 use anyhow::Context as _;
 use oms_operator::admin::{Endpoint, RocketAdmin};
 use oms_operator::tenancy;
+use oms_probe::rocketmq::{RemotingConnection, answer, code};
 
 fn users(tenants: &[&str]) -> BTreeMap<String, String> {
     tenants.iter().map(|t| ((*t).to_owned(), format!("{t}-password"))).collect()
@@ -39,10 +41,8 @@ async fn connect(endpoint: &Endpoint) -> anyhow::Result<RocketAdmin> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [command, name_server, admin_user, admin_password, rest @ ..] = args.as_slice() else {
-        anyhow::bail!(
-            "usage: rocketmq-tenancy <grant|remove-globex> <name server> <admin user> <admin password> [permissive]"
-        );
+    let [command, name_server, admin_user, admin_password] = args.as_slice() else {
+        anyhow::bail!("usage: rocketmq-tenancy <grant|remove-globex> <name server> <admin user> <admin password>");
     };
     let endpoint = Endpoint {
         name_servers: vec![name_server.clone()],
@@ -54,10 +54,7 @@ async fn main() -> anyhow::Result<()> {
     match command.as_str() {
         "grant" => {
             let tenants = ["globex".to_owned(), "oms".to_owned()];
-            let mut grants = tenancy::rocketmq_grants("oms", &tenants, true, false, &[]);
-            if rest.first().map(String::as_str) == Some("permissive") {
-                grants.insert("globex".into(), vec!["Group:*".into(), "Topic:*".into()]);
-            }
+            let grants = tenancy::rocketmq_grants("oms", &tenants, true, false, &[]);
             let first = admin.apply_tenants(&users(&["globex", "oms"]), &grants, admin_user).await?;
             anyhow::ensure!(first.users_set == ["globex", "oms"], "both users made: {first:?}");
             let again = admin.apply_tenants(&users(&["globex", "oms"]), &grants, admin_user).await?;
@@ -75,7 +72,17 @@ async fn main() -> anyhow::Result<()> {
                 changes.users_removed == ["globex"] && changes.users_set.is_empty() && changes.acls_deleted == 0,
                 "removing globex: {changes:?}"
             );
-            println!("rocketmq users: globex removed, oms kept");
+            // Its login no longer reaches even its own topic.
+            let masters = oms_operator::admin::rocketmq_masters(&endpoint).await?;
+            let broker = masters.values().next().context("a master")?;
+            let addr = broker.to_socket_addrs()?.next().context("the master's address")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let login = Some(("globex".to_owned(), "globex-password".to_owned()));
+            let mut connection = RemotingConnection::open(addr, None, login, deadline).map_err(anyhow::Error::msg)?;
+            let fields = [("topic", "globex%orders"), ("queueId", "0")];
+            let answer = connection.call(code::GET_MAX_OFFSET, &fields, &[]).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(answer.code != answer::SUCCESS, "globex still reads its topic after removal");
+            println!("rocketmq users: globex removed ({}), oms kept", answer.describe());
         }
         other => anyhow::bail!("unknown command {other}"),
     }

@@ -14,8 +14,9 @@
 //   tenancy <name server> <owner> <other>                    <other>'s attempts on <owner>'s queue
 //                                                             (the environment's user makes the
 //                                                             topics), each judged by its effect;
-//                                                             both tenants' own operations; prints
-//                                                             the summary line the tests read
+//                                                             both tenants' own operations; then its
+//                                                             attempts on the broker's config; prints
+//                                                             the summary lines the tests read
 //
 // With ROCKETMQ_USER and ROCKETMQ_PASSWORD in the environment every request is signed as that user
 // (a broker with authentication). -Doms.timeout.ms=<ms> shortens requests (a client that should be
@@ -164,7 +165,7 @@ public class RocketmqClient {
         final String owner;
         final String other;
         final String mine;
-        int own, ownOk, tries, gotIn;
+        int own, ownOk, tries, gotIn, configTries, configGotIn;
 
         Tenancy(String nameServer, String owner, String other) {
             this.nameServer = nameServer;
@@ -202,6 +203,20 @@ public class RocketmqClient {
 
         void attempt(String what, Step step) {
             tries++;
+            if (judge(what, step)) {
+                gotIn++;
+            }
+        }
+
+        /** An attempt on the broker itself rather than on the owner's queues. */
+        void configAttempt(String what, Step step) {
+            configTries++;
+            if (judge(what, step)) {
+                configGotIn++;
+            }
+        }
+
+        boolean judge(String what, Step step) {
             boolean succeeded;
             try {
                 succeeded = step.run();
@@ -209,9 +224,9 @@ public class RocketmqClient {
                 succeeded = false;
             }
             if (succeeded) {
-                gotIn++;
                 System.err.println("got in: " + what);
             }
+            return succeeded;
         }
 
         static void sleep(long ms) {
@@ -353,6 +368,44 @@ public class RocketmqClient {
             });
             System.out.println("tenancy rocketmq: tenant " + other + ": " + tries + " attempts on tenant " + owner
                 + "'s queues, " + gotIn + " succeeded; own operations: " + ownOk + " of " + own + " succeeded");
+            // Requests that name no resource are authorized for any user the broker knows.
+            configAttempt("read the broker's config and log in as the super user it names", () -> {
+                DefaultMQAdminExt admin = admin(as(other));
+                String init;
+                try {
+                    init = admin.getBrokerConfig(master()).getProperty("initAuthenticationUser", "");
+                } finally {
+                    admin.shutdown();
+                }
+                java.util.regex.Matcher user = java.util.regex.Pattern
+                    .compile("\"username\":\"([^\"]*)\",\"password\":\"([^\"]*)\"").matcher(init);
+                if (!user.find()) {
+                    return false;
+                }
+                DefaultMQAdminExt stolen = admin(new AclClientRPCHook(new SessionCredentials(user.group(1), user.group(2))));
+                try {
+                    return !stolen.listUser(master(), "").isEmpty();
+                } finally {
+                    stolen.shutdown();
+                }
+            });
+            configAttempt("make the broker read-only", () -> {
+                DefaultMQAdminExt admin = admin(as(other));
+                try {
+                    java.util.Properties readOnly = new java.util.Properties();
+                    readOnly.setProperty("brokerPermission", "4");
+                    admin.updateBrokerConfig(master(), readOnly);
+                } finally {
+                    admin.shutdown();
+                }
+                try {
+                    return !send(as(owner), mine, "after");
+                } catch (Exception refused) {
+                    return true;
+                }
+            });
+            System.out.println("config rocketmq: tenant " + other + ": " + configTries + " attempts on the broker, "
+                + configGotIn + " succeeded");
         }
     }
 

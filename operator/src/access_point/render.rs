@@ -536,12 +536,9 @@ pub fn client_hosts(ap: &AccessPoint, broker: Option<&dyn BrokerDriver>) -> Vec<
 #[must_use]
 pub fn name_servers(ap: &AccessPoint) -> Vec<String> {
     match &ap.plan {
-        Plan::Managed(managed) if ap.driver == Driver::Rocketmq => (0..managed.replicas)
-            .map(|ordinal| {
-                let host = crate::drivers::pod_host(&ap.name, &ap.namespace, ordinal);
-                format!("{host}:{}", crate::drivers::rocketmq::NAME_SERVER_PORT)
-            })
-            .collect(),
+        Plan::Managed(managed) if ap.driver == Driver::Rocketmq => {
+            crate::drivers::rocketmq::name_servers(&ap.name, &ap.namespace, managed.replicas)
+        }
         plan => plan.name_servers().iter().map(|(h, p)| format!("{h}:{p}")).collect(),
     }
 }

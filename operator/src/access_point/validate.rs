@@ -235,14 +235,8 @@ pub fn validate(
                     ),
                 ));
             }
-            let owned: Vec<&str> =
-                managed.config.keys().map(String::as_str).filter(|k| broker.owns_config_key(k)).collect();
-            if !owned.is_empty() {
-                return Err(invalid(
-                    "spec.managed.config",
-                    format!("{} set by the operator for {driver}; remove them from the passthrough", owned.join(", ")),
-                ));
-            }
+            passthrough_refusal(driver, broker, &managed.config)
+                .map_or(Ok(()), |refusal| Err(invalid("spec.managed.config", refusal)))?;
             if let Some(storage) = &managed.storage {
                 parse_size(&storage.size).map_err(|e| invalid("spec.managed.storage.size", e.to_string()))?;
             }
@@ -279,6 +273,10 @@ pub fn validate(
              spec.external.tls",
         ));
     }
+    let shared = spec.sharing.as_ref().is_some_and(|s| !s.tenants.is_empty());
+    if spec.driver == Driver::Rocketmq && matches!(plan, Plan::Managed(_)) && shared {
+        return Err(invalid("spec.sharing", oms_crds::access_point::ROCKETMQ_SHARING_REFUSED));
+    }
     let gateway = match &spec.gateway {
         Some(g) if g.enabled && spec.driver == Driver::Gateway => {
             return Err(invalid("spec.gateway", "a gateway access point cannot expose a gateway of its own"));
@@ -294,6 +292,29 @@ pub fn validate(
         shared_with: spec.sharing.as_ref().map(|s| s.tenants.clone()).unwrap_or_default(),
         gateway,
     })
+}
+
+/// Why `spec.managed.config` cannot be passed through, if it cannot: a key or value that could
+/// start a line of its own would set keys the operator owns, and those keys are refused by name.
+fn passthrough_refusal(driver: Driver, broker: &dyn BrokerDriver, config: &BTreeMap<String, String>) -> Option<String> {
+    let malformed: Vec<&str> = config
+        .iter()
+        .filter(|(k, v)| {
+            k.is_empty()
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                || v.chars().any(char::is_control)
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !malformed.is_empty() {
+        return Some(format!(
+            "{}: keys are letters, digits, '.', '_' and '-', values one line without control characters",
+            malformed.join(", ")
+        ));
+    }
+    let owned: Vec<&str> = config.keys().map(String::as_str).filter(|k| broker.owns_config_key(k)).collect();
+    (!owned.is_empty())
+        .then(|| format!("{} set by the operator for {driver}; remove them from the passthrough", owned.join(", ")))
 }
 
 /// Why Kafka may not shrink from `current` to `desired` brokers, if it may not: the internal
@@ -451,6 +472,19 @@ mod tests {
         ] {
             assert_eq!(check(refused).unwrap_err().field, "spec.external.nameServers", "{refused}");
         }
+    }
+
+    #[test]
+    fn config_keys_and_values_that_could_start_a_line_of_their_own_are_refused() {
+        let check = |yaml: &str| validate("r", "acme", &spec(yaml), "local", None, &images());
+        for refused in [
+            "{driver: rocketmq, managed: {config: {'authenticationEnabled:false': x}}}",
+            "{driver: rocketmq, managed: {config: {a: \"1\\nauthenticationEnabled=false\"}}}",
+            "{driver: kafka, managed: {config: {'a b': '1'}}}",
+        ] {
+            assert_eq!(check(refused).unwrap_err().field, "spec.managed.config", "{refused}");
+        }
+        assert!(check("{driver: kafka, managed: {config: {log.retention.ms: '1000', a_b-c: 'x y;z'}}}").is_ok());
     }
 
     #[test]

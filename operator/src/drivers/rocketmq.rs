@@ -167,12 +167,15 @@ pub fn capabilities() -> Capabilities {
     }
 }
 
-/// Every pod's name server, as brokers register with them and clients find them.
-fn name_servers(broker: &BrokerInput) -> String {
-    (0..broker.replicas)
-        .map(|ordinal| format!("{}:{NAME_SERVER_PORT}", broker.pod_host(ordinal)))
-        .collect::<Vec<_>>()
-        .join(";")
+/// Every pod's name server (`host:port`), as brokers register with them and clients find them.
+#[must_use]
+pub fn name_servers(name: &str, namespace: &str, replicas: i32) -> Vec<String> {
+    (0..replicas).map(|ordinal| format!("{}:{NAME_SERVER_PORT}", super::pod_host(name, namespace, ordinal))).collect()
+}
+
+/// The name servers as RocketMQ's configs list them.
+fn name_server_list(broker: &BrokerInput) -> String {
+    name_servers(&broker.name, &broker.namespace, broker.replicas).join(";")
 }
 
 fn name_server_conf() -> String {
@@ -190,7 +193,7 @@ fn broker_conf(broker: &BrokerInput) -> String {
         "brokerClusterName={}\nbrokerId=0\nbrokerRole=ASYNC_MASTER\nnamesrvAddr={}\nlistenPort={BROKER_PORT}\n\
          storePathRootDir={DATA_DIR}/store\nstorePathCommitLog={DATA_DIR}/store/commitlog\n",
         broker.name,
-        name_servers(broker)
+        name_server_list(broker)
     );
     // Topics come from Queues only.
     conf.push_str("autoCreateTopicEnable=false\n");
@@ -209,33 +212,29 @@ fn broker_conf(broker: &BrokerInput) -> String {
 /// The proxy's file (JSON); `start.sh` names the proxy after the pod. Its own name must differ
 /// from the broker's: RocketMQ caches its authentication by that name.
 fn proxy_json(broker: &BrokerInput) -> String {
-    let mut fields = vec![
-        ("rocketMQClusterName", format!("{:?}", broker.name)),
-        ("proxyName", "\"@POD_NAME@-proxy\"".to_owned()),
-        ("namesrvAddr", format!("{:?}", name_servers(broker))),
-        ("grpcServerPort", PROXY_PORT.to_string()),
-        ("remotingListenPort", PROXY_REMOTING_PORT.to_string()),
+    let mut proxy = serde_json::json!({
+        "rocketMQClusterName": broker.name,
+        "proxyName": "@POD_NAME@-proxy",
+        "namesrvAddr": name_server_list(broker),
+        "grpcServerPort": PROXY_PORT,
+        "remotingListenPort": PROXY_REMOTING_PORT,
+        // A stop waits this long for clients' open streams (30 s by default, the pod's whole grace
+        // period): the broker and the name server must stop in that time too.
+        "grpcShutdownTimeSeconds": 5,
         // Clients through the proxy are checked against the broker's users and ACLs.
-        ("authenticationEnabled", "true".to_owned()),
-        (
-            "authenticationMetadataProvider",
-            "\"org.apache.rocketmq.proxy.auth.ProxyAuthenticationMetadataProvider\"".to_owned(),
-        ),
-        ("authorizationEnabled", "true".to_owned()),
-        (
-            "authorizationMetadataProvider",
-            "\"org.apache.rocketmq.proxy.auth.ProxyAuthorizationMetadataProvider\"".to_owned(),
-        ),
-    ];
+        "authenticationEnabled": true,
+        "authenticationMetadataProvider": "org.apache.rocketmq.proxy.auth.ProxyAuthenticationMetadataProvider",
+        "authorizationEnabled": true,
+        "authorizationMetadataProvider": "org.apache.rocketmq.proxy.auth.ProxyAuthorizationMetadataProvider",
+    });
     // With TLS the proxy serves our certificate; without, it still builds a TLS context at start
     // and makes itself a certificate for it (its "test mode"), which no listener then offers.
     if broker.tls {
-        fields.push(("tlsTestModeEnable", "false".to_owned()));
-        fields.push(("tlsCertPath", format!("\"{TLS_DIR}/tls.crt\"")));
-        fields.push(("tlsKeyPath", format!("\"{TLS_DIR}/tls.key\"")));
+        proxy["tlsTestModeEnable"] = false.into();
+        proxy["tlsCertPath"] = format!("{TLS_DIR}/tls.crt").into();
+        proxy["tlsKeyPath"] = format!("{TLS_DIR}/tls.key").into();
     }
-    let body: Vec<String> = fields.iter().map(|(key, value)| format!("  \"{key}\": {value}")).collect();
-    format!("{{\n{}\n}}\n", body.join(",\n"))
+    format!("{proxy:#}\n")
 }
 
 /// The JVM options both processes share: TLS only on every listener (and towards the name
@@ -252,41 +251,44 @@ fn tls_options(tls: bool) -> String {
 }
 
 /// The container's command. Heaps: the name server's small and fixed, the broker's a share of
-/// the container's memory limit (the image's scripts fix 2 GiB whatever the limit).
+/// the container's memory limit (the image's scripts fix 2 GiB whatever the limit). Each JVM
+/// logs with its own configuration from RocketMQ's jars (found by name, the proxy's first
+/// otherwise), under the data volume's `logs/`.
 fn start_script(domain: &str, tls: bool) -> String {
     format!(
         r#"#!/bin/bash
 # Rendered by oms-operator: RocketMQ's name server and broker (with the proxy in its process).
 set -euo pipefail
+name_server= broker=
+# The broker first, so that it unregisters from a name server that still answers.
+stop() {{
+	[[ -z $broker ]] || {{ kill -TERM "$broker" 2>/dev/null || true; wait "$broker" || true; }}
+	[[ -z $name_server ]] || {{ kill -TERM "$name_server" 2>/dev/null || true; wait "$name_server" || true; }}
+}}
+trap 'stop; exit 143' TERM INT
+umask 077
 run={RUN_DIR}
 mkdir -p "$run/tmp" {DATA_DIR}/namesrv
-chmod 0700 "$run"
 host="$POD_NAME.{domain}"
-cp {CONFIG_DIR}/namesrv.conf "$run/namesrv.conf"
-sed "s/@POD_NAME@/$POD_NAME/" {CONFIG_DIR}/proxy.json >"$run/proxy.json"
+# The broker resolves its own name (brokerIP1) once, at its start: not before DNS has it.
+until getent hosts "$host" >/dev/null; do sleep 1; done
+proxy=$(<{CONFIG_DIR}/proxy.json)
+printf '%s\n' "${{proxy//@POD_NAME@/$POD_NAME}}" >"$run/proxy.json"
 {{
-	cat {CONFIG_DIR}/broker.conf
+	printf '%s\n' "$(<{CONFIG_DIR}/broker.conf)"
 	printf 'brokerName=%s\nbrokerIP1=%s\n' "$POD_NAME" "$host"
 	# The operator's user, made a super user at the broker's first start (later changes go
-	# through the broker's admin API), and the login the broker signs its own requests with.
+	# through the broker's admin requests).
 	printf 'initAuthenticationUser={{"username":"%s","password":"%s"}}\n' "$OMS_ADMIN_USER" "$OMS_ADMIN_PASSWORD"
-	printf 'innerClientAuthenticationCredentials={{"accessKey":"%s","secretKey":"%s"}}\n' "$OMS_ADMIN_USER" "$OMS_ADMIN_PASSWORD"
 }} >"$run/broker.conf"
 unset OMS_ADMIN_PASSWORD
 java_options=(-Duser.home={DATA_DIR} -Djava.io.tmpdir="$run/tmp" -XX:+UseG1GC {tls} -cp "$ROCKETMQ_HOME/lib/*")
-java -Xms64m -Xmx256m "${{java_options[@]}}" org.apache.rocketmq.namesrv.NamesrvStartup -c "$run/namesrv.conf" &
+java -Xms64m -Xmx256m -Drmq.logback.configurationFile=rmq.namesrv.logback.xml "${{java_options[@]}}" \
+	org.apache.rocketmq.namesrv.NamesrvStartup -c {CONFIG_DIR}/namesrv.conf &
 name_server=$!
-java -XX:MaxRAMPercentage=40 "${{java_options[@]}}" org.apache.rocketmq.proxy.ProxyStartup -pm local \
-	-pc "$run/proxy.json" -bc "$run/broker.conf" &
+java -XX:MaxRAMPercentage=40 -Drmq.logback.configurationFile=rmq.proxy.logback.xml "${{java_options[@]}}" \
+	org.apache.rocketmq.proxy.ProxyStartup -pm local -pc "$run/proxy.json" -bc "$run/broker.conf" &
 broker=$!
-# The broker first, so that it unregisters from a name server that still answers.
-stop() {{
-	kill -TERM "$broker" 2>/dev/null || true
-	wait "$broker" || true
-	kill -TERM "$name_server" 2>/dev/null || true
-	wait "$name_server" || true
-}}
-trap 'stop; exit 143' TERM INT
 # Either process ending ends the container, and the kubelet starts both again.
 status=0
 wait -n || status=$?
