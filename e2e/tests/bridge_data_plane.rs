@@ -138,9 +138,10 @@ async fn rocketmq_source_and_target_lose_nothing_across_kill_9_and_a_broker_rest
 
 /// A RocketMQ source's lag is what its group has not taken yet (read from the brokers) plus what
 /// the worker holds: 3,000 messages waiting behind a slow target show as a lag of most of them,
-/// falling as they go, and 0 once all arrived.
+/// falling as they go, and 0 once all arrived. The end lists a proxy that does not answer before
+/// the one that does: the worker dials the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rocketmq_source_reports_what_waits_as_its_lag() -> anyhow::Result<()> {
+async fn a_rocketmq_source_past_a_dead_proxy_reports_what_waits_as_its_lag() -> anyhow::Result<()> {
     let brokers = Brokers::shared(false)?.with_rocketmq(Some("rmq-lag"))?;
     let (from, to) = ("lag-in", "lag-out");
     brokers.create_queue(Kind::Rocketmq, from).await?;
@@ -150,9 +151,13 @@ async fn a_rocketmq_source_reports_what_waits_as_its_lag() -> anyhow::Result<()>
     let slow = oms_e2e::FaultProxy::start(&brokers.nats.address())?;
     slow.add_latency(300)?;
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", oms_e2e::free_server_port()).parse()?;
+    let proxy = brokers.broker(Kind::Rocketmq).address();
+    let dead = format!("127.0.0.1:{}", oms_e2e::free_server_port());
     let yaml = brokers
         .config("lag", (Kind::Rocketmq, from), (Kind::Nats, to), admin, "ordering: None\n")
-        .replace(&brokers.nats.address(), &format!("127.0.0.1:{}", slow.listen));
+        .replace(&brokers.nats.address(), &format!("127.0.0.1:{}", slow.listen))
+        .replace(&format!("servers: ['{proxy}']"), &format!("servers: ['{dead}', '{proxy}']"));
+    anyhow::ensure!(yaml.contains(&dead), "the dead proxy is listed first: {yaml}");
     let _worker = Worker::start_with("lag", &yaml)?;
     let js = jetstream::new(async_nats::connect(format!("nats://{}", brokers.nats.address())).await?);
     let (started, mut most, mut between) = (Instant::now(), 0, 0);

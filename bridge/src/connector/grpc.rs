@@ -1,5 +1,5 @@
-//! HTTP/2 channels of the gRPC ends (the gateway, a RocketMQ proxy): to the end's first server,
-//! over our own rustls configuration where the end speaks TLS.
+//! HTTP/2 channels of the gRPC ends (the gateway, a RocketMQ proxy): to the first of the end's
+//! servers that answers, over our own rustls configuration where the end speaks TLS.
 
 use std::sync::Arc;
 
@@ -31,25 +31,43 @@ pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A channel to the end's first server with `settings` (timeouts, windows); over TLS with `tls`,
-/// the server's certificate checked as `tls` says (against the host dialled unless it names
-/// another), in plaintext without.
+/// A channel to the first of the end's servers that answers, in their order, with `settings`
+/// (timeouts, windows); over TLS with `tls`, the server's certificate checked as `tls` says
+/// (against the host dialled unless it names another), in plaintext without. When none answers,
+/// the error names each server's failure.
 pub(super) async fn channel(
     endpoint: &Endpoint,
-    settings: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    settings: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
     tls: Option<ClientConfig>,
 ) -> Result<Channel, ConnectorError> {
-    let (host, port) = endpoint.servers.first().cloned().ok_or_else(|| connect_error(endpoint, "no server"))?;
-    let grpc = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
-        .map_err(|e| connect_error(endpoint, e))?;
+    if endpoint.servers.is_empty() {
+        return Err(connect_error(endpoint, "no server"));
+    }
+    let mut failures = Vec::new();
+    for (host, port) in &endpoint.servers {
+        match server_channel(host, *port, &settings, tls.clone()).await {
+            Ok(channel) => return Ok(channel),
+            Err(failure) => failures.push(format!("{host}:{port}: {failure}")),
+        }
+    }
+    Err(connect_error(endpoint, failures.join("; ")))
+}
+
+async fn server_channel(
+    host: &str,
+    port: u16,
+    settings: impl Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    tls: Option<ClientConfig>,
+) -> Result<Channel, String> {
+    let grpc = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}")).map_err(|e| e.to_string())?;
     let grpc = settings(grpc);
     let Some(mut tls) = tls else {
-        return grpc.connect().await.map_err(|e| connect_error(endpoint, with_causes(&e)));
+        return grpc.connect().await.map_err(|e| with_causes(&e));
     };
     tls.alpn_protocols = vec![ALPN_H2.to_vec()];
     let connector = TlsConnector::from(Arc::new(tls));
-    let host = bare_host(&host).to_owned();
-    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| connect_error(endpoint, e))?;
+    let host = bare_host(host).to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
     grpc.connect_with_connector(tower::service_fn(move |_: Uri| {
         let (connector, name, host) = (connector.clone(), name.clone(), host.clone());
         async move {
@@ -61,5 +79,5 @@ pub(super) async fn channel(
         }
     }))
     .await
-    .map_err(|e| connect_error(endpoint, with_causes(&e)))
+    .map_err(|e| with_causes(&e))
 }
