@@ -37,6 +37,22 @@ pub fn gateway_end(server: &str, access_point: &str, queue: &str, tls: &TlsPaths
 /// One attempt to write a message through a gateway with the worker's own sink: true only if the
 /// gateway stored it.
 pub async fn gateway_publish_attempt(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
+    within_limit("publish", publish(server, access_point, queue, tls)).await
+}
+
+/// How long one attempt may take: a connection the gateway refuses after the TLS handshake (a
+/// client certificate it does not take, under TLS 1.3) has been seen to leave the client waiting
+/// with nothing to wake it; such an attempt did not get in.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(60);
+
+async fn within_limit(what: &str, attempt: impl Future<Output = bool>) -> bool {
+    tokio::time::timeout(ATTEMPT_LIMIT, attempt).await.unwrap_or_else(|_| {
+        eprintln!("gateway {what} attempt: no outcome within {ATTEMPT_LIMIT:?}, counted as refused");
+        false
+    })
+}
+
+async fn publish(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
     let yaml = format!(
         "bridge: {{name: probe, namespace: probe}}\nsource: {{driver: nats, servers: ['127.0.0.1:1'], queue: x}}\ntarget: {}\n",
         gateway_end(server, access_point, queue, tls)
@@ -52,6 +68,10 @@ pub async fn gateway_publish_attempt(server: &str, access_point: &str, queue: &s
 /// One attempt to read through a gateway with the worker's own source: true only if the gateway
 /// opened the stream.
 pub async fn gateway_consume_attempt(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
+    within_limit("consume", consume(server, access_point, queue, tls)).await
+}
+
+async fn consume(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
     let yaml = format!(
         "bridge: {{name: probe, namespace: probe}}\nsource: {}\ntarget: {{driver: nats, servers: ['127.0.0.1:1'], queue: x}}\n",
         gateway_end(server, access_point, queue, tls)
