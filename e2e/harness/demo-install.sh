@@ -35,6 +35,13 @@
 #                                                 pod of the image must still be there after the
 #                                                 broker pod is deleted and comes back on its
 #                                                 volume.
+#   e2e/harness/demo-install.sh <cluster> rocketmq
+#                                                 RocketMQ 5 (the images.sh rocketmq image): one
+#                                                 pod with its name server and broker (the proxy
+#                                                 in the broker), Ready by oms-probe, the
+#                                                 namespace's user and grants applied, and a Queue
+#                                                 settlements whose topic the Queue controller
+#                                                 makes as that user and reads back (4 queues).
 #
 # Our images and chart come from the machine's test registry as a user's come from theirs:
 # registry.sh starts it, release.sh (`make release`) pushes both images, built from their
@@ -55,8 +62,8 @@ RELEASE=oms
 RELEASE_NAMESPACE=oms-system
 DEMO_NAMESPACE=oms-demo
 
-[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka|rabbitmq|mqtt)$) ]] || {
-	echo "usage: $0 <cluster name> [nats|kafka|rabbitmq|mqtt]" >&2
+[[ $# -eq 1 || ($# -eq 2 && $2 =~ ^(nats|kafka|rabbitmq|mqtt|rocketmq)$) ]] || {
+	echo "usage: $0 <cluster name> [nats|kafka|rabbitmq|mqtt|rocketmq]" >&2
 	exit 2
 }
 cluster=$1
@@ -80,6 +87,10 @@ rabbitmq)
 # Mosquitto does not cluster: one broker.
 mqtt)
 	REPLICAS=1 QUEUE=telemetry PARTITIONS=1 DEADLINE_SECONDS=${DEADLINE_SECONDS:-180}
+	;;
+# One broker per access point (its proxy serves only it); two JVMs start.
+rocketmq)
+	REPLICAS=1 QUEUE=settlements PARTITIONS=4 DEADLINE_SECONDS=${DEADLINE_SECONDS:-300}
 	;;
 esac
 CLUSTER_STATE=$ROOT/e2e/.state/$cluster
@@ -160,6 +171,7 @@ brokerImages:
   kafka: $("$ROOT/e2e/harness/images.sh" ref kafka)
   rabbitmq: $("$ROOT/e2e/harness/images.sh" ref rabbitmq)
   mqtt: $("$ROOT/e2e/harness/images.sh" ref mosquitto)
+  rocketmq: $("$ROOT/e2e/harness/images.sh" ref rocketmq)
 EOF
 values_files=(-f "$values")
 [[ -z ${DEMO_VALUES:-} ]] || values_files+=(-f "$DEMO_VALUES")
@@ -214,7 +226,7 @@ metadata:
 spec:
   accessPointRef: {name: $ACCESS_POINT}
   partitions: $PARTITIONS
-$([[ $driver =~ ^(rabbitmq|mqtt)$ ]] || echo "  replication: $REPLICATION")
+$([[ $driver =~ ^(rabbitmq|mqtt|rocketmq)$ ]] || echo "  replication: $REPLICATION")
 EOF
 t_queue_applied=$EPOCHREALTIME
 wait_for "Queue $QUEUE Ready" -n "$DEMO_NAMESPACE" --for=condition=Ready "queue/$QUEUE"
@@ -315,6 +327,18 @@ if [[ $driver == rabbitmq ]]; then
 	}
 	log "rabbitmq: $running nodes in one cluster; quorum queue $broker_queue has $members members, $online online"
 	t_queue=$EPOCHREALTIME
+fi
+
+# RocketMQ: the topic as the broker holds it, read back by the Queue controller over TLS as the
+# namespace's own user (whose user and grants the access point controller made before it was
+# Ready): 4 read and write queues.
+if [[ $driver == rocketmq ]]; then
+	partitions=$(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" -o jsonpath='{.status.partitions}')
+	[[ $partitions == "$PARTITIONS" ]] || {
+		diagnose
+		die "queue $QUEUE: the broker holds $partitions queues, want $PARTITIONS"
+	}
+	log "rocketmq: topic $(kubectl -n "$DEMO_NAMESPACE" get queue "$QUEUE" -o jsonpath='{.status.brokerName}') holds $partitions queues"
 fi
 
 # MQTT: a retained message (QoS 1) on the Queue's topic, published from a pod of the image as the

@@ -23,7 +23,7 @@
 #      rabbitmq-shrink.sh <b>: 3 nodes to 1 (refused first while a classic queue lives on a
 #      leaving node), its messages kept, then back to 3 in one cluster.
 #      In A, demo-install.sh <a> mqtt: Mosquitto, a retained message kept across the broker pod's
-#      deletion; the brokers' NetworkPolicy as the node enforces it (kube-router): a pod of the
+#      deletion; demo-install.sh <a> rocketmq: RocketMQ 5, its topic made and read back; the brokers' NetworkPolicy as the node enforces it (kube-router): a pod of the
 #      tenant's namespace reaches every Kafka broker's client port and is refused at the controller
 #      port, a pod of another namespace is refused at the client port; and a Kafka broker stopped
 #      with SIGSTOP: its pod leaves Ready (the readiness probe, oms-probe, fails though the port
@@ -498,6 +498,15 @@ DEMO_RELEASED=$("$HARNESS/registry.sh" address) DEMO_VALUES=$ROOT/e2e/.state/$a/
 policy_check "$a" demo-mqtt 1 8883
 t_mosquitto_done=$EPOCHREALTIME
 
+# RocketMQ in cloud A: one pod of the rocketmq image with its name server and broker, Ready by
+# oms-probe, a Queue's topic made and read back (demo-install.sh rocketmq); the tenant reaches
+# the proxy, not the proxy's remoting port, and another namespace neither.
+step=rocketmq
+DEMO_RELEASED=$("$HARNESS/registry.sh" address) DEMO_VALUES=$ROOT/e2e/.state/$a/clouds-values.yaml \
+	"$HARNESS/demo-install.sh" "$a" rocketmq >/dev/null
+policy_check "$a" demo-rocketmq 1 8081 8080
+t_rocketmq_done=$EPOCHREALTIME
+
 step=rabbitmq-shrink
 wait "$rabbitmq_shrink" || die "rabbitmq-shrink.sh $b failed (its lines above say why)"
 rabbitmq_shrink=''
@@ -589,7 +598,7 @@ log "timings: clusters, nodes, DNS, link $(elapsed "$t0" "$t_nodes")s; CAs and b
 	"$(elapsed "$t_produce_start" "$t_arrived")s; read and checked in $(elapsed "$t_read_start" "$t_read")s;" \
 	"metrics $(elapsed "$t_read" "$t_metrics")s; NetworkPolicy checks $(elapsed "$t_policy" "$t_policy_done")s; NATS 3 -> 1 servers done $(elapsed "$t_nats_shrink" "$t_nats_shrunk")s after it began, beside:" \
 	"RabbitMQ 3 nodes and a quorum queue $(elapsed "$t_rabbitmq" "$t_rabbitmq_up")s, its roll" \
-	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_rolled")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_rolled" "$t_mosquitto_done")s," \
+	"$(elapsed "$t_rabbitmq_up" "$t_rabbitmq_rolled")s; Mosquitto and its pod deleted $(elapsed "$t_rabbitmq_rolled" "$t_mosquitto_done")s, RocketMQ $(elapsed "$t_mosquitto_done" "$t_rocketmq_done")s," \
 	"beside RabbitMQ 3 -> 1 -> 3 nodes done $(elapsed "$t_rabbitmq_rolled" "$t_rabbitmq_done")s after it began;" \
 	"helm upgrade to the new operator Ready $(elapsed "$t_upgrade" "$t_upgraded")s;" \
 	"Bridge deleted to its children gone $(elapsed "$t_bridge_delete" "$t_bridge_deleted")s; both uninstalls" \

@@ -47,6 +47,12 @@
 #                             13's packages (mosquitto-debs.list): the broker and its clients,
 #                             /mosquitto/{config,data,log}; user mosquitto (1883). Tagged with
 #                             the packaged version.
+#   rocketmq                  the layout of the official apache/rocketmq image as the operator's
+#                             rendering uses it: the jars of tools.sh rocketmq (name server,
+#                             broker, proxy) in /home/rocketmq/rocketmq-<version>/lib
+#                             (ROCKETMQ_HOME), the kafka image's jlink'd Java runtime, and the
+#                             machine's bash, getent, mkdir and sleep (the rendered start.sh
+#                             uses them); user rocketmq (3000), its home /home/rocketmq.
 # node.sh imports the archives (`node.sh load <cluster> <archive>...`); pods then use the images
 # with imagePullPolicy Never or IfNotPresent.
 set -euo pipefail
@@ -74,7 +80,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka|rabbitmq|mosquitto>... | ref <image>" >&2
+	echo "usage: $0 build <oms-operator|oms-bridge|runtime-base|nats|coredns|local-path-provisioner|kafka|rabbitmq|mosquitto|rocketmq>... | ref <image>" >&2
 	exit 2
 }
 
@@ -88,6 +94,7 @@ ref() {
 	kafka) echo "localhost/oms-e2e/kafka:$KAFKA_IMAGE_VERSION" ;;
 	rabbitmq) echo "localhost/oms-e2e/rabbitmq:$(listed_version rabbitmq rabbitmq-server)" ;;
 	mosquitto) echo "localhost/oms-e2e/mosquitto:$(listed_version mosquitto mosquitto)" ;;
+	rocketmq) echo "localhost/oms-e2e/rocketmq:$ROCKETMQ_VERSION" ;;
 	*) usage ;;
 	esac
 }
@@ -305,6 +312,78 @@ EOF
 	mkdir -p "$dir.owned/home/appuser" "$dir.owned/var/lib/kafka/data" "$dir.owned/etc/kafka"
 }
 
+# The rocketmq image: what the rendered start.sh runs besides Java, from this machine, and the
+# official image's user and home.
+ROCKETMQ_USER=3000
+ROCKETMQ_TOOLS=(/usr/bin/bash /usr/bin/getent /usr/bin/mkdir /usr/bin/sleep)
+ROCKETMQ_HOME_IN_IMAGE=/home/rocketmq/rocketmq-$ROCKETMQ_VERSION
+
+# The native code RocketMQ's jars unpack when they run (RocksDB's, which holds the users and
+# ACLs, and netty's), for this machine's architecture, extracted under <dir>.
+rocketmq_jar_natives() {
+	local arch
+	case $(uname -m) in
+	x86_64) arch='(linux64|linux[-_]x86[-_]64)' ;;
+	aarch64) arch='(linux-aarch64|linux[-_]aarch[-_]64)' ;;
+	*) die "rocketmq: no native code known for $(uname -m)" ;;
+	esac
+	python3 - "$1" "$arch" "$BIN"/rocketmq-libs/libs/*.jar <<'PY'
+import re, sys, zipfile
+out, arch, jars = sys.argv[1], re.compile(sys.argv[2]), sys.argv[3:]
+for jar in jars:
+    with zipfile.ZipFile(jar) as archive:
+        for name in archive.namelist():
+            if name.endswith(".so") and arch.search(name) and "musl" not in name:
+                print(archive.extract(name, out))
+PY
+}
+
+rocketmq_libraries() {
+	local jdk file natives
+	jdk=$(jdk_home)
+	natives=$(mktemp -d)
+	for file in "${ROCKETMQ_TOOLS[@]}" $(java_native_code) $(rocketmq_jar_natives "$natives"); do
+		shared_libraries "$file"
+	done | grep -v -e "^$jdk/" -e "^$natives/" | sort -u
+	rm -rf "$natives"
+}
+
+rocketmq_inputs() {
+	local jdk module
+	jdk=$(jdk_home)
+	readlink -f "$BIN"/rocketmq-libs/libs/*.jar
+	for module in ${JAVA_MODULES//,/ }; do echo "$jdk/jmods/$module.jmod"; done
+	printf '%s\n' "${ROCKETMQ_TOOLS[@]}"
+	rocketmq_libraries
+}
+
+rootfs_rocketmq() {
+	local dir=$1 jdk file
+	jdk=$(jdk_home)
+	mkdir -p "$dir/opt/java" "$dir/usr/bin" "$dir/etc" "$dir/tmp"
+	log "jlink of the Java runtime for rocketmq"
+	nice -n 19 "$jdk/bin/jlink" --module-path "$jdk/jmods" --add-modules "$JAVA_MODULES" \
+		--strip-debug --no-header-files --no-man-pages --compress=2 --output "$dir/opt/java/openjdk"
+	for file in $(rocketmq_libraries); do
+		install -D -m 0755 "$(readlink -f "$file")" "$dir$file"
+	done
+	for file in "${ROCKETMQ_TOOLS[@]}"; do
+		install -m 0755 "$file" "$dir$file"
+	done
+	# A merged /usr, as Ubuntu's: /bin/bash is the same file.
+	ln -s usr/bin "$dir/bin"
+	printf '%s\n' "hosts: files dns" >"$dir/etc/nsswitch.conf"
+	printf '%s\n' "root:x:0:0:root:/root:/usr/sbin/nologin" \
+		"rocketmq:x:$ROCKETMQ_USER:$ROCKETMQ_USER:rocketmq:/home/rocketmq:/bin/bash" >"$dir/etc/passwd"
+	printf '%s\n' "root:x:0:" "rocketmq:x:$ROCKETMQ_USER:" >"$dir/etc/group"
+	chmod 1777 "$dir/tmp"
+	# The rocketmq user's home with the distribution's jars (owned_dirs).
+	mkdir -p "$dir.owned$ROCKETMQ_HOME_IN_IMAGE/lib"
+	for file in "$BIN"/rocketmq-libs/libs/*.jar; do
+		install -m 0644 "$(readlink -f "$file")" "$dir.owned$ROCKETMQ_HOME_IN_IMAGE/lib/"
+	done
+}
+
 RABBITMQ_USER=999
 MOSQUITTO_USER=1883
 
@@ -392,6 +471,7 @@ owned_dirs() {
 	kafka) echo "$KAFKA_USER:$KAFKA_USER /home/appuser /var/lib/kafka /etc/kafka" ;;
 	rabbitmq) echo "$RABBITMQ_USER:$RABBITMQ_USER /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq" ;;
 	mosquitto) echo "$MOSQUITTO_USER:$MOSQUITTO_USER /mosquitto" ;;
+	rocketmq) echo "$ROCKETMQ_USER:$ROCKETMQ_USER /home/rocketmq" ;;
 	esac
 }
 
@@ -408,6 +488,7 @@ prepare() {
 	local-path-provisioner) "$ROOT/e2e/harness/tools.sh" local-path-provisioner ;;
 	kafka) KAFKA_LIBS_VERSION=$KAFKA_IMAGE_VERSION "$ROOT/e2e/harness/tools.sh" kafka >&2 ;;
 	rabbitmq | mosquitto) "$ROOT/e2e/harness/tools.sh" "$1-debs" ;;
+	rocketmq) "$ROOT/e2e/harness/tools.sh" rocketmq >&2 ;;
 	esac
 }
 
@@ -428,6 +509,7 @@ input_files() {
 		;;
 	kafka) kafka_inputs ;;
 	rabbitmq | mosquitto) readlink -f "$BIN/$1-debs"/*.deb ;;
+	rocketmq) rocketmq_inputs ;;
 	esac
 }
 
@@ -474,6 +556,15 @@ image_config() {
 			--env RABBITMQ_HOME=/opt/rabbitmq --env RABBITMQ_DATA_DIR=/var/lib/rabbitmq
 			--env "RABBITMQ_VERSION=$(listed_version rabbitmq rabbitmq-server)" --env LANG=C.UTF-8 --env LC_ALL=C.UTF-8
 			--env RUNNING_UNDER_SYSTEMD=true --port 4369 --port 5671 --port 5672 --port 15692 --port 25672)
+		;;
+	rocketmq)
+		# As the official image: the rocketmq user, ROCKETMQ_HOME, Java on PATH. The operator
+		# always passes its own command; without one the image runs the name server.
+		CONFIG=(--user "$ROCKETMQ_USER:$ROCKETMQ_USER" --workingdir "$ROCKETMQ_HOME_IN_IMAGE"
+			--env "ROCKETMQ_HOME=$ROCKETMQ_HOME_IN_IMAGE" --env JAVA_HOME=/opt/java/openjdk
+			--env "PATH=/opt/java/openjdk/bin:$PATH_IN_IMAGE"
+			--cmd '["java", "-cp", "lib/*", "org.apache.rocketmq.namesrv.NamesrvStartup"]'
+			--port 8081 --port 9876 --port 10911)
 		;;
 	mosquitto)
 		# As the official image: the mosquitto user, the broker on its default config.
