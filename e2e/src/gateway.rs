@@ -37,13 +37,13 @@ pub fn gateway_end(server: &str, access_point: &str, queue: &str, tls: &TlsPaths
 /// One attempt to write a message through a gateway with the worker's own sink: true only if the
 /// gateway stored it.
 pub async fn gateway_publish_attempt(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
-    within_limit("publish", publish(server, access_point, queue, tls)).await
+    within_limit("publish", Box::pin(publish(server, access_point, queue, tls))).await
 }
 
 /// How long one attempt may take: a connection the gateway refuses after the TLS handshake (a
 /// client certificate it does not take, under TLS 1.3) has been seen to leave the client waiting
 /// with nothing to wake it; such an attempt did not get in.
-const ATTEMPT_LIMIT: Duration = Duration::from_secs(60);
+const ATTEMPT_LIMIT: Duration = Duration::from_mins(1);
 
 async fn within_limit(what: &str, attempt: impl Future<Output = bool>) -> bool {
     tokio::time::timeout(ATTEMPT_LIMIT, attempt).await.unwrap_or_else(|_| {
@@ -68,7 +68,7 @@ async fn publish(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) 
 /// One attempt to read through a gateway with the worker's own source: true only if the gateway
 /// opened the stream.
 pub async fn gateway_consume_attempt(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
-    within_limit("consume", consume(server, access_point, queue, tls)).await
+    within_limit("consume", Box::pin(consume(server, access_point, queue, tls))).await
 }
 
 async fn consume(server: &str, access_point: &str, queue: &str, tls: &TlsPaths) -> bool {
