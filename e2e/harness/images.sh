@@ -202,22 +202,44 @@ java_native_code() {
 	done
 }
 
-# The machine's libraries the kafka image needs: what the shell, cat and the JDK's native code
-# link, outside the JDK itself.
-kafka_libraries() {
+# java_libraries <binary>...: the machine's libraries a Java image needs: what the binaries and
+# the JDK's native code link, outside the JDK itself.
+java_libraries() {
 	local jdk file
 	jdk=$(jdk_home)
-	for file in /bin/dash /usr/bin/cat $(java_native_code); do
+	for file in "$@" $(java_native_code); do
 		shared_libraries "$file"
 	done | grep -v "^$jdk/" | sort -u
 }
 
-# The files the kafka image is made of: jars, the jmods jlink reads, the shell, cat and libraries.
-kafka_inputs() {
+# java_modules: the jmods jlink reads for a Java image's runtime.
+java_modules() {
 	local jdk module
 	jdk=$(jdk_home)
-	readlink -f "$KAFKA_LIBS"/libs/*.jar
 	for module in ${JAVA_MODULES//,/ }; do echo "$jdk/jmods/$module.jmod"; done
+}
+
+# java_runtime <rootfs> <image> <library>...: the Java runtime jlink cuts from the machine's JDK, in
+# /opt/java/openjdk, and the libraries (java_libraries) at their paths.
+java_runtime() {
+	local dir=$1 jdk file
+	jdk=$(jdk_home)
+	log "jlink of the Java runtime for $2"
+	mkdir -p "$dir/opt/java"
+	nice -n 19 "$jdk/bin/jlink" --module-path "$jdk/jmods" --add-modules "$JAVA_MODULES" \
+		--strip-debug --no-header-files --no-man-pages --compress=2 --output "$dir/opt/java/openjdk"
+	for file in "${@:3}"; do
+		install -D -m 0755 "$(readlink -f "$file")" "$dir$file"
+	done
+}
+
+# The machine's libraries the kafka image needs: what the shell, cat and the JDK link.
+kafka_libraries() { java_libraries /bin/dash /usr/bin/cat; }
+
+# The files the kafka image is made of: jars, the jmods jlink reads, the shell, cat and libraries.
+kafka_inputs() {
+	readlink -f "$KAFKA_LIBS"/libs/*.jar
+	java_modules
 	echo /bin/dash
 	echo /usr/bin/cat
 	kafka_libraries
@@ -231,19 +253,13 @@ kafka_script() {
 
 # shellcheck disable=SC2016 # the image's scripts expand their own variables when they run
 rootfs_kafka() {
-	local dir=$1 jdk file
-	jdk=$(jdk_home)
-	mkdir -p "$dir/opt/kafka/libs" "$dir/opt/kafka/bin" "$dir/opt/kafka/config" "$dir/opt/java" "$dir/bin" \
-		"$dir/etc" "$dir/tmp"
+	local dir=$1 file
+	mkdir -p "$dir/opt/kafka/libs" "$dir/opt/kafka/bin" "$dir/opt/kafka/config" "$dir/bin" "$dir/etc" "$dir/tmp"
 	for file in "$KAFKA_LIBS"/libs/*.jar; do
 		install -m 0644 "$(readlink -f "$file")" "$dir/opt/kafka/libs/"
 	done
-	log "jlink of the Java runtime for kafka"
-	nice -n 19 "$jdk/bin/jlink" --module-path "$jdk/jmods" --add-modules "$JAVA_MODULES" \
-		--strip-debug --no-header-files --no-man-pages --compress=2 --output "$dir/opt/java/openjdk"
-	for file in $(kafka_libraries); do
-		install -D -m 0755 "$(readlink -f "$file")" "$dir$file"
-	done
+	# shellcheck disable=SC2046 # one path a word
+	java_runtime "$dir" kafka $(kafka_libraries)
 	# Debian's dash is /bin/sh as in Debian; cat is what start.sh needs beyond the shell's builtins.
 	install -m 0755 /bin/dash "$dir/bin/dash"
 	ln -s dash "$dir/bin/sh"
@@ -339,34 +355,25 @@ PY
 }
 
 rocketmq_libraries() {
-	local jdk file natives
-	jdk=$(jdk_home)
+	local natives
 	natives=$(mktemp -d)
-	for file in "${ROCKETMQ_TOOLS[@]}" $(java_native_code) $(rocketmq_jar_natives "$natives"); do
-		shared_libraries "$file"
-	done | grep -v -e "^$jdk/" -e "^$natives/" | sort -u
+	# shellcheck disable=SC2046 # one path a word
+	java_libraries "${ROCKETMQ_TOOLS[@]}" $(rocketmq_jar_natives "$natives")
 	rm -rf "$natives"
 }
 
 rocketmq_inputs() {
-	local jdk module
-	jdk=$(jdk_home)
 	readlink -f "$BIN"/rocketmq-libs/libs/*.jar
-	for module in ${JAVA_MODULES//,/ }; do echo "$jdk/jmods/$module.jmod"; done
+	java_modules
 	printf '%s\n' "${ROCKETMQ_TOOLS[@]}"
 	rocketmq_libraries
 }
 
 rootfs_rocketmq() {
-	local dir=$1 jdk file
-	jdk=$(jdk_home)
-	mkdir -p "$dir/opt/java" "$dir/usr/bin" "$dir/etc" "$dir/tmp"
-	log "jlink of the Java runtime for rocketmq"
-	nice -n 19 "$jdk/bin/jlink" --module-path "$jdk/jmods" --add-modules "$JAVA_MODULES" \
-		--strip-debug --no-header-files --no-man-pages --compress=2 --output "$dir/opt/java/openjdk"
-	for file in $(rocketmq_libraries); do
-		install -D -m 0755 "$(readlink -f "$file")" "$dir$file"
-	done
+	local dir=$1 file
+	mkdir -p "$dir/usr/bin" "$dir/etc" "$dir/tmp"
+	# shellcheck disable=SC2046 # one path a word
+	java_runtime "$dir" rocketmq $(rocketmq_libraries)
 	for file in "${ROCKETMQ_TOOLS[@]}"; do
 		install -m 0755 "$file" "$dir$file"
 	done

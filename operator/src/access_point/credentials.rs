@@ -101,9 +101,7 @@ pub(super) async fn apply_kafka_tenants(
 ) -> Result<(), String> {
     let Some(admin) = &logins.admin else { return Ok(()) };
     let endpoint = admin_endpoint(hosts, admin, tls);
-    let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
-    let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
-    let recorded = if shared && !wildcard { recorded_names(ctx, ap).await? } else { Vec::new() };
+    let TenantPlan { tenants, shared, wildcard, recorded } = tenant_plan(ctx, ap, logins).await?;
     let acls = tenancy::kafka_acls(&ap.namespace, &tenants, shared, wildcard, &recorded);
     let applied = ctx.admins.tenants_applied(&endpoint, &logins.tenants).await;
     let result = async {
@@ -145,9 +143,7 @@ pub(super) async fn apply_rocketmq_tenants(
         tls: tls.cloned(),
         ..crate::admin::Endpoint::default()
     };
-    let tenants: Vec<String> = logins.tenants.keys().cloned().collect();
-    let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
-    let recorded = if shared && !wildcard { recorded_names(ctx, ap).await? } else { Vec::new() };
+    let TenantPlan { tenants, shared, wildcard, recorded } = tenant_plan(ctx, ap, logins).await?;
     let grants = tenancy::rocketmq_grants(&ap.namespace, &tenants, shared, wildcard, &recorded);
     let result = async {
         let client = ctx.admins.get(Driver::Rocketmq, &endpoint).await?;
@@ -169,6 +165,22 @@ pub(super) async fn apply_rocketmq_tenants(
             Err(format!("cannot apply the tenants' RocketMQ users and ACLs as {}: {error}", admin.username))
         }
     }
+}
+
+/// Whom a managed broker's users and grants are for, and how its access point is shared.
+struct TenantPlan {
+    tenants: Vec<String>,
+    shared: bool,
+    /// Shared with `*`: the owner's user gets every name.
+    wildcard: bool,
+    /// Queues' names from before the access point was shared ([`recorded_names`]).
+    recorded: Vec<(String, String)>,
+}
+
+async fn tenant_plan(ctx: &Context, ap: &AccessPoint, logins: &Logins) -> Result<TenantPlan, String> {
+    let (shared, wildcard) = (!ap.shared_with.is_empty(), ap.shared_with.iter().any(|t| t == "*"));
+    let recorded = if shared && !wildcard { recorded_names(ctx, ap).await? } else { Vec::new() };
+    Ok(TenantPlan { tenants: logins.tenants.keys().cloned().collect(), shared, wildcard, recorded })
 }
 
 /// (namespace, `status.brokerName`) of the Queues on this access point: the names they keep

@@ -386,14 +386,13 @@ fn granted(body: &[u8]) -> Result<BTreeMap<String, bool>, String> {
     let acl: Value =
         serde_json::from_str(&standard_json(&String::from_utf8_lossy(body))).map_err(|e| format!("ACL: {e}"))?;
     let mut granted = BTreeMap::new();
-    let policies = acl.get("policies").and_then(Value::as_array).cloned().unwrap_or_default();
+    let policies = acl.get("policies").and_then(Value::as_array).into_iter().flatten();
     for policy in policies
-        .iter()
         .filter(|p| p.get("policyType").and_then(Value::as_str).is_none_or(|t| t.eq_ignore_ascii_case("custom")))
     {
         for entry in policy.get("entries").and_then(Value::as_array).into_iter().flatten() {
             let Some(resource) = entry.get("resource").and_then(Value::as_str) else { continue };
-            let actions = entry.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let actions = entry.get("actions").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
             let everything = actions.len() == 1
                 && actions[0].as_str().is_some_and(|a| a.eq_ignore_ascii_case("all"))
                 && entry.get("decision").and_then(Value::as_str).is_some_and(|d| d.eq_ignore_ascii_case("allow"));

@@ -52,8 +52,8 @@ impl BrokerDriver for Rocketmq {
     }
 
     /// Clients also find the brokers through the name servers and read and write there (RocketMQ 4
-    /// clients; bridges keep their positions there). The name server takes no login: a tenant of
-    /// a shared access point can disturb routes (not reach another's messages).
+    /// clients; bridges keep their positions there). The name server takes no login, which is one
+    /// reason a managed RocketMQ is not shared.
     fn tenant_ports(&self, _tls: bool) -> Vec<u16> {
         vec![PROXY_PORT, NAME_SERVER_PORT, BROKER_PORT]
     }
